@@ -1,0 +1,430 @@
+"""The bridge's configuration: the only module that reads config files and the environment.
+
+``load(path)`` reads YAML, substitutes ``${VAR}``, ``${VAR:-default}`` and
+``${file:/path}`` inside string values (so secrets never live in the committed
+file), and validates the result. Every key is checked: an unknown key or a bad
+value raises :class:`ConfigError` naming the key's path, e.g.
+``classification.rules[3].match.users.gt``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal, Self
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from bridge.errors import ConfigError
+from bridge.model import Severity
+
+# --- small value types -------------------------------------------------------------------
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+
+
+def _parse_duration(value: Any) -> Any:
+    """``30s``, ``5m``, ``1h``, ``24h`` (Prometheus style) or a number of seconds."""
+    if isinstance(value, bool):
+        raise ValueError("a duration such as 30s, 5m or 1h")
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str):
+        m = _DURATION.match(value)
+        if m:
+            return float(m.group(1)) * _UNIT_SECONDS[m.group(2)]
+    raise ValueError(f"{value!r} is not a duration such as 30s, 5m or 1h")
+
+
+def _split_commas(value: Any) -> Any:
+    """Lists may be written as YAML lists or, from the environment, as ``a,b,c``."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+Seconds = Annotated[float, BeforeValidator(_parse_duration), Field(gt=0)]
+CommaList = Annotated[list[str], BeforeValidator(_split_commas)]
+SecretList = Annotated[list[SecretStr], BeforeValidator(_split_commas)]
+
+
+def _empty_to_none(value: Any) -> Any:
+    return None if value == "" else value
+
+
+OptionalSecret = Annotated[SecretStr | None, BeforeValidator(_empty_to_none)]
+OptionalPath = Annotated[Path | None, BeforeValidator(_empty_to_none)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --- classification rules ----------------------------------------------------------------
+
+Scalar = str | int | float | bool
+
+
+class Condition(_Strict):
+    """Operators on one field; all given must hold. A field the alert does not
+    know (``None``) satisfies no condition, negative ones included."""
+
+    eq: Scalar | None = None
+    ne: Scalar | None = None
+    in_: list[Scalar] | None = Field(default=None, alias="in")
+    not_in: list[Scalar] | None = None
+    regex: str | None = None
+    not_regex: str | None = None
+    gt: float | None = None
+    gte: float | None = None
+    lt: float | None = None
+    lte: float | None = None
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @field_validator("regex", "not_regex")
+    @classmethod
+    def _compiles(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"invalid regular expression {value!r}: {exc}") from exc
+        return value
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> Self:
+        if not self.model_fields_set:
+            raise ValueError("a condition needs at least one operator (eq, in, regex, gt, ...)")
+        return self
+
+
+def _shorthand(value: Any) -> Any:
+    """``level: error`` means eq, ``level: [error, fatal]`` means in."""
+    if isinstance(value, list):
+        return {"in": value}
+    if isinstance(value, str | int | float | bool):
+        return {"eq": value}
+    return value
+
+
+Cond = Annotated[Condition, BeforeValidator(_shorthand)]
+
+STRING_FIELDS = (
+    "resource",
+    "action",
+    "kind",
+    "project",
+    "environment",
+    "level",
+    "platform",
+    "title",
+    "culprit",
+    "transaction",
+    "url",
+    "release",
+    "metric_aggregate",
+    "alert_rule_name",
+)
+BOOL_FIELDS = ("handled",)
+NUMBER_FIELDS = ("users", "events", "error_rate", "latency_ms", "metric_value")
+
+
+class Match(_Strict):
+    """All fields given must match (AND); ``any`` holds when one of its blocks
+    matches (OR); ``not`` holds when its block does not match."""
+
+    resource: Cond | None = None
+    action: Cond | None = None
+    kind: Cond | None = None
+    project: Cond | None = None
+    environment: Cond | None = None
+    level: Cond | None = None
+    platform: Cond | None = None
+    title: Cond | None = None
+    culprit: Cond | None = None
+    transaction: Cond | None = None
+    url: Cond | None = None
+    release: Cond | None = None
+    metric_aggregate: Cond | None = None
+    alert_rule_name: Cond | None = None
+    handled: Cond | None = None
+    users: Cond | None = None
+    events: Cond | None = None
+    error_rate: Cond | None = None
+    latency_ms: Cond | None = None
+    metric_value: Cond | None = None
+    tags: dict[str, Cond] = Field(default_factory=dict)
+    any: list[Match] | None = None
+    not_: Match | None = Field(default=None, alias="not")
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+LabelName = Annotated[str, Field(pattern=r"^[a-zA-Z_][a-zA-Z0-9_]*$")]
+
+
+class Rule(_Strict):
+    name: str = Field(min_length=1)
+    match: Match = Field(default_factory=Match)
+    severity: Severity | None = None
+    drop: bool = False
+    labels: dict[LabelName, str] = Field(default_factory=dict)
+    annotations: dict[LabelName, str] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _one_outcome(self) -> Self:
+        if self.drop == (self.severity is not None):
+            raise ValueError("a rule sets either `severity` or `drop: true`, exactly one")
+        if self.drop and (self.labels or self.annotations):
+            raise ValueError("a rule that drops cannot add labels or annotations")
+        return self
+
+
+RESERVED_LABELS = frozenset(
+    {"alertname", "severity", "source", "project", "environment", "escalated"}
+    | {"sentry_issue_id", "sentry_alert_rule_id"}
+)
+
+
+class Classification(_Strict):
+    default_severity: Severity = Severity.MEDIUM
+    severity_labels: dict[Severity, dict[LabelName, str]] = Field(default_factory=dict)
+    rules: list[Rule] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _checks(self) -> Self:
+        names = [rule.name for rule in self.rules]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"rule names must be unique; repeated: {', '.join(dupes)}")
+        for rule in self.rules:
+            clash = RESERVED_LABELS & set(rule.labels)
+            if clash:
+                raise ValueError(f"rule {rule.name!r} sets reserved label(s) {sorted(clash)}")
+        for severity, labels in self.severity_labels.items():
+            clash = RESERVED_LABELS & set(labels)
+            if clash:
+                raise ValueError(f"severity_labels.{severity} sets reserved {sorted(clash)}")
+        return self
+
+
+# --- the sections ------------------------------------------------------------------------
+
+
+class Server(_Strict):
+    host: str = "0.0.0.0"
+    port: int = Field(default=8080, ge=1, le=65535)
+    max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+class Sentry(_Strict):
+    # Integration-platform webhooks: Sentry-Hook-Signature, keyed with the client secret.
+    client_secrets: SecretList = Field(default_factory=list)
+    # Project service hooks: X-ServiceHook-Signature, keyed with the hook's secret.
+    service_hook_secrets: SecretList = Field(default_factory=list)
+    # The legacy WebHooks plugin cannot sign: a token in the URL (?token=...).
+    legacy_token: OptionalSecret = None
+    allow_unauthenticated: bool = False
+    # Sentry's web/API base, for self-hosted Sentry; links and enrichment use it.
+    base_url: str = "https://sentry.io"
+    api_token: OptionalSecret = None
+    api_timeout: Seconds = 2.0
+    api_cache_ttl: Seconds = 60.0
+    api_cache_size: int = Field(default=10_000, ge=1)
+
+    @property
+    def authenticated(self) -> bool:
+        return bool(self.client_secrets or self.service_hook_secrets or self.legacy_token)
+
+
+class Dedup(_Strict):
+    window: Seconds = 300.0
+    escalate_after: int = Field(default=3, ge=2)
+    escalate_period: Seconds = 1800.0
+    max_tracked: int = Field(default=100_000, ge=1)
+
+
+class BasicAuth(_Strict):
+    username: str
+    password: SecretStr
+
+
+class TLS(_Strict):
+    ca_file: OptionalPath = None
+    cert_file: OptionalPath = None
+    key_file: OptionalPath = None
+    insecure_skip_verify: bool = False
+
+
+class Alertmanager(_Strict):
+    urls: CommaList = Field(default_factory=lambda: ["http://localhost:9093"])
+    timeout: Seconds = 5.0
+    # Firing alerts carry endsAt = now + alert_lifetime; Sentry firing again extends it.
+    alert_lifetime: Seconds = 3600.0
+    # Re-send active alerts so a restarted Alertmanager converges (Prometheus: 1m),
+    # and resolved ones for a while (Prometheus: 15m).
+    resend_interval: Seconds = 60.0
+    resolved_resend: Seconds = 900.0
+    batch_size: int = Field(default=256, ge=1, le=10_000)
+    max_age: Seconds = 86400.0
+    backoff_initial: Seconds = 0.5
+    backoff_max: Seconds = 30.0
+    basic_auth: BasicAuth | None = None
+    bearer_token: OptionalSecret = None
+    tls: TLS = Field(default_factory=TLS)
+
+    @field_validator("urls")
+    @classmethod
+    def _urls(cls, urls: list[str]) -> list[str]:
+        if not urls:
+            raise ValueError("at least one Alertmanager URL is needed")
+        for url in urls:
+            if not re.match(r"^https?://[^/\s]+", url):
+                raise ValueError(f"{url!r} is not an http(s) URL")
+        if len(set(urls)) != len(urls):
+            raise ValueError("an Alertmanager URL is listed twice")
+        return [u.rstrip("/") for u in urls]
+
+    @model_validator(mode="after")
+    def _one_auth(self) -> Self:
+        if self.basic_auth and self.bearer_token:
+            raise ValueError("set basic_auth or bearer_token, not both")
+        return self
+
+
+class Outbox(_Strict):
+    data_dir: Path = Path("./data")
+    max_queued: int = Field(default=100_000, ge=1)
+
+
+class Shutdown(_Strict):
+    grace_period: Seconds = 25.0
+
+
+class Config(_Strict):
+    server: Server = Field(default_factory=Server)
+    sentry: Sentry = Field(default_factory=Sentry)
+    classification: Classification = Field(default_factory=Classification)
+    dedup: Dedup = Field(default_factory=Dedup)
+    alertmanager: Alertmanager = Field(default_factory=Alertmanager)
+    outbox: Outbox = Field(default_factory=Outbox)
+    shutdown: Shutdown = Field(default_factory=Shutdown)
+
+    @model_validator(mode="after")
+    def _checks(self) -> Self:
+        if not self.sentry.authenticated and not self.sentry.allow_unauthenticated:
+            raise ValueError(
+                "sentry: no client_secrets, service_hook_secrets or legacy_token is set, so "
+                "every webhook would be unauthenticated; set SENTRY_CLIENT_SECRET (or "
+                "another), or set sentry.allow_unauthenticated: true to accept that explicitly"
+            )
+        if self.dedup.window >= self.alertmanager.alert_lifetime:
+            raise ValueError(
+                "dedup.window: must be shorter than alertmanager.alert_lifetime, or an alert "
+                "Sentry keeps firing would expire in Alertmanager while its repeats are suppressed"
+            )
+        return self
+
+
+# --- loading -----------------------------------------------------------------------------
+
+_VAR = re.compile(r"\$\{([^}:]+)(?::-([^}]*))?\}")
+
+
+def _substitute(value: Any, path: str, env: Mapping[str, str]) -> Any:
+    if isinstance(value, dict):
+        return {k: _substitute(v, f"{path}.{k}" if path else str(k), env) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_substitute(v, f"{path}[{i}]", env) for i, v in enumerate(value)]
+    if not isinstance(value, str):
+        return value
+
+    def replace(m: re.Match[str]) -> str:
+        name, default = m.group(1), m.group(2)
+        if name.startswith("file:"):
+            file = Path(name.removeprefix("file:"))
+            try:
+                return file.read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                raise ConfigError(f"{path}: cannot read {file}: {exc.strerror}") from exc
+        if name in env and env[name] != "":
+            return env[name]
+        if default is not None:
+            return default
+        raise ConfigError(f"{path}: environment variable {name} is not set")
+
+    return _VAR.sub(replace, value)
+
+
+def _location(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part.startswith("function-") or part in {"list[str]", "str", "float", "int"}:
+            continue  # pydantic's internal validator steps, not config keys
+        else:
+            out += f".{part}" if out else str(part)
+    return out or "(top level)"
+
+
+def _describe(exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors(include_url=False, include_input=False):
+        where = _location(err["loc"])
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        lines.append(msg if where == "(top level)" else f"{where}: {msg}")
+    return "\n".join(dict.fromkeys(lines))
+
+
+def parse(data: Any, env: Mapping[str, str] | None = None) -> Config:
+    """Validate an already-parsed YAML document (used by ``load`` and the tests)."""
+    env = os.environ if env is None else env
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError("the config file must be a YAML mapping")
+    data = _substitute(data, "", env)
+    if env.get("BRIDGE_DATA_DIR"):
+        data.setdefault("outbox", {})
+        if isinstance(data["outbox"], dict):
+            data["outbox"]["data_dir"] = env["BRIDGE_DATA_DIR"]
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc)) from None
+
+
+def load(path: str | Path, env: Mapping[str, str] | None = None) -> Config:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read config {path}: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}") from None
+    try:
+        return parse(data, env)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None

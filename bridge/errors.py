@@ -1,0 +1,55 @@
+"""The bridge's exceptions, one small tree::
+
+    BridgeError
+    ├── ConfigError        config file or environment is wrong; fail at start with the message
+    └── WebhookError       a webhook is refused; carries the HTTP status and a bounded reason
+        ├── Unauthorized   401: missing or bad signature or token
+        ├── TooLarge       413: body over server.max_body_bytes
+        └── BadPayload     400: not JSON, or not a shape Sentry sends
+
+``reason`` is a short snake_case word from a closed set: it is both the JSON
+answer's ``reason`` and the ``reason`` label of the rejection metric.
+"""
+
+from __future__ import annotations
+
+
+class BridgeError(Exception):
+    pass
+
+
+class ConfigError(BridgeError):
+    pass
+
+
+class WebhookError(BridgeError):
+    status_code = 400
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(detail or reason)
+        self.reason = reason
+        self.detail = detail or reason
+
+
+class Unauthorized(WebhookError):
+    status_code = 401
+
+
+class TooLarge(WebhookError):
+    status_code = 413
+
+
+class BadPayload(WebhookError):
+    status_code = 400
+
+
+# Every value the `reason` label of sentry_bridge_webhooks_rejected_total can take.
+REJECT_REASONS = (
+    "missing_signature",
+    "bad_signature",
+    "bad_token",
+    "too_large",
+    "invalid_json",
+    "invalid_payload",
+    "outbox_full",
+)

@@ -1,0 +1,202 @@
+"""Every metric the bridge exports, defined against an injected registry.
+
+Naming follows Prometheus conventions: ``sentry_bridge_<subsystem>_<name>_<unit>``,
+base units (seconds, bytes), ``_total`` on counters. Label values come from
+closed sets (pre-initialised below so a zero is visible before the first event)
+or from configuration (Alertmanager names); never issue IDs, URLs or titles.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+
+from bridge import __version__
+from bridge.errors import REJECT_REASONS
+from bridge.model import Severity
+
+NAMESPACE = "sentry_bridge"
+
+# Closed sets of label values.
+RESOURCES = (
+    "event_alert",
+    "metric_alert",
+    "issue",
+    "error",
+    "activity_alert",
+    "installation",
+    "service_hook",
+    "legacy",
+    "other",
+)
+OUTCOMES = ("forwarded", "duplicate", "dropped", "ignored")
+DELIVERY_FAILURES = ("connect", "timeout", "status_4xx", "status_5xx", "status_429", "other")
+DROP_REASONS = ("max_age", "rejected", "invalid")
+ENRICH_RESULTS = ("hit", "fetched", "timeout", "unauthorized", "not_found", "error", "skipped")
+
+
+class Metrics:
+    """Holds the collectors; one instance per app, registered on ``registry``."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        ns = NAMESPACE
+        self.build_info = Info("build", "Version of the bridge.", namespace=ns, registry=registry)
+        self.build_info.info({"version": __version__})
+
+        # --- the HTTP edge ----------------------------------------------------------------
+        self.webhooks_received = Counter(
+            "webhooks_received_total",
+            "Webhooks received from Sentry, by Sentry resource.",
+            ["resource"],
+            namespace=ns,
+            registry=registry,
+        )
+        self.webhooks_rejected = Counter(
+            "webhooks_rejected_total",
+            "Webhooks refused with a 4xx or 503, by reason.",
+            ["reason"],
+            namespace=ns,
+            registry=registry,
+        )
+        self.request_duration = Histogram(
+            "webhook_request_duration_seconds",
+            "Time from receiving a webhook to answering it.",
+            namespace=ns,
+            registry=registry,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+        )
+
+        # --- the pipeline -----------------------------------------------------------------
+        self.alerts = Counter(
+            "alerts_total",
+            "Alerts after classification and dedup, by outcome.",
+            ["outcome"],
+            namespace=ns,
+            registry=registry,
+        )
+        self.alerts_by_severity = Counter(
+            "alerts_forwarded_by_severity_total",
+            "Alerts forwarded to Alertmanager, by severity.",
+            ["severity"],
+            namespace=ns,
+            registry=registry,
+        )
+        self.escalations = Counter(
+            "escalations_total",
+            "Alerts escalated one severity step because they kept coming back.",
+            namespace=ns,
+            registry=registry,
+        )
+        self.resolutions = Counter(
+            "resolutions_total",
+            "Alerts resolved in Alertmanager, because Sentry resolved them or their "
+            "label set was replaced.",
+            namespace=ns,
+            registry=registry,
+        )
+        self.enrichment = Counter(
+            "enrichment_requests_total",
+            "Look-ups of issue counts in Sentry's API, by result.",
+            ["result"],
+            namespace=ns,
+            registry=registry,
+        )
+        self.cache_entries = Gauge(
+            "cache_entries",
+            "Entries held in each in-process cache.",
+            ["cache"],
+            namespace=ns,
+            registry=registry,
+        )
+
+        # --- delivery to Alertmanager -----------------------------------------------------
+        self.am_sent = Counter(
+            "alertmanager_alerts_sent_total",
+            "Alerts accepted by an Alertmanager.",
+            ["alertmanager"],
+            namespace=ns,
+            registry=registry,
+        )
+        self.am_requests = Counter(
+            "alertmanager_requests_total",
+            "POST /api/v2/alerts requests made to an Alertmanager.",
+            ["alertmanager"],
+            namespace=ns,
+            registry=registry,
+        )
+        self.am_failed = Counter(
+            "alertmanager_requests_failed_total",
+            "Failed requests to an Alertmanager, by reason.",
+            ["alertmanager", "reason"],
+            namespace=ns,
+            registry=registry,
+        )
+        self.am_dropped = Counter(
+            "alertmanager_alerts_dropped_total",
+            "Alerts given up on for an Alertmanager, by reason.",
+            ["alertmanager", "reason"],
+            namespace=ns,
+            registry=registry,
+        )
+        self.am_request_duration = Histogram(
+            "alertmanager_request_duration_seconds",
+            "Duration of requests to an Alertmanager.",
+            ["alertmanager"],
+            namespace=ns,
+            registry=registry,
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+        )
+        self.am_batch_size = Histogram(
+            "alertmanager_batch_size_alerts",
+            "Alerts per request to an Alertmanager.",
+            namespace=ns,
+            registry=registry,
+            buckets=(1, 2, 5, 10, 25, 50, 100, 256, 512, 1024),
+        )
+        self.outbox_length = Gauge(
+            "outbox_alerts",
+            "Alerts waiting in the durable outbox for at least one Alertmanager.",
+            namespace=ns,
+            registry=registry,
+        )
+        self.outbox_oldest_age = Gauge(
+            "outbox_oldest_age_seconds",
+            "Age of the oldest alert waiting in the outbox (0 when empty).",
+            namespace=ns,
+            registry=registry,
+        )
+        self.dead_letters = Counter(
+            "dead_letters_total",
+            "Alerts an Alertmanager rejected as invalid, kept in the dead-letter table.",
+            namespace=ns,
+            registry=registry,
+        )
+        self.active_alerts = Gauge(
+            "active_alerts",
+            "Sentry identities the bridge holds as firing in Alertmanager.",
+            namespace=ns,
+            registry=registry,
+        )
+
+        for resource in RESOURCES:
+            self.webhooks_received.labels(resource)
+        for reason in REJECT_REASONS:
+            self.webhooks_rejected.labels(reason)
+        for outcome in OUTCOMES:
+            self.alerts.labels(outcome)
+        for severity in Severity:
+            self.alerts_by_severity.labels(severity.value)
+        for result in ENRICH_RESULTS:
+            self.enrichment.labels(result)
+
+    def init_alertmanagers(self, names: Iterable[str]) -> None:
+        """Pre-initialise per-Alertmanager series; names come from configuration."""
+        for name in names:
+            self.am_sent.labels(name)
+            self.am_requests.labels(name)
+            for reason in DELIVERY_FAILURES:
+                self.am_failed.labels(name, reason)
+            for reason in DROP_REASONS:
+                self.am_dropped.labels(name, reason)

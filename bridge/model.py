@@ -1,0 +1,140 @@
+"""The one internal alert that flows between the stages.
+
+Every Sentry format (``sentry.py``) is normalised into a :class:`SentryAlert`;
+classification, dedup and delivery only ever see this type. It is frozen and
+hashable so stages can neither change it behind each other's backs nor keep
+references to request-scoped objects.
+
+Numbers Sentry did not send are ``None``: unknown is not zero, and a rule
+comparing a number only matches a number that is known.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+
+class Kind(enum.StrEnum):
+    """What a Sentry identity refers to; resolution works per identity."""
+
+    ISSUE = "issue"
+    METRIC_ALERT = "metric_alert"
+
+
+class State(enum.StrEnum):
+    FIRING = "firing"
+    RESOLVED = "resolved"
+
+
+class Severity(enum.StrEnum):
+    """Ordered from least to most urgent; ``escalate`` moves one step up."""
+
+    LOW = "low"
+    MEDIUM = "medium"
+    HIGH = "high"
+    CRITICAL = "critical"
+
+    @property
+    def rank(self) -> int:
+        return _SEVERITY_ORDER.index(self)
+
+    def escalate(self) -> Severity:
+        return _SEVERITY_ORDER[min(self.rank + 1, len(_SEVERITY_ORDER) - 1)]
+
+
+_SEVERITY_ORDER = (Severity.LOW, Severity.MEDIUM, Severity.HIGH, Severity.CRITICAL)
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class SentryAlert:
+    """One Sentry webhook, normalised.
+
+    ``resource`` and ``action`` keep Sentry's own words (``event_alert`` /
+    ``triggered``, ``metric_alert`` / ``critical``, ``issue`` / ``resolved``,
+    ``service_hook`` / ``event.alert``, ``legacy`` / ``triggered``) so rules can
+    match on them. ``identity`` names the thing Alertmanager should show one
+    alert for: ``issue:<id>`` or ``metric_alert:<alert rule id>``.
+    """
+
+    resource: str
+    action: str
+    kind: Kind
+    state: State
+    identity: str
+    title: str
+    # Where it comes from.
+    organization: str | None = None
+    project: str | None = None  # slug when any part of the payload gives it, else the id
+    project_id: str | None = None
+    environment: str | None = None
+    # What happened.
+    issue_id: str | None = None
+    short_id: str | None = None
+    event_id: str | None = None
+    level: str | None = None
+    platform: str | None = None
+    culprit: str | None = None
+    transaction: str | None = None
+    url: str | None = None  # the request URL of the event, when the event had one
+    release: str | None = None
+    handled: bool | None = None
+    tags: tuple[tuple[str, str], ...] = ()
+    message: str | None = None
+    # Sentry's own alert rule: the issue alert rule that fired or the metric alert rule.
+    alert_rule_id: str | None = None
+    alert_rule_name: str | None = None
+    # Numbers; None when the payload does not carry them (enrichment may fill users/events).
+    users: int | None = None
+    events: int | None = None
+    error_rate: float | None = None  # a ratio, 0.05 is 5 %
+    latency_ms: float | None = None
+    metric_value: float | None = None  # the metric alert's value, as Sentry displays it
+    metric_aggregate: str | None = None  # e.g. "count_unique(user)", "p95(transaction.duration)"
+    # Links and times.
+    web_url: str | None = None  # the page a human opens in Sentry
+    issue_api_url: str | None = None  # Sentry API URL of the issue, for enrichment
+    started_at: datetime | None = None
+    # Sentry's Request-ID header, carried so every log line about this webhook names it.
+    request_id: str | None = None
+
+    @property
+    def tag_map(self) -> Mapping[str, str]:
+        return dict(self.tags)
+
+    def with_counts(self, *, users: int | None, events: int | None) -> SentryAlert:
+        """Counts from Sentry's API fill in what the payload did not carry."""
+        return dataclasses.replace(
+            self,
+            users=self.users if self.users is not None else users,
+            events=self.events if self.events is not None else events,
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["tags"] = [list(pair) for pair in self.tags]
+        data["started_at"] = self.started_at.isoformat() if self.started_at else None
+        return data
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> SentryAlert:
+        values = dict(data)
+        values["kind"] = Kind(values["kind"])
+        values["state"] = State(values["state"])
+        values["tags"] = tuple((str(k), str(v)) for k, v in values.get("tags") or ())
+        started = values.get("started_at")
+        values["started_at"] = datetime.fromisoformat(started) if started else None
+        return cls(**values)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Ignored:
+    """A webhook the bridge understood and deliberately turns into no alert
+    (``installation``, ``issue`` ``assigned``, a resource it does not know)."""
+
+    resource: str
+    action: str
+    reason: str

@@ -1,0 +1,192 @@
+"""The stages a webhook goes through, composed in one place.
+
+Request path (``accept``): the normalised alert is stored durably in the
+outbox's inbox and the webhook is answered; nothing slow happens there.
+
+Background (``run``), per batch of accepted alerts, in arrival order:
+
+1. enrich   - affected users and events from Sentry's API (cached, strict timeout)
+2. classify - first matching rule: a severity with labels, or drop
+3. escalate - an identity that keeps firing moves one severity step up
+4. dedup    - the same label set again within the window is not forwarded
+5. replace  - one alert per Sentry identity: a changed label set resolves the old one
+6. commit   - alerts queued for every Alertmanager and the active table updated,
+              in one transaction; ``alertmanager.Delivery`` sends them.
+
+A resolve from Sentry sends the label set that is active for the identity, so
+Alertmanager resolves that very alert however the resolve payload would classify.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+
+from bridge import labels as L
+from bridge.alertmanager import PostableAlert
+from bridge.classify import Decision, classify
+from bridge.config import Config
+from bridge.dedup import Repeats, fingerprint
+from bridge.enrich import Enricher
+from bridge.metrics import Metrics
+from bridge.model import SentryAlert, Severity, State
+from bridge.outbox import Outbox, Processed
+
+log = logging.getLogger("bridge.pipeline")
+
+BATCH = 256
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Pipeline:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        outbox: Outbox,
+        enricher: Enricher,
+        repeats: Repeats,
+        metrics: Metrics,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.config = config
+        self.outbox = outbox
+        self.enricher = enricher
+        self.repeats = repeats
+        self.metrics = metrics
+        self.clock = clock
+
+    async def accept(self, alert: SentryAlert) -> None:
+        """The request path: durable before the 2xx (raises ``OutboxFull``)."""
+        await self.outbox.accept(alert)
+
+    async def run(self) -> None:
+        """Process accepted alerts until cancelled."""
+        while True:
+            batch = await self.outbox.take(BATCH)
+            try:
+                await self.process(batch)
+            except Exception:
+                # Left in the inbox, retried on the next start; keep serving meanwhile.
+                log.exception("pipeline batch failed", extra={"alerts": len(batch)})
+                await asyncio.sleep(1.0)
+
+    async def process(self, batch: Sequence[tuple[int, SentryAlert]]) -> None:
+        # Enrichment is I/O: run the batch's look-ups concurrently (the enricher
+        # collapses look-ups of one issue); the decisions then run in order.
+        enriched = await asyncio.gather(*(self.enricher.enrich(alert) for _, alert in batch))
+        results = [
+            self.decide(inbox_id, alert) for (inbox_id, _), alert in zip(batch, enriched, strict=True)
+        ]
+        await self.outbox.complete(results)
+        self._update_gauges()
+
+    def decide(self, inbox_id: int, alert: SentryAlert) -> Processed:
+        now = self.clock()
+        if alert.state is State.RESOLVED:
+            return self._resolve(inbox_id, alert, now)
+
+        decision = classify(alert, self.config.classification)
+        if decision.dropped:
+            return self._outcome(inbox_id, alert, "dropped", decision)
+        assert decision.severity is not None
+        severity, escalated = decision.severity, False
+        if self.repeats.record(alert.identity) and severity is not Severity.CRITICAL:
+            severity, escalated = severity.escalate(), True
+
+        labels = L.build_labels(
+            alert,
+            decision,
+            severity,
+            escalated=escalated,
+            severity_labels=self.config.classification.severity_labels,
+        )
+        if self.repeats.is_duplicate(alert.identity, fingerprint(labels)):
+            return self._outcome(inbox_id, alert, "duplicate", decision, severity)
+
+        previous = self.outbox.active(alert.identity)
+        send: list[PostableAlert] = []
+        starts_at = now
+        if previous is not None and previous.labels == labels and previous.starts_at:
+            starts_at = previous.starts_at  # the same alert, still firing
+        elif previous is not None:
+            send.append(L.resolved(previous, now))  # one alert per identity
+            self.metrics.resolutions.inc()
+        current = L.firing(
+            alert,
+            labels,
+            L.build_annotations(alert, decision),
+            starts_at=starts_at,
+            now=now,
+            lifetime=self.config.alertmanager.alert_lifetime,
+        )
+        send.append(current)
+        if escalated:
+            self.metrics.escalations.inc()
+        self.metrics.alerts_by_severity.labels(severity.value).inc()
+        return self._outcome(
+            inbox_id, alert, "forwarded", decision, severity, send, {alert.identity: current}
+        )
+
+    def _resolve(self, inbox_id: int, alert: SentryAlert, now: datetime) -> Processed:
+        self.repeats.forget(alert.identity)
+        previous = self.outbox.active(alert.identity)
+        if previous is not None:
+            send = [L.resolved(previous, now)]
+            decision = Decision(rule=None, severity=None, labels={}, annotations={})
+        else:
+            # Nothing known to be firing (e.g. fired before the bridge existed):
+            # resolve what this payload classifies as, which is the best guess.
+            decision = classify(alert, self.config.classification)
+            if decision.dropped or decision.severity is None:
+                return self._outcome(inbox_id, alert, "dropped", decision)
+            labels = L.build_labels(
+                alert,
+                decision,
+                decision.severity,
+                escalated=False,
+                severity_labels=self.config.classification.severity_labels,
+            )
+            annotations = L.build_annotations(alert, decision)
+            send = [PostableAlert(labels=labels, annotations=annotations, startsAt=now, endsAt=now)]
+        self.metrics.resolutions.inc()
+        return self._outcome(
+            inbox_id, alert, "forwarded", decision, None, send, {alert.identity: None}
+        )
+
+    def _outcome(
+        self,
+        inbox_id: int,
+        alert: SentryAlert,
+        outcome: str,
+        decision: Decision,
+        severity: Severity | None = None,
+        send: Sequence[PostableAlert] = (),
+        active: dict[str, PostableAlert | None] | None = None,
+    ) -> Processed:
+        self.metrics.alerts.labels(outcome).inc()
+        log.info(
+            "webhook %s",
+            outcome,
+            extra={
+                "request_id": alert.request_id,
+                "resource": alert.resource,
+                "action": alert.action,
+                "outcome": outcome,
+                "state": alert.state.value,
+                "severity": severity.value if severity else None,
+                "rule": decision.rule,
+                "identity": alert.identity,
+                "fingerprint": fingerprint(send[-1].labels) if send else None,
+            },
+        )
+        return Processed(inbox_id=inbox_id, send=tuple(send), active=active or {})
+
+    def _update_gauges(self) -> None:
+        for cache, size in self.repeats.sizes().items():
+            self.metrics.cache_entries.labels(cache).set(size)

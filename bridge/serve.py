@@ -1,0 +1,44 @@
+"""Run the app under Uvicorn, with a SIGTERM that first stops being ready."""
+
+from __future__ import annotations
+
+import logging
+from types import FrameType
+
+import uvicorn
+
+from bridge import logs
+from bridge.app import Bridge, build, create_app
+from bridge.config import Config
+
+log = logging.getLogger("bridge.serve")
+
+
+class _Server(uvicorn.Server):
+    def __init__(self, config: uvicorn.Config, bridge: Bridge) -> None:
+        super().__init__(config)
+        self.bridge = bridge
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        # Readiness goes first, so a load balancer stops sending before we stop listening.
+        self.bridge.ready = False
+        log.info("signal received, draining", extra={"signal": sig})
+        super().handle_exit(sig, frame)
+
+
+def serve(config: Config, *, host: str | None = None, port: int | None = None) -> None:
+    logs.setup(config.server.log_level)
+    bridge = build(config)
+    server_config = uvicorn.Config(
+        create_app(bridge),
+        host=host or config.server.host,
+        port=port or config.server.port,
+        log_config=None,
+        access_log=False,
+        proxy_headers=True,
+        server_header=False,
+        # In-flight webhooks get part of the grace; the lifespan's drain gets the rest.
+        timeout_graceful_shutdown=max(1, int(config.shutdown.grace_period // 5)),
+        lifespan="on",
+    )
+    _Server(server_config, bridge).run()
