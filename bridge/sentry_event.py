@@ -1,0 +1,116 @@
+"""Facts read out of a Sentry event, in whichever of its three shapes it arrives.
+
+``Event.as_dict()`` (integration platform), raw event data (legacy plugin) and the camelCase
+``EventSerializer`` output (service hooks) keep the same facts in different places: tags as
+pairs or as objects, the exception and request at the top or under ``entries``. Each function
+here looks in every place and prefers the event's own field to its tag. No PII comes out.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from bridge.sentry_links import strip_query
+from bridge.sentry_wire import WireEvent
+
+# Tags naming a person; never carried into alerts (as_dict strips "sentry:" from keys, the
+# legacy plugin does not, so keys are compared without it).
+_PII_TAGS = frozenset(("user", "user.email", "user.ip", "user.username", "user.id", "ip", "email"))
+_NUMBER = re.compile(r"^-?\d+(?:\.\d+)?$")
+
+
+def tags(raw: Any) -> tuple[tuple[str, str], ...]:
+    """Sentry sends ``[[key, value], ...]`` (event data) or ``[{"key", "value"}, ...]``
+    (serialized events)."""
+    pairs: list[tuple[str, str]] = []
+    for item in raw if isinstance(raw, list) else ():
+        if isinstance(item, list | tuple) and len(item) == 2:
+            key, value = item
+        elif isinstance(item, dict):
+            key, value = item.get("key"), item.get("value")
+        else:
+            continue
+        if not isinstance(key, str) or value is None or isinstance(value, dict | list):
+            continue
+        key = key.removeprefix("sentry:")
+        if key in _PII_TAGS:
+            continue
+        text = str(value)
+        pairs.append((key, strip_query(text) if key == "url" else text))
+    return tuple(pairs)
+
+
+def _interfaces(ev: WireEvent, name: str) -> list[Any]:
+    """An interface (``exception``, ``request``) at the top of the event, then the ``data`` of
+    the serialized event's ``entries`` of that type."""
+    found = [getattr(ev, name)]
+    for entry in ev.entries if isinstance(ev.entries, list) else ():
+        if isinstance(entry, dict) and entry.get("type") == name:
+            found.append(entry.get("data"))
+    return [item for item in found if isinstance(item, dict)]
+
+
+def _exception_values(ev: WireEvent) -> list[Any]:
+    for exception in _interfaces(ev, "exception"):
+        if isinstance(exception.get("values"), list):
+            return list(exception["values"])
+    return []
+
+
+def handled(ev: WireEvent, tag_map: Mapping[str, str]) -> bool | None:
+    flags = [
+        value["mechanism"]["handled"]
+        for value in _exception_values(ev)
+        if isinstance(value, dict)
+        and isinstance(value.get("mechanism"), dict)
+        and isinstance(value["mechanism"].get("handled"), bool)
+    ]
+    if flags:
+        return all(flags)  # one unhandled exception in the chain makes the event unhandled
+    return {"yes": True, "no": False}.get(tag_map.get("handled", ""))
+
+
+def request_url(ev: WireEvent, tag_map: Mapping[str, str]) -> str | None:
+    urls = (request.get("url") for request in _interfaces(ev, "request"))
+    url = next((u for u in urls if u is not None), None)
+    if isinstance(url, str) and url:
+        return strip_query(url)
+    return tag_map.get("url")  # already stripped
+
+
+def release(ev: WireEvent, tag_map: Mapping[str, str]) -> str | None:
+    if isinstance(ev.release, str) and ev.release:
+        return ev.release
+    if isinstance(ev.release, dict) and isinstance(ev.release.get("version"), str):
+        return str(ev.release["version"])
+    return tag_map.get("release")
+
+
+def timestamp(value: Any) -> datetime | None:
+    """ISO 8601 strings or Unix timestamps, always timezone-aware UTC."""
+    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+        return datetime.fromtimestamp(value, tz=UTC)
+    if not isinstance(value, str) or not value:
+        return None
+    if _NUMBER.match(value):
+        return timestamp(float(value))
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+
+
+def metadata_title(metadata: Any) -> str | None:
+    """The title Sentry shows for an issue or event, from its ``metadata``."""
+    if isinstance(metadata, dict):
+        kind, value = metadata.get("type"), metadata.get("value")
+        if isinstance(kind, str) and isinstance(value, str):
+            return f"{kind}: {value}"
+        if isinstance(metadata.get("title"), str):
+            return str(metadata["title"])
+    return None

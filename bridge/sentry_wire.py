@@ -1,0 +1,226 @@
+"""Sentry's webhook bodies as pydantic models (sources in getsentry/sentry unless noted).
+
+Sentry adds fields freely, so these models ignore what they do not name and are lenient
+about optional fields: a number where text is expected becomes text, an odd shape becomes
+unknown (``None``). Only what an alert cannot do without (an issue id, the event of an issue
+alert, the incident of a metric alert) fails, as a :class:`~bridge.errors.BadPayload` that
+names the field and never its value.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Annotated, Any, TypeVar
+
+from pydantic import AliasChoices, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+
+from bridge.errors import BadPayload
+
+
+def lower_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    """HTTP header names are case-insensitive; plain dicts (CLI, tests) are not."""
+    return {k.lower(): v for k, v in headers.items()}
+
+
+# --- lenient field types -----------------------------------------------------------------
+
+
+def _text(value: Any) -> Any:
+    """Optional descriptive fields: numbers become strings, odd shapes become unknown."""
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, int | float | str):
+        return str(value)
+    return None
+
+
+def _id(value: Any) -> Any:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return value
+
+
+def _count(value: Any) -> Any:
+    """Sentry's issue serializer sends ``count`` as a string and ``userCount`` as a number."""
+    try:
+        return int(value) if not isinstance(value, bool) and value is not None else None
+    except (TypeError, ValueError):
+        return None
+
+
+def _texts(value: Any) -> Any:
+    return [str(v) for v in value if isinstance(v, str | int)] if isinstance(value, list) else []
+
+
+Text = Annotated[str | None, BeforeValidator(_text)]
+Id = Annotated[str, BeforeValidator(_id)]
+Count = Annotated[int | None, BeforeValidator(_count)]
+Texts = Annotated[list[str], BeforeValidator(_texts)]
+
+
+class _Wire(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+# --- shared parts ------------------------------------------------------------------------
+
+
+class WireProject(_Wire):
+    id: Text = None
+    slug: Text = None
+    name: Text = None
+
+
+class WireEvent(_Wire):
+    """An event: ``Event.as_dict()`` plus links (``event_alert``, ``error``; sentry_apps/tasks/
+    sentry_apps.py ``_webhook_event_data``), raw event data (legacy plugin) or the camelCase
+    ``EventSerializer`` output (service hooks; api/serializers/models/event.py)."""
+
+    event_id: Text = Field(None, validation_alias=AliasChoices("event_id", "eventID"))
+    issue_id: Text = Field(None, validation_alias=AliasChoices("issue_id", "group_id", "groupID"))
+    project: Text = Field(None, validation_alias=AliasChoices("project", "projectID"))
+    title: Text = None
+    message: Text = None
+    culprit: Text = None
+    level: Text = None
+    platform: Text = None
+    environment: Text = None
+    transaction: Text = None
+    release: Any = None  # a version string, or a release object in the serialized event
+    when: Text = Field(None, validation_alias=AliasChoices("datetime", "dateCreated"))
+    timestamp: Any = None
+    tags: Any = None
+    request: Any = None
+    exception: Any = None
+    entries: Any = None
+    metadata: Any = None
+    url: Text = None
+    web_url: Text = None
+    issue_url: Text = None
+
+
+class WireIssue(_Wire):
+    """``serialize(group)`` (camelCase), plus ``url``/``web_url``/``project_url`` when sent
+    through ``_webhook_issue_data`` (``issue.created``, ``activity_alert``)."""
+
+    id: Id
+    short_id: Text = Field(None, alias="shortId")
+    title: Text = None
+    culprit: Text = None
+    level: Text = None
+    platform: Text = None
+    project: WireProject | None = None
+    count: Count = None
+    user_count: Count = Field(None, alias="userCount")
+    first_seen: Text = Field(None, alias="firstSeen")
+    metadata: Any = None
+    url: Text = None
+    web_url: Text = None
+    permalink: Text = None
+    project_url: Text = None
+
+
+class WireRuleRef(_Wire):
+    id: Text = None
+    title: Text = None
+    web_url: Text = None
+
+
+# --- integration platform: {"action", "installation", "data", "actor"} -------------------
+# (sentry_apps/api/serializers/app_platform_event.py)
+
+
+class WireBody(_Wire):
+    action: str
+    data: dict[str, Any]
+
+
+class EventAlertData(_Wire):
+    event: WireEvent
+    triggered_rule: Text = None
+    issue_alert: WireRuleRef | None = None
+
+
+class ErrorData(_Wire):
+    error: WireEvent
+
+
+class IssueData(_Wire):
+    issue: WireIssue
+
+
+class WireActivity(_Wire):
+    type: Text = None
+
+
+class ActivityAlertData(_Wire):
+    """sentry/notifications/notification_action/activity_registry/sentry_app.py
+    ``ActivityAlertWebhookPayload``: the issue, the activity and the workflow that fired."""
+
+    issue: WireIssue
+    activity: WireActivity
+    alert: WireRuleRef | None = None
+
+
+class WireAlertRule(_Wire):
+    id: Text = None
+    name: Text = None
+    aggregate: Text = None
+    environment: Text = None
+    projects: Texts = []
+
+
+class WireIncident(_Wire):
+    identifier: Text = None
+    title: Text = None
+    projects: Texts = []
+    date_started: Text = None
+    alert_rule: WireAlertRule
+
+
+class MetricAlertData(_Wire):
+    """rules/actions/notify_event_service.py ``build_incident_attachment``: the snake-cased
+    incident with its alert rule, and the texts of integrations/metric_alerts.py."""
+
+    metric_alert: WireIncident
+    description_text: Text = None
+    description_title: Text = None
+    web_url: Text = None
+
+
+# --- project service hooks and the legacy WebHooks plugin --------------------------------
+
+
+class ServiceHookBody(_Wire):
+    """sentry_apps/tasks/service_hooks.py ``get_payload_v0``."""
+
+    project: WireProject | None = None
+    group: WireIssue
+    event: WireEvent
+
+
+class LegacyBody(_Wire):
+    """plugins/sentry_webhooks/plugin.py ``get_group_data``."""
+
+    id: Id
+    project: Text = None
+    project_slug: Text = None
+    level: Text = None
+    culprit: Text = None
+    message: Text = None
+    url: Text = None
+    triggering_rules: Texts = []
+    event: WireEvent
+
+
+_M = TypeVar("_M", bound=BaseModel)
+
+
+def parse(model: type[_M], data: object, what: str) -> _M:
+    """Validate ``data``; a failure names the first bad field's path and error type only."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors(include_url=False, include_input=False)[0]
+        where = ".".join(str(part) for part in err["loc"]) or "body"
+        raise BadPayload("invalid_payload", f"{what}: {where}: {err['type']}") from None

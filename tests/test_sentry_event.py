@@ -1,0 +1,98 @@
+"""bridge/sentry_event.py: tags without PII, handled, fallbacks to tags, times in UTC."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from tests.test_sentry import LEGACY, alert, hook, load_fixture
+
+
+def test_tags_drop_pii_and_keep_the_rest() -> None:
+    data = load_fixture("event_alert_python.json")
+    data["data"]["event"]["tags"] = [
+        ["user", "email:jane.doe@example.com"],
+        ["sentry:user", "id:8812"],
+        ["user.email", "jane.doe@example.com"],
+        ["user.ip", "198.51.100.23"],
+        ["user.username", "jdoe"],
+        ["user.id", "8812"],
+        ["ip", "198.51.100.23"],
+        ["email", "jane.doe@example.com"],
+        {"key": "sentry:release", "value": "checkout-api@2.3.1"},
+        {"key": "browser", "value": "Firefox 126", "query": "browser:Firefox"},
+        ["url", "https://api.shop.example.com/api/checkout/?email=jane.doe@example.com#frag"],
+        ["broken"],
+        ["nothing", None],
+    ]
+    assert alert(hook("event_alert"), data).tags == (
+        ("release", "checkout-api@2.3.1"),
+        ("browser", "Firefox 126"),
+        ("url", "https://api.shop.example.com/api/checkout/"),
+    )
+
+
+@pytest.mark.parametrize(
+    ("mechanisms", "tag", "expected"),
+    [
+        pytest.param([True], None, True, id="handled"),
+        pytest.param([False], "yes", False, id="mechanism-wins-over-tag"),
+        pytest.param([True, False], None, False, id="one-unhandled-in-chain"),
+        pytest.param([None], "no", False, id="tag-when-no-mechanism-flag"),
+        pytest.param([None], "yes", True, id="tag-yes"),
+        pytest.param([None], None, None, id="unknown"),
+    ],
+)
+def test_handled(mechanisms: list[bool | None], tag: str | None, expected: bool | None) -> None:
+    data = load_fixture("event_alert_python.json")
+    event = data["data"]["event"]
+    first = event["exception"]["values"][0]
+    event["exception"]["values"] = [
+        {
+            **first,
+            "mechanism": {"type": "generic"} if m is None else {"type": "generic", "handled": m},
+        }
+        for m in mechanisms
+    ]
+    event["tags"] = [["handled", tag]] if tag else []
+    assert alert(hook("event_alert"), data).handled is expected
+
+
+def test_event_fields_fall_back_to_tags() -> None:
+    data = load_fixture("event_alert_python.json")
+    event = data["data"]["event"]
+    for key in ("environment", "transaction", "release", "request", "level", "datetime"):
+        del event[key]
+    result = alert(hook("event_alert"), data)
+    assert (result.environment, result.transaction, result.release, result.level) == (
+        "staging",
+        "/api/checkout/",
+        "checkout-api@2.3.1",
+        "warning",
+    )
+    assert result.url == "https://api.shop.example.com/api/checkout/"
+    assert result.started_at == datetime(2024, 5, 14, 11, 2, 45, 118274, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        pytest.param(
+            1715678467.412, datetime(2024, 5, 14, 9, 21, 7, 412000, tzinfo=UTC), id="unix"
+        ),
+        pytest.param("2024-05-14T09:21:07Z", datetime(2024, 5, 14, 9, 21, 7, tzinfo=UTC), id="z"),
+        pytest.param(
+            "2024-05-14T11:21:07+02:00", datetime(2024, 5, 14, 9, 21, 7, tzinfo=UTC), id="offset"
+        ),
+        pytest.param(
+            "2024-05-14T09:21:07", datetime(2024, 5, 14, 9, 21, 7, tzinfo=UTC), id="naive"
+        ),
+        pytest.param("yesterday", None, id="garbage"),
+    ],
+)
+def test_started_at_is_utc(value: Any, expected: datetime | None) -> None:
+    data = load_fixture("legacy_webhook.json")
+    data["event"]["timestamp"] = value
+    assert alert(LEGACY, data).started_at == expected
