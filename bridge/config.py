@@ -107,9 +107,12 @@ class Condition(_Strict):
                 raise ValueError(f"invalid regular expression {value!r}: {exc}") from exc
         return value
 
+    def operators(self) -> dict[str, Any]:
+        return {name: value for name, value in self if value is not None}
+
     @model_validator(mode="after")
     def _not_empty(self) -> Self:
-        if not self.model_fields_set:
+        if not self.operators():
             raise ValueError("a condition needs at least one operator (eq, in, regex, gt, ...)")
         return self
 
@@ -170,7 +173,7 @@ class Match(_Strict):
     latency_ms: Cond | None = None
     metric_value: Cond | None = None
     tags: dict[str, Cond] = Field(default_factory=dict)
-    any: list[Match] | None = None
+    any: list[Match] | None = Field(default=None, min_length=1)
     not_: Match | None = Field(default=None, alias="not")
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
@@ -295,9 +298,10 @@ class Alertmanager(_Strict):
     def _urls(cls, urls: list[str]) -> list[str]:
         if not urls:
             raise ValueError("at least one Alertmanager URL is needed")
-        for url in urls:
+        for index, url in enumerate(urls):
             if not re.match(r"^https?://[^/\s]+", url):
-                raise ValueError(f"{url!r} is not an http(s) URL")
+                # Not the URL itself: it may carry user:password@.
+                raise ValueError(f"entry {index + 1} is not an http(s) URL")
         if len(set(urls)) != len(urls):
             raise ValueError("an Alertmanager URL is listed twice")
         return [u.rstrip("/") for u in urls]
@@ -345,7 +349,7 @@ class Config(_Strict):
 
 # --- loading -----------------------------------------------------------------------------
 
-_VAR = re.compile(r"\$\{([^}:]+)(?::-([^}]*))?\}")
+_VAR = re.compile(r"\$\{(file:[^}]+|[^}:]+)(?::-([^}]*))?\}")
 
 
 def _substitute(value: Any, path: str, env: Mapping[str, str]) -> Any:

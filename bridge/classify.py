@@ -1,0 +1,336 @@
+"""Classification: the first rule whose ``match`` holds decides; none holding, the default.
+
+Pure: the decision depends on the alert and the rules only. ``classify`` runs for every
+webhook and builds no text; ``explain`` evaluates every rule with the same semantics and
+says why each held or not, for ``sentry-bridge explain``.
+
+The rule language is defined in ``config.py`` (``Match``, ``Condition``). Its semantics:
+
+* A ``Match`` holds when every field it names holds (AND); ``any`` holds when at least one
+  of its blocks holds (an empty ``any`` never does); ``not`` holds when its block does
+  not. An empty match always holds.
+* A value the alert does not know (``None``, or a tag the event does not carry) satisfies
+  no condition, negative ones (``ne``, ``not_in``, ``not_regex``) included: unknown is not
+  zero, and an unknown environment is neither production nor "not production".
+* ``regex`` / ``not_regex`` are anchored at both ends (``re.fullmatch``), as Alertmanager's
+  ``=~`` matchers are; ``(?i)`` at the start makes one case-insensitive.
+* Comparisons follow the field's type (``config.STRING_FIELDS`` / ``NUMBER_FIELDS`` /
+  ``BOOL_FIELDS``; tags are strings):
+
+  - strings compare exactly; a number or boolean written in YAML (``release: 2``) is
+    compared as its text (``"2"``, ``true`` as ``"true"``);
+  - numbers compare as floats, ``eq`` / ``in`` included (``users: 10`` matches 10 users);
+    ``gt`` & co on a string field or tag hold when its text is a number
+    (``tags: {http.status_code: {gte: 500}}``), never otherwise;
+  - ``handled`` compares as a boolean: ``true`` / ``false`` (or those words quoted);
+  - ``regex`` on a number or boolean matches its text: ``42``, ``0.05``, ``true``.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any, Literal
+
+from bridge.config import (
+    BOOL_FIELDS,
+    NUMBER_FIELDS,
+    STRING_FIELDS,
+    Classification,
+    Condition,
+    Match,
+    Rule,
+    Scalar,
+)
+from bridge.model import SentryAlert, Severity
+
+_EMPTY: Mapping[str, str] = MappingProxyType({})
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    rule: str | None  # the rule that decided; None when default_severity applied
+    severity: Severity | None  # None when the rule dropped the alert
+    labels: Mapping[str, str]  # the rule's extra labels
+    annotations: Mapping[str, str]
+
+    @property
+    def dropped(self) -> bool:
+        return self.severity is None
+
+
+@dataclass(frozen=True, slots=True)
+class Trace:
+    """One rule as ``explain`` tried it: one line per condition checked."""
+
+    rule: str
+    matched: bool
+    reasons: tuple[str, ...]
+
+
+def classify(alert: SentryAlert, classification: Classification) -> Decision:
+    """The first rule whose match holds decides (first match wins)."""
+    tags = alert.tag_map
+    for rule in classification.rules:
+        if _holds(rule.match, alert, tags):
+            return _decision(rule)
+    return Decision(None, classification.default_severity, _EMPTY, _EMPTY)
+
+
+def explain(alert: SentryAlert, classification: Classification) -> tuple[Decision, list[Trace]]:
+    """Every rule, in order, with why it held or not; the decision is ``classify``'s."""
+    tags = alert.tag_map
+    decision: Decision | None = None
+    traces: list[Trace] = []
+    for rule in classification.rules:
+        matched, lines = _explain_match(rule.match, alert, tags)
+        traces.append(Trace(rule.name, matched, tuple(lines or ["no conditions: always holds"])))
+        if matched and decision is None:
+            decision = _decision(rule)
+    if decision is None:
+        decision = Decision(None, classification.default_severity, _EMPTY, _EMPTY)
+    return decision, traces
+
+
+def _decision(rule: Rule) -> Decision:
+    return Decision(
+        rule.name,
+        None if rule.drop else rule.severity,
+        MappingProxyType(rule.labels) if rule.labels else _EMPTY,
+        MappingProxyType(rule.annotations) if rule.annotations else _EMPTY,
+    )
+
+
+# --- values -------------------------------------------------------------------------------
+
+Type = Literal["str", "num", "bool"]
+Value = str | int | float | bool  # what a known field of the alert holds
+
+FIELD_TYPES: Mapping[str, Type] = MappingProxyType(
+    {
+        **dict.fromkeys(STRING_FIELDS, "str"),
+        **dict.fromkeys(NUMBER_FIELDS, "num"),
+        **dict.fromkeys(BOOL_FIELDS, "bool"),
+    }
+)
+# Match's own field order, for explain's lines; the rest are combinators.
+_FIELD_ORDER = tuple(name for name in Match.model_fields if name in FIELD_TYPES)
+_OPERATOR_ORDER = tuple(Condition.model_fields)
+
+
+@functools.lru_cache(maxsize=1024)
+def _compile(pattern: str) -> re.Pattern[str]:
+    return re.compile(pattern)
+
+
+def _number(value: object) -> float | None:
+    """A number, or text that reads as one; booleans are not numbers."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return None
+    return None
+
+
+def _boolean(value: Scalar) -> bool | None:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        return {"true": True, "false": False}.get(value.lower())
+    return None
+
+
+def _text(value: Value) -> str:
+    """A value as a regex sees it (and a YAML scalar as a string field compares it)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def _config_text(value: Scalar) -> str:
+    # Not _text: `release: 2.0` in YAML is the float 2.0, and means the text "2.0".
+    return ("true" if value else "false") if isinstance(value, bool) else str(value)
+
+
+def _equal(kind: Type, value: Value, expected: Scalar) -> bool:
+    if kind == "num":
+        number = _number(expected)
+        return number is not None and float(value) == number
+    if kind == "bool":
+        flag = _boolean(expected)
+        return flag is not None and value is flag
+    return value == _config_text(expected)
+
+
+def _ordered(kind: Type, value: Value) -> float | None:
+    if kind == "bool":
+        return None
+    return float(value) if kind == "num" else _number(value)
+
+
+def _gt(kind: Type, value: Value, bound: float) -> bool:
+    n = _ordered(kind, value)
+    return n is not None and n > bound
+
+
+def _gte(kind: Type, value: Value, bound: float) -> bool:
+    n = _ordered(kind, value)
+    return n is not None and n >= bound
+
+
+def _lt(kind: Type, value: Value, bound: float) -> bool:
+    n = _ordered(kind, value)
+    return n is not None and n < bound
+
+
+def _lte(kind: Type, value: Value, bound: float) -> bool:
+    n = _ordered(kind, value)
+    return n is not None and n <= bound
+
+
+# Keyed by Condition's field names (``in_``, not ``in``); ``arg`` is the operator's value.
+_OPERATORS: Mapping[str, Callable[[Type, Value, Any], bool]] = MappingProxyType(
+    {
+        "eq": _equal,
+        "ne": lambda kind, value, arg: not _equal(kind, value, arg),
+        "in_": lambda kind, value, arg: any(_equal(kind, value, e) for e in arg),
+        "not_in": lambda kind, value, arg: not any(_equal(kind, value, e) for e in arg),
+        "regex": lambda kind, value, arg: _compile(arg).fullmatch(_text(value)) is not None,
+        "not_regex": lambda kind, value, arg: _compile(arg).fullmatch(_text(value)) is None,
+        "gt": _gt,
+        "gte": _gte,
+        "lt": _lt,
+        "lte": _lte,
+    }
+)
+
+
+# --- classify: booleans only --------------------------------------------------------------
+# Every default in Match and Condition is None or empty, so the fields set explicitly
+# (``model_fields_set``) are the only ones that can say anything; iterating them skips
+# the twenty-odd absent fields of a typical rule.
+
+
+def _holds(match: Match, alert: SentryAlert, tags: Mapping[str, str]) -> bool:
+    for name in match.model_fields_set:
+        if name == "tags":
+            for key, tag_cond in match.tags.items():
+                tag = tags.get(key)
+                if tag is None or not _satisfies(tag_cond, "str", tag):
+                    return False
+        elif name == "any":
+            if match.any is not None and not any(_holds(m, alert, tags) for m in match.any):
+                return False
+        elif name == "not_":
+            if match.not_ is not None and _holds(match.not_, alert, tags):
+                return False
+        else:
+            cond: Condition | None = getattr(match, name)
+            if cond is None:
+                continue
+            value: Value | None = getattr(alert, name)
+            if value is None or not _satisfies(cond, FIELD_TYPES[name], value):
+                return False
+    return True
+
+
+def _satisfies(cond: Condition, kind: Type, value: Value) -> bool:
+    for op in cond.model_fields_set:
+        arg = getattr(cond, op)
+        if arg is not None and not _OPERATORS[op](kind, value, arg):
+            return False
+    return True
+
+
+# --- explain: the same, evaluated in full, in words ----------------------------------------
+
+_SYMBOLS = {
+    "eq": "==",
+    "ne": "!=",
+    "in_": "in",
+    "not_in": "not in",
+    "regex": "=~",
+    "not_regex": "!~",
+    "gt": ">",
+    "gte": ">=",
+    "lt": "<",
+    "lte": "<=",
+}
+
+
+def _yes(flag: bool) -> str:
+    return "yes" if flag else "no"
+
+
+def _show(value: object) -> str:
+    if isinstance(value, str):
+        return repr(value)
+    if isinstance(value, bool | int | float):
+        return _text(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_show(v) for v in value) + "]"
+    return repr(value)
+
+
+def _explain_match(
+    match: Match, alert: SentryAlert, tags: Mapping[str, str]
+) -> tuple[bool, list[str]]:
+    held = True
+    lines: list[str] = []
+    for name in _FIELD_ORDER:
+        field: Condition | None = getattr(match, name)
+        if field is not None:
+            ok, more = _explain_condition(name, field, FIELD_TYPES[name], getattr(alert, name))
+            held &= ok
+            lines += more
+    for key, cond in match.tags.items():
+        ok, more = _explain_condition(f"tags.{key}", cond, "str", tags.get(key), tag=True)
+        held &= ok
+        lines += more
+    if match.any is not None:
+        results = [_explain_match(block, alert, tags) for block in match.any]
+        ok = any(result for result, _ in results)
+        held &= ok
+        lines.append(f"any of {len(results)} blocks: {_yes(ok)}")
+        for index, (result, block_lines) in enumerate(results, 1):
+            lines.append(f"  [{index}] {_yes(result)}")
+            lines += _indent(block_lines)
+    if match.not_ is not None:
+        inner, block_lines = _explain_match(match.not_, alert, tags)
+        held &= not inner
+        lines.append(f"not (holds when the block below does not): {_yes(not inner)}")
+        lines += _indent(block_lines)
+    return held, lines
+
+
+def _indent(lines: list[str]) -> list[str]:
+    return [f"      {line}" for line in lines or ["no conditions: always holds"]]
+
+
+def _explain_condition(
+    label: str, cond: Condition, kind: Type, value: Value | None, *, tag: bool = False
+) -> tuple[bool, list[str]]:
+    if value is None:
+        why = "the event has no such tag" if tag else "Sentry did not say"
+        return False, [f"{label}: unknown ({why}): no"]
+    held = True
+    lines = []
+    for op in _OPERATOR_ORDER:
+        arg = getattr(cond, op)
+        if arg is None:
+            continue
+        ok = _OPERATORS[op](kind, value, arg)
+        held &= ok
+        shown = f"/{arg}/" if op in ("regex", "not_regex") else _show(arg)
+        lines.append(f"{label} {_show(value)} {_SYMBOLS[op]} {shown}: {_yes(ok)}")
+    return held, lines
