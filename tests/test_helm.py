@@ -1,0 +1,879 @@
+"""The Helm chart, rendered by Helm's own engine (helm-python-sdk binds Helm's Go SDK) and
+checked offline: lint, the Kubernetes schemas of every manifest (kubernetes-validate, at the
+oldest and newest Kubernetes the chart claims), what each opt-in toggle adds or removes, and
+that the ConfigMap is a config the bridge itself accepts."""
+
+from __future__ import annotations
+
+import base64
+import copy
+import json
+import math
+import re
+import subprocess
+import sys
+import tomllib
+import types
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Union, get_args, get_origin
+
+import helm_python
+import kubernetes_validate
+import promql_parser
+import pytest
+import yaml
+from pydantic import BaseModel
+
+from bridge import config as bridge_config
+from bridge.errors import ConfigError
+from tests.test_dashboard import DASHBOARD, exported_metric_names, metric_names, selected_metrics
+from tests.test_dockerfile import serve_status
+
+ROOT = Path(__file__).resolve().parents[1]
+CHART_DIR = ROOT / "helm" / "sentry-alertmanager-bridge"
+RELEASE = "prod"
+NAMESPACE = "alerting"
+FULLNAME = "prod-sentry-alertmanager-bridge"
+# The oldest Kubernetes Chart.yaml's kubeVersion admits, and the newest kubernetes-validate has.
+KUBE_VERSIONS = ("1.25.0", "1.37.0")
+# Custom resources of the Prometheus Operator: no schema in kubernetes-validate.
+CRD_KINDS = {"ServiceMonitor", "PrometheusRule"}
+SECRET_ENV = {
+    "sentryClientSecret": "SENTRY_CLIENT_SECRET",
+    "sentryServiceHookSecret": "SENTRY_SERVICE_HOOK_SECRET",
+    "sentryLegacyToken": "SENTRY_LEGACY_TOKEN",
+    "sentryApiToken": "SENTRY_API_TOKEN",
+    "alertmanagerPassword": "ALERTMANAGER_PASSWORD",
+    "alertmanagerBearerToken": "ALERTMANAGER_BEARER_TOKEN",
+}
+
+# The least a working install sets: the integration's client secret.
+WORKING: dict[str, Any] = {"secrets": {"sentryClientSecret": "client-secret-1"}}
+
+
+def merged(*layers: Mapping[str, Any]) -> dict[str, Any]:
+    """Deep-merge values the way Helm merges -f files: maps key by key, the rest replaced."""
+    out: dict[str, Any] = {}
+    for layer in layers:
+        for key, value in layer.items():
+            if isinstance(value, Mapping) and isinstance(out.get(key), dict):
+                out[key] = merged(out[key], value)
+            else:
+                out[key] = copy.deepcopy(value)
+    return out
+
+
+@dataclass
+class Rendered:
+    docs: list[dict[str, Any]]
+    notes: str
+
+    def keys(self) -> set[tuple[str, str]]:
+        return {(d["kind"], d["metadata"]["name"]) for d in self.docs}
+
+    def one(self, kind: str, name: str = FULLNAME) -> dict[str, Any]:
+        [doc] = [d for d in self.docs if d["kind"] == kind and d["metadata"]["name"] == name]
+        return doc
+
+    def container(self) -> dict[str, Any]:
+        spec = self.one("Deployment")["spec"]["template"]["spec"]
+        [container] = spec["containers"]
+        return dict(container)
+
+    def pod_spec(self) -> dict[str, Any]:
+        return dict(self.one("Deployment")["spec"]["template"]["spec"])
+
+    def bridge_yaml(self) -> str:
+        return str(self.one("ConfigMap")["data"]["config.yaml"])
+
+    def secret_env(self) -> dict[str, str]:
+        data = self.one("Secret")["data"] or {}
+        return {k: base64.b64decode(v).decode() for k, v in data.items()}
+
+    def pod_env(self, existing_secret: Mapping[str, str] | None = None) -> dict[str, str]:
+        """The environment the bridge process gets: the container's env and the Secret."""
+        env = dict(existing_secret) if existing_secret is not None else self.secret_env()
+        env |= {e["name"]: e["value"] for e in self.container().get("env", []) if "value" in e}
+        return env
+
+
+@pytest.fixture(scope="module")
+def chart() -> Iterator[helm_python.Chart]:
+    with helm_python.Chart.load(CHART_DIR) as loaded:
+        yield loaded
+
+
+def render(chart: helm_python.Chart, values: Mapping[str, Any]) -> Rendered:
+    out = chart.render(dict(values), name=RELEASE, namespace=NAMESPACE)
+    docs: list[dict[str, Any]] = []
+    notes = ""
+    for path, text in sorted(out.items()):
+        if path.endswith("NOTES.txt"):
+            notes = text
+            continue
+        docs += [doc for doc in yaml.safe_load_all(text) if doc]
+    return Rendered(docs, notes)
+
+
+# --- scenarios: every toggle, alone and together --------------------------------------------
+
+TOGGLES: dict[str, dict[str, Any]] = {
+    "serviceMonitor": {"serviceMonitor": {"enabled": True, "labels": {"release": "kps"}}},
+    "prometheusRule": {"prometheusRule": {"enabled": True}},
+    "podDisruptionBudget": {"podDisruptionBudget": {"enabled": True}},
+    "autoscaling": {"autoscaling": {"enabled": True}, "resources": {"requests": {"cpu": "50m"}}},
+    "ingress": {
+        "ingress": {
+            "enabled": True,
+            "className": "nginx",
+            "hosts": ["bridge.example.com"],
+            "tls": [{"secretName": "bridge-tls", "hosts": ["bridge.example.com"]}],
+        }
+    },
+    "networkPolicy": {
+        "networkPolicy": {
+            "enabled": True,
+            "ingressFrom": [{"namespaceSelector": {"matchLabels": {"name": "ingress-nginx"}}}],
+            "egress": [{"to": [{"namespaceSelector": {"matchLabels": {"name": "monitoring"}}}]}],
+        }
+    },
+    "grafanaDashboard": {"grafanaDashboard": {"enabled": True}},
+    "persistence": {"persistence": {"enabled": True, "storageClassName": "ssd"}},
+}
+ALL_BUT_PERSISTENCE = merged(*(v for k, v in TOGGLES.items() if k != "persistence"))
+
+SCENARIOS = [
+    pytest.param(WORKING, id="defaults"),
+    *(pytest.param(merged(WORKING, v), id=k) for k, v in TOGGLES.items()),
+    pytest.param(merged(WORKING, ALL_BUT_PERSISTENCE), id="every-toggle-but-persistence"),
+    pytest.param(
+        merged(WORKING, TOGGLES["persistence"], TOGGLES["serviceMonitor"], TOGGLES["ingress"]),
+        id="persistence-with-monitoring-and-ingress",
+    ),
+    pytest.param({"existingSecret": "my-bridge-secret"}, id="existing-secret"),
+    pytest.param(
+        merged(WORKING, {"serviceAccount": {"create": False}, "preStopDelaySeconds": 0}),
+        id="no-service-account-no-prestop",
+    ),
+]
+
+
+@pytest.mark.parametrize("values", SCENARIOS)
+def test_lint_is_clean(values: dict[str, Any]) -> None:
+    report = helm_python.lint(
+        CHART_DIR, values, strict=True, namespace=NAMESPACE, kube_version=f"v{KUBE_VERSIONS[0]}"
+    )
+    assert report["errors"] == []
+    # Severity 1 is information ("icon is recommended"); 2 and 3 are warnings and errors.
+    assert [m for m in report["messages"] if m["severity"] >= 2] == []
+
+
+def test_lint_without_values_is_clean() -> None:
+    """`helm lint` as a user runs it first: the defaults render (and NOTES.txt warns that
+    no Sentry credential is set)."""
+    report = helm_python.lint(CHART_DIR, strict=True)
+    assert report["errors"] == []
+    assert [m for m in report["messages"] if m["severity"] >= 2] == []
+
+
+@pytest.mark.parametrize("values", SCENARIOS)
+def test_every_manifest_matches_the_kubernetes_schemas(
+    chart: helm_python.Chart, values: dict[str, Any]
+) -> None:
+    rendered = render(chart, values)
+    assert rendered.docs
+    for doc in rendered.docs:
+        assert doc["metadata"]["namespace"] == NAMESPACE, doc["kind"]
+        if doc["kind"] in CRD_KINDS:
+            continue  # structure asserted in the tests of their own
+        for version in KUBE_VERSIONS:
+            kubernetes_validate.validate(doc, version, strict=True)
+
+
+def test_the_schema_validation_rejects_what_kubernetes_would() -> None:
+    bad = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "x"},
+        "spec": {"ports": [{"port": 8080, "targetPrt": "http"}]},
+    }
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(bad, KUBE_VERSIONS[0], strict=True)
+
+
+@pytest.mark.parametrize("values", SCENARIOS)
+def test_the_configmap_is_a_config_the_bridge_accepts(
+    chart: helm_python.Chart, values: dict[str, Any]
+) -> None:
+    rendered = render(chart, values)
+    existing = {"SENTRY_CLIENT_SECRET": "from-existing"} if values.get("existingSecret") else None
+    cfg = bridge_config.parse(yaml.safe_load(rendered.bridge_yaml()), rendered.pod_env(existing))
+    container = rendered.container()
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    assert str(cfg.outbox.data_dir) == mounts["data"]
+    assert cfg.server.port == container["ports"][0]["containerPort"]
+    assert [s.get_secret_value() for s in cfg.sentry.client_secrets] == [
+        existing["SENTRY_CLIENT_SECRET"] if existing else "client-secret-1"
+    ]
+    # The config file the container is told to read is the ConfigMap's key, where it is mounted.
+    assert container["args"] == ["serve", "--config", f"{mounts['config']}/config.yaml"]
+
+
+def test_check_config_accepts_the_rendered_config(chart: helm_python.Chart, tmp_path: Path) -> None:
+    rendered = render(chart, merged(WORKING, {"secrets": {"sentryApiToken": "api-token-1"}}))
+    path = tmp_path / "config.yaml"
+    path.write_text(rendered.bridge_yaml(), encoding="utf-8")
+    result = subprocess.run(
+        [sys.executable, "-m", "bridge", "check-config", str(path)],
+        capture_output=True,
+        text=True,
+        env=rendered.pod_env() | {"PATH": "/usr/bin:/bin"},
+        check=False,
+        cwd=ROOT,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "OK" in result.stdout
+    assert "http://alertmanager-operated.monitoring.svc:9093" in result.stdout
+    assert "client-secret-1" not in result.stdout + result.stderr
+    assert "api-token-1" not in result.stdout + result.stderr
+
+
+def test_without_credentials_notes_warn_and_the_bridge_refuses(chart: helm_python.Chart) -> None:
+    rendered = render(chart, {})
+    assert "WARNING: no Sentry credential is set" in rendered.notes
+    with pytest.raises(ConfigError, match="SENTRY_CLIENT_SECRET"):
+        bridge_config.parse(yaml.safe_load(rendered.bridge_yaml()), rendered.pod_env())
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        pytest.param(WORKING, id="client-secret"),
+        pytest.param({"secrets": {"sentryLegacyToken": "t"}}, id="legacy-token"),
+        pytest.param({"existingSecret": "mine"}, id="existing-secret"),
+        pytest.param({"config": {"sentry": {"allow_unauthenticated": True}}}, id="opt-out"),
+    ],
+)
+def test_no_warning_when_webhooks_can_be_authenticated(
+    chart: helm_python.Chart, values: dict[str, Any]
+) -> None:
+    assert "WARNING" not in render(chart, values).notes
+
+
+def test_the_default_policy_is_the_shipped_one(chart: helm_python.Chart) -> None:
+    """The chart's default rules are config.yaml's `classification`, so they cannot drift:
+    copy the section into values.yaml's config.classification when the policy changes."""
+    shipped = yaml.safe_load((ROOT / "config.yaml").read_text(encoding="utf-8"))
+    assert shipped["classification"]["rules"], "the shipped config has no rules"
+    assert chart.values["config"]["classification"] == shipped["classification"]
+    rendered = yaml.safe_load(render(chart, WORKING).bridge_yaml())
+    assert rendered["classification"] == shipped["classification"]
+
+
+def test_numbers_survive_the_round_trip(chart: helm_python.Chart) -> None:
+    """Helm once wrote large integers as 1e+06, which the bridge would refuse."""
+    values = merged(
+        WORKING,
+        {"config": {"server": {"max_body_bytes": 1048576}, "outbox": {"max_queued": 1000000}}},
+    )
+    rendered = render(chart, values)
+    cfg = bridge_config.parse(yaml.safe_load(rendered.bridge_yaml()), rendered.pod_env())
+    assert cfg.server.max_body_bytes == 1048576
+    assert cfg.outbox.max_queued == 1000000
+
+
+# --- what each toggle adds or removes ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("values", "added", "removed"),
+    [
+        pytest.param(
+            TOGGLES["serviceMonitor"], {("ServiceMonitor", FULLNAME)}, set(), id="serviceMonitor"
+        ),
+        pytest.param(
+            TOGGLES["prometheusRule"], {("PrometheusRule", FULLNAME)}, set(), id="prometheusRule"
+        ),
+        pytest.param(
+            TOGGLES["podDisruptionBudget"],
+            {("PodDisruptionBudget", FULLNAME)},
+            set(),
+            id="podDisruptionBudget",
+        ),
+        pytest.param(
+            TOGGLES["autoscaling"], {("HorizontalPodAutoscaler", FULLNAME)}, set(), id="autoscaling"
+        ),
+        pytest.param(TOGGLES["ingress"], {("Ingress", FULLNAME)}, set(), id="ingress"),
+        pytest.param(
+            TOGGLES["networkPolicy"], {("NetworkPolicy", FULLNAME)}, set(), id="networkPolicy"
+        ),
+        pytest.param(
+            TOGGLES["grafanaDashboard"],
+            {("ConfigMap", f"{FULLNAME}-dashboard")},
+            set(),
+            id="grafanaDashboard",
+        ),
+        pytest.param(
+            TOGGLES["persistence"], {("PersistentVolumeClaim", FULLNAME)}, set(), id="persistence"
+        ),
+        pytest.param(
+            {"persistence": {"enabled": True, "existingClaim": "mine"}},
+            set(),
+            set(),
+            id="persistence-existing-claim",
+        ),
+        pytest.param(
+            {"existingSecret": "mine"}, set(), {("Secret", FULLNAME)}, id="existingSecret"
+        ),
+        pytest.param(
+            {"serviceAccount": {"create": False}},
+            set(),
+            {("ServiceAccount", FULLNAME)},
+            id="serviceAccount-off",
+        ),
+    ],
+)
+def test_each_toggle_adds_or_removes_exactly(
+    chart: helm_python.Chart,
+    values: dict[str, Any],
+    added: set[tuple[str, str]],
+    removed: set[tuple[str, str]],
+) -> None:
+    off = render(chart, WORKING).keys()
+    on = render(chart, merged(WORKING, values)).keys()
+    assert on - off == added
+    assert off - on == removed
+
+
+def test_defaults_render_the_core_objects_only(chart: helm_python.Chart) -> None:
+    assert render(chart, WORKING).keys() == {
+        ("ConfigMap", FULLNAME),
+        ("Secret", FULLNAME),
+        ("ServiceAccount", FULLNAME),
+        ("Service", FULLNAME),
+        ("Deployment", FULLNAME),
+        ("Pod", f"{FULLNAME}-test-ready"),
+    }
+
+
+# --- the pod ---------------------------------------------------------------------------------
+
+
+def test_hardened_by_default(chart: helm_python.Chart) -> None:
+    rendered = render(chart, WORKING)
+    pod = rendered.pod_spec()
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["runAsUser"] > 0
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert pod["automountServiceAccountToken"] is False
+    assert rendered.one("ServiceAccount")["automountServiceAccountToken"] is False
+    assert pod["serviceAccountName"] == FULLNAME
+    container = rendered.container()
+    assert container["securityContext"] == {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "capabilities": {"drop": ["ALL"]},
+    }
+    assert "resources" not in container  # `resources: {}` by default, documented in values.yaml
+    # With a read-only root, every path the bridge writes is a volume.
+    mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
+    assert {"/var/lib/sentry-bridge", "/tmp"} <= set(mounts)
+    assert mounts["/etc/sentry-bridge"]["readOnly"] is True
+
+
+def test_probes_and_ports(chart: helm_python.Chart) -> None:
+    rendered = render(chart, merged(WORKING, {"config": {"server": {"port": 9000}}}))
+    container = rendered.container()
+    assert container["ports"] == [{"name": "http", "containerPort": 9000, "protocol": "TCP"}]
+    assert container["livenessProbe"]["httpGet"] == {"path": "/-/healthy", "port": "http"}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/-/ready", "port": "http"}
+    assert container["startupProbe"]["httpGet"] == {"path": "/-/healthy", "port": "http"}
+    [port] = rendered.one("Service")["spec"]["ports"]
+    assert port == {"name": "http", "port": 8080, "targetPort": "http", "protocol": "TCP"}
+
+
+@pytest.mark.parametrize(
+    ("grace_period", "pre_stop", "expected"),
+    [
+        pytest.param("25s", 5, 35, id="default"),
+        pytest.param(40, 5, 50, id="plain-seconds"),
+        pytest.param("1m", 0, 65, id="minutes-no-prestop"),
+        pytest.param("1.5s", 5, 12, id="fraction-rounds-up"),
+        pytest.param("500ms", 5, 11, id="milliseconds"),
+    ],
+)
+def test_the_pods_grace_outlasts_the_bridges_drain(
+    chart: helm_python.Chart, grace_period: str | int, pre_stop: int, expected: int
+) -> None:
+    values = merged(
+        WORKING,
+        {"config": {"shutdown": {"grace_period": grace_period}}, "preStopDelaySeconds": pre_stop},
+    )
+    rendered = render(chart, values)
+    grace = rendered.pod_spec()["terminationGracePeriodSeconds"]
+    assert grace == expected
+    # The same duration as the bridge reads it: the drain fits, with a margin to exit.
+    cfg = bridge_config.parse(yaml.safe_load(rendered.bridge_yaml()), rendered.pod_env())
+    assert grace == math.ceil(cfg.shutdown.grace_period) + pre_stop + 5
+    lifecycle = rendered.container().get("lifecycle")
+    if pre_stop:
+        assert lifecycle == {"preStop": {"exec": {"command": ["sleep", str(pre_stop)]}}}
+    else:
+        assert lifecycle is None
+
+
+def test_secret_holds_only_what_is_set(chart: helm_python.Chart) -> None:
+    values = {"secrets": {"sentryClientSecret": "a,b", "alertmanagerBearerToken": "tok"}}
+    rendered = render(chart, values)
+    assert rendered.secret_env() == {
+        "SENTRY_CLIENT_SECRET": "a,b",
+        "ALERTMANAGER_BEARER_TOKEN": "tok",
+    }
+    [source] = rendered.container()["envFrom"]
+    assert source == {"secretRef": {"name": FULLNAME}}
+    cfg = bridge_config.parse(yaml.safe_load(rendered.bridge_yaml()), rendered.pod_env())
+    assert [s.get_secret_value() for s in cfg.sentry.client_secrets] == ["a", "b"]
+    assert cfg.alertmanager.bearer_token is not None
+    assert cfg.alertmanager.bearer_token.get_secret_value() == "tok"
+    assert "a,b" not in rendered.bridge_yaml()
+
+
+def test_every_secret_value_reaches_the_config(chart: helm_python.Chart) -> None:
+    """Each `secrets` key becomes the variable the shipped config reads."""
+    keys = json.loads((CHART_DIR / "values.schema.json").read_text())["properties"]["secrets"]
+    assert set(keys["properties"]) == set(SECRET_ENV)
+    text = render(chart, WORKING).bridge_yaml()
+    for env in SECRET_ENV.values():
+        if env != "ALERTMANAGER_PASSWORD":  # basic_auth needs a username: the user adds it
+            assert "${" + env + ":-}" in text, env
+
+
+def test_existing_secret_replaces_the_charts(chart: helm_python.Chart) -> None:
+    rendered = render(chart, {"existingSecret": "my-bridge-secret"})
+    assert rendered.container()["envFrom"] == [{"secretRef": {"name": "my-bridge-secret"}}]
+    annotations = rendered.one("Deployment")["spec"]["template"]["metadata"]["annotations"]
+    assert "checksum/config" in annotations
+    assert "checksum/secret" not in annotations
+
+
+def _checksums(rendered: Rendered) -> dict[str, str]:
+    annotations = rendered.one("Deployment")["spec"]["template"]["metadata"]["annotations"]
+    return {k: v for k, v in annotations.items() if k.startswith("checksum/")}
+
+
+@pytest.mark.parametrize(
+    ("change", "rolls"),
+    [
+        pytest.param(
+            {"config": {"server": {"log_level": "debug"}}}, {"checksum/config"}, id="config"
+        ),
+        pytest.param(
+            {"secrets": {"sentryClientSecret": "rotated"}}, {"checksum/secret"}, id="secret"
+        ),
+        pytest.param({"podAnnotations": {"a": "b"}}, set(), id="unrelated"),
+    ],
+)
+def test_a_config_or_secret_change_rolls_the_pods(
+    chart: helm_python.Chart, change: dict[str, Any], rolls: set[str]
+) -> None:
+    before = _checksums(render(chart, WORKING))
+    after = _checksums(render(chart, merged(WORKING, change)))
+    assert set(before) == {"checksum/config", "checksum/secret"}
+    assert {k for k in before if before[k] != after[k]} == rolls
+
+
+def test_persistence_uses_a_claim_and_recreate(chart: helm_python.Chart) -> None:
+    rendered = render(chart, merged(WORKING, TOGGLES["persistence"]))
+    deployment = rendered.one("Deployment")
+    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+    volumes = {v["name"]: v for v in rendered.pod_spec()["volumes"]}
+    assert volumes["data"] == {"name": "data", "persistentVolumeClaim": {"claimName": FULLNAME}}
+    claim = rendered.one("PersistentVolumeClaim")["spec"]
+    assert claim["accessModes"] == ["ReadWriteOnce"]
+    assert claim["storageClassName"] == "ssd"
+    assert claim["resources"]["requests"]["storage"] == "1Gi"
+
+    existing = render(chart, {"persistence": {"enabled": True, "existingClaim": "mine"}})
+    volumes = {v["name"]: v for v in existing.pod_spec()["volumes"]}
+    assert volumes["data"]["persistentVolumeClaim"] == {"claimName": "mine"}
+
+
+def test_without_persistence_an_empty_dir_and_rolling_update(chart: helm_python.Chart) -> None:
+    rendered = render(chart, WORKING)
+    volumes = {v["name"]: v for v in rendered.pod_spec()["volumes"]}
+    assert volumes["data"]["emptyDir"] == {"sizeLimit": "1Gi"}
+    strategy = rendered.one("Deployment")["spec"]["strategy"]
+    assert strategy["rollingUpdate"] == {"maxSurge": 1, "maxUnavailable": 0}
+    assert rendered.one("Deployment")["spec"]["replicas"] == 1
+
+
+def test_autoscaling_hands_replicas_to_the_hpa(chart: helm_python.Chart) -> None:
+    rendered = render(chart, merged(WORKING, TOGGLES["autoscaling"]))
+    assert "replicas" not in rendered.one("Deployment")["spec"]
+    hpa = rendered.one("HorizontalPodAutoscaler")["spec"]
+    assert hpa["scaleTargetRef"] == {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "name": FULLNAME,
+    }
+    assert (hpa["minReplicas"], hpa["maxReplicas"]) == (1, 3)
+    assert "NOTE: more than one replica" in rendered.notes
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        pytest.param(
+            {"persistence": {"enabled": True}, "replicaCount": 2},
+            "only one pod can use",
+            id="persistence-with-replicas",
+        ),
+        pytest.param(
+            {"persistence": {"enabled": True}, "autoscaling": {"enabled": True}},
+            "only one pod can use",
+            id="persistence-with-autoscaling",
+        ),
+        pytest.param({"ingress": {"enabled": True}}, "ingress.hosts", id="ingress-without-hosts"),
+    ],
+)
+def test_combinations_that_cannot_work_fail_to_render(
+    chart: helm_python.Chart, values: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(helm_python.HelmError, match=re.escape(message)):
+        render(chart, merged(WORKING, values))
+
+
+def test_pdb_takes_one_of_min_or_max(chart: helm_python.Chart) -> None:
+    default = render(chart, merged(WORKING, TOGGLES["podDisruptionBudget"]))
+    spec = default.one("PodDisruptionBudget")["spec"]
+    assert spec["maxUnavailable"] == 1
+    assert "minAvailable" not in spec
+    assert spec["selector"] == default.one("Deployment")["spec"]["selector"]
+    values = {"podDisruptionBudget": {"enabled": True, "minAvailable": "50%"}}
+    spec = render(chart, merged(WORKING, values)).one("PodDisruptionBudget")["spec"]
+    assert spec["minAvailable"] == "50%"
+    assert "maxUnavailable" not in spec
+
+
+# --- reaching the bridge ---------------------------------------------------------------------
+
+
+def test_ingress_exposes_only_the_webhook(chart: helm_python.Chart) -> None:
+    rendered = render(chart, merged(WORKING, TOGGLES["ingress"]))
+    spec = rendered.one("Ingress")["spec"]
+    assert spec["ingressClassName"] == "nginx"
+    assert spec["tls"] == [{"secretName": "bridge-tls", "hosts": ["bridge.example.com"]}]
+    [rule] = spec["rules"]
+    assert rule["host"] == "bridge.example.com"
+    assert rule["http"]["paths"] == [
+        {
+            "path": "/webhooks/sentry",
+            "pathType": "Exact",
+            "backend": {"service": {"name": FULLNAME, "port": {"name": "http"}}},
+        }
+    ]
+
+
+@pytest.mark.parametrize(
+    ("ingress", "url"),
+    [
+        pytest.param(TOGGLES["ingress"], "https://bridge.example.com/webhooks/sentry", id="tls"),
+        pytest.param(
+            {"ingress": {"enabled": True, "hosts": ["b.example.org"]}},
+            "http://b.example.org/webhooks/sentry",
+            id="plain",
+        ),
+    ],
+)
+def test_notes_print_the_webhook_url(
+    chart: helm_python.Chart, ingress: dict[str, Any], url: str
+) -> None:
+    notes = render(chart, merged(WORKING, ingress)).notes
+    assert url in notes
+    assert f"helm test {RELEASE} -n {NAMESPACE}" in notes
+
+
+def test_notes_without_ingress_say_how_to_expose_it(chart: helm_python.Chart) -> None:
+    notes = render(chart, merged(WORKING, {"secrets": {"sentryLegacyToken": "tok"}})).notes
+    assert "The ingress is disabled" in notes
+    assert "?token=" in notes
+    assert "tok" not in notes.replace("token", "")  # the token itself is never printed
+
+
+def test_network_policy(chart: helm_python.Chart) -> None:
+    rendered = render(chart, merged(WORKING, TOGGLES["networkPolicy"]))
+    spec = rendered.one("NetworkPolicy")["spec"]
+    assert spec["podSelector"] == rendered.one("Deployment")["spec"]["selector"]
+    assert spec["policyTypes"] == ["Ingress", "Egress"]
+    [rule] = spec["ingress"]
+    assert rule["ports"] == [{"port": "http", "protocol": "TCP"}]
+    test_pod_labels = rendered.one("Pod", f"{FULLNAME}-test-ready")["metadata"]["labels"]
+    selectors = [
+        peer["podSelector"]["matchLabels"] for peer in rule["from"] if "podSelector" in peer
+    ]
+    assert any(s.items() <= test_pod_labels.items() for s in selectors), "helm test is blocked"
+    dns, user = spec["egress"]
+    assert {p["port"] for p in dns["ports"]} == {53}
+    assert user == TOGGLES["networkPolicy"]["networkPolicy"]["egress"][0]
+
+    ingress_only = {"networkPolicy": {"enabled": True}}
+    spec = render(chart, merged(WORKING, ingress_only)).one("NetworkPolicy")["spec"]
+    assert spec["policyTypes"] == ["Ingress"]
+    assert "from" not in spec["ingress"][0]
+    assert "egress" not in spec
+
+
+def test_helm_test_hook_checks_readiness(chart: helm_python.Chart) -> None:
+    rendered = render(chart, WORKING)
+    pod = rendered.one("Pod", f"{FULLNAME}-test-ready")
+    assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    selector = rendered.one("Deployment")["spec"]["selector"]["matchLabels"]
+    assert not selector.items() <= pod["metadata"]["labels"].items(), (
+        "the ReplicaSet would adopt it"
+    )
+    [container] = pod["spec"]["containers"]
+    assert container["image"] == rendered.container()["image"]
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    code = container["command"][2]
+    assert f"http://{FULLNAME}:8080/-/ready" in code
+    for status, passes in ((200, True), (503, False)):
+        with serve_status(status) as port:
+            local = code.replace(f"{FULLNAME}:8080", f"127.0.0.1:{port}")
+            result = subprocess.run([sys.executable, "-c", local], capture_output=True, check=False)
+        assert (result.returncode == 0) is passes, status
+
+
+def test_image_reference(chart: helm_python.Chart) -> None:
+    app_version = chart.metadata["appVersion"]
+    assert render(chart, WORKING).container()["image"].endswith(f":{app_version}")
+    digest = "sha256:" + "a" * 64
+    values = merged(WORKING, {"image": {"tag": "1.2.3", "digest": digest}})
+    assert render(chart, values).container()["image"].endswith(f":1.2.3@{digest}")
+
+
+def test_app_version_is_the_packages() -> None:
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    chart_yaml = yaml.safe_load((CHART_DIR / "Chart.yaml").read_text(encoding="utf-8"))
+    assert chart_yaml["appVersion"] == pyproject["project"]["version"]
+
+
+# --- the Prometheus Operator's resources ------------------------------------------------------
+
+
+def test_service_monitor_scrapes_the_http_port(chart: helm_python.Chart) -> None:
+    values = merged(WORKING, TOGGLES["serviceMonitor"], {"serviceMonitor": {"interval": "15s"}})
+    rendered = render(chart, values)
+    monitor = rendered.one("ServiceMonitor")
+    assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+    assert monitor["metadata"]["labels"]["release"] == "kps"
+    spec = monitor["spec"]
+    service = rendered.one("Service")
+    assert spec["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    assert spec["namespaceSelector"] == {"matchNames": [NAMESPACE]}
+    [endpoint] = spec["endpoints"]
+    assert endpoint == {"port": "http", "path": "/metrics", "interval": "15s"}
+    assert endpoint["port"] in {p["name"] for p in service["spec"]["ports"]}
+
+
+def _rules(
+    chart: helm_python.Chart, extra: Mapping[str, Any] | None = None
+) -> list[dict[str, Any]]:
+    values = merged(WORKING, TOGGLES["prometheusRule"], extra or {})
+    rule = render(chart, values).one("PrometheusRule")
+    assert rule["apiVersion"] == "monitoring.coreos.com/v1"
+    [group] = rule["spec"]["groups"]
+    rules: list[dict[str, Any]] = group["rules"]
+    return rules
+
+
+ALERTS = (
+    "SentryBridgeDown",
+    "SentryBridgeWebhooksRejected",
+    "SentryBridgeDeliveryFailing",
+    "SentryBridgeOutboxGrowing",
+    "SentryBridgeAlertsDropped",
+)
+
+
+def test_prometheus_rule_alerts_on_the_bridge_itself(chart: helm_python.Chart) -> None:
+    rules = _rules(chart)
+    assert [r["alert"] for r in rules] == list(ALERTS)
+    allowed = exported_metric_names() | {"up"}
+    for rule in rules:
+        assert rule["labels"]["severity"] in {"warning", "critical"}
+        assert rule["annotations"]["summary"]
+        assert rule["annotations"]["description"]
+        assert "runbook_url" not in rule["annotations"]
+        assert metric_names(rule["expr"]) <= allowed, rule["alert"]
+        for selector in selected_metrics(rule["expr"]):
+            labels = {m.name: (m.op, m.value) for m in selector.matchers.matchers}
+            assert labels["job"] == (promql_parser.MatchOp.Equal, FULLNAME), rule["alert"]
+            assert labels["namespace"] == (promql_parser.MatchOp.Equal, NAMESPACE), rule["alert"]
+    # Prometheus, not Helm, fills in the alert's labels.
+    assert "{{ $labels.reason }}" in rules[1]["annotations"]["summary"]
+
+
+def test_prometheus_rule_labels_and_runbooks(chart: helm_python.Chart) -> None:
+    extra = {
+        "prometheusRule": {
+            "labels": {"role": "alert-rules"},
+            "additionalRuleLabels": {"team": "platform"},
+            "runbookUrl": "https://example.com/runbook",
+        }
+    }
+    rules = _rules(chart, extra)
+    runbook = (ROOT / "docs" / "runbook.md").read_text(encoding="utf-8")
+    headings = {
+        line.removeprefix("## ").strip() for line in runbook.splitlines() if line.startswith("## ")
+    }
+    for rule in rules:
+        assert rule["labels"]["team"] == "platform"
+        anchor = rule["alert"].lower()
+        assert rule["annotations"]["runbook_url"] == f"https://example.com/runbook#{anchor}"
+        assert rule["alert"] in headings, f"docs/runbook.md has no section {rule['alert']}"
+
+
+def test_grafana_dashboard_configmap_ships_the_dashboard(chart: helm_python.Chart) -> None:
+    values = merged(
+        WORKING,
+        {
+            "grafanaDashboard": {
+                "enabled": True,
+                "namespace": "grafana",
+                "annotations": {"grafana_folder": "Sentry"},
+            }
+        },
+    )
+    configmap = render(chart, values).one("ConfigMap", f"{FULLNAME}-dashboard")
+    assert configmap["metadata"]["namespace"] == "grafana"
+    assert configmap["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert configmap["metadata"]["annotations"] == {"grafana_folder": "Sentry"}
+    shipped = json.loads(DASHBOARD.read_text(encoding="utf-8"))
+    assert json.loads(configmap["data"]["sentry-bridge.json"]) == shipped
+
+
+# --- values.schema.json ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("values", "where"),
+    [
+        pytest.param({"replicaCont": 1}, "'replicaCont' not allowed", id="top-level"),
+        pytest.param({"image": {"tga": "1"}}, "'tga' not allowed", id="image"),
+        pytest.param({"serviceMonitor": {"enable": True}}, "'enable' not allowed", id="toggle"),
+        pytest.param(
+            {"config": {"sentry": {"client_secret": "x"}}},
+            "'client_secret' not allowed",
+            id="config-key",
+        ),
+        pytest.param(
+            {
+                "config": {
+                    "classification": {
+                        "rules": [{"name": "r", "severity": "high", "match": {"usres": {"gt": 1}}}]
+                    }
+                }
+            },
+            "'usres' not allowed",
+            id="rule-field",
+        ),
+        pytest.param(
+            {"config": {"classification": {"rules": [{"name": "r", "severity": "urgent"}]}}},
+            "/config/classification/rules/0/severity",
+            id="severity",
+        ),
+        pytest.param(
+            {"config": {"shutdown": {"grace_period": "1 minute"}}},
+            "/config/shutdown/grace_period",
+            id="grace-period",
+        ),
+        pytest.param({"service": {"port": "8080"}}, "/service/port", id="type"),
+    ],
+)
+def test_the_schema_rejects_typos(
+    chart: helm_python.Chart, values: dict[str, Any], where: str
+) -> None:
+    with pytest.raises(helm_python.HelmValuesError, match=re.escape(where)):
+        render(chart, merged(WORKING, values))
+
+
+def test_the_schema_admits_what_values_yaml_documents(chart: helm_python.Chart) -> None:
+    values = merged(
+        WORKING,
+        {
+            "config": {
+                "alertmanager": {
+                    "basic_auth": {"username": "bridge", "password": "${ALERTMANAGER_PASSWORD}"},
+                    "bearer_token": None,
+                }
+            },
+            "secrets": {"alertmanagerPassword": "pw"},
+            "resources": {
+                "requests": {"cpu": "50m", "memory": "96Mi"},
+                "limits": {"memory": "256Mi"},
+            },
+            "global": {"imageRegistry": "mirror.example.com"},
+        },
+    )
+    rendered = render(chart, values)
+    cfg = bridge_config.parse(yaml.safe_load(rendered.bridge_yaml()), rendered.pod_env())
+    assert cfg.alertmanager.basic_auth is not None
+    assert cfg.alertmanager.basic_auth.password.get_secret_value() == "pw"
+
+
+def _models_in(annotation: Any) -> list[type[BaseModel]]:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    origin = get_origin(annotation)
+    args = get_args(annotation)
+    if origin is Annotated:
+        return _models_in(args[0])
+    if origin in (Union, types.UnionType, list, dict):
+        return [model for arg in args for model in _models_in(arg)]
+    return []
+
+
+def _objects(node: dict[str, Any], definitions: dict[str, Any]) -> list[dict[str, Any]]:
+    """The object schemas (those with properties) a schema node can stand for."""
+    if "$ref" in node:
+        return _objects(definitions[node["$ref"].rsplit("/", 1)[1]], definitions)
+    if "properties" in node:
+        return [node]
+    found: list[dict[str, Any]] = []
+    for key in ("anyOf", "oneOf"):
+        for sub in node.get(key, []):
+            found += _objects(sub, definitions)
+    for key in ("items", "additionalProperties"):
+        if isinstance(node.get(key), dict):
+            found += _objects(node[key], definitions)
+    return found
+
+
+def _compare(
+    model: type[BaseModel],
+    node: dict[str, Any],
+    where: str,
+    definitions: dict[str, Any],
+    seen: set[str],
+) -> None:
+    if model.__name__ in seen:
+        return
+    seen.add(model.__name__)
+    assert node.get("additionalProperties") is False, f"{where}: unknown keys are not refused"
+    keys = {field.alias or name: field for name, field in model.model_fields.items()}
+    assert set(node["properties"]) == set(keys), f"{where}: keys differ from {model.__name__}"
+    for key, field in keys.items():
+        for sub_model in _models_in(field.annotation):
+            [sub_node] = _objects(node["properties"][key], definitions)
+            _compare(sub_model, sub_node, f"{where}.{key}", definitions, seen)
+
+
+def test_the_config_schema_has_the_bridges_keys() -> None:
+    """values.schema.json's `config` mirrors bridge/config.py key for key, so a key added to
+    the bridge is admitted by the chart and a typo is refused at `helm install`."""
+    schema = json.loads((CHART_DIR / "values.schema.json").read_text(encoding="utf-8"))
+    _compare(
+        bridge_config.Config, schema["properties"]["config"], "config", schema["definitions"], set()
+    )
