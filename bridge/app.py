@@ -26,9 +26,10 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from bridge import sentry
-from bridge.alertmanager import Delivery, target_name
+from bridge.alertmanager import target_name
 from bridge.config import Config
 from bridge.dedup import Repeats
+from bridge.delivery import Delivery
 from bridge.enrich import Enricher
 from bridge.errors import BadPayload, TooLarge, WebhookError
 from bridge.metrics import Metrics
@@ -75,9 +76,7 @@ def build(
         max_tracked=config.dedup.max_tracked,
         clock=time.monotonic,
     )
-    pipeline = Pipeline(
-        config, outbox=outbox, enricher=enricher, repeats=repeats, metrics=metrics
-    )
+    pipeline = Pipeline(config, outbox=outbox, enricher=enricher, repeats=repeats, metrics=metrics)
     delivery = Delivery(outbox, config.alertmanager, metrics, transport=alertmanager_transport)
     return Bridge(config, metrics, outbox, pipeline, delivery, enricher)
 
@@ -100,11 +99,18 @@ def _reject(bridge: Bridge, request_id: str | None, exc: WebhookError) -> Respon
     bridge.metrics.webhooks_rejected.labels(exc.reason).inc()
     log.warning(
         "webhook rejected",
-        extra={"request_id": request_id, "outcome": "rejected", "reason": exc.reason,
-               "detail": exc.detail, "status": exc.status_code},
+        extra={
+            "request_id": request_id,
+            "outcome": "rejected",
+            "reason": exc.reason,
+            "detail": exc.detail,
+            "status": exc.status_code,
+        },
     )
-    return JSONResponse({"status": "rejected", "reason": exc.reason, "detail": exc.detail},
-                        status_code=exc.status_code)
+    return JSONResponse(
+        {"status": "rejected", "reason": exc.reason, "detail": exc.detail},
+        status_code=exc.status_code,
+    )
 
 
 async def webhook(request: Request) -> Response:
@@ -127,8 +133,13 @@ async def webhook(request: Request) -> Response:
             bridge.metrics.alerts.labels("ignored").inc()
             log.info(
                 "webhook ignored",
-                extra={"request_id": request_id, "resource": result.resource,
-                       "action": result.action, "outcome": "ignored", "reason": result.reason},
+                extra={
+                    "request_id": request_id,
+                    "resource": result.resource,
+                    "action": result.action,
+                    "outcome": "ignored",
+                    "reason": result.reason,
+                },
             )
             return JSONResponse({"status": "ignored", "reason": result.reason})
         await bridge.pipeline.accept(dataclasses.replace(result, request_id=request_id))
@@ -159,7 +170,8 @@ async def metrics(request: Request) -> Response:
 async def _drain(bridge: Bridge, grace: float) -> None:
     """SIGTERM: finish what was accepted, within the grace period; the rest stays on disk."""
     deadline = time.monotonic() + grace
-    while bridge.outbox.inbox_count() and time.monotonic() < deadline:
+    # Polled: the pipeline empties the inbox in batches and signals nothing per batch.
+    while bridge.outbox.inbox_count() and time.monotonic() < deadline:  # noqa: ASYNC110
         await asyncio.sleep(0.05)
     flushed = await bridge.delivery.drain(max(0.0, deadline - time.monotonic()))
     log.info("shutdown", extra={"flushed": flushed, "inbox": bridge.outbox.inbox_count()})

@@ -15,7 +15,14 @@ from starlette.datastructures import Headers
 
 from bridge import __version__, config, labels, sentry
 from bridge.classify import explain as explain_rules
-from bridge.config import Config, Rule
+from bridge.config import (
+    BOOL_FIELDS,
+    NUMBER_FIELDS,
+    STRING_FIELDS,
+    Condition,
+    Match,
+    Rule,
+)
 from bridge.errors import ConfigError, WebhookError
 from bridge.model import Ignored, State
 
@@ -26,10 +33,53 @@ def _config_path(value: str | None) -> str:
     return value or os.environ.get("BRIDGE_CONFIG") or DEFAULT_CONFIG
 
 
+_OPS = {
+    "eq": "==",
+    "ne": "!=",
+    "in_": "in",
+    "not_in": "not in",
+    "regex": "=~",
+    "not_regex": "!~",
+    "gt": ">",
+    "gte": ">=",
+    "lt": "<",
+    "lte": "<=",
+}
+
+
+def _show(value: object) -> str:
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return json.dumps(value)
+
+
+def _describe_condition(name: str, cond: Condition) -> list[str]:
+    return [
+        f"{name} {symbol} {_show(getattr(cond, op))}"
+        for op, symbol in _OPS.items()
+        if getattr(cond, op) is not None
+    ]
+
+
+def _describe_match(match: Match) -> str:
+    parts: list[str] = []
+    for name in (*STRING_FIELDS, *BOOL_FIELDS, *NUMBER_FIELDS):
+        cond = getattr(match, name)
+        if cond is not None:
+            parts += _describe_condition(name, cond)
+    for tag, cond in match.tags.items():
+        parts += _describe_condition(f"tags.{tag}", cond)
+    if match.any:
+        parts.append("(" + " or ".join(_describe_match(m) for m in match.any) + ")")
+    if match.not_ is not None:
+        parts.append(f"not ({_describe_match(match.not_)})")
+    return " and ".join(parts) or "always"
+
+
 def _describe_rule(rule: Rule) -> str:
-    match = rule.match.model_dump(exclude_defaults=True, by_alias=True)
     outcome = "drop" if rule.drop else f"severity {rule.severity}"
-    return f"{rule.name}: {outcome} when {json.dumps(match, default=str) if match else 'always'}"
+    extra = f" +labels {json.dumps(rule.labels)}" if rule.labels else ""
+    return f"{rule.name}: {outcome}{extra} when {_describe_match(rule.match)}"
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
@@ -46,6 +96,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 _RESOURCE_KEYS = (
     ("metric_alert", "metric_alert"),
     ("triggered_rule", "event_alert"),
+    ("activity", "activity_alert"),  # its data also holds "issue"
     ("issue", "issue"),
     ("error", "error"),
     ("installation", "installation"),

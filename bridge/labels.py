@@ -109,9 +109,9 @@ def firing(
     return PostableAlert(
         labels=dict(labels),
         annotations=dict(annotations),
-        startsAt=starts_at,
-        endsAt=now + timedelta(seconds=lifetime),
-        generatorURL=alert.web_url,
+        starts_at=starts_at,
+        ends_at=now + timedelta(seconds=lifetime),
+        generator_url=alert.web_url,
     )
 
 

@@ -81,7 +81,8 @@ class Pipeline:
         # collapses look-ups of one issue); the decisions then run in order.
         enriched = await asyncio.gather(*(self.enricher.enrich(alert) for _, alert in batch))
         results = [
-            self.decide(inbox_id, alert) for (inbox_id, _), alert in zip(batch, enriched, strict=True)
+            self.decide(inbox_id, alert)
+            for (inbox_id, _), alert in zip(batch, enriched, strict=True)
         ]
         await self.outbox.complete(results)
         self._update_gauges()
@@ -153,7 +154,9 @@ class Pipeline:
                 severity_labels=self.config.classification.severity_labels,
             )
             annotations = L.build_annotations(alert, decision)
-            send = [PostableAlert(labels=labels, annotations=annotations, startsAt=now, endsAt=now)]
+            send = [
+                PostableAlert(labels=labels, annotations=annotations, starts_at=now, ends_at=now)
+            ]
         self.metrics.resolutions.inc()
         return self._outcome(
             inbox_id, alert, "forwarded", decision, None, send, {alert.identity: None}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import signal
 from types import FrameType
 
 import uvicorn
@@ -24,6 +25,11 @@ class _Server(uvicorn.Server):
         self.bridge.ready = False
         log.info("signal received, draining", extra={"signal": sig})
         super().handle_exit(sig, frame)
+        if sig == signal.SIGTERM:
+            # Uvicorn re-raises a captured signal after its graceful shutdown, so the
+            # process would die of SIGTERM (exit 143). A SIGTERM we drained for is a
+            # clean stop: exit 0, which is what Kubernetes and systemd expect.
+            self._captured_signals.remove(sig)
 
 
 def serve(config: Config, *, host: str | None = None, port: int | None = None) -> None:

@@ -51,7 +51,7 @@ async def enricher(
 ) -> AsyncIterator[Enricher]:
     """An Enricher for the fake (or a base URL), closed on exit; ``cfg`` overrides."""
     base_url = api if isinstance(api, str) else api.url
-    settings: dict[str, Any] = {"base_url": base_url, "api_token": TOKEN, "api_timeout": 0.2}
+    settings: dict[str, Any] = {"base_url": base_url, "api_token": TOKEN, "api_timeout": 5.0}
     settings.update(cfg)
     e = Enricher(Sentry(**settings), Metrics(registry), clock=clock or Clock())
     try:

@@ -1,0 +1,66 @@
+"""Distinct, signed, realistic Sentry webhooks for the benchmarks.
+
+Issue alerts start from the captured ``event_alert`` fixture (several KB with
+its event, breadcrumbs-free but with tags, contexts, exception and request),
+metric alerts from the ``metric_alert`` fixture; each copy gets its own issue
+id or alert rule id so the dedup window does not collapse them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+FIXTURES = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "sentry"
+SECRET = "bench-client-secret"
+
+
+def _load(name: str) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads((FIXTURES / name).read_text(encoding="utf-8"))
+    return data
+
+
+def sign(body: bytes, secret: str = SECRET) -> str:
+    return hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+def _issue_alert(template: str, old_id: str, n: int) -> bytes:
+    new_id = str(9_000_000_000 + n)
+    return template.replace(old_id, new_id).encode()
+
+
+def _metric_alert(template: dict[str, Any], n: int) -> bytes:
+    data = json.loads(json.dumps(template))
+    rule = data["data"]["metric_alert"]["alert_rule"]
+    rule["id"] = 8_000_000 + n
+    rule["name"] = f"{rule['name']} #{n}"
+    return json.dumps(data).encode()
+
+
+def webhooks(count: int, *, metric_share: float = 0.25) -> Iterator[tuple[str, bytes]]:
+    """``count`` (resource, body) pairs, all distinct; a quarter of them metric alerts."""
+    issue = _load("event_alert.json")
+    issue_id = str(issue["data"]["event"]["issue_id"])
+    issue_text = json.dumps(issue)
+    metric = _load("metric_alert_critical.json")
+    every = round(1 / metric_share) if metric_share else 0
+    for n in range(count):
+        if every and n % every == every - 1:
+            yield "metric_alert", _metric_alert(metric, n)
+        else:
+            yield "event_alert", _issue_alert(issue_text, issue_id, n)
+
+
+def write_wrk_records(path: Path, count: int) -> dict[str, float]:
+    """The records bench/wrk.lua replays; returns the mean body size per resource."""
+    sizes: dict[str, list[int]] = {}
+    with path.open("wb") as out:
+        for resource, body in webhooks(count):
+            out.write(f"{resource} {sign(body)} {len(body)}\n".encode())
+            out.write(body)
+            sizes.setdefault(resource, []).append(len(body))
+    return {resource: sum(v) / len(v) for resource, v in sizes.items()}

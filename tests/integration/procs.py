@@ -1,0 +1,130 @@
+"""Real processes on loopback for the integration tests and the benchmarks: the bridge
+under Uvicorn (``python -m bridge serve``) and any ASGI app under Uvicorn."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+import httpx
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def write_config(path: Path, am_urls: list[str], **alertmanager: object) -> Path:
+    """The shipped config.yaml, policy and all, pointed at ``am_urls``; ``alertmanager``
+    overrides keys of its section (the tests retry faster than production)."""
+    data = yaml.safe_load((ROOT / "config.yaml").read_text(encoding="utf-8"))
+    section = data.setdefault("alertmanager", {})
+    section.update({"urls": ",".join(am_urls), "backoff_initial": "0.1s", "backoff_max": "0.5s"})
+    section.update(alertmanager)
+    path.write_text(yaml.safe_dump(data), encoding="utf-8")
+    return path
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def wait_http(
+    url: str, *, timeout: float = 20.0, proc: subprocess.Popen[bytes] | None = None
+) -> None:
+    """Poll until ``url`` answers 200; fail early if ``proc`` died."""
+    deadline = time.monotonic() + timeout
+    last: object = None
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode} before {url} was up")
+        try:
+            if httpx.get(url, timeout=1.0).status_code == 200:
+                return
+        except httpx.HTTPError as exc:
+            last = exc
+        time.sleep(0.05)
+    raise TimeoutError(f"{url} not up after {timeout}s ({last})")
+
+
+class Process:
+    """A started server: its base URL, the process and where it logs."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], url: str, log: Path) -> None:
+        self.proc = proc
+        self.url = url
+        self.log = log
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown hook runs, like an OOM kill or a node loss."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(timeout=10)
+
+    def terminate(self, timeout: float = 30.0) -> int:
+        """SIGTERM, as Kubernetes does, and wait for the exit code."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout=timeout)
+
+    def logs(self) -> str:
+        return self.log.read_text(encoding="utf-8", errors="replace")
+
+
+@contextlib.contextmanager
+def spawn(
+    args: list[str], url: str, ready_path: str, log: Path, env: Mapping[str, str] | None = None
+) -> Iterator[Process]:
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    with log.open("ab") as out:
+        proc = subprocess.Popen(args, cwd=ROOT, env=full_env, stdout=out, stderr=subprocess.STDOUT)
+    process = Process(proc, url, log)
+    try:
+        try:
+            wait_http(url + ready_path, proc=proc)
+        except (RuntimeError, TimeoutError) as exc:
+            tail = "\n".join(process.logs().splitlines()[-15:])
+            raise RuntimeError(f"{exc}; last lines of {log.name}:\n{tail}") from None
+        yield process
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def bridge(
+    config: Path, data_dir: Path, log: Path, env: Mapping[str, str], port: int | None = None
+) -> contextlib.AbstractContextManager[Process]:
+    """``python -m bridge serve`` on 127.0.0.1, ready when ``/-/ready`` answers."""
+    port = port or free_port()
+    args = [sys.executable, "-m", "bridge", "serve", "--config", str(config)]
+    args += ["--host", "127.0.0.1", "--port", str(port)]
+    return spawn(
+        args,
+        f"http://127.0.0.1:{port}",
+        "/-/ready",
+        log,
+        {**env, "BRIDGE_DATA_DIR": str(data_dir)},
+    )
+
+
+def uvicorn_app(
+    app: str, log: Path, port: int | None = None
+) -> contextlib.AbstractContextManager[Process]:
+    """Any ASGI app (``module:attribute``) under one Uvicorn worker, ready when ``/`` answers."""
+    port = port or free_port()
+    args = [sys.executable, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port)]
+    args += ["--no-access-log", "--log-level", "warning"]
+    return spawn(args, f"http://127.0.0.1:{port}", "/-/healthy", log)

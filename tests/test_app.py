@@ -1,0 +1,209 @@
+"""The HTTP edge in-process: status codes, JSON reasons, metrics, and that a bad
+request never stops the app. Alertmanager is an ``httpx.MockTransport`` here;
+tests/integration/ runs the real one."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+import pytest
+from prometheus_client import CollectorRegistry
+
+from bridge import config
+from bridge.app import build, create_app
+
+SECRET = "edge-secret"
+FIXTURES = Path(__file__).parent / "fixtures" / "sentry"
+
+
+def load(name: str) -> bytes:
+    return (FIXTURES / name).read_bytes()
+
+
+def sign(body: bytes, secret: str = SECRET) -> str:
+    return hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+class Recorder:
+    """Stands in for Alertmanager: records every alert posted to it."""
+
+    def __init__(self) -> None:
+        self.alerts: list[dict[str, Any]] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        assert request.url.path == "/api/v2/alerts"
+        self.alerts.extend(json.loads(request.content))
+        return httpx.Response(200)
+
+    async def wait(self, count: int, timeout: float = 5.0) -> list[dict[str, Any]]:
+        with anyio.move_on_after(timeout):
+            while len(self.alerts) < count:
+                await anyio.sleep(0.01)
+        return self.alerts
+
+
+@pytest.fixture
+def recorder() -> Recorder:
+    return Recorder()
+
+
+@pytest.fixture
+def registry() -> CollectorRegistry:
+    return CollectorRegistry()
+
+
+pytestmark = pytest.mark.anyio
+Client = httpx.AsyncClient
+
+
+@pytest.fixture
+async def client(
+    tmp_path: Path, recorder: Recorder, registry: CollectorRegistry
+) -> AsyncIterator[Client]:
+    cfg = config.parse(
+        {
+            "server": {"max_body_bytes": 64 * 1024},
+            "sentry": {"client_secrets": f"other-secret,{SECRET}", "legacy_token": "tok"},
+            "outbox": {"data_dir": str(tmp_path)},
+        },
+        env={},
+    )
+    bridge = build(cfg, registry=registry, alertmanager_transport=httpx.MockTransport(recorder))
+    app = create_app(bridge)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://bridge") as c,
+    ):
+        yield c
+
+
+async def post(client: Client, body: bytes, headers: dict[str, str]) -> httpx.Response:
+    return await client.post("/webhooks/sentry", content=body, headers=headers)
+
+
+def rejected(registry: CollectorRegistry, reason: str) -> float:
+    value = registry.get_sample_value("sentry_bridge_webhooks_rejected_total", {"reason": reason})
+    return value or 0.0
+
+
+async def test_health_ready_metrics(client: Client) -> None:
+    assert (await client.get("/-/healthy")).status_code == 200
+    assert (await client.get("/-/ready")).json() == {"status": "ready"}
+    text = (await client.get("/metrics")).text
+    assert "sentry_bridge_webhooks_received_total" in text
+    assert 'sentry_bridge_build_info{version="' in text
+
+
+async def test_signed_issue_alert_is_accepted_and_delivered(
+    client: Client, recorder: Recorder, registry: CollectorRegistry
+) -> None:
+    body = load("event_alert.json")
+    response = await post(
+        client, body, {"Sentry-Hook-Resource": "event_alert", "Sentry-Hook-Signature": sign(body)}
+    )
+    assert response.status_code == 202
+    assert response.json() == {"status": "accepted"}
+    alerts = await recorder.wait(1)
+    assert len(alerts) == 1
+    assert alerts[0]["labels"]["alertname"] == "SentryIssue"
+    assert alerts[0]["labels"]["source"] == "sentry"
+    received = registry.get_sample_value(
+        "sentry_bridge_webhooks_received_total", {"resource": "event_alert"}
+    )
+    assert received == 1.0
+
+
+@pytest.mark.parametrize(
+    ("headers", "status", "reason"),
+    [
+        pytest.param({"Sentry-Hook-Resource": "event_alert"}, 401, "missing_signature", id="none"),
+        pytest.param(
+            {"Sentry-Hook-Resource": "event_alert", "Sentry-Hook-Signature": "00" * 32},
+            401,
+            "bad_signature",
+            id="bad",
+        ),
+    ],
+)
+async def test_unauthenticated_is_refused(
+    client: Client,
+    recorder: Recorder,
+    registry: CollectorRegistry,
+    headers: dict[str, str],
+    status: int,
+    reason: str,
+) -> None:
+    response = await post(client, load("event_alert.json"), headers)
+    assert response.status_code == status
+    assert response.json()["reason"] == reason
+    assert SECRET not in response.text
+    assert rejected(registry, reason) == 1.0
+    await anyio.sleep(0.2)
+    assert recorder.alerts == []
+    # The process keeps serving.
+    assert (await client.get("/-/healthy")).status_code == 200
+
+
+async def test_legacy_token(client: Client) -> None:
+    body = load("legacy_webhook.json")
+    assert (await client.post("/webhooks/sentry?token=nope", content=body)).status_code == 401
+    assert (await client.post("/webhooks/sentry?token=tok", content=body)).status_code == 202
+
+
+async def test_not_json_is_400(client: Client, registry: CollectorRegistry) -> None:
+    body = b"{not json"
+    response = await post(
+        client, body, {"Sentry-Hook-Resource": "event_alert", "Sentry-Hook-Signature": sign(body)}
+    )
+    assert response.status_code == 400
+    assert response.json()["reason"] == "invalid_json"
+    assert rejected(registry, "invalid_json") == 1.0
+
+
+async def test_wrong_shape_is_400_without_echoing_the_payload(
+    client: Client, registry: CollectorRegistry
+) -> None:
+    body = json.dumps({"action": "triggered", "data": {"secret_field": "hunter2"}}).encode()
+    response = await post(
+        client, body, {"Sentry-Hook-Resource": "event_alert", "Sentry-Hook-Signature": sign(body)}
+    )
+    assert response.status_code == 400
+    assert response.json()["reason"] == "invalid_payload"
+    assert "hunter2" not in response.text
+    assert rejected(registry, "invalid_payload") == 1.0
+
+
+async def test_too_large_is_413(client: Client, registry: CollectorRegistry) -> None:
+    body = b"[" + b"0," * 40_000 + b"0]"
+    response = await post(
+        client, body, {"Sentry-Hook-Resource": "event_alert", "Sentry-Hook-Signature": sign(body)}
+    )
+    assert response.status_code == 413
+    assert response.json()["reason"] == "too_large"
+    assert rejected(registry, "too_large") == 1.0
+
+
+async def test_installation_and_unknown_resources_are_acknowledged(
+    client: Client, registry: CollectorRegistry, recorder: Recorder
+) -> None:
+    body = load("installation_created.json")
+    response = await post(
+        client, body, {"Sentry-Hook-Resource": "installation", "Sentry-Hook-Signature": sign(body)}
+    )
+    assert response.status_code == 200
+    assert response.json()["status"] == "ignored"
+    body = json.dumps({"action": "created", "data": {"comment": "hi"}}).encode()
+    response = await post(
+        client, body, {"Sentry-Hook-Resource": "comment", "Sentry-Hook-Signature": sign(body)}
+    )
+    assert response.status_code == 200
+    assert registry.get_sample_value("sentry_bridge_alerts_total", {"outcome": "ignored"}) == 2.0
+    await anyio.sleep(0.2)
+    assert recorder.alerts == []

@@ -1,0 +1,107 @@
+"""The command line, as a user runs it: ``python -m bridge ...`` in a subprocess for the
+entry point, ``cli.main`` in-process for the rest."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bridge import cli
+
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURES = ROOT / "tests" / "fixtures" / "sentry"
+SHIPPED = ROOT / "config.yaml"
+
+
+@pytest.fixture(autouse=True)
+def secrets(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SENTRY_CLIENT_SECRET", "cli-test-secret")
+    monkeypatch.delenv("BRIDGE_CONFIG", raising=False)
+
+
+def test_module_entry_point_and_version() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "bridge", "--version"],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
+    )
+    assert out.stdout.startswith("sentry-bridge ")
+
+
+def test_check_config_lists_rules_in_order(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["check-config", str(SHIPPED)]) == 0
+    out = capsys.readouterr().out
+    assert "OK" in out
+    lines = [line for line in out.splitlines() if re.match(r"^\s*\d+\. ", line)]
+    assert len(lines) >= 5
+    assert [int(line.split(".")[0]) for line in lines] == list(range(1, len(lines) + 1))
+    assert "users > 10" in out
+    assert "default: severity medium" in out
+    assert "cli-test-secret" not in out
+
+
+def test_check_config_names_the_bad_key(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "sentry: {client_secrets: x}\n"
+        "classification:\n"
+        "  rules:\n"
+        "    - {name: a, match: {usres: {gt: 1}}, severity: low}\n",
+        encoding="utf-8",
+    )
+    assert cli.main(["check-config", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "classification.rules[0].match.usres: unknown key" in err
+
+
+def test_check_config_refuses_unauthenticated(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("SENTRY_CLIENT_SECRET")
+    for name in ("SENTRY_SERVICE_HOOK_SECRET", "SENTRY_LEGACY_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    assert cli.main(["check-config", str(SHIPPED)]) == 2
+    assert "unauthenticated" in capsys.readouterr().err
+
+
+def test_explain_shows_every_rule_tried_and_the_alert(capsys: pytest.CaptureFixture[str]) -> None:
+    payload = FIXTURES / "event_alert_python.json"
+    assert cli.main(["explain", str(payload), "--config", str(SHIPPED)]) == 0
+    out = capsys.readouterr().out
+    assert "normalised alert:" in out
+    assert '"environment": "staging"' in out
+    assert "MATCH" in out
+    assert "no " in out or out.count("MATCH") == 1
+    sent = json.loads(out[out.index("[", out.index("would POST")) :])
+    assert sent[0]["labels"]["severity"] == "low"
+    assert sent[0]["labels"]["environment"] == "staging"
+    assert "endsAt" in sent[0]
+
+
+def test_explain_guesses_the_resource_of_a_saved_metric_alert(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    payload = FIXTURES / "metric_alert_critical.json"
+    assert cli.main(["explain", str(payload), "--config", str(SHIPPED)]) == 0
+    out = capsys.readouterr().out
+    sent = json.loads(out[out.index("[", out.index("would POST")) :])
+    assert sent[0]["labels"]["alertname"] == "SentryMetricAlert"
+    assert sent[0]["labels"]["severity"] == "critical"
+
+
+def test_explain_ignored_payload(capsys: pytest.CaptureFixture[str]) -> None:
+    payload = FIXTURES / "installation_created.json"
+    assert cli.main(["explain", str(payload), "--config", str(SHIPPED)]) == 0
+    assert capsys.readouterr().out.startswith("ignored:")
+
+
+def test_explain_missing_file_is_a_clear_error(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["explain", "/nonexistent.json", "--config", str(SHIPPED)]) == 1
+    assert "error:" in capsys.readouterr().err

@@ -1,0 +1,229 @@
+"""The pipeline's decisions with a real outbox on a temp dir and fake clocks:
+dedup, escalation, one alert per identity, resolution."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from bridge import config
+from bridge.alertmanager import PostableAlert
+from bridge.dedup import Repeats
+from bridge.enrich import Enricher
+from bridge.metrics import Metrics
+from bridge.model import Kind, SentryAlert, State
+from bridge.outbox import Outbox, Processed
+from bridge.pipeline import Pipeline
+
+pytestmark = pytest.mark.anyio
+
+START = datetime(2026, 11, 23, 8, 0, tzinfo=UTC)
+
+CONFIG = config.parse(
+    {
+        "sentry": {"allow_unauthenticated": True},
+        "classification": {
+            "default_severity": "medium",
+            "severity_labels": {"critical": {"page": "true"}, "low": {"page": "false"}},
+            "rules": [
+                {"name": "health", "match": {"transaction": {"regex": ".*/healthz"}}, "drop": True},
+                {"name": "staging", "match": {"environment": "staging"}, "severity": "low"},
+                {"name": "many-users", "match": {"users": {"gt": 10}}, "severity": "critical"},
+            ],
+        },
+        "dedup": {"window": "5m", "escalate_after": 3, "escalate_period": "30m"},
+        "alertmanager": {"alert_lifetime": "1h"},
+    },
+    env={},
+)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = START
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def seconds(self) -> float:
+        return (self.now - START).total_seconds()
+
+    def advance(self, **delta: float) -> None:
+        self.now += timedelta(**delta)
+
+
+@dataclasses.dataclass
+class Harness:
+    pipeline: Pipeline
+    outbox: Outbox
+    clock: Clock
+    registry: CollectorRegistry
+    next_id: int = 0
+
+    def run(self, alert: SentryAlert) -> Processed:
+        self.next_id += 1
+        return self.pipeline.decide(self.next_id, alert)
+
+    async def commit(self, alert: SentryAlert) -> Processed:
+        processed = self.run(alert)
+        await self.outbox.complete([processed])
+        return processed
+
+    def outcome(self, name: str) -> float:
+        value = self.registry.get_sample_value("sentry_bridge_alerts_total", {"outcome": name})
+        return value or 0.0
+
+
+@pytest.fixture
+async def harness(tmp_path: Path) -> AsyncIterator[Harness]:
+    clock = Clock()
+    registry = CollectorRegistry()
+    metrics = Metrics(registry)
+    outbox = Outbox(tmp_path, ["am"], max_queued=1000, metrics=metrics, clock=clock)
+    await outbox.open()
+    repeats = Repeats(
+        window=CONFIG.dedup.window,
+        escalate_after=CONFIG.dedup.escalate_after,
+        escalate_period=CONFIG.dedup.escalate_period,
+        max_tracked=CONFIG.dedup.max_tracked,
+        clock=clock.seconds,
+    )
+    enricher = Enricher(CONFIG.sentry, metrics)
+    pipeline = Pipeline(
+        CONFIG, outbox=outbox, enricher=enricher, repeats=repeats, metrics=metrics, clock=clock
+    )
+    yield Harness(pipeline, outbox, clock, registry)
+    await enricher.aclose()
+    await outbox.close()
+
+
+def issue(**overrides: object) -> SentryAlert:
+    values: dict[str, object] = {
+        "resource": "event_alert",
+        "action": "triggered",
+        "kind": Kind.ISSUE,
+        "state": State.FIRING,
+        "identity": "issue:42",
+        "issue_id": "42",
+        "title": "ValueError",
+        "project": "backend",
+        "environment": "production",
+    }
+    values.update(overrides)
+    return SentryAlert(**values)  # type: ignore[arg-type]
+
+
+def only(processed: Processed) -> PostableAlert:
+    assert len(processed.send) == 1
+    return processed.send[0]
+
+
+async def test_first_firing_is_forwarded_with_lifetime(harness: Harness) -> None:
+    sent = only(await harness.commit(issue()))
+    assert sent.labels["severity"] == "medium"
+    assert sent.starts_at == START
+    assert sent.ends_at == START + timedelta(hours=1)
+    assert harness.outbox.active("issue:42") is not None
+    assert harness.outcome("forwarded") == 1
+
+
+async def test_dropped_alert_sends_nothing(harness: Harness) -> None:
+    processed = await harness.commit(issue(transaction="/api/healthz"))
+    assert processed.send == ()
+    assert harness.outcome("dropped") == 1
+    assert harness.outbox.active("issue:42") is None
+
+
+async def test_repeat_within_window_is_a_duplicate_and_after_it_refreshes(
+    harness: Harness,
+) -> None:
+    await harness.commit(issue())
+    harness.clock.advance(minutes=1)
+    assert (await harness.commit(issue())).send == ()
+    assert harness.outcome("duplicate") == 1
+    harness.clock.advance(minutes=40)  # past the window and the escalation period
+    refreshed = only(await harness.commit(issue()))
+    # Same alert, still firing: original startsAt, endsAt pushed out.
+    assert refreshed.starts_at == START
+    assert refreshed.ends_at == harness.clock.now + timedelta(hours=1)
+
+
+async def test_higher_severity_is_never_suppressed_and_replaces_the_old_label_set(
+    harness: Harness,
+) -> None:
+    first = only(await harness.commit(issue()))
+    harness.clock.advance(seconds=10)
+    processed = await harness.commit(issue(users=50))
+    resolved, firing = processed.send
+    assert resolved.labels == first.labels
+    assert resolved.ends_at == harness.clock.now
+    assert firing.labels["severity"] == "critical"
+    assert firing.starts_at == harness.clock.now
+    active = harness.outbox.active("issue:42")
+    assert active is not None
+    assert active.labels == firing.labels
+
+
+async def test_third_repeat_within_the_period_escalates(harness: Harness) -> None:
+    alert = issue(environment="staging")
+    assert only(await harness.commit(alert)).labels["severity"] == "low"
+    harness.clock.advance(minutes=1)
+    assert (await harness.commit(alert)).send == ()
+    harness.clock.advance(minutes=1)
+    resolved, escalated = (await harness.commit(alert)).send
+    assert resolved.labels["severity"] == "low"
+    assert escalated.labels["severity"] == "medium"
+    assert escalated.labels["escalated"] == "true"
+    value = harness.registry.get_sample_value("sentry_bridge_escalations_total")
+    assert value == 1
+
+
+async def test_resolve_sends_the_active_label_set_even_if_it_would_classify_otherwise(
+    harness: Harness,
+) -> None:
+    fired = only(await harness.commit(issue(users=50)))
+    harness.clock.advance(minutes=2)
+    # Sentry's `issue` resource names no environment and no user count.
+    resolve = issue(resource="issue", action="resolved", state=State.RESOLVED, environment=None)
+    sent = only(await harness.commit(resolve))
+    assert sent.labels == fired.labels
+    assert sent.ends_at == harness.clock.now
+    assert harness.outbox.active("issue:42") is None
+    # Firing again after the resolve is forwarded, not a duplicate.
+    harness.clock.advance(seconds=1)
+    assert only(await harness.commit(issue(users=50))).starts_at == harness.clock.now
+
+
+async def test_resolve_of_unknown_identity_resolves_its_classification(harness: Harness) -> None:
+    resolve = issue(
+        resource="metric_alert",
+        action="resolved",
+        state=State.RESOLVED,
+        kind=Kind.METRIC_ALERT,
+        identity="metric_alert:7",
+        alert_rule_id="7",
+    )
+    sent = only(await harness.commit(resolve))
+    assert sent.labels["sentry_alert_rule_id"] == "7"
+    assert sent.ends_at == harness.clock.now
+
+
+async def test_active_state_survives_a_restart(harness: Harness, tmp_path: Path) -> None:
+    fired = only(await harness.commit(issue()))
+    await harness.outbox.close()
+    reopened = Outbox(
+        tmp_path, ["am"], max_queued=1000, metrics=Metrics(CollectorRegistry()), clock=harness.clock
+    )
+    await reopened.open()
+    try:
+        active = reopened.active("issue:42")
+        assert active is not None
+        assert active.labels == fired.labels
+    finally:
+        await reopened.close()
+        await harness.outbox.open()  # the fixture closes it again
