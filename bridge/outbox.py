@@ -12,6 +12,13 @@ Tables (``outbox.sqlite3`` under ``outbox.data_dir``)::
     dead_letter  alerts an Alertmanager rejected, with its reason, for a human
                  (the newest ``dead_letters_kept``)
 
+Memory: the active and resolved alerts live in the file only (100,000 active
+alerts would take some 230 MB as objects). ``take`` reads the active alerts of
+the identities it hands out, for ``active``; re-sends read them page by page.
+What stays in memory per entry is an id and a time for each accepted webhook
+and queued alert, plus the alerts themselves for the first ``kept_in_memory``
+accepted webhooks (a backlog beyond that is read back from the file).
+
 Durability: WAL with ``synchronous=NORMAL``. ``accept`` returns once its
 transaction is committed to the WAL, which then survives a crash or SIGKILL of
 the process (the OS holds the written pages). Only a power loss or kernel crash
@@ -23,7 +30,8 @@ Group commit: concurrent ``accept`` calls queue up while one write is running
 and are committed together by the next, so a storm costs one transaction per
 round trip to the writer, not one per webhook, and a lone webhook waits for no
 timer. Every SQLite call runs on one dedicated thread, which also serialises
-them; the event loop never blocks on the disk.
+them; the event loop never blocks on the disk (except ``active`` for an
+identity ``take`` did not hand out).
 
 The file is opened with ``locking_mode=EXCLUSIVE``: a second bridge on the same
 data directory fails at start instead of delivering the same alerts twice.
@@ -37,9 +45,9 @@ import contextlib
 import json
 import logging
 import sqlite3
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Callable, Collection, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -54,19 +62,29 @@ log = logging.getLogger("bridge.outbox")
 FILENAME = "outbox.sqlite3"
 
 # AUTOINCREMENT: ids are never reused, or an emptied queue would restart below the cursors.
+# The time indexes let expire() find what is due without scanning every active alert.
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS inbox (
     id INTEGER PRIMARY KEY AUTOINCREMENT, accepted_at REAL NOT NULL, alert TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS queue (
     id INTEGER PRIMARY KEY AUTOINCREMENT, queued_at REAL NOT NULL, alert TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS cursor (target TEXT PRIMARY KEY, done INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS active (identity TEXT PRIMARY KEY, alert TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS active (
+    identity TEXT PRIMARY KEY, ends_at REAL, alert TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS active_ends_at ON active (ends_at);
 CREATE TABLE IF NOT EXISTS resolved (
     labels TEXT PRIMARY KEY, resolved_at REAL NOT NULL, alert TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS resolved_resolved_at ON resolved (resolved_at);
 CREATE TABLE IF NOT EXISTS dead_letter (
     id INTEGER PRIMARY KEY AUTOINCREMENT, at REAL NOT NULL, target TEXT NOT NULL,
     reason TEXT NOT NULL, alert TEXT NOT NULL);
 """
+
+# Re-sends: the resolved alerts first, then the active ones, each table in rowid pages.
+_PAGES = (
+    "SELECT rowid, alert FROM resolved WHERE rowid > ? ORDER BY rowid LIMIT ?",
+    "SELECT rowid, alert FROM active WHERE rowid > ? ORDER BY rowid LIMIT ?",
+)
 
 T = TypeVar("T")
 
@@ -99,19 +117,12 @@ class Queued:
 
 
 @dataclass(frozen=True, slots=True)
-class _Send:
-    queued_at: float
-    alert: PostableAlert
-    resolved: bool
-
-
-@dataclass(slots=True)
 class _Loaded:
-    inbox: list[tuple[int, float, SentryAlert]] = field(default_factory=list)
-    queue: list[tuple[int, float]] = field(default_factory=list)
-    cursor: dict[str, int] = field(default_factory=dict)
-    active: dict[str, PostableAlert] = field(default_factory=dict)
-    resolved: dict[str, tuple[float, PostableAlert]] = field(default_factory=dict)
+    inbox: list[tuple[int, float]]
+    queue: list[tuple[int, float]]
+    cursor: dict[str, int]
+    active: int
+    resolved: int
 
 
 def utcnow() -> datetime:
@@ -129,6 +140,8 @@ class Outbox:
     lock_timeout_ms = 5000
     # The dead-letter table is for a human to look at, not an archive: the newest are kept.
     dead_letters_kept = 10_000
+    # Accepted alerts kept as objects for take(); a longer backlog is read back from disk.
+    kept_in_memory = 1024
 
     def __init__(
         self,
@@ -146,7 +159,6 @@ class Outbox:
         self.path = Path(data_dir) / FILENAME
         self.targets = tuple(targets)
         self.max_queued = max_queued
-        self.metrics = metrics
         self.clock = clock
         self.commits = 0  # write transactions so far; tests check group commit with it
         self._db: sqlite3.Connection | None = None
@@ -154,16 +166,18 @@ class Outbox:
         # Request path: waiting for the next group commit, then handed to take().
         self._pending: list[tuple[SentryAlert, asyncio.Future[None]]] = []
         self._flusher: asyncio.Task[None] | None = None
-        self._ready: collections.deque[tuple[int, SentryAlert]] = collections.deque()
+        self._ready: collections.deque[tuple[int, SentryAlert | None]] = collections.deque()
         self._ready_event = asyncio.Event()
         self._inbox_times: dict[int, float] = {}  # committed, not completed; insertion order
+        # The active alerts of the identities take() handed out; complete() clears it.
+        self._taken_active: dict[str, PostableAlert | None] = {}
+        self._active_count = 0
+        self._resolved_count = 0
         # Delivery side.
         self._queue_times: collections.deque[tuple[int, float]] = collections.deque()
         self._cursor: dict[str, int] = {}
         self._wakeups = {target: asyncio.Event() for target in self.targets}
         self.progress = asyncio.Event()  # set whenever a sender finishes a batch
-        self._active: dict[str, PostableAlert] = {}
-        self._resolved: dict[str, tuple[float, PostableAlert]] = {}
         self._shielded: set[asyncio.Task[Any]] = set()
         metrics.outbox_length.set_function(self.length)
         metrics.outbox_oldest_age.set_function(self.oldest_age)
@@ -180,25 +194,16 @@ class Outbox:
             self._thread.shutdown(wait=False)
             self._thread = None
             raise
-        for inbox_id, accepted_at, alert in loaded.inbox:
-            self._inbox_times[inbox_id] = accepted_at
-            self._ready.append((inbox_id, alert))
+        self._inbox_times.update(loaded.inbox)
+        self._ready.extend((inbox_id, None) for inbox_id, _ in loaded.inbox)
         self._queue_times.extend(loaded.queue)
         self._cursor = loaded.cursor
-        self._active = loaded.active
-        self._resolved = loaded.resolved
+        self._active_count, self._resolved_count = loaded.active, loaded.resolved
         if self._ready:
             self._ready_event.set()
-        for event in self._wakeups.values():
-            event.set()
-        log.info(
-            "outbox opened",
-            extra={
-                "inbox": len(self._ready),
-                "queued": self.queued_count(),
-                "active": len(self._active),
-            },
-        )
+        self._wake_senders()
+        counts = {"inbox": len(self._ready), "queued": self.queued_count()}
+        log.info("outbox opened", extra={**counts, "active": loaded.active})
 
     async def close(self) -> None:
         if self._thread is None:
@@ -240,7 +245,8 @@ class Outbox:
                     continue
                 for (alert, future), inbox_id in zip(batch, ids, strict=True):
                     self._inbox_times[inbox_id] = now
-                    self._ready.append((inbox_id, alert))
+                    keep = len(self._ready) < self.kept_in_memory
+                    self._ready.append((inbox_id, alert if keep else None))
                     if not future.done():
                         future.set_result(None)
                 self._ready_event.set()
@@ -250,11 +256,23 @@ class Outbox:
     # --- the pipeline -------------------------------------------------------------------
 
     async def take(self, limit: int) -> list[tuple[int, SentryAlert]]:
-        """The next accepted entries in arrival order; waits for at least one."""
-        while not self._ready:
-            self._ready_event.clear()
-            await self._ready_event.wait()
-        return [self._ready.popleft() for _ in range(min(limit, len(self._ready)))]
+        """The next accepted entries in arrival order; waits for at least one. Reads the
+        active alerts of their identities along, so ``active`` needs no disk for them."""
+        while True:
+            while not self._ready:
+                self._ready_event.clear()
+                await self._ready_event.wait()
+            entries = [self._ready.popleft() for _ in range(min(limit, len(self._ready)))]
+            try:
+                taken, dropped, active = await self._call(self._read_taken, entries)
+            except BaseException:
+                self._ready.extendleft(reversed(entries))  # not handed out: keep the order
+                raise
+            for inbox_id in dropped:
+                self._inbox_times.pop(inbox_id, None)
+            self._taken_active = active
+            if taken:
+                return taken
 
     async def complete(self, results: Sequence[Processed]) -> None:
         """In one transaction: inbox entries done, alerts queued, active table updated.
@@ -262,43 +280,39 @@ class Outbox:
         await self._shield(self._complete(results))
 
     async def _complete(self, results: Sequence[Processed]) -> None:
-        moment = self.clock()
-        now = moment.timestamp()
+        now = self.clock()
         # Ages count from acceptance, so max_age covers the time spent in the pipeline too.
-        sends = [
-            _Send(self._inbox_times.get(r.inbox_id, now), alert, _is_resolved(alert, moment))
-            for r in results
-            for alert in r.send
-        ]
-        ids = await self._call(self._write_complete, results, sends, now)
+        stamp = now.timestamp()
+        sends = [(self._inbox_times.get(r.inbox_id, stamp), a) for r in results for a in r.send]
+        ids, active, resolved = await self._call(self._write_complete, results, sends, now)
         for result in results:
             self._inbox_times.pop(result.inbox_id, None)
-        for queue_id, send in zip(ids, sends, strict=True):
-            self._queue_times.append((queue_id, send.queued_at))
-            key = label_key(send.alert.labels)
-            if send.resolved:
-                self._resolved[key] = (now, send.alert)
-            else:
-                self._resolved.pop(key, None)
-        for result in results:
-            for identity, current in result.active.items():
-                if current is None:
-                    self._active.pop(identity, None)
-                else:
-                    self._active[identity] = current
+        self._queue_times.extend(
+            (i, queued_at) for i, (queued_at, _) in zip(ids, sends, strict=True)
+        )
+        self._active_count += active
+        self._resolved_count += resolved
+        self._taken_active.clear()  # superseded by what was just written
         if ids:
-            for event in self._wakeups.values():
-                event.set()
+            self._wake_senders()
 
     def active(self, identity: str) -> PostableAlert | None:
-        """The firing alert Alertmanager holds for ``identity``; None once its endsAt passed."""
-        alert = self._active.get(identity)
+        """The firing alert Alertmanager holds for ``identity``; None once its endsAt
+        passed. An identity ``take`` did not hand out is read from the file, blocking."""
+        if identity in self._taken_active:
+            alert = self._taken_active[identity]
+        else:
+            alert = self._blocking(self._read_active, [identity]).get(identity)
         if alert is None or (alert.ends_at is not None and alert.ends_at <= self.clock()):
             return None
         return alert
 
     def active_count(self) -> int:
-        return len(self._active)
+        return self._active_count
+
+    def resendable_count(self) -> int:
+        """Active and recently resolved alerts: what a re-send round posts."""
+        return self._active_count + self._resolved_count
 
     # --- the senders --------------------------------------------------------------------
 
@@ -329,28 +343,29 @@ class Outbox:
             self._queue_times.popleft()
         self.progress.set()
 
-    def resend_snapshot(self) -> list[PostableAlert]:
-        """What Alertmanager should hold: recently resolved alerts, then the active ones."""
-        return [alert for _, alert in self._resolved.values()] + list(self._active.values())
+    async def resendable(self, chunk: int) -> AsyncGenerator[list[str], None]:
+        """The wire JSON Alertmanager should hold, ``chunk`` alerts at a time: recently
+        resolved alerts, then the active ones, read page by page as stored."""
+        if not self.resendable_count():
+            return
+        for query in _PAGES:
+            after = 0
+            while rows := await self._call(self._read_page, query, after, chunk):
+                after = rows[-1][0]
+                yield [body for _, body in rows]
 
     async def expire(self, *, resolved_for: float) -> None:
         """Forget active alerts whose endsAt passed (Alertmanager has expired them too) and
         resolved ones re-sent for ``resolved_for`` seconds."""
-        now = self.clock()
-        stamp = now.timestamp()
-        identities = [
-            identity
-            for identity, alert in self._active.items()
-            if alert.ends_at is not None and alert.ends_at <= now
-        ]
-        keys = [key for key, (at, _) in self._resolved.items() if stamp - at >= resolved_for]
-        if not identities and not keys:
+        await self._shield(self._expire(resolved_for))
+
+    async def _expire(self, resolved_for: float) -> None:
+        if not self.resendable_count():
             return
-        await self._shield(self._call(self._write_expire, identities, keys))
-        for identity in identities:
-            self._active.pop(identity, None)
-        for key in keys:
-            self._resolved.pop(key, None)
+        now = self._now()
+        active, resolved = await self._call(self._write_expire, now, now - resolved_for)
+        self._active_count -= active
+        self._resolved_count -= resolved
 
     async def dead_letters(self) -> list[tuple[str, str, dict[str, Any]]]:
         """(target, reason, alert) of every dead letter, oldest first."""
@@ -381,10 +396,23 @@ class Outbox:
     def _now(self) -> float:
         return self.clock().timestamp()
 
-    async def _call(self, fn: Callable[..., T], *args: Any) -> T:
+    def _wake_senders(self) -> None:
+        for event in self._wakeups.values():
+            event.set()
+
+    @property
+    def _executor(self) -> ThreadPoolExecutor:
         if self._thread is None:
             raise RuntimeError("the outbox is not open")
-        return await asyncio.get_running_loop().run_in_executor(self._thread, fn, *args)
+        return self._thread
+
+    async def _call(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    def _blocking(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run on the SQLite thread and wait for it, from the event loop: only for a
+        primary-key read (it may wait behind one group commit)."""
+        return self._executor.submit(fn, *args).result()
 
     async def _shield(self, coro: Any) -> Any:
         task = asyncio.ensure_future(coro)
@@ -421,38 +449,27 @@ class Outbox:
             db.executescript(_SCHEMA)  # takes the exclusive lock: one bridge per data dir
         except sqlite3.OperationalError as exc:
             db.close()
-            raise ConfigError(
-                f"cannot open the outbox {self.path}: {exc} (is another bridge using it?)"
-            ) from exc
+            hint = " (is another bridge using it?)" if "locked" in str(exc) else ""
+            raise ConfigError(f"cannot open the outbox {self.path}: {exc}{hint}") from exc
         self._db = db
-        loaded = _Loaded()
         with self._transaction():
             known = dict(db.execute("SELECT target, done FROM cursor").fetchall())
             for target in set(known) - set(self.targets):
                 db.execute("DELETE FROM cursor WHERE target = ?", (target,))
-            for target in self.targets:
-                # A new Alertmanager gets everything still queued.
-                loaded.cursor[target] = known.get(target, 0)
-                db.execute("INSERT OR IGNORE INTO cursor (target, done) VALUES (?, 0)", (target,))
-            db.execute("DELETE FROM queue WHERE id <= ?", (min(loaded.cursor.values()),))
-            for inbox_id, accepted_at, text in db.execute(
-                "SELECT id, accepted_at, alert FROM inbox ORDER BY id"
-            ).fetchall():
-                try:
-                    alert = SentryAlert.from_json(json.loads(text))
-                except (ValueError, TypeError, KeyError):
-                    log.error("unreadable inbox entry dropped", extra={"inbox_id": inbox_id})
-                    db.execute("DELETE FROM inbox WHERE id = ?", (inbox_id,))
-                    continue
-                loaded.inbox.append((inbox_id, accepted_at, alert))
-            loaded.queue = db.execute("SELECT id, queued_at FROM queue ORDER BY id").fetchall()
-            for identity, text in db.execute("SELECT identity, alert FROM active").fetchall():
-                loaded.active[identity] = PostableAlert.model_validate_json(text)
-            for key, at, text in db.execute(
-                "SELECT labels, resolved_at, alert FROM resolved ORDER BY resolved_at"
-            ).fetchall():
-                loaded.resolved[key] = (at, PostableAlert.model_validate_json(text))
-        return loaded
+            # A new Alertmanager gets everything still queued.
+            cursor = {target: known.get(target, 0) for target in self.targets}
+            db.executemany(
+                "INSERT OR IGNORE INTO cursor (target, done) VALUES (?, 0)",
+                [(target,) for target in self.targets],
+            )
+            db.execute("DELETE FROM queue WHERE id <= ?", (min(cursor.values()),))
+        return _Loaded(
+            inbox=db.execute("SELECT id, accepted_at FROM inbox ORDER BY id").fetchall(),
+            queue=db.execute("SELECT id, queued_at FROM queue ORDER BY id").fetchall(),
+            cursor=cursor,
+            active=db.execute("SELECT count(*) FROM active").fetchone()[0],
+            resolved=db.execute("SELECT count(*) FROM resolved").fetchone()[0],
+        )
 
     def _close_db(self) -> None:
         if self._db is not None:
@@ -461,55 +478,90 @@ class Outbox:
             self._db = None
 
     def _insert_inbox(self, alerts: Sequence[SentryAlert], now: float) -> list[int]:
+        sql = "INSERT INTO inbox (accepted_at, alert) VALUES (?, ?)"
         with self._transaction() as db:
             return [
-                _rowid(
-                    db.execute(
-                        "INSERT INTO inbox (accepted_at, alert) VALUES (?, ?)",
-                        (now, json.dumps(alert.to_json(), separators=(",", ":"))),
-                    )
-                )
-                for alert in alerts
+                _rowid(db.execute(sql, (now, json.dumps(a.to_json(), separators=(",", ":")))))
+                for a in alerts
             ]
+
+    def _read_taken(
+        self, entries: Sequence[tuple[int, SentryAlert | None]]
+    ) -> tuple[list[tuple[int, SentryAlert]], list[int], dict[str, PostableAlert | None]]:
+        """The entries' alerts (read back where only the id was kept), the ids of
+        unreadable ones (deleted), and the active alert of every identity taken."""
+        missing = [inbox_id for inbox_id, alert in entries if alert is None]
+        texts: dict[int, str] = dict(
+            self._conn.execute(
+                "SELECT id, alert FROM inbox WHERE id IN (SELECT value FROM json_each(?))",
+                (json.dumps(missing),),
+            ).fetchall()
+        )
+        taken: list[tuple[int, SentryAlert]] = []
+        dropped: list[int] = []
+        for inbox_id, alert in entries:
+            if alert is None:
+                try:
+                    alert = SentryAlert.from_json(json.loads(texts[inbox_id]))
+                except (ValueError, TypeError, KeyError):
+                    log.error("unreadable inbox entry dropped", extra={"inbox_id": inbox_id})
+                    dropped.append(inbox_id)
+                    continue
+            taken.append((inbox_id, alert))
+        if dropped:
+            with self._transaction() as db:
+                db.executemany("DELETE FROM inbox WHERE id = ?", [(i,) for i in dropped])
+        identities = {alert.identity for _, alert in taken}
+        active: dict[str, PostableAlert | None] = dict.fromkeys(identities)
+        return taken, dropped, active | self._read_active(identities)
+
+    def _read_active(self, identities: Collection[str]) -> dict[str, PostableAlert]:
+        rows = self._conn.execute(
+            "SELECT identity, alert FROM active WHERE identity IN (SELECT value FROM json_each(?))",
+            (json.dumps(list(identities)),),
+        ).fetchall()
+        return {identity: PostableAlert.model_validate_json(text) for identity, text in rows}
 
     def _write_complete(
         self,
         results: Sequence[Processed],
-        sends: Sequence[_Send],
-        now: float,
-    ) -> list[int]:
+        sends: Sequence[tuple[float, PostableAlert]],
+        now: datetime,
+    ) -> tuple[list[int], int, int]:
+        """Returns the queue ids of ``sends`` and how many more alerts are active and
+        resolved."""
+        stamp = now.timestamp()
+        bodies: dict[int, str] = {}  # by id(): the current alert is usually sent too
+
+        def body(alert: PostableAlert) -> str:
+            if id(alert) not in bodies:
+                bodies[id(alert)] = wire_json(alert)
+            return bodies[id(alert)]
+
         with self._transaction() as db:
             db.executemany("DELETE FROM inbox WHERE id = ?", [(r.inbox_id,) for r in results])
-            ids = []
-            for send in sends:
-                body = wire_json(send.alert)
-                ids.append(
-                    _rowid(
-                        db.execute(
-                            "INSERT INTO queue (queued_at, alert) VALUES (?, ?)",
-                            (send.queued_at, body),
-                        )
-                    )
-                )
-                key = label_key(send.alert.labels)
-                if send.resolved:
-                    db.execute(
-                        "INSERT OR REPLACE INTO resolved (labels, resolved_at, alert)"
-                        " VALUES (?, ?, ?)",
-                        (key, now, body),
-                    )
-                else:
-                    db.execute("DELETE FROM resolved WHERE labels = ?", (key,))
+            ids, active, resolved = [], 0, 0
+            for queued_at, alert in sends:
+                sql = "INSERT INTO queue (queued_at, alert) VALUES (?, ?)"
+                ids.append(_rowid(db.execute(sql, (queued_at, body(alert)))))
+                # Firing again ends the re-sends of the resolved label set.
+                key = label_key(alert.labels)
+                resolved -= db.execute("DELETE FROM resolved WHERE labels = ?", (key,)).rowcount
+                if alert.ends_at is not None and alert.ends_at <= now:
+                    sql = "INSERT INTO resolved (labels, resolved_at, alert) VALUES (?, ?, ?)"
+                    db.execute(sql, (key, stamp, body(alert)))
+                    resolved += 1
             for result in results:
                 for identity, current in result.active.items():
-                    if current is None:
-                        db.execute("DELETE FROM active WHERE identity = ?", (identity,))
-                    else:
-                        db.execute(
-                            "INSERT OR REPLACE INTO active (identity, alert) VALUES (?, ?)",
-                            (identity, wire_json(current)),
-                        )
-            return ids
+                    active -= db.execute(
+                        "DELETE FROM active WHERE identity = ?", (identity,)
+                    ).rowcount
+                    if current is not None:
+                        ends_at = current.ends_at.timestamp() if current.ends_at else None
+                        sql = "INSERT INTO active (identity, ends_at, alert) VALUES (?, ?, ?)"
+                        db.execute(sql, (identity, ends_at, body(current)))
+                        active += 1
+            return ids, active, resolved
 
     def _read_queue(self, after: int, limit: int) -> list[Queued]:
         rows = self._conn.execute(
@@ -534,20 +586,21 @@ class Outbox:
                 )
             db.execute("DELETE FROM queue WHERE id <= ?", (low,))
 
-    def _write_expire(self, identities: Sequence[str], keys: Sequence[str]) -> None:
+    def _read_page(self, query: str, after: int, limit: int) -> list[tuple[int, str]]:
+        return self._conn.execute(query, (after, limit)).fetchall()
+
+    def _write_expire(self, now: float, resolved_before: float) -> tuple[int, int]:
+        """Returns how many active and resolved alerts were removed."""
         with self._transaction() as db:
-            db.executemany("DELETE FROM active WHERE identity = ?", [(i,) for i in identities])
-            db.executemany("DELETE FROM resolved WHERE labels = ?", [(k,) for k in keys])
+            active = db.execute("DELETE FROM active WHERE ends_at <= ?", (now,))
+            resolved = db.execute("DELETE FROM resolved WHERE resolved_at <= ?", (resolved_before,))
+            return active.rowcount, resolved.rowcount
 
     def _read_dead_letters(self) -> list[tuple[str, str, dict[str, Any]]]:
         rows = self._conn.execute(
             "SELECT target, reason, alert FROM dead_letter ORDER BY id"
         ).fetchall()
         return [(target, reason, json.loads(body)) for target, reason, body in rows]
-
-
-def _is_resolved(alert: PostableAlert, now: datetime) -> bool:
-    return alert.ends_at is not None and alert.ends_at <= now
 
 
 def _rowid(cursor: sqlite3.Cursor) -> int:

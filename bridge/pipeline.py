@@ -11,7 +11,7 @@ Background (``run``), per batch of accepted alerts, in arrival order:
 4. dedup    - the same label set again within the window is not forwarded
 5. replace  - one alert per Sentry identity: a changed label set resolves the old one
 6. commit   - alerts queued for every Alertmanager and the active table updated,
-              in one transaction; ``alertmanager.Delivery`` sends them.
+              in one transaction; ``delivery.Delivery`` sends them.
 
 A resolve from Sentry sends the label set that is active for the identity, so
 Alertmanager resolves that very alert however the resolve payload would classify.

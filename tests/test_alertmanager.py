@@ -1,92 +1,26 @@
-"""Delivery to Alertmanager in-process: two fake Alertmanagers behind an
-``httpx.MockTransport``, a real outbox in tmp_path, and a fake clock whose
-``sleep`` moves time instead of waiting."""
+"""The Alertmanager wire model and client settings: pure functions, no network."""
 
 from __future__ import annotations
 
-import asyncio
-import base64
 import json
-import re
 import ssl
-from collections import defaultdict
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
-import httpx
 import pytest
-from prometheus_client import CollectorRegistry
 
 from bridge import config
-from bridge.alertmanager import Delivery, PostableAlert, problem, ssl_context, target_name
+from bridge.alertmanager import (
+    PostableAlert,
+    check_wire,
+    problem,
+    ssl_context,
+    target_name,
+    wire_json,
+)
 from bridge.errors import ConfigError
-from bridge.metrics import Metrics
-from bridge.model import Kind, SentryAlert, State
-from bridge.outbox import Outbox, Processed
-
-pytestmark = pytest.mark.anyio
 
 START = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
-URL_A, URL_B = "http://am-a:9093", "http://am-b:9093"
-A, B = "am-a:9093", "am-b:9093"
-
-
-class Clock:
-    """Wall time for the code under test; ``sleep`` advances it and only yields."""
-
-    def __init__(self) -> None:
-        self.now = START
-        self.sleeps: list[float] = []
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += timedelta(seconds=seconds)
-
-    async def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.advance(seconds)
-        await asyncio.sleep(0)
-
-
-Step = int | type[httpx.TransportError] | httpx.Response | Callable[[list[dict[str, Any]]], int]
-
-
-class FakeAlertmanagers:
-    """Answers per host: scripted steps first, then ``default``; records what it accepted."""
-
-    def __init__(self) -> None:
-        self.script: dict[str, list[Step]] = defaultdict(list)
-        self.default: dict[str, Step] = {}
-        self.requests: dict[str, list[httpx.Request]] = defaultdict(list)
-        self.batches: dict[str, list[list[dict[str, Any]]]] = defaultdict(list)
-        self.accepted: dict[str, list[dict[str, Any]]] = defaultdict(list)
-
-    def __call__(self, request: httpx.Request) -> httpx.Response:
-        host = request.url.host
-        assert request.method == "POST"
-        assert request.url.path == "/api/v2/alerts"
-        assert request.headers["content-type"] == "application/json"
-        alerts = json.loads(request.content)
-        self.requests[host].append(request)
-        self.batches[host].append(alerts)
-        step = self.script[host].pop(0) if self.script[host] else self.default.get(host, 200)
-        if isinstance(step, type):
-            raise step("injected", request=request)
-        if isinstance(step, httpx.Response):
-            response = step
-        else:
-            status = step if isinstance(step, int) else step(alerts)
-            response = httpx.Response(status, json="injected" if status >= 300 else None)
-        if response.is_success:
-            self.accepted[host].extend(alerts)
-        return response
-
-    def names(self, host: str) -> list[str]:
-        return [a["labels"]["sentry_issue_id"] for a in self.accepted[host]]
 
 
 def postable(n: int | str, *, ends_in: float = 3600.0, start: datetime = START) -> PostableAlert:
@@ -97,410 +31,6 @@ def postable(n: int | str, *, ends_in: float = 3600.0, start: datetime = START) 
         ends_at=start + timedelta(seconds=ends_in),
         generator_url=f"https://sentry.example/issues/{n}/",
     )
-
-
-def sentry(n: int) -> SentryAlert:
-    return SentryAlert(
-        resource="issue",
-        action="created",
-        kind=Kind.ISSUE,
-        state=State.FIRING,
-        identity=f"issue:{n}",
-        title=f"Error {n}",
-    )
-
-
-class Env:
-    def __init__(self, tmp_path: Path) -> None:
-        self.tmp_path = tmp_path
-        self.clock = Clock()
-        self.metrics = Metrics(CollectorRegistry())
-        self.ams = FakeAlertmanagers()
-        self.outbox: Outbox | None = None
-        self.delivery: Delivery | None = None
-
-    async def start(self, **settings: Any) -> Delivery:
-        cfg = config.Alertmanager(**{"urls": [URL_A, URL_B], **settings})
-        self.outbox = Outbox(
-            self.tmp_path,
-            [target_name(u) for u in cfg.urls],
-            max_queued=10_000,
-            metrics=self.metrics,
-            clock=self.clock,
-        )
-        await self.outbox.open()
-        self.delivery = Delivery(
-            self.outbox,
-            cfg,
-            self.metrics,
-            transport=httpx.MockTransport(self.ams),
-            clock=self.clock,
-            rng=lambda: 1.0,
-            sleep=self.clock.sleep,
-        )
-        return self.delivery
-
-    async def enqueue(
-        self, alerts: Sequence[PostableAlert], active: dict[str, PostableAlert | None] | None = None
-    ) -> None:
-        assert self.outbox is not None
-        await self.outbox.accept(sentry(0))
-        [(inbox_id, _)] = await self.outbox.take(1)
-        await self.outbox.complete([Processed(inbox_id, list(alerts), active or {})])
-
-    def sample(self, name: str, **labels: str) -> float:
-        value = self.metrics.registry.get_sample_value(f"sentry_bridge_{name}", labels)
-        return 0.0 if value is None else value
-
-    async def stop(self) -> None:
-        if self.delivery:
-            await self.delivery.aclose()
-        if self.outbox:
-            await self.outbox.close()
-
-
-@pytest.fixture
-async def env(tmp_path: Path) -> AsyncIterator[Env]:
-    environment = Env(tmp_path)
-    yield environment
-    await environment.stop()
-
-
-async def until(predicate: Callable[[], bool], what: str) -> None:
-    """Let the tasks run (no real sleeping) until ``predicate`` holds."""
-
-    async def poll() -> None:
-        while not predicate():  # noqa: ASYNC110 - the fake clock has nothing to set an event
-            await asyncio.sleep(0)
-
-    try:
-        await asyncio.wait_for(poll(), 5)
-    except TimeoutError:
-        raise AssertionError(f"never happened: {what}") from None
-
-
-async def running(coro: Awaitable[None]) -> asyncio.Task[None]:
-    task = asyncio.ensure_future(coro)
-    await asyncio.sleep(0)
-    return task
-
-
-async def cancel(task: asyncio.Task[None]) -> None:
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
-
-
-# --- batching and independence ----------------------------------------------------------
-
-
-async def test_batches_of_batch_size_in_order(env: Env) -> None:
-    delivery = await env.start(batch_size=3)
-    await env.enqueue([postable(n) for n in range(7)])
-    await delivery.deliver(A)
-    assert [len(b) for b in env.ams.batches["am-a"]] == [3, 3, 1]
-    assert env.ams.names("am-a") == [str(n) for n in range(7)]
-    assert env.ams.batches["am-b"] == []  # each Alertmanager has its own sender
-    assert env.sample("alertmanager_alerts_sent_total", alertmanager=A) == 7
-    assert env.sample("alertmanager_batch_size_alerts_count") == 3
-    assert env.sample("alertmanager_request_duration_seconds_count", alertmanager=A) == 3
-
-
-async def test_one_alertmanager_down_does_not_hold_up_the_other(env: Env) -> None:
-    delivery = await env.start()
-    env.ams.default["am-a"] = 503
-    await env.enqueue([postable(n) for n in range(5)])
-
-    stuck = await running(delivery.deliver(A))
-    await delivery.deliver(B)
-    assert env.ams.names("am-b") == ["0", "1", "2", "3", "4"]  # all, once, in order
-    assert len(env.ams.requests["am-b"]) == 1
-
-    await until(lambda: len(env.ams.requests["am-a"]) >= 3, "am-a retried")
-    assert not stuck.done()
-    assert env.ams.accepted["am-a"] == []
-    assert env.outbox is not None
-    assert env.outbox.queued_count() == 5  # am-a still needs them
-
-    env.ams.default["am-a"] = 200
-    await asyncio.wait_for(stuck, 5)
-    assert env.ams.names("am-a") == ["0", "1", "2", "3", "4"]
-    assert env.ams.names("am-b") == ["0", "1", "2", "3", "4"]  # nothing sent twice
-    assert env.outbox.queued_count() == 0
-
-
-async def test_run_delivers_to_every_alertmanager_and_drains(env: Env) -> None:
-    delivery = await env.start()
-    task = await running(delivery.run())
-    try:
-        await env.enqueue([postable(1), postable(2)])
-        assert await delivery.drain(5)
-        assert env.ams.names("am-a") == env.ams.names("am-b") == ["1", "2"]
-    finally:
-        await cancel(task)
-
-
-async def test_drain_reports_what_is_left(env: Env) -> None:
-    delivery = await env.start()
-    assert await delivery.drain(0)
-    await env.enqueue([postable(1)])
-    assert not await delivery.drain(0)  # no sender ran: it stays on disk
-
-
-async def test_leftovers_are_delivered_after_a_restart(env: Env, tmp_path: Path) -> None:
-    delivery = await env.start()
-    await env.enqueue([postable(1), postable(2)])
-    await delivery.deliver(B)
-    await env.stop()  # am-a never got them
-
-    fresh = Env(tmp_path)
-    try:
-        delivery = await fresh.start()
-        task = await running(delivery.run())
-        await until(lambda: len(fresh.ams.accepted["am-a"]) == 2, "leftovers delivered")
-        await cancel(task)
-        assert fresh.ams.names("am-a") == ["1", "2"]
-        assert fresh.ams.accepted["am-b"] == []  # it had them already
-    finally:
-        await fresh.stop()
-
-
-# --- retries ----------------------------------------------------------------------------
-
-
-async def test_retries_what_can_succeed_with_exponential_backoff(env: Env) -> None:
-    delivery = await env.start(backoff_initial=0.5, backoff_max=3)
-    env.ams.script["am-a"] = [
-        500,
-        httpx.Response(429, headers={"Retry-After": "2"}),
-        httpx.ConnectError,
-        httpx.ReadTimeout,
-        httpx.RemoteProtocolError,
-        502,
-        200,
-    ]
-    await env.enqueue([postable(1)])
-    await delivery.deliver(A)
-    assert env.ams.names("am-a") == ["1"]
-    # rng() == 1.0 means no jitter reduction; 429's Retry-After raises the delay to 2;
-    # the cap is backoff_max.
-    assert env.clock.sleeps == [0.5, 2.0, 2.0, 3.0, 3.0, 3.0]
-    for reason, count in [
-        ("status_5xx", 2),
-        ("status_429", 1),
-        ("connect", 1),
-        ("timeout", 1),
-        ("other", 1),
-        ("status_4xx", 0),
-    ]:
-        assert env.sample("alertmanager_requests_failed_total", alertmanager=A, reason=reason) == (
-            count
-        ), reason
-    assert env.sample("alertmanager_requests_total", alertmanager=A) == 7
-
-
-async def test_backoff_is_jittered_and_resets_after_success(env: Env) -> None:
-    delivery = await env.start(backoff_initial=1, backoff_max=30)
-    delivery.rng = lambda: 0.0  # the lower end: half the delay
-    env.ams.script["am-a"] = [500, 500, 200, 500, 200]
-    await env.enqueue([postable(1)])
-    await env.enqueue([postable(2)])
-    await delivery.deliver(A)  # batch 1: two failures; batch 2 starts from the beginning
-    assert env.clock.sleeps == [0.5, 1.0]
-    await env.enqueue([postable(3)])
-    await delivery.deliver(A)
-    assert env.clock.sleeps == [0.5, 1.0, 0.5]
-
-
-@pytest.mark.parametrize("status", [401, 403, 404])
-async def test_other_4xx_are_not_retried(env: Env, status: int) -> None:
-    delivery = await env.start()
-    env.ams.default["am-a"] = status
-    await env.enqueue([postable(n) for n in range(4)])
-    await delivery.deliver(A)
-    assert len(env.ams.requests["am-a"]) == 1  # neither retried nor split
-    assert env.clock.sleeps == []
-    assert env.sample("alertmanager_alerts_dropped_total", alertmanager=A, reason="rejected") == 4
-    assert env.outbox is not None
-    dead = await env.outbox.dead_letters()
-    assert [(t, r.split(":")[0]) for t, r, _ in dead] == [(A, f"HTTP {status}")] * 4
-
-
-# --- bad alerts ---------------------------------------------------------------------------
-
-
-def reject_bad(alerts: list[dict[str, Any]]) -> int:
-    return 400 if any(a["labels"]["sentry_issue_id"] == "bad" for a in alerts) else 200
-
-
-@pytest.mark.parametrize("position", [0, 4, 9])
-async def test_a_400_batch_isolates_the_bad_alert(env: Env, position: int) -> None:
-    delivery = await env.start()
-    env.ams.default["am-a"] = reject_bad
-    alerts = [postable(n) for n in range(9)]
-    alerts.insert(position, postable("bad"))
-    await env.enqueue(alerts)
-    await delivery.deliver(A)
-
-    assert env.ams.names("am-a") == [str(n) for n in range(9)]  # every good one, in order
-    assert len(env.ams.requests["am-a"]) <= 2 * 4 + 1  # bisection, not one by one
-    assert env.outbox is not None
-    [(target, reason, alert)] = await env.outbox.dead_letters()
-    assert (target, alert) == (A, postable("bad").wire())
-    assert reason.startswith("HTTP 400")
-    assert env.sample("dead_letters_total") == 1
-    assert env.sample("alertmanager_alerts_dropped_total", alertmanager=A, reason="rejected") == 1
-    assert env.outbox.queued_count() == 10  # am-b has not been sent anything yet
-
-
-async def test_alerts_alertmanager_would_refuse_are_never_sent(env: Env) -> None:
-    delivery = await env.start()
-    backwards = postable("backwards").model_copy(update={"ends_at": START - timedelta(hours=1)})
-    naive = postable("naive").model_copy(update={"starts_at": datetime(2024, 5, 1, 11, 0)})
-    await env.enqueue([postable(1), backwards, naive, postable(2)])
-    await delivery.deliver(A)
-    assert env.ams.names("am-a") == ["1", "2"]
-    assert len(env.ams.requests["am-a"]) == 1
-    assert env.outbox is not None
-    reasons = [reason for _, reason, _ in await env.outbox.dead_letters()]
-    assert reasons == ["invalid: endsAt is before startsAt", "invalid: startsAt has no time zone"]
-    assert env.sample("alertmanager_alerts_dropped_total", alertmanager=A, reason="invalid") == 2
-
-
-async def test_gives_up_after_max_age(env: Env) -> None:
-    delivery = await env.start(max_age=60, backoff_initial=1, backoff_max=10)
-    env.ams.default["am-a"] = 503
-    await env.enqueue([postable(1), postable(2)])
-    await delivery.deliver(A)  # returns: nothing left it may still send
-    assert 60 <= sum(env.clock.sleeps) < 70
-    assert env.ams.accepted["am-a"] == []
-    assert env.sample("alertmanager_alerts_dropped_total", alertmanager=A, reason="max_age") == 2
-    assert env.outbox is not None
-    assert await env.outbox.dead_letters() == []  # given up on, not rejected
-    await delivery.deliver(B)
-    assert env.outbox.queued_count() == 0
-
-
-# --- re-sending ---------------------------------------------------------------------------
-
-
-async def test_resend_active_with_original_times_and_resolved_for_a_while(env: Env) -> None:
-    delivery = await env.start(resolved_resend=900)
-    firing = postable(1, ends_in=3600)
-    other = postable(2, ends_in=3600)
-    await env.enqueue([firing, other], {"issue:1": firing, "issue:2": other})
-    env.clock.advance(60)
-    resolved = other.model_copy(update={"ends_at": env.clock()})
-    await env.enqueue([resolved], {"issue:2": None})
-    await delivery.deliver(A)
-    env.ams.accepted.clear()
-
-    env.clock.advance(600)
-    await delivery.resend(A)
-    sent = {a["labels"]["sentry_issue_id"]: a for a in env.ams.accepted["am-a"]}
-    assert sent == {"1": firing.wire(), "2": resolved.wire()}  # times untouched
-
-    env.clock.advance(300)  # resolved 900 s ago: Prometheus stops after 15 minutes too
-    env.ams.accepted.clear()
-    await delivery.resend(A)
-    assert env.ams.names("am-a") == ["1"]
-
-    env.clock.advance(3000)  # past the firing alert's endsAt: expired in Alertmanager too
-    requests = len(env.ams.requests["am-a"])
-    await delivery.resend(A)
-    assert len(env.ams.requests["am-a"]) == requests
-    assert env.outbox is not None
-    assert env.outbox.active_count() == 0
-
-
-async def test_resend_failure_waits_for_the_next_round(env: Env) -> None:
-    delivery = await env.start()
-    await env.enqueue([postable(1)], {"issue:1": postable(1)})
-    env.ams.default["am-a"] = 503
-    await delivery.resend(A)
-    assert env.clock.sleeps == []  # no retry loop for re-sends
-    assert len(env.ams.requests["am-a"]) == 1
-
-
-async def test_run_resends_at_start_and_every_interval(env: Env) -> None:
-    delivery = await env.start(resend_interval=60)
-    assert env.outbox is not None
-    await env.enqueue([postable(1)], {"issue:1": postable(1)})
-    await delivery.deliver(A)
-    await delivery.deliver(B)
-    env.ams.accepted.clear()
-
-    task = await running(delivery.run())
-    try:
-        # A restarted (or newly added) Alertmanager gets the active alerts at once...
-        await until(lambda: len(env.ams.accepted["am-a"]) >= 1, "re-sent on start")
-        started = env.clock()
-        # ...and again every resend_interval of (fake) time.
-        await until(lambda: len(env.ams.accepted["am-a"]) >= 3, "re-sent periodically")
-    finally:
-        await cancel(task)
-    assert env.clock() - started >= timedelta(seconds=120)
-    assert all(a == postable(1).wire() for a in env.ams.accepted["am-a"])
-
-
-# --- the wire and the client ---------------------------------------------------------------
-
-RFC3339 = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)$")
-
-
-async def test_wire_json_is_the_postable_alerts_shape(env: Env) -> None:
-    delivery = await env.start()
-    await env.enqueue([postable(1), PostableAlert(labels={"alertname": "Bare"})])
-    await delivery.deliver(A)
-    [body] = [json.loads(r.content) for r in env.ams.requests["am-a"]]
-    assert isinstance(body, list)
-    full, bare = body
-    # api/v2/openapi.yaml postableAlert: labels required; the rest optional, no nulls.
-    assert set(full) == {"labels", "annotations", "startsAt", "endsAt", "generatorURL"}
-    assert bare == {"labels": {"alertname": "Bare"}, "annotations": {}}
-    assert all(isinstance(v, str) for v in full["labels"].values())
-    assert RFC3339.match(full["startsAt"])
-    assert RFC3339.match(full["endsAt"])
-    assert full["startsAt"] == "2024-05-01T12:00:00Z"
-
-
-def basic(user: str, password: str) -> str:
-    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
-
-
-@pytest.mark.parametrize(
-    ("settings", "authorization"),
-    [
-        pytest.param({}, None, id="none"),
-        pytest.param(
-            {"basic_auth": {"username": "bridge", "password": "s3cret"}},
-            basic("bridge", "s3cret"),
-            id="basic",
-        ),
-        pytest.param({"bearer_token": "t0ken"}, "Bearer t0ken", id="bearer"),
-    ],
-)
-async def test_authentication(
-    env: Env, settings: dict[str, Any], authorization: str | None
-) -> None:
-    delivery = await env.start(**settings)
-    await env.enqueue([postable(1)])
-    await delivery.deliver(A)
-    await delivery.deliver(B)
-    for host in ("am-a", "am-b"):
-        [request] = env.ams.requests[host]
-        assert request.headers.get("authorization") == authorization
-
-
-async def test_alertmanager_series_exist_from_the_start(env: Env) -> None:
-    await env.start()
-    for name in (A, B):
-        assert (
-            env.metrics.registry.get_sample_value(
-                "sentry_bridge_alertmanager_alerts_dropped_total",
-                {"alertmanager": name, "reason": "max_age"},
-            )
-            == 0
-        )
 
 
 @pytest.mark.parametrize(
@@ -545,8 +75,49 @@ def test_tls_settings(tmp_path: Path) -> None:
         ssl_context(config.TLS(key_file=tmp_path / "key.pem"))
 
 
-async def test_delivery_needs_the_outbox_to_know_its_alertmanagers(tmp_path: Path) -> None:
-    metrics = Metrics(CollectorRegistry())
-    outbox = Outbox(tmp_path, ["other:9093"], max_queued=10, metrics=metrics)
-    with pytest.raises(ConfigError, match="am-a:9093"):
-        Delivery(outbox, config.Alertmanager(urls=[URL_A]), metrics)
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        pytest.param(wire_json(postable(1)), None, id="valid"),
+        pytest.param(
+            wire_json(postable(1, ends_in=-1)), "endsAt is before startsAt", id="backwards"
+        ),
+        pytest.param(
+            '{"labels": {}}',
+            "labels: Value error, an alert needs at least one label",
+            id="no-labels",
+        ),
+        pytest.param(
+            '{"labels": {"a": "b"}, "status": "firing"}',
+            "status: Extra inputs are not permitted",
+            id="unknown-field",
+        ),
+        pytest.param(
+            '{"labels": {"sentry-url": "x"}}',
+            "labels: Value error, invalid label or annotation name 'sentry-url'",
+            id="bad-name",
+        ),
+        pytest.param("[", "Invalid JSON", id="not-json"),
+    ],
+)
+def test_check_wire(body: str, reason: str | None) -> None:
+    found = check_wire(body)
+    if reason is None:
+        assert found is None
+    else:
+        assert found is not None
+        assert found.startswith(reason)  # pydantic words the rest
+
+
+def test_wire_json_is_camel_case_rfc3339_without_nulls() -> None:
+    assert json.loads(wire_json(postable(1))) == {
+        "labels": {"alertname": "SentryIssue", "sentry_issue_id": "1"},
+        "annotations": {"summary": "Error 1"},
+        "startsAt": "2024-05-01T12:00:00Z",
+        "endsAt": "2024-05-01T13:00:00Z",
+        "generatorURL": "https://sentry.example/issues/1/",
+    }
+    assert json.loads(wire_json(PostableAlert(labels={"a": "b"}))) == {
+        "labels": {"a": "b"},
+        "annotations": {},
+    }

@@ -21,8 +21,9 @@ import httpx
 import pytest
 from prometheus_client import CollectorRegistry
 
-from bridge import alertmanager, config
-from bridge.alertmanager import Delivery, PostableAlert, target_name
+from bridge import config
+from bridge.alertmanager import PostableAlert, target_name
+from bridge.delivery import Delivery
 from bridge.metrics import Metrics
 from bridge.model import Kind, SentryAlert, State
 from bridge.outbox import Outbox, Processed
@@ -79,7 +80,7 @@ class Bridge:
 @contextlib.asynccontextmanager
 async def running_bridge(data: Path, urls: list[str], **settings: Any) -> AsyncIterator[Bridge]:
     cfg = config.Alertmanager(
-        urls=urls, timeout=2, backoff_initial=0.1, backoff_max=0.5, **settings
+        **{"urls": urls, "timeout": 2, "backoff_initial": 0.1, "backoff_max": 0.5, **settings}
     )
     metrics = Metrics(CollectorRegistry())
     outbox = Outbox(data, [target_name(u) for u in cfg.urls], max_queued=10_000, metrics=metrics)
@@ -148,6 +149,21 @@ async def test_alertmanager_down_when_alerts_arrive(tmp_path: Path) -> None:
             assert bridge.outbox.queued_count() == 0
 
 
+async def test_drain_does_not_wait_out_a_backoff(tmp_path: Path) -> None:
+    port = procs.free_port()
+    url = f"http://127.0.0.1:{port}"
+    async with running_bridge(
+        tmp_path / "data", [url], backoff_initial=60, backoff_max=60
+    ) as bridge:
+        await bridge.send([postable(n) for n in NAMES])
+        await eventually(lambda: bridge.failures(url, "connect") >= 1)  # now backing off 30-60 s
+        with start_alertmanager(tmp_path / "am", port):
+            started = time.monotonic()
+            assert await bridge.delivery.drain(10)  # SIGTERM: one last try, at once
+            assert time.monotonic() - started < 5
+            assert set(await am_alerts(url)) == set(NAMES)
+
+
 async def test_one_of_two_alertmanagers_down(tmp_path: Path) -> None:
     down_port = procs.free_port()
     down_url = f"http://127.0.0.1:{down_port}"
@@ -202,7 +218,7 @@ async def test_alertmanager_answering_500_for_a_while(tmp_path: Path) -> None:
 async def test_a_malformed_alert_is_dead_lettered_and_the_rest_delivered(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, bad: PostableAlert, status: int
 ) -> None:
-    monkeypatch.setattr(alertmanager, "check_wire", lambda body: None)
+    monkeypatch.setattr("bridge.delivery.check_wire", lambda body: None)
     alerts = [postable(n) for n in NAMES]
     alerts.insert(7, bad)
     with start_alertmanager(tmp_path / "am", procs.free_port()) as url:
