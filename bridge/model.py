@@ -114,9 +114,16 @@ class SentryAlert:
         )
 
     def to_json(self) -> dict[str, Any]:
-        data = dataclasses.asdict(self)
-        data["tags"] = [list(pair) for pair in self.tags]
-        data["started_at"] = self.started_at.isoformat() if self.started_at else None
+        """JSON-ready fields, unknowns left out. On every accepted webhook's path, so
+        no ``dataclasses.asdict`` (it deep-copies); enums are ``str`` and tags are
+        pairs, both already what ``json.dumps`` wants."""
+        data = {}
+        for name in _FIELD_NAMES:
+            value = getattr(self, name)
+            if value is not None and value != ():
+                data[name] = value
+        if self.started_at is not None:
+            data["started_at"] = self.started_at.isoformat()
         return data
 
     @classmethod
@@ -128,6 +135,9 @@ class SentryAlert:
         started = values.get("started_at")
         values["started_at"] = datetime.fromisoformat(started) if started else None
         return cls(**values)
+
+
+_FIELD_NAMES = tuple(field.name for field in dataclasses.fields(SentryAlert))
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
