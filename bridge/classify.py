@@ -254,7 +254,8 @@ def _satisfies(cond: Condition, kind: Type, value: Value) -> bool:
 
 # --- explain: the same, evaluated in full, in words ----------------------------------------
 
-_SYMBOLS = {
+# How each operator reads in `explain` and `check-config`.
+SYMBOLS = {
     "eq": "==",
     "ne": "!=",
     "in_": "in",
@@ -332,5 +333,5 @@ def _explain_condition(
         ok = _OPERATORS[op](kind, value, arg)
         held &= ok
         shown = f"/{arg}/" if op in ("regex", "not_regex") else _show(arg)
-        lines.append(f"{label} {_show(value)} {_SYMBOLS[op]} {shown}: {_yes(ok)}")
+        lines.append(f"{label} {_show(value)} {SYMBOLS[op]} {shown}: {_yes(ok)}")
     return held, lines

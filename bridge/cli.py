@@ -14,6 +14,7 @@ from typing import Any
 from starlette.datastructures import Headers
 
 from bridge import __version__, config, labels, sentry
+from bridge.classify import SYMBOLS
 from bridge.classify import explain as explain_rules
 from bridge.config import (
     BOOL_FIELDS,
@@ -33,20 +34,6 @@ def _config_path(value: str | None) -> str:
     return value or os.environ.get("BRIDGE_CONFIG") or DEFAULT_CONFIG
 
 
-_OPS = {
-    "eq": "==",
-    "ne": "!=",
-    "in_": "in",
-    "not_in": "not in",
-    "regex": "=~",
-    "not_regex": "!~",
-    "gt": ">",
-    "gte": ">=",
-    "lt": "<",
-    "lte": "<=",
-}
-
-
 def _show(value: object) -> str:
     if isinstance(value, float) and value.is_integer():
         value = int(value)
@@ -56,7 +43,7 @@ def _show(value: object) -> str:
 def _describe_condition(name: str, cond: Condition) -> list[str]:
     return [
         f"{name} {symbol} {_show(getattr(cond, op))}"
-        for op, symbol in _OPS.items()
+        for op, symbol in SYMBOLS.items()
         if getattr(cond, op) is not None
     ]
 

@@ -90,6 +90,11 @@ class Enricher:
         )
         self._update_gauge()
 
+    @property
+    def enabled(self) -> bool:
+        """False without an API token: then there is nothing to look up, ever."""
+        return self._token is not None
+
     async def enrich(self, alert: SentryAlert) -> SentryAlert:
         """The alert with the issue's counts filled in, or unchanged when they
         cannot be read (or need not be). Never raises."""

@@ -79,10 +79,11 @@ class Pipeline:
     async def process(self, batch: Sequence[tuple[int, SentryAlert]]) -> None:
         # Enrichment is I/O: run the batch's look-ups concurrently (the enricher
         # collapses look-ups of one issue); the decisions then run in order.
-        enriched = await asyncio.gather(*(self.enricher.enrich(alert) for _, alert in batch))
+        alerts = [alert for _, alert in batch]
+        if self.enricher.enabled:
+            alerts = await asyncio.gather(*(self.enricher.enrich(alert) for alert in alerts))
         results = [
-            self.decide(inbox_id, alert)
-            for (inbox_id, _), alert in zip(batch, enriched, strict=True)
+            self.decide(inbox_id, alert) for (inbox_id, _), alert in zip(batch, alerts, strict=True)
         ]
         await self.outbox.complete(results)
         self._update_gauges()
