@@ -108,8 +108,9 @@ class Pipeline:
             escalated=escalated,
             severity_labels=self.config.classification.severity_labels,
         )
-        if self.repeats.is_duplicate(alert.identity, fingerprint(labels)):
-            return self._outcome(inbox_id, alert, "duplicate", decision, severity)
+        label_hash = fingerprint(labels)
+        if self.repeats.is_duplicate(alert.identity, label_hash):
+            return self._outcome(inbox_id, alert, "duplicate", decision, severity, label_hash)
 
         previous = self.outbox.active(alert.identity)
         send: list[PostableAlert] = []
@@ -132,7 +133,14 @@ class Pipeline:
             self.metrics.escalations.inc()
         self.metrics.alerts_by_severity.labels(severity.value).inc()
         return self._outcome(
-            inbox_id, alert, "forwarded", decision, severity, send, {alert.identity: current}
+            inbox_id,
+            alert,
+            "forwarded",
+            decision,
+            severity,
+            label_hash,
+            send,
+            {alert.identity: current},
         )
 
     def _resolve(self, inbox_id: int, alert: SentryAlert, now: datetime) -> Processed:
@@ -160,7 +168,14 @@ class Pipeline:
             ]
         self.metrics.resolutions.inc()
         return self._outcome(
-            inbox_id, alert, "forwarded", decision, None, send, {alert.identity: None}
+            inbox_id,
+            alert,
+            "forwarded",
+            decision,
+            None,
+            fingerprint(send[0].labels),
+            send,
+            {alert.identity: None},
         )
 
     def _outcome(
@@ -170,6 +185,7 @@ class Pipeline:
         outcome: str,
         decision: Decision,
         severity: Severity | None = None,
+        label_hash: str | None = None,
         send: Sequence[PostableAlert] = (),
         active: dict[str, PostableAlert | None] | None = None,
     ) -> Processed:
@@ -186,7 +202,7 @@ class Pipeline:
                 "severity": severity.value if severity else None,
                 "rule": decision.rule,
                 "identity": alert.identity,
-                "fingerprint": fingerprint(send[-1].labels) if send else None,
+                "fingerprint": label_hash,
             },
         )
         return Processed(inbox_id=inbox_id, send=tuple(send), active=active or {})
