@@ -181,7 +181,6 @@ def create_app(bridge: Bridge) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await bridge.outbox.open()
-        bridge.metrics.init_alertmanagers(target_name(u) for u in bridge.config.alertmanager.urls)
         tasks = [
             asyncio.create_task(bridge.pipeline.run(), name="pipeline"),
             asyncio.create_task(bridge.delivery.run(), name="delivery"),
