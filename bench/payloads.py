@@ -15,13 +15,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-FIXTURES = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "sentry"
+from tests.sentry_payloads import FIXTURES, load_fixture
+
 SECRET = "bench-client-secret"
-
-
-def _load(name: str) -> dict[str, Any]:
-    data: dict[str, Any] = json.loads((FIXTURES / name).read_text(encoding="utf-8"))
-    return data
 
 
 def sign(body: bytes, secret: str = SECRET) -> str:
@@ -46,7 +42,7 @@ def webhooks(count: int, *, metric_share: float = 0.25) -> Iterator[tuple[str, b
     # The captured body as it is on disk (about 8 KB), not re-serialised smaller.
     issue_text = (FIXTURES / "event_alert.json").read_text(encoding="utf-8")
     issue_id = str(json.loads(issue_text)["data"]["event"]["issue_id"])
-    metric = _load("metric_alert_critical.json")
+    metric = load_fixture("metric_alert_critical.json")
     every = round(1 / metric_share) if metric_share else 0
     for n in range(count):
         if every and n % every == every - 1:

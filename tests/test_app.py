@@ -18,9 +18,9 @@ from prometheus_client import CollectorRegistry
 
 from bridge import config
 from bridge.app import build, create_app
+from tests.sentry_payloads import FIXTURES
 
 SECRET = "edge-secret"
-FIXTURES = Path(__file__).parent / "fixtures" / "sentry"
 
 
 def load(name: str) -> bytes:

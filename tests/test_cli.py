@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from bridge import cli
+from tests.sentry_payloads import FIXTURES
 
 ROOT = Path(__file__).resolve().parents[1]
-FIXTURES = ROOT / "tests" / "fixtures" / "sentry"
 SHIPPED = ROOT / "config.yaml"
 
 

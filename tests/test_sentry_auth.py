@@ -13,7 +13,7 @@ from starlette.datastructures import Headers
 from bridge import config
 from bridge.errors import REJECT_REASONS, Unauthorized
 from bridge.sentry_auth import authenticate
-from tests.test_sentry import load_fixture
+from tests.sentry_payloads import load_fixture
 
 
 def sign(body: bytes, secret: str) -> str:

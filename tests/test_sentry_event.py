@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from tests.test_sentry import LEGACY, alert, hook, load_fixture
+from tests.sentry_payloads import LEGACY, alert, hook, load_fixture
 
 
 def test_tags_drop_pii_and_keep_the_rest() -> None:

@@ -9,7 +9,7 @@ import pytest
 from starlette.datastructures import Headers
 
 from bridge.model import Kind, State
-from tests.test_sentry import (
+from tests.sentry_payloads import (
     LEGACY,
     SERVICE_HOOK,
     alert,

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from starlette.datastructures import Headers
 
-from tests.test_sentry import LEGACY, alert, hook, load_fixture, patched, without
+from tests.sentry_payloads import LEGACY, alert, hook, load_fixture, patched, without
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,7 @@ from starlette.datastructures import Headers
 
 from bridge.model import Kind, State
 from bridge.sentry_metric import MetricReading, parse_metric_description
-from tests.test_sentry import (
+from tests.sentry_payloads import (
     alert,
     assert_no_pii,
     assert_normalised,

@@ -7,7 +7,7 @@ from starlette.datastructures import Headers
 
 from bridge import sentry
 from bridge.errors import BadPayload
-from tests.test_sentry import BASE, LEGACY, SERVICE_HOOK, hook, patched, without
+from tests.sentry_payloads import BASE, LEGACY, SERVICE_HOOK, hook, patched, without
 
 
 @pytest.mark.parametrize(

@@ -21,8 +21,8 @@ import pytest
 
 from tests.integration import procs
 from tests.integration.am import start_alertmanager
+from tests.sentry_payloads import load_fixture
 
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "sentry"
 CLIENT_SECRET = "integration-client-secret"
 HOOK_SECRET = "integration-hook-secret"
 LEGACY_TOKEN = "integration-legacy-token"
@@ -114,9 +114,7 @@ def sign(body: bytes, secret: str) -> str:
     return hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
 
 
-def fixture(name: str) -> dict[str, Any]:
-    data: dict[str, Any] = json.loads((FIXTURES / name).read_text(encoding="utf-8"))
-    return data
+fixture = load_fixture  # the captured payloads, as dicts
 
 
 BridgeFactory = Callable[..., contextlib.AbstractContextManager[Bridge]]
