@@ -7,19 +7,17 @@ without one is."""
 
 from __future__ import annotations
 
-import contextlib
 import fnmatch
-import http.server
 import json
 import re
 import subprocess
 import sys
 import sysconfig
-import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.status_server import serve_status
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCKERFILE = ROOT / "Dockerfile"
@@ -52,32 +50,6 @@ def stages() -> list[list[tuple[str, str]]]:
         if result:
             result[-1].append((keyword, args))
     return result
-
-
-@contextlib.contextmanager
-def serve_status(status: int) -> Iterator[int]:
-    """A loopback HTTP server answering every GET with ``status``; yields its port."""
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            body = b'{"status": "x"}'
-            self.send_response(status)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, format: str, *args: object) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield server.server_address[1]
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
 
 
 def test_hadolint_reports_nothing() -> None:

@@ -28,8 +28,8 @@ from pydantic import BaseModel
 
 from bridge import config as bridge_config
 from bridge.errors import ConfigError
-from tests.test_dashboard import DASHBOARD, exported_metric_names, metric_names, selected_metrics
-from tests.test_dockerfile import serve_status
+from tests.promql_checks import DASHBOARD, exported_metric_names, metric_names, selected_metrics
+from tests.status_server import serve_status
 
 ROOT = Path(__file__).resolve().parents[1]
 CHART_DIR = ROOT / "helm" / "sentry-alertmanager-bridge"
