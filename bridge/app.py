@@ -12,11 +12,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import json
 import logging
 import time
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Mapping
 
 import httpx
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -31,7 +29,7 @@ from bridge.config import Config
 from bridge.dedup import Repeats
 from bridge.delivery import Delivery
 from bridge.enrich import Enricher
-from bridge.errors import BadPayload, TooLarge, WebhookError
+from bridge.errors import TooLarge, WebhookError
 from bridge.metrics import Metrics
 from bridge.model import Ignored
 from bridge.outbox import Outbox
@@ -81,8 +79,8 @@ def build(
     return Bridge(config, metrics, outbox, pipeline, delivery, enricher)
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
+async def _read_body(request: Request, headers: Mapping[str, str], limit: int) -> bytes:
+    declared = headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise TooLarge("too_large", f"body over {limit} bytes")
     chunks: list[bytes] = []
@@ -113,22 +111,27 @@ def _reject(bridge: Bridge, request_id: str | None, exc: WebhookError) -> Respon
     )
 
 
+# The answers that carry no detail are rendered once.
+_ACCEPTED = Response(b'{"status":"accepted"}', 202, media_type="application/json")
+
+
 async def webhook(request: Request) -> Response:
     bridge: Bridge = request.app.state.bridge
     started = time.perf_counter()
-    request_id = request.headers.get("request-id")
+    # ASGI headers as one dict with lower-case names, read by every step below.
+    headers = sentry.LowerHeaders(
+        (name.decode("latin-1").lower(), value.decode("latin-1"))
+        for name, value in reversed(request.scope["headers"])  # the first of repeats wins
+    )
+    request_id = headers.get("request-id")
     resource = "other"
     try:
-        body = await _read_body(request, bridge.config.server.max_body_bytes)
-        sentry.authenticate(
-            request.headers, body, request.query_params.get("token"), bridge.config.sentry
+        body = await _read_body(request, headers, bridge.config.server.max_body_bytes)
+        token = request.query_params.get("token") if request.scope["query_string"] else None
+        sentry.authenticate(headers, body, token, bridge.config.sentry)
+        resource, result = sentry.read(
+            headers, body, base_url=bridge.config.sentry.base_url, request_id=request_id
         )
-        try:
-            data: Any = json.loads(body)
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise BadPayload("invalid_json", "the body is not JSON") from None
-        resource = sentry.detect_resource(request.headers, data)
-        result = sentry.normalise(request.headers, data, base_url=bridge.config.sentry.base_url)
         if isinstance(result, Ignored):
             bridge.metrics.alerts.labels("ignored").inc()
             log.info(
@@ -142,8 +145,8 @@ async def webhook(request: Request) -> Response:
                 },
             )
             return JSONResponse({"status": "ignored", "reason": result.reason})
-        await bridge.pipeline.accept(dataclasses.replace(result, request_id=request_id))
-        return JSONResponse({"status": "accepted"}, status_code=202)
+        await bridge.pipeline.accept(result)
+        return _ACCEPTED
     except WebhookError as exc:
         return _reject(bridge, request_id, exc)
     finally:

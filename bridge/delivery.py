@@ -93,6 +93,11 @@ class Delivery:
         if unknown:
             raise ConfigError(f"the outbox does not know Alertmanager(s) {sorted(unknown)}")
         self._client = build_client(cfg, transport)
+        # Per Alertmanager: the highest queue id check_wire has seen, and why the ones it
+        # refused were refused, so a batch retried through an outage is checked (and its
+        # invalid alerts counted) once, not on every attempt.
+        self._checked = {t.name: 0 for t in self.targets}
+        self._invalid: dict[str, dict[int, str]] = {t.name: {} for t in self.targets}
         # Set (then replaced) by drain(): cuts short the backoffs under way at that moment.
         self._hurry = asyncio.Event()
         metrics.init_alertmanagers(t.name for t in self.targets)
@@ -160,6 +165,7 @@ class Delivery:
                 continue
             failures = 0
             await self.outbox.advance(name, batch[-1].id, dead)
+            self._invalid[name].clear()  # settled: all of them are in the dead letters
 
     async def resend(self, name: str) -> None:
         """Post the active and recently resolved alerts again, as stored (original times).
@@ -194,14 +200,18 @@ class Delivery:
             )
         dead: list[tuple[Queued, str]] = []
         sendable: list[Queued] = []
+        checked, invalid = self._checked[target.name], self._invalid[target.name]
         for item in batch:
             if now - item.queued_at >= self.cfg.max_age:
                 continue
-            reason = check_wire(item.body)
-            if reason is None:
-                sendable.append(item)
+            if item.id > checked and (problem := check_wire(item.body)) is not None:
+                invalid[item.id] = f"invalid: {problem}"
+                self._count_dead_letter(target, item, invalid[item.id], "invalid")
+            if item.id in invalid:
+                dead.append((item, invalid[item.id]))
             else:
-                self._dead_letter(target, item, f"invalid: {reason}", "invalid", dead)
+                sendable.append(item)
+        self._checked[target.name] = max(checked, batch[-1].id)
         if sendable:
             await self._isolate(target, sendable, dead)
         return dead
@@ -234,6 +244,11 @@ class Delivery:
         dead: list[tuple[Queued, str]],
     ) -> None:
         dead.append((item, reason))
+        self._count_dead_letter(target, item, reason, drop_reason)
+
+    def _count_dead_letter(
+        self, target: _Target, item: Queued, reason: str, drop_reason: str
+    ) -> None:
         self.metrics.dead_letters.inc()
         self.metrics.am_dropped.labels(target.name, drop_reason).inc()
         # The reason names what is wrong (a label name, the times), not label values.

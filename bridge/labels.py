@@ -105,8 +105,10 @@ def firing(
     lifetime: float,
 ) -> PostableAlert:
     """A firing alert with an explicit ``endsAt``: Sentry firing again extends it,
-    silence from Sentry lets it expire."""
-    return PostableAlert(
+    silence from Sentry lets it expire. Built without validation: the label and
+    annotation names are sanitized here, and the sender validates every alert before
+    it posts (``alertmanager.check_wire``), so nothing unchecked reaches Alertmanager."""
+    return PostableAlert.model_construct(
         labels=dict(labels),
         annotations=dict(annotations),
         starts_at=starts_at,

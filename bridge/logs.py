@@ -34,6 +34,12 @@ class JSONFormatter(logging.Formatter):
 
 
 def setup(level: str = "info") -> None:
+    # The lines carry neither source location nor thread/process: skip collecting them
+    # (the logging HOWTO's "Optimization"; findCaller walks the stack on every line).
+    logging._srcfile = None
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JSONFormatter())
     root = logging.getLogger()

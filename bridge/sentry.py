@@ -23,35 +23,69 @@ built from ``base_url``) beneath them.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, Generic, TypeVar
+
+import pydantic_core
+from pydantic import BaseModel, ValidationError
 
 from bridge import sentry_issue as issue
+from bridge.errors import BadPayload
 from bridge.model import Ignored, SentryAlert, State
 from bridge.sentry_auth import authenticate
-from bridge.sentry_metric import MetricReading, normalise_metric_alert, parse_metric_description
-from bridge.sentry_wire import WireBody, lower_headers, parse
+from bridge.sentry_metric import MetricReading, metric_alert, parse_metric_description
+from bridge.sentry_wire import (
+    ActivityAlertData,
+    Envelope,
+    ErrorData,
+    EventAlertData,
+    IssueData,
+    LowerHeaders,
+    MetricAlertData,
+    WireBody,
+    lower_headers,
+    parse,
+)
 
 __all__ = [
     "IGNORE_REASONS",
+    "LowerHeaders",
     "MetricReading",
     "authenticate",
     "detect_resource",
+    "loads",
     "normalise",
     "parse_metric_description",
+    "read",
 ]
 
 # Why a webhook makes no alert; the ``reason`` of :class:`~bridge.model.Ignored`.
 IGNORE_REASONS = ("not_an_alert", "no_state_change", "unknown_resource", "unknown_action")
 
-_Handler = Callable[[dict[str, Any], str, State, str], SentryAlert]
+_D = TypeVar("_D", bound=BaseModel)
+
+
+class _Resource(Generic[_D]):
+    """What an integration-platform resource's actions mean (None: no state change), the
+    model of its ``data`` and the function that maps it; any other action is ignored."""
+
+    def __init__(
+        self,
+        states: Mapping[str, State | None],
+        model: type[_D],
+        mapper: Callable[[_D, str, State, str], dict[str, Any]],
+    ) -> None:
+        self.states = states
+        self.model = model
+        self.envelope = Envelope[model]  # type: ignore[valid-type]
+        self.mapper = mapper
+
+
 _TRIGGERED = {"triggered": State.FIRING}
-# Integration-platform resources: what each action means (None: no state change), and the
-# function that maps the ``data``. Any other action is ignored as unknown.
-_RESOURCES: dict[str, tuple[Mapping[str, State | None], _Handler]] = {
-    "event_alert": (_TRIGGERED, issue.normalise_event_alert),
-    "activity_alert": (_TRIGGERED, issue.normalise_activity_alert),
-    "error": ({"created": State.FIRING}, issue.normalise_error),
-    "issue": (
+_RESOURCES: dict[str, _Resource[Any]] = {
+    "event_alert": _Resource(_TRIGGERED, EventAlertData, issue.event_alert),
+    "activity_alert": _Resource(_TRIGGERED, ActivityAlertData, issue.activity_alert),
+    "error": _Resource({"created": State.FIRING}, ErrorData, issue.error),
+    "issue": _Resource(
         {
             "created": State.FIRING,
             "unresolved": State.FIRING,
@@ -60,16 +94,18 @@ _RESOURCES: dict[str, tuple[Mapping[str, State | None], _Handler]] = {
             "archived": State.RESOLVED,
             "assigned": None,
         },
-        issue.normalise_issue,
+        IssueData,
+        issue.issue,
     ),
-    "metric_alert": (
+    "metric_alert": _Resource(
         {
             "critical": State.FIRING,
             "warning": State.FIRING,
             "open": State.FIRING,
             "resolved": State.RESOLVED,
         },
-        normalise_metric_alert,
+        MetricAlertData,
+        metric_alert,
     ),
 }
 _INTEGRATION_RESOURCES = frozenset((*_RESOURCES, "installation"))
@@ -108,14 +144,41 @@ def detect_resource(headers: Mapping[str, str], data: object) -> str:
     return "other"
 
 
-def normalise(headers: Mapping[str, str], data: object, *, base_url: str) -> SentryAlert | Ignored:
+def _alert(fields: dict[str, Any], request_id: str | None) -> SentryAlert:
+    return SentryAlert(**fields, request_id=request_id)
+
+
+def _mapped(
+    spec: _Resource[Any],
+    resource: str,
+    action: str,
+    data: Any,
+    base_url: str,
+    request_id: str | None,
+) -> SentryAlert | Ignored:
+    action = action[:64]  # it ends up in log lines
+    if action not in spec.states:
+        return Ignored(resource, action, "unknown_action")
+    state = spec.states[action]
+    if state is None:
+        return Ignored(resource, action, "no_state_change")
+    return _alert(spec.mapper(data, action, state, base_url), request_id)
+
+
+def normalise(
+    headers: Mapping[str, str],
+    data: object,
+    *,
+    base_url: str,
+    request_id: str | None = None,
+) -> SentryAlert | Ignored:
     """Turn a parsed webhook body into the internal alert, or say why it makes none."""
     base_url = base_url.rstrip("/")
     resource = detect_resource(headers, data)
     if resource == "service_hook":
-        return issue.normalise_service_hook(data, base_url)
+        return _alert(issue.service_hook(data, base_url), request_id)
     if resource == "legacy":
-        return issue.normalise_legacy(data, base_url)
+        return _alert(issue.legacy(data, base_url), request_id)
     raw_action = data.get("action") if isinstance(data, dict) else None
     action = raw_action[:64] if isinstance(raw_action, str) else ""  # it ends up in log lines
     if resource == "other":
@@ -124,11 +187,48 @@ def normalise(headers: Mapping[str, str], data: object, *, base_url: str) -> Sen
     if resource == "installation":
         return Ignored(resource, action, "not_an_alert")
     body = parse(WireBody, data, resource)
-    action = body.action[:64]
-    states, handler = _RESOURCES[resource]
-    if action not in states:
-        return Ignored(resource, action, "unknown_action")
-    state = states[action]
-    if state is None:
-        return Ignored(resource, action, "no_state_change")
-    return handler(body.data, action, state, base_url)
+    spec = _RESOURCES[resource]
+    if body.action[:64] not in spec.states:
+        return Ignored(resource, body.action[:64], "unknown_action")
+    parsed = parse(spec.model, body.data, resource)
+    return _mapped(spec, resource, body.action, parsed, base_url, request_id)
+
+
+def loads(body: bytes) -> Any:
+    """The body as Python objects, for the general path. pydantic's parser rather than
+    ``json.loads``: it refuses what the typed path refuses too, notably a lone surrogate
+    escape (``"\\ud800"``), which is not text and could not be sent on in a label."""
+    try:
+        return pydantic_core.from_json(body)
+    except ValueError:
+        raise BadPayload("invalid_json", "the body is not JSON") from None
+
+
+def read(
+    headers: Mapping[str, str],
+    body: bytes,
+    *,
+    base_url: str,
+    request_id: str | None = None,
+) -> tuple[str, SentryAlert | Ignored]:
+    """The raw body's resource (the metrics label) and what :func:`normalise` makes of it.
+
+    An integration-platform alert is validated straight from the bytes into its typed
+    model (pydantic parses the JSON and builds only the fields the models name, instead of
+    every object of a several-KB event). Anything that does not validate there takes the
+    general path, so the result, including every error and ignore reason, is the same."""
+    resource = lower_headers(headers).get("sentry-hook-resource")
+    spec = _RESOURCES.get(resource) if resource is not None else None
+    if spec is not None and resource is not None:
+        try:
+            envelope = spec.envelope.model_validate_json(body)
+        except ValidationError:
+            pass
+        else:
+            url = base_url.rstrip("/")
+            return resource, _mapped(
+                spec, resource, envelope.action, envelope.data, url, request_id
+            )
+    data = loads(body)
+    result = normalise(headers, data, base_url=base_url, request_id=request_id)
+    return detect_resource(headers, data), result

@@ -3,19 +3,20 @@
 Two shapes carry an issue: an event (``event_alert``, ``error``, service hooks, the legacy
 plugin) or the serialized issue itself (``issue``, ``activity_alert``). ``_from_event`` and
 ``_from_issue`` read each shape once; the functions per resource add what their envelope knows.
-The integration-platform functions take ``(data, action, state, base_url)``: ``state`` is what
-the action means (``bridge.sentry`` decides), refined here only where the payload says more.
+The integration-platform functions take ``(parsed, action, state, base_url)``: ``parsed`` is the
+validated ``data`` of the body, ``state`` is what the action means (``bridge.sentry`` decides),
+refined here only where the payload says more. Every function returns the alert's fields, so
+``bridge.sentry`` builds each :class:`SentryAlert` once (no copies on the request path).
 """
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterable
 from typing import Any
 
 from bridge import sentry_event as event
 from bridge.errors import BadPayload
-from bridge.model import Kind, SentryAlert, State
+from bridge.model import Kind, State
 from bridge.sentry_links import issue_api_url, issue_web_url, locate, strip_query
 from bridge.sentry_wire import (
     ActivityAlertData,
@@ -31,6 +32,8 @@ from bridge.sentry_wire import (
     parse,
 )
 
+Fields = dict[str, Any]  # keyword arguments of SentryAlert
+
 # --- the two shapes ----------------------------------------------------------------------
 
 
@@ -44,7 +47,7 @@ def _from_event(
     issue_id: str | None = None,
     project_slug: str | None = None,
     links: Iterable[str | None] = (),
-) -> SentryAlert:
+) -> Fields:
     """What every event-carrying webhook says; ``issue_id``, ``project_slug`` and ``links``
     come from the envelope around the event when it has them."""
     issue_id = issue_id or ev.issue_id
@@ -54,7 +57,7 @@ def _from_event(
     tag_map = dict(tags)
     org, slug = locate((ev.url, ev.web_url, ev.issue_url, *links), base_url)
     title = ev.title or event.metadata_title(ev.metadata) or ev.message
-    return SentryAlert(
+    return dict(
         resource=resource,
         action=action,
         kind=Kind.ISSUE,
@@ -84,10 +87,10 @@ def _from_event(
 
 def _from_issue(
     issue: WireIssue, *, resource: str, action: str, state: State, base_url: str
-) -> SentryAlert:
+) -> Fields:
     project = issue.project or WireProject()
     org, slug = locate((issue.url, issue.web_url, issue.permalink, issue.project_url), base_url)
-    return SentryAlert(
+    return dict(
         resource=resource,
         action=action,
         kind=Kind.ISSUE,
@@ -124,51 +127,48 @@ _ACTIVITY_RESOLVING = frozenset(
 )
 
 
-def normalise_event_alert(
-    data: dict[str, Any], action: str, state: State, base_url: str
-) -> SentryAlert:
-    parsed = parse(EventAlertData, data, "event_alert")
+def event_alert(parsed: EventAlertData, action: str, state: State, base_url: str) -> Fields:
     rule = parsed.issue_alert or WireRuleRef()
-    alert = _from_event(
+    fields = _from_event(
         parsed.event, resource="event_alert", action=action, state=state, base_url=base_url
     )
-    name = parsed.triggered_rule or rule.title
-    return dataclasses.replace(alert, alert_rule_id=rule.id, alert_rule_name=name)
+    fields["alert_rule_id"] = rule.id
+    fields["alert_rule_name"] = parsed.triggered_rule or rule.title
+    return fields
 
 
-def normalise_error(data: dict[str, Any], action: str, state: State, base_url: str) -> SentryAlert:
-    parsed = parse(ErrorData, data, "error")
+def error(parsed: ErrorData, action: str, state: State, base_url: str) -> Fields:
     return _from_event(
         parsed.error, resource="error", action=action, state=state, base_url=base_url
     )
 
 
-def normalise_issue(data: dict[str, Any], action: str, state: State, base_url: str) -> SentryAlert:
-    issue = parse(IssueData, data, "issue").issue
-    return _from_issue(issue, resource="issue", action=action, state=state, base_url=base_url)
+def issue(parsed: IssueData, action: str, state: State, base_url: str) -> Fields:
+    return _from_issue(
+        parsed.issue, resource="issue", action=action, state=state, base_url=base_url
+    )
 
 
-def normalise_activity_alert(
-    data: dict[str, Any], action: str, state: State, base_url: str
-) -> SentryAlert:
-    parsed = parse(ActivityAlertData, data, "activity_alert")
+def activity_alert(parsed: ActivityAlertData, action: str, state: State, base_url: str) -> Fields:
     # Activity alerts also fire on status changes; a resolution must not raise an alert.
     if parsed.activity.type in _ACTIVITY_RESOLVING:
         state = State.RESOLVED
-    alert = _from_issue(
+    fields = _from_issue(
         parsed.issue, resource="activity_alert", action=action, state=state, base_url=base_url
     )
     rule = parsed.alert or WireRuleRef()
-    return dataclasses.replace(alert, alert_rule_id=rule.id, alert_rule_name=rule.title)
+    fields["alert_rule_id"] = rule.id
+    fields["alert_rule_name"] = rule.title
+    return fields
 
 
 # --- service hooks and the legacy plugin: an event inside an envelope ---------------------
 
 
-def normalise_service_hook(data: object, base_url: str) -> SentryAlert:
+def service_hook(data: object, base_url: str) -> Fields:
     body = parse(ServiceHookBody, data, "service_hook")
     group, group_project = body.group, body.group.project or WireProject()
-    alert = _from_event(
+    fields = _from_event(
         body.event,
         resource="service_hook",
         action="event",
@@ -178,20 +178,18 @@ def normalise_service_hook(data: object, base_url: str) -> SentryAlert:
         project_slug=(body.project or WireProject()).slug or group_project.slug,
         links=(group.url, group.permalink),
     )
-    return dataclasses.replace(
-        alert,
-        project_id=alert.project_id or group_project.id,
-        level=alert.level or group.level,
-        web_url=body.event.url or group.url or group.permalink,
-        short_id=group.short_id,
-        users=group.user_count,
-        events=group.count,
-    )
+    fields["project_id"] = fields["project_id"] or group_project.id
+    fields["level"] = fields["level"] or group.level
+    fields["web_url"] = body.event.url or group.url or group.permalink
+    fields["short_id"] = group.short_id
+    fields["users"] = group.user_count
+    fields["events"] = group.count
+    return fields
 
 
-def normalise_legacy(data: object, base_url: str) -> SentryAlert:
+def legacy(data: object, base_url: str) -> Fields:
     body = parse(LegacyBody, data, "legacy")
-    alert = _from_event(
+    fields = _from_event(
         body.event,
         resource="legacy",
         action="triggered",
@@ -201,10 +199,8 @@ def normalise_legacy(data: object, base_url: str) -> SentryAlert:
         project_slug=body.project_slug or body.project,
         links=(body.url,),
     )
-    return dataclasses.replace(
-        alert,
-        web_url=strip_query(body.url) if body.url else None,
-        level=body.level or alert.level,
-        culprit=body.culprit or alert.culprit,
-        alert_rule_name=", ".join(body.triggering_rules) or None,
-    )
+    fields["web_url"] = strip_query(body.url) if body.url else None
+    fields["level"] = body.level or fields["level"]
+    fields["culprit"] = body.culprit or fields["culprit"]
+    fields["alert_rule_name"] = ", ".join(body.triggering_rules) or None
+    return fields

@@ -3,7 +3,7 @@
 Sentry's metric alert webhook carries the metric's value only as text, built by
 integrations/metric_alerts.py ``get_incident_status_text`` (getsentry/sentry), e.g.
 "1204 events in the last 10 minutes"; :func:`parse_metric_description` reads it back for the
-rule's aggregate, and :func:`normalise_metric_alert` maps the incident onto a :class:`SentryAlert`.
+rule's aggregate, and :func:`metric_alert` maps the incident onto the fields of a ``SentryAlert``.
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ from typing import Any
 
 from bridge import sentry_event as event
 from bridge.errors import BadPayload
-from bridge.model import Kind, SentryAlert, State
+from bridge.model import Kind, State
 from bridge.sentry_links import locate
-from bridge.sentry_wire import MetricAlertData, parse
+from bridge.sentry_wire import MetricAlertData
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -95,29 +95,28 @@ def parse_metric_description(text: str | None, aggregate: str | None) -> MetricR
             return MetricReading(aggregate=key)
     if rest not in (shown, key):
         return MetricReading(aggregate=key)
-    reading = MetricReading(aggregate=key, value=value)
     if key == "count()":
-        return dataclasses.replace(reading, events=_integral(value))
+        return MetricReading(aggregate=key, value=value, events=_integral(value))
     if key in _USER_AGGREGATES or (mri and mri["op"] == "count_unique" and mri["name"] == "user"):
-        return dataclasses.replace(reading, users=_integral(value))
+        return MetricReading(aggregate=key, value=value, users=_integral(value))
     if key == "failure_rate()":
         # Shown as a percentage since Sentry formats it with "% failure rate"; older Sentry
         # showed the raw ratio next to the aggregate itself.
         rate = value / 100 if rest.startswith("%") else value
-        return dataclasses.replace(reading, error_rate=round(rate, 10))
+        return MetricReading(aggregate=key, value=value, error_rate=round(rate, 10))
     if key in _CRASH_FREE:
-        return dataclasses.replace(reading, error_rate=round(1 - value / 100, 10))
+        return MetricReading(aggregate=key, value=value, error_rate=round(1 - value / 100, 10))
     if unit_ms is not None:
-        return dataclasses.replace(reading, latency_ms=round(value * unit_ms, 6))
+        return MetricReading(aggregate=key, value=value, latency_ms=round(value * unit_ms, 6))
     if _DURATION.match(key):  # transaction and span durations are in milliseconds
-        return dataclasses.replace(reading, latency_ms=value)
-    return reading
+        return MetricReading(aggregate=key, value=value, latency_ms=value)
+    return MetricReading(aggregate=key, value=value)
 
 
-def normalise_metric_alert(
-    data: dict[str, Any], action: str, state: State, base_url: str
-) -> SentryAlert:
-    parsed = parse(MetricAlertData, data, "metric_alert")
+def metric_alert(
+    parsed: MetricAlertData, action: str, state: State, base_url: str
+) -> dict[str, Any]:
+    """The alert's fields (keyword arguments of :class:`~bridge.model.SentryAlert`)."""
     incident, rule = parsed.metric_alert, parsed.metric_alert.alert_rule
     key = rule.id or rule.name
     if not key:
@@ -125,7 +124,7 @@ def normalise_metric_alert(
     reading = parse_metric_description(parsed.description_text, rule.aggregate)
     projects = sorted(set(rule.projects or incident.projects))
     org, _ = locate((parsed.web_url,), base_url)
-    return SentryAlert(
+    return dict(
         resource="metric_alert",
         action=action,
         kind=Kind.METRIC_ALERT,

@@ -10,16 +10,22 @@ names the field and never its value.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Generic, TypeVar
 
 from pydantic import AliasChoices, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from bridge.errors import BadPayload
 
 
-def lower_headers(headers: Mapping[str, str]) -> dict[str, str]:
+class LowerHeaders(dict[str, str]):
+    """Request headers with lower-case names, built once per request by the HTTP edge."""
+
+
+def lower_headers(headers: Mapping[str, str]) -> LowerHeaders:
     """HTTP header names are case-insensitive; plain dicts (CLI, tests) are not."""
-    return {k.lower(): v for k, v in headers.items()}
+    if isinstance(headers, LowerHeaders):
+        return headers
+    return LowerHeaders((k.lower(), v) for k, v in headers.items())
 
 
 # --- lenient field types -----------------------------------------------------------------
@@ -133,6 +139,16 @@ class WireRuleRef(_Wire):
 class WireBody(_Wire):
     action: str
     data: dict[str, Any]
+
+
+_D = TypeVar("_D", bound=BaseModel)
+
+
+class Envelope(_Wire, Generic[_D]):
+    """The same body with its ``data`` typed, to validate the raw bytes in one step."""
+
+    action: str
+    data: _D
 
 
 class EventAlertData(_Wire):

@@ -18,7 +18,8 @@ import httpx
 import pytest
 from prometheus_client import CollectorRegistry
 
-from bridge import config
+from bridge import alertmanager, config
+from bridge import delivery as delivery_module
 from bridge.alertmanager import PostableAlert, target_name
 from bridge.delivery import Delivery
 from bridge.errors import ConfigError
@@ -364,6 +365,39 @@ async def test_alerts_alertmanager_would_refuse_are_never_sent(env: Env) -> None
     reasons = [reason for _, reason, _ in await env.outbox.dead_letters()]
     assert reasons == ["invalid: endsAt is before startsAt", "invalid: startsAt has no time zone"]
     assert env.sample("alertmanager_alerts_dropped_total", alertmanager=A, reason="invalid") == 2
+
+
+async def test_a_retried_batch_is_validated_once(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Through an outage the same batch is posted again and again; its alerts are checked
+    on the first attempt only (per Alertmanager), and the invalid one is still refused."""
+    checked: list[str] = []
+    real_check = alertmanager.check_wire
+
+    def counting(body: str) -> str | None:
+        checked.append(body)
+        return real_check(body)
+
+    monkeypatch.setattr(delivery_module, "check_wire", counting)
+    delivery = await env.start()
+    backwards = postable("backwards").model_copy(update={"ends_at": START - timedelta(hours=1)})
+    env.ams.script["am-a"] = [500, 503, httpx.ConnectError, 200]
+    await env.enqueue([postable(1), backwards, postable(2)])
+    await delivery.deliver(A)
+    assert env.ams.names("am-a") == ["1", "2"]
+    assert len(env.ams.requests["am-a"]) == 4
+    assert len(checked) == 3
+    # Refused once: one dead letter, counted once, however many attempts the batch took.
+    assert env.outbox is not None
+    assert [reason for _, reason, _ in await env.outbox.dead_letters()] == [
+        "invalid: endsAt is before startsAt"
+    ]
+    assert env.sample("alertmanager_alerts_dropped_total", alertmanager=A, reason="invalid") == 1
+    await env.enqueue([postable(3)])
+    await delivery.deliver(A)
+    assert len(checked) == 4  # a new alert is checked
+    await delivery.deliver(B)
+    assert len(checked) == 4 + 4  # the other Alertmanager checks for itself
+    assert env.ams.names("am-b") == ["1", "2", "3"]
 
 
 async def test_gives_up_after_max_age(env: Env) -> None:

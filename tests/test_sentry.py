@@ -87,11 +87,14 @@ def test_public_api_is_reexported() -> None:
     assert sentry.MetricReading is sentry_metric.MetricReading
     assert set(sentry.__all__) == {
         "IGNORE_REASONS",
+        "LowerHeaders",
         "MetricReading",
         "authenticate",
         "detect_resource",
+        "loads",
         "normalise",
         "parse_metric_description",
+        "read",
     }
 
 
