@@ -15,8 +15,6 @@ import argparse
 import asyncio
 import contextlib
 import re
-import shutil
-import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
@@ -24,7 +22,7 @@ from pathlib import Path
 
 import httpx
 
-from bench import payloads
+from bench import ingest, payloads
 from tests.integration import procs
 from tests.integration.am import start_alertmanager
 
@@ -40,74 +38,6 @@ def environment(tmp: Path) -> Iterator[tuple[str, procs.Process]]:
         env = {"SENTRY_CLIENT_SECRET": payloads.SECRET}
         with procs.bridge(config, tmp / "data", tmp / "bridge.log", env=env) as bridge:
             yield am_url, bridge
-
-
-def _wrk(url: str, records: Path, seconds: int) -> dict[str, float]:
-    out = subprocess.run(
-        [
-            "wrk",
-            "-t1",
-            "-c50",
-            f"-d{seconds}s",
-            "--latency",
-            "-s",
-            str(HERE / "wrk.lua"),
-            url,
-            "--",
-            str(records),
-            "/webhooks/sentry",
-        ],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
-    m = re.search(r"^RESULT (.*)$", out, re.M)
-    if not m:
-        raise RuntimeError(f"wrk printed no result:\n{out}")
-    fields = dict(pair.split("=") for pair in m.group(1).split())
-    result = {k: float(v) for k, v in fields.items()}
-    result["rps"] = result["requests"] / (result["duration_us"] / 1e6)
-    return result
-
-
-def ingest(seconds: int, records: int) -> None:
-    if not shutil.which("wrk"):
-        raise SystemExit("the ingest benchmark needs wrk: apt-get install wrk")
-    with tempfile.TemporaryDirectory() as tmpdir:
-        tmp = Path(tmpdir)
-        data = tmp / "records.bin"
-        sizes = payloads.write_wrk_records(data, records)
-        print(
-            f"ingest: {records} distinct signed webhooks, mean body "
-            + ", ".join(f"{k} {v / 1024:.1f} KiB" for k, v in sizes.items())
-        )
-        print(f"ingest: wrk -t1 -c50 -d{seconds}s, one Uvicorn worker each")
-        with procs.uvicorn_app("bench.bare:app", tmp / "bare.log") as bare:
-            _wrk(bare.url, data, 2)  # warm-up
-            base = _wrk(bare.url, data, seconds)
-        # (b) as the issue defines it: signature, parse, classify, dedup, outbox; no
-        # Alertmanager answers, so its sender only backs off.
-        nowhere = [f"http://127.0.0.1:{procs.free_port()}"]
-        config = procs.write_config(tmp / "config.yaml", nowhere)
-        env = {"SENTRY_CLIENT_SECRET": payloads.SECRET}
-        with procs.bridge(config, tmp / "data", tmp / "bridge.log", env) as bridge:
-            _wrk(bridge.url, data, 2)
-            ours = _wrk(bridge.url, data, seconds)
-        # And with delivery too: a real Alertmanager sharing the same two cores.
-        with environment(tmp / "full") as (_, bridge):
-            _wrk(bridge.url, data, 2)
-            full = _wrk(bridge.url, data, seconds)
-        rows = (("bare starlette", base), ("bridge", ours), ("bridge + AM", full))
-        for name, r in rows:
-            print(
-                f"  {name:15} {r['rps']:8.0f} req/s  p50 {r['p50_us'] / 1000:6.2f} ms  "
-                f"p99 {r['p99_us'] / 1000:6.2f} ms  non-2xx {r['non2xx']:.0f}  "
-                f"socket errors {r['socket_errors']:.0f}"
-            )
-        print(
-            f"  ratio           {ours['rps'] / base['rps']:8.1%} of the bare app's req/s "
-            f"({full['rps'] / base['rps']:.1%} while delivering; target >= 60%, p99 < 50 ms)"
-        )
 
 
 async def _post_all(url: str, count: int, concurrency: int) -> None:
@@ -162,9 +92,13 @@ def delivery(count: int) -> None:
 
 
 def _peak_rss_mib(pid: int) -> float:
-    status = Path(f"/proc/{pid}/status").read_text()
-    m = re.search(r"^VmHWM:\s+(\d+) kB", status, re.M)
-    return int(m.group(1)) / 1024 if m else float("nan")
+    """Peak RSS of the bridge: the sum of its processes' peaks (edge and worker)."""
+    total = 0
+    for each in ingest.process_tree(pid):
+        status = Path(f"/proc/{each}/status").read_text()
+        m = re.search(r"^VmHWM:\s+(\d+) kB", status, re.M)
+        total += int(m.group(1)) if m else 0
+    return total / 1024
 
 
 def memory(count: int) -> None:
@@ -188,13 +122,14 @@ def main() -> None:
     p.add_argument(
         "what", nargs="?", default="all", choices=["ingest", "delivery", "memory", "all"]
     )
-    p.add_argument("--seconds", type=int, default=15)
-    p.add_argument("--records", type=int, default=30_000)
+    p.add_argument("--seconds", type=int, default=10)
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--records", type=int, default=40_000)
     p.add_argument("--delivery-alerts", type=int, default=20_000)
     p.add_argument("--memory-alerts", type=int, default=100_000)
     args = p.parse_args()
     if args.what in ("ingest", "all"):
-        ingest(args.seconds, args.records)
+        ingest.ingest(args.seconds, args.records, args.rounds)
     if args.what in ("delivery", "all"):
         delivery(args.delivery_alerts)
     if args.what in ("memory", "all"):

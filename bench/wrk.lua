@@ -1,5 +1,6 @@
--- Replays pre-signed Sentry webhooks written by bench/ingest.py, one after another.
+-- Replays pre-signed Sentry webhooks written by bench/payloads.py, one after another.
 -- Record format: "<resource> <hex signature> <body length>\n<body>".
+-- Arguments: the records file, the request path, and the index to start at (default 0).
 local records = {}
 local next_index = 0
 
@@ -20,6 +21,7 @@ function init(args)
     }, body)
     pos = eol + length + 1
   end
+  next_index = tonumber(args[3] or "0") % #records
 end
 
 function request()

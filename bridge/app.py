@@ -1,15 +1,15 @@
-"""The HTTP edge: routes, the webhook handler, and the lifespan that runs the pipeline.
+"""The HTTP edge: routes, the webhook handler, and the lifespan that runs the backend.
 
 ``POST /webhooks/sentry`` answers fast: limit the body, authenticate, parse,
-normalise, store durably, 202. Everything slow (Sentry's API, Alertmanager)
-happens in background tasks started by the lifespan. Status codes tell Sentry
-the truth: 401 bad credentials, 413 too large, 400 not a Sentry payload,
-503 outbox full, 2xx accepted or deliberately ignored.
+normalise, hand to the intake, which returns once the alert is durable, 202.
+Everything slow (classification, Sentry's API, Alertmanager) happens behind the
+intake (``bridge.backend``), in a worker process under ``serve``. Status codes
+tell Sentry the truth: 401 bad credentials, 413 too large, 400 not a Sentry
+payload, 503 outbox full, 2xx accepted or deliberately ignored.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import dataclasses
 import logging
@@ -17,23 +17,18 @@ import time
 from collections.abc import AsyncIterator, Mapping
 
 import httpx
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from bridge import sentry
-from bridge.alertmanager import target_name
+from bridge.backend import Backend, Intake
 from bridge.config import Config
-from bridge.dedup import Repeats
-from bridge.delivery import Delivery
-from bridge.enrich import Enricher
 from bridge.errors import TooLarge, WebhookError
 from bridge.metrics import Metrics
 from bridge.model import Ignored
-from bridge.outbox import Outbox
-from bridge.pipeline import Pipeline
 
 log = logging.getLogger("bridge.app")
 
@@ -44,10 +39,9 @@ class Bridge:
 
     config: Config
     metrics: Metrics
-    outbox: Outbox
-    pipeline: Pipeline
-    delivery: Delivery
-    enricher: Enricher
+    intake: Intake
+    # True when the intake keeps its metrics in a registry of its own (a worker process).
+    separate_metrics: bool = False
     ready: bool = False
 
 
@@ -58,25 +52,15 @@ def build(
     alertmanager_transport: httpx.AsyncBaseTransport | None = None,
     sentry_transport: httpx.AsyncBaseTransport | None = None,
 ) -> Bridge:
+    """The bridge with its backend in this process (tests, embedding)."""
     metrics = Metrics(registry if registry is not None else CollectorRegistry())
-    targets = [target_name(url) for url in config.alertmanager.urls]
-    outbox = Outbox(
-        config.outbox.data_dir,
-        targets,
-        max_queued=config.outbox.max_queued,
-        metrics=metrics,
+    backend = Backend(
+        config,
+        metrics,
+        alertmanager_transport=alertmanager_transport,
+        sentry_transport=sentry_transport,
     )
-    enricher = Enricher(config.sentry, metrics, transport=sentry_transport)
-    repeats = Repeats(
-        window=config.dedup.window,
-        escalate_after=config.dedup.escalate_after,
-        escalate_period=config.dedup.escalate_period,
-        max_tracked=config.dedup.max_tracked,
-        clock=time.monotonic,
-    )
-    pipeline = Pipeline(config, outbox=outbox, enricher=enricher, repeats=repeats, metrics=metrics)
-    delivery = Delivery(outbox, config.alertmanager, metrics, transport=alertmanager_transport)
-    return Bridge(config, metrics, outbox, pipeline, delivery, enricher)
+    return Bridge(config, metrics, backend)
 
 
 async def _read_body(request: Request, headers: Mapping[str, str], limit: int) -> bytes:
@@ -133,7 +117,7 @@ async def webhook(request: Request) -> Response:
             headers, body, base_url=bridge.config.sentry.base_url, request_id=request_id
         )
         if isinstance(result, Ignored):
-            bridge.metrics.alerts.labels("ignored").inc()
+            bridge.intake.ignored()
             log.info(
                 "webhook ignored",
                 extra={
@@ -145,7 +129,7 @@ async def webhook(request: Request) -> Response:
                 },
             )
             return JSONResponse({"status": "ignored", "reason": result.reason})
-        await bridge.pipeline.accept(result)
+        await bridge.intake.accept(result)
         return _ACCEPTED
     except WebhookError as exc:
         return _reject(bridge, request_id, exc)
@@ -155,52 +139,38 @@ async def webhook(request: Request) -> Response:
 
 
 async def healthy(request: Request) -> Response:
-    return JSONResponse({"status": "ok"})
+    bridge: Bridge = request.app.state.bridge
+    if bridge.intake.healthy():
+        return JSONResponse({"status": "ok"})
+    return JSONResponse({"status": "the pipeline worker is not running"}, status_code=503)
 
 
 async def ready(request: Request) -> Response:
     bridge: Bridge = request.app.state.bridge
-    if bridge.ready:
+    if bridge.ready and bridge.intake.healthy():
         return JSONResponse({"status": "ready"})
     return JSONResponse({"status": "not ready"}, status_code=503)
 
 
 async def metrics(request: Request) -> Response:
     bridge: Bridge = request.app.state.bridge
-    return Response(generate_latest(bridge.metrics.registry), media_type=CONTENT_TYPE_LATEST)
-
-
-async def _drain(bridge: Bridge, grace: float) -> None:
-    """SIGTERM: finish what was accepted, within the grace period; the rest stays on disk."""
-    deadline = time.monotonic() + grace
-    # Polled: the pipeline empties the inbox in batches and signals nothing per batch.
-    while bridge.outbox.inbox_count() and time.monotonic() < deadline:  # noqa: ASYNC110
-        await asyncio.sleep(0.05)
-    flushed = await bridge.delivery.drain(max(0.0, deadline - time.monotonic()))
-    log.info("shutdown", extra={"flushed": flushed, "inbox": bridge.outbox.inbox_count()})
+    if not bridge.separate_metrics:
+        return Response(bridge.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
+    text = bridge.metrics.exposition("edge") + await bridge.intake.exposition()
+    return Response(text, media_type=CONTENT_TYPE_LATEST)
 
 
 def create_app(bridge: Bridge) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        await bridge.outbox.open()
-        tasks = [
-            asyncio.create_task(bridge.pipeline.run(), name="pipeline"),
-            asyncio.create_task(bridge.delivery.run(), name="delivery"),
-        ]
+        await bridge.intake.start()
         bridge.ready = True
         log.info("ready", extra={"alertmanagers": len(bridge.config.alertmanager.urls)})
         try:
             yield
         finally:
             bridge.ready = False
-            await _drain(bridge, bridge.config.shutdown.grace_period)
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            await bridge.delivery.aclose()
-            await bridge.enricher.aclose()
-            await bridge.outbox.close()
+            await bridge.intake.stop(bridge.config.shutdown.grace_period)
 
     app = Starlette(
         routes=[

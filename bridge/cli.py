@@ -150,8 +150,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from bridge.serve import serve  # uvicorn is only needed here
 
     cfg = config.load(_config_path(args.config))
-    serve(cfg, host=args.host, port=args.port)
-    return 0
+    return serve(cfg, host=args.host, port=args.port)
 
 
 def parser() -> argparse.ArgumentParser:

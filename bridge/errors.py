@@ -2,6 +2,7 @@
 
     BridgeError
     ├── ConfigError        config file or environment is wrong; fail at start with the message
+    ├── WorkerFailed       the pipeline worker process could not start (the message says why)
     └── WebhookError       a webhook is refused; carries the HTTP status and a bounded reason
         ├── Unauthorized   401: missing or bad signature or token
         ├── TooLarge       413: body over server.max_body_bytes
@@ -19,6 +20,10 @@ class BridgeError(Exception):
 
 
 class ConfigError(BridgeError):
+    pass
+
+
+class WorkerFailed(BridgeError):
     pass
 
 

@@ -8,7 +8,8 @@ or from configuration (Alertmanager names); never issue IDs, URLs or titles.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
+from typing import Literal
 
 from prometheus_client import (
     CollectorRegistry,
@@ -17,7 +18,9 @@ from prometheus_client import (
     Histogram,
     Info,
     disable_created_metrics,
+    generate_latest,
 )
+from prometheus_client.metrics_core import Metric
 
 from bridge import __version__
 from bridge.errors import REJECT_REASONS
@@ -44,6 +47,18 @@ OUTCOMES = ("forwarded", "duplicate", "dropped", "ignored")
 DELIVERY_FAILURES = ("connect", "timeout", "status_4xx", "status_5xx", "status_429", "other")
 DROP_REASONS = ("max_age", "rejected", "invalid")
 ENRICH_RESULTS = ("hit", "fetched", "timeout", "unauthorized", "not_found", "error", "skipped")
+
+
+class _Part(CollectorRegistry):
+    """The families of ``source`` whose names ``keep`` keeps, for ``generate_latest``."""
+
+    def __init__(self, source: CollectorRegistry, keep: Callable[[str], bool]) -> None:
+        super().__init__(auto_describe=False)
+        self._source = source
+        self._keep = keep
+
+    def collect(self) -> Iterator[Metric]:
+        return (family for family in self._source.collect() if self._keep(family.name))
 
 
 class Metrics:
@@ -190,6 +205,15 @@ class Metrics:
             registry=registry,
         )
 
+        # The families the HTTP edge keeps; the backend (bridge.backend) keeps the rest.
+        # With the backend in a worker process, /metrics joins the two parts.
+        edge = (self.build_info, self.webhooks_received, self.webhooks_rejected)
+        self.edge_families = frozenset(
+            family.name
+            for collector in (*edge, self.request_duration)
+            for family in collector.describe()
+        )
+
         for resource in RESOURCES:
             self.webhooks_received.labels(resource)
         for reason in REJECT_REASONS:
@@ -200,6 +224,15 @@ class Metrics:
             self.alerts_by_severity.labels(severity.value)
         for result in ENRICH_RESULTS:
             self.enrichment.labels(result)
+
+    def exposition(self, part: Literal["all", "edge", "backend"] = "all") -> bytes:
+        """Prometheus text of every family, or of the edge's or the backend's part."""
+        if part == "all":
+            return generate_latest(self.registry)
+        edge = part == "edge"
+        return generate_latest(
+            _Part(self.registry, lambda name: (name in self.edge_families) == edge)
+        )
 
     def init_alertmanagers(self, names: Iterable[str]) -> None:
         """Pre-initialise per-Alertmanager series; names come from configuration."""

@@ -7,6 +7,7 @@ the paths (``/api/0/projects/<org>/<project>/...``, ``/organizations/<org>/...``
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
@@ -32,11 +33,16 @@ def strip_query(url: str) -> str:
     return urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
 
 
+@functools.lru_cache(maxsize=8)
+def _host(base_url: str) -> str:
+    return urlsplit(base_url).hostname or ""
+
+
 def locate(urls: Iterable[str | None], base_url: str) -> tuple[str | None, str | None]:
     """Organization and project slugs from the first links that carry them."""
     org: str | None = None
     project: str | None = None
-    base_host = urlsplit(base_url).hostname or ""
+    base_host = _host(base_url)
     for url in urls:
         if not url:
             continue
@@ -58,6 +64,8 @@ def locate(urls: Iterable[str | None], base_url: str) -> tuple[str | None, str |
         sub = host.removesuffix("." + base_host) if base_host else host
         if base_host and sub != host and "." not in sub and sub not in _NOT_ORG_HOSTS:
             org = org or sub
+        if org and project:
+            break  # later links cannot change what the first ones said
     return org, project
 
 

@@ -7,10 +7,13 @@ import signal
 from types import FrameType
 
 import uvicorn
+from prometheus_client import CollectorRegistry
 
 from bridge import logs
-from bridge.app import Bridge, build, create_app
+from bridge.app import Bridge, create_app
 from bridge.config import Config
+from bridge.metrics import Metrics
+from bridge.worker import WorkerIntake
 
 log = logging.getLogger("bridge.serve")
 
@@ -32,9 +35,12 @@ class _Server(uvicorn.Server):
             self._captured_signals.remove(sig)
 
 
-def serve(config: Config, *, host: str | None = None, port: int | None = None) -> None:
+def serve(config: Config, *, host: str | None = None, port: int | None = None) -> int:
+    """Run until SIGTERM or SIGINT (exit 0 after draining), or until the pipeline worker
+    dies (exit 1, for the supervisor to restart the bridge)."""
     logs.setup(config.server.log_level)
-    bridge = build(config)
+    intake = WorkerIntake(config)
+    bridge = Bridge(config, Metrics(CollectorRegistry()), intake, separate_metrics=True)
     server_config = uvicorn.Config(
         create_app(bridge),
         host=host or config.server.host,
@@ -47,4 +53,7 @@ def serve(config: Config, *, host: str | None = None, port: int | None = None) -
         timeout_graceful_shutdown=max(1, int(config.shutdown.grace_period // 5)),
         lifespan="on",
     )
-    _Server(server_config, bridge).run()
+    server = _Server(server_config, bridge)
+    intake.on_failure = lambda: setattr(server, "should_exit", True)
+    server.run()
+    return 1 if intake.crashed else 0

@@ -64,10 +64,19 @@ class Process:
         self.log = log
 
     def kill(self) -> None:
-        """SIGKILL: no shutdown hook runs, like an OOM kill or a node loss."""
+        """SIGKILL to every process of the server (the bridge's edge and its worker) at
+        once: no shutdown hook runs, like an OOM kill of the container or a node loss."""
         if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
+            os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait(timeout=10)
+
+    def children(self) -> list[int]:
+        """Process ids of the server's child processes (the bridge's worker)."""
+        found: list[int] = []
+        for task in Path(f"/proc/{self.proc.pid}/task").glob("*/children"):
+            with contextlib.suppress(OSError):
+                found += [int(pid) for pid in task.read_text().split()]
+        return found
 
     def terminate(self, timeout: float = 30.0) -> int:
         """SIGTERM, as Kubernetes does, and wait for the exit code."""
@@ -85,7 +94,16 @@ def spawn(
 ) -> Iterator[Process]:
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     with log.open("ab") as out:
-        proc = subprocess.Popen(args, cwd=ROOT, env=full_env, stdout=out, stderr=subprocess.STDOUT)
+        # A session of its own: kill() reaches the server's children, and a terminal's
+        # Ctrl-C does not.
+        proc = subprocess.Popen(
+            args,
+            cwd=ROOT,
+            env=full_env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     process = Process(proc, url, log)
     try:
         try:
@@ -100,8 +118,11 @@ def spawn(
             try:
                 proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
-                proc.kill()
+                os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
+        # Whatever the server left behind (a worker outliving a killed edge) goes too.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
 
 
 def bridge(

@@ -1,0 +1,124 @@
+"""Everything behind the 202: the outbox, the pipeline, delivery and enrichment, composed.
+
+The HTTP edge (``bridge.app``) hands each accepted alert to an :class:`Intake`. Two kinds:
+
+* :class:`Backend` runs the parts in the calling process, on its event loop (the tests,
+  and anything embedding the bridge);
+* ``bridge.worker.WorkerIntake`` runs a :class:`Backend` in a child process, so the
+  pipeline's CPU (classification, delivery, re-sends of every active alert) never
+  delays an answer to Sentry; ``serve`` uses it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Protocol
+
+import httpx
+
+from bridge.alertmanager import target_name
+from bridge.config import Config
+from bridge.dedup import Repeats
+from bridge.delivery import Delivery
+from bridge.enrich import Enricher
+from bridge.metrics import Metrics
+from bridge.model import SentryAlert
+from bridge.outbox import Outbox
+from bridge.pipeline import Pipeline
+
+log = logging.getLogger("bridge.backend")
+
+
+class Intake(Protocol):
+    """What the HTTP edge needs from whatever is behind it."""
+
+    async def start(self) -> None:
+        """Open the outbox and start processing; the bridge is ready after this."""
+
+    async def accept(self, alert: SentryAlert) -> None:
+        """Durable before it returns; raises ``OutboxFull`` (503) when it cannot be."""
+
+    def ignored(self) -> None:
+        """Count a webhook that made no alert (the ``alerts`` metric lives here)."""
+
+    async def exposition(self) -> bytes:
+        """Prometheus text of the metrics kept behind the edge (none when shared)."""
+
+    def healthy(self) -> bool:
+        """False once it can no longer accept alerts (a dead worker process)."""
+
+    async def stop(self, grace: float) -> None:
+        """Finish what was accepted within ``grace`` seconds; the rest stays on disk."""
+
+
+class Backend:
+    """The parts, in this process, sharing ``metrics`` with the edge."""
+
+    def __init__(
+        self,
+        config: Config,
+        metrics: Metrics,
+        *,
+        alertmanager_transport: httpx.AsyncBaseTransport | None = None,
+        sentry_transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.metrics = metrics
+        targets = [target_name(url) for url in config.alertmanager.urls]
+        self.outbox = Outbox(
+            config.outbox.data_dir,
+            targets,
+            max_queued=config.outbox.max_queued,
+            metrics=metrics,
+        )
+        self.enricher = Enricher(config.sentry, metrics, transport=sentry_transport)
+        repeats = Repeats(
+            window=config.dedup.window,
+            escalate_after=config.dedup.escalate_after,
+            escalate_period=config.dedup.escalate_period,
+            max_tracked=config.dedup.max_tracked,
+            clock=time.monotonic,
+        )
+        self.pipeline = Pipeline(
+            config, outbox=self.outbox, enricher=self.enricher, repeats=repeats, metrics=metrics
+        )
+        self.delivery = Delivery(
+            self.outbox, config.alertmanager, metrics, transport=alertmanager_transport
+        )
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        await self.outbox.open()
+        self._tasks = [
+            asyncio.create_task(self.pipeline.run(), name="pipeline"),
+            asyncio.create_task(self.delivery.run(), name="delivery"),
+        ]
+
+    async def accept(self, alert: SentryAlert) -> None:
+        await self.pipeline.accept(alert)
+
+    def ignored(self) -> None:
+        self.metrics.alerts.labels("ignored").inc()
+
+    async def exposition(self) -> bytes:
+        return b""  # the edge's registry is this one
+
+    def healthy(self) -> bool:
+        return True
+
+    async def stop(self, grace: float) -> None:
+        """SIGTERM: finish what was accepted, within the grace period; the rest stays on
+        disk. Grace 0 (the edge is gone) closes at once."""
+        deadline = time.monotonic() + grace
+        # Polled: the pipeline empties the inbox in batches and signals nothing per batch.
+        while self.outbox.inbox_count() and time.monotonic() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+        flushed = await self.delivery.drain(max(0.0, deadline - time.monotonic()))
+        log.info("shutdown", extra={"flushed": flushed, "inbox": self.outbox.inbox_count()})
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.delivery.aclose()
+        await self.enricher.aclose()
+        await self.outbox.close()

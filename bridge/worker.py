@@ -1,0 +1,330 @@
+"""The backend in its own process: the HTTP edge answers Sentry, the worker does the rest.
+
+One Python process runs one thing at a time. With the pipeline on the edge's event loop,
+every classification, outbox transaction, Alertmanager request and re-send round delays
+the next webhook's answer; in a storm the edge waits for the pipeline. ``serve`` therefore
+starts the :class:`~bridge.backend.Backend` in a child process (``python -m bridge.worker``)
+and talks to it over a socket pair:
+
+    edge                                     worker
+    ("accept", seq, alert)   ------------->  outbox.accept (group commit)
+                             <-------------  ("done", [(seq, error or None), ...])
+    ("ignored",)             ------------->  alerts{outcome="ignored"} += 1
+    ("metrics", seq)         ------------->
+                             <-------------  ("metrics", seq, text of its families)
+    ("stop", grace)          ------------->  drain within grace, close the outbox
+                             <-------------  ("stopped",), then it exits
+
+Frames are a 4-byte big-endian length, a codec byte and the message: ``marshal`` for
+plain values (alerts travel as ``SentryAlert.to_tuple()``), ``pickle`` for anything
+else. Both are only safe between trusted ends: both ends are this program, on a socket
+pair nobody else holds. The first frame to the worker is the validated ``Config``
+(secrets included, never on a command line or in the environment of ``ps``).
+
+The 202 still means durable: the edge answers once the worker's group commit holds the
+alert. If the worker dies, the edge stops being healthy and ready, answers 503 and exits
+non-zero so the supervisor restarts both; what was accepted is in the outbox file. If the
+edge dies (even SIGKILL), the worker reads end-of-file, closes the outbox and exits, so a
+restarted bridge can open it. The worker ignores SIGINT and SIGTERM: the edge decides
+when it stops, after the in-flight webhooks are answered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import marshal
+import os
+import pickle
+import signal
+import socket
+import struct
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+
+from bridge import logs
+from bridge.backend import Backend
+from bridge.config import Config
+from bridge.errors import WorkerFailed
+from bridge.metrics import Metrics
+from bridge.model import SentryAlert
+from bridge.outbox import OutboxFull
+
+log = logging.getLogger("bridge.worker")
+
+_HEADER = struct.Struct("!I")
+# How long the edge waits for the worker to open the outbox (it may wait for a previous
+# bridge to let go of the file) and, beyond the grace period, for it to exit.
+START_TIMEOUT = 60.0
+EXIT_MARGIN = 10.0
+
+
+def _frame(message: object) -> bytes:
+    try:
+        payload = b"m" + marshal.dumps(message)  # type: ignore[arg-type]
+    except ValueError:  # not plain values
+        payload = b"p" + pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+    return _HEADER.pack(len(payload)) + payload
+
+
+async def _read(reader: asyncio.StreamReader) -> Any:
+    """The next message, or None at end-of-file."""
+    try:
+        (size,) = _HEADER.unpack(await reader.readexactly(_HEADER.size))
+        payload = await reader.readexactly(size)
+    except asyncio.IncompleteReadError:
+        return None
+    # Trusted: the other end is this program, on a socket pair only the two hold.
+    if payload[:1] == b"m":
+        return marshal.loads(payload[1:])  # noqa: S302
+    return pickle.loads(payload[1:])  # noqa: S301
+
+
+class WorkerDied(OutboxFull):
+    """503 while the worker is gone: nothing can be made durable."""
+
+    def __init__(self) -> None:
+        super().__init__("the pipeline worker is not running; retry later")
+
+
+# --- the edge's side ---------------------------------------------------------------------
+
+
+class WorkerIntake:
+    """:class:`~bridge.backend.Intake` backed by a worker process."""
+
+    def __init__(self, config: Config, *, on_failure: Callable[[], None] | None = None) -> None:
+        self.config = config
+        # Called once if the worker dies unasked: serve() then shuts the edge down, exit 1.
+        self.on_failure = on_failure
+        self.failed = False  # no worker to talk to (any more)
+        self.crashed = False  # ... because it exited unasked
+        self._proc: asyncio.subprocess.Process | None = None
+        self._writer: asyncio.StreamWriter | None = None
+        self._reader_task: asyncio.Task[None] | None = None
+        self._seq = itertools.count()
+        self._waiting: dict[int, asyncio.Future[Any]] = {}
+        self._ready: asyncio.Future[None] | None = None
+        self._stopped: asyncio.Future[None] | None = None
+        self._stopping = False
+        # Frames written in one event-loop iteration go out in one send (one syscall per
+        # iteration, not per webhook, under load).
+        self._outgoing: list[bytes] = []
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        ours, theirs = socket.socketpair()
+        try:
+            self._proc = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "bridge.worker",
+                str(theirs.fileno()),
+                pass_fds=(theirs.fileno(),),
+            )
+        finally:
+            theirs.close()
+        reader, self._writer = await asyncio.open_connection(sock=ours)
+        self._ready = loop.create_future()
+        self._stopped = loop.create_future()
+        self._reader_task = asyncio.create_task(self._read_loop(reader), name="worker-reader")
+        self._writer.write(_frame(self.config))
+        try:
+            await asyncio.wait_for(asyncio.shield(self._ready), START_TIMEOUT)
+        except BaseException:
+            await self._kill()
+            raise
+
+    async def accept(self, alert: SentryAlert) -> None:
+        error = await self._request(lambda seq: ("accept", seq, alert.to_tuple()))
+        if error is not None:
+            raise OutboxFull(error)
+
+    def ignored(self) -> None:
+        if self.healthy():
+            self._send(("ignored",))
+
+    async def exposition(self) -> bytes:
+        if not self.healthy():
+            return b""
+        text: bytes = await self._request(lambda seq: ("metrics", seq))
+        return text
+
+    def healthy(self) -> bool:
+        return self._writer is not None and not self.failed
+
+    async def stop(self, grace: float) -> None:
+        self._stopping = True
+        if self._proc is None:
+            return
+        if self.healthy() and self._stopped is not None:
+            self._send(("stop", grace))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._stopped), grace + EXIT_MARGIN)
+        try:
+            await asyncio.wait_for(self._proc.wait(), EXIT_MARGIN)
+        except TimeoutError:
+            log.error("the pipeline worker did not exit; killing it")
+            await self._kill()
+        if self._writer is not None:
+            self._writer.close()
+        if self._reader_task is not None:
+            self._reader_task.cancel()
+            await asyncio.gather(self._reader_task, return_exceptions=True)
+
+    async def _request(self, message: Callable[[int], tuple[Any, ...]]) -> Any:
+        if not self.healthy():
+            raise WorkerDied()
+        assert self._writer is not None
+        seq = next(self._seq)
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._waiting[seq] = future
+        try:
+            self._send(message(seq))
+            return await future
+        finally:
+            self._waiting.pop(seq, None)
+
+    def _send(self, message: object) -> None:
+        if not self._outgoing:
+            asyncio.get_running_loop().call_soon(self._flush)
+        self._outgoing.append(_frame(message))
+
+    def _flush(self) -> None:
+        frames, self._outgoing = self._outgoing, []
+        if self._writer is not None and not self._writer.is_closing():
+            self._writer.write(b"".join(frames))
+
+    async def _read_loop(self, reader: asyncio.StreamReader) -> None:
+        while (message := await _read(reader)) is not None:
+            kind = message[0]
+            if kind == "done":
+                for seq, error in message[1]:
+                    self._resolve(seq, error)
+            elif kind == "metrics":
+                self._resolve(message[1], message[2])
+            elif kind == "ready" and self._ready is not None and not self._ready.done():
+                self._ready.set_result(None)
+            elif kind == "failed" and self._ready is not None and not self._ready.done():
+                self._ready.set_exception(WorkerFailed(message[1]))
+            elif kind == "stopped" and self._stopped is not None and not self._stopped.done():
+                self._stopped.set_result(None)
+        self._died()
+
+    def _resolve(self, seq: int, value: object) -> None:
+        future = self._waiting.get(seq)
+        if future is not None and not future.done():
+            future.set_result(value)
+
+    def _died(self) -> None:
+        """End-of-file from the worker: it exited (asked to, or not)."""
+        expected = self._stopping and self._stopped is not None and self._stopped.done()
+        self.failed = True
+        for future in self._waiting.values():
+            if not future.done():
+                future.set_exception(WorkerDied())
+        if self._ready is not None and not self._ready.done():
+            self._ready.set_exception(WorkerFailed("the pipeline worker exited while starting"))
+        if self._stopped is not None and not self._stopped.done():
+            self._stopped.set_result(None)
+        if not expected and not self._stopping:
+            self.crashed = True
+            log.error("the pipeline worker exited; stopping so the bridge is restarted")
+            if self.on_failure is not None:
+                self.on_failure()
+
+    async def _kill(self) -> None:
+        if self._proc is not None and self._proc.returncode is None:
+            self._proc.kill()
+            await self._proc.wait()
+
+
+# --- the worker's side -------------------------------------------------------------------
+
+
+class _Worker:
+    def __init__(self, backend: Backend, writer: asyncio.StreamWriter) -> None:
+        self.backend = backend
+        self.writer = writer
+        self._done: list[tuple[int, str | None]] = []
+        self._accepting: set[asyncio.Task[None]] = set()
+
+    async def serve(self, reader: asyncio.StreamReader) -> None:
+        """Answer the edge until it says stop or goes away."""
+        while (message := await _read(reader)) is not None:
+            kind = message[0]
+            if kind == "accept":
+                alert = SentryAlert.from_tuple(message[2])
+                task = asyncio.create_task(self._accept(message[1], alert))
+                self._accepting.add(task)
+                task.add_done_callback(self._accepting.discard)
+            elif kind == "ignored":
+                self.backend.ignored()
+            elif kind == "metrics":
+                text = self.backend.metrics.exposition("backend")
+                self.writer.write(_frame(("metrics", message[1], text)))
+            elif kind == "stop":
+                await self._settle()
+                await self.backend.stop(float(message[1]))
+                self.writer.write(_frame(("stopped",)))
+                await self.writer.drain()
+                return
+        # The edge is gone (SIGKILL, a crash): nobody is waiting for anything; close the
+        # outbox at once so a restarted bridge can open it.
+        log.warning("the HTTP edge went away; closing the outbox")
+        await self._settle()
+        await self.backend.stop(0.0)
+
+    async def _accept(self, seq: int, alert: SentryAlert) -> None:
+        try:
+            await self.backend.accept(alert)
+            error = None
+        except OutboxFull as exc:
+            error = exc.detail
+        if not self._done:
+            # One "done" frame for every accept that finished in this loop iteration.
+            asyncio.get_running_loop().call_soon(self._flush_done)
+        self._done.append((seq, error))
+
+    def _flush_done(self) -> None:
+        done, self._done = self._done, []
+        if done and not self.writer.is_closing():
+            self.writer.write(_frame(("done", done)))
+
+    async def _settle(self) -> None:
+        await asyncio.gather(*self._accepting, return_exceptions=True)
+        self._flush_done()
+
+
+async def _main(fd: int) -> int:
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, signal.SIG_IGN)  # the edge decides when we stop
+    sock = socket.socket(fileno=fd)
+    reader, writer = await asyncio.open_connection(sock=sock)
+    config = await _read(reader)
+    if not isinstance(config, Config):
+        return 2
+    logs.setup(config.server.log_level)
+    try:
+        backend = Backend(config, Metrics(CollectorRegistry()))
+        await backend.start()
+    except Exception as exc:
+        # Say why (a locked or unwritable outbox, a bad TLS file) for the edge to report.
+        writer.write(_frame(("failed", str(exc))))
+        await writer.drain()
+        writer.close()
+        return 1
+    writer.write(_frame(("ready",)))
+    log.info("pipeline worker ready", extra={"pid": os.getpid()})
+    await _Worker(backend, writer).serve(reader)
+    writer.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(_main(int(sys.argv[1]))))
