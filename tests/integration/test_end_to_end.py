@@ -12,6 +12,8 @@ import json
 import time
 from typing import Any
 
+from prometheus_client.parser import text_string_to_metric_families
+
 from tests.integration.conftest import (
     HOOK_SECRET,
     LEGACY_TOKEN,
@@ -173,3 +175,17 @@ def test_installation_is_acknowledged_without_an_alert(
     assert bridge.metric("sentry_bridge_alerts_total", {"outcome": "ignored"}) == 1
     time.sleep(1.5)
     assert alertmanager.sentry_alerts() == []
+
+
+def test_metrics_join_the_edge_and_the_worker_once_each(bridge: Bridge) -> None:
+    """serve keeps the HTTP edge's metrics and the worker process's; /metrics gives both,
+    each family exactly once (a repeated family makes Prometheus reject the scrape)."""
+    bridge.post(fixture("event_alert.json"), resource="event_alert")
+    text = bridge.client.get("/metrics").text
+    families = [line.split()[2] for line in text.splitlines() if line.startswith("# TYPE ")]
+    assert len(families) == len(set(families))
+    parsed = {family.name for family in text_string_to_metric_families(text)}
+    # From the edge, and from the worker.
+    assert {"sentry_bridge_webhooks_received", "sentry_bridge_build_info"} <= parsed
+    assert {"sentry_bridge_alerts", "sentry_bridge_outbox_alerts"} <= parsed
+    assert bridge.metric("sentry_bridge_webhooks_received_total", {"resource": "event_alert"}) == 1
