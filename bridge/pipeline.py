@@ -37,6 +37,7 @@ from bridge.outbox import Outbox, Processed
 log = logging.getLogger("bridge.pipeline")
 
 BATCH = 256
+YIELD_EVERY = 16  # decisions between yields to the event loop, a few ms at most
 
 
 def utcnow() -> datetime:
@@ -82,9 +83,13 @@ class Pipeline:
         alerts = [alert for _, alert in batch]
         if self.enricher.enabled:
             alerts = await asyncio.gather(*(self.enricher.enrich(alert) for alert in alerts))
-        results = [
-            self.decide(inbox_id, alert) for (inbox_id, _), alert in zip(batch, alerts, strict=True)
-        ]
+        results: list[Processed] = []
+        for n, ((inbox_id, _), alert) in enumerate(zip(batch, alerts, strict=True), 1):
+            results.append(self.decide(inbox_id, alert))
+            if n % YIELD_EVERY == 0:
+                # Let the intake's group commits (the edge waits on them for its 202)
+                # run between decisions, rather than after a whole batch of them.
+                await asyncio.sleep(0)
         await self.outbox.complete(results)
         self._update_gauges()
 
