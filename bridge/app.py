@@ -15,8 +15,8 @@ import dataclasses
 import logging
 import time
 from collections.abc import AsyncIterator, Mapping
+from typing import TYPE_CHECKING
 
-import httpx
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -24,11 +24,15 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from bridge import sentry
-from bridge.backend import Backend, Intake
 from bridge.config import Config
 from bridge.errors import TooLarge, WebhookError
 from bridge.metrics import Metrics
 from bridge.model import Ignored
+
+if TYPE_CHECKING:
+    import httpx
+
+    from bridge.backend import Intake
 
 log = logging.getLogger("bridge.app")
 
@@ -53,6 +57,8 @@ def build(
     sentry_transport: httpx.AsyncBaseTransport | None = None,
 ) -> Bridge:
     """The bridge with its backend in this process (tests, embedding)."""
+    from bridge.backend import Backend  # serve's edge never loads the backend
+
     metrics = Metrics(registry if registry is not None else CollectorRegistry())
     backend = Backend(
         config,

@@ -6,6 +6,7 @@
     └── WebhookError       a webhook is refused; carries the HTTP status and a bounded reason
         ├── Unauthorized   401: missing or bad signature or token
         ├── TooLarge       413: body over server.max_body_bytes
+        ├── OutboxFull     503: the outbox holds outbox.max_queued alerts, or cannot be written
         └── BadPayload     400: not JSON, or not a shape Sentry sends
 
 ``reason`` is a short snake_case word from a closed set: it is both the JSON
@@ -58,3 +59,12 @@ REJECT_REASONS = (
     "invalid_payload",
     "outbox_full",
 )
+
+
+class OutboxFull(WebhookError):
+    """503: the outbox holds ``max_queued`` alerts (or cannot be written); Sentry retries."""
+
+    status_code = 503
+
+    def __init__(self, detail: str = "the outbox is full; retry later") -> None:
+        super().__init__("outbox_full", detail)

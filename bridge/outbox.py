@@ -53,7 +53,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from bridge.alertmanager import PostableAlert, wire_json
-from bridge.errors import ConfigError, WebhookError
+from bridge.errors import ConfigError, OutboxFull
 from bridge.metrics import Metrics
 from bridge.model import SentryAlert
 
@@ -87,15 +87,6 @@ _PAGES = (
 )
 
 T = TypeVar("T")
-
-
-class OutboxFull(WebhookError):
-    """503: the outbox holds ``max_queued`` alerts (or cannot be written); Sentry retries."""
-
-    status_code = 503
-
-    def __init__(self, detail: str = "the outbox is full; retry later") -> None:
-        super().__init__("outbox_full", detail)
 
 
 @dataclass(frozen=True, slots=True)
@@ -284,7 +275,9 @@ class Outbox:
         # Ages count from acceptance, so max_age covers the time spent in the pipeline too.
         stamp = now.timestamp()
         sends = [(self._inbox_times.get(r.inbox_id, stamp), a) for r in results for a in r.send]
-        ids, active, resolved = await self._call(self._write_complete, results, sends, now)
+        ids, active, resolved = await self._call(
+            self._write_complete, results, sends, now, self._resolved_count > 0
+        )
         for result in results:
             self._inbox_times.pop(result.inbox_id, None)
         self._queue_times.extend(
@@ -527,9 +520,11 @@ class Outbox:
         results: Sequence[Processed],
         sends: Sequence[tuple[float, PostableAlert]],
         now: datetime,
+        any_resolved: bool,
     ) -> tuple[list[int], int, int]:
         """Returns the queue ids of ``sends`` and how many more alerts are active and
-        resolved."""
+        resolved. ``any_resolved``: whether the resolved table has rows (when it has none,
+        as between incidents, a firing alert has no re-sends to end)."""
         stamp = now.timestamp()
         bodies: dict[int, str] = {}  # by id(): the current alert is usually sent too
 
@@ -544,13 +539,17 @@ class Outbox:
             for queued_at, alert in sends:
                 sql = "INSERT INTO queue (queued_at, alert) VALUES (?, ?)"
                 ids.append(_rowid(db.execute(sql, (queued_at, body(alert)))))
+                ending = alert.ends_at is not None and alert.ends_at <= now
+                if not (ending or any_resolved):
+                    continue
                 # Firing again ends the re-sends of the resolved label set.
                 key = label_key(alert.labels)
                 resolved -= db.execute("DELETE FROM resolved WHERE labels = ?", (key,)).rowcount
-                if alert.ends_at is not None and alert.ends_at <= now:
+                if ending:
                     sql = "INSERT INTO resolved (labels, resolved_at, alert) VALUES (?, ?, ?)"
                     db.execute(sql, (key, stamp, body(alert)))
                     resolved += 1
+                    any_resolved = True
             for result in results:
                 for identity, current in result.active.items():
                     active -= db.execute(

@@ -43,17 +43,18 @@ import socket
 import struct
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry
 
 from bridge import logs
-from bridge.backend import Backend
 from bridge.config import Config
-from bridge.errors import WorkerFailed
+from bridge.errors import OutboxFull, WorkerFailed
 from bridge.metrics import Metrics
 from bridge.model import SentryAlert
-from bridge.outbox import OutboxFull
+
+if TYPE_CHECKING:
+    from bridge.backend import Backend
 
 log = logging.getLogger("bridge.worker")
 
@@ -310,6 +311,9 @@ async def _main(fd: int) -> int:
     if not isinstance(config, Config):
         return 2
     logs.setup(config.server.log_level)
+    # Imported here: the edge imports this module too, and needs none of the backend.
+    from bridge.backend import Backend
+
     try:
         backend = Backend(config, Metrics(CollectorRegistry()))
         await backend.start()

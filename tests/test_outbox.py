@@ -17,10 +17,10 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from bridge.alertmanager import PostableAlert, wire_json
-from bridge.errors import ConfigError
+from bridge.errors import ConfigError, OutboxFull
 from bridge.metrics import Metrics
 from bridge.model import Kind, SentryAlert, State
-from bridge.outbox import FILENAME, Outbox, OutboxFull, Processed
+from bridge.outbox import FILENAME, Outbox, Processed
 
 pytestmark = pytest.mark.anyio
 
@@ -408,6 +408,25 @@ async def test_firing_again_stops_re_sending_the_resolved_one(outbox: Outbox, cl
     await outbox.complete([Processed(b, [again], {"issue:1": again})])
     # Re-sending the resolved label set would resolve the alert that fires again.
     assert await resend_snapshot(outbox) == [again]
+
+
+async def test_resolved_and_firing_again_in_one_batch(outbox: Outbox, clock: Clock) -> None:
+    """The resolved table is empty before the batch: the firing alert after the resolve in
+    the same transaction must still end the resolve's re-sends."""
+    firing = postable(1)
+    resolved = firing.model_copy(update={"ends_at": clock()})
+    again = postable(1, start=clock())
+    for n in range(2):
+        await outbox.accept(sentry(n))
+    (a, _), (b, _) = await outbox.take(2)
+    await outbox.complete(
+        [
+            Processed(a, [resolved], {"issue:1": None}),
+            Processed(b, [again], {"issue:1": again}),
+        ]
+    )
+    assert await resend_snapshot(outbox) == [again]
+    assert outbox.resendable_count() == 1
 
 
 async def test_gauges(outbox: Outbox, metrics: Metrics, clock: Clock) -> None:

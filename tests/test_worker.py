@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 
 from bridge import config, sentry
-from bridge.errors import BadPayload, WorkerFailed
+from bridge.errors import BadPayload, OutboxFull, WorkerFailed
 from bridge.model import SentryAlert
-from bridge.outbox import FILENAME, OutboxFull
+from bridge.outbox import FILENAME
 from bridge.worker import WorkerDied, WorkerIntake, _frame, _read
 from tests.integration.procs import free_port
 from tests.sentry_payloads import BASE, FIXTURES, LEGACY, SERVICE_HOOK, hook
