@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import itertools
 import logging
 import marshal
@@ -323,6 +324,7 @@ async def _main(fd: int) -> int:
         await writer.drain()
         writer.close()
         return 1
+    gc.freeze()  # as the edge does (serve.py): start-up objects live as long as we do
     writer.write(_frame(("ready",)))
     log.info("pipeline worker ready", extra={"pid": os.getpid()})
     await _Worker(backend, writer).serve(reader)
