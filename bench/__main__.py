@@ -18,27 +18,11 @@ import re
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 
 from bench import ingest, payloads
-from tests.integration import procs
-from tests.integration.am import start_alertmanager
-
-HERE = Path(__file__).resolve().parent
-
-
-@contextlib.contextmanager
-def environment(tmp: Path) -> Iterator[tuple[str, procs.Process]]:
-    """A real Alertmanager and the bridge pointed at it."""
-    tmp.mkdir(parents=True, exist_ok=True)
-    with start_alertmanager(tmp / "am", procs.free_port()) as am_url:
-        config = procs.write_config(tmp / "config.yaml", [am_url])
-        env = {"SENTRY_CLIENT_SECRET": payloads.SECRET}
-        with procs.bridge(config, tmp / "data", tmp / "bridge.log", env=env) as bridge:
-            yield am_url, bridge
 
 
 async def _post_all(url: str, count: int, concurrency: int) -> int:
@@ -87,7 +71,10 @@ def _am_count(am_url: str) -> int:
 
 
 def delivery(count: int) -> None:
-    with tempfile.TemporaryDirectory() as tmpdir, environment(Path(tmpdir)) as (am_url, bridge):
+    with (
+        tempfile.TemporaryDirectory() as tmpdir,
+        ingest.bridge(Path(tmpdir), alertmanager=True) as (am_url, bridge),
+    ):
         start = time.monotonic()
         retried = asyncio.run(_post_all(bridge.url, count, 50))
         posted = time.monotonic() - start
@@ -144,7 +131,10 @@ def _peak_rss_mib(pid: int) -> list[float]:
 
 
 def memory(count: int) -> None:
-    with tempfile.TemporaryDirectory() as tmpdir, environment(Path(tmpdir)) as (am_url, bridge):
+    with (
+        tempfile.TemporaryDirectory() as tmpdir,
+        ingest.bridge(Path(tmpdir), alertmanager=True) as (am_url, bridge),
+    ):
         sampler = _MemorySampler(bridge.proc.pid)
         sampler.sample()
         at_start = sampler.peak_pss_kib / 1024

@@ -90,21 +90,31 @@ def _bare(tmp: Path) -> Iterator[procs.Process]:
 
 
 @contextlib.contextmanager
-def _bridge(tmp: Path, with_am: bool) -> Iterator[procs.Process]:
+def bridge(tmp: Path, *, alertmanager: bool) -> Iterator[tuple[str, procs.Process]]:
+    """The bridge (shipped config) and the URL of its Alertmanager: a real one, or a
+    loopback port nobody answers on."""
+    tmp.mkdir(parents=True, exist_ok=True)
     env = {"SENTRY_CLIENT_SECRET": payloads.SECRET}
     with contextlib.ExitStack() as stack:
-        if with_am:
+        if alertmanager:
             am_url = stack.enter_context(start_alertmanager(tmp / "am", procs.free_port()))
         else:
             am_url = f"http://127.0.0.1:{procs.free_port()}"  # nobody answers
         config = procs.write_config(tmp / "config.yaml", [am_url])
-        yield stack.enter_context(procs.bridge(config, tmp / "data", tmp / "bridge.log", env))
+        server = stack.enter_context(procs.bridge(config, tmp / "data", tmp / "bridge.log", env))
+        yield am_url, server
+
+
+@contextlib.contextmanager
+def _bridge_only(tmp: Path, alertmanager: bool) -> Iterator[procs.Process]:
+    with bridge(tmp, alertmanager=alertmanager) as (_, server):
+        yield server
 
 
 VARIANTS = {
     "bare starlette": lambda tmp: _bare(tmp),
-    "bridge": lambda tmp: _bridge(tmp, with_am=False),
-    "bridge + AM": lambda tmp: _bridge(tmp, with_am=True),
+    "bridge": lambda tmp: _bridge_only(tmp, alertmanager=False),
+    "bridge + AM": lambda tmp: _bridge_only(tmp, alertmanager=True),
 }
 
 

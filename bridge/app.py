@@ -44,8 +44,6 @@ class Bridge:
     config: Config
     metrics: Metrics
     intake: Intake
-    # True when the intake keeps its metrics in a registry of its own (a worker process).
-    separate_metrics: bool = False
     ready: bool = False
 
 
@@ -160,8 +158,7 @@ async def ready(request: Request) -> Response:
 
 async def metrics(request: Request) -> Response:
     bridge: Bridge = request.app.state.bridge
-    if not bridge.separate_metrics:
-        return Response(bridge.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
+    # The edge's families, then the intake's (a worker process keeps its own registry).
     text = bridge.metrics.exposition("edge") + await bridge.intake.exposition()
     return Response(text, media_type=CONTENT_TYPE_LATEST)
 

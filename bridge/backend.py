@@ -44,7 +44,8 @@ class Intake(Protocol):
         """Count a webhook that made no alert (the ``alerts`` metric lives here)."""
 
     async def exposition(self) -> bytes:
-        """Prometheus text of the metrics kept behind the edge (none when shared)."""
+        """Prometheus text of the families kept behind the edge (``Metrics.exposition``'s
+        "backend" part); the edge adds its own part."""
 
     def healthy(self) -> bool:
         """False once it can no longer accept alerts (a dead worker process)."""
@@ -102,7 +103,7 @@ class Backend:
         self.metrics.alerts.labels("ignored").inc()
 
     async def exposition(self) -> bytes:
-        return b""  # the edge's registry is this one
+        return self.metrics.exposition("backend")
 
     def healthy(self) -> bool:
         return True

@@ -139,12 +139,8 @@ class SentryAlert:
 
     @classmethod
     def from_tuple(cls, values: tuple[Any, ...]) -> SentryAlert:
-        fields = dict(zip(_FIELD_NAMES, values, strict=True))
-        fields["kind"] = Kind(fields["kind"])
-        fields["state"] = State(fields["state"])
-        started = fields["started_at"]
-        fields["started_at"] = datetime.fromisoformat(started) if started else None
-        return cls(**fields)
+        # The same plain values as to_json gives, by position instead of by name.
+        return cls.from_json(dict(zip(_FIELD_NAMES, values, strict=True)))
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> SentryAlert:

@@ -148,21 +148,12 @@ def _alert(fields: dict[str, Any], request_id: str | None) -> SentryAlert:
     return SentryAlert(**fields, request_id=request_id)
 
 
-def _mapped(
-    spec: _Resource[Any],
-    resource: str,
-    action: str,
-    data: Any,
-    base_url: str,
-    request_id: str | None,
-) -> SentryAlert | Ignored:
-    action = action[:64]  # it ends up in log lines
+def _state(spec: _Resource[Any], resource: str, action: str) -> State | Ignored:
+    """What ``action`` means for ``resource``, or why it makes no alert."""
     if action not in spec.states:
         return Ignored(resource, action, "unknown_action")
     state = spec.states[action]
-    if state is None:
-        return Ignored(resource, action, "no_state_change")
-    return _alert(spec.mapper(data, action, state, base_url), request_id)
+    return Ignored(resource, action, "no_state_change") if state is None else state
 
 
 def normalise(
@@ -188,10 +179,12 @@ def normalise(
         return Ignored(resource, action, "not_an_alert")
     body = parse(WireBody, data, resource)
     spec = _RESOURCES[resource]
-    if body.action[:64] not in spec.states:
-        return Ignored(resource, body.action[:64], "unknown_action")
+    action = body.action[:64]
+    state = _state(spec, resource, action)  # before the data: an ignored action needs none
+    if isinstance(state, Ignored):
+        return state
     parsed = parse(spec.model, body.data, resource)
-    return _mapped(spec, resource, body.action, parsed, base_url, request_id)
+    return _alert(spec.mapper(parsed, action, state, base_url), request_id)
 
 
 def loads(body: bytes) -> Any:
@@ -225,10 +218,12 @@ def read(
         except ValidationError:
             pass
         else:
-            url = base_url.rstrip("/")
-            return resource, _mapped(
-                spec, resource, envelope.action, envelope.data, url, request_id
-            )
+            action = envelope.action[:64]
+            state = _state(spec, resource, action)
+            if isinstance(state, Ignored):
+                return resource, state
+            fields = spec.mapper(envelope.data, action, state, base_url.rstrip("/"))
+            return resource, _alert(fields, request_id)
     data = loads(body)
     result = normalise(headers, data, base_url=base_url, request_id=request_id)
     return detect_resource(headers, data), result

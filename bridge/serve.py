@@ -41,7 +41,7 @@ def serve(config: Config, *, host: str | None = None, port: int | None = None) -
     dies (exit 1, for the supervisor to restart the bridge)."""
     logs.setup(config.server.log_level)
     intake = WorkerIntake(config)
-    bridge = Bridge(config, Metrics(CollectorRegistry()), intake, separate_metrics=True)
+    bridge = Bridge(config, Metrics(CollectorRegistry()), intake)
     server_config = uvicorn.Config(
         create_app(bridge),
         host=host or config.server.host,

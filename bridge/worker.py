@@ -225,7 +225,6 @@ class WorkerIntake:
 
     def _died(self) -> None:
         """End-of-file from the worker: it exited (asked to, or not)."""
-        expected = self._stopping and self._stopped is not None and self._stopped.done()
         self.failed = True
         for future in self._waiting.values():
             if not future.done():
@@ -234,7 +233,7 @@ class WorkerIntake:
             self._ready.set_exception(WorkerFailed("the pipeline worker exited while starting"))
         if self._stopped is not None and not self._stopped.done():
             self._stopped.set_result(None)
-        if not expected and not self._stopping:
+        if not self._stopping:
             self.crashed = True
             log.error("the pipeline worker exited; stopping so the bridge is restarted")
             if self.on_failure is not None:
@@ -268,7 +267,7 @@ class _Worker:
             elif kind == "ignored":
                 self.backend.ignored()
             elif kind == "metrics":
-                text = self.backend.metrics.exposition("backend")
+                text = await self.backend.exposition()
                 self.writer.write(_frame(("metrics", message[1], text)))
             elif kind == "stop":
                 await self._settle()

@@ -8,11 +8,12 @@ import os
 import signal
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 from tests.integration import procs
 from tests.integration.am import start_alertmanager
-from tests.integration.conftest import Alertmanager, BridgeFactory, fixture
+from tests.integration.conftest import Alertmanager, Bridge, BridgeFactory, fixture
 
 TEMPLATE = json.dumps(fixture("event_alert.json"))
 TEMPLATE_ISSUE = "1117540176"
@@ -32,18 +33,18 @@ def wait_for_count(am: Alertmanager, count: int, timeout: float = 30.0) -> Count
     return issue_ids(am)
 
 
-def test_sigkill_with_a_backlog_loses_nothing(
-    tmp_path: Path, bridge_factory: BridgeFactory
+def lose_a_backlog_and_restart(
+    tmp_path: Path, bridge_factory: BridgeFactory, count: int, lose: Callable[[Bridge], None]
 ) -> None:
+    """Post ``count`` alerts while Alertmanager is down (everything accepted stays queued
+    in the outbox), ``lose`` the bridge, then start it again with Alertmanager up: every
+    alert arrives, each exactly once."""
     am_port = procs.free_port()
     am_url = f"http://127.0.0.1:{am_port}"
-    count = 40
-    # Alertmanager is down: everything accepted stays queued in the outbox.
     with bridge_factory([am_url]) as bridge:
         for n in range(count):
-            response = bridge.post(distinct_issue_alert(n), resource="event_alert")
-            assert response.status_code == 202
-        bridge.process.kill()  # no drain, no shutdown hook
+            assert bridge.post(distinct_issue_alert(n), resource="event_alert").status_code == 202
+        lose(bridge)
 
     with (
         start_alertmanager(tmp_path / "am", am_port) as url,
@@ -52,6 +53,15 @@ def test_sigkill_with_a_backlog_loses_nothing(
         seen = wait_for_count(Alertmanager(url), count)
         assert len(seen) == count
         assert set(seen.values()) == {1}
+
+
+def test_sigkill_with_a_backlog_loses_nothing(
+    tmp_path: Path, bridge_factory: BridgeFactory
+) -> None:
+    def sigkill(bridge: Bridge) -> None:
+        bridge.process.kill()  # no drain, no shutdown hook
+
+    lose_a_backlog_and_restart(tmp_path, bridge_factory, 40, sigkill)
 
 
 def test_sigterm_drains_the_backlog_and_exits_0(
@@ -138,45 +148,24 @@ def _wait_gone(pid: int, timeout: float = 15.0) -> None:
 def test_edge_killed_alone_the_worker_lets_go_and_nothing_is_lost(
     tmp_path: Path, bridge_factory: BridgeFactory
 ) -> None:
-    am_port = procs.free_port()
-    am_url = f"http://127.0.0.1:{am_port}"
-    count = 30
-    with bridge_factory([am_url]) as bridge:
+    def kill_the_edge(bridge: Bridge) -> None:
         [worker] = bridge.process.children()
-        for n in range(count):
-            assert bridge.post(distinct_issue_alert(n), resource="event_alert").status_code == 202
         os.kill(bridge.process.proc.pid, signal.SIGKILL)  # the edge only
         _wait_gone(worker)  # the worker saw the socket close and exited by itself
         assert "the HTTP edge went away" in bridge.process.logs()
 
-    with (
-        start_alertmanager(tmp_path / "am", am_port) as url,
-        bridge_factory([am_url]),  # opens the outbox the worker let go of
-    ):
-        seen = wait_for_count(Alertmanager(url), count)
-        assert len(seen) == count
-        assert set(seen.values()) == {1}
+    # The restarted bridge opens the outbox the worker let go of.
+    lose_a_backlog_and_restart(tmp_path, bridge_factory, 30, kill_the_edge)
 
 
 def test_worker_killed_alone_the_bridge_exits_1_and_nothing_is_lost(
     tmp_path: Path, bridge_factory: BridgeFactory
 ) -> None:
-    am_port = procs.free_port()
-    am_url = f"http://127.0.0.1:{am_port}"
-    count = 30
-    with bridge_factory([am_url]) as bridge:
+    def kill_the_worker(bridge: Bridge) -> None:
         [worker] = bridge.process.children()
-        for n in range(count):
-            assert bridge.post(distinct_issue_alert(n), resource="event_alert").status_code == 202
         os.kill(worker, signal.SIGKILL)
         # The edge notices, stops being healthy and exits non-zero for its supervisor.
         assert bridge.process.proc.wait(timeout=30) == 1
         assert "the pipeline worker exited" in bridge.process.logs()
 
-    with (
-        start_alertmanager(tmp_path / "am", am_port) as url,
-        bridge_factory([am_url]),
-    ):
-        seen = wait_for_count(Alertmanager(url), count)
-        assert len(seen) == count
-        assert set(seen.values()) == {1}
+    lose_a_backlog_and_restart(tmp_path, bridge_factory, 30, kill_the_worker)
