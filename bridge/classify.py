@@ -35,17 +35,17 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Literal
 
-from bridge.config import (
+from bridge.config import Classification
+from bridge.model import SentryAlert, Severity
+from bridge.rules import (
     BOOL_FIELDS,
     NUMBER_FIELDS,
     STRING_FIELDS,
-    Classification,
     Condition,
     Match,
     Rule,
     Scalar,
 )
-from bridge.model import SentryAlert, Severity
 
 _EMPTY: Mapping[str, str] = MappingProxyType({})
 

@@ -16,7 +16,9 @@ from starlette.datastructures import Headers
 from bridge import __version__, config, labels, sentry
 from bridge.classify import SYMBOLS
 from bridge.classify import explain as explain_rules
-from bridge.config import (
+from bridge.errors import ConfigError, WebhookError
+from bridge.model import Ignored, State
+from bridge.rules import (
     BOOL_FIELDS,
     NUMBER_FIELDS,
     STRING_FIELDS,
@@ -24,8 +26,6 @@ from bridge.config import (
     Match,
     Rule,
 )
-from bridge.errors import ConfigError, WebhookError
-from bridge.model import Ignored, State
 
 DEFAULT_CONFIG = "config.yaml"
 

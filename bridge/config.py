@@ -17,9 +17,7 @@ from typing import Annotated, Any, Literal, Self
 
 import yaml
 from pydantic import (
-    BaseModel,
     BeforeValidator,
-    ConfigDict,
     Field,
     SecretStr,
     ValidationError,
@@ -29,6 +27,11 @@ from pydantic import (
 
 from bridge.errors import ConfigError
 from bridge.model import Severity
+from bridge.rules import (
+    LabelName,
+    Rule,
+    Strict,
+)
 
 # --- small value types -------------------------------------------------------------------
 
@@ -71,141 +74,13 @@ OptionalSecret = Annotated[SecretStr | None, BeforeValidator(_empty_to_none)]
 OptionalPath = Annotated[Path | None, BeforeValidator(_empty_to_none)]
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-# --- classification rules ----------------------------------------------------------------
-
-Scalar = str | int | float | bool
-
-
-class Condition(_Strict):
-    """Operators on one field; all given must hold. A field the alert does not
-    know (``None``) satisfies no condition, negative ones included."""
-
-    eq: Scalar | None = None
-    ne: Scalar | None = None
-    in_: list[Scalar] | None = Field(default=None, alias="in")
-    not_in: list[Scalar] | None = None
-    regex: str | None = None
-    not_regex: str | None = None
-    gt: float | None = None
-    gte: float | None = None
-    lt: float | None = None
-    lte: float | None = None
-
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
-
-    @field_validator("regex", "not_regex")
-    @classmethod
-    def _compiles(cls, value: str | None) -> str | None:
-        if value is not None:
-            try:
-                re.compile(value)
-            except re.error as exc:
-                raise ValueError(f"invalid regular expression {value!r}: {exc}") from exc
-        return value
-
-    def operators(self) -> dict[str, Any]:
-        return {name: value for name, value in self if value is not None}
-
-    @model_validator(mode="after")
-    def _not_empty(self) -> Self:
-        if not self.operators():
-            raise ValueError("a condition needs at least one operator (eq, in, regex, gt, ...)")
-        return self
-
-
-def _shorthand(value: Any) -> Any:
-    """``level: error`` means eq, ``level: [error, fatal]`` means in."""
-    if isinstance(value, list):
-        return {"in": value}
-    if isinstance(value, str | int | float | bool):
-        return {"eq": value}
-    return value
-
-
-Cond = Annotated[Condition, BeforeValidator(_shorthand)]
-
-STRING_FIELDS = (
-    "resource",
-    "action",
-    "kind",
-    "project",
-    "environment",
-    "level",
-    "platform",
-    "title",
-    "culprit",
-    "transaction",
-    "url",
-    "release",
-    "metric_aggregate",
-    "alert_rule_name",
-)
-BOOL_FIELDS = ("handled",)
-NUMBER_FIELDS = ("users", "events", "error_rate", "latency_ms", "metric_value")
-
-
-class Match(_Strict):
-    """All fields given must match (AND); ``any`` holds when one of its blocks
-    matches (OR); ``not`` holds when its block does not match."""
-
-    resource: Cond | None = None
-    action: Cond | None = None
-    kind: Cond | None = None
-    project: Cond | None = None
-    environment: Cond | None = None
-    level: Cond | None = None
-    platform: Cond | None = None
-    title: Cond | None = None
-    culprit: Cond | None = None
-    transaction: Cond | None = None
-    url: Cond | None = None
-    release: Cond | None = None
-    metric_aggregate: Cond | None = None
-    alert_rule_name: Cond | None = None
-    handled: Cond | None = None
-    users: Cond | None = None
-    events: Cond | None = None
-    error_rate: Cond | None = None
-    latency_ms: Cond | None = None
-    metric_value: Cond | None = None
-    tags: dict[str, Cond] = Field(default_factory=dict)
-    any: list[Match] | None = Field(default=None, min_length=1)
-    not_: Match | None = Field(default=None, alias="not")
-
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
-
-
-LabelName = Annotated[str, Field(pattern=r"^[a-zA-Z_][a-zA-Z0-9_]*$")]
-
-
-class Rule(_Strict):
-    name: str = Field(min_length=1)
-    match: Match = Field(default_factory=Match)
-    severity: Severity | None = None
-    drop: bool = False
-    labels: dict[LabelName, str] = Field(default_factory=dict)
-    annotations: dict[LabelName, str] = Field(default_factory=dict)
-
-    @model_validator(mode="after")
-    def _one_outcome(self) -> Self:
-        if self.drop == (self.severity is not None):
-            raise ValueError("a rule sets either `severity` or `drop: true`, exactly one")
-        if self.drop and (self.labels or self.annotations):
-            raise ValueError("a rule that drops cannot add labels or annotations")
-        return self
-
-
 RESERVED_LABELS = frozenset(
     {"alertname", "severity", "source", "project", "environment", "escalated"}
     | {"sentry_issue_id", "sentry_alert_rule_id"}
 )
 
 
-class Classification(_Strict):
+class Classification(Strict):
     default_severity: Severity = Severity.MEDIUM
     severity_labels: dict[Severity, dict[LabelName, str]] = Field(default_factory=dict)
     rules: list[Rule] = Field(default_factory=list)
@@ -230,14 +105,14 @@ class Classification(_Strict):
 # --- the sections ------------------------------------------------------------------------
 
 
-class Server(_Strict):
+class Server(Strict):
     host: str = "0.0.0.0"
     port: int = Field(default=8080, ge=1, le=65535)
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
 
-class Sentry(_Strict):
+class Sentry(Strict):
     # Integration-platform webhooks: Sentry-Hook-Signature, keyed with the client secret.
     client_secrets: SecretList = Field(default_factory=list)
     # Project service hooks: X-ServiceHook-Signature, keyed with the hook's secret.
@@ -257,26 +132,26 @@ class Sentry(_Strict):
         return bool(self.client_secrets or self.service_hook_secrets or self.legacy_token)
 
 
-class Dedup(_Strict):
+class Dedup(Strict):
     window: Seconds = 300.0
     escalate_after: int = Field(default=3, ge=2)
     escalate_period: Seconds = 1800.0
     max_tracked: int = Field(default=100_000, ge=1)
 
 
-class BasicAuth(_Strict):
+class BasicAuth(Strict):
     username: str
     password: SecretStr
 
 
-class TLS(_Strict):
+class TLS(Strict):
     ca_file: OptionalPath = None
     cert_file: OptionalPath = None
     key_file: OptionalPath = None
     insecure_skip_verify: bool = False
 
 
-class Alertmanager(_Strict):
+class Alertmanager(Strict):
     urls: CommaList = Field(default_factory=lambda: ["http://localhost:9093"])
     timeout: Seconds = 5.0
     # Firing alerts carry endsAt = now + alert_lifetime; Sentry firing again extends it.
@@ -313,16 +188,16 @@ class Alertmanager(_Strict):
         return self
 
 
-class Outbox(_Strict):
+class Outbox(Strict):
     data_dir: Path = Path("./data")
     max_queued: int = Field(default=100_000, ge=1)
 
 
-class Shutdown(_Strict):
+class Shutdown(Strict):
     grace_period: Seconds = 25.0
 
 
-class Config(_Strict):
+class Config(Strict):
     server: Server = Field(default_factory=Server)
     sentry: Sentry = Field(default_factory=Sentry)
     classification: Classification = Field(default_factory=Classification)

@@ -85,6 +85,16 @@ class SentryAlert:
     handled: bool | None = None
     tags: tuple[tuple[str, str], ...] = ()
     message: str | None = None
+    # The issue's category and type from Sentry's group-type registry (issue platform:
+    # ``error``, ``performance``, ``cron``, ``uptime``...; ``error``,
+    # ``uptime_domain_failure``, ``monitor_check_in_failure``...), when the payload says.
+    issue_category: str | None = None
+    issue_type: str | None = None
+    # An issue-platform occurrence's evidence (name, value), bounded and scrubbed later.
+    evidence: tuple[tuple[str, str], ...] = ()
+    # Sentry itself says the issue is escalating (``activity_alert`` ``status_escalating``):
+    # the state machine raises the severity one step.
+    escalating: bool = False
     # Sentry's own alert rule: the issue alert rule that fired or the metric alert rule.
     alert_rule_id: str | None = None
     alert_rule_name: str | None = None
@@ -99,6 +109,9 @@ class SentryAlert:
     web_url: str | None = None  # the page a human opens in Sentry
     issue_api_url: str | None = None  # Sentry API URL of the issue, for enrichment
     started_at: datetime | None = None
+    # When the thing this webhook reports happened (the event's time for event webhooks,
+    # the incident's for metric alerts), so a late retry is told from a new firing.
+    occurred_at: datetime | None = None
     # Sentry's Request-ID header, carried so every log line about this webhook names it.
     request_id: str | None = None
 
@@ -123,8 +136,10 @@ class SentryAlert:
             value = getattr(self, name)
             if value is not None and value != ():
                 data[name] = value
-        if self.started_at is not None:
-            data["started_at"] = self.started_at.isoformat()
+        for name in _TIME_FIELDS:
+            value = getattr(self, name)
+            if value is not None:
+                data[name] = value.isoformat()
         return data
 
     def to_tuple(self) -> tuple[Any, ...]:
@@ -134,7 +149,8 @@ class SentryAlert:
         values = list(_GET_FIELDS(self))
         values[_KIND] = self.kind.value
         values[_STATE] = self.state.value
-        values[_STARTED] = self.started_at.isoformat() if self.started_at else None
+        for index in _TIMES:
+            values[index] = values[index].isoformat() if values[index] else None
         return tuple(values)
 
     @classmethod
@@ -147,15 +163,19 @@ class SentryAlert:
         values = dict(data)
         values["kind"] = Kind(values["kind"])
         values["state"] = State(values["state"])
-        values["tags"] = tuple((str(k), str(v)) for k, v in values.get("tags") or ())
-        started = values.get("started_at")
-        values["started_at"] = datetime.fromisoformat(started) if started else None
+        for name in ("tags", "evidence"):
+            values[name] = tuple((str(k), str(v)) for k, v in values.get(name) or ())
+        for name in _TIME_FIELDS:
+            text = values.get(name)
+            values[name] = datetime.fromisoformat(text) if text else None
         return cls(**values)
 
 
 _FIELD_NAMES = tuple(field.name for field in dataclasses.fields(SentryAlert))
 _GET_FIELDS = operator.attrgetter(*_FIELD_NAMES)
-_KIND, _STATE, _STARTED = (_FIELD_NAMES.index(n) for n in ("kind", "state", "started_at"))
+_TIME_FIELDS = ("started_at", "occurred_at")
+_KIND, _STATE = (_FIELD_NAMES.index(n) for n in ("kind", "state"))
+_TIMES = tuple(_FIELD_NAMES.index(n) for n in _TIME_FIELDS)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

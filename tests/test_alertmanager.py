@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import ssl
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -19,18 +19,7 @@ from bridge.alertmanager import (
     wire_json,
 )
 from bridge.errors import ConfigError
-
-START = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
-
-
-def postable(n: int | str, *, ends_in: float = 3600.0, start: datetime = START) -> PostableAlert:
-    return PostableAlert(
-        labels={"alertname": "SentryIssue", "sentry_issue_id": str(n)},
-        annotations={"summary": f"Error {n}"},
-        starts_at=start,
-        ends_at=start + timedelta(seconds=ends_in),
-        generator_url=f"https://sentry.example/issues/{n}/",
-    )
+from tests.factories import postable
 
 
 @pytest.mark.parametrize(

@@ -10,21 +10,10 @@ from typing import Any
 import pytest
 
 from bridge.classify import FIELD_TYPES, Decision, classify, explain
-from bridge.config import Classification, Match
-from bridge.model import Kind, SentryAlert, Severity, State
-
-
-def alert(**overrides: Any) -> SentryAlert:
-    values: dict[str, Any] = {
-        "resource": "event_alert",
-        "action": "triggered",
-        "kind": Kind.ISSUE,
-        "state": State.FIRING,
-        "identity": "issue:42",
-        "title": "ValueError: bad input",
-    }
-    values.update(overrides)
-    return SentryAlert(**values)
+from bridge.config import Classification
+from bridge.model import Kind, SentryAlert, Severity
+from bridge.rules import Match
+from tests.factories import sentry_alert as alert
 
 
 def one_rule(match: dict[str, Any]) -> Classification:

@@ -10,7 +10,7 @@ import json
 import re
 from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -24,12 +24,12 @@ from bridge.alertmanager import PostableAlert, target_name
 from bridge.delivery import Delivery
 from bridge.errors import ConfigError
 from bridge.metrics import Metrics
-from bridge.model import Kind, SentryAlert, State
 from bridge.outbox import Outbox, Processed
+from tests.factories import START, postable
+from tests.factories import issue as sentry
 
 pytestmark = pytest.mark.anyio
 
-START = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 URL_A, URL_B = "http://am-a:9093", "http://am-b:9093"
 A, B = "am-a:9093", "am-b:9093"
 
@@ -88,27 +88,6 @@ class FakeAlertmanagers:
 
     def names(self, host: str) -> list[str]:
         return [a["labels"]["sentry_issue_id"] for a in self.accepted[host]]
-
-
-def postable(n: int | str, *, ends_in: float = 3600.0, start: datetime = START) -> PostableAlert:
-    return PostableAlert(
-        labels={"alertname": "SentryIssue", "sentry_issue_id": str(n)},
-        annotations={"summary": f"Error {n}"},
-        starts_at=start,
-        ends_at=start + timedelta(seconds=ends_in),
-        generator_url=f"https://sentry.example/issues/{n}/",
-    )
-
-
-def sentry(n: int) -> SentryAlert:
-    return SentryAlert(
-        resource="issue",
-        action="created",
-        kind=Kind.ISSUE,
-        state=State.FIRING,
-        identity=f"issue:{n}",
-        title=f"Error {n}",
-    )
 
 
 class Env:

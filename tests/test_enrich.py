@@ -15,7 +15,8 @@ from bridge.config import Sentry
 from bridge.enrich import Enricher
 from bridge.errors import ConfigError
 from bridge.metrics import ENRICH_RESULTS, Metrics
-from bridge.model import Kind, SentryAlert, State
+from bridge.model import Kind
+from tests.factories import sentry_alert as alert
 from tests.sentry_api import FakeSentryAPI, issue_body
 
 pytestmark = pytest.mark.anyio
@@ -58,20 +59,6 @@ async def enricher(
         yield e
     finally:
         await e.aclose()
-
-
-def alert(**fields: Any) -> SentryAlert:
-    values: dict[str, Any] = {
-        "resource": "event_alert",
-        "action": "triggered",
-        "kind": Kind.ISSUE,
-        "state": State.FIRING,
-        "identity": "issue:42",
-        "title": "ZeroDivisionError: division by zero",
-        "issue_id": "42",
-    }
-    values.update(fields)
-    return SentryAlert(**values)
 
 
 def results(registry: CollectorRegistry) -> dict[str, float]:

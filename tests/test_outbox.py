@@ -10,7 +10,7 @@ import gc
 import sqlite3
 import tracemalloc
 from collections.abc import AsyncIterator, Callable, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -19,12 +19,13 @@ from prometheus_client import CollectorRegistry
 from bridge.alertmanager import PostableAlert, wire_json
 from bridge.errors import ConfigError, OutboxFull
 from bridge.metrics import Metrics
-from bridge.model import Kind, SentryAlert, State
+from bridge.model import SentryAlert, State
 from bridge.outbox import FILENAME, Outbox, Processed
+from tests.factories import START, postable
+from tests.factories import issue as sentry
 
 pytestmark = pytest.mark.anyio
 
-START = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 TARGETS = ("am-a:9093", "am-b:9093")
 
 
@@ -37,28 +38,6 @@ class Clock:
 
     def advance(self, seconds: float) -> None:
         self.now += timedelta(seconds=seconds)
-
-
-def sentry(n: int, state: State = State.FIRING) -> SentryAlert:
-    return SentryAlert(
-        resource="issue",
-        action="created",
-        kind=Kind.ISSUE,
-        state=state,
-        identity=f"issue:{n}",
-        title=f"Error {n}",
-        tags=(("server", "web-1"),),
-        started_at=START,
-    )
-
-
-def postable(n: int, *, ends_in: float = 3600.0, start: datetime = START) -> PostableAlert:
-    return PostableAlert(
-        labels={"alertname": "SentryIssue", "sentry_issue_id": str(n)},
-        annotations={"summary": f"Error {n}"},
-        starts_at=start,
-        ends_at=start + timedelta(seconds=ends_in),
-    )
 
 
 OutboxFactory = Callable[..., Outbox]

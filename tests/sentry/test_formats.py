@@ -5,9 +5,11 @@ from __future__ import annotations
 import pytest
 from starlette.datastructures import Headers
 
-from bridge import sentry, sentry_auth, sentry_metric
+from bridge import sentry
 from bridge.metrics import RESOURCES
 from bridge.model import Ignored
+from bridge.sentry import auth as sentry_auth
+from bridge.sentry import metric as sentry_metric
 from tests.sentry_payloads import BASE, LEGACY, SERVICE_HOOK, hook, load_fixture, patched
 
 

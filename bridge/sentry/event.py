@@ -14,8 +14,8 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from bridge.sentry_links import strip_query
-from bridge.sentry_wire import WireEvent
+from bridge.sentry.links import strip_query
+from bridge.sentry.wire import WireEvent
 
 # Tags naming a person; never carried into alerts (as_dict strips "sentry:" from keys, the
 # legacy plugin does not, so keys are compared without it).

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping
 
 from bridge.config import Sentry
 from bridge.errors import Unauthorized
-from bridge.sentry_wire import lower_headers
+from bridge.sentry.wire import lower_headers
 
 
 def _hmac_matches(body: bytes, signature: str, secrets: Iterable[str]) -> bool:

@@ -14,11 +14,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from bridge import sentry_event as event
 from bridge.errors import BadPayload
 from bridge.model import Kind, State
-from bridge.sentry_links import issue_api_url, issue_web_url, locate, strip_query
-from bridge.sentry_wire import (
+from bridge.sentry import event
+from bridge.sentry.links import issue_api_url, issue_web_url, locate, strip_query
+from bridge.sentry.wire import (
     ActivityAlertData,
     ErrorData,
     EventAlertData,

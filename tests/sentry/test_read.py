@@ -148,7 +148,7 @@ def test_integration_alerts_take_the_typed_path(
 def test_lower_headers_reuses_a_lowered_dict() -> None:
     lowered = sentry.LowerHeaders({"sentry-hook-resource": "issue"})
     assert sentry.detect_resource(lowered, {}) == "issue"
-    from bridge.sentry_wire import lower_headers
+    from bridge.sentry.wire import lower_headers
 
     assert lower_headers(lowered) is lowered
     assert lower_headers({"Sentry-Hook-Resource": "issue"}) == lowered

@@ -9,7 +9,7 @@ import pytest
 from starlette.datastructures import Headers
 
 from bridge.model import Kind, State
-from bridge.sentry_metric import MetricReading, parse_metric_description
+from bridge.sentry.metric import MetricReading, parse_metric_description
 from tests.sentry_payloads import (
     alert,
     assert_no_pii,

@@ -12,7 +12,7 @@ from starlette.datastructures import Headers
 
 from bridge import config
 from bridge.errors import REJECT_REASONS, Unauthorized
-from bridge.sentry_auth import authenticate
+from bridge.sentry.auth import authenticate
 from tests.sentry_payloads import load_fixture
 
 

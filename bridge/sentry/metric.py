@@ -13,11 +13,11 @@ import math
 import re
 from typing import Any
 
-from bridge import sentry_event as event
 from bridge.errors import BadPayload
 from bridge.model import Kind, State
-from bridge.sentry_links import locate
-from bridge.sentry_wire import MetricAlertData
+from bridge.sentry import event
+from bridge.sentry.links import locate
+from bridge.sentry.wire import MetricAlertData
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

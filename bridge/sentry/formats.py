@@ -1,4 +1,4 @@
-"""Sentry's side of the wire: who sent it, what it is, and the one alert it means.
+"""Which Sentry webhook a body is, and the one internal alert it means.
 
 Sentry delivers alerts in three families, each normalised here into a
 :class:`~bridge.model.SentryAlert` (sources in getsentry/sentry):
@@ -14,10 +14,9 @@ Sentry delivers alerts in three families, each normalised here into a
   "message", "url", "triggering_rules", "event"}`` (plugins/sentry_webhooks/plugin.py).
 
 This module says which webhook it is, what its action means and who maps it; the parts live
-beside it: ``sentry_auth`` (signatures), ``sentry_wire`` (pydantic models of the bodies),
-``sentry_issue`` and ``sentry_metric`` (the mapping of issue and metric alerts), with
-``sentry_event`` (facts from events) and ``sentry_links`` (org and project from links, URLs
-built from ``base_url``) beneath them.
+beside it in ``bridge.sentry``: ``auth`` (signatures), ``wire`` (pydantic models of the bodies),
+``issue`` and ``metric`` (the mapping of issue and metric alerts), with ``event`` (facts from
+events) and ``links`` (org and project from links, URLs built from ``base_url``) beneath them.
 """
 
 from __future__ import annotations
@@ -28,35 +27,21 @@ from typing import Any, Generic, TypeVar
 import pydantic_core
 from pydantic import BaseModel, ValidationError
 
-from bridge import sentry_issue as issue
 from bridge.errors import BadPayload
 from bridge.model import Ignored, SentryAlert, State
-from bridge.sentry_auth import authenticate
-from bridge.sentry_metric import MetricReading, metric_alert, parse_metric_description
-from bridge.sentry_wire import (
+from bridge.sentry import issue
+from bridge.sentry.metric import metric_alert
+from bridge.sentry.wire import (
     ActivityAlertData,
     Envelope,
     ErrorData,
     EventAlertData,
     IssueData,
-    LowerHeaders,
     MetricAlertData,
     WireBody,
     lower_headers,
     parse,
 )
-
-__all__ = [
-    "IGNORE_REASONS",
-    "LowerHeaders",
-    "MetricReading",
-    "authenticate",
-    "detect_resource",
-    "loads",
-    "normalise",
-    "parse_metric_description",
-    "read",
-]
 
 # Why a webhook makes no alert; the ``reason`` of :class:`~bridge.model.Ignored`.
 IGNORE_REASONS = ("not_an_alert", "no_state_change", "unknown_resource", "unknown_action")
