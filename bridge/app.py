@@ -118,7 +118,11 @@ async def webhook(request: Request) -> Response:
         token = request.query_params.get("token") if request.scope["query_string"] else None
         sentry.authenticate(headers, body, token, bridge.config.sentry)
         resource, result = sentry.read(
-            headers, body, base_url=bridge.config.sentry.base_url, request_id=request_id
+            headers,
+            body,
+            base_url=bridge.config.sentry.base_url,
+            organization=bridge.config.sentry.organization,
+            request_id=request_id,
         )
         if isinstance(result, Ignored):
             bridge.intake.ignored()

@@ -106,7 +106,9 @@ def cmd_explain(args: argparse.Namespace) -> int:
     data = json.loads(Path(args.payload).read_text(encoding="utf-8"))
     resource = args.resource or _guess_resource(data)
     headers = Headers({"sentry-hook-resource": resource} if resource else {})
-    result = sentry.normalise(headers, data, base_url=cfg.sentry.base_url)
+    result = sentry.normalise(
+        headers, data, base_url=cfg.sentry.base_url, organization=cfg.sentry.organization
+    )
     if isinstance(result, Ignored):
         print(f"ignored: {result.resource}/{result.action}: {result.reason}")
         return 0

@@ -61,17 +61,27 @@ def _split_commas(value: Any) -> Any:
     return value
 
 
-Seconds = Annotated[float, BeforeValidator(_parse_duration), Field(gt=0)]
-CommaList = Annotated[list[str], BeforeValidator(_split_commas)]
-SecretList = Annotated[list[SecretStr], BeforeValidator(_split_commas)]
+def _secrets(value: Any) -> Any:
+    """Secrets as a list with the empty ones left out, however they are written: an unset
+    variable in a YAML list (``["${NEW:-}", "${OLD:-}"]``) or in ``a,,b`` would otherwise be
+    an empty HMAC key, which anyone can sign with."""
+    value = _split_commas(value)
+    if isinstance(value, list):
+        return [v for v in value if not (isinstance(v, str) and not v.strip())]
+    return value
 
 
 def _empty_to_none(value: Any) -> Any:
-    return None if value == "" else value
+    return None if isinstance(value, str) and not value.strip() else value
 
 
+Seconds = Annotated[float, BeforeValidator(_parse_duration), Field(gt=0)]
+CommaList = Annotated[list[str], BeforeValidator(_split_commas)]
+SecretList = Annotated[list[SecretStr], BeforeValidator(_secrets)]
 OptionalSecret = Annotated[SecretStr | None, BeforeValidator(_empty_to_none)]
 OptionalPath = Annotated[Path | None, BeforeValidator(_empty_to_none)]
+# Sentry's organization slugs: letters, digits, "-" and "_"; it becomes a host and path part.
+OrgSlug = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
 
 
 RESERVED_LABELS = frozenset(
@@ -122,6 +132,9 @@ class Sentry(Strict):
     allow_unauthenticated: bool = False
     # Sentry's web/API base, for self-hosted Sentry; links and enrichment use it.
     base_url: str = "https://sentry.io"
+    # The organization's slug: every issue alert then links to its issue's page, even from
+    # webhooks whose links do not name the organization.
+    organization: Annotated[OrgSlug | None, BeforeValidator(_empty_to_none)] = None
     api_token: OptionalSecret = None
     api_timeout: Seconds = 2.0
     api_cache_ttl: Seconds = 60.0
@@ -129,6 +142,7 @@ class Sentry(Strict):
 
     @property
     def authenticated(self) -> bool:
+        # Each list holds no empty secret (_secrets), and an empty token is None.
         return bool(self.client_secrets or self.service_hook_secrets or self.legacy_token)
 
 

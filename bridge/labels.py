@@ -76,6 +76,14 @@ def build_labels(
     return _clean(labels)
 
 
+def evidence(alert: SentryAlert) -> str | None:
+    """An issue-platform occurrence's evidence, one "name: value" line per pair (already
+    few and short, bridge.sentry.occurrence), scrubbed like every payload text."""
+    if not alert.evidence:
+        return None
+    return scrub("\n".join(f"{name}: {value}" for name, value in alert.evidence))
+
+
 def build_annotations(alert: SentryAlert, decision: Decision) -> dict[str, str]:
     description = alert.message or alert.culprit or alert.transaction or alert.title
     annotations: dict[str, str | None] = {
@@ -90,6 +98,7 @@ def build_annotations(alert: SentryAlert, decision: Decision) -> dict[str, str]:
         "error_rate": None if alert.error_rate is None else f"{alert.error_rate:.4g}",
         "latency_ms": None if alert.latency_ms is None else f"{alert.latency_ms:g}",
         "classified_by": decision.rule or "default",
+        "evidence": evidence(alert),
     }
     annotations.update(decision.annotations)
     return _clean(annotations)

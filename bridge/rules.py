@@ -87,6 +87,11 @@ STRING_FIELDS = (
     "release",
     "metric_aggregate",
     "alert_rule_name",
+    # Sentry's group-type registry (sentry/issues/grouptype.py): issue_category "error",
+    # "performance", "cron", "uptime", "metric_alert", ...; issue_type the slug, e.g.
+    # "uptime_domain_failure", "monitor_check_in_failure" (bridge.sentry.occurrence).
+    "issue_category",
+    "issue_type",
 )
 BOOL_FIELDS = ("handled",)
 NUMBER_FIELDS = ("users", "events", "error_rate", "latency_ms", "metric_value")
@@ -110,6 +115,8 @@ class Match(Strict):
     release: Cond | None = None
     metric_aggregate: Cond | None = None
     alert_rule_name: Cond | None = None
+    issue_category: Cond | None = None
+    issue_type: Cond | None = None
     handled: Cond | None = None
     users: Cond | None = None
     events: Cond | None = None

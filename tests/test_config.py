@@ -114,6 +114,56 @@ def test_shipped_config_refuses_to_run_unauthenticated(env: dict[str, str]) -> N
 
 
 @pytest.mark.parametrize(
+    "sentry_section",
+    [
+        pytest.param({"client_secrets": ["${NEW:-}", "${OLD:-}"]}, id="yaml-list-of-unset"),
+        pytest.param({"client_secrets": ["", "  "]}, id="yaml-list-of-empty"),
+        pytest.param({"service_hook_secrets": ["${HOOK:-}"]}, id="hook-list-of-unset"),
+        pytest.param({"client_secrets": "${NEW:-},${OLD:-}"}, id="comma-list-of-unset"),
+        pytest.param({"legacy_token": "${TOKEN:-}"}, id="token-unset"),
+        pytest.param({"legacy_token": "   "}, id="token-blank"),
+        pytest.param({"client_secrets": ["${file:EMPTY}"]}, id="empty-secret-file"),
+    ],
+)
+def test_empty_secrets_are_no_credential(sentry_section: dict[str, Any], tmp_path: Path) -> None:
+    """An empty HMAC key signs anything: empty secrets are dropped wherever they come from,
+    and with nothing left the bridge refuses to start unauthenticated."""
+    empty = tmp_path / "empty"
+    empty.write_text("\n", encoding="utf-8")
+    section = {
+        key: [item.replace("EMPTY", str(empty)) for item in value]
+        if isinstance(value, list)
+        else value
+        for key, value in sentry_section.items()
+    }
+    with pytest.raises(ConfigError, match="unauthenticated"):
+        config.parse({"sentry": section}, env={})
+
+
+def test_an_unset_secret_beside_a_set_one_is_dropped() -> None:
+    """Rotation: ``[${NEW:-}, ${OLD:-}]`` with only OLD set keeps OLD alone."""
+    cfg = config.parse(
+        {"sentry": {"client_secrets": ["${NEW:-}", "${OLD:-}"]}}, env={"OLD": "old-secret"}
+    )
+    assert [s.get_secret_value() for s in cfg.sentry.client_secrets] == ["old-secret"]
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [("acme", "acme"), ("", None), ("${SENTRY_ORG:-}", None), ("my-org_1", "my-org_1")],
+)
+def test_sentry_organization(value: str, expected: str | None) -> None:
+    cfg = parse({"sentry": {"client_secrets": "x", "organization": value}})
+    assert cfg.sentry.organization == expected
+
+
+@pytest.mark.parametrize("value", ["ac/me", "a b", "x" * 65])
+def test_a_bad_organization_names_the_key(value: str) -> None:
+    problem = error({"sentry": {"client_secrets": "x", "organization": value}})
+    assert problem.startswith("sentry.organization: ")
+
+
+@pytest.mark.parametrize(
     ("section", "model"),
     [
         ("server", config.Server),

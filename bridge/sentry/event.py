@@ -90,19 +90,33 @@ def release(ev: WireEvent, tag_map: Mapping[str, str]) -> str | None:
     return tag_map.get("release")
 
 
+# Times outside these years are unknown: a Sentry event happens in neither, and later stages
+# add and subtract durations from these times without overflowing datetime's year 1..9999.
+_EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
+_LATEST = datetime(2200, 1, 1, tzinfo=UTC)
+
+
+def _plausible(when: datetime) -> datetime | None:
+    return when if _EARLIEST <= when < _LATEST else None
+
+
 def timestamp(value: Any) -> datetime | None:
-    """ISO 8601 strings or Unix timestamps, always timezone-aware UTC."""
-    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
-        return datetime.fromtimestamp(value, tz=UTC)
-    if not isinstance(value, str) or not value:
+    """ISO 8601 strings or Unix timestamps (seconds), always timezone-aware UTC; None when
+    out of range (``1e300``, a millisecond epoch, year 9999) or not a time at all."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        if not math.isfinite(value) or abs(value) > _LATEST.timestamp():
+            return None
+        return _plausible(datetime.fromtimestamp(value, tz=UTC))
+    if not isinstance(value, str) or not value or len(value) > 64:
         return None
     if _NUMBER.match(value):
         return timestamp(float(value))
     try:
         parsed = datetime.fromisoformat(value)
-    except ValueError:
+        parsed = parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+    except (ValueError, OverflowError):  # "0001-01-01T00:00:00+01:00" is before year 1 in UTC
         return None
-    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+    return _plausible(parsed)
 
 
 def metadata_title(metadata: Any) -> str | None:

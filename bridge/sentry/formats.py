@@ -30,6 +30,7 @@ from pydantic import BaseModel, ValidationError
 from bridge.errors import BadPayload
 from bridge.model import Ignored, SentryAlert, State
 from bridge.sentry import issue
+from bridge.sentry.links import Site
 from bridge.sentry.metric import metric_alert
 from bridge.sentry.wire import (
     ActivityAlertData,
@@ -51,13 +52,14 @@ _D = TypeVar("_D", bound=BaseModel)
 
 class _Resource(Generic[_D]):
     """What an integration-platform resource's actions mean (None: no state change), the
-    model of its ``data`` and the function that maps it; any other action is ignored."""
+    model of its ``data`` and the function that maps it (to the alert's fields, or to why the
+    webhook makes none); any other action is ignored."""
 
     def __init__(
         self,
         states: Mapping[str, State | None],
         model: type[_D],
-        mapper: Callable[[_D, str, State, str], dict[str, Any]],
+        mapper: Callable[[_D, str, State, Site], dict[str, Any] | Ignored],
     ) -> None:
         self.states = states
         self.model = model
@@ -122,6 +124,8 @@ def detect_resource(headers: Mapping[str, str], data: object) -> str:
     hook = h.get("sentry-hook-resource")
     if hook is not None:
         return hook if hook in _INTEGRATION_RESOURCES else "other"
+    if "sentry-hook-signature" in h:
+        return "other"  # an integration's body names its resource; it is never read by shape
     if any(name.startswith("x-servicehook-") for name in h) or _is_service_hook_body(data):
         return "service_hook"
     if _is_legacy_body(data):
@@ -129,8 +133,14 @@ def detect_resource(headers: Mapping[str, str], data: object) -> str:
     return "other"
 
 
-def _alert(fields: dict[str, Any], request_id: str | None) -> SentryAlert:
+def _alert(fields: dict[str, Any] | Ignored, request_id: str | None) -> SentryAlert | Ignored:
+    if isinstance(fields, Ignored):
+        return fields
     return SentryAlert(**fields, request_id=request_id)
+
+
+def _site(base_url: str, organization: str | None) -> Site:
+    return Site(base_url.rstrip("/"), organization or None)
 
 
 def _state(spec: _Resource[Any], resource: str, action: str) -> State | Ignored:
@@ -146,15 +156,17 @@ def normalise(
     data: object,
     *,
     base_url: str,
+    organization: str | None = None,
     request_id: str | None = None,
 ) -> SentryAlert | Ignored:
-    """Turn a parsed webhook body into the internal alert, or say why it makes none."""
-    base_url = base_url.rstrip("/")
+    """Turn a parsed webhook body into the internal alert, or say why it makes none.
+    ``organization`` is ``sentry.organization``: the org slug when the config names it."""
+    site = _site(base_url, organization)
     resource = detect_resource(headers, data)
     if resource == "service_hook":
-        return _alert(issue.service_hook(data, base_url), request_id)
+        return _alert(issue.service_hook(data, site), request_id)
     if resource == "legacy":
-        return _alert(issue.legacy(data, base_url), request_id)
+        return _alert(issue.legacy(data, site), request_id)
     raw_action = data.get("action") if isinstance(data, dict) else None
     action = raw_action[:64] if isinstance(raw_action, str) else ""  # it ends up in log lines
     if resource == "other":
@@ -169,7 +181,7 @@ def normalise(
     if isinstance(state, Ignored):
         return state
     parsed = parse(spec.model, body.data, resource)
-    return _alert(spec.mapper(parsed, action, state, base_url), request_id)
+    return _alert(spec.mapper(parsed, action, state, site), request_id)
 
 
 def loads(body: bytes) -> Any:
@@ -187,6 +199,7 @@ def read(
     body: bytes,
     *,
     base_url: str,
+    organization: str | None = None,
     request_id: str | None = None,
 ) -> tuple[str, SentryAlert | Ignored]:
     """The raw body's resource (the metrics label) and what :func:`normalise` makes of it.
@@ -207,8 +220,10 @@ def read(
             state = _state(spec, resource, action)
             if isinstance(state, Ignored):
                 return resource, state
-            fields = spec.mapper(envelope.data, action, state, base_url.rstrip("/"))
+            fields = spec.mapper(envelope.data, action, state, _site(base_url, organization))
             return resource, _alert(fields, request_id)
     data = loads(body)
-    result = normalise(headers, data, base_url=base_url, request_id=request_id)
+    result = normalise(
+        headers, data, base_url=base_url, organization=organization, request_id=request_id
+    )
     return detect_resource(headers, data), result

@@ -3,10 +3,23 @@
 Payloads name the organization and project only inside their links, so both are read from
 the paths (``/api/0/projects/<org>/<project>/...``, ``/organizations/<org>/...``, Sentry 9's
 ``/<org>/<project>/issues/<id>/``) or a customer domain (``https://<org>.sentry.io/...``).
+Older Sentry named the issue of an event only in its links (``issue_url``
+``/api/0/issues/<id>/``, later ``/api/0/organizations/<org>/issues/<id>/``; ``web_url``
+``/organizations/<org>/issues/<id>/events/<event>/``, ``/issues/<id>/`` on customer domains):
+:func:`issue_id_from` reads it back.
+
+The issue's page is built rather than copied whenever the organization is known: only
+``issue.created`` carries the issue's ``web_url`` (state changes send the bare serializer), and
+an event's ``web_url`` (``/organizations/<org>/issues/<id>/events/<event>/`` on ``absolute_uri``)
+is not the form a customer-domain Sentry serves. :func:`issue_web_url` gives the form each
+Sentry serves: ``https://<org>.sentry.io/issues/<id>/`` on sentry.io
+(``Organization.absolute_url`` with customer domains), ``<base>/organizations/<org>/issues/<id>/``
+on a self-hosted Sentry.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import re
 from collections.abc import Iterable
@@ -22,6 +35,20 @@ _URL_PATTERNS = (
 _OLD_ISSUE_URL = re.compile(r"/(?P<org>[^/]+)/(?P<project>[^/]+)/issues/\d+/?$")
 _NOT_SLUGS = frozenset(("api", "organizations", "settings", "0", "issues", "projects"))
 _NOT_ORG_HOSTS = frozenset(("www", "us", "de", "api"))  # region and site hosts, not orgs
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Site:
+    """The Sentry the bridge serves: ``sentry.base_url`` (no trailing slash) and, when the
+    config names it, ``sentry.organization`` (else links in the payload tell)."""
+
+    base_url: str
+    organization: str | None = None
+
+
+# The issue in a link's path: /issues/<id>/ in every form above (ids are numeric).
+_ISSUE_ID = re.compile(r"/issues/(?P<id>\d{1,20})(?:/|$)")
+_SAAS_HOST = "sentry.io"
 
 
 def strip_query(url: str) -> str:
@@ -69,6 +96,55 @@ def locate(urls: Iterable[str | None], base_url: str) -> tuple[str | None, str |
     return org, project
 
 
+def http_url(url: str | None) -> str | None:
+    """``url`` when it is an absolute http(s) URL (the only links Alertmanager takes as a
+    ``generatorURL``), else None."""
+    if not url or any(c in url for c in " \t\r\n\x00"):
+        return None
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return None
+    return url if parts.scheme in ("http", "https") and parts.hostname else None
+
+
+def issue_id_from(urls: Iterable[str | None]) -> str | None:
+    """The issue id in the first link that names one."""
+    for url in urls:
+        if not url:
+            continue
+        try:
+            path = urlsplit(url).path
+        except ValueError:
+            continue
+        m = _ISSUE_ID.search(path)
+        if m:
+            return m["id"]
+    return None
+
+
+def origin(urls: Iterable[str | None], base_url: str) -> str:
+    """Which Sentry sent the links: ``base_url``, unless a link names another host that is
+    neither it nor one of its customer domains (a self-hosted Sentry whose ``base_url`` was
+    left at the default); then that link's scheme and host."""
+    base_host = _host(base_url)
+    for url in urls:
+        good = http_url(url)
+        if good is None:
+            continue
+        parts = urlsplit(good)
+        host = parts.hostname or ""
+        if host == base_host or host.endswith("." + base_host):
+            return base_url
+        return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}"
+    return base_url
+
+
+def _is_saas(base_url: str) -> bool:
+    host = _host(base_url)
+    return host == _SAAS_HOST or host.endswith("." + _SAAS_HOST)
+
+
 def _segment(value: str) -> str:
     # Slugs and ids are read out of the payload: quoted, they cannot add path segments.
     return quote(value, safe="")
@@ -85,7 +161,14 @@ def issue_api_url(base_url: str, org: str | None, issue_id: str) -> str:
 
 
 def issue_web_url(base_url: str, org: str | None, issue_id: str) -> str | None:
-    """The issue's page in Sentry's UI; it needs the organization."""
+    """The issue's page in Sentry's UI, in the form that Sentry serves; it needs the
+    organization. An org slug is a DNS label on sentry.io (``[a-z0-9-]``); anything else
+    gets the path form, which sentry.io redirects."""
     if not org:
         return None
+    if _is_saas(base_url) and _ORG_LABEL.match(org):
+        return f"https://{org}.{_SAAS_HOST}/issues/{_segment(issue_id)}/"
     return f"{base_url}/organizations/{_segment(org)}/issues/{_segment(issue_id)}/"
+
+
+_ORG_LABEL = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")

@@ -16,8 +16,8 @@ from typing import Any
 from bridge.errors import BadPayload
 from bridge.model import Kind, State
 from bridge.sentry import event
-from bridge.sentry.links import locate
-from bridge.sentry.wire import MetricAlertData
+from bridge.sentry.links import Site, http_url, locate
+from bridge.sentry.wire import MetricAlertData, bounded_count
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -65,7 +65,7 @@ _STATUS = re.compile(r"^(?P<value>-?\d+(?:\.\d+)?)(?P<rest>.+?) in the last \S.*
 
 
 def _integral(value: float) -> int | None:
-    return int(value) if math.isfinite(value) and value.is_integer() and value >= 0 else None
+    return bounded_count(value) if value.is_integer() else None
 
 
 def parse_metric_description(text: str | None, aggregate: str | None) -> MetricReading:
@@ -81,6 +81,8 @@ def parse_metric_description(text: str | None, aggregate: str | None) -> MetricR
     if m is None:
         return MetricReading(aggregate=key)
     value, rest = float(m["value"]), m["rest"].strip()
+    if not math.isfinite(value):  # "1" * 400 digits reads as infinity: no number at all
+        return MetricReading(aggregate=key)
     if key is None:  # no aggregate in the payload: recognise Sentry's display text
         key = next((agg for agg, display in _DISPLAY.items() if display == rest), None)
         if key is None:
@@ -113,9 +115,7 @@ def parse_metric_description(text: str | None, aggregate: str | None) -> MetricR
     return MetricReading(aggregate=key, value=value)
 
 
-def metric_alert(
-    parsed: MetricAlertData, action: str, state: State, base_url: str
-) -> dict[str, Any]:
+def metric_alert(parsed: MetricAlertData, action: str, state: State, site: Site) -> dict[str, Any]:
     """The alert's fields (keyword arguments of :class:`~bridge.model.SentryAlert`)."""
     incident, rule = parsed.metric_alert, parsed.metric_alert.alert_rule
     key = rule.id or rule.name
@@ -123,7 +123,8 @@ def metric_alert(
         raise BadPayload("invalid_payload", "metric_alert: the alert rule has neither id nor name")
     reading = parse_metric_description(parsed.description_text, rule.aggregate)
     projects = sorted(set(rule.projects or incident.projects))
-    org, _ = locate((parsed.web_url,), base_url)
+    org, _ = locate((parsed.web_url,), site.base_url)
+    started = event.timestamp(incident.date_started)
     return dict(
         resource="metric_alert",
         action=action,
@@ -131,7 +132,7 @@ def metric_alert(
         state=state,
         identity=f"metric_alert:{key}",
         title=rule.name or incident.title or parsed.description_title or "Sentry metric alert",
-        organization=org,
+        organization=site.organization or org,
         project=",".join(projects) or None,
         environment=rule.environment,
         message=parsed.description_text,
@@ -143,6 +144,9 @@ def metric_alert(
         latency_ms=reading.latency_ms,
         metric_value=reading.value,
         metric_aggregate=reading.aggregate,
-        web_url=parsed.web_url,
-        started_at=event.timestamp(incident.date_started),
+        web_url=http_url(parsed.web_url),
+        started_at=started,
+        # One incident's webhooks (critical, warning, resolved) share its start: a retry of an
+        # earlier incident's webhook is told from the next incident by it.
+        occurred_at=started or event.timestamp(incident.date_detected),
     )

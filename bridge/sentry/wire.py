@@ -9,6 +9,7 @@ names the field and never its value.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Annotated, Any, Generic, TypeVar
 
@@ -46,12 +47,29 @@ def _id(value: Any) -> Any:
     return value
 
 
+# Counts above this are clamped: every store and JSON reader downstream takes a signed 64-bit
+# integer, and no Sentry issue has seen more events.
+MAX_COUNT = 2**63 - 1
+
+
+def bounded_count(value: Any) -> int | None:
+    """A count of events or users: a non-negative integer, or unknown (None). Out-of-range
+    numbers (``1e400`` is JSON for infinity, ``-3``, NaN) are unknown, huge ones clamped."""
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    try:
+        # int("1" * 5000) raises ValueError (the interpreter's digit limit): unknown too.
+        number = int(value)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    return None if number < 0 else min(number, MAX_COUNT)
+
+
 def _count(value: Any) -> Any:
     """Sentry's issue serializer sends ``count`` as a string and ``userCount`` as a number."""
-    try:
-        return int(value) if not isinstance(value, bool) and value is not None else None
-    except (TypeError, ValueError):
-        return None
+    return bounded_count(value)
 
 
 def _texts(value: Any) -> Any:
@@ -92,6 +110,7 @@ class WireEvent(_Wire):
     platform: Text = None
     environment: Text = None
     transaction: Text = None
+    event_type: Text = Field(None, alias="type")  # "error", "default", "transaction", ...
     release: Any = None  # a version string, or a release object in the serialized event
     when: Text = Field(None, validation_alias=AliasChoices("datetime", "dateCreated"))
     timestamp: Any = None
@@ -101,8 +120,10 @@ class WireEvent(_Wire):
     entries: Any = None
     metadata: Any = None
     url: Text = None
-    web_url: Text = None
+    web_url: Text = Field(None, validation_alias=AliasChoices("web_url", "webUrl"))
     issue_url: Text = None
+    # An issue-platform event's occurrence (bridge.sentry.occurrence reads it).
+    occurrence: Any = None
 
 
 class WireIssue(_Wire):
@@ -120,8 +141,12 @@ class WireIssue(_Wire):
     user_count: Count = Field(None, alias="userCount")
     first_seen: Text = Field(None, alias="firstSeen")
     metadata: Any = None
+    # The group type (api/serializers/models/group.py: ``issueCategory`` is the category's
+    # name lower-cased, ``issueType`` the type's slug; sentry/issues/grouptype.py).
+    issue_category: Text = Field(None, alias="issueCategory")
+    issue_type: Text = Field(None, alias="issueType")
     url: Text = None
-    web_url: Text = None
+    web_url: Text = Field(None, validation_alias=AliasChoices("web_url", "webUrl"))
     permalink: Text = None
     project_url: Text = None
 
@@ -129,7 +154,7 @@ class WireIssue(_Wire):
 class WireRuleRef(_Wire):
     id: Text = None
     title: Text = None
-    web_url: Text = None
+    web_url: Text = Field(None, validation_alias=AliasChoices("web_url", "webUrl"))
 
 
 # --- integration platform: {"action", "installation", "data", "actor"} -------------------
@@ -191,6 +216,7 @@ class WireIncident(_Wire):
     title: Text = None
     projects: Texts = []
     date_started: Text = None
+    date_detected: Text = None
     alert_rule: WireAlertRule
 
 

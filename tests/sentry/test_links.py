@@ -87,7 +87,7 @@ ORG_API = "https://sentry.io/api/0/organizations/acme/issues/"
         ),
         pytest.param(
             hook("activity_alert"),
-            without("activity_alert_triggered.json", "data", "issue", "url"),
+            without("activity_alert_status_resolved.json", "data", "issue", "url"),
             ORG_API + "4507718802/",
             id="activity-org-from-web-url",
         ),
@@ -115,4 +115,4 @@ def test_issue_api_url_names_the_organization_when_known(
 def test_issue_web_url_built_when_only_the_api_url_names_the_org() -> None:
     data = without("issue_created.json", "data", "issue", "web_url")
     result = alert(hook("issue"), data)
-    assert result.web_url == "https://sentry.io/organizations/acme/issues/1117540176/"
+    assert result.web_url == "https://acme.sentry.io/issues/1117540176/"

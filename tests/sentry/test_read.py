@@ -126,7 +126,7 @@ def test_read_carries_the_request_id() -> None:
         ("event_alert", "event_alert.json"),
         ("metric_alert", "metric_alert_critical.json"),
         ("issue", "issue_resolved.json"),
-        ("activity_alert", "activity_alert_triggered.json"),
+        ("activity_alert", "activity_alert_status_resolved.json"),
         ("error", "error_created.json"),
     ],
 )

@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from starlette.datastructures import Headers
 
 from bridge import sentry
 from bridge.errors import BadPayload
 from tests.sentry_payloads import BASE, LEGACY, SERVICE_HOOK, hook, patched, without
+
+
+def _without_issue() -> dict[str, Any]:
+    data = without("event_alert.json", "data", "event", "issue_id")
+    for link in ("issue_url", "web_url", "url"):
+        del data["data"]["event"][link]
+    return data
 
 
 @pytest.mark.parametrize(
@@ -25,7 +34,7 @@ from tests.sentry_payloads import BASE, LEGACY, SERVICE_HOOK, hook, patched, wit
         ),
         pytest.param(
             hook("event_alert"),
-            without("event_alert.json", "data", "event", "issue_id"),  # and no group_id either
+            _without_issue(),  # no issue_id, group_id, nor a link naming the issue
             id="event-without-issue",
         ),
         pytest.param(
