@@ -58,6 +58,25 @@ def browser(**fields: Any) -> SentryAlert:
     return issue(**values)
 
 
+def uptime(**fields: Any) -> SentryAlert:
+    """An uptime monitor's failure as an issue-platform event_alert (level info, no exception)."""
+    values: dict[str, Any] = {
+        "title": "Downtime detected for https://shop.example.com/healthz",
+        "platform": "other",
+        "culprit": None,
+        "handled": None,
+        "level": "info",
+        "issue_category": "uptime",
+        "issue_type": "uptime_domain_failure",
+        "url": None,
+        **PROD,
+    }
+    values.update(fields)
+    return issue(**values)
+
+
+CRON = {"issue_category": "cron", "issue_type": "monitor_check_in_failure", "title": "Cron failure"}
+
 CASES = [
     # 1. health checks are dropped, before anything can raise them
     pytest.param(issue(transaction="/healthz", **PROD), "health-check", None, id="healthz"),
@@ -79,6 +98,33 @@ CASES = [
         issue(transaction="/api/healthcheck", **PROD), None, MEDIUM, id="healthcheck-is-not-health"
     ),
     pytest.param(issue(transaction="/health/db", **PROD), None, MEDIUM, id="health-subpath-kept"),
+    # 0. outages (uptime, cron) in production are high, whatever their level
+    pytest.param(uptime(), "outage-in-production", HIGH, id="uptime-info-in-production"),
+    pytest.param(uptime(level="warning"), "outage-in-production", HIGH, id="uptime-warning"),
+    pytest.param(
+        uptime(transaction="/healthz"), "outage-in-production", HIGH, id="uptime-of-healthz"
+    ),
+    pytest.param(
+        uptime(environment="prod", issue_category="outage"),
+        "outage-in-production",
+        HIGH,
+        id="uptime-type-under-the-newer-outage-category",
+    ),
+    pytest.param(uptime(**CRON, level="info"), "outage-in-production", HIGH, id="cron-info"),
+    pytest.param(
+        uptime(**{**CRON, "issue_category": "outage"}),
+        "outage-in-production",
+        HIGH,
+        id="cron-newer-category",
+    ),
+    pytest.param(uptime(environment="staging"), "non-production", LOW, id="uptime-staging"),
+    pytest.param(uptime(environment=None), None, MEDIUM, id="uptime-environment-unknown"),
+    pytest.param(
+        uptime(issue_category="performance", issue_type="performance_n_plus_one_db_queries"),
+        None,
+        MEDIUM,
+        id="performance-issue-is-not-an-outage",
+    ),
     # 2. outside production: low, whatever else holds
     pytest.param(issue(environment="staging"), "non-production", LOW, id="staging"),
     pytest.param(

@@ -1,0 +1,177 @@
+"""Out-of-range numbers in a body are unknown (None) or clamped, never an error: a 500 would
+make Sentry retry a body that can never succeed, and a 400 would lose a real alert."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from bridge import sentry
+from bridge.model import SentryAlert
+from bridge.sentry import event
+from bridge.sentry.metric import parse_metric_description
+from bridge.sentry.wire import MAX_COUNT, bounded_count
+from tests.sentry_payloads import BASE, hook, load_fixture
+
+
+def _read_both(resource: str, raw: bytes) -> SentryAlert:
+    """The typed fast path and the general path agree, and neither raises."""
+    _, fast = sentry.read(hook(resource), raw, base_url=BASE)
+    slow = sentry.normalise(hook(resource), sentry.loads(raw), base_url=BASE)
+    assert fast == slow
+    assert isinstance(fast, SentryAlert)
+    # It must survive the hand-over to the worker and the store, too.
+    assert SentryAlert.from_tuple(fast.to_tuple()) == fast
+    assert json.loads(json.dumps(fast.to_json(), allow_nan=False))
+    return fast
+
+
+def _body(fixture: str, values: dict[str, str], *path: str) -> bytes:
+    """The fixture with raw JSON text as the values of ``path``'s keys (``1e400`` cannot be
+    written through json.dumps)."""
+    data = load_fixture(fixture)
+    node = data
+    for key in path:
+        node = node[key]
+    for key in values:
+        node[key] = f"@@{key}@@"
+    text = json.dumps(data)
+    for key, raw in values.items():
+        text = text.replace(f'"@@{key}@@"', raw)
+    return text.encode()
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "1e300",
+        "-1e300",
+        "1e400",
+        "-1e400",
+        "1715678467412",
+        "253402300800",
+        "-62135596801",
+        '"1e300"',
+    ],
+)
+def test_event_timestamps_out_of_range_are_unknown(value: str) -> None:
+    raw = _body("event_alert.json", {"timestamp": value, "datetime": "null"}, "data", "event")
+    result = _read_both("event_alert", raw)
+    assert result.started_at is None
+    assert result.occurred_at is None
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        '"9999-12-31T23:59:59-05:00"',
+        '"0001-01-01T00:00:00+01:00"',
+        '"1715678467412"',
+        '"12345678901234567890123456789"',
+        '"' + "9" * 5000 + '"',
+        "1715678467412",
+        "1e400",
+    ],
+)
+def test_issue_first_seen_out_of_range_is_unknown(value: str) -> None:
+    raw = _body("issue_created.json", {"firstSeen": value}, "data", "issue")
+    assert _read_both("issue", raw).started_at is None
+
+
+@pytest.mark.parametrize(
+    ("count", "user_count", "events", "users"),
+    [
+        ('"1e400"', "1e400", None, None),
+        ("1e400", "-1e400", None, None),
+        ('"-5"', "-3", None, None),
+        ('"NaN"', "1.5", None, 1),
+        ('"' + "9" * 30 + '"', "1" + "0" * 30, MAX_COUNT, MAX_COUNT),
+        ('"' + "9" * 5000 + '"', "[]", None, None),
+        ('"327"', "41", 327, 41),
+    ],
+)
+def test_issue_counts_out_of_range(
+    count: str, user_count: str, events: int | None, users: int | None
+) -> None:
+    values = {"count": count, "userCount": user_count}
+    result = _read_both("issue", _body("issue_resolved.json", values, "data", "issue"))
+    assert (result.events, result.users) == (events, users)
+
+
+@pytest.mark.parametrize(
+    ("date", "expected"),
+    [
+        ('"2024-05-14T09:27:00Z"', datetime(2024, 5, 14, 9, 27, tzinfo=UTC)),
+        ("1e300", None),
+        ('"99999-01-01"', None),
+    ],
+)
+def test_metric_incident_dates_out_of_range(date: str, expected: datetime | None) -> None:
+    dates = {"date_started": date, "date_detected": date}
+    raw = _body("metric_alert_critical.json", dates, "data", "metric_alert")
+    result = _read_both("metric_alert", raw)
+    assert result.started_at == expected == result.occurred_at
+
+
+@pytest.mark.parametrize(
+    ("text", "aggregate"),
+    [
+        ("1" * 400 + " events in the last 10 minutes", "count()"),
+        ("1" * 400 + " users affected in the last hour", "count_unique(tags[sentry:user])"),
+        ("1" * 400 + "% failure rate in the last hour", "failure_rate()"),
+        ("1" * 400 + " in the last hour", "p95(transaction.duration)"),
+    ],
+)
+def test_metric_values_out_of_range_are_unknown(text: str, aggregate: str) -> None:
+    reading = parse_metric_description(text, aggregate)
+    assert reading.value is None
+    assert reading.users is None
+    assert reading.events is None
+    assert reading.error_rate is None
+    assert reading.latency_ms is None
+
+
+def test_metric_alert_with_an_infinite_value_goes_through() -> None:
+    data = load_fixture("metric_alert_critical.json")
+    data["data"]["description_text"] = "1" * 400 + " events in the last 10 minutes"
+    result = _read_both("metric_alert", json.dumps(data).encode())
+    assert result.metric_value is None
+    assert result.events is None
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (0, 0),
+        (12, 12),
+        ("12", 12),
+        (12.0, 12),
+        (-1, None),
+        (float("inf"), None),
+        (float("nan"), None),
+        (True, None),
+        (None, None),
+        ("x", None),
+        (10**30, MAX_COUNT),
+        ("9" * 5000, None),
+        ([1], None),
+    ],
+)
+def test_bounded_count(value: Any, expected: int | None) -> None:
+    assert bounded_count(value) == expected
+
+
+@pytest.mark.parametrize(
+    "value",
+    [1e300, -1e300, float("inf"), float("nan"), 1715678467412, 253402300800, "x" * 100, "1e5"],
+)
+def test_timestamp_out_of_range(value: Any) -> None:
+    assert event.timestamp(value) is None
+
+
+def test_timestamp_in_range() -> None:
+    assert event.timestamp(1715678467.412) == datetime.fromtimestamp(1715678467.412, tz=UTC)
+    assert event.timestamp("2024-05-14T09:21:07Z") == datetime(2024, 5, 14, 9, 21, 7, tzinfo=UTC)
