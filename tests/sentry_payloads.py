@@ -13,6 +13,7 @@ from bridge import sentry
 from bridge.model import SentryAlert
 
 FIXTURES = Path(__file__).parent / "fixtures" / "sentry"
+CAPTURED = FIXTURES / "captured"  # bodies of real Sentry deliveries (SOURCES.md)
 BASE = "https://sentry.io"
 
 

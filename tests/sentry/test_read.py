@@ -35,7 +35,10 @@ HEADER_SETS = {
     "service_hook": SERVICE_HOOK,
     "legacy": LEGACY,
 }
-FIXTURE_NAMES = sorted(path.name for path in FIXTURES.glob("*.json"))
+FIXTURE_NAMES = sorted(
+    [path.name for path in FIXTURES.glob("*.json")]
+    + [f"captured/{path.name}" for path in (FIXTURES / "captured").glob("*.json")]
+)
 
 
 def _outcome(fn: Any) -> object:
