@@ -8,13 +8,16 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from bridge import sentry
+from bridge.errors import BadPayload
 from bridge.model import SentryAlert
 from bridge.sentry import event
 from bridge.sentry.metric import parse_metric_description
 from bridge.sentry.wire import MAX_COUNT, bounded_count
-from tests.sentry_payloads import BASE, hook, load_fixture
+from tests.sentry_payloads import BASE, FIXTURES, hook, load_fixture
 
 
 def _read_both(resource: str, raw: bytes) -> SentryAlert:
@@ -175,3 +178,69 @@ def test_timestamp_out_of_range(value: Any) -> None:
 def test_timestamp_in_range() -> None:
     assert event.timestamp(1715678467.412) == datetime.fromtimestamp(1715678467.412, tz=UTC)
     assert event.timestamp("2024-05-14T09:21:07Z") == datetime(2024, 5, 14, 9, 21, 7, tzinfo=UTC)
+
+
+# --- any number anywhere ------------------------------------------------------------------
+
+_RESOURCES = {
+    "event_alert.json": "event_alert",
+    "event_alert_uptime.json": "event_alert",
+    "issue_resolved.json": "issue",
+    "metric_alert_critical.json": "metric_alert",
+    "activity_alert_status_escalating.json": "activity_alert",
+    "captured/zulip_event_alert_python_2020.json": "event_alert",
+}
+
+
+def _leaves(node: Any, path: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    if isinstance(node, dict):
+        return [leaf for key, value in node.items() for leaf in _leaves(value, (*path, key))]
+    if isinstance(node, list):
+        return [leaf for i, value in enumerate(node) for leaf in _leaves(value, (*path, i))]
+    return [path]
+
+
+_NUMBERS = st.one_of(
+    st.sampled_from(
+        ["1e400", "-1e400", "1e300", "-0", "1" + "0" * 400, "-" + "9" * 4300, "9" * 5000]
+    ),
+    st.integers(min_value=-(10**40), max_value=10**40).map(str),
+    st.floats(allow_nan=False, allow_infinity=False).map(repr),
+).map(lambda text: text if text not in ("inf", "-inf") else "1e400")
+
+
+@given(data=st.data())
+@settings(max_examples=300, deadline=None)
+def test_any_number_in_any_field_reads_the_same_on_both_paths(data: st.DataObject) -> None:
+    """A number in place of any value of a real body: both paths give the same alert, the
+    same ignore reason or the same BadPayload (400), and nothing else is ever raised."""
+    fixture = data.draw(st.sampled_from(sorted(_RESOURCES)))
+    body = (
+        load_fixture(fixture)
+        if "/" not in fixture
+        else json.loads((FIXTURES / fixture).read_text(encoding="utf-8"))
+    )
+    paths = data.draw(st.lists(st.sampled_from(_leaves(body)), min_size=1, max_size=4))
+    raws = [data.draw(_NUMBERS) for _ in paths]
+    for n, path in enumerate(paths):
+        node = body
+        for key in path[:-1]:
+            node = node[key]
+        node[path[-1]] = f"@@{n}@@"
+    text = json.dumps(body)
+    for n, raw in enumerate(raws):
+        text = text.replace(f'"@@{n}@@"', raw)
+    headers = hook(_RESOURCES[fixture])
+
+    def outcome(fn: Any) -> object:
+        try:
+            return fn()
+        except BadPayload as exc:
+            return ("error", exc.reason, exc.detail)
+
+    fast = outcome(lambda: sentry.read(headers, text.encode(), base_url=BASE)[1])
+    slow = outcome(lambda: sentry.normalise(headers, sentry.loads(text.encode()), base_url=BASE))
+    assert fast == slow
+    if isinstance(fast, SentryAlert):
+        assert SentryAlert.from_tuple(fast.to_tuple()) == fast
+        json.dumps(fast.to_json(), allow_nan=False)
