@@ -10,9 +10,13 @@ from __future__ import annotations
 
 import copy
 import json
+from pathlib import Path
 from typing import Any
 
-from tests.integration.conftest import LEGACY_TOKEN, Alertmanager, Bridge
+import httpx
+
+from tests.integration import procs
+from tests.integration.conftest import ENV, LEGACY_TOKEN, Alertmanager, Bridge
 from tests.sentry_payloads import CAPTURED
 
 LEGACY_HEADERS = {"User-Agent": "sentry-webhooks/9.1.2"}
@@ -107,3 +111,23 @@ def test_an_uptime_failure_pages_high_with_its_evidence(
         "Failure reason: timeout - Timed out after 10000ms\n"
     )
     assert alert["generatorURL"] == "https://acme.sentry.io/issues/5102938475/"
+
+
+def test_with_the_organization_configured_every_issue_alert_links(
+    alertmanager: Alertmanager, tmp_path: Path
+) -> None:
+    """The 2020 issue.created names no organization anywhere; SENTRY_ORGANIZATION (the
+    shipped config's sentry.organization) gives its alert the issue's page all the same."""
+    config = procs.write_config(tmp_path / "config.yaml", [alertmanager.url])
+    env = {**ENV, "SENTRY_ORGANIZATION": "acme"}
+    with (
+        procs.bridge(config, tmp_path / "data", tmp_path / "bridge.log", env) as process,
+        httpx.Client(base_url=process.url, timeout=10) as client,
+    ):
+        running = Bridge(process, client)
+        response = running.post(_capture("zulip_issue_created_2020.json"), resource="issue")
+        assert response.status_code == 202, response.text
+        alerts = _by_issue(alertmanager.wait_for(lambda a: "1635244907" in _by_issue(a)))
+    alert = alerts["1635244907"]
+    assert alert["generatorURL"] == "https://acme.sentry.io/issues/1635244907/"
+    assert alert["annotations"]["sentry_url"] == alert["generatorURL"]
