@@ -2,7 +2,7 @@
 
 ``authenticate`` checks the credentials (``auth``); ``read`` turns the raw body into a
 :class:`~bridge.model.SentryAlert` or an :class:`~bridge.model.Ignored` (``formats``, with
-``wire``, ``issue``, ``metric``, ``event`` and ``links`` beneath it).
+``wire``, ``issue``, ``metric``, ``occurrence``, ``event`` and ``links`` beneath it).
 """
 
 from __future__ import annotations

@@ -16,7 +16,10 @@ Sentry delivers alerts in three families, each normalised here into a
 This module says which webhook it is, what its action means and who maps it; the parts live
 beside it in ``bridge.sentry``: ``auth`` (signatures), ``wire`` (pydantic models of the bodies),
 ``issue`` and ``metric`` (the mapping of issue and metric alerts), with ``event`` (facts from
-events) and ``links`` (org and project from links, URLs built from ``base_url``) beneath them.
+events), ``occurrence`` (issue-platform issues: uptime, cron, performance, metric issues) and
+``links`` (org, project and issue from links, the URLs of the Sentry that sent them) beneath.
+A body signed for the integration platform is read by its ``Sentry-Hook-Resource`` only,
+never by its shape, so each credential vouches for its own family (``auth``).
 """
 
 from __future__ import annotations

@@ -124,9 +124,12 @@ def issue_id_from(urls: Iterable[str | None]) -> str | None:
 
 
 def origin(urls: Iterable[str | None], base_url: str) -> str:
-    """Which Sentry sent the links: ``base_url``, unless a link names another host that is
-    neither it nor one of its customer domains (a self-hosted Sentry whose ``base_url`` was
-    left at the default); then that link's scheme and host."""
+    """Which Sentry sent the links: ``base_url``, unless it is sentry.io and a link names
+    another host (a self-hosted Sentry whose ``base_url`` was left at the default); then that
+    link's scheme and host. A ``base_url`` set to a self-hosted Sentry is trusted over its
+    links, which a wrong ``system.url-prefix`` points at ``localhost``."""
+    if not _is_saas(base_url):
+        return base_url
     base_host = _host(base_url)
     for url in urls:
         good = http_url(url)

@@ -282,3 +282,12 @@ def test_every_issue_alert_fixture_has_a_link_when_the_org_is_configured() -> No
             assert result.web_url == f"https://acme.sentry.io/issues/{result.issue_id}/", path
             checked.append(path.name)
     assert len(checked) == 13, checked  # every issue fixture but the ignored ones
+
+
+def test_a_configured_self_hosted_base_url_is_trusted_over_the_links() -> None:
+    data = load_fixture("issue_created.json")
+    issue = data["data"]["issue"]
+    issue["url"] = "http://localhost:9000/api/0/organizations/acme/issues/1117540176/"
+    issue["web_url"] = "http://localhost:9000/organizations/acme/issues/1117540176/"
+    result = _read("issue", data, base_url="https://sentry.example.com")
+    assert result.web_url == "https://sentry.example.com/organizations/acme/issues/1117540176/"
