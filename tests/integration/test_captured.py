@@ -45,6 +45,7 @@ def test_every_captured_body_reaches_alertmanager(
     legacy = {
         "zulip_legacy_webhook_python_2020.json": "1972208801",
         "zulip_legacy_webhook_sentry8_2016.json": "156699934",
+        "alerta_legacy_webhook_sentry9_2019.json": "5",
     }
     for name in legacy:
         response = bridge.post(

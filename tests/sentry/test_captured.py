@@ -133,6 +133,25 @@ CASES: list[Any] = [
         id="legacy-2020",
     ),
     pytest.param(
+        "alerta_legacy_webhook_sentry9_2019.json",
+        LEGACY,
+        {
+            # Sentry 9.1: the event's own "request", "logentry", "user" (dropped: PII), the
+            # project slug beside a link naming another project (the slug wins).
+            "resource": "legacy",
+            "identity": "issue:5",
+            "event_id": "2c02659ec60b48f3b31f8de77e1a2510",
+            "organization": "example-org",
+            "project": "internal",
+            "environment": None,
+            "url": "http://example.com/foo",
+            "alert_rule_name": None,  # "triggering_rules": []
+            "web_url": "https://example-org.sentry.io/issues/5/",
+            "occurred_at": datetime.fromtimestamp(1576578404.933, tz=UTC),
+        },
+        id="legacy-sentry-9",
+    ),
+    pytest.param(
         "zulip_legacy_webhook_sentry8_2016.json",
         LEGACY,
         {
