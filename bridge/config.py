@@ -71,13 +71,15 @@ def _secrets(value: Any) -> Any:
     return value
 
 
+Seconds = Annotated[float, BeforeValidator(_parse_duration), Field(gt=0)]
+CommaList = Annotated[list[str], BeforeValidator(_split_commas)]
+SecretList = Annotated[list[SecretStr], BeforeValidator(_secrets)]
+
+
 def _empty_to_none(value: Any) -> Any:
     return None if isinstance(value, str) and not value.strip() else value
 
 
-Seconds = Annotated[float, BeforeValidator(_parse_duration), Field(gt=0)]
-CommaList = Annotated[list[str], BeforeValidator(_split_commas)]
-SecretList = Annotated[list[SecretStr], BeforeValidator(_secrets)]
 OptionalSecret = Annotated[SecretStr | None, BeforeValidator(_empty_to_none)]
 OptionalPath = Annotated[Path | None, BeforeValidator(_empty_to_none)]
 # Sentry's organization slugs: letters, digits, "-" and "_"; it becomes a host and path part.
