@@ -4,6 +4,15 @@ The model encodes ``postableAlert`` from prometheus/alertmanager
 ``api/v2/openapi.yaml``: ``labels`` (required labelSet), ``annotations``
 (labelSet), ``startsAt`` / ``endsAt`` (date-time) and ``generatorURL`` (uri).
 An alert is resolved by posting it again with ``endsAt`` in the past.
+
+What Alertmanager 0.25 refuses, and so :func:`problem` and :func:`is_link` check first:
+``generatorURL`` goes through go-openapi's ``uri`` format (``api/v2/models/alert.go``
+``validateGeneratorURL``; strfmt v0.21.3 ``default.go`` registers ``uri`` as
+``govalidator.IsRequestURI``, i.e. Go's ``url.ParseRequestURI``), answered 422 for the
+whole batch; label and annotation names and values go through prometheus/common
+``model.Alert.Validate`` (``api/v2/api.go`` ``postAlertsHandler``), answered 400:
+names ``^[a-zA-Z_][a-zA-Z0-9_]*$``, values valid UTF-8, at least one label, an end not
+before the start.
 ``bridge.delivery`` sends what the outbox queued with the client built here.
 """
 
@@ -29,6 +38,26 @@ from bridge.errors import ConfigError
 # Alertmanager 0.25 validates label and annotation names against the classic
 # Prometheus pattern and answers 400 otherwise (pkg/labels, model.LabelName.IsValid).
 LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+
+# The links the bridge sends (``generatorURL``, the ``sentry_url`` annotation): absolute
+# http(s) URIs in RFC 3986's own characters, every ``%`` a valid escape, no userinfo (no
+# credentials in a page), a plain or bracketed-IPv6 host and a numeric port. Narrower than
+# Go's ``url.ParseRequestURI`` (which also takes relative paths, other schemes and raw
+# non-ASCII), so whatever passes here passes Alertmanager's check as well.
+LINK_MAX = 2048
+_LINK = re.compile(
+    r"(?i:https?)://(?P<host>[A-Za-z0-9._~-]+|\[[0-9A-Fa-f:.]+\])(?::(?P<port>[0-9]{1,5}))?"
+    r"(?:[/?#](?:[A-Za-z0-9._~!$&'()*+,;=:@/?#\[\]-]|%[0-9A-Fa-f]{2})*+)?"
+)
+
+
+def is_link(url: str) -> bool:
+    """True for a link the bridge may send: see ``_LINK``; at most ``LINK_MAX`` long
+    (a cut link is a wrong link, so a longer one is dropped, not truncated)."""
+    if len(url) > LINK_MAX:
+        return False
+    match = _LINK.fullmatch(url)
+    return match is not None and int(match["port"] or 0) <= 65535
 
 
 class PostableAlert(BaseModel):
@@ -88,9 +117,11 @@ def problem(alert: PostableAlert) -> str | None:
     Alertmanager 0.25 validates each alert of a batch (``Alert.Validate`` in
     prometheus/common ``model``) and answers 400 "start time must be before end
     time" to an end before the start; RFC 3339 times need an offset, so naive ones
-    cannot be sent either. ``generatorURL`` is left to Alertmanager (its URI check
-    refuses the whole batch with 422), which the sender isolates like any 400.
+    cannot be sent either. A ``generatorURL`` that is not an absolute http(s) link
+    (:func:`is_link`) would be refused with 422, so it is caught here too.
     """
+    if alert.generator_url is not None and not is_link(alert.generator_url):
+        return "generatorURL is not an absolute http(s) URI"
     for name, value in (("startsAt", alert.starts_at), ("endsAt", alert.ends_at)):
         if value is not None and value.utcoffset() is None:
             return f"{name} has no time zone"

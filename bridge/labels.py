@@ -4,36 +4,197 @@ Alertmanager identifies an alert by its label set alone, so labels hold only
 what is stable for one Sentry identity (kind, project, environment, the Sentry
 id, severity and what the rule and severity add). Everything that changes from
 one webhook to the next (counts, links, titles) goes into annotations.
+
+Everything taken from a payload is text a Sentry user controls, so before it is queued
+each value is cut to a bounded length first (nothing after the cut ever sees more than
+``limit + _MARGIN`` characters), cleared of control characters, scrubbed of emails and IP
+addresses, and capped: labels at ``LABEL_MAX``, annotations at ``ANNOTATION_MAX`` each and
+``ANNOTATIONS_MAX`` together. Links that are not absolute http(s) URIs are dropped
+(``alertmanager.is_link``). Values from the configuration are the operator's own: they
+are cleaned and capped, not scrubbed.
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import ipaddress
 import re
 from collections.abc import Mapping
 from datetime import datetime, timedelta
 
-from bridge.alertmanager import LABEL_NAME, PostableAlert
+from bridge.alertmanager import LABEL_NAME, PostableAlert, is_link
 from bridge.classify import Decision
 from bridge.model import Kind, SentryAlert, Severity
 
 ALERTNAMES = {Kind.ISSUE: "SentryIssue", Kind.METRIC_ALERT: "SentryMetricAlert"}
 
-# Titles and messages are user-controlled text and may carry PII (an email in
-# an exception message, a client IP); annotations must not.
-_EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
-_IPV4 = re.compile(r"\b(?:\d{1,3}\.){3}\d{1,3}\b")
-_IPV6 = re.compile(r"\b(?:[0-9A-Fa-f]{1,4}:){2,7}[0-9A-Fa-f]{1,4}\b")
-_MAX_ANNOTATION = 1024
+LABEL_MAX = 128  # a label value: an identity and a routing key, not a message
+ANNOTATION_MAX = 4096  # one annotation value
+ANNOTATIONS_MAX = 16384  # all annotation values of one alert together
+EVIDENCE_MAX = 16  # issue-platform evidence entries shown
+# Text is cut to ``limit + _MARGIN`` before anything else looks at it, so an address
+# straddling the final cap (an email is at most 254 characters, RFC 5321 4.5.3.1.3; an
+# IPv6 address with a zone well under that) is still seen whole and replaced.
+_MARGIN = 256
+
+# Control characters: C0, DEL, C1, and every format, surrogate and separator code point
+# (Unicode categories Cc, Cf, Cs, Zl, Zp as of Unicode 14: soft hyphen, zero-width
+# characters, bidi embeddings, overrides and isolates U+202A-202E / U+2066-2069, BOM,
+# tags...). A lone surrogate is not UTF-8 and Alertmanager refuses a label value that is
+# not valid UTF-8 (prometheus/common ``LabelValue.IsValid``). Line breaks and tabs become
+# one space; the rest go.
+_BREAKS = re.compile("[\t\n\x0b\x0c\r\x1c-\x1f\x85\u2028\u2029]+")
+_CONTROLS = re.compile(
+    "[\x00-\x1f\x7f-\x9f\xad\u0600-\u0605\u061c\u06dd\u070f\u0890\u0891\u08e2"
+    "\u180e\u200b-\u200f\u2028-\u202e\u2060-\u206f\ud800-\udfff\ufeff\ufff9-\ufffb"
+    "\U000110bd\U000110cd\U00013430-\U00013438\U0001bca0-\U0001bca3"
+    "\U0001d173-\U0001d17a\U000e0001\U000e0020-\U000e007f]+"
+)
+
+# PII in user text (an email in an exception message, a client IP). Each pattern is
+# linear in its input: a match may only start where a run of its characters starts
+# (the lookbehind), and the runs are possessive, so no start position rescans the text
+# after it. (The old ``[...]+@`` retried every position of a long run: quadratic.)
+_LOCAL = r"[\w.!#$%&'*+/=?^`{|}~-]"  # RFC 5322 atext and dots, Unicode letters included
+_EMAIL = re.compile(
+    rf"(?<!{_LOCAL}){_LOCAL}++@(?:[\w-]++\.(?=[\w-]))++[^\W\d_]{{2,}}+"
+)
+_IPV4 = re.compile(r"(?<![0-9])(?:[0-9]{1,3}\.){3}[0-9]{1,3}(?![0-9])")
+# Candidates for IPv6 in every form (``2001:db8::1``, ``::1``, ``fe80::1%eth0``,
+# ``::ffff:192.0.2.1``): a run of hex digits, colons and dots holding two colons, with
+# an optional zone; ``ipaddress`` decides.
+_IPV6 = re.compile(
+    r"(?<![0-9A-Fa-f:.])(?=[0-9A-Fa-f.]*+:[0-9A-Fa-f.]*+:)[0-9A-Fa-f:.]++(?:%[\w.~-]++)?"
+)
+_SAFE_ID = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
 
-def scrub(text: str) -> str:
-    """Replace emails and IP addresses; cap the length (annotations are not logs)."""
-    text = _EMAIL.sub("[email]", text)
-    text = _IPV4.sub("[ip]", text)
-    text = _IPV6.sub("[ip]", text)
-    if len(text) > _MAX_ANNOTATION:
-        text = text[: _MAX_ANNOTATION - 1] + "…"
-    return text
+def _is_ipv6(text: str) -> bool:
+    try:
+        ipaddress.IPv6Address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _ipv6(match: re.Match[str]) -> str:
+    text, start = match.group(), match.start()
+    single = text.startswith(":") and (not text.startswith("::") or text.startswith(":::"))
+    if start and not single:
+        before = match.string[start - 1]
+        if before.isalnum() or before == "_":
+            return text  # inside a word or a path: ``std::vector``, ``Foo::Bad``
+    lead = ""
+    if single:
+        lead, text = ":", text[1:]  # ``ip:2001:db8::1``, ``ip:::1``
+    candidate = text
+    for _ in range(3):  # a sentence's ``.`` or ``:`` after the address
+        if _is_ipv6(candidate):
+            return f"{lead}[ip]{text[len(candidate) :]}"
+        if not candidate or candidate[-1] not in ".:":
+            break
+        candidate = candidate[:-1]
+    return match.group()
+
+
+def _without_controls(text: str) -> str:
+    if text.isascii() and text.isprintable():
+        return text
+    return _CONTROLS.sub("", _BREAKS.sub(" ", text))
+
+
+def scrub(text: str, limit: int = ANNOTATION_MAX) -> str:
+    """User text made fit for Alertmanager: cut, control characters out, emails and IP
+    addresses replaced, capped at ``limit`` characters. Idempotent. (One function, with
+    cheap membership tests before each pattern: it runs for every field of every alert.)"""
+    if len(text) > limit + _MARGIN:
+        text = text[: limit + _MARGIN]
+    if not (text.isascii() and text.isprintable()):
+        text = _CONTROLS.sub("", _BREAKS.sub(" ", text))
+    if "@" in text:
+        text = _EMAIL.sub("[email]", text)
+    if text.count(":") >= 2:
+        text = _IPV6.sub(_ipv6, text)
+    if "." in text:
+        text = _IPV4.sub("[ip]", text)
+    if len(text) > limit:
+        text = text[: limit - 1] + "…"
+    return text.strip()
+
+
+def clean(text: str, limit: int, *, lines: bool = False) -> str:
+    """The operator's text (configuration): control characters out, capped; not scrubbed.
+    With ``lines`` (annotations), line feeds stay: the bridge's own multi-line values."""
+    if len(text) <= limit and text.isascii() and text.isprintable():
+        return text
+    text = text[: limit + _MARGIN]
+    if lines:
+        text = "\n".join(_without_controls(line) for line in text.split("\n"))
+    else:
+        text = _without_controls(text)
+    return (text if len(text) <= limit else text[: limit - 1] + "…").strip()
+
+
+@functools.lru_cache(maxsize=4096)
+def _is_link(url: str) -> bool:
+    return is_link(url)
+
+
+def link(url: str | None) -> str | None:
+    """``url`` when Alertmanager accepts it as a link (``alertmanager.is_link``), else None.
+    Cached: each alert asks twice (``sentry_url`` and ``generatorURL``)."""
+    return url if url is not None and _is_link(url) else None
+
+
+def _identifier(value: str) -> str:
+    """A Sentry id as a label: ids are digits (or UUIDs), so anything else is replaced by
+    a digest, which keeps distinct ids distinct (scrubbing could merge two identities)."""
+    if _SAFE_ID.fullmatch(value):
+        return value
+    return "h" + hashlib.sha256(value.encode("utf-8", "replace")).hexdigest()[:24]
+
+
+def bounded(annotations: Mapping[str, str]) -> dict[str, str]:
+    """Annotations within ``ANNOTATIONS_MAX`` together, in order (the first ones are what
+    a human reads first); each value cleaned and capped (line feeds kept, every other
+    control character out), empty ones dropped, names made valid. What :func:`build_annotations` made passes unchanged (the fast path)."""
+    total = 0
+    for name, value in annotations.items():
+        total += len(value)
+        if not (
+            value
+            and len(value) <= ANNOTATION_MAX
+            and value.isascii()
+            and (value.isprintable() or value.replace("\n", "").isprintable())
+            and (name in _VALID_NAMES or _valid_name(name))
+        ):
+            break
+    else:
+        if total <= ANNOTATIONS_MAX:
+            return dict(annotations)
+    out: dict[str, str] = {}
+    budget = ANNOTATIONS_MAX
+    for name, value in annotations.items():
+        if budget < 2:  # room for one character and the ellipsis
+            break
+        value = clean(value, min(ANNOTATION_MAX, budget), lines=True)
+        if value:
+            out[sanitize_name(name)] = value
+            budget -= len(value)
+    return out
+
+
+# Names already checked: they come from the code and the configuration, a few dozen.
+_VALID_NAMES: set[str] = set()
+
+
+def _valid_name(name: str) -> bool:
+    if not LABEL_NAME.match(name):
+        return False
+    if len(_VALID_NAMES) < 1024:
+        _VALID_NAMES.add(name)
+    return True
 
 
 def sanitize_name(name: str) -> str:
@@ -58,50 +219,68 @@ def build_labels(
     escalated: bool,
     severity_labels: Mapping[Severity, Mapping[str, str]],
 ) -> dict[str, str]:
+    """The label set: payload text scrubbed and capped at ``LABEL_MAX``, Sentry ids kept
+    distinct (``_identifier``), the configuration's labels cleaned."""
+    project = alert.project or alert.project_id
     labels: dict[str, str | None] = {
         "alertname": ALERTNAMES[alert.kind],
         "severity": severity.value,
         "source": "sentry",
-        "project": alert.project or alert.project_id or "unknown",
-        "environment": alert.environment or "unknown",
+        "project": (scrub(project, LABEL_MAX) if project else "") or "unknown",
+        "environment": (scrub(alert.environment, LABEL_MAX) if alert.environment else "")
+        or "unknown",
     }
     if alert.kind is Kind.ISSUE:
-        labels["sentry_issue_id"] = alert.issue_id or alert.identity.partition(":")[2]
+        sentry_id = alert.issue_id or alert.identity.partition(":")[2]
+        labels["sentry_issue_id"] = _identifier(sentry_id) if sentry_id else None
     else:
-        labels["sentry_alert_rule_id"] = alert.alert_rule_id or alert.identity.partition(":")[2]
-    labels.update(severity_labels.get(severity, {}))
-    labels.update(decision.labels)
+        sentry_id = alert.alert_rule_id or alert.identity.partition(":")[2]
+        labels["sentry_alert_rule_id"] = _identifier(sentry_id) if sentry_id else None
+    for name, value in (*severity_labels.get(severity, {}).items(), *decision.labels.items()):
+        labels[name] = clean(value, LABEL_MAX)
     if escalated:
         labels["escalated"] = "true"
     return _clean(labels)
 
 
-def evidence(alert: SentryAlert) -> str | None:
-    """An issue-platform occurrence's evidence, one "name: value" line per pair (already
-    few and short, bridge.sentry.occurrence), scrubbed like every payload text."""
-    if not alert.evidence:
-        return None
-    return scrub("\n".join(f"{name}: {value}" for name, value in alert.evidence))
-
-
 def build_annotations(alert: SentryAlert, decision: Decision) -> dict[str, str]:
+    """Annotations: payload text scrubbed, the Sentry link only when it is a valid link,
+    the rule's annotations cleaned, all of it within ``ANNOTATIONS_MAX``."""
     description = alert.message or alert.culprit or alert.transaction or alert.title
     annotations: dict[str, str | None] = {
         "summary": scrub(alert.title),
         "description": scrub(description) if description else None,
-        "sentry_url": alert.web_url,
-        "sentry_short_id": alert.short_id,
-        "sentry_alert_rule": alert.alert_rule_name,
-        "level": alert.level,
+        "sentry_url": link(alert.web_url),
+        "sentry_short_id": _short(alert.short_id),
+        "sentry_alert_rule": _short(alert.alert_rule_name),
+        "level": _short(alert.level),
         "users": None if alert.users is None else str(alert.users),
         "events": None if alert.events is None else str(alert.events),
         "error_rate": None if alert.error_rate is None else f"{alert.error_rate:.4g}",
         "latency_ms": None if alert.latency_ms is None else f"{alert.latency_ms:g}",
-        "classified_by": decision.rule or "default",
+        "classified_by": clean(decision.rule, LABEL_MAX) if decision.rule else "default",
         "evidence": evidence(alert),
     }
     annotations.update(decision.annotations)
-    return _clean(annotations)
+    return bounded(_clean(annotations))
+
+
+def _short(text: str | None) -> str | None:
+    return scrub(text, LABEL_MAX) if text else None
+
+
+def evidence(alert: SentryAlert) -> str | None:
+    """An issue-platform occurrence's evidence, one ``name: value`` line each, scrubbed like
+    every payload text: the first ``EVIDENCE_MAX`` entries, each name and value short."""
+    if not alert.evidence:
+        return None
+    lines = []
+    for n, (name, value) in enumerate(alert.evidence):
+        if n == EVIDENCE_MAX:
+            lines.append("…")
+            break
+        lines.append(f"{scrub(name, LABEL_MAX)}: {scrub(value, 512)}")
+    return "\n".join(lines)
 
 
 def firing(
@@ -114,15 +293,17 @@ def firing(
     lifetime: float,
 ) -> PostableAlert:
     """A firing alert with an explicit ``endsAt``: Sentry firing again extends it,
-    silence from Sentry lets it expire. Built without validation: the label and
-    annotation names are sanitized here, and the sender validates every alert before
-    it posts (``alertmanager.check_wire``), so nothing unchecked reaches Alertmanager."""
+    silence from Sentry lets it expire. Built without validation: labels and annotations
+    come from :func:`build_labels` / :func:`build_annotations` (names sanitized, values
+    bounded; annotations added since are bounded here again), the link is checked here,
+    and the sender validates every alert before it posts (``alertmanager.check_wire``),
+    so nothing unchecked reaches Alertmanager."""
     return PostableAlert.model_construct(
         labels=dict(labels),
-        annotations=dict(annotations),
+        annotations=bounded(annotations),
         starts_at=starts_at,
         ends_at=now + timedelta(seconds=lifetime),
-        generator_url=alert.web_url,
+        generator_url=link(alert.web_url),
     )
 
 

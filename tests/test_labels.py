@@ -143,7 +143,7 @@ def test_unknown_counts_are_not_annotated_and_default_rule_named() -> None:
 
 
 def test_scrub_caps_length() -> None:
-    assert len(L.scrub("x" * 5000)) == 1024
+    assert len(L.scrub("x" * 5000)) == L.ANNOTATION_MAX
 
 
 def test_firing_and_resolved_keep_the_label_set() -> None:
