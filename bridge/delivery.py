@@ -5,6 +5,9 @@ each at its own pace. What can succeed on retry is retried with backoff:
 connection errors, timeouts, 5xx and 429. A batch Alertmanager refuses for its
 content (400, 413, 422) is split until the refused alert stands alone, which is
 dead-lettered; any other 4xx is about the request and dead-letters the batch.
+Re-sends of the active alerts split a refused page the same way; an alert refused for
+its content leaves the active set (``Outbox.forget_refused``), dead-lettered once, so
+it does not take its page down with it every round.
 """
 
 from __future__ import annotations
@@ -169,16 +172,22 @@ class Delivery:
 
     async def resend(self, name: str) -> None:
         """Post the active and recently resolved alerts again, as stored (original times).
-        Best effort: a failure waits for the next interval."""
+        Best effort: a failure waits for the next interval. A page Alertmanager refuses for
+        its content is split like a first delivery; the alerts refused alone leave the
+        active set and are dead-lettered (once: they are not re-sent again)."""
         target = self._target(name)
         await self.outbox.expire(resolved_for=self.cfg.resolved_resend)
         async with contextlib.aclosing(self.outbox.resendable(self.cfg.batch_size)) as chunks:
             async for bodies in chunks:
+                refused: list[tuple[int, _Rejected]] = []
                 try:
-                    rejected = await self._post(target, bodies)
+                    await self._isolate(target, bodies, 0, len(bodies), refused)
                 except _Retry:
                     return
-                if rejected:
+                content = [(bodies[i], _reason(r)) for i, r in refused if r.status in _ISOLATE]
+                if len(content) < len(refused):
+                    # About the request (auth, path), not the alerts: nothing to forget.
+                    rejected = next(r for _, r in refused if r.status not in _ISOLATE)
                     log.warning(
                         "re-send rejected",
                         extra={
@@ -186,6 +195,14 @@ class Delivery:
                             "status": rejected.status,
                             "reason": rejected.message,
                         },
+                    )
+                if content:
+                    gone = await self.outbox.forget_refused(name, content, dead_letter=True)
+                    self.metrics.dead_letters.inc(gone)
+                    self.metrics.am_dropped.labels(name, "rejected").inc(gone)
+                    log.error(
+                        "re-sent alerts refused: they leave the active set",
+                        extra={"alertmanager": name, "alerts": gone, "reason": content[0][1][:300]},
                     )
 
     async def _settle(self, target: _Target, batch: Sequence[Queued]) -> list[tuple[Queued, str]]:
@@ -212,28 +229,42 @@ class Delivery:
             else:
                 sendable.append(item)
         self._checked[target.name] = max(checked, batch[-1].id)
+        # What is invalid or refused for its content would be refused on every re-send
+        # too, taking its page with it: it leaves the active set (dead-lettered here).
+        forget = [(item.body, reason) for item, reason in dead]
         if sendable:
-            await self._isolate(target, sendable, dead)
+            refused: list[tuple[int, _Rejected]] = []
+            await self._isolate(target, [item.body for item in sendable], 0, len(sendable), refused)
+            for index, rejected in refused:
+                reason = _reason(rejected)
+                self._dead_letter(target, sendable[index], reason, "rejected", dead)
+                if rejected.status in _ISOLATE:
+                    forget.append((sendable[index].body, reason))
+        if forget:
+            await self.outbox.forget_refused(target.name, forget, dead_letter=False)
         return dead
 
     async def _isolate(
-        self, target: _Target, items: Sequence[Queued], dead: list[tuple[Queued, str]]
+        self,
+        target: _Target,
+        bodies: Sequence[str],
+        start: int,
+        stop: int,
+        refused: list[tuple[int, _Rejected]],
     ) -> None:
-        """Post ``items``; if Alertmanager refuses them for their content, split the batch
-        until the refused alerts stand alone, so one bad alert never holds up the rest.
-        (Alertmanager 0.25 answers 400 to a batch but keeps its valid alerts; posting
-        those again is harmless.)"""
-        rejected = await self._post(target, [item.body for item in items])
+        """Post ``bodies[start:stop]``; if Alertmanager refuses them for their content,
+        split until the refused alerts stand alone, so one bad alert never holds up the
+        rest. (Alertmanager 0.25 answers 400 to a batch but keeps its valid alerts; posting
+        those again is harmless.) The refused ones' indexes are appended to ``refused``."""
+        rejected = await self._post(target, bodies[start:stop])
         if rejected is None:
             return
-        if len(items) > 1 and rejected.status in _ISOLATE:
-            middle = len(items) // 2
-            await self._isolate(target, items[:middle], dead)
-            await self._isolate(target, items[middle:], dead)
+        if stop - start > 1 and rejected.status in _ISOLATE:
+            middle = (start + stop) // 2
+            await self._isolate(target, bodies, start, middle, refused)
+            await self._isolate(target, bodies, middle, stop, refused)
             return
-        reason = f"HTTP {rejected.status}: {rejected.message}"
-        for item in items:
-            self._dead_letter(target, item, reason, "rejected", dead)
+        refused.extend((index, rejected) for index in range(start, stop))
 
     def _dead_letter(
         self,
@@ -329,6 +360,10 @@ class Delivery:
 
     def _target(self, name: str) -> _Target:
         return next(t for t in self.targets if t.name == name)
+
+
+def _reason(rejected: _Rejected) -> str:
+    return f"HTTP {rejected.status}: {rejected.message}"
 
 
 def _retry_after(response: httpx.Response) -> float | None:

@@ -57,9 +57,7 @@ _CONTROLS = re.compile(
 # (the lookbehind), and the runs are possessive, so no start position rescans the text
 # after it. (The old ``[...]+@`` retried every position of a long run: quadratic.)
 _LOCAL = r"[\w.!#$%&'*+/=?^`{|}~-]"  # RFC 5322 atext and dots, Unicode letters included
-_EMAIL = re.compile(
-    rf"(?<!{_LOCAL}){_LOCAL}++@(?:[\w-]++\.(?=[\w-]))++[^\W\d_]{{2,}}+"
-)
+_EMAIL = re.compile(rf"(?<!{_LOCAL}){_LOCAL}++@(?:[\w-]++\.(?=[\w-]))++[^\W\d_]{{2,}}+")
 _IPV4 = re.compile(r"(?<![0-9])(?:[0-9]{1,3}\.){3}[0-9]{1,3}(?![0-9])")
 # Candidates for IPv6 in every form (``2001:db8::1``, ``::1``, ``fe80::1%eth0``,
 # ``::ffff:192.0.2.1``): a run of hex digits, colons and dots holding two colons, with

@@ -347,6 +347,26 @@ class Outbox:
                 after = rows[-1][0]
                 yield [body for _, body in rows]
 
+    async def forget_refused(
+        self, target: str, refused: Sequence[tuple[str, str]], *, dead_letter: bool
+    ) -> int:
+        """Alertmanager ``target`` refused these stored alerts (wire JSON, reason) for their
+        content: they leave the active and resolved tables, so re-sends stop posting what
+        can never be accepted (and stop taking the rest of their page down with it). With
+        ``dead_letter``, each one that was still there is dead-lettered, once, with its
+        reason. Returns how many left the tables."""
+        return await self._shield(self._forget_refused(target, refused, dead_letter))
+
+    async def _forget_refused(
+        self, target: str, refused: Sequence[tuple[str, str]], dead_letter: bool
+    ) -> int:
+        active, resolved = await self._call(
+            self._write_forget, target, refused, dead_letter, self._now()
+        )
+        self._active_count -= active
+        self._resolved_count -= resolved
+        return active + resolved
+
     async def expire(self, *, resolved_for: float) -> None:
         """Forget active alerts whose endsAt passed (Alertmanager has expired them too) and
         resolved ones re-sent for ``resolved_for`` seconds."""
@@ -587,6 +607,23 @@ class Outbox:
 
     def _read_page(self, query: str, after: int, limit: int) -> list[tuple[int, str]]:
         return self._conn.execute(query, (after, limit)).fetchall()
+
+    def _write_forget(
+        self, target: str, refused: Sequence[tuple[str, str]], dead_letter: bool, now: float
+    ) -> tuple[int, int]:
+        """Returns how many active and resolved alerts were removed."""
+        active = resolved = 0
+        with self._transaction() as db:
+            for body, reason in refused:
+                # The rows hold the very body that was sent. Refusals are rare, so matching
+                # on the text (no index) costs nothing the rest of the time.
+                gone_active = db.execute("DELETE FROM active WHERE alert = ?", (body,)).rowcount
+                gone_resolved = db.execute("DELETE FROM resolved WHERE alert = ?", (body,)).rowcount
+                active, resolved = active + gone_active, resolved + gone_resolved
+                if dead_letter and (gone_active or gone_resolved):
+                    sql = "INSERT INTO dead_letter (at, target, reason, alert) VALUES (?, ?, ?, ?)"
+                    db.execute(sql, (now, target, reason, body))
+        return active, resolved
 
     def _write_expire(self, now: float, resolved_before: float) -> tuple[int, int]:
         """Returns how many active and resolved alerts were removed."""
