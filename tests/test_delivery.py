@@ -16,6 +16,8 @@ from typing import Any
 
 import httpx
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
 from bridge import alertmanager, config
@@ -497,6 +499,95 @@ async def test_resend_failure_waits_for_the_next_round(env: Env) -> None:
     assert len(env.ams.requests["am-a"]) == 1
 
 
+def active_set(alerts: Sequence[PostableAlert]) -> dict[str, PostableAlert | None]:
+    return {f"issue:{a.labels['sentry_issue_id']}": a for a in alerts}
+
+
+@pytest.mark.parametrize("position", [0, 5, 9])
+async def test_a_refused_resend_page_is_split_and_the_refused_alert_leaves(
+    env: Env, position: int
+) -> None:
+    """An alert Alertmanager accepted once (or an older bridge stored) and now refuses:
+    the re-send page is split like a first delivery, the neighbours get through, and the
+    refused one is dead-lettered once and not re-sent again."""
+    delivery = await env.start(batch_size=256)
+    alerts = [postable(n) for n in range(9)]
+    alerts.insert(position, postable("bad"))
+    await env.enqueue(alerts, active_set(alerts))
+    await delivery.deliver(A)  # accepted at the time
+    assert env.outbox is not None
+    assert env.outbox.active_count() == 10
+    env.ams.default["am-a"] = lambda batch: 422 if reject_bad(batch) == 400 else 200
+    env.ams.accepted.clear()
+    requests = len(env.ams.requests["am-a"])
+
+    await delivery.resend(A)
+    assert sorted(env.ams.names("am-a"), key=int) == [str(n) for n in range(9)]
+    assert len(env.ams.requests["am-a"]) - requests <= 2 * 4 + 1  # bisection
+    [(target, reason, alert)] = await env.outbox.dead_letters()
+    assert (target, alert) == (A, postable("bad").wire())
+    assert reason.startswith("HTTP 422")
+    assert env.outbox.active_count() == 9
+    assert env.sample("dead_letters_total") == 1
+    assert env.sample("alertmanager_alerts_dropped_total", alertmanager=A, reason="rejected") == 1
+
+    # The next round posts one page, accepted whole; nothing is dead-lettered again.
+    env.ams.accepted.clear()
+    requests = len(env.ams.requests["am-a"])
+    await delivery.resend(A)
+    assert len(env.ams.requests["am-a"]) - requests == 1
+    assert sorted(env.ams.names("am-a"), key=int) == [str(n) for n in range(9)]
+    # The other Alertmanager's round does not post or dead-letter it either.
+    await delivery.resend(B)
+    assert "bad" not in env.ams.names("am-b")
+    assert len(await env.outbox.dead_letters()) == 1
+
+
+async def test_an_alert_refused_on_first_delivery_is_not_resent(env: Env) -> None:
+    delivery = await env.start()
+    env.ams.default["am-a"] = reject_bad
+    alerts = [postable(1), postable("bad"), postable(2)]
+    await env.enqueue(alerts, active_set(alerts))
+    await delivery.deliver(A)
+    assert env.outbox is not None
+    assert env.outbox.active_count() == 2
+    env.ams.accepted.clear()
+    requests = len(env.ams.requests["am-a"])
+    await delivery.resend(A)
+    assert len(env.ams.requests["am-a"]) - requests == 1
+    assert env.ams.names("am-a") == ["1", "2"]
+    assert len(await env.outbox.dead_letters()) == 1  # once, from the first delivery
+
+
+async def test_an_invalid_alert_leaves_the_active_set(env: Env) -> None:
+    delivery = await env.start()
+    bad = postable("bad", generator_url="not a uri")
+    await env.enqueue([postable(1), bad], active_set([postable(1), bad]))
+    await delivery.deliver(A)
+    assert env.outbox is not None
+    [(_, reason, _)] = await env.outbox.dead_letters()
+    assert reason == "invalid: generatorURL is not an absolute http(s) URI"
+    assert env.outbox.active_count() == 1
+    env.ams.accepted.clear()
+    await delivery.resend(A)
+    assert env.ams.names("am-a") == ["1"]
+
+
+@pytest.mark.parametrize("status", [401, 403, 404])
+async def test_a_resend_refused_for_the_request_forgets_nothing(env: Env, status: int) -> None:
+    delivery = await env.start()
+    alerts = [postable(1), postable(2)]
+    await env.enqueue(alerts, active_set(alerts))
+    await delivery.deliver(A)
+    env.ams.default["am-a"] = status
+    requests = len(env.ams.requests["am-a"])
+    await delivery.resend(A)
+    assert len(env.ams.requests["am-a"]) - requests == 1  # not split: it is not the alerts
+    assert env.outbox is not None
+    assert env.outbox.active_count() == 2
+    assert await env.outbox.dead_letters() == []
+
+
 async def test_run_resends_at_start_and_every_interval(env: Env) -> None:
     delivery = await env.start(resend_interval=60)
     assert env.outbox is not None
@@ -584,3 +675,55 @@ async def test_delivery_needs_the_outbox_to_know_its_alertmanagers(tmp_path: Pat
     outbox = Outbox(tmp_path, ["other:9093"], max_queued=10, metrics=metrics)
     with pytest.raises(ConfigError, match="am-a:9093"):
         Delivery(outbox, config.Alertmanager(urls=[URL_A]), metrics)
+
+
+# --- re-sends against a model -------------------------------------------------------------
+
+
+@given(
+    refused=st.lists(st.booleans(), min_size=1, max_size=40),
+    batch_size=st.integers(1, 16),
+    status=st.sampled_from([400, 413, 422]),
+    rounds=st.integers(1, 3),
+)
+@settings(max_examples=60, deadline=None)
+def test_resend_rounds_match_a_model(
+    tmp_path_factory: pytest.TempPathFactory,
+    refused: list[bool],
+    batch_size: int,
+    status: int,
+    rounds: int,
+) -> None:
+    """Model (from the issue): every round posts each acceptable active alert; an alert
+    Alertmanager refuses for its content is dead-lettered exactly once and never posted
+    again; the acceptable ones never leave the active set."""
+    bad = {str(n) for n, is_bad in enumerate(refused) if is_bad}
+    good = [str(n) for n, is_bad in enumerate(refused) if not is_bad]
+
+    async def scenario() -> None:
+        env = Env(tmp_path_factory.mktemp("resend"))
+        try:
+            delivery = await env.start(batch_size=batch_size)
+            alerts = [postable(n) for n in range(len(refused))]
+            await env.enqueue(alerts, active_set(alerts))
+            await delivery.deliver(A)  # accepted before Alertmanager changed its mind
+            env.ams.default["am-a"] = lambda batch: (
+                status if any(a["labels"]["sentry_issue_id"] in bad for a in batch) else 200
+            )
+            for n in range(rounds):
+                env.ams.accepted.clear()
+                requests = len(env.ams.requests["am-a"])
+                await delivery.resend(A)
+                assert sorted(env.ams.names("am-a"), key=int) == good
+                assert env.outbox is not None
+                assert env.outbox.active_count() == len(good)
+                dead = await env.outbox.dead_letters()
+                assert sorted(a["labels"]["sentry_issue_id"] for _, _, a in dead) == sorted(bad)
+                assert all(r.startswith(f"HTTP {status}") for _, r, _ in dead)
+                if n:  # after the first round, one accepted request per page
+                    pages = -(-len(good) // batch_size)
+                    assert len(env.ams.requests["am-a"]) - requests == pages
+        finally:
+            await env.stop()
+
+    asyncio.run(scenario())
