@@ -55,15 +55,20 @@ _CONTROLS = re.compile(
 # PII in user text (an email in an exception message, a client IP). Each pattern is
 # linear in its input: a match may only start where a run of its characters starts
 # (the lookbehind), and the runs are possessive, so no start position rescans the text
-# after it. (The old ``[...]+@`` retried every position of a long run: quadratic.)
-_LOCAL = r"[\w.!#$%&'*+/=?^`{|}~-]"  # RFC 5322 atext and dots, Unicode letters included
-_EMAIL = re.compile(rf"(?<!{_LOCAL}){_LOCAL}++@(?:[\w-]++\.(?=[\w-]))++[^\W\d_]{{2,}}+")
+# after it; the domain gives back whole labels only, once each. (The old ``[...]+@``
+# retried every position of a long run: quadratic.)
+_LOCAL = r"[\w.%+-]"  # the local part as used in practice (not all of RFC 5322's atext)
+# Not right after a replacement either, so scrubbing scrubbed text changes nothing.
+_NOT_AFTER_REPLACEMENT = r"(?<!\[ip\])(?<!\[email\])"
+_EMAIL = re.compile(
+    rf"(?<!{_LOCAL}){_NOT_AFTER_REPLACEMENT}{_LOCAL}++@(?:[\w-]++\.)+[^\W\d_]{{2,}}+"
+)
 _IPV4 = re.compile(r"(?<![0-9])(?:[0-9]{1,3}\.){3}[0-9]{1,3}(?![0-9])")
 # Candidates for IPv6 in every form (``2001:db8::1``, ``::1``, ``fe80::1%eth0``,
 # ``::ffff:192.0.2.1``): a run of hex digits, colons and dots holding two colons, with
 # an optional zone; ``ipaddress`` decides.
 _IPV6 = re.compile(
-    r"(?<![0-9A-Fa-f:.])(?=[0-9A-Fa-f.]*+:[0-9A-Fa-f.]*+:)[0-9A-Fa-f:.]++(?:%[\w.~-]++)?"
+    rf"(?<![0-9A-Fa-f:.]){_NOT_AFTER_REPLACEMENT}(?=[0-9A-Fa-f.]*+:[0-9A-Fa-f.]*+:)[0-9A-Fa-f:.]++(?:%[\w.~-]++)?"
 )
 _SAFE_ID = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
@@ -87,7 +92,7 @@ def _ipv6(match: re.Match[str]) -> str:
     if single:
         lead, text = ":", text[1:]  # ``ip:2001:db8::1``, ``ip:::1``
     candidate = text
-    for _ in range(3):  # a sentence's ``.`` or ``:`` after the address
+    for _ in range(2):  # one ``.`` or ``:`` of the sentence after the address
         if _is_ipv6(candidate):
             return f"{lead}[ip]{text[len(candidate) :]}"
         if not candidate or candidate[-1] not in ".:":
@@ -278,7 +283,7 @@ def evidence(alert: SentryAlert) -> str | None:
             lines.append("…")
             break
         lines.append(f"{scrub(name, LABEL_MAX)}: {scrub(value, 512)}")
-    return "\n".join(lines)
+    return "; ".join(lines)
 
 
 def firing(

@@ -355,7 +355,8 @@ class Outbox:
         can never be accepted (and stop taking the rest of their page down with it). With
         ``dead_letter``, each one that was still there is dead-lettered, once, with its
         reason. Returns how many left the tables."""
-        return await self._shield(self._forget_refused(target, refused, dead_letter))
+        gone: int = await self._shield(self._forget_refused(target, refused, dead_letter))
+        return gone
 
     async def _forget_refused(
         self, target: str, refused: Sequence[tuple[str, str]], dead_letter: bool

@@ -3,23 +3,31 @@
 from __future__ import annotations
 
 import json
+import re
 import ssl
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 from bridge import config
+from bridge import labels as L
 from bridge.alertmanager import (
     PostableAlert,
     check_wire,
+    is_link,
     problem,
     ssl_context,
     target_name,
     wire_json,
 )
+from bridge.classify import Decision
 from bridge.errors import ConfigError
-from tests.factories import postable
+from bridge.model import Severity
+from tests.factories import START, postable, sentry_alert
 
 
 @pytest.mark.parametrize(
@@ -46,6 +54,11 @@ def test_target_name(url: str, name: str) -> None:
             PostableAlert(labels={"a": "b"}, ends_at=datetime(2024, 1, 1)),
             "endsAt has no time zone",
             id="naive",
+        ),
+        pytest.param(
+            postable(1, generator_url="not a uri"),
+            "generatorURL is not an absolute http(s) URI",
+            id="generator-url",
         ),
     ],
 )
@@ -110,3 +123,193 @@ def test_wire_json_is_camel_case_rfc3339_without_nulls() -> None:
         "labels": {"a": "b"},
         "annotations": {},
     }
+
+
+# --- a model of what Alertmanager 0.25 validates ------------------------------------------
+# Written from Alertmanager's and Go's code, not from ours: api/v2/models/alert.go
+# (generatorURL, format uri -> strfmt v0.21.3 govalidator.IsRequestURI -> Go's
+# url.ParseRequestURI), api/v2/api.go postAlertsHandler (removeEmptyLabels, then
+# prometheus/common v0.38.0 model.Alert.Validate: LabelName.IsValid, LabelValue.IsValid =
+# utf8.ValidString, at least one label, end not before start).
+
+_GO_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:")
+_GO_HOST_OK = set(
+    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.~!$&'()*+,;=:[]<>\""
+)
+_GO_USERINFO_OK = set(
+    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._:~!$&'()*+,;=%@"
+)
+_GO_ESCAPES = re.compile(r"%(?![0-9A-Fa-f]{2})")
+
+
+def go_parse_request_uri_ok(url: str) -> bool:
+    """Go's ``net/url.ParseRequestURI`` (``parse(rawURL, viaRequest=true)``), as a model."""
+    if url == "" or any(ord(c) < 0x20 or ord(c) == 0x7F for c in url):
+        return False
+    if url == "*":
+        return True
+    scheme = _GO_SCHEME.match(url)
+    if url.startswith(":"):
+        return False  # missing protocol scheme
+    rest = url[scheme.end() :] if scheme else url
+    rest = rest.partition("?")[0]
+    if not rest.startswith("/"):
+        return scheme is not None  # opaque: accepted when there is a scheme
+    if scheme and rest.startswith("//"):
+        authority, slash, rest = rest[2:].partition("/")
+        rest = slash + rest
+        userinfo, at, host = authority.rpartition("@")
+        if at and not set(userinfo) <= _GO_USERINFO_OK:
+            return False
+        if host.startswith("["):
+            close = host.find("]")
+            if close < 0:
+                return False
+            port = host[close + 1 :]
+        else:
+            colon = host.rfind(":")
+            port = host[colon:] if colon >= 0 else ""
+        if port and not ((port[0] == ":" and port[1:].isdigit()) or port == ":"):
+            return False
+        if _GO_ESCAPES.search(host) or any(
+            c < "\x80" and c not in _GO_HOST_OK for c in host if c != "%"
+        ):
+            return False
+    return not _GO_ESCAPES.search(rest)
+
+
+def _label_name_ok(name: str) -> bool:
+    return bool(name) and all(
+        c.isascii() and (c.isalpha() or c == "_" or (c.isdigit() and i > 0))
+        for i, c in enumerate(name)
+    )
+
+
+def _utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def alertmanager_refuses(alert: dict[str, Any]) -> str | None:
+    """Why Alertmanager 0.25 would refuse one element of ``POST /api/v2/alerts``, or None."""
+    url = alert.get("generatorURL")
+    if url is not None and not go_parse_request_uri_ok(url):
+        return "422 generatorURL"
+    for field in ("labels", "annotations"):
+        values = {k: v for k, v in alert.get(field, {}).items() if v != ""}
+        for name, value in values.items():
+            if not _label_name_ok(name) or not _utf8(value):
+                return f"400 {field}"
+        if field == "labels" and not values:
+            return "400 no labels"
+    starts, ends = alert.get("startsAt"), alert.get("endsAt")
+    if starts and ends and datetime.fromisoformat(ends) < datetime.fromisoformat(starts):
+        return "400 times"
+    return None
+
+
+@pytest.mark.parametrize(
+    ("url", "accepted"),
+    [
+        pytest.param("https://sentry.io/organizations/acme/issues/1/", True, id="sentry"),
+        pytest.param("not a uri", False, id="words"),
+        pytest.param("/relative/path", True, id="absolute-path"),
+        pytest.param("mailto:x", True, id="opaque"),
+        pytest.param("https://x/a\r\nb", False, id="crlf"),
+        pytest.param("https://x/%zz", False, id="bad-escape"),
+        pytest.param("https://x:80a/", False, id="port"),
+        pytest.param("https://x y/", False, id="host-space"),
+    ],
+)
+def test_the_go_model_agrees_with_what_alertmanager_answered(url: str, accepted: bool) -> None:
+    # "not a uri" is the case Alertmanager 0.25 answers 422 in tests/integration/test_faults.py.
+    assert go_parse_request_uri_ok(url) is accepted
+
+
+URL_PIECES = st.sampled_from(
+    [*"hts:/[]@%?#.-_~!$&'()*+,;= aZ09\r\x7f\u00e9", "http://", "https://", "%2F", "::1"]
+)
+URLISH = st.lists(URL_PIECES, max_size=30).map("".join)
+
+
+@given(URLISH)
+@example("https://a.Z/%2F?x=[::1]#y")
+@settings(max_examples=500)
+def test_every_link_we_send_is_one_alertmanager_accepts(url: str) -> None:
+    if is_link(url):
+        assert go_parse_request_uri_ok(url)
+        assert url.lower().startswith(("http://", "https://"))
+
+
+HOSTILE = st.one_of(
+    st.text(st.characters(exclude_categories=[]), max_size=200),
+    st.sampled_from(
+        [
+            "jane@example.com\r\n\u202e" + "x" * 5000,
+            "not a uri",
+            "https://sentry.io/x y",
+            "2001:db8::1",
+            "\x00\x1b[2J",
+            "\ud800",
+        ]
+    ),
+)
+OPTIONAL = st.one_of(st.none(), HOSTILE)
+
+
+@given(
+    title=HOSTILE,
+    message=OPTIONAL,
+    environment=OPTIONAL,
+    project=OPTIONAL,
+    web_url=st.one_of(OPTIONAL, st.just("https://sentry.io/organizations/acme/issues/42/")),
+    short_id=OPTIONAL,
+    level=OPTIONAL,
+    rule_name=OPTIONAL,
+    issue_id=st.one_of(st.just("42"), HOSTILE.filter(bool)),
+    evidence=st.lists(st.tuples(HOSTILE, HOSTILE), max_size=20),
+)
+@settings(max_examples=300, deadline=None)
+def test_any_payload_text_becomes_an_alert_alertmanager_accepts(
+    title: str,
+    message: str | None,
+    environment: str | None,
+    project: str | None,
+    web_url: str | None,
+    short_id: str | None,
+    level: str | None,
+    rule_name: str | None,
+    issue_id: str,
+    evidence: list[tuple[str, str]],
+) -> None:
+    alert = sentry_alert(
+        title=title,
+        message=message,
+        environment=environment,
+        project=project,
+        web_url=web_url,
+        short_id=short_id,
+        level=level,
+        alert_rule_name=rule_name,
+        issue_id=issue_id,
+        identity=f"issue:{issue_id}",
+        evidence=tuple(evidence),
+    )
+    decision = Decision(rule="r", severity=Severity.HIGH, labels={"team": "t"}, annotations={})
+    labels = L.build_labels(alert, decision, Severity.HIGH, escalated=False, severity_labels={})
+    annotations = L.build_annotations(alert, decision)
+    fired = L.firing(alert, labels, annotations, starts_at=START, now=START, lifetime=60)
+    body = wire_json(fired)
+    assert check_wire(body) is None
+    sent = json.loads(body)
+    assert alertmanager_refuses(sent) is None
+    assert all(len(v) <= L.LABEL_MAX for v in sent["labels"].values())
+    assert all(len(v) <= L.ANNOTATION_MAX for v in sent["annotations"].values())
+    assert sum(map(len, sent["annotations"].values())) <= L.ANNOTATIONS_MAX
+    assert len(body.encode()) < 80_000  # the whole alert is bounded
+    text = " ".join([*sent["labels"].values(), *sent["annotations"].values()])
+    assert "jane@example.com" not in text
+    assert "2001:db8::1" not in text
