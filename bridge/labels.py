@@ -161,7 +161,8 @@ def _identifier(value: str) -> str:
 def bounded(annotations: Mapping[str, str]) -> dict[str, str]:
     """Annotations within ``ANNOTATIONS_MAX`` together, in order (the first ones are what
     a human reads first); each value cleaned and capped (line feeds kept, every other
-    control character out), empty ones dropped, names made valid. What :func:`build_annotations` made passes unchanged (the fast path)."""
+    control character out), empty ones dropped, names made valid. What
+    :func:`build_annotations` made passes unchanged (the fast path)."""
     total = 0
     for name, value in annotations.items():
         total += len(value)
@@ -283,7 +284,7 @@ def evidence(alert: SentryAlert) -> str | None:
             lines.append("…")
             break
         lines.append(f"{scrub(name, LABEL_MAX)}: {scrub(value, 512)}")
-    return "; ".join(lines)
+    return "\n".join(lines)
 
 
 def firing(
