@@ -111,8 +111,9 @@ def scrub(text: str, limit: int = ANNOTATION_MAX) -> str:
     """User text made fit for Alertmanager: cut, control characters out, emails and IP
     addresses replaced, capped at ``limit`` characters. Idempotent. (One function, with
     cheap membership tests before each pattern: it runs for every field of every alert.)"""
-    if len(text) > limit + _MARGIN:
-        text = text[: limit + _MARGIN]
+    cut = len(text) > limit + _MARGIN
+    if cut:
+        text = _drop_cut_token(text[: limit + _MARGIN])
     if not (text.isascii() and text.isprintable()):
         text = _CONTROLS.sub("", _BREAKS.sub(" ", text))
     if "@" in text:
@@ -121,9 +122,21 @@ def scrub(text: str, limit: int = ANNOTATION_MAX) -> str:
         text = _IPV6.sub(_ipv6, text)
     if "." in text:
         text = _IPV4.sub("[ip]", text)
-    if len(text) > limit:
+    if len(text) > limit or (cut and len(text) == limit):
         text = text[: limit - 1] + "…"
+    elif cut:
+        text += "…"
     return text.strip()
+
+
+def _drop_cut_token(text: str) -> str:
+    """``text`` without the word the cut went through: an address cut in two is no
+    longer recognised (``2001:d``), so its remains go. A word longer than ``_MARGIN`` is
+    no address (an email is at most 254 characters) and stays."""
+    end = stop = len(text)
+    while stop - end < _MARGIN and end and (text[end - 1].isalnum() or text[end - 1] in "._%+-:@"):
+        end -= 1
+    return text if stop - end == _MARGIN else text[:end]
 
 
 def clean(text: str, limit: int, *, lines: bool = False) -> str:

@@ -432,3 +432,14 @@ def test_planted_addresses_never_survive(tokens: list[tuple[tuple[str, str], str
                 assert local not in out
         else:
             assert value in out
+
+
+def test_an_address_the_cut_goes_through_does_not_leak() -> None:
+    """The cut comes before scrubbing, and replacements shorten the text: the address
+    the cut went through must not survive as a fragment (``2001:d``)."""
+    for shift in range(0, 40):
+        text = "x" * shift + "jane.doe@example.com from 2001:db8::1 " * 400
+        out = L.scrub(text, limit=L.ANNOTATION_MAX)
+        assert out.endswith("…")
+        tail = out.rstrip("…").rsplit(" ", 1)[-1]
+        assert tail in {"", "from", "[email]", "[ip]"} or tail.strip("x") == ""

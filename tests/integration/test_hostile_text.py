@@ -75,7 +75,9 @@ def test_hostile_text_arrives_valid_and_scrubbed_and_resends_go_on(
         assert all(len(v) <= ANNOTATION_MAX for v in annotations.values())
         assert sum(map(len, annotations.values())) <= ANNOTATIONS_MAX
         assert annotations["summary"].startswith("[email] from [ip] ")
-        assert "sentry_url" not in annotations  # "not a uri" is dropped, not refused
+        # "not a uri" is dropped, never sent (a link built from issue_url may replace it).
+        assert annotations.get("sentry_url") != "not a uri"
+        assert is_link(annotations.get("sentry_url", "https://x/"))
         assert alert.get("generatorURL", "") == "" or is_link(alert["generatorURL"])
 
         # Re-sends go on, every second, for the hostile alert and its neighbours alike:
