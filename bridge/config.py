@@ -209,6 +209,64 @@ class Outbox(Strict):
     max_queued: int = Field(default=100_000, ge=1)
 
 
+# PostgreSQL identifiers: unquoted, lower case, at most 63 bytes (NAMEDATALEN - 1); the schema
+# name is interpolated into SQL (search_path, CREATE SCHEMA), so nothing else gets through.
+_IDENTIFIER = r"^[a-z_][a-z0-9_]{0,62}$"
+
+
+class PostgresSSL(Strict):
+    # libpq's sslmode values (PostgreSQL docs, "SSL Support", table 34.1); no "allow", which
+    # only protects against nothing. None: what the DSN's sslmode says (libpq: prefer).
+    mode: Literal["disable", "prefer", "require", "verify-ca", "verify-full"] | None = None
+    root_cert: OptionalPath = None
+    cert: OptionalPath = None
+    key: OptionalPath = None
+
+    @model_validator(mode="after")
+    def _checks(self) -> Self:
+        if (self.cert is None) != (self.key is None):
+            raise ValueError("cert and key go together")
+        if self.mode in {None, "disable"} and (self.root_cert or self.cert):
+            raise ValueError(
+                f"certificates are set but mode is {self.mode or 'unset'}; set mode to "
+                "require, verify-ca or verify-full"
+            )
+        return self
+
+
+class Postgres(Strict):
+    # postgresql://user:password@host:5432/db: a secret (it usually holds the password).
+    dsn: OptionalSecret = None
+    schema_: str = Field(default="sentry_bridge", alias="schema", pattern=_IDENTIFIER)
+    pool_size: int = Field(default=10, ge=1, le=1000)
+    connect_timeout: Seconds = 5.0
+    statement_timeout: Seconds = 5.0
+    ssl: PostgresSSL = Field(default_factory=PostgresSSL)
+
+    @field_validator("dsn")
+    @classmethod
+    def _dsn(cls, dsn: SecretStr | None) -> SecretStr | None:
+        if dsn is not None and not re.match(
+            r"^postgres(ql)?://", dsn.get_secret_value()
+        ):  # the value itself is never shown: it may hold a password
+            raise ValueError("not a postgresql:// URL")
+        return dsn
+
+
+class Store(Strict):
+    # sqlite: embedded, one replica. postgres: shared by several replicas (docs/scaling.md).
+    backend: Literal["sqlite", "postgres"] = "sqlite"
+    postgres: Postgres = Field(default_factory=Postgres)
+
+    @model_validator(mode="after")
+    def _checks(self) -> Self:
+        if self.backend == "postgres" and self.postgres.dsn is None:
+            raise ValueError(
+                "postgres.dsn: required with backend: postgres (e.g. ${BRIDGE_DATABASE_URL})"
+            )
+        return self
+
+
 class Shutdown(Strict):
     grace_period: Seconds = 25.0
 
@@ -220,6 +278,7 @@ class Config(Strict):
     dedup: Dedup = Field(default_factory=Dedup)
     alertmanager: Alertmanager = Field(default_factory=Alertmanager)
     outbox: Outbox = Field(default_factory=Outbox)
+    store: Store = Field(default_factory=Store)
     shutdown: Shutdown = Field(default_factory=Shutdown)
 
     @model_validator(mode="after")

@@ -3,6 +3,7 @@
     BridgeError
     ├── ConfigError        config file or environment is wrong; fail at start with the message
     ├── WorkerFailed       the pipeline worker process could not start (the message says why)
+    ├── StoreError         the store cannot be used as it is (e.g. its schema is newer than us)
     └── WebhookError       a webhook is refused; carries the HTTP status and a bounded reason
         ├── Unauthorized   401: missing or bad signature or token
         ├── TooLarge       413: body over server.max_body_bytes
@@ -25,6 +26,10 @@ class ConfigError(BridgeError):
 
 
 class WorkerFailed(BridgeError):
+    pass
+
+
+class StoreError(BridgeError):
     pass
 
 

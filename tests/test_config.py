@@ -170,6 +170,7 @@ def test_a_bad_organization_names_the_key(value: str) -> None:
         ("dedup", config.Dedup),
         ("alertmanager", config.Alertmanager),
         ("outbox", config.Outbox),
+        ("store", config.Store),
         ("shutdown", config.Shutdown),
     ],
 )
@@ -194,6 +195,7 @@ def test_every_key_is_in_the_shipped_file() -> None:
         for name, field in config.Config.model_fields.items()
     }
     sections |= {"basic_auth": config.BasicAuth, "tls": config.TLS}
+    sections |= {"postgres": config.Postgres, "ssl": config.PostgresSSL}
     for section, model in sections.items():
         assert re.search(rf"^\s*#?\s*{section}:", text, re.M), section
         for name, field in model.model_fields.items():
@@ -506,3 +508,133 @@ def test_secrets_never_appear_in_error_messages(data: dict[str, Any]) -> None:
     message = error(data, SECRET_ENV)
     for secret in (SECRET, HOOK_SECRET, LEGACY, API_TOKEN):
         assert secret not in message
+
+
+# --- store ---------------------------------------------------------------------------------
+
+DSN = "postgresql://bridge:s3cret-db-password@db.example:5432/bridge"
+
+
+def test_store_defaults_to_the_embedded_engine() -> None:
+    cfg = config.load(SHIPPED, env={"SENTRY_CLIENT_SECRET": SECRET})
+    assert cfg.store.backend == "sqlite"
+    assert cfg.store.postgres.dsn is None
+    assert cfg.store.postgres.schema_ == "sentry_bridge"
+
+
+def test_postgres_from_the_environment_and_from_a_file(tmp_path: Path) -> None:
+    env = {"SENTRY_CLIENT_SECRET": SECRET, "BRIDGE_DATABASE_URL": DSN}
+    data = yaml.safe_load(SHIPPED.read_text(encoding="utf-8"))
+    data["store"]["backend"] = "postgres"
+    cfg = config.parse(data, env=env)
+    assert cfg.store.postgres.dsn is not None
+    assert cfg.store.postgres.dsn.get_secret_value() == DSN
+    secret = tmp_path / "database-url"
+    secret.write_text(f"{DSN}\n", encoding="utf-8")
+    from_file = parse(
+        {"store": {"backend": "postgres", "postgres": {"dsn": f"${{file:{secret}}}"}}}
+    )
+    assert from_file.store.postgres.dsn == cfg.store.postgres.dsn
+
+
+def test_postgres_settings() -> None:
+    cfg = parse(
+        {
+            "store": {
+                "backend": "postgres",
+                "postgres": {
+                    "dsn": DSN,
+                    "schema": "bridge_prod",
+                    "pool_size": 4,
+                    "connect_timeout": "2s",
+                    "statement_timeout": "750ms",
+                    "ssl": {"mode": "verify-full", "root_cert": "/ca.pem"},
+                },
+            }
+        }
+    )
+    pg = cfg.store.postgres
+    assert (pg.schema_, pg.pool_size, pg.connect_timeout, pg.statement_timeout) == (
+        "bridge_prod",
+        4,
+        2.0,
+        0.75,
+    )
+    assert (pg.ssl.mode, pg.ssl.root_cert, pg.ssl.cert) == ("verify-full", Path("/ca.pem"), None)
+
+
+STORE_REFUSALS = [
+    pytest.param(
+        {"backend": "postgres"},
+        "store: postgres.dsn: required with backend: postgres (e.g. ${BRIDGE_DATABASE_URL})",
+        id="postgres-without-dsn",
+    ),
+    pytest.param(
+        {"backend": "postgres", "postgres": {"dsn": ""}},
+        "store: postgres.dsn: required with backend: postgres",
+        id="postgres-with-empty-dsn",
+    ),
+    pytest.param({"backend": "mysql"}, "store.backend: Input should be 'sqlite' or", id="backend"),
+    pytest.param(
+        {"postgres": {"dsn": "db.example:5432"}},
+        "store.postgres.dsn: not a postgresql:// URL",
+        id="dsn-not-a-url",
+    ),
+    pytest.param(
+        {"postgres": {"schema": "Bridge; DROP"}},
+        "store.postgres.schema: String should match pattern",
+        id="schema-not-an-identifier",
+    ),
+    pytest.param(
+        {"postgres": {"schema": "s" * 64}},
+        "store.postgres.schema: String should match pattern",
+        id="schema-too-long",
+    ),
+    pytest.param({"postgres": {"pool_size": 0}}, "store.postgres.pool_size:", id="pool-size"),
+    pytest.param(
+        {"postgres": {"statement_timeout": "0s"}},
+        "store.postgres.statement_timeout: Input should be greater than 0",
+        id="statement-timeout",
+    ),
+    pytest.param(
+        {"postgres": {"ssl": {"mode": "allow"}}}, "store.postgres.ssl.mode:", id="ssl-mode"
+    ),
+    pytest.param(
+        {"postgres": {"ssl": {"mode": "require", "cert": "/c.pem"}}},
+        "store.postgres.ssl: cert and key go together",
+        id="cert-without-key",
+    ),
+    pytest.param(
+        {"postgres": {"ssl": {"root_cert": "/ca.pem"}}},
+        "store.postgres.ssl: certificates are set but mode is unset",
+        id="certificates-without-mode",
+    ),
+    pytest.param(
+        {"postgres": {"ssl": {"mode": "disable", "cert": "/c.pem", "key": "/k.pem"}}},
+        "store.postgres.ssl: certificates are set but mode is disable",
+        id="certificates-with-tls-off",
+    ),
+    pytest.param({"postgres": {"host": "db"}}, "store.postgres.host: unknown key", id="unknown"),
+]
+
+
+@pytest.mark.parametrize(("store", "message"), STORE_REFUSALS)
+def test_store_refusals_say_what_is_wrong(store: dict[str, Any], message: str) -> None:
+    assert message in error({"store": store})
+
+
+@pytest.mark.parametrize(
+    "dsn", [DSN, "postgres://u:s3cret-db-password@h/d", "mysql://u:s3cret-db-password@h/d"]
+)
+def test_the_dsn_is_never_shown(dsn: str) -> None:
+    """The DSN carries the database password: not in str/repr/JSON, nor in an error."""
+    data = {"store": {"backend": "postgres", "postgres": {"dsn": "${BRIDGE_DATABASE_URL}"}}}
+    env = {"SENTRY_CLIENT_SECRET": SECRET, "BRIDGE_DATABASE_URL": dsn}
+    try:
+        cfg = parse(data, env)
+    except ConfigError as exc:
+        shown = str(exc)
+        assert "not a postgresql:// URL" in shown
+    else:
+        shown = " ".join((str(cfg), repr(cfg.store), cfg.model_dump_json()))
+    assert "s3cret-db-password" not in shown

@@ -1,0 +1,79 @@
+"""A lease: one holder at a time across replicas, for a bounded time (PostgreSQL).
+
+The periodic jobs (re-sends, expiry, sweeping) must run on one replica at a time, and be
+taken over within a bounded time when that replica dies (issue 10). A lease is a row
+``(name, holder, expires_at)``; each operation is one statement, so no transaction is held
+between them, and every expiry is measured on the database's clock, so replicas with skewed
+clocks agree on who holds it:
+
+- ``acquire``: take the lease if nobody holds it, it has expired, or we hold it already
+  (then it is extended); a live lease of someone else is left alone.
+- ``renew``: extend our lease, only while it is still ours and unexpired. An expired lease
+  is not revived by renewing, since another replica may have the right to take it: the
+  holder must ``acquire`` again (and stop the job if that fails).
+- ``release``: give it up at shutdown, so the next holder need not wait for the expiry.
+
+``at`` replaces the database clock in tests that drive time themselves; production passes
+nothing. The lease is "expired" once ``expires_at <= now``.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any, cast
+
+from bridge.store.postgres import Connection
+
+# One clock reading per statement: the CTE is evaluated once (clock_timestamp() is not).
+_ACQUIRE = """
+WITH t AS (SELECT coalesce($4::timestamptz, clock_timestamp()) AS now)
+INSERT INTO lease AS l (name, holder, acquired_at, expires_at)
+SELECT $1, $2, t.now, t.now + $3::interval FROM t
+ON CONFLICT (name) DO UPDATE
+    SET holder = excluded.holder,
+        acquired_at = CASE WHEN l.holder = excluded.holder
+                           THEN l.acquired_at ELSE excluded.acquired_at END,
+        expires_at = excluded.expires_at
+    WHERE l.holder = excluded.holder OR l.expires_at <= excluded.acquired_at
+RETURNING l.expires_at
+"""
+
+_RENEW = """
+WITH t AS (SELECT coalesce($4::timestamptz, clock_timestamp()) AS now)
+UPDATE lease AS l SET expires_at = t.now + $3::interval
+FROM t
+WHERE l.name = $1 AND l.holder = $2 AND l.expires_at > t.now
+RETURNING l.expires_at
+"""
+
+_RELEASE = "DELETE FROM lease WHERE name = $1 AND holder = $2 RETURNING name"
+
+_HOLDER = """
+WITH t AS (SELECT coalesce($2::timestamptz, clock_timestamp()) AS now)
+SELECT l.holder FROM lease AS l, t WHERE l.name = $1 AND l.expires_at > t.now
+"""
+
+
+async def acquire(
+    conn: Connection, name: str, holder: str, ttl: timedelta, *, at: datetime | None = None
+) -> datetime | None:
+    """Take or extend the lease; its new expiry, or ``None`` if someone else holds it."""
+    return cast(datetime | None, await conn.fetchval(_ACQUIRE, name, holder, ttl, at))
+
+
+async def renew(
+    conn: Connection, name: str, holder: str, ttl: timedelta, *, at: datetime | None = None
+) -> datetime | None:
+    """Extend our unexpired lease; its new expiry, or ``None`` if it is no longer ours."""
+    return cast(datetime | None, await conn.fetchval(_RENEW, name, holder, ttl, at))
+
+
+async def release(conn: Connection, name: str, holder: str) -> bool:
+    """Give up our lease (expired or not); whether we held it."""
+    return await conn.fetchval(_RELEASE, name, holder) is not None
+
+
+async def holder(conn: Connection, name: str, *, at: datetime | None = None) -> str | None:
+    """Who holds the lease now, if anyone."""
+    found: Any = await conn.fetchval(_HOLDER, name, at)
+    return cast(str | None, found)

@@ -1,0 +1,283 @@
+"""The PostgreSQL engine's groundwork against a real PostgreSQL: the pool's settings, the
+schema migration (once, even with several replicas starting together), the database clock;
+and the TLS options as the SSLContext libpq's sslmode describes (unit)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import ssl
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+from pydantic import SecretStr
+
+from bridge.config import PostgresSSL
+from bridge.errors import StoreError
+from bridge.store import postgres
+from bridge.store.postgres_schema import MIGRATIONS, Migration
+from tests.conftest import PostgresTarget
+
+pytestmark = pytest.mark.anyio
+
+ROOT = Path(__file__).resolve().parents[2]
+TABLES = {
+    "schema_version",
+    "inbox",
+    "seen_body",
+    "identity_state",
+    "queue",
+    "progress",
+    "resend",
+    "dead_letter",
+    "quarantine",
+    "lease",
+}
+LATEST = [m.version for m in MIGRATIONS]
+
+
+@contextlib.asynccontextmanager
+async def pool(target: PostgresTarget, **overrides: object) -> AsyncIterator[Any]:
+    settings = target.settings.model_copy(update=overrides)
+    opened = await postgres.connect(settings)
+    try:
+        yield opened
+    finally:
+        await opened.close()
+
+
+async def tables(conn: Any, schema: str) -> set[str]:
+    rows = await conn.fetch("SELECT tablename FROM pg_tables WHERE schemaname = $1", schema)
+    return {row[0] for row in rows}
+
+
+# --- the pool ------------------------------------------------------------------------------
+
+
+async def test_connections_start_in_the_schema_with_the_timeouts(
+    pg: PostgresTarget,
+) -> None:
+    async with pool(pg, statement_timeout=0.25) as p, p.acquire() as conn:
+        assert await conn.fetchval("SHOW search_path") == f'"{pg.schema}"'
+        assert await conn.fetchval("SHOW statement_timeout") == "250ms"
+        assert await conn.fetchval("SHOW application_name") == "sentry-alertmanager-bridge"
+        # The server enforces it: a statement running longer is cancelled.
+        with pytest.raises(asyncpg.QueryCanceledError):
+            await conn.execute("SELECT pg_sleep(2)")
+
+
+async def test_the_pool_holds_at_most_pool_size_connections(pg: PostgresTarget) -> None:
+    async with pool(pg, pool_size=2) as p, p.acquire(), p.acquire():
+        with pytest.raises(TimeoutError):
+            await p.acquire(timeout=0.2)
+
+
+async def test_connect_gives_up_after_connect_timeout(pg: PostgresTarget) -> None:
+    """A server that accepts TCP but never answers (a hung database, a black-holing proxy)."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        port = silent.getsockname()[1]
+        dsn = f"postgresql://postgres@127.0.0.1:{port}/postgres"
+        started = time.monotonic()
+        settings = pg.settings.model_copy(update={"dsn": SecretStr(dsn), "connect_timeout": 0.3})
+        with pytest.raises(TimeoutError):
+            await postgres.connect(settings)
+        assert 0.3 <= time.monotonic() - started < 3
+
+
+async def test_the_database_clock(pg: PostgresTarget) -> None:
+    async with pool(pg) as p, p.acquire() as conn, conn.transaction():
+        first = await postgres.database_now(conn)
+        second = await postgres.database_now(conn)
+    # clock_timestamp(), not now(): it moves inside a transaction too.
+    assert second > first
+    assert first.tzinfo is not None
+    assert abs((first - datetime.now(UTC)).total_seconds()) < 5
+
+
+# --- migration -----------------------------------------------------------------------------
+
+
+async def test_migrate_creates_the_schema_once(pg: PostgresTarget) -> None:
+    async with pool(pg) as p, p.acquire() as conn:
+        assert await postgres.schema_version(conn, pg.schema) == 0
+        assert await postgres.migrate(conn, pg.schema) == LATEST
+        assert await tables(conn, pg.schema) == TABLES
+        assert await postgres.migrate(conn, pg.schema) == [], "idempotent"
+        assert await postgres.schema_version(conn, pg.schema) == LATEST[-1]
+        rows = await conn.fetch("SELECT version FROM schema_version ORDER BY version")
+        assert [row[0] for row in rows] == LATEST
+        # Nothing landed outside the bridge's schema.
+        assert await tables(conn, "public") == set()
+
+
+async def test_a_failed_migration_leaves_nothing_behind(pg: PostgresTarget) -> None:
+    broken = (*MIGRATIONS, Migration(len(MIGRATIONS) + 1, "test", "CREATE TABLE inbox ()"))
+    async with pool(pg) as p, p.acquire() as conn:
+        with pytest.raises(asyncpg.DuplicateTableError):
+            await postgres.migrate(conn, pg.schema, broken)
+        assert await postgres.schema_version(conn, pg.schema) == 0
+        assert await tables(conn, pg.schema) == set()
+
+
+async def test_a_newer_schema_is_refused(pg: PostgresTarget) -> None:
+    async with pool(pg) as p, p.acquire() as conn:
+        await postgres.migrate(conn, pg.schema)
+        await conn.execute("INSERT INTO schema_version VALUES (99, 'from the future')")
+        with pytest.raises(StoreError, match="version 99, newer than this bridge's"):
+            await postgres.migrate(conn, pg.schema)
+
+
+async def test_concurrent_migrations_apply_each_version_once(pg: PostgresTarget) -> None:
+    """Eight replicas starting at the same instant: every one returns, no error, and each
+    migration was applied by exactly one of them (a second CREATE TABLE would fail)."""
+    async with pool(pg, pool_size=8) as p:
+        conns = [await p.acquire() for _ in range(8)]
+        try:
+            results = await asyncio.gather(*(postgres.migrate(c, pg.schema) for c in conns))
+        finally:
+            for conn in conns:
+                await p.release(conn)
+        assert sorted(v for applied in results for v in applied) == LATEST
+        async with p.acquire() as conn:
+            assert await conn.fetchval("SELECT count(*) FROM schema_version") == len(LATEST)
+
+
+MIGRATE_PROCESS = """
+import asyncio, sys
+import asyncpg
+from bridge.store import postgres
+
+async def main(dsn: str, schema: str, gate: int) -> None:
+    conn = await asyncpg.connect(dsn)
+    await conn.execute("SELECT pg_advisory_lock_shared($1)", gate)  # the start gate
+    print(",".join(map(str, await postgres.migrate(conn, schema))))
+
+asyncio.run(main(sys.argv[1], sys.argv[2], int(sys.argv[3])))
+"""
+
+
+async def test_three_processes_migrate_together(pg: PostgresTarget) -> None:
+    """Three bridge processes: all wait at a gate (an advisory lock the test holds), are let
+    go at once, and the schema ends up migrated once."""
+    gate = 4242
+    holder = await asyncpg.connect(pg.dsn)
+    try:
+        await holder.execute("SELECT pg_advisory_lock($1)", gate)
+        args = [sys.executable, "-c", MIGRATE_PROCESS, pg.dsn, pg.schema, str(gate)]
+        procs = [
+            await asyncio.create_subprocess_exec(
+                *args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+            )
+            for _ in range(3)
+        ]
+        deadline = time.monotonic() + 30
+        waiting = 0
+        while waiting < 3:  # the condition: three sessions queued on the gate
+            assert time.monotonic() < deadline, "the processes never reached the gate"
+            waiting = await holder.fetchval(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = $1 "
+                "AND NOT granted",
+                gate,
+            )
+            await asyncio.sleep(0.02)
+        await holder.execute("SELECT pg_advisory_unlock($1)", gate)
+        outputs = [await asyncio.wait_for(proc.communicate(), 60) for proc in procs]
+        assert [proc.returncode for proc in procs] == [0, 0, 0], [err for _, err in outputs]
+        applied = [int(v) for out, _ in outputs for v in out.decode().split(",") if v.strip()]
+        assert sorted(applied) == LATEST
+        versions = await holder.fetch(f'SELECT version FROM "{pg.schema}".schema_version')  # noqa: S608
+        assert [row[0] for row in versions] == LATEST
+    finally:
+        await holder.close()
+
+
+def test_the_migration_lock_key_never_changes() -> None:
+    """Replicas of two versions meet during a rolling upgrade: they must lock the same key."""
+    assert postgres.MIGRATION_LOCK == 0x7362
+    assert postgres.lock_key("sentry_bridge") == 634815366  # zlib.crc32(b"sentry_bridge")
+    assert -(2**31) <= postgres.lock_key("x" * 63) < 2**31
+
+
+# --- TLS options (unit) --------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def certs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A CA and a client certificate it signed, made with the openssl CLI."""
+    path = tmp_path_factory.mktemp("certs")
+
+    def run(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=path, check=True, capture_output=True)
+
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem",
+        "-days", "2", "-subj", "/CN=bridge-test-ca")  # fmt: skip
+    run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "client.key", "-out", "client.csr",
+        "-subj", "/CN=bridge")  # fmt: skip
+    run("x509", "-req", "-in", "client.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+        "-CAcreateserial", "-out", "client.pem", "-days", "2")  # fmt: skip
+    return {name: path / name for name in ("ca.pem", "client.pem", "client.key", "ca.key")}
+
+
+def context(**options: object) -> ssl.SSLContext:
+    built = postgres.ssl_option(PostgresSSL.model_validate(options))
+    assert isinstance(built, ssl.SSLContext)
+    assert built.minimum_version >= ssl.TLSVersion.TLSv1_2
+    return built
+
+
+@pytest.mark.parametrize(
+    ("mode", "expected"),
+    [
+        pytest.param(None, None, id="unset-the-dsn-decides"),
+        pytest.param("disable", False, id="disable"),
+        pytest.param("prefer", "prefer", id="prefer-asyncpg-advisory"),
+    ],
+)
+def test_modes_without_a_context(mode: str | None, expected: object) -> None:
+    assert postgres.ssl_option(PostgresSSL(mode=mode)) == expected
+
+
+def test_require_encrypts_without_verifying() -> None:
+    built = context(mode="require")
+    assert (built.verify_mode, built.check_hostname) == (ssl.CERT_NONE, False)
+
+
+def test_require_with_a_root_cert_verifies_the_chain_as_libpq_does(
+    certs: dict[str, Path],
+) -> None:
+    built = context(mode="require", root_cert=certs["ca.pem"])
+    assert (built.verify_mode, built.check_hostname) == (ssl.CERT_REQUIRED, False)
+    assert [c["subject"] for c in built.get_ca_certs()] == [((("commonName", "bridge-test-ca"),),)]
+
+
+@pytest.mark.parametrize(
+    ("mode", "hostname"), [("verify-ca", False), ("verify-full", True)], ids=str
+)
+def test_verify_modes(mode: str, hostname: bool, certs: dict[str, Path]) -> None:
+    built = context(mode=mode, root_cert=certs["ca.pem"])
+    assert (built.verify_mode, built.check_hostname) == (ssl.CERT_REQUIRED, hostname)
+    assert len(built.get_ca_certs()) == 1, "only the configured CA is trusted"
+
+
+def test_verify_without_a_root_cert_trusts_the_system_cas() -> None:
+    built = context(mode="verify-full")
+    assert (built.verify_mode, built.check_hostname) == (ssl.CERT_REQUIRED, True)
+    assert built.cert_store_stats()["x509_ca"] > 0 or ssl.get_default_verify_paths().cafile is None
+
+
+def test_a_client_certificate_is_loaded(certs: dict[str, Path]) -> None:
+    context(mode="verify-full", root_cert=certs["ca.pem"], cert=certs["client.pem"],
+            key=certs["client.key"])  # fmt: skip
+    # The pair is checked when loaded: a key that does not match the certificate fails.
+    with pytest.raises(ssl.SSLError):
+        context(mode="require", cert=certs["client.pem"], key=certs["ca.key"])
