@@ -26,6 +26,7 @@ from bridge.rules import (
     Match,
     Rule,
 )
+from bridge.store import check_supported
 
 DEFAULT_CONFIG = "config.yaml"
 
@@ -152,6 +153,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from bridge.serve import serve  # uvicorn is only needed here
 
     cfg = config.load(_config_path(args.config))
+    check_supported(cfg)  # store.backend: postgres is not wired yet: refuse, do not fall back
     return serve(cfg, host=args.host, port=args.port)
 
 
