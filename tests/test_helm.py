@@ -51,6 +51,8 @@ SECRET_ENV = {
 
 # The least a working install sets: the integration's client secret.
 WORKING: dict[str, Any] = {"secrets": {"sentryClientSecret": "client-secret-1"}}
+DSN = "postgresql://bridge:db-password-1@db.example:5432/bridge"
+POSTGRES: dict[str, Any] = {"store": {"backend": "postgres", "postgres": {"dsn": DSN}}}
 
 
 def merged(*layers: Mapping[str, Any]) -> dict[str, Any]:
@@ -92,6 +94,13 @@ class Rendered:
         data = self.one("Secret")["data"] or {}
         return {k: base64.b64decode(v).decode() for k, v in data.items()}
 
+    def postgres_secret_ref(self) -> dict[str, str] | None:
+        """Where the container's BRIDGE_DATABASE_URL comes from, when not from envFrom."""
+        for entry in self.container().get("env", []):
+            if entry["name"] == "BRIDGE_DATABASE_URL":
+                return dict(entry["valueFrom"]["secretKeyRef"])
+        return None
+
     def pod_env(self, existing_secret: Mapping[str, str] | None = None) -> dict[str, str]:
         """The environment the bridge process gets: the container's env and the Secret."""
         env = dict(existing_secret) if existing_secret is not None else self.secret_env()
@@ -123,7 +132,9 @@ TOGGLES: dict[str, dict[str, Any]] = {
     "serviceMonitor": {"serviceMonitor": {"enabled": True, "labels": {"release": "kps"}}},
     "prometheusRule": {"prometheusRule": {"enabled": True}},
     "podDisruptionBudget": {"podDisruptionBudget": {"enabled": True}},
-    "autoscaling": {"autoscaling": {"enabled": True}, "resources": {"requests": {"cpu": "50m"}}},
+    "autoscaling": merged(
+        POSTGRES, {"autoscaling": {"enabled": True}, "resources": {"requests": {"cpu": "50m"}}}
+    ),
     "ingress": {
         "ingress": {
             "enabled": True,
@@ -140,17 +151,36 @@ TOGGLES: dict[str, dict[str, Any]] = {
         }
     },
     "grafanaDashboard": {"grafanaDashboard": {"enabled": True}},
-    "persistence": {"persistence": {"enabled": True, "storageClassName": "ssd"}},
+    "postgres": POSTGRES,
+    "no-persistence": {"persistence": {"enabled": False}},
 }
-ALL_BUT_PERSISTENCE = merged(*(v for k, v in TOGGLES.items() if k != "persistence"))
+# Every toggle at once: several replicas, so PostgreSQL and no volume.
+ALL_TOGGLES = merged(*TOGGLES.values())
 
 SCENARIOS = [
     pytest.param(WORKING, id="defaults"),
     *(pytest.param(merged(WORKING, v), id=k) for k, v in TOGGLES.items()),
-    pytest.param(merged(WORKING, ALL_BUT_PERSISTENCE), id="every-toggle-but-persistence"),
+    pytest.param(merged(WORKING, ALL_TOGGLES), id="every-toggle"),
     pytest.param(
-        merged(WORKING, TOGGLES["persistence"], TOGGLES["serviceMonitor"], TOGGLES["ingress"]),
+        merged(
+            WORKING,
+            {"persistence": {"storageClassName": "ssd"}},
+            TOGGLES["serviceMonitor"],
+            TOGGLES["ingress"],
+        ),
         id="persistence-with-monitoring-and-ingress",
+    ),
+    pytest.param(
+        merged(
+            WORKING,
+            POSTGRES,
+            {
+                "store": {
+                    "postgres": {"dsn": "", "existingSecret": "db", "existingSecretKey": "url"}
+                }
+            },
+        ),
+        id="postgres-existing-secret",
     ),
     pytest.param({"existingSecret": "my-bridge-secret"}, id="existing-secret"),
     pytest.param(
@@ -209,7 +239,11 @@ def test_the_configmap_is_a_config_the_bridge_accepts(
 ) -> None:
     rendered = render(chart, values)
     existing = {"SENTRY_CLIENT_SECRET": "from-existing"} if values.get("existingSecret") else None
-    cfg = bridge_config.parse(yaml.safe_load(rendered.bridge_yaml()), rendered.pod_env(existing))
+    env = rendered.pod_env(existing)
+    if "BRIDGE_DATABASE_URL" not in env and rendered.postgres_secret_ref():
+        env["BRIDGE_DATABASE_URL"] = DSN  # what the user's Secret holds
+    cfg = bridge_config.parse(yaml.safe_load(rendered.bridge_yaml()), env)
+    assert cfg.store.backend == values.get("store", {}).get("backend", "sqlite")
     container = rendered.container()
     mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
     assert str(cfg.outbox.data_dir) == mounts["data"]
@@ -303,7 +337,22 @@ def test_numbers_survive_the_round_trip(chart: helm_python.Chart) -> None:
             id="podDisruptionBudget",
         ),
         pytest.param(
-            TOGGLES["autoscaling"], {("HorizontalPodAutoscaler", FULLNAME)}, set(), id="autoscaling"
+            TOGGLES["autoscaling"],
+            {("HorizontalPodAutoscaler", FULLNAME), ("PodDisruptionBudget", FULLNAME)},
+            {("PersistentVolumeClaim", FULLNAME)},
+            id="autoscaling-on-postgres",
+        ),
+        pytest.param(
+            POSTGRES,
+            {("PodDisruptionBudget", FULLNAME)},
+            {("PersistentVolumeClaim", FULLNAME)},
+            id="postgres",
+        ),
+        pytest.param(
+            merged(POSTGRES, {"podDisruptionBudget": {"enabled": False}}),
+            set(),
+            {("PersistentVolumeClaim", FULLNAME)},
+            id="postgres-without-pdb",
         ),
         pytest.param(TOGGLES["ingress"], {("Ingress", FULLNAME)}, set(), id="ingress"),
         pytest.param(
@@ -316,12 +365,12 @@ def test_numbers_survive_the_round_trip(chart: helm_python.Chart) -> None:
             id="grafanaDashboard",
         ),
         pytest.param(
-            TOGGLES["persistence"], {("PersistentVolumeClaim", FULLNAME)}, set(), id="persistence"
+            TOGGLES["no-persistence"], set(), {("PersistentVolumeClaim", FULLNAME)}, id="no-volume"
         ),
         pytest.param(
-            {"persistence": {"enabled": True, "existingClaim": "mine"}},
+            {"persistence": {"existingClaim": "mine"}},
             set(),
-            set(),
+            {("PersistentVolumeClaim", FULLNAME)},
             id="persistence-existing-claim",
         ),
         pytest.param(
@@ -354,6 +403,7 @@ def test_defaults_render_the_core_objects_only(chart: helm_python.Chart) -> None
         ("ServiceAccount", FULLNAME),
         ("Service", FULLNAME),
         ("Deployment", FULLNAME),
+        ("PersistentVolumeClaim", FULLNAME),
         ("Pod", f"{FULLNAME}-test-ready"),
     }
 
@@ -484,10 +534,14 @@ def test_a_config_or_secret_change_rolls_the_pods(
     assert {k for k in before if before[k] != after[k]} == rolls
 
 
-def test_persistence_uses_a_claim_and_recreate(chart: helm_python.Chart) -> None:
-    rendered = render(chart, merged(WORKING, TOGGLES["persistence"]))
+def test_sqlite_runs_one_replica_on_a_claim_with_recreate(chart: helm_python.Chart) -> None:
+    """The default: the SQLite outbox is the state, so it lives on a volume a rollout keeps,
+    and the old pod lets go of it before the new one starts (ReadWriteOnce, one lock)."""
+    rendered = render(chart, merged(WORKING, {"persistence": {"storageClassName": "ssd"}}))
     deployment = rendered.one("Deployment")
+    assert deployment["spec"]["replicas"] == 1
     assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+    assert "affinity" not in rendered.pod_spec()
     volumes = {v["name"]: v for v in rendered.pod_spec()["volumes"]}
     assert volumes["data"] == {"name": "data", "persistentVolumeClaim": {"claimName": FULLNAME}}
     claim = rendered.one("PersistentVolumeClaim")["spec"]
@@ -495,13 +549,13 @@ def test_persistence_uses_a_claim_and_recreate(chart: helm_python.Chart) -> None
     assert claim["storageClassName"] == "ssd"
     assert claim["resources"]["requests"]["storage"] == "1Gi"
 
-    existing = render(chart, {"persistence": {"enabled": True, "existingClaim": "mine"}})
+    existing = render(chart, {"persistence": {"existingClaim": "mine"}})
     volumes = {v["name"]: v for v in existing.pod_spec()["volumes"]}
     assert volumes["data"]["persistentVolumeClaim"] == {"claimName": "mine"}
 
 
 def test_without_persistence_an_empty_dir_and_rolling_update(chart: helm_python.Chart) -> None:
-    rendered = render(chart, WORKING)
+    rendered = render(chart, merged(WORKING, TOGGLES["no-persistence"]))
     volumes = {v["name"]: v for v in rendered.pod_spec()["volumes"]}
     assert volumes["data"]["emptyDir"] == {"sizeLimit": "1Gi"}
     strategy = rendered.one("Deployment")["spec"]["strategy"]
@@ -518,22 +572,51 @@ def test_autoscaling_hands_replicas_to_the_hpa(chart: helm_python.Chart) -> None
         "kind": "Deployment",
         "name": FULLNAME,
     }
-    assert (hpa["minReplicas"], hpa["maxReplicas"]) == (1, 3)
-    assert "NOTE: more than one replica" in rendered.notes
+    assert (hpa["minReplicas"], hpa["maxReplicas"]) == (2, 3)
 
 
 @pytest.mark.parametrize(
     ("values", "message"),
     [
         pytest.param(
-            {"persistence": {"enabled": True}, "replicaCount": 2},
-            "only one pod can use",
-            id="persistence-with-replicas",
+            {"replicaCount": 2},
+            "replicaCount > 1 and autoscaling.enabled need store.backend: postgres",
+            id="sqlite-with-replicas",
         ),
         pytest.param(
-            {"persistence": {"enabled": True}, "autoscaling": {"enabled": True}},
+            {"replicaCount": 2, "persistence": {"enabled": False}},
+            "replicaCount > 1 and autoscaling.enabled need store.backend: postgres",
+            id="sqlite-with-replicas-without-volume",
+        ),
+        pytest.param(
+            {"autoscaling": {"enabled": True}},
+            "replicaCount > 1 and autoscaling.enabled need store.backend: postgres",
+            id="sqlite-with-autoscaling",
+        ),
+        pytest.param(
+            merged(POSTGRES, {"persistence": {"enabled": True}}),
+            "only one pod can use",
+            id="postgres-with-a-volume-and-two-replicas",
+        ),
+        pytest.param(
+            merged(POSTGRES, {"persistence": {"enabled": True}, "autoscaling": {"enabled": True}}),
             "only one pod can use",
             id="persistence-with-autoscaling",
+        ),
+        pytest.param(
+            {"store": {"backend": "postgres"}},
+            "store.backend: postgres needs the database's URL",
+            id="postgres-without-dsn",
+        ),
+        pytest.param(
+            {"config": {"store": {"backend": "postgres"}}},
+            "set store.backend and store.postgres.dsn",
+            id="backend-in-config",
+        ),
+        pytest.param(
+            merged(POSTGRES, {"config": {"store": {"postgres": {"dsn": DSN}}}}),
+            "not config.store.backend or config.store.postgres.dsn",
+            id="dsn-in-config",
         ),
         pytest.param({"ingress": {"enabled": True}}, "ingress.hosts", id="ingress-without-hosts"),
     ],
@@ -555,6 +638,96 @@ def test_pdb_takes_one_of_min_or_max(chart: helm_python.Chart) -> None:
     spec = render(chart, merged(WORKING, values)).one("PodDisruptionBudget")["spec"]
     assert spec["minAvailable"] == "50%"
     assert "maxUnavailable" not in spec
+    values = merged(POSTGRES, {"podDisruptionBudget": {"maxUnavailable": "50%"}})
+    spec = render(chart, merged(WORKING, values)).one("PodDisruptionBudget")["spec"]
+    assert spec["maxUnavailable"] == "50%"
+    assert "minAvailable" not in spec
+
+
+# --- several replicas on PostgreSQL ------------------------------------------------------------
+
+
+def test_postgres_runs_two_replicas_that_survive_a_drain(chart: helm_python.Chart) -> None:
+    """issue 10: with PostgreSQL, 2 replicas, a PDB of minAvailable 1, RollingUpdate and
+    anti-affinity by node, the data directory an emptyDir (the state is in the database)."""
+    rendered = render(chart, merged(WORKING, POSTGRES))
+    spec = rendered.one("Deployment")["spec"]
+    assert spec["replicas"] == 2
+    assert spec["strategy"] == {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
+    }
+    pdb = rendered.one("PodDisruptionBudget")["spec"]
+    assert pdb == {"minAvailable": 1, "selector": spec["selector"]}
+    [term] = rendered.pod_spec()["affinity"]["podAntiAffinity"][
+        "preferredDuringSchedulingIgnoredDuringExecution"
+    ]
+    assert term["podAffinityTerm"] == {
+        "topologyKey": "kubernetes.io/hostname",
+        "labelSelector": spec["selector"],
+    }
+    volumes = {v["name"]: v for v in rendered.pod_spec()["volumes"]}
+    assert "emptyDir" in volumes["data"]
+    assert "store.backend is postgres" in rendered.notes
+    assert "does not run on PostgreSQL yet" in rendered.notes
+
+
+def test_postgres_dsn_travels_in_the_secret_only(chart: helm_python.Chart) -> None:
+    rendered = render(chart, merged(WORKING, POSTGRES))
+    assert rendered.secret_env()["BRIDGE_DATABASE_URL"] == DSN
+    assert "db-password-1" not in rendered.bridge_yaml()
+    data = yaml.safe_load(rendered.bridge_yaml())
+    assert data["store"] == {
+        "backend": "postgres",
+        "postgres": {"dsn": "${BRIDGE_DATABASE_URL}"},
+    }
+    cfg = bridge_config.parse(data, rendered.pod_env())
+    assert cfg.store.postgres.dsn is not None
+    assert cfg.store.postgres.dsn.get_secret_value() == DSN
+
+
+def test_postgres_dsn_from_an_existing_secret(chart: helm_python.Chart) -> None:
+    values = {"store": {"backend": "postgres", "postgres": {"existingSecret": "db-url"}}}
+    rendered = render(chart, merged(WORKING, values))
+    assert rendered.postgres_secret_ref() == {"name": "db-url", "key": "BRIDGE_DATABASE_URL"}
+    assert "BRIDGE_DATABASE_URL" not in rendered.secret_env()
+    # The bridge's existingSecret may hold it instead (envFrom), with no extra entry.
+    rendered = render(chart, merged(POSTGRES, {"store": {"postgres": {"dsn": ""}}},
+                                    {"existingSecret": "all-in-one"}))  # fmt: skip
+    assert rendered.postgres_secret_ref() is None
+    assert rendered.container()["envFrom"] == [{"secretRef": {"name": "all-in-one"}}]
+
+
+NODE_AFFINITY = {
+    "nodeAffinity": {
+        "requiredDuringSchedulingIgnoredDuringExecution": {
+            "nodeSelectorTerms": [
+                {"matchExpressions": [{"key": "pool", "operator": "In", "values": ["alerting"]}]}
+            ]
+        }
+    }
+}
+
+
+def test_postgres_tuning_passes_through_and_a_replica_count_is_kept(
+    chart: helm_python.Chart,
+) -> None:
+    tuning = {"schema": "bridge_prod", "pool_size": 4, "ssl": {"mode": "verify-full"}}
+    values = merged(
+        WORKING,
+        POSTGRES,
+        {
+            "replicaCount": 3,
+            "config": {"store": {"postgres": tuning}},
+            "affinity": NODE_AFFINITY,
+        },
+    )
+    rendered = render(chart, values)
+    assert rendered.one("Deployment")["spec"]["replicas"] == 3
+    assert rendered.pod_spec()["affinity"] == NODE_AFFINITY, "the user's wins"
+    cfg = bridge_config.parse(yaml.safe_load(rendered.bridge_yaml()), rendered.pod_env())
+    assert (cfg.store.postgres.schema_, cfg.store.postgres.pool_size) == ("bridge_prod", 4)
+    assert cfg.store.postgres.ssl.mode == "verify-full"
 
 
 # --- reaching the bridge ---------------------------------------------------------------------

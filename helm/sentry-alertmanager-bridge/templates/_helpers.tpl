@@ -72,6 +72,50 @@ SENTRY_LEGACY_TOKEN: {{ .Values.secrets.sentryLegacyToken | quote }}
 SENTRY_API_TOKEN: {{ .Values.secrets.sentryApiToken | quote }}
 ALERTMANAGER_PASSWORD: {{ .Values.secrets.alertmanagerPassword | quote }}
 ALERTMANAGER_BEARER_TOKEN: {{ .Values.secrets.alertmanagerBearerToken | quote }}
+{{- if and (include "bridge.postgres" .) (not .Values.store.postgres.existingSecret) }}
+BRIDGE_DATABASE_URL: {{ .Values.store.postgres.dsn | quote }}
+{{- end }}
+{{- end }}
+
+{{/*
+"true" when the bridge keeps its state in PostgreSQL (store.backend), shared by the replicas.
+*/}}
+{{- define "bridge.postgres" -}}
+{{- if eq .Values.store.backend "postgres" }}true{{ end }}
+{{- end }}
+
+{{/*
+Replicas: replicaCount, or by default 2 with PostgreSQL (a rollout or a node drain keeps one
+answering Sentry) and 1 with the embedded SQLite store.
+*/}}
+{{- define "bridge.replicas" -}}
+{{- if kindIs "invalid" .Values.replicaCount }}
+{{- ternary 2 1 (eq .Values.store.backend "postgres") }}
+{{- else }}
+{{- .Values.replicaCount | int }}
+{{- end }}
+{{- end }}
+
+{{/*
+"true" when the data directory is a PersistentVolumeClaim: persistence.enabled, or by default
+with SQLite (the outbox is the state: a rollout must not drop it) and not with PostgreSQL.
+*/}}
+{{- define "bridge.persistence" -}}
+{{- $enabled := .Values.persistence.enabled }}
+{{- if kindIs "invalid" $enabled }}
+{{- if not (include "bridge.postgres" .) }}true{{ end }}
+{{- else if $enabled }}true{{ end }}
+{{- end }}
+
+{{/*
+"true" when the chart makes a PodDisruptionBudget: podDisruptionBudget.enabled, or by default
+with PostgreSQL (several replicas; with one, any budget either blocks drains or allows all).
+*/}}
+{{- define "bridge.pdb" -}}
+{{- $enabled := .Values.podDisruptionBudget.enabled }}
+{{- if kindIs "invalid" $enabled }}
+{{- if include "bridge.postgres" . }}true{{ end }}
+{{- else if $enabled }}true{{ end }}
 {{- end }}
 
 {{/*
@@ -112,12 +156,24 @@ to exit before the kubelet's SIGKILL.
 {{- end }}
 
 {{/*
-Refuse combinations that would break the bridge at run time. The SQLite outbox takes an
-exclusive lock on its directory, so pods cannot share one volume.
+Refuse combinations that would break the bridge at run time. With SQLite each pod keeps its
+own state, so pods cannot be several; its outbox takes an exclusive lock on its directory, so
+pods cannot share one volume either.
 */}}
 {{- define "bridge.validate" -}}
-{{- if and .Values.persistence.enabled (or (gt (int .Values.replicaCount) 1) .Values.autoscaling.enabled) }}
-{{- fail "persistence.enabled keeps the outbox on one ReadWriteOnce volume, which only one pod can use: keep replicaCount 1 and autoscaling.enabled false (see the chart's README, \"One replica\")" }}
+{{- $replicas := include "bridge.replicas" . | int }}
+{{- $store := (.Values.config.store | default dict) }}
+{{- if or (hasKey $store "backend") (hasKey ($store.postgres | default dict) "dsn") }}
+{{- fail "set store.backend and store.postgres.dsn (or store.postgres.existingSecret), not config.store.backend or config.store.postgres.dsn: the chart renders those two from them" }}
+{{- end }}
+{{- if and (not (include "bridge.postgres" .)) (or (gt $replicas 1) .Values.autoscaling.enabled) }}
+{{- fail "replicaCount > 1 and autoscaling.enabled need store.backend: postgres: with the embedded SQLite store each pod keeps its own outbox, dedup windows and active alerts, so replicas would split them (see docs/scaling.md)" }}
+{{- end }}
+{{- if and (include "bridge.persistence" .) (or (gt $replicas 1) .Values.autoscaling.enabled) }}
+{{- fail "persistence.enabled keeps the outbox on one ReadWriteOnce volume, which only one pod can use: keep replicaCount 1 and autoscaling.enabled false (see the chart's README, \"Replicas\")" }}
+{{- end }}
+{{- if and (include "bridge.postgres" .) (not (or .Values.store.postgres.dsn .Values.store.postgres.existingSecret .Values.existingSecret)) }}
+{{- fail "store.backend: postgres needs the database's URL: store.postgres.dsn, store.postgres.existingSecret, or a BRIDGE_DATABASE_URL key in existingSecret" }}
 {{- end }}
 {{- if and .Values.ingress.enabled (not .Values.ingress.hosts) }}
 {{- fail "ingress.enabled needs ingress.hosts: the host name(s) Sentry sends webhooks to" }}
