@@ -58,8 +58,11 @@ class Server:
     for fault tests (``pg_ctl stop -m immediate`` is a crash: no checkpoint, recovery from
     the WAL at the next start)."""
 
-    def __init__(self, bin_dir: Path, root: Path, port: int) -> None:
+    def __init__(
+        self, bin_dir: Path, root: Path, port: int, tls: tuple[Path, Path] | None = None
+    ) -> None:
         self.bin_dir = bin_dir
+        self.tls = tls
         self.root = root
         self.data = root / "data"
         self.log = root / "postgres.log"
@@ -99,6 +102,17 @@ class Server:
             "shared_buffers": "'32MB'",  # the machine is shared; the tests' data is small
             "max_connections": "100",
         }
+        if self.tls is not None:
+            # TLS offered beside plain TCP (the trust lines of pg_hba.conf match both).
+            for source, name in zip(self.tls, ("server.crt", "server.key"), strict=True):
+                shutil.copyfile(source, self.data / name)
+                (self.data / name).chmod(0o600)  # the server refuses a readable key
+                _give_to_postgres(self.data / name)
+            settings |= {
+                "ssl": "on",
+                "ssl_cert_file": "'server.crt'",
+                "ssl_key_file": "'server.key'",
+            }
         with (self.data / "postgresql.conf").open("a", encoding="utf-8") as conf:
             conf.writelines(f"{key} = {value}\n" for key, value in settings.items())
 
@@ -119,16 +133,23 @@ class Server:
         return (self.data / "postmaster.pid").exists()
 
 
+def _give_to_postgres(path: Path) -> None:
+    if os.geteuid() == 0:
+        account = pwd.getpwnam(USER)
+        os.chown(path, account.pw_uid, account.pw_gid)
+
+
 @contextlib.contextmanager
-def start_postgres(port: int | None = None) -> Iterator[Server]:
-    """A fresh cluster in a temporary directory; stopped and removed on exit."""
+def start_postgres(
+    port: int | None = None, tls: tuple[Path, Path] | None = None
+) -> Iterator[Server]:
+    """A fresh cluster in a temporary directory; stopped and removed on exit. ``tls``: the
+    server's certificate and key files, to offer TLS."""
     bin_dir = require_bindir()
     # Not pytest's tmp_path: it is private to root, and the server runs as postgres.
     root = Path(tempfile.mkdtemp(prefix="bridge-postgres-"))
-    if os.geteuid() == 0:
-        account = pwd.getpwnam(USER)
-        os.chown(root, account.pw_uid, account.pw_gid)
-    server = Server(bin_dir, root, port or procs.free_port())
+    _give_to_postgres(root)
+    server = Server(bin_dir, root, port or procs.free_port(), tls)
     try:
         server.init()
         server.start()

@@ -11,7 +11,7 @@ import ssl
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -20,11 +20,12 @@ import asyncpg
 import pytest
 from pydantic import SecretStr
 
-from bridge.config import PostgresSSL
+from bridge.config import Postgres, PostgresSSL
 from bridge.errors import StoreError
 from bridge.store import postgres
 from bridge.store.postgres_schema import MIGRATIONS, Migration
 from tests.conftest import PostgresTarget
+from tests.integration.postgres import Server, start_postgres
 
 pytestmark = pytest.mark.anyio
 
@@ -211,21 +212,43 @@ def test_the_migration_lock_key_never_changes() -> None:
 # --- TLS options (unit) --------------------------------------------------------------------
 
 
+def _openssl(path: Path, *args: str) -> None:
+    subprocess.run(["openssl", *args], cwd=path, check=True, capture_output=True)
+
+
+def _ca(path: Path, name: str) -> None:
+    _openssl(path, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key",
+             "-out", f"{name}.pem", "-days", "2", "-subj", f"/CN=bridge-test-{name}")  # fmt: skip
+
+
+def _signed(path: Path, name: str, cn: str, ca: str, san: str | None = None) -> None:
+    _openssl(path, "req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key",
+             "-out", f"{name}.csr", "-subj", f"/CN={cn}")  # fmt: skip
+    extra = ["-extfile", "san.cnf"] if san else []
+    if san:
+        (path / "san.cnf").write_text(f"subjectAltName={san}\n", encoding="utf-8")
+    _openssl(path, "x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca}.pem", "-CAkey",
+             f"{ca}.key", "-CAcreateserial", "-out", f"{name}.pem", "-days", "2",
+             *extra)  # fmt: skip
+
+
 @pytest.fixture(scope="module")
 def certs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """A CA and a client certificate it signed, made with the openssl CLI."""
+    """Two CAs; a client certificate and a server certificate (for 127.0.0.1) signed by
+    the first; made with the openssl CLI."""
     path = tmp_path_factory.mktemp("certs")
+    _ca(path, "ca")
+    _ca(path, "other-ca")
+    _signed(path, "client", "bridge", "ca")
+    _signed(path, "server", "127.0.0.1", "ca", san="IP:127.0.0.1")
+    names = ("ca.pem", "ca.key", "other-ca.pem", "client.pem", "client.key")
+    return {name: path / name for name in (*names, "server.pem", "server.key")}
 
-    def run(*args: str) -> None:
-        subprocess.run(["openssl", *args], cwd=path, check=True, capture_output=True)
 
-    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem",
-        "-days", "2", "-subj", "/CN=bridge-test-ca")  # fmt: skip
-    run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "client.key", "-out", "client.csr",
-        "-subj", "/CN=bridge")  # fmt: skip
-    run("x509", "-req", "-in", "client.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
-        "-CAcreateserial", "-out", "client.pem", "-days", "2")  # fmt: skip
-    return {name: path / name for name in ("ca.pem", "client.pem", "client.key", "ca.key")}
+@pytest.fixture(scope="module")
+def tls_server(certs: dict[str, Path]) -> Iterator[Server]:
+    with start_postgres(tls=(certs["server.pem"], certs["server.key"])) as server:
+        yield server
 
 
 def context(**options: object) -> ssl.SSLContext:
@@ -281,3 +304,58 @@ def test_a_client_certificate_is_loaded(certs: dict[str, Path]) -> None:
     # The pair is checked when loaded: a key that does not match the certificate fails.
     with pytest.raises(ssl.SSLError):
         context(mode="require", cert=certs["client.pem"], key=certs["ca.key"])
+
+
+# --- TLS against a real server -------------------------------------------------------------
+
+
+async def encrypted(server: Server, **ssl_options: object) -> bool:
+    """Connect with these ``ssl`` options; whether the session is encrypted."""
+    settings = Postgres.model_validate({"dsn": server.dsn(), "ssl": ssl_options})
+    opened = await postgres.connect(settings)
+    try:
+        return bool(
+            await opened.fetchval("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+        )
+    finally:
+        await opened.close()
+
+
+@pytest.mark.parametrize(
+    ("options", "expected"),
+    [
+        pytest.param({"mode": "disable"}, False, id="disable"),
+        pytest.param({"mode": "prefer"}, True, id="prefer"),
+        pytest.param({"mode": "require"}, True, id="require"),
+        pytest.param({"mode": "verify-ca", "root_cert": "ca.pem"}, True, id="verify-ca"),
+        pytest.param({"mode": "verify-full", "root_cert": "ca.pem"}, True, id="verify-full"),
+        pytest.param(
+            {
+                "mode": "verify-full",
+                "root_cert": "ca.pem",
+                "cert": "client.pem",
+                "key": "client.key",
+            },
+            True,
+            id="verify-full-with-a-client-certificate",
+        ),
+    ],
+)
+async def test_tls_modes_against_a_server_offering_tls(
+    tls_server: Server, certs: dict[str, Path], options: dict[str, str], expected: bool
+) -> None:
+    resolved = {k: str(certs[v]) if k != "mode" else v for k, v in options.items()}
+    assert await encrypted(tls_server, **resolved) is expected
+
+
+async def test_a_server_certificate_from_another_ca_is_refused(
+    tls_server: Server, certs: dict[str, Path]
+) -> None:
+    with pytest.raises(ssl.SSLCertVerificationError):
+        await encrypted(tls_server, mode="verify-ca", root_cert=str(certs["other-ca.pem"]))
+
+
+async def test_prefer_falls_back_to_plain_where_tls_is_not_offered(pg: PostgresTarget) -> None:
+    assert await encrypted(pg.server, mode="prefer") is False
+    with pytest.raises(ConnectionError):  # asyncpg: "rejected SSL upgrade"
+        await encrypted(pg.server, mode="require")
