@@ -359,3 +359,27 @@ async def test_prefer_falls_back_to_plain_where_tls_is_not_offered(pg: PostgresT
     assert await encrypted(pg.server, mode="prefer") is False
     with pytest.raises(ConnectionError):  # asyncpg: "rejected SSL upgrade"
         await encrypted(pg.server, mode="require")
+
+
+# --- the test server's fault helpers ---------------------------------------------------------
+
+
+async def test_a_commit_survives_an_immediate_stop(pg: PostgresTarget) -> None:
+    """``stop_immediately`` is a crash for clients (the session dies) and a commit is on
+    disk (fsync on): after ``start`` the row is there, recovered from the WAL."""
+    conn = await asyncpg.connect(pg.dsn)
+    await conn.execute(f'CREATE SCHEMA "{pg.schema}"')
+    await conn.execute(f'CREATE TABLE "{pg.schema}".t (v int)')
+    await conn.execute(f'INSERT INTO "{pg.schema}".t VALUES (42)')  # noqa: S608
+    pg.server.stop_immediately()
+    with pytest.raises((asyncpg.PostgresConnectionError, ConnectionError, OSError)):
+        await conn.fetchval("SELECT 1")
+    conn.terminate()
+    with pytest.raises(ConnectionRefusedError):
+        await asyncpg.connect(pg.dsn, timeout=2)
+    pg.server.start()
+    conn = await asyncpg.connect(pg.dsn)
+    try:
+        assert await conn.fetchval(f'SELECT v FROM "{pg.schema}".t') == 42  # noqa: S608
+    finally:
+        await conn.close()
