@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import contextlib
 import time
+from collections.abc import Mapping
 from typing import Protocol
 
 import httpx
@@ -23,12 +25,15 @@ from bridge.config import Config
 from bridge.dedup import Repeats
 from bridge.delivery import Delivery
 from bridge.enrich import Enricher
+from bridge.errors import OutboxFull
 from bridge.metrics import Metrics
 from bridge.model import SentryAlert
 from bridge.outbox import Outbox
 from bridge.pipeline import Pipeline
 
 log = logging.getLogger("bridge.backend")
+
+STORE_PROBE_INTERVAL = 2.0  # seconds between write probes while the store is failing
 
 
 class Intake(Protocol):
@@ -37,8 +42,15 @@ class Intake(Protocol):
     async def start(self) -> None:
         """Open the outbox and start processing; the bridge is ready after this."""
 
-    async def accept(self, alert: SentryAlert) -> None:
-        """Durable before it returns; raises ``OutboxFull`` (503) when it cannot be."""
+    async def accept(self, alert: SentryAlert, digest: bytes | None = None) -> bool:
+        """Durable before it returns; raises ``OutboxFull`` (503) when it cannot be. False
+        when the body of ``digest`` (SHA-256) was accepted before: a duplicate, no effect."""
+
+    async def quarantine(
+        self, reason: str, detail: str, headers: Mapping[str, str], body: bytes, digest: bytes
+    ) -> bool:
+        """Keep an authenticated webhook that cannot be processed, durably (``OutboxFull``
+        when it cannot be); False when the same body was seen before."""
 
     def ignored(self) -> None:
         """Count a webhook that made no alert (the ``alerts`` metric lives here)."""
@@ -49,6 +61,9 @@ class Intake(Protocol):
 
     def healthy(self) -> bool:
         """False once it can no longer accept alerts (a dead worker process)."""
+
+    def store_ok(self) -> bool:
+        """False while the outbox file keeps failing to be written (/-/ready red)."""
 
     async def stop(self, grace: float) -> None:
         """Finish what was accepted within ``grace`` seconds; the rest stays on disk."""
@@ -72,6 +87,8 @@ class Backend:
             targets,
             max_queued=config.outbox.max_queued,
             metrics=metrics,
+            body_retention=config.dedup.body_retention,
+            max_bodies=config.dedup.max_bodies,
         )
         self.enricher = Enricher(config.sentry, metrics, transport=sentry_transport)
         repeats = Repeats(
@@ -94,10 +111,20 @@ class Backend:
         self._tasks = [
             asyncio.create_task(self.pipeline.run(), name="pipeline"),
             asyncio.create_task(self.delivery.run(), name="delivery"),
+            asyncio.create_task(self._watch_store(), name="store-probe"),
         ]
 
-    async def accept(self, alert: SentryAlert) -> None:
-        await self.pipeline.accept(alert)
+    async def accept(self, alert: SentryAlert, digest: bytes | None = None) -> bool:
+        return await self.outbox.accept(alert, digest)
+
+    async def quarantine(
+        self, reason: str, detail: str, headers: Mapping[str, str], body: bytes, digest: bytes
+    ) -> bool:
+        try:
+            return await self.outbox.quarantine(reason, detail, headers, body, digest)
+        except Exception:
+            log.exception("cannot write the quarantine", extra={"reason": reason})
+            raise OutboxFull("the outbox cannot be written") from None
 
     def ignored(self) -> None:
         self.metrics.alerts.labels("ignored").inc()
@@ -107,6 +134,18 @@ class Backend:
 
     def healthy(self) -> bool:
         return True
+
+    def store_ok(self) -> bool:
+        return self.outbox.store_ok()
+
+    async def _watch_store(self) -> None:
+        """While the store is failing, try a tiny write now and then, so it turns healthy
+        again once it can be written even if nothing else writes (out of the balancer)."""
+        while True:
+            await asyncio.sleep(STORE_PROBE_INTERVAL)
+            if not self.outbox.store_ok():
+                with contextlib.suppress(Exception):
+                    await self.outbox.probe()
 
     async def stop(self, grace: float) -> None:
         """SIGTERM: finish what was accepted, within the grace period; the rest stays on

@@ -122,6 +122,15 @@ class Server(Strict):
     port: int = Field(default=8080, ge=1, le=65535)
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    # Requests handled at once (connections included); beyond it Uvicorn answers 503.
+    max_concurrency: int = Field(default=1000, ge=1)
+    # A request's headers, and then its body, must arrive within this; a connection that
+    # sends no request for this long is closed (slow or idle clients hold no slot forever).
+    read_timeout: Seconds = 10.0
+    # How long a webhook waits for the store to make it durable before a 503 (retried).
+    store_timeout: Seconds = 5.0
+    # The pipeline worker must answer the edge's ping within this, or it is killed as stuck.
+    worker_timeout: Seconds = 10.0
 
 
 class Sentry(Strict):
@@ -153,6 +162,10 @@ class Dedup(Strict):
     escalate_after: int = Field(default=3, ge=2)
     escalate_period: Seconds = 1800.0
     max_tracked: int = Field(default=100_000, ge=1)
+    # The same signed body again within this is acknowledged with no effect (Sentry's
+    # retries resend the very body); at most max_bodies digests are kept, newest win.
+    body_retention: Seconds = 86400.0
+    max_bodies: int = Field(default=100_000, ge=1)
 
 
 class BasicAuth(Strict):

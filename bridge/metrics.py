@@ -46,6 +46,9 @@ RESOURCES = (
 OUTCOMES = ("forwarded", "duplicate", "dropped", "ignored")
 DELIVERY_FAILURES = ("connect", "timeout", "status_4xx", "status_5xx", "status_429", "other")
 DROP_REASONS = ("max_age", "rejected", "invalid")
+# Why a correctly authenticated webhook was quarantined (kept for `sentry-bridge quarantine`):
+# the edge could not read it as a Sentry alert, reading it raised, or the pipeline did.
+QUARANTINE_REASONS = ("invalid_payload", "parse_error", "pipeline_error")
 ENRICH_RESULTS = ("hit", "fetched", "timeout", "unauthorized", "not_found", "error", "skipped")
 
 
@@ -205,6 +208,33 @@ class Metrics:
             registry=registry,
         )
 
+        # --- the store (outbox file): failures, quarantine, repeated bodies -------------
+        self.store_errors = Counter(
+            "store_errors_total",
+            "Write transactions on the outbox file that failed and were rolled back.",
+            namespace=ns,
+            registry=registry,
+        )
+        self.quarantined = Counter(
+            "quarantined_total",
+            "Authenticated webhooks kept in quarantine instead of being processed, by reason.",
+            ["reason"],
+            namespace=ns,
+            registry=registry,
+        )
+        self.quarantine_held = Gauge(
+            "quarantine_webhooks",
+            "Webhooks held in quarantine, waiting for `sentry-bridge quarantine replay`.",
+            namespace=ns,
+            registry=registry,
+        )
+        self.duplicate_bodies = Counter(
+            "webhooks_duplicate_total",
+            "Webhooks whose exact body was already accepted within dedup.body_retention.",
+            namespace=ns,
+            registry=registry,
+        )
+
         # The families the HTTP edge keeps; the backend (bridge.backend) keeps the rest.
         # With the backend in a worker process, /metrics joins the two parts.
         edge = (self.build_info, self.webhooks_received, self.webhooks_rejected)
@@ -222,6 +252,8 @@ class Metrics:
             self.alerts.labels(outcome)
         for severity in Severity:
             self.alerts_by_severity.labels(severity.value)
+        for reason in QUARANTINE_REASONS:
+            self.quarantined.labels(reason)
         for result in ENRICH_RESULTS:
             self.enrichment.labels(result)
 

@@ -38,6 +38,10 @@ log = logging.getLogger("bridge.pipeline")
 
 BATCH = 256
 YIELD_EVERY = 16  # decisions between yields to the event loop, a few ms at most
+# A batch that raises (the store, enrichment) is tried again this many times, RETRY_DELAY
+# apart, then alert by alert: an alert that still fails alone is quarantined alone.
+RETRIES = 3
+RETRY_DELAY = 1.0
 
 
 def utcnow() -> datetime:
@@ -70,12 +74,32 @@ class Pipeline:
         """Process accepted alerts until cancelled."""
         while True:
             batch = await self.outbox.take(BATCH)
+            await self._process_retrying(batch)
+
+    async def _process_retrying(self, batch: Sequence[tuple[int, SentryAlert]]) -> None:
+        for _ in range(RETRIES):
             try:
                 await self.process(batch)
+                return
             except Exception:
-                # Left in the inbox, retried on the next start; keep serving meanwhile.
                 log.exception("pipeline batch failed", extra={"alerts": len(batch)})
-                await asyncio.sleep(1.0)
+                await asyncio.sleep(RETRY_DELAY)
+        for n, entry in enumerate(batch):
+            try:
+                await self.process([entry])
+                continue
+            except Exception as exc:
+                log.exception("pipeline failed on one alert", extra={"inbox_id": entry[0]})
+                failed = [(entry[0], entry[1], f"{type(exc).__name__}: {exc}")]
+            try:
+                await self.outbox.quarantine_taken(failed)
+            except Exception:
+                # The store itself fails: everything left stays in the inbox and is handed
+                # out again after a pause (and at the next start in any case).
+                log.exception("cannot quarantine; retrying later", extra={"inbox_id": entry[0]})
+                self.outbox.requeue(batch[n:])
+                await asyncio.sleep(RETRY_DELAY)
+                return
 
     async def process(self, batch: Sequence[tuple[int, SentryAlert]]) -> None:
         # Enrichment is I/O: run the batch's look-ups concurrently (the enricher
@@ -84,14 +108,28 @@ class Pipeline:
         if self.enricher.enabled:
             alerts = await asyncio.gather(*(self.enricher.enrich(alert) for alert in alerts))
         results: list[Processed] = []
+        failed: list[tuple[int, SentryAlert, str]] = []
         for n, ((inbox_id, _), alert) in enumerate(zip(batch, alerts, strict=True), 1):
-            results.append(self.decide(inbox_id, alert))
+            try:
+                results.append(self.decide(inbox_id, alert))
+            except Exception as exc:
+                # One bad alert is quarantined alone; its batch goes on.
+                log.exception("pipeline failed on one alert", extra={"inbox_id": inbox_id})
+                failed.append((inbox_id, alert, f"{type(exc).__name__}: {exc}"))
             if n % YIELD_EVERY == 0:
                 # Let the intake's group commits (the edge waits on them for its 202)
                 # run between decisions, rather than after a whole batch of them.
                 await asyncio.sleep(0)
         await self.outbox.complete(results)
         self._update_gauges()
+        if failed:
+            try:
+                await self.outbox.quarantine_taken(failed)
+            except Exception:
+                # The rest of the batch is committed: only the failed go round again.
+                log.exception("cannot quarantine; retrying later", extra={"alerts": len(failed)})
+                self.outbox.requeue([(inbox_id, alert) for inbox_id, alert, _ in failed])
+                await asyncio.sleep(RETRY_DELAY)
 
     def decide(self, inbox_id: int, alert: SentryAlert) -> Processed:
         now = self.clock()
