@@ -12,8 +12,8 @@ The HTTP edge (``bridge.app``) hands each accepted alert to an :class:`Intake`. 
 from __future__ import annotations
 
 import asyncio
-import logging
 import contextlib
+import logging
 import time
 from collections.abc import Mapping
 from typing import Protocol

@@ -769,7 +769,6 @@ class Outbox:
         ).fetchall()
         return [(target, reason, json.loads(body)) for target, reason, body in rows]
 
-
     # --- on the SQLite thread: store health, quarantine, seen bodies ----------------------
 
     def _write_probe(self, now: float) -> None:

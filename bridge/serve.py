@@ -14,6 +14,7 @@ from bridge import logs
 from bridge.app import Bridge, create_app
 from bridge.config import Config
 from bridge.metrics import Metrics
+from bridge.protocol import with_deadline
 from bridge.worker import WorkerIntake
 
 log = logging.getLogger("bridge.serve")
@@ -50,6 +51,9 @@ def serve(config: Config, *, host: str | None = None, port: int | None = None) -
         access_log=False,
         proxy_headers=True,
         server_header=False,
+        # Bounded: requests at once (then 503), and the time to send a request's head.
+        http=with_deadline(config.server.read_timeout),
+        limit_concurrency=config.server.max_concurrency,
         # In-flight webhooks get part of the grace; the lifespan's drain gets the rest.
         timeout_graceful_shutdown=max(1, int(config.shutdown.grace_period // 5)),
         lifespan="on",

@@ -7,8 +7,14 @@ starts the :class:`~bridge.backend.Backend` in a child process (``python -m brid
 and talks to it over a socket pair:
 
     edge                                     worker
-    ("accept", seq, alert)   ------------->  outbox.accept (group commit)
-                             <-------------  ("done", [(seq, error or None), ...])
+    ("accept", seq, alert,   ------------->  outbox.accept (group commit)
+      digest)
+    ("quarantine", seq,      ------------->  outbox.quarantine
+      reason, detail, headers, body, digest)
+                             <-------------  ("done", [(seq, result), ...]): True stored,
+                                             False a duplicate body, or the error's text
+    ("ping", seq)            ------------->
+                             <-------------  ("pong", seq, whether the store is writable)
     ("ignored",)             ------------->  alerts{outcome="ignored"} += 1
     ("metrics", seq)         ------------->
                              <-------------  ("metrics", seq, text of its families)
@@ -23,7 +29,10 @@ pair nobody else holds. The first frame to the worker is the validated ``Config`
 
 The 202 still means durable: the edge answers once the worker's group commit holds the
 alert. If the worker dies, the edge stops being healthy and ready, answers 503 and exits
-non-zero so the supervisor restarts both; what was accepted is in the outbox file. If the
+non-zero so the supervisor restarts both; what was accepted is in the outbox file. The
+worker is dead to the edge however it goes: end-of-file, a reset or broken socket, or no
+answer to the edge's ping within ``server.worker_timeout`` (stuck, or SIGSTOPped: then
+the edge kills it, so it lets go of the outbox file). If the
 edge dies (even SIGKILL), the worker reads end-of-file, closes the outbox and exits, so a
 restarted bridge can open it. The worker ignores SIGINT and SIGTERM: the edge decides
 when it stops, after the in-flight webhooks are answered.
@@ -43,7 +52,8 @@ import signal
 import socket
 import struct
 import sys
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry
@@ -79,7 +89,9 @@ async def _read(reader: asyncio.StreamReader) -> Any:
     try:
         (size,) = _HEADER.unpack(await reader.readexactly(_HEADER.size))
         payload = await reader.readexactly(size)
-    except asyncio.IncompleteReadError:
+    except (asyncio.IncompleteReadError, OSError):
+        # End-of-file, or the other end died with data unread (ConnectionResetError,
+        # BrokenPipeError): either way there is nobody to talk to.
         return None
     # Trusted: the other end is this program, on a socket pair only the two hold.
     if payload[:1] == b"m":
@@ -114,6 +126,9 @@ class WorkerIntake:
         self._ready: asyncio.Future[None] | None = None
         self._stopped: asyncio.Future[None] | None = None
         self._stopping = False
+        self._store_ok = True  # as the worker last said in a pong
+        self._heard = time.monotonic()  # when the worker last sent anything
+        self._watchdog: asyncio.Task[None] | None = None
         # Frames written in one event-loop iteration go out in one send (one syscall per
         # iteration, not per webhook, under load).
         self._outgoing: list[bytes] = []
@@ -141,11 +156,23 @@ class WorkerIntake:
         except BaseException:
             await self._kill()
             raise
+        self._heard = time.monotonic()
+        self._watchdog = asyncio.create_task(self._watch(), name="worker-watchdog")
 
-    async def accept(self, alert: SentryAlert) -> None:
-        error = await self._request(lambda seq: ("accept", seq, alert.to_tuple()))
-        if error is not None:
-            raise OutboxFull(error)
+    async def accept(self, alert: SentryAlert, digest: bytes | None = None) -> bool:
+        result = await self._request(lambda seq: ("accept", seq, alert.to_tuple(), digest))
+        if isinstance(result, str):
+            raise OutboxFull(result)
+        return bool(result)
+
+    async def quarantine(
+        self, reason: str, detail: str, headers: Mapping[str, str], body: bytes, digest: bytes
+    ) -> bool:
+        message = ("quarantine", reason, detail, dict(headers), body, digest)
+        result = await self._request(lambda seq: (message[0], seq, *message[1:]))
+        if isinstance(result, str):
+            raise OutboxFull(result)
+        return bool(result)
 
     def ignored(self) -> None:
         if self.healthy():
@@ -160,8 +187,13 @@ class WorkerIntake:
     def healthy(self) -> bool:
         return self._writer is not None and not self.failed
 
+    def store_ok(self) -> bool:
+        return self._store_ok
+
     async def stop(self, grace: float) -> None:
         self._stopping = True
+        if self._watchdog is not None:
+            self._watchdog.cancel()
         if self._proc is None:
             return
         if self.healthy() and self._stopped is not None:
@@ -202,10 +234,35 @@ class WorkerIntake:
         if self._writer is not None and not self._writer.is_closing():
             self._writer.write(b"".join(frames))
 
+    async def _watch(self) -> None:
+        """Ping the worker; one that answers nothing within ``worker_timeout`` is stuck
+        (a deadlock, SIGSTOP, swapped out): kill it and fail, as if it had died."""
+        timeout = self.config.server.worker_timeout
+        while not self.failed and not self._stopping:
+            await asyncio.sleep(min(1.0, timeout / 4))
+            if time.monotonic() - self._heard > timeout:
+                log.error("the pipeline worker stopped answering; killing it")
+                if self._proc is not None and self._proc.returncode is None:
+                    self._proc.kill()
+                self._died()
+                return
+            self._send(("ping", next(self._seq)))
+
     async def _read_loop(self, reader: asyncio.StreamReader) -> None:
+        try:
+            await self._dispatch(reader)
+        except Exception:
+            log.exception("unreadable message from the pipeline worker")
+        finally:
+            self._died()
+
+    async def _dispatch(self, reader: asyncio.StreamReader) -> None:
         while (message := await _read(reader)) is not None:
+            self._heard = time.monotonic()
             kind = message[0]
-            if kind == "done":
+            if kind == "pong":
+                self._store_ok = bool(message[2])
+            elif kind == "done":
                 for seq, error in message[1]:
                     self._resolve(seq, error)
             elif kind == "metrics":
@@ -216,7 +273,6 @@ class WorkerIntake:
                 self._ready.set_exception(WorkerFailed(message[1]))
             elif kind == "stopped" and self._stopped is not None and not self._stopped.done():
                 self._stopped.set_result(None)
-        self._died()
 
     def _resolve(self, seq: int, value: object) -> None:
         future = self._waiting.get(seq)
@@ -224,7 +280,10 @@ class WorkerIntake:
             future.set_result(value)
 
     def _died(self) -> None:
-        """End-of-file from the worker: it exited (asked to, or not)."""
+        """The worker is gone (asked to, or not): end-of-file, a broken socket, or the
+        watchdog killed it. Every webhook still waiting gets its 503."""
+        if self.failed:
+            return
         self.failed = True
         for future in self._waiting.values():
             if not future.done():
@@ -252,7 +311,7 @@ class _Worker:
     def __init__(self, backend: Backend, writer: asyncio.StreamWriter) -> None:
         self.backend = backend
         self.writer = writer
-        self._done: list[tuple[int, str | None]] = []
+        self._done: list[tuple[int, bool | str]] = []
         self._accepting: set[asyncio.Task[None]] = set()
 
     async def serve(self, reader: asyncio.StreamReader) -> None:
@@ -261,9 +320,15 @@ class _Worker:
             kind = message[0]
             if kind == "accept":
                 alert = SentryAlert.from_tuple(message[2])
-                task = asyncio.create_task(self._accept(message[1], alert))
+                task = asyncio.create_task(self._accept(message[1], alert, message[3]))
                 self._accepting.add(task)
                 task.add_done_callback(self._accepting.discard)
+            elif kind == "quarantine":
+                task = asyncio.create_task(self._quarantine(message[1], *message[2:]))
+                self._accepting.add(task)
+                task.add_done_callback(self._accepting.discard)
+            elif kind == "ping":
+                self.writer.write(_frame(("pong", message[1], self.backend.store_ok())))
             elif kind == "ignored":
                 self.backend.ignored()
             elif kind == "metrics":
@@ -281,16 +346,35 @@ class _Worker:
         await self._settle()
         await self.backend.stop(0.0)
 
-    async def _accept(self, seq: int, alert: SentryAlert) -> None:
+    async def _accept(self, seq: int, alert: SentryAlert, digest: bytes | None) -> None:
+        result: bool | str
         try:
-            await self.backend.accept(alert)
-            error = None
+            result = await self.backend.accept(alert, digest)
         except OutboxFull as exc:
-            error = exc.detail
+            result = exc.detail
+        self._answer(seq, result)
+
+    async def _quarantine(
+        self,
+        seq: int,
+        reason: str,
+        detail: str,
+        headers: dict[str, str],
+        body: bytes,
+        digest: bytes,
+    ) -> None:
+        result: bool | str
+        try:
+            result = await self.backend.quarantine(reason, detail, headers, body, digest)
+        except OutboxFull as exc:
+            result = exc.detail
+        self._answer(seq, result)
+
+    def _answer(self, seq: int, result: bool | str) -> None:
         if not self._done:
-            # One "done" frame for every accept that finished in this loop iteration.
+            # One "done" frame for every request that finished in this loop iteration.
             asyncio.get_running_loop().call_soon(self._flush_done)
-        self._done.append((seq, error))
+        self._done.append((seq, result))
 
     def _flush_done(self) -> None:
         done, self._done = self._done, []
