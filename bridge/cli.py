@@ -13,7 +13,7 @@ from typing import Any
 
 from starlette.datastructures import Headers
 
-from bridge import __version__, config, labels, sentry
+from bridge import __version__, config, labels, quarantine, sentry
 from bridge.classify import SYMBOLS
 from bridge.classify import explain as explain_rules
 from bridge.errors import ConfigError, WebhookError
@@ -175,6 +175,8 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--config", help="config file (default: $BRIDGE_CONFIG or ./config.yaml)")
     e.add_argument("--resource", help="Sentry-Hook-Resource of the payload, when not guessable")
     e.set_defaults(func=cmd_explain)
+
+    quarantine.add_parser(sub)
     return p
 
 

@@ -78,15 +78,12 @@ class Pipeline:
 
     async def _process_retrying(self, batch: Sequence[tuple[int, SentryAlert]]) -> None:
         for _ in range(RETRIES):
-            try:
-                await self.process(batch)
+            if await self._try(batch):
                 return
-            except Exception:
-                log.exception("pipeline batch failed", extra={"alerts": len(batch)})
-                await asyncio.sleep(RETRY_DELAY)
+            await asyncio.sleep(RETRY_DELAY)
         for n, entry in enumerate(batch):
             try:
-                await self.process([entry])
+                await self._try([entry], reraise=True)
                 continue
             except Exception as exc:
                 log.exception("pipeline failed on one alert", extra={"inbox_id": entry[0]})
@@ -100,6 +97,22 @@ class Pipeline:
                 self.outbox.requeue(batch[n:])
                 await asyncio.sleep(RETRY_DELAY)
                 return
+
+    async def _try(
+        self, batch: Sequence[tuple[int, SentryAlert]], *, reraise: bool = False
+    ) -> bool:
+        """Process ``batch``; if it fails, undo what its decisions did to the repeat
+        counts (nothing was committed), so a retry decides the same."""
+        saved = self.repeats.checkpoint(alert.identity for _, alert in batch)
+        try:
+            await self.process(batch)
+            return True
+        except Exception:
+            self.repeats.rollback(saved)
+            if reraise:
+                raise
+            log.exception("pipeline batch failed", extra={"alerts": len(batch)})
+            return False
 
     async def process(self, batch: Sequence[tuple[int, SentryAlert]]) -> None:
         # Enrichment is I/O: run the batch's look-ups concurrently (the enricher
