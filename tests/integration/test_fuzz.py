@@ -108,7 +108,8 @@ def mutated(draw: st.DrawFn) -> tuple[str, bytes]:
     if how == "raw":
         # Half the time a field the parsers read (times, counts, ids, links, levels).
         named = [p for p in paths if p and _FIELDS.search(str(p[-1]))]
-        path = draw(st.sampled_from(named if named and draw(st.booleans()) else paths))
+        targeted: bool = draw(st.booleans())
+        path = draw(st.sampled_from(named if named and targeted else paths))
         marked = json.dumps(_set(data, path, MARK))
         raw = draw(st.sampled_from(RAW_VALUES))
         return resource, marked.replace(json.dumps(MARK), raw, 1).encode()
