@@ -694,6 +694,8 @@ ALERTS = (
     "SentryBridgeDeliveryFailing",
     "SentryBridgeOutboxGrowing",
     "SentryBridgeAlertsDropped",
+    "SentryBridgeQuarantine",
+    "SentryBridgeStoreFailing",
 )
 
 
