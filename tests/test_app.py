@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -283,3 +284,47 @@ async def test_installation_and_unknown_resources_are_acknowledged(
     assert registry.get_sample_value("sentry_bridge_alerts_total", {"outcome": "ignored"}) == 2.0
     await anyio.sleep(0.2)
     assert recorder.alerts == []
+
+
+async def test_a_legacy_body_with_the_token_follows_the_same_rule(
+    client: Client, bridge: Bridge
+) -> None:
+    body = json.dumps({"id": {"not": "an id"}, "project": "p", "event": {}})
+    response = await client.post("/webhooks/sentry?token=tok", content=body.encode())
+    assert (response.status_code, response.json()["status"]) == (202, "quarantined")
+    [entry] = await outbox(bridge).quarantined()
+    assert entry.body == body.encode()
+    assert "tok" not in json.dumps(entry.headers)  # nor the URL: the token is not kept
+    not_json = await client.post("/webhooks/sentry?token=tok", content=b"{")
+    assert not_json.status_code == 400
+
+
+class RefuseCommits:
+    """SQLite authorizer refusing COMMIT while ``on``: a COMMIT failing as on a full disk."""
+
+    on = True
+
+    def __call__(self, action: int, arg1: str | None, *_: object) -> int:
+        refuse = self.on and action == sqlite3.SQLITE_TRANSACTION and arg1 == "COMMIT"
+        return sqlite3.SQLITE_DENY if refuse else sqlite3.SQLITE_OK
+
+
+async def test_a_store_that_keeps_failing_turns_ready_red_and_recovers(
+    client: Client, bridge: Bridge, registry: CollectorRegistry
+) -> None:
+    box = outbox(bridge)
+    refuse = RefuseCommits()
+    await box._call(lambda: box._conn.set_authorizer(refuse))
+    body = load("event_alert.json")
+    headers = {"Sentry-Hook-Resource": "event_alert", "Sentry-Hook-Signature": sign(body)}
+    for _ in range(Outbox.failing_after):
+        response = await post(client, body, headers)
+        assert (response.status_code, response.json()["reason"]) == (503, "outbox_full")
+    assert registry.get_sample_value("sentry_bridge_store_errors_total") == Outbox.failing_after
+    ready = await client.get("/-/ready")
+    assert (ready.status_code, ready.json()) == (503, {"status": "the outbox cannot be written"})
+    assert (await client.get("/-/healthy")).status_code == 200  # a restart would not help
+    refuse.on = False
+    # Sentry's retry of the refused webhook: the rolled-back attempts left nothing behind.
+    assert (await post(client, body, headers)).status_code == 202
+    assert (await client.get("/-/ready")).status_code == 200
