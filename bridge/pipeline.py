@@ -73,7 +73,13 @@ class Pipeline:
     async def run(self) -> None:
         """Process accepted alerts until cancelled."""
         while True:
-            batch = await self.outbox.take(BATCH)
+            try:
+                batch = await self.outbox.take(BATCH)
+            except Exception:
+                # Reading the store failed; take() kept the entries, in order.
+                log.exception("cannot read the inbox; retrying")
+                await asyncio.sleep(RETRY_DELAY)
+                continue
             await self._process_retrying(batch)
 
     async def _process_retrying(self, batch: Sequence[tuple[int, SentryAlert]]) -> None:

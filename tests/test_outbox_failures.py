@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import sqlite3
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -262,3 +262,40 @@ async def test_a_batch_is_retried_while_the_store_fails_and_nothing_is_lost(
     await run._process_retrying(await outbox.take(10))  # the store is back
     assert len(await queued(outbox)) == 2
     assert outbox.inbox_count() == 0
+
+
+class RefuseReads:
+    """Refuses reading the ``active`` table while ``on`` (an I/O error on a read)."""
+
+    def __init__(self) -> None:
+        self.on = True
+        self.refused = 0
+
+    def __call__(self, action: int, arg1: str | None, *_: object) -> int:
+        if self.on and action == sqlite3.SQLITE_READ and arg1 == "active":
+            self.refused += 1
+            return sqlite3.SQLITE_DENY
+        return sqlite3.SQLITE_OK
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    async with asyncio.timeout(10):
+        while not condition():
+            await asyncio.sleep(0.01)
+
+
+async def test_the_pipeline_keeps_running_when_reading_the_inbox_fails(
+    outbox: Outbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(pipeline, "RETRY_DELAY", 0.01)
+    refuse = RefuseReads()
+    await outbox._call(lambda: outbox._conn.set_authorizer(refuse))
+    run = asyncio.create_task(pipeline_on(outbox, Pipeline).run())
+    try:
+        await outbox.accept(sentry(1))
+        await until(lambda: refuse.refused >= 2)  # take() failed, and was tried again
+        refuse.on = False
+        await until(lambda: outbox.queued_count() == 1)
+    finally:
+        run.cancel()
+        await asyncio.gather(run, return_exceptions=True)
