@@ -76,7 +76,10 @@ async def intake(tmp_path: Path) -> AsyncIterator[WorkerIntake]:
     "message",
     [
         ("accept", 7, ("a", None, 1.5, True, (("k", "v"),))),
-        ("done", [(1, None), (2, "the outbox is full; retry later")]),
+        ("done", [(1, True), (2, False), (3, "the outbox is full; retry later")]),
+        ("quarantine", 4, "invalid_payload", "no data", {"request-id": "r"}, b"{}", b"\0" * 32),
+        ("ping", 5),
+        ("pong", 5, True),
         ("metrics", 3, b"# HELP x\n"),
         ("ready",),
     ],
