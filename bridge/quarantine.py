@@ -45,6 +45,7 @@ def reread(cfg: config.Config, entry: Quarantined) -> SentryAlert | Ignored:
         entry.headers,
         entry.body,
         base_url=cfg.sentry.base_url,
+        organization=cfg.sentry.organization,
         request_id=entry.headers.get("request-id"),
     )
     return result
