@@ -127,6 +127,7 @@ def test_worker_sigkilled_under_load_never_wedges_the_edge(
             os.kill(worker, signal.SIGKILL)
             assert bridge.process.proc.wait(timeout=30) == 1, "the edge did not exit"
             answers = load.finish()
+            print(f"\nround {round_}: {dict(answers)}")
             accepted |= load.accepted()
             assert "ReadTimeout" not in answers, f"a webhook hung: {answers}"
             assert set(answers) <= {202, 503, "ConnectError", "RemoteProtocolError",
@@ -152,7 +153,9 @@ def test_a_stopped_worker_is_killed_and_the_waiting_webhooks_get_503(
         assert (response.status_code, response.json()["reason"]) == (503, "store_timeout")
         assert took < 3
         assert bridge.process.proc.wait(timeout=30) == 1
-        assert time.monotonic() - started < 15
+        exited = time.monotonic() - started
+        print(f"\nstopped worker: 503 after {took:.1f}s, the edge exited 1 after {exited:.1f}s")
+        assert exited < 15
         assert "the pipeline worker stopped answering" in bridge.process.logs()
         wait_for(lambda: not Path(f"/proc/{worker}").exists(), 15, "the worker still runs")
     with running(tmp_path, alertmanager.url):
@@ -206,6 +209,7 @@ def test_idle_and_slow_clients_are_cut_off_and_webhooks_still_get_through(
             sent += 1
             time.sleep(0.5)
         took = time.monotonic() - started
+        print(f"\n{len(sockets)} idle and slow connections all closed after {took:.1f}s")
         for sock in sockets:
             sock.close()
         assert not open_, f"{len(open_)} connections still held after {took:.1f}s"
