@@ -17,6 +17,7 @@ Tables (``outbox.sqlite3`` under ``outbox.data_dir``)::
                  quarantine`` lists and replays them (the newest ``quarantine_kept``)
     seen_body    SHA-256 of every body accepted within ``body_retention`` (at most
                  ``max_bodies``): the same body again is a duplicate with no effect
+    probe        one row, rewritten to learn whether a failing store can be written again
 
 Memory: the active and resolved alerts live in the file only (100,000 active
 alerts would take some 230 MB as objects). ``take`` reads the active alerts of
