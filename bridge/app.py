@@ -151,10 +151,8 @@ async def _quarantine(
     detail: str,
     request_id: str | None,
 ) -> Response:
-    kept = await asyncio.wait_for(
-        bridge.intake.quarantine(reason, detail, kept_headers(headers), body, digest),
-        bridge.config.server.store_timeout,
-    )
+    async with asyncio.timeout(bridge.config.server.store_timeout):
+        kept = await bridge.intake.quarantine(reason, detail, kept_headers(headers), body, digest)
     if not kept:
         return _DUPLICATE
     log.warning(
@@ -220,7 +218,10 @@ async def webhook(request: Request) -> Response:
                 },
             )
             return JSONResponse({"status": "ignored", "reason": result.reason})
-        if not await asyncio.wait_for(bridge.intake.accept(result, digest), server.store_timeout):
+        # A timeout, not wait_for: no task per webhook.
+        async with asyncio.timeout(server.store_timeout):
+            stored = await bridge.intake.accept(result, digest)
+        if not stored:
             return _DUPLICATE
         return _ACCEPTED
     except WebhookError as exc:
