@@ -68,6 +68,9 @@ async def _list(cfg: config.Config, only: int | None) -> int:
     print(f"{len(entries)} quarantined")
     for entry in entries:
         print(_line(entry))
+        if only is not None:  # one entry: all of it, to inspect or report
+            print(json.dumps(entry.headers, indent=2))
+            print(json.dumps(entry.alert) if entry.alert else entry.body.decode(errors="replace"))
     return 0
 
 
@@ -113,6 +116,6 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         help="list or replay the webhooks kept in quarantine (the bridge must be stopped)",
     )
     q.add_argument("action", choices=("list", "replay"))
-    q.add_argument("--id", type=int, help="only the entry with this id")
+    q.add_argument("--id", type=int, help="only the entry with this id (list: with its body)")
     q.add_argument("--config", help="config file (default: $BRIDGE_CONFIG or ./config.yaml)")
     q.set_defaults(func=cmd_quarantine)

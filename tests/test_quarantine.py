@@ -98,5 +98,9 @@ def test_list_then_replay(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     assert out.startswith("1 quarantined")
     # Only the chosen entry, and nothing to do for an id that is not there.
     [entry_id] = [int(line.split()[0]) for line in out.splitlines()[1:]]
+    assert run(path, "list", "--id", str(entry_id)) == 0
+    shown = capsys.readouterr().out
+    assert '"sentry-hook-resource": "event_alert"' in shown
+    assert '{"action": "triggered", "data": {}}' in shown
     assert run(path, "replay", "--id", str(entry_id + 100)) == 0
     assert run(path, "replay", "--id", str(entry_id)) == 1
