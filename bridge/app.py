@@ -23,7 +23,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from bridge import sentry
+from bridge import reload, sentry
 from bridge.config import Config
 from bridge.errors import TooLarge, WebhookError
 from bridge.metrics import Metrics
@@ -45,6 +45,15 @@ class Bridge:
     metrics: Metrics
     intake: Intake
     ready: bool = False
+    # When SIGTERM/SIGINT arrived (time.monotonic()): the drain gets what is left of the
+    # grace period after the in-flight webhooks, not all of it again.
+    stopping_since: float | None = None
+
+    def grace_left(self) -> float:
+        grace = self.config.shutdown.grace_period
+        if self.stopping_since is None:
+            return grace
+        return max(0.0, grace - (time.monotonic() - self.stopping_since))
 
 
 def build(
@@ -177,7 +186,7 @@ def create_app(bridge: Bridge) -> Starlette:
             yield
         finally:
             bridge.ready = False
-            await bridge.intake.stop(bridge.config.shutdown.grace_period)
+            await bridge.intake.stop(bridge.grace_left())
 
     app = Starlette(
         routes=[
@@ -185,6 +194,7 @@ def create_app(bridge: Bridge) -> Starlette:
             Route("/-/healthy", healthy, methods=["GET"]),
             Route("/-/ready", ready, methods=["GET"]),
             Route("/metrics", metrics, methods=["GET"]),
+            Route("/-/reload", reload.endpoint, methods=["POST"]),
         ],
         lifespan=lifespan,
     )

@@ -13,7 +13,7 @@ from pathlib import Path
 from starlette.datastructures import Headers
 
 from bridge import __version__, config, labels, sentry
-from bridge.alertmanager import target_name
+from bridge.alertmanager import public_url
 from bridge.classify import SYMBOLS
 from bridge.classify import explain as explain_rules
 from bridge.errors import ConfigError, WebhookError
@@ -80,7 +80,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     offline = config.load_offline(args.file)
     cfg = offline.config
     print(f"{args.file}: OK")
-    print(f"alertmanagers: {', '.join(target_name(url) for url in cfg.alertmanager.urls)}")
+    print(f"alertmanagers: {', '.join(public_url(url) for url in cfg.alertmanager.urls)}")
     modes = cfg.sentry.auth_modes()
     print(f"authentication: {', '.join(modes) if modes else 'none set here'}")
     if offline.needed:
@@ -147,8 +147,9 @@ def cmd_explain(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     from bridge.serve import serve  # uvicorn is only needed here
 
-    cfg = config.load(_config_path(args.config))
-    return serve(cfg, host=args.host, port=args.port)
+    path = _config_path(args.config)
+    cfg = config.load(path)
+    return serve(cfg, host=args.host, port=args.port, config_path=path)
 
 
 def cmd_send(args: argparse.Namespace) -> int:

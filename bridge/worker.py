@@ -12,7 +12,10 @@ and talks to it over a socket pair:
     ("ignored",)             ------------->  alerts{outcome="ignored"} += 1
     ("metrics", seq)         ------------->
                              <-------------  ("metrics", seq, text of its families)
+    ("reload", seq, config)  ------------->  the pipeline takes the reloaded config
+                             <-------------  ("reloaded", seq, error or None)
     ("stop", grace)          ------------->  drain within grace, close the outbox
+    ("hurry",)               ------------->  (during the drain) stop draining at once
                              <-------------  ("stopped",), then it exits
 
 Frames are a 4-byte big-endian length, a codec byte and the message: ``marshal`` for
@@ -25,8 +28,8 @@ The 202 still means durable: the edge answers once the worker's group commit hol
 alert. If the worker dies, the edge stops being healthy and ready, answers 503 and exits
 non-zero so the supervisor restarts both; what was accepted is in the outbox file. If the
 edge dies (even SIGKILL), the worker reads end-of-file, closes the outbox and exits, so a
-restarted bridge can open it. The worker ignores SIGINT and SIGTERM: the edge decides
-when it stops, after the in-flight webhooks are answered.
+restarted bridge can open it. The worker ignores SIGINT, SIGTERM and SIGHUP: the edge
+decides when it stops (after the in-flight webhooks are answered) and reloads.
 """
 
 from __future__ import annotations
@@ -160,6 +163,16 @@ class WorkerIntake:
     def healthy(self) -> bool:
         return self._writer is not None and not self.failed
 
+    async def reload(self, config: Config) -> None:
+        error = await self._request(lambda seq: ("reload", seq, config))
+        if error is not None:
+            raise WorkerFailed(error)
+        self.config = config
+
+    def hurry(self) -> None:
+        if self.healthy():
+            self._send(("hurry",))
+
     async def stop(self, grace: float) -> None:
         self._stopping = True
         if self._proc is None:
@@ -208,7 +221,7 @@ class WorkerIntake:
             if kind == "done":
                 for seq, error in message[1]:
                     self._resolve(seq, error)
-            elif kind == "metrics":
+            elif kind in {"metrics", "reloaded"}:
                 self._resolve(message[1], message[2])
             elif kind == "ready" and self._ready is not None and not self._ready.done():
                 self._ready.set_result(None)
@@ -269,9 +282,16 @@ class _Worker:
             elif kind == "metrics":
                 text = await self.backend.exposition()
                 self.writer.write(_frame(("metrics", message[1], text)))
+            elif kind == "hurry":  # before "stop": the drain, when it comes, ends at once
+                self.backend.hurry()
+            elif kind == "reload":
+                self.writer.write(_frame(("reloaded", message[1], await self._reload(message[2]))))
             elif kind == "stop":
+                # Still listening while draining: a "hurry" (or the edge going) cuts it short.
+                listening = asyncio.create_task(self._until_hurry(reader))
                 await self._settle()
                 await self.backend.stop(float(message[1]))
+                listening.cancel()
                 self.writer.write(_frame(("stopped",)))
                 await self.writer.drain()
                 return
@@ -280,6 +300,23 @@ class _Worker:
         log.warning("the HTTP edge went away; closing the outbox")
         await self._settle()
         await self.backend.stop(0.0)
+
+    async def _reload(self, config: object) -> str | None:
+        if not isinstance(config, Config):
+            return "not a config"
+        try:
+            await self.backend.reload(config)
+        except Exception as exc:
+            log.exception("reload failed in the pipeline worker")
+            return str(exc)
+        logs.setup(config.server.log_level, config.server.log_format)
+        return None
+
+    async def _until_hurry(self, reader: asyncio.StreamReader) -> None:
+        while (message := await _read(reader)) is not None:
+            if message[0] == "hurry":
+                break
+        self.backend.hurry()  # asked to, or the edge is gone: nobody waits for the drain
 
     async def _accept(self, seq: int, alert: SentryAlert) -> None:
         try:
@@ -303,19 +340,21 @@ class _Worker:
 
 
 async def _main(fd: int) -> int:
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, signal.SIG_IGN)  # the edge decides when we stop
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, signal.SIG_IGN)  # the edge decides when we stop or reload
     sock = socket.socket(fileno=fd)
     reader, writer = await asyncio.open_connection(sock=sock)
     config = await _read(reader)
     if not isinstance(config, Config):
         return 2
-    logs.setup(config.server.log_level)
+    logs.setup(config.server.log_level, config.server.log_format)
     # Imported here: the edge imports this module too, and needs none of the backend.
     from bridge.backend import Backend
 
     try:
-        backend = Backend(config, Metrics(CollectorRegistry()))
+        metrics = Metrics(CollectorRegistry())
+        metrics.add_process_collectors("worker")
+        backend = Backend(config, metrics)
         await backend.start()
     except Exception as exc:
         # Say why (a locked or unwritable outbox, a bad TLS file) for the edge to report.
