@@ -147,6 +147,17 @@ async def webhook(request: Request) -> Response:
             )
             return JSONResponse({"status": "ignored", "reason": result.reason})
         await bridge.intake.accept(result)
+        log.info(
+            "webhook accepted",
+            extra={
+                "request_id": request_id,
+                "resource": resource,
+                "action": result.action,
+                "identity": result.identity,
+                "project": result.project,
+                "environment": result.environment,
+            },
+        )
         return _ACCEPTED
     except WebhookError as exc:
         return _reject(bridge, request_id, exc)

@@ -102,6 +102,7 @@ class Backend:
         self._tasks = [
             asyncio.create_task(self.pipeline.run(), name="pipeline"),
             asyncio.create_task(self.delivery.run(), name="delivery"),
+            asyncio.create_task(self.delivery.probe(), name="probe alertmanagers"),
         ]
 
     async def accept(self, alert: SentryAlert) -> None:

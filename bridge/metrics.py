@@ -169,6 +169,14 @@ class Metrics:
             namespace=ns,
             registry=registry,
         )
+        self.am_up = Gauge(
+            "alertmanager_up",
+            "Whether an Alertmanager answered the last request (1) or failed it: no "
+            "connection, a timeout, 5xx or 429 (0). Probed at start.",
+            ["alertmanager"],
+            namespace=ns,
+            registry=registry,
+        )
         self.am_request_duration = Histogram(
             "alertmanager_request_duration_seconds",
             "Duration of requests to an Alertmanager.",

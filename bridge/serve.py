@@ -14,8 +14,8 @@ from pathlib import Path
 from types import FrameType
 
 import uvicorn
-from uvicorn.lifespan.on import LifespanOn
 from prometheus_client import CollectorRegistry
+from uvicorn.lifespan.on import LifespanOn
 
 from bridge import __version__, logs
 from bridge.alertmanager import public_url
