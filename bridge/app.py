@@ -28,6 +28,7 @@ from bridge.config import Config
 from bridge.errors import TooLarge, WebhookError
 from bridge.metrics import Metrics
 from bridge.model import Ignored
+from bridge.replay import check_timestamp
 
 if TYPE_CHECKING:
     import httpx
@@ -126,6 +127,7 @@ async def webhook(request: Request) -> Response:
         body = await _read_body(request, headers, bridge.config.server.max_body_bytes)
         token = request.query_params.get("token") if request.scope["query_string"] else None
         sentry.authenticate(headers, body, token, bridge.config.sentry)
+        check_timestamp(headers, bridge.config.sentry.max_timestamp_skew, time.time())
         resource, result = sentry.read(
             headers,
             body,

@@ -71,7 +71,7 @@ async def probe(
     async def one(name: str, url: str) -> None:
         try:
             response = await client.get(f"{url}/-/ready")
-        except httpx.HTTPError as exc:
+        except Exception as exc:  # best effort: whatever went wrong, start and say so
             outages.metrics.am_up.labels(name).set(0)
             log.warning(
                 "alertmanager does not answer at start; alerts wait in the outbox until it does",
