@@ -23,7 +23,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from bridge import reload, sentry
+from bridge import reload, sentry, status
 from bridge.config import Config
 from bridge.errors import TooLarge, WebhookError
 from bridge.metrics import Metrics
@@ -208,6 +208,8 @@ def create_app(bridge: Bridge) -> Starlette:
             Route("/-/ready", ready, methods=["GET"]),
             Route("/metrics", metrics, methods=["GET"]),
             Route("/-/reload", reload.endpoint, methods=["POST"]),
+            Route("/-/status", status.endpoint, methods=["GET"]),
+            Route("/-/status/requeue-dead-letters", status.requeue_endpoint, methods=["POST"]),
         ],
         lifespan=lifespan,
     )

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Protocol
+from typing import Any, Protocol
 
 import httpx
 
@@ -55,6 +55,12 @@ class Intake(Protocol):
 
     async def reload(self, config: Config) -> None:
         """Apply a reloaded, validated config (``bridge.reload`` kept what needs a restart)."""
+
+    async def status(self, limit: int) -> dict[str, Any]:
+        """What the bridge holds, for ``GET /-/status`` (bridge/status.py)."""
+
+    async def requeue_dead_letters(self) -> dict[str, int]:
+        """Queue the dead letters again after a fix (``Outbox.requeue_dead_letters``)."""
 
     def hurry(self) -> None:
         """A second Ctrl+C, or SIGTERM during the drain: end ``stop`` at once; what is
@@ -158,6 +164,21 @@ class Backend:
 
     def hurry(self) -> None:
         self._hurry.set()
+
+    async def status(self, limit: int) -> dict[str, Any]:
+        snapshot = await self.outbox.snapshot(limit)
+        return {
+            **snapshot,
+            "active_count": self.outbox.active_count(),
+            "inbox": self.outbox.inbox_count(),
+            "queue_depth": self.outbox.queue_depths(),
+            "alertmanager_down": sorted(self.delivery.outages.down),
+        }
+
+    async def requeue_dead_letters(self) -> dict[str, int]:
+        counts = await self.outbox.requeue_dead_letters()
+        log.warning("dead letters re-queued", extra=counts)
+        return counts
 
     async def reload(self, config: Config) -> None:
         # What the pipeline and delivery read per alert and per round; the rest

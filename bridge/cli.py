@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
+import httpx
 from starlette.datastructures import Headers
 
 from bridge import __version__, config, labels, sentry
@@ -171,6 +172,18 @@ def cmd_send(args: argparse.Namespace) -> int:
 VERSION = f"sentry-bridge {__version__}"
 
 
+def cmd_status(args: argparse.Namespace) -> int:
+    from bridge import status
+
+    return status.run(
+        url=args.url,
+        config_path=_config_path(args.config),
+        limit=args.limit,
+        requeue=args.requeue_dead_letters,
+        as_json=args.json,
+    )
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="sentry-bridge", description=__doc__)
     p.add_argument("--version", action="version", version=VERSION)
@@ -216,6 +229,18 @@ def parser() -> argparse.ArgumentParser:
     )
     w.add_argument("--timeout", type=float, default=30.0, help="seconds --wait waits (default 30)")
     w.set_defaults(func=cmd_send)
+    t = sub.add_parser("status", help="what a running bridge holds (GET /-/status)")
+    t.add_argument("--url", help="the bridge (default: the config's port on 127.0.0.1)")
+    t.add_argument("--config", help="config file (default: $BRIDGE_CONFIG or ./config.yaml)")
+    t.add_argument("--limit", type=int, default=100, help="alerts and dead letters listed")
+    t.add_argument(
+        "--requeue-dead-letters",
+        action="store_true",
+        help="first queue the dead letters again (after fixing what Alertmanager refused)",
+    )
+    t.add_argument("--json", action="store_true", help="the answer as JSON")
+    t.set_defaults(func=cmd_status)
+
     for command in sub.choices.values():  # `sentry-bridge serve --version` works too
         command.add_argument("--version", action="version", version=VERSION)
     return p
@@ -233,6 +258,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except (OSError, json.JSONDecodeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except httpx.HTTPError as exc:  # send, status: the bridge did not answer
+        print(f"error: the bridge did not answer: {exc}", file=sys.stderr)
         return 1
     return code
 

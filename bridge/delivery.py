@@ -27,6 +27,7 @@ import httpx
 from bridge import config
 from bridge.alertmanager import build_client, check_wire, target_name
 from bridge.errors import ConfigError
+from bridge.labels import identity_from_labels
 from bridge.metrics import Metrics
 from bridge.outages import Outages, probe
 from bridge.outbox import Outbox, Queued
@@ -396,13 +397,9 @@ def _log_delivered(name: str, batch: Sequence[Queued], dead: Sequence[tuple[Queu
 
 def _identity(body: str) -> str:
     try:
-        labels = json.loads(body).get("labels", {})
+        return identity_from_labels(json.loads(body).get("labels", {})) or "?"
     except (ValueError, AttributeError):
         return "?"
-    for key, kind in (("sentry_issue_id", "issue"), ("sentry_alert_rule_id", "metric_alert")):
-        if key in labels:
-            return f"{kind}:{labels[key]}"
-    return "?"
 
 
 def _retry_after(response: httpx.Response) -> float | None:

@@ -14,6 +14,10 @@ and talks to it over a socket pair:
                              <-------------  ("metrics", seq, text of its families)
     ("reload", seq, config)  ------------->  the pipeline takes the reloaded config
                              <-------------  ("reloaded", seq, error or None)
+    ("status", seq, limit)   ------------->  what the outbox holds (bridge/status.py)
+                             <-------------  ("status", seq, {...})
+    ("requeue", seq)         ------------->  the dead letters queued again
+                             <-------------  ("requeue", seq, {"requeued": n, ...})
     ("stop", grace)          ------------->  drain within grace, close the outbox
     ("hurry",)               ------------->  (during the drain) stop draining at once
                              <-------------  ("stopped",), then it exits
@@ -46,7 +50,7 @@ import signal
 import socket
 import struct
 import sys
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry
@@ -173,6 +177,14 @@ class WorkerIntake:
         if self.healthy():
             self._send(("hurry",))
 
+    async def status(self, limit: int) -> dict[str, Any]:
+        answer: dict[str, Any] = await self._request(lambda seq: ("status", seq, limit))
+        return answer
+
+    async def requeue_dead_letters(self) -> dict[str, int]:
+        answer: dict[str, int] = await self._request(lambda seq: ("requeue", seq))
+        return answer
+
     async def stop(self, grace: float) -> None:
         self._stopping = True
         if self._proc is None:
@@ -221,7 +233,7 @@ class WorkerIntake:
             if kind == "done":
                 for seq, error in message[1]:
                     self._resolve(seq, error)
-            elif kind in {"metrics", "reloaded"}:
+            elif kind in {"metrics", "reloaded", "status", "requeue"}:
                 self._resolve(message[1], message[2])
             elif kind == "ready" and self._ready is not None and not self._ready.done():
                 self._ready.set_result(None)
@@ -282,6 +294,16 @@ class _Worker:
             elif kind == "metrics":
                 text = await self.backend.exposition()
                 self.writer.write(_frame(("metrics", message[1], text)))
+            elif kind == "status":
+                task = asyncio.create_task(self._answer(message, self.backend.status(message[2])))
+                self._accepting.add(task)
+                task.add_done_callback(self._accepting.discard)
+            elif kind == "requeue":
+                task = asyncio.create_task(
+                    self._answer(message, self.backend.requeue_dead_letters())
+                )
+                self._accepting.add(task)
+                task.add_done_callback(self._accepting.discard)
             elif kind == "hurry":  # before "stop": the drain, when it comes, ends at once
                 self.backend.hurry()
             elif kind == "reload":
@@ -311,6 +333,16 @@ class _Worker:
             return str(exc)
         logs.setup(config.server.log_level, config.server.log_format)
         return None
+
+    async def _answer(self, message: tuple[Any, ...], work: Awaitable[object]) -> None:
+        """Answer ``(kind, seq, ...)`` with ``(kind, seq, result)`` once ``work`` is done,
+        without holding up the read loop (accepts keep flowing meanwhile)."""
+        try:
+            result = await work
+        except Exception as exc:  # answered, so the edge is not left waiting
+            log.exception("request from the edge failed", extra={"kind": message[0]})
+            result = {"error": str(exc)}
+        self.writer.write(_frame((message[0], message[1], result)))
 
     async def _until_hurry(self, reader: asyncio.StreamReader) -> None:
         while (message := await _read(reader)) is not None:

@@ -133,7 +133,7 @@ def test_explain_needs_no_secrets(
     assert "SENTRY_CLIENT_SECRET" in captured.err
 
 
-@pytest.mark.parametrize("command", ["serve", "check-config", "explain", "send"])
+@pytest.mark.parametrize("command", ["serve", "check-config", "explain", "send", "status"])
 def test_version_on_every_command(command: str, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exited:
         cli.main([command, "--version"])
