@@ -138,8 +138,13 @@ class Reloader:
             await self.bridge.intake.reload(merged)
         except Exception as exc:  # the worker refused it, or is gone
             return Result(ok=False, error=f"the pipeline worker did not take it: {exc}")
+        before = self.bridge.config.server
         self.bridge.config = merged
-        logs.setup(merged.server.log_level, merged.server.log_format)
+        if (merged.server.log_level, merged.server.log_format) != (
+            before.log_level,
+            before.log_format,
+        ):
+            logs.setup(merged.server.log_level, merged.server.log_format)
         return Result(ok=True, restart_required=kept)
 
 

@@ -102,14 +102,10 @@ def guess_resource(data: Any) -> str | None:
 def guess_family(data: Any) -> Family:
     if guess_resource(data) is not None:
         return "integration"
-    kind = sentry.detect_resource({}, data)
-    return (
-        "service_hook"
-        if kind == "service_hook"
-        else "legacy"
-        if kind == "legacy"
-        else ("integration")
-    )
+    kind = sentry.detect_resource({}, data)  # from the body's shape, without headers
+    if kind == "service_hook":
+        return "service_hook"
+    return "legacy" if kind == "legacy" else "integration"
 
 
 def example_body(name: str, now: float) -> bytes:

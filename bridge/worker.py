@@ -331,7 +331,7 @@ class _Worker:
         except Exception as exc:
             log.exception("reload failed in the pipeline worker")
             return str(exc)
-        logs.setup(config.server.log_level, config.server.log_format)
+        logs.setup(config.server.log_level, config.server.log_format)  # the worker's own
         return None
 
     async def _answer(self, message: tuple[Any, ...], work: Awaitable[object]) -> None:
