@@ -74,7 +74,10 @@ class TextFormatter(JSONFormatter):
         return " ".join(parts)
 
 
-def setup(level: str = "info", log_format: Literal["json", "text"] = "json") -> None:
+Format = Literal["json", "text"]
+
+
+def setup(level: str = "info", log_format: Format = "json") -> None:
     # The lines carry neither source location nor thread/process: skip collecting them
     # (the logging HOWTO's "Optimization"; findCaller walks the stack on every line).
     logging._srcfile = None

@@ -4,13 +4,15 @@ Alertmanager's own ``GET /api/v2/alerts``."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import re
-import subprocess
-import sys
 from pathlib import Path
+from unittest import mock
 
+from bridge import cli
 from tests.integration import procs
 from tests.integration.conftest import ENV, Alertmanager, Bridge, BridgeFactory
 
@@ -18,20 +20,28 @@ FRONTEND_ISSUE = "1117540176"
 CHECKOUT_ISSUE = "4507718802"
 
 
+def cli_main(args: list[str], env: dict[str, str] | None = None) -> tuple[int, str]:
+    """``sentry-bridge ARGS`` in this process (the entry point itself runs as a subprocess in
+    test_walkthrough.py), with ``env`` as the only Sentry credentials set."""
+    out = io.StringIO()
+    with (
+        mock.patch.dict(os.environ),
+        contextlib.redirect_stdout(out),
+        contextlib.redirect_stderr(out),
+    ):
+        for name in ENV:
+            os.environ.pop(name, None)
+        os.environ.update(ENV if env is None else env)
+        code = cli.main(args)
+    return code, out.getvalue()
+
+
 def send(
     bridge: Bridge, *args: str, env: dict[str, str] | None = None, timeout: str = "20"
 ) -> tuple[int, str]:
     config = Path(bridge.process.log).parent / "config.yaml"
     where = ["--config", str(config), "--url", bridge.url, "--timeout", timeout]
-    out = subprocess.run(
-        [sys.executable, "-m", "bridge", "send", *args, *where],
-        capture_output=True,
-        text=True,
-        cwd=procs.ROOT,
-        env={**os.environ, **(ENV if env is None else env)},
-        timeout=60,
-    )
-    return out.returncode, out.stdout + out.stderr
+    return cli_main(["send", *args, *where], env)
 
 
 def severities(alertmanager: Alertmanager, label: str, value: str) -> list[str]:

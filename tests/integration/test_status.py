@@ -4,27 +4,15 @@ dead letters once the cause (here a proxy refusing with 401) is fixed."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import time
 
-from tests.integration import procs
 from tests.integration.am_proxy import FaultProxy
-from tests.integration.conftest import ENV, Alertmanager, Bridge, BridgeFactory
-from tests.integration.test_send import send
+from tests.integration.conftest import Alertmanager, Bridge, BridgeFactory
+from tests.integration.test_send import cli_main, send
 
 
 def status(bridge: Bridge, *args: str) -> tuple[int, str]:
-    out = subprocess.run(
-        [sys.executable, "-m", "bridge", "status", "--url", bridge.url, *args],
-        capture_output=True,
-        text=True,
-        cwd=procs.ROOT,
-        env={**os.environ, **ENV},
-        timeout=60,
-    )
-    return out.returncode, out.stdout + out.stderr
+    return cli_main(["status", "--url", bridge.url, *args])
 
 
 def status_json(bridge: Bridge) -> dict[str, object]:
