@@ -33,11 +33,12 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from bridge import sentry
+from bridge import reload, sentry, status
 from bridge.config import Config
 from bridge.errors import BadPayload, OutboxFull, SlowBody, TooLarge, WebhookError
 from bridge.metrics import Metrics
 from bridge.model import Ignored
+from bridge.replay import check_timestamp
 
 if TYPE_CHECKING:
     import httpx
@@ -55,6 +56,15 @@ class Bridge:
     metrics: Metrics
     intake: Intake
     ready: bool = False
+    # When SIGTERM/SIGINT arrived (time.monotonic()): the drain gets what is left of the
+    # grace period after the in-flight webhooks, not all of it again.
+    stopping_since: float | None = None
+
+    def grace_left(self) -> float:
+        grace = self.config.shutdown.grace_period
+        if self.stopping_since is None:
+            return grace
+        return max(0.0, grace - (time.monotonic() - self.stopping_since))
 
 
 def build(
@@ -183,6 +193,7 @@ async def webhook(request: Request) -> Response:
             ) from None
         token = request.query_params.get("token") if request.scope["query_string"] else None
         sentry.authenticate(headers, body, token, bridge.config.sentry)
+        check_timestamp(headers, bridge.config.sentry.max_timestamp_skew, time.time())
         # Authenticated: from here on the body is never refused for what it says.
         digest = hashlib.sha256(body).digest()
         try:
@@ -223,6 +234,17 @@ async def webhook(request: Request) -> Response:
             stored = await bridge.intake.accept(result, digest)
         if not stored:
             return _DUPLICATE
+        log.info(
+            "webhook accepted",
+            extra={
+                "request_id": request_id,
+                "resource": resource,
+                "action": result.action,
+                "identity": result.identity,
+                "project": result.project,
+                "environment": result.environment,
+            },
+        )
         return _ACCEPTED
     except WebhookError as exc:
         return _reject(bridge, request_id, exc)
@@ -273,7 +295,7 @@ def create_app(bridge: Bridge) -> Starlette:
             yield
         finally:
             bridge.ready = False
-            await bridge.intake.stop(bridge.config.shutdown.grace_period)
+            await bridge.intake.stop(bridge.grace_left())
 
     app = Starlette(
         routes=[
@@ -281,6 +303,9 @@ def create_app(bridge: Bridge) -> Starlette:
             Route("/-/healthy", healthy, methods=["GET"]),
             Route("/-/ready", ready, methods=["GET"]),
             Route("/metrics", metrics, methods=["GET"]),
+            Route("/-/reload", reload.endpoint, methods=["POST"]),
+            Route("/-/status", status.endpoint, methods=["GET"]),
+            Route("/-/status/requeue-dead-letters", status.requeue_endpoint, methods=["POST"]),
         ],
         lifespan=lifespan,
     )

@@ -16,7 +16,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Mapping
-from typing import Protocol
+from typing import Any, Protocol
 
 import httpx
 
@@ -68,6 +68,19 @@ class Intake(Protocol):
     async def stop(self, grace: float) -> None:
         """Finish what was accepted within ``grace`` seconds; the rest stays on disk."""
 
+    async def reload(self, config: Config) -> None:
+        """Apply a reloaded, validated config (``bridge.reload`` kept what needs a restart)."""
+
+    async def status(self, limit: int) -> dict[str, Any]:
+        """What the bridge holds, for ``GET /-/status`` (bridge/status.py)."""
+
+    async def requeue_dead_letters(self) -> dict[str, int]:
+        """Queue the dead letters again after a fix (``Outbox.requeue_dead_letters``)."""
+
+    def hurry(self) -> None:
+        """A second Ctrl+C, or SIGTERM during the drain: end ``stop`` at once; what is
+        undelivered stays in the outbox."""
+
 
 class Backend:
     """The parts, in this process, sharing ``metrics`` with the edge."""
@@ -105,6 +118,7 @@ class Backend:
             self.outbox, config.alertmanager, metrics, transport=alertmanager_transport
         )
         self._tasks: list[asyncio.Task[None]] = []
+        self._hurry = asyncio.Event()
 
     async def start(self) -> None:
         await self.outbox.open()
@@ -112,6 +126,7 @@ class Backend:
             asyncio.create_task(self.pipeline.run(), name="pipeline"),
             asyncio.create_task(self.delivery.run(), name="delivery"),
             asyncio.create_task(self._watch_store(), name="store-probe"),
+            asyncio.create_task(self.delivery.probe(), name="probe alertmanagers"),
         ]
 
     async def accept(self, alert: SentryAlert, digest: bytes | None = None) -> bool:
@@ -152,13 +167,61 @@ class Backend:
         disk. Grace 0 (the edge is gone) closes at once."""
         deadline = time.monotonic() + grace
         # Polled: the pipeline empties the inbox in batches and signals nothing per batch.
-        while self.outbox.inbox_count() and time.monotonic() < deadline:  # noqa: ASYNC110
+        while (  # noqa: ASYNC110
+            self.outbox.inbox_count() and time.monotonic() < deadline and not self._hurry.is_set()
+        ):
             await asyncio.sleep(0.05)
-        flushed = await self.delivery.drain(max(0.0, deadline - time.monotonic()))
-        log.info("shutdown", extra={"flushed": flushed, "inbox": self.outbox.inbox_count()})
+        flushed = await self._drain(max(0.0, deadline - time.monotonic()))
+        log.info(
+            "shutdown",
+            extra={
+                "flushed": flushed,
+                "inbox": self.outbox.inbox_count(),
+                "queued": self.outbox.queued_count(),
+                "cut_short": self._hurry.is_set() or None,
+            },
+        )
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.delivery.aclose()
         await self.enricher.aclose()
         await self.outbox.close()
+
+    async def _drain(self, timeout: float) -> bool:  # noqa: ASYNC109 - a budget, not a cancel
+        """Delivery's drain, unless hurry() cuts it short."""
+        if self._hurry.is_set():
+            return False
+        drain = asyncio.ensure_future(self.delivery.drain(timeout))
+        hurry = asyncio.ensure_future(self._hurry.wait())
+        try:
+            await asyncio.wait({drain, hurry}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            hurry.cancel()
+            drain.cancel()
+        return drain.done() and not drain.cancelled() and drain.result()
+
+    def hurry(self) -> None:
+        self._hurry.set()
+
+    async def status(self, limit: int) -> dict[str, Any]:
+        snapshot = await self.outbox.snapshot(limit)
+        return {
+            **snapshot,
+            "active_count": self.outbox.active_count(),
+            "inbox": self.outbox.inbox_count(),
+            "queue_depth": self.outbox.queue_depths(),
+            "alertmanager_down": sorted(self.delivery.outages.down),
+        }
+
+    async def requeue_dead_letters(self) -> dict[str, int]:
+        counts = await self.outbox.requeue_dead_letters()
+        log.warning("dead letters re-queued", extra=counts)
+        return counts
+
+    async def reload(self, config: Config) -> None:
+        # What the pipeline and delivery read per alert and per round; the rest
+        # (outbox, clients, dedup tables) bridge.reload keeps as it was.
+        self.pipeline.config = config
+        self.delivery.cfg = config.alertmanager
+        log.info("pipeline config replaced", extra={"rules": len(config.classification.rules)})

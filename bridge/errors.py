@@ -60,6 +60,7 @@ REJECT_REASONS = (
     "missing_signature",
     "bad_signature",
     "bad_token",
+    "bad_timestamp",
     "too_large",
     "invalid_json",
     "invalid_payload",

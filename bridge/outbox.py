@@ -842,6 +842,97 @@ class Outbox:
             (self.max_bodies,),
         )
 
+    # --- the operator's view (bridge/status.py) ------------------------------------------
+
+    def queue_depths(self) -> dict[str, int]:
+        """Per Alertmanager: the queued alerts it has not settled yet."""
+        return {
+            target: sum(1 for queue_id, _ in self._queue_times if queue_id > done)
+            for target, done in self._cursor.items()
+        }
+
+    async def snapshot(self, limit: int) -> dict[str, Any]:
+        """Counts, and the first ``limit`` active alerts and newest dead letters."""
+        return await self._call(self._read_snapshot, limit)
+
+    async def requeue_dead_letters(self) -> dict[str, int]:
+        """Queue the dead letters again (for every Alertmanager) after a fix, and empty
+        the table. A resolve is queued as it was; a firing alert only if it is still the
+        active alert of its identity, and then as it is now (current endsAt), so a late
+        re-send can never re-fire what was resolved or replaced since."""
+        written: tuple[list[tuple[int, float]], dict[str, int]] = await self._shield(
+            self._call(self._write_requeue, self._now())
+        )
+        ids, counts = written
+        self._queue_times.extend(ids)
+        if ids:
+            self._wake_senders()
+        return counts
+
+    def _read_snapshot(self, limit: int) -> dict[str, Any]:
+        db = self._conn
+        tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master")}
+        active = db.execute(
+            "SELECT identity, ends_at, alert FROM active ORDER BY identity LIMIT ?", (limit,)
+        ).fetchall()
+        dead = db.execute(
+            "SELECT at, target, reason, alert FROM dead_letter ORDER BY id DESC LIMIT ?", (limit,)
+        ).fetchall()
+        return {
+            "active": [
+                {"identity": identity, "ends_at": ends_at, "labels": json.loads(body)["labels"]}
+                for identity, ends_at, body in active
+            ],
+            "dead_letters": [
+                {
+                    "at": at,
+                    "alertmanager": target,
+                    "reason": reason,
+                    "labels": json.loads(body)["labels"],
+                }
+                for at, target, reason, body in dead
+            ],
+            "dead_letter_count": db.execute("SELECT count(*) FROM dead_letter").fetchone()[0],
+            # The quarantine table exists once the edge has quarantined a webhook.
+            "quarantined": (
+                db.execute("SELECT count(*) FROM quarantine").fetchone()[0]
+                if "quarantine" in tables
+                else None
+            ),
+        }
+
+    def _write_requeue(self, now: float) -> tuple[list[tuple[int, float]], dict[str, int]]:
+        from bridge.labels import identity_from_labels  # labels imports nothing of ours
+
+        counts = {"requeued": 0, "superseded": 0}
+        ids: list[tuple[int, float]] = []
+        with self._transaction() as db:
+            rows = db.execute("SELECT id, alert FROM dead_letter ORDER BY id").fetchall()
+            seen: set[str] = set()
+            for _, body in rows:
+                alert = PostableAlert.model_validate_json(body)
+                resolved = alert.ends_at is not None and alert.ends_at.timestamp() <= now
+                if not resolved:
+                    identity = identity_from_labels(alert.labels) or ""
+                    row = db.execute(
+                        "SELECT alert FROM active WHERE identity = ?", (identity,)
+                    ).fetchone()
+                    current = PostableAlert.model_validate_json(row[0]) if row else None
+                    if current is None or current.labels != alert.labels:
+                        counts["superseded"] += 1
+                        continue
+                    body = row[0]
+                if body in seen:  # the same alert dead-lettered by several Alertmanagers
+                    continue
+                seen.add(body)
+                cursor = db.execute(
+                    "INSERT INTO queue (queued_at, alert) VALUES (?, ?)", (now, body)
+                )
+                ids.append((_rowid(cursor), now))
+                counts["requeued"] += 1
+            db.execute("DELETE FROM dead_letter")
+        return ids, counts
+
 
 def _rowid(cursor: sqlite3.Cursor) -> int:
     assert cursor.lastrowid is not None

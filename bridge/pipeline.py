@@ -172,7 +172,9 @@ class Pipeline:
         )
         label_hash = fingerprint(labels)
         if self.repeats.is_duplicate(alert.identity, label_hash):
-            return self._outcome(inbox_id, alert, "duplicate", decision, severity, label_hash)
+            return self._outcome(
+                inbox_id, alert, "duplicate", decision, severity, label_hash, escalated=escalated
+            )
 
         previous = self.outbox.active(alert.identity)
         send: list[PostableAlert] = []
@@ -203,6 +205,7 @@ class Pipeline:
             label_hash,
             send,
             {alert.identity: current},
+            escalated=escalated,
         )
 
     def _resolve(self, inbox_id: int, alert: SentryAlert, now: datetime) -> Processed:
@@ -250,11 +253,13 @@ class Pipeline:
         label_hash: str | None = None,
         send: Sequence[PostableAlert] = (),
         active: dict[str, PostableAlert | None] | None = None,
+        *,
+        escalated: bool = False,
     ) -> Processed:
         self.metrics.alerts.labels(outcome).inc()
+        # "decided", not "sent": delivery says when each Alertmanager has it.
         log.info(
-            "webhook %s",
-            outcome,
+            "alert decided",
             extra={
                 "request_id": alert.request_id,
                 "resource": alert.resource,
@@ -262,9 +267,13 @@ class Pipeline:
                 "outcome": outcome,
                 "state": alert.state.value,
                 "severity": severity.value if severity else None,
+                "escalated": escalated,
                 "rule": decision.rule,
                 "identity": alert.identity,
+                "project": alert.project,
+                "environment": alert.environment,
                 "fingerprint": label_hash,
+                "alerts_queued": len(send) or None,
             },
         )
         return Processed(inbox_id=inbox_id, send=tuple(send), active=active or {})

@@ -18,7 +18,14 @@ and talks to it over a socket pair:
     ("ignored",)             ------------->  alerts{outcome="ignored"} += 1
     ("metrics", seq)         ------------->
                              <-------------  ("metrics", seq, text of its families)
+    ("reload", seq, config)  ------------->  the pipeline takes the reloaded config
+                             <-------------  ("reloaded", seq, error or None)
+    ("status", seq, limit)   ------------->  what the outbox holds (bridge/status.py)
+                             <-------------  ("status", seq, {...})
+    ("requeue", seq)         ------------->  the dead letters queued again
+                             <-------------  ("requeue", seq, {"requeued": n, ...})
     ("stop", grace)          ------------->  drain within grace, close the outbox
+    ("hurry",)               ------------->  (during the drain) stop draining at once
                              <-------------  ("stopped",), then it exits
 
 Frames are a 4-byte big-endian length, a codec byte and the message: ``marshal`` for
@@ -34,8 +41,8 @@ worker is dead to the edge however it goes: end-of-file, a reset or broken socke
 answer to the edge's ping within ``server.worker_timeout`` (stuck, or SIGSTOPped: then
 the edge kills it, so it lets go of the outbox file). If the
 edge dies (even SIGKILL), the worker reads end-of-file, closes the outbox and exits, so a
-restarted bridge can open it. The worker ignores SIGINT and SIGTERM: the edge decides
-when it stops, after the in-flight webhooks are answered.
+restarted bridge can open it. The worker ignores SIGINT, SIGTERM and SIGHUP: the edge
+decides when it stops (after the in-flight webhooks are answered) and reloads.
 """
 
 from __future__ import annotations
@@ -53,7 +60,7 @@ import socket
 import struct
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry
@@ -190,6 +197,24 @@ class WorkerIntake:
     def store_ok(self) -> bool:
         return self._store_ok
 
+    async def reload(self, config: Config) -> None:
+        error = await self._request(lambda seq: ("reload", seq, config))
+        if error is not None:
+            raise WorkerFailed(error)
+        self.config = config
+
+    def hurry(self) -> None:
+        if self.healthy():
+            self._send(("hurry",))
+
+    async def status(self, limit: int) -> dict[str, Any]:
+        answer: dict[str, Any] = await self._request(lambda seq: ("status", seq, limit))
+        return answer
+
+    async def requeue_dead_letters(self) -> dict[str, int]:
+        answer: dict[str, int] = await self._request(lambda seq: ("requeue", seq))
+        return answer
+
     async def stop(self, grace: float) -> None:
         self._stopping = True
         if self._watchdog is not None:
@@ -265,7 +290,7 @@ class WorkerIntake:
             elif kind == "done":
                 for seq, error in message[1]:
                     self._resolve(seq, error)
-            elif kind == "metrics":
+            elif kind in {"metrics", "reloaded", "status", "requeue"}:
                 self._resolve(message[1], message[2])
             elif kind == "ready" and self._ready is not None and not self._ready.done():
                 self._ready.set_result(None)
@@ -334,9 +359,26 @@ class _Worker:
             elif kind == "metrics":
                 text = await self.backend.exposition()
                 self.writer.write(_frame(("metrics", message[1], text)))
+            elif kind == "status":
+                task = asyncio.create_task(self._answer(message, self.backend.status(message[2])))
+                self._accepting.add(task)
+                task.add_done_callback(self._accepting.discard)
+            elif kind == "requeue":
+                task = asyncio.create_task(
+                    self._answer(message, self.backend.requeue_dead_letters())
+                )
+                self._accepting.add(task)
+                task.add_done_callback(self._accepting.discard)
+            elif kind == "hurry":  # before "stop": the drain, when it comes, ends at once
+                self.backend.hurry()
+            elif kind == "reload":
+                self.writer.write(_frame(("reloaded", message[1], await self._reload(message[2]))))
             elif kind == "stop":
+                # Still listening while draining: a "hurry" (or the edge going) cuts it short.
+                listening = asyncio.create_task(self._until_hurry(reader))
                 await self._settle()
                 await self.backend.stop(float(message[1]))
+                listening.cancel()
                 self.writer.write(_frame(("stopped",)))
                 await self.writer.drain()
                 return
@@ -345,6 +387,33 @@ class _Worker:
         log.warning("the HTTP edge went away; closing the outbox")
         await self._settle()
         await self.backend.stop(0.0)
+
+    async def _reload(self, config: object) -> str | None:
+        if not isinstance(config, Config):
+            return "not a config"
+        try:
+            await self.backend.reload(config)
+        except Exception as exc:
+            log.exception("reload failed in the pipeline worker")
+            return str(exc)
+        logs.setup(config.server.log_level, config.server.log_format)  # the worker's own
+        return None
+
+    async def _answer(self, message: tuple[Any, ...], work: Awaitable[object]) -> None:
+        """Answer ``(kind, seq, ...)`` with ``(kind, seq, result)`` once ``work`` is done,
+        without holding up the read loop (accepts keep flowing meanwhile)."""
+        try:
+            result = await work
+        except Exception as exc:  # answered, so the edge is not left waiting
+            log.exception("request from the edge failed", extra={"kind": message[0]})
+            result = {"error": str(exc)}
+        self.writer.write(_frame((message[0], message[1], result)))
+
+    async def _until_hurry(self, reader: asyncio.StreamReader) -> None:
+        while (message := await _read(reader)) is not None:
+            if message[0] == "hurry":
+                break
+        self.backend.hurry()  # asked to, or the edge is gone: nobody waits for the drain
 
     async def _accept(self, seq: int, alert: SentryAlert, digest: bytes | None) -> None:
         result: bool | str
@@ -387,19 +456,21 @@ class _Worker:
 
 
 async def _main(fd: int) -> int:
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, signal.SIG_IGN)  # the edge decides when we stop
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, signal.SIG_IGN)  # the edge decides when we stop or reload
     sock = socket.socket(fileno=fd)
     reader, writer = await asyncio.open_connection(sock=sock)
     config = await _read(reader)
     if not isinstance(config, Config):
         return 2
-    logs.setup(config.server.log_level)
+    logs.setup(config.server.log_level, config.server.log_format)
     # Imported here: the edge imports this module too, and needs none of the backend.
     from bridge.backend import Backend
 
     try:
-        backend = Backend(config, Metrics(CollectorRegistry()))
+        metrics = Metrics(CollectorRegistry())
+        metrics.add_process_collectors("worker")
+        backend = Backend(config, metrics)
         await backend.start()
     except Exception as exc:
         # Say why (a locked or unwritable outbox, a bad TLS file) for the edge to report.

@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import platform
 import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -17,7 +18,7 @@ import httpx
 import pytest
 from prometheus_client import CollectorRegistry
 
-from bridge import config
+from bridge import __version__, config
 from bridge.app import Bridge, build, create_app
 from bridge.backend import Backend
 from bridge.outbox import Outbox
@@ -108,7 +109,9 @@ async def test_health_ready_metrics(client: Client) -> None:
     assert (await client.get("/-/ready")).json() == {"status": "ready"}
     text = (await client.get("/metrics")).text
     assert "sentry_bridge_webhooks_received_total" in text
-    assert 'sentry_bridge_build_info{version="' in text
+    [build] = [line for line in text.splitlines() if line.startswith("sentry_bridge_build_info")]
+    assert f'version="{__version__}"' in build
+    assert f'python="{platform.python_version()}"' in build
 
 
 async def test_signed_issue_alert_is_accepted_and_delivered(
