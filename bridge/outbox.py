@@ -871,7 +871,6 @@ class Outbox:
 
     def _read_snapshot(self, limit: int) -> dict[str, Any]:
         db = self._conn
-        tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master")}
         active = db.execute(
             "SELECT identity, ends_at, alert FROM active ORDER BY identity LIMIT ?", (limit,)
         ).fetchall()
@@ -893,12 +892,7 @@ class Outbox:
                 for at, target, reason, body in dead
             ],
             "dead_letter_count": db.execute("SELECT count(*) FROM dead_letter").fetchone()[0],
-            # The quarantine table exists once the edge has quarantined a webhook.
-            "quarantined": (
-                db.execute("SELECT count(*) FROM quarantine").fetchone()[0]
-                if "quarantine" in tables
-                else None
-            ),
+            "quarantined": self._count_quarantine(),
         }
 
     def _write_requeue(self, now: float) -> tuple[list[tuple[int, float]], dict[str, int]]:

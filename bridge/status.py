@@ -3,8 +3,7 @@
 The answer (JSON) lists the active alerts by Sentry identity (their label sets, the
 first ``limit`` of them, and how many in all), the queue depth per Alertmanager, the
 Alertmanagers failing now, the newest dead letters with Alertmanager's reason, and how
-many webhooks are quarantined (when the quarantine table exists). Labels only: no
-annotations, which carry Sentry's text.
+many webhooks are quarantined. Labels only: no annotations, which carry Sentry's text.
 
 ``POST /-/status/requeue-dead-letters`` queues the dead letters again, after the cause
 was fixed (Alertmanager's credentials, a proxy's limit): resolves as they were, firing
@@ -90,8 +89,7 @@ def render(status: dict[str, Any]) -> str:
         out.append(f"  {_when(dead['at'])} {dead['alertmanager']} {identity}: {dead['reason']}")
     if status["dead_letter_count"]:
         out.append("  (fix the cause, then: sentry-bridge status --requeue-dead-letters)")
-    quarantined = status.get("quarantined")
-    out.append(f"quarantined webhooks: {'-' if quarantined is None else quarantined}")
+    out.append(f"quarantined webhooks: {status['quarantined']}")
     return "\n".join(out)
 
 

@@ -421,7 +421,7 @@ class _Worker:
             result = await self.backend.accept(alert, digest)
         except OutboxFull as exc:
             result = exc.detail
-        self._answer(seq, result)
+        self._done_with(seq, result)
 
     async def _quarantine(
         self,
@@ -437,9 +437,9 @@ class _Worker:
             result = await self.backend.quarantine(reason, detail, headers, body, digest)
         except OutboxFull as exc:
             result = exc.detail
-        self._answer(seq, result)
+        self._done_with(seq, result)
 
-    def _answer(self, seq: int, result: bool | str) -> None:
+    def _done_with(self, seq: int, result: bool | str) -> None:
         if not self._done:
             # One "done" frame for every request that finished in this loop iteration.
             asyncio.get_running_loop().call_soon(self._flush_done)
