@@ -111,6 +111,11 @@ def target_name(url: str) -> str:
     return f"{host}:{port}{parsed.path.rstrip('/')}"
 
 
+def public_url(url: str) -> str:
+    """The URL without its ``user:password@``, for logs and ``check-config``."""
+    return str(httpx.URL(url).copy_with(userinfo=b""))
+
+
 def problem(alert: PostableAlert) -> str | None:
     """What Alertmanager would reject in an alert the model accepted, else None.
 

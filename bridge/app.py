@@ -3,15 +3,25 @@
 ``POST /webhooks/sentry`` answers fast: limit the body, authenticate, parse,
 normalise, hand to the intake, which returns once the alert is durable, 202.
 Everything slow (classification, Sentry's API, Alertmanager) happens behind the
-intake (``bridge.backend``), in a worker process under ``serve``. Status codes
-tell Sentry the truth: 401 bad credentials, 413 too large, 400 not a Sentry
-payload, 503 outbox full, 2xx accepted or deliberately ignored.
+intake (``bridge.backend``), in a worker process under ``serve``.
+
+Status codes tell Sentry the truth, and Sentry never retries a 4xx, so a 4xx is only for
+what Sentry itself never sends: 401 bad credentials, 400 not JSON, 413 too large (and 408
+for a body that trickles in slower than ``server.read_timeout``). A body that
+authenticates but cannot be read as an alert, or whose reading raises, is never refused:
+it is quarantined with the reason (202 ``quarantined``) for ``sentry-bridge quarantine
+replay``. The same body again within ``dedup.body_retention`` is a 200 ``duplicate`` with
+no effect. 503 (retried by Sentry) when nothing can be made durable in time: the outbox
+full or failing, the worker gone. Never a 500.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
+import hashlib
+import json
 import logging
 import time
 from collections.abc import AsyncIterator, Mapping
@@ -19,15 +29,16 @@ from typing import TYPE_CHECKING
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from bridge import sentry
+from bridge import reload, sentry, status
 from bridge.config import Config
-from bridge.errors import TooLarge, WebhookError
+from bridge.errors import BadPayload, OutboxFull, SlowBody, TooLarge, WebhookError
 from bridge.metrics import Metrics
 from bridge.model import Ignored
+from bridge.replay import check_timestamp
 
 if TYPE_CHECKING:
     import httpx
@@ -45,6 +56,15 @@ class Bridge:
     metrics: Metrics
     intake: Intake
     ready: bool = False
+    # When SIGTERM/SIGINT arrived (time.monotonic()): the drain gets what is left of the
+    # grace period after the in-flight webhooks, not all of it again.
+    stopping_since: float | None = None
+
+    def grace_left(self) -> float:
+        grace = self.config.shutdown.grace_period
+        if self.stopping_since is None:
+            return grace
+        return max(0.0, grace - (time.monotonic() - self.stopping_since))
 
 
 def build(
@@ -101,6 +121,55 @@ def _reject(bridge: Bridge, request_id: str | None, exc: WebhookError) -> Respon
 
 # The answers that carry no detail are rendered once.
 _ACCEPTED = Response(b'{"status":"accepted"}', 202, media_type="application/json")
+_DUPLICATE = Response(b'{"status":"duplicate"}', 200, media_type="application/json")
+
+# The request headers a quarantined body keeps: what reading it may need, no credentials
+# (signatures and the token are dropped; Sentry's names from
+# sentry_apps/api/serializers/app_platform_event.py and sentry_apps/tasks/service_hooks.py).
+_KEPT_HEADERS = frozenset(
+    ("content-type", "request-id", "sentry-hook-resource", "sentry-hook-timestamp", "user-agent")
+)
+
+
+def kept_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    return {
+        name: value
+        for name, value in headers.items()
+        if name in _KEPT_HEADERS
+        or (name.startswith("x-servicehook-") and name != "x-servicehook-signature")
+    }
+
+
+def _is_json(body: bytes) -> bool:
+    """Whether ``body`` is JSON at all, as Python's parser reads it (lone surrogates, NaN
+    and nesting too deep for the typed path included): Sentry serialises with it."""
+    try:
+        json.loads(body)
+    except RecursionError:
+        return True
+    except ValueError:  # UnicodeDecodeError included
+        return False
+    return True
+
+
+async def _quarantine(
+    bridge: Bridge,
+    headers: Mapping[str, str],
+    body: bytes,
+    digest: bytes,
+    reason: str,
+    detail: str,
+    request_id: str | None,
+) -> Response:
+    async with asyncio.timeout(bridge.config.server.store_timeout):
+        kept = await bridge.intake.quarantine(reason, detail, kept_headers(headers), body, digest)
+    if not kept:
+        return _DUPLICATE
+    log.warning(
+        "webhook quarantined",
+        extra={"request_id": request_id, "outcome": "quarantined", "reason": reason},
+    )
+    return JSONResponse({"status": "quarantined", "reason": reason}, status_code=202)
 
 
 async def webhook(request: Request) -> Response:
@@ -113,17 +182,40 @@ async def webhook(request: Request) -> Response:
     )
     request_id = headers.get("request-id")
     resource = "other"
+    server = bridge.config.server
     try:
-        body = await _read_body(request, headers, bridge.config.server.max_body_bytes)
+        try:
+            async with asyncio.timeout(server.read_timeout):
+                body = await _read_body(request, headers, server.max_body_bytes)
+        except TimeoutError:
+            raise SlowBody(
+                "body_timeout", f"body not received within {server.read_timeout}s"
+            ) from None
         token = request.query_params.get("token") if request.scope["query_string"] else None
         sentry.authenticate(headers, body, token, bridge.config.sentry)
-        resource, result = sentry.read(
-            headers,
-            body,
-            base_url=bridge.config.sentry.base_url,
-            organization=bridge.config.sentry.organization,
-            request_id=request_id,
-        )
+        check_timestamp(headers, bridge.config.sentry.max_timestamp_skew, time.time())
+        # Authenticated: from here on the body is never refused for what it says.
+        digest = hashlib.sha256(body).digest()
+        try:
+            resource, result = sentry.read(
+                headers,
+                body,
+                base_url=bridge.config.sentry.base_url,
+                organization=bridge.config.sentry.organization,
+                request_id=request_id,
+            )
+        except BadPayload as exc:
+            if exc.reason == "invalid_json" and not _is_json(body):
+                raise
+            return await _quarantine(
+                bridge, headers, body, digest, "invalid_payload", exc.detail, request_id
+            )
+        except Exception as exc:
+            log.exception("reading a webhook failed", extra={"request_id": request_id})
+            detail = f"{type(exc).__name__}: {exc}"
+            return await _quarantine(
+                bridge, headers, body, digest, "parse_error", detail, request_id
+            )
         if isinstance(result, Ignored):
             bridge.intake.ignored()
             log.info(
@@ -137,10 +229,34 @@ async def webhook(request: Request) -> Response:
                 },
             )
             return JSONResponse({"status": "ignored", "reason": result.reason})
-        await bridge.intake.accept(result)
+        # A timeout, not wait_for: no task per webhook.
+        async with asyncio.timeout(server.store_timeout):
+            stored = await bridge.intake.accept(result, digest)
+        if not stored:
+            return _DUPLICATE
+        log.info(
+            "webhook accepted",
+            extra={
+                "request_id": request_id,
+                "resource": resource,
+                "action": result.action,
+                "identity": result.identity,
+                "project": result.project,
+                "environment": result.environment,
+            },
+        )
         return _ACCEPTED
     except WebhookError as exc:
         return _reject(bridge, request_id, exc)
+    except TimeoutError:
+        detail = f"the outbox did not answer within {server.store_timeout}s; retry later"
+        return _reject(bridge, request_id, OutboxFull(detail, "store_timeout"))
+    except ClientDisconnect:
+        return Response(status_code=400)  # nobody is listening for it
+    except Exception:
+        # A bug, not the body's fault: 503 so Sentry retries it (never a 500).
+        log.exception("webhook failed", extra={"request_id": request_id})
+        return _reject(bridge, request_id, OutboxFull("internal error; retry later"))
     finally:
         bridge.metrics.webhooks_received.labels(resource).inc()
         bridge.metrics.request_duration.observe(time.perf_counter() - started)
@@ -155,9 +271,11 @@ async def healthy(request: Request) -> Response:
 
 async def ready(request: Request) -> Response:
     bridge: Bridge = request.app.state.bridge
-    if bridge.ready and bridge.intake.healthy():
-        return JSONResponse({"status": "ready"})
-    return JSONResponse({"status": "not ready"}, status_code=503)
+    if not (bridge.ready and bridge.intake.healthy()):
+        return JSONResponse({"status": "not ready"}, status_code=503)
+    if not bridge.intake.store_ok():
+        return JSONResponse({"status": "the outbox cannot be written"}, status_code=503)
+    return JSONResponse({"status": "ready"})
 
 
 async def metrics(request: Request) -> Response:
@@ -177,7 +295,7 @@ def create_app(bridge: Bridge) -> Starlette:
             yield
         finally:
             bridge.ready = False
-            await bridge.intake.stop(bridge.config.shutdown.grace_period)
+            await bridge.intake.stop(bridge.grace_left())
 
     app = Starlette(
         routes=[
@@ -185,6 +303,9 @@ def create_app(bridge: Bridge) -> Starlette:
             Route("/-/healthy", healthy, methods=["GET"]),
             Route("/-/ready", ready, methods=["GET"]),
             Route("/metrics", metrics, methods=["GET"]),
+            Route("/-/reload", reload.endpoint, methods=["POST"]),
+            Route("/-/status", status.endpoint, methods=["GET"]),
+            Route("/-/status/requeue-dead-letters", status.requeue_endpoint, methods=["POST"]),
         ],
         lifespan=lifespan,
     )

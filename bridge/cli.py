@@ -9,11 +9,12 @@ import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
+import httpx
 from starlette.datastructures import Headers
 
-from bridge import __version__, config, labels, sentry
+from bridge import __version__, config, labels, quarantine, sentry
+from bridge.alertmanager import public_url
 from bridge.classify import SYMBOLS
 from bridge.classify import explain as explain_rules
 from bridge.errors import ConfigError, WebhookError
@@ -26,6 +27,7 @@ from bridge.rules import (
     Match,
     Rule,
 )
+from bridge.send import EXAMPLES, guess_resource
 from bridge.store import check_supported
 
 DEFAULT_CONFIG = "config.yaml"
@@ -70,10 +72,22 @@ def _describe_rule(rule: Rule) -> str:
     return f"{rule.name}: {outcome}{extra} when {_describe_match(rule.match)}"
 
 
+def _needed(offline: config.Offline) -> list[str]:
+    """What ``serve`` will need that this offline check did without."""
+    return [f"  {item}" for item in offline.needed]
+
+
 def cmd_check_config(args: argparse.Namespace) -> int:
-    cfg = config.load(args.file)
+    # Offline: secrets are checked by serve, where they are set; here everything else is.
+    offline = config.load_offline(args.file)
+    cfg = offline.config
     print(f"{args.file}: OK")
-    print(f"alertmanagers: {', '.join(cfg.alertmanager.urls)}")
+    print(f"alertmanagers: {', '.join(public_url(url) for url in cfg.alertmanager.urls)}")
+    modes = cfg.sentry.auth_modes()
+    print(f"authentication: {', '.join(modes) if modes else 'none set here'}")
+    if offline.needed:
+        print("needed at serve time (not set here):")
+        print("\n".join(_needed(offline)))
     print("rules, first match wins:")
     for index, rule in enumerate(cfg.classification.rules, 1):
         print(f"  {index:>2}. {_describe_rule(rule)}")
@@ -81,31 +95,14 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     return 0
 
 
-_RESOURCE_KEYS = (
-    ("metric_alert", "metric_alert"),
-    ("triggered_rule", "event_alert"),
-    ("activity", "activity_alert"),  # its data also holds "issue"
-    ("issue", "issue"),
-    ("error", "error"),
-    ("installation", "installation"),
-)
-
-
-def _guess_resource(data: Any) -> str | None:
-    """An integration webhook names its resource only in a header; a saved
-    payload has lost it, so read it off the keys of ``data``."""
-    inner = data.get("data") if isinstance(data, dict) else None
-    if isinstance(inner, dict):
-        for key, resource in _RESOURCE_KEYS:
-            if key in inner:
-                return resource
-    return None
-
-
 def cmd_explain(args: argparse.Namespace) -> int:
-    cfg = config.load(_config_path(args.config))
+    offline = config.load_offline(_config_path(args.config))
+    cfg = offline.config
+    if offline.needed:
+        print("note: needed at serve time (not set here):", file=sys.stderr)
+        print("\n".join(_needed(offline)), file=sys.stderr)
     data = json.loads(Path(args.payload).read_text(encoding="utf-8"))
-    resource = args.resource or _guess_resource(data)
+    resource = args.resource or guess_resource(data)
     headers = Headers({"sentry-hook-resource": resource} if resource else {})
     result = sentry.normalise(
         headers, data, base_url=cfg.sentry.base_url, organization=cfg.sentry.organization
@@ -152,14 +149,46 @@ def cmd_explain(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     from bridge.serve import serve  # uvicorn is only needed here
 
-    cfg = config.load(_config_path(args.config))
+    path = _config_path(args.config)
+    cfg = config.load(path)
     check_supported(cfg)  # store.backend: postgres is not wired yet: refuse, do not fall back
-    return serve(cfg, host=args.host, port=args.port)
+    return serve(cfg, host=args.host, port=args.port, config_path=path)
+
+
+def cmd_send(args: argparse.Namespace) -> int:
+    from bridge import send
+
+    return send.run(
+        payload=args.payload,
+        example=args.example,
+        config_path=_config_path(args.config),
+        url=args.url,
+        secret=args.secret,
+        family=args.family,
+        resource=args.resource,
+        wait_for=args.wait,
+        timeout=args.timeout,
+    )
+
+
+VERSION = f"sentry-bridge {__version__}"
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from bridge import status
+
+    return status.run(
+        url=args.url,
+        config_path=_config_path(args.config),
+        limit=args.limit,
+        requeue=args.requeue_dead_letters,
+        as_json=args.json,
+    )
 
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="sentry-bridge", description=__doc__)
-    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    p.add_argument("--version", action="version", version=VERSION)
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("serve", help="run the bridge")
@@ -177,6 +206,46 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--config", help="config file (default: $BRIDGE_CONFIG or ./config.yaml)")
     e.add_argument("--resource", help="Sentry-Hook-Resource of the payload, when not guessable")
     e.set_defaults(func=cmd_explain)
+
+    quarantine.add_parser(sub)
+    w = sub.add_parser(
+        "send",
+        help="post a signed webhook to a running bridge, as Sentry would",
+        description="Post a saved payload or a built-in example to a running bridge, signed "
+        "as Sentry signs it. Examples: "
+        + "; ".join(f"{name} ({spec.about})" for name, spec in EXAMPLES.items()),
+    )
+    what = w.add_mutually_exclusive_group(required=True)
+    what.add_argument("payload", nargs="?", help="a webhook body saved as JSON")
+    what.add_argument("--example", choices=sorted(EXAMPLES), help="a built-in example")
+    w.add_argument("--config", help="config file (default: $BRIDGE_CONFIG or ./config.yaml)")
+    w.add_argument("--url", help="the bridge (default: the config's port on 127.0.0.1)")
+    w.add_argument("--secret", help="sign with this (default: the config's secret)")
+    w.add_argument(
+        "--family",
+        choices=["integration", "service_hook", "legacy"],
+        help="how to sign (default: guessed from the body)",
+    )
+    w.add_argument("--resource", help="Sentry-Hook-Resource (default: guessed from the body)")
+    w.add_argument(
+        "--wait", action="store_true", help="then wait until every Alertmanager shows it"
+    )
+    w.add_argument("--timeout", type=float, default=30.0, help="seconds --wait waits (default 30)")
+    w.set_defaults(func=cmd_send)
+    t = sub.add_parser("status", help="what a running bridge holds (GET /-/status)")
+    t.add_argument("--url", help="the bridge (default: the config's port on 127.0.0.1)")
+    t.add_argument("--config", help="config file (default: $BRIDGE_CONFIG or ./config.yaml)")
+    t.add_argument("--limit", type=int, default=100, help="alerts and dead letters listed")
+    t.add_argument(
+        "--requeue-dead-letters",
+        action="store_true",
+        help="first queue the dead letters again (after fixing what Alertmanager refused)",
+    )
+    t.add_argument("--json", action="store_true", help="the answer as JSON")
+    t.set_defaults(func=cmd_status)
+
+    for command in sub.choices.values():  # `sentry-bridge serve --version` works too
+        command.add_argument("--version", action="version", version=VERSION)
     return p
 
 
@@ -192,6 +261,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except (OSError, json.JSONDecodeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except httpx.HTTPError as exc:  # send, status: the bridge did not answer
+        print(f"error: the bridge did not answer: {exc}", file=sys.stderr)
         return 1
     return code
 

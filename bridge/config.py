@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
 
@@ -21,6 +22,7 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -122,6 +124,17 @@ class Server(Strict):
     port: int = Field(default=8080, ge=1, le=65535)
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    # Requests handled at once (connections included); beyond it Uvicorn answers 503.
+    max_concurrency: int = Field(default=1000, ge=1)
+    # A request's headers, and then its body, must arrive within this; a connection that
+    # sends no request for this long is closed (slow or idle clients hold no slot forever).
+    read_timeout: Seconds = 10.0
+    # How long a webhook waits for the store to make it durable before a 503 (retried).
+    store_timeout: Seconds = 5.0
+    # The pipeline worker must answer the edge's ping within this, or it is killed as stuck.
+    worker_timeout: Seconds = 10.0
+    # One JSON object per line (for a log pipeline) or key=value text (for a terminal).
+    log_format: Literal["json", "text"] = "json"
 
 
 class Sentry(Strict):
@@ -141,11 +154,29 @@ class Sentry(Strict):
     api_timeout: Seconds = 2.0
     api_cache_ttl: Seconds = 60.0
     api_cache_size: int = Field(default=10_000, ge=1)
+    # Refuse webhooks whose Sentry-Hook-Timestamp is further than this from now. Off by
+    # default. Sentry does not sign the timestamp, so this only bounds how long a captured
+    # webhook can be replayed together with remembering recent Request-IDs.
+    max_timestamp_skew: Annotated[Seconds | None, BeforeValidator(_empty_to_none)] = None
 
     @property
     def authenticated(self) -> bool:
         # Each list holds no empty secret (_secrets), and an empty token is None.
         return bool(self.client_secrets or self.service_hook_secrets or self.legacy_token)
+
+    def auth_modes(self) -> list[str]:
+        """The ways a webhook can authenticate with this config (for the start-up line)."""
+        modes = [
+            name
+            for name, on in (
+                ("integration", bool(self.client_secrets)),
+                ("service_hook", bool(self.service_hook_secrets)),
+                ("legacy_token", self.legacy_token is not None),
+                ("unauthenticated", self.allow_unauthenticated),
+            )
+            if on
+        ]
+        return modes
 
 
 class Dedup(Strict):
@@ -153,6 +184,10 @@ class Dedup(Strict):
     escalate_after: int = Field(default=3, ge=2)
     escalate_period: Seconds = 1800.0
     max_tracked: int = Field(default=100_000, ge=1)
+    # The same signed body again within this is acknowledged with no effect (Sentry's
+    # retries resend the very body); at most max_bodies digests are kept, newest win.
+    body_retention: Seconds = 86400.0
+    max_bodies: int = Field(default=100_000, ge=1)
 
 
 class BasicAuth(Strict):
@@ -282,8 +317,9 @@ class Config(Strict):
     shutdown: Shutdown = Field(default_factory=Shutdown)
 
     @model_validator(mode="after")
-    def _checks(self) -> Self:
-        if not self.sentry.authenticated and not self.sentry.allow_unauthenticated:
+    def _checks(self, info: ValidationInfo) -> Self:
+        offline = bool(info.context and info.context.get("offline"))
+        if not self.sentry.authenticated and not self.sentry.allow_unauthenticated and not offline:
             raise ValueError(
                 "sentry: no client_secrets, service_hook_secrets or legacy_token is set, so "
                 "every webhook would be unauthenticated; set SENTRY_CLIENT_SECRET (or "
@@ -302,11 +338,30 @@ class Config(Strict):
 _VAR = re.compile(r"\$\{(file:[^}]+|[^}:]+)(?::-([^}]*))?\}")
 
 
-def _substitute(value: Any, path: str, env: Mapping[str, str]) -> Any:
+# The keys that hold secrets: an offline check (check-config, explain) validates the rest
+# of the file without them and says which would be needed at serve time.
+SECRET_KEYS = frozenset(
+    {
+        "sentry.client_secrets",
+        "sentry.service_hook_secrets",
+        "sentry.legacy_token",
+        "sentry.api_token",
+        "alertmanager.bearer_token",
+        "alertmanager.basic_auth.password",
+    }
+)
+
+
+def _substitute(
+    value: Any, path: str, env: Mapping[str, str], missing: list[str] | None = None
+) -> Any:
     if isinstance(value, dict):
-        return {k: _substitute(v, f"{path}.{k}" if path else str(k), env) for k, v in value.items()}
+        return {
+            k: _substitute(v, f"{path}.{k}" if path else str(k), env, missing)
+            for k, v in value.items()
+        }
     if isinstance(value, list):
-        return [_substitute(v, f"{path}[{i}]", env) for i, v in enumerate(value)]
+        return [_substitute(v, f"{path}[{i}]", env, missing) for i, v in enumerate(value)]
     if not isinstance(value, str):
         return value
 
@@ -317,11 +372,17 @@ def _substitute(value: Any, path: str, env: Mapping[str, str]) -> Any:
             try:
                 return file.read_text(encoding="utf-8").strip()
             except OSError as exc:
+                if missing is not None and path in SECRET_KEYS:
+                    missing.append(f"{path}: the file {file}")
+                    return ""
                 raise ConfigError(f"{path}: cannot read {file}: {exc.strerror}") from exc
         if name in env and env[name] != "":
             return env[name]
         if default is not None:
             return default
+        if missing is not None and path in SECRET_KEYS:
+            missing.append(f"{path}: the environment variable {name}")
+            return ""
         raise ConfigError(f"{path}: environment variable {name} is not set")
 
     return _VAR.sub(replace, value)
@@ -352,33 +413,70 @@ def _describe(exc: ValidationError) -> str:
 
 def parse(data: Any, env: Mapping[str, str] | None = None) -> Config:
     """Validate an already-parsed YAML document (used by ``load`` and the tests)."""
+    return _parse(data, env, None)
+
+
+def _parse(data: Any, env: Mapping[str, str] | None, missing: list[str] | None) -> Config:
     env = os.environ if env is None else env
     if data is None:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError("the config file must be a YAML mapping")
-    data = _substitute(data, "", env)
+    data = _substitute(data, "", env, missing)
     if env.get("BRIDGE_DATA_DIR"):
         data.setdefault("outbox", {})
         if isinstance(data["outbox"], dict):
             data["outbox"]["data_dir"] = env["BRIDGE_DATA_DIR"]
     try:
-        return Config.model_validate(data)
+        return Config.model_validate(data, context={"offline": missing is not None})
     except ValidationError as exc:
         raise ConfigError(_describe(exc)) from None
 
 
-def load(path: str | Path, env: Mapping[str, str] | None = None) -> Config:
-    path = Path(path)
+def _read(path: Path) -> Any:
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"cannot read config {path}: {exc.strerror}") from None
     try:
-        data = yaml.safe_load(text)
+        return yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path} is not valid YAML: {exc}") from None
+
+
+def load(path: str | Path, env: Mapping[str, str] | None = None) -> Config:
+    path = Path(path)
+    data = _read(path)
     try:
         return parse(data, env)
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from None
+
+
+@dataclass(frozen=True)
+class Offline:
+    """A config checked without its secrets (``check-config``, ``explain``, ``send``)."""
+
+    config: Config
+    # What is not there now and ``serve`` will need: unset variables and unreadable files
+    # of secret keys, and the missing authentication.
+    needed: list[str]
+
+
+def load_offline(path: str | Path, env: Mapping[str, str] | None = None) -> Offline:
+    """Validate everything but the secrets: a secret's unset variable or unreadable file
+    is noted, not an error, and so is a config with no way to authenticate webhooks."""
+    path = Path(path)
+    data = _read(path)
+    missing: list[str] = []
+    try:
+        cfg = _parse(data, env, missing)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    if not cfg.sentry.authenticated and not cfg.sentry.allow_unauthenticated:
+        missing.append(
+            "sentry: one of client_secrets (SENTRY_CLIENT_SECRET in the shipped config), "
+            "service_hook_secrets (SENTRY_SERVICE_HOOK_SECRET) or legacy_token "
+            "(SENTRY_LEGACY_TOKEN); serve refuses to start without one"
+        )
+    return Offline(cfg, missing)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import struct
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 from cachetools import TTLCache
 
@@ -89,6 +89,20 @@ class Repeats:
         Its firings keep counting towards escalation: an alert that resolves and comes
         back again and again within the period is exactly what escalation is for."""
         self._forwarded.pop(identity, None)
+
+    def checkpoint(self, identities: Iterable[str]) -> list[tuple[str, str | None, bytes | None]]:
+        """What the tables hold for ``identities``, for :meth:`rollback`: decisions taken
+        for a batch that then failed to commit must not count when it is retried."""
+        return [(i, self._forwarded.get(i), self._fired.get(i)) for i in set(identities)]
+
+    def rollback(self, saved: list[tuple[str, str | None, bytes | None]]) -> None:
+        for identity, forwarded, fired in saved:
+            self._forwarded.pop(identity, None)
+            self._fired.pop(identity, None)
+            if forwarded is not None:
+                self._forwarded[identity] = forwarded
+            if fired is not None:
+                self._fired[identity] = fired
 
     def sizes(self) -> dict[str, int]:
         """Identities tracked per table (expired ones are purged first), for

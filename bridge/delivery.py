@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import random
 import time
@@ -26,7 +27,9 @@ import httpx
 from bridge import config
 from bridge.alertmanager import build_client, check_wire, target_name
 from bridge.errors import ConfigError
+from bridge.labels import identity_from_labels
 from bridge.metrics import Metrics
+from bridge.outages import Outages, probe
 from bridge.outbox import Outbox, Queued
 
 log = logging.getLogger("bridge.delivery")
@@ -37,6 +40,9 @@ Sleep = Callable[[float], Awaitable[None]]
 # down to the alert at fault. Any other 4xx is about the request (auth, path) and
 # would fail for every alert alike.
 _ISOLATE = frozenset({400, 413, 422})
+_ALERTS_PATH = "/api/v2/alerts"
+# Batches up to this size name their alerts in the "alerts delivered" line.
+_NAMED_IN_LOG = 10
 
 
 class _Retry(Exception):
@@ -91,7 +97,7 @@ class Delivery:
         self.clock = clock
         self.rng = rng
         self.sleep = sleep
-        self.targets = [_Target(target_name(url), f"{url}/api/v2/alerts") for url in cfg.urls]
+        self.targets = [_Target(target_name(url), f"{url}{_ALERTS_PATH}") for url in cfg.urls]
         unknown = {t.name for t in self.targets} - set(outbox.targets)
         if unknown:
             raise ConfigError(f"the outbox does not know Alertmanager(s) {sorted(unknown)}")
@@ -104,6 +110,12 @@ class Delivery:
         # Set (then replaced) by drain(): cuts short the backoffs under way at that moment.
         self._hurry = asyncio.Event()
         metrics.init_alertmanagers(t.name for t in self.targets)
+        self.outages = Outages(metrics, (t.name for t in self.targets))
+
+    async def probe(self) -> None:
+        """At start: warn about every Alertmanager that does not answer (bridge.outages)."""
+        targets = [(t.name, t.endpoint.removesuffix(_ALERTS_PATH)) for t in self.targets]
+        await probe(self._client, targets, self.outages)
 
     async def run(self) -> None:
         """One sender per Alertmanager, until cancelled."""
@@ -169,6 +181,7 @@ class Delivery:
             failures = 0
             await self.outbox.advance(name, batch[-1].id, dead)
             self._invalid[name].clear()  # settled: all of them are in the dead letters
+            _log_delivered(name, batch, dead)
 
     async def resend(self, name: str) -> None:
         """Post the active and recently resolved alerts again, as stored (original times).
@@ -309,22 +322,20 @@ class Delivery:
                 else "other"
             )
             self.metrics.am_failed.labels(name, reason).inc()
-            log.warning(
-                "alertmanager unreachable",
-                extra={"alertmanager": name, "reason": reason, "error": type(exc).__name__},
-            )
+            self.outages.failed(name, reason, error=type(exc).__name__)
             raise _Retry() from None
         finally:
             self.metrics.am_request_duration.labels(name).observe(time.perf_counter() - started)
         status = response.status_code
-        if 200 <= status < 300:
-            self.metrics.am_sent.labels(name).inc(len(bodies))
-            return None
         if status == 429 or status >= 500:
             reason = "status_429" if status == 429 else "status_5xx"
             self.metrics.am_failed.labels(name, reason).inc()
-            log.warning("alertmanager failed", extra={"alertmanager": name, "status": status})
+            self.outages.failed(name, reason, status=status)
             raise _Retry(_retry_after(response) if status == 429 else None)
+        self.outages.answered(name)
+        if 200 <= status < 300:
+            self.metrics.am_sent.labels(name).inc(len(bodies))
+            return None
         self.metrics.am_failed.labels(name, "status_4xx" if status >= 400 else "other").inc()
         return _Rejected(status, response.text.strip()[:500])
 
@@ -364,6 +375,31 @@ class Delivery:
 
 def _reason(rejected: _Rejected) -> str:
     return f"HTTP {rejected.status}: {rejected.message}"
+
+
+def _log_delivered(name: str, batch: Sequence[Queued], dead: Sequence[tuple[Queued, str]]) -> None:
+    """One line per settled batch: how many this Alertmanager now has; for a small batch
+    (the usual case: a webhook or a few), which Sentry identities, so one alert's story
+    reads accepted, decided, delivered."""
+    identities: list[str] | None = None
+    if len(batch) <= _NAMED_IN_LOG:
+        identities = [_identity(item.body) for item in batch]
+    log.info(
+        "alerts delivered",
+        extra={
+            "alertmanager": name,
+            "alerts": len(batch) - len(dead),
+            "dead_letters": len(dead) or None,
+            "identities": identities,
+        },
+    )
+
+
+def _identity(body: str) -> str:
+    try:
+        return identity_from_labels(json.loads(body).get("labels", {})) or "?"
+    except (ValueError, AttributeError):
+        return "?"
 
 
 def _retry_after(response: httpx.Response) -> float | None:

@@ -7,7 +7,9 @@
     └── WebhookError       a webhook is refused; carries the HTTP status and a bounded reason
         ├── Unauthorized   401: missing or bad signature or token
         ├── TooLarge       413: body over server.max_body_bytes
-        ├── OutboxFull     503: the outbox holds outbox.max_queued alerts, or cannot be written
+        ├── SlowBody       408: the body did not arrive within server.read_timeout
+        ├── OutboxFull     503: the outbox holds outbox.max_queued alerts, cannot be written,
+        │                  or did not answer within server.store_timeout
         └── BadPayload     400: not JSON, or not a shape Sentry sends
 
 ``reason`` is a short snake_case word from a closed set: it is both the JSON
@@ -50,6 +52,10 @@ class TooLarge(WebhookError):
     status_code = 413
 
 
+class SlowBody(WebhookError):
+    status_code = 408
+
+
 class BadPayload(WebhookError):
     status_code = 400
 
@@ -59,10 +65,13 @@ REJECT_REASONS = (
     "missing_signature",
     "bad_signature",
     "bad_token",
+    "bad_timestamp",
     "too_large",
     "invalid_json",
     "invalid_payload",
     "outbox_full",
+    "store_timeout",
+    "body_timeout",
 )
 
 
@@ -71,5 +80,7 @@ class OutboxFull(WebhookError):
 
     status_code = 503
 
-    def __init__(self, detail: str = "the outbox is full; retry later") -> None:
-        super().__init__("outbox_full", detail)
+    def __init__(
+        self, detail: str = "the outbox is full; retry later", reason: str = "outbox_full"
+    ) -> None:
+        super().__init__(reason, detail)

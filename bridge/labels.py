@@ -327,3 +327,15 @@ def firing(
 def resolved(previous: PostableAlert, now: datetime) -> PostableAlert:
     """The same label set as was sent firing, ending now: Alertmanager resolves that very alert."""
     return previous.model_copy(update={"ends_at": now})
+
+
+_IDENTITY_LABELS = (("sentry_issue_id", "issue"), ("sentry_alert_rule_id", "metric_alert"))
+
+
+def identity_from_labels(labels: Mapping[str, str]) -> str | None:
+    """The Sentry identity (``issue:<id>`` / ``metric_alert:<id>``) a label set was built
+    for by :func:`build_labels`; None for a label set the bridge did not build."""
+    for label, kind in _IDENTITY_LABELS:
+        if label in labels:
+            return f"{kind}:{labels[label]}"
+    return None

@@ -11,10 +11,16 @@ import json
 import logging
 import sys
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
-# Attributes every LogRecord has; anything else came from `extra`.
-_STANDARD = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
+# Attributes every LogRecord has; anything else came from `extra`. Uvicorn's
+# ``color_message`` is its message again with ANSI colour codes: not for a log pipeline.
+_STANDARD = frozenset(vars(logging.makeLogRecord({}))) | {
+    "message",
+    "asctime",
+    "taskName",
+    "color_message",
+}
 
 
 # One encoder for every line (json.dumps with ``default`` builds a new one per call).
@@ -50,7 +56,28 @@ class JSONFormatter(logging.Formatter):
         return _encode(line)
 
 
-def setup(level: str = "info") -> None:
+class TextFormatter(JSONFormatter):
+    """``ts level logger: msg key=value ...`` for a terminal; the same fields as JSON."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        parts = [
+            self._timestamp(record.created),
+            record.levelname.lower(),
+            f"{record.name}: {record.getMessage()}",
+        ]
+        for key, value in record.__dict__.items():
+            if value is not None and key not in _STANDARD:
+                text = value if isinstance(value, str) and " " not in value else _encode(value)
+                parts.append(f"{key}={text}")
+        if record.exc_info:
+            parts.append("\n" + self.formatException(record.exc_info))
+        return " ".join(parts)
+
+
+Format = Literal["json", "text"]
+
+
+def setup(level: str = "info", log_format: Format = "json") -> None:
     # The lines carry neither source location nor thread/process: skip collecting them
     # (the logging HOWTO's "Optimization"; findCaller walks the stack on every line).
     logging._srcfile = None
@@ -58,7 +85,7 @@ def setup(level: str = "info") -> None:
     logging.logProcesses = False
     logging.logMultiprocessing = False
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JSONFormatter())
+    handler.setFormatter(TextFormatter() if log_format == "text" else JSONFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

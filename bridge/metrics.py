@@ -8,6 +8,7 @@ or from configuration (Alertmanager names); never issue IDs, URLs or titles.
 
 from __future__ import annotations
 
+import platform
 from collections.abc import Callable, Iterable, Iterator
 from typing import Literal
 
@@ -17,10 +18,13 @@ from prometheus_client import (
     Gauge,
     Histogram,
     Info,
+    PlatformCollector,
+    ProcessCollector,
     disable_created_metrics,
     generate_latest,
 )
 from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
 
 from bridge import __version__
 from bridge.errors import REJECT_REASONS
@@ -46,6 +50,9 @@ RESOURCES = (
 OUTCOMES = ("forwarded", "duplicate", "dropped", "ignored")
 DELIVERY_FAILURES = ("connect", "timeout", "status_4xx", "status_5xx", "status_429", "other")
 DROP_REASONS = ("max_age", "rejected", "invalid")
+# Why a correctly authenticated webhook was quarantined (kept for `sentry-bridge quarantine`):
+# the edge could not read it as a Sentry alert, reading it raised, or the pipeline did.
+QUARANTINE_REASONS = ("invalid_payload", "parse_error", "pipeline_error")
 ENRICH_RESULTS = ("hit", "fetched", "timeout", "unauthorized", "not_found", "error", "skipped")
 
 
@@ -68,7 +75,7 @@ class Metrics:
         self.registry = registry
         ns = NAMESPACE
         self.build_info = Info("build", "Version of the bridge.", namespace=ns, registry=registry)
-        self.build_info.info({"version": __version__})
+        self.build_info.info({"version": __version__, "python": platform.python_version()})
 
         # --- the HTTP edge ----------------------------------------------------------------
         self.webhooks_received = Counter(
@@ -165,6 +172,14 @@ class Metrics:
             namespace=ns,
             registry=registry,
         )
+        self.am_up = Gauge(
+            "alertmanager_up",
+            "Whether an Alertmanager answered the last request (1) or failed it: no "
+            "connection, a timeout, 5xx or 429 (0). Probed at start.",
+            ["alertmanager"],
+            namespace=ns,
+            registry=registry,
+        )
         self.am_request_duration = Histogram(
             "alertmanager_request_duration_seconds",
             "Duration of requests to an Alertmanager.",
@@ -205,9 +220,69 @@ class Metrics:
             registry=registry,
         )
 
+        # --- the store (outbox file): failures, quarantine, repeated bodies -------------
+        self.store_errors = Counter(
+            "store_errors_total",
+            "Write transactions on the outbox file that failed and were rolled back.",
+            namespace=ns,
+            registry=registry,
+        )
+        self.quarantined = Counter(
+            "quarantined_total",
+            "Authenticated webhooks kept in quarantine instead of being processed, by reason.",
+            ["reason"],
+            namespace=ns,
+            registry=registry,
+        )
+        self.quarantine_held = Gauge(
+            "quarantine_webhooks",
+            "Webhooks held in quarantine, waiting for `sentry-bridge quarantine replay`.",
+            namespace=ns,
+            registry=registry,
+        )
+        self.duplicate_bodies = Counter(
+            "webhooks_duplicate_total",
+            "Webhooks whose exact body was already accepted within dedup.body_retention.",
+            namespace=ns,
+            registry=registry,
+        )
+        # --- the config (bridge.reload) -------------------------------------------------
+        self.config_last_reload_successful = Gauge(
+            "config_last_reload_successful",
+            "Whether the last config reload worked (1) or was refused (0).",
+            namespace=ns,
+            registry=registry,
+        )
+        self.config_last_reload_success_timestamp = Gauge(
+            "config_last_reload_success_timestamp_seconds",
+            "Unix time of the last config load that worked (the start, or a reload).",
+            namespace=ns,
+            registry=registry,
+        )
+        self.config_reloads = Counter(
+            "config_reloads_total",
+            "Config reloads attempted (SIGHUP or POST /-/reload).",
+            namespace=ns,
+            registry=registry,
+        )
+        self.config_reloads_failed = Counter(
+            "config_reloads_failed_total",
+            "Config reloads refused because the file did not validate.",
+            namespace=ns,
+            registry=registry,
+        )
+
         # The families the HTTP edge keeps; the backend (bridge.backend) keeps the rest.
         # With the backend in a worker process, /metrics joins the two parts.
-        edge = (self.build_info, self.webhooks_received, self.webhooks_rejected)
+        edge = (
+            self.build_info,
+            self.webhooks_received,
+            self.webhooks_rejected,
+            self.config_last_reload_successful,
+            self.config_last_reload_success_timestamp,
+            self.config_reloads,
+            self.config_reloads_failed,
+        )
         self.edge_families = frozenset(
             family.name
             for collector in (*edge, self.request_duration)
@@ -222,6 +297,8 @@ class Metrics:
             self.alerts.labels(outcome)
         for severity in Severity:
             self.alerts_by_severity.labels(severity.value)
+        for reason in QUARANTINE_REASONS:
+            self.quarantined.labels(reason)
         for result in ENRICH_RESULTS:
             self.enrichment.labels(result)
 
@@ -233,6 +310,22 @@ class Metrics:
         return generate_latest(
             _Part(self.registry, lambda name: (name in self.edge_families) == edge)
         )
+
+    def add_process_collectors(self, role: Literal["edge", "worker"]) -> None:
+        """prometheus-client's standard process metrics (memory, CPU, open files, start
+        time), for a process of ``serve``. The edge's are the usual ``process_*`` (and
+        ``python_info``); the worker's carry the ``sentry_bridge_worker_`` prefix, since
+        /metrics joins both processes' families and a family may appear only once."""
+        if role == "edge":
+            collectors: list[Collector] = [
+                ProcessCollector(registry=self.registry),
+                PlatformCollector(registry=self.registry),
+            ]
+            self.edge_families = self.edge_families | {
+                family.name for collector in collectors for family in collector.collect()
+            }
+        else:
+            ProcessCollector(namespace=f"{NAMESPACE}_worker", registry=self.registry)
 
     def init_alertmanagers(self, names: Iterable[str]) -> None:
         """Pre-initialise per-Alertmanager series; names come from configuration."""

@@ -11,6 +11,13 @@ Tables (``outbox.sqlite3`` under ``outbox.data_dir``)::
     resolved     recently resolved alerts, re-sent for a while as Prometheus does
     dead_letter  alerts an Alertmanager rejected, with its reason, for a human
                  (the newest ``dead_letters_kept``)
+    quarantine   authenticated webhooks the bridge could not process: the raw body and
+                 the headers parsing reads (never a signature), or the normalised alert
+                 when the pipeline failed on it, with the reason; ``sentry-bridge
+                 quarantine`` lists and replays them (the newest ``quarantine_kept``)
+    seen_body    SHA-256 of every body accepted within ``body_retention`` (at most
+                 ``max_bodies``): the same body again is a duplicate with no effect
+    probe        one row, rewritten to learn whether a failing store can be written again
 
 Memory: the active and resolved alerts live in the file only (100,000 active
 alerts would take some 230 MB as objects). ``take`` reads the active alerts of
@@ -78,6 +85,13 @@ CREATE INDEX IF NOT EXISTS resolved_resolved_at ON resolved (resolved_at);
 CREATE TABLE IF NOT EXISTS dead_letter (
     id INTEGER PRIMARY KEY AUTOINCREMENT, at REAL NOT NULL, target TEXT NOT NULL,
     reason TEXT NOT NULL, alert TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS quarantine (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, at REAL NOT NULL, reason TEXT NOT NULL,
+    detail TEXT NOT NULL, headers TEXT NOT NULL, body BLOB NOT NULL, alert TEXT);
+CREATE TABLE IF NOT EXISTS seen_body (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, digest BLOB NOT NULL UNIQUE, at REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS seen_body_at ON seen_body (at);
+CREATE TABLE IF NOT EXISTS probe (id INTEGER PRIMARY KEY CHECK (id = 1), at REAL NOT NULL);
 """
 
 # Re-sends: the resolved alerts first, then the active ones, each table in rowid pages.
@@ -108,6 +122,19 @@ class Queued:
 
 
 @dataclass(frozen=True, slots=True)
+class Quarantined:
+    """One quarantined webhook, as ``sentry-bridge quarantine list`` shows it."""
+
+    id: int
+    at: float  # epoch seconds it was quarantined
+    reason: str  # one of bridge.metrics.QUARANTINE_REASONS
+    detail: str
+    headers: dict[str, str]
+    body: bytes  # the raw body (empty when ``alert`` is set)
+    alert: dict[str, Any] | None  # the normalised alert, when the pipeline failed on it
+
+
+@dataclass(frozen=True, slots=True)
 class _Loaded:
     inbox: list[tuple[int, float]]
     queue: list[tuple[int, float]]
@@ -133,6 +160,11 @@ class Outbox:
     dead_letters_kept = 10_000
     # Accepted alerts kept as objects for take(); a longer backlog is read back from disk.
     kept_in_memory = 1024
+    # Quarantine is for a human to replay; the newest are kept (the alert fires long before).
+    quarantine_kept = 100_000
+    # Consecutive failed write transactions after which the store counts as failing
+    # (/-/ready red) until one succeeds.
+    failing_after = 3
 
     def __init__(
         self,
@@ -142,6 +174,8 @@ class Outbox:
         max_queued: int,
         metrics: Metrics,
         clock: Callable[[], datetime] = utcnow,
+        body_retention: float = 86400.0,
+        max_bodies: int = 100_000,
     ) -> None:
         if not targets:
             raise ConfigError("the outbox needs at least one Alertmanager")
@@ -152,10 +186,15 @@ class Outbox:
         self.max_queued = max_queued
         self.clock = clock
         self.commits = 0  # write transactions so far; tests check group commit with it
+        self.metrics = metrics
+        self.body_retention = body_retention
+        self.max_bodies = max_bodies
+        self._write_failures = 0  # consecutive; reset by the next commit
+        self._quarantine_count = 0
         self._db: sqlite3.Connection | None = None
         self._thread: ThreadPoolExecutor | None = None
         # Request path: waiting for the next group commit, then handed to take().
-        self._pending: list[tuple[SentryAlert, asyncio.Future[None]]] = []
+        self._pending: list[tuple[SentryAlert, bytes | None, asyncio.Future[bool]]] = []
         self._flusher: asyncio.Task[None] | None = None
         self._ready: collections.deque[tuple[int, SentryAlert | None]] = collections.deque()
         self._ready_event = asyncio.Event()
@@ -173,6 +212,7 @@ class Outbox:
         metrics.outbox_length.set_function(self.length)
         metrics.outbox_oldest_age.set_function(self.oldest_age)
         metrics.active_alerts.set_function(self.active_count)
+        metrics.quarantine_held.set_function(self.quarantine_count)
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -190,6 +230,7 @@ class Outbox:
         self._queue_times.extend(loaded.queue)
         self._cursor = loaded.cursor
         self._active_count, self._resolved_count = loaded.active, loaded.resolved
+        self._quarantine_count = await self._call(self._count_quarantine)
         if self._ready:
             self._ready_event.set()
         self._wake_senders()
@@ -211,15 +252,17 @@ class Outbox:
 
     # --- the request path ---------------------------------------------------------------
 
-    async def accept(self, alert: SentryAlert) -> None:
-        """Durably store a normalised alert; returns once its group commit is done."""
+    async def accept(self, alert: SentryAlert, digest: bytes | None = None) -> bool:
+        """Durably store a normalised alert; returns once its group commit is done. With
+        the ``digest`` (SHA-256) of its body: False, and nothing stored, when that body
+        was already accepted within ``body_retention``."""
         if self.length() >= self.max_queued:
             raise OutboxFull()
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._pending.append((alert, future))
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._pending.append((alert, digest, future))
         if self._flusher is None:
             self._flusher = asyncio.create_task(self._flush(), name="outbox-flush")
-        await future
+        return await future
 
     async def _flush(self) -> None:
         try:
@@ -227,19 +270,25 @@ class Outbox:
                 batch, self._pending = self._pending, []
                 now = self._now()
                 try:
-                    ids = await self._call(self._insert_inbox, [a for a, _ in batch], now)
+                    entries = [(a, d) for a, d, _ in batch]
+                    ids = await self._call(self._insert_inbox, entries, now)
                 except Exception:
                     log.exception("cannot write the outbox", extra={"alerts": len(batch)})
-                    for _, future in batch:
+                    for _, _, future in batch:
                         if not future.done():
                             future.set_exception(OutboxFull("the outbox cannot be written"))
                     continue
-                for (alert, future), inbox_id in zip(batch, ids, strict=True):
+                for (alert, _, future), inbox_id in zip(batch, ids, strict=True):
+                    if inbox_id is None:  # the same body within body_retention
+                        self.metrics.duplicate_bodies.inc()
+                        if not future.done():
+                            future.set_result(False)
+                        continue
                     self._inbox_times[inbox_id] = now
                     keep = len(self._ready) < self.kept_in_memory
                     self._ready.append((inbox_id, alert if keep else None))
                     if not future.done():
-                        future.set_result(None)
+                        future.set_result(True)
                 self._ready_event.set()
         finally:
             self._flusher = None
@@ -385,6 +434,71 @@ class Outbox:
         """(target, reason, alert) of every dead letter, oldest first."""
         return await self._call(self._read_dead_letters)
 
+    # --- store health, quarantine -------------------------------------------------------
+
+    def store_ok(self) -> bool:
+        """False after ``failing_after`` write transactions failed in a row."""
+        return self._write_failures < self.failing_after
+
+    async def probe(self) -> bool:
+        """One tiny write transaction, so a failing store is noticed to recover even when
+        nothing else writes; returns :meth:`store_ok`."""
+        with contextlib.suppress(sqlite3.Error):
+            await self._call(self._write_probe, self._now())
+        return self.store_ok()
+
+    async def quarantine(
+        self, reason: str, detail: str, headers: Mapping[str, str], body: bytes, digest: bytes
+    ) -> bool:
+        """Keep an authenticated webhook the bridge cannot process, durably; False (nothing
+        kept) when the same body was already seen within ``body_retention``."""
+        row = (reason, detail[:1000], json.dumps(dict(headers)), body, None)
+        added = await self._shield(
+            self._call(self._write_quarantine, [row], [], digest, self._now())
+        )
+        if added is None:
+            self.metrics.duplicate_bodies.inc()
+            return False
+        self._quarantine_count += added
+        self.metrics.quarantined.labels(reason).inc()
+        return True
+
+    async def quarantine_taken(self, entries: Sequence[tuple[int, SentryAlert, str]]) -> None:
+        """Move inbox entries ``take`` handed out and the pipeline failed on (with why)
+        into quarantine, in one transaction: one bad alert never holds up its batch."""
+        rows = [
+            ("pipeline_error", detail[:1000], "{}", b"", json.dumps(alert.to_json()))
+            for _, alert, detail in entries
+        ]
+        ids = [inbox_id for inbox_id, _, _ in entries]
+        added = await self._shield(self._call(self._write_quarantine, rows, ids, None, self._now()))
+        self._quarantine_count += added or 0
+        for inbox_id in ids:
+            self._inbox_times.pop(inbox_id, None)
+        self.metrics.quarantined.labels("pipeline_error").inc(len(entries))
+
+    def requeue(self, entries: Sequence[tuple[int, SentryAlert]]) -> None:
+        """Hand entries ``take`` gave out again, first and in order (a failed batch)."""
+        self._ready.extendleft(reversed(entries))
+        self._ready_event.set()
+
+    async def quarantined(self) -> list[Quarantined]:
+        return await self._call(self._read_quarantine)
+
+    async def release(self, entry_id: int, alert: SentryAlert | None) -> None:
+        """Remove a quarantined entry; with ``alert`` (replayed), accept that into the inbox
+        in the same transaction, so it is never in neither."""
+        now = self._now()
+        inbox_id = await self._shield(self._call(self._write_release, entry_id, alert, now))
+        self._quarantine_count -= 1
+        if inbox_id is not None and alert is not None:
+            self._inbox_times[inbox_id] = now
+            self._ready.append((inbox_id, alert))
+            self._ready_event.set()
+
+    def quarantine_count(self) -> int:
+        return self._quarantine_count
+
     # --- sizes --------------------------------------------------------------------------
 
     def inbox_count(self) -> int:
@@ -444,14 +558,22 @@ class Outbox:
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
         db = self._conn
-        db.execute("BEGIN IMMEDIATE")
         try:
+            db.execute("BEGIN IMMEDIATE")
             yield db
-        except BaseException:
-            db.execute("ROLLBACK")
+            db.execute("COMMIT")
+        except BaseException as exc:
+            # Whatever failed, the COMMIT included (a full disk, an I/O error), nothing of
+            # it stays: a transaction left open would make every later BEGIN fail.
+            if db.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    db.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.Error):
+                self._write_failures += 1
+                self.metrics.store_errors.inc()
             raise
-        db.execute("COMMIT")
         self.commits += 1
+        self._write_failures = 0
 
     def _load(self) -> _Loaded:
         db = sqlite3.connect(self.path, isolation_level=None)
@@ -491,13 +613,22 @@ class Outbox:
             self._db.close()
             self._db = None
 
-    def _insert_inbox(self, alerts: Sequence[SentryAlert], now: float) -> list[int]:
+    def _insert_inbox(
+        self, alerts: Sequence[tuple[SentryAlert, bytes | None]], now: float
+    ) -> list[int | None]:
+        """The inbox ids, None for a body already seen (in this batch too)."""
         sql = "INSERT INTO inbox (accepted_at, alert) VALUES (?, ?)"
         with self._transaction() as db:
-            return [
-                _rowid(db.execute(sql, (now, json.dumps(a.to_json(), separators=(",", ":")))))
-                for a in alerts
-            ]
+            ids: list[int | None] = []
+            for alert, digest in alerts:
+                if digest is not None and not self._first_sight(db, digest, now):
+                    ids.append(None)
+                    continue
+                text = json.dumps(alert.to_json(), separators=(",", ":"))
+                ids.append(_rowid(db.execute(sql, (now, text))))
+            if any(digest is not None for _, digest in alerts):
+                self._forget_bodies(db, now)
+            return ids
 
     def _read_taken(
         self, entries: Sequence[tuple[int, SentryAlert | None]]
@@ -638,6 +769,163 @@ class Outbox:
             "SELECT target, reason, alert FROM dead_letter ORDER BY id"
         ).fetchall()
         return [(target, reason, json.loads(body)) for target, reason, body in rows]
+
+    # --- on the SQLite thread: store health, quarantine, seen bodies ----------------------
+
+    def _write_probe(self, now: float) -> None:
+        with self._transaction() as db:
+            db.execute("INSERT OR REPLACE INTO probe (id, at) VALUES (1, ?)", (now,))
+
+    def _count_quarantine(self) -> int:
+        count: int = self._conn.execute("SELECT count(*) FROM quarantine").fetchone()[0]
+        return count
+
+    def _write_quarantine(
+        self,
+        rows: Sequence[tuple[str, str, str, bytes, str | None]],
+        inbox_ids: Sequence[int],
+        digest: bytes | None,
+        now: float,
+    ) -> int | None:
+        """How many more entries the quarantine holds; None, and nothing written, when
+        ``digest`` was seen within body_retention."""
+        with self._transaction() as db:
+            if digest is not None:
+                if not self._first_sight(db, digest, now):
+                    return None
+                self._forget_bodies(db, now)
+            db.executemany("DELETE FROM inbox WHERE id = ?", [(i,) for i in inbox_ids])
+            db.executemany(
+                "INSERT INTO quarantine (at, reason, detail, headers, body, alert)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                [(now, *row) for row in rows],
+            )
+            dropped = db.execute(
+                "DELETE FROM quarantine WHERE id <= (SELECT max(id) FROM quarantine) - ?",
+                (self.quarantine_kept,),
+            ).rowcount
+        if dropped:
+            log.error("quarantine full: oldest entries dropped", extra={"dropped": dropped})
+        return len(rows) - dropped
+
+    def _read_quarantine(self) -> list[Quarantined]:
+        rows = self._conn.execute(
+            "SELECT id, at, reason, detail, headers, body, alert FROM quarantine ORDER BY id"
+        ).fetchall()
+        return [
+            Quarantined(i, at, reason, detail, json.loads(h), bytes(body), a and json.loads(a))
+            for i, at, reason, detail, h, body, a in rows
+        ]
+
+    def _write_release(self, entry_id: int, alert: SentryAlert | None, now: float) -> int | None:
+        with self._transaction() as db:
+            db.execute("DELETE FROM quarantine WHERE id = ?", (entry_id,))
+            if alert is None:
+                return None
+            text = json.dumps(alert.to_json(), separators=(",", ":"))
+            sql = "INSERT INTO inbox (accepted_at, alert) VALUES (?, ?)"
+            return _rowid(db.execute(sql, (now, text)))
+
+    def _first_sight(self, db: sqlite3.Connection, digest: bytes, now: float) -> bool:
+        """Records ``digest``; False if it was already recorded within body_retention."""
+        row = db.execute("SELECT at FROM seen_body WHERE digest = ?", (digest,)).fetchone()
+        if row is not None and row[0] > now - self.body_retention:
+            return False
+        db.execute("INSERT OR REPLACE INTO seen_body (digest, at) VALUES (?, ?)", (digest, now))
+        return True
+
+    def _forget_bodies(self, db: sqlite3.Connection, now: float) -> None:
+        """Bounded by time and count (the newest max_bodies are kept)."""
+        db.execute("DELETE FROM seen_body WHERE at <= ?", (now - self.body_retention,))
+        db.execute(
+            "DELETE FROM seen_body WHERE id <= (SELECT max(id) FROM seen_body) - ?",
+            (self.max_bodies,),
+        )
+
+    # --- the operator's view (bridge/status.py) ------------------------------------------
+
+    def queue_depths(self) -> dict[str, int]:
+        """Per Alertmanager: the queued alerts it has not settled yet."""
+        return {
+            target: sum(1 for queue_id, _ in self._queue_times if queue_id > done)
+            for target, done in self._cursor.items()
+        }
+
+    async def snapshot(self, limit: int) -> dict[str, Any]:
+        """Counts, and the first ``limit`` active alerts and newest dead letters."""
+        return await self._call(self._read_snapshot, limit)
+
+    async def requeue_dead_letters(self) -> dict[str, int]:
+        """Queue the dead letters again (for every Alertmanager) after a fix, and empty
+        the table. A resolve is queued as it was; a firing alert only if it is still the
+        active alert of its identity, and then as it is now (current endsAt), so a late
+        re-send can never re-fire what was resolved or replaced since."""
+        written: tuple[list[tuple[int, float]], dict[str, int]] = await self._shield(
+            self._call(self._write_requeue, self._now())
+        )
+        ids, counts = written
+        self._queue_times.extend(ids)
+        if ids:
+            self._wake_senders()
+        return counts
+
+    def _read_snapshot(self, limit: int) -> dict[str, Any]:
+        db = self._conn
+        active = db.execute(
+            "SELECT identity, ends_at, alert FROM active ORDER BY identity LIMIT ?", (limit,)
+        ).fetchall()
+        dead = db.execute(
+            "SELECT at, target, reason, alert FROM dead_letter ORDER BY id DESC LIMIT ?", (limit,)
+        ).fetchall()
+        return {
+            "active": [
+                {"identity": identity, "ends_at": ends_at, "labels": json.loads(body)["labels"]}
+                for identity, ends_at, body in active
+            ],
+            "dead_letters": [
+                {
+                    "at": at,
+                    "alertmanager": target,
+                    "reason": reason,
+                    "labels": json.loads(body)["labels"],
+                }
+                for at, target, reason, body in dead
+            ],
+            "dead_letter_count": db.execute("SELECT count(*) FROM dead_letter").fetchone()[0],
+            "quarantined": self._count_quarantine(),
+        }
+
+    def _write_requeue(self, now: float) -> tuple[list[tuple[int, float]], dict[str, int]]:
+        from bridge.labels import identity_from_labels  # labels imports nothing of ours
+
+        counts = {"requeued": 0, "superseded": 0}
+        ids: list[tuple[int, float]] = []
+        with self._transaction() as db:
+            rows = db.execute("SELECT id, alert FROM dead_letter ORDER BY id").fetchall()
+            seen: set[str] = set()
+            for _, body in rows:
+                alert = PostableAlert.model_validate_json(body)
+                resolved = alert.ends_at is not None and alert.ends_at.timestamp() <= now
+                if not resolved:
+                    identity = identity_from_labels(alert.labels) or ""
+                    row = db.execute(
+                        "SELECT alert FROM active WHERE identity = ?", (identity,)
+                    ).fetchone()
+                    current = PostableAlert.model_validate_json(row[0]) if row else None
+                    if current is None or current.labels != alert.labels:
+                        counts["superseded"] += 1
+                        continue
+                    body = row[0]
+                if body in seen:  # the same alert dead-lettered by several Alertmanagers
+                    continue
+                seen.add(body)
+                cursor = db.execute(
+                    "INSERT INTO queue (queued_at, alert) VALUES (?, ?)", (now, body)
+                )
+                ids.append((_rowid(cursor), now))
+                counts["requeued"] += 1
+            db.execute("DELETE FROM dead_letter")
+        return ids, counts
 
 
 def _rowid(cursor: sqlite3.Cursor) -> int:

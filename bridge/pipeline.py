@@ -38,6 +38,10 @@ log = logging.getLogger("bridge.pipeline")
 
 BATCH = 256
 YIELD_EVERY = 16  # decisions between yields to the event loop, a few ms at most
+# A batch that raises (the store, enrichment) is tried again this many times, RETRY_DELAY
+# apart, then alert by alert: an alert that still fails alone is quarantined alone.
+RETRIES = 3
+RETRY_DELAY = 1.0
 
 
 def utcnow() -> datetime:
@@ -69,13 +73,52 @@ class Pipeline:
     async def run(self) -> None:
         """Process accepted alerts until cancelled."""
         while True:
-            batch = await self.outbox.take(BATCH)
             try:
-                await self.process(batch)
+                batch = await self.outbox.take(BATCH)
             except Exception:
-                # Left in the inbox, retried on the next start; keep serving meanwhile.
-                log.exception("pipeline batch failed", extra={"alerts": len(batch)})
-                await asyncio.sleep(1.0)
+                # Reading the store failed; take() kept the entries, in order.
+                log.exception("cannot read the inbox; retrying")
+                await asyncio.sleep(RETRY_DELAY)
+                continue
+            await self._process_retrying(batch)
+
+    async def _process_retrying(self, batch: Sequence[tuple[int, SentryAlert]]) -> None:
+        for _ in range(RETRIES):
+            if await self._try(batch):
+                return
+            await asyncio.sleep(RETRY_DELAY)
+        for n, entry in enumerate(batch):
+            try:
+                await self._try([entry], reraise=True)
+                continue
+            except Exception as exc:
+                log.exception("pipeline failed on one alert", extra={"inbox_id": entry[0]})
+                failed = [(entry[0], entry[1], f"{type(exc).__name__}: {exc}")]
+            try:
+                await self.outbox.quarantine_taken(failed)
+            except Exception:
+                # The store itself fails: everything left stays in the inbox and is handed
+                # out again after a pause (and at the next start in any case).
+                log.exception("cannot quarantine; retrying later", extra={"inbox_id": entry[0]})
+                self.outbox.requeue(batch[n:])
+                await asyncio.sleep(RETRY_DELAY)
+                return
+
+    async def _try(
+        self, batch: Sequence[tuple[int, SentryAlert]], *, reraise: bool = False
+    ) -> bool:
+        """Process ``batch``; if it fails, undo what its decisions did to the repeat
+        counts (nothing was committed), so a retry decides the same."""
+        saved = self.repeats.checkpoint(alert.identity for _, alert in batch)
+        try:
+            await self.process(batch)
+            return True
+        except Exception:
+            self.repeats.rollback(saved)
+            if reraise:
+                raise
+            log.exception("pipeline batch failed", extra={"alerts": len(batch)})
+            return False
 
     async def process(self, batch: Sequence[tuple[int, SentryAlert]]) -> None:
         # Enrichment is I/O: run the batch's look-ups concurrently (the enricher
@@ -84,14 +127,28 @@ class Pipeline:
         if self.enricher.enabled:
             alerts = await asyncio.gather(*(self.enricher.enrich(alert) for alert in alerts))
         results: list[Processed] = []
+        failed: list[tuple[int, SentryAlert, str]] = []
         for n, ((inbox_id, _), alert) in enumerate(zip(batch, alerts, strict=True), 1):
-            results.append(self.decide(inbox_id, alert))
+            try:
+                results.append(self.decide(inbox_id, alert))
+            except Exception as exc:
+                # One bad alert is quarantined alone; its batch goes on.
+                log.exception("pipeline failed on one alert", extra={"inbox_id": inbox_id})
+                failed.append((inbox_id, alert, f"{type(exc).__name__}: {exc}"))
             if n % YIELD_EVERY == 0:
                 # Let the intake's group commits (the edge waits on them for its 202)
                 # run between decisions, rather than after a whole batch of them.
                 await asyncio.sleep(0)
         await self.outbox.complete(results)
         self._update_gauges()
+        if failed:
+            try:
+                await self.outbox.quarantine_taken(failed)
+            except Exception:
+                # The rest of the batch is committed: only the failed go round again.
+                log.exception("cannot quarantine; retrying later", extra={"alerts": len(failed)})
+                self.outbox.requeue([(inbox_id, alert) for inbox_id, alert, _ in failed])
+                await asyncio.sleep(RETRY_DELAY)
 
     def decide(self, inbox_id: int, alert: SentryAlert) -> Processed:
         now = self.clock()
@@ -115,7 +172,9 @@ class Pipeline:
         )
         label_hash = fingerprint(labels)
         if self.repeats.is_duplicate(alert.identity, label_hash):
-            return self._outcome(inbox_id, alert, "duplicate", decision, severity, label_hash)
+            return self._outcome(
+                inbox_id, alert, "duplicate", decision, severity, label_hash, escalated=escalated
+            )
 
         previous = self.outbox.active(alert.identity)
         send: list[PostableAlert] = []
@@ -146,6 +205,7 @@ class Pipeline:
             label_hash,
             send,
             {alert.identity: current},
+            escalated=escalated,
         )
 
     def _resolve(self, inbox_id: int, alert: SentryAlert, now: datetime) -> Processed:
@@ -193,11 +253,13 @@ class Pipeline:
         label_hash: str | None = None,
         send: Sequence[PostableAlert] = (),
         active: dict[str, PostableAlert | None] | None = None,
+        *,
+        escalated: bool = False,
     ) -> Processed:
         self.metrics.alerts.labels(outcome).inc()
+        # "decided", not "sent": delivery says when each Alertmanager has it.
         log.info(
-            "webhook %s",
-            outcome,
+            "alert decided",
             extra={
                 "request_id": alert.request_id,
                 "resource": alert.resource,
@@ -205,9 +267,13 @@ class Pipeline:
                 "outcome": outcome,
                 "state": alert.state.value,
                 "severity": severity.value if severity else None,
+                "escalated": escalated,
                 "rule": decision.rule,
                 "identity": alert.identity,
+                "project": alert.project,
+                "environment": alert.environment,
                 "fingerprint": label_hash,
+                "alerts_queued": len(send) or None,
             },
         )
         return Processed(inbox_id=inbox_id, send=tuple(send), active=active or {})

@@ -1,32 +1,77 @@
-"""Run the app under Uvicorn, with a SIGTERM that first stops being ready."""
+"""Run the app under Uvicorn: SIGTERM first stops being ready, SIGHUP reloads the config,
+a second SIGINT/SIGTERM stops at once."""
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
+import platform
 import signal
+import socket
+import time
+from pathlib import Path
 from types import FrameType
 
 import uvicorn
 from prometheus_client import CollectorRegistry
+from uvicorn.lifespan.on import LifespanOn
 
-from bridge import logs
+from bridge import __version__, logs
+from bridge.alertmanager import public_url
 from bridge.app import Bridge, create_app
 from bridge.config import Config
 from bridge.metrics import Metrics
+from bridge.protocol import with_deadline
+from bridge.reload import Reloader
 from bridge.worker import WorkerIntake
 
 log = logging.getLogger("bridge.serve")
 
 
 class _Server(uvicorn.Server):
-    def __init__(self, config: uvicorn.Config, bridge: Bridge) -> None:
+    def __init__(self, config: uvicorn.Config, bridge: Bridge, reloader: Reloader) -> None:
         super().__init__(config)
         self.bridge = bridge
+        self.reloader = reloader
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._reloads: set[asyncio.Task[object]] = set()
+
+    async def serve(self, sockets: list[socket.socket] | None = None) -> None:
+        self._loop = asyncio.get_running_loop()
+        # Prometheus and Alertmanager reload on SIGHUP; its default action would kill us.
+        self._loop.add_signal_handler(signal.SIGHUP, self._sighup)
+        try:
+            await super().serve(sockets)
+        finally:
+            self._loop.remove_signal_handler(signal.SIGHUP)
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().shutdown(sockets)
+        lifespan = self.lifespan
+        if isinstance(lifespan, LifespanOn) and not lifespan.shutdown_event.is_set():
+            # Uvicorn skips the lifespan's shutdown on a forced exit. Ours is quick then
+            # (the intake was told to hurry) and closes the outbox and the worker cleanly,
+            # which cancelling it at the loop's end would not.
+            await lifespan.shutdown()
+
+    def _sighup(self) -> None:
+        task = asyncio.ensure_future(self.reloader.reload("SIGHUP"))
+        self._reloads.add(task)
+        task.add_done_callback(self._reloads.discard)
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if self.should_exit:
+            # A second Ctrl+C (or SIGTERM during the drain): stop at once. What is not
+            # delivered yet stays in the outbox for the next start.
+            log.warning("second signal: stopping now", extra={"signal": sig})
+            self.force_exit = True
+            if self._loop is not None:
+                self._loop.call_soon_threadsafe(self.bridge.intake.hurry)
+            return
         # Readiness goes first, so a load balancer stops sending before we stop listening.
         self.bridge.ready = False
+        self.bridge.stopping_since = time.monotonic()
         log.info("signal received, draining", extra={"signal": sig})
         super().handle_exit(sig, frame)
         if sig == signal.SIGTERM:
@@ -36,25 +81,58 @@ class _Server(uvicorn.Server):
             self._captured_signals.remove(sig)
 
 
-def serve(config: Config, *, host: str | None = None, port: int | None = None) -> int:
+def startup_line(config: Config, config_path: str | Path | None) -> None:
+    """What an operator checks first: which build, which file, where alerts go (no
+    credentials: host:port only), how webhooks authenticate, whether Sentry's API is used."""
+    log.info(
+        "starting sentry-alertmanager-bridge",
+        extra={
+            "version": __version__,
+            "python": platform.python_version(),
+            "config": str(config_path) if config_path is not None else None,
+            "alertmanagers": [public_url(url) for url in config.alertmanager.urls],
+            "auth": config.sentry.auth_modes(),
+            "enrichment": "on" if config.sentry.api_token is not None else "off",
+            "max_timestamp_skew": config.sentry.max_timestamp_skew,
+            "data_dir": str(config.outbox.data_dir),
+        },
+    )
+
+
+def serve(
+    config: Config,
+    *,
+    host: str | None = None,
+    port: int | None = None,
+    config_path: str | Path | None = None,
+) -> int:
     """Run until SIGTERM or SIGINT (exit 0 after draining), or until the pipeline worker
     dies (exit 1, for the supervisor to restart the bridge)."""
-    logs.setup(config.server.log_level)
+    logs.setup(config.server.log_level, config.server.log_format)
+    startup_line(config, config_path)
     intake = WorkerIntake(config)
-    bridge = Bridge(config, Metrics(CollectorRegistry()), intake)
+    metrics = Metrics(CollectorRegistry())
+    metrics.add_process_collectors("edge")
+    bridge = Bridge(config, metrics, intake)
+    app = create_app(bridge)
+    reloader = Reloader(config_path or "config.yaml", bridge)
+    app.state.reloader = reloader
     server_config = uvicorn.Config(
-        create_app(bridge),
+        app,
         host=host or config.server.host,
         port=port or config.server.port,
         log_config=None,
         access_log=False,
         proxy_headers=True,
         server_header=False,
+        # Bounded: requests at once (then 503), and the time to send a request's head.
+        http=with_deadline(config.server.read_timeout),
+        limit_concurrency=config.server.max_concurrency,
         # In-flight webhooks get part of the grace; the lifespan's drain gets the rest.
         timeout_graceful_shutdown=max(1, int(config.shutdown.grace_period // 5)),
         lifespan="on",
     )
-    server = _Server(server_config, bridge)
+    server = _Server(server_config, bridge, reloader)
     intake.on_failure = lambda: setattr(server, "should_exit", True)
     # What exists now (modules, pydantic schemas, the config) lives as long as the process:
     # frozen, the cyclic GC stops re-scanning it in every full collection under load.

@@ -7,12 +7,25 @@ starts the :class:`~bridge.backend.Backend` in a child process (``python -m brid
 and talks to it over a socket pair:
 
     edge                                     worker
-    ("accept", seq, alert)   ------------->  outbox.accept (group commit)
-                             <-------------  ("done", [(seq, error or None), ...])
+    ("accept", seq, alert,   ------------->  outbox.accept (group commit)
+      digest)
+    ("quarantine", seq,      ------------->  outbox.quarantine
+      reason, detail, headers, body, digest)
+                             <-------------  ("done", [(seq, result), ...]): True stored,
+                                             False a duplicate body, or the error's text
+    ("ping", seq)            ------------->
+                             <-------------  ("pong", seq, whether the store is writable)
     ("ignored",)             ------------->  alerts{outcome="ignored"} += 1
     ("metrics", seq)         ------------->
                              <-------------  ("metrics", seq, text of its families)
+    ("reload", seq, config)  ------------->  the pipeline takes the reloaded config
+                             <-------------  ("reloaded", seq, error or None)
+    ("status", seq, limit)   ------------->  what the outbox holds (bridge/status.py)
+                             <-------------  ("status", seq, {...})
+    ("requeue", seq)         ------------->  the dead letters queued again
+                             <-------------  ("requeue", seq, {"requeued": n, ...})
     ("stop", grace)          ------------->  drain within grace, close the outbox
+    ("hurry",)               ------------->  (during the drain) stop draining at once
                              <-------------  ("stopped",), then it exits
 
 Frames are a 4-byte big-endian length, a codec byte and the message: ``marshal`` for
@@ -23,10 +36,13 @@ pair nobody else holds. The first frame to the worker is the validated ``Config`
 
 The 202 still means durable: the edge answers once the worker's group commit holds the
 alert. If the worker dies, the edge stops being healthy and ready, answers 503 and exits
-non-zero so the supervisor restarts both; what was accepted is in the outbox file. If the
+non-zero so the supervisor restarts both; what was accepted is in the outbox file. The
+worker is dead to the edge however it goes: end-of-file, a reset or broken socket, or no
+answer to the edge's ping within ``server.worker_timeout`` (stuck, or SIGSTOPped: then
+the edge kills it, so it lets go of the outbox file). If the
 edge dies (even SIGKILL), the worker reads end-of-file, closes the outbox and exits, so a
-restarted bridge can open it. The worker ignores SIGINT and SIGTERM: the edge decides
-when it stops, after the in-flight webhooks are answered.
+restarted bridge can open it. The worker ignores SIGINT, SIGTERM and SIGHUP: the edge
+decides when it stops (after the in-flight webhooks are answered) and reloads.
 """
 
 from __future__ import annotations
@@ -43,7 +59,8 @@ import signal
 import socket
 import struct
 import sys
-from collections.abc import Callable
+import time
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry
@@ -79,7 +96,9 @@ async def _read(reader: asyncio.StreamReader) -> Any:
     try:
         (size,) = _HEADER.unpack(await reader.readexactly(_HEADER.size))
         payload = await reader.readexactly(size)
-    except asyncio.IncompleteReadError:
+    except (asyncio.IncompleteReadError, OSError):
+        # End-of-file, or the other end died with data unread (ConnectionResetError,
+        # BrokenPipeError): either way there is nobody to talk to.
         return None
     # Trusted: the other end is this program, on a socket pair only the two hold.
     if payload[:1] == b"m":
@@ -114,6 +133,9 @@ class WorkerIntake:
         self._ready: asyncio.Future[None] | None = None
         self._stopped: asyncio.Future[None] | None = None
         self._stopping = False
+        self._store_ok = True  # as the worker last said in a pong
+        self._heard = time.monotonic()  # when the worker last sent anything
+        self._watchdog: asyncio.Task[None] | None = None
         # Frames written in one event-loop iteration go out in one send (one syscall per
         # iteration, not per webhook, under load).
         self._outgoing: list[bytes] = []
@@ -141,11 +163,23 @@ class WorkerIntake:
         except BaseException:
             await self._kill()
             raise
+        self._heard = time.monotonic()
+        self._watchdog = asyncio.create_task(self._watch(), name="worker-watchdog")
 
-    async def accept(self, alert: SentryAlert) -> None:
-        error = await self._request(lambda seq: ("accept", seq, alert.to_tuple()))
-        if error is not None:
-            raise OutboxFull(error)
+    async def accept(self, alert: SentryAlert, digest: bytes | None = None) -> bool:
+        result = await self._request(lambda seq: ("accept", seq, alert.to_tuple(), digest))
+        if isinstance(result, str):
+            raise OutboxFull(result)
+        return bool(result)
+
+    async def quarantine(
+        self, reason: str, detail: str, headers: Mapping[str, str], body: bytes, digest: bytes
+    ) -> bool:
+        message = ("quarantine", reason, detail, dict(headers), body, digest)
+        result = await self._request(lambda seq: (message[0], seq, *message[1:]))
+        if isinstance(result, str):
+            raise OutboxFull(result)
+        return bool(result)
 
     def ignored(self) -> None:
         if self.healthy():
@@ -160,8 +194,31 @@ class WorkerIntake:
     def healthy(self) -> bool:
         return self._writer is not None and not self.failed
 
+    def store_ok(self) -> bool:
+        return self._store_ok
+
+    async def reload(self, config: Config) -> None:
+        error = await self._request(lambda seq: ("reload", seq, config))
+        if error is not None:
+            raise WorkerFailed(error)
+        self.config = config
+
+    def hurry(self) -> None:
+        if self.healthy():
+            self._send(("hurry",))
+
+    async def status(self, limit: int) -> dict[str, Any]:
+        answer: dict[str, Any] = await self._request(lambda seq: ("status", seq, limit))
+        return answer
+
+    async def requeue_dead_letters(self) -> dict[str, int]:
+        answer: dict[str, int] = await self._request(lambda seq: ("requeue", seq))
+        return answer
+
     async def stop(self, grace: float) -> None:
         self._stopping = True
+        if self._watchdog is not None:
+            self._watchdog.cancel()
         if self._proc is None:
             return
         if self.healthy() and self._stopped is not None:
@@ -202,13 +259,38 @@ class WorkerIntake:
         if self._writer is not None and not self._writer.is_closing():
             self._writer.write(b"".join(frames))
 
+    async def _watch(self) -> None:
+        """Ping the worker; one that answers nothing within ``worker_timeout`` is stuck
+        (a deadlock, SIGSTOP, swapped out): kill it and fail, as if it had died."""
+        timeout = self.config.server.worker_timeout
+        while not self.failed and not self._stopping:
+            await asyncio.sleep(min(1.0, timeout / 4))
+            if time.monotonic() - self._heard > timeout:
+                log.error("the pipeline worker stopped answering; killing it")
+                if self._proc is not None and self._proc.returncode is None:
+                    self._proc.kill()
+                self._died()
+                return
+            self._send(("ping", next(self._seq)))
+
     async def _read_loop(self, reader: asyncio.StreamReader) -> None:
+        try:
+            await self._dispatch(reader)
+        except Exception:
+            log.exception("unreadable message from the pipeline worker")
+        finally:
+            self._died()
+
+    async def _dispatch(self, reader: asyncio.StreamReader) -> None:
         while (message := await _read(reader)) is not None:
+            self._heard = time.monotonic()
             kind = message[0]
-            if kind == "done":
+            if kind == "pong":
+                self._store_ok = bool(message[2])
+            elif kind == "done":
                 for seq, error in message[1]:
                     self._resolve(seq, error)
-            elif kind == "metrics":
+            elif kind in {"metrics", "reloaded", "status", "requeue"}:
                 self._resolve(message[1], message[2])
             elif kind == "ready" and self._ready is not None and not self._ready.done():
                 self._ready.set_result(None)
@@ -216,7 +298,6 @@ class WorkerIntake:
                 self._ready.set_exception(WorkerFailed(message[1]))
             elif kind == "stopped" and self._stopped is not None and not self._stopped.done():
                 self._stopped.set_result(None)
-        self._died()
 
     def _resolve(self, seq: int, value: object) -> None:
         future = self._waiting.get(seq)
@@ -224,7 +305,10 @@ class WorkerIntake:
             future.set_result(value)
 
     def _died(self) -> None:
-        """End-of-file from the worker: it exited (asked to, or not)."""
+        """The worker is gone (asked to, or not): end-of-file, a broken socket, or the
+        watchdog killed it. Every webhook still waiting gets its 503."""
+        if self.failed:
+            return
         self.failed = True
         for future in self._waiting.values():
             if not future.done():
@@ -252,7 +336,7 @@ class _Worker:
     def __init__(self, backend: Backend, writer: asyncio.StreamWriter) -> None:
         self.backend = backend
         self.writer = writer
-        self._done: list[tuple[int, str | None]] = []
+        self._done: list[tuple[int, bool | str]] = []
         self._accepting: set[asyncio.Task[None]] = set()
 
     async def serve(self, reader: asyncio.StreamReader) -> None:
@@ -261,17 +345,40 @@ class _Worker:
             kind = message[0]
             if kind == "accept":
                 alert = SentryAlert.from_tuple(message[2])
-                task = asyncio.create_task(self._accept(message[1], alert))
+                task = asyncio.create_task(self._accept(message[1], alert, message[3]))
                 self._accepting.add(task)
                 task.add_done_callback(self._accepting.discard)
+            elif kind == "quarantine":
+                task = asyncio.create_task(self._quarantine(message[1], *message[2:]))
+                self._accepting.add(task)
+                task.add_done_callback(self._accepting.discard)
+            elif kind == "ping":
+                self.writer.write(_frame(("pong", message[1], self.backend.store_ok())))
             elif kind == "ignored":
                 self.backend.ignored()
             elif kind == "metrics":
                 text = await self.backend.exposition()
                 self.writer.write(_frame(("metrics", message[1], text)))
+            elif kind == "status":
+                task = asyncio.create_task(self._answer(message, self.backend.status(message[2])))
+                self._accepting.add(task)
+                task.add_done_callback(self._accepting.discard)
+            elif kind == "requeue":
+                task = asyncio.create_task(
+                    self._answer(message, self.backend.requeue_dead_letters())
+                )
+                self._accepting.add(task)
+                task.add_done_callback(self._accepting.discard)
+            elif kind == "hurry":  # before "stop": the drain, when it comes, ends at once
+                self.backend.hurry()
+            elif kind == "reload":
+                self.writer.write(_frame(("reloaded", message[1], await self._reload(message[2]))))
             elif kind == "stop":
+                # Still listening while draining: a "hurry" (or the edge going) cuts it short.
+                listening = asyncio.create_task(self._until_hurry(reader))
                 await self._settle()
                 await self.backend.stop(float(message[1]))
+                listening.cancel()
                 self.writer.write(_frame(("stopped",)))
                 await self.writer.drain()
                 return
@@ -281,16 +388,62 @@ class _Worker:
         await self._settle()
         await self.backend.stop(0.0)
 
-    async def _accept(self, seq: int, alert: SentryAlert) -> None:
+    async def _reload(self, config: object) -> str | None:
+        if not isinstance(config, Config):
+            return "not a config"
         try:
-            await self.backend.accept(alert)
-            error = None
+            await self.backend.reload(config)
+        except Exception as exc:
+            log.exception("reload failed in the pipeline worker")
+            return str(exc)
+        logs.setup(config.server.log_level, config.server.log_format)  # the worker's own
+        return None
+
+    async def _answer(self, message: tuple[Any, ...], work: Awaitable[object]) -> None:
+        """Answer ``(kind, seq, ...)`` with ``(kind, seq, result)`` once ``work`` is done,
+        without holding up the read loop (accepts keep flowing meanwhile)."""
+        try:
+            result = await work
+        except Exception as exc:  # answered, so the edge is not left waiting
+            log.exception("request from the edge failed", extra={"kind": message[0]})
+            result = {"error": str(exc)}
+        self.writer.write(_frame((message[0], message[1], result)))
+
+    async def _until_hurry(self, reader: asyncio.StreamReader) -> None:
+        while (message := await _read(reader)) is not None:
+            if message[0] == "hurry":
+                break
+        self.backend.hurry()  # asked to, or the edge is gone: nobody waits for the drain
+
+    async def _accept(self, seq: int, alert: SentryAlert, digest: bytes | None) -> None:
+        result: bool | str
+        try:
+            result = await self.backend.accept(alert, digest)
         except OutboxFull as exc:
-            error = exc.detail
+            result = exc.detail
+        self._done_with(seq, result)
+
+    async def _quarantine(
+        self,
+        seq: int,
+        reason: str,
+        detail: str,
+        headers: dict[str, str],
+        body: bytes,
+        digest: bytes,
+    ) -> None:
+        result: bool | str
+        try:
+            result = await self.backend.quarantine(reason, detail, headers, body, digest)
+        except OutboxFull as exc:
+            result = exc.detail
+        self._done_with(seq, result)
+
+    def _done_with(self, seq: int, result: bool | str) -> None:
         if not self._done:
-            # One "done" frame for every accept that finished in this loop iteration.
+            # One "done" frame for every request that finished in this loop iteration.
             asyncio.get_running_loop().call_soon(self._flush_done)
-        self._done.append((seq, error))
+        self._done.append((seq, result))
 
     def _flush_done(self) -> None:
         done, self._done = self._done, []
@@ -303,19 +456,21 @@ class _Worker:
 
 
 async def _main(fd: int) -> int:
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, signal.SIG_IGN)  # the edge decides when we stop
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, signal.SIG_IGN)  # the edge decides when we stop or reload
     sock = socket.socket(fileno=fd)
     reader, writer = await asyncio.open_connection(sock=sock)
     config = await _read(reader)
     if not isinstance(config, Config):
         return 2
-    logs.setup(config.server.log_level)
+    logs.setup(config.server.log_level, config.server.log_format)
     # Imported here: the edge imports this module too, and needs none of the backend.
     from bridge.backend import Backend
 
     try:
-        backend = Backend(config, Metrics(CollectorRegistry()))
+        metrics = Metrics(CollectorRegistry())
+        metrics.add_process_collectors("worker")
+        backend = Backend(config, metrics)
         await backend.start()
     except Exception as exc:
         # Say why (a locked or unwritable outbox, a bad TLS file) for the edge to report.

@@ -7,6 +7,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import platform
+import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -16,8 +18,10 @@ import httpx
 import pytest
 from prometheus_client import CollectorRegistry
 
-from bridge import config
-from bridge.app import build, create_app
+from bridge import __version__, config
+from bridge.app import Bridge, build, create_app
+from bridge.backend import Backend
+from bridge.outbox import Outbox
 from tests.sentry_payloads import FIXTURES
 
 SECRET = "edge-secret"
@@ -64,9 +68,7 @@ Client = httpx.AsyncClient
 
 
 @pytest.fixture
-async def client(
-    tmp_path: Path, recorder: Recorder, registry: CollectorRegistry
-) -> AsyncIterator[Client]:
+def bridge(tmp_path: Path, recorder: Recorder, registry: CollectorRegistry) -> Bridge:
     cfg = config.parse(
         {
             "server": {"max_body_bytes": 64 * 1024},
@@ -75,7 +77,16 @@ async def client(
         },
         env={},
     )
-    bridge = build(cfg, registry=registry, alertmanager_transport=httpx.MockTransport(recorder))
+    return build(cfg, registry=registry, alertmanager_transport=httpx.MockTransport(recorder))
+
+
+def outbox(bridge: Bridge) -> Outbox:
+    assert isinstance(bridge.intake, Backend)
+    return bridge.intake.outbox
+
+
+@pytest.fixture
+async def client(bridge: Bridge) -> AsyncIterator[Client]:
     app = create_app(bridge)
     async with (
         app.router.lifespan_context(app),
@@ -98,7 +109,9 @@ async def test_health_ready_metrics(client: Client) -> None:
     assert (await client.get("/-/ready")).json() == {"status": "ready"}
     text = (await client.get("/metrics")).text
     assert "sentry_bridge_webhooks_received_total" in text
-    assert 'sentry_bridge_build_info{version="' in text
+    [build] = [line for line in text.splitlines() if line.startswith("sentry_bridge_build_info")]
+    assert f'version="{__version__}"' in build
+    assert f'python="{platform.python_version()}"' in build
 
 
 async def test_signed_issue_alert_is_accepted_and_delivered(
@@ -167,17 +180,84 @@ async def test_not_json_is_400(client: Client, registry: CollectorRegistry) -> N
     assert rejected(registry, "invalid_json") == 1.0
 
 
-async def test_wrong_shape_is_400_without_echoing_the_payload(
-    client: Client, registry: CollectorRegistry
+async def test_signed_wrong_shape_is_quarantined_not_refused(
+    client: Client, bridge: Bridge, registry: CollectorRegistry, recorder: Recorder
 ) -> None:
     body = json.dumps({"action": "triggered", "data": {"secret_field": "hunter2"}}).encode()
-    response = await post(
-        client, body, {"Sentry-Hook-Resource": "event_alert", "Sentry-Hook-Signature": sign(body)}
-    )
-    assert response.status_code == 400
-    assert response.json()["reason"] == "invalid_payload"
+    headers = {
+        "Sentry-Hook-Resource": "event_alert",
+        "Sentry-Hook-Signature": sign(body),
+        "Sentry-Hook-Timestamp": "1700000000",
+        "Request-ID": "req-1",
+        "Authorization": "Bearer not-kept",
+    }
+    response = await post(client, body, headers)
+    assert response.status_code == 202
+    assert response.json() == {"status": "quarantined", "reason": "invalid_payload"}
     assert "hunter2" not in response.text
-    assert rejected(registry, "invalid_payload") == 1.0
+    assert rejected(registry, "invalid_payload") == 0.0
+    quarantined = {"reason": "invalid_payload"}
+    assert registry.get_sample_value("sentry_bridge_quarantined_total", quarantined) == 1.0
+    assert registry.get_sample_value("sentry_bridge_quarantine_webhooks") == 1.0
+    [entry] = await outbox(bridge).quarantined()
+    assert (entry.body, entry.reason, entry.alert) == (body, "invalid_payload", None)
+    # What reading it needs, never a credential.
+    assert entry.headers == {
+        "sentry-hook-resource": "event_alert",
+        "sentry-hook-timestamp": "1700000000",
+        "request-id": "req-1",
+        "user-agent": f"python-httpx/{httpx.__version__}",
+    }
+    # Sentry retrying the very body: acknowledged, kept once.
+    again = await post(client, body, headers)
+    assert (again.status_code, again.json()) == (200, {"status": "duplicate"})
+    assert len(await outbox(bridge).quarantined()) == 1
+    await anyio.sleep(0.2)
+    assert recorder.alerts == []
+
+
+async def test_unsigned_wrong_shape_is_refused(client: Client, registry: CollectorRegistry) -> None:
+    body = json.dumps({"action": "triggered", "data": {}}).encode()
+    response = await post(client, body, {"Sentry-Hook-Resource": "event_alert"})
+    assert response.status_code == 401
+    assert registry.get_sample_value("sentry_bridge_quarantine_webhooks") == 0.0
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        pytest.param(b'{"action": "triggered", "data": {"event": "\\ud800"}}', id="lone-surrogate"),
+        pytest.param(b'{"action": "triggered", "data": NaN}', id="nan"),
+        pytest.param(b"[" * 300 + b"]" * 300, id="deep"),
+    ],
+)
+async def test_json_the_typed_parser_refuses_is_quarantined(
+    client: Client, bridge: Bridge, body: bytes
+) -> None:
+    headers = {"Sentry-Hook-Resource": "event_alert", "Sentry-Hook-Signature": sign(body)}
+    response = await post(client, body, headers)
+    assert (response.status_code, response.json()["status"]) == (202, "quarantined")
+    [entry] = await outbox(bridge).quarantined()
+    assert entry.body == body
+
+
+async def test_the_same_signed_body_twice_has_one_effect(
+    client: Client, recorder: Recorder, registry: CollectorRegistry
+) -> None:
+    body = load("event_alert.json")
+    headers = {"Sentry-Hook-Resource": "event_alert", "Sentry-Hook-Signature": sign(body)}
+    assert (await post(client, body, headers)).status_code == 202
+    again = await post(client, body, headers)
+    assert (again.status_code, again.json()) == (200, {"status": "duplicate"})
+    assert len(await recorder.wait(1)) == 1
+    assert registry.get_sample_value("sentry_bridge_webhooks_duplicate_total") == 1.0
+    # A distinct body (another event of the issue) is no duplicate.
+    other = body.replace(b'"event_id"', b'"other":1,"event_id"', 1)
+    assert other != body
+    response = await post(
+        client, other, {"Sentry-Hook-Resource": "event_alert", "Sentry-Hook-Signature": sign(other)}
+    )
+    assert response.status_code == 202
 
 
 async def test_too_large_is_413(client: Client, registry: CollectorRegistry) -> None:
@@ -207,3 +287,47 @@ async def test_installation_and_unknown_resources_are_acknowledged(
     assert registry.get_sample_value("sentry_bridge_alerts_total", {"outcome": "ignored"}) == 2.0
     await anyio.sleep(0.2)
     assert recorder.alerts == []
+
+
+async def test_a_legacy_body_with_the_token_follows_the_same_rule(
+    client: Client, bridge: Bridge
+) -> None:
+    body = json.dumps({"id": {"not": "an id"}, "project": "p", "event": {}})
+    response = await client.post("/webhooks/sentry?token=tok", content=body.encode())
+    assert (response.status_code, response.json()["status"]) == (202, "quarantined")
+    [entry] = await outbox(bridge).quarantined()
+    assert entry.body == body.encode()
+    assert "tok" not in json.dumps(entry.headers)  # nor the URL: the token is not kept
+    not_json = await client.post("/webhooks/sentry?token=tok", content=b"{")
+    assert not_json.status_code == 400
+
+
+class RefuseCommits:
+    """SQLite authorizer refusing COMMIT while ``on``: a COMMIT failing as on a full disk."""
+
+    on = True
+
+    def __call__(self, action: int, arg1: str | None, *_: object) -> int:
+        refuse = self.on and action == sqlite3.SQLITE_TRANSACTION and arg1 == "COMMIT"
+        return sqlite3.SQLITE_DENY if refuse else sqlite3.SQLITE_OK
+
+
+async def test_a_store_that_keeps_failing_turns_ready_red_and_recovers(
+    client: Client, bridge: Bridge, registry: CollectorRegistry
+) -> None:
+    box = outbox(bridge)
+    refuse = RefuseCommits()
+    await box._call(lambda: box._conn.set_authorizer(refuse))
+    body = load("event_alert.json")
+    headers = {"Sentry-Hook-Resource": "event_alert", "Sentry-Hook-Signature": sign(body)}
+    for _ in range(Outbox.failing_after):
+        response = await post(client, body, headers)
+        assert (response.status_code, response.json()["reason"]) == (503, "outbox_full")
+    assert registry.get_sample_value("sentry_bridge_store_errors_total") == Outbox.failing_after
+    ready = await client.get("/-/ready")
+    assert (ready.status_code, ready.json()) == (503, {"status": "the outbox cannot be written"})
+    assert (await client.get("/-/healthy")).status_code == 200  # a restart would not help
+    refuse.on = False
+    # Sentry's retry of the refused webhook: the rolled-back attempts left nothing behind.
+    assert (await post(client, body, headers)).status_code == 202
+    assert (await client.get("/-/ready")).status_code == 200

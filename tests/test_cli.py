@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bridge import cli
+from bridge import __version__, cli, config
+from bridge.errors import ConfigError
 from tests.sentry_payloads import FIXTURES
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -62,14 +63,83 @@ def test_check_config_names_the_bad_key(tmp_path: Path, capsys: pytest.CaptureFi
     assert "classification.rules[0].match.usres: unknown key" in err
 
 
-def test_check_config_refuses_unauthenticated(
+def _no_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("SENTRY_CLIENT_SECRET", "SENTRY_SERVICE_HOOK_SECRET", "SENTRY_LEGACY_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def test_check_config_needs_no_secrets_and_says_which_serve_needs(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _no_secrets(monkeypatch)
+    assert cli.main(["check-config", str(SHIPPED)]) == 0
+    out = capsys.readouterr().out
+    assert "OK" in out
+    needed = out[out.index("needed at serve time") :]
+    assert "SENTRY_CLIENT_SECRET" in needed
+    assert "serve refuses to start" in needed
+
+
+def test_check_config_with_secrets_needs_nothing_more(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert cli.main(["check-config", str(SHIPPED)]) == 0
+    out = capsys.readouterr().out
+    assert "authentication: integration" in out
+    assert "needed at serve time" not in out
+
+
+def test_an_unset_secret_variable_is_noted_not_an_error(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.delenv("SENTRY_CLIENT_SECRET")
-    for name in ("SENTRY_SERVICE_HOOK_SECRET", "SENTRY_LEGACY_TOKEN"):
-        monkeypatch.delenv(name, raising=False)
-    assert cli.main(["check-config", str(SHIPPED)]) == 2
-    assert "unauthenticated" in capsys.readouterr().err
+    _no_secrets(monkeypatch)
+    monkeypatch.delenv("AM_TOKEN", raising=False)
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(
+        "sentry: {client_secrets: '${SENTRY_CLIENT_SECRET}', api_token: '${file:/nonexistent}'}\n"
+        "alertmanager: {bearer_token: '${AM_TOKEN}'}\n",
+        encoding="utf-8",
+    )
+    assert cli.main(["check-config", str(cfg)]) == 0
+    out = capsys.readouterr().out
+    assert "sentry.client_secrets: the environment variable SENTRY_CLIENT_SECRET" in out
+    assert "sentry.api_token: the file /nonexistent" in out
+    assert "alertmanager.bearer_token: the environment variable AM_TOKEN" in out
+
+
+def test_offline_checks_still_refuse_a_variable_outside_the_secrets(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("PORT_VAR", raising=False)
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("server: {port: '${PORT_VAR}'}\n", encoding="utf-8")
+    assert cli.main(["check-config", str(cfg)]) == 2
+    assert "server.port: environment variable PORT_VAR is not set" in capsys.readouterr().err
+
+
+def test_serve_still_refuses_unauthenticated(monkeypatch: pytest.MonkeyPatch) -> None:
+    _no_secrets(monkeypatch)
+    with pytest.raises(ConfigError, match="unauthenticated"):
+        config.load(SHIPPED)
+
+
+def test_explain_needs_no_secrets(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _no_secrets(monkeypatch)
+    payload = FIXTURES / "metric_alert_critical.json"
+    assert cli.main(["explain", str(payload), "--config", str(SHIPPED)]) == 0
+    captured = capsys.readouterr()
+    assert "would POST" in captured.out
+    assert "SENTRY_CLIENT_SECRET" in captured.err
+
+
+@pytest.mark.parametrize("command", ["serve", "check-config", "explain", "send", "status"])
+def test_version_on_every_command(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        cli.main([command, "--version"])
+    assert exited.value.code == 0
+    assert capsys.readouterr().out.strip() == f"sentry-bridge {__version__}"
 
 
 def test_explain_shows_every_rule_tried_and_the_alert(capsys: pytest.CaptureFixture[str]) -> None:

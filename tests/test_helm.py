@@ -114,8 +114,12 @@ def chart() -> Iterator[helm_python.Chart]:
         yield loaded
 
 
+# No image is published, so every install names one (test_no_image_no_render).
+IMAGE: dict[str, Any] = {"image": {"repository": "registry.example.com/sentry-alertmanager-bridge"}}
+
+
 def render(chart: helm_python.Chart, values: Mapping[str, Any]) -> Rendered:
-    out = chart.render(dict(values), name=RELEASE, namespace=NAMESPACE)
+    out = chart.render(merged(IMAGE, values), name=RELEASE, namespace=NAMESPACE)
     docs: list[dict[str, Any]] = []
     notes = ""
     for path, text in sorted(out.items()):
@@ -193,19 +197,32 @@ SCENARIOS = [
 @pytest.mark.parametrize("values", SCENARIOS)
 def test_lint_is_clean(values: dict[str, Any]) -> None:
     report = helm_python.lint(
-        CHART_DIR, values, strict=True, namespace=NAMESPACE, kube_version=f"v{KUBE_VERSIONS[0]}"
+        CHART_DIR,
+        merged(IMAGE, values),
+        strict=True,
+        namespace=NAMESPACE,
+        kube_version=f"v{KUBE_VERSIONS[0]}",
     )
     assert report["errors"] == []
     # Severity 1 is information ("icon is recommended"); 2 and 3 are warnings and errors.
     assert [m for m in report["messages"] if m["severity"] >= 2] == []
 
 
-def test_lint_without_values_is_clean() -> None:
-    """`helm lint` as a user runs it first: the defaults render (and NOTES.txt warns that
-    no Sentry credential is set)."""
-    report = helm_python.lint(CHART_DIR, strict=True)
+def test_lint_with_only_an_image_is_clean() -> None:
+    """`helm lint` as a user runs it first, with the image they built: the defaults render
+    (and NOTES.txt warns that no Sentry credential is set)."""
+    report = helm_python.lint(CHART_DIR, IMAGE, strict=True)
     assert report["errors"] == []
     assert [m for m in report["messages"] if m["severity"] >= 2] == []
+
+
+def test_no_image_no_render(chart: helm_python.Chart) -> None:
+    """No image is published: without image.repository the chart refuses to render (rather
+    than an ImagePullBackOff later) and says how to build and load one."""
+    with pytest.raises(helm_python.HelmError, match=r"image\.repository is required") as exc:
+        chart.render(WORKING, name=RELEASE, namespace=NAMESPACE)
+    assert "kind load docker-image" in str(exc.value)
+    assert "docs/install.md" in str(exc.value)
 
 
 @pytest.mark.parametrize("values", SCENARIOS)
@@ -867,6 +884,8 @@ ALERTS = (
     "SentryBridgeDeliveryFailing",
     "SentryBridgeOutboxGrowing",
     "SentryBridgeAlertsDropped",
+    "SentryBridgeQuarantine",
+    "SentryBridgeStoreFailing",
 )
 
 

@@ -22,6 +22,10 @@ def test_edge_and_backend_parts_split_every_family_once() -> None:
         "sentry_bridge_webhooks_received",
         "sentry_bridge_webhooks_rejected",
         "sentry_bridge_webhook_request_duration_seconds",
+        "sentry_bridge_config_last_reload_successful",
+        "sentry_bridge_config_last_reload_success_timestamp_seconds",
+        "sentry_bridge_config_reloads",
+        "sentry_bridge_config_reloads_failed",
     }
     assert not edge & backend
     assert edge | backend == whole

@@ -11,7 +11,7 @@ import json
 import os
 import signal
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
@@ -76,7 +76,10 @@ async def intake(tmp_path: Path) -> AsyncIterator[WorkerIntake]:
     "message",
     [
         ("accept", 7, ("a", None, 1.5, True, (("k", "v"),))),
-        ("done", [(1, None), (2, "the outbox is full; retry later")]),
+        ("done", [(1, True), (2, False), (3, "the outbox is full; retry later")]),
+        ("quarantine", 4, "invalid_payload", "no data", {"request-id": "r"}, b"{}", b"\0" * 32),
+        ("ping", 5),
+        ("pong", 5, True),
         ("metrics", 3, b"# HELP x\n"),
         ("ready",),
     ],
@@ -198,3 +201,85 @@ async def test_a_worker_that_cannot_start_says_why(tmp_path: Path) -> None:
         await worker.start()
     assert not worker.healthy()
     await worker.stop(0.5)
+
+
+def cfg_with(data_dir: Path, worker_timeout: str) -> config.Config:
+    return config.parse(
+        {
+            "sentry": {"allow_unauthenticated": True},
+            "server": {"worker_timeout": worker_timeout},
+            "alertmanager": {"urls": f"http://127.0.0.1:{free_port()}"},
+            "outbox": {"data_dir": str(data_dir)},
+            "shutdown": {"grace_period": "1s"},
+        },
+        env={},
+    )
+
+
+async def until(condition: Callable[[], bool], timeout: float) -> float:
+    """Seconds until ``condition`` held; fails after ``timeout``."""
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    while not condition():
+        assert loop.time() - start < timeout, "condition never held"
+        await asyncio.sleep(0.02)
+    return loop.time() - start
+
+
+async def test_a_worker_dying_with_unread_frames_resets_the_socket_and_is_noticed(
+    tmp_path: Path,
+) -> None:
+    """Killed with frames in its receive buffer, the worker's socket is reset: the edge's
+    read raises ConnectionResetError, not end-of-file, and must still notice at once."""
+    asked: list[str] = []
+    worker = WorkerIntake(cfg_with(tmp_path, "60s"), on_failure=lambda: asked.append("restart"))
+    await worker.start()
+    assert worker._proc is not None
+    await worker.accept(alert(1))
+    os.kill(worker._proc.pid, signal.SIGSTOP)
+    for _ in range(1000):
+        worker.ignored()  # frames the stopped worker never reads
+    await asyncio.sleep(0)  # sent at the end of this loop iteration
+    await asyncio.sleep(0.1)
+    waiting = asyncio.ensure_future(worker.accept(alert(2)))
+    os.kill(worker._proc.pid, signal.SIGKILL)
+    await until(lambda: not worker.healthy(), 5.0)  # far below worker_timeout
+    assert worker.crashed
+    assert asked == ["restart"]
+    with pytest.raises(WorkerDied):
+        await waiting
+    await worker.stop(0.5)
+
+
+async def test_a_stuck_worker_is_killed_and_in_flight_webhooks_get_503(tmp_path: Path) -> None:
+    asked: list[str] = []
+    worker = WorkerIntake(cfg_with(tmp_path, "1s"), on_failure=lambda: asked.append("restart"))
+    await worker.start()
+    assert worker._proc is not None
+    await worker.accept(alert(1))
+    os.kill(worker._proc.pid, signal.SIGSTOP)  # alive, holding the outbox, answering nothing
+    waiting = asyncio.ensure_future(worker.accept(alert(2)))
+    took = await until(lambda: not worker.healthy(), 10.0)
+    assert 0.5 < took < 5.0
+    with pytest.raises(WorkerDied) as refused:
+        await waiting
+    assert refused.value.status_code == 503
+    assert worker.crashed
+    assert asked == ["restart"]
+    # Killed, so it lets go of the outbox file for the restarted bridge.
+    assert await asyncio.wait_for(worker._proc.wait(), 10) == -signal.SIGKILL
+    await worker.stop(0.5)
+    assert stored(tmp_path) == [alert(1).issue_id]
+
+
+async def test_a_healthy_worker_answers_pings_and_reports_the_store(tmp_path: Path) -> None:
+    worker = WorkerIntake(cfg_with(tmp_path, "1s"))
+    await worker.start()
+    try:
+        before = worker._heard
+        await until(lambda: worker._heard > before + 1.0, 5.0)  # pongs keep coming
+        assert worker.healthy()
+        assert worker.store_ok()
+    finally:
+        await worker.stop(0.5)
+    assert not worker.crashed

@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import json
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -29,6 +30,18 @@ CHECKOUT_ISSUE = "4507718802"  # event_alert_python.json (staging), service_hook
 
 def for_issue(alerts: list[dict[str, Any]], issue_id: str) -> list[dict[str, Any]]:
     return [a for a in alerts if a["labels"].get("sentry_issue_id") == issue_id]
+
+
+def another_event(payload: dict[str, Any], n: int) -> dict[str, Any]:
+    """The same issue's alert for another event: a distinct body (the very same body again
+    is a retry, acknowledged with no effect)."""
+    again = copy.deepcopy(payload)
+    event = again["data"]["event"]
+    event["event_id"] = f"{n:032x}"
+    now = time.time()  # it happened now, after anything the test did before
+    event["datetime"] = datetime.fromtimestamp(now, UTC).isoformat().replace("+00:00", "Z")
+    event["timestamp"] = event["received"] = now
+    return again
 
 
 def for_rule(alerts: list[dict[str, Any]], rule_id: str) -> list[dict[str, Any]]:
@@ -65,8 +78,10 @@ def test_issue_alert_arrives_with_labels_and_annotations(
 
 
 def test_duplicate_is_not_a_second_alert(bridge: Bridge, alertmanager: Alertmanager) -> None:
-    for _ in range(2):
-        assert bridge.post(fixture("event_alert.json"), resource="event_alert").status_code == 202
+    payload = fixture("event_alert.json")
+    for n in range(2):
+        response = bridge.post(another_event(payload, n), resource="event_alert")
+        assert response.status_code == 202
     alertmanager.wait_for(lambda a: len(for_issue(a, FRONTEND_ISSUE)) == 1)
     deadline = time.monotonic() + 10
     while bridge.metric("sentry_bridge_alerts_total", {"outcome": "duplicate"}) < 1:
@@ -74,6 +89,36 @@ def test_duplicate_is_not_a_second_alert(bridge: Bridge, alertmanager: Alertmana
         time.sleep(0.1)
     assert bridge.metric("sentry_bridge_alerts_total", {"outcome": "forwarded"}) == 1
     assert len(for_issue(alertmanager.sentry_alerts(), FRONTEND_ISSUE)) == 1
+
+
+def test_the_same_body_again_is_acknowledged_with_no_effect(
+    bridge: Bridge, alertmanager: Alertmanager
+) -> None:
+    """Sentry retries resend the very body, and a captured body can be replayed: a
+    resolve replayed after the issue fired again must not end the new page."""
+    firing = fixture("event_alert.json")
+    resolved = fixture("issue_resolved.json")
+    assert bridge.post(firing, resource="event_alert").status_code == 202
+    alertmanager.wait_for(lambda a: len(for_issue(a, FRONTEND_ISSUE)) == 1)
+    assert bridge.post(resolved, resource="issue").status_code == 202
+    alertmanager.wait_for(lambda a: for_issue(a, FRONTEND_ISSUE) == [])
+    assert bridge.post(another_event(firing, 1), resource="event_alert").status_code == 202
+    alertmanager.wait_for(lambda a: len(for_issue(a, FRONTEND_ISSUE)) == 1)
+    replay = bridge.post(resolved, resource="issue")
+    assert (replay.status_code, replay.json()) == (200, {"status": "duplicate"})
+    assert bridge.metric("sentry_bridge_webhooks_duplicate_total") == 1
+    assert len(for_issue(alertmanager.sentry_alerts(), FRONTEND_ISSUE)) == 1
+
+
+def test_a_signed_body_the_bridge_cannot_read_is_quarantined(
+    bridge: Bridge, alertmanager: Alertmanager
+) -> None:
+    body = json.dumps({"action": "triggered", "data": {"event": "not an event"}}).encode()
+    response = bridge.post(body, resource="event_alert")
+    assert (response.status_code, response.json()["status"]) == (202, "quarantined")
+    assert bridge.metric("sentry_bridge_quarantined_total", {"reason": "invalid_payload"}) == 1
+    assert bridge.metric("sentry_bridge_quarantine_webhooks") == 1
+    assert bridge.client.get("/-/ready").status_code == 200
 
 
 def test_issue_resolved_in_sentry_resolves_the_same_alert(
@@ -122,8 +167,8 @@ def test_alert_that_keeps_coming_back_is_escalated(
         alertmanager.wait_for(lambda a: len(for_issue(a, CHECKOUT_ISSUE)) == 1), CHECKOUT_ISSUE
     )
     assert first["labels"]["severity"] == "low"
-    for _ in range(2):  # the third time within the period escalates
-        bridge.post(payload, resource="event_alert")
+    for n in range(2):  # the third time within the period escalates
+        bridge.post(another_event(payload, n), resource="event_alert")
     alerts = alertmanager.wait_for(
         lambda a: [x["labels"].get("escalated") for x in for_issue(a, CHECKOUT_ISSUE)] == ["true"]
     )

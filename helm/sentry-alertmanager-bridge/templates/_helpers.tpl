@@ -47,11 +47,12 @@ app.kubernetes.io/part-of: sentry-alertmanager-bridge
 {{- end }}
 
 {{- define "bridge.image" -}}
+{{- $repository := required "image.repository is required: no image is published. Build it from the repository's Dockerfile and push it (docs/install.md, step 1), or for kind: docker build -t sentry-alertmanager-bridge:0.1.0 . && kind load docker-image sentry-alertmanager-bridge:0.1.0, then --set image.repository=sentry-alertmanager-bridge" .Values.image.repository }}
 {{- $tag := .Values.image.tag | default .Chart.AppVersion }}
 {{- if .Values.image.digest }}
-{{- printf "%s:%s@%s" .Values.image.repository $tag .Values.image.digest }}
+{{- printf "%s:%s@%s" $repository $tag .Values.image.digest }}
 {{- else }}
-{{- printf "%s:%s" .Values.image.repository $tag }}
+{{- printf "%s:%s" $repository $tag }}
 {{- end }}
 {{- end }}
 

@@ -1,0 +1,1 @@
+"""Example webhook bodies for ``sentry-bridge send --example``."""

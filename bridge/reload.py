@@ -1,0 +1,157 @@
+"""Reloading the config while running, as Prometheus and Alertmanager do.
+
+``SIGHUP`` or ``POST /-/reload`` re-reads the config file. A file that does not validate
+is refused: the running config stays, the error is logged and counted, and
+``sentry_bridge_config_last_reload_successful`` drops to 0 (Prometheus's
+``prometheus_config_last_reload_successful``; Alertmanager's ``alertmanager_config_...``).
+
+Some settings are held by what was built from them at start and cannot change without a
+restart: the listener, the outbox (its file and its per-Alertmanager cursors), the set of
+Alertmanagers and how the bridge connects to them, Sentry's API client, the dedup tables.
+A reload that changes them applies everything else, keeps their running values, and says
+so (a warning line and the ``restart_required`` list of the answer). Everything else takes
+effect for the next webhook: classification, authentication, body limit, log level and
+format, alert lifetime, re-send and retry timing, the shutdown grace.
+
+With ``serve``'s two processes, the edge reads the file and sends the worker the validated
+config (the ``reload`` message of ``bridge.worker``), where classification happens.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from pydantic import BaseModel
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from bridge import config, logs
+from bridge.errors import ConfigError
+
+if TYPE_CHECKING:
+    from bridge.app import Bridge
+
+log = logging.getLogger("bridge.reload")
+
+# (section, key): key None means the whole section.
+RESTART_ONLY: tuple[tuple[str, str | None], ...] = (
+    ("server", "host"),
+    ("server", "port"),
+    ("outbox", None),
+    ("dedup", None),
+    ("alertmanager", "urls"),
+    ("alertmanager", "timeout"),
+    ("alertmanager", "basic_auth"),
+    ("alertmanager", "bearer_token"),
+    ("alertmanager", "tls"),
+    ("sentry", "base_url"),
+    ("sentry", "api_token"),
+    ("sentry", "api_timeout"),
+    ("sentry", "api_cache_ttl"),
+    ("sentry", "api_cache_size"),
+)
+
+
+def merge(running: config.Config, new: config.Config) -> tuple[config.Config, list[str]]:
+    """``new`` with the restart-only settings kept from ``running``; and the keys whose
+    change was not applied (for the operator)."""
+    kept: list[str] = []
+    sections: dict[str, BaseModel] = {}
+    for section, key in RESTART_ONLY:
+        old_section = getattr(running, section)
+        new_section = sections.get(section, getattr(new, section))
+        if key is None:
+            if old_section != new_section:
+                kept.append(section)
+                sections[section] = old_section
+        elif getattr(old_section, key) != getattr(new_section, key):
+            kept.append(f"{section}.{key}")
+            sections[section] = new_section.model_copy(update={key: getattr(old_section, key)})
+    return new.model_copy(update=sections), kept
+
+
+@dataclass
+class Result:
+    ok: bool
+    error: str | None = None
+    restart_required: list[str] = field(default_factory=list)
+
+    def json(self) -> dict[str, object]:
+        if not self.ok:
+            return {"status": "refused", "error": self.error, "running": "the previous config"}
+        return {"status": "reloaded", "restart_required": self.restart_required}
+
+
+class Reloader:
+    """Re-reads ``path`` into ``bridge`` (and its intake); one reload at a time."""
+
+    def __init__(self, path: str | Path, bridge: Bridge) -> None:
+        self.path = Path(path)
+        self.bridge = bridge
+        self._lock = asyncio.Lock()
+        metrics = bridge.metrics
+        metrics.config_last_reload_successful.set(1)
+        metrics.config_last_reload_success_timestamp.set(time.time())
+
+    async def reload(self, trigger: str) -> Result:
+        async with self._lock:
+            result = await self._reload()
+        metrics = self.bridge.metrics
+        metrics.config_reloads.inc()
+        if not result.ok:
+            metrics.config_reloads_failed.inc()
+            metrics.config_last_reload_successful.set(0)
+            log.error(
+                "config reload refused; the running config stays",
+                extra={"trigger": trigger, "config": str(self.path), "error": result.error},
+            )
+            return result
+        metrics.config_last_reload_successful.set(1)
+        metrics.config_last_reload_success_timestamp.set(time.time())
+        log.info(
+            "config reloaded",
+            extra={
+                "trigger": trigger,
+                "config": str(self.path),
+                "rules": len(self.bridge.config.classification.rules),
+            },
+        )
+        if result.restart_required:
+            log.warning(
+                "config reload: these changes take effect only after a restart",
+                extra={"restart_required": result.restart_required},
+            )
+        return result
+
+    async def _reload(self) -> Result:
+        try:
+            new = config.load(self.path)
+        except ConfigError as exc:
+            return Result(ok=False, error=str(exc))
+        merged, kept = merge(self.bridge.config, new)
+        try:
+            await self.bridge.intake.reload(merged)
+        except Exception as exc:  # the worker refused it, or is gone
+            return Result(ok=False, error=f"the pipeline worker did not take it: {exc}")
+        before = self.bridge.config.server
+        self.bridge.config = merged
+        if (merged.server.log_level, merged.server.log_format) != (
+            before.log_level,
+            before.log_format,
+        ):
+            logs.setup(merged.server.log_level, merged.server.log_format)
+        return Result(ok=True, restart_required=kept)
+
+
+async def endpoint(request: Request) -> Response:
+    """``POST /-/reload``: 200 with what needs a restart, or 400 with why it was refused."""
+    reloader: Reloader | None = getattr(request.app.state, "reloader", None)
+    if reloader is None:
+        return JSONResponse({"status": "no config file to reload"}, status_code=404)
+    result = await reloader.reload("http")
+    return JSONResponse(result.json(), status_code=200 if result.ok else 400)

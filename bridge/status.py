@@ -1,0 +1,116 @@
+"""What the bridge holds, for an operator: ``GET /-/status`` and ``sentry-bridge status``.
+
+The answer (JSON) lists the active alerts by Sentry identity (their label sets, the
+first ``limit`` of them, and how many in all), the queue depth per Alertmanager, the
+Alertmanagers failing now, the newest dead letters with Alertmanager's reason, and how
+many webhooks are quarantined. Labels only: no annotations, which carry Sentry's text.
+
+``POST /-/status/requeue-dead-letters`` queues the dead letters again, after the cause
+was fixed (Alertmanager's credentials, a proxy's limit): resolves as they were, firing
+alerts only if they are still the active alert of their identity
+(``Outbox.requeue_dead_letters``). Both live on the bridge's one listener, like
+``/metrics``: expose only ``/webhooks/sentry`` to the internet (the chart's Ingress does).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from bridge import config
+
+DEFAULT_LIMIT = 100
+
+
+async def endpoint(request: Request) -> Response:
+    bridge = request.app.state.bridge
+    try:
+        limit = max(1, min(10_000, int(request.query_params.get("limit", DEFAULT_LIMIT))))
+    except ValueError:
+        return JSONResponse({"error": "limit: not a number"}, status_code=400)
+    if not bridge.intake.healthy():
+        return JSONResponse({"error": "the pipeline worker is not running"}, status_code=503)
+    answer = await bridge.intake.status(limit)
+    return JSONResponse(answer, status_code=500 if "error" in answer else 200)
+
+
+async def requeue_endpoint(request: Request) -> Response:
+    bridge = request.app.state.bridge
+    if not bridge.intake.healthy():
+        return JSONResponse({"error": "the pipeline worker is not running"}, status_code=503)
+    answer = await bridge.intake.requeue_dead_letters()
+    return JSONResponse(answer, status_code=500 if "error" in answer else 200)
+
+
+def base_url(url: str | None, cfg: config.Config) -> str:
+    if url is not None:
+        return url.rstrip("/")
+    host = cfg.server.host
+    host = "127.0.0.1" if host in {"0.0.0.0", "::", ""} else host
+    host = f"[{host}]" if ":" in host else host
+    return f"http://{host}:{cfg.server.port}"
+
+
+def _when(ts: float | None) -> str:
+    if ts is None:
+        return "-"
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def render(status: dict[str, Any]) -> str:
+    """The answer as a human reads it."""
+    out = [f"active alerts: {status['active_count']}"]
+    for alert in status["active"]:
+        labels = alert["labels"]
+        extra = ",".join(
+            f"{k}={v}"
+            for k, v in sorted(labels.items())
+            if k not in {"alertname", "source", "sentry_issue_id", "sentry_alert_rule_id"}
+        )
+        out.append(f"  {alert['identity']:<28} until {_when(alert['ends_at'])}  {extra}")
+    if status["active_count"] > len(status["active"]):
+        out.append(f"  ... {status['active_count'] - len(status['active'])} more (--limit)")
+    out.append(f"inbox (accepted, not decided yet): {status['inbox']}")
+    out.append("queue per Alertmanager:")
+    down = set(status["alertmanager_down"])
+    for name, depth in status["queue_depth"].items():
+        out.append(f"  {name}: {depth} queued{'  (failing now)' if name in down else ''}")
+    out.append(f"dead letters: {status['dead_letter_count']}")
+    for dead in status["dead_letters"]:
+        identity = dead["labels"].get("sentry_issue_id") or dead["labels"].get(
+            "sentry_alert_rule_id", "?"
+        )
+        out.append(f"  {_when(dead['at'])} {dead['alertmanager']} {identity}: {dead['reason']}")
+    if status["dead_letter_count"]:
+        out.append("  (fix the cause, then: sentry-bridge status --requeue-dead-letters)")
+    out.append(f"quarantined webhooks: {status['quarantined']}")
+    return "\n".join(out)
+
+
+def run(*, url: str | None, config_path: str, limit: int, requeue: bool, as_json: bool) -> int:
+    if url is None:
+        url = base_url(None, config.load_offline(config_path).config)
+    with httpx.Client(base_url=url.rstrip("/"), timeout=30.0) as client:
+        if requeue:
+            response = client.post("/-/status/requeue-dead-letters")
+            if response.status_code != 200:
+                print(f"{response.status_code} {response.text}", file=sys.stderr)
+                return 1
+            counts = response.json()
+            print(
+                f"re-queued {counts['requeued']} dead letter(s); dropped "
+                f"{counts['superseded']} firing alert(s) resolved or replaced since"
+            )
+        response = client.get("/-/status", params={"limit": limit})
+    if response.status_code != 200:
+        print(f"{response.status_code} {response.text}", file=sys.stderr)
+        return 1
+    status = response.json()
+    print(json.dumps(status, indent=2) if as_json else render(status))
+    return 0

@@ -1,0 +1,150 @@
+"""The docs and examples/ as a user copies them: one recommended route tree everywhere,
+amtool accepts the Alertmanager files, the multi-team example passes check-config and
+classifies the fixtures as its comments say. (The README's walk-through runs for real in
+tests/integration/test_walkthrough.py.)"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from bridge import cli
+from tests.sentry_payloads import FIXTURES
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = ROOT / "examples"
+MULTI_TEAM = EXAMPLES / "multi-team"
+
+
+def yaml_block_after(path: Path, heading: str) -> str:
+    text = path.read_text(encoding="utf-8")
+    start = text.index("```yaml\n", text.index(heading)) + len("```yaml\n")
+    return text[start : text.index("```", start)]
+
+
+def without_header(path: Path) -> str:
+    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    return "".join(lines[next(i for i, line in enumerate(lines) if not line.startswith("#")) :])
+
+
+def test_one_recommended_route_tree_everywhere() -> None:
+    readme = yaml_block_after(ROOT / "README.md", "### An Alertmanager route tree for it")
+    docs = yaml_block_after(ROOT / "docs" / "alertmanager.md", "## A route tree that pages")
+    assert readme == docs == without_header(EXAMPLES / "alertmanager.yml")
+
+
+def test_multi_team_uses_the_recommended_inhibitions() -> None:
+    recommended = yaml.safe_load((EXAMPLES / "alertmanager.yml").read_text(encoding="utf-8"))
+    teams = yaml.safe_load((MULTI_TEAM / "alertmanager.yml").read_text(encoding="utf-8"))
+    assert teams["inhibit_rules"] == recommended["inhibit_rules"]
+
+
+def amtool() -> str:
+    path = shutil.which("amtool")
+    if path is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("amtool is not installed (apt-get install prometheus-alertmanager)")
+        pytest.skip("amtool is not installed")
+    return path
+
+
+@pytest.mark.parametrize("path", [EXAMPLES / "alertmanager.yml", MULTI_TEAM / "alertmanager.yml"])
+def test_amtool_accepts_the_alertmanager_files(path: Path) -> None:
+    out = subprocess.run([amtool(), "check-config", str(path)], capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+@pytest.mark.parametrize(
+    ("path", "labels", "receiver"),
+    [
+        pytest.param(
+            EXAMPLES / "alertmanager.yml",
+            ["source=sentry", "page=true", "severity=critical", "sentry_issue_id=1"],
+            "pager",
+            id="pages",
+        ),
+        pytest.param(
+            EXAMPLES / "alertmanager.yml",
+            ["source=sentry", "page=false", "severity=low", "project=web"],
+            "team-chat",
+            id="chat",
+        ),
+        pytest.param(
+            MULTI_TEAM / "alertmanager.yml",
+            ["source=sentry", "team=payments", "page=true"],
+            "payments-pager",
+            id="payments-pages",
+        ),
+        pytest.param(
+            MULTI_TEAM / "alertmanager.yml",
+            ["source=sentry", "team=web", "page=false"],
+            "web-chat",
+            id="web-chat",
+        ),
+        pytest.param(
+            MULTI_TEAM / "alertmanager.yml",
+            ["source=sentry", "project=unclaimed"],
+            "default",
+            id="unclaimed",
+        ),
+    ],
+)
+def test_routes(path: Path, labels: list[str], receiver: str) -> None:
+    args = [amtool(), "config", "routes", "test", f"--config.file={path}", *labels]
+    out = subprocess.run(args, capture_output=True, text=True)
+    assert out.stdout.strip() == receiver, out.stderr
+
+
+@pytest.fixture
+def no_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("SENTRY_CLIENT_SECRET", "SENTRY_SERVICE_HOOK_SECRET", "SENTRY_LEGACY_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.delenv("BRIDGE_CONFIG", raising=False)
+
+
+@pytest.mark.usefixtures("no_secrets")
+def test_multi_team_passes_check_config(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["check-config", str(MULTI_TEAM / "config.yaml")]) == 0
+    out = capsys.readouterr().out
+    assert "OK" in out
+    assert 'payments-critical: severity critical +labels {"team": "payments"}' in out
+
+
+@pytest.mark.usefixtures("no_secrets")
+@pytest.mark.parametrize(
+    ("fixture", "severity", "team", "rule"),
+    [
+        pytest.param("metric_alert_critical.json", "critical", "payments", "payments-critical"),
+        pytest.param("event_alert_python.json", "low", "payments", "payments-outside-production"),
+        pytest.param("event_alert.json", "high", "web", "web-high"),
+        pytest.param("metric_alert_critical_crash_free.json", "high", "web", "web-high"),
+    ],
+)
+def test_multi_team_explains_the_fixtures(
+    capsys: pytest.CaptureFixture[str], fixture: str, severity: str, team: str, rule: str
+) -> None:
+    args = ["explain", str(FIXTURES / fixture), "--config", str(MULTI_TEAM / "config.yaml")]
+    assert cli.main(args) == 0
+    out = capsys.readouterr().out
+    [sent] = json.loads(out[out.index("[", out.index("would POST")) :])
+    assert (sent["labels"]["severity"], sent["labels"]["team"]) == (severity, team)
+    assert sent["annotations"]["classified_by"] == rule
+
+
+DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+
+
+@pytest.mark.parametrize("path", DOCS, ids=lambda p: p.name)
+def test_offline_commands_in_the_docs_need_no_dummy_secret(path: Path) -> None:
+    text = path.read_text(encoding="utf-8")
+    assert "=dummy" not in text
+    # Debian's yq (a jq wrapper) prints JSON strings quoted without -r; mikefarah's takes it too.
+    for command in re.findall(r"\byq [^\n]*", text):
+        assert command.startswith("yq -r "), command

@@ -1,0 +1,301 @@
+"""The outbox when things go wrong, against a real SQLite file: a failed COMMIT rolls
+back, a store that keeps failing says so and recovers, the same body twice has one
+effect, and the pipeline quarantines one bad alert alone and retries a failing batch.
+
+Faults are injected at SQLite itself (an authorizer that refuses COMMIT: the statement
+fails exactly as it does on a full disk, with the transaction left open) or, for a
+poison alert, at the outbox boundary (a subclass whose ``complete`` refuses it)."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import sqlite3
+from collections.abc import AsyncIterator, Callable, Sequence
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from bridge import config, pipeline
+from bridge.dedup import Repeats
+from bridge.enrich import Enricher
+from bridge.errors import OutboxFull
+from bridge.metrics import Metrics
+from bridge.model import SentryAlert
+from bridge.outbox import Outbox, Processed
+from bridge.pipeline import Pipeline
+from tests.factories import START
+from tests.factories import issue as sentry
+
+pytestmark = pytest.mark.anyio
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = START
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+class Commits:
+    """Refuses the next ``failing`` COMMITs on the outbox's connection."""
+
+    def __init__(self) -> None:
+        self.failing = 0
+
+    def __call__(self, action: int, arg1: str | None, *_: object) -> int:
+        if action == sqlite3.SQLITE_TRANSACTION and arg1 == "COMMIT" and self.failing:
+            self.failing -= 1
+            return sqlite3.SQLITE_DENY
+        return sqlite3.SQLITE_OK
+
+
+async def install(box: Outbox, commits: Commits) -> None:
+    # The connection belongs to the outbox's thread: set the authorizer there.
+    await box._call(lambda: box._conn.set_authorizer(commits))
+
+
+@pytest.fixture
+def registry() -> CollectorRegistry:
+    return CollectorRegistry()
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+async def outbox(
+    tmp_path: Path, registry: CollectorRegistry, clock: Clock
+) -> AsyncIterator[Outbox]:
+    box = Outbox(
+        tmp_path, ["am"], max_queued=1000, metrics=Metrics(registry), clock=clock,
+        body_retention=3600, max_bodies=3,
+    )  # fmt: skip
+    await box.open()
+    yield box
+    await box.close()
+
+
+def store_errors(registry: CollectorRegistry) -> float:
+    return registry.get_sample_value("sentry_bridge_store_errors_total") or 0.0
+
+
+def digest(n: int) -> bytes:
+    return hashlib.sha256(str(n).encode()).digest()
+
+
+async def test_a_failed_commit_rolls_back_and_the_next_write_works(
+    outbox: Outbox, registry: CollectorRegistry
+) -> None:
+    commits = Commits()
+    await install(outbox, commits)
+    commits.failing = 1
+    with pytest.raises(OutboxFull):
+        await outbox.accept(sentry(1))
+    assert store_errors(registry) == 1.0
+    assert not await outbox._call(lambda: outbox._conn.in_transaction)
+    assert outbox.store_ok()  # one failure is not a failing store
+    assert await outbox.accept(sentry(2))
+    assert [alert.identity for _, alert in await outbox.take(10)] == ["issue:2"]
+
+
+async def test_a_store_that_keeps_failing_is_not_ok_until_a_write_succeeds(
+    outbox: Outbox, registry: CollectorRegistry
+) -> None:
+    commits = Commits()
+    await install(outbox, commits)
+    commits.failing = Outbox.failing_after
+    for n in range(Outbox.failing_after):
+        with pytest.raises(OutboxFull):
+            await outbox.accept(sentry(n))
+    assert not outbox.store_ok()
+    assert store_errors(registry) == Outbox.failing_after
+    assert await outbox.probe()  # the disk has room again
+    assert outbox.store_ok()
+
+
+async def test_the_same_body_within_the_retention_is_a_duplicate(
+    outbox: Outbox, clock: Clock, registry: CollectorRegistry
+) -> None:
+    assert await outbox.accept(sentry(1), digest(1))
+    # Concurrent copies commit in one group: exactly one of them is stored.
+    results = await asyncio.gather(*(outbox.accept(sentry(1), digest(1)) for _ in range(3)))
+    assert results == [False, False, False]
+    assert registry.get_sample_value("sentry_bridge_webhooks_duplicate_total") == 3.0
+    assert [a.identity for _, a in await outbox.take(10)] == ["issue:1"]
+    # No digest (an internal accept): never a duplicate.
+    assert await outbox.accept(sentry(1))
+    clock.now += timedelta(seconds=3601)
+    assert await outbox.accept(sentry(1), digest(1))
+
+
+async def test_seen_bodies_are_bounded_in_count(outbox: Outbox) -> None:
+    for n in range(1, 5):  # max_bodies=3: the first is forgotten
+        assert await outbox.accept(sentry(n), digest(n))
+    assert await outbox.accept(sentry(1), digest(1))
+    assert not await outbox.accept(sentry(4), digest(4))
+    rows = await outbox._call(
+        lambda: outbox._conn.execute("SELECT count(*) FROM seen_body").fetchone()
+    )
+    assert rows[0] == 3
+
+
+async def test_a_quarantined_body_is_kept_once_and_survives_a_restart(
+    tmp_path: Path, outbox: Outbox, registry: CollectorRegistry
+) -> None:
+    body = b'{"action": "triggered"}'
+    sha = hashlib.sha256(body).digest()
+    assert await outbox.quarantine("invalid_payload", "no data", {"request-id": "r"}, body, sha)
+    assert not await outbox.quarantine("invalid_payload", "no data", {}, body, sha)
+    assert registry.get_sample_value("sentry_bridge_quarantine_webhooks") == 1.0
+    await outbox.close()
+    again = Outbox(tmp_path, ["am"], max_queued=10, metrics=Metrics(CollectorRegistry()))
+    await again.open()
+    [entry] = await again.quarantined()
+    assert (entry.body, entry.headers, entry.detail) == (body, {"request-id": "r"}, "no data")
+    assert again.quarantine_count() == 1
+    await again.close()
+    await outbox.open()  # for the fixture's close
+
+
+# --- the pipeline -----------------------------------------------------------------------
+
+CONFIG = config.parse({"sentry": {"allow_unauthenticated": True}}, env={})
+POISON = "issue:666"
+
+
+class PoisonOutbox(Outbox):
+    """Refuses to complete any batch holding the poison alert, as a store would refuse a
+    row it cannot write."""
+
+    poisoned: set[int]
+
+    async def complete(self, results: Sequence[Processed]) -> None:
+        if any(r.inbox_id in self.poisoned for r in results):
+            raise sqlite3.DataError("cannot store this alert")
+        await super().complete(results)
+
+
+class PoisonPipeline(Pipeline):
+    """A decision that raises for one identity (a bug meeting an odd payload)."""
+
+    def decide(self, inbox_id: int, alert: SentryAlert) -> Processed:
+        if alert.identity == POISON:
+            raise ValueError("cannot decide")
+        return super().decide(inbox_id, alert)
+
+
+def pipeline_on(box: Outbox, cls: type[Pipeline]) -> Pipeline:
+    metrics = box.metrics
+    repeats = Repeats(
+        window=300, escalate_after=3, escalate_period=1800, max_tracked=100, clock=lambda: 0.0
+    )
+    return cls(CONFIG, outbox=box, enricher=Enricher(CONFIG.sentry, metrics), repeats=repeats,
+               metrics=metrics)  # fmt: skip
+
+
+async def queued(box: Outbox) -> list[str]:
+    return [item.body for item in await box.pending("am", 100)]
+
+
+async def test_one_alert_the_pipeline_fails_on_is_quarantined_alone(
+    outbox: Outbox, registry: CollectorRegistry
+) -> None:
+    run = pipeline_on(outbox, PoisonPipeline)
+    for n in (1, 666, 2):
+        await outbox.accept(sentry(n))
+    await run.process(await outbox.take(10))
+    bodies = await queued(outbox)
+    assert len(bodies) == 2
+    assert all("666" not in body for body in bodies)
+    [entry] = await outbox.quarantined()
+    assert (entry.reason, entry.alert and entry.alert["identity"]) == ("pipeline_error", POISON)
+    assert "ValueError: cannot decide" in entry.detail
+    assert outbox.inbox_count() == 0
+    value = registry.get_sample_value(
+        "sentry_bridge_quarantined_total", {"reason": "pipeline_error"}
+    )
+    assert value == 1.0
+
+
+async def test_a_failing_batch_is_retried_then_split_and_the_poison_quarantined(
+    tmp_path: Path, registry: CollectorRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(pipeline, "RETRY_DELAY", 0.01)
+    box = PoisonOutbox(tmp_path / "p", ["am"], max_queued=100, metrics=Metrics(registry))
+    await box.open()
+    run = pipeline_on(box, Pipeline)
+    try:
+        for n in (1, 666, 2):
+            await box.accept(sentry(n))
+        batch = await box.take(10)
+        box.poisoned = {inbox_id for inbox_id, alert in batch if alert.identity == POISON}
+        await run._process_retrying(batch)
+        assert len(await queued(box)) == 2
+        [entry] = await box.quarantined()
+        assert entry.alert is not None
+        assert entry.alert["identity"] == POISON
+        assert box.inbox_count() == 0
+    finally:
+        await box.close()
+
+
+async def test_a_batch_is_retried_while_the_store_fails_and_nothing_is_lost(
+    outbox: Outbox, registry: CollectorRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(pipeline, "RETRY_DELAY", 0.01)
+    run = pipeline_on(outbox, Pipeline)
+    for n in (1, 2):
+        await outbox.accept(sentry(n))
+    commits = Commits()
+    await install(outbox, commits)
+    # Every try fails: the batch and each alert alone, and quarantining them too.
+    commits.failing = pipeline.RETRIES + 2
+    await run._process_retrying(await outbox.take(10))
+    assert await outbox.quarantined() == []
+    assert outbox.inbox_count() == 2  # handed out again, in order
+    await run._process_retrying(await outbox.take(10))  # the store is back
+    assert len(await queued(outbox)) == 2
+    assert outbox.inbox_count() == 0
+
+
+class RefuseReads:
+    """Refuses reading the ``active`` table while ``on`` (an I/O error on a read)."""
+
+    def __init__(self) -> None:
+        self.on = True
+        self.refused = 0
+
+    def __call__(self, action: int, arg1: str | None, *_: object) -> int:
+        if self.on and action == sqlite3.SQLITE_READ and arg1 == "active":
+            self.refused += 1
+            return sqlite3.SQLITE_DENY
+        return sqlite3.SQLITE_OK
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    async with asyncio.timeout(10):
+        while not condition():
+            await asyncio.sleep(0.01)
+
+
+async def test_the_pipeline_keeps_running_when_reading_the_inbox_fails(
+    outbox: Outbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(pipeline, "RETRY_DELAY", 0.01)
+    refuse = RefuseReads()
+    await outbox._call(lambda: outbox._conn.set_authorizer(refuse))
+    run = asyncio.create_task(pipeline_on(outbox, Pipeline).run())
+    try:
+        await outbox.accept(sentry(1))
+        await until(lambda: refuse.refused >= 2)  # take() failed, and was tried again
+        refuse.on = False
+        await until(lambda: outbox.queued_count() == 1)
+    finally:
+        run.cancel()
+        await asyncio.gather(run, return_exceptions=True)

@@ -1,0 +1,69 @@
+"""bridge/serve.py's decisions, in-process: the start-up line, and what a first and a
+second SIGTERM/SIGINT do (the signals for real: tests/integration/test_shutdown.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from pathlib import Path
+
+import pytest
+import uvicorn
+from prometheus_client import CollectorRegistry
+
+from bridge import config
+from bridge.app import Bridge, create_app
+from bridge.backend import Backend
+from bridge.metrics import Metrics
+from bridge.reload import Reloader
+from bridge.serve import _Server, startup_line
+
+
+def make_config(tmp_path: Path) -> config.Config:
+    return config.parse(
+        {
+            "sentry": {"client_secrets": "s", "legacy_token": "t"},
+            "alertmanager": {"urls": "http://user:pw@am-0:9093,http://am-1:9093"},
+            "outbox": {"data_dir": str(tmp_path)},
+        },
+        env={},
+    )
+
+
+def test_the_start_up_line(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, "bridge.serve")
+    startup_line(make_config(tmp_path), "/etc/bridge.yaml")
+    [line] = caplog.records
+    fields = line.__dict__
+    assert fields["config"] == "/etc/bridge.yaml"
+    assert fields["alertmanagers"] == ["http://am-0:9093", "http://am-1:9093"]  # no password
+    assert fields["auth"] == ["integration", "legacy_token"]
+    assert fields["enrichment"] == "off"
+    assert "pw" not in str(fields)
+
+
+async def test_a_second_signal_forces_the_exit_and_hurries_the_drain(tmp_path: Path) -> None:
+    cfg = make_config(tmp_path)
+    metrics = Metrics(CollectorRegistry())
+    backend = Backend(cfg, metrics)
+    bridge = Bridge(cfg, metrics, backend, ready=True)
+    app = create_app(bridge)
+    server = _Server(uvicorn.Config(app), bridge, Reloader(tmp_path / "c.yaml", bridge))
+    server._loop = asyncio.get_running_loop()
+
+    server.handle_exit(signal.SIGTERM, None)
+    assert server.should_exit
+    assert not server.force_exit
+    assert not bridge.ready
+    assert bridge.stopping_since is not None
+    assert server._captured_signals == []  # a drained SIGTERM exits 0, not 143
+    assert not backend._hurry.is_set()
+
+    server.handle_exit(signal.SIGTERM, None)
+    assert server.force_exit
+    await asyncio.sleep(0)  # hurry() runs on the loop (the handler runs in a signal context)
+    assert backend._hurry.is_set()
+
+
+pytestmark = pytest.mark.anyio

@@ -1,0 +1,120 @@
+"""bridge/status.py in-process: GET /-/status, the re-queue of dead letters, and the view
+``sentry-bridge status`` prints (against real processes: tests/integration/test_status.py)."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+import pytest
+
+from bridge import config, send, status
+from bridge.app import build, create_app
+
+pytestmark = pytest.mark.anyio
+
+
+class Alertmanager:
+    """Refuses with 401 (a proxy's credentials: the batch is dead-lettered) until healed."""
+
+    def __init__(self) -> None:
+        self.refusing = True
+        self.alerts: list[dict[str, Any]] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path != "/api/v2/alerts":
+            return httpx.Response(200)
+        if self.refusing:
+            return httpx.Response(401, text="no credentials")
+        self.alerts.extend(json.loads(request.content))
+        return httpx.Response(200)
+
+
+@pytest.fixture
+def am() -> Alertmanager:
+    return Alertmanager()
+
+
+@pytest.fixture
+async def client(tmp_path: Path, am: Alertmanager) -> AsyncIterator[httpx.AsyncClient]:
+    cfg = config.parse(
+        {"sentry": {"client_secrets": "s"}, "outbox": {"data_dir": str(tmp_path)}}, env={}
+    )
+    app = create_app(build(cfg, alertmanager_transport=httpx.MockTransport(am)))
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://b") as c,
+    ):
+        yield c
+
+
+async def post_example(client: httpx.AsyncClient, name: str) -> None:
+    spec = send.EXAMPLES[name]
+    body = send.example_body(name, 1_780_000_000.0)
+    headers = {
+        "Sentry-Hook-Resource": str(spec.resource),
+        "Sentry-Hook-Signature": hmac.new(b"s", body, hashlib.sha256).hexdigest(),
+    }
+    response = await client.post("/webhooks/sentry", content=body, headers=headers)
+    assert response.status_code == 202
+
+
+async def current(client: httpx.AsyncClient, **params: str) -> dict[str, Any]:
+    response = await client.get("/-/status", params=params)
+    assert response.status_code == 200
+    data: dict[str, Any] = response.json()
+    return data
+
+
+async def test_status_and_requeue(client: httpx.AsyncClient, am: Alertmanager) -> None:
+    for name in ("issue-alert", "metric-critical", "metric-resolved"):
+        await post_example(client, name)
+    with anyio.fail_after(10):
+        while (await current(client))["dead_letter_count"] < 3:
+            await anyio.sleep(0.02)
+    data = await current(client)
+    assert data["active_count"] == 1
+    assert [a["identity"] for a in data["active"]] == ["issue:1117540176"]
+    assert data["queue_depth"] == {"localhost:9093": 0}
+    assert {d["reason"] for d in data["dead_letters"]} == {"HTTP 401: no credentials"}
+    assert data["quarantined"] == 0
+
+    view = status.render(data)
+    assert "active alerts: 1" in view
+    assert "dead letters: 3" in view
+    assert "--requeue-dead-letters" in view
+
+    am.refusing = False
+    counts = (await client.post("/-/status/requeue-dead-letters")).json()
+    # The issue alert is still active: sent again. Rule 7011 resolved since: its resolve is
+    # sent, its firing alert is not (it would fire a resolved alert again).
+    assert counts == {"requeued": 2, "superseded": 1}
+    with anyio.fail_after(10):
+        while len(am.alerts) < 2:
+            await anyio.sleep(0.02)
+    sent = {
+        a["labels"].get("sentry_issue_id") or a["labels"]["sentry_alert_rule_id"] for a in am.alerts
+    }
+    assert sent == {"1117540176", "7011"}
+    resolve = next(a for a in am.alerts if "sentry_alert_rule_id" in a["labels"])
+    # A resolve: it ended when Sentry resolved it, not an hour from now as a firing one.
+    assert datetime.fromisoformat(resolve["endsAt"]) <= datetime.now(UTC)
+    assert (await current(client))["dead_letter_count"] == 0
+
+
+async def test_limit_is_checked(client: httpx.AsyncClient) -> None:
+    assert (await client.get("/-/status", params={"limit": "x"})).status_code == 400
+    assert (await current(client, limit="1"))["active"] == []
+
+
+def test_base_url() -> None:
+    cfg = config.Config(sentry=config.Sentry(allow_unauthenticated=True))
+    assert status.base_url(None, cfg) == "http://127.0.0.1:8080"
+    assert status.base_url("http://b:9/", cfg) == "http://b:9"
