@@ -22,7 +22,6 @@ import httpx
 
 from bridge.alertmanager import target_name
 from bridge.config import Config
-from bridge.dedup import Repeats
 from bridge.delivery import Delivery
 from bridge.enrich import Enricher
 from bridge.errors import OutboxFull
@@ -104,15 +103,8 @@ class Backend:
             max_bodies=config.dedup.max_bodies,
         )
         self.enricher = Enricher(config.sentry, metrics, transport=sentry_transport)
-        repeats = Repeats(
-            window=config.dedup.window,
-            escalate_after=config.dedup.escalate_after,
-            escalate_period=config.dedup.escalate_period,
-            max_tracked=config.dedup.max_tracked,
-            clock=time.monotonic,
-        )
         self.pipeline = Pipeline(
-            config, outbox=self.outbox, enricher=self.enricher, repeats=repeats, metrics=metrics
+            config, outbox=self.outbox, enricher=self.enricher, metrics=metrics
         )
         self.delivery = Delivery(
             self.outbox, config.alertmanager, metrics, transport=alertmanager_transport

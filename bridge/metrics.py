@@ -28,7 +28,7 @@ from prometheus_client.registry import Collector
 
 from bridge import __version__
 from bridge.errors import REJECT_REASONS
-from bridge.model import Severity
+from bridge.model import Outcome, Severity
 
 NAMESPACE = "sentry_bridge"
 
@@ -47,7 +47,7 @@ RESOURCES = (
     "legacy",
     "other",
 )
-OUTCOMES = ("forwarded", "duplicate", "dropped", "ignored")
+OUTCOMES = tuple(outcome.value for outcome in Outcome)
 DELIVERY_FAILURES = ("connect", "timeout", "status_4xx", "status_5xx", "status_429", "other")
 DROP_REASONS = ("max_age", "rejected", "invalid")
 # Why a correctly authenticated webhook was quarantined (kept for `sentry-bridge quarantine`):
@@ -103,7 +103,8 @@ class Metrics:
         # --- the pipeline -----------------------------------------------------------------
         self.alerts = Counter(
             "alerts_total",
-            "Alerts after classification and dedup, by outcome.",
+            "Webhooks through the state machine, by outcome (forwarded, resolved, duplicate, "
+            "stale, dropped, ignored).",
             ["outcome"],
             namespace=ns,
             registry=registry,

@@ -186,3 +186,14 @@ class Ignored:
     resource: str
     action: str
     reason: str
+
+
+class Outcome(enum.StrEnum):
+    """What became of one webhook: the closed set of ``sentry_bridge_alerts_total{outcome}``."""
+
+    FORWARDED = "forwarded"  # posted firing: a new alert, a raised severity or a refresh
+    RESOLVED = "resolved"  # Sentry resolved it: the active label set is posted resolved
+    DUPLICATE = "duplicate"  # nothing new within the dedup window, or resolved already
+    STALE = "stale"  # a late webhook about an event from before the issue was resolved
+    DROPPED = "dropped"  # a rule drops it
+    IGNORED = "ignored"  # understood, but no alert at all (``Ignored``)

@@ -9,6 +9,9 @@ Tables (``outbox.sqlite3`` under ``outbox.data_dir``)::
     active       per Sentry identity: the firing alert Alertmanager holds, so a resolve
                  after a restart resolves that very label set, and for re-sends
     resolved     recently resolved alerts, re-sent for a while as Prometheus does
+    state        per Sentry identity: the state machine's state (``bridge.state``):
+                 severity earned, environments seen, resolve time, recent firings,
+                 the last post; kept until ``IdentityState.kept_until``
     dead_letter  alerts an Alertmanager rejected, with its reason, for a human
                  (the newest ``dead_letters_kept``)
     quarantine   authenticated webhooks the bridge could not process: the raw body and
@@ -20,8 +23,9 @@ Tables (``outbox.sqlite3`` under ``outbox.data_dir``)::
     probe        one row, rewritten to learn whether a failing store can be written again
 
 Memory: the active and resolved alerts live in the file only (100,000 active
-alerts would take some 230 MB as objects). ``take`` reads the active alerts of
-the identities it hands out, for ``active``; re-sends read them page by page.
+alerts would take some 230 MB as objects), and so do the identities' states.
+``take`` reads the active alerts and states of the identities it hands out, for
+``active`` and ``state``; re-sends read them page by page.
 What stays in memory per entry is an id and a time for each accepted webhook
 and queued alert, plus the alerts themselves for the first ``kept_in_memory``
 accepted webhooks (a backlog beyond that is read back from the file).
@@ -54,7 +58,7 @@ import logging
 import sqlite3
 from collections.abc import AsyncGenerator, Callable, Collection, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -63,6 +67,7 @@ from bridge.alertmanager import PostableAlert, wire_json
 from bridge.errors import ConfigError, OutboxFull
 from bridge.metrics import Metrics
 from bridge.model import SentryAlert
+from bridge.state import IdentityState
 
 log = logging.getLogger("bridge.outbox")
 
@@ -82,6 +87,9 @@ CREATE INDEX IF NOT EXISTS active_ends_at ON active (ends_at);
 CREATE TABLE IF NOT EXISTS resolved (
     labels TEXT PRIMARY KEY, resolved_at REAL NOT NULL, alert TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS resolved_resolved_at ON resolved (resolved_at);
+CREATE TABLE IF NOT EXISTS state (
+    identity TEXT PRIMARY KEY, kept_until REAL NOT NULL, state TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS state_kept_until ON state (kept_until);
 CREATE TABLE IF NOT EXISTS dead_letter (
     id INTEGER PRIMARY KEY AUTOINCREMENT, at REAL NOT NULL, target TEXT NOT NULL,
     reason TEXT NOT NULL, alert TEXT NOT NULL);
@@ -110,6 +118,8 @@ class Processed:
     inbox_id: int
     send: Sequence[PostableAlert]  # to every Alertmanager, in order
     active: Mapping[str, PostableAlert | None]  # identity -> firing alert now, None to clear
+    # identity -> its state machine's state and until when to keep it (None: forget it)
+    states: Mapping[str, tuple[IdentityState, datetime | None]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,6 +211,7 @@ class Outbox:
         self._inbox_times: dict[int, float] = {}  # committed, not completed; insertion order
         # The active alerts of the identities take() handed out; complete() clears it.
         self._taken_active: dict[str, PostableAlert | None] = {}
+        self._taken_states: dict[str, IdentityState | None] = {}
         self._active_count = 0
         self._resolved_count = 0
         # Delivery side.
@@ -304,13 +315,13 @@ class Outbox:
                 await self._ready_event.wait()
             entries = [self._ready.popleft() for _ in range(min(limit, len(self._ready)))]
             try:
-                taken, dropped, active = await self._call(self._read_taken, entries)
+                taken, dropped, active, states = await self._call(self._read_taken, entries)
             except BaseException:
                 self._ready.extendleft(reversed(entries))  # not handed out: keep the order
                 raise
             for inbox_id in dropped:
                 self._inbox_times.pop(inbox_id, None)
-            self._taken_active = active
+            self._taken_active, self._taken_states = active, states
             if taken:
                 return taken
 
@@ -335,6 +346,7 @@ class Outbox:
         self._active_count += active
         self._resolved_count += resolved
         self._taken_active.clear()  # superseded by what was just written
+        self._taken_states.clear()
         if ids:
             self._wake_senders()
 
@@ -348,6 +360,13 @@ class Outbox:
         if alert is None or (alert.ends_at is not None and alert.ends_at <= self.clock()):
             return None
         return alert
+
+    def state(self, identity: str) -> IdentityState | None:
+        """The state machine's state of ``identity``, as last completed; None when the
+        bridge knows nothing of it. Read like ``active``."""
+        if identity in self._taken_states:
+            return self._taken_states[identity]
+        return self._blocking(self._read_states, [identity]).get(identity)
 
     def active_count(self) -> int:
         return self._active_count
@@ -423,8 +442,6 @@ class Outbox:
         await self._shield(self._expire(resolved_for))
 
     async def _expire(self, resolved_for: float) -> None:
-        if not self.resendable_count():
-            return
         now = self._now()
         active, resolved = await self._call(self._write_expire, now, now - resolved_for)
         self._active_count -= active
@@ -632,9 +649,14 @@ class Outbox:
 
     def _read_taken(
         self, entries: Sequence[tuple[int, SentryAlert | None]]
-    ) -> tuple[list[tuple[int, SentryAlert]], list[int], dict[str, PostableAlert | None]]:
+    ) -> tuple[
+        list[tuple[int, SentryAlert]],
+        list[int],
+        dict[str, PostableAlert | None],
+        dict[str, IdentityState | None],
+    ]:
         """The entries' alerts (read back where only the id was kept), the ids of
-        unreadable ones (deleted), and the active alert of every identity taken."""
+        unreadable ones (deleted), and the active alert and state of every identity taken."""
         missing = [inbox_id for inbox_id, alert in entries if alert is None]
         texts: dict[int, str] = dict(
             self._conn.execute(
@@ -658,7 +680,20 @@ class Outbox:
                 db.executemany("DELETE FROM inbox WHERE id = ?", [(i,) for i in dropped])
         identities = {alert.identity for _, alert in taken}
         active: dict[str, PostableAlert | None] = dict.fromkeys(identities)
-        return taken, dropped, active | self._read_active(identities)
+        states: dict[str, IdentityState | None] = dict.fromkeys(identities)
+        return (
+            taken,
+            dropped,
+            active | self._read_active(identities),
+            states | self._read_states(identities),
+        )
+
+    def _read_states(self, identities: Collection[str]) -> dict[str, IdentityState]:
+        rows = self._conn.execute(
+            "SELECT identity, state FROM state WHERE identity IN (SELECT value FROM json_each(?))",
+            (json.dumps(list(identities)),),
+        ).fetchall()
+        return {identity: IdentityState.from_json(json.loads(text)) for identity, text in rows}
 
     def _read_active(self, identities: Collection[str]) -> dict[str, PostableAlert]:
         rows = self._conn.execute(
@@ -712,6 +747,16 @@ class Outbox:
                         sql = "INSERT INTO active (identity, ends_at, alert) VALUES (?, ?, ?)"
                         db.execute(sql, (identity, ends_at, body(current)))
                         active += 1
+                for identity, (state, until) in result.states.items():
+                    if until is None:
+                        db.execute("DELETE FROM state WHERE identity = ?", (identity,))
+                        continue
+                    text = json.dumps(state.to_json(), separators=(",", ":"))
+                    db.execute(
+                        "INSERT OR REPLACE INTO state (identity, kept_until, state) "
+                        "VALUES (?, ?, ?)",
+                        (identity, until.timestamp(), text),
+                    )
             return ids, active, resolved
 
     def _read_queue(self, after: int, limit: int) -> list[Queued]:
@@ -762,6 +807,7 @@ class Outbox:
         with self._transaction() as db:
             active = db.execute("DELETE FROM active WHERE ends_at <= ?", (now,))
             resolved = db.execute("DELETE FROM resolved WHERE resolved_at <= ?", (resolved_before,))
+            db.execute("DELETE FROM state WHERE kept_until <= ?", (now,))
             return active.rowcount, resolved.rowcount
 
     def _read_dead_letters(self) -> list[tuple[str, str, dict[str, Any]]]:

@@ -7,14 +7,14 @@ Background (``run``), per batch of accepted alerts, in arrival order:
 
 1. enrich   - affected users and events from Sentry's API (cached, strict timeout)
 2. classify - first matching rule: a severity with labels, or drop
-3. escalate - an identity that keeps firing moves one severity step up
-4. dedup    - the same label set again within the window is not forwarded
-5. replace  - one alert per Sentry identity: a changed label set resolves the old one
-6. commit   - alerts queued for every Alertmanager and the active table updated,
+3. step     - the identity's state machine (``bridge.state``, docs/state-machine.md):
+              escalation, dedup, "only gets worse until resolved", one label set per
+              identity, stale retries; it returns the new state and the posts
+4. commit   - posts queued for every Alertmanager, active alerts and states updated,
               in one transaction; ``delivery.Delivery`` sends them.
 
-A resolve from Sentry sends the label set that is active for the identity, so
-Alertmanager resolves that very alert however the resolve payload would classify.
+Each decision sees every earlier one for its identity: the batch's own results first
+(``seen``), then what the outbox holds.
 """
 
 from __future__ import annotations
@@ -24,15 +24,14 @@ import logging
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
-from bridge import labels as L
-from bridge.alertmanager import PostableAlert
 from bridge.classify import Decision, classify
 from bridge.config import Config
-from bridge.dedup import Repeats, fingerprint
+from bridge.dedup import fingerprint
 from bridge.enrich import Enricher
 from bridge.metrics import Metrics
-from bridge.model import SentryAlert, Severity, State
+from bridge.model import Outcome, SentryAlert, Severity
 from bridge.outbox import Outbox, Processed
+from bridge.state import IdentityState, Policy, Step, step
 
 log = logging.getLogger("bridge.pipeline")
 
@@ -55,14 +54,13 @@ class Pipeline:
         *,
         outbox: Outbox,
         enricher: Enricher,
-        repeats: Repeats,
         metrics: Metrics,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self.config = config
         self.outbox = outbox
         self.enricher = enricher
-        self.repeats = repeats
+        self.policy = Policy.from_config(config)
         self.metrics = metrics
         self.clock = clock
 
@@ -107,14 +105,12 @@ class Pipeline:
     async def _try(
         self, batch: Sequence[tuple[int, SentryAlert]], *, reraise: bool = False
     ) -> bool:
-        """Process ``batch``; if it fails, undo what its decisions did to the repeat
-        counts (nothing was committed), so a retry decides the same."""
-        saved = self.repeats.checkpoint(alert.identity for _, alert in batch)
+        """Process ``batch``; a failure commits nothing (the states are written with the
+        results), so a retry decides the same."""
         try:
             await self.process(batch)
             return True
         except Exception:
-            self.repeats.rollback(saved)
             if reraise:
                 raise
             log.exception("pipeline batch failed", extra={"alerts": len(batch)})
@@ -126,11 +122,12 @@ class Pipeline:
         alerts = [alert for _, alert in batch]
         if self.enricher.enabled:
             alerts = await asyncio.gather(*(self.enricher.enrich(alert) for alert in alerts))
+        seen: dict[str, IdentityState] = {}  # this batch's decisions so far, per identity
         results: list[Processed] = []
         failed: list[tuple[int, SentryAlert, str]] = []
         for n, ((inbox_id, _), alert) in enumerate(zip(batch, alerts, strict=True), 1):
             try:
-                results.append(self.decide(inbox_id, alert))
+                results.append(self.decide(inbox_id, alert, seen))
             except Exception as exc:
                 # One bad alert is quarantined alone; its batch goes on.
                 log.exception("pipeline failed on one alert", extra={"inbox_id": inbox_id})
@@ -140,7 +137,6 @@ class Pipeline:
                 # run between decisions, rather than after a whole batch of them.
                 await asyncio.sleep(0)
         await self.outbox.complete(results)
-        self._update_gauges()
         if failed:
             try:
                 await self.outbox.quarantine_taken(failed)
@@ -150,113 +146,57 @@ class Pipeline:
                 self.outbox.requeue([(inbox_id, alert) for inbox_id, alert, _ in failed])
                 await asyncio.sleep(RETRY_DELAY)
 
-    def decide(self, inbox_id: int, alert: SentryAlert) -> Processed:
-        now = self.clock()
-        if alert.state is State.RESOLVED:
-            return self._resolve(inbox_id, alert, now)
-
-        decision = classify(alert, self.config.classification)
-        if decision.dropped:
-            return self._outcome(inbox_id, alert, "dropped", decision)
-        assert decision.severity is not None
-        severity, escalated = decision.severity, False
-        if self.repeats.record(alert.identity) and severity is not Severity.CRITICAL:
-            severity, escalated = severity.escalate(), True
-
-        labels = L.build_labels(
-            alert,
-            decision,
-            severity,
-            escalated=escalated,
-            severity_labels=self.config.classification.severity_labels,
-        )
-        label_hash = fingerprint(labels)
-        if self.repeats.is_duplicate(alert.identity, label_hash):
-            return self._outcome(
-                inbox_id, alert, "duplicate", decision, severity, label_hash, escalated=escalated
-            )
-
-        previous = self.outbox.active(alert.identity)
-        send: list[PostableAlert] = []
-        starts_at = now
-        if previous is not None and previous.labels == labels and previous.starts_at:
-            starts_at = previous.starts_at  # the same alert, still firing
-        elif previous is not None:
-            send.append(L.resolved(previous, now))  # one alert per identity
-            self.metrics.resolutions.inc()
-        current = L.firing(
-            alert,
-            labels,
-            L.build_annotations(alert, decision),
-            starts_at=starts_at,
-            now=now,
-            lifetime=self.config.alertmanager.alert_lifetime,
-        )
-        send.append(current)
-        if escalated:
-            self.metrics.escalations.inc()
-        self.metrics.alerts_by_severity.labels(severity.value).inc()
-        return self._outcome(
-            inbox_id,
-            alert,
-            "forwarded",
-            decision,
-            severity,
-            label_hash,
-            send,
-            {alert.identity: current},
-            escalated=escalated,
-        )
-
-    def _resolve(self, inbox_id: int, alert: SentryAlert, now: datetime) -> Processed:
-        self.repeats.forget(alert.identity)
-        previous = self.outbox.active(alert.identity)
-        if previous is not None:
-            send = [L.resolved(previous, now)]
-            decision = Decision(rule=None, severity=None, labels={}, annotations={})
-        else:
-            # Nothing known to be firing (e.g. fired before the bridge existed):
-            # resolve what this payload classifies as, which is the best guess.
-            decision = classify(alert, self.config.classification)
-            if decision.dropped or decision.severity is None:
-                return self._outcome(inbox_id, alert, "dropped", decision)
-            labels = L.build_labels(
-                alert,
-                decision,
-                decision.severity,
-                escalated=False,
-                severity_labels=self.config.classification.severity_labels,
-            )
-            annotations = L.build_annotations(alert, decision)
-            send = [
-                PostableAlert(labels=labels, annotations=annotations, starts_at=now, ends_at=now)
-            ]
-        self.metrics.resolutions.inc()
-        return self._outcome(
-            inbox_id,
-            alert,
-            "forwarded",
-            decision,
-            None,
-            fingerprint(send[0].labels),
-            send,
-            {alert.identity: None},
-        )
-
-    def _outcome(
-        self,
-        inbox_id: int,
-        alert: SentryAlert,
-        outcome: str,
-        decision: Decision,
-        severity: Severity | None = None,
-        label_hash: str | None = None,
-        send: Sequence[PostableAlert] = (),
-        active: dict[str, PostableAlert | None] | None = None,
-        *,
-        escalated: bool = False,
+    def decide(
+        self, inbox_id: int, alert: SentryAlert, seen: dict[str, IdentityState] | None = None
     ) -> Processed:
-        self.metrics.alerts.labels(outcome).inc()
+        """One webhook through classification and its identity's state machine; ``seen``
+        holds the states this batch's earlier decisions left, and gets this one's."""
+        now = self.clock()
+        identity = alert.identity
+        previous = seen.get(identity) if seen and identity in seen else self.previous(identity)
+        decision = classify(alert, self.config.classification)
+        result = step(previous, alert, decision, now, self.policy)
+        if seen is not None:
+            seen[identity] = result.state
+        self._count(alert, decision, result, now)
+        if result.state is previous:
+            return Processed(inbox_id=inbox_id, send=(), active={})
+        active = {}
+        if result.state.alert is not (previous.alert if previous else None):
+            active[identity] = result.state.alert
+        kept = (result.state, result.state.kept_until(self.policy))
+        return Processed(
+            inbox_id=inbox_id, send=result.posts, active=active, states={identity: kept}
+        )
+
+    def previous(self, identity: str) -> IdentityState | None:
+        """What the outbox holds for ``identity``. An alert active from before the state
+        table existed (an upgrade) stands in for a state, so it is replaced, not doubled."""
+        known = self.outbox.state(identity)
+        if known is not None:
+            return known
+        active = self.outbox.active(identity)
+        if active is None:
+            return None
+        severity = active.labels.get("severity")
+        return IdentityState(
+            alert=active,
+            severity=Severity(severity) if severity in set(Severity) else None,
+            posted=fingerprint(active.labels),
+            posted_at=active.starts_at,
+        )
+
+    def _count(self, alert: SentryAlert, decision: Decision, result: Step, now: datetime) -> None:
+        self.metrics.alerts.labels(result.outcome.value).inc()
+        resolves = sum(1 for p in result.posts if p.ends_at is not None and p.ends_at <= now)
+        if resolves:
+            self.metrics.resolutions.inc(resolves)
+        if result.outcome is Outcome.FORWARDED:
+            assert result.severity is not None
+            self.metrics.alerts_by_severity.labels(result.severity.value).inc()
+            if result.escalated:
+                self.metrics.escalations.inc()
+        posted = result.posts[-1].labels if result.posts else None
         # "decided", not "sent": delivery says when each Alertmanager has it.
         log.info(
             "alert decided",
@@ -264,20 +204,15 @@ class Pipeline:
                 "request_id": alert.request_id,
                 "resource": alert.resource,
                 "action": alert.action,
-                "outcome": outcome,
+                "outcome": result.outcome.value,
                 "state": alert.state.value,
-                "severity": severity.value if severity else None,
-                "escalated": escalated,
+                "severity": result.severity.value if result.severity else None,
+                "escalated": result.escalated,
                 "rule": decision.rule,
                 "identity": alert.identity,
                 "project": alert.project,
                 "environment": alert.environment,
-                "fingerprint": label_hash,
-                "alerts_queued": len(send) or None,
+                "fingerprint": fingerprint(posted) if posted else None,
+                "alerts_queued": len(result.posts) or None,
             },
         )
-        return Processed(inbox_id=inbox_id, send=tuple(send), active=active or {})
-
-    def _update_gauges(self) -> None:
-        for cache, size in self.repeats.sizes().items():
-            self.metrics.cache_entries.labels(cache).set(size)

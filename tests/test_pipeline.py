@@ -13,7 +13,6 @@ from prometheus_client import CollectorRegistry
 
 from bridge import config
 from bridge.alertmanager import PostableAlert
-from bridge.dedup import Repeats
 from bridge.enrich import Enricher
 from bridge.metrics import Metrics
 from bridge.model import Kind, SentryAlert, State
@@ -86,17 +85,8 @@ async def harness(tmp_path: Path) -> AsyncIterator[Harness]:
     metrics = Metrics(registry)
     outbox = Outbox(tmp_path, ["am"], max_queued=1000, metrics=metrics, clock=clock)
     await outbox.open()
-    repeats = Repeats(
-        window=CONFIG.dedup.window,
-        escalate_after=CONFIG.dedup.escalate_after,
-        escalate_period=CONFIG.dedup.escalate_period,
-        max_tracked=CONFIG.dedup.max_tracked,
-        clock=clock.seconds,
-    )
     enricher = Enricher(CONFIG.sentry, metrics)
-    pipeline = Pipeline(
-        CONFIG, outbox=outbox, enricher=enricher, repeats=repeats, metrics=metrics, clock=clock
-    )
+    pipeline = Pipeline(CONFIG, outbox=outbox, enricher=enricher, metrics=metrics, clock=clock)
     yield Harness(pipeline, outbox, clock, registry)
     await enricher.aclose()
     await outbox.close()
