@@ -71,6 +71,7 @@ class IdentityState:
     severity: Severity | None = None  # the severity earned by the firing alert
     environments: tuple[str, ...] = ()  # seen while firing, first first
     last_event_at: datetime | None = None  # latest event time of a firing webhook
+    last_event_id: str | None = None  # its event, so a replay of it is not a repeat
     resolved_at: datetime | None = None  # when Sentry last resolved it
     firings: tuple[datetime, ...] = ()  # recent firing webhooks, for repeat escalation
     posted: str | None = None  # fingerprint of the label set last posted firing...
@@ -98,6 +99,7 @@ class IdentityState:
             "severity": self.severity,
             "environments": list(self.environments),
             "last_event_at": _iso(self.last_event_at),
+            "last_event_id": self.last_event_id,
             "resolved_at": _iso(self.resolved_at),
             "firings": [t.isoformat() for t in self.firings],
             "posted": self.posted,
@@ -112,6 +114,7 @@ class IdentityState:
             severity=Severity(data["severity"]) if data.get("severity") else None,
             environments=tuple(data.get("environments") or ()),
             last_event_at=_time(data.get("last_event_at")),
+            last_event_id=data.get("last_event_id"),
             resolved_at=_time(data.get("resolved_at")),
             firings=tuple(datetime.fromisoformat(t) for t in data.get("firings") or ()),
             posted=data.get("posted"),
@@ -153,11 +156,14 @@ def step(
         return Step(prev, (), Outcome.DROPPED, prev.severity if firing else None)
     assert decision.severity is not None
 
-    # Repeats: the webhook's own severity one step up once it keeps firing; Sentry saying
-    # it escalates: one step above the alert as it stands.
+    # Repeats: the webhook's own severity one step up once it keeps firing (the same event
+    # again is a replay, not a repeat); Sentry saying it escalates: one step above the
+    # alert as it stands.
     horizon = now - policy.escalate_period
-    firings = (*(t for t in prev.firings if t > horizon), now)[-policy.escalate_after :]
-    repeated = len(firings) >= policy.escalate_after
+    recent = tuple(t for t in prev.firings if t > horizon)
+    replay = alert.event_id is not None and alert.event_id == prev.last_event_id
+    firings = recent if replay else (*recent, now)[-policy.escalate_after :]
+    repeated = not replay and len(firings) >= policy.escalate_after
     severity = decision.severity
     if firing is not None and alert.escalating and prev.severity is not None:
         severity = _worst(severity, prev.severity)
@@ -195,6 +201,7 @@ def step(
         severity=severity,
         environments=seen,
         last_event_at=_latest(prev.last_event_at if firing else None, event_at),
+        last_event_id=alert.event_id or prev.last_event_id,
         firings=firings,
     )
     label_hash = fingerprint(labels)

@@ -217,3 +217,82 @@ async def test_active_state_survives_a_restart(harness: Harness, tmp_path: Path)
     finally:
         await reopened.close()
         await harness.outbox.open()  # the fixture closes it again
+
+
+async def queued(outbox: Outbox) -> list[tuple[str, str]]:
+    """What the outbox queued for Alertmanager, as (severity, "fire" or "resolve")."""
+    out = []
+    for item in await outbox.pending("am", 1000):
+        alert = PostableAlert.model_validate_json(item.body)
+        assert alert.ends_at is not None
+        out.append((alert.labels["severity"], "resolve" if alert.ends_at <= START else "fire"))
+    return out
+
+
+def metric(action: str) -> SentryAlert:
+    return issue(
+        resource="metric_alert",
+        action=action,
+        kind=Kind.METRIC_ALERT,
+        identity="metric_alert:7",
+        alert_rule_id="7",
+        state=State.RESOLVED if action == "resolved" else State.FIRING,
+        users=50 if action == "critical" else None,
+    )
+
+
+async def test_a_batch_sees_its_own_earlier_decisions(harness: Harness) -> None:
+    # Issue 8: critical then resolved in one batch used to resolve a label set never sent.
+    await harness.pipeline.process([(1, metric("critical")), (2, metric("resolved"))])
+    assert await queued(harness.outbox) == [("critical", "fire"), ("critical", "resolve")]
+    assert harness.outbox.active("metric_alert:7") is None
+
+
+async def test_a_batch_rising_in_severity_leaves_one_alert(harness: Harness) -> None:
+    await harness.pipeline.process([(1, issue()), (2, issue(users=50))])
+    assert await queued(harness.outbox) == [
+        ("medium", "fire"),
+        ("medium", "resolve"),
+        ("critical", "fire"),
+    ]
+    active = harness.outbox.active("issue:42")
+    assert active is not None and active.labels["severity"] == "critical"
+
+
+async def test_dedup_and_escalation_survive_a_restart(harness: Harness, tmp_path: Path) -> None:
+    alert = issue(environment="staging")
+    await harness.commit(alert)
+    await harness.outbox.close()
+    await harness.outbox.open()  # a restart: nothing in memory carries over
+    harness.clock.advance(minutes=1)
+    assert (await harness.commit(dataclasses.replace(alert, event_id="2"))).send == ()
+    assert harness.outcome("duplicate") == 1
+    await harness.outbox.close()
+    await harness.outbox.open()
+    harness.clock.advance(minutes=1)
+    _, escalated = (await harness.commit(dataclasses.replace(alert, event_id="3"))).send
+    assert escalated.labels["escalated"] == "true"
+
+
+async def test_an_active_alert_from_before_the_state_table_is_replaced(harness: Harness) -> None:
+    old = PostableAlert(
+        labels={"alertname": "SentryIssue", "severity": "medium", "sentry_issue_id": "42"},
+        starts_at=START,
+        ends_at=START + timedelta(hours=1),
+    )
+    await harness.outbox.complete([Processed(inbox_id=0, send=(), active={"issue:42": old})])
+    resolved, firing = (await harness.commit(issue(users=50))).send
+    assert resolved.labels == old.labels and resolved.ends_at == START
+    assert firing.labels["severity"] == "critical"
+
+
+async def test_outcomes_are_counted(harness: Harness) -> None:
+    await harness.commit(issue(occurred_at=START))
+    harness.clock.advance(minutes=1)
+    await harness.commit(issue(resource="issue", action="resolved", state=State.RESOLVED))
+    await harness.commit(issue(occurred_at=START, event_id="late"))  # a late retry
+    counts = {name: harness.outcome(name) for name in ("forwarded", "resolved", "stale")}
+    assert counts == {"forwarded": 1, "resolved": 1, "stale": 1}
+    assert (
+        harness.registry.get_sample_value("sentry_bridge_alerts_total", {"outcome": "ignored"}) == 0
+    )
