@@ -1,0 +1,206 @@
+"""Issue 8's rules as a reference model, written from the issue's text (not from
+bridge/state.py), and a small model of Alertmanager's merge rules; shared by
+tests/test_pipeline_model.py and its integration twin.
+
+The policy the model assumes is ``CONFIG`` below; the webhooks are built by ``Webhooks``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+from datetime import datetime, timedelta
+from typing import Any
+
+from bridge import config
+from bridge.model import Kind, SentryAlert, State
+from tests.factories import sentry_alert
+
+WINDOW = timedelta(minutes=5)
+LIFETIME = timedelta(hours=1)
+PERIOD = timedelta(minutes=30)
+AFTER = 3
+
+RULES: list[dict[str, Any]] = [
+    {"name": "metric-critical", "match": {"action": "critical"}, "severity": "critical"},
+    {"name": "metric-warning", "match": {"action": "warning"}, "severity": "medium"},
+    {"name": "many-users", "match": {"users": {"gt": 100}}, "severity": "critical"},
+    {"name": "prod", "match": {"environment": "production"}, "severity": "high"},
+    {"name": "staging", "match": {"environment": "staging"}, "severity": "low"},
+]
+SETTINGS: dict[str, Any] = {
+    "sentry": {"allow_unauthenticated": True},
+    "classification": {"default_severity": "medium", "rules": RULES},
+    "dedup": {"window": "5m", "escalate_after": AFTER, "escalate_period": "30m"},
+    "alertmanager": {"alert_lifetime": "1h"},
+}
+CONFIG = config.parse(SETTINGS, env={})
+
+ORDER = ("low", "medium", "high", "critical")
+
+
+def severity_of(alert: SentryAlert) -> str:
+    """The test's policy, read off RULES by hand: first match wins."""
+    if alert.action == "critical":
+        return "critical"
+    if alert.action == "warning":
+        return "medium"
+    if alert.users is not None and alert.users > 100:
+        return "critical"
+    return {"production": "high", "staging": "low"}.get(alert.environment or "", "medium")
+
+
+def up(severity: str) -> str:
+    return ORDER[min(ORDER.index(severity) + 1, 3)]
+
+
+# What an identity shows in Alertmanager: (severity, environment, escalated).
+Shown = tuple[str, str, bool]
+
+
+@dataclasses.dataclass
+class Reference:
+    """One identity as issue 8 says it should be."""
+
+    shown: Shown | None = None
+    ends: datetime | None = None
+    posted: datetime | None = None
+    resolved_at: datetime | None = None
+    latest_event: datetime | None = None  # of the current firing
+    event_id: str | None = None
+    firings: list[datetime] = dataclasses.field(default_factory=list)
+
+    def active(self, now: datetime) -> Shown | None:
+        return self.shown if self.ends is not None and self.ends > now else None
+
+    def apply(self, w: SentryAlert, now: datetime) -> None:
+        is_issue = w.kind is Kind.ISSUE
+        active = self.active(now)
+        if w.state is State.RESOLVED:
+            # A resolve older than the event that fired the alert again is a replay.
+            if active and w.occurred_at and self.latest_event and w.occurred_at < self.latest_event:
+                return
+            self.shown = self.ends = self.posted = self.latest_event = None
+            when = w.occurred_at or now
+            self.resolved_at = max(self.resolved_at or when, when)
+            return
+        event_time = w.occurred_at if w.event_id else None
+        # "An issue-alert webhook whose event happened before the issue was resolved
+        # does not fire it again."
+        if is_issue and event_time and self.resolved_at and event_time < self.resolved_at:
+            return
+        # Repeats: N distinct firings within the period; Sentry's escalating signal.
+        replay = w.event_id is not None and w.event_id == self.event_id
+        self.firings = [t for t in self.firings if t > now - PERIOD]
+        if not replay:
+            self.firings = [*self.firings, now][-AFTER:]
+        if w.event_id:
+            self.event_id = w.event_id
+        severity = severity_of(w)
+        if w.escalating and active:
+            severity = max(severity, active[0], key=ORDER.index)
+        escalated = (not replay and len(self.firings) >= AFTER) or w.escalating
+        escalated = escalated and severity != "critical"
+        if escalated:
+            severity = up(severity)
+        if not active:
+            self.latest_event = None
+        if event_time:
+            self.latest_event = max(self.latest_event or event_time, event_time)
+        if is_issue and active and ORDER.index(severity) <= ORDER.index(active[0]):
+            shown = active  # only gets worse: the most severe label set stays
+        else:
+            env = w.environment
+            if is_issue and env is None and active and active[1] != "unknown":
+                env = active[1]
+            shown = (severity, env or "unknown", escalated)
+        if shown == active and self.posted and now - self.posted < WINDOW:
+            return  # a duplicate within the window: nothing posted, endsAt not moved
+        self.shown, self.ends, self.posted = shown, now + LIFETIME, now
+
+
+class Alertmanager:
+    """Alertmanager's merge rules, as far as the bridge relies on them
+    (prometheus/alertmanager provider/mem Put and types.Alert.Merge): an alert is its
+    label set; a later post updates annotations and endsAt (a firing post does not
+    shorten a later endsAt); a post with endsAt <= now resolves it."""
+
+    def __init__(self) -> None:
+        self.alerts: dict[str, tuple[dict[str, str], datetime, datetime]] = {}
+
+    def post(self, alert: dict[str, Any], now: datetime) -> None:
+        labels = alert["labels"]
+        key = json.dumps(sorted(labels.items()))
+        starts = datetime.fromisoformat(alert["startsAt"])
+        ends = datetime.fromisoformat(alert["endsAt"])
+        old = self.alerts.get(key)
+        if old is not None and old[2] > now and ends > now:
+            ends = max(ends, old[2])  # both firing
+        self.alerts[key] = (labels, starts, ends)
+
+    def shown(self, now: datetime) -> dict[str, list[Shown]]:
+        """Per identity, what fires at ``now``."""
+        out: dict[str, list[Shown]] = {}
+        for labels, _, ends in self.alerts.values():
+            if ends > now:
+                out.setdefault(identity_of(labels), []).append(shown_of(labels))
+        return out
+
+
+def identity_of(labels: dict[str, str]) -> str:
+    if "sentry_issue_id" in labels:
+        return f"issue:{labels['sentry_issue_id']}"
+    return f"metric_alert:{labels['sentry_alert_rule_id']}"
+
+
+def shown_of(labels: dict[str, str]) -> Shown:
+    return labels["severity"], labels["environment"], labels.get("escalated") == "true"
+
+
+class Webhooks:
+    """Builds the webhooks the model-based tests send: issues 1..3, metric alerts 7 and 8."""
+
+    def __init__(self) -> None:
+        self._ids = itertools.count(1)
+        self.sent: dict[str, list[SentryAlert]] = {}  # per identity, for late retries
+
+    def _keep(self, alert: SentryAlert) -> SentryAlert:
+        self.sent.setdefault(alert.identity, []).append(alert)
+        return alert
+
+    def issue(self, n: int, kind: str, now: datetime, env: str | None = None) -> SentryAlert:
+        base: dict[str, Any] = {
+            "identity": f"issue:{n}",
+            "issue_id": str(n),
+            "project": "backend",
+            "occurred_at": now,
+        }
+        if kind == "resolve":
+            return self._keep(
+                sentry_alert(resource="issue", action="resolved", state=State.RESOLVED, **base)
+            )
+        if kind == "created":  # issue.created / unresolved: no environment, no event
+            return self._keep(sentry_alert(resource="issue", action="created", **base))
+        if kind == "escalating":
+            base["occurred_at"] = None
+            return self._keep(
+                sentry_alert(resource="activity_alert", action="triggered", escalating=True, **base)
+            )
+        users = 500 if kind == "users" else None
+        return self._keep(
+            sentry_alert(environment=env, users=users, event_id=f"e{next(self._ids)}", **base)
+        )
+
+    def metric(self, n: int, action: str, now: datetime) -> SentryAlert:
+        return sentry_alert(
+            resource="metric_alert",
+            action=action,
+            kind=Kind.METRIC_ALERT,
+            state=State.RESOLVED if action == "resolved" else State.FIRING,
+            identity=f"metric_alert:{n}",
+            issue_id=None,
+            alert_rule_id=str(n),
+            project="backend",
+            occurred_at=now,
+        )

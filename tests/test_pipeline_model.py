@@ -1,0 +1,150 @@
+"""Model-based test of issue 8's Proof: random webhooks for three issues and two metric
+alerts (fire, refire, other environment, more users, resolve, regression, escalation,
+late retries and duplicates), processed in random batch splits with restarts between,
+on a fake clock. After every step, what the bridge queued for Alertmanager, replayed
+into a model of Alertmanager's merge rules, shows exactly what the reference model
+(tests/model.py, written from the issue's rules) predicts for every identity."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import tempfile
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+from prometheus_client import CollectorRegistry
+
+from bridge.enrich import Enricher
+from bridge.metrics import Metrics
+from bridge.outbox import Outbox
+from bridge.pipeline import Pipeline
+from tests.factories import START
+from tests.model import CONFIG, Alertmanager, Reference, Webhooks
+
+ISSUES = st.integers(1, 3)
+METRICS = st.sampled_from([7, 8])
+ENVIRONMENTS = st.sampled_from(["production", "staging", "dev", None])
+ISSUE_KINDS = st.sampled_from(["fire", "fire", "users", "created", "resolve", "escalating"])
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = START
+
+    def __call__(self) -> Any:
+        return self.now
+
+
+class BridgeModel(RuleBasedStateMachine):
+    def __init__(self) -> None:
+        super().__init__()
+        self.loop = asyncio.new_event_loop()
+        self.dir = Path(tempfile.mkdtemp(prefix="bridge-model-"))
+        self.clock = Clock()
+        self.webhooks = Webhooks()
+        self.accepted: list[Any] = []  # accepted, not yet processed: in the inbox
+        self.references: dict[str, Reference] = {}
+        self.am = Alertmanager()
+        self.steps = 0
+        self._open()
+
+    def _open(self) -> None:
+        metrics = Metrics(CollectorRegistry())
+        self.outbox = Outbox(self.dir, ["am"], max_queued=10_000, metrics=metrics, clock=self.clock)
+        self.loop.run_until_complete(self.outbox.open())
+        self.enricher = Enricher(CONFIG.sentry, metrics)
+        self.pipeline = Pipeline(
+            CONFIG, outbox=self.outbox, enricher=self.enricher, metrics=metrics, clock=self.clock
+        )
+
+    def _close(self) -> None:
+        self.loop.run_until_complete(self.enricher.aclose())
+        self.loop.run_until_complete(self.outbox.close())
+
+    def teardown(self) -> None:
+        self._close()
+        self.loop.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def _accept(self, alert: Any) -> None:
+        self.loop.run_until_complete(self.outbox.accept(alert))
+        self.accepted.append(alert)
+
+    # --- Sentry sends ---------------------------------------------------------------------
+
+    @rule(n=ISSUES, kind=ISSUE_KINDS, env=ENVIRONMENTS)
+    def issue_webhook(self, n: int, kind: str, env: str | None) -> None:
+        self._accept(self.webhooks.issue(n, kind, self.clock.now, env))
+
+    @rule(n=METRICS, action=st.sampled_from(["critical", "warning", "resolved"]))
+    def metric_webhook(self, n: int, action: str) -> None:
+        self._accept(self.webhooks.metric(n, action, self.clock.now))
+
+    @precondition(lambda self: bool(self.webhooks.sent))
+    @rule(data=st.data())
+    def late_retry(self, data: st.DataObject) -> None:
+        """Sentry retries (or someone replays) a body it sent before, unchanged."""
+        identity = data.draw(st.sampled_from(sorted(self.webhooks.sent)))
+        self._accept(data.draw(st.sampled_from(self.webhooks.sent[identity])))
+
+    # --- the bridge -----------------------------------------------------------------------
+
+    @precondition(lambda self: bool(self.accepted))
+    @rule(size=st.integers(1, 6))
+    def process_a_batch(self, size: int) -> None:
+        batch = self.loop.run_until_complete(self.outbox.take(size))
+        assert [alert for _, alert in batch] == self.accepted[: len(batch)]
+        self.loop.run_until_complete(self.pipeline.process(batch))
+        for _, alert in batch:
+            self.references.setdefault(alert.identity, Reference()).apply(alert, self.clock.now)
+        del self.accepted[: len(batch)]
+        self._deliver()
+
+    def _deliver(self) -> None:
+        """Post what was queued to the Alertmanager model, as delivery would, in order."""
+        queued = self.loop.run_until_complete(self.outbox.pending("am", 10_000))
+        for item in queued:
+            self.am.post(_json(item.body), self.clock.now)
+        if queued:
+            self.loop.run_until_complete(self.outbox.advance("am", queued[-1].id))
+
+    @rule(seconds=st.sampled_from([1, 30, 200, 400, 1900, 3700]))
+    def time_passes(self, seconds: int) -> None:
+        self.clock.now += timedelta(seconds=seconds)
+        self.loop.run_until_complete(self.outbox.expire(resolved_for=900))
+
+    @rule()
+    def restart(self) -> None:
+        self._close()
+        self._open()
+
+    # --- the check ------------------------------------------------------------------------
+
+    @invariant()
+    def alertmanager_shows_what_the_rules_predict(self) -> None:
+        self.steps += 1
+        now = self.clock.now
+        shown = self.am.shown(now)
+        expected = {
+            identity: [active]
+            for identity, reference in self.references.items()
+            if (active := reference.active(now)) is not None
+        }
+        assert shown == expected
+
+
+def _json(body: str) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(body)
+    return data
+
+
+BridgeModel.TestCase.settings = settings(
+    max_examples=40, stateful_step_count=40, deadline=None, derandomize=False
+)
+test_pipeline_model = BridgeModel.TestCase
