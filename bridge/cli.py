@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import sys
+import textwrap
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -13,12 +14,12 @@ from pathlib import Path
 import httpx
 from starlette.datastructures import Headers
 
-from bridge import __version__, config, labels, quarantine, sentry
+from bridge import __version__, config, quarantine, sentry, state
 from bridge.alertmanager import public_url
-from bridge.classify import SYMBOLS
+from bridge.classify import SYMBOLS, Decision
 from bridge.classify import explain as explain_rules
 from bridge.errors import ConfigError, WebhookError
-from bridge.model import Ignored, State
+from bridge.model import Ignored, SentryAlert
 from bridge.rules import (
     BOOL_FIELDS,
     NUMBER_FIELDS,
@@ -28,6 +29,7 @@ from bridge.rules import (
     Rule,
 )
 from bridge.send import EXAMPLES, guess_resource
+from bridge.state import IdentityState
 from bridge.store import check_supported
 
 DEFAULT_CONFIG = "config.yaml"
@@ -121,29 +123,36 @@ def cmd_explain(args: argparse.Namespace) -> int:
         if trace.matched:
             break
     if decision.dropped:
-        print(f"\ndropped by rule {decision.rule!r}; nothing would be sent")
-        return 0
-    assert decision.severity is not None
-    print(f"\nseverity {decision.severity} ({decision.rule or 'default_severity'})")
-    now = datetime.now(UTC)
-    alert_labels = labels.build_labels(
-        result,
-        decision,
-        decision.severity,
-        escalated=False,
-        severity_labels=cfg.classification.severity_labels,
-    )
-    out = labels.firing(
-        result,
-        alert_labels,
-        labels.build_annotations(result, decision),
-        starts_at=now,
-        now=now,
-        lifetime=0 if result.state is State.RESOLVED else cfg.alertmanager.alert_lifetime,
-    )
-    print("\nwould POST to /api/v2/alerts of every Alertmanager (first sight, no repeats):")
-    print(json.dumps([out.wire()], indent=2, default=str))
+        print(f"\ndropped by rule {decision.rule!r}")
+    else:
+        print(f"\nseverity {decision.severity} ({decision.rule or 'default_severity'})")
+    explain_step(cfg, result, decision, args.state)
     return 0
+
+
+def explain_step(
+    cfg: config.Config, alert: SentryAlert, decision: Decision, state_file: str | None
+) -> None:
+    """The state machine's step for ``explain``: the previous state (none, offline,
+    unless ``--state`` gives one), what this webhook changes and what would be posted."""
+    previous = None
+    if state_file:
+        previous = IdentityState.from_json(json.loads(Path(state_file).read_text("utf-8")))
+    now = datetime.now(UTC)
+    result = state.step(previous, alert, decision, now, state.Policy.from_config(cfg))
+    print(f"\nstate of {alert.identity} before:")
+    if previous is None:
+        print("  none (nothing known; pass --state FILE to start from a saved state)")
+    else:
+        print(textwrap.indent(json.dumps(previous.to_json(), indent=2, default=str), "  "))
+    print(f"\nthis webhook: {result.outcome.value}")
+    for line in state.describe(previous, result):
+        print(f"  {line}")
+    if not result.posts:
+        print("\nnothing would be posted to Alertmanager")
+        return
+    print("\nwould POST to /api/v2/alerts of every Alertmanager, in this order:")
+    print(json.dumps([post.wire() for post in result.posts], indent=2, default=str))
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -205,6 +214,7 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("payload", help="a webhook body saved as JSON")
     e.add_argument("--config", help="config file (default: $BRIDGE_CONFIG or ./config.yaml)")
     e.add_argument("--resource", help="Sentry-Hook-Resource of the payload, when not guessable")
+    e.add_argument("--state", help="the identity's state before this webhook (JSON, as stored)")
     e.set_defaults(func=cmd_explain)
 
     quarantine.add_parser(sub)

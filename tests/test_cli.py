@@ -13,7 +13,10 @@ import pytest
 import yaml
 
 from bridge import __version__, cli, config
+from bridge.alertmanager import PostableAlert
 from bridge.errors import ConfigError
+from bridge.model import Severity
+from bridge.state import IdentityState
 from tests.sentry_payloads import FIXTURES
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -206,3 +209,26 @@ def test_serve_refuses_the_postgres_store_until_it_is_wired(tmp_path: Path) -> N
     )
     assert "s3cret-db" not in done.stderr + done.stdout
     assert not (tmp_path / "data").exists(), "nothing was started"
+
+
+def test_explain_shows_the_step_from_a_given_state_and_says_it_resolves(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The state an earlier event_alert of the same issue left, saved as the outbox keeps it.
+    assert cli.main(["explain", str(FIXTURES / "event_alert.json"), "--config", str(SHIPPED)]) == 0
+    out = capsys.readouterr().out
+    assert "none (nothing known" in out
+    fired = json.loads(out[out.index("[", out.index("would POST")) :])[0]
+    previous = IdentityState(
+        alert=PostableAlert.model_validate(fired),
+        severity=Severity(fired["labels"]["severity"]),
+    )
+    saved = tmp_path / "state.json"
+    saved.write_text(json.dumps(previous.to_json()), encoding="utf-8")
+    resolved = str(FIXTURES / "issue_resolved.json")
+    assert cli.main(["explain", resolved, "--config", str(SHIPPED), "--state", str(saved)]) == 0
+    out = capsys.readouterr().out
+    assert "this webhook: resolved" in out
+    assert "RESOLVES the alert" in out
+    (sent,) = json.loads(out[out.index("[", out.index("would POST")) :])
+    assert sent["labels"] == fired["labels"]  # the very label set that fired
