@@ -256,7 +256,8 @@ async def test_a_batch_rising_in_severity_leaves_one_alert(harness: Harness) -> 
         ("critical", "fire"),
     ]
     active = harness.outbox.active("issue:42")
-    assert active is not None and active.labels["severity"] == "critical"
+    assert active is not None
+    assert active.labels["severity"] == "critical"
 
 
 async def test_dedup_and_escalation_survive_a_restart(harness: Harness, tmp_path: Path) -> None:
@@ -282,7 +283,8 @@ async def test_an_active_alert_from_before_the_state_table_is_replaced(harness: 
     )
     await harness.outbox.complete([Processed(inbox_id=0, send=(), active={"issue:42": old})])
     resolved, firing = (await harness.commit(issue(users=50))).send
-    assert resolved.labels == old.labels and resolved.ends_at == START
+    assert resolved.labels == old.labels
+    assert resolved.ends_at == START
     assert firing.labels["severity"] == "critical"
 
 

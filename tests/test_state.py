@@ -168,7 +168,7 @@ CASES = [
             (F, ["fire high/production"]),
         ],
         id="resolve-then-a-regression-starts-fresh",
-    ),  # fmt: skip
+    ),
     pytest.param(
         [(0, event(users=500)), (60, resolve(60)), (120, event("staging", 120))],
         [
@@ -177,7 +177,7 @@ CASES = [
             (F, ["fire low/staging"]),
         ],
         id="after-a-resolve-the-severity-is-not-remembered",
-    ),  # fmt: skip
+    ),
     pytest.param(
         [(0, event()), (60, resolve(60)), (600, event(t=0))],
         [(F, ["fire high/production"]), (R, ["resolve high/production"]), (S, [])],
@@ -192,7 +192,7 @@ CASES = [
             (S, []),
         ],
         id="late-retry-from-before-the-resolve-is-stale-while-firing-again",
-    ),  # fmt: skip
+    ),
     pytest.param(
         [(0, event()), (60, resolve(60)), (120, event(t=120)), (180, resolve(60))],
         [
@@ -202,7 +202,7 @@ CASES = [
             (S, []),
         ],
         id="bug-replayed-resolve-after-a-re-fire-is-stale",
-    ),  # fmt: skip
+    ),
     pytest.param(
         [(0, event()), (60, resolve()), (70, resolve())],
         [(F, ["fire high/production"]), (R, ["resolve high/production"]), (D, [])],
@@ -246,7 +246,7 @@ CASES = [
             (F, ["resolve low/staging", "fire medium/staging+esc"]),
         ],
         id="repeats-keep-counting-across-a-resolve",
-    ),  # fmt: skip
+    ),
     pytest.param(
         [(0, event("dev")), (60, escalating())],
         [(F, ["fire medium/dev"]), (F, ["resolve medium/dev", "fire high/dev+esc"])],
@@ -273,7 +273,7 @@ CASES = [
             (R, ["resolve medium/unknown"]),
         ],
         id="metric-alert-follows-sentry-down-and-resolves-the-active-label-set",
-    ),  # fmt: skip
+    ),
     pytest.param(
         [(0, metric("critical")), (1, metric("resolved"))],
         [(F, ["fire critical/unknown"]), (R, ["resolve critical/unknown"])],
@@ -334,9 +334,12 @@ def test_kept_until_covers_the_alert_and_the_stale_horizon() -> None:
     (fired, _), (resolved, _) = run([(0, event()), (60, resolve(60))])
     assert fired.state.alert is not None
     kept = fired.state.kept_until(POLICY)
-    assert kept is not None and kept >= fired.state.alert.ends_at  # type: ignore[operator]
+    assert kept is not None
+    assert fired.state.alert.ends_at is not None
+    assert kept >= fired.state.alert.ends_at
     kept = resolved.state.kept_until(POLICY)
-    assert kept is not None and kept >= at(60) + timedelta(hours=24)
+    assert kept is not None
+    assert kept >= at(60) + timedelta(hours=24)
     assert IdentityState().kept_until(POLICY) is None
 
 
