@@ -368,6 +368,11 @@ class Outbox:
             return self._taken_states[identity]
         return self._blocking(self._read_states, [identity]).get(identity)
 
+    def accepted_at(self, inbox_id: int) -> datetime | None:
+        """When the inbox entry ``inbox_id`` (not yet completed) was accepted."""
+        stamp = self._inbox_times.get(inbox_id)
+        return None if stamp is None else datetime.fromtimestamp(stamp, UTC)
+
     def active_count(self) -> int:
         return self._active_count
 

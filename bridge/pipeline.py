@@ -20,6 +20,7 @@ Each decision sees every earlier one for its identity: the batch's own results f
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -29,7 +30,7 @@ from bridge.config import Config
 from bridge.dedup import fingerprint
 from bridge.enrich import Enricher
 from bridge.metrics import Metrics
-from bridge.model import Outcome, SentryAlert, Severity
+from bridge.model import Outcome, SentryAlert, Severity, State
 from bridge.outbox import Outbox, Processed
 from bridge.state import IdentityState, Policy, Step, step
 
@@ -153,6 +154,11 @@ class Pipeline:
         holds the states this batch's earlier decisions left, and gets this one's."""
         now = self.clock()
         identity = alert.identity
+        if alert.state is State.RESOLVED and alert.occurred_at is None:
+            # A resolve without a time of its own happened by the time it was accepted: a
+            # backlog (a restart) must not make the events that came after it look stale.
+            accepted = self.outbox.accepted_at(inbox_id) or now
+            alert = dataclasses.replace(alert, occurred_at=accepted)
         previous = seen.get(identity) if seen and identity in seen else self.previous(identity)
         decision = classify(alert, self.config.classification)
         result = step(previous, alert, decision, now, self.policy)

@@ -74,7 +74,8 @@ class Reference:
     def active(self, now: datetime) -> Shown | None:
         return self.shown if self.ends is not None and self.ends > now else None
 
-    def apply(self, w: SentryAlert, now: datetime) -> None:
+    def apply(self, w: SentryAlert, now: datetime, accepted: datetime | None = None) -> None:
+        """``w`` processed at ``now``, having been accepted at ``accepted``."""
         is_issue = w.kind is Kind.ISSUE
         active = self.active(now)
         if w.state is State.RESOLVED:
@@ -82,7 +83,8 @@ class Reference:
             if active and w.occurred_at and self.latest_event and w.occurred_at < self.latest_event:
                 return
             self.shown = self.ends = self.posted = self.latest_event = None
-            when = w.occurred_at or now
+            # Without a time of its own, a resolve happened by the time it was accepted.
+            when = w.occurred_at or accepted or now
             self.resolved_at = max(self.resolved_at or when, when)
             return
         # "The event's own time": occurred_at, else the event's timestamp.
@@ -177,7 +179,9 @@ class Webhooks:
             "project": "backend",
             "occurred_at": now,
         }
-        if kind == "resolve":
+        if kind in ("resolve", "resolve-untimed"):
+            if kind == "resolve-untimed":
+                base["occurred_at"] = None
             return self._keep(
                 sentry_alert(resource="issue", action="resolved", state=State.RESOLVED, **base)
             )

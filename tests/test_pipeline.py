@@ -298,3 +298,19 @@ async def test_outcomes_are_counted(harness: Harness) -> None:
     assert (
         harness.registry.get_sample_value("sentry_bridge_alerts_total", {"outcome": "ignored"}) == 0
     )
+
+
+async def test_a_backlog_does_not_make_events_after_a_resolve_stale(harness: Harness) -> None:
+    # Accepted in order, processed together much later (a restart): the resolve carries no
+    # time of its own, so it counts from its acceptance, not from when it is processed.
+    await harness.commit(issue(occurred_at=START, event_id="1"))
+    harness.clock.advance(minutes=1)
+    await harness.outbox.accept(issue(resource="issue", action="resolved", state=State.RESOLVED))
+    harness.clock.advance(minutes=1)
+    await harness.outbox.accept(issue(occurred_at=harness.clock.now, event_id="2"))
+    harness.clock.advance(minutes=30)
+    await harness.pipeline.process(await harness.outbox.take(10))
+    assert (harness.outcome("resolved"), harness.outcome("stale")) == (1, 0)
+    active = harness.outbox.active("issue:42")
+    assert active is not None
+    assert active.starts_at == harness.clock.now

@@ -1,5 +1,5 @@
-"""Model-based test of issue 8's Proof: random webhooks for three issues and two metric
-alerts (fire, refire, other environment, more users, resolve, regression, escalation,
+"""Model-based test of issue 8's Proof: random webhooks for two issues and a metric
+alert (fire, refire, other environment, more users, resolve, regression, escalation,
 late retries and duplicates), processed in random batch splits with restarts between,
 on a fake clock. After every step, what the bridge queued for Alertmanager, replayed
 into a model of Alertmanager's merge rules, shows exactly what the reference model
@@ -11,7 +11,7 @@ import asyncio
 import json
 import shutil
 import tempfile
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -27,10 +27,12 @@ from bridge.pipeline import Pipeline
 from tests.factories import START
 from tests.model import CONFIG, Alertmanager, Reference, Webhooks
 
-ISSUES = st.integers(1, 3)
-METRICS = st.sampled_from([7, 8])
+ISSUES = st.integers(1, 2)
+METRICS = st.just(7)
 ENVIRONMENTS = st.sampled_from(["production", "staging", "dev", None])
-ISSUE_KINDS = st.sampled_from(["fire", "fire", "users", "created", "resolve", "escalating"])
+ISSUE_KINDS = st.sampled_from(
+    ["fire", "fire", "users", "created", "resolve", "resolve-untimed", "escalating"]
+)
 
 
 class Clock:
@@ -42,16 +44,17 @@ class Clock:
 
 
 class BridgeModel(RuleBasedStateMachine):
+    checks = 0  # comparisons made over the whole run (all examples), for the record
+
     def __init__(self) -> None:
         super().__init__()
         self.loop = asyncio.new_event_loop()
         self.dir = Path(tempfile.mkdtemp(prefix="bridge-model-"))
         self.clock = Clock()
         self.webhooks = Webhooks()
-        self.accepted: list[Any] = []  # accepted, not yet processed: in the inbox
+        self.accepted: list[tuple[Any, datetime]] = []  # in the inbox, with when accepted
         self.references: dict[str, Reference] = {}
         self.am = Alertmanager()
-        self.steps = 0
         self._open()
 
     def _open(self) -> None:
@@ -74,7 +77,7 @@ class BridgeModel(RuleBasedStateMachine):
 
     def _accept(self, alert: Any) -> None:
         self.loop.run_until_complete(self.outbox.accept(alert))
-        self.accepted.append(alert)
+        self.accepted.append((alert, self.clock.now))
 
     # --- Sentry sends ---------------------------------------------------------------------
 
@@ -99,10 +102,11 @@ class BridgeModel(RuleBasedStateMachine):
     @rule(size=st.integers(1, 6))
     def process_a_batch(self, size: int) -> None:
         batch = self.loop.run_until_complete(self.outbox.take(size))
-        assert [alert for _, alert in batch] == self.accepted[: len(batch)]
+        assert [alert for _, alert in batch] == [alert for alert, _ in self.accepted[: len(batch)]]
         self.loop.run_until_complete(self.pipeline.process(batch))
-        for _, alert in batch:
-            self.references.setdefault(alert.identity, Reference()).apply(alert, self.clock.now)
+        for alert, accepted in self.accepted[: len(batch)]:
+            reference = self.references.setdefault(alert.identity, Reference())
+            reference.apply(alert, self.clock.now, accepted)
         del self.accepted[: len(batch)]
         self._deliver()
 
@@ -128,7 +132,7 @@ class BridgeModel(RuleBasedStateMachine):
 
     @invariant()
     def alertmanager_shows_what_the_rules_predict(self) -> None:
-        self.steps += 1
+        BridgeModel.checks += 1
         now = self.clock.now
         shown = self.am.shown(now)
         expected = {
@@ -144,7 +148,5 @@ def _json(body: str) -> dict[str, Any]:
     return data
 
 
-BridgeModel.TestCase.settings = settings(
-    max_examples=40, stateful_step_count=40, deadline=None, derandomize=False
-)
+BridgeModel.TestCase.settings = settings(max_examples=60, stateful_step_count=40, deadline=None)
 test_pipeline_model = BridgeModel.TestCase
