@@ -30,3 +30,21 @@ def test_edge_and_backend_parts_split_every_family_once() -> None:
     assert not edge & backend
     assert edge | backend == whole
     assert "sentry_bridge_alerts" in backend
+
+
+def test_every_outcome_is_exported_at_zero_before_the_first_webhook() -> None:
+    registry = CollectorRegistry()
+    Metrics(registry)
+    outcomes = {"forwarded", "resolved", "duplicate", "stale", "dropped", "ignored"}
+    for outcome in outcomes:
+        value = registry.get_sample_value("sentry_bridge_alerts_total", {"outcome": outcome})
+        assert value == 0, outcome
+    exported = {
+        sample.labels["outcome"]
+        for family in text_string_to_metric_families(
+            Metrics(CollectorRegistry()).exposition().decode()
+        )
+        if family.name == "sentry_bridge_alerts"
+        for sample in family.samples
+    }
+    assert exported == outcomes

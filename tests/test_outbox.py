@@ -19,8 +19,9 @@ from prometheus_client import CollectorRegistry
 from bridge.alertmanager import PostableAlert, wire_json
 from bridge.errors import ConfigError, OutboxFull
 from bridge.metrics import Metrics
-from bridge.model import SentryAlert, State
+from bridge.model import SentryAlert, Severity, State
 from bridge.outbox import FILENAME, Outbox, Processed
+from bridge.state import IdentityState
 from tests.factories import START, postable
 from tests.factories import issue as sentry
 
@@ -568,3 +569,52 @@ async def test_active_alerts_are_not_held_in_memory(outbox: Outbox) -> None:
     assert outbox.active_count() == 600
     # As objects, 300 such alerts took some 370 KB; now some 20 KB of allocator noise.
     assert grown < 100_000
+
+
+# --- the state machine's states (bridge.state) ------------------------------------------------
+
+
+def a_state(n: int) -> IdentityState:
+    return IdentityState(alert=postable(n), severity=Severity.HIGH, environments=("production",))
+
+
+async def test_states_are_written_with_the_batch_kept_and_expired(
+    outbox: Outbox, make: OutboxFactory, clock: Clock
+) -> None:
+    until = START + timedelta(hours=2)
+    await outbox.complete(
+        [
+            Processed(inbox_id=0, send=(), active={}, states={"issue:1": (a_state(1), until)}),
+            Processed(inbox_id=0, send=(), active={}, states={"issue:2": (a_state(2), until)}),
+            Processed(inbox_id=0, send=(), active={}, states={"issue:2": (a_state(3), None)}),
+        ]
+    )
+    assert outbox.state("issue:1") == a_state(1)
+    assert outbox.state("issue:2") is None  # the later result forgot it
+    again = await reopen(outbox, make)
+    try:
+        assert again.state("issue:1") == a_state(1)
+        clock.advance(2 * 3600)
+        await again.expire(resolved_for=900)
+        assert again.state("issue:1") is None
+    finally:
+        await again.close()
+        await outbox.open()  # the fixture closes it again
+
+
+async def test_take_reads_the_states_of_what_it_hands_out(
+    outbox: Outbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    kept = {"issue:1": (a_state(1), START + timedelta(days=1))}
+    await outbox.complete([Processed(inbox_id=0, send=(), active={}, states=kept)])
+    await outbox.accept(sentry(1))
+    await outbox.accept(sentry(2))
+    taken = await outbox.take(10)
+
+    def no_blocking_read(*args: object) -> object:
+        raise AssertionError("state() blocked the event loop on the disk")
+
+    monkeypatch.setattr(outbox, "_blocking", no_blocking_read)
+    assert outbox.state("issue:1") == a_state(1)
+    assert outbox.state("issue:2") is None
+    assert outbox.accepted_at(taken[0][0]) == START
