@@ -245,8 +245,9 @@ def _resolve(
     policy: Policy,
 ) -> Step:
     resolved_at = alert.occurred_at or now
-    if firing is not None and _before(alert.occurred_at, prev.last_event_at):
-        # A resolve older than the event that fired the alert again: a replay or a retry.
+    late = _before(alert.occurred_at, prev.last_event_at)
+    if firing is not None and alert.kind is Kind.ISSUE and late:
+        # A resolve older than the event that fired the issue again: a replay or a retry.
         return Step(prev, (), Outcome.STALE, prev.severity)
     done = dataclasses.replace(
         prev,

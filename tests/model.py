@@ -79,8 +79,9 @@ class Reference:
         is_issue = w.kind is Kind.ISSUE
         active = self.active(now)
         if w.state is State.RESOLVED:
-            # A resolve older than the event that fired the alert again is a replay.
-            if active and w.occurred_at and self.latest_event and w.occurred_at < self.latest_event:
+            # A resolve older than the event that fired the issue again is a replay.
+            latest = self.latest_event
+            if is_issue and active and w.occurred_at and latest and w.occurred_at < latest:
                 return
             self.shown = self.ends = self.posted = self.latest_event = None
             # Without a time of its own, a resolve happened by the time it was accepted.

@@ -279,6 +279,11 @@ CASES = [
         [(F, ["fire critical/unknown"]), (R, ["resolve critical/unknown"])],
         id="bug-metric-critical-then-resolved-resolves-the-critical-one",
     ),
+    pytest.param(
+        [(0, metric("critical", occurred_at=at(100))), (10, metric("resolved", occurred_at=at(0)))],
+        [(F, ["fire critical/unknown"]), (R, ["resolve critical/unknown"])],
+        id="a-metric-resolve-is-sentrys-decision-whatever-its-incident-time",
+    ),
 ]
 
 
