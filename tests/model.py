@@ -88,8 +88,8 @@ class Reference:
             when = w.occurred_at or accepted or now
             self.resolved_at = max(self.resolved_at or when, when)
             return
-        # "The event's own time": occurred_at, else the event's timestamp.
-        event_time = (w.occurred_at or w.started_at) if w.event_id else None
+        # When what the webhook reports happened: occurred_at, else an event's own timestamp.
+        event_time = w.occurred_at or (w.started_at if w.event_id else None)
         # "An issue-alert webhook whose event happened before the issue was resolved
         # does not fire it again."
         if is_issue and event_time and self.resolved_at and event_time < self.resolved_at:

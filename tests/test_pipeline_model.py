@@ -58,20 +58,29 @@ class BridgeModel(RuleBasedStateMachine):
         self._open()
 
     def _open(self) -> None:
-        metrics = Metrics(CollectorRegistry())
-        self.outbox = Outbox(self.dir, ["am"], max_queued=10_000, metrics=metrics, clock=self.clock)
+        """A bridge process starting on the outbox; the metrics and the (disabled) enricher
+        hold nothing the state machine reads, so they are kept across restarts."""
+        if not hasattr(self, "enricher"):
+            self.metrics = Metrics(CollectorRegistry())
+            self.enricher = Enricher(CONFIG.sentry, self.metrics)
+        self.outbox = Outbox(
+            self.dir, ["am"], max_queued=10_000, metrics=self.metrics, clock=self.clock
+        )
         self.loop.run_until_complete(self.outbox.open())
-        self.enricher = Enricher(CONFIG.sentry, metrics)
         self.pipeline = Pipeline(
-            CONFIG, outbox=self.outbox, enricher=self.enricher, metrics=metrics, clock=self.clock
+            CONFIG,
+            outbox=self.outbox,
+            enricher=self.enricher,
+            metrics=self.metrics,
+            clock=self.clock,
         )
 
     def _close(self) -> None:
-        self.loop.run_until_complete(self.enricher.aclose())
         self.loop.run_until_complete(self.outbox.close())
 
     def teardown(self) -> None:
         self._close()
+        self.loop.run_until_complete(self.enricher.aclose())
         self.loop.close()
         shutil.rmtree(self.dir, ignore_errors=True)
 
@@ -148,5 +157,5 @@ def _json(body: str) -> dict[str, Any]:
     return data
 
 
-BridgeModel.TestCase.settings = settings(max_examples=60, stateful_step_count=40, deadline=None)
+BridgeModel.TestCase.settings = settings(max_examples=150, stateful_step_count=40, deadline=None)
 test_pipeline_model = BridgeModel.TestCase
