@@ -19,13 +19,13 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from bridge import config, pipeline
-from bridge.dedup import Repeats
 from bridge.enrich import Enricher
 from bridge.errors import OutboxFull
 from bridge.metrics import Metrics
 from bridge.model import SentryAlert
 from bridge.outbox import Outbox, Processed
 from bridge.pipeline import Pipeline
+from bridge.state import IdentityState
 from tests.factories import START
 from tests.factories import issue as sentry
 
@@ -184,19 +184,17 @@ class PoisonOutbox(Outbox):
 class PoisonPipeline(Pipeline):
     """A decision that raises for one identity (a bug meeting an odd payload)."""
 
-    def decide(self, inbox_id: int, alert: SentryAlert) -> Processed:
+    def decide(
+        self, inbox_id: int, alert: SentryAlert, seen: dict[str, IdentityState] | None = None
+    ) -> Processed:
         if alert.identity == POISON:
             raise ValueError("cannot decide")
-        return super().decide(inbox_id, alert)
+        return super().decide(inbox_id, alert, seen)
 
 
 def pipeline_on(box: Outbox, cls: type[Pipeline]) -> Pipeline:
     metrics = box.metrics
-    repeats = Repeats(
-        window=300, escalate_after=3, escalate_period=1800, max_tracked=100, clock=lambda: 0.0
-    )
-    return cls(CONFIG, outbox=box, enricher=Enricher(CONFIG.sentry, metrics), repeats=repeats,
-               metrics=metrics)  # fmt: skip
+    return cls(CONFIG, outbox=box, enricher=Enricher(CONFIG.sentry, metrics), metrics=metrics)
 
 
 async def queued(box: Outbox) -> list[str]:
