@@ -263,7 +263,9 @@ def _resolve(
     if prev.alert is not None:
         return Step(done, (), Outcome.RESOLVED)  # expired in Alertmanager already
     if prev.resolved_at is not None:
-        return Step(prev, (), Outcome.DUPLICATE)  # resolved before: nothing to post
+        # Resolved before: nothing to post, but it is resolved as of this one too.
+        again = dataclasses.replace(prev, resolved_at=done.resolved_at)
+        return Step(again, (), Outcome.DUPLICATE)
     if decision.dropped or decision.severity is None:
         return Step(done, (), Outcome.DROPPED)
     # Nothing known to be firing (it fired before the bridge knew it): resolve what this
