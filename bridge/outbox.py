@@ -58,7 +58,7 @@ import logging
 import sqlite3
 from collections.abc import AsyncGenerator, Callable, Collection, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -799,13 +799,35 @@ class Outbox:
             for body, reason in refused:
                 # The rows hold the very body that was sent. Refusals are rare, so matching
                 # on the text (no index) costs nothing the rest of the time.
-                gone_active = db.execute("DELETE FROM active WHERE alert = ?", (body,)).rowcount
+                identities = [
+                    row[0]
+                    for row in db.execute(
+                        "DELETE FROM active WHERE alert = ? RETURNING identity", (body,)
+                    )
+                ]
+                gone_active = len(identities)
+                for identity in identities:
+                    self._unhold(db, identity, body)
                 gone_resolved = db.execute("DELETE FROM resolved WHERE alert = ?", (body,)).rowcount
                 active, resolved = active + gone_active, resolved + gone_resolved
                 if dead_letter and (gone_active or gone_resolved):
                     sql = "INSERT INTO dead_letter (at, target, reason, alert) VALUES (?, ?, ?, ?)"
                     db.execute(sql, (now, target, reason, body))
         return active, resolved
+
+    def _unhold(self, db: sqlite3.Connection, identity: str, body: str) -> None:
+        """The state machine no longer holds ``body`` as firing for ``identity``:
+        Alertmanager never will, so the next firing webhook posts afresh (repeat counts
+        and resolve times stay)."""
+        row = db.execute("SELECT state FROM state WHERE identity = ?", (identity,)).fetchone()
+        if row is None:
+            return
+        state = IdentityState.from_json(json.loads(row[0]))
+        if state.alert is None or state.alert.labels != json.loads(body).get("labels"):
+            return  # a newer label set already stands for it
+        cleared = replace(state, alert=None, severity=None, posted=None, posted_at=None)
+        text = json.dumps(cleared.to_json(), separators=(",", ":"))
+        db.execute("UPDATE state SET state = ? WHERE identity = ?", (text, identity))
 
     def _write_expire(self, now: float, resolved_before: float) -> tuple[int, int]:
         """Returns how many active and resolved alerts were removed."""

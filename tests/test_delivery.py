@@ -26,7 +26,9 @@ from bridge.alertmanager import PostableAlert, target_name
 from bridge.delivery import Delivery
 from bridge.errors import ConfigError
 from bridge.metrics import Metrics
+from bridge.model import Severity
 from bridge.outbox import Outbox, Processed
+from bridge.state import IdentityState
 from tests.factories import START, postable
 from tests.factories import issue as sentry
 
@@ -557,6 +559,34 @@ async def test_an_alert_refused_on_first_delivery_is_not_resent(env: Env) -> Non
     assert len(env.ams.requests["am-a"]) - requests == 1
     assert env.ams.names("am-a") == ["1", "2"]
     assert len(await env.outbox.dead_letters()) == 1  # once, from the first delivery
+
+
+async def test_a_refused_alert_is_no_longer_held_by_its_state(env: Env) -> None:
+    """The state machine must not go on treating a refused alert as firing in
+    Alertmanager (it would dedup the next firing against it): its state lets go of the
+    alert and keeps the rest; a neighbour's state is untouched."""
+    delivery = await env.start()
+    env.ams.default["am-a"] = reject_bad
+    alerts = [postable(1), postable("bad")]
+    until = START + timedelta(days=1)
+    held = {
+        f"issue:{a.labels['sentry_issue_id']}": IdentityState(
+            alert=a, severity=Severity.HIGH, posted="f", posted_at=START, firings=(START,)
+        )
+        for a in alerts
+    }
+    assert env.outbox is not None
+    await env.outbox.accept(sentry(0))
+    [(inbox_id, _)] = await env.outbox.take(1)
+    states = {identity: (state, until) for identity, state in held.items()}
+    await env.outbox.complete([Processed(inbox_id, alerts, active_set(alerts), states)])
+    await delivery.deliver(A)
+
+    bad = env.outbox.state("issue:bad")
+    assert bad is not None
+    assert (bad.alert, bad.severity, bad.posted) == (None, None, None)
+    assert bad.firings == (START,)
+    assert env.outbox.state("issue:1") == held["issue:1"]
 
 
 async def test_an_invalid_alert_leaves_the_active_set(env: Env) -> None:
