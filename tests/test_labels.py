@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 from bridge import labels as L
 from bridge.alertmanager import LABEL_NAME
 from bridge.classify import Decision
-from bridge.model import Kind, SentryAlert, Severity, State
+from bridge.model import Kind, SentryAlert, Severity
+from tests.factories import sentry_alert
 
 NOW = datetime(2026, 11, 23, 8, 0, tzinfo=UTC)
 SEVERITY_LABELS = {
@@ -22,21 +23,11 @@ SEVERITY_LABELS = {
 }
 
 
-def issue(**overrides: object) -> SentryAlert:
-    values: dict[str, object] = {
-        "resource": "event_alert",
-        "action": "triggered",
-        "kind": Kind.ISSUE,
-        "state": State.FIRING,
-        "identity": "issue:42",
-        "issue_id": "42",
-        "title": "ValueError: bad input",
-        "project": "backend",
-        "project_id": "7",
-        "environment": "production",
-    }
-    values.update(overrides)
-    return SentryAlert(**values)  # type: ignore[arg-type]
+def issue(**overrides: Any) -> SentryAlert:
+    """Issue 42 of project ``backend`` (id 7) in production."""
+    return sentry_alert(
+        **({"project": "backend", "project_id": "7", "environment": "production"} | overrides)
+    )
 
 
 DEFAULT = Decision(rule=None, severity=Severity.CRITICAL, labels={}, annotations={})

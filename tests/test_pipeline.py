@@ -7,6 +7,7 @@ import dataclasses
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -18,6 +19,7 @@ from bridge.metrics import Metrics
 from bridge.model import Kind, SentryAlert, State
 from bridge.outbox import Outbox, Processed
 from bridge.pipeline import Pipeline
+from tests.factories import sentry_alert
 
 pytestmark = pytest.mark.anyio
 
@@ -92,20 +94,11 @@ async def harness(tmp_path: Path) -> AsyncIterator[Harness]:
     await outbox.close()
 
 
-def issue(**overrides: object) -> SentryAlert:
-    values: dict[str, object] = {
-        "resource": "event_alert",
-        "action": "triggered",
-        "kind": Kind.ISSUE,
-        "state": State.FIRING,
-        "identity": "issue:42",
-        "issue_id": "42",
-        "title": "ValueError",
-        "project": "backend",
-        "environment": "production",
-    }
-    values.update(overrides)
-    return SentryAlert(**values)  # type: ignore[arg-type]
+def issue(**overrides: Any) -> SentryAlert:
+    """Issue 42 of project ``backend`` in production."""
+    return sentry_alert(
+        **({"title": "ValueError", "project": "backend", "environment": "production"} | overrides)
+    )
 
 
 def only(processed: Processed) -> PostableAlert:
