@@ -1,4 +1,4 @@
-"""bridge/sentry_event.py: tags without PII, handled, fallbacks to tags, times in UTC."""
+"""bridge/sentry/event.py: tags without PII, handled, fallbacks to tags, times in UTC."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""bridge/sentry.py: resource detection, actions that make no alert, the public API."""
+"""bridge/sentry/formats.py: resource detection, actions that make no alert, the public API."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""bridge/sentry_issue.py: every issue and event webhook fixture, normalised."""
+"""bridge/sentry/issue.py: every issue and event webhook fixture, normalised."""
 
 from __future__ import annotations
 

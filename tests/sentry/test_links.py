@@ -1,4 +1,4 @@
-"""bridge/sentry_links.py: organization and project from links, URLs built from base_url."""
+"""bridge/sentry/links.py: organization and project from links, URLs built from base_url."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""bridge/sentry_metric.py: metric alert fixtures, and the number in description_text."""
+"""bridge/sentry/metric.py: metric alert fixtures, and the number in description_text."""
 
 from __future__ import annotations
 

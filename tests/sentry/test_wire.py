@@ -1,4 +1,4 @@
-"""bridge/sentry_wire.py: shapes Sentry does not send are refused, naming the field."""
+"""bridge/sentry/wire.py: shapes Sentry does not send are refused, naming the field."""
 
 from __future__ import annotations
 
