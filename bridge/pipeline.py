@@ -93,14 +93,8 @@ class Pipeline:
             except Exception as exc:
                 log.exception("pipeline failed on one alert", extra={"inbox_id": entry[0]})
                 failed = [(entry[0], entry[1], f"{type(exc).__name__}: {exc}")]
-            try:
-                await self.outbox.quarantine_taken(failed)
-            except Exception:
-                # The store itself fails: everything left stays in the inbox and is handed
-                # out again after a pause (and at the next start in any case).
-                log.exception("cannot quarantine; retrying later", extra={"inbox_id": entry[0]})
-                self.outbox.requeue(batch[n:])
-                await asyncio.sleep(RETRY_DELAY)
+            # The store itself failing: everything left goes round again.
+            if not await self._quarantine(failed, batch[n:]):
                 return
 
     async def _try(
@@ -139,13 +133,25 @@ class Pipeline:
                 await asyncio.sleep(0)
         await self.outbox.complete(results)
         if failed:
-            try:
-                await self.outbox.quarantine_taken(failed)
-            except Exception:
-                # The rest of the batch is committed: only the failed go round again.
-                log.exception("cannot quarantine; retrying later", extra={"alerts": len(failed)})
-                self.outbox.requeue([(inbox_id, alert) for inbox_id, alert, _ in failed])
-                await asyncio.sleep(RETRY_DELAY)
+            # The rest of the batch is committed: only the failed go round again.
+            await self._quarantine(failed, [(inbox_id, alert) for inbox_id, alert, _ in failed])
+
+    async def _quarantine(
+        self,
+        failed: Sequence[tuple[int, SentryAlert, str]],
+        otherwise: Sequence[tuple[int, SentryAlert]],
+    ) -> bool:
+        """Quarantine ``failed`` (inbox id, alert, reason); if the store cannot take them,
+        hand ``otherwise`` out again after a pause (they stay in the inbox, and the next
+        start reads them in any case) and return False."""
+        try:
+            await self.outbox.quarantine_taken(failed)
+            return True
+        except Exception:
+            log.exception("cannot quarantine; retrying later", extra={"alerts": len(failed)})
+            self.outbox.requeue(otherwise)
+            await asyncio.sleep(RETRY_DELAY)
+            return False
 
     def decide(
         self, inbox_id: int, alert: SentryAlert, seen: dict[str, IdentityState] | None = None
@@ -202,7 +208,10 @@ class Pipeline:
             self.metrics.alerts_by_severity.labels(result.severity.value).inc()
             if result.escalated:
                 self.metrics.escalations.inc()
-        posted = result.posts[-1].labels if result.posts else None
+        # The state keeps the fingerprint of what it fired; only a resolve needs hashing.
+        label_hash = result.state.posted if result.outcome is Outcome.FORWARDED else None
+        if label_hash is None and result.posts:
+            label_hash = fingerprint(result.posts[-1].labels)
         # "decided", not "sent": delivery says when each Alertmanager has it.
         log.info(
             "alert decided",
@@ -218,7 +227,7 @@ class Pipeline:
                 "identity": alert.identity,
                 "project": alert.project,
                 "environment": alert.environment,
-                "fingerprint": fingerprint(posted) if posted else None,
+                "fingerprint": label_hash,
                 "alerts_queued": len(result.posts) or None,
             },
         )
