@@ -9,9 +9,10 @@ The HTTP edge (``bridge.app``) commits each accepted webhook to the store itself
 from the store's inbox, delivery's tasks post from its queues. Nothing else passes
 between the edge and what runs behind the 202.
 
-One process, because it measured faster than two on the same cores (README, "Performance"):
-the old worker process cost a marshalled round trip per webhook and a second
-interpreter, and gave the edge no CPU the pipeline did not also need.
+One process rather than the former edge + worker pair, measured (README, "Performance"):
+about the same CPU per webhook (no marshalled round trip per webhook), half the idle
+memory (one interpreter), one registry, and no protocol to keep alive; what it gives up is
+the second core a single pod could use, which replicas on PostgreSQL give back.
 
 Health (``/-/healthy``, the liveness probe) is progress: it goes red, with a log line
 saying why, when the pipeline or a delivery task ends (an exception escaped, or it was
