@@ -232,15 +232,15 @@ class Metrics:
             namespace=ns,
             registry=registry,
         )
-        # --- the config (bridge.reload) -------------------------------------------------
         # --- liveness (bridge.compose) ---------------------------------------------------
         self.pipeline_last_progress = Gauge(
             "pipeline_last_progress_timestamp_seconds",
             "Unix time the pipeline last completed a batch or had no webhook waiting; "
-            "/-/healthy fails once that is older than server.worker_timeout.",
+            "/-/healthy fails while it is older than server.worker_timeout.",
             namespace=ns,
             registry=registry,
         )
+        # --- the config (bridge.reload) -------------------------------------------------
         self.config_last_reload_successful = Gauge(
             "config_last_reload_successful",
             "Whether the last config reload worked (1) or was refused (0).",
