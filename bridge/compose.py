@@ -10,9 +10,9 @@ from the store's inbox, delivery's tasks post from its queues. Nothing else pass
 between the edge and what runs behind the 202.
 
 One process rather than the former edge + worker pair, measured (README, "Performance"):
-about the same CPU per webhook (no marshalled round trip per webhook), half the idle
-memory (one interpreter), one registry, and no protocol to keep alive; what it gives up is
-the second core a single pod could use, which replicas on PostgreSQL give back.
+less CPU per webhook (no marshalled round trip per webhook), 58 % of the idle memory (one
+interpreter), one registry, and no protocol to keep alive; what it gives up is the second
+core a single pod could use, which replicas on PostgreSQL give back.
 
 Health (``/-/healthy``, the liveness probe) is progress: it goes red, with a log line
 saying why, when the pipeline or a delivery task ends (an exception escaped, or it was
