@@ -103,9 +103,7 @@ class Backend:
             max_bodies=config.dedup.max_bodies,
         )
         self.enricher = Enricher(config.sentry, metrics, transport=sentry_transport)
-        self.pipeline = Pipeline(
-            config, outbox=self.outbox, enricher=self.enricher, metrics=metrics
-        )
+        self.pipeline = Pipeline(config, store=self.outbox, enricher=self.enricher, metrics=metrics)
         self.delivery = Delivery(
             self.outbox, config.alertmanager, metrics, transport=alertmanager_transport
         )
