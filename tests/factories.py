@@ -80,7 +80,8 @@ async def commit(
     states: Mapping[str, tuple[IdentityState, datetime | None]] | None = None,
 ) -> None:
     """What the pipeline does for one webhook: accept, take, complete with ``send`` queued
-    and ``states`` written."""
+    and ``states`` written; the inbox must be empty, or another entry would be taken."""
+    assert not store.inbox_count(), "commit() on a store with entries to take"
     await store.accept(sentry_alert(identity="issue:commit"))
     taken = await store.take(1)
     [entry] = taken.entries
@@ -96,3 +97,9 @@ async def stored_state(store: Store, identity: str) -> IdentityState | None:
     [entry] = taken.entries
     await store.complete(taken, [Processed(entry.inbox_id, ())])
     return taken.states.get(identity)
+
+
+async def stored_alert(store: Store, identity: str) -> PostableAlert | None:
+    """The alert the state of ``identity`` holds active (``stored_state``)."""
+    state = await stored_state(store, identity)
+    return state.alert if state else None

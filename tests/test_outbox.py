@@ -25,7 +25,7 @@ from bridge.model import SentryAlert, Severity
 from bridge.outbox import FILENAME, Outbox
 from bridge.state import IdentityState
 from bridge.store.contract import Failed, Processed, Queued
-from tests.factories import KEPT_UNTIL, START, commit, held, postable, stored_state
+from tests.factories import KEPT_UNTIL, START, commit, held, postable, stored_alert, stored_state
 from tests.factories import issue as sentry
 
 pytestmark = pytest.mark.anyio
@@ -124,12 +124,6 @@ async def deliver_all(box: Outbox, targets: Sequence[str] = TARGETS) -> None:
             await advance(box, target, items[-1].id)
 
 
-async def active(box: Outbox, identity: str) -> PostableAlert | None:
-    """The alert the state of ``identity`` holds active, as ``take`` hands it out."""
-    state = await stored_state(box, identity)
-    return state.alert if state else None
-
-
 async def test_round_trip_in_order(outbox: Outbox, clock: Clock) -> None:
     for n in range(3):
         await outbox.accept(sentry(n))
@@ -152,7 +146,7 @@ async def test_round_trip_in_order(outbox: Outbox, clock: Clock) -> None:
 
     assert outbox.inbox_count() == 0
     assert outbox.queued_count() == 3
-    assert await active(outbox, "issue:1") == postable(1)
+    assert await stored_alert(outbox, "issue:1") == postable(1)
     assert outbox.active_count() == 3
     for target in TARGETS:
         items = await pending(outbox, target)
@@ -266,7 +260,7 @@ async def test_everything_survives_close_and_reopen(outbox: Outbox, make: Outbox
         assert [e.alert for e in left.entries] == [sentry(1), sentry(2)]  # leftovers first
         assert again.inbox_count() == 2
         await again.complete(left, [Processed(e.inbox_id, ()) for e in left.entries])
-        assert await active(again, "issue:0") == postable(0)
+        assert await stored_alert(again, "issue:0") == postable(0)
         for target in TARGETS:
             items = await pending(again, target, 10)
             assert [PostableAlert.model_validate_json(i.body) for i in items] == [postable(0)]
@@ -459,8 +453,8 @@ async def test_active_table_follows_the_states_and_expires(
             Processed(c, [short], held({"issue:2": short})),
         ],
     )
-    assert await active(outbox, "issue:1") == postable(5)  # the later result wins
-    assert await active(outbox, "issue:0") is None
+    assert await stored_alert(outbox, "issue:1") == postable(5)  # the later result wins
+    assert await stored_alert(outbox, "issue:0") is None
     assert outbox.active_count() == 2
 
     clock.advance(61)
