@@ -237,7 +237,8 @@ class Delivery:
                             continue
                         page = await lane.resend_page(after, self.cfg.batch_size)
                         refused: list[tuple[int, _Rejected]] = []
-                        await self._isolate(target, page.bodies, 0, len(page.bodies), refused)
+                        if page.bodies:
+                            await self._isolate(target, page.bodies, 0, len(page.bodies), refused)
                     except _Retry:
                         return
             if page is None:  # another replica holds the lane: look again shortly
