@@ -66,12 +66,12 @@ def postable(
 KEPT_UNTIL = START + timedelta(days=7)  # far beyond what a test's clock moves
 
 
-def held(alerts: Mapping[str, PostableAlert | None]) -> dict[str, tuple[IdentityState, datetime]]:
+def held(
+    alerts: Mapping[str, PostableAlert | None], until: datetime = KEPT_UNTIL
+) -> dict[str, tuple[IdentityState, datetime]]:
     """``Processed.states`` in which each identity holds ``alerts[identity]`` active (None:
-    nothing), kept until KEPT_UNTIL."""
-    return {
-        identity: (IdentityState(alert=alert), KEPT_UNTIL) for identity, alert in alerts.items()
-    }
+    nothing), kept until ``until``."""
+    return {identity: (IdentityState(alert=alert), until) for identity, alert in alerts.items()}
 
 
 async def commit(
