@@ -67,54 +67,30 @@ class Pipeline:
 
     async def run(self) -> None:
         """Process accepted alerts until cancelled. A batch that raises (the store,
-        enrichment) is handed back and taken again after RETRY_DELAY; once the same
-        entries failed RETRIES times in a row they are taken one at a time, and one that
-        fails alone too is quarantined, alone, the next time it is taken."""
-        failing: set[int] = set()  # the entries of the batch that failed last...
-        failures = 0  # ...and how many times in a row
-        alone: set[int] = set()  # taken one at a time until each is through
-        doomed: dict[int, str] = {}  # failed alone: quarantined when taken next, with why
+        enrichment) is handed back and taken again after RETRY_DELAY (``_Retries`` keeps
+        count, and says when to take one at a time and what to quarantine)."""
+        retries = _Retries()
         while True:
             try:
-                taken = await self.store.take(1 if alone else BATCH)
+                taken = await self.store.take(retries.limit())
             except Exception:
                 # Reading the store failed; take() kept the entries, in order.
                 log.exception("cannot read the inbox; retrying")
                 await asyncio.sleep(RETRY_DELAY)
                 continue
-            ids = {entry.inbox_id for entry in taken.entries}
-            # Entries handed out again come first; older ones not among these were taken
-            # by another replica.
-            alone = {i for i in alone if i >= min(ids)}
-            quarantining = ids <= doomed.keys()
+            doomed = retries.doomed(taken)
             try:
-                if quarantining:
-                    failed = [
-                        Failed(e.inbox_id, e.alert, doomed[e.inbox_id]) for e in taken.entries
-                    ]
-                    await self.store.complete(taken, (), failed)
+                if doomed:
+                    await self.store.complete(taken, (), doomed)
                 else:
                     await self.process(taken)
             except Exception as exc:
+                log.exception("pipeline batch failed", extra={"alerts": len(taken.entries)})
                 await self._abandon(taken)
-                if quarantining:
-                    # The store itself is failing: everything goes round again, afresh.
-                    log.exception("cannot quarantine; retrying later", extra={"alerts": len(ids)})
-                    failing, failures, alone, doomed = set(), 0, set(), {}
-                else:
-                    log.exception("pipeline batch failed", extra={"alerts": len(ids)})
-                    failures = failures + 1 if ids & failing else 1
-                    failing = ids
-                    if ids & alone:
-                        doomed.update(dict.fromkeys(ids, _reason(exc)))
-                    elif failures >= RETRIES:
-                        alone = set(ids)
+                retries.failed(taken, exc, quarantining=bool(doomed))
                 await asyncio.sleep(RETRY_DELAY)
                 continue
-            failing, failures = set(), 0
-            alone -= ids
-            for inbox_id in ids:
-                doomed.pop(inbox_id, None)
+            retries.done(taken)
 
     async def _abandon(self, taken: Taken) -> None:
         try:
@@ -210,3 +186,51 @@ class Pipeline:
 
 def _reason(exc: Exception) -> str:
     return f"{type(exc).__name__}: {exc}"
+
+
+class _Retries:
+    """What ``Pipeline.run`` remembers between tries. Once the same entries failed
+    RETRIES times in a row they are taken one at a time; one that fails alone too is
+    quarantined, alone, the next time it is taken (the others go through). If even the
+    quarantine cannot be written, the store itself is failing: everything goes round
+    again, afresh."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.failing: set[int] = set()  # the entries of the batch that failed last...
+        self.failures = 0  # ...and how many times in a row
+        self.alone: set[int] = set()  # taken one at a time until each is through
+        self.reasons: dict[int, str] = {}  # failed alone: why, for the quarantine
+
+    def limit(self) -> int:
+        return 1 if self.alone else BATCH
+
+    def doomed(self, taken: Taken) -> list[Failed]:
+        """The entries of ``taken`` to quarantine, if every one of them failed alone."""
+        ids = {e.inbox_id for e in taken.entries}
+        # Entries handed out again come first: older ones not among these went to
+        # another replica.
+        self.alone = {i for i in self.alone if i >= min(ids)}
+        if not ids <= self.reasons.keys():
+            return []
+        return [Failed(e.inbox_id, e.alert, self.reasons[e.inbox_id]) for e in taken.entries]
+
+    def failed(self, taken: Taken, exc: Exception, *, quarantining: bool) -> None:
+        ids = {e.inbox_id for e in taken.entries}
+        if quarantining:
+            self.reset()
+            return
+        self.failures = self.failures + 1 if ids & self.failing else 1
+        self.failing = ids
+        if ids & self.alone:
+            self.reasons.update(dict.fromkeys(ids, _reason(exc)))
+        elif self.failures >= RETRIES:
+            self.alone = set(ids)
+
+    def done(self, taken: Taken) -> None:
+        self.failing, self.failures = set(), 0
+        for entry in taken.entries:
+            self.alone.discard(entry.inbox_id)
+            self.reasons.pop(entry.inbox_id, None)

@@ -18,6 +18,8 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
 from bridge import config, pipeline
@@ -186,10 +188,12 @@ class PoisonOutbox(Outbox):
 
 
 class PoisonPipeline(Pipeline):
-    """A decision that raises for one identity (a bug meeting an odd payload)."""
+    """A decision that raises for some identities (a bug meeting an odd payload)."""
+
+    poison = frozenset({POISON})
 
     def decide(self, entry: Entry, previous: IdentityState | None, now: datetime) -> Processed:
-        if entry.alert.identity == POISON:
+        if entry.alert.identity in self.poison:
             raise ValueError("cannot decide")
         return super().decide(entry, previous, now)
 
@@ -199,7 +203,7 @@ def pipeline_on(box: Outbox, cls: type[Pipeline]) -> Pipeline:
     return cls(CONFIG, store=box, enricher=Enricher(CONFIG.sentry, metrics), metrics=metrics)
 
 
-async def queued(box: Outbox) -> list[str]:
+async def queued_in(box: Outbox) -> list[str]:
     async with box.lane("am") as lane:
         assert lane is not None
         return [item.body for item in await lane.pending(100)]
@@ -230,7 +234,7 @@ async def test_one_alert_the_pipeline_fails_on_is_quarantined_alone(
     before = outbox.commits
     await run.process(await outbox.take(10))
     assert outbox.commits == before + 1  # the batch and the quarantine: one transaction
-    bodies = await queued(outbox)
+    bodies = await queued_in(outbox)
     assert len(bodies) == 2
     assert all("666" not in body for body in bodies)
     [entry] = await outbox.quarantined()
@@ -259,7 +263,7 @@ async def test_a_failing_batch_is_retried_then_split_and_the_poison_quarantined(
         await box.abandon(taken)
         async with running(run):
             await until(lambda: box.inbox_count() == 0)
-        bodies = await queued(box)
+        bodies = await queued_in(box)
         assert [json.loads(b)["labels"]["sentry_issue_id"] for b in bodies] == ["1", "2"]
         [entry] = await box.quarantined()
         assert entry.alert is not None
@@ -285,9 +289,62 @@ async def test_a_batch_is_retried_while_the_store_fails_and_nothing_is_lost(
         await until(lambda: outbox.queued_count() == 2)
     assert commits.failing == 0
     assert await outbox.quarantined() == []
-    bodies = await queued(outbox)
+    bodies = await queued_in(outbox)
     assert [json.loads(b)["labels"]["sentry_issue_id"] for b in bodies] == ["1", "2"]
     assert outbox.inbox_count() == 0
+
+
+KINDS = st.sampled_from(["good", "good", "decide", "store"])
+
+
+@given(kinds=st.lists(KINDS, min_size=1, max_size=8), transient=st.integers(0, 6))
+@settings(max_examples=40, deadline=None)
+def test_retries_match_a_model(
+    tmp_path_factory: pytest.TempPathFactory, kinds: list[str], transient: int
+) -> None:
+    """Model (today's guarantees): every accepted entry ends exactly once, queued or
+    quarantined; the ones a decision or the store refuses are quarantined, the queued keep
+    their order; and while the store never fails on its own, no good entry is
+    quarantined. ``transient``: COMMITs refused on the way (a store failing for a while)."""
+
+    async def scenario() -> None:
+        box = PoisonOutbox(
+            tmp_path_factory.mktemp("retries"), ["am"], max_queued=100,
+            metrics=Metrics(CollectorRegistry()),
+        )  # fmt: skip
+        await box.open()
+        run = pipeline_on(box, PoisonPipeline)
+        assert isinstance(run, PoisonPipeline)
+        run.poison = frozenset(f"issue:{n}" for n, k in enumerate(kinds) if k == "decide")
+        try:
+            for n in range(len(kinds)):
+                await box.accept(sentry(n))
+            taken = await box.take(100)
+            box.poisoned = {
+                e.inbox_id for e, k in zip(taken.entries, kinds, strict=True) if k == "store"
+            }
+            await box.abandon(taken)
+            commits = Commits()
+            await install(box, commits)
+            commits.failing = transient
+            async with running(run):
+                await until(lambda: box.inbox_count() == 0)
+            queued = [int(json.loads(b)["labels"]["sentry_issue_id"]) for b in await queued_in(box)]
+            kept = [int((q.alert or {})["identity"].split(":")[1]) for q in await box.quarantined()]
+            assert sorted(queued + kept) == list(range(len(kinds)))  # each once, none lost
+            assert queued == sorted(queued)
+            assert {n for n, k in enumerate(kinds) if k != "good"} <= set(kept)
+            if not transient:
+                assert {n for n, k in enumerate(kinds) if k == "good"} == set(queued)
+        finally:
+            await box.close()
+
+    saved = pipeline.RETRY_DELAY
+    pipeline.RETRY_DELAY = 0
+    try:
+        asyncio.run(scenario())
+    finally:
+        pipeline.RETRY_DELAY = saved
 
 
 class RefuseReads:
