@@ -713,6 +713,74 @@ async def test_a_resolve_decided_during_a_re_send_round_is_not_overtaken(env: En
     assert "6" not in [name for name, ends in posted if ends != resolved_at]
 
 
+@given(
+    data=st.data(),
+    identities=st.integers(1, 5),
+    batch_size=st.integers(1, 3),
+)
+@settings(max_examples=50, deadline=None)
+def test_what_an_alertmanager_sees_never_goes_back_during_re_sends(
+    tmp_path_factory: pytest.TempPathFactory, data: st.DataObject, identities: int, batch_size: int
+) -> None:
+    """Model: decisions (a refresh, a resolve) happen while any request is in flight during
+    a re-send round; each post carries the number of the decision it comes from. Per
+    identity, Alertmanager must receive those numbers in order (never an older decision
+    after a newer one: a stale firing after its resolve would re-fire it), and end with the
+    latest decision."""
+
+    async def scenario() -> None:
+        env = Env(tmp_path_factory.mktemp("order"))
+        decided: dict[str, int] = {}  # identity -> the number of its latest decision
+        count = 0
+
+        def alert(n: int, resolve: bool = False) -> PostableAlert:
+            nonlocal count
+            count += 1
+            decided[str(n)] = count
+            ends = env.clock() if resolve else env.clock() + timedelta(hours=1)
+            return PostableAlert(
+                labels={"alertname": "SentryIssue", "sentry_issue_id": str(n)},
+                annotations={"decision": str(count)},
+                starts_at=START,
+                ends_at=ends,
+            )
+
+        async def decide(n: int, resolve: bool) -> None:
+            current = alert(n, resolve)
+            await env.enqueue([current], {f"issue:{n}": None if resolve else current})
+
+        try:
+            delivery = await env.start(batch_size=batch_size)
+            for n in range(identities):
+                await decide(n, resolve=False)
+            await delivery.deliver(A)
+            budget = [8]  # decisions left to make meanwhile
+
+            async def meanwhile(host: str, batch: list[dict[str, Any]]) -> None:
+                while budget[0] and data.draw(st.booleans(), label="decide now"):
+                    budget[0] -= 1
+                    n = data.draw(st.integers(0, identities - 1), label="identity")
+                    await decide(n, resolve=data.draw(st.booleans(), label="resolve"))
+
+            env.ams.meanwhile = meanwhile
+            for _ in range(data.draw(st.integers(1, 3), label="rounds")):
+                await delivery.resend(A)
+            env.ams.meanwhile = None
+            await delivery.deliver(A)
+            seen: dict[str, list[int]] = defaultdict(list)
+            for posted in env.ams.accepted["am-a"]:
+                seen[posted["labels"]["sentry_issue_id"]].append(
+                    int(posted["annotations"]["decision"])
+                )
+            for name, numbers in seen.items():
+                assert numbers == sorted(numbers), f"issue {name} went back: {numbers}"
+                assert numbers[-1] == decided[name]
+        finally:
+            await env.stop()
+
+    asyncio.run(scenario())
+
+
 class BusyLanes(Outbox):
     """Another replica holds every lane for the next ``busy`` attempts."""
 
