@@ -27,8 +27,8 @@ from bridge.enrich import Enricher
 from bridge.errors import OutboxFull
 from bridge.metrics import Metrics
 from bridge.model import SentryAlert
-from bridge.outbox import Outbox
 from bridge.pipeline import Pipeline
+from bridge.store.sqlite import Outbox
 
 log = logging.getLogger("bridge.backend")
 

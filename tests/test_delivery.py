@@ -28,9 +28,9 @@ from bridge.delivery import Delivery
 from bridge.errors import ConfigError
 from bridge.metrics import Metrics
 from bridge.model import Severity
-from bridge.outbox import Outbox
 from bridge.state import IdentityState
 from bridge.store.contract import Lane
+from bridge.store.sqlite import Outbox
 from tests.factories import START, commit, held, postable, stored_state
 
 pytestmark = pytest.mark.anyio

@@ -22,9 +22,9 @@ from bridge.dedup import fingerprint
 from bridge.errors import ConfigError, OutboxFull
 from bridge.metrics import Metrics
 from bridge.model import SentryAlert, Severity
-from bridge.outbox import FILENAME, Outbox
 from bridge.state import IdentityState
 from bridge.store.contract import Failed, Processed, Queued
+from bridge.store.sqlite import FILENAME, Outbox
 from tests.factories import KEPT_UNTIL, START, commit, held, postable, stored_alert, stored_state
 from tests.factories import issue as sentry
 

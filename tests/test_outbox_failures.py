@@ -26,10 +26,10 @@ from bridge import config, pipeline
 from bridge.enrich import Enricher
 from bridge.errors import OutboxFull
 from bridge.metrics import Metrics
-from bridge.outbox import Outbox
 from bridge.pipeline import Pipeline
 from bridge.state import IdentityState
 from bridge.store.contract import Entry, Failed, Processed, Taken
+from bridge.store.sqlite import Outbox
 from tests.factories import START
 from tests.factories import issue as sentry
 

@@ -17,9 +17,9 @@ from bridge.alertmanager import PostableAlert, wire_json
 from bridge.enrich import Enricher
 from bridge.metrics import Metrics
 from bridge.model import Kind, SentryAlert, State
-from bridge.outbox import Outbox
 from bridge.pipeline import Pipeline
 from bridge.store.contract import Processed
+from bridge.store.sqlite import Outbox
 from tests.factories import sentry_alert, stored_alert
 
 pytestmark = pytest.mark.anyio

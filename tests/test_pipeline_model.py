@@ -22,8 +22,8 @@ from prometheus_client import CollectorRegistry
 
 from bridge.enrich import Enricher
 from bridge.metrics import Metrics
-from bridge.outbox import Outbox
 from bridge.pipeline import Pipeline
+from bridge.store.sqlite import Outbox
 from tests.factories import START
 from tests.model import CONFIG, Alertmanager, Reference, Webhooks
 

@@ -15,8 +15,8 @@ from bridge import cli, config
 from bridge.alertmanager import target_name
 from bridge.metrics import Metrics
 from bridge.model import SentryAlert
-from bridge.outbox import Outbox
 from bridge.store.contract import Failed
+from bridge.store.sqlite import Outbox
 from tests.factories import sentry_alert
 from tests.sentry_payloads import FIXTURES
 

@@ -19,7 +19,7 @@ import pytest
 from bridge import config, sentry
 from bridge.errors import BadPayload, OutboxFull, WorkerFailed
 from bridge.model import SentryAlert
-from bridge.outbox import FILENAME
+from bridge.store.sqlite import FILENAME
 from bridge.worker import WorkerDied, WorkerIntake, _frame, _read
 from tests.integration.procs import free_port
 from tests.sentry_payloads import BASE, FIXTURES, LEGACY, SERVICE_HOOK, hook

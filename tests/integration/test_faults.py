@@ -25,7 +25,7 @@ from bridge import config
 from bridge.alertmanager import PostableAlert, target_name
 from bridge.delivery import Delivery
 from bridge.metrics import Metrics
-from bridge.outbox import Outbox
+from bridge.store.sqlite import Outbox
 from tests.factories import commit, held
 from tests.integration import procs
 from tests.integration.am import require_binary, start_alertmanager
