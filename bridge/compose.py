@@ -41,8 +41,8 @@ from bridge.enrich import Enricher
 from bridge.errors import OutboxFull
 from bridge.metrics import Metrics
 from bridge.model import SentryAlert
-from bridge.outbox import Outbox
 from bridge.pipeline import Pipeline
+from bridge.store.sqlite import Outbox
 
 log = logging.getLogger("bridge.compose")
 
@@ -75,7 +75,7 @@ class Bridge:
             max_bodies=config.dedup.max_bodies,
         )
         self.enricher = Enricher(config.sentry, metrics, transport=sentry_transport)
-        self.pipeline = Pipeline(config, outbox=self.store, enricher=self.enricher, metrics=metrics)
+        self.pipeline = Pipeline(config, store=self.store, enricher=self.enricher, metrics=metrics)
         self.delivery = Delivery(
             self.store, config.alertmanager, metrics, transport=alertmanager_transport
         )

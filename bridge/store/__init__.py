@@ -1,10 +1,11 @@
 """Where the bridge keeps its state: the engines behind one store contract.
 
-``sqlite`` (embedded, one replica) is today's outbox (``bridge/outbox.py``); ``postgres``
-(``postgres.py``: connection, schema migration, the database clock; ``lease.py``: one
-holder at a time across replicas) is the shared store of issue 10. The contract both
-engines will keep, and the wiring of PostgreSQL into the pipeline, come next: until then
-``serve`` refuses ``store.backend: postgres`` rather than silently running on SQLite.
+``contract.py`` is what every engine promises and all the pipeline, delivery and the
+edge use. ``sqlite.py`` (``Outbox``: embedded, one file, one replica) keeps it today;
+``postgres`` (``postgres.py``: connection, schema migration, the database clock;
+``lease.py``: one holder at a time across replicas) is the shared store of issue 10,
+whose engine comes next: until it is wired, ``serve`` refuses ``store.backend:
+postgres`` rather than silently running on SQLite.
 """
 
 from __future__ import annotations
