@@ -1,8 +1,8 @@
-"""The PostgreSQL engine's groundwork: a connection pool, the schema, the database clock.
+"""The PostgreSQL engine's connection: a pool, the schema migration, the database clock.
 
 ``connect(settings)`` opens an asyncpg pool with the configured timeouts, TLS and schema
 (``search_path``); ``migrate(conn, schema)`` brings the schema to this version's
-(``postgres_schema.MIGRATIONS``), once even when several replicas start together: each runs
+(``schema.MIGRATIONS``), once even when several replicas start together: each runs
 the migration in one transaction holding a transaction-scoped advisory lock on the schema,
 so the others wait and then find nothing left to do. ``database_now`` is the one clock every
 replica agrees on (issue 10: time windows use the database's clock, so skewed pods agree).
@@ -19,7 +19,7 @@ import asyncpg
 
 from bridge.config import Postgres, PostgresSSL
 from bridge.errors import StoreError
-from bridge.store.postgres_schema import MIGRATIONS, Migration
+from bridge.store.pg.schema import MIGRATIONS, Migration
 
 # pg_advisory_xact_lock(int4, int4): this constant says "sentry-bridge migration", the
 # second key is the schema's, so two bridges with their own schemas in one database do not
