@@ -71,7 +71,7 @@ _PROGRESS = "INSERT INTO progress (target) SELECT unnest($1::text[]) ON CONFLICT
 _DEPTHS = "SELECT target, count(*) FROM queue GROUP BY target"
 
 
-@dataclass
+@dataclass(eq=False)  # hashed by identity: kept in a set while open
 class _Handle:
     """A ``take``'s open transaction: its connection holds the identities' locks."""
 
@@ -191,10 +191,7 @@ class PostgresStore:
         if self._lease is not None:
             with contextlib.suppress(*DB_ERRORS):
                 await self._lease.release()
-        if self._listener is not None:
-            with contextlib.suppress(*DB_ERRORS):
-                await self._pool.release(self._listener)
-            self._listener = None
+        await self._unlisten()
         pool, self._pool = self._pool, None
         try:
             await asyncio.wait_for(pool.close(), timeout=5)
@@ -373,7 +370,7 @@ class PostgresStore:
                     changes.pop(key, None)  # the last decision for the label set counts
                     ending = alert.ends_at is not None and alert.ends_at <= now
                     changes[key] = (now, body(alert)) if ending else None
-            await queue.resolve(conn, changes)
+            resolved = await queue.resolve(conn, changes)
             states: dict[str, tuple[IdentityState, datetime | None]] = {}
             for result in results:
                 for raw, kept in result.states.items():
@@ -395,6 +392,7 @@ class PostgresStore:
         before = sum(1 for s in taken.states.values() if s.alert is not None)
         after = sum(1 for s, until in states.values() if until and s.alert is not None)
         self._sizes.active = max(0, self._sizes.active + after - before)
+        self._sizes.resolved = max(0, self._sizes.resolved + resolved)
         self._sizes.quarantine += len(failed)
         if failed:
             self.metrics.quarantined.labels("pipeline_error").inc(len(failed))
@@ -670,10 +668,7 @@ class PostgresStore:
     async def _listen(self) -> None:
         """A connection of the pool kept for LISTEN (a notification is delivered to the
         session that listens, so it cannot go back to the pool)."""
-        if self._listener is not None:
-            with contextlib.suppress(*DB_ERRORS):
-                await self._pool.release(self._listener)
-            self._listener = None
+        await self._unlisten()
         conn = await self._pool.acquire()
         try:
             await conn.add_listener(self.inbox_channel, self._on_inbox)
@@ -682,6 +677,16 @@ class PostgresStore:
             await self._pool.release(conn)
             raise
         self._listener = conn
+
+    async def _unlisten(self) -> None:
+        conn, self._listener = self._listener, None
+        if conn is None:
+            return
+        with contextlib.suppress(*DB_ERRORS):
+            if not conn.is_closed():
+                await conn.remove_listener(self.inbox_channel, self._on_inbox)
+                await conn.remove_listener(self.queue_channel, self._on_queued)
+        await self._release(conn)
 
     def _on_inbox(self, *_: object) -> None:
         self._inbox_event.set()

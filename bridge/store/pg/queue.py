@@ -60,6 +60,7 @@ _RESOLVE = """
 INSERT INTO resolved AS r (labels, resolved_at, body)
 SELECT * FROM unnest($1::text[], $2::timestamptz[], $3::text[])
 ON CONFLICT (labels) DO UPDATE SET resolved_at = excluded.resolved_at, body = excluded.body
+RETURNING xmax = 0  -- inserted, not updated
 """
 _UNRESOLVE = "DELETE FROM resolved WHERE labels = ANY($1::text[])"
 _FORGET_RESOLVED = "DELETE FROM resolved WHERE body = $1"
@@ -86,19 +87,21 @@ async def enqueue(
 
 async def resolve(conn: Any, changes: Mapping[str, tuple[datetime, str] | None]) -> int:
     """Per label key, in the order decided: a resolve starts its re-sends (time, body), a
-    firing alert (None) ends them. Returns how many resolves are recorded."""
+    firing alert (None) ends them. Returns how many more resolves are recorded."""
     ended = [key for key, change in changes.items() if change is None]
     started = [(key, change) for key, change in changes.items() if change is not None]
+    more = 0
     if ended:
-        await conn.execute(_UNRESOLVE, ended)
+        more -= int((await conn.execute(_UNRESOLVE, ended)).split()[-1])
     if started:
-        await conn.execute(
+        rows = await conn.fetch(
             _RESOLVE,
             [key for key, _ in started],
             [at for _, (at, _) in started],
             [body for _, (_, body) in started],
         )
-    return len(started)
+        more += sum(1 for row in rows if row[0])
+    return more
 
 
 async def forget_resolved(conn: Any, body: str) -> int:
