@@ -8,11 +8,12 @@ entry, then finds it). Digests are inserted sorted, so two groups never deadlock
 
 ``claim`` runs in the transaction a ``Taken`` holds until ``complete`` or ``abandon``:
 
-1. the head of the inbox (the oldest entries), by identity;
-2. ``pg_try_advisory_xact_lock`` on each of those identities: the ones another taker holds
-   are skipped, not waited for (a try never waits, so takers cannot deadlock, and one slow
-   batch does not stall the others);
-3. every entry of the identities now held, in id order, ``FOR UPDATE``.
+1. the head of the inbox (the oldest entries), by identity, earliest first;
+2. ``pg_try_advisory_xact_lock`` on those identities, as many as ``limit`` entries need:
+   the ones another taker holds are skipped, not waited for (a try never waits, so takers
+   cannot deadlock, and one slow batch does not stall the others); a head held entirely
+   by others is read further back;
+3. the entries of the identities now held, in id order, ``FOR UPDATE``.
 
 Rows of an identity are claimed only under its lock, so while we hold it no one else has
 any of them, and every earlier entry is gone (completed) or still here (abandoned, so
@@ -60,14 +61,12 @@ WHERE (SELECT pg_try_advisory_xact_lock($3, 0))  -- once, not per row
 """
 
 _HEAD = """
-WITH head AS MATERIALIZED (
-    SELECT identity, min(id) AS first
-    FROM (SELECT id, identity FROM inbox ORDER BY id LIMIT $2) AS h
-    GROUP BY identity
-)
-SELECT identity FROM head WHERE pg_try_advisory_xact_lock($1, hashtext(identity))
-ORDER BY first
+SELECT identity, count(*) FROM (SELECT id, identity FROM inbox ORDER BY id LIMIT $1) AS h
+GROUP BY identity ORDER BY min(id)
 """
+
+# A try never waits: takers cannot deadlock, and one slow batch does not stall the others.
+_TRY = "SELECT i FROM unnest($2::text[]) AS i WHERE pg_try_advisory_xact_lock($1, hashtext(i))"
 
 _CLAIM = """
 SELECT id, accepted_at, alert FROM inbox
@@ -75,6 +74,29 @@ WHERE identity = ANY($1::text[])
 ORDER BY id LIMIT $2
 FOR UPDATE
 """
+
+
+async def _lock_head(
+    conn: Any, lock: int, head: Sequence[tuple[str, int]], limit: int
+) -> list[str]:
+    """Try the head's identities, earliest first, until those held cover ``limit``
+    entries. Only identities whose first entry falls within ``limit`` of the ones held
+    are tried, so each one locked gets at least one entry (no lock is held for nothing:
+    an xact lock cannot be given back before the transaction ends)."""
+    held: list[str] = []
+    covered = start = 0
+    while start < len(head) and covered < limit:
+        batch, reach = [], covered
+        while start < len(head) and reach < limit:
+            batch.append(head[start])
+            reach += head[start][1]
+            start += 1
+        got = {row[0] for row in await conn.fetch(_TRY, lock, [i for i, _ in batch])}
+        for identity, entries in batch:
+            if identity in got:
+                held.append(identity)
+                covered += entries
+    return held
 
 
 async def new_bodies(conn: Any, digests: Sequence[bytes], retention: float) -> set[bytes]:
@@ -101,7 +123,13 @@ async def sweep(conn: Any, retention: float, max_bodies: int, lock: int) -> None
 async def claim(conn: Any, lock: int, limit: int) -> list[tuple[int, Any, SentryAlert | None]]:
     """In the caller's transaction: up to ``limit`` entries of identities this transaction
     now holds, in id order: (id, accepted_at, alert or None when unreadable)."""
-    held = [row[0] for row in await conn.fetch(_HEAD, lock, limit * HEAD)]
+    window = limit * HEAD
+    while True:
+        head = [(row[0], int(row[1])) for row in await conn.fetch(_HEAD, window)]
+        held = await _lock_head(conn, lock, head, limit)
+        if held or sum(n for _, n in head) < window:
+            break
+        window *= 4  # the head is all held by other takers: look further back
     if not held:
         return []
     taken: list[tuple[int, Any, SentryAlert | None]] = []
