@@ -511,3 +511,23 @@ async def test_a_nul_neither_fails_a_batch_nor_is_lost(open_engine: Opener) -> N
             == 1
         )
         assert [reason for _, reason, _ in await store.dead_letters()] == ["HTTP 400: \x00"]
+
+
+async def test_the_newest_dead_letters_and_quarantined_are_kept(open_engine: Opener) -> None:
+    async with open_engine() as store:
+        store.dead_letters_kept = 2  # both engines have the bound
+        store.quarantine_kept = 2
+        for n in (1, 2, 3):
+            await store.accept(factories.issue(n))
+        taken = await take(store)
+        await commit(store, taken, sends={f"issue:{n}": [firing(n, taken.now)] for n in (1, 2, 3)})
+        async with store.lane(TARGETS[0]) as lane:
+            assert lane is not None
+            items = await lane.pending(10)
+            for item in items:  # one batch each, as a sender settles them
+                await lane.advance(item.id, [(item, "HTTP 400: bad")])
+        letters = await store.dead_letters()
+        assert [a["labels"]["sentry_issue_id"] for _, _, a in letters] == ["2", "3"]
+        for n in (1, 2, 3):
+            await store.quarantine("unparseable", f"q{n}", {}, b"{", digest(f"q{n}"))
+        assert [q.detail for q in await store.quarantined()] == ["q2", "q3"]

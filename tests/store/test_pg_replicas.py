@@ -15,6 +15,7 @@ from typing import Any
 import asyncpg
 import pytest
 
+from bridge.errors import OutboxFull
 from bridge.store.contract import Processed, Taken
 from bridge.store.pg import PostgresStore
 from tests import factories
@@ -143,3 +144,28 @@ async def test_closing_hands_the_lease_over_at_once(pg: PostgresTarget) -> None:
         assert await b.periodic() is False
         await a.close()
         assert await b.periodic() is True
+
+
+async def test_failing_writes_turn_store_ok_false_until_one_succeeds(pg: PostgresTarget) -> None:
+    """PostgreSQL stopped (a crash): accepts answer OutboxFull (503, Sentry retries), and
+    after ``failing_after`` failed writes the store is not ok; once the database is back, a
+    probe turns it ok again and nothing acknowledged was lost."""
+    async with replicas(pg, 1) as (store,):
+        assert await store.accept(factories.issue(1))
+        pg.server.stop_immediately()
+        for _ in range(store.failing_after):
+            assert store.store_ok()
+            with pytest.raises(OutboxFull):
+                await store.accept(factories.issue(2))
+        assert not store.store_ok()
+        assert await store.probe() is False
+        pg.server.start()
+        started = time.monotonic()
+        while not await store.probe():
+            assert time.monotonic() - started < PROMPTLY
+            await asyncio.sleep(0.05)
+        assert store.store_ok()
+        assert await store.accept(factories.issue(3))
+        taken = await take(store)
+        assert [e.alert.identity for e in taken.entries] == ["issue:1", "issue:3"]
+        await done(store, taken)

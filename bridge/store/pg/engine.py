@@ -53,7 +53,13 @@ log = logging.getLogger("bridge.store.pg")
 # What a failing database raises: its errors, a lost connection, a timeout.
 DB_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
 
-_TRIM_QUARANTINE = "DELETE FROM quarantine WHERE id <= (SELECT max(id) FROM quarantine) - $1"
+# The newest are kept; rows another transaction is trimming are left to it.
+_TRIM_QUARANTINE = """
+DELETE FROM quarantine WHERE id IN (
+    SELECT id FROM quarantine WHERE id <= (SELECT max(id) FROM quarantine) - $1
+    FOR UPDATE SKIP LOCKED
+)
+"""
 _QUARANTINE = """
 INSERT INTO quarantine (reason, detail, headers, body, alert)
 SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[], $5::text[])

@@ -46,8 +46,15 @@ INSERT INTO dead_letter (target, reason, body)
 SELECT $1, r, b FROM unnest($2::text[], $3::text[]) WITH ORDINALITY AS u (r, b, n) ORDER BY n
 """
 
-# The dead-letter table is for a human, not an archive: the newest are kept.
-_TRIM_DEAD = "DELETE FROM dead_letter WHERE id <= (SELECT max(id) FROM dead_letter) - $1"
+# The dead-letter table is for a human, not an archive: the newest are kept. Rows another
+# transaction is trimming already are skipped: a lane's transaction waits for its sender,
+# which may be waiting for this one (forget_refused inside a lane).
+_TRIM_DEAD = """
+DELETE FROM dead_letter WHERE id IN (
+    SELECT id FROM dead_letter WHERE id <= (SELECT max(id) FROM dead_letter) - $1
+    FOR UPDATE SKIP LOCKED
+)
+"""
 
 # Re-sends: the resolved alerts first, then the active ones, each in key order pages.
 _RESOLVED_PAGE = "SELECT id, body FROM resolved WHERE id > $1 ORDER BY id LIMIT $2"
