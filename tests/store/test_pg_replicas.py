@@ -169,3 +169,35 @@ async def test_failing_writes_turn_store_ok_false_until_one_succeeds(pg: Postgre
         taken = await take(store)
         assert [e.alert.identity for e in taken.entries] == ["issue:1", "issue:3"]
         await done(store, taken)
+
+
+async def test_a_waiting_take_is_woken_by_another_replicas_accept(pg: PostgresTarget) -> None:
+    """LISTEN/NOTIFY: with the poll fallback out of reach, b's waiting take returns as soon
+    as a commits an accept; and b's senders are woken when a queues posts."""
+    async with replicas(pg) as (a, b):
+        b.poll_interval = 3600.0
+        waiting = asyncio.ensure_future(b.take(10))
+        await asyncio.sleep(0)
+        await a.accept(factories.issue(1))
+        taken = await asyncio.wait_for(waiting, PROMPTLY)
+        assert [e.alert.identity for e in taken.entries] == ["issue:1"]
+        await b.complete(taken, [Processed(taken.entries[0].inbox_id, ())])
+        await a.accept(factories.issue(2))
+        taken = await take(a)
+        for target in TARGETS:
+            b.wakeup(target).clear()
+        post = factories.postable(2, start=taken.now)
+        await a.complete(taken, [Processed(taken.entries[0].inbox_id, [post])])
+        for target in TARGETS:
+            await asyncio.wait_for(b.wakeup(target).wait(), PROMPTLY)
+
+
+async def test_a_take_still_finds_entries_when_notifications_are_lost(pg: PostgresTarget) -> None:
+    async with replicas(pg) as (a, b):
+        b.poll_interval = 0.05
+        listener = b._listener
+        listener.terminate()
+        await a.accept(factories.issue(1))
+        taken = await take(b)
+        assert [e.alert.identity for e in taken.entries] == ["issue:1"]
+        await b.abandon(taken)

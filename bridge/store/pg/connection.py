@@ -89,21 +89,28 @@ def server_settings(settings: Postgres) -> dict[str, str]:
     }
 
 
+def _options(settings: Postgres) -> dict[str, Any]:
+    if settings.dsn is None:  # config.Store refuses this already; a direct caller may not
+        raise StoreError("store.postgres.dsn is not set")
+    return {
+        "dsn": settings.dsn.get_secret_value(),
+        "timeout": settings.connect_timeout,
+        # The client gives up a little after the server should have cancelled.
+        "command_timeout": settings.statement_timeout + 1.0,
+        "ssl": ssl_option(settings.ssl),
+        "server_settings": server_settings(settings),
+    }
+
+
 async def connect(settings: Postgres) -> Any:
     """An asyncpg pool: at most ``pool_size`` connections, each with the timeouts, TLS and
     schema configured. The DSN is a secret: it is passed on, never logged."""
-    if settings.dsn is None:  # config.Store refuses this already; a direct caller may not
-        raise StoreError("store.postgres.dsn is not set")
-    return await asyncpg.create_pool(
-        settings.dsn.get_secret_value(),
-        min_size=1,
-        max_size=settings.pool_size,
-        timeout=settings.connect_timeout,
-        # The client gives up a little after the server should have cancelled.
-        command_timeout=settings.statement_timeout + 1.0,
-        ssl=ssl_option(settings.ssl),
-        server_settings=server_settings(settings),
-    )
+    return await asyncpg.create_pool(min_size=1, max_size=settings.pool_size, **_options(settings))
+
+
+async def connect_one(settings: Postgres) -> Any:
+    """One connection outside the pool, configured the same (for LISTEN)."""
+    return await asyncpg.connect(**_options(settings))
 
 
 async def database_now(conn: Connection) -> datetime:

@@ -120,6 +120,14 @@ class PostgresStore:
             raise ConfigError("the store needs at least one Alertmanager")
         if len(set(targets)) != len(targets):
             raise ConfigError(f"two Alertmanager URLs name the same target: {list(targets)}")
+        # At once: a take's transaction, an accept's group commit, the lease or the sizes,
+        # and per Alertmanager its lane and what a sender writes while it holds the lane.
+        needed = 3 + 2 * len(targets)
+        if settings.pool_size < needed:
+            raise ConfigError(
+                f"store.postgres.pool_size: {settings.pool_size} is too small for "
+                f"{len(targets)} Alertmanager(s); at least {needed}"
+            )
         self.settings = settings
         self.targets = tuple(targets)
         self.max_queued = max_queued
@@ -672,15 +680,15 @@ class PostgresStore:
     # --- plumbing -----------------------------------------------------------------------
 
     async def _listen(self) -> None:
-        """A connection of the pool kept for LISTEN (a notification is delivered to the
-        session that listens, so it cannot go back to the pool)."""
+        """A connection of its own for LISTEN (notifications go to the session that
+        listens, so it cannot be the pool's), opened again when it was lost."""
         await self._unlisten()
-        conn = await self._pool.acquire()
+        conn = await connection.connect_one(self.settings)
         try:
             await conn.add_listener(self.inbox_channel, self._on_inbox)
             await conn.add_listener(self.queue_channel, self._on_queued)
         except BaseException:
-            await self._pool.release(conn)
+            conn.terminate()
             raise
         self._listener = conn
 
@@ -688,11 +696,10 @@ class PostgresStore:
         conn, self._listener = self._listener, None
         if conn is None:
             return
-        with contextlib.suppress(*DB_ERRORS):
-            if not conn.is_closed():
-                await conn.remove_listener(self.inbox_channel, self._on_inbox)
-                await conn.remove_listener(self.queue_channel, self._on_queued)
-        await self._release(conn)
+        try:
+            await asyncio.wait_for(conn.close(), timeout=2)
+        except (TimeoutError, *DB_ERRORS):
+            conn.terminate()
 
     def _on_inbox(self, *_: object) -> None:
         self._inbox_event.set()
