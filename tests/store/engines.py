@@ -43,8 +43,8 @@ def opener(request: pytest.FixtureRequest, engine: str, tmp_path: Path) -> Opene
         if pg is not None:
             store = postgres_store(pg, **options)
         else:
-            metrics = options.pop("metrics", Metrics(CollectorRegistry()))
-            store = Outbox(tmp_path, TARGETS, max_queued=10_000, metrics=metrics, **options)
+            values: dict[str, Any] = {"max_queued": 10_000, "metrics": Metrics(CollectorRegistry())}
+            store = Outbox(tmp_path, TARGETS, **(values | options))
         await store.open()
         try:
             yield store

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from bridge.alertmanager import PostableAlert, wire_json
+from bridge.errors import OutboxFull
 from bridge.model import SentryAlert, Severity
 from bridge.state import IdentityState
 from bridge.store.contract import Failed, Processed, Queued, Store, Taken
@@ -145,6 +146,15 @@ async def test_a_body_is_forgotten_after_body_retention(open_engine: Opener) -> 
     async with open_engine(body_retention=0.0) as store:
         assert await store.accept(factories.issue(1), digest("b"))
         assert await store.accept(factories.issue(1), digest("b")) is True
+
+
+async def test_a_full_store_refuses_with_outbox_full(open_engine: Opener) -> None:
+    async with open_engine(max_queued=2) as store:
+        await store.accept(factories.issue(1))
+        await store.accept(factories.issue(2))
+        with pytest.raises(OutboxFull):
+            await store.accept(factories.issue(3))
+        assert store.inbox_count() == 2
 
 
 async def test_quarantine_keeps_the_webhook_once(open_engine: Opener) -> None:
