@@ -3,9 +3,11 @@
 ``PostgresStore`` (``engine``) composes the parts: ``connection`` (the asyncpg pool, TLS,
 the migration under an advisory lock, the database clock), ``schema`` (the migrations),
 ``inbox`` (group-committed accepts, takes in order with each identity locked),
-``identity`` (the state rows), ``queue`` (per-Alertmanager rows, lanes, re-send pages,
-dead letters), ``lease`` (one replica at a time runs the periodic jobs) and ``codec``
-(what PostgreSQL text cannot hold).
+``complete`` (a batch's decisions written), ``identity`` (the state rows), ``queue``
+(per-Alertmanager rows, lanes, re-send pages, dead letters), ``operators`` (requeue,
+refusals, quarantine, the status snapshot), ``lease`` (one replica at a time runs the
+periodic jobs), ``sizes`` (the gauges' cache) and ``codec`` (what PostgreSQL text cannot
+hold).
 
 The driver is asyncpg: it speaks PostgreSQL's protocol natively on asyncio (no thread
 pool), uses the binary format and prepared statements (cached per connection), and was

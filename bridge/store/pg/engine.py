@@ -2,9 +2,11 @@
 by every replica.
 
 The parts: ``connection`` (pool, TLS, migration, clock), ``schema``, ``inbox`` (accept and
-take), ``identity`` (states), ``queue`` (the queue, lanes, re-sends, dead letters),
-``lease`` (one replica runs the periodic jobs), ``codec`` (NUL, which PostgreSQL text
-cannot hold). This module composes them and keeps what a replica keeps in memory:
+take), ``complete`` (what a batch of decisions writes), ``identity`` (states), ``queue``
+(the queue, lanes, re-sends, dead letters), ``operators`` (requeue, refusals, quarantine,
+snapshot), ``lease`` (one replica runs the periodic jobs), ``sizes``, ``codec`` (NUL, which
+PostgreSQL text cannot hold). This module composes them and keeps what a replica keeps in
+memory:
 
 - accepts waiting for their group commit (concurrent ``accept`` calls share one
   transaction; a lone one waits for no timer);
@@ -24,57 +26,30 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import secrets
 import socket
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 import asyncpg
 
-from bridge.alertmanager import PostableAlert, wire_json
 from bridge.config import Postgres
 from bridge.errors import ConfigError, OutboxFull, StoreError
-from bridge.labels import identity_from_labels
 from bridge.metrics import Metrics
 from bridge.model import SentryAlert
-from bridge.state import IdentityState
 from bridge.store.contract import Entry, Failed, Lane, Processed, Quarantined, Taken
-from bridge.store.pg import codec, connection, identity, inbox, queue
+from bridge.store.pg import codec, complete, connection, identity, inbox, operators, queue, sizes
 from bridge.store.pg.lease import Periodic
 
 log = logging.getLogger("bridge.store.pg")
 
 # What a failing database raises: its errors, a lost connection, a timeout.
 DB_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
-
-# The newest are kept; rows another transaction is trimming are left to it.
-_TRIM_QUARANTINE = """
-DELETE FROM quarantine WHERE id IN (
-    SELECT id FROM quarantine WHERE id <= (SELECT max(id) FROM quarantine) - $1
-    FOR UPDATE SKIP LOCKED
-)
-"""
-_QUARANTINE = """
-INSERT INTO quarantine (reason, detail, headers, body, alert)
-SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[], $5::text[])
-"""
-
-_SIZES = """
-SELECT (SELECT count(*) FROM inbox),
-       (SELECT count(*) FROM identity_state WHERE active),
-       (SELECT count(*) FROM resolved),
-       (SELECT count(*) FROM quarantine),
-       extract(epoch FROM clock_timestamp()
-           - least((SELECT min(accepted_at) FROM inbox), (SELECT min(queued_at) FROM queue)))
-"""
-_PROGRESS = "INSERT INTO progress (target) SELECT unnest($1::text[]) ON CONFLICT DO NOTHING"
-_DEPTHS = "SELECT target, count(*) FROM queue GROUP BY target"
 
 
 @dataclass(eq=False)  # hashed by identity: kept in a set while open
@@ -84,17 +59,6 @@ class _Handle:
     conn: Any
     transaction: Any
     done: bool = False
-
-
-@dataclass
-class _Sizes:
-    inbox: int = 0
-    active: int = 0
-    resolved: int = 0
-    quarantine: int = 0
-    depths: dict[str, int] = field(default_factory=dict)
-    oldest: float = 0.0  # seconds, as of ``at``
-    at: float = field(default_factory=time.monotonic)
 
 
 class PostgresStore:
@@ -152,7 +116,7 @@ class PostgresStore:
         self._inbox_event = asyncio.Event()
         self._wakeups = {target: asyncio.Event() for target in self.targets}
         self._handles: set[_Handle] = set()
-        self._sizes = _Sizes(depths=dict.fromkeys(self.targets, 0))
+        self._sizes = sizes.Sizes(depths=dict.fromkeys(self.targets, 0))
         self._refresher: asyncio.Task[None] | None = None
         self._shielded: set[asyncio.Task[Any]] = set()
         metrics.outbox_length.set_function(self.length)
@@ -170,7 +134,7 @@ class PostgresStore:
         try:
             async with self._pool.acquire() as conn:
                 await connection.migrate(conn, self.settings.schema_)
-                await conn.execute(_PROGRESS, list(self.targets))
+                await conn.execute(queue.PROGRESS, list(self.targets))
             await self._listen()
             await self._refresh()
         except BaseException:
@@ -280,7 +244,7 @@ class PostgresStore:
             if digest not in await inbox.new_bodies(conn, [digest], self.body_retention):
                 return False
             row = (reason, detail[:1000], codec.dumps(dict(headers)), body, None)
-            await self._quarantine_rows(conn, [row])
+            self._dropped(await operators.quarantine(conn, [row], self.quarantine_kept))
             return True
 
         added: bool = await self._shield(self._write(write))
@@ -291,20 +255,8 @@ class PostgresStore:
         self.metrics.quarantined.labels(reason).inc()
         return True
 
-    async def _quarantine_rows(
-        self, conn: Any, rows: Sequence[tuple[str, str, str, bytes, str | None]]
-    ) -> None:
-        columns = list(zip(*rows, strict=True))
-        await conn.execute(
-            _QUARANTINE,
-            [codec.text(r) for r in columns[0]],
-            [codec.text(d) for d in columns[1]],
-            list(columns[2]),
-            list(columns[3]),
-            list(columns[4]),
-        )
-        dropped = await conn.execute(_TRIM_QUARANTINE, self.quarantine_kept)
-        if dropped != "DELETE 0":
+    def _dropped(self, dropped: int) -> None:
+        if dropped:
             log.error("quarantine full: oldest entries dropped", extra={"dropped": dropped})
 
     # --- the pipeline -------------------------------------------------------------------
@@ -361,56 +313,29 @@ class PostgresStore:
         results: Sequence[Processed],
         failed: Sequence[Failed],
     ) -> None:
-        conn = handle.conn
-        accepted = {entry.inbox_id: entry.accepted_at for entry in taken.entries}
         try:
-            done = [r.inbox_id for r in results] + [f.inbox_id for f in failed]
-            await conn.execute("DELETE FROM inbox WHERE id = ANY($1::bigint[])", done)
-            now: datetime = await conn.fetchval("SELECT clock_timestamp()")
-            bodies: dict[int, str] = {}  # by id(): an alert is often sent and kept alike
-
-            def body(alert: PostableAlert) -> str:
-                if id(alert) not in bodies:
-                    bodies[id(alert)] = wire_json(alert)
-                return bodies[id(alert)]
-
-            sends = [(accepted.get(r.inbox_id, now), body(a)) for r in results for a in r.send]
-            await queue.enqueue(conn, self.targets, sends, self.queue_channel)
-            # Re-sends of resolved label sets: a resolve starts them, firing again ends them.
-            changes: dict[str, tuple[datetime, str] | None] = {}
-            for result in results:
-                for alert in result.send:
-                    key = label_key_of(alert)
-                    changes.pop(key, None)  # the last decision for the label set counts
-                    ending = alert.ends_at is not None and alert.ends_at <= now
-                    changes[key] = (now, body(alert)) if ending else None
-            resolved = await queue.resolve(conn, changes)
-            states: dict[str, tuple[IdentityState, datetime | None]] = {}
-            for result in results:
-                for raw, kept in result.states.items():
-                    states[codec.text(raw)] = kept
-            await identity.write(conn, states)
-            if failed:
-                rows = [
-                    ("pipeline_error", f.reason[:1000], "{}", b"", codec.dumps(f.alert.to_json()))
-                    for f in failed
-                ]
-                await self._quarantine_rows(conn, rows)
+            written = await complete.write(
+                handle.conn,
+                taken,
+                results,
+                failed,
+                targets=self.targets,
+                channel=self.queue_channel,
+                quarantine_kept=self.quarantine_kept,
+            )
             await self._commit(handle)
         except DB_ERRORS:
             self._failed()
             raise
-        self._sizes.inbox = max(0, self._sizes.inbox - len(done))
+        self._sizes.inbox = max(0, self._sizes.inbox - written.done)
         for target in self.targets:
-            self._sizes.depths[target] = self._sizes.depths.get(target, 0) + len(sends)
-        before = sum(1 for s in taken.states.values() if s.alert is not None)
-        after = sum(1 for s, until in states.values() if until and s.alert is not None)
-        self._sizes.active = max(0, self._sizes.active + after - before)
-        self._sizes.resolved = max(0, self._sizes.resolved + resolved)
-        self._sizes.quarantine += len(failed)
+            self._sizes.queued(target, written.queued)
+        self._sizes.active = max(0, self._sizes.active + written.active)
+        self._sizes.resolved = max(0, self._sizes.resolved + written.resolved)
+        self._sizes.quarantine += written.quarantined
         if failed:
             self.metrics.quarantined.labels("pipeline_error").inc(len(failed))
-        if sends:
+        if written.queued:
             self._wake_senders()
 
     async def abandon(self, taken: Taken) -> None:
@@ -449,8 +374,7 @@ class PostgresStore:
                 self._failed()
                 raise
             self._succeeded()
-            depth = self._sizes.depths.get(target, 0)
-            self._sizes.depths[target] = max(0, depth - lane.settled)
+            self._sizes.queued(target, -lane.settled)
             self.progress.set()
         finally:
             await self._pool.release(conn)
@@ -470,21 +394,16 @@ class PostgresStore:
     async def forget_refused(
         self, target: str, refused: Sequence[tuple[str, str]], *, dead_letter: bool
     ) -> int:
-        async def write(conn: Any) -> tuple[int, int]:
-            owners = [_stored_identity(body) for body, _ in refused]
-            await identity.lock(conn, self.lock_key, [o for o in owners if o is not None])
-            active = resolved = 0
-            dead: list[tuple[str, str]] = []
-            for (body, reason), owner in zip(refused, owners, strict=True):
-                gone = len(await identity.unhold(conn, [owner], body)) if owner else 0
-                gone_resolved = await queue.forget_resolved(conn, body)
-                active, resolved = active + gone, resolved + gone_resolved
-                if dead_letter and (gone or gone_resolved):
-                    dead.append((body, reason))
-            await queue.dead_letter(conn, target, dead, self.dead_letters_kept)
-            return active, resolved
-
-        active, resolved = await self._shield(self._write(write))
+        active, resolved = await self._shield(
+            self._write(
+                operators.forget_refused,
+                self.lock_key,
+                target,
+                refused,
+                dead_letter=dead_letter,
+                kept=self.dead_letters_kept,
+            )
+        )
         self._sizes.active = max(0, self._sizes.active - active)
         self._sizes.resolved = max(0, self._sizes.resolved - resolved)
         return int(active + resolved)
@@ -518,63 +437,21 @@ class PostgresStore:
 
     async def dead_letters(self) -> list[tuple[str, str, dict[str, Any]]]:
         async with self._pool.acquire() as conn:
-            rows = await conn.fetch("SELECT target, reason, body FROM dead_letter ORDER BY id")
-        return [(r[0], codec.untext(r[1]), json.loads(r[2])) for r in rows]
+            return await operators.dead_letters(conn)
 
     async def requeue_dead_letters(self) -> dict[str, int]:
-        async def write(conn: Any) -> tuple[int, dict[str, int]]:
-            rows = await conn.fetch("SELECT id, body FROM dead_letter ORDER BY id FOR UPDATE")
-            alerts = [PostableAlert.model_validate_json(r[1]) for r in rows]
-            owners = [_stored_identity_of(a.labels) for a in alerts]
-            await identity.lock(conn, self.lock_key, [o for o in owners if o is not None])
-            now: datetime = await conn.fetchval("SELECT clock_timestamp()")
-            counts = {"requeued": 0, "superseded": 0}
-            seen: set[str] = set()
-            sends: list[tuple[datetime, str]] = []
-            for row, alert, owner in zip(rows, alerts, owners, strict=True):
-                body: str | None = row[1]
-                if alert.ends_at is None or alert.ends_at > now:  # firing: only as it is now
-                    body = await identity.active_alert(conn, owner or "", alert.labels)
-                    if body is None:
-                        counts["superseded"] += 1
-                        continue
-                assert body is not None
-                if body in seen:  # the same alert dead-lettered by several Alertmanagers
-                    continue
-                seen.add(body)
-                sends.append((now, body))
-                counts["requeued"] += 1
-            await queue.enqueue(conn, self.targets, sends, self.queue_channel)
-            await conn.execute(
-                "DELETE FROM dead_letter WHERE id = ANY($1::bigint[])", [r[0] for r in rows]
-            )
-            return len(sends), counts
-
-        queued, counts = await self._shield(self._write(write))
+        queued, counts = await self._shield(
+            self._write(operators.requeue, self.lock_key, self.targets, self.queue_channel)
+        )
         for target in self.targets:
-            self._sizes.depths[target] = self._sizes.depths.get(target, 0) + queued
+            self._sizes.queued(target, queued)
         if queued:
             self._wake_senders()
         return dict(counts)
 
     async def quarantined(self) -> list[Quarantined]:
         async with self._pool.acquire() as conn:
-            rows = await conn.fetch(
-                "SELECT id, extract(epoch FROM at)::float8, reason, detail, headers, body, alert "
-                "FROM quarantine ORDER BY id"
-            )
-        return [
-            Quarantined(
-                int(r[0]),
-                float(r[1]),
-                codec.untext(r[2]),
-                codec.untext(r[3]),
-                json.loads(r[4]),
-                bytes(r[5]),
-                json.loads(r[6]) if r[6] is not None else None,
-            )
-            for r in rows
-        ]
+            return await operators.quarantined(conn)
 
     async def release(self, entry_id: int, alert: SentryAlert | None) -> None:
         async def write(conn: Any) -> int:
@@ -591,36 +468,7 @@ class PostgresStore:
 
     async def snapshot(self, limit: int) -> dict[str, Any]:
         async with self._pool.acquire() as conn:
-            active = await conn.fetch(
-                "SELECT identity, extract(epoch FROM ends_at)::float8, "
-                "(state->'alert'->'labels')::text FROM identity_state WHERE active "
-                "ORDER BY identity LIMIT $1",
-                limit,
-            )
-            dead = await conn.fetch(
-                "SELECT extract(epoch FROM at)::float8, target, reason, body FROM dead_letter "
-                "ORDER BY id DESC LIMIT $1",
-                limit,
-            )
-            dead_count = await conn.fetchval("SELECT count(*) FROM dead_letter")
-            quarantined = await conn.fetchval("SELECT count(*) FROM quarantine")
-        return {
-            "active": [
-                {"identity": codec.untext(i), "ends_at": e, "labels": codec.from_jsonb(labels)}
-                for i, e, labels in active
-            ],
-            "dead_letters": [
-                {
-                    "at": at,
-                    "alertmanager": target,
-                    "reason": codec.untext(reason),
-                    "labels": json.loads(body)["labels"],
-                }
-                for at, target, reason, body in dead
-            ],
-            "dead_letter_count": int(dead_count),
-            "quarantined": int(quarantined),
-        }
+            return await operators.snapshot(conn, limit)
 
     # --- sizes (as of the last refresh, adjusted by this replica's commits) ---------------
 
@@ -654,18 +502,7 @@ class PostgresStore:
 
     async def _refresh(self) -> None:
         async with self._pool.acquire() as conn:
-            row = await conn.fetchrow(_SIZES)
-            depths = dict.fromkeys(self.targets, 0) | {
-                r[0]: int(r[1]) for r in await conn.fetch(_DEPTHS) if r[0] in self._wakeups
-            }
-        self._sizes = _Sizes(
-            inbox=int(row[0]),
-            active=int(row[1]),
-            resolved=int(row[2]),
-            quarantine=int(row[3]),
-            depths=depths,
-            oldest=max(0.0, float(row[4] or 0.0)),
-        )
+            self._sizes = await sizes.read(conn, self.targets)
 
     async def _refresh_loop(self) -> None:
         while True:
@@ -711,11 +548,11 @@ class PostgresStore:
         for event in self._wakeups.values():
             event.set()
 
-    async def _write(self, fn: Callable[..., Any], *args: Any) -> Any:
-        """``fn(conn, *args)`` in one transaction, counted toward ``store_ok``."""
+    async def _write(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """``fn(conn, *args, **kwargs)`` in one transaction, counted toward ``store_ok``."""
         try:
             async with self._pool.acquire() as conn, conn.transaction():
-                result = await fn(conn, *args)
+                result = await fn(conn, *args, **kwargs)
         except DB_ERRORS:
             self._failed()
             raise
@@ -761,20 +598,3 @@ class PostgresStore:
         self._shielded.add(task)
         task.add_done_callback(self._shielded.discard)
         return await asyncio.shield(task)
-
-
-def label_key_of(alert: PostableAlert) -> str:
-    return queue.label_key(alert.labels)
-
-
-def _stored_identity_of(labels: Mapping[str, str]) -> str | None:
-    found = identity_from_labels(labels)
-    return None if found is None else codec.text(found)
-
-
-def _stored_identity(body: str) -> str | None:
-    try:
-        labels = json.loads(body).get("labels") or {}
-    except (ValueError, AttributeError):
-        return None
-    return _stored_identity_of(labels) if isinstance(labels, dict) else None

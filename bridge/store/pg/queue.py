@@ -32,6 +32,9 @@ ORDER BY n, t
 
 _NOTIFY = "SELECT pg_notify($1, '')"
 
+# One row per Alertmanager, made at start by every replica (the lane is its lock).
+PROGRESS = "INSERT INTO progress (target) SELECT unnest($1::text[]) ON CONFLICT DO NOTHING"
+
 _LANE = "SELECT target FROM progress WHERE target = $1 FOR UPDATE SKIP LOCKED"
 
 _PENDING = """
