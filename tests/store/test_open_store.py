@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -38,8 +39,12 @@ def test_postgres_is_the_shared_engine_with_its_settings() -> None:
 def test_a_pool_too_small_for_the_alertmanagers_is_refused() -> None:
     """Each sender holds its lane's connection and may write on another meanwhile: a pool
     smaller than that would hang delivery, so it fails at start, naming the key."""
-    data = {"store": {"backend": "postgres", "postgres": {"dsn": DSN, "pool_size": 6}}}
-    cfg = config.parse(BASE | data, env={})
+    data: dict[str, Any] = {"store": {"backend": "postgres", "postgres": {"dsn": DSN}}}
+    data["store"]["postgres"]["pool_size"] = 6
+    two = {"alertmanager": {"urls": "http://am-a:9093,http://am-b:9093"}}
+    with pytest.raises(ConfigError, match=r"store.postgres.pool_size: 6 .* at least 7"):
+        config.parse(BASE | data | two, env={})
+    cfg = config.parse(BASE | data, env={})  # one Alertmanager: 5 are enough
     with pytest.raises(ConfigError, match=r"store.postgres.pool_size: 6 .* at least 7"):
         open_store(cfg, Metrics(CollectorRegistry()), ("am-a:9093", "am-b:9093"))
     assert isinstance(open_store(cfg, Metrics(CollectorRegistry()), TARGETS), PostgresStore)

@@ -38,7 +38,7 @@ from typing import Any
 
 import asyncpg
 
-from bridge.config import Postgres
+from bridge.config import Postgres, postgres_connections
 from bridge.errors import ConfigError, OutboxFull, StoreError
 from bridge.metrics import Metrics
 from bridge.model import SentryAlert
@@ -84,9 +84,7 @@ class PostgresStore:
             raise ConfigError("the store needs at least one Alertmanager")
         if len(set(targets)) != len(targets):
             raise ConfigError(f"two Alertmanager URLs name the same target: {list(targets)}")
-        # At once: a take's transaction, an accept's group commit, the lease or the sizes,
-        # and per Alertmanager its lane and what a sender writes while it holds the lane.
-        needed = 3 + 2 * len(targets)
+        needed = postgres_connections(len(targets))  # config refuses less; a caller may not
         if settings.pool_size < needed:
             raise ConfigError(
                 f"store.postgres.pool_size: {settings.pool_size} is too small for "
