@@ -48,6 +48,21 @@ async def done(store: PostgresStore, taken: Taken) -> None:
     await store.complete(taken, [Processed(e.inbox_id, ()) for e in taken.entries])
 
 
+def found_nothing(store: PostgresStore) -> asyncio.Event:
+    """Set once a look of ``store``'s take at the inbox found nothing it may take."""
+    event = asyncio.Event()
+    claim = store._claim
+
+    async def observed(limit: int) -> Taken | None:
+        found = await claim(limit)
+        if found is None:
+            event.set()
+        return found
+
+    store._claim = observed  # type: ignore[method-assign]
+    return event
+
+
 async def rows(pg: PostgresTarget, query: str) -> list[Any]:
     conn = await asyncpg.connect(pg.dsn, server_settings={"search_path": pg.schema})
     try:
@@ -201,3 +216,30 @@ async def test_a_take_still_finds_entries_when_notifications_are_lost(pg: Postgr
         taken = await take(b)
         assert [e.alert.identity for e in taken.entries] == ["issue:1"]
         await b.abandon(taken)
+
+
+async def test_a_take_waiting_on_a_held_identity_is_woken_when_it_is_free(
+    pg: PostgresTarget,
+) -> None:
+    """b waits for issue:1, which a holds; a's complete (and, the next time, its abandon)
+    tells b at once, with the poll fallback out of reach."""
+    async with replicas(pg) as (a, b):
+        a.poll_interval = b.poll_interval = 3600.0
+        for title in ("first", "second", "third"):
+            await a.accept(factories.issue(1, title=title))
+        held = await take(a, limit=1)
+        looked = found_nothing(b)
+        waiting = asyncio.ensure_future(b.take(1))
+        await asyncio.wait_for(looked.wait(), PROMPTLY)  # b found issue:1 held: it waits
+        assert not waiting.done()
+        await done(a, held)
+        second = await asyncio.wait_for(waiting, PROMPTLY)
+        assert [e.alert.title for e in second.entries] == ["second"]
+        looked = found_nothing(a)
+        waiting = asyncio.ensure_future(a.take(1))
+        await asyncio.wait_for(looked.wait(), PROMPTLY)
+        assert not waiting.done()
+        await b.abandon(second)
+        again = await asyncio.wait_for(waiting, PROMPTLY)
+        assert [e.alert.title for e in again.entries] == ["second"]
+        await done(a, again)

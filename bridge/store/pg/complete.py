@@ -15,6 +15,11 @@ from bridge.state import IdentityState
 from bridge.store.contract import Failed, Processed, Taken
 from bridge.store.pg import codec, identity, operators, queue
 
+_DONE = """
+WITH gone AS (DELETE FROM inbox WHERE id = ANY($1::bigint[]) RETURNING 1)
+SELECT pg_notify($2, '') FROM (SELECT count(*) FROM gone) AS g
+"""
+
 
 @dataclass(frozen=True, slots=True)
 class Written:
@@ -35,10 +40,12 @@ async def write(
     *,
     targets: Sequence[str],
     channel: str,
+    inbox_channel: str,
     quarantine_kept: int,
 ) -> Written:
     done = [r.inbox_id for r in results] + [f.inbox_id for f in failed]
-    await conn.execute("DELETE FROM inbox WHERE id = ANY($1::bigint[])", done)
+    # Takers of other replicas that found these identities held look again at the commit.
+    await conn.execute(_DONE, done, inbox_channel)
     # The resolves' endsAt is the decision's time (Taken.now) or earlier: this clock, read
     # now, tells a resolve from a firing alert as the database sees it.
     now: datetime = await conn.fetchval("SELECT clock_timestamp()")

@@ -319,6 +319,7 @@ class PostgresStore:
                 failed,
                 targets=self.targets,
                 channel=self.queue_channel,
+                inbox_channel=self.inbox_channel,
                 quarantine_kept=self.quarantine_kept,
             )
             await self._commit(handle)
@@ -337,7 +338,10 @@ class PostgresStore:
             self._wake_senders()
 
     async def abandon(self, taken: Taken) -> None:
-        await self._end(taken.handle)
+        handle: _Handle = taken.handle
+        if handle.done:
+            return
+        await self._end(handle, notify=True)
 
     # --- delivery -----------------------------------------------------------------------
 
@@ -566,15 +570,20 @@ class PostgresStore:
             await self._release(handle.conn)
         self._succeeded()
 
-    async def _end(self, handle: _Handle) -> None:
-        """Roll back a take's transaction (nothing of it stays) and free its connection."""
+    async def _end(self, handle: _Handle, *, notify: bool = False) -> None:
+        """Roll back a take's transaction (nothing of it stays) and free its connection;
+        with ``notify``, tell the takers of every replica its entries are free again."""
         if handle.done:
             return
         handle.done = True
         self._handles.discard(handle)
         with contextlib.suppress(*DB_ERRORS):
             await handle.transaction.rollback()
+            if notify:
+                await handle.conn.execute("SELECT pg_notify($1, '')", self.inbox_channel)
         await self._release(handle.conn)
+        if notify:
+            self._inbox_event.set()
 
     async def _release(self, conn: Any) -> None:
         if self._pool is not None:
