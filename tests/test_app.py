@@ -81,6 +81,7 @@ def bridge(tmp_path: Path, recorder: Recorder, registry: CollectorRegistry) -> B
 
 
 def outbox(bridge: Bridge) -> Outbox:
+    assert isinstance(bridge.store, Outbox)  # the default engine
     return bridge.store
 
 

@@ -181,22 +181,33 @@ def _legacy_state(active: PostableAlert) -> IdentityState:
 
 
 class _Lane:
-    """One Alertmanager's lane (``Outbox.lane``): its place in the queue, its re-sends."""
+    """One Alertmanager's lane (``Outbox.lane``): its place in the queue, its re-sends.
+    ``advance`` is kept until the block ends and committed only if it ends without an
+    exception, as the contract says (PostgreSQL's lane is one transaction)."""
 
     def __init__(self, outbox: Outbox, target: str) -> None:
         self._outbox, self._target = outbox, target
+        self._done: int | None = None
+        self._dead: list[tuple[Queued, str]] = []
 
     async def pending(self, limit: int) -> list[Queued]:
         box = self._outbox
-        return await box._call(box._read_queue, box._cursor[self._target], limit)
+        after = max(box._cursor[self._target], self._done or 0)
+        return await box._call(box._read_queue, after, limit)
 
     async def advance(self, done: int, dead: Sequence[tuple[Queued, str]] = ()) -> None:
-        await self._outbox._shield(self._outbox._advance(self._target, done, dead))
+        self._done = max(done, self._done or 0)
+        self._dead.extend(dead)
 
     async def resend_page(self, after: Any, limit: int) -> Page:
         """Recently resolved alerts, then the active ones, in rowid (keyset) pages; a row
         replaced since the last page (fired again) comes again, later, as it is now."""
         return await self._outbox._call(self._outbox._read_page, after, limit)
+
+    async def _commit(self) -> None:
+        if self._done is not None:
+            box = self._outbox
+            await box._shield(box._advance(self._target, self._done, self._dead))
 
 
 class Outbox:
@@ -433,9 +444,11 @@ class Outbox:
     @contextlib.asynccontextmanager
     async def lane(self, target: str) -> AsyncIterator[Lane | None]:
         """The right to post to ``target``: one process, so a lock per Alertmanager, and
-        never None. What a lane writes commits at once (advance is its own transaction)."""
+        never None. Its advance commits when the block ends without an exception."""
         async with self._lanes[target]:
-            yield _Lane(self, target)
+            lane = _Lane(self, target)
+            yield lane
+            await lane._commit()
 
     async def periodic(self) -> bool:
         """One replica: it always runs the re-sends and expiry."""
