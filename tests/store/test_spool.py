@@ -1,0 +1,426 @@
+"""The spool in front of the shared store (bridge/store/spool.py), against a fake primary
+whose availability the test switches: up, down (a refused connection), failing (the
+store's OutboxFull), slow (no answer at all) and late (commits, then its answer is lost).
+The spool itself is a real SQLite file in tmp_path, reopened across restarts."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import hashlib
+import inspect
+import json
+import sqlite3
+from collections.abc import AsyncIterator, Callable, Mapping
+from pathlib import Path
+from typing import Any, Literal, cast
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from bridge import config
+from bridge.errors import OutboxFull
+from bridge.metrics import Metrics
+from bridge.model import SentryAlert
+from bridge.store.contract import Store
+from bridge.store.spool import FILENAME, Spooled, spooled
+from tests.factories import issue
+
+pytestmark = pytest.mark.anyio
+
+Mode = Literal["up", "down", "failing", "slow", "late"]
+MODES: tuple[Mode, ...] = ("up", "down", "failing", "slow", "late")
+# Sentry gives a webhook one second (its integration platform's timeout).
+SENTRY_TIMEOUT = 1.0
+
+
+def digest(n: int) -> bytes:
+    return hashlib.sha256(f"body {n}".encode()).digest()
+
+
+class FakePrimary:
+    """The primary store's edge half, kept in lists like a database would across a
+    restart of the bridge; the body dedup is forever. ``records`` is what the pipeline
+    would take, in order: ("accept", issue id) or ("quarantine", detail)."""
+
+    def __init__(self) -> None:
+        self.mode: Mode = "up"
+        self.records: list[tuple[str, str]] = []
+        self.quarantines: list[tuple[str, str, dict[str, str], bytes]] = []
+        self.digests: set[bytes] = set()
+        self.targets = ("am",)
+        self.progress = asyncio.Event()
+        self.opened = self.closed = 0
+        self.delegated: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = []
+        # Called after each commit (tests use it to act while the spool drains).
+        self.on_commit: Callable[[], None] | None = None
+
+    async def _commit(self, digest: bytes | None, record: tuple[str, str]) -> bool:
+        if self.mode == "down":
+            raise OSError(errno.ECONNREFUSED, "connection refused")
+        if self.mode == "failing":
+            raise OutboxFull("the outbox cannot be written")
+        if self.mode == "slow":
+            await asyncio.Event().wait()  # no answer, ever: only the caller's deadline ends it
+        if digest is not None and digest in self.digests:
+            return False
+        if digest is not None:
+            self.digests.add(digest)
+        self.records.append(record)
+        if self.on_commit is not None:
+            self.on_commit()
+        if self.mode == "late":  # committed, but the answer never comes
+            await asyncio.Event().wait()
+        return True
+
+    async def accept(self, alert: SentryAlert, digest: bytes | None = None) -> bool:
+        return await self._commit(digest, ("accept", alert.issue_id or ""))
+
+    async def quarantine(
+        self, reason: str, detail: str, headers: Mapping[str, str], body: bytes, digest: bytes
+    ) -> bool:
+        kept = await self._commit(digest, ("quarantine", detail))
+        if kept:
+            self.quarantines.append((reason, detail, dict(headers), body))
+        return kept
+
+    async def open(self) -> None:
+        self.opened += 1
+
+    async def close(self) -> None:
+        self.closed += 1
+
+    async def probe(self) -> bool:
+        if self.mode == "down":
+            raise OSError(errno.ECONNREFUSED, "connection refused")
+        if self.mode in {"slow", "late"}:
+            await asyncio.Event().wait()
+        return self.mode == "up"
+
+    def store_ok(self) -> bool:
+        return self.mode == "up"
+
+    def inbox_count(self) -> int:
+        return len(self.records)
+
+    def length(self) -> int:
+        return len(self.records) + 1000
+
+    def oldest_age(self) -> float:
+        return 5.0
+
+    def __getattr__(self, name: str) -> Any:
+        """Every other member of the contract: recorded, answered with its name."""
+        member = getattr(Store, name)
+        if inspect.iscoroutinefunction(member):
+
+            async def call_async(*args: Any, **kwargs: Any) -> Any:
+                self.delegated.append((name, args, kwargs))
+                return f"primary.{name}"
+
+            return call_async
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            self.delegated.append((name, args, kwargs))
+            return f"primary.{name}"
+
+        return call
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_700_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def make(
+    primary: FakePrimary, path: Path, metrics: Metrics, clock: Clock | None = None, **kw: Any
+) -> Spooled:
+    spool = Spooled(
+        cast(Store, primary), path / FILENAME, metrics=metrics, clock=clock or Clock(), **kw
+    )
+    # Small, so the tests wait for little: the drainer's back-off and its per-webhook limit.
+    spool.retry_initial, spool.retry_max, spool.drain_timeout = 0.01, 0.05, 0.3
+    return spool
+
+
+@pytest.fixture
+def metrics() -> Metrics:
+    return Metrics(CollectorRegistry())
+
+
+@pytest.fixture
+def primary() -> FakePrimary:
+    return FakePrimary()
+
+
+@pytest.fixture
+async def spool(primary: FakePrimary, tmp_path: Path, metrics: Metrics) -> AsyncIterator[Spooled]:
+    store = make(primary, tmp_path, metrics)
+    await store.open()
+    yield store
+    await store.close()
+
+
+def value(metrics: Metrics, name: str) -> float | None:
+    return metrics.registry.get_sample_value(f"sentry_bridge_{name}")
+
+
+async def accept(store: Spooled, n: int) -> bool:
+    """One webhook as the edge sends it, answered within Sentry's timeout or failing."""
+    async with asyncio.timeout(SENTRY_TIMEOUT):
+        return await store.accept(issue(n), digest(n))
+
+
+async def until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not condition():
+            await asyncio.sleep(0.005)
+
+
+def accepted(*numbers: int) -> list[tuple[str, str]]:
+    return [("accept", str(n)) for n in numbers]
+
+
+# --- the edge -------------------------------------------------------------------------------
+
+
+async def test_an_available_primary_takes_webhooks_directly(
+    spool: Spooled, primary: FakePrimary, metrics: Metrics
+) -> None:
+    assert await accept(spool, 1)
+    assert not await accept(spool, 1)  # the primary's own duplicate: 200
+    assert primary.records == accepted(1)
+    assert (spool.depth(), value(metrics, "store_up"), value(metrics, "spooled_total")) == (
+        0,
+        1,
+        0,
+    )
+
+
+@pytest.mark.parametrize("mode", ["down", "failing", "slow", "late"])
+async def test_a_failing_primary_still_gets_an_answer_in_time(
+    spool: Spooled, primary: FakePrimary, metrics: Metrics, mode: Mode
+) -> None:
+    """Refused, failing, silent, or committing without answering: answered 202 within
+    Sentry's second, from the spool, and the primary ends with the webhook once."""
+    primary.mode = mode
+    assert await accept(spool, 1)
+    assert await accept(spool, 2)  # behind the first, without trying the primary
+    assert spool.depth() == 2
+    assert value(metrics, "store_up") == 0
+    assert value(metrics, "spooled_total") == 2
+    primary.mode = "up"
+    await until(lambda: spool.depth() == 0)
+    assert primary.records == accepted(1, 2)
+    assert value(metrics, "store_up") == 1
+    assert value(metrics, "spool_drained_total") == 2
+
+
+async def test_order_is_kept_across_an_outage_with_webhooks_arriving_while_it_drains(
+    spool: Spooled, primary: FakePrimary
+) -> None:
+    assert await accept(spool, 0)
+    primary.mode = "down"
+    for n in range(1, 251):  # several drain rounds (batch 100)
+        assert await accept(spool, n)
+    arriving: list[asyncio.Task[bool]] = []
+
+    def more() -> None:  # while the spool drains, Sentry keeps sending
+        if len(primary.records) in {20, 120, 230}:
+            base = 1000 + len(primary.records)
+            arriving.extend(asyncio.create_task(accept(spool, base + i)) for i in range(5))
+
+    primary.on_commit = more
+    primary.mode = "up"
+    await until(lambda: len(arriving) == 15 and all(t.done() for t in arriving))
+    await until(lambda: spool.depth() == 0)
+    assert all(t.result() for t in arriving)
+    late = [1000 + k + i for k in (20, 120, 230) for i in range(5)]
+    assert primary.records == accepted(*range(251), *late)
+    assert await accept(spool, 9999)  # drained: straight to the primary again
+    assert primary.records[-1] == ("accept", "9999")
+
+
+async def test_a_restart_with_a_full_spool_loses_and_doubles_nothing(
+    primary: FakePrimary, tmp_path: Path, metrics: Metrics
+) -> None:
+    first = make(primary, tmp_path, metrics)
+    await first.open()
+    primary.mode = "late"  # 1 reaches the primary but its answer is lost: spooled as well
+    assert await accept(first, 1)
+    primary.mode = "down"
+    for n in (2, 3, 4):
+        assert await accept(first, n)
+    await first.close()
+
+    second = make(primary, tmp_path, Metrics(CollectorRegistry()), drainer=False)
+    await second.open()
+    assert second.depth() == 4
+    assert second.spooling()
+    assert await accept(second, 5)  # behind what the last run left, though the primary is up
+    primary.mode = "up"
+    assert await second.drain_once() == 5
+    assert primary.records == accepted(1, 2, 3, 4, 5)  # 1 once: the primary's dedup
+    await second.close()
+    assert (primary.opened, primary.closed) == (2, 2)
+
+
+async def test_the_same_body_twice_in_the_spool_is_one_entry(
+    spool: Spooled, primary: FakePrimary, metrics: Metrics
+) -> None:
+    assert await accept(spool, 1)
+    primary.mode = "down"
+    assert await accept(spool, 2)
+    assert not await accept(spool, 2)  # Sentry's retry of a spooled body: 200
+    assert await accept(spool, 1)  # in the primary already: 202 here, dropped on drain
+    assert (spool.depth(), value(metrics, "webhooks_duplicate_total")) == (2, 1)
+    primary.mode = "up"
+    await until(lambda: spool.depth() == 0)
+    assert primary.records == accepted(1, 2)
+
+
+@pytest.mark.parametrize("bound", ["max_webhooks", "max_bytes"])
+async def test_a_full_spool_answers_503(
+    primary: FakePrimary, tmp_path: Path, metrics: Metrics, bound: str
+) -> None:
+    size = len(json.dumps(issue(1).to_json()))
+    limit: dict[str, Any] = (
+        {"max_webhooks": 3} if bound == "max_webhooks" else {"max_bytes": 3 * size + 10}
+    )
+    store = make(primary, tmp_path, metrics, drainer=False, **limit)
+    await store.open()
+    primary.mode = "down"
+    for n in (1, 2, 3):
+        assert await accept(store, n)
+    with pytest.raises(OutboxFull) as refused:
+        await accept(store, 4)
+    assert refused.value.status_code == 503
+    assert store.depth() == 3
+    assert store.store_ok() is False  # full, with the primary down: not ready
+    primary.mode = "up"
+    assert await store.drain_once() == 3
+    assert await accept(store, 4)  # room again
+    assert primary.records == accepted(1, 2, 3, 4)
+    await store.close()
+
+
+async def test_concurrent_webhooks_share_one_spool_commit(
+    spool: Spooled, primary: FakePrimary, tmp_path: Path
+) -> None:
+    primary.mode = "down"
+    assert await accept(spool, 0)
+    before = spool._writes.batches
+    answers = await asyncio.gather(*(accept(spool, n) for n in range(1, 51)))
+    assert all(answers)
+    assert spool._writes.batches - before <= 3  # 50 webhooks, a commit or a few
+    db = sqlite3.connect(tmp_path / FILENAME, timeout=0)
+    with pytest.raises(sqlite3.OperationalError, match="locked"):  # one bridge per file
+        db.execute("SELECT count(*) FROM spool").fetchone()
+    db.close()
+    assert spool.depth() == 51
+    primary.mode = "up"
+    await until(lambda: spool.depth() == 0)
+    assert primary.records == accepted(*range(51))
+
+
+async def test_quarantined_bodies_spool_and_drain_into_the_primarys_quarantine(
+    spool: Spooled, primary: FakePrimary
+) -> None:
+    primary.mode = "slow"
+    headers = {"content-type": "application/json", "sentry-hook-resource": "issue"}
+    async with asyncio.timeout(SENTRY_TIMEOUT):
+        assert await spool.quarantine("invalid_payload", "no data", headers, b"{}", digest(7))
+    assert await accept(spool, 8)
+    async with asyncio.timeout(SENTRY_TIMEOUT):
+        assert not await spool.quarantine("invalid_payload", "again", headers, b"{}", digest(7))
+    primary.mode = "up"
+    await until(lambda: spool.depth() == 0)
+    assert primary.records == [("quarantine", "no data"), ("accept", "8")]
+    assert primary.quarantines == [("invalid_payload", "no data", headers, b"{}")]
+
+
+async def test_metrics_follow_the_spool(
+    primary: FakePrimary, tmp_path: Path, metrics: Metrics
+) -> None:
+    clock = Clock()
+    store = make(primary, tmp_path, metrics, clock, drainer=False)
+    await store.open()
+    assert (value(metrics, "store_up"), value(metrics, "spool_webhooks")) == (1, 0)
+    assert value(metrics, "spool_oldest_age_seconds") == 0
+    primary.mode = "down"
+    assert await accept(store, 1)
+    clock.now += 30
+    assert await accept(store, 2)
+    clock.now += 12
+    assert (value(metrics, "store_up"), value(metrics, "spool_webhooks")) == (0, 2)
+    assert value(metrics, "spool_oldest_age_seconds") == 42
+    assert value(metrics, "spooled_total") == 2
+    assert (store.inbox_count(), store.length(), store.oldest_age()) == (2, 1002, 42)
+    with pytest.raises(OSError, match="refused"):
+        await store.drain_once()  # still down: nothing moved
+    assert value(metrics, "spool_webhooks") == 2
+    primary.mode = "up"
+    store.batch = 1
+    assert await store.drain_once() == 1
+    assert value(metrics, "spool_oldest_age_seconds") == 12  # now the second one's age
+    assert (value(metrics, "store_up"), value(metrics, "spool_drained_total")) == (1, 1)
+    await store.close()
+
+
+async def test_an_idle_drainer_probes_the_primary(
+    primary: FakePrimary, tmp_path: Path, metrics: Metrics
+) -> None:
+    """No webhooks: store_up still follows the primary, through its probe."""
+    store = make(primary, tmp_path, metrics)
+    store.probe_interval = 0.02
+    await store.open()
+    primary.mode = "down"
+    await until(lambda: value(metrics, "store_up") == 0)
+    assert store.store_ok()  # the spool can take webhooks: still ready
+    primary.mode = "up"
+    await until(lambda: value(metrics, "store_up") == 1)
+    await store.close()
+
+
+async def test_everything_else_is_the_primarys(spool: Spooled, primary: FakePrimary) -> None:
+    assert spool.targets == primary.targets
+    assert spool.progress is primary.progress
+    own = {"accept", "quarantine", "open", "close", "probe", "store_ok"}
+    own |= {"inbox_count", "length", "oldest_age"}  # the spool's own sizes added
+    members = {
+        name for name in dir(Store) if not name.startswith("_") and callable(getattr(Store, name))
+    }
+    args: dict[str, tuple[tuple[Any, ...], dict[str, Any]]] = {
+        "take": ((10,), {}),
+        "complete": (("taken", ["r"], ["f"]), {}),
+        "abandon": (("taken",), {}),
+        "lane": (("am",), {}),
+        "wakeup": (("am",), {}),
+        "forget_refused": (("am", [("{}", "bad")]), {"dead_letter": True}),
+        "expire": ((), {"resolved_for": 900.0}),
+        "release": ((3, None), {}),
+        "snapshot": ((5,), {}),
+    }
+    for name in sorted(members - own):
+        positional, named = args.get(name, ((), {}))
+        result = getattr(spool, name)(*positional, **named)
+        if inspect.isawaitable(result):
+            result = await result
+        returns = inspect.signature(getattr(Store, name)).return_annotation
+        assert result == (None if returns == "None" else f"primary.{name}"), name
+        assert primary.delegated[-1] == (name, positional, named), name
+
+
+def test_the_factory_spools_only_in_front_of_postgres(tmp_path: Path, metrics: Metrics) -> None:
+    base: dict[str, Any] = {"sentry": {"client_secrets": "s"}, "outbox": {"data_dir": tmp_path}}
+    primary = cast(Store, FakePrimary())
+    assert spooled(primary, config.parse(base, env={}), metrics) is primary
+    store = {"backend": "postgres", "postgres": {"dsn": "postgresql://db/bridge"}}
+    store["spool"] = {"accept_timeout": "250ms", "max_webhooks": 10, "max_bytes": 2 << 20}
+    wrapped = spooled(primary, config.parse(base | {"store": store}, env={}), metrics)
+    assert isinstance(wrapped, Spooled)
+    assert (wrapped.accept_timeout, wrapped.max_webhooks, wrapped.max_bytes) == (0.25, 10, 2 << 20)
+    assert wrapped._file.path == tmp_path / FILENAME
