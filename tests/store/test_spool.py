@@ -10,12 +10,17 @@ import errno
 import hashlib
 import inspect
 import json
+import shutil
 import sqlite3
+import tempfile
 from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal, cast
 
 import pytest
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 from prometheus_client import CollectorRegistry
 
 from bridge import config
@@ -62,16 +67,16 @@ class FakePrimary:
             raise OutboxFull("the outbox cannot be written")
         if self.mode == "slow":
             await asyncio.Event().wait()  # no answer, ever: only the caller's deadline ends it
-        if digest is not None and digest in self.digests:
-            return False
-        if digest is not None:
-            self.digests.add(digest)
-        self.records.append(record)
-        if self.on_commit is not None:
-            self.on_commit()
-        if self.mode == "late":  # committed, but the answer never comes
+        new = digest is None or digest not in self.digests
+        if new:
+            if digest is not None:
+                self.digests.add(digest)
+            self.records.append(record)
+            if self.on_commit is not None:
+                self.on_commit()
+        if self.mode == "late":  # decided (committed, or a duplicate), but never answered
             await asyncio.Event().wait()
-        return True
+        return new
 
     async def accept(self, alert: SentryAlert, digest: bytes | None = None) -> bool:
         return await self._commit(digest, ("accept", alert.issue_id or ""))
@@ -424,3 +429,141 @@ def test_the_factory_spools_only_in_front_of_postgres(tmp_path: Path, metrics: M
     assert isinstance(wrapped, Spooled)
     assert (wrapped.accept_timeout, wrapped.max_webhooks, wrapped.max_bytes) == (0.25, 10, 2 << 20)
     assert wrapped._file.path == tmp_path / FILENAME
+
+
+# --- the model ------------------------------------------------------------------------------
+
+
+class SpoolModel(RuleBasedStateMachine):
+    """Random webhooks (new bodies, quarantined ones, and Sentry's retries of earlier
+    bodies) while the primary goes down, slow, late or up, with drain rounds and restarts
+    between. A reference model of the spool's rules predicts each answer, the depth and
+    ``store_up``; at the end, with the primary up and the spool drained, the primary holds
+    every webhook answered 202 exactly once, in the order of its first 202."""
+
+    MAX = 4  # store.spool.max_webhooks: small, so the model fills it
+    TIMEOUT = 0.05  # the primary's deadline, both to accept and to drain (a fast model)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.loop = asyncio.new_event_loop()
+        self.dir = Path(tempfile.mkdtemp(prefix="bridge-spool-"))
+        self.primary = FakePrimary()  # the database: outlives every restart
+        self.metrics = Metrics(CollectorRegistry())
+        self.bodies: list[tuple[str, str]] = []  # body n: (kind, key), as the primary records it
+        self.answered: list[tuple[str, str]] = []  # every 202, in order
+        # The reference: what the spool holds, what the primary has, store_up.
+        self.spool: list[int] = []
+        self.in_primary: set[int] = set()
+        self.up = 1.0
+        self._open()
+
+    def _open(self) -> None:
+        self.store = make(self.primary, self.dir, self.metrics, drainer=False)
+        self.store.max_webhooks, self.store.batch = self.MAX, 2
+        self.store.accept_timeout = self.store.drain_timeout = self.TIMEOUT
+        self.loop.run_until_complete(self.store.open())
+        self.up = 1.0
+
+    def _send(self, n: int) -> bool:
+        kind, key = self.bodies[n]
+
+        async def send() -> bool:
+            async with asyncio.timeout(SENTRY_TIMEOUT):
+                if kind == "accept":
+                    return await self.store.accept(issue(n), digest(n))
+                headers = {"sentry-hook-resource": "issue"}
+                return await self.store.quarantine("invalid_payload", key, headers, b"?", digest(n))
+
+        return self.loop.run_until_complete(send())
+
+    def _expect(self, n: int) -> bool | None:
+        """The rules: the answer to body ``n`` (None: 503), and what it changes."""
+        mode = self.primary.mode
+        if not self.spool:  # the primary is tried first
+            if mode in {"up", "late"} and n not in self.in_primary:
+                self.in_primary.add(n)  # late: committed, though the answer is lost
+                if mode == "up":
+                    self.up = 1.0
+                    return True
+            elif mode == "up":
+                self.up = 1.0
+                return False  # the primary's duplicate
+            self.up = 0.0
+        if len(self.spool) >= self.MAX:
+            return None
+        if n in self.spool:
+            return False  # the spool's duplicate
+        self.spool.append(n)
+        return True
+
+    def _webhook(self, n: int) -> None:
+        expected = self._expect(n)
+        if expected is None:
+            with pytest.raises(OutboxFull):
+                self._send(n)
+            return
+        assert self._send(n) is expected
+        if expected:
+            self.answered.append(self.bodies[n])
+
+    @rule(quarantined=st.booleans())
+    def new_webhook(self, quarantined: bool) -> None:
+        n = len(self.bodies)
+        self.bodies.append(("quarantine", f"q{n}") if quarantined else ("accept", str(n)))
+        self._webhook(n)
+
+    @precondition(lambda self: self.bodies)
+    @rule(data=st.data())
+    def sentry_retries(self, data: st.DataObject) -> None:
+        self._webhook(data.draw(st.integers(0, len(self.bodies) - 1)))
+
+    @rule(mode=st.sampled_from(MODES))
+    def primary_turns(self, mode: Mode) -> None:
+        self.primary.mode = mode
+
+    @rule()
+    def drain_round(self) -> None:
+        mode = self.primary.mode
+        if not self.spool:
+            assert self.loop.run_until_complete(self.store.drain_once()) == 0
+            return
+        if mode != "up":
+            if mode == "late":
+                self.in_primary.add(self.spool[0])
+            with pytest.raises((OSError, OutboxFull, TimeoutError)):
+                self.loop.run_until_complete(self.store.drain_once())
+            self.up = 0.0
+            return
+        moved, self.spool = self.spool[:2], self.spool[2:]
+        self.in_primary.update(moved)
+        self.up = 1.0
+        assert self.loop.run_until_complete(self.store.drain_once()) == len(moved)
+
+    @rule()
+    def restart(self) -> None:
+        self.loop.run_until_complete(self.store.close())
+        self._open()
+
+    @invariant()
+    def the_spool_and_store_up_are_as_predicted(self) -> None:
+        assert self.store.depth() == len(self.spool)
+        assert self.store.spooling() is bool(self.spool)
+        assert value(self.metrics, "store_up") == self.up
+        assert value(self.metrics, "spool_webhooks") == len(self.spool)
+
+    def teardown(self) -> None:
+        try:
+            self.primary.mode = "up"
+            for _ in range(self.MAX):
+                self.loop.run_until_complete(self.store.drain_once())
+            assert self.store.depth() == 0
+            assert self.primary.records == list(dict.fromkeys(self.answered))
+            self.loop.run_until_complete(self.store.close())
+        finally:
+            self.loop.close()
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+
+SpoolModel.TestCase.settings = settings(max_examples=80, stateful_step_count=30, deadline=None)
+test_spool_model = SpoolModel.TestCase
