@@ -121,6 +121,7 @@ class Spooled:
         self._writes = GroupCommit(self._write, name="spool-commit")
         self._run_drainer = drainer  # False: the caller drains with drain_once (tests)
         self._drainer: asyncio.Task[None] | None = None
+        self._deleting: asyncio.Task[None] | None = None  # outlives a cancelled drainer
         self._work = asyncio.Event()  # set when something was spooled
         # Committed to the spool, not yet in the primary: (id, at, size), oldest first.
         self._entries: collections.deque[tuple[int, float, int]] = collections.deque()
@@ -160,6 +161,8 @@ class Spooled:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._drainer
             self._drainer = None
+        if self._deleting is not None:
+            await asyncio.gather(self._deleting, return_exceptions=True)
         await self._writes.idle()
         await self._file.close()
         await self.primary.close()
@@ -273,7 +276,8 @@ class Spooled:
 
     async def _forget(self, moved: list[int]) -> None:
         """Delete what the primary now has; shielded so a close does not interrupt it."""
-        await asyncio.shield(self._file.call(self._delete, moved[-1]))
+        self._deleting = asyncio.ensure_future(self._file.call(self._delete, moved[-1]))
+        await asyncio.shield(self._deleting)
         while self._entries and self._entries[0][0] <= moved[-1]:
             _, _, size = self._entries.popleft()
             self._bytes -= size

@@ -90,6 +90,8 @@ class FakePrimary:
         return kept
 
     async def open(self) -> None:
+        if self.mode == "down":
+            raise OSError(errno.ECONNREFUSED, "connection refused")
         self.opened += 1
 
     async def close(self) -> None:
@@ -261,16 +263,35 @@ async def test_a_restart_with_a_full_spool_loses_and_doubles_nothing(
         assert await accept(first, n)
     await first.close()
 
+    primary.mode = "up"
     second = make(primary, tmp_path, Metrics(CollectorRegistry()), drainer=False)
     await second.open()
     assert second.depth() == 4
     assert second.spooling()
     assert await accept(second, 5)  # behind what the last run left, though the primary is up
-    primary.mode = "up"
     assert await second.drain_once() == 5
     assert primary.records == accepted(1, 2, 3, 4, 5)  # 1 once: the primary's dedup
     await second.close()
     assert (primary.opened, primary.closed) == (2, 2)
+
+
+async def test_a_primary_that_cannot_open_fails_the_start_and_keeps_the_spool(
+    primary: FakePrimary, tmp_path: Path, metrics: Metrics
+) -> None:
+    first = make(primary, tmp_path, metrics)
+    await first.open()
+    primary.mode = "down"
+    assert await accept(first, 1)
+    await first.close()
+    starting = make(primary, tmp_path, metrics)
+    with pytest.raises(OSError, match="refused"):
+        await starting.open()
+    primary.mode = "up"  # the next start (Kubernetes restarts the pod) drains it
+    again = make(primary, tmp_path, metrics)
+    await again.open()
+    await until(lambda: again.depth() == 0)
+    assert primary.records == accepted(1)
+    await again.close()
 
 
 async def test_the_same_body_twice_in_the_spool_is_one_entry(
@@ -543,6 +564,10 @@ class SpoolModel(RuleBasedStateMachine):
     @rule()
     def restart(self) -> None:
         self.loop.run_until_complete(self.store.close())
+        if self.primary.mode == "down":  # the start fails; the pod restarts until it is back
+            with pytest.raises(OSError, match="refused"):
+                self.loop.run_until_complete(make(self.primary, self.dir, self.metrics).open())
+            self.primary.mode = "up"
         self._open()
 
     @invariant()
