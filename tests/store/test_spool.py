@@ -1,21 +1,19 @@
 """The spool in front of the shared store (bridge/store/spool.py), against a fake primary
-whose availability the test switches: up, down (a refused connection), failing (the
-store's OutboxFull), slow (no answer at all) and late (commits, then its answer is lost).
-The spool itself is a real SQLite file in tmp_path, reopened across restarts."""
+(tests/store/fakes.py) whose availability the test switches. The spool itself is a real
+SQLite file in tmp_path, reopened across restarts."""
 
 from __future__ import annotations
 
 import asyncio
-import errno
 import hashlib
 import inspect
 import json
 import shutil
 import sqlite3
 import tempfile
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any, Literal, cast
+from typing import Any, cast
 
 import pytest
 from hypothesis import settings
@@ -26,112 +24,19 @@ from prometheus_client import CollectorRegistry
 from bridge import config
 from bridge.errors import OutboxFull
 from bridge.metrics import Metrics
-from bridge.model import SentryAlert
 from bridge.store.contract import Store
 from bridge.store.spool import FILENAME, Spooled, spooled
 from tests.factories import issue
+from tests.store.fakes import MODES, FakePrimary, Mode
 
 pytestmark = pytest.mark.anyio
 
-Mode = Literal["up", "down", "failing", "slow", "late"]
-MODES: tuple[Mode, ...] = ("up", "down", "failing", "slow", "late")
 # Sentry gives a webhook one second (its integration platform's timeout).
 SENTRY_TIMEOUT = 1.0
 
 
 def digest(n: int) -> bytes:
     return hashlib.sha256(f"body {n}".encode()).digest()
-
-
-class FakePrimary:
-    """The primary store's edge half, kept in lists like a database would across a
-    restart of the bridge; the body dedup is forever. ``records`` is what the pipeline
-    would take, in order: ("accept", issue id) or ("quarantine", detail)."""
-
-    def __init__(self) -> None:
-        self.mode: Mode = "up"
-        self.records: list[tuple[str, str]] = []
-        self.quarantines: list[tuple[str, str, dict[str, str], bytes]] = []
-        self.digests: set[bytes] = set()
-        self.targets = ("am",)
-        self.progress = asyncio.Event()
-        self.opened = self.closed = 0
-        self.delegated: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = []
-        # Called after each commit (tests use it to act while the spool drains).
-        self.on_commit: Callable[[], None] | None = None
-
-    async def _commit(self, digest: bytes | None, record: tuple[str, str]) -> bool:
-        if self.mode == "down":
-            raise OSError(errno.ECONNREFUSED, "connection refused")
-        if self.mode == "failing":
-            raise OutboxFull("the outbox cannot be written")
-        if self.mode == "slow":
-            await asyncio.Event().wait()  # no answer, ever: only the caller's deadline ends it
-        new = digest is None or digest not in self.digests
-        if new:
-            if digest is not None:
-                self.digests.add(digest)
-            self.records.append(record)
-            if self.on_commit is not None:
-                self.on_commit()
-        if self.mode == "late":  # decided (committed, or a duplicate), but never answered
-            await asyncio.Event().wait()
-        return new
-
-    async def accept(self, alert: SentryAlert, digest: bytes | None = None) -> bool:
-        return await self._commit(digest, ("accept", alert.issue_id or ""))
-
-    async def quarantine(
-        self, reason: str, detail: str, headers: Mapping[str, str], body: bytes, digest: bytes
-    ) -> bool:
-        kept = await self._commit(digest, ("quarantine", detail))
-        if kept:
-            self.quarantines.append((reason, detail, dict(headers), body))
-        return kept
-
-    async def open(self) -> None:
-        if self.mode == "down":
-            raise OSError(errno.ECONNREFUSED, "connection refused")
-        self.opened += 1
-
-    async def close(self) -> None:
-        self.closed += 1
-
-    async def probe(self) -> bool:
-        if self.mode == "down":
-            raise OSError(errno.ECONNREFUSED, "connection refused")
-        if self.mode in {"slow", "late"}:
-            await asyncio.Event().wait()
-        return self.mode == "up"
-
-    def store_ok(self) -> bool:
-        return self.mode == "up"
-
-    def inbox_count(self) -> int:
-        return len(self.records)
-
-    def length(self) -> int:
-        return len(self.records) + 1000
-
-    def oldest_age(self) -> float:
-        return 5.0
-
-    def __getattr__(self, name: str) -> Any:
-        """Every other member of the contract: recorded, answered with its name."""
-        member = getattr(Store, name)
-        if inspect.iscoroutinefunction(member):
-
-            async def call_async(*args: Any, **kwargs: Any) -> Any:
-                self.delegated.append((name, args, kwargs))
-                return f"primary.{name}"
-
-            return call_async
-
-        def call(*args: Any, **kwargs: Any) -> Any:
-            self.delegated.append((name, args, kwargs))
-            return f"primary.{name}"
-
-        return call
 
 
 class Clock:
