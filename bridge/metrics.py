@@ -209,7 +209,8 @@ class Metrics:
         # --- the store (outbox file): failures, quarantine, repeated bodies -------------
         self.store_errors = Counter(
             "store_errors_total",
-            "Write transactions on the outbox file that failed and were rolled back.",
+            "Write transactions on the outbox file (or the spool's) that failed and were "
+            "rolled back.",
             namespace=ns,
             registry=registry,
         )
@@ -245,10 +246,12 @@ class Metrics:
         self.store_up = Gauge(
             "store_up",
             "Whether the last write to the shared store (PostgreSQL) succeeded (1) or failed "
-            "or timed out (0); while 0, webhooks are kept in the local spool.",
+            "or timed out (0); while 0, webhooks are kept in the local spool. Always 1 with "
+            "store.backend sqlite, whose failures sentry_bridge_store_errors_total counts.",
             namespace=ns,
             registry=registry,
         )
+        self.store_up.set(1)  # until a spool in front of PostgreSQL says otherwise
         self.spool_webhooks = Gauge(
             "spool_webhooks",
             "Webhooks waiting in the local spool for the shared store.",

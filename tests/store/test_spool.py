@@ -28,6 +28,7 @@ from bridge.store.contract import Store
 from bridge.store.spool import FILENAME, Spooled, spooled
 from tests.factories import issue
 from tests.store.fakes import MODES, FakePrimary, Mode
+from tests.test_outbox_failures import Commits
 
 pytestmark = pytest.mark.anyio
 
@@ -97,6 +98,11 @@ def accepted(*numbers: int) -> list[tuple[str, str]]:
 
 
 # --- the edge -------------------------------------------------------------------------------
+
+
+def test_store_up_is_1_without_a_spool(metrics: Metrics) -> None:
+    """With SQLite there is no shared store to lose: SentryBridgeStoreDown never fires."""
+    assert value(metrics, "store_up") == 1
 
 
 async def test_an_available_primary_takes_webhooks_directly(
@@ -236,6 +242,27 @@ async def test_a_full_spool_answers_503(
     assert await accept(store, 4)  # room again
     assert primary.records == accepted(1, 2, 3, 4)
     await store.close()
+
+
+async def test_a_spool_that_cannot_be_written_answers_503_and_recovers(
+    spool: Spooled, primary: FakePrimary, metrics: Metrics
+) -> None:
+    """A refused COMMIT (as on a full disk) rolls back: 503, nothing half-kept."""
+    commits = Commits()
+    await spool._file.call(lambda: spool._file.db.set_authorizer(commits))
+    primary.mode = "down"
+    commits.failing = Spooled.failing_after
+    for n in range(1, Spooled.failing_after + 1):
+        with pytest.raises(OutboxFull, match="cannot be written"):
+            await accept(spool, n)
+    assert value(metrics, "store_errors_total") == Spooled.failing_after
+    assert spool.store_ok() is False  # neither store takes webhooks: not ready
+    assert spool.depth() == 0
+    assert await accept(spool, 1)  # Sentry's retry, once the disk has room again
+    assert spool.store_ok()
+    primary.mode = "up"
+    await until(lambda: spool.depth() == 0)
+    assert primary.records == accepted(1)
 
 
 async def test_concurrent_webhooks_share_one_spool_commit(
