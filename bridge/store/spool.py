@@ -106,6 +106,7 @@ class Spooled:
         accept_timeout: float = 0.3,
         max_webhooks: int = 100_000,
         max_bytes: int = 256 * 1024 * 1024,
+        max_queued: int | None = None,
         clock: Callable[[], float] = time.time,
         drainer: bool = True,
     ) -> None:
@@ -115,6 +116,9 @@ class Spooled:
         self.accept_timeout = accept_timeout
         self.max_webhooks = max_webhooks
         self.max_bytes = max_bytes
+        # outbox.max_queued: a primary that holds that much is full, not failing (its
+        # Alertmanagers are behind): 503 as without a spool, and store_up stays 1.
+        self.max_queued = max_queued
         self.metrics = metrics
         self.clock = clock
         self._file = SqliteFile(path, name="spool")
@@ -171,6 +175,8 @@ class Spooled:
 
     async def accept(self, alert: SentryAlert, digest: bytes | None = None) -> bool:
         if not self.spooling():
+            if self._primary_full():
+                raise OutboxFull()
             try:
                 async with asyncio.timeout(self.accept_timeout):
                     stored = await self.primary.accept(alert, digest)
@@ -194,6 +200,9 @@ class Spooled:
                 self._set_up(True)
                 return kept
         return await self._spool(_Webhook(digest, None, reason, detail[:1000], headers, body))
+
+    def _primary_full(self) -> bool:
+        return self.max_queued is not None and self.primary.length() >= self.max_queued
 
     def spooling(self) -> bool:
         """The spool holds (or is committing) something: new webhooks queue behind it."""
@@ -248,6 +257,8 @@ class Spooled:
         many. Raises what the primary raised; those moved before it stay moved."""
         if not self._entries:
             return 0
+        if self._primary_full():
+            raise OutboxFull()  # not a failure of the primary: store_up stays as it is
         rows = await self._file.call(self._read_batch, self._entries[0][0], self.batch)
         moved: list[int] = []
         try:
@@ -299,7 +310,7 @@ class Spooled:
                     continue
             try:
                 await self.drain_once()
-            except Exception:  # the primary is still failing: _primary_failed said so
+            except Exception:  # the primary is still failing (_primary_failed said so) or full
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self.retry_max)
             else:
@@ -468,4 +479,5 @@ def spooled(primary: Store, config: Config, metrics: Metrics) -> Store:
         accept_timeout=spool.accept_timeout,
         max_webhooks=spool.max_webhooks,
         max_bytes=spool.max_bytes,
+        max_queued=config.outbox.max_queued,
     )

@@ -35,6 +35,7 @@ class FakePrimary:
         self.delegated: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = []
         # Called after each commit (tests use it to act while the spool drains).
         self.on_commit: Callable[[], None] | None = None
+        self.backlog = 1000  # queued for Alertmanager, on top of the records (length())
         self.commit_time = 0.0  # seconds each commit takes while up (the benchmark's)
 
     async def _commit(self, digest: bytes | None, record: tuple[str, str]) -> bool:
@@ -90,7 +91,7 @@ class FakePrimary:
         return len(self.records)
 
     def length(self) -> int:
-        return len(self.records) + 1000
+        return len(self.records) + self.backlog
 
     def oldest_age(self) -> float:
         return 5.0

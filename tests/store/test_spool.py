@@ -244,6 +244,38 @@ async def test_a_full_spool_answers_503(
     await store.close()
 
 
+async def test_a_full_primary_is_full_not_down(
+    primary: FakePrimary, tmp_path: Path, metrics: Metrics
+) -> None:
+    """At outbox.max_queued the primary's Alertmanagers are behind: 503 as without a spool
+    (nothing spooled, store_up stays 1), and the drain waits for room."""
+    primary.backlog = 0
+    store = make(primary, tmp_path, metrics, drainer=False, max_queued=3)
+    await store.open()
+    assert await accept(store, 1)
+    primary.mode = "down"
+    assert await accept(store, 2)
+    primary.mode = "up"
+    assert await accept(store, 3)  # behind 2, in the spool
+    primary.backlog = 5
+    assert await accept(store, 4)  # still behind them: the spool does not check the primary
+    with pytest.raises(OutboxFull, match="full"):
+        await store.drain_once()
+    assert (store.depth(), value(metrics, "store_up")) == (3, 0)  # as the outage left it
+    primary.backlog = 0
+    assert await store.drain_once() == 3
+    assert value(metrics, "store_up") == 1
+    with pytest.raises(OutboxFull, match="full"):  # 1 + 3 drained: the primary is at 3
+        await accept(store, 5)
+    assert (store.depth(), value(metrics, "store_up"), value(metrics, "spooled_total")) == (
+        0,
+        1,
+        3,
+    )
+    assert primary.records == accepted(1, 2, 3, 4)
+    await store.close()
+
+
 async def test_a_spool_that_cannot_be_written_answers_503_and_recovers(
     spool: Spooled, primary: FakePrimary, metrics: Metrics
 ) -> None:
@@ -381,6 +413,7 @@ def test_the_factory_spools_only_in_front_of_postgres(tmp_path: Path, metrics: M
     wrapped = spooled(primary, config.parse(base | {"store": store}, env={}), metrics)
     assert isinstance(wrapped, Spooled)
     assert (wrapped.accept_timeout, wrapped.max_webhooks, wrapped.max_bytes) == (0.25, 10, 2 << 20)
+    assert wrapped.max_queued == config.Outbox().max_queued
     assert wrapped._file.path == tmp_path / FILENAME
 
 
