@@ -26,6 +26,7 @@ from bridge.errors import OutboxFull
 from bridge.metrics import Metrics
 from bridge.store.contract import Store
 from bridge.store.spool import FILENAME, Spooled, spooled
+from tests.conftest import PostgresTarget
 from tests.factories import issue
 from tests.store.fakes import MODES, FakePrimary, Mode
 from tests.test_outbox_failures import Commits
@@ -557,3 +558,36 @@ class SpoolModel(RuleBasedStateMachine):
 
 SpoolModel.TestCase.settings = settings(max_examples=80, stateful_step_count=30, deadline=None)
 test_spool_model = SpoolModel.TestCase
+
+
+# --- a real PostgreSQL ----------------------------------------------------------------------
+
+
+async def test_postgresql_crashed_and_started_again(
+    pg: PostgresTarget, tmp_path: Path, metrics: Metrics
+) -> None:
+    """The PostgreSQL engine behind the spool, its server crashed (``pg_ctl stop -m
+    immediate``) while Sentry keeps sending: every webhook answered 202 within a second,
+    and once the server is back, the engine holds all of them, once each, in order."""
+    engine = pytest.importorskip("bridge.store.pg", reason="the PostgreSQL engine")
+    primary = engine.PostgresStore(pg.settings, ["am"], max_queued=10_000, metrics=metrics)
+    store = Spooled(primary, tmp_path / FILENAME, metrics=metrics, max_queued=10_000)
+    store.retry_initial = store.retry_max = 0.05  # retry often: the test waits for the drain
+    await store.open()
+    try:
+        assert await accept(store, 1)
+        assert store.depth() == 0  # straight into PostgreSQL
+        pg.server.stop_immediately()
+        for n in range(2, 21):
+            assert await accept(store, n)
+        assert not await accept(store, 20)  # Sentry's retry of a spooled body
+        assert store.depth() == 19
+        assert value(metrics, "store_up") == 0
+        pg.server.start()
+        await until(lambda: store.depth() == 0, timeout=60)
+        assert value(metrics, "store_up") == 1
+        taken = await store.take(100)
+        assert [entry.alert.issue_id for entry in taken.entries] == [str(n) for n in range(1, 21)]
+        await store.abandon(taken)
+    finally:
+        await store.close()
