@@ -95,7 +95,7 @@ class SqliteFile:
             raise
 
     def _connect(self, schema: str) -> sqlite3.Connection:
-        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        db = sqlite3.connect(self.path, isolation_level=None)  # on the thread it serves
         try:
             db.execute("PRAGMA locking_mode = EXCLUSIVE")
             db.execute(f"PRAGMA busy_timeout = {int(self.lock_timeout_ms)}")
