@@ -452,17 +452,16 @@ class SpoolModel(RuleBasedStateMachine):
         self.loop.run_until_complete(self.store.open())
         self.up = 1.0
 
-    def _send(self, n: int) -> bool:
+    async def _sending(self, n: int) -> bool:
         kind, key = self.bodies[n]
+        async with asyncio.timeout(SENTRY_TIMEOUT):
+            if kind == "accept":
+                return await self.store.accept(issue(n), digest(n))
+            headers = {"sentry-hook-resource": "issue"}
+            return await self.store.quarantine("invalid_payload", key, headers, b"?", digest(n))
 
-        async def send() -> bool:
-            async with asyncio.timeout(SENTRY_TIMEOUT):
-                if kind == "accept":
-                    return await self.store.accept(issue(n), digest(n))
-                headers = {"sentry-hook-resource": "issue"}
-                return await self.store.quarantine("invalid_payload", key, headers, b"?", digest(n))
-
-        return self.loop.run_until_complete(send())
+    def _send(self, n: int) -> bool:
+        return self.loop.run_until_complete(self._sending(n))
 
     def _expect(self, n: int) -> bool | None:
         """The rules: the answer to body ``n`` (None: 503), and what it changes."""
@@ -499,6 +498,28 @@ class SpoolModel(RuleBasedStateMachine):
         n = len(self.bodies)
         self.bodies.append(("quarantine", f"q{n}") if quarantined else ("accept", str(n)))
         self._webhook(n)
+
+    # Up or refusing at once: the primary's answers come in the order asked.
+    @precondition(lambda self: self.primary.mode in {"up", "down", "failing"})
+    @rule(size=st.integers(2, 6))
+    def burst(self, size: int) -> None:
+        """New webhooks at once: one group commit in the spool, the bounds counted as
+        they arrive."""
+        first = len(self.bodies)
+        self.bodies.extend(("accept", str(n)) for n in range(first, first + size))
+        expected = [self._expect(n) for n in range(first, first + size)]
+
+        async def all_at_once() -> list[bool | BaseException]:
+            sends = (self._sending(n) for n in range(first, first + size))
+            return await asyncio.gather(*sends, return_exceptions=True)
+
+        answers = self.loop.run_until_complete(all_at_once())
+        for n, want, got in zip(range(first, first + size), expected, answers, strict=True):
+            if want is None:
+                assert isinstance(got, OutboxFull)
+            else:
+                assert got is want
+                self.answered.append(self.bodies[n])
 
     @precondition(lambda self: self.bodies)
     @rule(data=st.data())
