@@ -308,6 +308,12 @@ class Spooled:
                 if not self._entries:
                     await self._probe_primary()
                     continue
+            # While the primary is down, its probe (one tiny, quiet write) says when to try
+            # again, rather than the oldest webhook failing (and logged) round after round.
+            if not self._primary_up and not await self._primary_answers():
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.retry_max)
+                continue
             try:
                 await self.drain_once()
             except Exception:  # the primary is still failing (_primary_failed said so) or full
@@ -316,21 +322,30 @@ class Spooled:
             else:
                 delay = self.retry_initial
 
-    async def _probe_primary(self) -> None:
+    async def _primary_answers(self) -> bool:
+        """The primary's ``probe``: whether it says it takes writes (an engine's own
+        ``store_ok``, which may lag behind its first failures)."""
         try:
             async with asyncio.timeout(self.drain_timeout):
-                ok = await self.primary.probe()
-        except Exception as exc:
-            self._primary_failed(exc)
-            return
-        if ok:
+                return await self.primary.probe()
+        except Exception:
+            return False
+
+    async def _probe_primary(self) -> None:
+        """With nothing to drain: ``store_up`` as the probe says."""
+        if await self._primary_answers():
             self._set_up(True)
         else:
             self._primary_failed(None)
 
     def _primary_failed(self, exc: BaseException | None) -> None:
         if self._primary_up:
-            why = "no answer in time" if isinstance(exc, TimeoutError) else repr(exc)
+            if exc is None:
+                why = "its probe failed"
+            elif isinstance(exc, TimeoutError):
+                why = "no answer in time"
+            else:
+                why = repr(exc)
             log.error(
                 "the store fails; webhooks go to the local spool until it is back",
                 extra={"error": why, "spooled": self.depth()},

@@ -35,10 +35,12 @@ class FakePrimary:
         self.delegated: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = []
         # Called after each commit (tests use it to act while the spool drains).
         self.on_commit: Callable[[], None] | None = None
+        self.attempts = self.probes = 0  # calls of accept or quarantine, and of probe
         self.backlog = 1000  # queued for Alertmanager, on top of the records (length())
         self.commit_time = 0.0  # seconds each commit takes while up (the benchmark's)
 
     async def _commit(self, digest: bytes | None, record: tuple[str, str]) -> bool:
+        self.attempts += 1
         if self.mode == "down":
             raise OSError(errno.ECONNREFUSED, "connection refused")
         if self.mode == "failing":
@@ -78,6 +80,7 @@ class FakePrimary:
         self.closed += 1
 
     async def probe(self) -> bool:
+        self.probes += 1
         if self.mode == "down":
             raise OSError(errno.ECONNREFUSED, "connection refused")
         if self.mode in {"slow", "late"}:

@@ -376,6 +376,19 @@ async def test_an_idle_drainer_probes_the_primary(
     await store.close()
 
 
+async def test_a_down_primary_is_probed_not_sent_the_oldest_webhook_again(
+    spool: Spooled, primary: FakePrimary, metrics: Metrics
+) -> None:
+    primary.mode = "down"
+    assert await accept(spool, 1)
+    await until(lambda: primary.probes >= 5)  # the drainer's back-off rounds
+    assert primary.attempts == 1  # the webhook's own try only
+    assert value(metrics, "store_up") == 0
+    primary.mode = "up"
+    await until(lambda: spool.depth() == 0)
+    assert primary.records == accepted(1)
+
+
 async def test_everything_else_is_the_primarys(spool: Spooled, primary: FakePrimary) -> None:
     assert spool.targets == primary.targets
     assert spool.progress is primary.progress
