@@ -12,18 +12,21 @@ only the edge's part of it, ``accept`` and ``quarantine``:
 - while the spool holds anything, new webhooks go to the spool too, behind it, so the
   primary receives them in the order they were answered;
 - the spool is bounded (``store.spool.max_webhooks`` and ``max_bytes``); full, it raises
-  ``OutboxFull``: the edge answers 503 and Sentry retries;
+  ``OutboxFull``: the edge answers 503 and Sentry retries. A primary holding
+  ``outbox.max_queued`` is full, not failing (its Alertmanagers are behind): 503 as
+  without a spool, nothing spooled;
 - a drainer task (started by ``open``, stopped by ``close``) moves the spooled webhooks
   into the primary, oldest first, a bounded batch per round, through the primary's own
-  ``accept`` and ``quarantine``, so they take the normal path from there; it backs off
-  while the primary keeps failing;
+  ``accept`` and ``quarantine``, so they take the normal path from there; while the
+  primary is down it probes it between back-offs;
 - the same body (by digest) twice in the spool is one entry (the second is a duplicate,
   answered as the primary would). A body the primary already has is dropped by the
   primary's own digest dedup when the spool drains; it was answered 202 rather than 200.
 
 Everything else (the pipeline's ``take``/``complete``, delivery's lanes, the operators'
 views) is the primary's, unchanged. ``sentry_bridge_store_up`` says whether the last write
-to the primary (a webhook, a drained one, or the idle drainer's probe) succeeded.
+to the primary (a webhook, a drained one, or the drainer's probe) succeeded. ``spooled``
+puts the spool in front of the PostgreSQL engine only: the SQLite engine is local already.
 """
 
 from __future__ import annotations
