@@ -25,6 +25,7 @@ from bridge import config
 from bridge.errors import OutboxFull
 from bridge.metrics import Metrics
 from bridge.store.contract import Store
+from bridge.store.pg import PostgresStore
 from bridge.store.spool import FILENAME, Spooled, spooled
 from tests.conftest import PostgresTarget
 from tests.factories import issue
@@ -603,8 +604,7 @@ async def test_postgresql_crashed_and_started_again(
     """The PostgreSQL engine behind the spool, its server crashed (``pg_ctl stop -m
     immediate``) while Sentry keeps sending: every webhook answered 202 within a second,
     and once the server is back, the engine holds all of them, once each, in order."""
-    engine = pytest.importorskip("bridge.store.pg", reason="the PostgreSQL engine")
-    primary = engine.PostgresStore(pg.settings, ["am"], max_queued=10_000, metrics=metrics)
+    primary = PostgresStore(pg.settings, ["am"], max_queued=10_000, metrics=metrics)
     store = Spooled(primary, tmp_path / FILENAME, metrics=metrics, max_queued=10_000)
     store.retry_initial = store.retry_max = 0.05  # retry often: the test waits for the drain
     await store.open()
