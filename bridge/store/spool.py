@@ -23,6 +23,15 @@ only the edge's part of it, ``accept`` and ``quarantine``:
   answered as the primary would). A body the primary already has is dropped by the
   primary's own digest dedup when the spool drains; it was answered 202 rather than 200.
 
+A pod may also start while PostgreSQL is unreachable (a rollout or a node drain during
+an outage): ``open`` tries the primary once, within ``open_timeout``, and when it cannot
+connect (connection-level failures only: refused, timed out, lost, the server starting or
+shutting down; a ``ConfigError``, a wrong password or a schema newer than this bridge
+still fail the start) keeps opening it in the background, with the drainer's back-off.
+Until then every webhook is spooled (202), ``take`` waits, ``lane`` yields None (delivery
+looks again after its ``LANE_BUSY_WAIT``), ``periodic`` is False, the primary's sizes are
+0, and the operators' calls raise ``StoreError``; once it is open the drainer drains.
+
 Everything else (the pipeline's ``take``/``complete``, delivery's lanes, the operators'
 views) is the primary's, unchanged. ``sentry_bridge_store_up`` says whether the last write
 to the primary (a webhook, a drained one, or the drainer's probe) succeeded. ``spooled``
@@ -37,14 +46,16 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+import asyncpg
 
 from bridge.config import Config
-from bridge.errors import OutboxFull
+from bridge.errors import ConfigError, OutboxFull, StoreError
 from bridge.metrics import Metrics
 from bridge.model import SentryAlert
 from bridge.store.contract import Failed, Lane, Processed, Quarantined, Store, Taken
@@ -53,6 +64,33 @@ from bridge.store.sqlite_file import GroupCommit, SqliteFile
 log = logging.getLogger("bridge.store.spool")
 
 FILENAME = "spool.sqlite3"
+
+T = TypeVar("T")
+
+# What a database that cannot be reached raises while connecting: the network's errors and
+# timeouts, SQLSTATE class 08 (connection exception) and 57 (operator intervention: the
+# server starting up or shutting down). Anything else (a wrong password, a missing
+# database, a newer schema) is not an outage, and fails the start.
+_UNREACHABLE = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.OperatorInterventionError,
+)
+
+
+def unreachable(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what it was raised from: the engine wraps its driver's errors in
+    ``StoreError``) says the database cannot be reached, rather than that it is wrong."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ConfigError):
+            return False
+        if isinstance(seen, _UNREACHABLE):
+            return True
+        seen = seen.__cause__
+    return False
+
 
 # One row per spooled webhook, in the order answered (AUTOINCREMENT: ids never reused, so
 # the order survives a spool that emptied). ``alert`` is set for an accepted webhook; the
@@ -112,6 +150,7 @@ class Spooled:
         max_queued: int | None = None,
         clock: Callable[[], float] = time.time,
         drainer: bool = True,
+        open_timeout: float = 10.0,
     ) -> None:
         self.primary = primary
         self.targets = primary.targets
@@ -139,45 +178,96 @@ class Spooled:
         self._write_failures = 0
         self._full = False  # the last webhook was refused for want of room, none since
         self._primary_up = True
+        # How long open() gives the primary before the start goes on without it.
+        self.open_timeout = open_timeout
+        self._opened = asyncio.Event()  # set once the primary is open
+        self._opener: asyncio.Task[None] | None = None  # opens it in the background
         metrics.spool_webhooks.set_function(self.depth)
         metrics.spool_oldest_age.set_function(self.spool_age)
 
     # --- lifecycle ----------------------------------------------------------------------
 
     async def open(self) -> None:
-        """Open the spool (what a previous run left is drained first), then the primary."""
+        """Open the spool (what a previous run left is drained first), then the primary:
+        one try within ``open_timeout``; an unreachable primary is opened in the background
+        while the spool takes the webhooks. Anything else it raises fails the start."""
         await self._file.open(_SCHEMA)
         try:
             rows = await self._file.call(self._read_index)
-            await self.primary.open()
         except BaseException:
             await self._file.close()
             raise
+        try:
+            async with asyncio.timeout(self.open_timeout):
+                await self.primary.open()
+        except Exception as exc:
+            if not unreachable(exc):
+                await self._file.close()
+                raise
+            log.warning(
+                "cannot reach the store at start; webhooks go to the local spool until it "
+                "can be opened",
+                extra={"error": _why(exc), "spooled": len(rows)},
+            )
+            self._opener = asyncio.create_task(self._open_forever(), name="spool-opener")
+        except BaseException:
+            await self._file.close()
+            raise
+        else:
+            self._opened.set()
         self._entries.extend(rows)
         self._bytes = sum(size for _, _, size in rows)
-        self._set_up(True)
+        self._set_up(self._opened.is_set())
         if rows:
             log.warning("spool holds webhooks from before; draining", extra={"spooled": len(rows)})
             self._work.set()
         if self._run_drainer:
             self._drainer = asyncio.create_task(self._drain_forever(), name="spool-drainer")
 
+    def opened(self) -> bool:
+        """Whether the primary is open (False while a start rides out its outage)."""
+        return self._opened.is_set()
+
+    async def _open_forever(self) -> None:
+        """Open the primary, with back-off, until it opens (the start could not)."""
+        delay = self.retry_initial
+        while True:
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, self.retry_max)
+            try:
+                async with asyncio.timeout(self.open_timeout):
+                    await self.primary.open()
+            except Exception as exc:
+                # Not an outage (a wrong password set meanwhile...): said loudly, every try;
+                # the pod stays up on its spool, store_up 0, until someone fixes it.
+                level = logging.DEBUG if unreachable(exc) else logging.ERROR
+                log.log(level, "cannot open the store yet", extra={"error": _why(exc)})
+                continue
+            break
+        self._opened.set()
+        self._set_up(True)
+        log.info("the store is open", extra={"spooled": self.depth()})
+        self._work.set()
+
     async def close(self) -> None:
-        if self._drainer is not None:
-            self._drainer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._drainer
-            self._drainer = None
+        """Stops the opener and the drainer, then closes the spool and (if open) the primary."""
+        for task in (self._opener, self._drainer):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._opener = self._drainer = None
         if self._deleting is not None:
             await asyncio.gather(self._deleting, return_exceptions=True)
         await self._writes.idle()
         await self._file.close()
-        await self.primary.close()
+        if self._opened.is_set():
+            await self.primary.close()
 
     # --- the edge -----------------------------------------------------------------------
 
     async def accept(self, alert: SentryAlert, digest: bytes | None = None) -> bool:
-        if not self.spooling():
+        if self._opened.is_set() and not self.spooling():
             if self._primary_full():
                 raise OutboxFull()
             try:
@@ -193,7 +283,7 @@ class Spooled:
     async def quarantine(
         self, reason: str, detail: str, headers: Mapping[str, str], body: bytes, digest: bytes
     ) -> bool:
-        if not self.spooling():
+        if self._opened.is_set() and not self.spooling():
             try:
                 async with asyncio.timeout(self.accept_timeout):
                     kept = await self.primary.quarantine(reason, detail, headers, body, digest)
@@ -258,6 +348,7 @@ class Spooled:
     async def drain_once(self) -> int:
         """Move up to ``batch`` spooled webhooks into the primary, oldest first; returns how
         many. Raises what the primary raised; those moved before it stay moved."""
+        self._require_open("drain the spool")
         if not self._entries:
             return 0
         if self._primary_full():
@@ -301,6 +392,7 @@ class Spooled:
             log.info("spool drained: webhooks go to the store again")
 
     async def _drain_forever(self) -> None:
+        await self._opened.wait()  # the opener's back-off until then
         delay = self.retry_initial
         while True:
             if not self._entries:
@@ -343,15 +435,12 @@ class Spooled:
 
     def _primary_failed(self, exc: BaseException | None) -> None:
         if self._primary_up:
-            if exc is None:
-                why = "its probe failed"
-            elif isinstance(exc, TimeoutError):
-                why = "no answer in time"
-            else:
-                why = repr(exc)
             log.error(
                 "the store fails; webhooks go to the local spool until it is back",
-                extra={"error": why, "spooled": self.depth()},
+                extra={
+                    "error": "its probe failed" if exc is None else _why(exc),
+                    "spooled": self.depth(),
+                },
             )
         self._set_up(False)
 
@@ -372,28 +461,46 @@ class Spooled:
         return max(0.0, self.clock() - self._entries[0][1]) if self._entries else 0.0
 
     def inbox_count(self) -> int:
-        """Accepted, not yet processed: the primary's inbox and the spool."""
-        return self.primary.inbox_count() + self.depth()
+        """Accepted, not yet processed, as far as the pipeline goes: the primary's inbox,
+        and the spool while the primary is up (the drainer moves it there). While the
+        primary is away the spool waits for it, not for the pipeline: bridge.compose's
+        watchdog does not call a pod stuck for an outage, nor does a stop wait for it (the
+        spool is on disk)."""
+        spooled = self.depth() if self._primary_up else 0
+        return self._known(self.primary.inbox_count, 0) + spooled
 
     def length(self) -> int:
-        return self.primary.length() + self.depth()
+        return self._known(self.primary.length, 0) + self.depth()
 
     def oldest_age(self) -> float:
-        return max(self.primary.oldest_age(), self.spool_age())
+        return max(self._known(self.primary.oldest_age, 0.0), self.spool_age())
 
     def store_ok(self) -> bool:
         """Ready while webhooks can be kept: the primary takes them, or the spool does."""
-        if self.primary.store_ok():
+        if self._opened.is_set() and self.primary.store_ok():
             return True
         return self._write_failures < self.failing_after and not self._full
 
     async def probe(self) -> bool:
-        await self._probe_primary()
+        if self._opened.is_set():
+            await self._probe_primary()
         return self.store_ok()
+
+    def _known(self, size: Callable[[], T], unknown: T) -> T:
+        """One of the primary's sizes; ``unknown`` (nothing known) until it is open."""
+        return size() if self._opened.is_set() else unknown
+
+    def _require_open(self, what: str) -> None:
+        if not self._opened.is_set():
+            raise StoreError(
+                f"cannot {what}: the store (PostgreSQL) has not been reachable since this "
+                "bridge started; webhooks are kept in the local spool meanwhile"
+            )
 
     # --- the rest is the primary's ------------------------------------------------------
 
     async def take(self, limit: int) -> Taken:
+        await self._opened.wait()  # nothing to take before; the spool drains into it then
         return await self.primary.take(limit)
 
     async def complete(
@@ -405,51 +512,61 @@ class Spooled:
         await self.primary.abandon(taken)
 
     def lane(self, target: str) -> AbstractAsyncContextManager[Lane | None]:
+        if not self._opened.is_set():
+            # As if another replica held it: delivery looks again after LANE_BUSY_WAIT.
+            return _no_lane()
         return self.primary.lane(target)
 
     def wakeup(self, target: str) -> asyncio.Event:
         return self.primary.wakeup(target)
 
     async def periodic(self) -> bool:
-        return await self.primary.periodic()
+        return self._opened.is_set() and await self.primary.periodic()
 
     async def forget_refused(
         self, target: str, refused: Sequence[tuple[str, str]], *, dead_letter: bool
     ) -> int:
+        self._require_open("forget refused alerts")
         return await self.primary.forget_refused(target, refused, dead_letter=dead_letter)
 
     async def expire(self, *, resolved_for: float) -> None:
+        self._require_open("expire alerts")
         await self.primary.expire(resolved_for=resolved_for)
 
     async def dead_letters(self) -> list[tuple[str, str, dict[str, Any]]]:
+        self._require_open("list the dead letters")
         return await self.primary.dead_letters()
 
     async def requeue_dead_letters(self) -> dict[str, int]:
+        self._require_open("requeue the dead letters")
         return await self.primary.requeue_dead_letters()
 
     async def quarantined(self) -> list[Quarantined]:
+        self._require_open("list the quarantine")
         return await self.primary.quarantined()
 
     async def release(self, entry_id: int, alert: SentryAlert | None) -> None:
+        self._require_open("release from quarantine")
         await self.primary.release(entry_id, alert)
 
     async def snapshot(self, limit: int) -> dict[str, Any]:
+        self._require_open("take a snapshot")
         return await self.primary.snapshot(limit)
 
     def queued_count(self) -> int:
-        return self.primary.queued_count()
+        return self._known(self.primary.queued_count, 0)
 
     def queue_depths(self) -> dict[str, int]:
-        return self.primary.queue_depths()
+        return self._known(self.primary.queue_depths, dict.fromkeys(self.targets, 0))
 
     def active_count(self) -> int:
-        return self.primary.active_count()
+        return self._known(self.primary.active_count, 0)
 
     def resendable_count(self) -> int:
-        return self.primary.resendable_count()
+        return self._known(self.primary.resendable_count, 0)
 
     def quarantine_count(self) -> int:
-        return self.primary.quarantine_count()
+        return self._known(self.primary.quarantine_count, 0)
 
     # --- on the spool's thread ----------------------------------------------------------
 
@@ -484,6 +601,15 @@ class Spooled:
             db.execute("DELETE FROM spool WHERE id <= ?", (last,))
 
 
+def _why(exc: BaseException) -> str:
+    return "no answer in time" if isinstance(exc, TimeoutError) else repr(exc)
+
+
+@contextlib.asynccontextmanager
+async def _no_lane() -> AsyncIterator[Lane | None]:
+    yield None
+
+
 def spooled(primary: Store, config: Config, metrics: Metrics) -> Store:
     """``primary`` behind the spool of ``config.store.spool``, with ``store.backend:
     postgres``; the embedded engine needs none (it is already local)."""
@@ -498,4 +624,7 @@ def spooled(primary: Store, config: Config, metrics: Metrics) -> Store:
         max_webhooks=spool.max_webhooks,
         max_bytes=spool.max_bytes,
         max_queued=config.outbox.max_queued,
+        # Connecting, then the migration's statements (bridge.store.pg.connection).
+        open_timeout=config.store.postgres.connect_timeout
+        + 2 * config.store.postgres.statement_timeout,
     )

@@ -38,6 +38,11 @@ class FakePrimary:
         self.attempts = self.probes = 0  # calls of accept or quarantine, and of probe
         self.backlog = 1000  # queued for Alertmanager, on top of the records (length())
         self.commit_time = 0.0  # seconds each commit takes while up (the benchmark's)
+        # open(): refused this many more times (then as the mode says), or raises this.
+        self.open_failures = 0
+        self.open_error: Exception | None = None
+        self.open_hangs = False  # open() never answers (a server that drops packets)
+        self.open_tries = 0
 
     async def _commit(self, digest: bytes | None, record: tuple[str, str]) -> bool:
         self.attempts += 1
@@ -72,6 +77,14 @@ class FakePrimary:
         return kept
 
     async def open(self) -> None:
+        self.open_tries += 1
+        if self.open_error is not None:
+            raise self.open_error
+        if self.open_hangs:
+            await asyncio.Event().wait()
+        if self.open_failures > 0:
+            self.open_failures -= 1
+            raise OSError(errno.ECONNREFUSED, "connection refused")
         if self.mode == "down":
             raise OSError(errno.ECONNREFUSED, "connection refused")
         self.opened += 1

@@ -15,6 +15,8 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any, cast
 
+import asyncpg
+import httpx
 import pytest
 from hypothesis import settings
 from hypothesis import strategies as st
@@ -22,11 +24,12 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 from prometheus_client import CollectorRegistry
 
 from bridge import config
-from bridge.errors import OutboxFull
+from bridge.delivery import LANE_BUSY_WAIT, Delivery
+from bridge.errors import ConfigError, OutboxFull, StoreError
 from bridge.metrics import Metrics
 from bridge.store.contract import Store
 from bridge.store.pg import PostgresStore
-from bridge.store.spool import FILENAME, Spooled, spooled
+from bridge.store.spool import FILENAME, Spooled, spooled, unreachable
 from tests.conftest import PostgresTarget
 from tests.factories import issue
 from tests.store.fakes import MODES, FakePrimary, Mode
@@ -188,23 +191,154 @@ async def test_a_restart_with_a_full_spool_loses_and_doubles_nothing(
     assert (primary.opened, primary.closed) == (2, 2)
 
 
-async def test_a_primary_that_cannot_open_fails_the_start_and_keeps_the_spool(
+async def test_a_start_without_the_primary_spools_until_it_opens(
     primary: FakePrimary, tmp_path: Path, metrics: Metrics
 ) -> None:
+    """A pod that starts during an outage (what a previous run left spooled included):
+    answers from the spool, hands the pipeline and delivery nothing, opens the primary in
+    the background, then drains in order and hands over."""
     first = make(primary, tmp_path, metrics)
     await first.open()
     primary.mode = "down"
     assert await accept(first, 1)
     await first.close()
-    starting = make(primary, tmp_path, metrics)
-    with pytest.raises(OSError, match="refused"):
-        await starting.open()
-    primary.mode = "up"  # the next start (Kubernetes restarts the pod) drains it
+    primary.mode, primary.open_failures = "up", 4
+    store = make(primary, tmp_path, metrics)
+    store.retry_initial = store.retry_max = 0.2  # slow enough to look at it before it opens
+    await store.open()
+    try:
+        assert not store.opened()
+        assert value(metrics, "store_up") == 0
+        assert await accept(store, 2)
+        assert await store.quarantine("unreadable", "bad json", {"a": "b"}, b"{", digest(3))
+        assert primary.records == []  # not even tried: the spool answers
+        assert (store.depth(), store.length(), store.inbox_count()) == (3, 3, 0)
+        assert (store.queued_count(), store.queue_depths()) == (0, {"am": 0})
+        assert store.store_ok()
+        taking = asyncio.create_task(store.take(10))
+        async with store.lane("am") as lane:
+            assert lane is None
+        assert not await store.periodic()
+        for call in (
+            store.snapshot(5),
+            store.dead_letters(),
+            store.quarantined(),
+            store.requeue_dead_letters(),
+            store.release(1, None),
+        ):
+            with pytest.raises(StoreError, match="has not been reachable since this bridge"):
+                await call
+        assert not taking.done()
+        await until(lambda: store.depth() == 0)
+        assert primary.open_tries == 6  # 1 at the start, 3 refused in the background, 1 open
+        assert primary.records == [*accepted(1, 2), ("quarantine", "bad json")]
+        assert value(metrics, "store_up") == 1
+        assert cast(Any, await asyncio.wait_for(taking, 1)) == "primary.take"
+        assert cast(Any, await store.periodic()) == "primary.periodic"
+        assert await accept(store, 4)
+        assert primary.records[-1] == ("accept", "4")
+    finally:
+        await store.close()
+    assert (primary.opened, primary.closed) == (2, 2)
+
+
+@pytest.mark.parametrize("hangs", [False, True])
+async def test_a_start_without_the_primary_closes_in_every_state(
+    primary: FakePrimary, tmp_path: Path, metrics: Metrics, hangs: bool
+) -> None:
+    """Closed while the primary never opened (refused, or an open that hangs): nothing of
+    the primary to close, the spool kept for the next start."""
+    primary.mode, primary.open_hangs = "down", hangs
+    store = make(primary, tmp_path, metrics, open_timeout=0.1)
+    await store.open()
+    assert await accept(store, 1)
+    await store.close()
+    assert (primary.opened, primary.closed) == (0, 0)
+    primary.mode, primary.open_hangs = "up", False
     again = make(primary, tmp_path, metrics)
     await again.open()
     await until(lambda: again.depth() == 0)
-    assert primary.records == accepted(1)
     await again.close()
+    assert primary.records == accepted(1)
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        ConfigError("store.postgres.pool_size: 2 is too small"),
+        StoreError("the database schema 'b' is at version 9, newer than this bridge's 3"),
+        StoreError("cannot connect to PostgreSQL: InvalidPasswordError"),
+    ],
+)
+async def test_what_is_not_an_outage_still_fails_the_start(
+    primary: FakePrimary, tmp_path: Path, metrics: Metrics, error: Exception
+) -> None:
+    primary.open_error = error
+    store = make(primary, tmp_path, metrics)
+    with pytest.raises(type(error), match=str(error)[:20]):
+        await store.open()
+    primary.open_error = None
+    again = make(primary, tmp_path, metrics)  # the spool file was closed: it opens again
+    await again.open()
+    await again.close()
+
+
+def test_only_connection_level_failures_are_outages() -> None:
+    def wrapped(cause: BaseException) -> StoreError:
+        try:
+            raise StoreError("cannot connect to PostgreSQL") from cause
+        except StoreError as exc:
+            return exc
+
+    refused = ConnectionRefusedError(111, "refused")
+    assert unreachable(refused)
+    assert unreachable(TimeoutError())
+    assert unreachable(wrapped(refused))
+    assert unreachable(wrapped(asyncpg.CannotConnectNowError("the database system is starting")))
+    assert unreachable(asyncpg.ConnectionDoesNotExistError("closed in the middle"))
+    assert not unreachable(wrapped(asyncpg.InvalidPasswordError("password failed")))
+    assert not unreachable(wrapped(asyncpg.InvalidCatalogNameError("no database")))
+    assert not unreachable(StoreError("schema newer"))
+    assert not unreachable(ConfigError("x"))
+
+
+async def test_delivery_waits_calmly_for_a_primary_that_is_not_open(
+    primary: FakePrimary, tmp_path: Path, metrics: Metrics
+) -> None:
+    """Delivery's senders find no lane (as if another replica held it) and look again
+    every LANE_BUSY_WAIT, on their injected sleep: no busy loop, nothing posted."""
+    primary.mode, primary.targets = "down", ("am:9093",)
+    vars(primary)["wakeup"] = lambda target: asyncio.Event()  # the sender waits on it
+    store = make(primary, tmp_path, metrics)
+    await store.open()
+    sleeps: list[float] = []
+    looked = asyncio.Event()
+
+    async def sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+        if len(sleeps) >= 5:
+            looked.set()
+        await asyncio.sleep(0)
+
+    def refuse(request: httpx.Request) -> httpx.Response:
+        raise AssertionError(f"posted {request.url}")
+
+    cfg = config.parse(
+        {"sentry": {"client_secrets": "s"}, "alertmanager": {"urls": ["http://am:9093"]}}, env={}
+    ).alertmanager
+    delivery = Delivery(
+        cast(Store, store), cfg, metrics, transport=httpx.MockTransport(refuse), sleep=sleep
+    )
+    sender = asyncio.create_task(delivery.run())
+    try:
+        await asyncio.wait_for(looked.wait(), 5)
+    finally:
+        sender.cancel()
+        await asyncio.gather(sender, return_exceptions=True)
+        await delivery.aclose()
+        await store.close()
+    assert set(sleeps) == {LANE_BUSY_WAIT}
+    assert "lane" not in {name for name, _, _ in primary.delegated}
 
 
 async def test_the_same_body_twice_in_the_spool_is_one_entry(
@@ -350,7 +484,9 @@ async def test_metrics_follow_the_spool(
     assert (value(metrics, "store_up"), value(metrics, "spool_webhooks")) == (0, 2)
     assert value(metrics, "spool_oldest_age_seconds") == 42
     assert value(metrics, "spooled_total") == 2
-    assert (store.inbox_count(), store.length(), store.oldest_age()) == (2, 1002, 42)
+    # While the primary is down, the spool waits on it, not on the pipeline (compose's
+    # watchdog must not call the pod stuck): not in inbox_count.
+    assert (store.inbox_count(), store.length(), store.oldest_age()) == (0, 1002, 42)
     with pytest.raises(OSError, match="refused"):
         await store.drain_once()  # still down: nothing moved
     assert value(metrics, "spool_webhooks") == 2
@@ -358,6 +494,7 @@ async def test_metrics_follow_the_spool(
     store.batch = 1
     assert await store.drain_once() == 1
     assert value(metrics, "spool_oldest_age_seconds") == 12  # now the second one's age
+    assert store.inbox_count() == 2  # one in the primary, one the drainer brings
     assert (value(metrics, "store_up"), value(metrics, "spool_drained_total")) == (1, 1)
     await store.close()
 
