@@ -165,7 +165,8 @@ class Spooled:
         self.clock = clock
         self._file = SqliteFile(path, name="spool")
         self._writes = GroupCommit(self._write, name="spool-commit")
-        self._run_drainer = drainer  # False: the caller drains with drain_once (tests)
+        # False: the caller drains with drain_once and opens with open_primary (tests).
+        self._run_drainer = drainer
         self._drainer: asyncio.Task[None] | None = None
         self._deleting: asyncio.Task[None] | None = None  # outlives a cancelled drainer
         self._work = asyncio.Event()  # set when something was spooled
@@ -209,7 +210,8 @@ class Spooled:
                 "can be opened",
                 extra={"error": _why(exc), "spooled": len(rows)},
             )
-            self._opener = asyncio.create_task(self._open_forever(), name="spool-opener")
+            if self._run_drainer:
+                self._opener = asyncio.create_task(self._open_forever(), name="spool-opener")
         except BaseException:
             await self._file.close()
             raise
@@ -228,26 +230,31 @@ class Spooled:
         """Whether the primary is open (False while a start rides out its outage)."""
         return self._opened.is_set()
 
-    async def _open_forever(self) -> None:
-        """Open the primary, with back-off, until it opens (the start could not)."""
-        delay = self.retry_initial
-        while True:
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, self.retry_max)
-            try:
-                async with asyncio.timeout(self.open_timeout):
-                    await self.primary.open()
-            except Exception as exc:
-                # Not an outage (a wrong password set meanwhile...): said loudly, every try;
-                # the pod stays up on its spool, store_up 0, until someone fixes it.
-                level = logging.DEBUG if unreachable(exc) else logging.ERROR
-                log.log(level, "cannot open the store yet", extra={"error": _why(exc)})
-                continue
-            break
+    async def open_primary(self) -> None:
+        """One try at opening the primary, within ``open_timeout`` (the background
+        opener's step; with ``drainer=False``, the caller's). Raises what it raised."""
+        if self._opened.is_set():
+            return
+        async with asyncio.timeout(self.open_timeout):
+            await self.primary.open()
         self._opened.set()
         self._set_up(True)
         log.info("the store is open", extra={"spooled": self.depth()})
         self._work.set()
+
+    async def _open_forever(self) -> None:
+        """Open the primary, with back-off, until it opens (the start could not)."""
+        delay = self.retry_initial
+        while not self._opened.is_set():
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, self.retry_max)
+            try:
+                await self.open_primary()
+            except Exception as exc:
+                # Not an outage (a password changed meanwhile...): said loudly, every try;
+                # the pod stays up on its spool, store_up 0, until someone fixes it.
+                level = logging.DEBUG if unreachable(exc) else logging.ERROR
+                log.log(level, "cannot open the store yet", extra={"error": _why(exc)})
 
     async def close(self) -> None:
         """Stops the opener and the drainer, then closes the spool and (if open) the primary."""

@@ -575,7 +575,7 @@ def test_the_factory_spools_only_in_front_of_postgres(tmp_path: Path, metrics: M
 class SpoolModel(RuleBasedStateMachine):
     """Random webhooks (new bodies, quarantined ones, and Sentry's retries of earlier
     bodies) while the primary goes down, slow, late or up, with drain rounds and restarts
-    between. A reference model of the spool's rules predicts each answer, the depth and
+    between (one while it is down opens it later, in open rounds). A reference model of the spool's rules predicts each answer, the depth and
     ``store_up``; at the end, with the primary up and the spool drained, the primary holds
     every webhook answered 202 exactly once, in the order of its first 202."""
 
@@ -594,6 +594,7 @@ class SpoolModel(RuleBasedStateMachine):
         self.spool: list[int] = []
         self.in_primary: set[int] = set()
         self.up = 1.0
+        self.opened = True  # the primary is open (a start while it is down: not yet)
         self._open()
 
     def _open(self) -> None:
@@ -601,7 +602,9 @@ class SpoolModel(RuleBasedStateMachine):
         self.store.max_webhooks, self.store.batch = self.MAX, 2
         self.store.accept_timeout = self.store.drain_timeout = self.TIMEOUT
         self.loop.run_until_complete(self.store.open())
-        self.up = 1.0
+        # Refused at the start: the start goes on, the spool answers, store_up is 0.
+        self.opened = self.primary.mode != "down"
+        self.up = 1.0 if self.opened else 0.0
 
     async def _sending(self, n: int) -> bool:
         kind, key = self.bodies[n]
@@ -617,7 +620,7 @@ class SpoolModel(RuleBasedStateMachine):
     def _expect(self, n: int) -> bool | None:
         """The rules: the answer to body ``n`` (None: 503), and what it changes."""
         mode = self.primary.mode
-        if not self.spool:  # the primary is tried first
+        if self.opened and not self.spool:  # the primary is tried first
             if mode in {"up", "late"} and n not in self.in_primary:
                 self.in_primary.add(n)  # late: committed, though the answer is lost
                 if mode == "up":
@@ -681,6 +684,18 @@ class SpoolModel(RuleBasedStateMachine):
     def primary_turns(self, mode: Mode) -> None:
         self.primary.mode = mode
 
+    @precondition(lambda self: not self.opened)
+    @rule()
+    def open_round(self) -> None:
+        """The background opener's try: refused while down, then open (store_up 1)."""
+        if self.primary.mode == "down":
+            with pytest.raises(OSError, match="refused"):
+                self.loop.run_until_complete(self.store.open_primary())
+            return
+        self.loop.run_until_complete(self.store.open_primary())
+        self.opened, self.up = True, 1.0
+
+    @precondition(lambda self: self.opened)
     @rule()
     def drain_round(self) -> None:
         mode = self.primary.mode
@@ -702,10 +717,6 @@ class SpoolModel(RuleBasedStateMachine):
     @rule()
     def restart(self) -> None:
         self.loop.run_until_complete(self.store.close())
-        if self.primary.mode == "down":  # the start fails; the pod restarts until it is back
-            with pytest.raises(OSError, match="refused"):
-                self.loop.run_until_complete(make(self.primary, self.dir, self.metrics).open())
-            self.primary.mode = "up"
         self._open()
 
     @invariant()
@@ -718,6 +729,7 @@ class SpoolModel(RuleBasedStateMachine):
     def teardown(self) -> None:
         try:
             self.primary.mode = "up"
+            self.loop.run_until_complete(self.store.open_primary())
             for _ in range(self.MAX):
                 self.loop.run_until_complete(self.store.drain_once())
             assert self.store.depth() == 0
