@@ -575,9 +575,10 @@ def test_the_factory_spools_only_in_front_of_postgres(tmp_path: Path, metrics: M
 class SpoolModel(RuleBasedStateMachine):
     """Random webhooks (new bodies, quarantined ones, and Sentry's retries of earlier
     bodies) while the primary goes down, slow, late or up, with drain rounds and restarts
-    between (one while it is down opens it later, in open rounds). A reference model of the spool's rules predicts each answer, the depth and
-    ``store_up``; at the end, with the primary up and the spool drained, the primary holds
-    every webhook answered 202 exactly once, in the order of its first 202."""
+    between (one while it is down opens it later, in open rounds). A reference model of
+    the spool's rules predicts each answer, the depth and ``store_up``; at the end, with
+    the primary up and the spool drained, the primary holds every webhook answered 202
+    exactly once, in the order of its first 202."""
 
     MAX = 4  # store.spool.max_webhooks: small, so the model fills it
     TIMEOUT = 0.05  # the primary's deadline, both to accept and to drain (a fast model)
@@ -771,6 +772,41 @@ async def test_postgresql_crashed_and_started_again(
         assert value(metrics, "store_up") == 1
         taken = await store.take(100)
         assert [entry.alert.issue_id for entry in taken.entries] == [str(n) for n in range(1, 21)]
+        await store.abandon(taken)
+    finally:
+        await store.close()
+
+
+async def test_a_start_while_postgresql_is_down_answers_and_drains_once_it_is_up(
+    pg: PostgresTarget, tmp_path: Path, metrics: Metrics
+) -> None:
+    """Every pod restarted during an outage: the Spooled PostgreSQL engine opens with the
+    server stopped, answers Sentry within its second from the spool, and once the server
+    is started, the engine opens in the background and holds the webhooks in order."""
+    pg.server.stop()
+    try:
+        primary = PostgresStore(pg.settings, ["am"], max_queued=10_000, metrics=metrics)
+        store = Spooled(primary, tmp_path / FILENAME, metrics=metrics, max_queued=10_000)
+        store.retry_initial = store.retry_max = 0.05  # retry often: the test waits for it
+        async with asyncio.timeout(SENTRY_TIMEOUT * 10):  # refused at once: well within
+            await store.open()
+    except BaseException:
+        pg.server.start()
+        raise
+    try:
+        assert not store.opened()
+        for n in range(1, 11):
+            assert await accept(store, n)
+        assert (store.depth(), value(metrics, "store_up")) == (10, 0)
+        with pytest.raises(StoreError, match="has not been reachable"):
+            await store.snapshot(5)
+        pg.server.start()
+        await until(lambda: store.depth() == 0, timeout=60)
+        assert store.opened()
+        assert value(metrics, "store_up") == 1
+        async with asyncio.timeout(10):
+            taken = await store.take(100)
+        assert [entry.alert.issue_id for entry in taken.entries] == [str(n) for n in range(1, 11)]
         await store.abandon(taken)
     finally:
         await store.close()
