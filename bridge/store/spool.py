@@ -238,6 +238,7 @@ class Spooled:
         async with asyncio.timeout(self.open_timeout):
             await self.primary.open()
         self._opened.set()
+        self._primary_up = True  # said once, here, not also as "the store is back"
         self._set_up(True)
         log.info("the store is open", extra={"spooled": self.depth()})
         self._work.set()
