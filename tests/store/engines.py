@@ -1,5 +1,7 @@
-"""Both engines of the store contract, opened for a test: ``sqlite`` (the outbox, in the
-test's directory) and ``postgres`` (the session's PostgreSQL, a schema of the test's own)."""
+"""The engines of the store contract, opened for a test: ``sqlite`` (the outbox, in the
+test's directory), ``postgres`` (the session's PostgreSQL, a schema of the test's own) and
+``spooled`` (that PostgreSQL engine behind the spool, as ``open_store`` builds it for
+``store.backend: postgres``)."""
 
 from __future__ import annotations
 
@@ -15,11 +17,12 @@ from prometheus_client import CollectorRegistry
 from bridge.metrics import Metrics
 from bridge.store.contract import Store
 from bridge.store.pg import PostgresStore
+from bridge.store.spool import FILENAME, Spooled
 from bridge.store.sqlite import Outbox
 from tests.conftest import PostgresTarget
 
 TARGETS = ("am-a:9093", "am-b:9093")
-ENGINES = ("sqlite", "postgres")
+ENGINES = ("sqlite", "postgres", "spooled")
 
 Opener = Callable[..., contextlib.AbstractAsyncContextManager[Any]]
 
@@ -33,13 +36,18 @@ def postgres_store(pg: PostgresTarget, **options: Any) -> PostgresStore:
 
 def opener(request: pytest.FixtureRequest, engine: str, tmp_path: Path) -> Opener:
     """``async with open_engine(**options) as store``: a fresh, open store of ``engine``."""
-    pg: PostgresTarget | None = request.getfixturevalue("pg") if engine == "postgres" else None
+    pg: PostgresTarget | None = None
+    if engine in {"postgres", "spooled"}:
+        pg = request.getfixturevalue("pg")
 
     @contextlib.asynccontextmanager
     async def open_engine(**options: Any) -> AsyncIterator[Store]:
         store: Any
         if pg is not None:
             store = postgres_store(pg, **options)
+            if engine == "spooled":  # bridge.store.spool.spooled: outbox.max_queued, too
+                path = tmp_path / FILENAME
+                store = Spooled(store, path, metrics=store.metrics, max_queued=store.max_queued)
         else:
             values: dict[str, Any] = {"max_queued": 10_000, "metrics": Metrics(CollectorRegistry())}
             store = Outbox(tmp_path, TARGETS, **(values | options))
@@ -50,3 +58,8 @@ def opener(request: pytest.FixtureRequest, engine: str, tmp_path: Path) -> Opene
             await store.close()
 
     return open_engine
+
+
+def engine(store: Any) -> Any:
+    """The engine itself, for a test that tunes it (``Spooled`` keeps it as ``primary``)."""
+    return store.primary if isinstance(store, Spooled) else store

@@ -20,7 +20,7 @@ from bridge.model import SentryAlert, Severity
 from bridge.state import IdentityState
 from bridge.store.contract import Failed, Processed, Queued, Store, Taken
 from tests import factories
-from tests.store.engines import ENGINES, TARGETS, Opener, opener
+from tests.store.engines import ENGINES, TARGETS, Opener, engine, opener
 
 pytestmark = pytest.mark.anyio
 
@@ -525,8 +525,8 @@ async def test_a_nul_neither_fails_a_batch_nor_is_lost(open_engine: Opener) -> N
 
 async def test_the_newest_dead_letters_and_quarantined_are_kept(open_engine: Opener) -> None:
     async with open_engine() as store:
-        store.dead_letters_kept = 2  # both engines have the bound
-        store.quarantine_kept = 2
+        engine(store).dead_letters_kept = 2  # every engine has the bound
+        engine(store).quarantine_kept = 2
         for n in (1, 2, 3):
             await store.accept(factories.issue(n))
         taken = await take(store)
