@@ -24,6 +24,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from bridge import config
+from bridge.errors import StoreError
 
 DEFAULT_LIMIT = 100
 
@@ -35,12 +36,18 @@ async def endpoint(request: Request) -> Response:
     except ValueError:
         return JSONResponse({"error": "limit: not a number"}, status_code=400)
     # Read from the store: available even while the pipeline is stuck (/-/healthy red).
-    return JSONResponse(await bridge.status(limit))
+    try:
+        return JSONResponse(await bridge.status(limit))
+    except StoreError as exc:  # e.g. PostgreSQL not reachable since the start (the spool)
+        return JSONResponse({"error": str(exc)}, status_code=503)
 
 
 async def requeue_endpoint(request: Request) -> Response:
     bridge = request.app.state.bridge
-    return JSONResponse(await bridge.requeue_dead_letters())
+    try:
+        return JSONResponse(await bridge.requeue_dead_letters())
+    except StoreError as exc:
+        return JSONResponse({"error": str(exc)}, status_code=503)
 
 
 def base_url(url: str | None, cfg: config.Config) -> str:

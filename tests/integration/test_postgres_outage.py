@@ -44,12 +44,16 @@ def test_a_bridge_started_while_postgresql_is_down_answers_and_delivers_after(
             assert bridge.client.get("/-/healthy").status_code == 200
             assert bridge.metric("sentry_bridge_store_up") == 0
             assert bridge.metric("sentry_bridge_spool_webhooks") == len(issues)
+            status = bridge.client.get("/-/status")
+            assert status.status_code == 503
+            assert "has not been reachable since this bridge started" in status.json()["error"]
             pg.server.start()
             alerts = alertmanager.wait_for(lambda alerts: len(alerts) >= len(issues), timeout=60)
             assert sorted(a["labels"]["sentry_issue_id"] for a in alerts) == issues
             assert bridge.metric("sentry_bridge_store_up") == 1
             assert bridge.metric("sentry_bridge_spool_webhooks") == 0
             assert bridge.client.get("/-/healthy").status_code == 200
+            assert bridge.client.get("/-/status").status_code == 200
     finally:
         if not pg.server.running:
             pg.server.start()
