@@ -46,6 +46,9 @@ _ALERTS_PATH = "/api/v2/alerts"
 _NAMED_IN_LOG = 10
 # Seconds between looks at a lane another replica holds (it holds it for one batch).
 LANE_BUSY_WAIT = 0.05
+# Queue batches a re-send hold delivers before its page; a storm longer than this puts the
+# page off to the next hold (the queue is posted first, always).
+DRAIN_IN_HOLD = 64
 
 
 class _Retry(Exception):
@@ -215,10 +218,11 @@ class Delivery:
     async def resend(self, name: str) -> None:
         """Post the active and recently resolved alerts again, as stored (original times).
 
-        Page by page, each page in its own hold of the lane, and a page only once the
-        queue is empty: a fresh alert queued meanwhile is posted before the next page
-        (it never waits behind a whole round), and a resolve decided after a page was
-        read is queued, so posted after that page (no stale firing overtakes it).
+        Page by page, each page in its own hold of the lane once the queue is emptied in
+        that hold: a fresh alert queued meanwhile is posted before the next page (it never
+        waits behind a whole round, nor a round behind a steady stream), and a resolve
+        decided after a page was read is queued, so posted after that page (no stale
+        firing overtakes it).
 
         Best effort: a failure waits for the next interval. A page Alertmanager refuses for
         its content is split like a first delivery; the alerts refused alone leave the
@@ -232,8 +236,13 @@ class Delivery:
                     page = None
                 else:
                     try:
-                        # Fresh alerts first, one batch per hold, like deliver().
-                        if await self._deliver_batch(target, lane):
+                        # The queue first, emptied in this hold (a page read while older
+                        # decisions are still queued would let them overtake it), then one
+                        # page: a fresh alert waits for one page at most, and a steady
+                        # stream of fresh alerts cannot starve the round (re-sends refresh
+                        # endsAt in Alertmanager). Only a storm that outlasts
+                        # DRAIN_IN_HOLD batches puts the page off to the next hold.
+                        if not await self._empty_queue(target, lane):
                             continue
                         page = await lane.resend_page(after, self.cfg.batch_size)
                         refused: list[tuple[int, _Rejected]] = []
@@ -248,6 +257,14 @@ class Delivery:
             if page.after is None:
                 return
             after = page.after
+
+    async def _empty_queue(self, target: _Target, lane: Lane) -> bool:
+        """Deliver queued batches in ``lane`` until none is left (True), at most
+        DRAIN_IN_HOLD of them (False: still more queued)."""
+        for _ in range(DRAIN_IN_HOLD):
+            if not await self._deliver_batch(target, lane):
+                return True
+        return False
 
     async def _forget(
         self, name: str, bodies: Sequence[str], refused: Sequence[tuple[int, _Rejected]]

@@ -77,8 +77,11 @@ class Pipeline:
             try:
                 taken = await self.store.take(retries.limit())
             except Exception:
-                # Reading the store failed; take() kept the entries, in order.
+                # Reading the store failed; take() kept the entries, in order. The loop is
+                # alive (the watchdog counts it): a failing store shows in /-/ready and
+                # sentry_bridge_store_up, and restarting the pod would not mend it.
                 log.exception("cannot read the inbox; retrying")
+                self.batches += 1
                 await asyncio.sleep(RETRY_DELAY)
                 continue
             doomed = retries.doomed(taken)

@@ -19,9 +19,11 @@ import httpx
 import pytest
 from prometheus_client import CollectorRegistry
 
-from bridge import config
+from bridge import config, pipeline
 from bridge.app import create_app
 from bridge.compose import Bridge, build
+from bridge.errors import StoreError
+from bridge.store.contract import Taken
 from tests.sentry_payloads import load_fixture
 
 pytestmark = pytest.mark.anyio
@@ -184,3 +186,37 @@ async def test_one_registry_in_metrics(tmp_path: Path) -> None:
         text = (await client.get("/metrics")).text
         assert 'sentry_bridge_webhooks_received_total{resource="event_alert"} 1.0' in text
         assert 'sentry_bridge_alerts_total{outcome="forwarded"} 1.0' in text
+
+
+async def test_a_failing_store_is_not_a_stuck_pipeline(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The store refusing reads (PostgreSQL gone) shows in /-/ready and store_up; the
+    pipeline's loop is alive, and a liveness restart would not mend the database."""
+    monkeypatch.setattr(pipeline, "RETRY_DELAY", 0.01)
+    bridge = make_bridge(tmp_path)
+    failures = 0
+
+    async def refuse(limit: int) -> Taken:
+        nonlocal failures
+        failures += 1
+        raise StoreError("the database is gone")
+
+    async for client in running(bridge):
+        take = bridge.store.take
+        monkeypatch.setattr(bridge.store, "take", refuse)
+        body, headers = signed(3)
+        assert (
+            await client.post("/webhooks/sentry", content=body, headers=headers)
+        ).status_code == 202
+        t0 = time.monotonic()
+        await wait_until(lambda: failures >= 2, "the pipeline never tried the store")
+        bridge.check_progress(t0)
+        seen = failures
+        await wait_until(lambda: failures > seen, "the pipeline stopped trying")  # noqa: B023
+        bridge.check_progress(t0 + TIMEOUT + 1)
+        assert (await client.get("/-/healthy")).json() == {"status": "ok"}
+        assert bridge.store.inbox_count() == 1  # still waiting: nothing was lost
+
+        monkeypatch.setattr(bridge.store, "take", take)
+        await wait_until(lambda: bridge.store.inbox_count() == 0, "the inbox never emptied")
