@@ -1,0 +1,241 @@
+"""202-to-visible: how long after its 202 an alert is in Alertmanager.
+
+A steady, open-loop stream of distinct issue alerts (``--rate`` webhooks/s, sent on schedule
+whether or not earlier ones were answered, so a slow answer cannot slow the load down) goes
+to the bridge, which delivers to a real Alertmanager through the recording proxy
+(``bench/recorder.py``). An alert is visible once Alertmanager has answered 2xx to the first
+post carrying it; 202-to-visible is that moment minus the moment the load generator read the
+202 (both CLOCK_MONOTONIC).
+
+``active`` first preloads the bridge with ``--active-alerts`` distinct issue alerts (wrk,
+once through, as fast as the bridge takes them; how fast they reached Alertmanager is the
+delivery figure), then runs the same steady stream while the bridge's periodic re-send of
+every active alert runs: ``alertmanager.resend_interval`` is set low so re-send rounds
+overlap the measurement, and the proxy's file shows how many re-sent alerts went out
+meanwhile. A fresh alert should not wait behind them. The bridge's memory with that many
+alerts active is read from /proc at the end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import tempfile
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from bench import payloads, processes, servers
+from bench.ingest import wrk
+from bench.recorder import Post, Recording
+
+
+@dataclass
+class Sent:
+    identity: str
+    scheduled: float
+    answered: float = 0.0
+    status: int = 0
+
+
+async def open_loop(url: str, start: int, count: int, rate: float) -> list[Sent]:
+    """Post ``count`` distinct issue alerts (numbers ``start``...) at ``rate`` per second,
+    each at its scheduled time. A request on a kept-alive connection the server has just
+    closed fails before it is read; like Sentry, the client sends it again, once."""
+    bodies = [body for _, body in payloads.webhooks(count, metric_share=0, start=start)]
+    signatures = [payloads.sign(body) for body in bodies]
+    sent = [Sent(payloads.issue_identity(start + n), 0.0) for n in range(count)]
+    limits = httpx.Limits(max_connections=256, max_keepalive_connections=256)
+    async with httpx.AsyncClient(base_url=url, timeout=30, limits=limits) as client:
+
+        async def post(n: int) -> None:
+            headers = {
+                "Sentry-Hook-Resource": "event_alert",
+                "Sentry-Hook-Signature": signatures[n],
+                "Content-Type": "application/json",
+            }
+            try:
+                response = await client.post("/webhooks/sentry", content=bodies[n], headers=headers)
+            except (httpx.ReadError, httpx.RemoteProtocolError):
+                response = await client.post("/webhooks/sentry", content=bodies[n], headers=headers)
+            sent[n].answered, sent[n].status = time.monotonic(), response.status_code
+
+        tasks = []
+        begin = time.monotonic() + 0.1
+        for n in range(count):
+            sent[n].scheduled = begin + n / rate
+            delay = sent[n].scheduled - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)  # the schedule itself, not a wait for a condition
+            tasks.append(asyncio.create_task(post(n)))
+        await asyncio.gather(*tasks)
+    return sent
+
+
+def first_visible(posts: Iterable[Post], into: dict[str, float]) -> None:
+    """For every identity not yet in ``into``: when Alertmanager accepted it firing."""
+    for post in posts:
+        if 200 <= post.status < 300:
+            for identity, firing in post.alerts:
+                if firing and identity not in into:
+                    into[identity] = post.answered
+
+
+def _pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
+
+
+def wait_visible(
+    recording: Recording, wanted: set[str], seen: dict[str, float], limit: float
+) -> list[Post]:
+    """Read the proxy's file until every identity in ``wanted`` is visible or ``limit``
+    seconds passed; returns the posts read meanwhile."""
+    posts: list[Post] = []
+    deadline = time.monotonic() + limit
+    while True:
+        new = recording.poll()
+        posts += new
+        first_visible(new, seen)
+        if wanted <= seen.keys() or time.monotonic() > deadline:
+            return posts
+        time.sleep(0.2)  # polling a file for a condition, with a deadline
+
+
+def preload(stack: servers.Stack, tmp: Path, count: int, recording: Recording) -> dict[str, float]:
+    records = tmp / "preload.bin"
+    payloads.write_wrk_records(records, count, metric_share=0)
+    wanted = {payloads.issue_identity(n) for n in range(count)}
+    seen: dict[str, float] = {}
+    start = time.monotonic()
+    result = wrk(stack.url, records, 900, script="preload.lua", extra=(str(count),))
+    accepted = time.monotonic() - start
+    wait_visible(recording, wanted, seen, 600)
+    visible = sum(1 for w in wanted if w in seen)
+    last = max((seen[w] for w in wanted if w in seen), default=start)
+    return {
+        "accepted_s": accepted,
+        "requests": result["requests"],
+        "non2xx": result["non2xx"],
+        "visible": visible,
+        "visible_s": last - start,
+    }
+
+
+def steady(
+    stack: servers.Stack, recording: Recording, start: int, rate: float, seconds: float
+) -> dict[str, float]:
+    count = int(rate * seconds)
+    roots = dict(stack.groups)
+    recording.poll()  # what was recorded before is not part of this measurement
+    before = {name: processes.cpu_seconds(pid) for name, pid in roots.items()}
+    sent = asyncio.run(open_loop(stack.url, start, count, rate))
+    wanted = {s.identity for s in sent if s.status == 202}
+    seen: dict[str, float] = {}
+    posts = wait_visible(recording, wanted, seen, 60)
+    window_end = max((s.answered for s in sent), default=0.0)
+    resent = [
+        p for p in posts if p.received <= window_end and any(i not in wanted for i, _ in p.alerts)
+    ]
+    after = {name: processes.cpu_seconds(pid) for name, pid in roots.items()}
+    visible = [(seen[s.identity] - s.answered) * 1000 for s in sent if s.identity in seen]
+    answer = [(s.answered - s.scheduled) * 1000 for s in sent]
+    out = {
+        "sent": count,
+        "accepted": len(wanted),
+        "visible": len(visible),
+        "visible_p50_ms": _pct(visible, 50),
+        "visible_p99_ms": _pct(visible, 99),
+        "visible_max_ms": max(visible, default=float("nan")),
+        "answer_p50_ms": _pct(answer, 50),
+        "answer_p99_ms": _pct(answer, 99),
+        "resent_alerts": sum(sum(1 for i, _ in p.alerts if i not in wanted) for p in resent),
+        "resent_posts": len(resent),
+        "achieved_rate": count / max(1e-9, sent[-1].scheduled - sent[0].scheduled),
+    }
+    for name in roots:
+        out[f"cpu_us {name}"] = (after[name] - before[name]) / max(1, len(wanted)) * 1e6
+    return out
+
+
+def _steady_line(label: str, r: dict[str, float]) -> str:
+    cpu = ", ".join(
+        f"{k.removeprefix('cpu_us ')} {v:.0f}" for k, v in r.items() if k.startswith("cpu_us")
+    )
+    return (
+        f"  {label}: 202-to-visible p50 {r['visible_p50_ms']:.1f} ms, "
+        f"p99 {r['visible_p99_ms']:.1f} ms (max {r['visible_max_ms']:.0f}); "
+        f"{r['visible']:.0f}/{r['accepted']:.0f} visible of {r['sent']:.0f} sent; "
+        f"answer p50 {r['answer_p50_ms']:.1f} ms, p99 {r['answer_p99_ms']:.1f} ms; "
+        f"CPU us/webhook: {cpu}; re-sent meanwhile: {r['resent_alerts']:.0f} alerts "
+        f"in {r['resent_posts']:.0f} posts"
+    )
+
+
+def run(
+    stores: list[servers.StoreName],
+    *,
+    rate: float,
+    seconds: float,
+    active: int,
+    resend_interval: float,
+    idle: bool,
+) -> None:
+    """``idle``: the steady stream into an otherwise idle bridge; ``active``: after
+    preloading ``active`` alerts (0: skip)."""
+    print(
+        f"202-to-visible: open loop at {rate:.0f} webhooks/s for {seconds:.0f} s, distinct "
+        "issue alerts, through a recording proxy in front of a real Alertmanager"
+    )
+    for store in stores:
+        for preloaded in ([0] if idle else []) + ([active] if active else []):
+            label = f"{store}, {preloaded:,} active" if preloaded else f"{store}, idle"
+            try:
+                _one(store, label, rate, seconds, preloaded, resend_interval)
+            except servers.Unsupported as exc:
+                print(f"  {label}: skipped: {exc}")
+                break
+
+
+def _one(
+    store: servers.StoreName,
+    label: str,
+    rate: float,
+    seconds: float,
+    preloaded: int,
+    resend_interval: float,
+) -> None:
+    settings = {"alertmanager": {"resend_interval": f"{resend_interval:g}s"}} if preloaded else {}
+    with tempfile.TemporaryDirectory() as tmpdir, contextlib.ExitStack() as running:
+        tmp = Path(tmpdir)
+        pg = running.enter_context(servers.postgres_server()) if store == "postgres" else None
+        with servers.bridge(tmp, store=store, pg=pg, record=True, settings=settings) as stack:
+            assert stack.recorded is not None
+            recording = Recording(stack.recorded)
+            if preloaded:
+                loaded = preload(stack, tmp, preloaded, recording)
+                print(
+                    f"  {label}: preload: {preloaded:,} webhooks in "
+                    f"{loaded['accepted_s']:.1f} s "
+                    f"({preloaded / loaded['accepted_s']:.0f}/s accepted, "
+                    f"{loaded['non2xx']:.0f} non-2xx); {loaded['visible']:,.0f} visible "
+                    f"in Alertmanager after {loaded['visible_s']:.1f} s "
+                    f"({loaded['visible'] / loaded['visible_s']:.0f} alerts/s end to end); "
+                    f"re-send every {resend_interval:g} s"
+                )
+                memory = processes.memory_mib(stack.groups["bridge"])
+            result = steady(stack, recording, preloaded + 1_000_000, rate, seconds)
+            print(_steady_line(label, result), flush=True)
+            if preloaded:
+                after = processes.memory_mib(stack.groups["bridge"])
+                print(
+                    f"  {label}: bridge memory ({after['processes']:.0f} proc): RSS "
+                    f"{memory['rss']:.0f} MiB after the preload, {after['rss']:.0f} MiB "
+                    f"after the steady run (PSS {after['pss']:.0f} MiB, peak RSS "
+                    f"{after['peak_rss']:.0f} MiB)"
+                )
