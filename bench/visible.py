@@ -20,16 +20,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
+import subprocess
 import tempfile
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
-
-from bench import payloads, processes, servers
-from bench.ingest import wrk
+from bench import openloop, payloads, processes, servers
+from bench.ingest import CONCURRENCY, HERE
 from bench.recorder import Post, Recording
 
 
@@ -37,42 +37,32 @@ from bench.recorder import Post, Recording
 class Sent:
     identity: str
     scheduled: float
-    answered: float = 0.0
-    status: int = 0
+    answered: float  # the answer's first bytes (monotonic)
+    status: int
 
 
-async def open_loop(url: str, start: int, count: int, rate: float) -> list[Sent]:
+def open_loop(url: str, start: int, count: int, rate: float) -> list[Sent]:
     """Post ``count`` distinct issue alerts (numbers ``start``...) at ``rate`` per second,
-    each at its scheduled time. A request on a kept-alive connection the server has just
-    closed fails before it is read; like Sentry, the client sends it again, once."""
-    bodies = [body for _, body in payloads.webhooks(count, metric_share=0, start=start)]
-    signatures = [payloads.sign(body) for body in bodies]
-    sent = [Sent(payloads.issue_identity(start + n), 0.0) for n in range(count)]
-    limits = httpx.Limits(max_connections=256, max_keepalive_connections=256)
-    async with httpx.AsyncClient(base_url=url, timeout=30, limits=limits) as client:
-
-        async def post(n: int) -> None:
-            headers = {
+    each at its scheduled time (``bench/openloop.py``)."""
+    host = url.split("//", 1)[1]
+    requests = [
+        openloop.http_request(
+            host,
+            "/webhooks/sentry",
+            {
                 "Sentry-Hook-Resource": "event_alert",
-                "Sentry-Hook-Signature": signatures[n],
+                "Sentry-Hook-Signature": payloads.sign(body),
                 "Content-Type": "application/json",
-            }
-            try:
-                response = await client.post("/webhooks/sentry", content=bodies[n], headers=headers)
-            except (httpx.ReadError, httpx.RemoteProtocolError):
-                response = await client.post("/webhooks/sentry", content=bodies[n], headers=headers)
-            sent[n].answered, sent[n].status = time.monotonic(), response.status_code
-
-        tasks = []
-        begin = time.monotonic() + 0.1
-        for n in range(count):
-            sent[n].scheduled = begin + n / rate
-            delay = sent[n].scheduled - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)  # the schedule itself, not a wait for a condition
-            tasks.append(asyncio.create_task(post(n)))
-        await asyncio.gather(*tasks)
-    return sent
+            },
+            body,
+        )
+        for _, body in payloads.webhooks(count, metric_share=0, start=start)
+    ]
+    answers = asyncio.run(openloop.run(url, requests, rate))
+    return [
+        Sent(payloads.issue_identity(start + n), a.scheduled, a.first_byte, a.status)
+        for n, a in enumerate(answers)
+    ]
 
 
 def first_visible(posts: Iterable[Post], into: dict[str, float]) -> None:
@@ -112,16 +102,21 @@ def preload(stack: servers.Stack, tmp: Path, count: int, recording: Recording) -
     payloads.write_wrk_records(records, count, metric_share=0)
     wanted = {payloads.issue_identity(n) for n in range(count)}
     seen: dict[str, float] = {}
+    command = ["wrk", "-t1", f"-c{CONCURRENCY}", "-d900s", "-s", str(HERE / "preload.lua")]
+    command += [stack.url, "--", str(records), "/webhooks/sentry", "0", str(count)]
     start = time.monotonic()
-    result = wrk(stack.url, records, 900, script="preload.lua", extra=(str(count),))
+    out = subprocess.run(command, check=True, capture_output=True, text=True).stdout
     accepted = time.monotonic() - start
+    m = re.search(r"^PRELOAD answered=(\d+) non2xx=(\d+)$", out, re.M)
+    if not m:
+        raise RuntimeError(f"wrk (preload) printed no result:\n{out}")
     wait_visible(recording, wanted, seen, 600)
     visible = sum(1 for w in wanted if w in seen)
     last = max((seen[w] for w in wanted if w in seen), default=start)
     return {
         "accepted_s": accepted,
-        "requests": result["requests"],
-        "non2xx": result["non2xx"],
+        "requests": float(m.group(1)),
+        "non2xx": float(m.group(2)),
         "visible": visible,
         "visible_s": last - start,
     }
@@ -132,9 +127,11 @@ def steady(
 ) -> dict[str, float]:
     count = int(rate * seconds)
     roots = dict(stack.groups)
+    # A second of warm-up on other identities (first connections, first posts), not measured.
+    open_loop(stack.url, start + count, int(rate), rate)
     recording.poll()  # what was recorded before is not part of this measurement
     before = {name: processes.cpu_seconds(pid) for name, pid in roots.items()}
-    sent = asyncio.run(open_loop(stack.url, start, count, rate))
+    sent = open_loop(stack.url, start, count, rate)
     wanted = {s.identity for s in sent if s.status == 202}
     seen: dict[str, float] = {}
     posts = wait_visible(recording, wanted, seen, 60)
