@@ -132,8 +132,10 @@ def _measure(
         for name, pid in stack.groups.items():
             used = processes.cpu_seconds(pid) - before[name]
             result[f"cpu_us {name}"] = used / result["requests"] * 1e6
-        main_group = "bare app" if variant.store is None else "bridge"
-        result["processes"] = len(processes.process_tree(stack.groups[main_group]))
+        if variant.store is None:
+            result["workers"] = bare_workers
+        else:
+            result["processes"] = len(processes.process_tree(stack.groups["bridge"]))
     return result
 
 
@@ -147,7 +149,11 @@ def _line(label: str, r: dict[str, float]) -> str:
     return (
         f"  {label:20} {r['rps']:6.0f} req/s  p50 {r['p50_us'] / 1000:6.2f} ms  "
         f"p99 {r['p99_us'] / 1000:6.2f} ms  CPU {served} us/webhook "
-        f"({r['processes']:.0f} proc)"
+        + (
+            f"({r['workers']:.0f} workers)"
+            if "workers" in r
+            else f"({r.get('processes', 0):.0f} proc)"
+        )
         + (f"; Alertmanager {am:4.0f} us" if am is not None else "")
         + f"  catch-up {r['catch_up_s']:4.1f} s  non-2xx {r['non2xx']:.0f}  "
         f"socket errors {r['socket_errors']:.0f}"
