@@ -30,8 +30,15 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="bench/run", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
-    p.add_argument("parts", nargs="*", choices=[*PARTS, "all"], default=["all"], metavar="PART")
-    p.add_argument("--stores", type=_list, default=["sqlite", "postgres"], help="sqlite,postgres")
+    p.add_argument(
+        "parts",
+        nargs="*",
+        choices=[*PARTS, "all"],
+        default=["all"],
+        metavar="PART",
+        help=f"{', '.join(PARTS)} or all (default)",
+    )
+    p.add_argument("--stores", type=_list, default="sqlite,postgres", help="(default: %(default)s)")
     p.add_argument("--quick", action="store_true", help="short runs: checks the harness")
     g = p.add_argument_group("ingest")
     g.add_argument(
@@ -44,7 +51,7 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--variants",
         type=_list,
-        default=list(ingest.DEFAULT_VARIANTS),
+        default=",".join(ingest.DEFAULT_VARIANTS),
         help=f"of {','.join(ingest.VARIANTS)} (default: %(default)s)",
     )
     g.add_argument("--seconds", type=int, default=10, help="measured seconds per run")
@@ -53,7 +60,7 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--sqlite-synchronous",
         type=_list,
-        default=["NORMAL", "FULL"],
+        default="NORMAL,FULL",
         help="SQLite modes to compare, where the bridge's config has the knob",
     )
     g = p.add_argument_group("visible and active")
