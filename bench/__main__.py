@@ -34,7 +34,7 @@ def parser() -> argparse.ArgumentParser:
         "parts",
         nargs="*",
         choices=[*PARTS, "all"],
-        default=["all"],
+        default="all",  # a string: argparse checks a list default against choices whole
         metavar="PART",
         help=f"{', '.join(PARTS)} or all (default)",
     )
@@ -78,7 +78,8 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(argv)
-    parts = set(PARTS) if "all" in args.parts else set(args.parts)
+    chosen = [args.parts] if isinstance(args.parts, str) else args.parts
+    parts = set(PARTS) if "all" in chosen else set(chosen)
     stores: list[servers.StoreName] = [s for s in ("sqlite", "postgres") if s in args.stores]
     if args.quick:
         args.seconds, args.rounds, args.records = 3, 1, 5_000
