@@ -129,9 +129,10 @@ def _measure(
         before = {name: processes.cpu_seconds(pid) for name, pid in stack.groups.items()}
         result = wrk(stack.url, records, seconds)
         result["catch_up_s"] = processes.wait_idle(roots)
+        accepted = max(1.0, result["requests"] - result["non2xx"])
         for name, pid in stack.groups.items():
             used = processes.cpu_seconds(pid) - before[name]
-            result[f"cpu_us {name}"] = used / result["requests"] * 1e6
+            result[f"cpu_us {name}"] = used / accepted * 1e6
         if variant.store is None:
             result["workers"] = bare_workers
         else:
