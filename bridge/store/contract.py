@@ -1,7 +1,7 @@
 """The store contract: what the pipeline, delivery and the edge need from a store.
 
 Two engines keep it: ``sqlite`` (``bridge.outbox.Outbox``: embedded, one process, one
-replica) and ``postgres`` (``bridge.store.engine_pg.PostgresStore``: shared by every
+replica) and ``postgres`` (``bridge.store.pg.PostgresStore``: shared by every
 replica). Nothing outside ``bridge/store`` and ``bridge/outbox.py`` knows which one runs.
 
 A webhook's way through a store (docs/scaling.md has the picture):
