@@ -68,6 +68,12 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--steady-seconds", type=float, default=20.0)
     g.add_argument("--active-alerts", type=int, default=100_000)
     g.add_argument(
+        "--preload-seconds",
+        type=float,
+        default=240.0,
+        help="at most, for the preload (then the alerts accepted so far are the active ones)",
+    )
+    g.add_argument(
         "--resend-interval",
         type=float,
         default=10.0,
@@ -83,7 +89,7 @@ def main(argv: list[str] | None = None) -> None:
     stores: list[servers.StoreName] = [s for s in ("sqlite", "postgres") if s in args.stores]
     if args.quick:
         args.seconds, args.rounds, args.records = 3, 1, 5_000
-        args.steady_seconds, args.active_alerts = 3.0, 3_000
+        args.steady_seconds, args.active_alerts, args.preload_seconds = 3.0, 3_000, 30.0
     if "ingest" in parts:
         names = [v for v in args.variants if v == "bare" or v.split("+")[0] in stores]
         ingest.ingest(
@@ -95,12 +101,13 @@ def main(argv: list[str] | None = None) -> None:
             synchronous=args.sqlite_synchronous,
         )
     if "visible" in parts or "active" in parts:
+        options = visible.Options(
+            args.rate, args.steady_seconds, args.resend_interval, args.preload_seconds
+        )
         visible.run(
             stores,
-            rate=args.rate,
-            seconds=args.steady_seconds,
+            options,
             active=args.active_alerts if "active" in parts else 0,
-            resend_interval=args.resend_interval,
             idle="visible" in parts,
         )
     if "sync" in parts:

@@ -82,40 +82,60 @@ def _pct(values: list[float], q: float) -> float:
 
 
 def wait_visible(
-    recording: Recording, wanted: set[str], seen: dict[str, float], limit: float
+    recording: Recording,
+    wanted: set[str],
+    seen: dict[str, float],
+    limit: float,
+    stall: float | None = None,
 ) -> list[Post]:
-    """Read the proxy's file until every identity in ``wanted`` is visible or ``limit``
-    seconds passed; returns the posts read meanwhile."""
+    """Read the proxy's file until every identity in ``wanted`` is visible, or ``limit``
+    seconds passed, or (``stall``) no new one became visible for that long; returns the
+    posts read meanwhile."""
     posts: list[Post] = []
-    deadline = time.monotonic() + limit
+    now = time.monotonic()
+    deadline, progress = now + limit, now
     while True:
         new = recording.poll()
         posts += new
+        known = len(seen)
         first_visible(new, seen)
-        if wanted <= seen.keys() or time.monotonic() > deadline:
+        now = time.monotonic()
+        if len(seen) > known:
+            progress = now
+        if wanted <= seen.keys() or now > deadline:
+            return posts
+        if stall is not None and now - progress > stall:
             return posts
         time.sleep(0.2)  # polling a file for a condition, with a deadline
 
 
-def preload(stack: servers.Stack, tmp: Path, count: int, recording: Recording) -> dict[str, float]:
+def preload(
+    stack: servers.Stack, tmp: Path, count: int, recording: Recording, limit: float
+) -> dict[str, float]:
+    """``count`` distinct issue alerts through the bridge, once each, as fast as it takes
+    them (wrk, ``bench/preload.lua``), for at most ``limit`` seconds; then until
+    Alertmanager has them all (or none more arrive for 15 s)."""
     records = tmp / "preload.bin"
     payloads.write_wrk_records(records, count, metric_share=0)
     wanted = {payloads.issue_identity(n) for n in range(count)}
     seen: dict[str, float] = {}
-    command = ["wrk", "-t1", f"-c{CONCURRENCY}", "-d900s", "-s", str(HERE / "preload.lua")]
-    command += [stack.url, "--", str(records), "/webhooks/sentry", "0", str(count)]
+    command = ["wrk", "-t1", f"-c{CONCURRENCY}", f"-d{limit:.0f}s", "-s"]
+    command += [str(HERE / "preload.lua"), stack.url, "--", str(records), "/webhooks/sentry"]
+    command += ["0", str(count)]
     start = time.monotonic()
     out = subprocess.run(command, check=True, capture_output=True, text=True).stdout
     accepted = time.monotonic() - start
-    m = re.search(r"^PRELOAD answered=(\d+) non2xx=(\d+)$", out, re.M)
+    # PRELOAD: all were answered; RESULT (bench/wrk.lua's summary): the time limit came first.
+    m = re.search(r"^(?:PRELOAD answered|RESULT requests)=(\d+) .*?non2xx=(\d+)", out, re.M)
     if not m:
         raise RuntimeError(f"wrk (preload) printed no result:\n{out}")
-    wait_visible(recording, wanted, seen, 600)
+    wait_visible(recording, wanted, seen, 600, stall=15)
     visible = sum(1 for w in wanted if w in seen)
     last = max((seen[w] for w in wanted if w in seen), default=start)
     return {
         "accepted_s": accepted,
-        "requests": float(m.group(1)),
+        "answered": min(float(count), float(m.group(1))),
+        "cut": float(out.startswith("RESULT") or "PRELOAD" not in out),
         "non2xx": float(m.group(2)),
         "visible": visible,
         "visible_s": last - start,
@@ -127,9 +147,10 @@ def steady(
 ) -> dict[str, float]:
     count = int(rate * seconds)
     roots = dict(stack.groups)
-    # A second of warm-up on other identities (first connections, first posts), not measured.
-    open_loop(stack.url, start + count, int(rate), rate)
-    recording.poll()  # what was recorded before is not part of this measurement
+    # A second of warm-up on other identities (first connections, first posts), not
+    # measured; once they are in Alertmanager, any other alert the proxy sees is a re-send.
+    warm = open_loop(stack.url, start + count, int(rate), rate)
+    wait_visible(recording, {s.identity for s in warm if s.status == 202}, {}, 60)
     before = {name: processes.cpu_seconds(pid) for name, pid in roots.items()}
     sent = open_loop(stack.url, start, count, rate)
     wanted = {s.identity for s in sent if s.status == 202}
@@ -174,40 +195,35 @@ def _steady_line(label: str, r: dict[str, float]) -> str:
     )
 
 
-def run(
-    stores: list[servers.StoreName],
-    *,
-    rate: float,
-    seconds: float,
-    active: int,
-    resend_interval: float,
-    idle: bool,
-) -> None:
+@dataclass(frozen=True)
+class Options:
+    rate: float  # webhooks/s, open loop
+    seconds: float  # of the steady stream
+    resend_interval: float  # alertmanager.resend_interval while alerts are active
+    preload_seconds: float  # at most, for the preload
+
+
+def run(stores: list[servers.StoreName], options: Options, *, active: int, idle: bool) -> None:
     """``idle``: the steady stream into an otherwise idle bridge; ``active``: after
     preloading ``active`` alerts (0: skip)."""
     print(
-        f"202-to-visible: open loop at {rate:.0f} webhooks/s for {seconds:.0f} s, distinct "
-        "issue alerts, through a recording proxy in front of a real Alertmanager"
+        f"202-to-visible: open loop at {options.rate:.0f} webhooks/s for {options.seconds:.0f} "
+        "s, distinct issue alerts, through a recording proxy in front of a real Alertmanager"
     )
     for store in stores:
         for preloaded in ([0] if idle else []) + ([active] if active else []):
-            label = f"{store}, {preloaded:,} active" if preloaded else f"{store}, idle"
             try:
-                _one(store, label, rate, seconds, preloaded, resend_interval)
+                _one(store, preloaded, options)
             except servers.Unsupported as exc:
-                print(f"  {label}: skipped: {exc}")
+                print(f"  {store}: skipped: {exc}")
                 break
 
 
-def _one(
-    store: servers.StoreName,
-    label: str,
-    rate: float,
-    seconds: float,
-    preloaded: int,
-    resend_interval: float,
-) -> None:
-    settings = {"alertmanager": {"resend_interval": f"{resend_interval:g}s"}} if preloaded else {}
+def _one(store: servers.StoreName, preloaded: int, options: Options) -> None:
+    label = f"{store}, idle"
+    settings = {}
+    if preloaded:
+        settings["alertmanager"] = {"resend_interval": f"{options.resend_interval:g}s"}
     with tempfile.TemporaryDirectory() as tmpdir, contextlib.ExitStack() as running:
         tmp = Path(tmpdir)
         pg = running.enter_context(servers.postgres_server()) if store == "postgres" else None
@@ -215,18 +231,20 @@ def _one(
             assert stack.recorded is not None
             recording = Recording(stack.recorded)
             if preloaded:
-                loaded = preload(stack, tmp, preloaded, recording)
+                loaded = preload(stack, tmp, preloaded, recording, options.preload_seconds)
+                label = f"{store}, {loaded['visible']:,.0f} active"
                 print(
-                    f"  {label}: preload: {preloaded:,} webhooks in "
+                    f"  {label}: preload: {loaded['answered']:,.0f} webhooks in "
                     f"{loaded['accepted_s']:.1f} s "
-                    f"({preloaded / loaded['accepted_s']:.0f}/s accepted, "
-                    f"{loaded['non2xx']:.0f} non-2xx); {loaded['visible']:,.0f} visible "
-                    f"in Alertmanager after {loaded['visible_s']:.1f} s "
+                    + ("(cut at --preload-seconds) " if loaded["cut"] else "")
+                    + f"({loaded['answered'] / loaded['accepted_s']:.0f}/s accepted, "
+                    f"{loaded['non2xx']:.0f} non-2xx); all visible in Alertmanager after "
+                    f"{loaded['visible_s']:.1f} s "
                     f"({loaded['visible'] / loaded['visible_s']:.0f} alerts/s end to end); "
-                    f"re-send every {resend_interval:g} s"
+                    f"re-send every {options.resend_interval:g} s"
                 )
                 memory = processes.memory_mib(stack.groups["bridge"])
-            result = steady(stack, recording, preloaded + 1_000_000, rate, seconds)
+            result = steady(stack, recording, preloaded + 1_000_000, options.rate, options.seconds)
             print(_steady_line(label, result), flush=True)
             if preloaded:
                 after = processes.memory_mib(stack.groups["bridge"])
