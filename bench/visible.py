@@ -238,7 +238,8 @@ def _one(store: servers.StoreName, preloaded: int, options: Options) -> None:
                     f"{loaded['accepted_s']:.1f} s "
                     + ("(cut at --preload-seconds) " if loaded["cut"] else "")
                     + f"({loaded['answered'] / loaded['accepted_s']:.0f}/s accepted, "
-                    f"{loaded['non2xx']:.0f} non-2xx); all visible in Alertmanager after "
+                    f"{loaded['non2xx']:.0f} non-2xx); {loaded['visible']:,.0f} visible in "
+                    "Alertmanager after "
                     f"{loaded['visible_s']:.1f} s "
                     f"({loaded['visible'] / loaded['visible_s']:.0f} alerts/s end to end); "
                     f"re-send every {options.resend_interval:g} s"
