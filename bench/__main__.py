@@ -1,186 +1,117 @@
-"""``python -m bench [ingest|delivery|memory|all]``: the bridge's figures, printed.
+"""``bench/run [PART ...] [options]``: the bridge's figures, printed (parts: ``all`` by default).
 
-- ingest: wrk (concurrency 50, one thread) posts distinct signed webhooks to
-  (a) a bare Starlette app that only parses JSON and (b) the bridge with its real
-  pipeline, one Uvicorn worker each, alternating over rounds (bench/ingest.py).
-- delivery: distinct alerts through the bridge into a real Alertmanager; alerts/s
-  end to end and the time until Alertmanager's API shows all of them.
-- memory: peak memory (PSS of the edge and the worker together) while distinct alerts
-  pass through the dedup and escalation windows.
+- ingest: wrk at concurrency 50 against the bare Starlette app (as many Uvicorn workers as
+  the bridge runs processes) and the bridge on each store, with a real Alertmanager;
+  req/s, p50, p99 and CPU per webhook per process group (bench/ingest.py).
+- visible: 202-to-visible at a steady open-loop rate into an idle bridge, per store,
+  through a recording proxy in front of Alertmanager (bench/visible.py).
+- active: the same with 100,000 alerts active and re-send rounds overlapping; also the
+  delivery rate of the preload and the bridge's memory with that many alerts active.
+- sync: what SQLite's synchronous=FULL costs a group commit against NORMAL (bench/sync.py).
+
+Every part starts its own processes and stops them; ``--quick`` makes every part short (a
+smoke run, not figures).
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import contextlib
-import re
-import tempfile
-import threading
-import time
-from pathlib import Path
 
-import httpx
+from bench import ingest, servers, sync, visible
 
-from bench import ingest, payloads
+PARTS = ("ingest", "visible", "active", "sync")
 
 
-async def _post_all(url: str, count: int, concurrency: int) -> int:
-    """Post ``count`` distinct issue alerts; returns how many were sent a second time.
-
-    A request on a kept-alive connection the server has just closed fails before it
-    is read (httpx ReadError / RemoteProtocolError); like Sentry, the client sends it
-    again, once. Alertmanager's count is unaffected (the same labels)."""
-    bodies = list(payloads.webhooks(count, metric_share=0))
-    queue: asyncio.Queue[bytes] = asyncio.Queue()
-    for _, body in bodies:
-        queue.put_nowait(body)
-    retried = 0
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(base_url=url, timeout=30, limits=limits) as client:
-
-        async def post(body: bytes) -> httpx.Response:
-            return await client.post(
-                "/webhooks/sentry",
-                content=body,
-                headers={
-                    "Sentry-Hook-Resource": "event_alert",
-                    "Sentry-Hook-Signature": payloads.sign(body),
-                    "Content-Type": "application/json",
-                },
-            )
-
-        async def worker() -> None:
-            nonlocal retried
-            while not queue.empty():
-                body = queue.get_nowait()
-                try:
-                    response = await post(body)
-                except (httpx.ReadError, httpx.RemoteProtocolError):
-                    retried += 1
-                    response = await post(body)
-                response.raise_for_status()
-
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-    return retried
+def _list(value: str) -> list[str]:
+    return [item for item in value.split(",") if item]
 
 
-def _am_count(am_url: str) -> int:
-    alerts = httpx.get(f"{am_url}/api/v2/alerts", params={"active": "true"}, timeout=30).json()
-    return len(alerts)
-
-
-def delivery(count: int) -> None:
-    with (
-        tempfile.TemporaryDirectory() as tmpdir,
-        ingest.bridge(Path(tmpdir), alertmanager=True) as (am_url, bridge),
-    ):
-        start = time.monotonic()
-        retried = asyncio.run(_post_all(bridge.url, count, 50))
-        posted = time.monotonic() - start
-        seen = 0
-        while time.monotonic() - start < 600:
-            seen = _am_count(am_url)
-            if seen >= count:
-                break
-            time.sleep(0.5)
-        total = time.monotonic() - start
-        print(
-            f"delivery: {count} distinct alerts posted in {posted:.1f} s "
-            f"({count / posted:.0f}/s accepted, {retried} sent twice)"
-        )
-        print(
-            f"  Alertmanager shows {seen} after {total:.1f} s: {seen / total:.0f} alerts/s "
-            "end to end"
-        )
-
-
-def _kib(path: Path, field: str) -> int:
-    m = re.search(rf"^{field}:\s+(\d+) kB", path.read_text(), re.M)
-    return int(m.group(1)) if m else 0
-
-
-class _MemorySampler(threading.Thread):
-    """Sums the PSS of the bridge's processes twice a second and keeps the highest sum.
-    PSS splits the pages the edge and the worker share (the interpreter, extension
-    modules) between them, so the sum is what the pair costs; adding RSS counts those
-    pages twice."""
-
-    def __init__(self, pid: int) -> None:
-        super().__init__(daemon=True)
-        self.pid = pid
-        self.peak_pss_kib = 0
-        self.done = threading.Event()
-
-    def sample(self) -> None:
-        total = sum(
-            _kib(Path(f"/proc/{each}/smaps_rollup"), "Pss")
-            for each in ingest.process_tree(self.pid)
-        )
-        self.peak_pss_kib = max(self.peak_pss_kib, total)
-
-    def run(self) -> None:
-        while not self.done.wait(0.5):
-            with contextlib.suppress(OSError):
-                self.sample()
-
-
-def _peak_rss_mib(pid: int) -> list[float]:
-    """Peak RSS of each of the bridge's processes (edge, worker)."""
-    return [_kib(Path(f"/proc/{each}/status"), "VmHWM") / 1024 for each in ingest.process_tree(pid)]
-
-
-def memory(count: int) -> None:
-    with (
-        tempfile.TemporaryDirectory() as tmpdir,
-        ingest.bridge(Path(tmpdir), alertmanager=True) as (am_url, bridge),
-    ):
-        sampler = _MemorySampler(bridge.proc.pid)
-        sampler.sample()
-        at_start = sampler.peak_pss_kib / 1024
-        sampler.start()
-        retried = asyncio.run(_post_all(bridge.url, count, 50))
-        while _am_count(am_url) < count:
-            time.sleep(1)
-        metrics = httpx.get(f"{bridge.url}/metrics").text
-        tracked = re.findall(r'^sentry_bridge_cache_entries\{cache="(\w+)"\} (\S+)$', metrics, re.M)
-        sampler.done.set()
-        sampler.join()
-        sampler.sample()
-        rss = _peak_rss_mib(bridge.proc.pid)
-        caches = ", ".join(f"{k} {float(v):.0f}" for k, v in tracked)
-        print(
-            f"memory: {count} distinct alerts through the dedup and escalation windows "
-            f"({retried} sent twice); caches: {caches}"
-        )
-        print(
-            f"  peak PSS of the bridge (edge + worker): {sampler.peak_pss_kib / 1024:.0f} MiB "
-            f"({at_start:.0f} MiB at start; target < 150 MB)"
-        )
-        print(
-            "  peak RSS per process: "
-            + ", ".join(f"{n} {v:.0f} MiB" for n, v in zip(("edge", "worker"), rss, strict=False))
-            + f" (sum {sum(rss):.0f} MiB, shared pages counted twice)"
-        )
-
-
-def main() -> None:
-    p = argparse.ArgumentParser(prog="python -m bench")
-    p.add_argument(
-        "what", nargs="?", default="all", choices=["ingest", "delivery", "memory", "all"]
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="bench/run", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
-    p.add_argument("--seconds", type=int, default=10)
-    p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--records", type=int, default=40_000)
-    p.add_argument("--delivery-alerts", type=int, default=20_000)
-    p.add_argument("--memory-alerts", type=int, default=100_000)
-    args = p.parse_args()
-    if args.what in ("ingest", "all"):
-        ingest.ingest(args.seconds, args.records, args.rounds)
-    if args.what in ("delivery", "all"):
-        delivery(args.delivery_alerts)
-    if args.what in ("memory", "all"):
-        memory(args.memory_alerts)
+    p.add_argument(
+        "parts",
+        nargs="*",
+        choices=[*PARTS, "all"],
+        default="all",  # a string: argparse checks a list default against choices whole
+        metavar="PART",
+        help=f"{', '.join(PARTS)} or all (default)",
+    )
+    p.add_argument("--stores", type=_list, default="sqlite,postgres", help="(default: %(default)s)")
+    p.add_argument("--quick", action="store_true", help="short runs: checks the harness")
+    g = p.add_argument_group("ingest")
+    g.add_argument(
+        "--bare-workers",
+        type=int,
+        default=None,
+        help="Uvicorn workers of the bare app (default: the bridge's process count, "
+        "counted from /proc)",
+    )
+    g.add_argument(
+        "--variants",
+        type=_list,
+        default=",".join(ingest.DEFAULT_VARIANTS),
+        help=f"of {','.join(ingest.VARIANTS)} (default: %(default)s)",
+    )
+    g.add_argument("--seconds", type=int, default=10, help="measured seconds per run")
+    g.add_argument("--rounds", type=int, default=3)
+    g.add_argument("--records", type=int, default=40_000, help="distinct webhooks replayed")
+    g.add_argument(
+        "--sqlite-synchronous",
+        type=_list,
+        default="NORMAL,FULL",
+        help="SQLite modes to compare, where the bridge's config has the knob",
+    )
+    g = p.add_argument_group("visible and active")
+    g.add_argument("--rate", type=float, default=200.0, help="webhooks/s, open loop")
+    g.add_argument("--steady-seconds", type=float, default=20.0)
+    g.add_argument("--active-alerts", type=int, default=100_000)
+    g.add_argument(
+        "--preload-seconds",
+        type=float,
+        default=240.0,
+        help="at most, for the preload (then the alerts accepted so far are the active ones)",
+    )
+    g.add_argument(
+        "--resend-interval",
+        type=float,
+        default=10.0,
+        help="alertmanager.resend_interval while alerts are active, seconds",
+    )
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parser().parse_args(argv)
+    chosen = [args.parts] if isinstance(args.parts, str) else args.parts
+    parts = set(PARTS) if "all" in chosen else set(chosen)
+    stores: list[servers.StoreName] = [s for s in ("sqlite", "postgres") if s in args.stores]
+    if args.quick:
+        args.seconds, args.rounds, args.records = 3, 1, 5_000
+        args.steady_seconds, args.active_alerts, args.preload_seconds = 3.0, 3_000, 30.0
+    if "ingest" in parts:
+        names = [v for v in args.variants if v == "bare" or v.split("+")[0] in stores]
+        ingest.ingest(
+            args.seconds,
+            args.records,
+            args.rounds,
+            names=names,
+            bare_workers=args.bare_workers,
+            synchronous=args.sqlite_synchronous,
+        )
+    if "visible" in parts or "active" in parts:
+        options = visible.Options(
+            args.rate, args.steady_seconds, args.resend_interval, args.preload_seconds
+        )
+        visible.run(
+            stores,
+            options,
+            active=args.active_alerts if "active" in parts else 0,
+            idle="visible" in parts,
+        )
+    if "sync" in parts:
+        sync.run(quick=args.quick)
 
 
 if __name__ == "__main__":

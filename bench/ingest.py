@@ -1,19 +1,25 @@
-"""The ingest benchmark: wrk against a bare Starlette app and against the bridge.
+"""The ingest benchmark: wrk at concurrency 50 against a bare Starlette app and the bridge.
 
-Each round starts fresh processes (no dedup state or backlog carried over) and measures,
-one after the other on this machine, one Uvicorn worker each:
+Each run starts fresh processes (no dedup state or backlog carried over) and measures, one
+after the other on this machine:
 
-* **bare**: Starlette that only parses the JSON and answers 202 (``bench/bare.py``);
-* **bridge**: ``sentry-bridge serve`` with its real pipeline (signature, parse, classify,
-  dedup, outbox); no Alertmanager answers, so its senders only back off;
-* **bridge + AM**: the same, delivering to a real Alertmanager on the same two cores.
+* **bare**: Starlette that only parses the JSON and answers 202 (``bench/bare.py``), with
+  as many Uvicorn worker processes as the bridge runs processes (counted from /proc when
+  the benchmark starts, unless ``--bare-workers`` says otherwise), so neither side gets
+  more processes to spread its work over;
+* **sqlite**, **postgres**: ``sentry-bridge serve`` on the shipped config with that store,
+  its real pipeline, no Alertmanager answering (its senders only back off);
+* **sqlite+am**, **postgres+am**: the same, delivering to a real Alertmanager on the same
+  cores.
 
 A shared machine's speed drifts by tens of percent from minute to minute, so the variants
 alternate within each round and the summary takes the median over rounds. The warm-up
 replays other records than the measurement, so dedup never turns measured webhooks into
-cheap duplicates. After each bridge run the benchmark waits until the bridge's processes
-are idle: "catch-up" is how long the pipeline worked on after the load stopped, and the
-CPU per webhook counts every bridge process (edge and worker) up to that point.
+cheap duplicates. After each run the benchmark waits until the processes are idle:
+"catch-up" is how long the bridge worked on after the load stopped, and CPU per webhook
+counts, up to then, every process of each group separately: the bridge (all of its
+processes), its database (PostgreSQL's postmaster and all its backends; SQLite is inside
+the bridge) and Alertmanager (when it runs).
 """
 
 from __future__ import annotations
@@ -24,22 +30,32 @@ import shutil
 import statistics
 import subprocess
 import tempfile
-import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
-from bench import payloads
-from tests.integration import procs
-from tests.integration.am import start_alertmanager
+from bench import payloads, processes, servers
 
 HERE = Path(__file__).resolve().parent
 WARMUP_SECONDS = 2
-CLOCK_TICK = 100.0  # USER_HZ: /proc/<pid>/stat counts CPU time in these
+CONCURRENCY = 50
+VARIANTS = ("bare", "sqlite", "sqlite+am", "postgres", "postgres+am")
+DEFAULT_VARIANTS = ("bare", "sqlite+am", "postgres+am")
 
 
-def wrk(url: str, records: Path, seconds: int, offset: int = 0) -> dict[str, float]:
-    command = ["wrk", "-t1", "-c50", f"-d{seconds}s", "--latency", "-s", str(HERE / "wrk.lua")]
-    command += [url, "--", str(records), "/webhooks/sentry", str(offset)]
+def wrk(
+    url: str,
+    records: Path,
+    seconds: int,
+    offset: int = 0,
+    *,
+    script: str = "wrk.lua",
+    extra: tuple[str, ...] = (),
+) -> dict[str, float]:
+    """wrk -t1 -c50 replaying ``records`` from ``offset``; its RESULT line as numbers."""
+    command = ["wrk", "-t1", f"-c{CONCURRENCY}", f"-d{seconds}s", "--latency"]
+    command += ["-s", str(HERE / script), url, "--", str(records), "/webhooks/sentry"]
+    command += [str(offset), *extra]
     out = subprocess.run(command, check=True, capture_output=True, text=True).stdout
     m = re.search(r"^RESULT (.*)$", out, re.M)
     if not m:
@@ -50,103 +66,138 @@ def wrk(url: str, records: Path, seconds: int, offset: int = 0) -> dict[str, flo
     return result
 
 
-def process_tree(pid: int) -> list[int]:
-    """``pid`` and its descendants (the bridge's worker process)."""
-    pids, i = [pid], 0
-    while i < len(pids):
-        for task in Path(f"/proc/{pids[i]}/task").glob("*/children"):
-            with contextlib.suppress(OSError):
-                pids += [int(child) for child in task.read_text().split()]
-        i += 1
-    return pids
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    store: servers.StoreName | None  # None: the bare app
+    alertmanager: bool
+    synchronous: str | None = None  # SQLite's, where the bridge has a knob for it
+
+    @property
+    def label(self) -> str:
+        return f"{self.name} ({self.synchronous})" if self.synchronous else self.name
 
 
-def cpu_seconds(pids: list[int]) -> float:
-    total = 0.0
-    for pid in pids:
-        with contextlib.suppress(OSError):
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / CLOCK_TICK
-    return total
-
-
-def wait_idle(pids: list[int], limit: float = 300.0) -> float:
-    """Seconds until the processes use under 5 % of a core over half a second."""
-    start = time.monotonic()
-    before = cpu_seconds(pids)
-    while time.monotonic() - start < limit:
-        time.sleep(0.5)
-        now = cpu_seconds(pids)
-        if now - before < 0.025:
-            return max(0.0, time.monotonic() - start - 0.5)
-        before = now
-    return limit
+def variants(names: list[str], synchronous: list[str]) -> list[Variant]:
+    """The variants to run; SQLite ones once per ``synchronous`` mode when the bridge's
+    config has the knob (``servers.sqlite_synchronous_knob``), else once as shipped."""
+    knob = servers.sqlite_synchronous_knob()
+    out = []
+    for name in names:
+        store = None if name == "bare" else name.split("+")[0]
+        assert store in (None, "sqlite", "postgres"), name
+        modes: list[str | None] = [None]
+        if store == "sqlite" and knob and synchronous:
+            modes = list(synchronous)
+        out += [Variant(name, store, name.endswith("+am"), mode) for mode in modes]  # type: ignore[arg-type]
+    return out
 
 
 @contextlib.contextmanager
-def _bare(tmp: Path) -> Iterator[procs.Process]:
-    with procs.uvicorn_app("bench.bare:app", tmp / "bare.log") as server:
-        yield server
-
-
-@contextlib.contextmanager
-def bridge(tmp: Path, *, alertmanager: bool) -> Iterator[tuple[str, procs.Process]]:
-    """The bridge (shipped config) and the URL of its Alertmanager: a real one, or a
-    loopback port nobody answers on."""
-    tmp.mkdir(parents=True, exist_ok=True)
-    env = {"SENTRY_CLIENT_SECRET": payloads.SECRET}
-    with contextlib.ExitStack() as stack:
-        if alertmanager:
-            am_url = stack.enter_context(start_alertmanager(tmp / "am", procs.free_port()))
-        else:
-            am_url = f"http://127.0.0.1:{procs.free_port()}"  # nobody answers
-        config = procs.write_config(tmp / "config.yaml", [am_url])
-        server = stack.enter_context(procs.bridge(config, tmp / "data", tmp / "bridge.log", env))
-        yield am_url, server
-
-
-@contextlib.contextmanager
-def _bridge_only(tmp: Path, alertmanager: bool) -> Iterator[procs.Process]:
-    with bridge(tmp, alertmanager=alertmanager) as (_, server):
-        yield server
-
-
-VARIANTS = {
-    "bare starlette": lambda tmp: _bare(tmp),
-    "bridge": lambda tmp: _bridge_only(tmp, alertmanager=False),
-    "bridge + AM": lambda tmp: _bridge_only(tmp, alertmanager=True),
-}
+def _stack(variant: Variant, tmp: Path, bare_workers: int, pg: object) -> Iterator[servers.Stack]:
+    if variant.store is None:
+        with servers.bare(tmp, bare_workers) as stack:
+            yield stack
+        return
+    settings = {}
+    knob = servers.sqlite_synchronous_knob()
+    if variant.synchronous and knob:
+        settings[knob[0]] = {knob[1]: variant.synchronous}
+    with servers.bridge(
+        tmp,
+        store=variant.store,
+        pg=pg if variant.store == "postgres" else None,  # type: ignore[arg-type]
+        alertmanager=variant.alertmanager,
+        settings=settings,
+    ) as stack:
+        yield stack
 
 
 def _measure(
-    name: str, tmp: Path, records: Path, seconds: int, warmup_offset: int
+    variant: Variant,
+    tmp: Path,
+    records: Path,
+    seconds: int,
+    warmup_offset: int,
+    bare_workers: int,
+    pg: object,
 ) -> dict[str, float]:
-    with VARIANTS[name](tmp) as server:
-        wrk(server.url, records, WARMUP_SECONDS, warmup_offset)
-        pids = process_tree(server.proc.pid)
-        wait_idle(pids)
-        cpu_before = cpu_seconds(pids)
-        result = wrk(server.url, records, seconds)
-        result["catch_up_s"] = wait_idle(pids)
-        result["cpu_us"] = (cpu_seconds(pids) - cpu_before) / result["requests"] * 1e6
-        result["processes"] = len(pids)
+    with _stack(variant, tmp, bare_workers, pg) as stack:
+        wrk(stack.url, records, WARMUP_SECONDS, warmup_offset)
+        roots = list(stack.groups.values())
+        processes.wait_idle(roots)
+        before = {name: processes.cpu_seconds(pid) for name, pid in stack.groups.items()}
+        result = wrk(stack.url, records, seconds)
+        result["catch_up_s"] = processes.wait_idle(roots)
+        accepted = max(1.0, result["requests"] - result["non2xx"])
+        for name, pid in stack.groups.items():
+            used = processes.cpu_seconds(pid) - before[name]
+            result[f"cpu_us {name}"] = used / accepted * 1e6
+        if variant.store is None:
+            result["workers"] = bare_workers
+        else:
+            result["processes"] = len(processes.process_tree(stack.groups["bridge"]))
     return result
 
 
-def _line(name: str, r: dict[str, float]) -> str:
+def _line(label: str, r: dict[str, float]) -> str:
+    cpu = r.get("cpu_us bare app", r.get("cpu_us bridge", 0.0))
+    database = r.get("cpu_us database")
+    served = f"{cpu:5.0f}"
+    if database is not None:
+        served += f" + database {database:4.0f} = {cpu + database:5.0f}"
+    am = r.get("cpu_us alertmanager")
     return (
-        f"  {name:15} {r['rps']:6.0f} req/s  p50 {r['p50_us'] / 1000:6.2f} ms  "
-        f"p99 {r['p99_us'] / 1000:6.2f} ms  CPU {r['cpu_us']:5.0f} us/webhook "
-        f"({r['processes']:.0f} proc)  catch-up {r['catch_up_s']:4.1f} s  "
-        f"non-2xx {r['non2xx']:.0f}  socket errors {r['socket_errors']:.0f}"
+        f"  {label:20} {r['rps']:6.0f} req/s  p50 {r['p50_us'] / 1000:6.2f} ms  "
+        f"p99 {r['p99_us'] / 1000:6.2f} ms  CPU {served} us/webhook "
+        + (
+            f"({r['workers']:.0f} workers)"
+            if "workers" in r
+            else f"({r.get('processes', 0):.0f} proc)"
+        )
+        + (f"; Alertmanager {am:4.0f} us" if am is not None else "")
+        + f"  catch-up {r['catch_up_s']:4.1f} s  non-2xx {r['non2xx']:.0f}  "
+        f"socket errors {r['socket_errors']:.0f}"
     )
 
 
-def ingest(seconds: int, records_count: int, rounds: int) -> None:
+def detect_bridge_processes(tmp: Path) -> int:
+    """Start the bridge once and count its processes."""
+    with servers.bridge(tmp, alertmanager=False) as stack:
+        return servers.bridge_processes(stack)
+
+
+def ingest(
+    seconds: int,
+    records_count: int,
+    rounds: int,
+    *,
+    names: list[str],
+    bare_workers: int | None,
+    synchronous: list[str],
+) -> None:
     if not shutil.which("wrk"):
         raise SystemExit("the ingest benchmark needs wrk: apt-get install wrk")
-    with tempfile.TemporaryDirectory() as tmpdir:
+    with tempfile.TemporaryDirectory() as tmpdir, contextlib.ExitStack() as stack:
         tmp = Path(tmpdir)
+        if bare_workers is None:
+            bare_workers = detect_bridge_processes(tmp / "detect")
+            how = "as many as the bridge runs processes (counted)"
+        else:
+            how = "--bare-workers"
+        chosen = variants(names, synchronous)
+        if synchronous and servers.sqlite_synchronous_knob() is None:
+            print(
+                "ingest: SQLite NORMAL vs FULL: this bridge's config has no synchronous "
+                "key, so the SQLite variants run as shipped"
+            )
+        pg = None
+        if any(v.store == "postgres" for v in chosen):
+            try:
+                pg = stack.enter_context(servers.postgres_server())
+            except servers.Unsupported as exc:
+                print(f"ingest: postgres variants skipped: {exc}")
+                chosen = [v for v in chosen if v.store != "postgres"]
         records = tmp / "records.bin"
         sizes = payloads.write_wrk_records(records, records_count)
         print(
@@ -154,27 +205,43 @@ def ingest(seconds: int, records_count: int, rounds: int) -> None:
             + ", ".join(f"{k} {v / 1024:.1f} KiB" for k, v in sizes.items())
         )
         print(
-            f"ingest: wrk -t1 -c50, {WARMUP_SECONDS} s warm-up + {seconds} s, one Uvicorn "
-            f"worker each, {rounds} rounds alternating the variants"
+            f"ingest: wrk -t1 -c{CONCURRENCY}, {WARMUP_SECONDS} s warm-up + {seconds} s; "
+            f"bare app on {bare_workers} Uvicorn worker(s), {how}; {rounds} rounds "
+            "alternating the variants; CPU per webhook per process group"
         )
         # The warm-up replays the last records; the measurement starts at the first.
         warmup_offset = records_count * 4 // 5
-        results: dict[str, list[dict[str, float]]] = {name: [] for name in VARIANTS}
+        results: dict[str, list[dict[str, float]]] = {}
         for n in range(rounds):
             print(f"round {n + 1}:")
-            for name in VARIANTS:
-                run_dir = tmp / f"{n}-{name.replace(' ', '_')}"
+            for variant in list(chosen):
+                run_dir = tmp / f"{n}-{variant.label.replace(' ', '_')}"
                 run_dir.mkdir()
-                result = _measure(name, run_dir, records, seconds, warmup_offset)
-                results[name].append(result)
-                print(_line(name, result), flush=True)
+                try:
+                    result = _measure(
+                        variant, run_dir, records, seconds, warmup_offset, bare_workers, pg
+                    )
+                except servers.Unsupported as exc:
+                    print(f"  {variant.label:20} skipped: {exc}")
+                    chosen.remove(variant)
+                    continue
+                results.setdefault(variant.label, []).append(result)
+                print(_line(variant.label, result), flush=True)
         print(f"median of {rounds} rounds:")
         medians = {
-            name: {key: statistics.median(r[key] for r in runs) for key in runs[0]}
-            for name, runs in results.items()
+            label: {key: statistics.median(r.get(key, 0.0) for r in runs) for key in runs[0]}
+            for label, runs in results.items()
         }
-        for name, median in medians.items():
-            print(_line(name, median))
-        base = medians["bare starlette"]["rps"]
-        ratios = [f"{name} {medians[name]['rps'] / base:.0%}" for name in ("bridge", "bridge + AM")]
-        print(f"  ratio to the bare app's req/s: {', '.join(ratios)} (target >= 60 %, p99 < 50 ms)")
+        for label, median in medians.items():
+            print(_line(label, median))
+        if "bare" in medians:
+            base = medians["bare"]
+            for label, median in medians.items():
+                if label == "bare":
+                    continue
+                cpu = median["cpu_us bridge"] + median.get("cpu_us database", 0.0)
+                print(
+                    f"  {label}: {median['rps'] / base['rps']:.0%} of the bare app's req/s, "
+                    f"{cpu / base['cpu_us bare app']:.2f}x its CPU per webhook "
+                    "(targets: SQLite <= 2x and p99 < 50 ms; PostgreSQL p99 < 50 ms)"
+                )

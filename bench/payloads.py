@@ -24,8 +24,11 @@ def sign(body: bytes, secret: str = SECRET) -> str:
     return hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
 
 
+FIRST_ISSUE_ID = 9_000_000_000
+
+
 def _issue_alert(template: str, old_id: str, n: int) -> bytes:
-    new_id = str(9_000_000_000 + n)
+    new_id = str(FIRST_ISSUE_ID + n)
     return template.replace(old_id, new_id).encode()
 
 
@@ -37,25 +40,35 @@ def _metric_alert(template: dict[str, Any], n: int) -> bytes:
     return json.dumps(data).encode()
 
 
-def webhooks(count: int, *, metric_share: float = 0.25) -> Iterator[tuple[str, bytes]]:
-    """``count`` (resource, body) pairs, all distinct; a quarter of them metric alerts."""
+def webhooks(
+    count: int, *, metric_share: float = 0.25, start: int = 0
+) -> Iterator[tuple[str, bytes]]:
+    """``count`` (resource, body) pairs, all distinct; a quarter of them metric alerts.
+    ``start``: the first copy's number, so separate calls make distinct identities."""
     # The captured body as it is on disk (about 8 KB), not re-serialised smaller.
     issue_text = (FIXTURES / "event_alert.json").read_text(encoding="utf-8")
     issue_id = str(json.loads(issue_text)["data"]["event"]["issue_id"])
     metric = load_fixture("metric_alert_critical.json")
     every = round(1 / metric_share) if metric_share else 0
-    for n in range(count):
+    for n in range(start, start + count):
         if every and n % every == every - 1:
             yield "metric_alert", _metric_alert(metric, n)
         else:
             yield "event_alert", _issue_alert(issue_text, issue_id, n)
 
 
-def write_wrk_records(path: Path, count: int) -> dict[str, float]:
+def issue_identity(n: int) -> str:
+    """The identity (as ``bench/recorder.py`` names it) of ``webhooks``' n-th issue alert."""
+    return f"issue:{FIRST_ISSUE_ID + n}"
+
+
+def write_wrk_records(
+    path: Path, count: int, *, metric_share: float = 0.25, start: int = 0
+) -> dict[str, float]:
     """The records bench/wrk.lua replays; returns the mean body size per resource."""
     sizes: dict[str, list[int]] = {}
     with path.open("wb") as out:
-        for resource, body in webhooks(count):
+        for resource, body in webhooks(count, metric_share=metric_share, start=start):
             out.write(f"{resource} {sign(body)} {len(body)}\n".encode())
             out.write(body)
             sizes.setdefault(resource, []).append(len(body))

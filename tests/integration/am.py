@@ -52,12 +52,13 @@ def require_binary() -> str:
 
 
 @contextlib.contextmanager
-def start_alertmanager(path: Path, port: int) -> Iterator[str]:
-    """Alertmanager on ``127.0.0.1:port`` with its files under ``path``; yields its URL
-    once ``/-/ready`` answers, stops it (SIGTERM) on exit."""
+def start_alertmanager(path: Path, port: int, config_text: str = CONFIG) -> Iterator[str]:
+    """Alertmanager on ``127.0.0.1:port`` with its files under ``path`` (and another
+    configuration than ``CONFIG``, if given); yields its URL once ``/-/ready`` answers,
+    stops it (SIGTERM) on exit."""
     path.mkdir(parents=True, exist_ok=True)
     config = path / "alertmanager.yml"
-    config.write_text(CONFIG, encoding="utf-8")
+    config.write_text(config_text, encoding="utf-8")
     url = f"http://127.0.0.1:{port}"
     args = [
         require_binary(),

@@ -1,0 +1,257 @@
+"""202-to-visible: how long after its 202 an alert is in Alertmanager.
+
+A steady, open-loop stream of distinct issue alerts (``--rate`` webhooks/s, sent on schedule
+whether or not earlier ones were answered, so a slow answer cannot slow the load down) goes
+to the bridge, which delivers to a real Alertmanager through the recording proxy
+(``bench/recorder.py``). An alert is visible once Alertmanager has answered 2xx to the first
+post carrying it; 202-to-visible is that moment minus the moment the load generator read the
+202 (both CLOCK_MONOTONIC).
+
+``active`` first preloads the bridge with ``--active-alerts`` distinct issue alerts (wrk,
+once through, as fast as the bridge takes them; how fast they reached Alertmanager is the
+delivery figure), then runs the same steady stream while the bridge's periodic re-send of
+every active alert runs: ``alertmanager.resend_interval`` is set low so re-send rounds
+overlap the measurement, and the proxy's file shows how many re-sent alerts went out
+meanwhile. A fresh alert should not wait behind them. The bridge's memory with that many
+alerts active is read from /proc at the end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench import openloop, payloads, processes, servers
+from bench.ingest import CONCURRENCY, HERE
+from bench.recorder import Post, Recording
+
+
+@dataclass
+class Sent:
+    identity: str
+    scheduled: float
+    answered: float  # the answer's first bytes (monotonic)
+    status: int
+
+
+def open_loop(url: str, start: int, count: int, rate: float) -> list[Sent]:
+    """Post ``count`` distinct issue alerts (numbers ``start``...) at ``rate`` per second,
+    each at its scheduled time (``bench/openloop.py``)."""
+    host = url.split("//", 1)[1]
+    requests = [
+        openloop.http_request(
+            host,
+            "/webhooks/sentry",
+            {
+                "Sentry-Hook-Resource": "event_alert",
+                "Sentry-Hook-Signature": payloads.sign(body),
+                "Content-Type": "application/json",
+            },
+            body,
+        )
+        for _, body in payloads.webhooks(count, metric_share=0, start=start)
+    ]
+    answers = asyncio.run(openloop.run(url, requests, rate))
+    return [
+        Sent(payloads.issue_identity(start + n), a.scheduled, a.first_byte, a.status)
+        for n, a in enumerate(answers)
+    ]
+
+
+def first_visible(posts: Iterable[Post], into: dict[str, float]) -> None:
+    """For every identity not yet in ``into``: when Alertmanager accepted it firing."""
+    for post in posts:
+        if 200 <= post.status < 300:
+            for identity, firing in post.alerts:
+                if firing and identity not in into:
+                    into[identity] = post.answered
+
+
+def _pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
+
+
+def wait_visible(
+    recording: Recording,
+    wanted: set[str],
+    seen: dict[str, float],
+    limit: float,
+    stall: float | None = None,
+) -> list[Post]:
+    """Read the proxy's file until every identity in ``wanted`` is visible, or ``limit``
+    seconds passed, or (``stall``) no new one became visible for that long; returns the
+    posts read meanwhile."""
+    posts: list[Post] = []
+    now = time.monotonic()
+    deadline, progress = now + limit, now
+    while True:
+        new = recording.poll()
+        posts += new
+        known = len(seen)
+        first_visible(new, seen)
+        now = time.monotonic()
+        if len(seen) > known:
+            progress = now
+        if wanted <= seen.keys() or now > deadline:
+            return posts
+        if stall is not None and now - progress > stall:
+            return posts
+        time.sleep(0.2)  # polling a file for a condition, with a deadline
+
+
+def preload(
+    stack: servers.Stack, tmp: Path, count: int, recording: Recording, limit: float
+) -> dict[str, float]:
+    """``count`` distinct issue alerts through the bridge, once each, as fast as it takes
+    them (wrk, ``bench/preload.lua``), for at most ``limit`` seconds; then until
+    Alertmanager has them all (or none more arrive for 15 s)."""
+    records = tmp / "preload.bin"
+    payloads.write_wrk_records(records, count, metric_share=0)
+    wanted = {payloads.issue_identity(n) for n in range(count)}
+    seen: dict[str, float] = {}
+    command = ["wrk", "-t1", f"-c{CONCURRENCY}", f"-d{limit:.0f}s", "-s"]
+    command += [str(HERE / "preload.lua"), stack.url, "--", str(records), "/webhooks/sentry"]
+    command += ["0", str(count)]
+    start = time.monotonic()
+    out = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+    accepted = time.monotonic() - start
+    # PRELOAD: all were answered; RESULT (bench/wrk.lua's summary): the time limit came first.
+    m = re.search(r"^(?:PRELOAD answered|RESULT requests)=(\d+) .*?non2xx=(\d+)", out, re.M)
+    if not m:
+        raise RuntimeError(f"wrk (preload) printed no result:\n{out}")
+    wait_visible(recording, wanted, seen, 600, stall=15)
+    visible = sum(1 for w in wanted if w in seen)
+    last = max((seen[w] for w in wanted if w in seen), default=start)
+    return {
+        "accepted_s": accepted,
+        "answered": min(float(count), float(m.group(1))),
+        "cut": float("PRELOAD" not in out),
+        "non2xx": float(m.group(2)),
+        "visible": visible,
+        "visible_s": last - start,
+    }
+
+
+def steady(
+    stack: servers.Stack, recording: Recording, start: int, rate: float, seconds: float
+) -> dict[str, float]:
+    count = int(rate * seconds)
+    roots = dict(stack.groups)
+    # A second of warm-up on other identities (first connections, first posts), not
+    # measured; once they are in Alertmanager, any other alert the proxy sees is a re-send.
+    warm = open_loop(stack.url, start + count, int(rate), rate)
+    wait_visible(recording, {s.identity for s in warm if s.status == 202}, {}, 60)
+    before = {name: processes.cpu_seconds(pid) for name, pid in roots.items()}
+    sent = open_loop(stack.url, start, count, rate)
+    wanted = {s.identity for s in sent if s.status == 202}
+    seen: dict[str, float] = {}
+    posts = wait_visible(recording, wanted, seen, 60)
+    window_end = max((s.answered for s in sent), default=0.0)
+    resent = [
+        p for p in posts if p.received <= window_end and any(i not in wanted for i, _ in p.alerts)
+    ]
+    after = {name: processes.cpu_seconds(pid) for name, pid in roots.items()}
+    visible = [(seen[s.identity] - s.answered) * 1000 for s in sent if s.identity in seen]
+    answer = [(s.answered - s.scheduled) * 1000 for s in sent]
+    out = {
+        "sent": count,
+        "accepted": len(wanted),
+        "visible": len(visible),
+        "visible_p50_ms": _pct(visible, 50),
+        "visible_p99_ms": _pct(visible, 99),
+        "visible_max_ms": max(visible, default=float("nan")),
+        "answer_p50_ms": _pct(answer, 50),
+        "answer_p99_ms": _pct(answer, 99),
+        "resent_alerts": sum(sum(1 for i, _ in p.alerts if i not in wanted) for p in resent),
+        "resent_posts": len(resent),
+    }
+    for name in roots:
+        out[f"cpu_us {name}"] = (after[name] - before[name]) / max(1, len(wanted)) * 1e6
+    return out
+
+
+def _steady_line(label: str, r: dict[str, float]) -> str:
+    cpu = ", ".join(
+        f"{k.removeprefix('cpu_us ')} {v:.0f}" for k, v in r.items() if k.startswith("cpu_us")
+    )
+    return (
+        f"  {label}: 202-to-visible p50 {r['visible_p50_ms']:.1f} ms, "
+        f"p99 {r['visible_p99_ms']:.1f} ms (max {r['visible_max_ms']:.0f}); "
+        f"{r['visible']:.0f}/{r['accepted']:.0f} visible of {r['sent']:.0f} sent; "
+        f"answer (from its scheduled time) p50 {r['answer_p50_ms']:.1f} ms, "
+        f"p99 {r['answer_p99_ms']:.1f} ms; CPU us/webhook over the run, re-sends included: "
+        f"{cpu}; re-sent meanwhile: {r['resent_alerts']:.0f} alerts "
+        f"in {r['resent_posts']:.0f} posts"
+    )
+
+
+@dataclass(frozen=True)
+class Options:
+    rate: float  # webhooks/s, open loop
+    seconds: float  # of the steady stream
+    resend_interval: float  # alertmanager.resend_interval while alerts are active
+    preload_seconds: float  # at most, for the preload
+
+
+def run(stores: list[servers.StoreName], options: Options, *, active: int, idle: bool) -> None:
+    """``idle``: the steady stream into an otherwise idle bridge; ``active``: after
+    preloading ``active`` alerts (0: skip)."""
+    print(
+        f"202-to-visible: open loop at {options.rate:.0f} webhooks/s for {options.seconds:.0f} "
+        "s, distinct issue alerts, through a recording proxy in front of a real Alertmanager"
+    )
+    for store in stores:
+        for preloaded in ([0] if idle else []) + ([active] if active else []):
+            try:
+                _one(store, preloaded, options)
+            except servers.Unsupported as exc:
+                print(f"  {store}: skipped: {exc}")
+                break
+
+
+def _one(store: servers.StoreName, preloaded: int, options: Options) -> None:
+    label = f"{store}, idle"
+    settings = {}
+    if preloaded:
+        settings["alertmanager"] = {"resend_interval": f"{options.resend_interval:g}s"}
+    with tempfile.TemporaryDirectory() as tmpdir, contextlib.ExitStack() as running:
+        tmp = Path(tmpdir)
+        pg = running.enter_context(servers.postgres_server()) if store == "postgres" else None
+        with servers.bridge(tmp, store=store, pg=pg, record=True, settings=settings) as stack:
+            assert stack.recorded is not None
+            recording = Recording(stack.recorded)
+            if preloaded:
+                loaded = preload(stack, tmp, preloaded, recording, options.preload_seconds)
+                label = f"{store}, {loaded['visible']:,.0f} active"
+                print(
+                    f"  {label}: preload: {loaded['answered']:,.0f} webhooks in "
+                    f"{loaded['accepted_s']:.1f} s "
+                    + ("(cut at --preload-seconds) " if loaded["cut"] else "")
+                    + f"({loaded['answered'] / loaded['accepted_s']:.0f}/s accepted, "
+                    f"{loaded['non2xx']:.0f} non-2xx); {loaded['visible']:,.0f} visible in "
+                    "Alertmanager after "
+                    f"{loaded['visible_s']:.1f} s "
+                    f"({loaded['visible'] / loaded['visible_s']:.0f} alerts/s end to end); "
+                    f"re-send every {options.resend_interval:g} s"
+                )
+                memory = processes.memory_mib(stack.groups["bridge"])
+            result = steady(stack, recording, preloaded + 1_000_000, options.rate, options.seconds)
+            print(_steady_line(label, result), flush=True)
+            if preloaded:
+                after = processes.memory_mib(stack.groups["bridge"])
+                print(
+                    f"  {label}: bridge memory ({after['processes']:.0f} proc): RSS "
+                    f"{memory['rss']:.0f} MiB after the preload, {after['rss']:.0f} MiB "
+                    f"after the steady run (PSS {after['pss']:.0f} MiB, peak RSS "
+                    f"{after['peak_rss']:.0f} MiB)"
+                )
