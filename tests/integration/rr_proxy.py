@@ -36,6 +36,8 @@ class RoundRobin:
         self._turn = itertools.count()
         self._loop = asyncio.new_event_loop()
         self._server: asyncio.Server | None = None
+        self._stop: asyncio.Event | None = None
+        self._connections: set[asyncio.Task[None]] = set()
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._run, name="rr-proxy", daemon=True)
         self._lock = threading.Lock()  # the counters are read from the test's thread
@@ -53,13 +55,26 @@ class RoundRobin:
 
     def _run(self) -> None:
         asyncio.set_event_loop(self._loop)
-        self._server = self._loop.run_until_complete(
-            asyncio.start_server(self._serve, "127.0.0.1", 0, backlog=1024)
-        )
+        self._loop.run_until_complete(self._main())
+
+    async def _main(self) -> None:
+        self._stop = asyncio.Event()
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0, backlog=1024)
         self._ready.set()
-        self._loop.run_forever()
+        await self._stop.wait()
+        self._server.close()
+        # Connections still open when the test is over are cut, and closed properly.
+        open_connections = list(self._connections)
+        for task in open_connections:
+            task.cancel()
+        await asyncio.gather(*open_connections, return_exceptions=True)
+        await self._server.wait_closed()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._connections.add(task)
+        task.add_done_callback(self._connections.discard)
         try:
             upstream = await self._connect()
             if upstream is None:
@@ -92,20 +107,15 @@ class RoundRobin:
     @contextlib.contextmanager
     def running(self) -> Iterator[RoundRobin]:
         self._thread.start()
-        self._ready.wait(timeout=10)
+        if not self._ready.wait(timeout=10):
+            raise RuntimeError("the proxy did not start")
         try:
             yield self
         finally:
-            self._loop.call_soon_threadsafe(self._stop)
+            assert self._stop is not None
+            self._loop.call_soon_threadsafe(self._stop.set)
             self._thread.join(timeout=10)
             self._loop.close()
-
-    def _stop(self) -> None:
-        assert self._server is not None
-        self._server.close()
-        for task in asyncio.all_tasks(self._loop):
-            task.cancel()  # connections still open: the test is over
-        self._loop.call_soon(self._loop.stop)
 
 
 async def _copy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

@@ -27,6 +27,8 @@ import asyncio
 import contextlib
 import importlib.util
 import json
+import random
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
@@ -37,19 +39,27 @@ from typing import Any
 
 import httpx
 import pytest
+from starlette.datastructures import Headers
 
+from bridge import sentry
+from bridge.model import SentryAlert
 from tests.conftest import PostgresTarget
 from tests.integration import procs
 from tests.integration.am import start_alertmanager
+from tests.integration.am_proxy import FaultProxy
 from tests.integration.conftest import CLIENT_SECRET, ENV, Alertmanager, Bridge, sign
+from tests.integration.postgres import drop_schema
 from tests.integration.rr_proxy import RoundRobin
 from tests.integration.test_state_machine import (
     OUTCOMES,
     Run,
     event_alert,
     issue_webhook,
+    metric_alert,
+    random_webhook,
+    shown,
 )
-from tests.model import SETTINGS
+from tests.model import AFTER, SETTINGS, Reference
 
 # Until the PostgreSQL engine (bridge/store/pg/) is in the package, `serve` refuses
 # store.backend: postgres, and these tests must fail (strict); with it, they must pass.
@@ -79,6 +89,8 @@ class Pods:
     pods: list[Bridge]
     proxy: RoundRobin
     front: httpx.Client  # through the proxy, one connection per request
+    config: Path
+    env: dict[str, str]
 
     def via_proxy(self) -> Bridge:
         # Bridge.post only uses the client; the process is pod 0's, for Bridge's sake.
@@ -112,7 +124,7 @@ def replicas(
         RoundRobin(urls).running() as proxy,
         httpx.Client(base_url=proxy.url, headers={"Connection": "close"}, timeout=10) as front,
     ):
-        pods = Pods([], proxy, front)
+        pods = Pods([], proxy, front, config, env or {})
         for index, port in enumerate(ports[:count]):
             pods.pods.append(
                 stack.enter_context(start_pod(tmp_path, config, f"{name}-{index}", port, env))
@@ -137,14 +149,20 @@ def database_env(pg: PostgresTarget) -> dict[str, str]:
     return {"BRIDGE_DATABASE_URL": pg.dsn}
 
 
-@pytest.fixture
-def alertmanagers(tmp_path: Path) -> Iterator[list[Alertmanager]]:
+@contextlib.contextmanager
+def two_alertmanagers(path: Path) -> Iterator[list[Alertmanager]]:
     """Two Alertmanagers (not clustered: each must get every alert from the bridge)."""
     with (
-        start_alertmanager(tmp_path / "am-a", procs.free_port()) as a,
-        start_alertmanager(tmp_path / "am-b", procs.free_port()) as b,
+        start_alertmanager(path / "am-a", procs.free_port()) as a,
+        start_alertmanager(path / "am-b", procs.free_port()) as b,
     ):
         yield [Alertmanager(a), Alertmanager(b)]
+
+
+@pytest.fixture
+def alertmanagers(tmp_path: Path) -> Iterator[list[Alertmanager]]:
+    with two_alertmanagers(tmp_path) as pair:
+        yield pair
 
 
 def counter_sum(pods: Sequence[Bridge], name: str) -> float:
@@ -323,3 +341,345 @@ def test_the_proxy_routes_around_a_dead_backend(
     assert routed == {f"http://127.0.0.1:{live}": storm.size}
     assert refused == {f"http://127.0.0.1:{dead}": storm.size // 2}
     assert unrouted == 0
+
+
+# --- two pods on one PostgreSQL: one bridge -----------------------------------------------
+
+
+@needs_engine
+@pytest.mark.parametrize("seed", [1, 2])
+def test_sequences_sent_alternately_to_two_pods_end_as_the_model_predicts(
+    seed: int, tmp_path: Path, alertmanagers: list[Alertmanager], pg: PostgresTarget
+) -> None:
+    steps = 24
+    rng = random.Random(seed)
+    urls = [am.url for am in alertmanagers]
+    with replicas(tmp_path, urls, postgres_store(pg), env=database_env(pg)) as pods:
+        run = ReplicaRun(pods)
+        for _step in range(steps):
+            run.send(*random_webhook(rng, run))
+        for am in alertmanagers:
+            am.wait_for(lambda alerts: shown(alerts) == run.expected())
+        routed, _, _ = pods.proxy.counts()
+    # The proxy alternated: each pod answered half of the webhooks.
+    assert sorted(routed.values()) == [steps // 2, steps // 2]
+
+
+@needs_engine
+def test_repeats_split_between_pods_escalate_and_a_resolve_via_either_pod_resolves(
+    tmp_path: Path, alertmanagers: list[Alertmanager], pg: PostgresTarget
+) -> None:
+    urls = [am.url for am in alertmanagers]
+    with replicas(tmp_path, urls, postgres_store(pg), env=database_env(pg)) as pods:
+        a, b = pods.pods
+        run = ReplicaRun(pods)
+        # One issue's distinct events, alternately to the two pods: neither pod alone saw
+        # escalate_after of them.
+        for repeat in range(AFTER):
+            event = event_alert("9201", "production", now())
+            run.via(pods.pods[repeat % 2]).send(event, "event_alert")
+        run.via(a).send(event_alert("9202", "staging", now()), "event_alert")
+        run.via(b).send(event_alert("9203", "staging", now()), "event_alert")
+        expected = run.expected()
+        assert expected["issue:9201"] == [("critical", "production", True)]  # the model agrees
+        for am in alertmanagers:
+            am.wait_for(lambda alerts: shown(alerts) == expected)
+        assert counter_sum(pods.pods, "sentry_bridge_escalations_total") == 1
+
+        # Each resolve reaches the pod that did not fire the alert.
+        run.via(b).send(issue_webhook("issue_resolved.json", "9202"), "issue")
+        run.via(a).send(issue_webhook("issue_resolved.json", "9203"), "issue")
+        expected = run.expected()
+        assert set(expected) == {"issue:9201"}
+        for am in alertmanagers:
+            am.wait_for(lambda alerts: shown(alerts) == expected)
+
+
+# --- a pod killed mid-storm ---------------------------------------------------------------
+
+
+class Recording(FaultProxy):
+    """A proxy in front of an Alertmanager that keeps every batch it accepted:
+    (monotonic time, wall time, the alerts posted)."""
+
+    def __init__(self, upstream: str) -> None:
+        super().__init__(upstream)
+        self.posts: list[tuple[float, datetime, list[dict[str, Any]]]] = []
+        self._posts_lock = threading.Lock()
+
+    def _forward(
+        self, method: str, path: str, body: bytes, content_type: str | None
+    ) -> httpx.Response:
+        response = super()._forward(method, path, body, content_type)
+        if method == "POST" and path == "/api/v2/alerts" and response.status_code == 200:
+            with self._posts_lock:
+                self.posts.append((time.monotonic(), now(), json.loads(body)))
+        return response
+
+    def firing_posts(self, issue: str, after: float = 0.0) -> list[float]:
+        """When a firing alert of ``issue`` was posted (endsAt still ahead), after ``after``."""
+        with self._posts_lock:
+            posts = list(self.posts)
+        return [
+            at
+            for at, wall, alerts in posts
+            if at > after
+            for alert in alerts
+            if alert["labels"].get("sentry_issue_id") == issue
+            and datetime.fromisoformat(alert["endsAt"]) > wall
+        ]
+
+    def first_resolve(self, issue: str) -> float | None:
+        with self._posts_lock:
+            posts = list(self.posts)
+        for at, wall, alerts in posts:
+            for alert in alerts:
+                ends = datetime.fromisoformat(alert["endsAt"])
+                if alert["labels"].get("sentry_issue_id") == issue and ends <= wall:
+                    return at
+        return None
+
+
+async def storm_with_fault(
+    storm: Storm, share: float, fault: Callable[[], None], until_healed: float = 0.0
+) -> float:
+    """Run ``storm``; once ``share`` of it is acknowledged, run ``fault`` (in a thread: the
+    storm goes on meanwhile); wait for the storm's end. Returns when the fault happened."""
+    task = asyncio.create_task(storm.run())
+    try:
+        await storm.until_acknowledged(share, task)
+        at = time.monotonic()
+        await asyncio.to_thread(fault)
+    finally:
+        await task
+    return at
+
+
+@needs_engine
+def test_a_pod_killed_mid_storm_loses_nothing_and_the_survivor_takes_over_the_resends(
+    tmp_path: Path, alertmanagers: list[Alertmanager], pg: PostgresTarget
+) -> None:
+    warm = "9400000"
+    chains, firing = fire_or_resolve_chains(9_400_001, 240)
+    resolved = {str(n) for n in range(9_400_001, 9_400_241)} - firing
+    ports = [procs.free_port(), procs.free_port()]
+    with contextlib.ExitStack() as stack:
+        recorders = [Recording(am.url) for am in alertmanagers]
+        for recorder in recorders:
+            stack.enter_context(recorder.running())
+        pods = stack.enter_context(
+            replicas(
+                tmp_path, [r.url for r in recorders], postgres_store(pg), count=1,
+                env=database_env(pg), ports=ports, resend_interval=f"{RESEND}s",
+            )
+        )  # fmt: skip
+        doomed = pods.pods[0]
+        # Pod 0 alone first, so it holds the re-send lease: its re-sends of one alert arrive.
+        body = event_alert(warm, "production", now())
+        assert doomed.post(body, resource="event_alert").status_code == 202
+        asyncio.run(eventually(lambda: len(recorders[0].firing_posts(warm)) >= 3, 20, "re-sends"))
+        survivor = stack.enter_context(
+            start_pod(tmp_path, pods.config, "pod-1", ports[1], pods.env)
+        )
+        pods.pods.append(survivor)
+
+        storm = Storm(pods.proxy.url, chains, concurrency=32)
+        killed = asyncio.run(storm_with_fault(storm, 1 / 3, doomed.process.kill))
+
+        # Every webhook was acknowledged (Storm retried what the kill cut), and every one
+        # reached both Alertmanagers: what fires, once; what was resolved, gone.
+        assert len(storm.acknowledged) == storm.size
+        for am in alertmanagers:
+            alerts = am.wait_for(lambda alerts: set(issue_ids(alerts)) == firing | {warm})
+            assert set(issue_ids(alerts).values()) == {1}
+
+        # The survivor took over the re-sends: the warm-up alert (not in the storm) is
+        # posted again after the kill, then in every round.
+        asyncio.run(
+            eventually(
+                lambda: all(len(r.firing_posts(warm, after=killed)) >= 3 for r in recorders),
+                60,
+                "re-sends after the kill",
+            )
+        )
+        takeover = min(recorders[0].firing_posts(warm, after=killed)) - killed
+        print(f"re-sends resumed {takeover:.1f} s after the kill")
+        _, refused, _ = pods.proxy.counts()
+        cut = sum(1 for a in storm.answers if a.status is None)
+        print(f"{refused} refusals routed around, {cut} deliveries cut by the kill")
+        assert cut + sum(refused.values()) > 0  # the kill did hit the storm
+
+        # No resolved alert fired again: after its first resolve reached an Alertmanager,
+        # no firing post of it (neither a late delivery nor a stale re-send).
+        for recorder in recorders:
+            for issue in resolved:
+                first = recorder.first_resolve(issue)
+                assert first is not None, issue
+                assert recorder.firing_posts(issue, after=first) == [], issue
+
+
+# --- the same webhook to both pods at once ------------------------------------------------
+
+
+async def to_both_at_once(pods: Sequence[Bridge], hooks: Sequence[Hook]) -> list[list[Any]]:
+    """Each webhook to every pod at the same instant (connections opened beforehand)."""
+    clients = [httpx.AsyncClient(base_url=pod.url, timeout=10) for pod in pods]
+    answers: list[list[Any]] = []
+    try:
+        for client in clients:
+            (await client.get("/-/healthy")).raise_for_status()
+        for raw, resource in hooks:
+            headers = {
+                "Content-Type": "application/json",
+                "Sentry-Hook-Resource": resource,
+                "Sentry-Hook-Signature": sign(raw, CLIENT_SECRET),
+            }
+            responses = await asyncio.gather(
+                *(c.post("/webhooks/sentry", content=raw, headers=headers) for c in clients)
+            )
+            answers.append(sorted((r.status_code, r.json()) for r in responses))
+    finally:
+        for client in clients:
+            await client.aclose()
+    return answers
+
+
+@needs_engine
+def test_the_same_webhook_to_both_pods_at_the_same_instant_is_one_decision(
+    tmp_path: Path, alertmanagers: list[Alertmanager], pg: PostgresTarget
+) -> None:
+    rounds = 40
+    issues = {str(9_500_000 + n) for n in range(rounds)}
+    hooks = [hook(event_alert(issue, "production", now()), "event_alert") for issue in issues]
+    urls = [am.url for am in alertmanagers]
+    with replicas(tmp_path, urls, postgres_store(pg), env=database_env(pg)) as pods:
+        answers = asyncio.run(to_both_at_once(pods.pods, hooks))
+        # The design's answer: the inbox keeps one body per digest across replicas, so one
+        # pod accepts (202) and the other finds it there (200 duplicate), whichever wins.
+        for answer in answers:
+            assert answer == [(200, {"status": "duplicate"}), (202, {"status": "accepted"})]
+        for am in alertmanagers:
+            alerts = am.wait_for(lambda alerts: set(issue_ids(alerts)) == issues)
+            assert set(issue_ids(alerts).values()) == {1}
+        # One decision per distinct webhook, summed over both pods.
+        assert decisions(pods.pods) == rounds
+        assert counter_sum(pods.pods, "sentry_bridge_webhooks_duplicate_total") == rounds
+
+
+# --- PostgreSQL crashed mid-storm ---------------------------------------------------------
+
+
+def stories(first: int, count: int) -> list[list[Hook]]:
+    """Per identity one of issue 8's stories whose end depends on the order of its
+    webhooks (so a spool that reordered them would show): severity rising and not
+    falling, resolved, escalated by repeats, a metric alert following Sentry's state."""
+    chains: list[list[Hook]] = []
+    for n in range(first, first + count):
+        issue, rule = str(n), str(n)
+
+        def fire(env: str, issue: str = issue) -> Hook:
+            return hook(event_alert(issue, env, now()), "event_alert")
+
+        def metric(name: str, rule: str = rule) -> Hook:
+            body = metric_alert(name)
+            body["data"]["metric_alert"]["alert_rule"]["id"] = rule
+            return hook(body, "metric_alert")
+
+        resolve = hook(issue_webhook("issue_resolved.json", issue), "issue")
+        critical, warning = "metric_alert_critical.json", "metric_alert_warning_p95.json"
+        chains.append(
+            [
+                [fire("staging"), fire("production")],
+                [fire("production"), fire("staging")],
+                [fire("production"), resolve],
+                [fire("dev"), fire("dev"), fire("dev")],
+                [metric(critical), metric(warning)],
+                [metric(warning), metric("metric_alert_resolved.json")],
+                [metric("metric_alert_resolved.json"), metric(critical)],
+            ][n % 7]
+        )
+    return chains
+
+
+def predicted(chains: Sequence[Sequence[Hook]]) -> dict[str, list[Any]]:
+    """What the reference model shows at the end, each chain in its order."""
+    references: dict[str, Reference] = {}
+    for chain in chains:
+        for raw, resource in chain:
+            alert = sentry.normalise(
+                Headers({"sentry-hook-resource": resource}), json.loads(raw),
+                base_url="https://sentry.io",
+            )  # fmt: skip
+            assert isinstance(alert, SentryAlert)
+            references.setdefault(alert.identity, Reference()).apply(alert, now())
+    at = now()
+    return {i: [s] for i, r in references.items() if (s := r.active(at)) is not None}
+
+
+def label_sets(alerts: list[dict[str, Any]]) -> list[str]:
+    return sorted(json.dumps(alert["labels"], sort_keys=True) for alert in alerts)
+
+
+@needs_engine
+def test_postgres_crashing_mid_storm_answers_within_a_second_and_ends_as_without_it(
+    tmp_path: Path, pg: PostgresTarget
+) -> None:
+    chains = stories(9_600_000, 140)
+    expected = predicted(chains)
+    env = database_env(pg)
+    finals: list[list[str]] = []
+
+    def run(name: str, schema: str, fault: Callable[[Storm], Any] | None) -> Storm:
+        path = tmp_path / name
+        path.mkdir()
+        with (
+            two_alertmanagers(path) as ams,
+            replicas(path, [am.url for am in ams], postgres_store(pg, schema), env=env) as pods,
+        ):
+            storm = Storm(pods.proxy.url, chains, concurrency=24)
+            asyncio.run(fault(storm) if fault else storm.run())
+            assert len(storm.acknowledged) == storm.size
+            for am in ams:
+                finals.append(label_sets(am.wait_for(lambda a: shown(a) == expected, 60)))
+        return storm
+
+    baseline = f"{pg.schema}_baseline"
+    try:
+        run("no-fault", baseline, None)
+    finally:
+        drop_schema(pg.server, baseline)
+
+    outage: list[float] = []
+
+    async def crash(storm: Storm) -> None:
+        def stop() -> None:
+            pg.server.stop_immediately()
+            outage.append(time.monotonic())
+
+        task = asyncio.create_task(storm_with_fault(storm, 1 / 3, stop))
+        # Down while the storm goes on: until another sixth is acknowledged (the spool
+        # answers) or for three seconds, whichever first; then up again.
+        await eventually(lambda: bool(outage), 30, "PostgreSQL stopped")
+        during = len(storm.acknowledged)
+        with contextlib.suppress(AssertionError):
+            await eventually(lambda: len(storm.acknowledged) >= during + storm.size / 6, 3, "")
+        outage.append(time.monotonic())
+        await asyncio.to_thread(pg.server.start)
+        outage.append(time.monotonic())
+        await task
+
+    storm = run("crash", pg.schema, crash)
+    down, _restarting, up = outage
+    during = [a for a in storm.answers if down <= a.at <= up]
+    slowest = max(a.seconds for a in storm.answers)
+    print(
+        f"{len(during)} answers while PostgreSQL was down or starting ({up - down:.1f} s), "
+        f"{Counter(a.status for a in during)}; slowest answer {slowest * 1000:.0f} ms"
+    )
+    # Sentry's view: every answer a 2xx, or a 503 it retries, and each within its timeout.
+    assert {a.status for a in storm.answers} <= {200, 202, 503}
+    assert slowest < SENTRY_TIMEOUT
+    assert during  # the storm did run into the outage
+    # The same end as without the crash, in both Alertmanagers of both runs.
+    assert len(finals) == 4
+    assert finals[0] == finals[1] == finals[2] == finals[3]
