@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import importlib.util
 import json
 import random
@@ -70,6 +71,9 @@ needs_engine = pytest.mark.xfail(
 
 RESEND = 1.0  # alertmanager.resend_interval for these tests (production: 60 s)
 SENTRY_TIMEOUT = 1.0  # Sentry gives a webhook delivery one second
+# The periodic jobs' lease on PostgreSQL (bridge/store/pg: PostgresStore's lease_ttl, 15 s):
+# a dead holder's re-sends are taken over once it expires.
+LEASE = 15.0
 
 
 # --- the pods ----------------------------------------------------------------------------
@@ -284,11 +288,18 @@ class Storm:
             await asyncio.sleep(0.01)
 
 
-async def eventually(predicate: Callable[[], bool], within: float, what: str) -> None:
-    deadline = time.monotonic() + within
+async def within(seconds: float, predicate: Callable[[], bool]) -> bool:
+    """Whether ``predicate`` came true within ``seconds`` (polled)."""
+    deadline = time.monotonic() + seconds
     while not predicate():
-        assert time.monotonic() < deadline, f"not within {within} s: {what}"
+        if time.monotonic() > deadline:
+            return False
         await asyncio.sleep(0.05)
+    return True
+
+
+async def eventually(predicate: Callable[[], bool], seconds: float, what: str) -> None:
+    assert await within(seconds, predicate), f"not within {seconds} s: {what}"
 
 
 def issue_ids(alerts: list[dict[str, Any]]) -> Counter[str]:
@@ -498,7 +509,7 @@ def test_a_pod_killed_mid_storm_loses_nothing_and_the_survivor_takes_over_the_re
         asyncio.run(
             eventually(
                 lambda: all(len(r.firing_posts(warm, after=killed)) >= 3 for r in recorders),
-                60,
+                LEASE + 3 * RESEND + 5,  # the lease expires, the survivor takes it, 3 rounds
                 "re-sends after the kill",
             )
         )
@@ -554,10 +565,16 @@ def test_the_same_webhook_to_both_pods_at_the_same_instant_is_one_decision(
     urls = [am.url for am in alertmanagers]
     with replicas(tmp_path, urls, postgres_store(pg), env=database_env(pg)) as pods:
         answers = asyncio.run(to_both_at_once(pods.pods, hooks))
-        # The design's answer: the inbox keeps one body per digest across replicas, so one
-        # pod accepts (202) and the other finds it there (200 duplicate), whichever wins.
+        # The design's answer: PostgreSQL keeps one body per digest across replicas, so one
+        # pod accepts (202) and the other finds the body there (200 duplicate), whichever
+        # commits first. Only when a pod's accept outlasts store.spool.accept_timeout is its
+        # copy spooled and answered 202 too; the spool's drain then meets the digest in
+        # PostgreSQL and drops it (bridge/store/spool.py). Either way: one decision.
+        accepted, duplicate = (202, {"status": "accepted"}), (200, {"status": "duplicate"})
         for answer in answers:
-            assert answer == [(200, {"status": "duplicate"}), (202, {"status": "accepted"})]
+            assert answer in ([duplicate, accepted], [accepted, accepted])
+        split = Counter(answer[0][0] for answer in answers)
+        print(f"the other pod answered 200 duplicate {split[200]} times, 202 {split[202]} times")
         for am in alertmanagers:
             alerts = am.wait_for(lambda alerts: set(issue_ids(alerts)) == issues)
             assert set(issue_ids(alerts).values()) == {1}
@@ -639,6 +656,10 @@ def test_postgres_crashing_mid_storm_answers_within_a_second_and_ends_as_without
             storm = Storm(pods.proxy.url, chains, concurrency=24)
             asyncio.run(fault(storm) if fault else storm.run())
             assert len(storm.acknowledged) == storm.size
+            # Each distinct webhook decided once: none acknowledged and lost, none twice.
+            every = functools.partial(decisions, pods.pods)
+            asyncio.run(eventually(lambda: every() >= storm.size, 30, "every webhook decided"))
+            assert every() == storm.size
             for am in ams:
                 finals.append(label_sets(am.wait_for(lambda a: shown(a) == expected, 60)))
         return storm
@@ -660,9 +681,8 @@ def test_postgres_crashing_mid_storm_answers_within_a_second_and_ends_as_without
         # Down while the storm goes on: until another sixth is acknowledged (the spool
         # answers) or for three seconds, whichever first; then up again.
         await eventually(lambda: bool(outage), 30, "PostgreSQL stopped")
-        during = len(storm.acknowledged)
-        with contextlib.suppress(AssertionError):
-            await eventually(lambda: len(storm.acknowledged) >= during + storm.size / 6, 3, "")
+        before = len(storm.acknowledged)
+        await within(3, lambda: len(storm.acknowledged) >= before + storm.size / 6)
         outage.append(time.monotonic())
         await asyncio.to_thread(pg.server.start)
         outage.append(time.monotonic())
