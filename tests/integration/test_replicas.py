@@ -632,6 +632,20 @@ def predicted(chains: Sequence[Sequence[Hook]]) -> dict[str, list[Any]]:
     return {i: [s] for i, r in references.items() if (s := r.active(at)) is not None}
 
 
+def wait_shown(am: Alertmanager, expected: dict[str, list[Any]], within: float) -> list[Any]:
+    """Alertmanager's alerts once they show ``expected``; else fail naming the difference."""
+    try:
+        return am.wait_for(lambda alerts: shown(alerts) == expected, within)
+    except AssertionError:
+        now_shown = shown(am.sentry_alerts())
+        diff = {
+            identity: (now_shown.get(identity), expected.get(identity))
+            for identity in set(now_shown) | set(expected)
+            if now_shown.get(identity) != expected.get(identity)
+        }
+        raise AssertionError(f"{am.url} (shown, expected): {diff}") from None
+
+
 def final_state(alerts: list[dict[str, Any]]) -> list[str]:
     """What Alertmanager holds, without its own times: each alert's labels and annotations
     (the environments seen, the last webhook's text)."""
@@ -663,7 +677,7 @@ def test_postgres_crashing_mid_storm_answers_within_a_second_and_ends_as_without
             asyncio.run(fault(storm) if fault else storm.run())
             assert len(storm.acknowledged) == storm.size
             for am in ams:
-                finals.append(final_state(am.wait_for(lambda a: shown(a) == expected, 60)))
+                finals.append(final_state(wait_shown(am, expected, 60)))
         return storm
 
     baseline = f"{pg.schema}_baseline"
