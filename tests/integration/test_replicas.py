@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import importlib.util
 import json
 import random
@@ -420,10 +421,12 @@ class Recording(FaultProxy):
     def _forward(
         self, method: str, path: str, body: bytes, content_type: str | None
     ) -> httpx.Response:
+        # When it arrived: a post that arrives after a sender was reaped is not its own.
+        arrived, wall = time.monotonic(), now()
         response = super()._forward(method, path, body, content_type)
         if method == "POST" and path == "/api/v2/alerts" and response.status_code == 200:
             with self._posts_lock:
-                self.posts.append((time.monotonic(), now(), json.loads(body)))
+                self.posts.append((arrived, wall, json.loads(body)))
         return response
 
     def firing_posts(self, issue: str, after: float = 0.0) -> list[float]:
@@ -450,19 +453,17 @@ class Recording(FaultProxy):
         return None
 
 
-async def storm_with_fault(
-    storm: Storm, share: float, fault: Callable[[], None], until_healed: float = 0.0
-) -> float:
+async def storm_with_fault(storm: Storm, share: float, fault: Callable[[], None]) -> float:
     """Run ``storm``; once ``share`` of it is acknowledged, run ``fault`` (in a thread: the
-    storm goes on meanwhile); wait for the storm's end. Returns when the fault happened."""
+    storm goes on meanwhile); wait for the storm's end. Returns when the fault was done."""
     task = asyncio.create_task(storm.run())
     try:
         await storm.until_acknowledged(share, task)
-        at = time.monotonic()
         await asyncio.to_thread(fault)
+        done = time.monotonic()
     finally:
         await task
-    return at
+    return done
 
 
 @needs_engine
@@ -492,8 +493,16 @@ def test_a_pod_killed_mid_storm_loses_nothing_and_the_survivor_takes_over_the_re
             start_pod(tmp_path, pods.config, "pod-1", ports[1], pods.env)
         )
         pods.pods.append(survivor)
+        # One re-sender at a time: with both pods up, the re-sends keep one sender's pace
+        # (each round at least RESEND after the one before), not two senders' interleaved.
+        both = time.monotonic()
+        resent = functools.partial(recorders[0].firing_posts, warm, after=both)
+        asyncio.run(eventually(lambda: len(resent()) >= 4, 20, "re-sends with both pods up"))
+        first, *_, fourth = resent()[:4]
+        assert fourth - first >= 2.5 * RESEND
 
         storm = Storm(pods.proxy.url, chains, concurrency=32)
+        # SIGKILL, and reaped: whatever arrives after this is the survivor's.
         killed = asyncio.run(storm_with_fault(storm, 1 / 3, doomed.process.kill))
 
         # Every webhook was acknowledged (Storm retried what the kill cut), and every one
@@ -523,9 +532,9 @@ def test_a_pod_killed_mid_storm_loses_nothing_and_the_survivor_takes_over_the_re
         # no firing post of it (neither a late delivery nor a stale re-send).
         for recorder in recorders:
             for issue in resolved:
-                first = recorder.first_resolve(issue)
-                assert first is not None, issue
-                assert recorder.firing_posts(issue, after=first) == [], issue
+                gone = recorder.first_resolve(issue)
+                assert gone is not None, issue
+                assert recorder.firing_posts(issue, after=gone) == [], issue
 
 
 # --- the same webhook to both pods at once ------------------------------------------------
