@@ -1,9 +1,9 @@
-"""The HTTP edge: routes, the webhook handler, and the lifespan that runs the backend.
+"""The HTTP edge: routes, the webhook handler, and the lifespan that runs the bridge.
 
 ``POST /webhooks/sentry`` answers fast: limit the body, authenticate, parse,
-normalise, hand to the intake, which returns once the alert is durable, 202.
-Everything slow (classification, Sentry's API, Alertmanager) happens behind the
-intake (``bridge.backend``), in a worker process under ``serve``.
+normalise, commit it to the store (``Bridge.accept``), 202. Everything slow
+(classification, Sentry's API, Alertmanager) happens in the bridge's tasks, behind the
+store (``bridge.compose``), on the same event loop.
 
 Status codes tell Sentry the truth, and Sentry never retries a 4xx, so a 4xx is only for
 what Sentry itself never sends: 401 bad credentials, 400 not JSON, 413 too large (and 408
@@ -12,14 +12,13 @@ authenticates but cannot be read as an alert, or whose reading raises, is never 
 it is quarantined with the reason (202 ``quarantined``) for ``sentry-bridge quarantine
 replay``. The same body again within ``dedup.body_retention`` is a 200 ``duplicate`` with
 no effect. 503 (retried by Sentry) when nothing can be made durable in time: the outbox
-full or failing, the worker gone. Never a 500.
+full, failing, or slower than ``server.store_timeout``. Never a 500.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import hashlib
 import json
 import logging
@@ -27,64 +26,21 @@ import time
 from collections.abc import AsyncIterator, Mapping
 from typing import TYPE_CHECKING
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
+from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.applications import Starlette
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from bridge import reload, sentry, status
-from bridge.config import Config
 from bridge.errors import BadPayload, OutboxFull, SlowBody, TooLarge, WebhookError
-from bridge.metrics import Metrics
 from bridge.model import Ignored
 from bridge.replay import check_timestamp
 
 if TYPE_CHECKING:
-    import httpx
-
-    from bridge.backend import Intake
+    from bridge.compose import Bridge
 
 log = logging.getLogger("bridge.app")
-
-
-@dataclasses.dataclass
-class Bridge:
-    """Everything the routes and the lifespan share; one per app."""
-
-    config: Config
-    metrics: Metrics
-    intake: Intake
-    ready: bool = False
-    # When SIGTERM/SIGINT arrived (time.monotonic()): the drain gets what is left of the
-    # grace period after the in-flight webhooks, not all of it again.
-    stopping_since: float | None = None
-
-    def grace_left(self) -> float:
-        grace = self.config.shutdown.grace_period
-        if self.stopping_since is None:
-            return grace
-        return max(0.0, grace - (time.monotonic() - self.stopping_since))
-
-
-def build(
-    config: Config,
-    *,
-    registry: CollectorRegistry | None = None,
-    alertmanager_transport: httpx.AsyncBaseTransport | None = None,
-    sentry_transport: httpx.AsyncBaseTransport | None = None,
-) -> Bridge:
-    """The bridge with its backend in this process (tests, embedding)."""
-    from bridge.backend import Backend  # serve's edge never loads the backend
-
-    metrics = Metrics(registry if registry is not None else CollectorRegistry())
-    backend = Backend(
-        config,
-        metrics,
-        alertmanager_transport=alertmanager_transport,
-        sentry_transport=sentry_transport,
-    )
-    return Bridge(config, metrics, backend)
 
 
 async def _read_body(request: Request, headers: Mapping[str, str], limit: int) -> bytes:
@@ -162,7 +118,7 @@ async def _quarantine(
     request_id: str | None,
 ) -> Response:
     async with asyncio.timeout(bridge.config.server.store_timeout):
-        kept = await bridge.intake.quarantine(reason, detail, kept_headers(headers), body, digest)
+        kept = await bridge.quarantine(reason, detail, kept_headers(headers), body, digest)
     if not kept:
         return _DUPLICATE
     log.warning(
@@ -217,7 +173,7 @@ async def webhook(request: Request) -> Response:
                 bridge, headers, body, digest, "parse_error", detail, request_id
             )
         if isinstance(result, Ignored):
-            bridge.intake.ignored()
+            bridge.ignored()
             log.info(
                 "webhook ignored",
                 extra={
@@ -231,7 +187,7 @@ async def webhook(request: Request) -> Response:
             return JSONResponse({"status": "ignored", "reason": result.reason})
         # A timeout, not wait_for: no task per webhook.
         async with asyncio.timeout(server.store_timeout):
-            stored = await bridge.intake.accept(result, digest)
+            stored = await bridge.accept(result, digest)
         if not stored:
             return _DUPLICATE
         log.info(
@@ -263,39 +219,39 @@ async def webhook(request: Request) -> Response:
 
 
 async def healthy(request: Request) -> Response:
+    """Liveness: the pipeline and delivery run and make progress (bridge.compose)."""
     bridge: Bridge = request.app.state.bridge
-    if bridge.intake.healthy():
+    problem = bridge.healthy()
+    if problem is None:
         return JSONResponse({"status": "ok"})
-    return JSONResponse({"status": "the pipeline worker is not running"}, status_code=503)
+    return JSONResponse({"status": problem}, status_code=503)
 
 
 async def ready(request: Request) -> Response:
     bridge: Bridge = request.app.state.bridge
-    if not (bridge.ready and bridge.intake.healthy()):
+    if not bridge.ready or bridge.failure is not None:
         return JSONResponse({"status": "not ready"}, status_code=503)
-    if not bridge.intake.store_ok():
+    if not bridge.store_ok():
         return JSONResponse({"status": "the outbox cannot be written"}, status_code=503)
     return JSONResponse({"status": "ready"})
 
 
 async def metrics(request: Request) -> Response:
     bridge: Bridge = request.app.state.bridge
-    # The edge's families, then the intake's (a worker process keeps its own registry).
-    text = bridge.metrics.exposition("edge") + await bridge.intake.exposition()
-    return Response(text, media_type=CONTENT_TYPE_LATEST)
+    return Response(bridge.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
 
 def create_app(bridge: Bridge) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        await bridge.intake.start()
+        await bridge.start()
         bridge.ready = True
         log.info("ready", extra={"alertmanagers": len(bridge.config.alertmanager.urls)})
         try:
             yield
         finally:
             bridge.ready = False
-            await bridge.intake.stop(bridge.grace_left())
+            await bridge.stop(bridge.grace_left())
 
     app = Starlette(
         routes=[

@@ -2,7 +2,6 @@
 
     BridgeError
     ├── ConfigError        config file or environment is wrong; fail at start with the message
-    ├── WorkerFailed       the pipeline worker process could not start (the message says why)
     ├── StoreError         the store cannot be used as it is (e.g. its schema is newer than us)
     └── WebhookError       a webhook is refused; carries the HTTP status and a bounded reason
         ├── Unauthorized   401: missing or bad signature or token
@@ -24,10 +23,6 @@ class BridgeError(Exception):
 
 
 class ConfigError(BridgeError):
-    pass
-
-
-class WorkerFailed(BridgeError):
     pass
 
 

@@ -9,8 +9,7 @@ or from configuration (Alertmanager names); never issue IDs, URLs or titles.
 from __future__ import annotations
 
 import platform
-from collections.abc import Callable, Iterable, Iterator
-from typing import Literal
+from collections.abc import Iterable
 
 from prometheus_client import (
     CollectorRegistry,
@@ -23,8 +22,6 @@ from prometheus_client import (
     disable_created_metrics,
     generate_latest,
 )
-from prometheus_client.metrics_core import Metric
-from prometheus_client.registry import Collector
 
 from bridge import __version__
 from bridge.errors import REJECT_REASONS
@@ -54,18 +51,6 @@ DROP_REASONS = ("max_age", "rejected", "invalid")
 # the edge could not read it as a Sentry alert, reading it raised, or the pipeline did.
 QUARANTINE_REASONS = ("invalid_payload", "parse_error", "pipeline_error")
 ENRICH_RESULTS = ("hit", "fetched", "timeout", "unauthorized", "not_found", "error", "skipped")
-
-
-class _Part(CollectorRegistry):
-    """The families of ``source`` whose names ``keep`` keeps, for ``generate_latest``."""
-
-    def __init__(self, source: CollectorRegistry, keep: Callable[[str], bool]) -> None:
-        super().__init__(auto_describe=False)
-        self._source = source
-        self._keep = keep
-
-    def collect(self) -> Iterator[Metric]:
-        return (family for family in self._source.collect() if self._keep(family.name))
 
 
 class Metrics:
@@ -247,6 +232,14 @@ class Metrics:
             namespace=ns,
             registry=registry,
         )
+        # --- liveness (bridge.compose) ---------------------------------------------------
+        self.pipeline_last_progress = Gauge(
+            "pipeline_last_progress_timestamp_seconds",
+            "Unix time the pipeline last completed a batch or had no webhook waiting; "
+            "/-/healthy fails while it is older than server.worker_timeout.",
+            namespace=ns,
+            registry=registry,
+        )
         # --- the config (bridge.reload) -------------------------------------------------
         self.config_last_reload_successful = Gauge(
             "config_last_reload_successful",
@@ -273,23 +266,6 @@ class Metrics:
             registry=registry,
         )
 
-        # The families the HTTP edge keeps; the backend (bridge.backend) keeps the rest.
-        # With the backend in a worker process, /metrics joins the two parts.
-        edge = (
-            self.build_info,
-            self.webhooks_received,
-            self.webhooks_rejected,
-            self.config_last_reload_successful,
-            self.config_last_reload_success_timestamp,
-            self.config_reloads,
-            self.config_reloads_failed,
-        )
-        self.edge_families = frozenset(
-            family.name
-            for collector in (*edge, self.request_duration)
-            for family in collector.describe()
-        )
-
         for resource in RESOURCES:
             self.webhooks_received.labels(resource)
         for reason in REJECT_REASONS:
@@ -303,30 +279,15 @@ class Metrics:
         for result in ENRICH_RESULTS:
             self.enrichment.labels(result)
 
-    def exposition(self, part: Literal["all", "edge", "backend"] = "all") -> bytes:
-        """Prometheus text of every family, or of the edge's or the backend's part."""
-        if part == "all":
-            return generate_latest(self.registry)
-        edge = part == "edge"
-        return generate_latest(
-            _Part(self.registry, lambda name: (name in self.edge_families) == edge)
-        )
+    def exposition(self) -> bytes:
+        """Prometheus text of every family: the whole bridge is one process."""
+        return generate_latest(self.registry)
 
-    def add_process_collectors(self, role: Literal["edge", "worker"]) -> None:
-        """prometheus-client's standard process metrics (memory, CPU, open files, start
-        time), for a process of ``serve``. The edge's are the usual ``process_*`` (and
-        ``python_info``); the worker's carry the ``sentry_bridge_worker_`` prefix, since
-        /metrics joins both processes' families and a family may appear only once."""
-        if role == "edge":
-            collectors: list[Collector] = [
-                ProcessCollector(registry=self.registry),
-                PlatformCollector(registry=self.registry),
-            ]
-            self.edge_families = self.edge_families | {
-                family.name for collector in collectors for family in collector.collect()
-            }
-        else:
-            ProcessCollector(namespace=f"{NAMESPACE}_worker", registry=self.registry)
+    def add_process_collectors(self) -> None:
+        """prometheus-client's standard process metrics (``process_*``: memory, CPU, open
+        files, start time; ``python_info``), for ``serve``'s process."""
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
 
     def init_alertmanagers(self, names: Iterable[str]) -> None:
         """Pre-initialise per-Alertmanager series; names come from configuration."""

@@ -64,6 +64,9 @@ class Pipeline:
         self.policy = Policy.from_config(config)
         self.metrics = metrics
         self.clock = clock
+        # Batches handled (committed, or given back after their retries): the watchdog of
+        # bridge.compose reads it to tell a stuck pipeline from a busy one.
+        self.batches = 0
 
     async def accept(self, alert: SentryAlert) -> None:
         """The request path: durable before the 2xx (raises ``OutboxFull``)."""
@@ -80,6 +83,7 @@ class Pipeline:
                 await asyncio.sleep(RETRY_DELAY)
                 continue
             await self._process_retrying(batch)
+            self.batches += 1
 
     async def _process_retrying(self, batch: Sequence[tuple[int, SentryAlert]]) -> None:
         for _ in range(RETRIES):

@@ -13,8 +13,8 @@ so (a warning line and the ``restart_required`` list of the answer). Everything 
 effect for the next webhook: classification, authentication, body limit, log level and
 format, alert lifetime, re-send and retry timing, the shutdown grace.
 
-With ``serve``'s two processes, the edge reads the file and sends the worker the validated
-config (the ``reload`` message of ``bridge.worker``), where classification happens.
+The edge, the pipeline and delivery run in one process (``bridge.compose``): the new
+config replaces the running one in all of them at once (``Bridge.reload``).
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from bridge import config, logs
 from bridge.errors import ConfigError
 
 if TYPE_CHECKING:
-    from bridge.app import Bridge
+    from bridge.compose import Bridge
 
 log = logging.getLogger("bridge.reload")
 
@@ -88,7 +88,7 @@ class Result:
 
 
 class Reloader:
-    """Re-reads ``path`` into ``bridge`` (and its intake); one reload at a time."""
+    """Re-reads ``path`` into ``bridge``; one reload at a time."""
 
     def __init__(self, path: str | Path, bridge: Bridge) -> None:
         self.path = Path(path)
@@ -134,12 +134,8 @@ class Reloader:
         except ConfigError as exc:
             return Result(ok=False, error=str(exc))
         merged, kept = merge(self.bridge.config, new)
-        try:
-            await self.bridge.intake.reload(merged)
-        except Exception as exc:  # the worker refused it, or is gone
-            return Result(ok=False, error=f"the pipeline worker did not take it: {exc}")
         before = self.bridge.config.server
-        self.bridge.config = merged
+        self.bridge.reload(merged)
         if (merged.server.log_level, merged.server.log_format) != (
             before.log_level,
             before.log_format,

@@ -1,5 +1,6 @@
-"""Run the app under Uvicorn: SIGTERM first stops being ready, SIGHUP reloads the config,
-a second SIGINT/SIGTERM stops at once."""
+"""Run the bridge under Uvicorn, in one process: SIGTERM first stops being ready, SIGHUP
+reloads the config, a second SIGINT/SIGTERM stops at once. The bridge is composed in
+``bridge.compose``; this only runs it."""
 
 from __future__ import annotations
 
@@ -14,17 +15,15 @@ from pathlib import Path
 from types import FrameType
 
 import uvicorn
-from prometheus_client import CollectorRegistry
 from uvicorn.lifespan.on import LifespanOn
 
-from bridge import __version__, logs
+from bridge import __version__, compose, logs
 from bridge.alertmanager import public_url
-from bridge.app import Bridge, create_app
+from bridge.app import create_app
+from bridge.compose import Bridge
 from bridge.config import Config
-from bridge.metrics import Metrics
 from bridge.protocol import with_deadline
 from bridge.reload import Reloader
-from bridge.worker import WorkerIntake
 
 log = logging.getLogger("bridge.serve")
 
@@ -51,8 +50,8 @@ class _Server(uvicorn.Server):
         lifespan = self.lifespan
         if isinstance(lifespan, LifespanOn) and not lifespan.shutdown_event.is_set():
             # Uvicorn skips the lifespan's shutdown on a forced exit. Ours is quick then
-            # (the intake was told to hurry) and closes the outbox and the worker cleanly,
-            # which cancelling it at the loop's end would not.
+            # (the bridge was told to hurry) and closes the outbox cleanly, which
+            # cancelling it at the loop's end would not.
             await lifespan.shutdown()
 
     def _sighup(self) -> None:
@@ -67,7 +66,7 @@ class _Server(uvicorn.Server):
             log.warning("second signal: stopping now", extra={"signal": sig})
             self.force_exit = True
             if self._loop is not None:
-                self._loop.call_soon_threadsafe(self.bridge.intake.hurry)
+                self._loop.call_soon_threadsafe(self.bridge.hurry)
             return
         # Readiness goes first, so a load balancer stops sending before we stop listening.
         self.bridge.ready = False
@@ -106,14 +105,12 @@ def serve(
     port: int | None = None,
     config_path: str | Path | None = None,
 ) -> int:
-    """Run until SIGTERM or SIGINT (exit 0 after draining), or until the pipeline worker
-    dies (exit 1, for the supervisor to restart the bridge)."""
+    """Run until SIGTERM or SIGINT (exit 0 after draining), or until the pipeline or
+    delivery task ends unasked (exit 1, for the supervisor to restart the bridge)."""
     logs.setup(config.server.log_level, config.server.log_format)
     startup_line(config, config_path)
-    intake = WorkerIntake(config)
-    metrics = Metrics(CollectorRegistry())
-    metrics.add_process_collectors("edge")
-    bridge = Bridge(config, metrics, intake)
+    bridge = compose.build(config)
+    bridge.metrics.add_process_collectors()
     app = create_app(bridge)
     reloader = Reloader(config_path or "config.yaml", bridge)
     app.state.reloader = reloader
@@ -133,9 +130,9 @@ def serve(
         lifespan="on",
     )
     server = _Server(server_config, bridge, reloader)
-    intake.on_failure = lambda: setattr(server, "should_exit", True)
+    bridge.on_failure = lambda: setattr(server, "should_exit", True)
     # What exists now (modules, pydantic schemas, the config) lives as long as the process:
     # frozen, the cyclic GC stops re-scanning it in every full collection under load.
     gc.freeze()
     server.run()
-    return 1 if intake.crashed else 0
+    return 1 if bridge.failure is not None else 0

@@ -19,8 +19,8 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from bridge import __version__, config
-from bridge.app import Bridge, build, create_app
-from bridge.backend import Backend
+from bridge.app import create_app
+from bridge.compose import Bridge, build
 from bridge.outbox import Outbox
 from tests.sentry_payloads import FIXTURES
 
@@ -81,8 +81,7 @@ def bridge(tmp_path: Path, recorder: Recorder, registry: CollectorRegistry) -> B
 
 
 def outbox(bridge: Bridge) -> Outbox:
-    assert isinstance(bridge.intake, Backend)
-    return bridge.intake.outbox
+    return bridge.store
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""bridge/metrics.py: the edge's and the backend's parts of one registry."""
+"""bridge/metrics.py: every family in one registry, exported at zero before it counts."""
 
 from __future__ import annotations
 
@@ -12,24 +12,21 @@ def names(text: bytes) -> set[str]:
     return {family.name for family in text_string_to_metric_families(text.decode())}
 
 
-def test_edge_and_backend_parts_split_every_family_once() -> None:
+def test_one_registry_one_exposition_every_family_once() -> None:
+    """The whole bridge is one process: /metrics is its registry, each family once (a
+    repeated family makes Prometheus reject the scrape)."""
     metrics = Metrics(CollectorRegistry())
-    whole = names(metrics.exposition())
-    edge = names(metrics.exposition("edge"))
-    backend = names(metrics.exposition("backend"))
-    assert edge == {
-        "sentry_bridge_build_info",
+    metrics.add_process_collectors()
+    text = metrics.exposition().decode()
+    families = [line.split()[2] for line in text.splitlines() if line.startswith("# TYPE ")]
+    assert len(families) == len(set(families))
+    assert {
         "sentry_bridge_webhooks_received",
-        "sentry_bridge_webhooks_rejected",
-        "sentry_bridge_webhook_request_duration_seconds",
-        "sentry_bridge_config_last_reload_successful",
-        "sentry_bridge_config_last_reload_success_timestamp_seconds",
-        "sentry_bridge_config_reloads",
-        "sentry_bridge_config_reloads_failed",
-    }
-    assert not edge & backend
-    assert edge | backend == whole
-    assert "sentry_bridge_alerts" in backend
+        "sentry_bridge_alerts",
+        "sentry_bridge_pipeline_last_progress_timestamp_seconds",
+        "process_resident_memory_bytes",
+        "python_info",
+    } <= names(metrics.exposition())
 
 
 def test_every_outcome_is_exported_at_zero_before_the_first_webhook() -> None:

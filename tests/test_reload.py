@@ -1,5 +1,5 @@
 """bridge/reload.py's pure part: which changes a reload applies and which need a restart.
-The reload itself (SIGHUP, POST /-/reload, the worker) runs for real in
+The reload itself (SIGHUP, POST /-/reload, in the one process of serve) runs for real in
 tests/integration/test_reload.py."""
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ import yaml
 from prometheus_client import CollectorRegistry
 
 from bridge import config
-from bridge.app import Bridge, build, create_app
-from bridge.backend import Backend
+from bridge.app import create_app
+from bridge.compose import Bridge, build
 from bridge.metrics import Metrics
 from bridge.reload import Reloader, merge
 from tests.sentry_payloads import FIXTURES
@@ -88,7 +88,7 @@ def test_several_keys_of_one_section_are_kept_together() -> None:
 def test_the_drain_gets_what_is_left_of_the_grace_period(tmp_path: Any) -> None:
     c = cfg(shutdown={"grace_period": "10s"}, outbox={"data_dir": str(tmp_path)})
     metrics = Metrics(CollectorRegistry())
-    bridge = Bridge(c, metrics, Backend(c, metrics))
+    bridge = Bridge(c, metrics)
     assert bridge.grace_left() == 10
     bridge.stopping_since = time.monotonic() - 4
     assert 5.9 < bridge.grace_left() <= 6

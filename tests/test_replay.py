@@ -12,7 +12,8 @@ import httpx
 import pytest
 
 from bridge import config
-from bridge.app import build, create_app
+from bridge.app import create_app
+from bridge.compose import build
 from bridge.errors import Unauthorized
 from bridge.replay import check_timestamp
 from tests.sentry_payloads import FIXTURES

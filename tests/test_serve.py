@@ -13,8 +13,8 @@ import uvicorn
 from prometheus_client import CollectorRegistry
 
 from bridge import config
-from bridge.app import Bridge, create_app
-from bridge.backend import Backend
+from bridge.app import create_app
+from bridge.compose import Bridge
 from bridge.metrics import Metrics
 from bridge.reload import Reloader
 from bridge.serve import _Server, startup_line
@@ -46,8 +46,8 @@ def test_the_start_up_line(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> 
 async def test_a_second_signal_forces_the_exit_and_hurries_the_drain(tmp_path: Path) -> None:
     cfg = make_config(tmp_path)
     metrics = Metrics(CollectorRegistry())
-    backend = Backend(cfg, metrics)
-    bridge = Bridge(cfg, metrics, backend, ready=True)
+    bridge = Bridge(cfg, metrics)
+    bridge.ready = True
     app = create_app(bridge)
     server = _Server(uvicorn.Config(app), bridge, Reloader(tmp_path / "c.yaml", bridge))
     server._loop = asyncio.get_running_loop()
@@ -58,12 +58,12 @@ async def test_a_second_signal_forces_the_exit_and_hurries_the_drain(tmp_path: P
     assert not bridge.ready
     assert bridge.stopping_since is not None
     assert server._captured_signals == []  # a drained SIGTERM exits 0, not 143
-    assert not backend._hurry.is_set()
+    assert not bridge._hurry.is_set()
 
     server.handle_exit(signal.SIGTERM, None)
     assert server.force_exit
     await asyncio.sleep(0)  # hurry() runs on the loop (the handler runs in a signal context)
-    assert backend._hurry.is_set()
+    assert bridge._hurry.is_set()
 
 
 pytestmark = pytest.mark.anyio

@@ -16,7 +16,8 @@ import httpx
 import pytest
 
 from bridge import config, send, status
-from bridge.app import build, create_app
+from bridge.app import create_app
+from bridge.compose import build
 
 pytestmark = pytest.mark.anyio
 

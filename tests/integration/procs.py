@@ -73,14 +73,14 @@ class Process:
         self.log = log
 
     def kill(self) -> None:
-        """SIGKILL to every process of the server (the bridge's edge and its worker) at
-        once: no shutdown hook runs, like an OOM kill of the container or a node loss."""
+        """SIGKILL to every process of the server at once (its process group): no
+        shutdown hook runs, like an OOM kill of the container or a node loss."""
         if self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait(timeout=10)
 
     def children(self) -> list[int]:
-        """Process ids of the server's child processes (the bridge's worker)."""
+        """Process ids of the server's child processes (Uvicorn's workers, if any)."""
         found: list[int] = []
         for task in Path(f"/proc/{self.proc.pid}/task").glob("*/children"):
             with contextlib.suppress(OSError):
@@ -129,7 +129,7 @@ def spawn(
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
-        # Whatever the server left behind (a worker outliving a killed edge) goes too.
+        # Whatever the server left behind (a child outliving it) goes too.
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
 

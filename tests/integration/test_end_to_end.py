@@ -222,15 +222,15 @@ def test_installation_is_acknowledged_without_an_alert(
     assert alertmanager.sentry_alerts() == []
 
 
-def test_metrics_join_the_edge_and_the_worker_once_each(bridge: Bridge) -> None:
-    """serve keeps the HTTP edge's metrics and the worker process's; /metrics gives both,
-    each family exactly once (a repeated family makes Prometheus reject the scrape)."""
+def test_metrics_of_the_edge_and_the_pipeline_once_each(bridge: Bridge) -> None:
+    """serve's one process keeps one registry: /metrics has the edge's families and the
+    pipeline's, each exactly once (a repeated family makes Prometheus reject the scrape)."""
     bridge.post(fixture("event_alert.json"), resource="event_alert")
     text = bridge.client.get("/metrics").text
     families = [line.split()[2] for line in text.splitlines() if line.startswith("# TYPE ")]
     assert len(families) == len(set(families))
     parsed = {family.name for family in text_string_to_metric_families(text)}
-    # From the edge, and from the worker.
+    # The edge's, and the pipeline's.
     assert {"sentry_bridge_webhooks_received", "sentry_bridge_build_info"} <= parsed
     assert {"sentry_bridge_alerts", "sentry_bridge_outbox_alerts"} <= parsed
     assert bridge.metric("sentry_bridge_webhooks_received_total", {"resource": "event_alert"}) == 1

@@ -1,6 +1,6 @@
 """No body ever gets a 5xx, and no correctly authenticated JSON body is ever refused:
-property-based fuzzing through the real HTTP edge (the bridge under Uvicorn, its worker
-process, a real Alertmanager behind it).
+property-based fuzzing through the real HTTP edge (the bridge under Uvicorn, a real
+Alertmanager behind it).
 
 Bodies: every captured fixture in tests/fixtures/sentry mutated (a value anywhere
 replaced by a number out of range, NaN, a lone surrogate, a huge string, deep nesting or
@@ -211,7 +211,7 @@ def test_no_body_gets_a_5xx_and_no_authenticated_json_is_refused(
         statuses[response.status_code] += 1
         assert response.status_code in DOCUMENTED, response.text
         if auth == "signed" and len(body) <= MAX_BODY and is_json(body):
-            # Never refused and never a 503 here: the store is healthy, the worker alive.
+            # Never refused and never a 503 here: the store is healthy, the pipeline running.
             # (The legacy token vouches only for bodies of the legacy plugin's family: a
             # body mutated out of it may be unauthenticated, 401.)
             allowed = (200, 202, 401) if resource == LEGACY else (200, 202)

@@ -1,4 +1,4 @@
-"""Reloading the config of the running bridge (edge and worker), as Prometheus does:
+"""Reloading the config of the running bridge (one process), as Prometheus does:
 SIGHUP and ``POST /-/reload``; a broken file is refused and the running rules stay."""
 
 from __future__ import annotations
@@ -97,7 +97,7 @@ def test_a_broken_config_is_refused_and_the_old_rules_stay(
     assert bridge.metric("sentry_bridge_config_reloads_failed_total") == 1
     assert "config reload refused" in bridge.process.logs()
 
-    # The rules of the last good reload are in force, in the edge and the worker.
+    # The rules of the last good reload are in force, in the edge and the pipeline.
     post_metric_alert(bridge, "3")
     assert firing_for(alertmanager, "3")["annotations"]["classified_by"] == "reloaded-rule"
     assert bridge.process.proc.poll() is None

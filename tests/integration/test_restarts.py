@@ -4,8 +4,6 @@ once the bridge has answered 202, the alert reaches Alertmanager, exactly once."
 from __future__ import annotations
 
 import json
-import os
-import signal
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -124,48 +122,3 @@ def test_restarted_alertmanager_gets_the_active_alerts_back(
     assert after["labels"] == before["labels"]
     assert after["startsAt"] == before["startsAt"]
     assert after["endsAt"] == before["endsAt"]
-
-
-# --- one of the bridge's two processes lost ----------------------------------------------
-# serve runs the edge (HTTP) and a worker process (outbox, pipeline, delivery); either can
-# die alone (a bug, the OOM killer picking the bigger one).
-
-
-def _wait_gone(pid: int, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return
-        stat = Path(f"/proc/{pid}/stat").read_text() if Path(f"/proc/{pid}").exists() else ""
-        if stat.rsplit(")", 1)[-1].split()[:1] == ["Z"]:
-            return  # exited; its parent has not reaped it yet
-        time.sleep(0.05)
-    raise AssertionError(f"process {pid} still running after {timeout} s")
-
-
-def test_edge_killed_alone_the_worker_lets_go_and_nothing_is_lost(
-    tmp_path: Path, bridge_factory: BridgeFactory
-) -> None:
-    def kill_the_edge(bridge: Bridge) -> None:
-        [worker] = bridge.process.children()
-        os.kill(bridge.process.proc.pid, signal.SIGKILL)  # the edge only
-        _wait_gone(worker)  # the worker saw the socket close and exited by itself
-        assert "the HTTP edge went away" in bridge.process.logs()
-
-    # The restarted bridge opens the outbox the worker let go of.
-    lose_a_backlog_and_restart(tmp_path, bridge_factory, 30, kill_the_edge)
-
-
-def test_worker_killed_alone_the_bridge_exits_1_and_nothing_is_lost(
-    tmp_path: Path, bridge_factory: BridgeFactory
-) -> None:
-    def kill_the_worker(bridge: Bridge) -> None:
-        [worker] = bridge.process.children()
-        os.kill(worker, signal.SIGKILL)
-        # The edge notices, stops being healthy and exits non-zero for its supervisor.
-        assert bridge.process.proc.wait(timeout=30) == 1
-        assert "the pipeline worker exited" in bridge.process.logs()
-
-    lose_a_backlog_and_restart(tmp_path, bridge_factory, 30, kill_the_worker)

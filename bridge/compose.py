@@ -1,0 +1,296 @@
+"""The bridge composed from its config: the one place for the wiring.
+
+``serve`` runs everything in one process, on one event loop (README, "How it runs"):
+
+    config -> metrics -> store (the SQLite outbox) -> enricher -> pipeline -> delivery
+
+The HTTP edge (``bridge.app``) commits each accepted webhook to the store itself
+(``Bridge.accept``: the store's own group commit) and answers; the pipeline task takes
+from the store's inbox, delivery's tasks post from its queues. Nothing else passes
+between the edge and what runs behind the 202.
+
+One process rather than the former edge + worker pair, measured (README, "Performance"):
+less CPU per webhook (no marshalled round trip per webhook), 58 % of the idle memory (one
+interpreter), one registry, and no protocol to keep alive; what it gives up is the second
+core a single pod could use, which replicas on PostgreSQL give back.
+
+Health (``/-/healthy``, the liveness probe) is progress: it goes red, with a log line
+saying why, when the pipeline or a delivery task ends (an exception escaped, or it was
+cancelled), or when webhooks wait in the inbox for longer than ``server.worker_timeout``
+while the pipeline completes no batch (stuck: an enrichment or a store call that never
+returns). ``sentry_bridge_pipeline_last_progress_timestamp_seconds`` is when the
+pipeline last completed a batch or had nothing waiting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import httpx
+from prometheus_client import CollectorRegistry
+
+from bridge.alertmanager import target_name
+from bridge.config import Config
+from bridge.delivery import Delivery
+from bridge.enrich import Enricher
+from bridge.errors import OutboxFull
+from bridge.metrics import Metrics
+from bridge.model import SentryAlert
+from bridge.outbox import Outbox
+from bridge.pipeline import Pipeline
+
+log = logging.getLogger("bridge.compose")
+
+STORE_PROBE_INTERVAL = 2.0  # seconds between write probes while the store is failing
+# The tasks whose end makes the bridge unhealthy: without them nothing accepted moves
+# (or nobody would notice that it stopped moving).
+ESSENTIAL = frozenset({"pipeline", "delivery", "progress"})
+
+
+class Bridge:
+    """The store, the pipeline, delivery and enrichment, and what the edge shares."""
+
+    def __init__(
+        self,
+        config: Config,
+        metrics: Metrics,
+        *,
+        alertmanager_transport: httpx.AsyncBaseTransport | None = None,
+        sentry_transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.config = config
+        self.metrics = metrics
+        targets = [target_name(url) for url in config.alertmanager.urls]
+        self.store = Outbox(
+            config.outbox.data_dir,
+            targets,
+            max_queued=config.outbox.max_queued,
+            metrics=metrics,
+            body_retention=config.dedup.body_retention,
+            max_bodies=config.dedup.max_bodies,
+        )
+        self.enricher = Enricher(config.sentry, metrics, transport=sentry_transport)
+        self.pipeline = Pipeline(config, outbox=self.store, enricher=self.enricher, metrics=metrics)
+        self.delivery = Delivery(
+            self.store, config.alertmanager, metrics, transport=alertmanager_transport
+        )
+        self.ready = False
+        # When SIGTERM/SIGINT arrived (time.monotonic()): the drain gets what is left of the
+        # grace period after the in-flight webhooks, not all of it again.
+        self.stopping_since: float | None = None
+        # Called once when an essential task ends unasked (serve then exits 1).
+        self.on_failure: Callable[[], None] | None = None
+        self.failure: str | None = None  # why an essential task is gone, for good
+        self.stuck: str | None = None  # why the pipeline is not progressing, while it lasts
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stopping = False
+        self._hurry = asyncio.Event()
+        self._batches_seen = -1
+        self._progress_at = 0.0
+
+    def grace_left(self) -> float:
+        grace = self.config.shutdown.grace_period
+        if self.stopping_since is None:
+            return grace
+        return max(0.0, grace - (time.monotonic() - self.stopping_since))
+
+    # --- start and stop --------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Open the store and start the tasks; the bridge is ready after this."""
+        await self.store.open()
+        self.check_progress(time.monotonic())
+        work = {
+            "pipeline": self.pipeline.run(),
+            "delivery": self.delivery.run(),
+            "store-probe": self._watch_store(),
+            "probe alertmanagers": self.delivery.probe(),
+            "progress": self._watch_progress(),
+        }
+        for name, coroutine in work.items():
+            task = asyncio.create_task(coroutine, name=name)
+            task.add_done_callback(self._ended)
+            self._tasks.append(task)
+
+    async def stop(self, grace: float) -> None:
+        """SIGTERM: finish what was accepted, within the grace period; the rest stays on
+        disk. Grace 0 closes at once."""
+        deadline = time.monotonic() + grace
+        # Polled: the pipeline empties the inbox in batches and signals nothing per batch.
+        while (  # noqa: ASYNC110
+            self.store.inbox_count()
+            and time.monotonic() < deadline
+            and not self._hurry.is_set()
+            and self.failure is None
+        ):
+            await asyncio.sleep(0.05)
+        flushed = await self._drain(max(0.0, deadline - time.monotonic()))
+        log.info(
+            "shutdown",
+            extra={
+                "flushed": flushed,
+                "inbox": self.store.inbox_count(),
+                "queued": self.store.queued_count(),
+                "cut_short": self._hurry.is_set() or None,
+            },
+        )
+        self._stopping = True
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.delivery.aclose()
+        await self.enricher.aclose()
+        await self.store.close()
+
+    async def _drain(self, timeout: float) -> bool:  # noqa: ASYNC109 - a budget, not a cancel
+        """Delivery's drain, unless hurry() cuts it short."""
+        if self._hurry.is_set() or self.failure is not None:
+            return False
+        drain = asyncio.ensure_future(self.delivery.drain(timeout))
+        hurry = asyncio.ensure_future(self._hurry.wait())
+        try:
+            await asyncio.wait({drain, hurry}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            hurry.cancel()
+            drain.cancel()
+        return drain.done() and not drain.cancelled() and drain.result()
+
+    def hurry(self) -> None:
+        """A second Ctrl+C, or SIGTERM during the drain: end ``stop`` at once; what is
+        undelivered stays in the store."""
+        self._hurry.set()
+
+    # --- health ----------------------------------------------------------------------
+
+    def healthy(self) -> str | None:
+        """None when healthy, else why not (the answer of /-/healthy)."""
+        return self.failure or self.stuck
+
+    def store_ok(self) -> bool:
+        """False while the store keeps failing to be written (/-/ready red)."""
+        return self.store.store_ok()
+
+    def _ended(self, task: asyncio.Task[None]) -> None:
+        name = task.get_name()
+        failed = None if task.cancelled() else task.exception()
+        if self._stopping or (name not in ESSENTIAL and failed is None):
+            return  # stopping, or a one-off probe that is done
+        if task.cancelled():
+            why = f"the {name} task was cancelled"
+        elif failed is not None:
+            why = f"the {name} task failed: {type(failed).__name__}: {failed}"
+        else:
+            why = f"the {name} task ended"
+        if name not in ESSENTIAL:
+            log.error("%s", why, exc_info=failed)
+            return
+        log.error("%s; the bridge is unhealthy", why, exc_info=failed)
+        if self.failure is None:
+            self.failure = why
+            if self.on_failure is not None:
+                self.on_failure()
+
+    def check_progress(self, now: float) -> None:
+        """The watchdog's look (``now``: time.monotonic()): the pipeline progresses when it
+        handled a batch since the last look or has nothing waiting; otherwise it is stuck
+        once that has lasted ``server.worker_timeout``."""
+        batches = self.pipeline.batches
+        waiting = self.store.inbox_count()
+        if batches != self._batches_seen or not waiting:
+            self._batches_seen = batches
+            self._progress_at = now
+            self.metrics.pipeline_last_progress.set(time.time())
+            if self.stuck is not None:
+                log.warning("the pipeline progresses again", extra={"inbox": waiting})
+                self.stuck = None
+            return
+        timeout = self.config.server.worker_timeout
+        if self.stuck is None and now - self._progress_at > timeout:
+            self.stuck = (
+                f"the pipeline completed no batch for {now - self._progress_at:.0f}s "
+                f"(server.worker_timeout {timeout:g}s) with {waiting} webhooks waiting"
+            )
+            log.error("%s; the bridge is unhealthy", self.stuck, extra={"inbox": waiting})
+
+    async def _watch_progress(self) -> None:
+        while True:
+            await asyncio.sleep(min(1.0, self.config.server.worker_timeout / 4))
+            self.check_progress(time.monotonic())
+
+    async def _watch_store(self) -> None:
+        """While the store is failing, try a tiny write now and then, so it turns healthy
+        again once it can be written even if nothing else writes (out of the balancer)."""
+        while True:
+            await asyncio.sleep(STORE_PROBE_INTERVAL)
+            if not self.store.store_ok():
+                with contextlib.suppress(Exception):
+                    await self.store.probe()
+
+    # --- the edge ----------------------------------------------------------------------
+
+    async def accept(self, alert: SentryAlert, digest: bytes | None = None) -> bool:
+        """Committed before it returns; raises ``OutboxFull`` (503) when it cannot be.
+        False when the body of ``digest`` (SHA-256) was accepted before."""
+        return await self.store.accept(alert, digest)
+
+    async def quarantine(
+        self, reason: str, detail: str, headers: Mapping[str, str], body: bytes, digest: bytes
+    ) -> bool:
+        """Keep an authenticated webhook that cannot be processed, durably (``OutboxFull``
+        when it cannot be); False when the same body was seen before."""
+        try:
+            return await self.store.quarantine(reason, detail, headers, body, digest)
+        except Exception:
+            log.exception("cannot write the quarantine", extra={"reason": reason})
+            raise OutboxFull("the outbox cannot be written") from None
+
+    def ignored(self) -> None:
+        self.metrics.alerts.labels("ignored").inc()
+
+    # --- operators ---------------------------------------------------------------------
+
+    def reload(self, config: Config) -> None:
+        """Apply a reloaded, validated config (``bridge.reload`` kept what needs a restart):
+        what the pipeline and delivery read per alert and per round."""
+        self.config = config
+        self.pipeline.config = config
+        self.delivery.cfg = config.alertmanager
+        log.info("pipeline config replaced", extra={"rules": len(config.classification.rules)})
+
+    async def status(self, limit: int) -> dict[str, Any]:
+        """What the bridge holds, for ``GET /-/status`` (bridge/status.py)."""
+        snapshot = await self.store.snapshot(limit)
+        return {
+            **snapshot,
+            "active_count": self.store.active_count(),
+            "inbox": self.store.inbox_count(),
+            "queue_depth": self.store.queue_depths(),
+            "alertmanager_down": sorted(self.delivery.outages.down),
+        }
+
+    async def requeue_dead_letters(self) -> dict[str, int]:
+        counts = await self.store.requeue_dead_letters()
+        log.warning("dead letters re-queued", extra=counts)
+        return counts
+
+
+def build(
+    config: Config,
+    *,
+    registry: CollectorRegistry | None = None,
+    alertmanager_transport: httpx.AsyncBaseTransport | None = None,
+    sentry_transport: httpx.AsyncBaseTransport | None = None,
+) -> Bridge:
+    """The bridge from its config, its metrics on ``registry`` (a fresh one by default)."""
+    metrics = Metrics(registry if registry is not None else CollectorRegistry())
+    return Bridge(
+        config,
+        metrics,
+        alertmanager_transport=alertmanager_transport,
+        sentry_transport=sentry_transport,
+    )
