@@ -30,7 +30,6 @@ from bridge.rules import (
 )
 from bridge.send import EXAMPLES, guess_resource
 from bridge.state import IdentityState
-from bridge.store import check_supported
 
 DEFAULT_CONFIG = "config.yaml"
 
@@ -160,7 +159,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     path = _config_path(args.config)
     cfg = config.load(path)
-    check_supported(cfg)  # store.backend: postgres is not wired yet: refuse, do not fall back
     return serve(cfg, host=args.host, port=args.port, config_path=path)
 
 

@@ -41,8 +41,8 @@ from bridge.enrich import Enricher
 from bridge.errors import OutboxFull
 from bridge.metrics import Metrics
 from bridge.model import SentryAlert
-from bridge.outbox import Outbox
 from bridge.pipeline import Pipeline
+from bridge.store import open_store
 
 log = logging.getLogger("bridge.compose")
 
@@ -66,16 +66,9 @@ class Bridge:
         self.config = config
         self.metrics = metrics
         targets = [target_name(url) for url in config.alertmanager.urls]
-        self.store = Outbox(
-            config.outbox.data_dir,
-            targets,
-            max_queued=config.outbox.max_queued,
-            metrics=metrics,
-            body_retention=config.dedup.body_retention,
-            max_bodies=config.dedup.max_bodies,
-        )
+        self.store = open_store(config, metrics, targets)
         self.enricher = Enricher(config.sentry, metrics, transport=sentry_transport)
-        self.pipeline = Pipeline(config, outbox=self.store, enricher=self.enricher, metrics=metrics)
+        self.pipeline = Pipeline(config, store=self.store, enricher=self.enricher, metrics=metrics)
         self.delivery = Delivery(
             self.store, config.alertmanager, metrics, transport=alertmanager_transport
         )

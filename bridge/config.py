@@ -332,7 +332,20 @@ class Config(Strict):
                 "dedup.window: must be shorter than alertmanager.alert_lifetime, or an alert "
                 "Sentry keeps firing would expire in Alertmanager while its repeats are suppressed"
             )
+        needed = postgres_connections(len(self.alertmanager.urls))
+        if self.store.backend == "postgres" and self.store.postgres.pool_size < needed:
+            raise ValueError(
+                f"store.postgres.pool_size: {self.store.postgres.pool_size} is too small for "
+                f"{len(self.alertmanager.urls)} Alertmanager(s); at least {needed}"
+            )
         return self
+
+
+def postgres_connections(alertmanagers: int) -> int:
+    """Connections the PostgreSQL store may hold at once: a take's transaction, an accept's
+    group commit, the lease or the sizes, and per Alertmanager its lane and what its sender
+    writes while holding the lane. A smaller pool could leave delivery waiting for itself."""
+    return 3 + 2 * alertmanagers
 
 
 # --- loading -----------------------------------------------------------------------------

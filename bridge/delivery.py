@@ -1,4 +1,4 @@
-"""Delivery: the outbox's queue posted to every configured Alertmanager.
+"""Delivery: the store's queue posted to every configured Alertmanager.
 
 High availability means each Alertmanager gets every alert (no load-balancing),
 each at its own pace. What can succeed on retry is retried with backoff:
@@ -6,7 +6,7 @@ connection errors, timeouts, 5xx and 429. A batch Alertmanager refuses for its
 content (400, 413, 422) is split until the refused alert stands alone, which is
 dead-lettered; any other 4xx is about the request and dead-letters the batch.
 Re-sends of the active alerts split a refused page the same way; an alert refused for
-its content leaves the active set (``Outbox.forget_refused``), dead-lettered once, so
+its content leaves the active set (``Store.forget_refused``), dead-lettered once, so
 it does not take its page down with it every round.
 """
 
@@ -21,6 +21,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import httpx
 
@@ -30,7 +31,7 @@ from bridge.errors import ConfigError
 from bridge.labels import identity_from_labels
 from bridge.metrics import Metrics
 from bridge.outages import Outages, probe
-from bridge.outbox import Outbox, Queued
+from bridge.store.contract import Lane, Queued, Store
 
 log = logging.getLogger("bridge.delivery")
 
@@ -43,6 +44,8 @@ _ISOLATE = frozenset({400, 413, 422})
 _ALERTS_PATH = "/api/v2/alerts"
 # Batches up to this size name their alerts in the "alerts delivered" line.
 _NAMED_IN_LOG = 10
+# Seconds between looks at a lane another replica holds (it holds it for one batch).
+LANE_BUSY_WAIT = 0.05
 
 
 class _Retry(Exception):
@@ -70,19 +73,22 @@ def _utcnow() -> datetime:
 
 
 class Delivery:
-    """Sends the outbox to every Alertmanager, each at its own pace.
+    """Sends the store's queue to every Alertmanager, each at its own pace.
 
-    One task per Alertmanager reads that Alertmanager's place in the queue, posts
-    batches of up to ``batch_size``, and moves on only when the batch is settled:
-    accepted, rejected (dead-lettered) or older than ``max_age`` (given up). The
-    same task re-sends the active and recently resolved alerts every
-    ``resend_interval``, after the queue, so a re-sent firing alert can never
-    overtake a queued resolve for the same Alertmanager.
+    One task per Alertmanager holds that Alertmanager's lane (``Store.lane``) for one
+    batch at a time: it reads the next batch of up to ``batch_size``, posts it, and
+    settles it: accepted, rejected (dead-lettered) or older than ``max_age`` (given
+    up). When another replica holds the lane, that replica posts, and this one looks
+    again shortly. While ``Store.periodic()`` says so, the same task re-sends the active
+    and recently resolved alerts every ``resend_interval``, a page per hold of the lane
+    and only between batches of the queue, so a re-sent firing alert can never overtake
+    a queued resolve for the same Alertmanager, and a fresh alert waits for one page at
+    most.
     """
 
     def __init__(
         self,
-        outbox: Outbox,
+        store: Store,
         cfg: config.Alertmanager,
         metrics: Metrics,
         *,
@@ -91,16 +97,16 @@ class Delivery:
         rng: Callable[[], float] = random.random,
         sleep: Sleep = asyncio.sleep,
     ) -> None:
-        self.outbox = outbox
+        self.store = store
         self.cfg = cfg
         self.metrics = metrics
         self.clock = clock
         self.rng = rng
         self.sleep = sleep
         self.targets = [_Target(target_name(url), f"{url}{_ALERTS_PATH}") for url in cfg.urls]
-        unknown = {t.name for t in self.targets} - set(outbox.targets)
+        unknown = {t.name for t in self.targets} - set(store.targets)
         if unknown:
-            raise ConfigError(f"the outbox does not know Alertmanager(s) {sorted(unknown)}")
+            raise ConfigError(f"the store does not know Alertmanager(s) {sorted(unknown)}")
         self._client = build_client(cfg, transport)
         # Per Alertmanager: the highest queue id check_wire has seen, and why the ones it
         # refused were refused, so a batch retried through an outage is checked (and its
@@ -131,13 +137,13 @@ class Delivery:
         self._hurry = asyncio.Event()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        while self.outbox.queued_count():
+        while self.store.queued_count():
             remaining = deadline - loop.time()
             if remaining <= 0:
                 return False
-            self.outbox.progress.clear()
+            self.store.progress.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.outbox.progress.wait(), remaining)
+                await asyncio.wait_for(self.store.progress.wait(), remaining)
         return True
 
     async def aclose(self) -> None:
@@ -146,77 +152,123 @@ class Delivery:
     # --- one Alertmanager ---------------------------------------------------------------
 
     async def _sender(self, target: _Target) -> None:
-        wakeup = self.outbox.wakeup(target.name)
+        wakeup = self.store.wakeup(target.name)
         # On start: leftovers first, then what should be active (if anything is: what
         # arrives from now on is queued anyway).
         next_resend = self._now()
-        if not self.outbox.resendable_count():
+        if not self.store.resendable_count():
             next_resend += self.cfg.resend_interval
         while True:
             wakeup.clear()
             try:
-                await self.deliver(target.name)
+                settled = await self.deliver(target.name)
                 now = self._now()
-                if now >= next_resend:
+                if settled and now >= next_resend and await self.store.periodic():
                     await self.resend(target.name)
                     next_resend = now + self.cfg.resend_interval
+                    continue  # what a failed round left queued is delivered at once
             except Exception:
                 # A bug or a broken disk must not end delivery for good.
                 log.exception("delivery failed", extra={"alertmanager": target.name})
                 await self._backoff_sleep(self.cfg.backoff_max)
                 continue
+            if not settled:  # another replica holds the lane: look again shortly
+                await self._wait(wakeup, LANE_BUSY_WAIT)
+                continue
             await self._wait(wakeup, next_resend - self._now())
 
-    async def deliver(self, name: str) -> None:
-        """Deliver everything queued for one Alertmanager; retries until it is settled."""
+    async def deliver(self, name: str) -> bool:
+        """Deliver everything queued for one Alertmanager, a batch per hold of its lane;
+        retries until it is settled. False when another replica holds the lane (it posts
+        what is queued)."""
         target = self._target(name)
         failures = 0
-        while batch := await self.outbox.pending(name, self.cfg.batch_size):
+        while True:
             try:
-                dead = await self._settle(target, batch)
+                sent = await self._deliver_batch(target)
             except _Retry as retry:
+                # Outside the lane: nothing else waits on it while this one backs off.
                 await self._backoff_sleep(self._backoff(failures, retry.retry_after))
                 failures += 1
                 continue
+            if sent is None:
+                return False
+            if not sent:
+                return True
             failures = 0
-            await self.outbox.advance(name, batch[-1].id, dead)
-            self._invalid[name].clear()  # settled: all of them are in the dead letters
-            _log_delivered(name, batch, dead)
+
+    async def _deliver_batch(self, target: _Target, lane: Lane | None = None) -> int | None:
+        """Post the next batch and settle it, in the lane (``lane``, or held here for the
+        batch): how many alerts it held (0: nothing queued), None when the lane is busy."""
+        if lane is None:
+            async with self.store.lane(target.name) as held:
+                return None if held is None else await self._deliver_batch(target, held)
+        batch = await lane.pending(self.cfg.batch_size)
+        if not batch:
+            return 0
+        dead = await self._settle(target, batch)
+        await lane.advance(batch[-1].id, dead)
+        self._invalid[target.name].clear()  # settled: all of them are in the dead letters
+        _log_delivered(target.name, batch, dead)
+        return len(batch)
 
     async def resend(self, name: str) -> None:
         """Post the active and recently resolved alerts again, as stored (original times).
+
+        Page by page, each page in its own hold of the lane, and a page only once the
+        queue is empty: a fresh alert queued meanwhile is posted before the next page
+        (it never waits behind a whole round), and a resolve decided after a page was
+        read is queued, so posted after that page (no stale firing overtakes it).
+
         Best effort: a failure waits for the next interval. A page Alertmanager refuses for
         its content is split like a first delivery; the alerts refused alone leave the
         active set and are dead-lettered (once: they are not re-sent again)."""
         target = self._target(name)
-        await self.outbox.expire(resolved_for=self.cfg.resolved_resend)
-        async with contextlib.aclosing(self.outbox.resendable(self.cfg.batch_size)) as chunks:
-            async for bodies in chunks:
-                refused: list[tuple[int, _Rejected]] = []
-                try:
-                    await self._isolate(target, bodies, 0, len(bodies), refused)
-                except _Retry:
-                    return
-                content = [(bodies[i], _reason(r)) for i, r in refused if r.status in _ISOLATE]
-                if len(content) < len(refused):
-                    # About the request (auth, path), not the alerts: nothing to forget.
-                    rejected = next(r for _, r in refused if r.status not in _ISOLATE)
-                    log.warning(
-                        "re-send rejected",
-                        extra={
-                            "alertmanager": name,
-                            "status": rejected.status,
-                            "reason": rejected.message,
-                        },
-                    )
-                if content:
-                    gone = await self.outbox.forget_refused(name, content, dead_letter=True)
-                    self.metrics.dead_letters.inc(gone)
-                    self.metrics.am_dropped.labels(name, "rejected").inc(gone)
-                    log.error(
-                        "re-sent alerts refused: they leave the active set",
-                        extra={"alertmanager": name, "alerts": gone, "reason": content[0][1][:300]},
-                    )
+        await self.store.expire(resolved_for=self.cfg.resolved_resend)
+        after: Any = None
+        while True:
+            async with self.store.lane(name) as lane:
+                if lane is None:
+                    page = None
+                else:
+                    try:
+                        # Fresh alerts first, one batch per hold, like deliver().
+                        if await self._deliver_batch(target, lane):
+                            continue
+                        page = await lane.resend_page(after, self.cfg.batch_size)
+                        refused: list[tuple[int, _Rejected]] = []
+                        if page.bodies:
+                            await self._isolate(target, page.bodies, 0, len(page.bodies), refused)
+                    except _Retry:
+                        return
+            if page is None:  # another replica holds the lane: look again shortly
+                await self._wait(self.store.wakeup(name), LANE_BUSY_WAIT)
+                continue
+            await self._forget(name, page.bodies, refused)
+            if page.after is None:
+                return
+            after = page.after
+
+    async def _forget(
+        self, name: str, bodies: Sequence[str], refused: Sequence[tuple[int, _Rejected]]
+    ) -> None:
+        """Re-sent alerts Alertmanager refused for their content leave the active set."""
+        content = [(bodies[i], _reason(r)) for i, r in refused if r.status in _ISOLATE]
+        if len(content) < len(refused):
+            # About the request (auth, path), not the alerts: nothing to forget.
+            rejected = next(r for _, r in refused if r.status not in _ISOLATE)
+            log.warning(
+                "re-send rejected",
+                extra={"alertmanager": name, "status": rejected.status, "reason": rejected.message},
+            )
+        if content:
+            gone = await self.store.forget_refused(name, content, dead_letter=True)
+            self.metrics.dead_letters.inc(gone)
+            self.metrics.am_dropped.labels(name, "rejected").inc(gone)
+            log.error(
+                "re-sent alerts refused: they leave the active set",
+                extra={"alertmanager": name, "alerts": gone, "reason": content[0][1][:300]},
+            )
 
     async def _settle(self, target: _Target, batch: Sequence[Queued]) -> list[tuple[Queued, str]]:
         """Send one batch; returns the dead letters. Raises _Retry if it must be retried."""
@@ -254,7 +306,7 @@ class Delivery:
                 if rejected.status in _ISOLATE:
                     forget.append((sendable[index].body, reason))
         if forget:
-            await self.outbox.forget_refused(target.name, forget, dead_letter=False)
+            await self.store.forget_refused(target.name, forget, dead_letter=False)
         return dead
 
     async def _isolate(

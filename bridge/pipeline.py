@@ -1,7 +1,7 @@
 """The stages a webhook goes through, composed in one place.
 
 Request path (``accept``): the normalised alert is stored durably in the
-outbox's inbox and the webhook is answered; nothing slow happens there.
+store's inbox and the webhook is answered; nothing slow happens there.
 
 Background (``run``), per batch of accepted alerts, in arrival order:
 
@@ -10,29 +10,31 @@ Background (``run``), per batch of accepted alerts, in arrival order:
 3. step     - the identity's state machine (``bridge.state``, docs/state-machine.md):
               escalation, dedup, "only gets worse until resolved", one label set per
               identity, stale retries; it returns the new state and the posts
-4. commit   - posts queued for every Alertmanager, active alerts and states updated,
-              in one transaction; ``delivery.Delivery`` sends them.
+4. complete - posts queued for every Alertmanager, states written (the active alert is the
+              state's), failed alerts quarantined, in one transaction
+              (``Store.complete``); ``delivery.Delivery`` sends them.
 
-Each decision sees every earlier one for its identity: the batch's own results first
-(``seen``), then what the outbox holds.
+Only the store contract (``bridge.store.contract``) is used, so either engine can run
+behind it. ``take`` hands out the batch with the stored state of each identity and the
+store's clock; each decision sees every earlier one for its identity: the batch's own
+results first, then what the store held.
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
-from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+from dataclasses import replace
+from datetime import datetime
 
 from bridge.classify import Decision, classify
 from bridge.config import Config
 from bridge.dedup import fingerprint
 from bridge.enrich import Enricher
 from bridge.metrics import Metrics
-from bridge.model import Outcome, SentryAlert, Severity, State
-from bridge.outbox import Outbox, Processed
+from bridge.model import Outcome, SentryAlert, State
 from bridge.state import IdentityState, Policy, Step, step
+from bridge.store.contract import Entry, Failed, Processed, Store, Taken
 
 log = logging.getLogger("bridge.pipeline")
 
@@ -44,163 +46,113 @@ RETRIES = 3
 RETRY_DELAY = 1.0
 
 
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
 class Pipeline:
     def __init__(
         self,
         config: Config,
         *,
-        outbox: Outbox,
+        store: Store,
         enricher: Enricher,
         metrics: Metrics,
-        clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self.config = config
-        self.outbox = outbox
+        self.store = store
         self.enricher = enricher
         self.policy = Policy.from_config(config)
         self.metrics = metrics
-        self.clock = clock
-        # Batches handled (committed, or given back after their retries): the watchdog of
-        # bridge.compose reads it to tell a stuck pipeline from a busy one.
+        # Batches handled (committed, or failed and handed back): bridge.compose's watchdog
+        # reads it to tell a stuck pipeline (a hung look-up) from a busy or failing one.
         self.batches = 0
 
     async def accept(self, alert: SentryAlert) -> None:
         """The request path: durable before the 2xx (raises ``OutboxFull``)."""
-        await self.outbox.accept(alert)
+        await self.store.accept(alert)
 
     async def run(self) -> None:
-        """Process accepted alerts until cancelled."""
+        """Process accepted alerts until cancelled. A batch that raises (the store,
+        enrichment) is handed back and taken again after RETRY_DELAY (``_Retries`` keeps
+        count, and says when to take one at a time and what to quarantine)."""
+        retries = _Retries()
         while True:
             try:
-                batch = await self.outbox.take(BATCH)
+                taken = await self.store.take(retries.limit())
             except Exception:
                 # Reading the store failed; take() kept the entries, in order.
                 log.exception("cannot read the inbox; retrying")
                 await asyncio.sleep(RETRY_DELAY)
                 continue
-            await self._process_retrying(batch)
+            doomed = retries.doomed(taken)
+            try:
+                if doomed:
+                    await self.store.complete(taken, (), doomed)
+                else:
+                    await self.process(taken)
+            except Exception as exc:
+                log.exception("pipeline batch failed", extra={"alerts": len(taken.entries)})
+                await self._abandon(taken)
+                retries.failed(taken, exc, quarantining=bool(doomed))
+                self.batches += 1
+                await asyncio.sleep(RETRY_DELAY)
+                continue
+            retries.done(taken)
             self.batches += 1
 
-    async def _process_retrying(self, batch: Sequence[tuple[int, SentryAlert]]) -> None:
-        for _ in range(RETRIES):
-            if await self._try(batch):
-                return
-            await asyncio.sleep(RETRY_DELAY)
-        for n, entry in enumerate(batch):
-            try:
-                await self._try([entry], reraise=True)
-                continue
-            except Exception as exc:
-                log.exception("pipeline failed on one alert", extra={"inbox_id": entry[0]})
-                failed = [(entry[0], entry[1], f"{type(exc).__name__}: {exc}")]
-            # The store itself failing: everything left goes round again.
-            if not await self._quarantine(failed, batch[n:]):
-                return
-
-    async def _try(
-        self, batch: Sequence[tuple[int, SentryAlert]], *, reraise: bool = False
-    ) -> bool:
-        """Process ``batch``; a failure commits nothing (the states are written with the
-        results), so a retry decides the same."""
+    async def _abandon(self, taken: Taken) -> None:
         try:
-            await self.process(batch)
-            return True
-        except Exception:
-            if reraise:
-                raise
-            log.exception("pipeline batch failed", extra={"alerts": len(batch)})
-            return False
+            await self.store.abandon(taken)
+        except Exception:  # the entries stay in the inbox; the next start reads them
+            log.exception("cannot hand a batch back", extra={"alerts": len(taken.entries)})
 
-    async def process(self, batch: Sequence[tuple[int, SentryAlert]]) -> None:
-        # Enrichment is I/O: run the batch's look-ups concurrently (the enricher
-        # collapses look-ups of one issue); the decisions then run in order.
-        alerts = [alert for _, alert in batch]
+    async def process(self, taken: Taken) -> list[Processed]:
+        """One batch: enrich, decide in order, commit; returns what was committed. A
+        decision that raises quarantines its alert alone and the batch goes on; anything
+        else that raises commits nothing (the states are written with the results, so a
+        retry decides the same)."""
+        entries = list(taken.entries)
         if self.enricher.enabled:
-            alerts = await asyncio.gather(*(self.enricher.enrich(alert) for alert in alerts))
-        seen: dict[str, IdentityState] = {}  # this batch's decisions so far, per identity
+            # Enrichment is I/O: run the batch's look-ups concurrently (the enricher
+            # collapses look-ups of one issue); the decisions then run in order.
+            enriched = await asyncio.gather(*(self.enricher.enrich(e.alert) for e in entries))
+            entries = [replace(e, alert=a) for e, a in zip(entries, enriched, strict=True)]
+        # Each decision sees the state the batch's earlier ones left, else the stored one.
+        states: dict[str, IdentityState] = dict(taken.states)
         results: list[Processed] = []
-        failed: list[tuple[int, SentryAlert, str]] = []
-        for n, ((inbox_id, _), alert) in enumerate(zip(batch, alerts, strict=True), 1):
-            try:
-                results.append(self.decide(inbox_id, alert, seen))
-            except Exception as exc:
-                # One bad alert is quarantined alone; its batch goes on.
-                log.exception("pipeline failed on one alert", extra={"inbox_id": inbox_id})
-                failed.append((inbox_id, alert, f"{type(exc).__name__}: {exc}"))
+        failed: list[Failed] = []
+        for n, entry in enumerate(entries, 1):
             if n % YIELD_EVERY == 0:
                 # Let the intake's group commits (the edge waits on them for its 202)
                 # run between decisions, rather than after a whole batch of them.
                 await asyncio.sleep(0)
-        await self.outbox.complete(results)
-        if failed:
-            # The rest of the batch is committed: only the failed go round again.
-            await self._quarantine(failed, [(inbox_id, alert) for inbox_id, alert, _ in failed])
+            identity = entry.alert.identity
+            try:
+                result = self.decide(entry, states.get(identity), taken.now)
+            except Exception as exc:
+                # One bad alert is quarantined alone; its batch goes on.
+                log.exception("pipeline failed on one alert", extra={"inbox_id": entry.inbox_id})
+                failed.append(Failed(entry.inbox_id, entry.alert, _reason(exc)))
+                continue
+            if identity in result.states:
+                states[identity] = result.states[identity][0]
+            results.append(result)
+        await self.store.complete(taken, results, failed)
+        return results
 
-    async def _quarantine(
-        self,
-        failed: Sequence[tuple[int, SentryAlert, str]],
-        otherwise: Sequence[tuple[int, SentryAlert]],
-    ) -> bool:
-        """Quarantine ``failed`` (inbox id, alert, reason); if the store cannot take them,
-        hand ``otherwise`` out again after a pause (they stay in the inbox, and the next
-        start reads them in any case) and return False."""
-        try:
-            await self.outbox.quarantine_taken(failed)
-            return True
-        except Exception:
-            log.exception("cannot quarantine; retrying later", extra={"alerts": len(failed)})
-            self.outbox.requeue(otherwise)
-            await asyncio.sleep(RETRY_DELAY)
-            return False
-
-    def decide(
-        self, inbox_id: int, alert: SentryAlert, seen: dict[str, IdentityState] | None = None
-    ) -> Processed:
-        """One webhook through classification and its identity's state machine; ``seen``
-        holds the states this batch's earlier decisions left, and gets this one's."""
-        now = self.clock()
-        identity = alert.identity
+    def decide(self, entry: Entry, previous: IdentityState | None, now: datetime) -> Processed:
+        """One webhook through classification and its identity's state machine, from the
+        state its identity was in; the new state is in the result's ``states`` (absent
+        when nothing changed)."""
+        alert = entry.alert
         if alert.state is State.RESOLVED and alert.occurred_at is None:
             # A resolve without a time of its own happened by the time it was accepted: a
             # backlog (a restart) must not make the events that came after it look stale.
-            accepted = self.outbox.accepted_at(inbox_id) or now
-            alert = dataclasses.replace(alert, occurred_at=accepted)
-        previous = seen.get(identity) if seen and identity in seen else self.previous(identity)
+            alert = replace(alert, occurred_at=entry.accepted_at)
         decision = classify(alert, self.config.classification)
         result = step(previous, alert, decision, now, self.policy)
-        if seen is not None:
-            seen[identity] = result.state
         self._count(alert, decision, result, now)
         if result.state is previous:
-            return Processed(inbox_id=inbox_id, send=(), active={})
-        active = {}
-        if result.state.alert is not (previous.alert if previous else None):
-            active[identity] = result.state.alert
+            return Processed(inbox_id=entry.inbox_id, send=())
         kept = (result.state, result.state.kept_until(self.policy))
-        return Processed(
-            inbox_id=inbox_id, send=result.posts, active=active, states={identity: kept}
-        )
-
-    def previous(self, identity: str) -> IdentityState | None:
-        """What the outbox holds for ``identity``. An alert active from before the state
-        table existed (an upgrade) stands in for a state, so it is replaced, not doubled."""
-        known = self.outbox.state(identity)
-        if known is not None:
-            return known
-        active = self.outbox.active(identity)
-        if active is None:
-            return None
-        severity = active.labels.get("severity")
-        return IdentityState(
-            alert=active,
-            severity=Severity(severity) if severity in set(Severity) else None,
-            posted=fingerprint(active.labels),
-            posted_at=active.starts_at,
-        )
+        return Processed(inbox_id=entry.inbox_id, send=result.posts, states={alert.identity: kept})
 
     def _count(self, alert: SentryAlert, decision: Decision, result: Step, now: datetime) -> None:
         self.metrics.alerts.labels(result.outcome.value).inc()
@@ -235,3 +187,55 @@ class Pipeline:
                 "alerts_queued": len(result.posts) or None,
             },
         )
+
+
+def _reason(exc: Exception) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+class _Retries:
+    """What ``Pipeline.run`` remembers between tries. Once the same entries failed
+    RETRIES times in a row they are taken one at a time; one that fails alone too is
+    quarantined, alone, the next time it is taken (the others go through). If even the
+    quarantine cannot be written, the store itself is failing: everything goes round
+    again, afresh."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.failing: set[int] = set()  # the entries of the batch that failed last...
+        self.failures = 0  # ...and how many times in a row
+        self.alone: set[int] = set()  # taken one at a time until each is through
+        self.reasons: dict[int, str] = {}  # failed alone: why, for the quarantine
+
+    def limit(self) -> int:
+        return 1 if self.alone else BATCH
+
+    def doomed(self, taken: Taken) -> list[Failed]:
+        """The entries of ``taken`` to quarantine, if every one of them failed alone."""
+        ids = {e.inbox_id for e in taken.entries}
+        # Entries handed out again come first: older ones not among these went to
+        # another replica.
+        self.alone = {i for i in self.alone if i >= min(ids)}
+        if not ids <= self.reasons.keys():
+            return []
+        return [Failed(e.inbox_id, e.alert, self.reasons[e.inbox_id]) for e in taken.entries]
+
+    def failed(self, taken: Taken, exc: Exception, *, quarantining: bool) -> None:
+        ids = {e.inbox_id for e in taken.entries}
+        if quarantining:
+            self.reset()
+            return
+        self.failures = self.failures + 1 if ids & self.failing else 1
+        self.failing = ids
+        if ids & self.alone:
+            self.reasons.update(dict.fromkeys(ids, _reason(exc)))
+        elif self.failures >= RETRIES:
+            self.alone = set(ids)
+
+    def done(self, taken: Taken) -> None:
+        self.failing, self.failures = set(), 0
+        for entry in taken.entries:
+            self.alone.discard(entry.inbox_id)
+            self.reasons.pop(entry.inbox_id, None)

@@ -25,7 +25,8 @@ from bridge import config, sentry
 from bridge.alertmanager import target_name
 from bridge.metrics import Metrics
 from bridge.model import Ignored, SentryAlert
-from bridge.outbox import Outbox, Quarantined
+from bridge.store.contract import Quarantined
+from bridge.store.sqlite import Outbox
 
 
 def _outbox(cfg: config.Config) -> Outbox:

@@ -1,12 +1,16 @@
-"""Shared test factories: internal alerts and Alertmanager alerts, one definition each."""
+"""Shared test factories: internal alerts and Alertmanager alerts, one definition each,
+and the steps of the store contract tests repeat."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from bridge.alertmanager import PostableAlert
 from bridge.model import Kind, SentryAlert, State
+from bridge.state import IdentityState
+from bridge.store.contract import Processed, Store
 
 START = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 
@@ -55,3 +59,47 @@ def postable(
         ends_at=start + timedelta(seconds=ends_in),
         generator_url=generator_url or f"https://sentry.example/issues/{n}/",
     )
+
+
+# --- the store (bridge.store.contract), through its contract only ---------------------------
+
+KEPT_UNTIL = START + timedelta(days=7)  # far beyond what a test's clock moves
+
+
+def held(
+    alerts: Mapping[str, PostableAlert | None], until: datetime = KEPT_UNTIL
+) -> dict[str, tuple[IdentityState, datetime]]:
+    """``Processed.states`` in which each identity holds ``alerts[identity]`` active (None:
+    nothing), kept until ``until``."""
+    return {identity: (IdentityState(alert=alert), until) for identity, alert in alerts.items()}
+
+
+async def commit(
+    store: Store,
+    send: Sequence[PostableAlert] = (),
+    states: Mapping[str, tuple[IdentityState, datetime | None]] | None = None,
+) -> None:
+    """What the pipeline does for one webhook: accept, take, complete with ``send`` queued
+    and ``states`` written; the inbox must be empty, or another entry would be taken."""
+    assert not store.inbox_count(), "commit() on a store with entries to take"
+    await store.accept(sentry_alert(identity="issue:commit"))
+    taken = await store.take(1)
+    [entry] = taken.entries
+    await store.complete(taken, [Processed(entry.inbox_id, list(send), states or {})])
+
+
+async def stored_state(store: Store, identity: str) -> IdentityState | None:
+    """The state ``take`` hands out for ``identity`` (a webhook of it, taken and completed
+    without effect); the inbox must be empty, or another entry would be taken."""
+    assert not store.inbox_count(), "stored_state() on a store with entries to take"
+    await store.accept(sentry_alert(identity=identity))
+    taken = await store.take(1)
+    [entry] = taken.entries
+    await store.complete(taken, [Processed(entry.inbox_id, ())])
+    return taken.states.get(identity)
+
+
+async def stored_alert(store: Store, identity: str) -> PostableAlert | None:
+    """The alert the state of ``identity`` holds active (``stored_state``)."""
+    state = await stored_state(store, identity)
+    return state.alert if state else None

@@ -21,7 +21,7 @@ from prometheus_client import CollectorRegistry
 from bridge import __version__, config
 from bridge.app import create_app
 from bridge.compose import Bridge, build
-from bridge.outbox import Outbox
+from bridge.store.sqlite import Outbox
 from tests.sentry_payloads import FIXTURES
 
 SECRET = "edge-secret"
@@ -81,6 +81,7 @@ def bridge(tmp_path: Path, recorder: Recorder, registry: CollectorRegistry) -> B
 
 
 def outbox(bridge: Bridge) -> Outbox:
+    assert isinstance(bridge.store, Outbox)  # the default engine
     return bridge.store
 
 

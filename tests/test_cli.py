@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
 from bridge import __version__, cli, config
 from bridge.alertmanager import PostableAlert
@@ -179,36 +178,6 @@ def test_explain_ignored_payload(capsys: pytest.CaptureFixture[str]) -> None:
 def test_explain_missing_file_is_a_clear_error(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["explain", "/nonexistent.json", "--config", str(SHIPPED)]) == 1
     assert "error:" in capsys.readouterr().err
-
-
-def test_serve_refuses_the_postgres_store_until_it_is_wired(tmp_path: Path) -> None:
-    """This version validates store.backend: postgres but cannot run on it: serve must stop
-    at start with the reason, not run on SQLite as if several replicas could share it."""
-    data = yaml.safe_load(SHIPPED.read_text(encoding="utf-8"))
-    data["store"]["backend"] = "postgres"
-    path = tmp_path / "config.yaml"
-    path.write_text(yaml.safe_dump(data), encoding="utf-8")
-    env = {
-        "PATH": "/usr/bin:/bin",
-        "SENTRY_CLIENT_SECRET": "cli-test-secret",
-        "BRIDGE_DATABASE_URL": "postgresql://bridge:s3cret-db@127.0.0.1:1/bridge",
-        "BRIDGE_DATA_DIR": str(tmp_path / "data"),
-    }
-    done = subprocess.run(
-        [sys.executable, "-m", "bridge", "serve", "--config", str(path), "--port", "1"],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        env=env,
-        timeout=60,
-        check=False,
-    )
-    assert done.returncode == 2
-    assert done.stderr.startswith(
-        "config error: store.backend: postgres is not yet supported by this version"
-    )
-    assert "s3cret-db" not in done.stderr + done.stdout
-    assert not (tmp_path / "data").exists(), "nothing was started"
 
 
 def test_explain_shows_the_step_from_a_given_state_and_says_it_resolves(

@@ -545,7 +545,7 @@ def test_postgres_settings() -> None:
                 "postgres": {
                     "dsn": DSN,
                     "schema": "bridge_prod",
-                    "pool_size": 4,
+                    "pool_size": 6,
                     "connect_timeout": "2s",
                     "statement_timeout": "750ms",
                     "ssl": {"mode": "verify-full", "root_cert": "/ca.pem"},
@@ -556,7 +556,7 @@ def test_postgres_settings() -> None:
     pg = cfg.store.postgres
     assert (pg.schema_, pg.pool_size, pg.connect_timeout, pg.statement_timeout) == (
         "bridge_prod",
-        4,
+        6,
         2.0,
         0.75,
     )

@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import re
 from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import pytest
@@ -27,12 +28,14 @@ from bridge.delivery import Delivery
 from bridge.errors import ConfigError
 from bridge.metrics import Metrics
 from bridge.model import Severity
-from bridge.outbox import Outbox, Processed
 from bridge.state import IdentityState
-from tests.factories import START, postable
-from tests.factories import issue as sentry
+from bridge.store.contract import Lane
+from bridge.store.sqlite import Outbox
+from tests.factories import START, commit, held, postable, stored_state
 
 pytestmark = pytest.mark.anyio
+
+T = TypeVar("T")
 
 URL_A, URL_B = "http://am-a:9093", "http://am-b:9093"
 A, B = "am-a:9093", "am-b:9093"
@@ -69,8 +72,9 @@ class FakeAlertmanagers:
         self.requests: dict[str, list[httpx.Request]] = defaultdict(list)
         self.batches: dict[str, list[list[dict[str, Any]]]] = defaultdict(list)
         self.accepted: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        self.meanwhile: Callable[[str, list[dict[str, Any]]], Awaitable[None]] | None = None
 
-    def __call__(self, request: httpx.Request) -> httpx.Response:
+    async def __call__(self, request: httpx.Request) -> httpx.Response:
         host = request.url.host
         assert request.method == "POST"
         assert request.url.path == "/api/v2/alerts"
@@ -78,6 +82,9 @@ class FakeAlertmanagers:
         alerts = json.loads(request.content)
         self.requests[host].append(request)
         self.batches[host].append(alerts)
+        if self.meanwhile is not None:
+            # What happens elsewhere while this request is in flight (the pipeline).
+            await self.meanwhile(host, alerts)
         step = self.script[host].pop(0) if self.script[host] else self.default.get(host, 200)
         if isinstance(step, type):
             raise step("injected", request=request)
@@ -127,10 +134,9 @@ class Env:
     async def enqueue(
         self, alerts: Sequence[PostableAlert], active: dict[str, PostableAlert | None] | None = None
     ) -> None:
+        """Queue ``alerts``, the identities of ``active`` holding those alerts active."""
         assert self.outbox is not None
-        await self.outbox.accept(sentry(0))
-        [(inbox_id, _)] = await self.outbox.take(1)
-        await self.outbox.complete([Processed(inbox_id, list(alerts), active or {})])
+        await commit(self.outbox, alerts, held(active or {}))
 
     def sample(self, name: str, **labels: str) -> float:
         value = self.metrics.registry.get_sample_value(f"sentry_bridge_{name}", labels)
@@ -163,13 +169,13 @@ async def until(predicate: Callable[[], bool], what: str) -> None:
         raise AssertionError(f"never happened: {what}") from None
 
 
-async def running(coro: Awaitable[None]) -> asyncio.Task[None]:
+async def running(coro: Awaitable[T]) -> asyncio.Task[T]:
     task = asyncio.ensure_future(coro)
     await asyncio.sleep(0)
     return task
 
 
-async def cancel(task: asyncio.Task[None]) -> None:
+async def cancel(task: asyncio.Task[Any]) -> None:
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
 
@@ -539,7 +545,10 @@ async def test_a_refused_resend_page_is_split_and_the_refused_alert_leaves(
     await delivery.resend(A)
     assert len(env.ams.requests["am-a"]) - requests == 1
     assert sorted(env.ams.names("am-a"), key=int) == [str(n) for n in range(9)]
-    # The other Alertmanager's round does not post or dead-letter it either.
+    # The other Alertmanager's round does not post or dead-letter it either (its queue
+    # had it, from before it was refused).
+    await delivery.deliver(B)
+    env.ams.accepted.clear()
     await delivery.resend(B)
     assert "bad" not in env.ams.names("am-b")
     assert len(await env.outbox.dead_letters()) == 1
@@ -569,24 +578,21 @@ async def test_a_refused_alert_is_no_longer_held_by_its_state(env: Env) -> None:
     env.ams.default["am-a"] = reject_bad
     alerts = [postable(1), postable("bad")]
     until = START + timedelta(days=1)
-    held = {
+    kept = {
         f"issue:{a.labels['sentry_issue_id']}": IdentityState(
             alert=a, severity=Severity.HIGH, posted="f", posted_at=START, firings=(START,)
         )
         for a in alerts
     }
     assert env.outbox is not None
-    await env.outbox.accept(sentry(0))
-    [(inbox_id, _)] = await env.outbox.take(1)
-    states = {identity: (state, until) for identity, state in held.items()}
-    await env.outbox.complete([Processed(inbox_id, alerts, active_set(alerts), states)])
+    await commit(env.outbox, alerts, {identity: (state, until) for identity, state in kept.items()})
     await delivery.deliver(A)
 
-    bad = env.outbox.state("issue:bad")
+    bad = await stored_state(env.outbox, "issue:bad")
     assert bad is not None
     assert (bad.alert, bad.severity, bad.posted) == (None, None, None)
     assert bad.firings == (START,)
-    assert env.outbox.state("issue:1") == held["issue:1"]
+    assert await stored_state(env.outbox, "issue:1") == kept["issue:1"]
 
 
 async def test_an_invalid_alert_leaves_the_active_set(env: Env) -> None:
@@ -637,6 +643,183 @@ async def test_run_resends_at_start_and_every_interval(env: Env) -> None:
         await cancel(task)
     assert env.clock() - started >= timedelta(seconds=120)
     assert all(a == postable(1).wire() for a in env.ams.accepted["am-a"])
+
+
+# --- re-sends and fresh alerts share the lane -------------------------------------------------
+
+
+def issue_ids(batch: list[dict[str, Any]]) -> list[str]:
+    return [a["labels"]["sentry_issue_id"] for a in batch]
+
+
+async def many_pages(env: Env, pages: int) -> tuple[Delivery, list[PostableAlert]]:
+    """``pages`` re-send pages of two active alerts each, delivered once already."""
+    delivery = await env.start(batch_size=2)
+    alerts = [postable(n) for n in range(2 * pages)]
+    await env.enqueue(alerts, active_set(alerts))
+    await delivery.deliver(A)
+    env.ams.batches.clear()
+    env.ams.accepted.clear()
+    return delivery, alerts
+
+
+async def test_a_fresh_alert_queued_during_a_re_send_round_is_posted_before_it_ends(
+    env: Env,
+) -> None:
+    delivery, _ = await many_pages(env, pages=5)
+    fresh = postable("fresh")
+
+    async def meanwhile(host: str, batch: list[dict[str, Any]]) -> None:
+        if issue_ids(batch) == ["0", "1"]:  # the round's first page is in flight
+            assert env.outbox is not None
+            await env.enqueue([fresh], {"issue:fresh": fresh})
+
+    env.ams.meanwhile = meanwhile
+    await delivery.resend(A)
+    batches = [issue_ids(b) for b in env.ams.batches["am-a"]]
+    # Posted right after the page in flight, four pages before the round ends (the
+    # round then re-sends it too, as the active alert it now is).
+    assert batches == [
+        ["0", "1"],
+        ["fresh"],
+        ["2", "3"],
+        ["4", "5"],
+        ["6", "7"],
+        ["8", "9"],
+        ["fresh"],
+    ]
+
+
+async def test_a_resolve_decided_during_a_re_send_round_is_not_overtaken(env: Env) -> None:
+    delivery, alerts = await many_pages(env, pages=4)
+    resolves = {n: alerts[n].model_copy(update={"ends_at": env.clock()}) for n in (1, 6)}
+
+    async def meanwhile(host: str, batch: list[dict[str, Any]]) -> None:
+        # Page 1 (alerts 0 and 1) has been read and is in flight: Sentry resolves issue 1
+        # (on this page) and issue 6 (on a page not read yet).
+        if issue_ids(batch) == ["0", "1"]:
+            states = {f"issue:{n}": None for n in resolves}
+            await env.enqueue(list(resolves.values()), states)  # type: ignore[arg-type]
+
+    env.ams.meanwhile = meanwhile
+    await delivery.resend(A)
+    posted = [(a["labels"]["sentry_issue_id"], a["endsAt"]) for a in env.ams.accepted["am-a"]]
+    resolved_at = env.clock().isoformat().replace("+00:00", "Z")
+    for n in (1, 6):
+        last = [ends for name, ends in posted if name == str(n)][-1]
+        assert last == resolved_at, f"issue {n} fires again after its resolve"
+    # The resolves go right after the page in flight, not after the round.
+    assert [issue_ids(b) for b in env.ams.batches["am-a"]][:2] == [["0", "1"], ["1", "6"]]
+    assert "6" not in [name for name, ends in posted if ends != resolved_at]
+
+
+@given(
+    data=st.data(),
+    identities=st.integers(1, 5),
+    batch_size=st.integers(1, 3),
+)
+@settings(max_examples=50, deadline=None)
+def test_what_an_alertmanager_sees_never_goes_back_during_re_sends(
+    tmp_path_factory: pytest.TempPathFactory, data: st.DataObject, identities: int, batch_size: int
+) -> None:
+    """Model: decisions (a refresh, a resolve) happen while any request is in flight during
+    a re-send round; each post carries the number of the decision it comes from. Per
+    identity, Alertmanager must receive those numbers in order (never an older decision
+    after a newer one: a stale firing after its resolve would re-fire it), and end with the
+    latest decision."""
+
+    async def scenario() -> None:
+        env = Env(tmp_path_factory.mktemp("order"))
+        decided: dict[str, int] = {}  # identity -> the number of its latest decision
+        count = 0
+
+        def alert(n: int, resolve: bool = False) -> PostableAlert:
+            nonlocal count
+            count += 1
+            decided[str(n)] = count
+            ends = env.clock() if resolve else env.clock() + timedelta(hours=1)
+            return PostableAlert(
+                labels={"alertname": "SentryIssue", "sentry_issue_id": str(n)},
+                annotations={"decision": str(count)},
+                starts_at=START,
+                ends_at=ends,
+            )
+
+        async def decide(n: int, resolve: bool) -> None:
+            current = alert(n, resolve)
+            await env.enqueue([current], {f"issue:{n}": None if resolve else current})
+
+        try:
+            delivery = await env.start(batch_size=batch_size)
+            for n in range(identities):
+                await decide(n, resolve=False)
+            await delivery.deliver(A)
+            budget = [8]  # decisions left to make meanwhile
+
+            async def meanwhile(host: str, batch: list[dict[str, Any]]) -> None:
+                while budget[0] and data.draw(st.booleans(), label="decide now"):
+                    budget[0] -= 1
+                    n = data.draw(st.integers(0, identities - 1), label="identity")
+                    await decide(n, resolve=data.draw(st.booleans(), label="resolve"))
+
+            env.ams.meanwhile = meanwhile
+            for _ in range(data.draw(st.integers(1, 3), label="rounds")):
+                await delivery.resend(A)
+            env.ams.meanwhile = None
+            await delivery.deliver(A)
+            seen: dict[str, list[int]] = defaultdict(list)
+            for posted in env.ams.accepted["am-a"]:
+                seen[posted["labels"]["sentry_issue_id"]].append(
+                    int(posted["annotations"]["decision"])
+                )
+            for name, numbers in seen.items():
+                assert numbers == sorted(numbers), f"issue {name} went back: {numbers}"
+                assert numbers[-1] == decided[name]
+        finally:
+            await env.stop()
+
+    asyncio.run(scenario())
+
+
+class BusyLanes(Outbox):
+    """Another replica holds every lane for the next ``busy`` attempts."""
+
+    busy = 0
+    attempts = 0
+
+    @contextlib.asynccontextmanager
+    async def lane(self, target: str) -> AsyncIterator[Lane | None]:
+        self.attempts += 1
+        if self.busy:
+            self.busy -= 1
+            yield None
+            return
+        async with super().lane(target) as lane:
+            yield lane
+
+
+async def test_a_lane_another_replica_holds_is_tried_again_shortly(
+    env: Env, tmp_path: Path
+) -> None:
+    cfg = config.Alertmanager(urls=[URL_A], resend_interval=3600)
+    box = BusyLanes(tmp_path / "busy", [A], max_queued=10, metrics=env.metrics, clock=env.clock)
+    await box.open()
+    delivery = Delivery(
+        box, cfg, env.metrics, transport=httpx.MockTransport(env.ams), clock=env.clock,
+        sleep=env.clock.sleep,
+    )  # fmt: skip
+    try:
+        await commit(box, [postable(1)])
+        box.busy = 3
+        assert not await delivery.deliver(A)  # busy: the other replica posts
+        assert env.ams.requests["am-a"] == []
+        task = await running(delivery.run())
+        await until(lambda: env.ams.names("am-a") == ["1"], "delivered once the lane is free")
+        await cancel(task)
+        assert env.clock.sleeps[:2] == [delivery_module.LANE_BUSY_WAIT] * 2
+    finally:
+        await delivery.aclose()
+        await box.close()
 
 
 # --- the wire and the client -------------------------------------------------------------

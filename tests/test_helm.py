@@ -729,7 +729,7 @@ NODE_AFFINITY = {
 def test_postgres_tuning_passes_through_and_a_replica_count_is_kept(
     chart: helm_python.Chart,
 ) -> None:
-    tuning = {"schema": "bridge_prod", "pool_size": 4, "ssl": {"mode": "verify-full"}}
+    tuning = {"schema": "bridge_prod", "pool_size": 6, "ssl": {"mode": "verify-full"}}
     values = merged(
         WORKING,
         POSTGRES,
@@ -743,7 +743,7 @@ def test_postgres_tuning_passes_through_and_a_replica_count_is_kept(
     assert rendered.one("Deployment")["spec"]["replicas"] == 3
     assert rendered.pod_spec()["affinity"] == NODE_AFFINITY, "the user's wins"
     cfg = bridge_config.parse(yaml.safe_load(rendered.bridge_yaml()), rendered.pod_env())
-    assert (cfg.store.postgres.schema_, cfg.store.postgres.pool_size) == ("bridge_prod", 4)
+    assert (cfg.store.postgres.schema_, cfg.store.postgres.pool_size) == ("bridge_prod", 6)
     assert cfg.store.postgres.ssl.mode == "verify-full"
 
 

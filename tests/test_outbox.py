@@ -10,6 +10,7 @@ import gc
 import sqlite3
 import tracemalloc
 from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -17,12 +18,14 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from bridge.alertmanager import PostableAlert, wire_json
+from bridge.dedup import fingerprint
 from bridge.errors import ConfigError, OutboxFull
 from bridge.metrics import Metrics
-from bridge.model import SentryAlert, Severity, State
-from bridge.outbox import FILENAME, Outbox, Processed
+from bridge.model import SentryAlert, Severity
 from bridge.state import IdentityState
-from tests.factories import START, postable
+from bridge.store.contract import Failed, Processed, Queued
+from bridge.store.sqlite import FILENAME, Outbox
+from tests.factories import KEPT_UNTIL, START, commit, held, postable, stored_alert, stored_state
 from tests.factories import issue as sentry
 
 pytestmark = pytest.mark.anyio
@@ -78,42 +81,75 @@ async def reopen(box: Outbox, make: OutboxFactory, **kwargs: object) -> Outbox:
 
 
 async def ids_pending(box: Outbox, target: str) -> list[int]:
-    return [item.id for item in await box.pending(target, 100)]
+    return [item.id for item in await pending(box, target)]
+
+
+async def pending(box: Outbox, target: str, limit: int = 100) -> list[Queued]:
+    async with box.lane(target) as lane:
+        assert lane is not None  # one replica: never busy
+        return await lane.pending(limit)
+
+
+async def advance(
+    box: Outbox, target: str, done: int, dead: Sequence[tuple[Queued, str]] = ()
+) -> None:
+    async with box.lane(target) as lane:
+        assert lane is not None
+        await lane.advance(done, dead)
+
+
+async def pages(box: Outbox, target: str = TARGETS[0], limit: int = 1) -> list[list[str]]:
+    """A whole re-send round, page by page, each page in its own hold of the lane."""
+    out: list[list[str]] = []
+    after: object = None
+    while True:
+        async with box.lane(target) as lane:
+            assert lane is not None
+            page = await lane.resend_page(after, limit)
+        out.append(list(page.bodies))
+        if page.after is None:
+            return out
+        after = page.after
 
 
 async def resend_snapshot(box: Outbox) -> list[PostableAlert]:
-    """What a re-send round posts, in order (in chunks smaller than what is stored)."""
-    return [
-        PostableAlert.model_validate_json(body)
-        async for chunk in box.resendable(1)
-        for body in chunk
-    ]
+    """What a re-send round posts, in order (in pages smaller than what is stored)."""
+    return [PostableAlert.model_validate_json(body) for page in await pages(box) for body in page]
 
 
 async def deliver_all(box: Outbox, targets: Sequence[str] = TARGETS) -> None:
     for target in targets:
-        items = await box.pending(target, 1000)
+        items = await pending(box, target, 1000)
         if items:
-            await box.advance(target, items[-1].id)
+            await advance(box, target, items[-1].id)
 
 
-async def test_round_trip_in_order(outbox: Outbox) -> None:
+async def test_round_trip_in_order(outbox: Outbox, clock: Clock) -> None:
     for n in range(3):
         await outbox.accept(sentry(n))
+        clock.advance(1)
     taken = await outbox.take(10)
-    assert [alert.identity for _, alert in taken] == ["issue:0", "issue:1", "issue:2"]
-    assert taken[0][1] == sentry(0)  # the whole alert, not a summary
+    assert [e.alert.identity for e in taken.entries] == ["issue:0", "issue:1", "issue:2"]
+    assert taken.entries[0].alert == sentry(0)  # the whole alert, not a summary
+    assert [e.accepted_at for e in taken.entries] == [
+        START + timedelta(seconds=n) for n in range(3)
+    ]
+    assert (taken.now, taken.states) == (clock(), {})
 
     await outbox.complete(
-        [Processed(i, [postable(n)], {f"issue:{n}": postable(n)}) for n, (i, _) in enumerate(taken)]
+        taken,
+        [
+            Processed(e.inbox_id, [postable(n)], held({f"issue:{n}": postable(n)}))
+            for n, e in enumerate(taken.entries)
+        ],
     )
 
     assert outbox.inbox_count() == 0
     assert outbox.queued_count() == 3
-    assert outbox.active("issue:1") == postable(1)
+    assert await stored_alert(outbox, "issue:1") == postable(1)
     assert outbox.active_count() == 3
     for target in TARGETS:
-        items = await outbox.pending(target, 100)
+        items = await pending(outbox, target)
         assert [PostableAlert.model_validate_json(i.body) for i in items] == [
             postable(0),
             postable(1),
@@ -125,10 +161,11 @@ async def test_round_trip_in_order(outbox: Outbox) -> None:
 
 async def test_take_limits_and_keeps_arrival_order(outbox: Outbox) -> None:
     await asyncio.gather(*(outbox.accept(sentry(n)) for n in range(10)))
-    first = await outbox.take(4)
-    rest = await outbox.take(100)
-    assert [a.identity for _, a in first + rest] == [f"issue:{n}" for n in range(10)]
-    assert [i for i, _ in first + rest] == sorted(i for i, _ in first + rest)
+    first = (await outbox.take(4)).entries
+    rest = (await outbox.take(100)).entries
+    assert [e.alert.identity for e in [*first, *rest]] == [f"issue:{n}" for n in range(10)]
+    ids = [e.inbox_id for e in [*first, *rest]]
+    assert ids == sorted(ids)
 
 
 async def test_take_waits_for_an_accept(outbox: Outbox) -> None:
@@ -136,45 +173,100 @@ async def test_take_waits_for_an_accept(outbox: Outbox) -> None:
     await asyncio.sleep(0)
     assert not waiting.done()
     await outbox.accept(sentry(7))
-    assert [a.identity for _, a in await asyncio.wait_for(waiting, 5)] == ["issue:7"]
+    taken = await asyncio.wait_for(waiting, 5)
+    assert [e.alert.identity for e in taken.entries] == ["issue:7"]
+
+
+async def test_abandoned_entries_are_handed_out_again_first_in_order(outbox: Outbox) -> None:
+    for n in range(3):
+        await outbox.accept(sentry(n))
+    first = await outbox.take(2)
+    await outbox.accept(sentry(3))  # accepted while the batch was out
+    await outbox.abandon(first)
+    again = await outbox.take(10)
+    assert [e.alert for e in again.entries] == [sentry(n) for n in range(4)]
+    assert [e.inbox_id for e in again.entries[:2]] == [e.inbox_id for e in first.entries]
+    assert outbox.inbox_count() == 4  # nothing left the inbox
+
+
+async def test_complete_needs_every_taken_entry_once(outbox: Outbox) -> None:
+    for n in range(2):
+        await outbox.accept(sentry(n))
+    taken = await outbox.take(2)
+    a, b = (e.inbox_id for e in taken.entries)
+    with pytest.raises(ValueError, match="every taken entry"):
+        await outbox.complete(taken, [Processed(a, [postable(0)])])
+    with pytest.raises(ValueError, match="every taken entry"):
+        await outbox.complete(taken, [Processed(a, ()), Processed(a, ())], [])
+    assert outbox.queued_count() == 0
+    await outbox.complete(taken, [Processed(a, ()), Processed(b, ())])
+    assert outbox.inbox_count() == 0
+
+
+async def test_failed_entries_are_quarantined_in_the_same_transaction(
+    outbox: Outbox, metrics: Metrics
+) -> None:
+    for n in range(2):
+        await outbox.accept(sentry(n))
+    taken = await outbox.take(2)
+    good, bad = taken.entries
+    before = outbox.commits
+    await outbox.complete(
+        taken,
+        [Processed(good.inbox_id, [postable(0)], held({"issue:0": postable(0)}))],
+        [Failed(bad.inbox_id, bad.alert, "RuntimeError: boom")],
+    )
+    assert outbox.commits == before + 1
+    assert (outbox.inbox_count(), outbox.queued_count(), outbox.quarantine_count()) == (0, 1, 1)
+    [entry] = await outbox.quarantined()
+    assert (entry.reason, entry.detail) == ("pipeline_error", "RuntimeError: boom")
+    assert entry.alert == sentry(1).to_json()
+    value = metrics.registry.get_sample_value(
+        "sentry_bridge_quarantined_total", {"reason": "pipeline_error"}
+    )
+    assert value == 1.0
 
 
 async def test_queue_keeps_send_order_across_results(outbox: Outbox) -> None:
     for n in range(2):
         await outbox.accept(sentry(n))
-    (a, _), (b, _) = await outbox.take(2)
+    taken = await outbox.take(2)
+    a, b = (e.inbox_id for e in taken.entries)
     resolved_old = postable(9, ends_in=0)
     await outbox.complete(
+        taken,
         [
-            Processed(a, [resolved_old, postable(0)], {"issue:0": postable(0)}),
-            Processed(b, [postable(1)], {"issue:1": postable(1)}),
-        ]
+            Processed(a, [resolved_old, postable(0)], held({"issue:0": postable(0)})),
+            Processed(b, [postable(1)], held({"issue:1": postable(1)})),
+        ],
     )
-    bodies = [
-        PostableAlert.model_validate_json(i.body) for i in await outbox.pending(TARGETS[0], 10)
-    ]
+    bodies = [PostableAlert.model_validate_json(i.body) for i in await pending(outbox, TARGETS[0])]
     assert bodies == [resolved_old, postable(0), postable(1)]
 
 
 async def test_everything_survives_close_and_reopen(outbox: Outbox, make: OutboxFactory) -> None:
     for n in range(3):
         await outbox.accept(sentry(n))
-    taken = await outbox.take(10)
-    # Only the first was processed before the "restart".
-    await outbox.complete([Processed(taken[0][0], [postable(0)], {"issue:0": postable(0)})])
+    taken = await outbox.take(1)
+    # Only the first was processed before the "restart"; the second was handed out.
+    await outbox.complete(
+        taken, [Processed(taken.entries[0].inbox_id, [postable(0)], held({"issue:0": postable(0)}))]
+    )
+    await outbox.take(1)
 
     again = await reopen(outbox, make)
     try:
         left = await again.take(10)
-        assert [a for _, a in left] == [sentry(1), sentry(2)]  # leftovers come first
-        assert again.active("issue:0") == postable(0)
+        assert [e.alert for e in left.entries] == [sentry(1), sentry(2)]  # leftovers first
         assert again.inbox_count() == 2
+        await again.complete(left, [Processed(e.inbox_id, ()) for e in left.entries])
+        assert await stored_alert(again, "issue:0") == postable(0)
         for target in TARGETS:
-            items = await again.pending(target, 10)
+            items = await pending(again, target, 10)
             assert [PostableAlert.model_validate_json(i.body) for i in items] == [postable(0)]
         # New accepts come after the leftovers.
         await again.accept(sentry(3))
-        assert [a for _, a in await again.take(10)] == [sentry(3)]
+        assert [e.alert for e in (await again.take(10)).entries] == [sentry(3)]
     finally:
         await again.close()
 
@@ -185,7 +277,7 @@ async def test_group_commit(outbox: Outbox) -> None:
     assert outbox.commits - before <= 3  # one transaction per round, not per webhook
     assert outbox.inbox_count() == 200
     taken = await outbox.take(1000)
-    assert [a.identity for _, a in taken] == [f"issue:{n}" for n in range(200)]
+    assert [e.alert.identity for e in taken.entries] == [f"issue:{n}" for n in range(200)]
 
 
 async def test_a_lone_accept_commits_without_waiting_for_company(outbox: Outbox) -> None:
@@ -203,6 +295,13 @@ async def test_accept_is_committed_when_it_returns(tmp_path: Path, outbox: Outbo
         assert db.execute("SELECT count(*) FROM inbox").fetchone() == (1,)
 
 
+async def test_every_commit_is_fsynced(outbox: Outbox) -> None:
+    # synchronous=FULL (2): the WAL is synced at every commit, so a 202 survives a power
+    # loss, not only a crash of the process (https://www.sqlite.org/pragma.html).
+    [mode] = await outbox._call(lambda: outbox._conn.execute("PRAGMA synchronous").fetchone())
+    assert mode == 2
+
+
 async def test_outbox_full_counts_inbox_and_queue(make: OutboxFactory) -> None:
     box = make(max_queued=3)
     await box.open()
@@ -214,7 +313,9 @@ async def test_outbox_full_counts_inbox_and_queue(make: OutboxFactory) -> None:
         assert (excinfo.value.status_code, excinfo.value.reason) == (503, "outbox_full")
 
         taken = await box.take(10)
-        await box.complete([Processed(i, [postable(n)], {}) for n, (i, _) in enumerate(taken)])
+        await box.complete(
+            taken, [Processed(e.inbox_id, [postable(n)]) for n, e in enumerate(taken.entries)]
+        )
         with pytest.raises(OutboxFull):  # now queued for Alertmanager: still held
             await box.accept(sentry(3))
 
@@ -230,13 +331,11 @@ async def test_outbox_full_counts_inbox_and_queue(make: OutboxFactory) -> None:
 async def test_an_alert_leaves_only_when_every_target_has_it(
     outbox: Outbox, make: OutboxFactory
 ) -> None:
-    await outbox.accept(sentry(1))
-    [(inbox_id, _)] = await outbox.take(1)
-    await outbox.complete([Processed(inbox_id, [postable(1), postable(2)], {})])
+    await commit(outbox, [postable(1), postable(2)])
     a, b = TARGETS
     [first, second] = await ids_pending(outbox, a)
 
-    await outbox.advance(a, second)
+    await advance(outbox, a, second)
     assert await ids_pending(outbox, a) == []
     assert await ids_pending(outbox, b) == [first, second]
     assert outbox.queued_count() == 2
@@ -245,10 +344,10 @@ async def test_an_alert_leaves_only_when_every_target_has_it(
     try:
         assert await ids_pending(again, a) == []  # progress is durable
         assert await ids_pending(again, b) == [first, second]
-        await again.advance(b, first)
+        await advance(again, b, first)
         assert await ids_pending(again, b) == [second]
         assert again.queued_count() == 1
-        await again.advance(b, second)
+        await advance(again, b, second)
         assert again.queued_count() == 0
     finally:
         await again.close()
@@ -258,9 +357,7 @@ async def test_a_single_target(make: OutboxFactory) -> None:
     box = make(targets=["only:9093"])
     await box.open()
     try:
-        await box.accept(sentry(1))
-        [(inbox_id, _)] = await box.take(1)
-        await box.complete([Processed(inbox_id, [postable(1)], {})])
+        await commit(box, [postable(1)])
         await deliver_all(box, ["only:9093"])
         assert box.queued_count() == 0
     finally:
@@ -270,9 +367,7 @@ async def test_a_single_target(make: OutboxFactory) -> None:
 async def test_a_new_target_gets_what_is_queued_and_a_removed_one_holds_nothing(
     outbox: Outbox, make: OutboxFactory
 ) -> None:
-    await outbox.accept(sentry(1))
-    [(inbox_id, _)] = await outbox.take(1)
-    await outbox.complete([Processed(inbox_id, [postable(1)], {})])
+    await commit(outbox, [postable(1)])
     await deliver_all(outbox, TARGETS[:1])
 
     again = await reopen(outbox, make, targets=[TARGETS[0], "am-c:9093"])
@@ -288,79 +383,147 @@ async def test_a_new_target_gets_what_is_queued_and_a_removed_one_holds_nothing(
 
 async def test_queue_ids_are_not_reused_after_the_queue_empties(outbox: Outbox) -> None:
     for n in range(2):
-        await outbox.accept(sentry(n))
-        [(inbox_id, _)] = await outbox.take(1)
-        await outbox.complete([Processed(inbox_id, [postable(n)], {})])
+        await commit(outbox, [postable(n)])
         assert len(await ids_pending(outbox, TARGETS[0])) == 1  # not hidden behind the cursor
         await deliver_all(outbox)
 
 
 async def test_dead_letters_are_kept(outbox: Outbox) -> None:
-    await outbox.accept(sentry(1))
-    [(inbox_id, _)] = await outbox.take(1)
-    await outbox.complete([Processed(inbox_id, [postable(1)], {})])
-    [item] = await outbox.pending(TARGETS[0], 10)
-    await outbox.advance(TARGETS[0], item.id, [(item, "HTTP 400: bad")])
+    await commit(outbox, [postable(1)])
+    [item] = await pending(outbox, TARGETS[0], 10)
+    await advance(outbox, TARGETS[0], item.id, [(item, "HTTP 400: bad")])
     assert await outbox.dead_letters() == [(TARGETS[0], "HTTP 400: bad", postable(1).wire())]
 
 
 async def test_only_the_newest_dead_letters_are_kept(outbox: Outbox) -> None:
     outbox.dead_letters_kept = 2
-    await outbox.accept(sentry(1))
-    [(inbox_id, _)] = await outbox.take(1)
-    await outbox.complete([Processed(inbox_id, [postable(n) for n in range(3)], {})])
-    for item in await outbox.pending(TARGETS[0], 10):
-        await outbox.advance(TARGETS[0], item.id, [(item, f"reason {item.id}")])
+    await commit(outbox, [postable(n) for n in range(3)])
+    for item in await pending(outbox, TARGETS[0], 10):
+        await advance(outbox, TARGETS[0], item.id, [(item, f"reason {item.id}")])
     assert [alert for _, _, alert in await outbox.dead_letters()] == [
         postable(1).wire(),
         postable(2).wire(),
     ]
 
 
-async def test_active_table_replace_clear_and_expire(
+# --- lanes ----------------------------------------------------------------------------------
+
+
+async def test_a_lane_is_held_by_one_sender_at_a_time_per_alertmanager(outbox: Outbox) -> None:
+    a, b = TARGETS
+    order: list[str] = []
+    release = asyncio.Event()
+
+    async def hold(target: str, name: str) -> None:
+        async with outbox.lane(target) as lane:
+            assert lane is not None  # one process: a lane is waited for, never refused
+            order.append(f"{name} in")
+            await release.wait()
+            order.append(f"{name} out")
+
+    first = asyncio.create_task(hold(a, "first"))
+    second = asyncio.create_task(hold(a, "second"))
+    other = asyncio.create_task(hold(b, "other"))
+    async with asyncio.timeout(5):
+        while len(order) < 2:
+            await asyncio.sleep(0)
+    assert order == ["first in", "other in"]  # the other Alertmanager's lane is free
+    release.set()
+    await asyncio.wait_for(asyncio.gather(first, second, other), 5)
+    assert order.index("first out") < order.index("second in")
+    assert await outbox.periodic()  # one replica: it runs the periodic jobs
+
+
+# --- the active table: derived from the states ------------------------------------------------
+
+
+async def test_active_table_follows_the_states_and_expires(
     outbox: Outbox, make: OutboxFactory, clock: Clock
 ) -> None:
     for n in range(3):
         await outbox.accept(sentry(n))
-    (a, _), (b, _), (c, _) = await outbox.take(3)
+    taken = await outbox.take(3)
+    a, b, c = (e.inbox_id for e in taken.entries)
     short = postable(2, ends_in=60)
     await outbox.complete(
+        taken,
         [
-            Processed(a, [postable(1)], {"issue:1": postable(1)}),
-            Processed(b, [postable(5)], {"issue:1": postable(5), "issue:0": None}),
-            Processed(c, [short], {"issue:2": short}),
-        ]
+            Processed(a, [postable(1)], held({"issue:1": postable(1)})),
+            Processed(b, [postable(5)], held({"issue:1": postable(5), "issue:0": None})),
+            Processed(c, [short], held({"issue:2": short})),
+        ],
     )
-    assert outbox.active("issue:1") == postable(5)  # the later result wins
-    assert outbox.active("issue:0") is None
+    assert await stored_alert(outbox, "issue:1") == postable(5)  # the later result wins
+    assert await stored_alert(outbox, "issue:0") is None
+    assert outbox.active_count() == 2
 
     clock.advance(61)
-    assert outbox.active("issue:2") is None  # Alertmanager has expired it as well
     await outbox.expire(resolved_for=900)
-    assert outbox.active_count() == 1
+    assert outbox.active_count() == 1  # Alertmanager has expired issue:2 as well
 
     again = await reopen(outbox, make)
     try:
         assert again.active_count() == 1
-        assert again.active("issue:1") == postable(5)
+        assert await resend_snapshot(again) == [postable(5)]
     finally:
         await again.close()
+
+
+async def test_a_forgotten_state_holds_nothing_active(outbox: Outbox) -> None:
+    await commit(outbox, [postable(1)], held({"issue:1": postable(1)}))
+    state = IdentityState(alert=postable(1))
+    await commit(outbox, [], {"issue:1": (state, None)})
+    assert (outbox.active_count(), await stored_state(outbox, "issue:1")) == (0, None)
+    assert await resend_snapshot(outbox) == []
+
+
+async def test_an_unchanged_active_alert_keeps_its_place_in_the_re_sends(outbox: Outbox) -> None:
+    for n in range(2):
+        await commit(outbox, [postable(n)], held({f"issue:{n}": postable(n)}))
+    # A duplicate of issue 0: its state changes (a repeat noted), its alert does not.
+    await outbox.accept(sentry(0))
+    taken = await outbox.take(1)
+    kept = taken.states["issue:0"]
+    repeat = replace(kept, firings=(START,))
+    [entry] = taken.entries
+    await outbox.complete(taken, [Processed(entry.inbox_id, (), {"issue:0": (repeat, KEPT_UNTIL)})])
+    assert await stored_state(outbox, "issue:0") == repeat
+    assert await resend_snapshot(outbox) == [postable(0), postable(1)]
+    # A new alert for issue 0 moves it to the end of the round.
+    await commit(outbox, [postable(0, ends_in=7200)], held({"issue:0": postable(0, ends_in=7200)}))
+    assert await resend_snapshot(outbox) == [postable(1), postable(0, ends_in=7200)]
+
+
+async def test_an_active_alert_from_before_the_state_table_is_handed_out_as_a_state(
+    outbox: Outbox,
+) -> None:
+    legacy = postable(1, labels={"severity": "high"})
+    # An install from before the state table: an active row and no state.
+    await outbox._call(
+        lambda: outbox._conn.execute(
+            "INSERT INTO active (identity, ends_at, alert) VALUES (?, ?, ?)",
+            ("issue:1", legacy.ends_at and legacy.ends_at.timestamp(), wire_json(legacy)),
+        )
+    )
+    state = await stored_state(outbox, "issue:1")
+    assert state == IdentityState(
+        alert=legacy,
+        severity=Severity.HIGH,
+        posted=fingerprint(legacy.labels),
+        posted_at=legacy.starts_at,
+    )
 
 
 async def test_resolved_alerts_are_re_sent_for_a_while(
     outbox: Outbox, make: OutboxFactory, clock: Clock
 ) -> None:
     firing = postable(1)
-    await outbox.accept(sentry(1))
-    [(a, _)] = await outbox.take(1)
-    await outbox.complete([Processed(a, [firing], {"issue:1": firing})])
+    await commit(outbox, [firing], held({"issue:1": firing}))
     assert await resend_snapshot(outbox) == [firing]
 
     clock.advance(10)
     resolved = firing.model_copy(update={"ends_at": clock()})
-    await outbox.accept(sentry(1, State.RESOLVED))
-    [(b, _)] = await outbox.take(1)
-    await outbox.complete([Processed(b, [resolved], {"issue:1": None})])
+    await commit(outbox, [resolved], held({"issue:1": None}))
     assert await resend_snapshot(outbox) == [resolved]
 
     outbox = await reopen(outbox, make)
@@ -379,13 +542,10 @@ async def test_resolved_alerts_are_re_sent_for_a_while(
 async def test_firing_again_stops_re_sending_the_resolved_one(outbox: Outbox, clock: Clock) -> None:
     firing = postable(1)
     resolved = firing.model_copy(update={"ends_at": clock()})
-    for n in range(2):
-        await outbox.accept(sentry(n))
-    (a, _), (b, _) = await outbox.take(2)
-    await outbox.complete([Processed(a, [resolved], {"issue:1": None})])
+    await commit(outbox, [resolved], held({"issue:1": None}))
     clock.advance(5)
     again = postable(1, start=clock())
-    await outbox.complete([Processed(b, [again], {"issue:1": again})])
+    await commit(outbox, [again], held({"issue:1": again}))
     # Re-sending the resolved label set would resolve the alert that fires again.
     assert await resend_snapshot(outbox) == [again]
 
@@ -398,12 +558,14 @@ async def test_resolved_and_firing_again_in_one_batch(outbox: Outbox, clock: Clo
     again = postable(1, start=clock())
     for n in range(2):
         await outbox.accept(sentry(n))
-    (a, _), (b, _) = await outbox.take(2)
+    taken = await outbox.take(2)
+    a, b = (e.inbox_id for e in taken.entries)
     await outbox.complete(
+        taken,
         [
-            Processed(a, [resolved], {"issue:1": None}),
-            Processed(b, [again], {"issue:1": again}),
-        ]
+            Processed(a, [resolved], held({"issue:1": None})),
+            Processed(b, [again], held({"issue:1": again})),
+        ],
     )
     assert await resend_snapshot(outbox) == [again]
     assert outbox.resendable_count() == 1
@@ -420,12 +582,16 @@ async def test_gauges(outbox: Outbox, metrics: Metrics, clock: Clock) -> None:
     clock.advance(5)
     assert (value("outbox_alerts"), value("outbox_oldest_age_seconds")) == (2, 35)
 
-    (a, _), (b, _) = await outbox.take(2)
-    await outbox.complete([Processed(a, [postable(1), postable(2)], {"issue:1": postable(1)})])
+    first = await outbox.take(1)
+    [a] = first.entries
+    await outbox.complete(
+        first, [Processed(a.inbox_id, [postable(1), postable(2)], held({"issue:1": postable(1)}))]
+    )
     assert value("outbox_alerts") == 3  # one inbox entry left, two queued alerts
     assert value("outbox_oldest_age_seconds") == 35  # ages count from acceptance
     assert value("active_alerts") == 1
-    await outbox.complete([Processed(b, [], {})])
+    second = await outbox.take(1)
+    await outbox.complete(second, [Processed(second.entries[0].inbox_id, [])])
     await deliver_all(outbox)
     assert (value("outbox_alerts"), value("outbox_oldest_age_seconds")) == (0, 0)
 
@@ -455,8 +621,11 @@ def test_targets_are_checked(tmp_path: Path, metrics: Metrics, targets: list[str
 async def complete_each(box: Outbox, alerts: Sequence[tuple[SentryAlert, PostableAlert]]) -> None:
     for alert, current in alerts:
         await box.accept(alert)
-        [(inbox_id, _)] = await box.take(1)
-        await box.complete([Processed(inbox_id, [current], {alert.identity: current})])
+        taken = await box.take(1)
+        [entry] = taken.entries
+        await box.complete(
+            taken, [Processed(entry.inbox_id, [current], held({alert.identity: current}))]
+        )
     await deliver_all(box)
 
 
@@ -466,8 +635,8 @@ async def test_a_backlog_beyond_kept_in_memory_is_read_back(make: OutboxFactory)
     await box.open()
     try:
         await asyncio.gather(*(box.accept(sentry(n)) for n in range(5)))
-        assert [a for _, a in await box.take(3)] == [sentry(0), sentry(1), sentry(2)]
-        assert [a for _, a in await box.take(10)] == [sentry(3), sentry(4)]
+        assert [e.alert for e in (await box.take(3)).entries] == [sentry(n) for n in range(3)]
+        assert [e.alert for e in (await box.take(10)).entries] == [sentry(3), sentry(4)]
     finally:
         await box.close()
 
@@ -484,26 +653,10 @@ async def test_an_unreadable_inbox_entry_is_dropped(
     await again.open()
     try:
         assert again.inbox_count() == 3
-        assert [a for _, a in await again.take(10)] == [sentry(0), sentry(2)]
+        assert [e.alert for e in (await again.take(10)).entries] == [sentry(0), sentry(2)]
         assert again.inbox_count() == 2
     finally:
         await again.close()
-
-
-async def test_take_reads_the_active_alerts_of_what_it_hands_out(
-    outbox: Outbox, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    await complete_each(outbox, [(sentry(1), postable(1))])
-    await outbox.accept(sentry(1))
-    await outbox.accept(sentry(2))
-    await outbox.take(10)
-
-    def no_blocking_read(*args: object) -> object:
-        raise AssertionError("active() blocked the event loop on the disk")
-
-    monkeypatch.setattr(outbox, "_blocking", no_blocking_read)
-    assert outbox.active("issue:1") == postable(1)
-    assert outbox.active("issue:2") is None
 
 
 async def test_a_cancelled_take_hands_out_nothing(outbox: Outbox) -> None:
@@ -515,31 +668,50 @@ async def test_a_cancelled_take_hands_out_nothing(outbox: Outbox) -> None:
     with pytest.raises(asyncio.CancelledError):
         await taking
     again = await asyncio.wait_for(outbox.take(10), 5)
-    assert [a for _, a in again] == [sentry(0), sentry(1)]
+    assert [e.alert for e in again.entries] == [sentry(0), sentry(1)]
 
 
-async def test_re_sends_are_read_in_chunks_resolved_first(outbox: Outbox, clock: Clock) -> None:
+async def test_re_sends_are_read_in_pages_resolved_first(outbox: Outbox, clock: Clock) -> None:
     await complete_each(outbox, [(sentry(n), postable(n)) for n in range(4)])
-    await outbox.accept(sentry(9))
-    [(inbox_id, _)] = await outbox.take(1)
     resolved = postable(9, ends_in=0)
-    await outbox.complete([Processed(inbox_id, [resolved], {})])
+    await commit(outbox, [resolved])
 
-    chunks = [chunk async for chunk in outbox.resendable(2)]
-    assert [len(chunk) for chunk in chunks] == [1, 2, 2]
-    assert [PostableAlert.model_validate_json(b) for chunk in chunks for b in chunk] == [
+    round_ = await pages(outbox, limit=2)
+    # Keyset pages across both tables; the last one says it is the last.
+    assert [len(page) for page in round_] == [2, 2, 1]
+    assert [PostableAlert.model_validate_json(b) for page in round_ for b in page] == [
         resolved,
         *(postable(n) for n in range(4)),
     ]
-    assert chunks[1][0] == wire_json(postable(0))  # as stored, not re-serialised
+    assert round_[0][1] == wire_json(postable(0))  # as stored, not re-serialised
+    assert await pages(outbox, limit=5) == [[b for page in round_ for b in page]]
+    assert [len(page) for page in await pages(outbox, limit=1)] == [1] * 5
+
+
+async def test_a_re_send_page_reads_what_is_there_at_the_time(outbox: Outbox) -> None:
+    """Keyset pages: an alert replaced or resolved between two pages is re-sent as it is
+    when its page is read, never as it was when the round began."""
+    await complete_each(outbox, [(sentry(n), postable(n)) for n in range(3)])
+    async with outbox.lane(TARGETS[0]) as lane:
+        assert lane is not None
+        first = await lane.resend_page(None, 1)
+    assert first.bodies == [wire_json(postable(0))]
+    resolved = postable(2, ends_in=0)
+    await commit(outbox, [resolved], held({"issue:2": None}))  # decided mid-round
+    async with outbox.lane(TARGETS[0]) as lane:
+        assert lane is not None
+        rest = await lane.resend_page(first.after, 10)
+    assert (rest.bodies, rest.after) == ([wire_json(postable(1))], None)
+
+
+async def test_an_empty_round_is_one_empty_last_page(outbox: Outbox) -> None:
+    assert await pages(outbox, limit=10) == [[]]
 
 
 async def test_counts_follow_the_file(outbox: Outbox, make: OutboxFactory, clock: Clock) -> None:
     await complete_each(outbox, [(sentry(1), postable(1)), (sentry(2), postable(2, ends_in=60))])
-    await complete_each(outbox, [(sentry(1), postable(1))])  # replaced, not added
-    await outbox.accept(sentry(3))
-    [(inbox_id, _)] = await outbox.take(1)
-    await outbox.complete([Processed(inbox_id, [postable(3, ends_in=0)], {})])
+    await complete_each(outbox, [(sentry(1), postable(1, ends_in=120))])  # replaced, not added
+    await commit(outbox, [postable(3, ends_in=0)])
     assert (outbox.active_count(), outbox.resendable_count()) == (2, 3)
 
     again = await reopen(outbox, make)
@@ -582,39 +754,39 @@ async def test_states_are_written_with_the_batch_kept_and_expired(
     outbox: Outbox, make: OutboxFactory, clock: Clock
 ) -> None:
     until = START + timedelta(hours=2)
+    for n in range(3):
+        await outbox.accept(sentry(n))
+    taken = await outbox.take(3)
+    a, b, c = (e.inbox_id for e in taken.entries)
     await outbox.complete(
+        taken,
         [
-            Processed(inbox_id=0, send=(), active={}, states={"issue:1": (a_state(1), until)}),
-            Processed(inbox_id=0, send=(), active={}, states={"issue:2": (a_state(2), until)}),
-            Processed(inbox_id=0, send=(), active={}, states={"issue:2": (a_state(3), None)}),
-        ]
+            Processed(a, send=(), states={"issue:1": (a_state(1), until)}),
+            Processed(b, send=(), states={"issue:2": (a_state(2), until)}),
+            Processed(c, send=(), states={"issue:2": (a_state(3), None)}),
+        ],
     )
-    assert outbox.state("issue:1") == a_state(1)
-    assert outbox.state("issue:2") is None  # the later result forgot it
+    assert await stored_state(outbox, "issue:1") == a_state(1)
+    assert await stored_state(outbox, "issue:2") is None  # the later result forgot it
+    assert outbox.active_count() == 1  # what the states hold
     again = await reopen(outbox, make)
     try:
-        assert again.state("issue:1") == a_state(1)
+        assert await stored_state(again, "issue:1") == a_state(1)
         clock.advance(2 * 3600)
         await again.expire(resolved_for=900)
-        assert again.state("issue:1") is None
+        assert await stored_state(again, "issue:1") is None
     finally:
         await again.close()
         await outbox.open()  # the fixture closes it again
 
 
-async def test_take_reads_the_states_of_what_it_hands_out(
-    outbox: Outbox, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    kept = {"issue:1": (a_state(1), START + timedelta(days=1))}
-    await outbox.complete([Processed(inbox_id=0, send=(), active={}, states=kept)])
+async def test_take_reads_the_states_of_what_it_hands_out(outbox: Outbox, clock: Clock) -> None:
+    await commit(outbox, [], {"issue:1": (a_state(1), START + timedelta(days=1))})
     await outbox.accept(sentry(1))
     await outbox.accept(sentry(2))
+    clock.advance(5)
     taken = await outbox.take(10)
-
-    def no_blocking_read(*args: object) -> object:
-        raise AssertionError("state() blocked the event loop on the disk")
-
-    monkeypatch.setattr(outbox, "_blocking", no_blocking_read)
-    assert outbox.state("issue:1") == a_state(1)
-    assert outbox.state("issue:2") is None
-    assert outbox.accepted_at(taken[0][0]) == START
+    # Only the identities taken that have a state; decided on the store's clock.
+    assert taken.states == {"issue:1": a_state(1)}
+    assert [e.accepted_at for e in taken.entries] == [START, START]
+    assert taken.now == START + timedelta(seconds=5)

@@ -9,23 +9,27 @@ poison alert, at the outbox boundary (a subclass whose ``complete`` refuses it).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
+import json
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
 from bridge import config, pipeline
 from bridge.enrich import Enricher
 from bridge.errors import OutboxFull
 from bridge.metrics import Metrics
-from bridge.model import SentryAlert
-from bridge.outbox import Outbox, Processed
 from bridge.pipeline import Pipeline
 from bridge.state import IdentityState
+from bridge.store.contract import Entry, Failed, Processed, Taken
+from bridge.store.sqlite import Outbox
 from tests.factories import START
 from tests.factories import issue as sentry
 
@@ -101,7 +105,7 @@ async def test_a_failed_commit_rolls_back_and_the_next_write_works(
     assert not await outbox._call(lambda: outbox._conn.in_transaction)
     assert outbox.store_ok()  # one failure is not a failing store
     assert await outbox.accept(sentry(2))
-    assert [alert.identity for _, alert in await outbox.take(10)] == ["issue:2"]
+    assert [e.alert.identity for e in (await outbox.take(10)).entries] == ["issue:2"]
 
 
 async def test_a_store_that_keeps_failing_is_not_ok_until_a_write_succeeds(
@@ -127,7 +131,7 @@ async def test_the_same_body_within_the_retention_is_a_duplicate(
     results = await asyncio.gather(*(outbox.accept(sentry(1), digest(1)) for _ in range(3)))
     assert results == [False, False, False]
     assert registry.get_sample_value("sentry_bridge_webhooks_duplicate_total") == 3.0
-    assert [a.identity for _, a in await outbox.take(10)] == ["issue:1"]
+    assert [e.alert.identity for e in (await outbox.take(10)).entries] == ["issue:1"]
     # No digest (an internal accept): never a duplicate.
     assert await outbox.accept(sentry(1))
     clock.now += timedelta(seconds=3601)
@@ -170,35 +174,55 @@ POISON = "issue:666"
 
 
 class PoisonOutbox(Outbox):
-    """Refuses to complete any batch holding the poison alert, as a store would refuse a
-    row it cannot write."""
+    """Refuses to complete any batch holding the poison alert among its results, as a
+    store would refuse a row it cannot write (quarantining it works)."""
 
     poisoned: set[int]
 
-    async def complete(self, results: Sequence[Processed]) -> None:
+    async def complete(
+        self, taken: Taken, results: Sequence[Processed], failed: Sequence[Failed] = ()
+    ) -> None:
         if any(r.inbox_id in self.poisoned for r in results):
             raise sqlite3.DataError("cannot store this alert")
-        await super().complete(results)
+        await super().complete(taken, results, failed)
 
 
 class PoisonPipeline(Pipeline):
-    """A decision that raises for one identity (a bug meeting an odd payload)."""
+    """A decision that raises for some identities (a bug meeting an odd payload)."""
 
-    def decide(
-        self, inbox_id: int, alert: SentryAlert, seen: dict[str, IdentityState] | None = None
-    ) -> Processed:
-        if alert.identity == POISON:
+    poison = frozenset({POISON})
+
+    def decide(self, entry: Entry, previous: IdentityState | None, now: datetime) -> Processed:
+        if entry.alert.identity in self.poison:
             raise ValueError("cannot decide")
-        return super().decide(inbox_id, alert, seen)
+        return super().decide(entry, previous, now)
 
 
 def pipeline_on(box: Outbox, cls: type[Pipeline]) -> Pipeline:
     metrics = box.metrics
-    return cls(CONFIG, outbox=box, enricher=Enricher(CONFIG.sentry, metrics), metrics=metrics)
+    return cls(CONFIG, store=box, enricher=Enricher(CONFIG.sentry, metrics), metrics=metrics)
 
 
-async def queued(box: Outbox) -> list[str]:
-    return [item.body for item in await box.pending("am", 100)]
+async def queued_in(box: Outbox) -> list[str]:
+    async with box.lane("am") as lane:
+        assert lane is not None
+        return [item.body for item in await lane.pending(100)]
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    async with asyncio.timeout(10):
+        while not condition():
+            await asyncio.sleep(0.01)
+
+
+@contextlib.asynccontextmanager
+async def running(run: Pipeline) -> AsyncIterator[None]:
+    task = asyncio.create_task(run.run())
+    try:
+        yield
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
 
 
 async def test_one_alert_the_pipeline_fails_on_is_quarantined_alone(
@@ -207,8 +231,10 @@ async def test_one_alert_the_pipeline_fails_on_is_quarantined_alone(
     run = pipeline_on(outbox, PoisonPipeline)
     for n in (1, 666, 2):
         await outbox.accept(sentry(n))
+    before = outbox.commits
     await run.process(await outbox.take(10))
-    bodies = await queued(outbox)
+    assert outbox.commits == before + 1  # the batch and the quarantine: one transaction
+    bodies = await queued_in(outbox)
     assert len(bodies) == 2
     assert all("666" not in body for body in bodies)
     [entry] = await outbox.quarantined()
@@ -226,19 +252,23 @@ async def test_a_failing_batch_is_retried_then_split_and_the_poison_quarantined(
 ) -> None:
     monkeypatch.setattr(pipeline, "RETRY_DELAY", 0.01)
     box = PoisonOutbox(tmp_path / "p", ["am"], max_queued=100, metrics=Metrics(registry))
+    box.poisoned = set()
     await box.open()
     run = pipeline_on(box, Pipeline)
     try:
         for n in (1, 666, 2):
             await box.accept(sentry(n))
-        batch = await box.take(10)
-        box.poisoned = {inbox_id for inbox_id, alert in batch if alert.identity == POISON}
-        await run._process_retrying(batch)
-        assert len(await queued(box)) == 2
+        taken = await box.take(10)
+        box.poisoned = {e.inbox_id for e in taken.entries if e.alert.identity == POISON}
+        await box.abandon(taken)
+        async with running(run):
+            await until(lambda: box.inbox_count() == 0)
+        bodies = await queued_in(box)
+        assert [json.loads(b)["labels"]["sentry_issue_id"] for b in bodies] == ["1", "2"]
         [entry] = await box.quarantined()
         assert entry.alert is not None
         assert entry.alert["identity"] == POISON
-        assert box.inbox_count() == 0
+        assert "DataError: cannot store this alert" in entry.detail
     finally:
         await box.close()
 
@@ -252,14 +282,69 @@ async def test_a_batch_is_retried_while_the_store_fails_and_nothing_is_lost(
         await outbox.accept(sentry(n))
     commits = Commits()
     await install(outbox, commits)
-    # Every try fails: the batch and each alert alone, and quarantining them too.
+    # The batch fails RETRIES times, the first alert alone, and quarantining it too: the
+    # store itself is failing, so nothing is quarantined and everything goes round again.
     commits.failing = pipeline.RETRIES + 2
-    await run._process_retrying(await outbox.take(10))
+    async with running(run):
+        await until(lambda: outbox.queued_count() == 2)
+    assert commits.failing == 0
     assert await outbox.quarantined() == []
-    assert outbox.inbox_count() == 2  # handed out again, in order
-    await run._process_retrying(await outbox.take(10))  # the store is back
-    assert len(await queued(outbox)) == 2
+    bodies = await queued_in(outbox)
+    assert [json.loads(b)["labels"]["sentry_issue_id"] for b in bodies] == ["1", "2"]
     assert outbox.inbox_count() == 0
+
+
+KINDS = st.sampled_from(["good", "good", "decide", "store"])
+
+
+@given(kinds=st.lists(KINDS, min_size=1, max_size=8), transient=st.integers(0, 6))
+@settings(max_examples=40, deadline=None)
+def test_retries_match_a_model(
+    tmp_path_factory: pytest.TempPathFactory, kinds: list[str], transient: int
+) -> None:
+    """Model (today's guarantees): every accepted entry ends exactly once, queued or
+    quarantined; the ones a decision or the store refuses are quarantined, the queued keep
+    their order; and while the store never fails on its own, no good entry is
+    quarantined. ``transient``: COMMITs refused on the way (a store failing for a while)."""
+
+    async def scenario() -> None:
+        box = PoisonOutbox(
+            tmp_path_factory.mktemp("retries"), ["am"], max_queued=100,
+            metrics=Metrics(CollectorRegistry()),
+        )  # fmt: skip
+        await box.open()
+        run = pipeline_on(box, PoisonPipeline)
+        assert isinstance(run, PoisonPipeline)
+        run.poison = frozenset(f"issue:{n}" for n, k in enumerate(kinds) if k == "decide")
+        try:
+            for n in range(len(kinds)):
+                await box.accept(sentry(n))
+            taken = await box.take(100)
+            box.poisoned = {
+                e.inbox_id for e, k in zip(taken.entries, kinds, strict=True) if k == "store"
+            }
+            await box.abandon(taken)
+            commits = Commits()
+            await install(box, commits)
+            commits.failing = transient
+            async with running(run):
+                await until(lambda: box.inbox_count() == 0)
+            queued = [int(json.loads(b)["labels"]["sentry_issue_id"]) for b in await queued_in(box)]
+            kept = [int((q.alert or {})["identity"].split(":")[1]) for q in await box.quarantined()]
+            assert sorted(queued + kept) == list(range(len(kinds)))  # each once, none lost
+            assert queued == sorted(queued)
+            assert {n for n, k in enumerate(kinds) if k != "good"} <= set(kept)
+            if not transient:
+                assert {n for n, k in enumerate(kinds) if k == "good"} == set(queued)
+        finally:
+            await box.close()
+
+    saved = pipeline.RETRY_DELAY
+    pipeline.RETRY_DELAY = 0
+    try:
+        asyncio.run(scenario())
+    finally:
+        pipeline.RETRY_DELAY = saved
 
 
 class RefuseReads:
@@ -276,24 +361,14 @@ class RefuseReads:
         return sqlite3.SQLITE_OK
 
 
-async def until(condition: Callable[[], bool]) -> None:
-    async with asyncio.timeout(10):
-        while not condition():
-            await asyncio.sleep(0.01)
-
-
 async def test_the_pipeline_keeps_running_when_reading_the_inbox_fails(
     outbox: Outbox, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(pipeline, "RETRY_DELAY", 0.01)
     refuse = RefuseReads()
     await outbox._call(lambda: outbox._conn.set_authorizer(refuse))
-    run = asyncio.create_task(pipeline_on(outbox, Pipeline).run())
-    try:
+    async with running(pipeline_on(outbox, Pipeline)):
         await outbox.accept(sentry(1))
         await until(lambda: refuse.refused >= 2)  # take() failed, and was tried again
         refuse.on = False
         await until(lambda: outbox.queued_count() == 1)
-    finally:
-        run.cancel()
-        await asyncio.gather(run, return_exceptions=True)

@@ -13,13 +13,14 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from bridge import config
-from bridge.alertmanager import PostableAlert
+from bridge.alertmanager import PostableAlert, wire_json
 from bridge.enrich import Enricher
 from bridge.metrics import Metrics
 from bridge.model import Kind, SentryAlert, State
-from bridge.outbox import Outbox, Processed
 from bridge.pipeline import Pipeline
-from tests.factories import sentry_alert
+from bridge.store.contract import Processed
+from bridge.store.sqlite import Outbox
+from tests.factories import sentry_alert, stored_alert
 
 pytestmark = pytest.mark.anyio
 
@@ -64,16 +65,23 @@ class Harness:
     outbox: Outbox
     clock: Clock
     registry: CollectorRegistry
-    next_id: int = 0
-
-    def run(self, alert: SentryAlert) -> Processed:
-        self.next_id += 1
-        return self.pipeline.decide(self.next_id, alert)
 
     async def commit(self, alert: SentryAlert) -> Processed:
-        processed = self.run(alert)
-        await self.outbox.complete([processed])
+        """One webhook through the store and the pipeline, as ``Pipeline.run`` takes it."""
+        await self.outbox.accept(alert)
+        [processed] = await self.pipeline.process(await self.outbox.take(1))
         return processed
+
+    async def process(self, *alerts: SentryAlert) -> None:
+        """Webhooks accepted together, processed as one batch."""
+        for alert in alerts:
+            await self.outbox.accept(alert)
+        taken = await self.outbox.take(len(alerts))
+        assert len(taken.entries) == len(alerts)
+        await self.pipeline.process(taken)
+
+    async def active(self, identity: str) -> PostableAlert | None:
+        return await stored_alert(self.outbox, identity)
 
     def outcome(self, name: str) -> float:
         value = self.registry.get_sample_value("sentry_bridge_alerts_total", {"outcome": name})
@@ -88,7 +96,7 @@ async def harness(tmp_path: Path) -> AsyncIterator[Harness]:
     outbox = Outbox(tmp_path, ["am"], max_queued=1000, metrics=metrics, clock=clock)
     await outbox.open()
     enricher = Enricher(CONFIG.sentry, metrics)
-    pipeline = Pipeline(CONFIG, outbox=outbox, enricher=enricher, metrics=metrics, clock=clock)
+    pipeline = Pipeline(CONFIG, store=outbox, enricher=enricher, metrics=metrics)
     yield Harness(pipeline, outbox, clock, registry)
     await enricher.aclose()
     await outbox.close()
@@ -111,7 +119,7 @@ async def test_first_firing_is_forwarded_with_lifetime(harness: Harness) -> None
     assert sent.labels["severity"] == "medium"
     assert sent.starts_at == START
     assert sent.ends_at == START + timedelta(hours=1)
-    assert harness.outbox.active("issue:42") is not None
+    assert await harness.active("issue:42") is not None
     assert harness.outcome("forwarded") == 1
 
 
@@ -119,7 +127,7 @@ async def test_dropped_alert_sends_nothing(harness: Harness) -> None:
     processed = await harness.commit(issue(transaction="/api/healthz"))
     assert processed.send == ()
     assert harness.outcome("dropped") == 1
-    assert harness.outbox.active("issue:42") is None
+    assert await harness.active("issue:42") is None
 
 
 async def test_repeat_within_window_is_a_duplicate_and_after_it_refreshes(
@@ -147,7 +155,7 @@ async def test_higher_severity_is_never_suppressed_and_replaces_the_old_label_se
     assert resolved.ends_at == harness.clock.now
     assert firing.labels["severity"] == "critical"
     assert firing.starts_at == harness.clock.now
-    active = harness.outbox.active("issue:42")
+    active = await harness.active("issue:42")
     assert active is not None
     assert active.labels == firing.labels
 
@@ -176,7 +184,7 @@ async def test_resolve_sends_the_active_label_set_even_if_it_would_classify_othe
     sent = only(await harness.commit(resolve))
     assert sent.labels == fired.labels
     assert sent.ends_at == harness.clock.now
-    assert harness.outbox.active("issue:42") is None
+    assert await harness.active("issue:42") is None
     # Firing again after the resolve is forwarded, not a duplicate.
     harness.clock.advance(seconds=1)
     assert only(await harness.commit(issue(users=50))).starts_at == harness.clock.now
@@ -204,7 +212,7 @@ async def test_active_state_survives_a_restart(harness: Harness, tmp_path: Path)
     )
     await reopened.open()
     try:
-        active = reopened.active("issue:42")
+        active = await stored_alert(reopened, "issue:42")
         assert active is not None
         assert active.labels == fired.labels
     finally:
@@ -215,7 +223,10 @@ async def test_active_state_survives_a_restart(harness: Harness, tmp_path: Path)
 async def queued(outbox: Outbox) -> list[tuple[str, str]]:
     """What the outbox queued for Alertmanager, as (severity, "fire" or "resolve")."""
     out = []
-    for item in await outbox.pending("am", 1000):
+    async with outbox.lane("am") as lane:
+        assert lane is not None
+        items = await lane.pending(1000)
+    for item in items:
         alert = PostableAlert.model_validate_json(item.body)
         assert alert.ends_at is not None
         out.append((alert.labels["severity"], "resolve" if alert.ends_at <= START else "fire"))
@@ -236,19 +247,19 @@ def metric(action: str) -> SentryAlert:
 
 async def test_a_batch_sees_its_own_earlier_decisions(harness: Harness) -> None:
     # Issue 8: critical then resolved in one batch used to resolve a label set never sent.
-    await harness.pipeline.process([(1, metric("critical")), (2, metric("resolved"))])
+    await harness.process(metric("critical"), metric("resolved"))
     assert await queued(harness.outbox) == [("critical", "fire"), ("critical", "resolve")]
-    assert harness.outbox.active("metric_alert:7") is None
+    assert await harness.active("metric_alert:7") is None
 
 
 async def test_a_batch_rising_in_severity_leaves_one_alert(harness: Harness) -> None:
-    await harness.pipeline.process([(1, issue()), (2, issue(users=50))])
+    await harness.process(issue(), issue(users=50))
     assert await queued(harness.outbox) == [
         ("medium", "fire"),
         ("medium", "resolve"),
         ("critical", "fire"),
     ]
-    active = harness.outbox.active("issue:42")
+    active = await harness.active("issue:42")
     assert active is not None
     assert active.labels["severity"] == "critical"
 
@@ -274,7 +285,14 @@ async def test_an_active_alert_from_before_the_state_table_is_replaced(harness: 
         starts_at=START,
         ends_at=START + timedelta(hours=1),
     )
-    await harness.outbox.complete([Processed(inbox_id=0, send=(), active={"issue:42": old})])
+    # An install from before the state table: an active row and no state.
+    outbox = harness.outbox
+    await outbox._call(
+        lambda: outbox._conn.execute(
+            "INSERT INTO active (identity, ends_at, alert) VALUES (?, ?, ?)",
+            ("issue:42", old.ends_at and old.ends_at.timestamp(), wire_json(old)),
+        )
+    )
     resolved, firing = (await harness.commit(issue(users=50))).send
     assert resolved.labels == old.labels
     assert resolved.ends_at == START
@@ -304,6 +322,6 @@ async def test_a_backlog_does_not_make_events_after_a_resolve_stale(harness: Har
     harness.clock.advance(minutes=30)
     await harness.pipeline.process(await harness.outbox.take(10))
     assert (harness.outcome("resolved"), harness.outcome("stale")) == (1, 0)
-    active = harness.outbox.active("issue:42")
+    active = await harness.active("issue:42")
     assert active is not None
     assert active.starts_at == harness.clock.now

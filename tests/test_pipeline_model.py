@@ -22,8 +22,8 @@ from prometheus_client import CollectorRegistry
 
 from bridge.enrich import Enricher
 from bridge.metrics import Metrics
-from bridge.outbox import Outbox
 from bridge.pipeline import Pipeline
+from bridge.store.sqlite import Outbox
 from tests.factories import START
 from tests.model import CONFIG, Alertmanager, Reference, Webhooks
 
@@ -68,11 +68,7 @@ class BridgeModel(RuleBasedStateMachine):
         )
         self.loop.run_until_complete(self.outbox.open())
         self.pipeline = Pipeline(
-            CONFIG,
-            outbox=self.outbox,
-            enricher=self.enricher,
-            metrics=self.metrics,
-            clock=self.clock,
+            CONFIG, store=self.outbox, enricher=self.enricher, metrics=self.metrics
         )
 
     def _close(self) -> None:
@@ -110,22 +106,28 @@ class BridgeModel(RuleBasedStateMachine):
     @precondition(lambda self: bool(self.accepted))
     @rule(size=st.integers(1, 6))
     def process_a_batch(self, size: int) -> None:
-        batch = self.loop.run_until_complete(self.outbox.take(size))
-        assert [alert for _, alert in batch] == [alert for alert, _ in self.accepted[: len(batch)]]
-        self.loop.run_until_complete(self.pipeline.process(batch))
-        for alert, accepted in self.accepted[: len(batch)]:
+        taken = self.loop.run_until_complete(self.outbox.take(size))
+        n = len(taken.entries)
+        assert [e.alert for e in taken.entries] == [alert for alert, _ in self.accepted[:n]]
+        self.loop.run_until_complete(self.pipeline.process(taken))
+        for alert, accepted in self.accepted[:n]:
             reference = self.references.setdefault(alert.identity, Reference())
             reference.apply(alert, self.clock.now, accepted)
-        del self.accepted[: len(batch)]
+        del self.accepted[:n]
         self._deliver()
 
     def _deliver(self) -> None:
         """Post what was queued to the Alertmanager model, as delivery would, in order."""
-        queued = self.loop.run_until_complete(self.outbox.pending("am", 10_000))
-        for item in queued:
-            self.am.post(_json(item.body), self.clock.now)
-        if queued:
-            self.loop.run_until_complete(self.outbox.advance("am", queued[-1].id))
+        self.loop.run_until_complete(self._deliver_in_lane())
+
+    async def _deliver_in_lane(self) -> None:
+        async with self.outbox.lane("am") as lane:
+            assert lane is not None
+            queued = await lane.pending(10_000)
+            for item in queued:
+                self.am.post(_json(item.body), self.clock.now)
+            if queued:
+                await lane.advance(queued[-1].id)
 
     @rule(seconds=st.sampled_from([1, 30, 200, 400, 1900, 3700]))
     def time_passes(self, seconds: int) -> None:

@@ -15,7 +15,8 @@ from bridge import cli, config
 from bridge.alertmanager import target_name
 from bridge.metrics import Metrics
 from bridge.model import SentryAlert
-from bridge.outbox import Outbox
+from bridge.store.contract import Failed
+from bridge.store.sqlite import Outbox
 from tests.factories import sentry_alert
 from tests.sentry_payloads import FIXTURES
 
@@ -51,8 +52,9 @@ async def fill(path: Path, alert: SentryAlert) -> None:
         digest = hashlib.sha256(body).digest()
         assert await outbox.quarantine("invalid_payload", "old parser", headers, body, digest)
     await outbox.accept(alert)
-    [(inbox_id, taken)] = await outbox.take(1)
-    await outbox.quarantine_taken([(inbox_id, taken, "RuntimeError: boom")])
+    taken = await outbox.take(1)
+    [entry] = taken.entries
+    await outbox.complete(taken, [], [Failed(entry.inbox_id, entry.alert, "RuntimeError: boom")])
     await outbox.close()
 
 
@@ -67,7 +69,7 @@ def inbox(path: Path) -> list[SentryAlert]:
         try:
             if not outbox.inbox_count():
                 return []
-            return [alert for _, alert in await outbox.take(100)]
+            return [entry.alert for entry in (await outbox.take(100)).entries]
         finally:
             await outbox.close()
 

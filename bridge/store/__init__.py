@@ -1,23 +1,41 @@
 """Where the bridge keeps its state: the engines behind one store contract.
 
-``sqlite`` (embedded, one replica) is today's outbox (``bridge/outbox.py``); ``postgres``
-(``postgres.py``: connection, schema migration, the database clock; ``lease.py``: one
-holder at a time across replicas) is the shared store of issue 10. The contract both
-engines will keep, and the wiring of PostgreSQL into the pipeline, come next: until then
-``serve`` refuses ``store.backend: postgres`` rather than silently running on SQLite.
+``contract`` says what every engine keeps and all the pipeline, delivery and the edge use.
+``sqlite`` (``Outbox``: embedded, one file, one replica) and ``pg`` (``PostgresStore``:
+shared by several replicas, issue 10) keep it; ``spool`` rides out a PostgreSQL outage on
+a local SQLite file. ``open_store`` picks the configured engine.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from bridge.config import Config
-from bridge.errors import ConfigError
+from bridge.metrics import Metrics
+from bridge.store.contract import Store
 
 
-def check_supported(config: Config) -> None:
-    """Refuse, at start, a store this version can validate but not run on."""
+def open_store(config: Config, metrics: Metrics, targets: Sequence[str]) -> Store:
+    """The configured engine for these Alertmanagers (by target name), not yet open: the
+    caller awaits its ``open()``."""
     if config.store.backend == "postgres":
-        raise ConfigError(
-            "store.backend: postgres is not yet supported by this version: the schema and "
-            "the connection are ready, but the pipeline still runs on the embedded SQLite "
-            "outbox; use store.backend: sqlite with one replica (docs/scaling.md)"
+        from bridge.store.pg import PostgresStore  # asyncpg is only needed here
+
+        return PostgresStore(
+            config.store.postgres,
+            targets,
+            max_queued=config.outbox.max_queued,
+            metrics=metrics,
+            body_retention=config.dedup.body_retention,
+            max_bodies=config.dedup.max_bodies,
         )
+    from bridge.store.sqlite import Outbox
+
+    return Outbox(
+        config.outbox.data_dir,
+        targets,
+        max_queued=config.outbox.max_queued,
+        metrics=metrics,
+        body_retention=config.dedup.body_retention,
+        max_bodies=config.dedup.max_bodies,
+    )

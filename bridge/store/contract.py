@@ -1,8 +1,8 @@
 """The store contract: what the pipeline, delivery and the edge need from a store.
 
-Two engines keep it: ``sqlite`` (``bridge.outbox.Outbox``: embedded, one process, one
-replica) and ``postgres`` (``bridge.store.pg.PostgresStore``: shared by every
-replica). Nothing outside ``bridge/store`` and ``bridge/outbox.py`` knows which one runs.
+Two engines keep it: ``sqlite`` (``bridge.store.sqlite.Outbox``: embedded, one process,
+one replica) and ``postgres`` (``bridge.store.pg.PostgresStore``: shared by every
+replica). Nothing outside ``bridge/store`` knows which one runs.
 
 A webhook's way through a store (docs/scaling.md has the picture):
 

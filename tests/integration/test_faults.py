@@ -25,8 +25,8 @@ from bridge import config
 from bridge.alertmanager import PostableAlert, target_name
 from bridge.delivery import Delivery
 from bridge.metrics import Metrics
-from bridge.model import Kind, SentryAlert, State
-from bridge.outbox import Outbox, Processed
+from bridge.store.sqlite import Outbox
+from tests.factories import commit, held
 from tests.integration import procs
 from tests.integration.am import require_binary, start_alertmanager
 from tests.integration.am_proxy import FaultProxy
@@ -60,14 +60,8 @@ class Bridge:
 
     async def send(self, alerts: Sequence[PostableAlert], *, active: bool = True) -> None:
         """What the pipeline does for one webhook: accept, take, complete."""
-        alert = SentryAlert(
-            resource="issue", action="created", kind=Kind.ISSUE, state=State.FIRING,
-            identity="issue:test", title="test",
-        )  # fmt: skip
-        await self.outbox.accept(alert)
-        [(inbox_id, _)] = await self.outbox.take(1)
         current = {f"issue:{a.labels['sentry_issue_id']}": a for a in alerts} if active else {}
-        await self.outbox.complete([Processed(inbox_id, alerts, current)])
+        await commit(self.outbox, alerts, held(current, datetime.now(UTC) + timedelta(days=1)))
 
     def failures(self, url: str, reason: str) -> float:
         value = self.metrics.registry.get_sample_value(

@@ -16,7 +16,8 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
 
-from bridge.store import lease, postgres
+from bridge.store.pg import connection as postgres
+from bridge.store.pg import lease
 from tests.conftest import PostgresTarget
 
 NAMES = ("resend", "expiry")

@@ -22,8 +22,8 @@ from pydantic import SecretStr
 
 from bridge.config import Postgres, PostgresSSL
 from bridge.errors import StoreError
-from bridge.store import postgres
-from bridge.store.postgres_schema import MIGRATIONS, Migration
+from bridge.store.pg import connection as postgres
+from bridge.store.pg.schema import MIGRATIONS, Migration
 from tests.conftest import PostgresTarget
 from tests.integration.postgres import Server, start_postgres
 
@@ -37,10 +37,11 @@ TABLES = {
     "identity_state",
     "queue",
     "progress",
-    "resend",
+    "resolved",
     "dead_letter",
     "quarantine",
     "lease",
+    "probe",
 }
 LATEST = [m.version for m in MIGRATIONS]
 
@@ -156,7 +157,7 @@ async def test_concurrent_migrations_apply_each_version_once(pg: PostgresTarget)
 MIGRATE_PROCESS = """
 import asyncio, sys
 import asyncpg
-from bridge.store import postgres
+from bridge.store.pg import connection as postgres
 
 async def main(dsn: str, schema: str, gate: int) -> None:
     conn = await asyncpg.connect(dsn)

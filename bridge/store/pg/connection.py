@@ -1,8 +1,8 @@
-"""The PostgreSQL engine's groundwork: a connection pool, the schema, the database clock.
+"""The PostgreSQL engine's connection: a pool, the schema migration, the database clock.
 
 ``connect(settings)`` opens an asyncpg pool with the configured timeouts, TLS and schema
 (``search_path``); ``migrate(conn, schema)`` brings the schema to this version's
-(``postgres_schema.MIGRATIONS``), once even when several replicas start together: each runs
+(``schema.MIGRATIONS``), once even when several replicas start together: each runs
 the migration in one transaction holding a transaction-scoped advisory lock on the schema,
 so the others wait and then find nothing left to do. ``database_now`` is the one clock every
 replica agrees on (issue 10: time windows use the database's clock, so skewed pods agree).
@@ -19,7 +19,7 @@ import asyncpg
 
 from bridge.config import Postgres, PostgresSSL
 from bridge.errors import StoreError
-from bridge.store.postgres_schema import MIGRATIONS, Migration
+from bridge.store.pg.schema import MIGRATIONS, Migration
 
 # pg_advisory_xact_lock(int4, int4): this constant says "sentry-bridge migration", the
 # second key is the schema's, so two bridges with their own schemas in one database do not
@@ -89,21 +89,28 @@ def server_settings(settings: Postgres) -> dict[str, str]:
     }
 
 
+def _options(settings: Postgres) -> dict[str, Any]:
+    if settings.dsn is None:  # config.Store refuses this already; a direct caller may not
+        raise StoreError("store.postgres.dsn is not set")
+    return {
+        "dsn": settings.dsn.get_secret_value(),
+        "timeout": settings.connect_timeout,
+        # The client gives up a little after the server should have cancelled.
+        "command_timeout": settings.statement_timeout + 1.0,
+        "ssl": ssl_option(settings.ssl),
+        "server_settings": server_settings(settings),
+    }
+
+
 async def connect(settings: Postgres) -> Any:
     """An asyncpg pool: at most ``pool_size`` connections, each with the timeouts, TLS and
     schema configured. The DSN is a secret: it is passed on, never logged."""
-    if settings.dsn is None:  # config.Store refuses this already; a direct caller may not
-        raise StoreError("store.postgres.dsn is not set")
-    return await asyncpg.create_pool(
-        settings.dsn.get_secret_value(),
-        min_size=1,
-        max_size=settings.pool_size,
-        timeout=settings.connect_timeout,
-        # The client gives up a little after the server should have cancelled.
-        command_timeout=settings.statement_timeout + 1.0,
-        ssl=ssl_option(settings.ssl),
-        server_settings=server_settings(settings),
-    )
+    return await asyncpg.create_pool(min_size=1, max_size=settings.pool_size, **_options(settings))
+
+
+async def connect_one(settings: Postgres) -> Any:
+    """One connection outside the pool, configured the same (for LISTEN)."""
+    return await asyncpg.connect(**_options(settings))
 
 
 async def database_now(conn: Connection) -> datetime:

@@ -19,10 +19,11 @@ nothing. The lease is "expired" once ``expires_at <= now``.
 
 from __future__ import annotations
 
+import time
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from bridge.store.postgres import Connection
+from bridge.store.pg.connection import Connection
 
 # One clock reading per statement: the CTE is evaluated once (clock_timestamp() is not).
 _ACQUIRE = """
@@ -77,3 +78,35 @@ async def holder(conn: Connection, name: str, *, at: datetime | None = None) -> 
     """Who holds the lease now, if anyone."""
     found: Any = await conn.fetchval(_HOLDER, name, at)
     return cast(str | None, found)
+
+
+class Periodic:
+    """This replica's claim on the ``periodic`` lease (re-sends and expiry): ``held()`` is
+    asked before each round, acquires or renews the lease when a third of its time has
+    passed (so use renews it), and is False while another replica holds it. A holder that
+    stops asking (a dead pod) loses it after ``ttl``; ``release`` hands it over at once."""
+
+    name = "periodic"
+
+    def __init__(self, pool: Any, holder: str, ttl: timedelta = timedelta(seconds=15)) -> None:
+        self.pool = pool
+        self.holder = holder
+        self.ttl = ttl
+        self._until: float | None = None  # monotonic time to renew by, while held
+
+    async def held(self) -> bool:
+        now = time.monotonic()
+        if self._until is not None and now < self._until:
+            return True
+        async with self.pool.acquire() as conn:
+            expires = await acquire(conn, self.name, self.holder, self.ttl)
+        # Renew well before the expiry, measured locally from before the statement ran.
+        self._until = now + self.ttl.total_seconds() / 3 if expires is not None else None
+        return expires is not None
+
+    async def release(self) -> None:
+        if self._until is None:
+            return
+        self._until = None
+        async with self.pool.acquire() as conn:
+            await release(conn, self.name, self.holder)

@@ -1,4 +1,8 @@
-"""The durable outbox: one SQLite file between the 202 and Alertmanager.
+"""The embedded engine of the store: one SQLite file between the 202 and Alertmanager.
+
+It keeps the store contract (``bridge.store.contract``) for one process and one replica:
+a lane is an ``asyncio.Lock`` per Alertmanager (never None), ``periodic()`` is always
+True, ``Taken.now`` is this process's clock, and the one taker is the pipeline task.
 
 Tables (``outbox.sqlite3`` under ``outbox.data_dir``)::
 
@@ -6,12 +10,21 @@ Tables (``outbox.sqlite3`` under ``outbox.data_dir``)::
     queue        postable alerts (wire JSON) some Alertmanager still needs, in order
     cursor       per Alertmanager: the last queue id it is done with (accepted,
                  dead-lettered or given up); a queue row goes when every cursor passed it
-    active       per Sentry identity: the firing alert Alertmanager holds, so a resolve
-                 after a restart resolves that very label set, and for re-sends
-    resolved     recently resolved alerts, re-sent for a while as Prometheus does
     state        per Sentry identity: the state machine's state (``bridge.state``):
-                 severity earned, environments seen, resolve time, recent firings,
-                 the last post; kept until ``IdentityState.kept_until``
+                 the alert Alertmanager holds firing, severity earned, environments
+                 seen, resolve time, recent firings, the last post; kept until
+                 ``IdentityState.kept_until``. The one source of truth per identity.
+    active       per Sentry identity: the firing alert, as posted (wire JSON), with
+                 its endsAt. An index derived from ``state``: ``complete`` writes it
+                 from each written state's ``alert`` in the same transaction (only
+                 when that alert changed, so a row keeps its place in the re-send
+                 pages), and nothing outside this module writes it. It stays because
+                 re-sends page through the bodies as posted, expiry finds what ended
+                 by its endsAt index, and the status page and dead-letter requeue
+                 look alerts up, none of them parsing every state. A row without a
+                 state (an install from before the state table) is handed out by
+                 ``take`` as the state it stands for.
+    resolved     recently resolved alerts, re-sent for a while as Prometheus does
     dead_letter  alerts an Alertmanager rejected, with its reason, for a human
                  (the newest ``dead_letters_kept``)
     quarantine   authenticated webhooks the bridge could not process: the raw body and
@@ -24,25 +37,33 @@ Tables (``outbox.sqlite3`` under ``outbox.data_dir``)::
 
 Memory: the active and resolved alerts live in the file only (100,000 active
 alerts would take some 230 MB as objects), and so do the identities' states.
-``take`` reads the active alerts and states of the identities it hands out, for
-``active`` and ``state``; re-sends read them page by page.
+``take`` reads the states of the identities it hands out (``Taken.states``);
+re-sends read the alerts page by page (``Lane.resend_page``, keyset pages).
 What stays in memory per entry is an id and a time for each accepted webhook
 and queued alert, plus the alerts themselves for the first ``kept_in_memory``
 accepted webhooks (a backlog beyond that is read back from the file).
 
-Durability: WAL with ``synchronous=NORMAL``. ``accept`` returns once its
-transaction is committed to the WAL, which then survives a crash or SIGKILL of
-the process (the OS holds the written pages). Only a power loss or kernel crash
-can lose the commits since the WAL was last synced (at checkpoints); ``FULL``
-would fsync every commit, an order of magnitude slower on most disks, to close
-a window Sentry's own retries mostly cover.
+Durability: WAL with ``synchronous=FULL``. ``accept`` returns once its group
+commit's transaction is in the WAL and the WAL is fsynced, so a 202 survives a
+power loss or a kernel crash as well as a crash of the process
+(https://www.sqlite.org/pragma.html#pragma_synchronous; ``NORMAL``, used before,
+syncs only at checkpoints and could lose the last commits to a power loss).
+Group commit pays for it: one fsync per round of concurrent accepts, not one
+per webhook, and the fsync waits on the SQLite thread, not the event loop. It
+still costs: on this project's shared 2-core test machine (ext4 on a virtual
+disk) a one-row commit took 0.06 ms with ``NORMAL`` and 0.3 to 0.56 ms with
+``FULL``, and ``bench/run ingest`` (wrk, concurrency 50, medians of 3 rounds,
+2026-12-02, the machine busy with other work) served 35 % and 48 % of the bare
+app's requests per second with ``NORMAL`` (p99 96 and 190 ms) against 23 % and
+23 % with ``FULL`` (p99 198 and 314 ms), at the same CPU per webhook (about
+0.9 ms): the bridge waits for the disk, it does not work harder. On a volume
+with a slower fsync (network storage) each round waits that much longer.
 
 Group commit: concurrent ``accept`` calls queue up while one write is running
 and are committed together by the next, so a storm costs one transaction per
 round trip to the writer, not one per webhook, and a lone webhook waits for no
 timer. Every SQLite call runs on one dedicated thread, which also serialises
-them; the event loop never blocks on the disk (except ``active`` for an
-identity ``take`` did not hand out).
+them; the event loop never blocks on the disk.
 
 The file is opened with ``locking_mode=EXCLUSIVE``: a second bridge on the same
 data directory fails at start instead of delivering the same alerts twice.
@@ -56,18 +77,29 @@ import contextlib
 import json
 import logging
 import sqlite3
-from collections.abc import AsyncGenerator, Callable, Collection, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
 from bridge.alertmanager import PostableAlert, wire_json
+from bridge.dedup import fingerprint
 from bridge.errors import ConfigError, OutboxFull
 from bridge.metrics import Metrics
-from bridge.model import SentryAlert
+from bridge.model import SentryAlert, Severity
 from bridge.state import IdentityState
+from bridge.store.contract import (
+    Entry,
+    Failed,
+    Lane,
+    Page,
+    Processed,
+    Quarantined,
+    Queued,
+    Taken,
+)
 
 log = logging.getLogger("bridge.outbox")
 
@@ -112,45 +144,20 @@ T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
-class Processed:
-    """What the pipeline made of one inbox entry; ``Outbox.complete`` commits it."""
-
-    inbox_id: int
-    send: Sequence[PostableAlert]  # to every Alertmanager, in order
-    active: Mapping[str, PostableAlert | None]  # identity -> firing alert now, None to clear
-    # identity -> its state machine's state and until when to keep it (None: forget it)
-    states: Mapping[str, tuple[IdentityState, datetime | None]] = field(default_factory=dict)
-
-
-@dataclass(frozen=True, slots=True)
-class Queued:
-    """One queued alert as a sender reads it."""
-
-    id: int
-    queued_at: float  # epoch seconds the webhook was accepted
-    body: str  # the alert's wire JSON, posted as is
-
-
-@dataclass(frozen=True, slots=True)
-class Quarantined:
-    """One quarantined webhook, as ``sentry-bridge quarantine list`` shows it."""
-
-    id: int
-    at: float  # epoch seconds it was quarantined
-    reason: str  # one of bridge.metrics.QUARANTINE_REASONS
-    detail: str
-    headers: dict[str, str]
-    body: bytes  # the raw body (empty when ``alert`` is set)
-    alert: dict[str, Any] | None  # the normalised alert, when the pipeline failed on it
-
-
-@dataclass(frozen=True, slots=True)
 class _Loaded:
     inbox: list[tuple[int, float]]
     queue: list[tuple[int, float]]
     cursor: dict[str, int]
     active: int
     resolved: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Completed:
+    ids: list[int]  # the queue ids of the sends, in order
+    active: int  # how many more alerts are active, resolved, quarantined
+    resolved: int
+    quarantined: int
 
 
 def utcnow() -> datetime:
@@ -160,6 +167,47 @@ def utcnow() -> datetime:
 def label_key(labels: Mapping[str, str]) -> str:
     """A label set as a stable string: the identity Alertmanager gives an alert."""
     return json.dumps(sorted(labels.items()), separators=(",", ":"))
+
+
+def _legacy_state(active: PostableAlert) -> IdentityState:
+    """The state an alert active from before the state table stands for."""
+    severity = active.labels.get("severity")
+    return IdentityState(
+        alert=active,
+        severity=Severity(severity) if severity in set(Severity) else None,
+        posted=fingerprint(active.labels),
+        posted_at=active.starts_at,
+    )
+
+
+class _Lane:
+    """One Alertmanager's lane (``Outbox.lane``): its place in the queue, its re-sends.
+    ``advance`` is kept until the block ends and committed only if it ends without an
+    exception, as the contract says (PostgreSQL's lane is one transaction)."""
+
+    def __init__(self, outbox: Outbox, target: str) -> None:
+        self._outbox, self._target = outbox, target
+        self._done: int | None = None
+        self._dead: list[tuple[Queued, str]] = []
+
+    async def pending(self, limit: int) -> list[Queued]:
+        box = self._outbox
+        after = max(box._cursor[self._target], self._done or 0)
+        return await box._call(box._read_queue, after, limit)
+
+    async def advance(self, done: int, dead: Sequence[tuple[Queued, str]] = ()) -> None:
+        self._done = max(done, self._done or 0)
+        self._dead.extend(dead)
+
+    async def resend_page(self, after: Any, limit: int) -> Page:
+        """Recently resolved alerts, then the active ones, in rowid (keyset) pages; a row
+        replaced since the last page (fired again) comes again, later, as it is now."""
+        return await self._outbox._call(self._outbox._read_page, after, limit)
+
+    async def _commit(self) -> None:
+        if self._done is not None:
+            box = self._outbox
+            await box._shield(box._advance(self._target, self._done, self._dead))
 
 
 class Outbox:
@@ -209,15 +257,13 @@ class Outbox:
         self._ready: collections.deque[tuple[int, SentryAlert | None]] = collections.deque()
         self._ready_event = asyncio.Event()
         self._inbox_times: dict[int, float] = {}  # committed, not completed; insertion order
-        # The active alerts of the identities take() handed out; complete() clears it.
-        self._taken_active: dict[str, PostableAlert | None] = {}
-        self._taken_states: dict[str, IdentityState | None] = {}
         self._active_count = 0
         self._resolved_count = 0
         # Delivery side.
         self._queue_times: collections.deque[tuple[int, float]] = collections.deque()
         self._cursor: dict[str, int] = {}
         self._wakeups = {target: asyncio.Event() for target in self.targets}
+        self._lanes = {target: asyncio.Lock() for target in self.targets}
         self.progress = asyncio.Event()  # set whenever a sender finishes a batch
         self._shielded: set[asyncio.Task[Any]] = set()
         metrics.outbox_length.set_function(self.length)
@@ -306,72 +352,81 @@ class Outbox:
 
     # --- the pipeline -------------------------------------------------------------------
 
-    async def take(self, limit: int) -> list[tuple[int, SentryAlert]]:
+    async def take(self, limit: int) -> Taken:
         """The next accepted entries in arrival order; waits for at least one. Reads the
-        active alerts of their identities along, so ``active`` needs no disk for them."""
+        states of their identities along (one query), so deciding needs no disk."""
         while True:
             while not self._ready:
                 self._ready_event.clear()
                 await self._ready_event.wait()
             entries = [self._ready.popleft() for _ in range(min(limit, len(self._ready)))]
             try:
-                taken, dropped, active, states = await self._call(self._read_taken, entries)
+                taken, dropped, states = await self._call(self._read_taken, entries)
             except BaseException:
                 self._ready.extendleft(reversed(entries))  # not handed out: keep the order
                 raise
             for inbox_id in dropped:
                 self._inbox_times.pop(inbox_id, None)
-            self._taken_active, self._taken_states = active, states
             if taken:
-                return taken
+                return Taken(
+                    entries=[
+                        Entry(i, datetime.fromtimestamp(self._inbox_times[i], UTC), alert)
+                        for i, alert in taken
+                    ],
+                    states=states,
+                    now=self.clock(),
+                )
 
-    async def complete(self, results: Sequence[Processed]) -> None:
-        """In one transaction: inbox entries done, alerts queued, active table updated.
+    async def complete(
+        self, taken: Taken, results: Sequence[Processed], failed: Sequence[Failed] = ()
+    ) -> None:
+        """In one transaction: the entries leave the inbox, the posts are queued, the states
+        (and from them the active table) are written, ``failed`` goes to quarantine.
         Shielded, so a cancelled caller cannot leave memory behind the file."""
-        await self._shield(self._complete(results))
+        handed = sorted(e.inbox_id for e in taken.entries)
+        if sorted([*(r.inbox_id for r in results), *(f.inbox_id for f in failed)]) != handed:
+            raise ValueError("complete() needs every taken entry in results or failed, once")
+        await self._shield(self._complete(taken, results, failed))
 
-    async def _complete(self, results: Sequence[Processed]) -> None:
+    async def _complete(
+        self, taken: Taken, results: Sequence[Processed], failed: Sequence[Failed]
+    ) -> None:
         now = self.clock()
         # Ages count from acceptance, so max_age covers the time spent in the pipeline too.
-        stamp = now.timestamp()
-        sends = [(self._inbox_times.get(r.inbox_id, stamp), a) for r in results for a in r.send]
-        ids, active, resolved = await self._call(
-            self._write_complete, results, sends, now, self._resolved_count > 0
+        accepted = {e.inbox_id: e.accepted_at.timestamp() for e in taken.entries}
+        sends = [(accepted[r.inbox_id], a) for r in results for a in r.send]
+        held = {identity: state.alert for identity, state in taken.states.items()}
+        quarantined = [
+            ("pipeline_error", f.reason[:1000], "{}", b"", json.dumps(f.alert.to_json()))
+            for f in failed
+        ]
+        written: _Completed = await self._call(
+            self._write_complete,
+            held,
+            results,
+            sends,
+            [f.inbox_id for f in failed],
+            quarantined,
+            now,
+            self._resolved_count > 0,
         )
-        for result in results:
-            self._inbox_times.pop(result.inbox_id, None)
+        for inbox_id in accepted:
+            self._inbox_times.pop(inbox_id, None)
         self._queue_times.extend(
-            (i, queued_at) for i, (queued_at, _) in zip(ids, sends, strict=True)
+            (i, queued_at) for i, (queued_at, _) in zip(written.ids, sends, strict=True)
         )
-        self._active_count += active
-        self._resolved_count += resolved
-        self._taken_active.clear()  # superseded by what was just written
-        self._taken_states.clear()
-        if ids:
+        self._active_count += written.active
+        self._resolved_count += written.resolved
+        self._quarantine_count += written.quarantined
+        if failed:
+            self.metrics.quarantined.labels("pipeline_error").inc(len(failed))
+        if written.ids:
             self._wake_senders()
 
-    def active(self, identity: str) -> PostableAlert | None:
-        """The firing alert Alertmanager holds for ``identity``; None once its endsAt
-        passed. An identity ``take`` did not hand out is read from the file, blocking."""
-        if identity in self._taken_active:
-            alert = self._taken_active[identity]
-        else:
-            alert = self._blocking(self._read_active, [identity]).get(identity)
-        if alert is None or (alert.ends_at is not None and alert.ends_at <= self.clock()):
-            return None
-        return alert
-
-    def state(self, identity: str) -> IdentityState | None:
-        """The state machine's state of ``identity``, as last completed; None when the
-        bridge knows nothing of it. Read like ``active``."""
-        if identity in self._taken_states:
-            return self._taken_states[identity]
-        return self._blocking(self._read_states, [identity]).get(identity)
-
-    def accepted_at(self, inbox_id: int) -> datetime | None:
-        """When the inbox entry ``inbox_id`` (not yet completed) was accepted."""
-        stamp = self._inbox_times.get(inbox_id)
-        return None if stamp is None else datetime.fromtimestamp(stamp, UTC)
+    async def abandon(self, taken: Taken) -> None:
+        """Hand the entries of ``taken`` out again, first and in order (a failed batch)."""
+        self._ready.extendleft(reversed([(e.inbox_id, e.alert) for e in taken.entries]))
+        self._ready_event.set()
 
     def active_count(self) -> int:
         return self._active_count
@@ -386,16 +441,18 @@ class Outbox:
         """Set whenever alerts are queued; each sender clears its own before reading."""
         return self._wakeups[target]
 
-    async def pending(self, target: str, limit: int) -> list[Queued]:
-        """The next alerts ``target`` still needs, oldest first."""
-        return await self._call(self._read_queue, self._cursor[target], limit)
+    @contextlib.asynccontextmanager
+    async def lane(self, target: str) -> AsyncIterator[Lane | None]:
+        """The right to post to ``target``: one process, so a lock per Alertmanager, and
+        never None. Its advance commits when the block ends without an exception."""
+        async with self._lanes[target]:
+            lane = _Lane(self, target)
+            yield lane
+            await lane._commit()
 
-    async def advance(
-        self, target: str, done: int, dead: Sequence[tuple[Queued, str]] = ()
-    ) -> None:
-        """``target`` is done with every queued id up to ``done``; ``dead`` are the ones it
-        rejected (with the reason), kept in the dead-letter table."""
-        await self._shield(self._advance(target, done, dead))
+    async def periodic(self) -> bool:
+        """One replica: it always runs the re-sends and expiry."""
+        return True
 
     async def _advance(self, target: str, done: int, dead: Sequence[tuple[Queued, str]]) -> None:
         done = max(done, self._cursor[target])
@@ -408,17 +465,6 @@ class Outbox:
         while self._queue_times and self._queue_times[0][0] <= low:
             self._queue_times.popleft()
         self.progress.set()
-
-    async def resendable(self, chunk: int) -> AsyncGenerator[list[str], None]:
-        """The wire JSON Alertmanager should hold, ``chunk`` alerts at a time: recently
-        resolved alerts, then the active ones, read page by page as stored."""
-        if not self.resendable_count():
-            return
-        for query in _PAGES:
-            after = 0
-            while rows := await self._call(self._read_page, query, after, chunk):
-                after = rows[-1][0]
-                yield [body for _, body in rows]
 
     async def forget_refused(
         self, target: str, refused: Sequence[tuple[str, str]], *, dead_letter: bool
@@ -475,34 +521,13 @@ class Outbox:
         """Keep an authenticated webhook the bridge cannot process, durably; False (nothing
         kept) when the same body was already seen within ``body_retention``."""
         row = (reason, detail[:1000], json.dumps(dict(headers)), body, None)
-        added = await self._shield(
-            self._call(self._write_quarantine, [row], [], digest, self._now())
-        )
+        added = await self._shield(self._call(self._write_quarantine, row, digest, self._now()))
         if added is None:
             self.metrics.duplicate_bodies.inc()
             return False
         self._quarantine_count += added
         self.metrics.quarantined.labels(reason).inc()
         return True
-
-    async def quarantine_taken(self, entries: Sequence[tuple[int, SentryAlert, str]]) -> None:
-        """Move inbox entries ``take`` handed out and the pipeline failed on (with why)
-        into quarantine, in one transaction: one bad alert never holds up its batch."""
-        rows = [
-            ("pipeline_error", detail[:1000], "{}", b"", json.dumps(alert.to_json()))
-            for _, alert, detail in entries
-        ]
-        ids = [inbox_id for inbox_id, _, _ in entries]
-        added = await self._shield(self._call(self._write_quarantine, rows, ids, None, self._now()))
-        self._quarantine_count += added or 0
-        for inbox_id in ids:
-            self._inbox_times.pop(inbox_id, None)
-        self.metrics.quarantined.labels("pipeline_error").inc(len(entries))
-
-    def requeue(self, entries: Sequence[tuple[int, SentryAlert]]) -> None:
-        """Hand entries ``take`` gave out again, first and in order (a failed batch)."""
-        self._ready.extendleft(reversed(entries))
-        self._ready_event.set()
 
     async def quarantined(self) -> list[Quarantined]:
         return await self._call(self._read_quarantine)
@@ -559,11 +584,6 @@ class Outbox:
     async def _call(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
-    def _blocking(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run on the SQLite thread and wait for it, from the event loop: only for a
-        primary-key read (it may wait behind one group commit)."""
-        return self._executor.submit(fn, *args).result()
-
     async def _shield(self, coro: Any) -> Any:
         task = asyncio.ensure_future(coro)
         self._shielded.add(task)
@@ -603,7 +623,9 @@ class Outbox:
             db.execute("PRAGMA locking_mode = EXCLUSIVE")
             db.execute(f"PRAGMA busy_timeout = {int(self.lock_timeout_ms)}")
             db.execute("PRAGMA journal_mode = WAL")
-            db.execute("PRAGMA synchronous = NORMAL")
+            # FULL: every commit is fsynced before accept() returns, so a 202 survives a
+            # power loss too (https://www.sqlite.org/pragma.html#pragma_synchronous).
+            db.execute("PRAGMA synchronous = FULL")
             db.executescript(_SCHEMA)  # takes the exclusive lock: one bridge per data dir
         except sqlite3.OperationalError as exc:
             db.close()
@@ -654,14 +676,9 @@ class Outbox:
 
     def _read_taken(
         self, entries: Sequence[tuple[int, SentryAlert | None]]
-    ) -> tuple[
-        list[tuple[int, SentryAlert]],
-        list[int],
-        dict[str, PostableAlert | None],
-        dict[str, IdentityState | None],
-    ]:
+    ) -> tuple[list[tuple[int, SentryAlert]], list[int], dict[str, IdentityState]]:
         """The entries' alerts (read back where only the id was kept), the ids of
-        unreadable ones (deleted), and the active alert and state of every identity taken."""
+        unreadable ones (deleted), and the state of every identity taken that has one."""
         missing = [inbox_id for inbox_id, alert in entries if alert is None]
         texts: dict[int, str] = dict(
             self._conn.execute(
@@ -684,14 +701,11 @@ class Outbox:
             with self._transaction() as db:
                 db.executemany("DELETE FROM inbox WHERE id = ?", [(i,) for i in dropped])
         identities = {alert.identity for _, alert in taken}
-        active: dict[str, PostableAlert | None] = dict.fromkeys(identities)
-        states: dict[str, IdentityState | None] = dict.fromkeys(identities)
-        return (
-            taken,
-            dropped,
-            active | self._read_active(identities),
-            states | self._read_states(identities),
-        )
+        states = self._read_states(identities)
+        # An alert active from before the state table existed (an upgrade) stands in for a
+        # state, so the next decision replaces it rather than firing a second one.
+        legacy = self._read_active(identities - states.keys())
+        return taken, dropped, states | {i: _legacy_state(a) for i, a in legacy.items()}
 
     def _read_states(self, identities: Collection[str]) -> dict[str, IdentityState]:
         rows = self._conn.execute(
@@ -701,6 +715,8 @@ class Outbox:
         return {identity: IdentityState.from_json(json.loads(text)) for identity, text in rows}
 
     def _read_active(self, identities: Collection[str]) -> dict[str, PostableAlert]:
+        if not identities:
+            return {}
         rows = self._conn.execute(
             "SELECT identity, alert FROM active WHERE identity IN (SELECT value FROM json_each(?))",
             (json.dumps(list(identities)),),
@@ -709,13 +725,16 @@ class Outbox:
 
     def _write_complete(
         self,
+        held: Mapping[str, PostableAlert | None],
         results: Sequence[Processed],
         sends: Sequence[tuple[float, PostableAlert]],
+        failed: Sequence[int],
+        quarantined: Sequence[tuple[str, str, str, bytes, str | None]],
         now: datetime,
         any_resolved: bool,
-    ) -> tuple[list[int], int, int]:
-        """Returns the queue ids of ``sends`` and how many more alerts are active and
-        resolved. ``any_resolved``: whether the resolved table has rows (when it has none,
+    ) -> _Completed:
+        """``held``: the active alert of each identity as taken, so an unchanged one is not
+        rewritten. ``any_resolved``: whether the resolved table has rows (when it has none,
         as between incidents, a firing alert has no re-sends to end)."""
         stamp = now.timestamp()
         bodies: dict[int, str] = {}  # by id(): the current alert is usually sent too
@@ -726,7 +745,8 @@ class Outbox:
             return bodies[id(alert)]
 
         with self._transaction() as db:
-            db.executemany("DELETE FROM inbox WHERE id = ?", [(r.inbox_id,) for r in results])
+            done = [(r.inbox_id,) for r in results] + [(i,) for i in failed]
+            db.executemany("DELETE FROM inbox WHERE id = ?", done)
             ids, active, resolved = [], 0, 0
             for queued_at, alert in sends:
                 sql = "INSERT INTO queue (queued_at, alert) VALUES (?, ?)"
@@ -742,17 +762,12 @@ class Outbox:
                     db.execute(sql, (key, stamp, body(alert)))
                     resolved += 1
                     any_resolved = True
+            # The active table is derived from the states: the last state written for an
+            # identity holds its active alert (a forgotten state holds none).
+            current: dict[str, PostableAlert | None] = {}
             for result in results:
-                for identity, current in result.active.items():
-                    active -= db.execute(
-                        "DELETE FROM active WHERE identity = ?", (identity,)
-                    ).rowcount
-                    if current is not None:
-                        ends_at = current.ends_at.timestamp() if current.ends_at else None
-                        sql = "INSERT INTO active (identity, ends_at, alert) VALUES (?, ?, ?)"
-                        db.execute(sql, (identity, ends_at, body(current)))
-                        active += 1
                 for identity, (state, until) in result.states.items():
+                    current[identity] = state.alert if until is not None else None
                     if until is None:
                         db.execute("DELETE FROM state WHERE identity = ?", (identity,))
                         continue
@@ -762,7 +777,17 @@ class Outbox:
                         "VALUES (?, ?, ?)",
                         (identity, until.timestamp(), text),
                     )
-            return ids, active, resolved
+            for identity, firing in current.items():
+                if identity in held and (firing is held[identity] or firing == held[identity]):
+                    continue  # unchanged: keep its row (and its place in the re-send pages)
+                active -= db.execute("DELETE FROM active WHERE identity = ?", (identity,)).rowcount
+                if firing is not None:
+                    ends_at = firing.ends_at.timestamp() if firing.ends_at else None
+                    sql = "INSERT INTO active (identity, ends_at, alert) VALUES (?, ?, ?)"
+                    db.execute(sql, (identity, ends_at, body(firing)))
+                    active += 1
+            added = self._insert_quarantine(db, quarantined, stamp) if quarantined else 0
+            return _Completed(ids, active, resolved, added)
 
     def _read_queue(self, after: int, limit: int) -> list[Queued]:
         rows = self._conn.execute(
@@ -787,8 +812,22 @@ class Outbox:
                 )
             db.execute("DELETE FROM queue WHERE id <= ?", (low,))
 
-    def _read_page(self, query: str, after: int, limit: int) -> list[tuple[int, str]]:
-        return self._conn.execute(query, (after, limit)).fetchall()
+    def _read_page(self, after: tuple[int, int] | None, limit: int) -> Page:
+        """Up to ``limit`` bodies from ``after`` (table, rowid) on, across _PAGES in order;
+        one row more is read to know whether there is a next page."""
+        table, rowid = after or (0, 0)
+        bodies: list[str] = []
+        while table < len(_PAGES):
+            room = limit - len(bodies)
+            rows = self._conn.execute(_PAGES[table], (rowid, room + 1)).fetchall()
+            if len(rows) > room:  # more in this table than fits
+                if room:
+                    bodies += [text for _, text in rows[:room]]
+                    rowid = rows[room - 1][0]
+                return Page(bodies, (table, rowid))
+            bodies += [text for _, text in rows]
+            table, rowid = table + 1, 0
+        return Page(bodies, None)
 
     def _write_forget(
         self, target: str, refused: Sequence[tuple[str, str]], dead_letter: bool, now: float
@@ -854,29 +893,33 @@ class Outbox:
         return count
 
     def _write_quarantine(
-        self,
-        rows: Sequence[tuple[str, str, str, bytes, str | None]],
-        inbox_ids: Sequence[int],
-        digest: bytes | None,
-        now: float,
+        self, row: tuple[str, str, str, bytes, str | None], digest: bytes, now: float
     ) -> int | None:
         """How many more entries the quarantine holds; None, and nothing written, when
         ``digest`` was seen within body_retention."""
         with self._transaction() as db:
-            if digest is not None:
-                if not self._first_sight(db, digest, now):
-                    return None
-                self._forget_bodies(db, now)
-            db.executemany("DELETE FROM inbox WHERE id = ?", [(i,) for i in inbox_ids])
-            db.executemany(
-                "INSERT INTO quarantine (at, reason, detail, headers, body, alert)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
-                [(now, *row) for row in rows],
-            )
-            dropped = db.execute(
-                "DELETE FROM quarantine WHERE id <= (SELECT max(id) FROM quarantine) - ?",
-                (self.quarantine_kept,),
-            ).rowcount
+            if not self._first_sight(db, digest, now):
+                return None
+            self._forget_bodies(db, now)
+            return self._insert_quarantine(db, [row], now)
+
+    def _insert_quarantine(
+        self,
+        db: sqlite3.Connection,
+        rows: Sequence[tuple[str, str, str, bytes, str | None]],
+        now: float,
+    ) -> int:
+        """Returns how many more entries the quarantine holds (the oldest beyond
+        ``quarantine_kept`` go)."""
+        db.executemany(
+            "INSERT INTO quarantine (at, reason, detail, headers, body, alert)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            [(now, *row) for row in rows],
+        )
+        dropped = db.execute(
+            "DELETE FROM quarantine WHERE id <= (SELECT max(id) FROM quarantine) - ?",
+            (self.quarantine_kept,),
+        ).rowcount
         if dropped:
             log.error("quarantine full: oldest entries dropped", extra={"dropped": dropped})
         return len(rows) - dropped

@@ -1,0 +1,21 @@
+"""The PostgreSQL engine of the store contract, shared by several replicas (issue 10).
+
+``PostgresStore`` (``engine``) composes the parts: ``connection`` (the asyncpg pool, TLS,
+the migration under an advisory lock, the database clock), ``schema`` (the migrations),
+``inbox`` (group-committed accepts, takes in order with each identity locked),
+``complete`` (a batch's decisions written), ``identity`` (the state rows), ``queue``
+(per-Alertmanager rows, lanes, re-send pages, dead letters), ``operators`` (requeue,
+refusals, quarantine, the status snapshot), ``lease`` (one replica at a time runs the
+periodic jobs), ``sizes`` (the gauges' cache) and ``codec`` (what PostgreSQL text cannot
+hold).
+
+The driver is asyncpg: it speaks PostgreSQL's protocol natively on asyncio (no thread
+pool), uses the binary format and prepared statements (cached per connection), and was
+the fastest of the asyncio drivers for this load of many small statements.
+"""
+
+from __future__ import annotations
+
+from bridge.store.pg.engine import PostgresStore
+
+__all__ = ["PostgresStore"]

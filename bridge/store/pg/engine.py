@@ -1,0 +1,607 @@
+"""``PostgresStore``: the store contract (``bridge.store.contract``) on PostgreSQL, shared
+by every replica.
+
+The parts: ``connection`` (pool, TLS, migration, clock), ``schema``, ``inbox`` (accept and
+take), ``complete`` (what a batch of decisions writes), ``identity`` (states), ``queue``
+(the queue, lanes, re-sends, dead letters), ``operators`` (requeue, refusals, quarantine,
+snapshot), ``lease`` (one replica runs the periodic jobs), ``sizes``, ``codec`` (NUL, which
+PostgreSQL text cannot hold). This module composes them and keeps what a replica keeps in
+memory:
+
+- accepts waiting for their group commit (concurrent ``accept`` calls share one
+  transaction; a lone one waits for no timer);
+- the open transactions of what ``take`` handed out (``Taken.handle``) and of lanes;
+- sizes, for gauges: refreshed from the database every ``refresh_interval`` (other
+  replicas change them too) and adjusted by this replica's own commits in between.
+
+``take`` waits without polling hard: ``LISTEN`` on the inbox's channel (every accept
+notifies at commit, PostgreSQL docs "NOTIFY"), with a poll every ``poll_interval`` in case
+a notification was lost with a connection. Senders are woken the same way on queue inserts.
+
+Writes that fail count toward ``store_ok`` as the SQLite engine's do: ``failing_after``
+failed write transactions in a row turn it False until one succeeds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+import socket
+import time
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import asyncpg
+
+from bridge.config import Postgres, postgres_connections
+from bridge.errors import ConfigError, OutboxFull, StoreError
+from bridge.metrics import Metrics
+from bridge.model import SentryAlert
+from bridge.store.contract import Entry, Failed, Lane, Processed, Quarantined, Taken
+from bridge.store.pg import codec, complete, connection, identity, inbox, operators, queue, sizes
+from bridge.store.pg.lease import Periodic
+
+log = logging.getLogger("bridge.store.pg")
+
+# What a failing database raises: its errors, a lost connection, a timeout.
+DB_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
+
+
+@dataclass(eq=False)  # hashed by identity: kept in a set while open
+class _Handle:
+    """A ``take``'s open transaction: its connection holds the identities' locks."""
+
+    conn: Any
+    transaction: Any
+    done: bool = False
+
+
+class PostgresStore:
+    failing_after = 3
+    dead_letters_kept = 10_000
+    quarantine_kept = 100_000
+    refresh_interval = 2.0  # seconds between size refreshes
+    poll_interval = 1.0  # take() looks at the inbox at least this often while waiting
+
+    def __init__(
+        self,
+        settings: Postgres,
+        targets: Sequence[str],
+        *,
+        max_queued: int,
+        metrics: Metrics,
+        body_retention: float = 86400.0,
+        max_bodies: int = 100_000,
+        lease_ttl: timedelta = timedelta(seconds=15),
+        holder: str | None = None,
+    ) -> None:
+        if not targets:
+            raise ConfigError("the store needs at least one Alertmanager")
+        if len(set(targets)) != len(targets):
+            raise ConfigError(f"two Alertmanager URLs name the same target: {list(targets)}")
+        needed = postgres_connections(len(targets))  # config refuses less; a caller may not
+        if settings.pool_size < needed:
+            raise ConfigError(
+                f"store.postgres.pool_size: {settings.pool_size} is too small for "
+                f"{len(targets)} Alertmanager(s); at least {needed}"
+            )
+        self.settings = settings
+        self.targets = tuple(targets)
+        self.max_queued = max_queued
+        self.metrics = metrics
+        self.body_retention = body_retention
+        self.max_bodies = max_bodies
+        self.lease_ttl = lease_ttl
+        self.holder = holder or f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+        schema = settings.schema_
+        self.lock_key = connection.lock_key(schema)  # identities' advisory locks
+        self.sweep_key = connection.lock_key(f"{schema}:seen_body")
+        self.inbox_channel = f"{schema}_inbox"
+        self.queue_channel = f"{schema}_queued"
+        self.commits = 0  # write transactions so far; tests check group commit with it
+        self.progress = asyncio.Event()
+        self._pool: Any = None
+        self._listener: Any = None
+        self._lease: Periodic | None = None
+        self._write_failures = 0
+        self._pending: list[tuple[SentryAlert, bytes | None, asyncio.Future[bool]]] = []
+        self._flusher: asyncio.Task[None] | None = None
+        self._inbox_event = asyncio.Event()
+        self._wakeups = {target: asyncio.Event() for target in self.targets}
+        self._handles: set[_Handle] = set()
+        self._sizes = sizes.Sizes(depths=dict.fromkeys(self.targets, 0))
+        self._refresher: asyncio.Task[None] | None = None
+        self._shielded: set[asyncio.Task[Any]] = set()
+        metrics.outbox_length.set_function(self.length)
+        metrics.outbox_oldest_age.set_function(self.oldest_age)
+        metrics.active_alerts.set_function(self.active_count)
+        metrics.quarantine_held.set_function(self.quarantine_count)
+
+    # --- lifecycle ----------------------------------------------------------------------
+
+    async def open(self) -> None:
+        try:
+            self._pool = await connection.connect(self.settings)
+        except DB_ERRORS as exc:
+            raise StoreError(f"cannot connect to PostgreSQL: {type(exc).__name__}: {exc}") from exc
+        try:
+            async with self._pool.acquire() as conn:
+                await connection.migrate(conn, self.settings.schema_)
+                await conn.execute(queue.PROGRESS, list(self.targets))
+            await self._listen()
+            await self._refresh()
+        except BaseException:
+            await self._pool.close()
+            self._pool = None
+            raise
+        self._lease = Periodic(self._pool, self.holder, self.lease_ttl)
+        self._refresher = asyncio.create_task(self._refresh_loop(), name="store-sizes")
+        self._inbox_event.set()
+        self._wake_senders()
+        log.info(
+            "store opened",
+            extra={
+                "backend": "postgres",
+                "inbox": self.inbox_count(),
+                "queued": self.queued_count(),
+            },
+        )
+
+    async def close(self) -> None:
+        if self._pool is None:
+            return
+        if self._refresher is not None:
+            self._refresher.cancel()
+            await asyncio.gather(self._refresher, return_exceptions=True)
+        while self._flusher is not None or self._shielded:
+            await asyncio.gather(
+                *([self._flusher] if self._flusher else []), *self._shielded, return_exceptions=True
+            )
+        for handle in list(self._handles):  # a take whose pipeline was cancelled
+            await self._end(handle)
+        if self._lease is not None:
+            with contextlib.suppress(*DB_ERRORS):
+                await self._lease.release()
+        await self._unlisten()
+        pool, self._pool = self._pool, None
+        try:
+            await asyncio.wait_for(pool.close(), timeout=5)
+        except (TimeoutError, *DB_ERRORS):
+            pool.terminate()
+
+    # --- the edge -----------------------------------------------------------------------
+
+    async def accept(self, alert: SentryAlert, digest: bytes | None = None) -> bool:
+        if self.length() >= self.max_queued:
+            raise OutboxFull()
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._pending.append((alert, digest, future))
+        if self._flusher is None:
+            self._flusher = asyncio.create_task(self._flush(), name="store-flush")
+        return await future
+
+    async def _flush(self) -> None:
+        try:
+            while self._pending:
+                batch, self._pending = self._pending, []
+                try:
+                    kept = await self._write(self._insert, batch)
+                except Exception:
+                    log.exception("cannot write the inbox", extra={"alerts": len(batch)})
+                    for _, _, future in batch:
+                        if not future.done():
+                            future.set_exception(OutboxFull("the store cannot be written"))
+                    continue
+                for (_, _, future), added in zip(batch, kept, strict=True):
+                    if not added:
+                        self.metrics.duplicate_bodies.inc()
+                    if not future.done():
+                        future.set_result(added)
+                if any(kept):
+                    self._sizes.inbox += sum(kept)
+                    self._inbox_event.set()
+                if any(digest is not None for _, digest, _ in batch):
+                    await self._sweep()
+        finally:
+            self._flusher = None
+
+    async def _insert(
+        self, conn: Any, batch: Sequence[tuple[SentryAlert, bytes | None, object]]
+    ) -> list[bool]:
+        new = await inbox.new_bodies(
+            conn, [d for _, d, _ in batch if d is not None], self.body_retention
+        )
+        kept: list[bool] = []
+        for _, digest, _ in batch:
+            fresh = digest is None or digest in new
+            if digest is not None:
+                new.discard(digest)  # the same body twice in one group: the first counts
+            kept.append(fresh)
+        alerts = [alert for (alert, _, _), keep in zip(batch, kept, strict=True) if keep]
+        await inbox.insert(conn, alerts, self.inbox_channel)
+        return kept
+
+    async def _sweep(self) -> None:
+        """Forget bodies past the retention or the count (after the commit, best effort:
+        in the accept's transaction it could wait on rows another accept holds)."""
+        try:
+            async with self._pool.acquire() as conn:
+                await inbox.sweep(conn, self.body_retention, self.max_bodies, self.sweep_key)
+        except DB_ERRORS:
+            log.warning("cannot forget old bodies; next time", exc_info=True)
+
+    async def quarantine(
+        self, reason: str, detail: str, headers: Mapping[str, str], body: bytes, digest: bytes
+    ) -> bool:
+        async def write(conn: Any) -> bool:
+            if digest not in await inbox.new_bodies(conn, [digest], self.body_retention):
+                return False
+            row = (reason, detail[:1000], codec.dumps(dict(headers)), body, None)
+            self._dropped(await operators.quarantine(conn, [row], self.quarantine_kept))
+            return True
+
+        added: bool = await self._shield(self._write(write))
+        if not added:
+            self.metrics.duplicate_bodies.inc()
+            return False
+        self._sizes.quarantine += 1
+        self.metrics.quarantined.labels(reason).inc()
+        return True
+
+    def _dropped(self, dropped: int) -> None:
+        if dropped:
+            log.error("quarantine full: oldest entries dropped", extra={"dropped": dropped})
+
+    # --- the pipeline -------------------------------------------------------------------
+
+    async def take(self, limit: int) -> Taken:
+        while True:
+            self._inbox_event.clear()
+            taken = await self._claim(limit)
+            if taken is not None:
+                return taken
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._inbox_event.wait(), self.poll_interval)
+
+    async def _claim(self, limit: int) -> Taken | None:
+        conn = await self._pool.acquire()
+        handle = _Handle(conn, conn.transaction())
+        self._handles.add(handle)
+        try:
+            await handle.transaction.start()
+            rows = await inbox.claim(conn, self.lock_key, limit)
+            unreadable = [inbox_id for inbox_id, _, alert in rows if alert is None]
+            if unreadable:
+                log.error("unreadable inbox entries dropped", extra={"inbox_ids": unreadable})
+                await conn.execute("DELETE FROM inbox WHERE id = ANY($1::bigint[])", unreadable)
+            entries = [Entry(i, at, alert) for i, at, alert in rows if alert is not None]
+            if not entries:
+                if unreadable:
+                    await self._commit(handle)
+                    self._inbox_event.set()  # look again at once
+                else:
+                    await self._end(handle)
+                return None
+            stored = {e.alert.identity: codec.text(e.alert.identity) for e in entries}
+            states = await identity.read(conn, set(stored.values()))
+            now: datetime = await conn.fetchval("SELECT clock_timestamp()")
+        except BaseException:
+            await self._end(handle)
+            raise
+        known = {raw: states[key] for raw, key in stored.items() if key in states}
+        return Taken(entries, known, now, handle)
+
+    async def complete(
+        self, taken: Taken, results: Sequence[Processed], failed: Sequence[Failed] = ()
+    ) -> None:
+        handle: _Handle = taken.handle
+        if handle.done:
+            raise StoreError("complete: this take was already completed or abandoned")
+        await self._shield(self._complete(handle, taken, results, failed))
+
+    async def _complete(
+        self,
+        handle: _Handle,
+        taken: Taken,
+        results: Sequence[Processed],
+        failed: Sequence[Failed],
+    ) -> None:
+        try:
+            written = await complete.write(
+                handle.conn,
+                taken,
+                results,
+                failed,
+                targets=self.targets,
+                channel=self.queue_channel,
+                inbox_channel=self.inbox_channel,
+                quarantine_kept=self.quarantine_kept,
+            )
+            await self._commit(handle)
+        except DB_ERRORS:
+            self._failed()
+            raise
+        self._sizes.inbox = max(0, self._sizes.inbox - written.done)
+        for target in self.targets:
+            self._sizes.queued(target, written.queued)
+        self._sizes.active = max(0, self._sizes.active + written.active)
+        self._sizes.resolved = max(0, self._sizes.resolved + written.resolved)
+        self._sizes.quarantine += written.quarantined
+        if failed:
+            self.metrics.quarantined.labels("pipeline_error").inc(len(failed))
+        if written.queued:
+            self._wake_senders()
+
+    async def abandon(self, taken: Taken) -> None:
+        handle: _Handle = taken.handle
+        if handle.done:
+            return
+        await self._end(handle, notify=True)
+
+    # --- delivery -----------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def lane(self, target: str) -> AsyncIterator[Lane | None]:
+        if target not in self._wakeups:
+            raise ConfigError(f"unknown Alertmanager {target!r}")
+        conn = await self._pool.acquire()
+        try:
+            transaction = conn.transaction()
+            await transaction.start()
+            try:
+                held = await queue.try_lane(conn, target)
+            except BaseException:
+                with contextlib.suppress(*DB_ERRORS):
+                    await transaction.rollback()
+                raise
+            if not held:
+                await transaction.rollback()
+                yield None
+                return
+            lane = queue.Lane(conn, target, self.dead_letters_kept)
+            try:
+                yield lane
+            except BaseException:
+                with contextlib.suppress(*DB_ERRORS):
+                    await transaction.rollback()
+                raise
+            try:
+                await transaction.commit()
+            except DB_ERRORS:
+                self._failed()
+                raise
+            self._succeeded()
+            self._sizes.queued(target, -lane.settled)
+            self.progress.set()
+        finally:
+            await self._pool.release(conn)
+
+    def wakeup(self, target: str) -> asyncio.Event:
+        return self._wakeups[target]
+
+    async def periodic(self) -> bool:
+        if self._lease is None:
+            return False
+        try:
+            return await self._lease.held()
+        except DB_ERRORS:
+            log.warning("cannot renew the periodic lease", exc_info=True)
+            return False
+
+    async def forget_refused(
+        self, target: str, refused: Sequence[tuple[str, str]], *, dead_letter: bool
+    ) -> int:
+        active, resolved = await self._shield(
+            self._write(
+                operators.forget_refused,
+                self.lock_key,
+                target,
+                refused,
+                dead_letter=dead_letter,
+                kept=self.dead_letters_kept,
+            )
+        )
+        self._sizes.active = max(0, self._sizes.active - active)
+        self._sizes.resolved = max(0, self._sizes.resolved - resolved)
+        return int(active + resolved)
+
+    async def expire(self, *, resolved_for: float) -> None:
+        async def write(conn: Any) -> None:
+            now = await conn.fetchval("SELECT clock_timestamp()")
+            await identity.expire(conn, now)
+            await queue.expire_resolved(conn, resolved_for)
+
+        await self._shield(self._write(write))
+        with contextlib.suppress(*DB_ERRORS):
+            await self._refresh()
+
+    # --- operators ----------------------------------------------------------------------
+
+    def store_ok(self) -> bool:
+        return self._write_failures < self.failing_after
+
+    async def probe(self) -> bool:
+        async def write(conn: Any) -> None:
+            await conn.execute(
+                "INSERT INTO probe (holder, at) VALUES ($1, clock_timestamp()) "
+                "ON CONFLICT (holder) DO UPDATE SET at = excluded.at",
+                self.holder,
+            )
+
+        with contextlib.suppress(Exception):
+            await self._write(write)
+        return self.store_ok()
+
+    async def dead_letters(self) -> list[tuple[str, str, dict[str, Any]]]:
+        async with self._pool.acquire() as conn:
+            return await operators.dead_letters(conn)
+
+    async def requeue_dead_letters(self) -> dict[str, int]:
+        queued, counts = await self._shield(
+            self._write(operators.requeue, self.lock_key, self.targets, self.queue_channel)
+        )
+        for target in self.targets:
+            self._sizes.queued(target, queued)
+        if queued:
+            self._wake_senders()
+        return dict(counts)
+
+    async def quarantined(self) -> list[Quarantined]:
+        async with self._pool.acquire() as conn:
+            return await operators.quarantined(conn)
+
+    async def release(self, entry_id: int, alert: SentryAlert | None) -> None:
+        async def write(conn: Any) -> int:
+            status = await conn.execute("DELETE FROM quarantine WHERE id = $1", entry_id)
+            if alert is not None:
+                await inbox.insert(conn, [alert], self.inbox_channel)
+            return int(status.split()[-1])
+
+        removed: int = await self._shield(self._write(write))
+        self._sizes.quarantine = max(0, self._sizes.quarantine - removed)
+        if alert is not None:
+            self._sizes.inbox += 1
+            self._inbox_event.set()
+
+    async def snapshot(self, limit: int) -> dict[str, Any]:
+        async with self._pool.acquire() as conn:
+            return await operators.snapshot(conn, limit)
+
+    # --- sizes (as of the last refresh, adjusted by this replica's commits) ---------------
+
+    def inbox_count(self) -> int:
+        return self._sizes.inbox + len(self._pending)
+
+    def queued_count(self) -> int:
+        """Queued alerts the furthest-behind Alertmanager still needs (rows are per
+        Alertmanager, so this is the largest queue)."""
+        return max(self._sizes.depths.values(), default=0)
+
+    def queue_depths(self) -> dict[str, int]:
+        return {target: self._sizes.depths.get(target, 0) for target in self.targets}
+
+    def active_count(self) -> int:
+        return self._sizes.active
+
+    def resendable_count(self) -> int:
+        return self._sizes.active + self._sizes.resolved
+
+    def quarantine_count(self) -> int:
+        return self._sizes.quarantine
+
+    def length(self) -> int:
+        return self.inbox_count() + self.queued_count()
+
+    def oldest_age(self) -> float:
+        if not self.length():
+            return 0.0
+        return self._sizes.oldest + (time.monotonic() - self._sizes.at)
+
+    async def _refresh(self) -> None:
+        async with self._pool.acquire() as conn:
+            self._sizes = await sizes.read(conn, self.targets)
+
+    async def _refresh_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.refresh_interval)
+            try:
+                await self._refresh()
+                if self._listener is None or self._listener.is_closed():
+                    await self._listen()
+            except DB_ERRORS:
+                log.debug("cannot refresh the store's sizes", exc_info=True)
+
+    # --- plumbing -----------------------------------------------------------------------
+
+    async def _listen(self) -> None:
+        """A connection of its own for LISTEN (notifications go to the session that
+        listens, so it cannot be the pool's), opened again when it was lost."""
+        await self._unlisten()
+        conn = await connection.connect_one(self.settings)
+        try:
+            await conn.add_listener(self.inbox_channel, self._on_inbox)
+            await conn.add_listener(self.queue_channel, self._on_queued)
+        except BaseException:
+            conn.terminate()
+            raise
+        self._listener = conn
+
+    async def _unlisten(self) -> None:
+        conn, self._listener = self._listener, None
+        if conn is None:
+            return
+        try:
+            await asyncio.wait_for(conn.close(), timeout=2)
+        except (TimeoutError, *DB_ERRORS):
+            conn.terminate()
+
+    def _on_inbox(self, *_: object) -> None:
+        self._inbox_event.set()
+
+    def _on_queued(self, *_: object) -> None:
+        self._wake_senders()
+
+    def _wake_senders(self) -> None:
+        for event in self._wakeups.values():
+            event.set()
+
+    async def _write(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """``fn(conn, *args, **kwargs)`` in one transaction, counted toward ``store_ok``."""
+        try:
+            async with self._pool.acquire() as conn, conn.transaction():
+                result = await fn(conn, *args, **kwargs)
+        except DB_ERRORS:
+            self._failed()
+            raise
+        self._succeeded()
+        return result
+
+    async def _commit(self, handle: _Handle) -> None:
+        handle.done = True
+        self._handles.discard(handle)
+        try:
+            await handle.transaction.commit()
+        finally:
+            await self._release(handle.conn)
+        self._succeeded()
+
+    async def _end(self, handle: _Handle, *, notify: bool = False) -> None:
+        """Roll back a take's transaction (nothing of it stays) and free its connection;
+        with ``notify``, tell the takers of every replica its entries are free again."""
+        if handle.done:
+            return
+        handle.done = True
+        self._handles.discard(handle)
+        with contextlib.suppress(*DB_ERRORS):
+            await handle.transaction.rollback()
+            if notify:
+                await handle.conn.execute("SELECT pg_notify($1, '')", self.inbox_channel)
+        await self._release(handle.conn)
+        if notify:
+            self._inbox_event.set()
+
+    async def _release(self, conn: Any) -> None:
+        if self._pool is not None:
+            with contextlib.suppress(*DB_ERRORS):
+                await self._pool.release(conn)
+
+    def _failed(self) -> None:
+        self._write_failures += 1
+        self.metrics.store_errors.inc()
+
+    def _succeeded(self) -> None:
+        self.commits += 1
+        self._write_failures = 0
+
+    async def _shield(self, coro: Any) -> Any:
+        """Run to its end even if the caller is cancelled, so memory never lags behind
+        what was committed (close() waits for these)."""
+        task = asyncio.ensure_future(coro)
+        self._shielded.add(task)
+        task.add_done_callback(self._shielded.discard)
+        return await asyncio.shield(task)

@@ -1,0 +1,52 @@
+"""Both engines of the store contract, opened for a test: ``sqlite`` (the outbox, in the
+test's directory) and ``postgres`` (the session's PostgreSQL, a schema of the test's own)."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from bridge.metrics import Metrics
+from bridge.store.contract import Store
+from bridge.store.pg import PostgresStore
+from bridge.store.sqlite import Outbox
+from tests.conftest import PostgresTarget
+
+TARGETS = ("am-a:9093", "am-b:9093")
+ENGINES = ("sqlite", "postgres")
+
+Opener = Callable[..., contextlib.AbstractAsyncContextManager[Any]]
+
+
+def postgres_store(pg: PostgresTarget, **options: Any) -> PostgresStore:
+    values: dict[str, Any] = {"max_queued": 10_000, "metrics": Metrics(CollectorRegistry())}
+    values |= options
+    values.setdefault("lease_ttl", timedelta(seconds=15))
+    return PostgresStore(pg.settings, TARGETS, **values)
+
+
+def opener(request: pytest.FixtureRequest, engine: str, tmp_path: Path) -> Opener:
+    """``async with open_engine(**options) as store``: a fresh, open store of ``engine``."""
+    pg: PostgresTarget | None = request.getfixturevalue("pg") if engine == "postgres" else None
+
+    @contextlib.asynccontextmanager
+    async def open_engine(**options: Any) -> AsyncIterator[Store]:
+        store: Any
+        if pg is not None:
+            store = postgres_store(pg, **options)
+        else:
+            values: dict[str, Any] = {"max_queued": 10_000, "metrics": Metrics(CollectorRegistry())}
+            store = Outbox(tmp_path, TARGETS, **(values | options))
+        await store.open()
+        try:
+            yield store
+        finally:
+            await store.close()
+
+    return open_engine

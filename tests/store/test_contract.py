@@ -1,0 +1,543 @@
+"""The store contract (``bridge/store/contract.py``), from its docstrings, against both
+engines: what the pipeline, delivery and the edge may rely on whichever one runs."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import replace
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bridge.alertmanager import PostableAlert, wire_json
+from bridge.errors import OutboxFull
+from bridge.model import SentryAlert, Severity
+from bridge.state import IdentityState
+from bridge.store.contract import Failed, Processed, Queued, Store, Taken
+from tests import factories
+from tests.store.engines import ENGINES, TARGETS, Opener, opener
+
+pytestmark = pytest.mark.anyio
+
+# A failure detector, not a pause: take() returns at once when something is there.
+PROMPTLY = 10.0
+
+
+@pytest.fixture(params=ENGINES)
+def open_engine(request: pytest.FixtureRequest, tmp_path: Path) -> Opener:
+    return opener(request, request.param, tmp_path)
+
+
+def digest(text: str) -> bytes:
+    return hashlib.sha256(text.encode()).digest()
+
+
+async def take(store: Store, limit: int = 100) -> Taken:
+    return await asyncio.wait_for(store.take(limit), PROMPTLY)
+
+
+def firing(n: int, now: datetime, *, ends_in: float = 3600, **labels: str) -> PostableAlert:
+    return factories.postable(n, start=now, ends_in=ends_in, labels=labels)
+
+
+def resolve_of(alert: PostableAlert, now: datetime) -> PostableAlert:
+    return alert.model_copy(update={"ends_at": now})
+
+
+def state_of(alert: PostableAlert | None, now: datetime) -> IdentityState:
+    return IdentityState(
+        alert=alert,
+        severity=Severity.HIGH if alert else None,
+        environments=("production",),
+        firings=(now - timedelta(seconds=5), now),
+        posted="abc" if alert else None,
+        posted_at=now if alert else None,
+    )
+
+
+async def commit(
+    store: Store,
+    taken: Taken,
+    sends: dict[str, Sequence[PostableAlert]] | None = None,
+    states: dict[str, IdentityState | None] | None = None,
+) -> None:
+    """Complete ``taken``: each identity's sends and new state go with its first entry."""
+    sends, states = sends or {}, states or {}
+    results, done = [], set()
+    for entry in taken.entries:
+        identity = entry.alert.identity
+        first = identity not in done
+        done.add(identity)
+        kept: dict[str, tuple[IdentityState, datetime | None]] = {}
+        if first and identity in states:
+            state = states[identity]
+            until = taken.now + timedelta(days=1)
+            kept = {identity: (state or IdentityState(), until if state else None)}
+        send = sends.get(identity, ()) if first else ()
+        results.append(Processed(entry.inbox_id, send, kept))
+    await store.complete(taken, results)
+
+
+async def drain_lane(store: Store, target: str) -> list[Queued]:
+    async with store.lane(target) as lane:
+        assert lane is not None
+        items = await lane.pending(1000)
+        if items:
+            await lane.advance(items[-1].id)
+    return items
+
+
+async def resendable(store: Store, target: str, limit: int = 2) -> list[str]:
+    bodies: list[str] = []
+    after: Any = None
+    while True:
+        async with store.lane(target) as lane:
+            assert lane is not None
+            page = await lane.resend_page(after, limit)
+        assert len(page.bodies) <= limit
+        bodies.extend(page.bodies)
+        if page.after is None:
+            return bodies
+        after = page.after
+
+
+def labels(bodies: Sequence[str]) -> list[dict[str, str]]:
+    return [json.loads(body)["labels"] for body in bodies]
+
+
+# --- the edge ---------------------------------------------------------------------------
+
+
+async def test_the_same_body_is_accepted_once(open_engine: Opener) -> None:
+    async with open_engine() as store:
+        assert await store.accept(factories.issue(1), digest("one")) is True
+        assert await store.accept(factories.issue(1), digest("one")) is False
+        assert await store.accept(factories.issue(2), digest("two")) is True
+        assert await store.accept(factories.issue(2)) is True, "no digest: never a duplicate"
+        assert store.inbox_count() == 3
+        taken = await take(store)
+        assert [e.alert.identity for e in taken.entries] == ["issue:1", "issue:2", "issue:2"]
+        await store.abandon(taken)
+
+
+async def test_concurrent_accepts_of_one_body_make_one_entry(open_engine: Opener) -> None:
+    async with open_engine() as store:
+        added = await asyncio.gather(
+            *(store.accept(factories.issue(7), digest("x")) for _ in range(5))
+        )
+        assert sorted(added) == [False, False, False, False, True]
+        assert store.inbox_count() == 1
+
+
+async def test_a_body_is_forgotten_after_max_bodies(open_engine: Opener) -> None:
+    async with open_engine(max_bodies=3) as store:
+        for n in range(5):
+            assert await store.accept(factories.issue(n), digest(f"b{n}"))
+        assert await store.accept(factories.issue(0), digest("b0")) is True, "forgotten"
+        assert await store.accept(factories.issue(4), digest("b4")) is False, "still kept"
+
+
+async def test_a_body_is_forgotten_after_body_retention(open_engine: Opener) -> None:
+    async with open_engine(body_retention=0.0) as store:
+        assert await store.accept(factories.issue(1), digest("b"))
+        assert await store.accept(factories.issue(1), digest("b")) is True
+
+
+async def test_a_full_store_refuses_with_outbox_full(open_engine: Opener) -> None:
+    async with open_engine(max_queued=2) as store:
+        await store.accept(factories.issue(1))
+        await store.accept(factories.issue(2))
+        with pytest.raises(OutboxFull):
+            await store.accept(factories.issue(3))
+        assert store.inbox_count() == 2
+
+
+async def test_quarantine_keeps_the_webhook_once(open_engine: Opener) -> None:
+    async with open_engine() as store:
+        headers = {"sentry-hook-resource": "issue"}
+        assert await store.quarantine("unparseable", "bad json", headers, b"{", digest("q"))
+        assert not await store.quarantine("unparseable", "bad json", headers, b"{", digest("q"))
+        assert not await store.accept(factories.issue(1), digest("q")), "one body space"
+        (entry,) = await store.quarantined()
+        assert (entry.reason, entry.detail, entry.headers, entry.body) == (
+            "unparseable",
+            "bad json",
+            headers,
+            b"{",
+        )
+        assert entry.alert is None
+        assert store.quarantine_count() == 1
+
+
+# --- the pipeline -----------------------------------------------------------------------
+
+
+async def test_take_hands_out_in_arrival_order_with_the_states(open_engine: Opener) -> None:
+    async with open_engine() as store:
+        for n in (3, 1, 2, 1):
+            await store.accept(factories.issue(n, title=f"t{n}"))
+        taken = await take(store)
+        assert [e.alert.identity for e in taken.entries] == [
+            "issue:3",
+            "issue:1",
+            "issue:2",
+            "issue:1",
+        ]
+        ids = [e.inbox_id for e in taken.entries]
+        assert ids == sorted(ids)
+        assert taken.states == {}, "nothing known yet"
+        now = taken.now
+        state = state_of(firing(1, now), now)
+        await commit(store, taken, states={"issue:1": state})
+
+        await store.accept(factories.issue(1))
+        again = await take(store)
+        assert again.states == {"issue:1": state}, "the state round trips"
+        assert abs((again.now - now).total_seconds()) < 60
+        await commit(store, again, states={"issue:1": None})  # forgotten
+        await store.accept(factories.issue(1))
+        last = await take(store)
+        assert last.states == {}
+        await store.abandon(last)
+
+
+async def test_take_respects_the_limit_and_waits_for_an_entry(open_engine: Opener) -> None:
+    async with open_engine() as store:
+        waiting = asyncio.ensure_future(store.take(2))
+        await asyncio.sleep(0)
+        assert not waiting.done()
+        for n in range(3):
+            await store.accept(factories.issue(n))
+        taken = await asyncio.wait_for(waiting, PROMPTLY)
+        assert 1 <= len(taken.entries) <= 2
+        await commit(store, taken)
+        rest = await take(store, 10)
+        assert [e.alert.identity for e in rest.entries] == [
+            f"issue:{n}" for n in range(len(taken.entries), 3)
+        ]
+        await commit(store, rest)
+
+
+async def test_abandoned_entries_are_handed_out_again_first(open_engine: Opener) -> None:
+    async with open_engine() as store:
+        await store.accept(factories.issue(1))
+        await store.accept(factories.issue(2))
+        first = await take(store)
+        await store.abandon(first)
+        await store.accept(factories.issue(3))
+        again = await take(store)
+        assert [e.inbox_id for e in again.entries][:2] == [e.inbox_id for e in first.entries]
+        assert [e.alert for e in again.entries][:2] == [e.alert for e in first.entries]
+        await commit(store, again)
+        assert store.inbox_count() == 0
+
+
+async def test_failed_entries_go_to_quarantine(open_engine: Opener) -> None:
+    async with open_engine() as store:
+        good, bad = factories.issue(1), factories.issue(2, title="breaks the pipeline")
+        await store.accept(good)
+        await store.accept(bad)
+        taken = await take(store)
+        ok, broken = taken.entries
+        await store.complete(
+            taken,
+            [Processed(ok.inbox_id, [firing(1, taken.now)])],
+            [Failed(broken.inbox_id, broken.alert, "ValueError: boom")],
+        )
+        (entry,) = await store.quarantined()
+        assert (entry.reason, entry.detail, entry.body) == (
+            "pipeline_error",
+            "ValueError: boom",
+            b"",
+        )
+        assert entry.alert is not None
+        assert SentryAlert.from_json(entry.alert) == bad
+        assert store.quarantine_count() == 1
+        assert store.inbox_count() == 0
+        assert [labels([q.body]) for q in await drain_lane(store, TARGETS[0])] == [
+            labels([wire_json(firing(1, taken.now))])
+        ]
+
+
+async def test_release_accepts_the_replayed_alert(open_engine: Opener) -> None:
+    async with open_engine() as store:
+        await store.quarantine("unparseable", "x", {}, b"{", digest("r"))
+        await store.quarantine("unparseable", "y", {}, b"[", digest("s"))
+        first, second = await store.quarantined()
+        await store.release(first.id, factories.issue(5))
+        await store.release(second.id, None)
+        assert await store.quarantined() == []
+        assert store.quarantine_count() == 0
+        taken = await take(store)
+        assert [e.alert for e in taken.entries] == [factories.issue(5)]
+        await commit(store, taken)
+
+
+# --- delivery ---------------------------------------------------------------------------
+
+
+async def test_lanes_read_and_settle_each_alertmanagers_queue(open_engine: Opener) -> None:
+    async with open_engine() as store:
+        for n in (1, 2):
+            await store.accept(factories.issue(n))
+        taken = await take(store)
+        now = taken.now
+        for target in TARGETS:
+            store.wakeup(target).clear()
+        await commit(store, taken, sends={"issue:1": [firing(1, now)], "issue:2": [firing(2, now)]})
+        assert all(store.wakeup(target).is_set() for target in TARGETS)
+        assert store.queue_depths() == dict.fromkeys(TARGETS, 2)
+        assert store.queued_count() == 2
+        assert store.length() == 2
+        assert store.oldest_age() >= 0
+
+        async with store.lane(TARGETS[0]) as lane:
+            assert lane is not None
+            items = await lane.pending(1)
+            assert [json.loads(q.body)["labels"]["sentry_issue_id"] for q in items] == ["1"]
+            assert items[0].body == wire_json(firing(1, now))
+            assert abs(items[0].queued_at - taken.entries[0].accepted_at.timestamp()) < 1e-3
+            await lane.advance(items[0].id)
+        assert store.queue_depths() == {TARGETS[0]: 1, TARGETS[1]: 2}
+        rest = await drain_lane(store, TARGETS[0])
+        assert [json.loads(q.body)["labels"]["sentry_issue_id"] for q in rest] == ["2"]
+        assert await drain_lane(store, TARGETS[0]) == []
+        assert len(await drain_lane(store, TARGETS[1])) == 2, "each Alertmanager its own"
+        assert store.queued_count() == 0
+
+
+async def test_a_lane_block_that_raises_commits_nothing(open_engine: Opener) -> None:
+    async with open_engine() as store:
+        await store.accept(factories.issue(1))
+        taken = await take(store)
+        await commit(store, taken, sends={"issue:1": [firing(1, taken.now)]})
+
+        async def fail_half_way() -> None:
+            async with store.lane(TARGETS[0]) as lane:
+                assert lane is not None
+                items = await lane.pending(10)
+                await lane.advance(items[-1].id)
+                raise RuntimeError("the post failed half-way")
+
+        with pytest.raises(RuntimeError):
+            await fail_half_way()
+        assert len(await drain_lane(store, TARGETS[0])) == 1, "still queued"
+
+
+async def test_dead_letters_and_their_requeue(open_engine: Opener) -> None:
+    async with open_engine() as store:
+        for n in (1, 2, 3):
+            await store.accept(factories.issue(n))
+        taken = await take(store)
+        now = taken.now
+        old1 = firing(1, now, ends_in=600)
+        current1 = firing(1, now, ends_in=3600)  # the same label set, refreshed since
+        superseded2 = firing(2, now, environment="staging")
+        gone3 = resolve_of(firing(3, now - timedelta(minutes=5)), now - timedelta(seconds=1))
+        await commit(
+            store,
+            taken,
+            sends={"issue:1": [old1], "issue:2": [superseded2], "issue:3": [gone3]},
+            states={
+                "issue:1": state_of(current1, now),
+                "issue:2": state_of(firing(2, now, environment="production"), now),
+                "issue:3": state_of(None, now),
+            },
+        )
+        async with store.lane(TARGETS[0]) as lane:
+            assert lane is not None
+            items = await lane.pending(10)
+            await lane.advance(items[-1].id, [(q, "HTTP 400: bad label") for q in items])
+        letters = await store.dead_letters()
+        assert [(t, r) for t, r, _ in letters] == [(TARGETS[0], "HTTP 400: bad label")] * 3
+        assert [a["labels"]["sentry_issue_id"] for _, _, a in letters] == ["1", "2", "3"]
+        snapshot = await store.snapshot(10)
+        assert snapshot["dead_letter_count"] == 3
+        assert [d["labels"]["sentry_issue_id"] for d in snapshot["dead_letters"]] == ["3", "2", "1"]
+
+        counts = await store.requeue_dead_letters()
+        assert counts == {"requeued": 2, "superseded": 1}
+        assert await store.dead_letters() == []
+        for target in TARGETS:
+            bodies = [q.body for q in await drain_lane(store, target)]
+            if target == TARGETS[1]:
+                bodies = bodies[3:]  # it had the originals queued still
+            requeued = [json.loads(b) for b in bodies]
+            assert requeued == [json.loads(wire_json(a)) for a in (current1, gone3)]
+
+
+async def test_resend_pages_hold_the_resolved_then_the_active(open_engine: Opener) -> None:
+    async with open_engine() as store:
+        for n in range(1, 6):
+            await store.accept(factories.issue(n))
+        taken = await take(store)
+        now = taken.now
+        active = {f"issue:{n}": firing(n, now) for n in (1, 2, 3, 4)}
+        gone = resolve_of(firing(5, now - timedelta(minutes=1)), now - timedelta(seconds=1))
+        await commit(
+            store,
+            taken,
+            sends={**{k: [v] for k, v in active.items()}, "issue:5": [gone]},
+            states={
+                **{k: state_of(v, now) for k, v in active.items()},
+                "issue:5": state_of(None, now),
+            },
+        )
+        assert store.active_count() == 4
+        assert store.resendable_count() == 5
+        for target in TARGETS:
+            bodies = await resendable(store, target, limit=2)
+            assert labels(bodies[:1]) == [gone.labels]
+            assert sorted(labels(bodies[1:]), key=str) == sorted(
+                (a.labels for a in active.values()), key=str
+            )
+        snapshot = await store.snapshot(2)
+        assert [a["identity"] for a in snapshot["active"]] == ["issue:1", "issue:2"]
+        assert snapshot["active"][0]["labels"] == active["issue:1"].labels
+
+
+async def test_a_refused_alert_stops_being_resent_and_is_dead_lettered_once(
+    open_engine: Opener,
+) -> None:
+    async with open_engine() as store:
+        for n in (1, 2, 3):
+            await store.accept(factories.issue(n))
+        taken = await take(store)
+        now = taken.now
+        a1, a2 = firing(1, now), firing(2, now)
+        gone = resolve_of(firing(3, now - timedelta(minutes=1)), now - timedelta(seconds=1))
+        await commit(
+            store,
+            taken,
+            sends={"issue:1": [a1], "issue:2": [a2], "issue:3": [gone]},
+            states={"issue:1": state_of(a1, now), "issue:2": state_of(a2, now)},
+        )
+        pages = await resendable(store, TARGETS[0], limit=10)
+        by_id = {json.loads(b)["labels"]["sentry_issue_id"]: b for b in pages}
+        refused = [(by_id["1"], "HTTP 400: too long"), (wire_json(gone), "HTTP 400: too long")]
+        gone_count = await store.forget_refused(TARGETS[0], refused, dead_letter=True)
+        assert gone_count == 2
+        assert labels(await resendable(store, TARGETS[0])) == [a2.labels]
+        assert len(await store.dead_letters()) == 2
+        assert await store.forget_refused(TARGETS[0], refused, dead_letter=True) == 0
+        assert len(await store.dead_letters()) == 2, "once"
+        # The identity holds nothing any more: its next firing posts afresh.
+        await store.accept(factories.issue(1))
+        again = await take(store)
+        kept = again.states["issue:1"]
+        assert kept.alert is None
+        assert kept.posted is None
+        assert kept.firings == state_of(a1, now).firings, "repeat times stay"
+        await store.abandon(again)
+        # Refused as first delivered (the queued body), without dead-lettering.
+        assert (
+            await store.forget_refused(TARGETS[0], [(wire_json(a2), "x")], dead_letter=False) == 1
+        )
+        assert await resendable(store, TARGETS[0]) == []
+        assert len(await store.dead_letters()) == 2
+
+
+async def test_expire_forgets_ended_alerts_and_old_resolves(open_engine: Opener) -> None:
+    async with open_engine() as store:
+        for n in (1, 2, 3):
+            await store.accept(factories.issue(n))
+        taken = await take(store)
+        now = taken.now
+        ended = firing(1, now - timedelta(hours=2), ends_in=3600)  # endsAt an hour ago
+        live = firing(2, now)
+        gone = resolve_of(firing(3, now - timedelta(minutes=1)), now - timedelta(seconds=1))
+        await commit(
+            store,
+            taken,
+            sends={"issue:2": [live], "issue:3": [gone]},
+            states={"issue:1": state_of(ended, now), "issue:2": state_of(live, now)},
+        )
+        await store.expire(resolved_for=3600)
+        assert labels(await resendable(store, TARGETS[0])) == [gone.labels, live.labels]
+        assert store.active_count() == 1
+        await store.expire(resolved_for=0)
+        assert labels(await resendable(store, TARGETS[0])) == [live.labels]
+        assert store.resendable_count() == 1
+
+
+async def test_expire_forgets_states_past_their_time(open_engine: Opener) -> None:
+    async with open_engine() as store:
+        await store.accept(factories.issue(1))
+        taken = await take(store)
+        entry = taken.entries[0]
+        past = taken.now - timedelta(seconds=1)
+        state = state_of(None, taken.now)
+        await store.complete(taken, [Processed(entry.inbox_id, (), {"issue:1": (state, past)})])
+        await store.expire(resolved_for=900)
+        await store.accept(factories.issue(1))
+        again = await take(store)
+        assert again.states == {}
+        await store.abandon(again)
+
+
+# --- operators --------------------------------------------------------------------------
+
+
+async def test_a_healthy_store(open_engine: Opener) -> None:
+    async with open_engine() as store:
+        assert store.store_ok()
+        assert await store.probe() is True
+        assert await store.periodic() is True, "a lone replica runs the periodic jobs"
+        assert store.length() == store.inbox_count() == store.queued_count() == 0
+        assert store.oldest_age() == 0.0
+        snapshot = await store.snapshot(10)
+        assert (snapshot["active"], snapshot["dead_letters"]) == ([], [])
+        assert (snapshot["dead_letter_count"], snapshot["quarantined"]) == (0, 0)
+
+
+async def test_a_nul_neither_fails_a_batch_nor_is_lost(open_engine: Opener) -> None:
+    """PostgreSQL text and jsonb cannot hold NUL; a Sentry title or tag can."""
+    async with open_engine() as store:
+        alert = factories.issue(1, title="bad \x00 title \ue000", tags=(("k\x00", "v\x00"),))
+        await store.accept(alert, digest("nul"))
+        taken = await take(store)
+        assert [e.alert for e in taken.entries] == [alert]
+        now = taken.now
+        posted = firing(1, now).model_copy(update={"annotations": {"summary": "bad \x00 \ue000"}})
+        state = replace(state_of(posted, now), last_event_id="e\x00", environments=("p\x00",))
+        await commit(store, taken, sends={"issue:1": [posted]}, states={"issue:1": state})
+        (queued,) = await drain_lane(store, TARGETS[0])
+        assert queued.body == wire_json(posted)
+        (resent,) = await resendable(store, TARGETS[0])
+        assert PostableAlert.model_validate_json(resent) == posted
+        await store.accept(factories.issue(1))
+        again = await take(store)
+        assert again.states == {"issue:1": state}
+        await store.complete(again, [], [Failed(again.entries[0].inbox_id, alert, "boom \x00")])
+        (entry,) = await store.quarantined()
+        assert entry.detail == "boom \x00"
+        assert (
+            await store.forget_refused(TARGETS[0], [(resent, "HTTP 400: \x00")], dead_letter=True)
+            == 1
+        )
+        assert [reason for _, reason, _ in await store.dead_letters()] == ["HTTP 400: \x00"]
+
+
+async def test_the_newest_dead_letters_and_quarantined_are_kept(open_engine: Opener) -> None:
+    async with open_engine() as store:
+        store.dead_letters_kept = 2  # both engines have the bound
+        store.quarantine_kept = 2
+        for n in (1, 2, 3):
+            await store.accept(factories.issue(n))
+        taken = await take(store)
+        await commit(store, taken, sends={f"issue:{n}": [firing(n, taken.now)] for n in (1, 2, 3)})
+        async with store.lane(TARGETS[0]) as lane:
+            assert lane is not None
+            items = await lane.pending(10)
+            for item in items:  # one batch each, as a sender settles them
+                await lane.advance(item.id, [(item, "HTTP 400: bad")])
+        letters = await store.dead_letters()
+        assert [a["labels"]["sentry_issue_id"] for _, _, a in letters] == ["2", "3"]
+        for n in (1, 2, 3):
+            await store.quarantine("unparseable", f"q{n}", {}, b"{", digest(f"q{n}"))
+        assert [q.detail for q in await store.quarantined()] == ["q2", "q3"]
