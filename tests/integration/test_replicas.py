@@ -26,7 +26,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import importlib.util
 import json
 import random
 import threading
@@ -61,13 +60,6 @@ from tests.integration.test_state_machine import (
     shown,
 )
 from tests.model import AFTER, SETTINGS, Reference
-
-# Until the PostgreSQL engine (bridge/store/pg/) is in the package, `serve` refuses
-# store.backend: postgres, and these tests must fail (strict); with it, they must pass.
-ENGINE = importlib.util.find_spec("bridge.store.pg") is not None
-needs_engine = pytest.mark.xfail(
-    not ENGINE, reason="the PostgreSQL engine is not in this version yet", strict=True
-)
 
 RESEND = 1.0  # alertmanager.resend_interval for these tests (production: 60 s)
 SENTRY_TIMEOUT = 1.0  # Sentry gives a webhook delivery one second
@@ -357,7 +349,6 @@ def test_the_proxy_routes_around_a_dead_backend(
 # --- two pods on one PostgreSQL: one bridge -----------------------------------------------
 
 
-@needs_engine
 @pytest.mark.parametrize("seed", [1, 2])
 def test_sequences_sent_alternately_to_two_pods_end_as_the_model_predicts(
     seed: int, tmp_path: Path, alertmanagers: list[Alertmanager], pg: PostgresTarget
@@ -376,7 +367,6 @@ def test_sequences_sent_alternately_to_two_pods_end_as_the_model_predicts(
     assert sorted(routed.values()) == [steps // 2, steps // 2]
 
 
-@needs_engine
 def test_repeats_split_between_pods_escalate_and_a_resolve_via_either_pod_resolves(
     tmp_path: Path, alertmanagers: list[Alertmanager], pg: PostgresTarget
 ) -> None:
@@ -466,7 +456,6 @@ async def storm_with_fault(storm: Storm, share: float, fault: Callable[[], None]
     return done
 
 
-@needs_engine
 def test_a_pod_killed_mid_storm_loses_nothing_and_the_survivor_takes_over_the_resends(
     tmp_path: Path, alertmanagers: list[Alertmanager], pg: PostgresTarget
 ) -> None:
@@ -563,7 +552,6 @@ async def to_both_at_once(pods: Sequence[Bridge], hooks: Sequence[Hook]) -> list
     return answers
 
 
-@needs_engine
 def test_the_same_webhook_to_both_pods_at_the_same_instant_is_one_decision(
     tmp_path: Path, alertmanagers: list[Alertmanager], pg: PostgresTarget
 ) -> None:
@@ -663,7 +651,6 @@ def final_state(alerts: list[dict[str, Any]]) -> list[str]:
     )
 
 
-@needs_engine
 def test_postgres_crashing_mid_storm_answers_within_a_second_and_ends_as_without_it(
     tmp_path: Path, pg: PostgresTarget
 ) -> None:
