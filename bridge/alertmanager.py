@@ -47,7 +47,9 @@ LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 LINK_MAX = 2048
 _LINK = re.compile(
     r"(?i:https?)://(?P<host>[A-Za-z0-9._~-]+|\[[0-9A-Fa-f:.]+\])(?::(?P<port>[0-9]{1,5}))?"
-    r"(?:[/?#](?:[A-Za-z0-9._~!$&'()*+,;=:@/?#\[\]-]|%[0-9A-Fa-f]{2})*+)?"
+    # After the authority, a path or a query, not a bare "#": ParseRequestURI keeps the
+    # fragment (it expects none), so "http://h#x" reads as the host "h#x" and is refused.
+    r"(?:[/?](?:[A-Za-z0-9._~!$&'()*+,;=:@/?#\[\]-]|%[0-9A-Fa-f]{2})*+)?"
 )
 
 

@@ -290,10 +290,23 @@ class Postgres(Strict):
         return dsn
 
 
+class Spool(Strict):
+    """With ``backend: postgres`` only: where webhooks wait while PostgreSQL does not take
+    them (``bridge.store.spool``), a SQLite file under ``outbox.data_dir``."""
+
+    # How long a webhook waits for PostgreSQL before it is spooled instead: with the spool's
+    # own commit it must fit in Sentry's one-second timeout for its webhooks.
+    accept_timeout: Seconds = Field(default=0.3, le=0.8)
+    # Beyond either bound a webhook is answered 503 (Sentry retries it).
+    max_webhooks: int = Field(default=100_000, ge=1)
+    max_bytes: int = Field(default=256 * 1024 * 1024, ge=1024 * 1024)
+
+
 class Store(Strict):
     # sqlite: embedded, one replica. postgres: shared by several replicas (docs/scaling.md).
     backend: Literal["sqlite", "postgres"] = "sqlite"
     postgres: Postgres = Field(default_factory=Postgres)
+    spool: Spool = Field(default_factory=Spool)
 
     @model_validator(mode="after")
     def _checks(self) -> Self:

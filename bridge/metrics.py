@@ -209,7 +209,8 @@ class Metrics:
         # --- the store (outbox file): failures, quarantine, repeated bodies -------------
         self.store_errors = Counter(
             "store_errors_total",
-            "Write transactions on the outbox file that failed and were rolled back.",
+            "Write transactions on the outbox file (or the spool's) that failed and were "
+            "rolled back.",
             namespace=ns,
             registry=registry,
         )
@@ -240,6 +241,43 @@ class Metrics:
             namespace=ns,
             registry=registry,
         )
+
+        # --- the spool in front of PostgreSQL (bridge.store.spool) -----------------------
+        self.store_up = Gauge(
+            "store_up",
+            "Whether the last write to the shared store (PostgreSQL) succeeded (1) or failed "
+            "or timed out (0); while 0, webhooks are kept in the local spool. Always 1 with "
+            "store.backend sqlite, whose failures sentry_bridge_store_errors_total counts.",
+            namespace=ns,
+            registry=registry,
+        )
+        self.store_up.set(1)  # until a spool in front of PostgreSQL says otherwise
+        self.spool_webhooks = Gauge(
+            "spool_webhooks",
+            "Webhooks waiting in the local spool for the shared store.",
+            namespace=ns,
+            registry=registry,
+        )
+        self.spool_oldest_age = Gauge(
+            "spool_oldest_age_seconds",
+            "Age of the oldest webhook waiting in the local spool (0 when empty).",
+            namespace=ns,
+            registry=registry,
+        )
+        self.spooled = Counter(
+            "spooled_total",
+            "Webhooks answered from the local spool because the shared store did not take "
+            "them in time, or the spool was not empty yet.",
+            namespace=ns,
+            registry=registry,
+        )
+        self.spool_drained = Counter(
+            "spool_drained_total",
+            "Webhooks moved from the local spool into the shared store.",
+            namespace=ns,
+            registry=registry,
+        )
+
         # --- the config (bridge.reload) -------------------------------------------------
         self.config_last_reload_successful = Gauge(
             "config_last_reload_successful",

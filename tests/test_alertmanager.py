@@ -237,6 +237,7 @@ URLISH = st.lists(URL_PIECES, max_size=30).map("".join)
 
 @given(URLISH)
 @example("https://a.Z/%2F?x=[::1]#y")
+@example("http://h#")
 @settings(max_examples=500)
 def test_every_link_we_send_is_one_alertmanager_accepts(url: str) -> None:
     if is_link(url):

@@ -563,6 +563,13 @@ def test_postgres_settings() -> None:
     assert (pg.ssl.mode, pg.ssl.root_cert, pg.ssl.cert) == ("verify-full", Path("/ca.pem"), None)
 
 
+def test_spool_settings() -> None:
+    spool = {"accept_timeout": "250ms", "max_webhooks": 500, "max_bytes": 64 << 20}
+    cfg = parse({"store": {"backend": "postgres", "postgres": {"dsn": DSN}, "spool": spool}})
+    got = cfg.store.spool
+    assert (got.accept_timeout, got.max_webhooks, got.max_bytes) == (0.25, 500, 64 << 20)
+
+
 STORE_REFUSALS = [
     pytest.param(
         {"backend": "postgres"},
@@ -615,6 +622,23 @@ STORE_REFUSALS = [
         id="certificates-with-tls-off",
     ),
     pytest.param({"postgres": {"host": "db"}}, "store.postgres.host: unknown key", id="unknown"),
+    pytest.param(
+        {"spool": {"accept_timeout": "1s"}},
+        "store.spool.accept_timeout: Input should be less than or equal to 0.8",
+        id="spool-timeout-beyond-sentrys",
+    ),
+    pytest.param(
+        {"spool": {"accept_timeout": 0}},
+        "store.spool.accept_timeout: Input should be greater than 0",
+        id="spool-timeout-zero",
+    ),
+    pytest.param({"spool": {"max_webhooks": 0}}, "store.spool.max_webhooks:", id="spool-empty"),
+    pytest.param(
+        {"spool": {"max_bytes": 1000}},
+        "store.spool.max_bytes: Input should be greater than or equal to 1048576",
+        id="spool-tiny",
+    ),
+    pytest.param({"spool": {"dir": "/x"}}, "store.spool.dir: unknown key", id="spool-unknown"),
 ]
 
 

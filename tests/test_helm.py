@@ -886,6 +886,8 @@ ALERTS = (
     "SentryBridgeAlertsDropped",
     "SentryBridgeQuarantine",
     "SentryBridgeStoreFailing",
+    "SentryBridgeStoreDown",
+    "SentryBridgeSpoolFilling",
 )
 
 

@@ -20,8 +20,9 @@ def open_store(config: Config, metrics: Metrics, targets: Sequence[str]) -> Stor
     caller awaits its ``open()``."""
     if config.store.backend == "postgres":
         from bridge.store.pg import PostgresStore  # asyncpg is only needed here
+        from bridge.store.spool import spooled
 
-        return PostgresStore(
+        primary = PostgresStore(
             config.store.postgres,
             targets,
             max_queued=config.outbox.max_queued,
@@ -29,6 +30,8 @@ def open_store(config: Config, metrics: Metrics, targets: Sequence[str]) -> Stor
             body_retention=config.dedup.body_retention,
             max_bodies=config.dedup.max_bodies,
         )
+        # Sentry still gets its answer within a second while PostgreSQL is away.
+        return spooled(primary, config, metrics)
     from bridge.store.sqlite import Outbox
 
     return Outbox(

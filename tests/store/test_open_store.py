@@ -13,6 +13,7 @@ from bridge.errors import ConfigError
 from bridge.metrics import Metrics
 from bridge.store import open_store
 from bridge.store.pg import PostgresStore
+from bridge.store.spool import FILENAME, Spooled
 from bridge.store.sqlite import Outbox
 
 BASE = {"sentry": {"client_secrets": "s"}}
@@ -27,10 +28,17 @@ def test_sqlite_is_the_outbox_in_the_data_directory(tmp_path: Path) -> None:
     assert store.path.parent == tmp_path
 
 
-def test_postgres_is_the_shared_engine_with_its_settings() -> None:
+def test_postgres_is_the_shared_engine_with_its_settings_behind_the_spool(
+    tmp_path: Path,
+) -> None:
     data = {"store": {"backend": "postgres", "postgres": {"dsn": DSN, "schema": "bridge_a"}}}
-    cfg = config.parse(BASE | data | {"dedup": {"max_bodies": 7}}, env={})
-    store = open_store(cfg, Metrics(CollectorRegistry()), TARGETS)
+    data["store"]["spool"] = {"max_webhooks": 9}
+    outbox = {"outbox": {"data_dir": str(tmp_path)}}
+    cfg = config.parse(BASE | data | outbox | {"dedup": {"max_bodies": 7}}, env={})
+    spool = open_store(cfg, Metrics(CollectorRegistry()), TARGETS)
+    assert isinstance(spool, Spooled)
+    assert (spool.max_webhooks, spool._file.path) == (9, tmp_path / FILENAME)
+    store = spool.primary
     assert isinstance(store, PostgresStore)
     assert store.settings.schema_ == "bridge_a"
     assert (store.targets, store.max_bodies) == (TARGETS, 7)
@@ -47,4 +55,4 @@ def test_a_pool_too_small_for_the_alertmanagers_is_refused() -> None:
     cfg = config.parse(BASE | data, env={})  # one Alertmanager: 5 are enough
     with pytest.raises(ConfigError, match=r"store.postgres.pool_size: 6 .* at least 7"):
         open_store(cfg, Metrics(CollectorRegistry()), ("am-a:9093", "am-b:9093"))
-    assert isinstance(open_store(cfg, Metrics(CollectorRegistry()), TARGETS), PostgresStore)
+    assert isinstance(open_store(cfg, Metrics(CollectorRegistry()), TARGETS), Spooled)

@@ -1,0 +1,117 @@
+"""A fake primary store for the spool's tests and benchmark (bridge/store/spool.py): the
+edge half of the contract kept in lists, switched by the caller between up, down (a
+refused connection), failing (the store's OutboxFull), slow (no answer at all) and late
+(commits, then its answer is lost)."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import inspect
+from collections.abc import Callable, Mapping
+from typing import Any, Literal
+
+from bridge.errors import OutboxFull
+from bridge.model import SentryAlert
+from bridge.store.contract import Store
+
+Mode = Literal["up", "down", "failing", "slow", "late"]
+MODES: tuple[Mode, ...] = ("up", "down", "failing", "slow", "late")
+
+
+class FakePrimary:
+    """The primary store's edge half, kept in lists like a database would across a
+    restart of the bridge; the body dedup is forever. ``records`` is what the pipeline
+    would take, in order: ("accept", issue id) or ("quarantine", detail)."""
+
+    def __init__(self) -> None:
+        self.mode: Mode = "up"
+        self.records: list[tuple[str, str]] = []
+        self.quarantines: list[tuple[str, str, dict[str, str], bytes]] = []
+        self.digests: set[bytes] = set()
+        self.targets = ("am",)
+        self.progress = asyncio.Event()
+        self.opened = self.closed = 0
+        self.delegated: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = []
+        # Called after each commit (tests use it to act while the spool drains).
+        self.on_commit: Callable[[], None] | None = None
+        self.attempts = self.probes = 0  # calls of accept or quarantine, and of probe
+        self.backlog = 1000  # queued for Alertmanager, on top of the records (length())
+        self.commit_time = 0.0  # seconds each commit takes while up (the benchmark's)
+
+    async def _commit(self, digest: bytes | None, record: tuple[str, str]) -> bool:
+        self.attempts += 1
+        if self.mode == "down":
+            raise OSError(errno.ECONNREFUSED, "connection refused")
+        if self.mode == "failing":
+            raise OutboxFull("the outbox cannot be written")
+        if self.mode == "slow":
+            await asyncio.Event().wait()  # no answer, ever: only the caller's deadline ends it
+        if self.commit_time:
+            await asyncio.sleep(self.commit_time)
+        new = digest is None or digest not in self.digests
+        if new:
+            if digest is not None:
+                self.digests.add(digest)
+            self.records.append(record)
+            if self.on_commit is not None:
+                self.on_commit()
+        if self.mode == "late":  # decided (committed, or a duplicate), but never answered
+            await asyncio.Event().wait()
+        return new
+
+    async def accept(self, alert: SentryAlert, digest: bytes | None = None) -> bool:
+        return await self._commit(digest, ("accept", alert.issue_id or ""))
+
+    async def quarantine(
+        self, reason: str, detail: str, headers: Mapping[str, str], body: bytes, digest: bytes
+    ) -> bool:
+        kept = await self._commit(digest, ("quarantine", detail))
+        if kept:
+            self.quarantines.append((reason, detail, dict(headers), body))
+        return kept
+
+    async def open(self) -> None:
+        if self.mode == "down":
+            raise OSError(errno.ECONNREFUSED, "connection refused")
+        self.opened += 1
+
+    async def close(self) -> None:
+        self.closed += 1
+
+    async def probe(self) -> bool:
+        self.probes += 1
+        if self.mode == "down":
+            raise OSError(errno.ECONNREFUSED, "connection refused")
+        if self.mode in {"slow", "late"}:
+            await asyncio.Event().wait()
+        return self.mode == "up"
+
+    def store_ok(self) -> bool:
+        return self.mode == "up"
+
+    def inbox_count(self) -> int:
+        return len(self.records)
+
+    def length(self) -> int:
+        return len(self.records) + self.backlog
+
+    def oldest_age(self) -> float:
+        return 5.0
+
+    def __getattr__(self, name: str) -> Any:
+        """Every other member of the contract: recorded, answered with its name."""
+        member = getattr(Store, name)
+        if inspect.iscoroutinefunction(member):
+
+            async def call_async(*args: Any, **kwargs: Any) -> Any:
+                self.delegated.append((name, args, kwargs))
+                return f"primary.{name}"
+
+            return call_async
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            self.delegated.append((name, args, kwargs))
+            return f"primary.{name}"
+
+        return call

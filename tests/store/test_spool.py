@@ -1,0 +1,627 @@
+"""The spool in front of the shared store (bridge/store/spool.py), against a fake primary
+(tests/store/fakes.py) whose availability the test switches. The spool itself is a real
+SQLite file in tmp_path, reopened across restarts."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import inspect
+import json
+import shutil
+import sqlite3
+import tempfile
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any, cast
+
+import pytest
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+from prometheus_client import CollectorRegistry
+
+from bridge import config
+from bridge.errors import OutboxFull
+from bridge.metrics import Metrics
+from bridge.store.contract import Store
+from bridge.store.pg import PostgresStore
+from bridge.store.spool import FILENAME, Spooled, spooled
+from tests.conftest import PostgresTarget
+from tests.factories import issue
+from tests.store.fakes import MODES, FakePrimary, Mode
+from tests.test_outbox_failures import Commits
+
+pytestmark = pytest.mark.anyio
+
+# Sentry gives a webhook one second (its integration platform's timeout).
+SENTRY_TIMEOUT = 1.0
+
+
+def digest(n: int) -> bytes:
+    return hashlib.sha256(f"body {n}".encode()).digest()
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_700_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def make(
+    primary: FakePrimary, path: Path, metrics: Metrics, clock: Clock | None = None, **kw: Any
+) -> Spooled:
+    spool = Spooled(
+        cast(Store, primary), path / FILENAME, metrics=metrics, clock=clock or Clock(), **kw
+    )
+    # Small, so the tests wait for little: the drainer's back-off and its per-webhook limit.
+    spool.retry_initial, spool.retry_max, spool.drain_timeout = 0.01, 0.05, 0.3
+    return spool
+
+
+@pytest.fixture
+def metrics() -> Metrics:
+    return Metrics(CollectorRegistry())
+
+
+@pytest.fixture
+def primary() -> FakePrimary:
+    return FakePrimary()
+
+
+@pytest.fixture
+async def spool(primary: FakePrimary, tmp_path: Path, metrics: Metrics) -> AsyncIterator[Spooled]:
+    store = make(primary, tmp_path, metrics)
+    await store.open()
+    yield store
+    await store.close()
+
+
+def value(metrics: Metrics, name: str) -> float | None:
+    return metrics.registry.get_sample_value(f"sentry_bridge_{name}")
+
+
+async def accept(store: Spooled, n: int) -> bool:
+    """One webhook as the edge sends it, answered within Sentry's timeout or failing."""
+    async with asyncio.timeout(SENTRY_TIMEOUT):
+        return await store.accept(issue(n), digest(n))
+
+
+async def until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not condition():
+            await asyncio.sleep(0.005)
+
+
+def accepted(*numbers: int) -> list[tuple[str, str]]:
+    return [("accept", str(n)) for n in numbers]
+
+
+# --- the edge -------------------------------------------------------------------------------
+
+
+def test_store_up_is_1_without_a_spool(metrics: Metrics) -> None:
+    """With SQLite there is no shared store to lose: SentryBridgeStoreDown never fires."""
+    assert value(metrics, "store_up") == 1
+
+
+async def test_an_available_primary_takes_webhooks_directly(
+    spool: Spooled, primary: FakePrimary, metrics: Metrics
+) -> None:
+    assert await accept(spool, 1)
+    assert not await accept(spool, 1)  # the primary's own duplicate: 200
+    assert primary.records == accepted(1)
+    assert (spool.depth(), value(metrics, "store_up"), value(metrics, "spooled_total")) == (
+        0,
+        1,
+        0,
+    )
+
+
+@pytest.mark.parametrize("mode", ["down", "failing", "slow", "late"])
+async def test_a_failing_primary_still_gets_an_answer_in_time(
+    spool: Spooled, primary: FakePrimary, metrics: Metrics, mode: Mode
+) -> None:
+    """Refused, failing, silent, or committing without answering: answered 202 within
+    Sentry's second, from the spool, and the primary ends with the webhook once."""
+    primary.mode = mode
+    assert await accept(spool, 1)
+    assert await accept(spool, 2)  # behind the first, without trying the primary
+    assert spool.depth() == 2
+    assert value(metrics, "store_up") == 0
+    assert value(metrics, "spooled_total") == 2
+    primary.mode = "up"
+    await until(lambda: spool.depth() == 0)
+    assert primary.records == accepted(1, 2)
+    assert value(metrics, "store_up") == 1
+    assert value(metrics, "spool_drained_total") == 2
+
+
+async def test_order_is_kept_across_an_outage_with_webhooks_arriving_while_it_drains(
+    spool: Spooled, primary: FakePrimary
+) -> None:
+    assert await accept(spool, 0)
+    primary.mode = "down"
+    for n in range(1, 251):  # several drain rounds (batch 100)
+        assert await accept(spool, n)
+    arriving: list[asyncio.Task[bool]] = []
+
+    def more() -> None:  # while the spool drains, Sentry keeps sending
+        if len(primary.records) in {20, 120, 230}:
+            base = 1000 + len(primary.records)
+            arriving.extend(asyncio.create_task(accept(spool, base + i)) for i in range(5))
+
+    primary.on_commit = more
+    primary.mode = "up"
+    await until(lambda: len(arriving) == 15 and all(t.done() for t in arriving))
+    await until(lambda: spool.depth() == 0)
+    assert all(t.result() for t in arriving)
+    late = [1000 + k + i for k in (20, 120, 230) for i in range(5)]
+    assert primary.records == accepted(*range(251), *late)
+    assert await accept(spool, 9999)  # drained: straight to the primary again
+    assert primary.records[-1] == ("accept", "9999")
+
+
+async def test_a_restart_with_a_full_spool_loses_and_doubles_nothing(
+    primary: FakePrimary, tmp_path: Path, metrics: Metrics
+) -> None:
+    first = make(primary, tmp_path, metrics)
+    await first.open()
+    primary.mode = "late"  # 1 reaches the primary but its answer is lost: spooled as well
+    assert await accept(first, 1)
+    primary.mode = "down"
+    for n in (2, 3, 4):
+        assert await accept(first, n)
+    await first.close()
+
+    primary.mode = "up"
+    second = make(primary, tmp_path, Metrics(CollectorRegistry()), drainer=False)
+    await second.open()
+    assert second.depth() == 4
+    assert second.spooling()
+    assert await accept(second, 5)  # behind what the last run left, though the primary is up
+    assert await second.drain_once() == 5
+    assert primary.records == accepted(1, 2, 3, 4, 5)  # 1 once: the primary's dedup
+    await second.close()
+    assert (primary.opened, primary.closed) == (2, 2)
+
+
+async def test_a_primary_that_cannot_open_fails_the_start_and_keeps_the_spool(
+    primary: FakePrimary, tmp_path: Path, metrics: Metrics
+) -> None:
+    first = make(primary, tmp_path, metrics)
+    await first.open()
+    primary.mode = "down"
+    assert await accept(first, 1)
+    await first.close()
+    starting = make(primary, tmp_path, metrics)
+    with pytest.raises(OSError, match="refused"):
+        await starting.open()
+    primary.mode = "up"  # the next start (Kubernetes restarts the pod) drains it
+    again = make(primary, tmp_path, metrics)
+    await again.open()
+    await until(lambda: again.depth() == 0)
+    assert primary.records == accepted(1)
+    await again.close()
+
+
+async def test_the_same_body_twice_in_the_spool_is_one_entry(
+    spool: Spooled, primary: FakePrimary, metrics: Metrics
+) -> None:
+    assert await accept(spool, 1)
+    primary.mode = "down"
+    assert await accept(spool, 2)
+    assert not await accept(spool, 2)  # Sentry's retry of a spooled body: 200
+    assert await accept(spool, 1)  # in the primary already: 202 here, dropped on drain
+    assert (spool.depth(), value(metrics, "webhooks_duplicate_total")) == (2, 1)
+    primary.mode = "up"
+    await until(lambda: spool.depth() == 0)
+    assert primary.records == accepted(1, 2)
+
+
+@pytest.mark.parametrize("bound", ["max_webhooks", "max_bytes"])
+async def test_a_full_spool_answers_503(
+    primary: FakePrimary, tmp_path: Path, metrics: Metrics, bound: str
+) -> None:
+    size = len(json.dumps(issue(1).to_json()))
+    limit: dict[str, Any] = (
+        {"max_webhooks": 3} if bound == "max_webhooks" else {"max_bytes": 3 * size + 10}
+    )
+    store = make(primary, tmp_path, metrics, drainer=False, **limit)
+    await store.open()
+    primary.mode = "down"
+    for n in (1, 2, 3):
+        assert await accept(store, n)
+    with pytest.raises(OutboxFull) as refused:
+        await accept(store, 4)
+    assert refused.value.status_code == 503
+    assert store.depth() == 3
+    assert store.store_ok() is False  # full, with the primary down: not ready
+    primary.mode = "up"
+    assert await store.drain_once() == 3
+    assert await accept(store, 4)  # room again
+    assert primary.records == accepted(1, 2, 3, 4)
+    await store.close()
+
+
+async def test_a_full_primary_is_full_not_down(
+    primary: FakePrimary, tmp_path: Path, metrics: Metrics
+) -> None:
+    """At outbox.max_queued the primary's Alertmanagers are behind: 503 as without a spool
+    (nothing spooled, store_up stays 1), and the drain waits for room."""
+    primary.backlog = 0
+    store = make(primary, tmp_path, metrics, drainer=False, max_queued=3)
+    await store.open()
+    assert await accept(store, 1)
+    primary.mode = "down"
+    assert await accept(store, 2)
+    primary.mode = "up"
+    assert await accept(store, 3)  # behind 2, in the spool
+    primary.backlog = 5
+    assert await accept(store, 4)  # still behind them: the spool does not check the primary
+    with pytest.raises(OutboxFull, match="full"):
+        await store.drain_once()
+    assert (store.depth(), value(metrics, "store_up")) == (3, 0)  # as the outage left it
+    primary.backlog = 0
+    assert await store.drain_once() == 3
+    assert value(metrics, "store_up") == 1
+    with pytest.raises(OutboxFull, match="full"):  # 1 + 3 drained: the primary is at 3
+        await accept(store, 5)
+    assert (store.depth(), value(metrics, "store_up"), value(metrics, "spooled_total")) == (
+        0,
+        1,
+        3,
+    )
+    assert primary.records == accepted(1, 2, 3, 4)
+    await store.close()
+
+
+async def test_a_spool_that_cannot_be_written_answers_503_and_recovers(
+    spool: Spooled, primary: FakePrimary, metrics: Metrics
+) -> None:
+    """A refused COMMIT (as on a full disk) rolls back: 503, nothing half-kept."""
+    commits = Commits()
+    await spool._file.call(lambda: spool._file.db.set_authorizer(commits))
+    primary.mode = "down"
+    commits.failing = Spooled.failing_after
+    for n in range(1, Spooled.failing_after + 1):
+        with pytest.raises(OutboxFull, match="cannot be written"):
+            await accept(spool, n)
+    assert value(metrics, "store_errors_total") == Spooled.failing_after
+    assert spool.store_ok() is False  # neither store takes webhooks: not ready
+    assert spool.depth() == 0
+    assert await accept(spool, 1)  # Sentry's retry, once the disk has room again
+    assert spool.store_ok()
+    primary.mode = "up"
+    await until(lambda: spool.depth() == 0)
+    assert primary.records == accepted(1)
+
+
+async def test_concurrent_webhooks_share_one_spool_commit(
+    spool: Spooled, primary: FakePrimary, tmp_path: Path
+) -> None:
+    primary.mode = "down"
+    assert await accept(spool, 0)
+    before = spool._writes.batches
+    answers = await asyncio.gather(*(accept(spool, n) for n in range(1, 51)))
+    assert all(answers)
+    assert spool._writes.batches - before <= 3  # 50 webhooks, a commit or a few
+    db = sqlite3.connect(tmp_path / FILENAME, timeout=0)
+    with pytest.raises(sqlite3.OperationalError, match="locked"):  # one bridge per file
+        db.execute("SELECT count(*) FROM spool").fetchone()
+    db.close()
+    assert spool.depth() == 51
+    primary.mode = "up"
+    await until(lambda: spool.depth() == 0)
+    assert primary.records == accepted(*range(51))
+
+
+async def test_quarantined_bodies_spool_and_drain_into_the_primarys_quarantine(
+    spool: Spooled, primary: FakePrimary
+) -> None:
+    primary.mode = "slow"
+    headers = {"content-type": "application/json", "sentry-hook-resource": "issue"}
+    async with asyncio.timeout(SENTRY_TIMEOUT):
+        assert await spool.quarantine("invalid_payload", "no data", headers, b"{}", digest(7))
+    assert await accept(spool, 8)
+    async with asyncio.timeout(SENTRY_TIMEOUT):
+        assert not await spool.quarantine("invalid_payload", "again", headers, b"{}", digest(7))
+    primary.mode = "up"
+    await until(lambda: spool.depth() == 0)
+    assert primary.records == [("quarantine", "no data"), ("accept", "8")]
+    assert primary.quarantines == [("invalid_payload", "no data", headers, b"{}")]
+
+
+async def test_metrics_follow_the_spool(
+    primary: FakePrimary, tmp_path: Path, metrics: Metrics
+) -> None:
+    clock = Clock()
+    store = make(primary, tmp_path, metrics, clock, drainer=False)
+    await store.open()
+    assert (value(metrics, "store_up"), value(metrics, "spool_webhooks")) == (1, 0)
+    assert value(metrics, "spool_oldest_age_seconds") == 0
+    primary.mode = "down"
+    assert await accept(store, 1)
+    clock.now += 30
+    assert await accept(store, 2)
+    clock.now += 12
+    assert (value(metrics, "store_up"), value(metrics, "spool_webhooks")) == (0, 2)
+    assert value(metrics, "spool_oldest_age_seconds") == 42
+    assert value(metrics, "spooled_total") == 2
+    assert (store.inbox_count(), store.length(), store.oldest_age()) == (2, 1002, 42)
+    with pytest.raises(OSError, match="refused"):
+        await store.drain_once()  # still down: nothing moved
+    assert value(metrics, "spool_webhooks") == 2
+    primary.mode = "up"
+    store.batch = 1
+    assert await store.drain_once() == 1
+    assert value(metrics, "spool_oldest_age_seconds") == 12  # now the second one's age
+    assert (value(metrics, "store_up"), value(metrics, "spool_drained_total")) == (1, 1)
+    await store.close()
+
+
+async def test_an_idle_drainer_probes_the_primary(
+    primary: FakePrimary, tmp_path: Path, metrics: Metrics
+) -> None:
+    """No webhooks: store_up still follows the primary, through its probe."""
+    store = make(primary, tmp_path, metrics)
+    store.probe_interval = 0.02
+    await store.open()
+    primary.mode = "down"
+    await until(lambda: value(metrics, "store_up") == 0)
+    assert store.store_ok()  # the spool can take webhooks: still ready
+    primary.mode = "up"
+    await until(lambda: value(metrics, "store_up") == 1)
+    await store.close()
+
+
+async def test_a_down_primary_is_probed_not_sent_the_oldest_webhook_again(
+    spool: Spooled, primary: FakePrimary, metrics: Metrics
+) -> None:
+    primary.mode = "down"
+    assert await accept(spool, 1)
+    await until(lambda: primary.probes >= 5)  # the drainer's back-off rounds
+    assert primary.attempts == 1  # the webhook's own try only
+    assert value(metrics, "store_up") == 0
+    primary.mode = "up"
+    await until(lambda: spool.depth() == 0)
+    assert primary.records == accepted(1)
+
+
+async def test_everything_else_is_the_primarys(spool: Spooled, primary: FakePrimary) -> None:
+    assert spool.targets == primary.targets
+    assert spool.progress is primary.progress
+    own = {"accept", "quarantine", "open", "close", "probe", "store_ok"}
+    own |= {"inbox_count", "length", "oldest_age"}  # the spool's own sizes added
+    members = {
+        name for name in dir(Store) if not name.startswith("_") and callable(getattr(Store, name))
+    }
+    args: dict[str, tuple[tuple[Any, ...], dict[str, Any]]] = {
+        "take": ((10,), {}),
+        "complete": (("taken", ["r"], ["f"]), {}),
+        "abandon": (("taken",), {}),
+        "lane": (("am",), {}),
+        "wakeup": (("am",), {}),
+        "forget_refused": (("am", [("{}", "bad")]), {"dead_letter": True}),
+        "expire": ((), {"resolved_for": 900.0}),
+        "release": ((3, None), {}),
+        "snapshot": ((5,), {}),
+    }
+    for name in sorted(members - own):
+        positional, named = args.get(name, ((), {}))
+        result = getattr(spool, name)(*positional, **named)
+        if inspect.isawaitable(result):
+            result = await result
+        returns = inspect.signature(getattr(Store, name)).return_annotation
+        assert result == (None if returns == "None" else f"primary.{name}"), name
+        assert primary.delegated[-1] == (name, positional, named), name
+
+
+def test_the_factory_spools_only_in_front_of_postgres(tmp_path: Path, metrics: Metrics) -> None:
+    base: dict[str, Any] = {"sentry": {"client_secrets": "s"}, "outbox": {"data_dir": tmp_path}}
+    primary = cast(Store, FakePrimary())
+    assert spooled(primary, config.parse(base, env={}), metrics) is primary
+    store = {"backend": "postgres", "postgres": {"dsn": "postgresql://db/bridge"}}
+    store["spool"] = {"accept_timeout": "250ms", "max_webhooks": 10, "max_bytes": 2 << 20}
+    wrapped = spooled(primary, config.parse(base | {"store": store}, env={}), metrics)
+    assert isinstance(wrapped, Spooled)
+    assert (wrapped.accept_timeout, wrapped.max_webhooks, wrapped.max_bytes) == (0.25, 10, 2 << 20)
+    assert wrapped.max_queued == config.Outbox().max_queued
+    assert wrapped._file.path == tmp_path / FILENAME
+
+
+# --- the model ------------------------------------------------------------------------------
+
+
+class SpoolModel(RuleBasedStateMachine):
+    """Random webhooks (new bodies, quarantined ones, and Sentry's retries of earlier
+    bodies) while the primary goes down, slow, late or up, with drain rounds and restarts
+    between. A reference model of the spool's rules predicts each answer, the depth and
+    ``store_up``; at the end, with the primary up and the spool drained, the primary holds
+    every webhook answered 202 exactly once, in the order of its first 202."""
+
+    MAX = 4  # store.spool.max_webhooks: small, so the model fills it
+    TIMEOUT = 0.05  # the primary's deadline, both to accept and to drain (a fast model)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.loop = asyncio.new_event_loop()
+        self.dir = Path(tempfile.mkdtemp(prefix="bridge-spool-"))
+        self.primary = FakePrimary()  # the database: outlives every restart
+        self.metrics = Metrics(CollectorRegistry())
+        self.bodies: list[tuple[str, str]] = []  # body n: (kind, key), as the primary records it
+        self.answered: list[tuple[str, str]] = []  # every 202, in order
+        # The reference: what the spool holds, what the primary has, store_up.
+        self.spool: list[int] = []
+        self.in_primary: set[int] = set()
+        self.up = 1.0
+        self._open()
+
+    def _open(self) -> None:
+        self.store = make(self.primary, self.dir, self.metrics, drainer=False)
+        self.store.max_webhooks, self.store.batch = self.MAX, 2
+        self.store.accept_timeout = self.store.drain_timeout = self.TIMEOUT
+        self.loop.run_until_complete(self.store.open())
+        self.up = 1.0
+
+    async def _sending(self, n: int) -> bool:
+        kind, key = self.bodies[n]
+        async with asyncio.timeout(SENTRY_TIMEOUT):
+            if kind == "accept":
+                return await self.store.accept(issue(n), digest(n))
+            headers = {"sentry-hook-resource": "issue"}
+            return await self.store.quarantine("invalid_payload", key, headers, b"?", digest(n))
+
+    def _send(self, n: int) -> bool:
+        return self.loop.run_until_complete(self._sending(n))
+
+    def _expect(self, n: int) -> bool | None:
+        """The rules: the answer to body ``n`` (None: 503), and what it changes."""
+        mode = self.primary.mode
+        if not self.spool:  # the primary is tried first
+            if mode in {"up", "late"} and n not in self.in_primary:
+                self.in_primary.add(n)  # late: committed, though the answer is lost
+                if mode == "up":
+                    self.up = 1.0
+                    return True
+            elif mode == "up":
+                self.up = 1.0
+                return False  # the primary's duplicate
+            self.up = 0.0
+        if len(self.spool) >= self.MAX:
+            return None
+        if n in self.spool:
+            return False  # the spool's duplicate
+        self.spool.append(n)
+        return True
+
+    def _webhook(self, n: int) -> None:
+        expected = self._expect(n)
+        if expected is None:
+            with pytest.raises(OutboxFull):
+                self._send(n)
+            return
+        assert self._send(n) is expected
+        if expected:
+            self.answered.append(self.bodies[n])
+
+    @rule(quarantined=st.booleans())
+    def new_webhook(self, quarantined: bool) -> None:
+        n = len(self.bodies)
+        self.bodies.append(("quarantine", f"q{n}") if quarantined else ("accept", str(n)))
+        self._webhook(n)
+
+    # Up or refusing at once: the primary's answers come in the order asked.
+    @precondition(lambda self: self.primary.mode in {"up", "down", "failing"})
+    @rule(size=st.integers(2, 6))
+    def burst(self, size: int) -> None:
+        """New webhooks at once: one group commit in the spool, the bounds counted as
+        they arrive."""
+        first = len(self.bodies)
+        self.bodies.extend(("accept", str(n)) for n in range(first, first + size))
+        expected = [self._expect(n) for n in range(first, first + size)]
+
+        async def all_at_once() -> list[bool | BaseException]:
+            sends = (self._sending(n) for n in range(first, first + size))
+            return await asyncio.gather(*sends, return_exceptions=True)
+
+        answers = self.loop.run_until_complete(all_at_once())
+        for n, want, got in zip(range(first, first + size), expected, answers, strict=True):
+            if want is None:
+                assert isinstance(got, OutboxFull)
+            else:
+                assert got is want
+                self.answered.append(self.bodies[n])
+
+    @precondition(lambda self: self.bodies)
+    @rule(data=st.data())
+    def sentry_retries(self, data: st.DataObject) -> None:
+        self._webhook(data.draw(st.integers(0, len(self.bodies) - 1)))
+
+    @rule(mode=st.sampled_from(MODES))
+    def primary_turns(self, mode: Mode) -> None:
+        self.primary.mode = mode
+
+    @rule()
+    def drain_round(self) -> None:
+        mode = self.primary.mode
+        if not self.spool:
+            assert self.loop.run_until_complete(self.store.drain_once()) == 0
+            return
+        if mode != "up":
+            if mode == "late":
+                self.in_primary.add(self.spool[0])
+            with pytest.raises((OSError, OutboxFull, TimeoutError)):
+                self.loop.run_until_complete(self.store.drain_once())
+            self.up = 0.0
+            return
+        moved, self.spool = self.spool[:2], self.spool[2:]
+        self.in_primary.update(moved)
+        self.up = 1.0
+        assert self.loop.run_until_complete(self.store.drain_once()) == len(moved)
+
+    @rule()
+    def restart(self) -> None:
+        self.loop.run_until_complete(self.store.close())
+        if self.primary.mode == "down":  # the start fails; the pod restarts until it is back
+            with pytest.raises(OSError, match="refused"):
+                self.loop.run_until_complete(make(self.primary, self.dir, self.metrics).open())
+            self.primary.mode = "up"
+        self._open()
+
+    @invariant()
+    def the_spool_and_store_up_are_as_predicted(self) -> None:
+        assert self.store.depth() == len(self.spool)
+        assert self.store.spooling() is bool(self.spool)
+        assert value(self.metrics, "store_up") == self.up
+        assert value(self.metrics, "spool_webhooks") == len(self.spool)
+
+    def teardown(self) -> None:
+        try:
+            self.primary.mode = "up"
+            for _ in range(self.MAX):
+                self.loop.run_until_complete(self.store.drain_once())
+            assert self.store.depth() == 0
+            assert self.primary.records == list(dict.fromkeys(self.answered))
+            self.loop.run_until_complete(self.store.close())
+        finally:
+            self.loop.close()
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+
+SpoolModel.TestCase.settings = settings(max_examples=80, stateful_step_count=30, deadline=None)
+test_spool_model = SpoolModel.TestCase
+
+
+# --- a real PostgreSQL ----------------------------------------------------------------------
+
+
+async def test_postgresql_crashed_and_started_again(
+    pg: PostgresTarget, tmp_path: Path, metrics: Metrics
+) -> None:
+    """The PostgreSQL engine behind the spool, its server crashed (``pg_ctl stop -m
+    immediate``) while Sentry keeps sending: every webhook answered 202 within a second,
+    and once the server is back, the engine holds all of them, once each, in order."""
+    primary = PostgresStore(pg.settings, ["am"], max_queued=10_000, metrics=metrics)
+    store = Spooled(primary, tmp_path / FILENAME, metrics=metrics, max_queued=10_000)
+    store.retry_initial = store.retry_max = 0.05  # retry often: the test waits for the drain
+    await store.open()
+    try:
+        assert await accept(store, 1)
+        assert store.depth() == 0  # straight into PostgreSQL
+        pg.server.stop_immediately()
+        for n in range(2, 21):
+            assert await accept(store, n)
+        assert not await accept(store, 20)  # Sentry's retry of a spooled body
+        assert store.depth() == 19
+        assert value(metrics, "store_up") == 0
+        pg.server.start()
+        await until(lambda: store.depth() == 0, timeout=60)
+        assert value(metrics, "store_up") == 1
+        taken = await store.take(100)
+        assert [entry.alert.issue_id for entry in taken.entries] == [str(n) for n in range(1, 21)]
+        await store.abandon(taken)
+    finally:
+        await store.close()
