@@ -13,6 +13,7 @@ Without the binaries the tests that need them are skipped on a workstation and f
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import pwd
@@ -22,6 +23,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+import asyncpg
 import pytest
 
 from tests.integration import procs
@@ -131,6 +133,22 @@ class Server:
     @property
     def running(self) -> bool:
         return (self.data / "postmaster.pid").exists()
+
+
+def drop_schema(server: Server, schema: str) -> None:
+    """Drop a schema a test made its bridges use (started again first if the test stopped
+    the server)."""
+    if not server.running:
+        server.start()
+
+    async def drop() -> None:
+        conn = await asyncpg.connect(server.dsn())
+        try:
+            await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        finally:
+            await conn.close()
+
+    asyncio.run(drop())
 
 
 def _give_to_postgres(path: Path) -> None:

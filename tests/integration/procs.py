@@ -30,6 +30,15 @@ def write_config(path: Path, am_urls: list[str], **alertmanager: object) -> Path
     return path
 
 
+def update_config(path: Path, **sections: object) -> Path:
+    """Replace whole top-level sections of a config ``write_config`` made (``store=...``,
+    ``dedup=...``)."""
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    data.update(sections)
+    path.write_text(yaml.safe_dump(data), encoding="utf-8")
+    return path
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
