@@ -49,6 +49,8 @@ LANE_BUSY_WAIT = 0.05
 # Queue batches a re-send hold delivers before its page; a storm longer than this puts the
 # page off to the next hold (the queue is posted first, always).
 DRAIN_IN_HOLD = 64
+# Seconds between looks at the queue's size while draining at shutdown.
+DRAIN_LOOK = 0.5
 
 
 class _Retry(Exception):
@@ -145,8 +147,10 @@ class Delivery:
             if remaining <= 0:
                 return False
             self.store.progress.clear()
+            # Looked at again now and then, not only on this process's progress: with
+            # PostgreSQL another replica may be the one that empties the queue.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.store.progress.wait(), remaining)
+                await asyncio.wait_for(self.store.progress.wait(), min(remaining, DRAIN_LOOK))
         return True
 
     async def aclose(self) -> None:

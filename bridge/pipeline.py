@@ -24,8 +24,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime
+from functools import partial
 
 from bridge.classify import Decision, classify
 from bridge.config import Config
@@ -121,6 +123,9 @@ class Pipeline:
         states: dict[str, IdentityState] = dict(taken.states)
         results: list[Processed] = []
         failed: list[Failed] = []
+        # Metrics and the "alert decided" line once committed: a batch rolled back and
+        # taken again (the store failing) is counted once, when it is decided for good.
+        tally: list[Callable[[], None]] = []
         for n, entry in enumerate(entries, 1):
             if n % YIELD_EVERY == 0:
                 # Let the intake's group commits (the edge waits on them for its 202)
@@ -128,7 +133,7 @@ class Pipeline:
                 await asyncio.sleep(0)
             identity = entry.alert.identity
             try:
-                result = self.decide(entry, states.get(identity), taken.now)
+                result = self.decide(entry, states.get(identity), taken.now, tally)
             except Exception as exc:
                 # One bad alert is quarantined alone; its batch goes on.
                 log.exception("pipeline failed on one alert", extra={"inbox_id": entry.inbox_id})
@@ -138,12 +143,21 @@ class Pipeline:
                 states[identity] = result.states[identity][0]
             results.append(result)
         await self.store.complete(taken, results, failed)
+        for count in tally:
+            count()
         return results
 
-    def decide(self, entry: Entry, previous: IdentityState | None, now: datetime) -> Processed:
+    def decide(
+        self,
+        entry: Entry,
+        previous: IdentityState | None,
+        now: datetime,
+        tally: list[Callable[[], None]] | None = None,
+    ) -> Processed:
         """One webhook through classification and its identity's state machine, from the
         state its identity was in; the new state is in the result's ``states`` (absent
-        when nothing changed)."""
+        when nothing changed). Counted and logged at once, or, with ``tally``, by the
+        caller once the result is committed."""
         alert = entry.alert
         if alert.state is State.RESOLVED and alert.occurred_at is None:
             # A resolve without a time of its own happened by the time it was accepted: a
@@ -151,7 +165,10 @@ class Pipeline:
             alert = replace(alert, occurred_at=entry.accepted_at)
         decision = classify(alert, self.config.classification)
         result = step(previous, alert, decision, now, self.policy)
-        self._count(alert, decision, result, now)
+        if tally is None:
+            self._count(alert, decision, result, now)
+        else:
+            tally.append(partial(self._count, alert, decision, result, now))
         if result.state is previous:
             return Processed(inbox_id=entry.inbox_id, send=())
         kept = (result.state, result.state.kept_until(self.policy))

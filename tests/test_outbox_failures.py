@@ -192,10 +192,16 @@ class PoisonPipeline(Pipeline):
 
     poison = frozenset({POISON})
 
-    def decide(self, entry: Entry, previous: IdentityState | None, now: datetime) -> Processed:
+    def decide(
+        self,
+        entry: Entry,
+        previous: IdentityState | None,
+        now: datetime,
+        tally: list[Callable[[], None]] | None = None,
+    ) -> Processed:
         if entry.alert.identity in self.poison:
             raise ValueError("cannot decide")
-        return super().decide(entry, previous, now)
+        return super().decide(entry, previous, now, tally)
 
 
 def pipeline_on(box: Outbox, cls: type[Pipeline]) -> Pipeline:
@@ -292,6 +298,9 @@ async def test_a_batch_is_retried_while_the_store_fails_and_nothing_is_lost(
     bodies = await queued_in(outbox)
     assert [json.loads(b)["labels"]["sentry_issue_id"] for b in bodies] == ["1", "2"]
     assert outbox.inbox_count() == 0
+    # Decided RETRIES + 2 times, committed once: counted once.
+    forwarded = {"outcome": "forwarded"}
+    assert registry.get_sample_value("sentry_bridge_alerts_total", forwarded) == 2
 
 
 KINDS = st.sampled_from(["good", "good", "decide", "store"])
