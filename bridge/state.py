@@ -216,7 +216,9 @@ def step(
 
     annotations = L.build_annotations(alert, decision)
     if len(seen) > 1:
-        annotations["environments"] = ",".join(seen)
+        # Sorted: the same environments make the same annotation whatever order the
+        # webhooks were decided in (two pods' spools drain side by side).
+        annotations["environments"] = ",".join(sorted(seen))
     posts: list[PostableAlert] = []
     starts_at = now
     if firing is not None and firing.labels == labels:

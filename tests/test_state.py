@@ -308,6 +308,12 @@ def test_other_environments_go_into_an_annotation() -> None:
     assert posted.annotations["environments"] == "production,staging"
 
 
+def test_the_environments_annotation_does_not_depend_on_the_order_seen() -> None:
+    *_, (refresh, _) = run([(0, event("staging")), (10, event("production", 10)), (400, created())])
+    (posted,) = refresh.posts
+    assert posted.annotations["environments"] == "production,staging"
+
+
 def test_the_first_of_equal_severities_keeps_its_label_set() -> None:
     # Both production and "eu-prod" are high with this rule: the first stays.
     *_, (last, _) = run([(0, event()), (400, event("prod", 400, users=None, level="x"))])
