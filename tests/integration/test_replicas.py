@@ -640,11 +640,13 @@ def wait_shown(am: Alertmanager, expected: dict[str, list[Any]], within: float) 
 
 
 def final_state(alerts: list[dict[str, Any]]) -> list[str]:
-    """What Alertmanager holds, without its own times: each alert's labels and annotations
-    (the environments seen, the last webhook's text)."""
-    return sorted(
-        json.dumps([alert["labels"], alert["annotations"]], sort_keys=True) for alert in alerts
-    )
+    """What Alertmanager holds, without its own times: each alert's label set, which is
+    what pages. Not the annotations: two webhooks of one issue spooled by different pods
+    drain in either order, and a lower-severity webhook after a higher one is a duplicate
+    within the dedup window (no post), so the ``environments`` annotation Alertmanager
+    shows depends on that order (docs/state-machine.md); the state machine's own state
+    has both environments either way."""
+    return sorted(json.dumps(alert["labels"], sort_keys=True) for alert in alerts)
 
 
 def test_postgres_crashing_mid_storm_answers_within_a_second_and_ends_as_without_it(
@@ -710,4 +712,8 @@ def test_postgres_crashing_mid_storm_answers_within_a_second_and_ends_as_without
     assert during  # the storm did run into the outage
     # The same end as without the crash, in both Alertmanagers of both runs.
     assert len(finals) == 4
-    assert finals[0] == finals[1] == finals[2] == finals[3]
+    for other in finals[1:]:
+        differ = sorted(set(finals[0]) ^ set(other))
+        assert not differ, (
+            f"the end states differ (baseline's first Alertmanager ^ other): {differ}"
+        )
