@@ -317,7 +317,7 @@ async def test_a_store_that_keeps_failing_turns_ready_red_and_recovers(
 ) -> None:
     box = outbox(bridge)
     refuse = RefuseCommits()
-    await box._call(lambda: box._conn.set_authorizer(refuse))
+    await box._file.call(lambda: box._file.db.set_authorizer(refuse))
     body = load("event_alert.json")
     headers = {"Sentry-Hook-Resource": "event_alert", "Sentry-Hook-Signature": sign(body)}
     for _ in range(Outbox.failing_after):

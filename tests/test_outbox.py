@@ -298,7 +298,9 @@ async def test_accept_is_committed_when_it_returns(tmp_path: Path, outbox: Outbo
 async def test_every_commit_is_fsynced(outbox: Outbox) -> None:
     # synchronous=FULL (2): the WAL is synced at every commit, so a 202 survives a power
     # loss, not only a crash of the process (https://www.sqlite.org/pragma.html).
-    [mode] = await outbox._call(lambda: outbox._conn.execute("PRAGMA synchronous").fetchone())
+    [mode] = await outbox._file.call(
+        lambda: outbox._file.db.execute("PRAGMA synchronous").fetchone()
+    )
     assert mode == 2
 
 
@@ -499,8 +501,8 @@ async def test_an_active_alert_from_before_the_state_table_is_handed_out_as_a_st
 ) -> None:
     legacy = postable(1, labels={"severity": "high"})
     # An install from before the state table: an active row and no state.
-    await outbox._call(
-        lambda: outbox._conn.execute(
+    await outbox._file.call(
+        lambda: outbox._file.db.execute(
             "INSERT INTO active (identity, ends_at, alert) VALUES (?, ?, ?)",
             ("issue:1", legacy.ends_at and legacy.ends_at.timestamp(), wire_json(legacy)),
         )

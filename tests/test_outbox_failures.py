@@ -59,7 +59,7 @@ class Commits:
 
 async def install(box: Outbox, commits: Commits) -> None:
     # The connection belongs to the outbox's thread: set the authorizer there.
-    await box._call(lambda: box._conn.set_authorizer(commits))
+    await box._file.call(lambda: box._file.db.set_authorizer(commits))
 
 
 @pytest.fixture
@@ -102,7 +102,7 @@ async def test_a_failed_commit_rolls_back_and_the_next_write_works(
     with pytest.raises(OutboxFull):
         await outbox.accept(sentry(1))
     assert store_errors(registry) == 1.0
-    assert not await outbox._call(lambda: outbox._conn.in_transaction)
+    assert not await outbox._file.call(lambda: outbox._file.db.in_transaction)
     assert outbox.store_ok()  # one failure is not a failing store
     assert await outbox.accept(sentry(2))
     assert [e.alert.identity for e in (await outbox.take(10)).entries] == ["issue:2"]
@@ -143,8 +143,8 @@ async def test_seen_bodies_are_bounded_in_count(outbox: Outbox) -> None:
         assert await outbox.accept(sentry(n), digest(n))
     assert await outbox.accept(sentry(1), digest(1))
     assert not await outbox.accept(sentry(4), digest(4))
-    rows = await outbox._call(
-        lambda: outbox._conn.execute("SELECT count(*) FROM seen_body").fetchone()
+    rows = await outbox._file.call(
+        lambda: outbox._file.db.execute("SELECT count(*) FROM seen_body").fetchone()
     )
     assert rows[0] == 3
 
@@ -375,7 +375,7 @@ async def test_the_pipeline_keeps_running_when_reading_the_inbox_fails(
 ) -> None:
     monkeypatch.setattr(pipeline, "RETRY_DELAY", 0.01)
     refuse = RefuseReads()
-    await outbox._call(lambda: outbox._conn.set_authorizer(refuse))
+    await outbox._file.call(lambda: outbox._file.db.set_authorizer(refuse))
     async with running(pipeline_on(outbox, Pipeline)):
         await outbox.accept(sentry(1))
         await until(lambda: refuse.refused >= 2)  # take() failed, and was tried again

@@ -287,8 +287,8 @@ async def test_an_active_alert_from_before_the_state_table_is_replaced(harness: 
     )
     # An install from before the state table: an active row and no state.
     outbox = harness.outbox
-    await outbox._call(
-        lambda: outbox._conn.execute(
+    await outbox._file.call(
+        lambda: outbox._file.db.execute(
             "INSERT INTO active (identity, ends_at, alert) VALUES (?, ?, ?)",
             ("issue:42", old.ends_at and old.ends_at.timestamp(), wire_json(old)),
         )

@@ -71,6 +71,7 @@ data directory fails at start instead of delivering the same alerts twice.
 
 from __future__ import annotations
 
-from bridge.store.sqlite.engine import FILENAME, Outbox
+from bridge.store.sqlite.engine import Outbox
+from bridge.store.sqlite.schema import FILENAME
 
 __all__ = ["FILENAME", "Outbox"]

@@ -1,0 +1,132 @@
+"""The inbox on SQLite: accepted webhooks until the pipeline completes them, and the seen
+bodies that make a repeated body a duplicate. Functions on the file's thread, given the
+connection (inside a transaction where they write); the group commit and what ``take``
+hands out are the engine's (``engine.Outbox``)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from bridge.alertmanager import PostableAlert, wire_json
+from bridge.model import SentryAlert
+from bridge.store.contract import Processed
+from bridge.store.sqlite import identity, operators, queue
+from bridge.store.sqlite.schema import rowid
+
+log = logging.getLogger("bridge.outbox")
+
+
+@dataclass(frozen=True, slots=True)
+class Completed:
+    ids: list[int]  # the queue ids of the sends, in order
+    active: int  # how many more alerts are active, resolved, quarantined
+    resolved: int
+    quarantined: int
+
+
+def insert(
+    db: sqlite3.Connection,
+    alerts: Sequence[tuple[SentryAlert, bytes | None]],
+    now: float,
+    retention: float,
+    max_bodies: int,
+) -> list[int | None]:
+    """One group commit's alerts (with their bodies' digests): the inbox ids, None for a
+    body already seen within ``retention`` (in this batch too)."""
+    sql = "INSERT INTO inbox (accepted_at, alert) VALUES (?, ?)"
+    ids: list[int | None] = []
+    for alert, digest in alerts:
+        if digest is not None and not first_sight(db, digest, now, retention):
+            ids.append(None)
+            continue
+        text = json.dumps(alert.to_json(), separators=(",", ":"))
+        ids.append(rowid(db.execute(sql, (now, text))))
+    if any(digest is not None for _, digest in alerts):
+        forget_bodies(db, now, retention, max_bodies)
+    return ids
+
+
+def read(
+    db: sqlite3.Connection, entries: Sequence[tuple[int, SentryAlert | None]]
+) -> tuple[list[tuple[int, SentryAlert]], list[int]]:
+    """The entries' alerts (read back where only the id was kept), and the ids of
+    unreadable ones (for the caller to delete)."""
+    missing = [inbox_id for inbox_id, alert in entries if alert is None]
+    texts: dict[int, str] = dict(
+        db.execute(
+            "SELECT id, alert FROM inbox WHERE id IN (SELECT value FROM json_each(?))",
+            (json.dumps(missing),),
+        ).fetchall()
+    )
+    taken: list[tuple[int, SentryAlert]] = []
+    dropped: list[int] = []
+    for inbox_id, alert in entries:
+        if alert is None:
+            try:
+                alert = SentryAlert.from_json(json.loads(texts[inbox_id]))
+            except (ValueError, TypeError, KeyError):
+                log.error("unreadable inbox entry dropped", extra={"inbox_id": inbox_id})
+                dropped.append(inbox_id)
+                continue
+        taken.append((inbox_id, alert))
+    return taken, dropped
+
+
+def delete(db: sqlite3.Connection, ids: Sequence[int]) -> None:
+    db.executemany("DELETE FROM inbox WHERE id = ?", [(i,) for i in ids])
+
+
+def complete(
+    db: sqlite3.Connection,
+    held: Mapping[str, PostableAlert | None],
+    results: Sequence[Processed],
+    sends: Sequence[tuple[float, PostableAlert]],
+    failed: Sequence[int],
+    quarantined: Sequence[operators.QuarantineRow],
+    now: datetime,
+    any_resolved: bool,
+    quarantine_kept: int,
+) -> Completed:
+    """What a batch of decisions writes, in the caller's one transaction: the entries
+    leave the inbox, the posts are queued, the states (and from them the active table)
+    are written, ``failed`` goes to quarantine. ``held`` and ``any_resolved``: see
+    ``identity.write`` and ``queue.enqueue``."""
+    bodies: dict[int, str] = {}  # by id(): the current alert is usually sent too
+
+    def body(alert: PostableAlert) -> str:
+        if id(alert) not in bodies:
+            bodies[id(alert)] = wire_json(alert)
+        return bodies[id(alert)]
+
+    delete(db, [*(r.inbox_id for r in results), *failed])
+    ids, resolved = queue.enqueue(db, sends, now, any_resolved, body)
+    active = identity.write(db, results, held, body)
+    added = (
+        operators.insert_quarantine(db, quarantined, now.timestamp(), quarantine_kept)
+        if quarantined
+        else 0
+    )
+    return Completed(ids, active, resolved, added)
+
+
+def first_sight(db: sqlite3.Connection, digest: bytes, now: float, retention: float) -> bool:
+    """Records ``digest``; False if it was already recorded within ``retention``."""
+    row = db.execute("SELECT at FROM seen_body WHERE digest = ?", (digest,)).fetchone()
+    if row is not None and row[0] > now - retention:
+        return False
+    db.execute("INSERT OR REPLACE INTO seen_body (digest, at) VALUES (?, ?)", (digest, now))
+    return True
+
+
+def forget_bodies(db: sqlite3.Connection, now: float, retention: float, kept: int) -> None:
+    """Bounded by time and count (the newest ``kept`` are kept)."""
+    db.execute("DELETE FROM seen_body WHERE at <= ?", (now - retention,))
+    db.execute(
+        "DELETE FROM seen_body WHERE id <= (SELECT max(id) FROM seen_body) - ?",
+        (kept,),
+    )

@@ -1,0 +1,165 @@
+"""What the SQLite engine keeps for a human and for the periodic jobs: dead letters and
+their requeue, refusals forgotten, quarantine, the status snapshot, expiry of resolved
+alerts. Functions on the file's thread, given the connection (inside a transaction where
+they write)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+from collections.abc import Sequence
+from typing import Any
+
+from bridge.alertmanager import PostableAlert
+from bridge.model import SentryAlert
+from bridge.store.contract import Quarantined
+from bridge.store.sqlite import identity
+from bridge.store.sqlite.schema import rowid
+
+log = logging.getLogger("bridge.outbox")
+
+# reason, detail, headers (JSON), body, alert (JSON, when the pipeline failed on it)
+QuarantineRow = tuple[str, str, str, bytes, str | None]
+
+
+def forget(
+    db: sqlite3.Connection,
+    target: str,
+    refused: Sequence[tuple[str, str]],
+    dead_letter: bool,
+    now: float,
+) -> tuple[int, int]:
+    """``target`` refused these bodies: they leave the active and resolved tables (and
+    dead-letter, with ``dead_letter``). Returns how many active and resolved alerts went."""
+    active = resolved = 0
+    for body, reason in refused:
+        # The rows hold the very body that was sent. Refusals are rare, so matching
+        # on the text (no index) costs nothing the rest of the time.
+        identities = [
+            row[0]
+            for row in db.execute("DELETE FROM active WHERE alert = ? RETURNING identity", (body,))
+        ]
+        gone_active = len(identities)
+        for name in identities:
+            identity.unhold(db, name, body)
+        gone_resolved = db.execute("DELETE FROM resolved WHERE alert = ?", (body,)).rowcount
+        active, resolved = active + gone_active, resolved + gone_resolved
+        if dead_letter and (gone_active or gone_resolved):
+            sql = "INSERT INTO dead_letter (at, target, reason, alert) VALUES (?, ?, ?, ?)"
+            db.execute(sql, (now, target, reason, body))
+    return active, resolved
+
+
+def expire(db: sqlite3.Connection, now: float, resolved_before: float) -> tuple[int, int]:
+    """Returns how many active and resolved alerts were removed."""
+    active = identity.expire(db, now)
+    resolved = db.execute("DELETE FROM resolved WHERE resolved_at <= ?", (resolved_before,))
+    return active, resolved.rowcount
+
+
+def read_dead_letters(db: sqlite3.Connection) -> list[tuple[str, str, dict[str, Any]]]:
+    rows = db.execute("SELECT target, reason, alert FROM dead_letter ORDER BY id").fetchall()
+    return [(target, reason, json.loads(body)) for target, reason, body in rows]
+
+
+def count_quarantine(db: sqlite3.Connection) -> int:
+    count: int = db.execute("SELECT count(*) FROM quarantine").fetchone()[0]
+    return count
+
+
+def insert_quarantine(
+    db: sqlite3.Connection, rows: Sequence[QuarantineRow], now: float, kept: int
+) -> int:
+    """Returns how many more entries the quarantine holds (the oldest beyond ``kept``
+    go)."""
+    db.executemany(
+        "INSERT INTO quarantine (at, reason, detail, headers, body, alert)"
+        " VALUES (?, ?, ?, ?, ?, ?)",
+        [(now, *row) for row in rows],
+    )
+    dropped = db.execute(
+        "DELETE FROM quarantine WHERE id <= (SELECT max(id) FROM quarantine) - ?",
+        (kept,),
+    ).rowcount
+    if dropped:
+        log.error("quarantine full: oldest entries dropped", extra={"dropped": dropped})
+    return len(rows) - dropped
+
+
+def read_quarantine(db: sqlite3.Connection) -> list[Quarantined]:
+    rows = db.execute(
+        "SELECT id, at, reason, detail, headers, body, alert FROM quarantine ORDER BY id"
+    ).fetchall()
+    return [
+        Quarantined(i, at, reason, detail, json.loads(h), bytes(body), a and json.loads(a))
+        for i, at, reason, detail, h, body, a in rows
+    ]
+
+
+def release(
+    db: sqlite3.Connection, entry_id: int, alert: SentryAlert | None, now: float
+) -> int | None:
+    """Removes a quarantined entry; with ``alert``, accepts that into the inbox (its id)."""
+    db.execute("DELETE FROM quarantine WHERE id = ?", (entry_id,))
+    if alert is None:
+        return None
+    text = json.dumps(alert.to_json(), separators=(",", ":"))
+    sql = "INSERT INTO inbox (accepted_at, alert) VALUES (?, ?)"
+    return rowid(db.execute(sql, (now, text)))
+
+
+def read_snapshot(db: sqlite3.Connection, limit: int) -> dict[str, Any]:
+    active = db.execute(
+        "SELECT identity, ends_at, alert FROM active ORDER BY identity LIMIT ?", (limit,)
+    ).fetchall()
+    dead = db.execute(
+        "SELECT at, target, reason, alert FROM dead_letter ORDER BY id DESC LIMIT ?", (limit,)
+    ).fetchall()
+    return {
+        "active": [
+            {"identity": name, "ends_at": ends_at, "labels": json.loads(body)["labels"]}
+            for name, ends_at, body in active
+        ],
+        "dead_letters": [
+            {
+                "at": at,
+                "alertmanager": target,
+                "reason": reason,
+                "labels": json.loads(body)["labels"],
+            }
+            for at, target, reason, body in dead
+        ],
+        "dead_letter_count": db.execute("SELECT count(*) FROM dead_letter").fetchone()[0],
+        "quarantined": count_quarantine(db),
+    }
+
+
+def requeue(db: sqlite3.Connection, now: float) -> tuple[list[tuple[int, float]], dict[str, int]]:
+    """Queues the dead letters again and empties the table (``Outbox.requeue_dead_letters``
+    says which): the queue ids with their times, and the counts."""
+    from bridge.labels import identity_from_labels  # labels imports nothing of ours
+
+    counts = {"requeued": 0, "superseded": 0}
+    ids: list[tuple[int, float]] = []
+    rows = db.execute("SELECT id, alert FROM dead_letter ORDER BY id").fetchall()
+    seen: set[str] = set()
+    for _, body in rows:
+        alert = PostableAlert.model_validate_json(body)
+        resolved = alert.ends_at is not None and alert.ends_at.timestamp() <= now
+        if not resolved:
+            name = identity_from_labels(alert.labels) or ""
+            row = db.execute("SELECT alert FROM active WHERE identity = ?", (name,)).fetchone()
+            current = PostableAlert.model_validate_json(row[0]) if row else None
+            if current is None or current.labels != alert.labels:
+                counts["superseded"] += 1
+                continue
+            body = row[0]
+        if body in seen:  # the same alert dead-lettered by several Alertmanagers
+            continue
+        seen.add(body)
+        cursor = db.execute("INSERT INTO queue (queued_at, alert) VALUES (?, ?)", (now, body))
+        ids.append((rowid(cursor), now))
+        counts["requeued"] += 1
+    db.execute("DELETE FROM dead_letter")
+    return ids, counts

@@ -1,0 +1,156 @@
+"""The queue on SQLite: one row per post, one cursor per Alertmanager, the lanes, and the
+re-send pages (recently resolved alerts, then the active ones). Functions on the file's
+thread, given the connection (inside a transaction where they write); ``Lane`` runs on the
+event loop."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from bridge.alertmanager import PostableAlert
+from bridge.store.contract import Page, Queued
+from bridge.store.sqlite.schema import rowid
+
+if TYPE_CHECKING:
+    from bridge.store.sqlite.engine import Outbox
+
+# Re-sends: the resolved alerts first, then the active ones, each table in rowid pages.
+_PAGES = (
+    "SELECT rowid, alert FROM resolved WHERE rowid > ? ORDER BY rowid LIMIT ?",
+    "SELECT rowid, alert FROM active WHERE rowid > ? ORDER BY rowid LIMIT ?",
+)
+
+
+class Lane:
+    """One Alertmanager's lane (``Outbox.lane``): its place in the queue, its re-sends.
+    ``advance`` is kept until the block ends and committed only if it ends without an
+    exception, as the contract says (PostgreSQL's lane is one transaction)."""
+
+    def __init__(self, outbox: Outbox, target: str) -> None:
+        self._outbox, self._target = outbox, target
+        self._done: int | None = None
+        self._dead: list[tuple[Queued, str]] = []
+
+    async def pending(self, limit: int) -> list[Queued]:
+        box = self._outbox
+        after = max(box._cursor[self._target], self._done or 0)
+        return await box._read(read, after, limit)
+
+    async def advance(self, done: int, dead: Sequence[tuple[Queued, str]] = ()) -> None:
+        self._done = max(done, self._done or 0)
+        self._dead.extend(dead)
+
+    async def resend_page(self, after: Any, limit: int) -> Page:
+        """Recently resolved alerts, then the active ones, in rowid (keyset) pages; a row
+        replaced since the last page (fired again) comes again, later, as it is now."""
+        return await self._outbox._read(read_page, after, limit)
+
+    async def commit(self) -> None:
+        if self._done is not None:
+            box = self._outbox
+            await box._shield(box._advance(self._target, self._done, self._dead))
+
+
+def label_key(labels: Mapping[str, str]) -> str:
+    """A label set as a stable string: the identity Alertmanager gives an alert."""
+    return json.dumps(sorted(labels.items()), separators=(",", ":"))
+
+
+def set_cursors(db: sqlite3.Connection, targets: Sequence[str]) -> dict[str, int]:
+    """Every cursor, at start: one per Alertmanager configured (a new Alertmanager gets
+    everything still queued, a removed one's goes), and the rows all of them passed go."""
+    known = dict(db.execute("SELECT target, done FROM cursor").fetchall())
+    for target in set(known) - set(targets):
+        db.execute("DELETE FROM cursor WHERE target = ?", (target,))
+    cursor = {target: known.get(target, 0) for target in targets}
+    db.executemany(
+        "INSERT OR IGNORE INTO cursor (target, done) VALUES (?, 0)",
+        [(target,) for target in targets],
+    )
+    db.execute("DELETE FROM queue WHERE id <= ?", (min(cursor.values()),))
+    return cursor
+
+
+def enqueue(
+    db: sqlite3.Connection,
+    sends: Sequence[tuple[float, PostableAlert]],
+    now: datetime,
+    any_resolved: bool,
+    body: Callable[[PostableAlert], str],
+) -> tuple[list[int], int]:
+    """Queues the posts (their acceptance time, the alert) in order, and keeps the resolved
+    table (the re-sends of resolved alerts) up to date with them. ``any_resolved``: whether
+    that table has rows (when it has none, as between incidents, a firing alert has no
+    re-sends to end). Returns the queue ids and how many more alerts are resolved."""
+    stamp = now.timestamp()
+    ids: list[int] = []
+    resolved = 0
+    for queued_at, alert in sends:
+        sql = "INSERT INTO queue (queued_at, alert) VALUES (?, ?)"
+        ids.append(rowid(db.execute(sql, (queued_at, body(alert)))))
+        ending = alert.ends_at is not None and alert.ends_at <= now
+        if not (ending or any_resolved):
+            continue
+        # Firing again ends the re-sends of the resolved label set.
+        key = label_key(alert.labels)
+        resolved -= db.execute("DELETE FROM resolved WHERE labels = ?", (key,)).rowcount
+        if ending:
+            sql = "INSERT INTO resolved (labels, resolved_at, alert) VALUES (?, ?, ?)"
+            db.execute(sql, (key, stamp, body(alert)))
+            resolved += 1
+            any_resolved = True
+    return ids, resolved
+
+
+def read(db: sqlite3.Connection, after: int, limit: int) -> list[Queued]:
+    rows = db.execute(
+        "SELECT id, queued_at, alert FROM queue WHERE id > ? ORDER BY id LIMIT ?",
+        (after, limit),
+    ).fetchall()
+    return [Queued(*row) for row in rows]
+
+
+def advance(
+    db: sqlite3.Connection,
+    target: str,
+    done: int,
+    low: int,
+    dead: Sequence[tuple[Queued, str]],
+    now: float,
+    dead_letters_kept: int,
+) -> None:
+    """Moves ``target``'s cursor to ``done``, dead-letters ``dead`` (the newest
+    ``dead_letters_kept`` stay) and deletes the rows every cursor passed (``low``)."""
+    db.execute("UPDATE cursor SET done = ? WHERE target = ?", (done, target))
+    if dead:
+        db.executemany(
+            "INSERT INTO dead_letter (at, target, reason, alert) VALUES (?, ?, ?, ?)",
+            [(now, target, reason, item.body) for item, reason in dead],
+        )
+        db.execute(
+            "DELETE FROM dead_letter WHERE id <= (SELECT max(id) FROM dead_letter) - ?",
+            (dead_letters_kept,),
+        )
+    db.execute("DELETE FROM queue WHERE id <= ?", (low,))
+
+
+def read_page(db: sqlite3.Connection, after: tuple[int, int] | None, limit: int) -> Page:
+    """Up to ``limit`` bodies from ``after`` (table, rowid) on, across _PAGES in order;
+    one row more is read to know whether there is a next page."""
+    table, last = after or (0, 0)
+    bodies: list[str] = []
+    while table < len(_PAGES):
+        room = limit - len(bodies)
+        rows = db.execute(_PAGES[table], (last, room + 1)).fetchall()
+        if len(rows) > room:  # more in this table than fits
+            if room:
+                bodies += [text for _, text in rows[:room]]
+                last = rows[room - 1][0]
+            return Page(bodies, (table, last))
+        bodies += [text for _, text in rows]
+        table, last = table + 1, 0
+    return Page(bodies, None)

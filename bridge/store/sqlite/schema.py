@@ -1,0 +1,42 @@
+"""The SQLite engine's tables (the package docstring says what each one holds)."""
+
+from __future__ import annotations
+
+import sqlite3
+
+FILENAME = "outbox.sqlite3"
+
+# AUTOINCREMENT: ids are never reused, or an emptied queue would restart below the cursors.
+# The time indexes let expire() find what is due without scanning every active alert.
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS inbox (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, accepted_at REAL NOT NULL, alert TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS queue (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, queued_at REAL NOT NULL, alert TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS cursor (target TEXT PRIMARY KEY, done INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS active (
+    identity TEXT PRIMARY KEY, ends_at REAL, alert TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS active_ends_at ON active (ends_at);
+CREATE TABLE IF NOT EXISTS resolved (
+    labels TEXT PRIMARY KEY, resolved_at REAL NOT NULL, alert TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS resolved_resolved_at ON resolved (resolved_at);
+CREATE TABLE IF NOT EXISTS state (
+    identity TEXT PRIMARY KEY, kept_until REAL NOT NULL, state TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS state_kept_until ON state (kept_until);
+CREATE TABLE IF NOT EXISTS dead_letter (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, at REAL NOT NULL, target TEXT NOT NULL,
+    reason TEXT NOT NULL, alert TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS quarantine (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, at REAL NOT NULL, reason TEXT NOT NULL,
+    detail TEXT NOT NULL, headers TEXT NOT NULL, body BLOB NOT NULL, alert TEXT);
+CREATE TABLE IF NOT EXISTS seen_body (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, digest BLOB NOT NULL UNIQUE, at REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS seen_body_at ON seen_body (at);
+CREATE TABLE IF NOT EXISTS probe (id INTEGER PRIMARY KEY CHECK (id = 1), at REAL NOT NULL);
+"""
+
+
+def rowid(cursor: sqlite3.Cursor) -> int:
+    """The id an INSERT gave its row."""
+    assert cursor.lastrowid is not None
+    return cursor.lastrowid
