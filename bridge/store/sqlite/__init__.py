@@ -4,6 +4,13 @@ It keeps the store contract (``bridge.store.contract``) for one process and one 
 a lane is an ``asyncio.Lock`` per Alertmanager (never None), ``periodic()`` is always
 True, ``Taken.now`` is this process's clock, and the one taker is the pipeline task.
 
+``Outbox`` (``engine``) composes the parts: ``schema`` (the tables below), ``inbox``
+(accepts, takes, what a batch of decisions writes, seen bodies), ``identity`` (the state
+rows and the active index derived from them), ``queue`` (cursors, lanes, re-send pages)
+and ``operators`` (dead letters, requeue, refusals, quarantine, snapshot, expiry), on
+``bridge.store.sqlite_file`` (``SqliteFile``: the file on its one thread; ``GroupCommit``),
+the plumbing the spool uses too.
+
 Tables (``outbox.sqlite3`` under ``outbox.data_dir``)::
 
     inbox        accepted webhooks (SentryAlert JSON) the pipeline has not finished
@@ -59,11 +66,11 @@ app's requests per second with ``NORMAL`` (p99 96 and 190 ms) against 23 % and
 0.9 ms): the bridge waits for the disk, it does not work harder. On a volume
 with a slower fsync (network storage) each round waits that much longer.
 
-Group commit: concurrent ``accept`` calls queue up while one write is running
-and are committed together by the next, so a storm costs one transaction per
-round trip to the writer, not one per webhook, and a lone webhook waits for no
-timer. Every SQLite call runs on one dedicated thread, which also serialises
-them; the event loop never blocks on the disk.
+Group commit (``GroupCommit``): concurrent ``accept`` calls queue up while one
+write is running and are committed together by the next, so a storm costs one
+transaction per round trip to the writer, not one per webhook, and a lone webhook
+waits for no timer. Every SQLite call runs on one dedicated thread (``SqliteFile``),
+which also serialises them; the event loop never blocks on the disk.
 
 The file is opened with ``locking_mode=EXCLUSIVE``: a second bridge on the same
 data directory fails at start instead of delivering the same alerts twice.
