@@ -9,7 +9,8 @@ or from configuration (Alertmanager names); never issue IDs, URLs or titles.
 from __future__ import annotations
 
 import platform
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import Protocol
 
 from prometheus_client import (
     CollectorRegistry,
@@ -51,6 +52,15 @@ DROP_REASONS = ("max_age", "rejected", "invalid")
 # the edge could not read it as a Sentry alert, reading it raised, or the pipeline did.
 QUARANTINE_REASONS = ("invalid_payload", "parse_error", "pipeline_error")
 ENRICH_RESULTS = ("hit", "fetched", "timeout", "unauthorized", "not_found", "error", "skipped")
+
+
+class _Sized(Protocol):
+    """The sizes a store reports (bridge.store.contract.Store has them)."""
+
+    def length(self) -> int: ...
+    def oldest_age(self) -> float: ...
+    def active_count(self) -> int: ...
+    def quarantine_count(self) -> int: ...
 
 
 class Metrics:
@@ -326,6 +336,17 @@ class Metrics:
         files, start time; ``python_info``), for ``serve``'s process."""
         ProcessCollector(registry=self.registry)
         PlatformCollector(registry=self.registry)
+
+    def watch_store(self, store: _Sized) -> None:
+        """The store's sizes as gauges, read at each scrape (either engine)."""
+        gauges: list[tuple[Gauge, Callable[[], float]]] = [
+            (self.outbox_length, store.length),
+            (self.outbox_oldest_age, store.oldest_age),
+            (self.active_alerts, store.active_count),
+            (self.quarantine_held, store.quarantine_count),
+        ]
+        for gauge, read in gauges:
+            gauge.set_function(read)
 
     def init_alertmanagers(self, names: Iterable[str]) -> None:
         """Pre-initialise per-Alertmanager series; names come from configuration."""

@@ -9,6 +9,7 @@ a local SQLite file. ``open_store`` picks the configured engine.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from bridge.config import Config
 from bridge.metrics import Metrics
@@ -18,27 +19,19 @@ from bridge.store.contract import Store
 def open_store(config: Config, metrics: Metrics, targets: Sequence[str]) -> Store:
     """The configured engine for these Alertmanagers (by target name), not yet open: the
     caller awaits its ``open()``."""
+    common: dict[str, Any] = {
+        "max_queued": config.outbox.max_queued,
+        "metrics": metrics,
+        "body_retention": config.dedup.body_retention,
+        "max_bodies": config.dedup.max_bodies,
+    }
     if config.store.backend == "postgres":
         from bridge.store.pg import PostgresStore  # asyncpg is only needed here
         from bridge.store.spool import spooled
 
-        primary = PostgresStore(
-            config.store.postgres,
-            targets,
-            max_queued=config.outbox.max_queued,
-            metrics=metrics,
-            body_retention=config.dedup.body_retention,
-            max_bodies=config.dedup.max_bodies,
-        )
+        primary = PostgresStore(config.store.postgres, targets, **common)
         # Sentry still gets its answer within a second while PostgreSQL is away.
         return spooled(primary, config, metrics)
     from bridge.store.sqlite import Outbox
 
-    return Outbox(
-        config.outbox.data_dir,
-        targets,
-        max_queued=config.outbox.max_queued,
-        metrics=metrics,
-        body_retention=config.dedup.body_retention,
-        max_bodies=config.dedup.max_bodies,
-    )
+    return Outbox(config.outbox.data_dir, targets, **common)

@@ -117,10 +117,7 @@ class PostgresStore:
         self._sizes = sizes.Sizes(depths=dict.fromkeys(self.targets, 0))
         self._refresher: asyncio.Task[None] | None = None
         self._shielded: set[asyncio.Task[Any]] = set()
-        metrics.outbox_length.set_function(self.length)
-        metrics.outbox_oldest_age.set_function(self.oldest_age)
-        metrics.active_alerts.set_function(self.active_count)
-        metrics.quarantine_held.set_function(self.quarantine_count)
+        metrics.watch_store(self)
 
     # --- lifecycle ----------------------------------------------------------------------
 

@@ -106,10 +106,7 @@ class Outbox:
         self._lanes = {target: asyncio.Lock() for target in self.targets}
         self.progress = asyncio.Event()  # set whenever a sender finishes a batch
         self._shielded: set[asyncio.Task[Any]] = set()
-        metrics.outbox_length.set_function(self.length)
-        metrics.outbox_oldest_age.set_function(self.oldest_age)
-        metrics.active_alerts.set_function(self.active_count)
-        metrics.quarantine_held.set_function(self.quarantine_count)
+        metrics.watch_store(self)
 
     # --- lifecycle ----------------------------------------------------------------------
 
