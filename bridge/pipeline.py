@@ -1,7 +1,7 @@
 """The stages a webhook goes through, composed in one place.
 
-Request path (``accept``): the normalised alert is stored durably in the
-store's inbox and the webhook is answered; nothing slow happens there.
+Request path (``bridge.compose.Bridge.accept``, from the edge): the normalised alert
+is committed to the store's inbox and the webhook is answered; nothing slow happens there.
 
 Background (``run``), per batch of accepted alerts, in arrival order:
 
@@ -65,10 +65,6 @@ class Pipeline:
         # Batches handled (committed, or failed and handed back): bridge.compose's watchdog
         # reads it to tell a stuck pipeline (a hung look-up) from a busy or failing one.
         self.batches = 0
-
-    async def accept(self, alert: SentryAlert) -> None:
-        """The request path: durable before the 2xx (raises ``OutboxFull``)."""
-        await self.store.accept(alert)
 
     async def run(self) -> None:
         """Process accepted alerts until cancelled. A batch that raises (the store,

@@ -1,15 +1,13 @@
 from __future__ import annotations
 
-import asyncio
 import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-import asyncpg
 import pytest
 
 from bridge.config import Postgres
-from tests.integration.postgres import Server, start_postgres
+from tests.integration.postgres import Server, drop_schema, start_postgres
 
 
 @pytest.fixture
@@ -48,14 +46,4 @@ def pg(postgres_server: Server) -> Iterator[PostgresTarget]:
     schema = f"test_{next(_schemas)}"
     settings = Postgres.model_validate({"dsn": postgres_server.dsn(), "schema": schema})
     yield PostgresTarget(postgres_server, settings)
-    if not postgres_server.running:
-        postgres_server.start()
-
-    async def drop() -> None:
-        conn = await asyncpg.connect(postgres_server.dsn())
-        try:
-            await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-        finally:
-            await conn.close()
-
-    asyncio.run(drop())
+    drop_schema(postgres_server, schema)

@@ -79,14 +79,6 @@ class Process:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait(timeout=10)
 
-    def children(self) -> list[int]:
-        """Process ids of the server's child processes (Uvicorn's workers, if any)."""
-        found: list[int] = []
-        for task in Path(f"/proc/{self.proc.pid}/task").glob("*/children"):
-            with contextlib.suppress(OSError):
-                found += [int(pid) for pid in task.read_text().split()]
-        return found
-
     def terminate(self, timeout: float = 30.0) -> int:
         """SIGTERM, as Kubernetes does, and wait for the exit code."""
         if self.proc.poll() is None:
