@@ -59,7 +59,8 @@ from bridge.errors import ConfigError, OutboxFull, StoreError
 from bridge.metrics import Metrics
 from bridge.model import SentryAlert
 from bridge.store.contract import Failed, Lane, Processed, Quarantined, Store, Taken
-from bridge.store.sqlite_file import GroupCommit, SqliteFile
+from bridge.store.group_commit import GroupCommit
+from bridge.store.sqlite_file import SqliteFile
 
 log = logging.getLogger("bridge.store.spool")
 

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from bridge.errors import ConfigError
-from bridge.store.sqlite_file import GroupCommit, SqliteFile
+from bridge.store.group_commit import GroupCommit
+from bridge.store.sqlite_file import SqliteFile
 
 pytestmark = pytest.mark.anyio
 

@@ -43,6 +43,7 @@ from bridge.errors import ConfigError, OutboxFull, StoreError
 from bridge.metrics import Metrics
 from bridge.model import SentryAlert
 from bridge.store.contract import Entry, Failed, Lane, Processed, Quarantined, Taken
+from bridge.store.group_commit import GroupCommit
 from bridge.store.pg import codec, complete, connection, identity, inbox, operators, queue, sizes
 from bridge.store.pg.lease import Periodic
 
@@ -109,8 +110,7 @@ class PostgresStore:
         self._listener: Any = None
         self._lease: Periodic | None = None
         self._write_failures = 0
-        self._pending: list[tuple[SentryAlert, bytes | None, asyncio.Future[bool]]] = []
-        self._flusher: asyncio.Task[None] | None = None
+        self._accepts = GroupCommit(self._write_accepts, name="store-flush")
         self._inbox_event = asyncio.Event()
         self._wakeups = {target: asyncio.Event() for target in self.targets}
         self._handles: set[_Handle] = set()
@@ -155,10 +155,9 @@ class PostgresStore:
         if self._refresher is not None:
             self._refresher.cancel()
             await asyncio.gather(self._refresher, return_exceptions=True)
-        while self._flusher is not None or self._shielded:
-            await asyncio.gather(
-                *([self._flusher] if self._flusher else []), *self._shielded, return_exceptions=True
-            )
+        await self._accepts.idle()
+        while self._shielded:
+            await asyncio.gather(*self._shielded, return_exceptions=True)
         for handle in list(self._handles):  # a take whose pipeline was cancelled
             await self._end(handle)
         if self._lease is not None:
@@ -176,50 +175,38 @@ class PostgresStore:
     async def accept(self, alert: SentryAlert, digest: bytes | None = None) -> bool:
         if self.length() >= self.max_queued:
             raise OutboxFull()
-        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        self._pending.append((alert, digest, future))
-        if self._flusher is None:
-            self._flusher = asyncio.create_task(self._flush(), name="store-flush")
-        return await future
+        return await self._accepts.submit((alert, digest))
 
-    async def _flush(self) -> None:
+    async def _write_accepts(self, batch: Sequence[tuple[SentryAlert, bytes | None]]) -> list[bool]:
+        """One group commit (``GroupCommit``): whether each alert was stored."""
         try:
-            while self._pending:
-                batch, self._pending = self._pending, []
-                try:
-                    kept = await self._write(self._insert, batch)
-                except Exception:
-                    log.exception("cannot write the inbox", extra={"alerts": len(batch)})
-                    for _, _, future in batch:
-                        if not future.done():
-                            future.set_exception(OutboxFull("the store cannot be written"))
-                    continue
-                for (_, _, future), added in zip(batch, kept, strict=True):
-                    if not added:
-                        self.metrics.duplicate_bodies.inc()
-                    if not future.done():
-                        future.set_result(added)
-                if any(kept):
-                    self._sizes.inbox += sum(kept)
-                    self._inbox_event.set()
-                if any(digest is not None for _, digest, _ in batch):
-                    await self._sweep()
-        finally:
-            self._flusher = None
+            kept: list[bool] = await self._write(self._insert, batch)
+        except Exception as exc:
+            log.exception("cannot write the inbox", extra={"alerts": len(batch)})
+            raise OutboxFull("the store cannot be written") from exc
+        for added in kept:
+            if not added:
+                self.metrics.duplicate_bodies.inc()
+        if any(kept):
+            self._sizes.inbox += sum(kept)
+            self._inbox_event.set()
+        if any(digest is not None for _, digest in batch):
+            await self._sweep()
+        return kept
 
     async def _insert(
-        self, conn: Any, batch: Sequence[tuple[SentryAlert, bytes | None, object]]
+        self, conn: Any, batch: Sequence[tuple[SentryAlert, bytes | None]]
     ) -> list[bool]:
         new = await inbox.new_bodies(
-            conn, [d for _, d, _ in batch if d is not None], self.body_retention
+            conn, [d for _, d in batch if d is not None], self.body_retention
         )
         kept: list[bool] = []
-        for _, digest, _ in batch:
+        for _, digest in batch:
             fresh = digest is None or digest in new
             if digest is not None:
                 new.discard(digest)  # the same body twice in one group: the first counts
             kept.append(fresh)
-        alerts = [alert for (alert, _, _), keep in zip(batch, kept, strict=True) if keep]
+        alerts = [alert for (alert, _), keep in zip(batch, kept, strict=True) if keep]
         await inbox.insert(conn, alerts, self.inbox_channel)
         return kept
 
@@ -472,7 +459,7 @@ class PostgresStore:
     # --- sizes (as of the last refresh, adjusted by this replica's commits) ---------------
 
     def inbox_count(self) -> int:
-        return self._sizes.inbox + len(self._pending)
+        return self._sizes.inbox + len(self._accepts)
 
     def queued_count(self) -> int:
         """Queued alerts the furthest-behind Alertmanager still needs (rows are per

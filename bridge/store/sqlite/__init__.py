@@ -8,8 +8,8 @@ True, ``Taken.now`` is this process's clock, and the one taker is the pipeline t
 (accepts, takes, what a batch of decisions writes, seen bodies), ``identity`` (the state
 rows and the active index derived from them), ``queue`` (cursors, lanes, re-send pages)
 and ``operators`` (dead letters, requeue, refusals, quarantine, snapshot, expiry), on
-``bridge.store.sqlite_file`` (``SqliteFile``: the file on its one thread; ``GroupCommit``),
-the plumbing the spool uses too.
+``bridge.store.sqlite_file`` (``SqliteFile``: the file on its one thread) and
+``bridge.store.group_commit``, the plumbing the spool uses too.
 
 Tables (``outbox.sqlite3`` under ``outbox.data_dir``)::
 

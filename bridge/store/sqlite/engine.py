@@ -29,9 +29,10 @@ from bridge.metrics import Metrics
 from bridge.model import SentryAlert
 from bridge.state import IdentityState
 from bridge.store.contract import Entry, Failed, Lane, Processed, Quarantined, Queued, Taken
+from bridge.store.group_commit import GroupCommit
 from bridge.store.sqlite import identity, inbox, operators, queue
 from bridge.store.sqlite.schema import FILENAME, SCHEMA
-from bridge.store.sqlite_file import GroupCommit, SqliteFile
+from bridge.store.sqlite_file import SqliteFile
 
 log = logging.getLogger("bridge.outbox")
 
