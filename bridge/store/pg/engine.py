@@ -46,6 +46,7 @@ from bridge.store.contract import Entry, Failed, Lane, Processed, Quarantined, T
 from bridge.store.group_commit import GroupCommit
 from bridge.store.pg import codec, complete, connection, identity, inbox, operators, queue, sizes
 from bridge.store.pg.lease import Periodic
+from bridge.store.shield import Shield
 
 log = logging.getLogger("bridge.store.pg")
 
@@ -116,7 +117,7 @@ class PostgresStore:
         self._handles: set[_Handle] = set()
         self._sizes = sizes.Sizes(depths=dict.fromkeys(self.targets, 0))
         self._refresher: asyncio.Task[None] | None = None
-        self._shielded: set[asyncio.Task[Any]] = set()
+        self._shield = Shield()  # writes that finish even if their caller is cancelled
         metrics.watch_store(self)
 
     # --- lifecycle ----------------------------------------------------------------------
@@ -156,8 +157,7 @@ class PostgresStore:
             self._refresher.cancel()
             await asyncio.gather(self._refresher, return_exceptions=True)
         await self._accepts.idle()
-        while self._shielded:
-            await asyncio.gather(*self._shielded, return_exceptions=True)
+        await self._shield.idle()
         for handle in list(self._handles):  # a take whose pipeline was cancelled
             await self._end(handle)
         if self._lease is not None:
@@ -581,11 +581,3 @@ class PostgresStore:
     def _succeeded(self) -> None:
         self.commits += 1
         self._write_failures = 0
-
-    async def _shield(self, coro: Any) -> Any:
-        """Run to its end even if the caller is cancelled, so memory never lags behind
-        what was committed (close() waits for these)."""
-        task = asyncio.ensure_future(coro)
-        self._shielded.add(task)
-        task.add_done_callback(self._shielded.discard)
-        return await asyncio.shield(task)

@@ -30,6 +30,7 @@ from bridge.model import SentryAlert
 from bridge.state import IdentityState
 from bridge.store.contract import Entry, Failed, Lane, Processed, Quarantined, Queued, Taken
 from bridge.store.group_commit import GroupCommit
+from bridge.store.shield import Shield
 from bridge.store.sqlite import identity, inbox, operators, queue
 from bridge.store.sqlite.schema import FILENAME, SCHEMA
 from bridge.store.sqlite_file import SqliteFile
@@ -106,7 +107,7 @@ class Outbox:
         self._wakeups = {target: asyncio.Event() for target in self.targets}
         self._lanes = {target: asyncio.Lock() for target in self.targets}
         self.progress = asyncio.Event()  # set whenever a sender finishes a batch
-        self._shielded: set[asyncio.Task[Any]] = set()
+        self._shield = Shield()  # writes that finish even if their caller is cancelled
         metrics.watch_store(self)
 
     # --- lifecycle ----------------------------------------------------------------------
@@ -134,8 +135,8 @@ class Outbox:
     async def close(self) -> None:
         if not self._file.is_open:
             return
-        while self._accepts.busy or self._shielded:
-            await asyncio.gather(self._accepts.idle(), *self._shielded, return_exceptions=True)
+        while self._accepts.busy or self._shield.busy:
+            await asyncio.gather(self._accepts.idle(), self._shield.idle())
         await self._file.close()
 
     # --- the request path ---------------------------------------------------------------
@@ -402,12 +403,6 @@ class Outbox:
     def _wake_senders(self) -> None:
         for event in self._wakeups.values():
             event.set()
-
-    async def _shield(self, coro: Any) -> Any:
-        task = asyncio.ensure_future(coro)
-        self._shielded.add(task)
-        task.add_done_callback(self._shielded.discard)
-        return await asyncio.shield(task)
 
     async def _read(self, fn: Callable[..., T], *args: Any) -> T:
         """``fn(db, *args)`` on the file's thread."""
