@@ -60,6 +60,7 @@ from bridge.metrics import Metrics
 from bridge.model import SentryAlert
 from bridge.store.contract import Failed, Lane, Processed, Quarantined, Store, Taken
 from bridge.store.group_commit import GroupCommit
+from bridge.store.health import WriteHealth
 from bridge.store.sqlite_file import SqliteFile
 
 log = logging.getLogger("bridge.store.spool")
@@ -177,7 +178,7 @@ class Spooled:
         # Handed to the group commit, not yet written: counted against the bounds.
         self._reserved = 0
         self._reserved_bytes = 0
-        self._write_failures = 0
+        self._health = WriteHealth(metrics, self.failing_after)
         self._full = False  # the last webhook was refused for want of room, none since
         self._primary_up = True
         # How long open() gives the primary before the start goes on without it.
@@ -330,14 +331,13 @@ class Spooled:
         try:
             ids = await self._file.call(self._insert, rows, now)
         except Exception as exc:
-            self._write_failures += 1
-            self.metrics.store_errors.inc()
+            self._health.failed()
             log.exception("cannot write the spool", extra={"webhooks": len(rows)})
             raise OutboxFull("the store is unavailable and the spool cannot be written") from exc
         finally:
             self._reserved -= len(rows)
             self._reserved_bytes -= sum(row[0] for row in rows)
-        self._write_failures = 0
+        self._health.succeeded()
         self._full = False
         results = []
         for row, spool_id in zip(rows, ids, strict=True):
@@ -488,7 +488,7 @@ class Spooled:
         """Ready while webhooks can be kept: the primary takes them, or the spool does."""
         if self._opened.is_set() and self.primary.store_ok():
             return True
-        return self._write_failures < self.failing_after and not self._full
+        return self._health.ok and not self._full
 
     async def probe(self) -> bool:
         if self._opened.is_set():

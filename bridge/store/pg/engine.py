@@ -44,6 +44,7 @@ from bridge.metrics import Metrics
 from bridge.model import SentryAlert
 from bridge.store.contract import Entry, Failed, Lane, Processed, Quarantined, Taken
 from bridge.store.group_commit import GroupCommit
+from bridge.store.health import WriteHealth
 from bridge.store.pg import codec, complete, connection, identity, inbox, operators, queue, sizes
 from bridge.store.pg.lease import Periodic
 from bridge.store.shield import Shield
@@ -110,7 +111,7 @@ class PostgresStore:
         self._pool: Any = None
         self._listener: Any = None
         self._lease: Periodic | None = None
-        self._write_failures = 0
+        self._health = WriteHealth(metrics, self.failing_after)
         self._accepts = GroupCommit(self._write_accepts, name="store-flush")
         self._inbox_event = asyncio.Event()
         self._wakeups = {target: asyncio.Event() for target in self.targets}
@@ -407,7 +408,7 @@ class PostgresStore:
     # --- operators ----------------------------------------------------------------------
 
     def store_ok(self) -> bool:
-        return self._write_failures < self.failing_after
+        return self._health.ok
 
     async def probe(self) -> bool:
         async def write(conn: Any) -> None:
@@ -575,9 +576,8 @@ class PostgresStore:
                 await self._pool.release(conn)
 
     def _failed(self) -> None:
-        self._write_failures += 1
-        self.metrics.store_errors.inc()
+        self._health.failed()
 
     def _succeeded(self) -> None:
         self.commits += 1
-        self._write_failures = 0
+        self._health.succeeded()

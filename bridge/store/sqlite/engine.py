@@ -30,6 +30,7 @@ from bridge.model import SentryAlert
 from bridge.state import IdentityState
 from bridge.store.contract import Entry, Failed, Lane, Processed, Quarantined, Queued, Taken
 from bridge.store.group_commit import GroupCommit
+from bridge.store.health import WriteHealth
 from bridge.store.shield import Shield
 from bridge.store.sqlite import identity, inbox, operators, queue
 from bridge.store.sqlite.schema import FILENAME, SCHEMA
@@ -91,7 +92,7 @@ class Outbox:
         self.metrics = metrics
         self.body_retention = body_retention
         self.max_bodies = max_bodies
-        self._write_failures = 0  # consecutive; reset by the next commit
+        self._health = WriteHealth(metrics, self.failing_after)
         self._quarantine_count = 0
         self._file = SqliteFile(self.path, name="outbox")
         # Request path: waiting for the next group commit, then handed to take().
@@ -329,7 +330,7 @@ class Outbox:
 
     def store_ok(self) -> bool:
         """False after ``failing_after`` write transactions failed in a row."""
-        return self._write_failures < self.failing_after
+        return self._health.ok
 
     async def probe(self) -> bool:
         """One tiny write transaction, so a failing store is noticed to recover even when
@@ -429,11 +430,10 @@ class Outbox:
             with self._file.transaction() as db:
                 yield db
         except sqlite3.Error:
-            self._write_failures += 1
-            self.metrics.store_errors.inc()
+            self._health.failed()
             raise
         self.commits += 1
-        self._write_failures = 0
+        self._health.succeeded()
 
     def _load(self) -> _Loaded:
         with self._transaction() as db:
