@@ -11,6 +11,7 @@ import re
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -38,6 +39,21 @@ def test_one_recommended_route_tree_everywhere() -> None:
     readme = yaml_block_after(ROOT / "README.md", "### An Alertmanager route tree for it")
     docs = yaml_block_after(ROOT / "docs" / "alertmanager.md", "## A route tree that pages")
     assert readme == docs == without_header(EXAMPLES / "alertmanager.yml")
+
+
+def _routes(route: dict[str, Any]) -> list[dict[str, Any]]:
+    return [route, *(r for child in route.get("routes", []) for r in _routes(child))]
+
+
+@pytest.mark.parametrize("path", [EXAMPLES / "alertmanager.yml", MULTI_TEAM / "alertmanager.yml"])
+def test_no_route_groups_per_issue(path: Path) -> None:
+    """A route grouped by a Sentry identity pages once per issue: 183 notifications for a
+    storm of 200 issues (tests/integration/test_storm.py counts what the routes page)."""
+    config = yaml.safe_load(path.read_text(encoding="utf-8"))
+    for route in _routes(config["route"]):
+        assert not {"sentry_issue_id", "sentry_alert_rule_id", "..."} & set(
+            route.get("group_by", [])
+        ), route
 
 
 def test_multi_team_uses_the_recommended_inhibitions() -> None:
