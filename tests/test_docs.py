@@ -174,6 +174,28 @@ def no_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("BRIDGE_CONFIG", raising=False)
 
 
+def test_classification_doc_lists_the_shipped_rules_in_order() -> None:
+    config = yaml.safe_load((ROOT / "config.yaml").read_text(encoding="utf-8"))
+    shipped = [rule["name"] for rule in config["classification"]["rules"]]
+    text = (ROOT / "docs" / "classification.md").read_text(encoding="utf-8")
+    table = text[text.index("## The shipped policy") : text.index("## Testing a change")]
+    rows = [line.split("|") for line in table.splitlines() if line.startswith("| ")]
+    named = [cells[2] for cells in rows if cells[1].strip().isdigit()]
+    assert re.findall(r"`([\w-]+)`", " ".join(named)) == shipped
+
+
+@pytest.mark.usefixtures("no_secrets")
+def test_classification_doc_shows_what_check_config_prints(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert cli.main(["check-config", str(ROOT / "config.yaml")]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    text = (ROOT / "docs" / "classification.md").read_text(encoding="utf-8")
+    shown = [line for line in text.splitlines() if re.match(r" +\d+\. [\w-]+: ", line)]
+    assert shown
+    assert shown == printed[printed.index(shown[0]) :][: len(shown)]
+
+
 @pytest.mark.usefixtures("no_secrets")
 def test_multi_team_passes_check_config(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["check-config", str(MULTI_TEAM / "config.yaml")]) == 0
