@@ -11,6 +11,7 @@ import re
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -21,6 +22,8 @@ from tests.sentry_payloads import FIXTURES
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
 MULTI_TEAM = EXAMPLES / "multi-team"
+DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+CHART_README = ROOT / "helm" / "sentry-alertmanager-bridge" / "README.md"
 
 
 def yaml_block_after(path: Path, heading: str) -> str:
@@ -38,6 +41,21 @@ def test_one_recommended_route_tree_everywhere() -> None:
     readme = yaml_block_after(ROOT / "README.md", "### An Alertmanager route tree for it")
     docs = yaml_block_after(ROOT / "docs" / "alertmanager.md", "## A route tree that pages")
     assert readme == docs == without_header(EXAMPLES / "alertmanager.yml")
+
+
+def _routes(route: dict[str, Any]) -> list[dict[str, Any]]:
+    return [route, *(r for child in route.get("routes", []) for r in _routes(child))]
+
+
+@pytest.mark.parametrize("path", [EXAMPLES / "alertmanager.yml", MULTI_TEAM / "alertmanager.yml"])
+def test_no_route_groups_per_issue(path: Path) -> None:
+    """A route grouped by a Sentry identity pages once per issue: 183 notifications for a
+    storm of 200 issues (tests/integration/test_storm.py counts what the routes page)."""
+    config = yaml.safe_load(path.read_text(encoding="utf-8"))
+    for route in _routes(config["route"]):
+        assert not {"sentry_issue_id", "sentry_alert_rule_id", "..."} & set(
+            route.get("group_by", [])
+        ), route
 
 
 def test_multi_team_uses_the_recommended_inhibitions() -> None:
@@ -102,11 +120,80 @@ def test_routes(path: Path, labels: list[str], receiver: str) -> None:
     assert out.stdout.strip() == receiver, out.stderr
 
 
+SENTRY_STEPS = [ROOT / "README.md", ROOT / "docs" / "sentry.md", CHART_README]
+# Sentry's permission names as its integration form shows them ("Issue & Event: Read").
+PERMISSION = re.compile(
+    r"(Issue & Event|Project|Team|Release|Organization|Member|Distribution): "
+    r"(No Access|Read|Write|Admin)"
+)
+
+
+def sentry_steps(path: Path) -> list[list[str]]:
+    """The internal integration's steps, between ``<!-- sentry-steps -->`` markers: for each
+    numbered step, the names of Sentry's UI it mentions (``*Alert Action*``), in order."""
+    text = path.read_text(encoding="utf-8")
+    block = text[text.index("<!-- sentry-steps -->") : text.index("<!-- /sentry-steps -->")]
+    steps = re.split(r"\n(?=\d+\. )", block)[1:]
+    return [
+        list(dict.fromkeys(re.findall(r"(?<![*\w])\*([^*\n]+)\*(?!\*)", step))) for step in steps
+    ]
+
+
+def test_the_sentry_steps_are_the_same_everywhere() -> None:
+    """README, docs/sentry.md and the chart's README register the integration the same
+    way: the same steps naming the same fields of Sentry's form, the same permissions, the
+    same webhook subscriptions."""
+    steps = {str(path.relative_to(ROOT)): sentry_steps(path) for path in SENTRY_STEPS}
+    readme = steps["README.md"]
+    assert all(s == readme for s in steps.values()), steps
+    names = [name for step in readme for name in step]
+    # Sentry grants the `issue` (and `error`) webhook only with event:read, shown as
+    # "Issue & Event: Read" (REQUIRED_EVENT_PERMISSIONS in getsentry/sentry), and calls
+    # the toggle that makes the integration an alert rule action "Alert Action".
+    assert "Issue & Event: Read" in names
+    assert names.index("Alert Action") < names.index("Alert Rule Action")
+    for path in SENTRY_STEPS:
+        text = path.read_text(encoding="utf-8")
+        assert {m.group(0) for m in PERMISSION.finditer(text)} == {"Issue & Event: Read"}, path
+        block = text[text.index("<!-- sentry-steps -->") : text.index("<!-- /sentry-steps -->")]
+        subscribed = set(re.findall(r"`(issue|error|comment)`:? \**on\b", block))
+        assert subscribed == {"issue"}, path
+
+
+@pytest.mark.parametrize("path", [*DOCS, CHART_README], ids=lambda p: str(p.relative_to(ROOT)))
+def test_no_doc_calls_the_issue_permission_optional(path: Path) -> None:
+    text = path.read_text(encoding="utf-8").lower()
+    assert "only for enrichment" not in text
+    assert "alert rule action*:" not in text  # the old name as the step's name
+
+
 @pytest.fixture
 def no_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in ("SENTRY_CLIENT_SECRET", "SENTRY_SERVICE_HOOK_SECRET", "SENTRY_LEGACY_TOKEN"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.delenv("BRIDGE_CONFIG", raising=False)
+
+
+def test_classification_doc_lists_the_shipped_rules_in_order() -> None:
+    config = yaml.safe_load((ROOT / "config.yaml").read_text(encoding="utf-8"))
+    shipped = [rule["name"] for rule in config["classification"]["rules"]]
+    text = (ROOT / "docs" / "classification.md").read_text(encoding="utf-8")
+    table = text[text.index("## The shipped policy") : text.index("## Testing a change")]
+    rows = [line.split("|") for line in table.splitlines() if line.startswith("| ")]
+    named = [cells[2] for cells in rows if cells[1].strip().isdigit()]
+    assert re.findall(r"`([\w-]+)`", " ".join(named)) == shipped
+
+
+@pytest.mark.usefixtures("no_secrets")
+def test_classification_doc_shows_what_check_config_prints(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert cli.main(["check-config", str(ROOT / "config.yaml")]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    text = (ROOT / "docs" / "classification.md").read_text(encoding="utf-8")
+    shown = [line for line in text.splitlines() if re.match(r" +\d+\. [\w-]+: ", line)]
+    assert shown
+    assert shown == printed[printed.index(shown[0]) :][: len(shown)]
 
 
 @pytest.mark.usefixtures("no_secrets")
@@ -136,9 +223,6 @@ def test_multi_team_explains_the_fixtures(
     [sent] = json.loads(out[out.index("[", out.index("would POST")) :])
     assert (sent["labels"]["severity"], sent["labels"]["team"]) == (severity, team)
     assert sent["annotations"]["classified_by"] == rule
-
-
-DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 
 
 @pytest.mark.parametrize("path", DOCS, ids=lambda p: p.name)

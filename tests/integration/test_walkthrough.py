@@ -1,21 +1,23 @@
-"""The README's first-alert walk-through, run as written against a real Alertmanager:
-its commands from the markdown, their output compared with what the README shows, so
-neither can rot. Only what differs from run to run is normalised (request ids, times,
-the loopback ports the test uses in place of 8080 and 9093)."""
+"""The README's first-alert walk-through, run as written: Alertmanager started by the
+README's command, then the bridge and the session, their output compared with what the
+README shows, so neither can rot. Only what differs from run to run is normalised (request
+ids, times, the loopback ports the test uses in place of 8080 and 9093, and Alertmanager's
+storage directory, a temporary one here)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shlex
 import signal
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import yaml
 
-from tests.integration import procs
-from tests.integration.conftest import Alertmanager
+from tests.integration import am, procs
 
 README = procs.ROOT / "README.md"
 
@@ -34,8 +36,30 @@ def normalise(text: str, bridge_port: int, am_port: int) -> str:
     return text.replace(f"127.0.0.1:{am_port}", "localhost:9093")
 
 
-def test_the_readme_walk_through_as_written(tmp_path: Path, alertmanager: Alertmanager) -> None:
+@contextlib.contextmanager
+def readme_alertmanager(readme: str, path: Path) -> Iterator[str]:
+    """Alertmanager started by the README's command, on a free loopback port (no gossip
+    port) and with its storage under ``path``; yields its URL once ready."""
+    [line] = block_after("alertmanager", readme).strip().splitlines()
+    assert line.endswith(" &"), "the README starts it in the background"
+    args = shlex.split(line.removesuffix(" &"))
+    assert args[0] == "prometheus-alertmanager"
+    args = [am.require_binary(), *(a.replace("=/tmp/alertmanager", f"={path}") for a in args[1:])]
+    port = procs.free_port()
+    args += [f"--web.listen-address=127.0.0.1:{port}", "--cluster.listen-address="]
+    url = f"http://127.0.0.1:{port}"
+    path.mkdir()
+    with procs.spawn(args, url, "/-/ready", path / "alertmanager.log"):
+        yield url
+
+
+def test_the_readme_walk_through_as_written(tmp_path: Path) -> None:
     readme = README.read_text(encoding="utf-8")
+    with readme_alertmanager(readme, tmp_path / "alertmanager") as am_url:
+        walk_through(readme, tmp_path, am_url)
+
+
+def walk_through(readme: str, tmp_path: Path, am_url: str) -> None:
     [serve_line] = block_after("serve", readme).strip().splitlines()
     session = block_after("session", readme)
     commands = [line[2:] for line in session.splitlines() if line.startswith("$ ")]
@@ -44,8 +68,8 @@ def test_the_readme_walk_through_as_written(tmp_path: Path, alertmanager: Alertm
     # The shipped config.yaml, on ports this test may use: BRIDGE_CONFIG is how both
     # scripts/serve and scripts/sentry-bridge find it.
     port = procs.free_port()
-    am_port = int(alertmanager.url.rpartition(":")[2])
-    config = procs.write_config(tmp_path / "config.yaml", [alertmanager.url])
+    am_port = int(am_url.rpartition(":")[2])
+    config = procs.write_config(tmp_path / "config.yaml", [am_url])
     data = yaml.safe_load(config.read_text(encoding="utf-8"))
     data["server"]["port"] = port
     config.write_text(yaml.safe_dump(data), encoding="utf-8")
