@@ -163,6 +163,18 @@ HOSTILE_PIECES = st.sampled_from(
         ".",
         "a.",
         "a@",
+        "https://",
+        "u:p@",
+        "token=",
+        "password: ",
+        '"api_key": "',
+        "Authorization: Basic ",
+        "Bearer ",
+        "sntrys_",
+        "[secret]",
+        "/",
+        "?",
+        "&",
     ]
 )
 HOSTILE_TEXT = st.one_of(
@@ -181,6 +193,15 @@ def test_scrub_output_is_bounded_clean_and_stable(text: str, limit: int) -> None
     # candidate (``::0000`` cut to ``::``; ``::00.0.0.0`` to ``::[ip]``): none of it PII.
     if not out.endswith("…") and "[ip]" not in out:
         assert scrub(out, limit) == out
+
+
+@given(text=HOSTILE_TEXT)
+@settings(max_examples=400)
+def test_redact_is_stable_and_changes_only_credentials(text: str) -> None:
+    out = redact(text)
+    assert redact(out) == out
+    if "[secret]" not in out:
+        assert out == text
 
 
 # A reference tokenizer, written from what the issue asks and not from the patterns:
