@@ -82,6 +82,10 @@ class JSONFormatter(logging.Formatter):
 
     def _message(self, record: logging.LogRecord) -> str:
         message = record.getMessage()
+        if record.name.startswith("uvicorn"):
+            # The server's own lifecycle lines ("Uvicorn running on http://0.0.0.0:8080"):
+            # client addresses reach uvicorn's loggers only in access lines (disabled).
+            return redact(message)
         if len(message) <= _CACHED_LENGTH and "\n" not in message:
             return _scrub_cached(message)
         return scrub_lines(message)

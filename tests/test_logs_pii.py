@@ -77,6 +77,12 @@ def test_the_operators_addresses_are_kept_but_not_their_credentials() -> None:
     assert line["alertmanagers"] == ["http://[secret]@10.0.0.5:9093"]
 
 
+def test_uvicorns_own_lines_keep_the_address_it_listens_on() -> None:
+    rec = record("Uvicorn running on %s://%s:%d (Press CTRL+C to quit)")
+    rec.name, rec.args = "uvicorn.error", ("http", "0.0.0.0", 8080)
+    assert json_line(rec)["msg"] == "Uvicorn running on http://0.0.0.0:8080 (Press CTRL+C to quit)"
+
+
 def test_tracebacks_are_scrubbed_line_by_line() -> None:
     try:
         raise ValueError(f"bad input {EMAIL!r} from {ADDRESS} with token=abc123def")
