@@ -2,9 +2,10 @@
 
 ``python -m bench.labels`` reads the captured ``event_alert`` fixture (about 8 KB) into
 one alert, then times ``scrub`` of its title, ``build_labels``, ``build_annotations`` and
-``firing`` plus ``wire_json``, and ``scrub`` of hostile titles of growing length (emails,
-IPv6, runs of local-part characters), printing microseconds per call. Scrubbing works on
-capped input, so the hostile lines should stay flat as the input grows.
+``firing`` plus ``wire_json``, and ``bridge.scrub.scrub`` of hostile titles of growing
+length (emails, IPv6, runs of local-part characters, credentials), printing microseconds
+per call. Scrubbing works on capped input, so the hostile lines should stay flat as the
+input grows.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import timeit
 from collections.abc import Callable
 
 from bridge import labels as L
+from bridge import scrub as S
 from bridge.alertmanager import wire_json
 from bridge.classify import classify
 from bridge.config import Classification
@@ -65,7 +67,7 @@ def main(hostile_sizes: tuple[int, ...] = (12_500, 25_000, 50_000, 100_000, 200_
 
     print(f"captured event_alert: title {len(alert.title)} chars")
     for name, fn, number in (
-        ("scrub(title)", lambda: L.scrub(alert.title), 20_000),
+        ("scrub(title)", lambda: S.scrub(alert.title), 20_000),
         ("build_labels", labels, 20_000),
         ("build_annotations", annotations, 20_000),
         ("firing + wire_json", fire, 20_000),
@@ -76,12 +78,13 @@ def main(hostile_sizes: tuple[int, ...] = (12_500, 25_000, 50_000, 100_000, 200_
         "ipv6": "from 2001:db8::1 and fe80::1%eth0 ",
         "local-part run": "a.",
         "at signs": "a@",
+        "credentials": "x_token: a https://u:p@h ",
     }
     for size in hostile_sizes:
         cells = []
         for name, unit in hostile.items():
             text = (unit * (size // len(unit) + 1))[:size]
-            cells.append(f"{name} {_us(lambda t=text: L.scrub(t), 5):9.1f}")  # type: ignore[misc]
+            cells.append(f"{name} {_us(lambda t=text: S.scrub(t), 5):9.1f}")  # type: ignore[misc]
         print(f"  scrub {size:>7} chars: " + ", ".join(cells) + " µs/call")
     # The patterns themselves, uncapped: doubling the input should double the time.
     for size in hostile_sizes:
@@ -90,9 +93,11 @@ def main(hostile_sizes: tuple[int, ...] = (12_500, 25_000, 50_000, 100_000, 200_
             text = (unit * (size // len(unit) + 1))[:size]
 
             def patterns(t: str = text) -> None:
-                L._EMAIL.sub("[email]", t)
-                L._IPV6.sub(L._ipv6, t)
-                L._IPV4.sub("[ip]", t)
+                S._EMAIL.sub("[email]", t)
+                S._IPV6.sub(S._ipv6, t)
+                S._IPV4.sub("[ip]", t)
+                S._PARAM.sub(r"\1[secret]", t)
+                S._USERINFO.sub(r"\1[secret]@", t)
 
             cells.append(f"{name} {_us(patterns, 2) / 1000:7.2f}")
         print(f"  patterns, uncapped, {size:>7} chars: " + ", ".join(cells) + " ms/call")

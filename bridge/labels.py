@@ -6,9 +6,9 @@ id, severity and what the rule and severity add). Everything that changes from
 one webhook to the next (counts, links, titles) goes into annotations.
 
 Everything taken from a payload is text a Sentry user controls, so before it is queued
-each value is cut to a bounded length first (nothing after the cut ever sees more than
-``limit + _MARGIN`` characters), cleared of control characters, scrubbed of emails and IP
-addresses, and capped: labels at ``LABEL_MAX``, annotations at ``ANNOTATION_MAX`` each and
+each value goes through ``bridge.scrub.scrub`` (the one scrubber, which logs use too): cut
+to a bounded length first, cleared of control characters, scrubbed of credentials, emails
+and IP addresses, and capped: labels at ``LABEL_MAX``, annotations at ``ANNOTATION_MAX`` each and
 ``ANNOTATIONS_MAX`` together. Links that are not absolute http(s) URIs are dropped
 (``alertmanager.is_link``). Values from the configuration are the operator's own: they
 are cleaned and capped, not scrubbed.
@@ -18,138 +18,22 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import ipaddress
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 
 from bridge.alertmanager import LABEL_NAME, PostableAlert, is_link
 from bridge.classify import Decision
 from bridge.model import Kind, SentryAlert, Severity
+from bridge.scrub import LIMIT, clean, scrub
 
 ALERTNAMES = {Kind.ISSUE: "SentryIssue", Kind.METRIC_ALERT: "SentryMetricAlert"}
 
 LABEL_MAX = 128  # a label value: an identity and a routing key, not a message
-ANNOTATION_MAX = 4096  # one annotation value
+ANNOTATION_MAX = LIMIT  # one annotation value
 ANNOTATIONS_MAX = 16384  # all annotation values of one alert together
 EVIDENCE_MAX = 16  # issue-platform evidence entries shown
-# Text is cut to ``limit + _MARGIN`` before anything else looks at it, so an address
-# straddling the final cap (an email is at most 254 characters, RFC 5321 4.5.3.1.3; an
-# IPv6 address with a zone well under that) is still seen whole and replaced.
-_MARGIN = 256
-
-# Control characters: C0, DEL, C1, and every format, surrogate and separator code point
-# (Unicode categories Cc, Cf, Cs, Zl, Zp as of Unicode 14: soft hyphen, zero-width
-# characters, bidi embeddings, overrides and isolates U+202A-202E / U+2066-2069, BOM,
-# tags...). A lone surrogate is not UTF-8 and Alertmanager refuses a label value that is
-# not valid UTF-8 (prometheus/common ``LabelValue.IsValid``). Line breaks and tabs become
-# one space; the rest go.
-_BREAKS = re.compile("[\t\n\x0b\x0c\r\x1c-\x1f\x85\u2028\u2029]+")
-_CONTROLS = re.compile(
-    "[\x00-\x1f\x7f-\x9f\xad\u0600-\u0605\u061c\u06dd\u070f\u0890\u0891\u08e2"
-    "\u180e\u200b-\u200f\u2028-\u202e\u2060-\u206f\ud800-\udfff\ufeff\ufff9-\ufffb"
-    "\U000110bd\U000110cd\U00013430-\U00013438\U0001bca0-\U0001bca3"
-    "\U0001d173-\U0001d17a\U000e0001\U000e0020-\U000e007f]+"
-)
-
-# PII in user text (an email in an exception message, a client IP). Each pattern is
-# linear in its input: a match may only start where a run of its characters starts
-# (the lookbehind), and the runs are possessive, so no start position rescans the text
-# after it; the domain gives back whole labels only, once each. (The old ``[...]+@``
-# retried every position of a long run: quadratic.)
-_LOCAL = r"[\w.%+-]"  # the local part as used in practice (not all of RFC 5322's atext)
-# Not right after a replacement either, so scrubbing scrubbed text changes nothing.
-_NOT_AFTER_REPLACEMENT = r"(?<!\[ip\])(?<!\[email\])"
-_EMAIL = re.compile(
-    rf"(?<!{_LOCAL}){_NOT_AFTER_REPLACEMENT}{_LOCAL}++@(?:[\w-]++\.)+[^\W\d_]{{2,}}+"
-)
-_IPV4 = re.compile(r"(?<![0-9])(?:[0-9]{1,3}\.){3}[0-9]{1,3}(?![0-9])")
-# Candidates for IPv6 in every form (``2001:db8::1``, ``::1``, ``fe80::1%eth0``,
-# ``::ffff:192.0.2.1``): a run of hex digits, colons and dots holding two colons, with
-# an optional zone; ``ipaddress`` decides.
-_IPV6 = re.compile(
-    rf"(?<![0-9A-Fa-f:.]){_NOT_AFTER_REPLACEMENT}(?=[0-9A-Fa-f.]*+:[0-9A-Fa-f.]*+:)[0-9A-Fa-f:.]++(?:%[\w.~-]++)?"
-)
 _SAFE_ID = re.compile(r"[A-Za-z0-9_.-]{1,64}")
-
-
-def _is_ipv6(text: str) -> bool:
-    try:
-        ipaddress.IPv6Address(text)
-    except ValueError:
-        return False
-    return True
-
-
-def _ipv6(match: re.Match[str]) -> str:
-    text, start = match.group(), match.start()
-    single = text.startswith(":") and (not text.startswith("::") or text.startswith(":::"))
-    if start and not single:
-        before = match.string[start - 1]
-        if before.isalnum() or before == "_":
-            return text  # inside a word or a path: ``std::vector``, ``Foo::Bad``
-    lead = ""
-    if single:
-        lead, text = ":", text[1:]  # ``ip:2001:db8::1``, ``ip:::1``
-    candidate = text
-    for _ in range(2):  # one ``.`` or ``:`` of the sentence after the address
-        if _is_ipv6(candidate):
-            return f"{lead}[ip]{text[len(candidate) :]}"
-        if not candidate or candidate[-1] not in ".:":
-            break
-        candidate = candidate[:-1]
-    return match.group()
-
-
-def _without_controls(text: str) -> str:
-    if text.isascii() and text.isprintable():
-        return text
-    return _CONTROLS.sub("", _BREAKS.sub(" ", text))
-
-
-def scrub(text: str, limit: int = ANNOTATION_MAX) -> str:
-    """User text made fit for Alertmanager: cut, control characters out, emails and IP
-    addresses replaced, capped at ``limit`` characters. Idempotent. (One function, with
-    cheap membership tests before each pattern: it runs for every field of every alert.)"""
-    cut = len(text) > limit + _MARGIN
-    if cut:
-        text = _drop_cut_token(text[: limit + _MARGIN])
-    if not (text.isascii() and text.isprintable()):
-        text = _CONTROLS.sub("", _BREAKS.sub(" ", text))
-    if "@" in text:
-        text = _EMAIL.sub("[email]", text)
-    if text.count(":") >= 2:
-        text = _IPV6.sub(_ipv6, text)
-    if "." in text:
-        text = _IPV4.sub("[ip]", text)
-    if len(text) > limit or (cut and len(text) == limit):
-        text = text[: limit - 1] + "…"
-    elif cut:
-        text += "…"
-    return text.strip()
-
-
-def _drop_cut_token(text: str) -> str:
-    """``text`` without the word the cut went through: an address cut in two is no
-    longer recognised (``2001:d``), so its remains go. A word longer than ``_MARGIN`` is
-    no address (an email is at most 254 characters) and stays."""
-    end = stop = len(text)
-    while stop - end < _MARGIN and end and (text[end - 1].isalnum() or text[end - 1] in "._%+-:@"):
-        end -= 1
-    return text if stop - end == _MARGIN else text[:end]
-
-
-def clean(text: str, limit: int, *, lines: bool = False) -> str:
-    """The operator's text (configuration): control characters out, capped; not scrubbed.
-    With ``lines`` (annotations), line feeds stay: the bridge's own multi-line values."""
-    if len(text) <= limit and text.isascii() and text.isprintable():
-        return text
-    text = text[: limit + _MARGIN]
-    if lines:
-        text = "\n".join(_without_controls(line) for line in text.split("\n"))
-    else:
-        text = _without_controls(text)
-    return (text if len(text) <= limit else text[: limit - 1] + "…").strip()
 
 
 @functools.lru_cache(maxsize=4096)
@@ -280,6 +164,13 @@ def build_annotations(alert: SentryAlert, decision: Decision) -> dict[str, str]:
     }
     annotations.update(decision.annotations)
     return bounded(_clean(annotations))
+
+
+def environments(names: Iterable[str]) -> str:
+    """The ``environments`` annotation: every environment seen while firing, each scrubbed
+    as the ``environment`` label is, sorted, so the same environments make the same
+    annotation whatever order the webhooks were decided in."""
+    return ",".join(sorted({scrub(name, LABEL_MAX) or "unknown" for name in names}))
 
 
 def _short(text: str | None) -> str | None:

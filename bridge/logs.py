@@ -1,17 +1,25 @@
 """One JSON object per log line, so a log pipeline can index request ids and outcomes.
 
 Fields passed with ``extra={...}`` become top-level keys; ``None`` values are
-left out. Callers pass no secrets and no payloads: that is policed where the
-line is written, not here.
+left out. Callers pass no secrets and no payloads, and every line is scrubbed here as
+well, with the scrubber labels and annotations use (``bridge.scrub``): project and
+environment names, Alertmanager's and Sentry's error text and exception tracebacks are
+text from outside that may quote an email, a client's address or a credential. Fields
+that name the operator's own infrastructure (``_OPERATOR_FIELDS``) lose credentials only:
+an Alertmanager's address there is what the operator needs to read.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import sys
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any, Literal
+
+from bridge.scrub import redact, scrub, scrub_lines
 
 # Attributes every LogRecord has; anything else came from `extra`. Uvicorn's
 # ``color_message`` is its message again with ANSI colour codes: not for a log pipeline.
@@ -21,6 +29,37 @@ _STANDARD = frozenset(vars(logging.makeLogRecord({}))) | {
     "taskName",
     "color_message",
 }
+
+
+# Extras that hold the operator's own text (its Alertmanagers' host:port, paths, the store).
+_OPERATOR_FIELDS = frozenset({"alertmanager", "alertmanagers", "config", "data_dir", "backend"})
+
+
+# Most fields repeat from line to line (outcomes, projects, environments, identities):
+# short values are scrubbed once.
+_CACHED_LENGTH = 256
+_scrub_cached = functools.lru_cache(maxsize=4096)(scrub)
+_redact_cached = functools.lru_cache(maxsize=256)(redact)
+
+
+def _scrubbed(value: Any, keep_addresses: bool) -> Any:
+    """A field's value scrubbed: text, and the text in lists and mappings; numbers, flags
+    and times as they are."""
+    if isinstance(value, str):
+        if len(value) <= _CACHED_LENGTH:
+            return _redact_cached(value) if keep_addresses else _scrub_cached(value)
+        return redact(value) if keep_addresses else scrub(value)
+    if isinstance(value, _AS_THEY_ARE):
+        return value
+    if isinstance(value, _SEQUENCES):
+        return [_scrubbed(v, keep_addresses) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _scrubbed(v, keep_addresses) for k, v in value.items()}
+    return _scrubbed(str(value), keep_addresses)
+
+
+_AS_THEY_ARE = (int, float, datetime)  # bool is an int
+_SEQUENCES = (list, tuple, set, frozenset)
 
 
 # One encoder for every line (json.dumps with ``default`` builds a new one per call).
@@ -41,18 +80,37 @@ class JSONFormatter(logging.Formatter):
             self._prefix = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
         return f"{self._prefix}.{int((created - second) * 1000):03d}+00:00"
 
+    def _message(self, record: logging.LogRecord) -> str:
+        message = record.getMessage()
+        if record.name.startswith("uvicorn"):
+            # The server's own lifecycle lines ("Uvicorn running on http://0.0.0.0:8080"):
+            # client addresses reach uvicorn's loggers only in access lines (disabled).
+            return redact(message)
+        if len(message) <= _CACHED_LENGTH and "\n" not in message:
+            return _scrub_cached(message)
+        return scrub_lines(message)
+
+    def _fields(self, record: logging.LogRecord) -> Iterator[tuple[str, Any]]:
+        """The ``extra`` fields, scrubbed, ``None`` left out."""
+        for key, value in record.__dict__.items():
+            if value is not None and key not in _STANDARD:
+                yield key, _scrubbed(value, key in _OPERATOR_FIELDS)
+
+    def _exception(self, record: logging.LogRecord) -> str | None:
+        # A traceback quotes exception messages: a payload's text, a URL with its token.
+        return scrub_lines(self.formatException(record.exc_info)) if record.exc_info else None
+
     def format(self, record: logging.LogRecord) -> str:
         line: dict[str, Any] = {
             "ts": self._timestamp(record.created),
             "level": record.levelname.lower(),
             "logger": record.name,
-            "msg": record.getMessage(),
+            "msg": self._message(record),
         }
-        for key, value in record.__dict__.items():
-            if value is not None and key not in _STANDARD:
-                line[key] = value
-        if record.exc_info:
-            line["exc"] = self.formatException(record.exc_info)
+        line.update(self._fields(record))
+        exc = self._exception(record)
+        if exc is not None:
+            line["exc"] = exc
         return _encode(line)
 
 
@@ -63,14 +121,14 @@ class TextFormatter(JSONFormatter):
         parts = [
             self._timestamp(record.created),
             record.levelname.lower(),
-            f"{record.name}: {record.getMessage()}",
+            f"{record.name}: {self._message(record)}",
         ]
-        for key, value in record.__dict__.items():
-            if value is not None and key not in _STANDARD:
-                text = value if isinstance(value, str) and " " not in value else _encode(value)
-                parts.append(f"{key}={text}")
-        if record.exc_info:
-            parts.append("\n" + self.formatException(record.exc_info))
+        for key, value in self._fields(record):
+            text = value if isinstance(value, str) and " " not in value else _encode(value)
+            parts.append(f"{key}={text}")
+        exc = self._exception(record)
+        if exc is not None:
+            parts.append("\n" + exc)
         return " ".join(parts)
 
 

@@ -216,9 +216,8 @@ def step(
 
     annotations = L.build_annotations(alert, decision)
     if len(seen) > 1:
-        # Sorted: the same environments make the same annotation whatever order the
-        # webhooks were decided in (two pods' spools drain side by side).
-        annotations["environments"] = ",".join(sorted(seen))
+        # Payload text like the label: scrubbed; sorted, as two pods' spools drain side by side.
+        annotations["environments"] = L.environments(seen)
     posts: list[PostableAlert] = []
     starts_at = now
     if firing is not None and firing.labels == labels:

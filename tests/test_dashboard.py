@@ -126,6 +126,50 @@ def test_it_shows_what_operators_ask_for() -> None:
     assert any('outcome="duplicate"' in e for e in exprs)
 
 
+@pytest.mark.parametrize(
+    ("metric", "what"),
+    [
+        pytest.param("sentry_bridge_quarantine_webhooks", "webhooks held", id="quarantine-held"),
+        pytest.param("sentry_bridge_quarantined_total", "quarantined by reason", id="quarantined"),
+        pytest.param("sentry_bridge_alertmanager_up", "Alertmanager up", id="alertmanager-up"),
+        pytest.param("sentry_bridge_store_errors_total", "store errors", id="store-errors"),
+        pytest.param("sentry_bridge_config_reloads_total", "reloads", id="reloads"),
+        pytest.param("sentry_bridge_config_reloads_failed_total", "refused", id="reloads-failed"),
+        pytest.param(
+            "sentry_bridge_config_last_reload_successful", "last reload", id="last-reload"
+        ),
+    ],
+)
+def test_it_shows_what_an_operator_acts_on(metric: str, what: str) -> None:
+    """Issue 14: no panel showed the quarantine, reloads, Alertmanager up or store errors.
+    Each has a time series (who and when) and, but for the counters of reloads, a stat in
+    the overview (at a glance)."""
+    kinds = {
+        panel["type"]
+        for panel in _panels(_dashboard()["panels"])
+        for target in panel.get("targets", [])
+        if metric in metric_names(as_promql(target["expr"]))
+    }
+    assert "timeseries" in kinds, f"no time series of {what}"
+    if metric in {
+        "sentry_bridge_quarantine_webhooks",
+        "sentry_bridge_alertmanager_up",
+        "sentry_bridge_store_errors_total",
+        "sentry_bridge_config_last_reload_successful",
+    }:
+        assert "stat" in kinds, f"no overview stat of {what}"
+
+
+def test_panels_do_not_overlap() -> None:
+    taken: dict[tuple[int, int], str] = {}
+    for panel in _panels(_dashboard()["panels"]):
+        pos = panel["gridPos"]
+        for x in range(pos["x"], pos["x"] + pos["w"]):
+            for y in range(pos["y"], pos["y"] + pos["h"]):
+                assert (x, y) not in taken, f"{panel['title']} overlaps {taken[(x, y)]}"
+                taken[(x, y)] = panel["title"]
+
+
 def test_panels_have_unique_ids_and_fit_the_grid() -> None:
     panels = list(_panels(_dashboard()["panels"]))
     ids = [p["id"] for p in panels]

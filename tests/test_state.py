@@ -314,6 +314,16 @@ def test_the_environments_annotation_does_not_depend_on_the_order_seen() -> None
     assert posted.annotations["environments"] == "production,staging"
 
 
+def test_the_environments_annotation_is_scrubbed_like_the_label() -> None:
+    """Issue 14: the label was scrubbed, the annotation listing every environment was not."""
+    envs = ["jane.doe@example.com", "10.20.30.40\u202e", "staging"]
+    webhooks = [(n * 10, event(env, n * 10)) for n, env in enumerate(envs)]
+    *_, (refresh, _) = run([*webhooks, (400, created())])
+    posted = refresh.posts[-1]  # after a resolve, when the repeats escalated it
+    assert posted.labels["environment"] == "[email]"
+    assert posted.annotations["environments"] == "[email],[ip],staging"
+
+
 def test_the_first_of_equal_severities_keeps_its_label_set() -> None:
     # Both production and "eu-prod" are high with this rule: the first stays.
     *_, (last, _) = run([(0, event()), (400, event("prod", 400, users=None, level="x"))])
