@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Union, get_args, get_origin
 
+import annotated_types
 import helm_python
 import kubernetes_validate
 import promql_parser
@@ -26,6 +27,7 @@ import pytest
 import yaml
 from pydantic import BaseModel
 
+from bridge import chart_schema
 from bridge import config as bridge_config
 from bridge.errors import ConfigError
 from tests.promql_checks import DASHBOARD, exported_metric_names, metric_names, selected_metrics
@@ -1071,3 +1073,47 @@ def test_the_config_schema_has_the_bridges_keys() -> None:
     _compare(
         bridge_config.Config, schema["properties"]["config"], "config", schema["definitions"], set()
     )
+
+
+def test_the_config_schema_is_generated_from_the_models() -> None:
+    """values.schema.json's `config` is bridge/config.py's models, walked by
+    bridge.chart_schema: a key, type or bound changed in the models changes the file."""
+    text = (CHART_DIR / "values.schema.json").read_text(encoding="utf-8")
+    assert chart_schema.render(json.loads(text)) == text, (
+        f"values.schema.json differs from bridge/config.py; run {chart_schema.COMMAND}"
+    )
+
+
+def test_the_generator_sees_a_changed_model(monkeypatch: pytest.MonkeyPatch) -> None:
+    text = (CHART_DIR / "values.schema.json").read_text(encoding="utf-8")
+    field = bridge_config.Dedup.model_fields["escalate_after"]
+    monkeypatch.setattr(field, "metadata", [annotated_types.Ge(5)])
+    changed = json.loads(chart_schema.render(json.loads(text)))
+    [bounded, _] = changed["definitions"]["Dedup"]["properties"]["escalate_after"]["anyOf"]
+    assert bounded == {"type": "integer", "minimum": 5}
+
+
+def test_the_schema_command_rewrites_a_stale_file(tmp_path: Path) -> None:
+    stale = json.loads((CHART_DIR / "values.schema.json").read_text(encoding="utf-8"))
+    del stale["definitions"]["Server"]["properties"]["port"]
+    path = tmp_path / "values.schema.json"
+    path.write_text(json.dumps(stale, indent=2) + "\n", encoding="utf-8")
+    assert chart_schema.main(["--file", str(path), "--check"]) == 1
+    assert chart_schema.main(["--file", str(path)]) == 0
+    assert path.read_text(encoding="utf-8") == (CHART_DIR / "values.schema.json").read_text(
+        encoding="utf-8"
+    )
+    assert chart_schema.main(["--file", str(path), "--check"]) == 0
+
+
+@pytest.mark.parametrize(
+    "duration",
+    ["30s", "1.5m", "500ms", " 2h ", "0.5", "1d", "10", 0.25, 3],
+)
+def test_the_schema_admits_the_durations_the_bridge_reads(
+    chart: helm_python.Chart, duration: str | float
+) -> None:
+    values = merged(WORKING, {"config": {"alertmanager": {"resend_interval": duration}}})
+    rendered = render(chart, values)
+    cfg = bridge_config.parse(yaml.safe_load(rendered.bridge_yaml()), rendered.pod_env())
+    assert cfg.alertmanager.resend_interval > 0
