@@ -38,6 +38,7 @@ CHART_DIR = ROOT / "helm" / "sentry-alertmanager-bridge"
 RELEASE = "prod"
 NAMESPACE = "alerting"
 FULLNAME = "prod-sentry-alertmanager-bridge"
+CHECK = f"{FULLNAME}-check-config"
 # The oldest Kubernetes Chart.yaml's kubeVersion admits, and the newest kubernetes-validate has.
 KUBE_VERSIONS = ("1.25.0", "1.37.0")
 # Custom resources of the Prometheus Operator: no schema in kubernetes-validate.
@@ -102,6 +103,12 @@ class Rendered:
             if entry["name"] == "BRIDGE_DATABASE_URL":
                 return dict(entry["valueFrom"]["secretKeyRef"])
         return None
+
+    def hook(self) -> tuple[dict[str, Any], str]:
+        """The check-config hook: its Job's container and the config text it checks."""
+        job = self.one("Job", CHECK)
+        [container] = job["spec"]["template"]["spec"]["containers"]
+        return dict(container), str(self.one("ConfigMap", CHECK)["data"]["config.yaml"])
 
     def pod_env(self, existing_secret: Mapping[str, str] | None = None) -> dict[str, str]:
         """The environment the bridge process gets: the container's env and the Secret."""
@@ -424,6 +431,8 @@ def test_defaults_render_the_core_objects_only(chart: helm_python.Chart) -> None
         ("Deployment", FULLNAME),
         ("PersistentVolumeClaim", FULLNAME),
         ("Pod", f"{FULLNAME}-test-ready"),
+        ("ConfigMap", CHECK),
+        ("Job", CHECK),
     }
 
 
@@ -1117,3 +1126,244 @@ def test_the_schema_admits_the_durations_the_bridge_reads(
     rendered = render(chart, values)
     cfg = bridge_config.parse(yaml.safe_load(rendered.bridge_yaml()), rendered.pod_env())
     assert cfg.alertmanager.resend_interval > 0
+
+
+# --- the chart refuses what the bridge refuses ------------------------------------------------
+
+
+def _rule(**fields: Any) -> dict[str, Any]:
+    return {"config": {"classification": {"rules": [{"name": "r", **fields}]}}}
+
+
+FOUR_AMS = [
+    f"http://alertmanager-main-{i}.alertmanager-operated.monitoring.svc:9093" for i in "0123"
+]
+# Configs the bridge refuses at start, and where the chart refuses them: values.schema.json
+# ("schema", at the path given), the templates ("template", with the message given), or the
+# check-config hook before any pod changes ("hook", with what check-config says).
+REFUSED = [
+    pytest.param(
+        {"config": {"alertmanager": {"urls": ["alertmanager-operated.monitoring.svc:9093"]}}},
+        "schema",
+        "/config/alertmanager/urls",
+        id="url-without-scheme",
+    ),
+    pytest.param(
+        {"config": {"alertmanager": {"urls": "http://am-0:9093,am-1:9093"}}},
+        "schema",
+        "/config/alertmanager/urls",
+        id="comma-url-without-scheme",
+    ),
+    pytest.param(
+        {"config": {"alertmanager": {"urls": ["http://am:9093", "http://am:9093"]}}},
+        "schema",
+        "/config/alertmanager/urls",
+        id="url-twice",
+    ),
+    pytest.param(
+        {"config": {"alertmanager": {"urls": []}}},
+        "schema",
+        "/config/alertmanager/urls",
+        id="no-url",
+    ),
+    pytest.param(
+        {"config": {"alertmanager": {"resend_interval": 0}}},
+        "schema",
+        "/config/alertmanager/resend_interval",
+        id="resend-interval-zero",
+    ),
+    pytest.param(
+        {"config": {"alertmanager": {"resend_interval": "0s"}}},
+        "schema",
+        "/config/alertmanager/resend_interval",
+        id="resend-interval-0s",
+    ),
+    pytest.param(
+        {"config": {"dedup": {"window": "1h"}}},
+        "template",
+        "config.dedup.window must be shorter than config.alertmanager.alert_lifetime",
+        id="window-as-long-as-the-default-lifetime",
+    ),
+    pytest.param(
+        {"config": {"alertmanager": {"alert_lifetime": 300}}},
+        "template",
+        "config.dedup.window must be shorter than config.alertmanager.alert_lifetime",
+        id="lifetime-as-short-as-the-default-window",
+    ),
+    pytest.param(
+        {"config": {"dedup": {"window": "2h"}, "alertmanager": {"alert_lifetime": "90m"}}},
+        "template",
+        "config.dedup.window must be shorter than config.alertmanager.alert_lifetime",
+        id="window-longer-than-lifetime",
+    ),
+    pytest.param(
+        merged(POSTGRES, {"config": {"alertmanager": {"urls": FOUR_AMS}}}),
+        "template",
+        "config.store.postgres.pool_size: 10 is too small for 4 Alertmanager(s); at least 11",
+        id="pool-too-small-for-the-alertmanagers",
+    ),
+    pytest.param(
+        {"config": {"classification": {"rules": [{"name": "r", "severity": "low"}] * 2}}},
+        "hook",
+        "rule names must be unique",
+        id="rule-names-twice",
+    ),
+    pytest.param(
+        _rule(severity="low", labels={"severity": "x"}), "hook", "reserved label", id="reserved"
+    ),
+    pytest.param(_rule(severity="low", drop=True), "hook", "exactly one", id="severity-and-drop"),
+    pytest.param(
+        _rule(severity="low", match={"title": {"regex": "("}}),
+        "hook",
+        "invalid regular expression",
+        id="bad-regex",
+    ),
+    pytest.param(
+        _rule(severity="low", match={"level": {}}), "hook", "at least one operator", id="no-op"
+    ),
+    pytest.param(
+        merged(POSTGRES, {"config": {"store": {"spool": {"accept_timeout": "1s"}}}}),
+        "hook",
+        "store.spool.accept_timeout",
+        id="accept-timeout-beyond-sentrys-second",
+    ),
+    pytest.param(
+        merged(POSTGRES, {"config": {"store": {"postgres": {"ssl": {"cert": "/c.pem"}}}}}),
+        "hook",
+        "cert and key go together",
+        id="ssl-cert-without-key",
+    ),
+]
+
+
+# Refused only with the secrets, which the hook does not have: the templates refuse it.
+REFUSED_WITH_SECRETS = [
+    pytest.param(
+        {
+            "config": {"alertmanager": {"basic_auth": {"username": "u", "password": "p"}}},
+            "secrets": {"alertmanagerBearerToken": "tok"},
+        },
+        "template",
+        "config.alertmanager.basic_auth and a bearer token",
+        id="basic-auth-and-bearer-token",
+    ),
+]
+
+
+def _config_the_chart_writes(chart: helm_python.Chart, values: dict[str, Any]) -> str:
+    """The config text the ConfigMap (and the hook's) would hold with these values; for
+    values the chart refuses, the accepted rest rendered and `config` merged on as Helm does."""
+    try:
+        _, text = render(chart, merged(WORKING, values)).hook()
+        return text
+    except helm_python.HelmError:
+        rest = {k: v for k, v in values.items() if k != "config"}
+        rendered = yaml.safe_load(render(chart, merged(WORKING, rest)).bridge_yaml())
+        return yaml.safe_dump(merged(rendered, values.get("config", {})))
+
+
+def _check_config(container: Mapping[str, Any], text: str, tmp_path: Path) -> Any:
+    """`sentry-bridge check-config` as the hook's container runs it: its args and its
+    environment only (no Secret), on the config text at the path the args name."""
+    args = container["args"]
+    [mount] = [m for m in container["volumeMounts"] if m["name"] == "config"]
+    path = tmp_path / Path(args[1]).relative_to(mount["mountPath"])
+    path.write_text(text, encoding="utf-8")
+    env = {e["name"]: e["value"] for e in container["env"] if "value" in e}
+    return subprocess.run(
+        [sys.executable, "-m", "bridge", args[0], str(path)],
+        capture_output=True,
+        text=True,
+        env=env | {"PATH": "/usr/bin:/bin"},
+        check=False,
+        cwd=tmp_path,
+    )
+
+
+@pytest.mark.parametrize(("values", "where", "message"), REFUSED + REFUSED_WITH_SECRETS)
+def test_the_chart_refuses_what_the_bridge_refuses(
+    chart: helm_python.Chart, values: dict[str, Any], where: str, message: str
+) -> None:
+    """issue 14: with SQLite the old pod stops before the new one starts (Recreate), so a
+    config the bridge refuses must stop `helm install`/`upgrade` before any pod changes."""
+    text = _config_the_chart_writes(chart, values)
+    env = {"SENTRY_CLIENT_SECRET": "s", "BRIDGE_DATABASE_URL": DSN} | {
+        SECRET_ENV[k]: v for k, v in values.get("secrets", {}).items()
+    }
+    with pytest.raises(ConfigError):  # the table is true: serve would not start
+        bridge_config.parse(yaml.safe_load(text), env)
+    if where == "schema":
+        with pytest.raises(helm_python.HelmValuesError, match=re.escape(message)):
+            render(chart, merged(WORKING, values))
+    elif where == "template":
+        with pytest.raises(helm_python.HelmError, match=re.escape(message)):
+            render(chart, merged(WORKING, values))
+    else:
+        rendered = render(chart, merged(WORKING, values))
+        _, hook_text = rendered.hook()
+        assert hook_text == rendered.bridge_yaml(), "the hook checks what the pods will read"
+
+
+@pytest.mark.parametrize(("values", "where", "message"), REFUSED)
+def test_the_hook_fails_on_each_refused_config(
+    chart: helm_python.Chart, values: dict[str, Any], where: str, message: str, tmp_path: Path
+) -> None:
+    """check-config, run as the hook runs it, refuses every config of the table: the hook
+    would stop the upgrade even where the schema or the templates did not."""
+    container, _ = render(chart, WORKING).hook()
+    result = _check_config(container, _config_the_chart_writes(chart, values), tmp_path)
+    assert result.returncode == 2, result.stdout
+    assert result.stderr.startswith("config error:")
+    if where == "hook":
+        assert message in result.stderr
+
+
+@pytest.mark.parametrize("values", SCENARIOS)
+def test_the_hook_passes_every_working_install_without_its_secrets(
+    chart: helm_python.Chart, values: dict[str, Any], tmp_path: Path
+) -> None:
+    """On install the chart's Secret does not exist when the hook runs, so check-config
+    needs none: the Sentry secrets and the database's URL are noted, not errors."""
+    container, text = render(chart, values).hook()
+    assert "envFrom" not in container
+    result = _check_config(container, text, tmp_path)
+    assert result.returncode == 0, result.stderr
+    if values.get("store", {}).get("backend") == "postgres":
+        assert "store.postgres.dsn: the environment variable BRIDGE_DATABASE_URL" in result.stdout
+
+
+def test_the_hook_runs_the_new_image_before_the_pods_change(chart: helm_python.Chart) -> None:
+    values = merged(
+        WORKING,
+        {
+            "image": {"tag": "9.9.9"},
+            "imagePullSecrets": [{"name": "registry"}],
+            "env": [{"name": "HTTPS_PROXY", "value": "http://proxy:3128"}],
+        },
+    )
+    rendered = render(chart, values)
+    job = rendered.one("Job", CHECK)
+    configmap = rendered.one("ConfigMap", CHECK)
+    for doc, weight in ((configmap, -10), (job, 0)):  # the ConfigMap first: the Job mounts it
+        annotations = doc["metadata"]["annotations"]
+        assert annotations["helm.sh/hook"] == "pre-install,pre-upgrade"
+        assert int(annotations["helm.sh/hook-weight"]) == weight
+        assert annotations["helm.sh/hook-delete-policy"] == "before-hook-creation,hook-succeeded"
+    assert job["spec"]["backoffLimit"] == 0
+    pod = job["spec"]["template"]["spec"]
+    assert pod["restartPolicy"] == "Never"
+    assert pod["automountServiceAccountToken"] is False
+    assert "serviceAccountName" not in pod, "the release's ServiceAccount is not there yet"
+    assert pod["securityContext"] == rendered.pod_spec()["securityContext"]
+    assert pod["imagePullSecrets"] == [{"name": "registry"}]
+    container, _ = rendered.hook()
+    assert container["image"] == rendered.container()["image"]
+    assert container["image"].endswith(":9.9.9")
+    assert container["securityContext"] == rendered.container()["securityContext"]
+    assert container["args"] == ["check-config", "/etc/sentry-bridge/config.yaml"]
+    assert {"name": "HTTPS_PROXY", "value": "http://proxy:3128"} in container["env"]
+    [volume] = [v for v in pod["volumes"] if v["name"] == "config"]
+    assert volume["configMap"]["name"] == CHECK
+    selector = rendered.one("Deployment")["spec"]["selector"]["matchLabels"]
+    labels = job["spec"]["template"]["metadata"]["labels"]
+    assert not selector.items() <= labels.items(), "the Service would route to it"

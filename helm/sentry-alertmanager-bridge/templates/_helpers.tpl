@@ -38,6 +38,32 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 app.kubernetes.io/part-of: sentry-alertmanager-bridge
 {{- end }}
 
+{{/*
+Labels of the pods that are not the bridge (the check-config hook, helm test): not its
+selector labels, so neither the Service nor the ReplicaSet picks them up.
+*/}}
+{{- define "bridge.hookLabels" -}}
+helm.sh/chart: {{ include "bridge.chart" . }}
+app.kubernetes.io/name: {{ include "bridge.name" . }}-hook
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end }}
+
+{{/*
+The bridge's config file: `config`, with store.backend and the DSN's variable from the
+chart's own store values. The ConfigMap and the check-config hook hold the same text.
+*/}}
+{{- define "bridge.configYaml" -}}
+{{- $config := deepCopy .Values.config }}
+{{- $store := deepCopy ($config.store | default dict) }}
+{{- $_ := set $store "backend" .Values.store.backend }}
+{{- if include "bridge.postgres" . }}
+{{- $_ := set $store "postgres" (merge (dict "dsn" "${BRIDGE_DATABASE_URL}") ($store.postgres | default dict)) }}
+{{- end }}
+{{- $_ := set $config "store" $store }}
+{{- toYaml $config }}
+{{- end }}
+
 {{- define "bridge.serviceAccountName" -}}
 {{- if .Values.serviceAccount.create }}
 {{- default (include "bridge.fullname" .) .Values.serviceAccount.name }}
@@ -137,15 +163,27 @@ The bridge's port: config server.port, else the bridge's default.
 {{- end }}
 
 {{/*
-config shutdown.grace_period in whole seconds (rounded up). The bridge accepts a number of
-seconds or a duration with one unit (values.schema.json allows only those forms).
+A duration of the config in seconds, as bridge.config reads it: a number of seconds or a
+number with one unit (ms, s, m, h, d; values.schema.json admits only those forms). Empty for
+a ${VAR}, which only the bridge can read.
+*/}}
+{{- define "bridge.seconds" -}}
+{{- if or (kindIs "float64" .) (kindIs "int64" .) (kindIs "int" .) }}
+{{- . | float64 }}
+{{- else if not (contains "${" (toString .)) }}
+{{- $d := toString . | trim }}
+{{- $units := dict "ms" 0.001 "s" 1.0 "m" 60.0 "h" 3600.0 "d" 86400.0 }}
+{{- $unit := regexFind "(ms|s|m|h|d)$" $d | default "s" }}
+{{- mulf (trimSuffix $unit $d | trim | float64) (get $units $unit) }}
+{{- end }}
+{{- end }}
+
+{{/*
+config shutdown.grace_period in whole seconds (rounded up); 25 for a ${VAR}.
 */}}
 {{- define "bridge.graceSeconds" -}}
-{{- $g := (.Values.config.shutdown | default dict).grace_period | default "25s" | toString | trim }}
-{{- $units := dict "ms" 0.001 "s" 1.0 "m" 60.0 "h" 3600.0 "d" 86400.0 }}
-{{- $unit := regexFind "(ms|s|m|h|d)$" $g | default "s" }}
-{{- $number := trimSuffix $unit $g | trim | float64 }}
-{{- mulf $number (get $units $unit) | ceil | int }}
+{{- $g := include "bridge.seconds" ((.Values.config.shutdown | default dict).grace_period | default "25s") | default "25" }}
+{{- $g | float64 | ceil | int }}
 {{- end }}
 
 {{/*
@@ -178,5 +216,36 @@ pods cannot share one volume either.
 {{- end }}
 {{- if and .Values.ingress.enabled (not .Values.ingress.hosts) }}
 {{- fail "ingress.enabled needs ingress.hosts: the host name(s) Sentry sends webhooks to" }}
+{{- end }}
+{{- include "bridge.validateConfig" . }}
+{{- end }}
+
+{{/*
+The bridge's own checks across config keys (bridge/config.py, Config._checks and
+Alertmanager._one_auth) that can be made here, so `helm template` and `helm lint` refuse
+them too; the check-config hook runs all of them with the new image before any pod changes.
+The defaults are bridge/config.py's (tests/test_helm.py renders each check with them).
+*/}}
+{{- define "bridge.validateConfig" -}}
+{{- $c := .Values.config }}
+{{- $am := $c.alertmanager | default dict }}
+{{- $window := include "bridge.seconds" (($c.dedup | default dict).window | default 300) }}
+{{- $lifetime := include "bridge.seconds" ($am.alert_lifetime | default 3600) }}
+{{- if and $window $lifetime (ge ($window | float64) ($lifetime | float64)) }}
+{{- fail "config.dedup.window must be shorter than config.alertmanager.alert_lifetime, or an alert Sentry keeps firing would expire in Alertmanager while its repeats are suppressed (the bridge refuses to start)" }}
+{{- end }}
+{{- $urls := $am.urls | default (list "http://localhost:9093") }}
+{{- if and (kindIs "string" $urls) (contains "${" $urls) }}
+{{- $urls = list }}  {{- /* known at start only */}}
+{{- else if kindIs "string" $urls }}
+{{- $urls = compact (splitList "," ($urls | nospace)) }}
+{{- end }}
+{{- $pool := ((($c.store | default dict).postgres | default dict).pool_size | default 10) }}
+{{- $needed := add 3 (mul 2 (len $urls)) }}
+{{- if and (include "bridge.postgres" .) (not (kindIs "string" $pool)) (lt ($pool | int) $needed) }}
+{{- fail (printf "config.store.postgres.pool_size: %v is too small for %d Alertmanager(s); at least %d (the bridge refuses to start)" $pool (len $urls) $needed) }}
+{{- end }}
+{{- if and $am.basic_auth (or .Values.secrets.alertmanagerBearerToken (and $am.bearer_token (not (contains "${" (toString $am.bearer_token))))) }}
+{{- fail "config.alertmanager.basic_auth and a bearer token (secrets.alertmanagerBearerToken): set one, not both (the bridge refuses to start)" }}
 {{- end }}
 {{- end }}
