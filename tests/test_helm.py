@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import base64
 import copy
+import itertools
 import json
 import math
 import re
+import shlex
 import subprocess
 import sys
 import tomllib
@@ -696,8 +698,9 @@ def test_postgres_runs_two_replicas_that_survive_a_drain(chart: helm_python.Char
     }
     volumes = {v["name"]: v for v in rendered.pod_spec()["volumes"]}
     assert "emptyDir" in volumes["data"]
-    assert "store.backend is postgres" in rendered.notes
-    assert "does not run on PostgreSQL yet" in rendered.notes
+    assert "The state is in PostgreSQL (store.backend: postgres), shared by 2 replica(s)" in (
+        rendered.notes
+    )
 
 
 def test_postgres_dsn_travels_in_the_secret_only(chart: helm_python.Chart) -> None:
@@ -1367,3 +1370,87 @@ def test_the_hook_runs_the_new_image_before_the_pods_change(chart: helm_python.C
     selector = rendered.one("Deployment")["spec"]["selector"]["matchLabels"]
     labels = job["spec"]["template"]["metadata"]["labels"]
     assert not selector.items() <= labels.items(), "the Service would route to it"
+
+
+# --- the chart's docs match the product ---------------------------------------------------------
+
+# What the chart and docs/upgrading.md used to say, and is not true: PostgreSQL runs (several
+# replicas, tests/integration/test_replicas.py) and the dedup state is in the store.
+UNTRUE = [
+    r"(does not|doesn't|cannot) (yet )?run on (postgres|PostgreSQL)",
+    r"not (run|work)\w* on (postgres|PostgreSQL) yet",
+    r"not yet supported",
+    r"ready for the version that does",
+    r"dedup windows and escalation counts \| lost \(in memory\)",
+    r"validates (it )?but does not run",
+]
+
+
+def test_the_chart_and_the_upgrade_guide_say_postgres_runs(chart: helm_python.Chart) -> None:
+    notes = render(chart, merged(WORKING, POSTGRES)).notes
+    texts = {
+        "NOTES.txt (postgres)": notes,
+        "the chart's README": (CHART_DIR / "README.md").read_text(encoding="utf-8"),
+        "values.yaml": (CHART_DIR / "values.yaml").read_text(encoding="utf-8"),
+        "docs/upgrading.md": (ROOT / "docs" / "upgrading.md").read_text(encoding="utf-8"),
+    }
+    for name, text in texts.items():
+        flat = " ".join(text.replace("#", " ").split())  # a sentence across comment lines
+        for pattern in UNTRUE:
+            found = re.search(pattern, flat, re.IGNORECASE)
+            assert found is None, f"{name} says {found.group(0)!r}"
+    upgrading = texts["docs/upgrading.md"]
+    [row] = [line for line in upgrading.splitlines() if line.startswith("| dedup windows")]
+    cells = [cell.strip() for cell in row.split("|")[2:5]]
+    assert cells[0].startswith("lost with the pod")
+    assert cells[1:] == ["kept", "kept"]
+
+
+def _readme_quick_start() -> list[list[str]]:
+    """The chart README's first sh block: its commands (continuations joined) split as the
+    shell splits them, with the block's own variables substituted and placeholders filled."""
+    readme = (CHART_DIR / "README.md").read_text(encoding="utf-8")
+    block = readme.split("```sh\n", 1)[1].split("```", 1)[0]
+    variables: dict[str, str] = {}
+    commands = []
+    for line in block.replace("\\\n", " ").splitlines():
+        words = shlex.split(line, comments=True)
+        if len(words) == 1 and re.fullmatch(r"[A-Z_]+=.*", words[0]):
+            name, value = words[0].split("=", 1)
+            variables[name] = re.sub(r"<[^>]+>", "from-the-readme", value)
+        elif words:
+            commands.append([re.sub(r"\$(\w+)", lambda m: variables[m[1]], w) for w in words])
+    return commands
+
+
+def test_the_readme_quick_start_works_as_written(chart: helm_python.Chart) -> None:
+    """issue 14: the one-line install failed without image.repository. Its values, as Helm
+    parses the --set flags, render, pass lint, and run the image the block's `docker build`
+    makes, with a config the bridge accepts."""
+    commands = _readme_quick_start()
+    [build] = [c for c in commands if c[:2] == ["docker", "build"]]
+    built = build[build.index("-t") + 1]
+    assert build[-1] == ".", "built from the repository's root, with its Dockerfile"
+    [load] = [c for c in commands if c[:2] == ["kind", "load"]]
+    assert load[-1] == built, "the cluster gets the image that was built"
+    [install] = [c for c in commands if c[:2] == ["helm", "install"]]
+    release, chart_path = install[2], install[3]
+    assert (ROOT / chart_path).resolve() == CHART_DIR
+    namespace = install[install.index("-n") + 1]
+    values: dict[str, Any] = {}
+    for flag, value in itertools.pairwise(install):
+        if flag == "--set":
+            values = merged(values, helm_python.parse_set_string(value))
+    out = chart.render(values, name=release, namespace=namespace)
+    docs = [doc for path, text in out.items() if not path.endswith("NOTES.txt")
+            for doc in yaml.safe_load_all(text) if doc]  # fmt: skip
+    [deployment] = [d for d in docs if d["kind"] == "Deployment"]
+    [container] = deployment["spec"]["template"]["spec"]["containers"]
+    assert container["image"] == built
+    name = deployment["metadata"]["name"]
+    [configmap] = [d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == name]
+    env = {"SENTRY_CLIENT_SECRET": values["secrets"]["sentryClientSecret"]}
+    cfg = bridge_config.parse(yaml.safe_load(configmap["data"]["config.yaml"]), env)
+    assert [s.get_secret_value() for s in cfg.sentry.client_secrets] == ["from-the-readme"]
+    report = helm_python.lint(CHART_DIR, values, strict=True, namespace=namespace)
+    assert report["errors"] == []

@@ -50,6 +50,13 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end }}
 
 {{/*
+The check-config hook's Job and ConfigMap (63 characters at most, as Job names must be).
+*/}}
+{{- define "bridge.checkName" -}}
+{{- printf "%s-check-config" (include "bridge.fullname" . | trunc 50 | trimSuffix "-") }}
+{{- end }}
+
+{{/*
 The bridge's config file: `config`, with store.backend and the DSN's variable from the
 chart's own store values. The ConfigMap and the check-config hook hold the same text.
 */}}
