@@ -1454,3 +1454,31 @@ def test_the_readme_quick_start_works_as_written(chart: helm_python.Chart) -> No
     assert [s.get_secret_value() for s in cfg.sentry.client_secrets] == ["from-the-readme"]
     report = helm_python.lint(CHART_DIR, values, strict=True, namespace=namespace)
     assert report["errors"] == []
+
+
+def _fits(chart: helm_python.Chart, values: dict[str, Any]) -> bool:
+    try:
+        render(chart, merged(WORKING, values))
+    except helm_python.HelmRenderError:
+        return False
+    return True
+
+
+def test_the_templates_checks_use_the_bridges_defaults_and_bounds(chart: helm_python.Chart) -> None:
+    """bridge.validateConfig repeats bridge/config.py's defaults and its pool formula: each
+    check is rendered at the bridge's boundary, one step either side."""
+    window = bridge_config.Dedup().window
+    lifetime = bridge_config.Alertmanager().alert_lifetime
+    assert _fits(chart, {"config": {"alertmanager": {"alert_lifetime": window + 1}}})
+    assert not _fits(chart, {"config": {"alertmanager": {"alert_lifetime": window}}})
+    assert _fits(chart, {"config": {"dedup": {"window": f"{lifetime - 1:g}s"}}})
+    assert not _fits(chart, {"config": {"dedup": {"window": f"{lifetime / 60:g}m"}}})
+    pool = bridge_config.Postgres().pool_size
+    most = max(n for n in range(1, 50) if bridge_config.postgres_connections(n) <= pool)
+    urls = [f"http://am-{i}:9093" for i in range(most + 1)]
+    assert _fits(chart, merged(POSTGRES, {"config": {"alertmanager": {"urls": urls[:most]}}}))
+    assert not _fits(chart, merged(POSTGRES, {"config": {"alertmanager": {"urls": urls}}}))
+    as_text = {"config": {"alertmanager": {"urls": ",".join(urls)}}}
+    assert not _fits(chart, merged(POSTGRES, as_text)), "a comma-separated list counts too"
+    bigger = {"config": {"store": {"postgres": {"pool_size": pool + 2}}}}
+    assert _fits(chart, merged(POSTGRES, as_text, bigger))
