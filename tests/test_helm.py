@@ -1482,3 +1482,16 @@ def test_the_templates_checks_use_the_bridges_defaults_and_bounds(chart: helm_py
     assert not _fits(chart, merged(POSTGRES, as_text)), "a comma-separated list counts too"
     bigger = {"config": {"store": {"postgres": {"pool_size": pool + 2}}}}
     assert _fits(chart, merged(POSTGRES, as_text, bigger))
+
+
+@pytest.mark.parametrize("path", ["config.yaml", "examples/multi-team/config.yaml"])
+def test_the_schema_admits_the_shipped_config_files(chart: helm_python.Chart, path: str) -> None:
+    """The repository's config files, every key at its documented value (${VAR}s included),
+    pass values.schema.json as `config` (store.backend and the DSN are the chart's)."""
+    shipped = yaml.safe_load((ROOT / path).read_text(encoding="utf-8"))
+    store = shipped.get("store", {})
+    store.pop("backend", None)
+    store.get("postgres", {}).pop("dsn", None)
+    rendered = render(chart, merged(WORKING, {"config": shipped}))
+    env = rendered.pod_env() | {"ALERTMANAGER_URLS": "http://am:9093"}
+    bridge_config.parse(yaml.safe_load(rendered.bridge_yaml()), env)
