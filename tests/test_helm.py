@@ -23,6 +23,7 @@ from typing import Annotated, Any, Union, get_args, get_origin
 
 import annotated_types
 import helm_python
+import jsonschema  # type: ignore[import-untyped]  # no stubs in the lock
 import kubernetes_validate
 import promql_parser
 import pytest
@@ -1226,20 +1227,27 @@ REFUSED = [
     ),
     pytest.param(
         merged(POSTGRES, {"config": {"store": {"spool": {"accept_timeout": "1s"}}}}),
-        "hook",
-        "store.spool.accept_timeout",
+        "template",
+        "config.store.spool.accept_timeout: at most 0.8s",
         id="accept-timeout-beyond-sentrys-second",
     ),
     pytest.param(
         merged(POSTGRES, {"config": {"store": {"postgres": {"ssl": {"cert": "/c.pem"}}}}}),
-        "hook",
-        "cert and key go together",
+        "template",
+        "config.store.postgres.ssl: cert and key go together",
         id="ssl-cert-without-key",
+    ),
+    pytest.param(
+        merged(POSTGRES, {"config": {"store": {"postgres": {"ssl": {"root_cert": "/ca.pem"}}}}}),
+        "template",
+        "config.store.postgres.ssl: certificates are set but mode is unset",
+        id="ssl-root-cert-without-mode",
     ),
 ]
 
 
-# Refused only with the secrets, which the hook does not have: the templates refuse it.
+# Refused by serve but not by check-config, which leaves secrets and credentials to serve:
+# the templates refuse these.
 REFUSED_WITH_SECRETS = [
     pytest.param(
         {
@@ -1249,6 +1257,16 @@ REFUSED_WITH_SECRETS = [
         "template",
         "config.alertmanager.basic_auth and a bearer token",
         id="basic-auth-and-bearer-token",
+    ),
+    pytest.param(
+        {
+            "config": {
+                "sentry": {"client_secrets": "", "service_hook_secrets": [], "legacy_token": None}
+            }
+        },
+        "template",
+        "no webhook could authenticate",
+        id="every-credential-blanked",
     ),
 ]
 
@@ -1495,3 +1513,68 @@ def test_the_schema_admits_the_shipped_config_files(chart: helm_python.Chart, pa
     rendered = render(chart, merged(WORKING, {"config": shipped}))
     env = rendered.pod_env() | {"ALERTMANAGER_URLS": "http://am:9093"}
     bridge_config.parse(yaml.safe_load(rendered.bridge_yaml()), env)
+
+
+PROBES: list[Any] = [
+    *(0, 1, -1, 0.5, 0.9, 2, 1024, 70000, 10**7, True, None),
+    *("", " ", "0s", "1s", "90m", "0.0ms", "x", "debug", "json", "acme", "/etc/ca.pem"),
+    *("http://am:9093", "am:9093", "http://a:1,http://b:2", "a,b", [], ["http://am:9093"]),
+    *(["am:9093"], "postgresql://u@db/d", "verify-full", "Bad Schema"),
+]
+
+
+def _leaves(model: type[BaseModel], prefix: str = "") -> Iterator[str]:
+    for name, field in model.model_fields.items():
+        key = f"{prefix}{field.alias or name}"
+        models = _models_in(field.annotation)
+        if bridge_config.Classification in models:
+            continue  # rules: test_the_chart_refuses_what_the_bridge_refuses and their own tests
+        if models:
+            [sub] = models
+            yield from _leaves(sub, f"{key}.")
+        elif key not in {"store.backend", "store.postgres.dsn"}:  # the chart's own values
+            yield key
+
+
+def _nested(path: str, value: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    node = out
+    *parents, last = path.split(".")
+    for part in parents:
+        node = node.setdefault(part, {})
+    node[last] = value
+    return out
+
+
+def test_the_schema_admits_nothing_the_bridge_refuses(chart: helm_python.Chart) -> None:
+    """Each config key, one at a time, at each probe value: when the bridge refuses it at
+    start, values.schema.json or the templates refuse it too (the schema validated as Helm
+    does, against the merged values), or NOTES.txt warns that no credential is set. The
+    hook is for what depends on more than one key."""
+    schema = json.loads((CHART_DIR / "values.schema.json").read_text(encoding="utf-8"))
+    validator = jsonschema.Draft7Validator(schema)
+    base = yaml.safe_load(render(chart, WORKING).bridge_yaml())
+    env = {"SENTRY_CLIENT_SECRET": "s"}
+    admitted_but_refused = set()
+    checked = 0
+    for path in _leaves(bridge_config.Config):
+        for probe in PROBES:
+            change = {"config": _nested(path, probe)}
+            try:
+                bridge_config.parse(merged(base, change["config"]), env)
+                continue  # the bridge takes it
+            except ConfigError:
+                pass
+            checked += 1
+            values = merged(chart.values, IMAGE, WORKING, change)
+            if not validator.is_valid(values):
+                continue
+            try:
+                notes = render(chart, merged(WORKING, change)).notes
+            except helm_python.HelmError:
+                continue
+            if "WARNING: no Sentry credential is set" in notes:
+                continue  # left to a Secret, or warned (so `helm lint` of the defaults works)
+            admitted_but_refused.add((path, probe if not isinstance(probe, list) else str(probe)))
+    assert checked > 500, "the probes reach the bridge's refusals"
+    assert not admitted_but_refused, sorted(map(str, admitted_but_refused))

@@ -153,13 +153,29 @@ with PostgreSQL (several replicas; with one, any budget either blocks drains or 
 {{- end }}
 
 {{/*
-Whether webhooks can be authenticated at all: a credential in `secrets`, an existingSecret
-(whose keys the chart cannot see) or an explicit opt-out in the config. NOTES.txt warns otherwise.
+Whether webhooks can be authenticated at all: config sentry.allow_unauthenticated, or one of
+config sentry.client_secrets, service_hook_secrets, legacy_token that is not empty once the
+variables of `secrets` left empty are taken out (with existingSecret, whose keys the chart
+cannot see, or a variable from elsewhere, it may be set). NOTES.txt warns otherwise.
 */}}
 {{- define "bridge.authenticated" -}}
 {{- $s := .Values.secrets }}
+{{- $unset := dict }}
+{{- if not .Values.existingSecret }}
+{{- $vars := dict "SENTRY_CLIENT_SECRET" $s.sentryClientSecret "SENTRY_SERVICE_HOOK_SECRET" $s.sentryServiceHookSecret "SENTRY_LEGACY_TOKEN" $s.sentryLegacyToken }}
+{{- range $name, $value := $vars }}{{ if not $value }}{{ $_ := set $unset $name true }}{{ end }}{{ end }}
+{{- end }}
 {{- $sentry := .Values.config.sentry | default dict }}
-{{- if or .Values.existingSecret $s.sentryClientSecret $s.sentryServiceHookSecret $s.sentryLegacyToken $sentry.allow_unauthenticated }}true{{ end }}
+{{- $ok := $sentry.allow_unauthenticated }}
+{{- range $key := list "client_secrets" "service_hook_secrets" "legacy_token" }}
+{{- $value := get $sentry $key | default "" }}
+{{- $text := ternary (join "," $value) (toString $value) (kindIs "slice" $value) }}
+{{- range $name, $_ := $unset }}
+{{- $text = regexReplaceAll (printf "\\$\\{%s(:-)?\\}" $name) $text "" }}
+{{- end }}
+{{- if trim (replace "," "" $text) }}{{ $ok = true }}{{ end }}
+{{- end }}
+{{- if $ok }}true{{ end }}
 {{- end }}
 
 {{/*
@@ -228,10 +244,12 @@ pods cannot share one volume either.
 {{- end }}
 
 {{/*
-The bridge's own checks across config keys (bridge/config.py, Config._checks and
-Alertmanager._one_auth) that can be made here, so `helm template` and `helm lint` refuse
-them too; the check-config hook runs all of them with the new image before any pod changes.
-The defaults are bridge/config.py's (tests/test_helm.py renders each check with them).
+The bridge's own checks (bridge/config.py: Config._checks, Alertmanager._one_auth,
+PostgresSSL._checks, Spool.accept_timeout's bound on a duration written as text) that the
+schema cannot express and the chart can see, so `helm template` and `helm lint` refuse them
+too; the check-config hook runs all of the bridge's checks with the new image before any pod
+changes. The defaults are bridge/config.py's (tests/test_helm.py renders each check at the
+bridge's boundary, and probes every key against the bridge).
 */}}
 {{- define "bridge.validateConfig" -}}
 {{- $c := .Values.config }}
@@ -251,6 +269,28 @@ The defaults are bridge/config.py's (tests/test_helm.py renders each check with 
 {{- $needed := add 3 (mul 2 (len $urls)) }}
 {{- if and (include "bridge.postgres" .) (not (kindIs "string" $pool)) (lt ($pool | int) $needed) }}
 {{- fail (printf "config.store.postgres.pool_size: %v is too small for %d Alertmanager(s); at least %d (the bridge refuses to start)" $pool (len $urls) $needed) }}
+{{- end }}
+{{- $sentry := $c.sentry | default dict }}
+{{- $credentials := list }}
+{{- range $key := list "client_secrets" "service_hook_secrets" "legacy_token" }}
+{{- $value := get $sentry $key | default "" }}
+{{- $credentials = append $credentials (ternary (join "" $value) (toString $value) (kindIs "slice" $value) | trim) }}
+{{- end }}
+{{- if not (or (compact $credentials) $sentry.allow_unauthenticated) }}
+{{- fail "config.sentry sets client_secrets, service_hook_secrets and legacy_token all empty, so no webhook could authenticate and the bridge refuses to start; leave them as ${SENTRY_CLIENT_SECRET:-} etc. (values.yaml) and set secrets or existingSecret" }}
+{{- end }}
+{{- $ssl := ((($c.store | default dict).postgres | default dict).ssl | default dict) }}
+{{- $cert := toString ($ssl.cert | default "") | trim }}
+{{- $key := toString ($ssl.key | default "") | trim }}
+{{- if ne (empty $cert) (empty $key) }}
+{{- fail "config.store.postgres.ssl: cert and key go together (the bridge refuses to start)" }}
+{{- end }}
+{{- if and (or $cert (toString ($ssl.root_cert | default "") | trim)) (has ($ssl.mode | default "unset") (list "unset" "disable")) }}
+{{- fail "config.store.postgres.ssl: certificates are set but mode is unset or disable; set mode to require, verify-ca or verify-full (the bridge refuses to start)" }}
+{{- end }}
+{{- $accept := include "bridge.seconds" ((($c.store | default dict).spool | default dict).accept_timeout | default 0.3) }}
+{{- if and $accept (gt ($accept | float64) 0.8) }}
+{{- fail "config.store.spool.accept_timeout: at most 0.8s, so a spooled webhook is still answered within Sentry's one second (the bridge refuses to start)" }}
 {{- end }}
 {{- if and $am.basic_auth (or .Values.secrets.alertmanagerBearerToken (and $am.bearer_token (not (contains "${" (toString $am.bearer_token))))) }}
 {{- fail "config.alertmanager.basic_auth and a bearer token (secrets.alertmanagerBearerToken): set one, not both (the bridge refuses to start)" }}
