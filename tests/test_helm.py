@@ -1246,6 +1246,16 @@ REFUSED = [
 ]
 
 
+def test_a_database_url_the_bridge_refuses_is_refused(chart: helm_python.Chart) -> None:
+    """The DSN goes into the chart's Secret, which the hook does not get: the schema checks
+    its scheme as bridge.config.Postgres does."""
+    with pytest.raises(ConfigError, match="not a postgresql:// URL"):
+        bridge_config.parse({"store": {"backend": "postgres", "postgres": {"dsn": "db:5432/b"}}})
+    values = merged(WORKING, POSTGRES, {"store": {"postgres": {"dsn": "db:5432/b"}}})
+    with pytest.raises(helm_python.HelmValuesError, match="/store/postgres/dsn"):
+        render(chart, values)
+
+
 # Refused by serve but not by check-config, which leaves secrets and credentials to serve:
 # the templates refuse these.
 REFUSED_WITH_SECRETS = [
@@ -1523,6 +1533,11 @@ PROBES: list[Any] = [
 ]
 
 
+# (key, value) pairs the bridge refuses and only the check-config hook catches: none today.
+# Prefer a check in _helpers.tpl's bridge.validateConfig, so `helm lint` sees it too.
+LEFT_TO_THE_HOOK: set[tuple[str, Any]] = set()
+
+
 def _leaves(model: type[BaseModel], prefix: str = "") -> Iterator[str]:
     for name, field in model.model_fields.items():
         key = f"{prefix}{field.alias or name}"
@@ -1577,4 +1592,5 @@ def test_the_schema_admits_nothing_the_bridge_refuses(chart: helm_python.Chart) 
                 continue  # left to a Secret, or warned (so `helm lint` of the defaults works)
             admitted_but_refused.add((path, probe if not isinstance(probe, list) else str(probe)))
     assert checked > 500, "the probes reach the bridge's refusals"
-    assert not admitted_but_refused, sorted(map(str, admitted_but_refused))
+    left = admitted_but_refused - LEFT_TO_THE_HOOK
+    assert not left, f"add a check to bridge.validateConfig: {sorted(map(str, left))}"
