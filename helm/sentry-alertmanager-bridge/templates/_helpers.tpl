@@ -260,8 +260,9 @@ bridge's boundary, and probes every key against the bridge).
 {{- fail "config.dedup.window must be shorter than config.alertmanager.alert_lifetime, or an alert Sentry keeps firing would expire in Alertmanager while its repeats are suppressed (the bridge refuses to start)" }}
 {{- end }}
 {{- $urls := $am.urls | default (list "http://localhost:9093") }}
+{{- /* A comma-separated string counts its parts; a ${VAR} is known at start only. */}}
 {{- if and (kindIs "string" $urls) (contains "${" $urls) }}
-{{- $urls = list }}  {{- /* known at start only */}}
+{{- $urls = list }}
 {{- else if kindIs "string" $urls }}
 {{- $urls = compact (splitList "," ($urls | nospace)) }}
 {{- end }}
