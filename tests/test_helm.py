@@ -1,7 +1,9 @@
 """The Helm chart, rendered by Helm's own engine (helm-python-sdk binds Helm's Go SDK) and
 checked offline: lint, the Kubernetes schemas of every manifest (kubernetes-validate, at the
-oldest and newest Kubernetes the chart claims), what each opt-in toggle adds or removes, and
-that the ConfigMap is a config the bridge itself accepts."""
+oldest and newest Kubernetes the chart claims), what each opt-in toggle adds or removes, that
+the ConfigMap is a config the bridge itself accepts, that the chart refuses what the bridge
+refuses (values.schema.json generated from the config models, the templates' checks, the
+check-config hook run as the cluster would run it), and that the chart's docs hold."""
 
 from __future__ import annotations
 
