@@ -377,8 +377,6 @@ SECRET_KEYS = frozenset(
         "sentry.api_token",
         "alertmanager.bearer_token",
         "alertmanager.basic_auth.password",
-        # It usually holds the database's password; the chart's check-config hook runs
-        # before the Secret that holds it exists.
         "store.postgres.dsn",
     }
 )
@@ -511,7 +509,10 @@ def load_offline(path: str | Path, env: Mapping[str, str] | None = None) -> Offl
             "service_hook_secrets (SENTRY_SERVICE_HOOK_SECRET) or legacy_token "
             "(SENTRY_LEGACY_TOKEN); serve refuses to start without one"
         )
-    noted = any(item.startswith("store.postgres.dsn:") for item in missing)
-    if cfg.store.backend == "postgres" and cfg.store.postgres.dsn is None and not noted:
+    if (
+        cfg.store.backend == "postgres"
+        and cfg.store.postgres.dsn is None
+        and not any(m.startswith("store.postgres.dsn:") for m in missing)
+    ):
         missing.append("store.postgres.dsn: required with backend: postgres")
     return Offline(cfg, missing)

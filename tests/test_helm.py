@@ -1528,7 +1528,7 @@ def test_the_schema_admits_the_shipped_config_files(chart: helm_python.Chart, pa
 
 
 PROBES: list[Any] = [
-    *(0, 1, -1, 0.5, 0.9, 2, 1024, 70000, 10**7, True, None),
+    *(0, 1, -1, 0.5, 0.9, 2, 1024, 8080, 8081, 70000, 10**7, True, None),
     *("", " ", "0s", "1s", "90m", "0.0ms", "x", "debug", "json", "acme", "/etc/ca.pem"),
     *("http://am:9093", "am:9093", "http://a:1,http://b:2", "a,b", [], ["http://am:9093"]),
     *(["am:9093"], "postgresql://u@db/d", "verify-full", "Bad Schema"),
