@@ -109,6 +109,38 @@ def test_an_unset_secret_variable_is_noted_not_an_error(
     assert "alertmanager.bearer_token: the environment variable AM_TOKEN" in out
 
 
+@pytest.mark.parametrize(
+    ("store", "noted"),
+    [
+        pytest.param(
+            "{backend: postgres, postgres: {dsn: '${BRIDGE_DATABASE_URL}'}}",
+            "store.postgres.dsn: the environment variable BRIDGE_DATABASE_URL",
+            id="unset-variable",
+        ),
+        pytest.param(
+            "{backend: postgres}", "store.postgres.dsn: required with backend: postgres", id="none"
+        ),
+    ],
+)
+def test_the_database_url_is_a_secret_check_config_does_without(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    store: str,
+    noted: str,
+) -> None:
+    """The chart's check-config hook runs before the Secret holding the URL exists."""
+    monkeypatch.delenv("BRIDGE_DATABASE_URL", raising=False)
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"store: {store}\n", encoding="utf-8")
+    assert cli.main(["check-config", str(cfg)]) == 0
+    needed = capsys.readouterr().out.split("needed at serve time")[1]
+    assert noted in needed
+    assert needed.count("store.postgres.dsn") == 1
+    with pytest.raises(ConfigError, match=r"postgres\.dsn: required|BRIDGE_DATABASE_URL"):
+        config.load(cfg)  # serve still needs it
+
+
 def test_offline_checks_still_refuse_a_variable_outside_the_secrets(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
