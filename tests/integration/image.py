@@ -20,7 +20,6 @@ import shutil
 import stat
 import subprocess
 import tarfile
-import tempfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -161,15 +160,20 @@ def base_tarball(python: str, workdir: Path) -> tuple[Path, bool]:
     tarball = workdir / "base.tar"
     with tarfile.open(tarball, "w") as tar:
         tar.add(rootfs, arcname=".")
-    with contextlib.suppress(OSError):
+    shutil.rmtree(rootfs)  # some 200 MB, in a directory other runs share
+    # Into the cache under a name of its own, then renamed into place: a concurrent or
+    # interrupted run never sees half a file. Without a writable cache, this run's copy serves.
+    partial = CACHE / f".{cached.name}.{os.getpid()}"
+    try:
         CACHE.mkdir(parents=True, exist_ok=True)
-        # Into place in one rename, so a concurrent or interrupted run never sees half a file.
-        with tempfile.NamedTemporaryFile(dir=CACHE, delete=False) as partial:
-            pass
-        shutil.copyfile(tarball, partial.name)
-        os.replace(partial.name, cached)
-        return cached, False
-    return tarball, False
+        shutil.move(tarball, partial)
+        os.replace(partial, cached)
+    except OSError:
+        if not tarball.exists():
+            return partial, False  # moved, not renamed: it is whole
+        partial.unlink(missing_ok=True)
+        return tarball, False
+    return cached, False
 
 
 @dataclass
