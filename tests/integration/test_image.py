@@ -17,6 +17,8 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +28,7 @@ import pytest
 import yaml
 
 from bench.processes import process_tree
+from tests.conftest import PostgresTarget
 from tests.integration import image, procs
 from tests.integration.conftest import Alertmanager, Bridge, fixture
 from tests.test_helm import CHART_DIR, WORKING, merged, render
@@ -84,11 +87,14 @@ def test_the_base_gets_the_hosts_index_settings_not_its_local_paths() -> None:
     )
 
 
-def _chart(alertmanager_url: str, port: int) -> tuple[dict[str, Any], dict[str, Any], str]:
+def _chart(
+    alertmanager_url: str, port: int, store: dict[str, Any]
+) -> tuple[dict[str, Any], dict[str, Any], str]:
     """The rendered Deployment's pod spec and container, and the ConfigMap's config.yaml, for
-    an install pointed at the test's Alertmanager and listening on loopback only."""
+    an install pointed at the test's Alertmanager, listening on loopback only."""
     values = merged(
         WORKING,
+        store,
         {
             "config": {
                 "server": {"host": "127.0.0.1", "port": port},
@@ -132,16 +138,21 @@ def _container_process(buildah_pid: int) -> int:
     raise AssertionError("no process runs in the container")
 
 
-@pytest.mark.image
-@pytest.mark.timeout(1800)
-def test_the_image_built_from_the_dockerfile_delivers_a_signed_webhook(
-    alertmanager: Alertmanager, tmp_path: Path, record_property: Any
-) -> None:
+@dataclass
+class Built:
+    buildah: image.Buildah
+    config: dict[str, Any]  # the image's OCI config: User, Env, Entrypoint, ...
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Built]:
+    """The Dockerfile built unchanged on the debootstrapped base, once for the module."""
     image.require_tools()
+    tmp = tmp_path_factory.mktemp("image")
     timings: dict[str, float] = {}
-    with image.storage(tmp_path / "buildah") as buildah:
+    with image.storage(tmp / "buildah") as buildah:
         began = time.monotonic()
-        tarball, cached = image.base_tarball(sys.executable, tmp_path / "base")
+        tarball, cached = image.base_tarball(sys.executable, tmp / "base")
         buildah.import_tarball(tarball, BASE)
         timings["base_cached_s" if cached else "base_debootstrap_s"] = time.monotonic() - began
 
@@ -165,68 +176,97 @@ def test_the_image_built_from_the_dockerfile_delivers_a_signed_webhook(
             timeout=1200,
         )
         timings["build_s"] = time.monotonic() - began
+        print(yaml.safe_dump({"image build": {k: round(v, 1) for k, v in timings.items()}}))
+        yield Built(buildah, buildah.inspect_image(TAG)["OCIv1"]["config"])
 
-        port = procs.free_port()
-        pod, container, config_yaml = _chart(alertmanager.url, port)
-        security = pod["securityContext"]
-        user = f"{security['runAsUser']}:{security['runAsGroup']}"
-        config = buildah.inspect_image(TAG)["OCIv1"]["config"]
-        # The image and the chart agree: its user is the pod's, its data dir the volume's.
-        assert config["User"] == user
-        mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
-        assert f"BRIDGE_DATA_DIR={mounts['data']}" in config["Env"]
-        assert container["_env"]["BRIDGE_DATA_DIR"] == mounts["data"]
 
-        name = buildah("from", "--pull=never", TAG)
-        rootfs = Path(buildah("mount", name))
-        untouched = set(mounts.values()) | {"/proc", "/sys", "/dev", "/run"}
-        before = image.files(rootfs, untouched)
-        assert "/opt/venv/bin/sentry-bridge" in before
+def _postgres(request: pytest.FixtureRequest) -> dict[str, Any]:
+    pg: PostgresTarget = request.getfixturevalue("pg")
+    return {
+        "store": {"backend": "postgres", "postgres": {"dsn": pg.dsn}},
+        "config": {"store": {"postgres": {"schema": pg.schema}}},
+    }
 
-        env = [f"--env={key}={value}" for key, value in sorted(container["_env"].items())]
-        command = buildah.command(
-            "run",
-            "--isolation",
-            "chroot",
-            "--network",
-            "host",
-            "--user",
-            user,
-            *_volumes(pod, container, config_yaml, tmp_path / "volumes"),
-            *env,
-            name,
-            "--",
-            *config["Entrypoint"],
-            *container["args"],
+
+STORES = [
+    pytest.param(lambda request: {}, id="sqlite"),
+    pytest.param(_postgres, id="postgres"),
+]
+
+
+@pytest.mark.image
+@pytest.mark.timeout(1800)
+@pytest.mark.parametrize("store", STORES)
+def test_the_image_runs_as_the_chart_runs_it(
+    built: Built,
+    store: Callable[[pytest.FixtureRequest], dict[str, Any]],
+    request: pytest.FixtureRequest,
+    alertmanager: Alertmanager,
+    tmp_path: Path,
+) -> None:
+    buildah, config = built.buildah, built.config
+    port = procs.free_port()
+    pod, container, config_yaml = _chart(alertmanager.url, port, store(request))
+    security = pod["securityContext"]
+    user = f"{security['runAsUser']}:{security['runAsGroup']}"
+    # The image and the chart agree: its user is the pod's, its data dir the volume's.
+    assert config["User"] == user
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    assert f"BRIDGE_DATA_DIR={mounts['data']}" in config["Env"]
+    assert container["_env"]["BRIDGE_DATA_DIR"] == mounts["data"]
+
+    name = buildah("from", "--pull=never", TAG)
+    rootfs = Path(buildah("mount", name))
+    untouched = set(mounts.values()) | {"/proc", "/sys", "/dev", "/run"}
+    before = image.files(rootfs, untouched)
+    assert "/opt/venv/bin/sentry-bridge" in before
+
+    env = [f"--env={key}={value}" for key, value in sorted(container["_env"].items())]
+    command = buildah.command(
+        "run",
+        "--isolation",
+        "chroot",
+        "--network",
+        "host",
+        "--user",
+        user,
+        *_volumes(pod, container, config_yaml, tmp_path / "volumes"),
+        *env,
+        name,
+        "--",
+        *config["Entrypoint"],
+        *container["args"],
+    )
+    url = f"http://127.0.0.1:{port}"
+    began = time.monotonic()
+    with (
+        procs.spawn(command, url, "/-/ready", tmp_path / "bridge.log") as process,
+        httpx.Client(base_url=url, timeout=10) as client,
+    ):
+        started = time.monotonic() - began
+        response = Bridge(process, client).post(
+            fixture("event_alert.json"), resource="event_alert", secret=CLIENT_SECRET
         )
-        url = f"http://127.0.0.1:{port}"
-        began = time.monotonic()
-        with (
-            procs.spawn(command, url, "/-/ready", tmp_path / "bridge.log") as process,
-            httpx.Client(base_url=url, timeout=10) as client,
-        ):
-            timings["start_s"] = time.monotonic() - began
-            bridge = Bridge(process, client)
-            response = bridge.post(
-                fixture("event_alert.json"), resource="event_alert", secret=CLIENT_SECRET
-            )
-            assert response.status_code == 202, response.text
-            [alert] = alertmanager.wait_for(
-                lambda a: any(x["labels"].get("sentry_issue_id") == FRONTEND_ISSUE for x in a)
-            )
-            assert alert["labels"]["severity"] == "critical"
-            # SIGTERM to the container's first process, as the kubelet stops a pod (buildah
-            # itself answers SIGTERM by killing what it runs).
-            os.kill(_container_process(process.proc.pid), signal.SIGTERM)
-            assert process.proc.wait(timeout=60) == 0, process.logs()[-3000:]
-        assert "signal received, draining" in process.logs()
+        assert response.status_code == 202, response.text
+        [alert] = alertmanager.wait_for(
+            lambda a: any(x["labels"].get("sentry_issue_id") == FRONTEND_ISSUE for x in a)
+        )
+        assert alert["labels"]["severity"] == "critical"
+        # SIGTERM to the container's first process, as the kubelet stops a pod (buildah
+        # itself answers SIGTERM by killing what it runs).
+        os.kill(_container_process(process.proc.pid), signal.SIGTERM)
+        assert process.proc.wait(timeout=60) == 0, process.logs()[-3000:]
+    assert "signal received, draining" in process.logs()
+    # Each store really served: PostgreSQL's engine opened, or SQLite's file on the volume.
+    if request.node.callspec.id == "postgres":
+        assert '"backend": "postgres"' in process.logs()
+    else:
+        assert (tmp_path / "volumes" / "data" / "outbox.sqlite3").exists()
 
-        if container["securityContext"].get("readOnlyRootFilesystem"):
-            after = image.files(rootfs, untouched)
-            written = {path for path in after if after[path] != before.get(path)}
-            assert sorted(written) == [], "the chart's root filesystem is read-only"
-        buildah("umount", name)
-
-    for key, seconds in timings.items():
-        record_property(key, round(seconds, 1))
-    print(yaml.safe_dump({"image timings": {k: round(v, 1) for k, v in timings.items()}}))
+    if container["securityContext"].get("readOnlyRootFilesystem"):
+        after = image.files(rootfs, untouched)
+        written = {path for path in after if after[path] != before.get(path)}
+        assert sorted(written) == [], "the chart's root filesystem is read-only"
+    buildah("umount", name)
+    buildah("rm", name)
+    print(yaml.safe_dump({"image start": {request.node.callspec.id: round(started, 1)}}))
