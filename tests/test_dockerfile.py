@@ -2,8 +2,8 @@
 operators rely on hold (two stages, locked dependencies before the source, a numeric
 non-root user, exec-form entrypoint, a health check that really fails when unhealthy).
 
-No container engine runs here, so the build itself is not exercised; what can be checked
-without one is."""
+What can be checked without a container engine; tests/integration/test_image.py builds the
+image with buildah and runs it."""
 
 from __future__ import annotations
 

@@ -91,7 +91,12 @@ class Process:
 
 @contextlib.contextmanager
 def spawn(
-    args: list[str], url: str, ready_path: str, log: Path, env: Mapping[str, str] | None = None
+    args: list[str],
+    url: str,
+    ready_path: str,
+    log: Path,
+    env: Mapping[str, str] | None = None,
+    cwd: Path = ROOT,
 ) -> Iterator[Process]:
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     with log.open("ab") as out:
@@ -99,7 +104,7 @@ def spawn(
         # Ctrl-C does not.
         proc = subprocess.Popen(
             args,
-            cwd=ROOT,
+            cwd=cwd,
             env=full_env,
             stdout=out,
             stderr=subprocess.STDOUT,
