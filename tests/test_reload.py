@@ -17,10 +17,12 @@ import yaml
 from prometheus_client import CollectorRegistry
 
 from bridge import config
+from bridge.admin import create_admin_app
 from bridge.app import create_app
 from bridge.compose import Bridge, build
 from bridge.metrics import Metrics
 from bridge.reload import Reloader, merge
+from tests.factories import both_listeners
 from tests.sentry_payloads import FIXTURES
 
 BASE: dict[str, Any] = {"sentry": {"client_secrets": "s"}}
@@ -127,7 +129,7 @@ async def test_reload_applies_refuses_and_counts(tmp_path: Any) -> None:
         alertmanager_transport=httpx.MockTransport(alertmanager),
     )
     app = create_app(bridge)
-    app.state.reloader = Reloader(path, bridge)
+    both = both_listeners(app, create_admin_app(bridge, Reloader(path, bridge)))
 
     def sample(name: str) -> float | None:
         return registry.get_sample_value(name)
@@ -139,7 +141,7 @@ async def test_reload_applies_refuses_and_counts(tmp_path: Any) -> None:
     }
     async with (
         app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://b") as c,
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=both), base_url="http://b") as c,
     ):
         assert sample("sentry_bridge_config_last_reload_successful") == 1
         write(path, [{"name": "new-rule", "match": {}, "severity": "low"}], server={"port": 1})
@@ -167,11 +169,11 @@ async def test_reload_applies_refuses_and_counts(tmp_path: Any) -> None:
 @pytest.mark.anyio
 async def test_without_a_config_file_there_is_nothing_to_reload(tmp_path: Any) -> None:
     cfg = config.parse({"sentry": {"client_secrets": "s"}, "outbox": {"data_dir": str(tmp_path)}})
-    app = create_app(
-        build(cfg, alertmanager_transport=httpx.MockTransport(lambda r: httpx.Response(200)))
-    )
+    bridge = build(cfg, alertmanager_transport=httpx.MockTransport(lambda r: httpx.Response(200)))
+    app = create_app(bridge)
+    both = both_listeners(app, create_admin_app(bridge, None))
     async with (
         app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://b") as c,
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=both), base_url="http://b") as c,
     ):
         assert (await c.post("/-/reload")).status_code == 404
