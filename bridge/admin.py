@@ -20,13 +20,44 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.routing import BaseRoute, Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from bridge import reload, status
 
 if TYPE_CHECKING:
     from bridge.compose import Bridge
     from bridge.reload import Reloader
+
+
+# At most this many operator requests a second: far more than an operator sends, and a
+# small share of the event loop the webhooks run on, however many callers loop on it.
+MAX_RATE = 200.0
+
+
+class OneAtATime:
+    """One operator request handled at a time, each at least ``1 / MAX_RATE`` seconds
+    after the one before: callers looping on the admin listener (64 in the test) then
+    take a bounded share of the event loop, and cannot crowd out the webhooks on it."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self._lock = asyncio.Lock()
+        self._next = 0.0  # loop time the next request may start
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        async with self._lock:
+            loop = asyncio.get_running_loop()
+            if (wait := self._next - loop.time()) > 0:
+                await asyncio.sleep(wait)  # the rate limit itself, not a wait for an event
+            try:
+                await self.app(scope, receive, send)
+            finally:
+                self._next = loop.time() + 1 / MAX_RATE
 
 
 def create_admin_app(
@@ -39,9 +70,9 @@ def create_admin_app(
             Route("/-/status", status.endpoint, methods=["GET"]),
             Route("/-/status/requeue-dead-letters", status.requeue_endpoint, methods=["POST"]),
             *extra,
-        ]
+        ],
+        middleware=[Middleware(OneAtATime)],
     )
     app.state.bridge = bridge
     app.state.reloader = reloader
-    app.state.status_lock = asyncio.Lock()
     return app

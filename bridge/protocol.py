@@ -23,6 +23,8 @@ from typing import Any, ClassVar
 
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+READ_SIZE = 65536
+
 
 class DeadlineProtocol(H11Protocol):
     """``H11Protocol`` plus the request-head deadline and the connection bound; see
@@ -43,6 +45,11 @@ class DeadlineProtocol(H11Protocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        if hasattr(transport, "max_size"):
+            # asyncio's selector transport reads up to 256 KiB at a time (its max_size):
+            # what a connection holds before its webhook is admitted, times every
+            # connection. Webhooks are a few KiB; 64 KiB reads cost them nothing.
+            setattr(transport, "max_size", READ_SIZE)  # noqa: B010 (not in the stubs)
         cls = type(self)
         cls.open[self] = None
         cls.idle[self] = None
@@ -63,7 +70,13 @@ class DeadlineProtocol(H11Protocol):
         # A new request cycle means a complete request head arrived in time: busy now.
         if self.cycle is not self._waiting_for:
             self._disarm()
-            type(self).idle.pop(self, None)
+            idle = type(self).idle
+            if self in idle:
+                del idle[self]
+                # Its body waits in the socket until the app asks for it (Uvicorn's
+                # receive() resumes reading), once the webhook has been admitted and its
+                # bytes accounted (bridge.admission), not before.
+                self.flow.pause_reading()
 
     def on_response_complete(self) -> None:
         # Armed and idle first: a pipelined request handled inside super() is busy again.

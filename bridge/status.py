@@ -10,8 +10,8 @@ was fixed (Alertmanager's credentials, a proxy's limit): resolves as they were, 
 alerts only if they are still the active alert of their identity
 (``Outbox.requeue_dead_letters``). Both are on the admin listener (``bridge.admin``,
 ``server.admin_host``/``admin_port``, loopback by default), never on the webhook port.
-One answer is built at a time and encoded off the event loop, so a caller looping on
-``?limit=10000`` cannot slow the webhooks down.
+The admin listener handles one request at a time, and the answer is encoded off the event
+loop, so a caller looping on ``?limit=10000`` cannot slow the webhooks down.
 """
 
 from __future__ import annotations
@@ -43,13 +43,11 @@ async def endpoint(request: Request) -> Response:
     except ValueError:
         return JSONResponse({"error": "limit: not a number"}, status_code=400)
     # Read from the store: available even while the pipeline is stuck (/-/healthy red).
-    async with request.app.state.status_lock:  # one answer at a time (bridge.admin)
-        try:
-            data = await bridge.status(limit)
-        except StoreError as exc:  # e.g. PostgreSQL not reachable since the start (the spool)
-            return JSONResponse({"error": str(exc)}, status_code=503)
-        body = await asyncio.to_thread(_encode, data)
-    return Response(body, media_type="application/json")
+    try:
+        data = await bridge.status(limit)
+    except StoreError as exc:  # e.g. PostgreSQL not reachable since the start (the spool)
+        return JSONResponse({"error": str(exc)}, status_code=503)
+    return Response(await asyncio.to_thread(_encode, data), media_type="application/json")
 
 
 async def requeue_endpoint(request: Request) -> Response:
