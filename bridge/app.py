@@ -96,7 +96,7 @@ def _reject(bridge: Bridge, request_id: str | None, exc: WebhookError) -> Respon
     return JSONResponse(
         {"status": "rejected", "reason": exc.reason, "detail": exc.detail},
         status_code=exc.status_code,
-        headers=_CLOSE if exc.reason in {"busy", "evicted", "body_timeout"} else None,
+        headers=_CLOSE if exc.reason in {"busy", "evicted"} else None,
     )
 
 

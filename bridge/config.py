@@ -154,15 +154,15 @@ class Server(Strict):
     @model_validator(mode="after")
     def _limits(self) -> Self:
         if self.admin_port == self.port:
-            raise ValueError("admin_port: must differ from port (the webhook listener)")
+            raise ValueError("admin_port must differ from port (the webhook listener)")
         if self.max_pending_body_bytes < self.max_body_bytes:
             raise ValueError(
-                "max_pending_body_bytes: must be at least max_body_bytes, or a body of the "
+                "max_pending_body_bytes must be at least max_body_bytes, or a body of the "
                 "largest allowed size could never be received"
             )
         if self.max_connections < self.max_concurrency + 16:
             raise ValueError(
-                "max_connections: must exceed max_concurrency by at least 16, so probes and "
+                "max_connections must exceed max_concurrency by at least 16, so probes and "
                 "/metrics always find a connection while webhooks are in flight"
             )
         return self

@@ -19,6 +19,7 @@ webhook or a probe always finds a connection.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 from uvicorn.protocols.http.h11_impl import H11Protocol
@@ -36,7 +37,9 @@ class DeadlineProtocol(H11Protocol):
     # (dicts keep insertion order; re-inserted when a connection becomes idle again).
     open: ClassVar[dict[DeadlineProtocol, None]] = {}
     idle: ClassVar[dict[DeadlineProtocol, None]] = {}
-    closed_idle = 0  # connections closed to make room (a counter per server class)
+    # Told each time a connection is closed unasked: "idle_for_room" or "head_deadline"
+    # (sentry_bridge_connections_closed_total).
+    on_close: ClassVar[Callable[[str], None]] = staticmethod(lambda reason: None)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -57,8 +60,8 @@ class DeadlineProtocol(H11Protocol):
         if len(cls.open) > cls.max_connections:
             # The oldest idle one: this one itself only when no other is idle.
             victim = next(iter(cls.idle))
-            cls.closed_idle += 1
             victim._close()
+            cls.on_close("idle_for_room")
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._forget()
@@ -110,14 +113,24 @@ class DeadlineProtocol(H11Protocol):
 
     def _expired(self) -> None:
         self._deadline = None
+        if not self.transport.is_closing():
+            type(self).on_close("head_deadline")
         self._close()
 
 
-def with_deadline(read_timeout: float, max_connections: int = 4096) -> type[DeadlineProtocol]:
+def with_deadline(
+    read_timeout: float,
+    max_connections: int = 4096,
+    on_close: Callable[[str], None] | None = None,
+) -> type[DeadlineProtocol]:
     """The protocol class for ``uvicorn.Config(http=...)``: this deadline, this bound, and
     registries of its own (one class per server)."""
-    return type(
-        "DeadlineProtocol",
-        (DeadlineProtocol,),
-        {"read_timeout": read_timeout, "max_connections": max_connections, "open": {}, "idle": {}},
-    )
+    attributes: dict[str, object] = {
+        "read_timeout": read_timeout,
+        "max_connections": max_connections,
+        "open": {},
+        "idle": {},
+    }
+    if on_close is not None:
+        attributes["on_close"] = staticmethod(on_close)
+    return type("DeadlineProtocol", (DeadlineProtocol,), attributes)

@@ -204,7 +204,11 @@ def serve(
         server_header=False,
         # Bounded: open connections (idle ones closed first) and the time to send a
         # request's head; webhooks in flight and their bodies in bridge.admission.
-        http=with_deadline(server_cfg.read_timeout, server_cfg.max_connections),
+        http=with_deadline(
+            server_cfg.read_timeout,
+            server_cfg.max_connections,
+            bridge.metrics.connections_closed_by_reason,
+        ),
         # In-flight webhooks get part of the grace; the lifespan's drain gets the rest.
         timeout_graceful_shutdown=max(1, int(config.shutdown.grace_period // 5)),
         lifespan="on",

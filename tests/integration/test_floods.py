@@ -7,14 +7,17 @@ delivered. (The latency figures: ``bench/run floods``.)"""
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
 import time
 from pathlib import Path
 
 import httpx
 import yaml
 
-from tests.integration import floods
-from tests.integration.conftest import Alertmanager
+from tests.integration import floods, procs
+from tests.integration.conftest import ENV, Alertmanager
 from tests.integration.test_edge_faults import running, wait_until_delivered
 
 
@@ -64,6 +67,10 @@ def test_past_max_connections_the_idle_longest_are_closed_first(
             prober.wait_for(50)
         print(f"\n1,030 connections past max_connections 200: {prober.summary()}")
         prober.check()
+        closed = bridge.metric(
+            "sentry_bridge_connections_closed_total", {"reason": "idle_for_room"}
+        )
+        assert closed >= len(oldest) + len(kept_alive)
         for sock in oldest + kept_alive + newest:
             sock.close()
         wait_until_delivered(alertmanager, prober.accepted())
@@ -155,3 +162,49 @@ def test_slow_unsigned_bodies_are_bounded_in_memory(
         assert grew < 200 * 2**20, f"peak memory grew by {grew / 2**20:.0f} MiB"
         assert bridge.metric("sentry_bridge_webhooks_rejected_total", {"reason": "evicted"}) > 0
         wait_until_delivered(alertmanager, prober.accepted())
+
+
+def listening_on(port: int) -> set[str]:
+    """The IPv4 addresses a socket listens on at ``port`` (from /proc/net/tcp)."""
+    found = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        local, state = line.split()[1], line.split()[3]
+        address, _, hex_port = local.partition(":")
+        if state == "0A" and int(hex_port, 16) == port:
+            found.add(".".join(str(b) for b in reversed(bytes.fromhex(address))))
+    return found
+
+
+def test_scripts_serve_keeps_the_operator_routes_on_loopback(
+    tmp_path: Path, alertmanager: Alertmanager
+) -> None:
+    """scripts/serve (the README's first step) listened on every interface with /-/reload
+    and /-/status on that port. Now webhooks are on every interface and the operator's
+    routes only on 127.0.0.1."""
+    port, admin_port = procs.free_port(), procs.free_port()
+    config = procs.write_config(tmp_path / "config.yaml", [alertmanager.url])
+    data = yaml.safe_load(config.read_text(encoding="utf-8"))
+    data["server"].update(port=port, admin_port=admin_port)
+    config.write_text(yaml.safe_dump(data), encoding="utf-8")
+    env = {**ENV, "BRIDGE_CONFIG": str(config), "BRIDGE_DATA_DIR": str(tmp_path / "data")}
+    with (tmp_path / "serve.log").open("wb") as log:
+        serve = subprocess.Popen(
+            [str(procs.ROOT / "scripts" / "serve")],
+            cwd=procs.ROOT,
+            env={**os.environ, **env},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        # It may first install the runtime lock into .venv.
+        procs.wait_http(f"http://127.0.0.1:{port}/-/ready", timeout=180, proc=serve)
+        assert listening_on(port) == {"0.0.0.0"}
+        assert listening_on(admin_port) == {"127.0.0.1"}
+        webhook_port, admin = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{admin_port}"
+        assert httpx.post(webhook_port + "/-/reload").status_code == 404
+        assert httpx.get(webhook_port + "/-/status").status_code == 404
+        assert httpx.post(admin + "/-/reload").json() == {"status": "unchanged"}
+    finally:
+        os.killpg(serve.pid, signal.SIGTERM)
+        serve.wait(timeout=30)

@@ -48,6 +48,7 @@ def test_the_readme_walk_through_as_written(tmp_path: Path, alertmanager: Alertm
     config = procs.write_config(tmp_path / "config.yaml", [alertmanager.url])
     data = yaml.safe_load(config.read_text(encoding="utf-8"))
     data["server"]["port"] = port
+    data["server"]["admin_port"] = procs.free_port()  # status talks to it; 8081 may be taken
     config.write_text(yaml.safe_dump(data), encoding="utf-8")
     env = {
         **os.environ,
