@@ -75,18 +75,21 @@ class Prober:
 
     def _run(self) -> None:
         n = self.first
-        while not self._stop.is_set():
-            body, headers = signed(n)
-            started = time.monotonic()
-            try:
-                status: int | str = httpx.post(
-                    f"{self.url}/webhooks/sentry", content=body, headers=headers, timeout=10
-                ).status_code
-            except httpx.HTTPError as exc:
-                status = type(exc).__name__
-            self.answers.append(Answer(n, status, time.monotonic() - started))
-            n += 1
-            self._stop.wait(self.interval)
+        # No connection kept: each webhook opens its own, as Sentry's do.
+        no_reuse = httpx.Limits(max_keepalive_connections=0)
+        with httpx.Client(base_url=self.url, timeout=10, limits=no_reuse) as client:
+            while not self._stop.is_set():
+                body, headers = signed(n)
+                started = time.monotonic()
+                try:
+                    status: int | str = client.post(
+                        "/webhooks/sentry", content=body, headers=headers
+                    ).status_code
+                except httpx.HTTPError as exc:
+                    status = type(exc).__name__
+                self.answers.append(Answer(n, status, time.monotonic() - started))
+                n += 1
+                self._stop.wait(self.interval)
 
     def __enter__(self) -> Prober:
         self._thread.start()
@@ -212,9 +215,11 @@ def _hammer(url: str, method: str, threads: int, stop: threading.Event) -> dict[
     connection; every answer counted."""
     counts: Counter[str] = Counter()
     lock = threading.Lock()
+    ready = threading.Barrier(threads + 1)  # clients made (that costs CPU) before "going"
 
     def loop() -> None:
         with httpx.Client(timeout=30) as client:
+            ready.wait()
             while not stop.is_set():
                 try:
                     key = str(client.request(method, url).status_code)
@@ -226,6 +231,7 @@ def _hammer(url: str, method: str, threads: int, stop: threading.Event) -> dict[
     workers = [threading.Thread(target=loop) for _ in range(threads)]
     for worker in workers:
         worker.start()
+    ready.wait()
     print("going", flush=True)
     for worker in workers:
         worker.join()
