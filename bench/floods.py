@@ -43,7 +43,7 @@ def _nothing(bridge: procs.Process) -> Iterator[str]:
 def _held(sockets: Callable[[], list[socket.socket]]) -> Iterator[str]:
     held = sockets()
     try:
-        yield f"{len(held)} held"
+        yield f"({len(held)} held)"
     finally:
         for sock in held:
             sock.close()
@@ -100,11 +100,11 @@ def run(*, quick: bool = False) -> None:
     count = 50 if quick else 300
     print(f"\nfloods: {count} signed webhooks alongside each (Sentry's timeout: 1 s)")
     for name, (server, scenario) in SCENARIOS.items():
+        print(f"  {name}")
         with tempfile.TemporaryDirectory() as tmp, _bridge(Path(tmp), **server) as bridge:
             pid = bridge.proc.pid
             before = floods.peak_rss(pid)
             with scenario(bridge) as note, floods.Prober(bridge.url) as prober:
                 prober.wait_for(count, timeout=120)
             grew = (floods.peak_rss(pid) - before) / 2**20
-            print(f"  {name}{f' ({note})' if note else ''}")
-            print(f"      {prober.summary()}; peak memory +{grew:.0f} MiB")
+            print(f"      {prober.summary()}; peak memory +{grew:.0f} MiB {note}".rstrip())
