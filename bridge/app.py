@@ -303,5 +303,8 @@ def create_app(bridge: Bridge) -> Starlette:
     )
     app.state.bridge = bridge
     server = bridge.config.server
-    app.state.gate = Gate(server.max_concurrency, server.max_pending_body_bytes)
+    gate = app.state.gate = Gate(server.max_concurrency, server.max_pending_body_bytes)
+    # Read at scrape time: nothing to update per webhook.
+    bridge.metrics.webhooks_in_flight.set_function(lambda: gate.in_flight)
+    bridge.metrics.pending_body_bytes.set_function(lambda: gate.pending_bytes)
     return app

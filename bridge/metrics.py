@@ -99,6 +99,19 @@ class Metrics:
             namespace=ns,
             registry=registry,
         )
+        self.webhooks_in_flight = Gauge(
+            "webhooks_in_flight",
+            "Webhooks being handled now (bounded by server.max_concurrency).",
+            namespace=ns,
+            registry=registry,
+        )
+        self.pending_body_bytes = Gauge(
+            "webhook_pending_body_bytes",
+            "Bytes of webhook bodies being received now, before their signature is checked "
+            "(bounded by server.max_pending_body_bytes).",
+            namespace=ns,
+            registry=registry,
+        )
         self.request_duration = Histogram(
             "webhook_request_duration_seconds",
             "Time from receiving a webhook to answering it.",

@@ -153,6 +153,7 @@ def test_slow_unsigned_bodies_are_bounded_in_memory(
             floods.Prober(bridge.url) as prober,
         ):
             prober.wait_for(100)
+            pending = bridge.metric("sentry_bridge_webhook_pending_body_bytes")
         grew = floods.peak_rss(pid) - before
         print(
             f"\n900 slow 1 MiB bodies {report}: peak memory +{grew / 2**20:.0f} MiB; "
@@ -160,6 +161,7 @@ def test_slow_unsigned_bodies_are_bounded_in_memory(
         )
         prober.check()
         assert grew < 200 * 2**20, f"peak memory grew by {grew / 2**20:.0f} MiB"
+        assert pending <= 64 * 2**20  # server.max_pending_body_bytes
         assert bridge.metric("sentry_bridge_webhooks_rejected_total", {"reason": "evicted"}) > 0
         wait_until_delivered(alertmanager, prober.accepted())
 
