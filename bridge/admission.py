@@ -61,15 +61,16 @@ class Gate:
         return ticket
 
     def hold(self, ticket: Ticket, size: int) -> None:
-        """Account ``size`` more bytes of ``ticket``'s body, cutting off the oldest other
-        bodies still arriving until they fit (``max_pending_bytes`` is at least
-        ``server.max_body_bytes``, so cutting off all the others always makes room)."""
+        """Account ``size`` more bytes of ``ticket``'s body, cutting off the oldest bodies
+        still arriving until they fit: ``ticket`` itself if it is the oldest (a body that
+        grows slowly cuts off no younger one). ``max_pending_bytes`` is at least
+        ``server.max_body_bytes``, so a new body always fits once the older are cut off."""
         if ticket.evicted:
             return
-        while self.pending_bytes + size > self.max_pending_bytes and self._evict_oldest(ticket):
-            pass
         ticket.held += size
         self.pending_bytes += size
+        while self.pending_bytes > self.max_pending_bytes and not ticket.evicted:
+            self._evict_oldest(None)
 
     def received(self, ticket: Ticket) -> None:
         """The body is complete: its bytes no longer count, and it cannot be cut off."""
@@ -91,6 +92,8 @@ class Gate:
                 break
         else:
             return False
+        # The victim may be the caller's own webhook (hold): it sees its timeout at its
+        # next await.
         del self._receiving[victim]
         victim.evicted = True
         self.in_flight -= 1

@@ -85,3 +85,16 @@ async def test_a_body_that_fits_cuts_off_nobody() -> None:
     done.set()
     assert [await task for _, task in tickets] == ["received"] * 3
     assert gate.pending_bytes == 0
+
+
+async def test_a_body_that_grows_past_the_budget_cuts_itself_off_when_it_is_the_oldest() -> None:
+    """A chunked body trickling in since before the others does not push younger ones out."""
+    gate = Gate(max_in_flight=100, max_pending_bytes=1000)
+    done = asyncio.Event()
+    slow, slow_task = await receiving(gate, 100, done)
+    _young, young_task = await receiving(gate, 800, done)
+    gate.hold(slow, 200)  # 1,100 bytes: over the budget, and the slow one is the oldest
+    assert await slow_task == "evicted"
+    assert gate.pending_bytes == 800
+    done.set()
+    assert await young_task == "received"
