@@ -8,6 +8,9 @@
 - active: the same with 100,000 alerts active and re-send rounds overlapping; also the
   delivery rate of the preload and the bridge's memory with that many alerts active.
 - sync: what SQLite's synchronous=FULL costs a group commit against NORMAL (bench/sync.py).
+- floods: signed webhooks' latency (p50, p99, max) while the bridge is flooded: idle
+  connections, past max_connections, reload and status floods on the admin listener, 900
+  slow 1 MiB bodies; and the bridge's peak memory growth (bench/floods.py).
 
 Every part starts its own processes and stops them; ``--quick`` makes every part short (a
 smoke run, not figures).
@@ -17,9 +20,9 @@ from __future__ import annotations
 
 import argparse
 
-from bench import ingest, servers, sync, visible
+from bench import floods, ingest, servers, sync, visible
 
-PARTS = ("ingest", "visible", "active", "sync")
+PARTS = ("ingest", "visible", "active", "sync", "floods")
 
 
 def _list(value: str) -> list[str]:
@@ -112,6 +115,8 @@ def main(argv: list[str] | None = None) -> None:
         )
     if "sync" in parts:
         sync.run(quick=args.quick)
+    if "floods" in parts:
+        floods.run(quick=args.quick)
 
 
 if __name__ == "__main__":

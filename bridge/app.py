@@ -1,4 +1,11 @@
-"""The HTTP edge: routes, the webhook handler, and the lifespan that runs the bridge.
+"""The HTTP edge: the webhook port's routes, the webhook handler, and the lifespan that
+runs the bridge.
+
+The webhook port serves only what Sentry and Prometheus need: ``POST /webhooks/sentry``,
+``GET /-/healthy``, ``GET /-/ready`` and ``GET /metrics``. The operator's routes (reload,
+status, re-queue, quarantine) are on the admin listener (``bridge.admin``, loopback by
+default). Webhooks in flight and the bytes of their bodies are bounded
+(``bridge.admission``); open connections are bounded in ``bridge.protocol``.
 
 ``POST /webhooks/sentry`` answers fast: limit the body, authenticate, parse,
 normalise, commit it to the store (``Bridge.accept``), 202. Everything slow
@@ -12,7 +19,8 @@ authenticates but cannot be read as an alert, or whose reading raises, is never 
 it is quarantined with the reason (202 ``quarantined``) for ``sentry-bridge quarantine
 replay``. The same body again within ``dedup.body_retention`` is a 200 ``duplicate`` with
 no effect. 503 (retried by Sentry) when nothing can be made durable in time: the outbox
-full, failing, or slower than ``server.store_timeout``. Never a 500.
+full, failing, or slower than ``server.store_timeout``; and 503 ``busy`` or ``evicted``
+past ``server.max_concurrency`` or ``server.max_pending_body_bytes``. Never a 500.
 """
 
 from __future__ import annotations
@@ -32,7 +40,8 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from bridge import reload, sentry, status
+from bridge import sentry
+from bridge.admission import Gate, Ticket
 from bridge.errors import BadPayload, OutboxFull, SlowBody, TooLarge, WebhookError
 from bridge.model import Ignored
 from bridge.replay import check_timestamp
@@ -43,18 +52,33 @@ if TYPE_CHECKING:
 log = logging.getLogger("bridge.app")
 
 
-async def _read_body(request: Request, headers: Mapping[str, str], limit: int) -> bytes:
+async def _read_body(
+    request: Request, headers: Mapping[str, str], limit: int, gate: Gate, ticket: Ticket
+) -> bytes:
+    """The body, at most ``limit`` bytes, each byte accounted in ``gate`` as it arrives
+    (the declared length at once, so a body that will not fit makes room first)."""
     declared = headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise TooLarge("too_large", f"body over {limit} bytes")
-    chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
+    if declared is not None and declared.isdigit():
+        if int(declared) > limit:
             raise TooLarge("too_large", f"body over {limit} bytes")
+        size = int(declared)
+        gate.hold(ticket, size)
+    chunks: list[bytes] = []
+    received = 0
+    async for chunk in request.stream():
+        received += len(chunk)
+        if received > limit:
+            raise TooLarge("too_large", f"body over {limit} bytes")
+        if received > size:
+            gate.hold(ticket, received - size)
+            size = received
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+# A 503 that makes room closes its connection: the client reconnects when it retries.
+_CLOSE = {"connection": "close"}
 
 
 def _reject(bridge: Bridge, request_id: str | None, exc: WebhookError) -> Response:
@@ -72,6 +96,7 @@ def _reject(bridge: Bridge, request_id: str | None, exc: WebhookError) -> Respon
     return JSONResponse(
         {"status": "rejected", "reason": exc.reason, "detail": exc.detail},
         status_code=exc.status_code,
+        headers=_CLOSE if exc.reason in {"busy", "evicted"} else None,
     )
 
 
@@ -139,14 +164,26 @@ async def webhook(request: Request) -> Response:
     request_id = headers.get("request-id")
     resource = "other"
     server = bridge.config.server
+    gate: Gate = request.app.state.gate
+    gate.max_in_flight = server.max_concurrency  # as reloaded
+    gate.max_pending_bytes = server.max_pending_body_bytes
+    ticket: Ticket | None = None
     try:
+        ticket = gate.enter()
         try:
-            async with asyncio.timeout(server.read_timeout):
-                body = await _read_body(request, headers, server.max_body_bytes)
+            async with asyncio.timeout(server.read_timeout) as ticket.read:
+                body = await _read_body(request, headers, server.max_body_bytes, gate, ticket)
         except TimeoutError:
+            if ticket.evicted:
+                raise OutboxFull(
+                    "cut off to make room for other webhooks (server.max_concurrency or "
+                    "server.max_pending_body_bytes); retry",
+                    "evicted",
+                ) from None
             raise SlowBody(
                 "body_timeout", f"body not received within {server.read_timeout}s"
             ) from None
+        gate.received(ticket)
         token = request.query_params.get("token") if request.scope["query_string"] else None
         sentry.authenticate(headers, body, token, bridge.config.sentry)
         check_timestamp(headers, bridge.config.sentry.max_timestamp_skew, time.time())
@@ -214,6 +251,8 @@ async def webhook(request: Request) -> Response:
         log.exception("webhook failed", extra={"request_id": request_id})
         return _reject(bridge, request_id, OutboxFull("internal error; retry later"))
     finally:
+        if ticket is not None:
+            gate.leave(ticket)
         bridge.metrics.webhooks_received.labels(resource).inc()
         bridge.metrics.request_duration.observe(time.perf_counter() - started)
 
@@ -259,11 +298,13 @@ def create_app(bridge: Bridge) -> Starlette:
             Route("/-/healthy", healthy, methods=["GET"]),
             Route("/-/ready", ready, methods=["GET"]),
             Route("/metrics", metrics, methods=["GET"]),
-            Route("/-/reload", reload.endpoint, methods=["POST"]),
-            Route("/-/status", status.endpoint, methods=["GET"]),
-            Route("/-/status/requeue-dead-letters", status.requeue_endpoint, methods=["POST"]),
         ],
         lifespan=lifespan,
     )
     app.state.bridge = bridge
+    server = bridge.config.server
+    gate = app.state.gate = Gate(server.max_concurrency, server.max_pending_body_bytes)
+    # Read at scrape time: nothing to update per webhook.
+    bridge.metrics.webhooks_in_flight.set_function(lambda: gate.in_flight)
+    bridge.metrics.pending_body_bytes.set_function(lambda: gate.pending_bytes)
     return app

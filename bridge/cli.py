@@ -159,7 +159,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     path = _config_path(args.config)
     cfg = config.load(path)
-    return serve(cfg, host=args.host, port=args.port, config_path=path)
+    return serve(cfg, host=args.host, port=args.port, admin_port=args.admin_port, config_path=path)
 
 
 def cmd_send(args: argparse.Namespace) -> int:
@@ -202,6 +202,11 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--config", help="config file (default: $BRIDGE_CONFIG or ./config.yaml)")
     s.add_argument("--host", help="listen address (default: server.host from the config)")
     s.add_argument("--port", type=int, help="listen port (default: server.port from the config)")
+    s.add_argument(
+        "--admin-port",
+        type=int,
+        help="the admin listener's port (default: server.admin_port from the config)",
+    )
     s.set_defaults(func=cmd_serve)
 
     c = sub.add_parser("check-config", help="validate a config file and list its rules")
@@ -241,7 +246,9 @@ def parser() -> argparse.ArgumentParser:
     w.add_argument("--timeout", type=float, default=30.0, help="seconds --wait waits (default 30)")
     w.set_defaults(func=cmd_send)
     t = sub.add_parser("status", help="what a running bridge holds (GET /-/status)")
-    t.add_argument("--url", help="the bridge (default: the config's port on 127.0.0.1)")
+    t.add_argument(
+        "--url", help="the bridge's admin listener (default: server.admin_host:admin_port)"
+    )
     t.add_argument("--config", help="config file (default: $BRIDGE_CONFIG or ./config.yaml)")
     t.add_argument("--limit", type=int, default=100, help="alerts and dead letters listed")
     t.add_argument(

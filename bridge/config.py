@@ -123,9 +123,22 @@ class Server(Strict):
     host: str = "0.0.0.0"
     port: int = Field(default=8080, ge=1, le=65535)
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    # The operator listener (bridge/admin.py: /-/reload, /-/status, re-queue, quarantine):
+    # loopback by default, reached with `kubectl exec` or `kubectl port-forward`; never the
+    # port Sentry and Prometheus reach.
+    admin_host: str = "127.0.0.1"
+    admin_port: int = Field(default=8081, ge=1, le=65535)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
-    # Requests handled at once (connections included); beyond it Uvicorn answers 503.
-    max_concurrency: int = Field(default=1000, ge=1)
+    # Webhooks handled at once; past it the oldest one still receiving its body is cut off
+    # (503) to make room, or, when every one is past its body, the new one is answered 503.
+    # Probes and /metrics do not count against it (bridge/admission.py).
+    max_concurrency: int = Field(default=256, ge=1)
+    # Open connections on the webhook port; past it the one idle longest (kept alive, or
+    # connected without a complete request head yet) is closed first (bridge/protocol.py).
+    max_connections: int = Field(default=4096, ge=16)
+    # Bytes of webhook bodies being received, before their signature is checked, across
+    # all connections; past it the oldest body still arriving is cut off (503).
+    max_pending_body_bytes: int = Field(default=64 * 1_048_576, ge=1024)
     # A request's headers, and then its body, must arrive within this; a connection that
     # sends no request for this long is closed (slow or idle clients hold no slot forever).
     read_timeout: Seconds = 10.0
@@ -137,6 +150,22 @@ class Server(Strict):
     worker_timeout: Seconds = 10.0
     # One JSON object per line (for a log pipeline) or key=value text (for a terminal).
     log_format: Literal["json", "text"] = "json"
+
+    @model_validator(mode="after")
+    def _limits(self) -> Self:
+        if self.admin_port == self.port:
+            raise ValueError("admin_port must differ from port (the webhook listener)")
+        if self.max_pending_body_bytes < self.max_body_bytes:
+            raise ValueError(
+                "max_pending_body_bytes must be at least max_body_bytes, or a body of the "
+                "largest allowed size could never be received"
+            )
+        if self.max_connections < self.max_concurrency + 16:
+            raise ValueError(
+                "max_connections must exceed max_concurrency by at least 16, so probes and "
+                "/metrics always find a connection while webhooks are in flight"
+            )
+        return self
 
 
 class Sentry(Strict):

@@ -67,6 +67,8 @@ REJECT_REASONS = (
     "outbox_full",
     "store_timeout",
     "body_timeout",
+    "busy",
+    "evicted",
 )
 
 

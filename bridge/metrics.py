@@ -30,6 +30,9 @@ from bridge.model import Outcome, Severity
 
 NAMESPACE = "sentry_bridge"
 
+# Every value the `reason` label of sentry_bridge_connections_closed_total can take.
+CONNECTION_CLOSE_REASONS = ("idle_for_room", "head_deadline")
+
 # The `_created` series double every counter's exposition and no dashboard reads them.
 disable_created_metrics()  # type: ignore[no-untyped-call]
 
@@ -84,6 +87,28 @@ class Metrics:
             "webhooks_rejected_total",
             "Webhooks refused with a 4xx or 503, by reason.",
             ["reason"],
+            namespace=ns,
+            registry=registry,
+        )
+        self.connections_closed = Counter(
+            "connections_closed_total",
+            "Connections to the webhook port the bridge closed unasked, by reason: "
+            "idle_for_room (server.max_connections reached, the idle longest closed), "
+            "head_deadline (no complete request head within server.read_timeout).",
+            ["reason"],
+            namespace=ns,
+            registry=registry,
+        )
+        self.webhooks_in_flight = Gauge(
+            "webhooks_in_flight",
+            "Webhooks being handled now (bounded by server.max_concurrency).",
+            namespace=ns,
+            registry=registry,
+        )
+        self.pending_body_bytes = Gauge(
+            "webhook_pending_body_bytes",
+            "Bytes of webhook bodies being received now, before their signature is checked "
+            "(bounded by server.max_pending_body_bytes).",
             namespace=ns,
             registry=registry,
         )
@@ -318,6 +343,8 @@ class Metrics:
             self.webhooks_received.labels(resource)
         for reason in REJECT_REASONS:
             self.webhooks_rejected.labels(reason)
+        for reason in CONNECTION_CLOSE_REASONS:
+            self.connections_closed.labels(reason)
         for outcome in OUTCOMES:
             self.alerts.labels(outcome)
         for severity in Severity:
@@ -326,6 +353,9 @@ class Metrics:
             self.quarantined.labels(reason)
         for result in ENRICH_RESULTS:
             self.enrichment.labels(result)
+
+    def connections_closed_by_reason(self, reason: str) -> None:
+        self.connections_closed.labels(reason).inc()
 
     def exposition(self) -> bytes:
         """Prometheus text of every family: the whole bridge is one process."""

@@ -1,25 +1,45 @@
-"""Uvicorn's HTTP/1.1 protocol with a deadline for each request's headers.
+"""Uvicorn's HTTP/1.1 protocol with a deadline for each request's head and a bound on open
+connections that closes idle ones first.
 
 Uvicorn (h11) only times out a connection that is idle *after* a response
 (``timeout_keep_alive``): one that never sends a request, or sends its headers a byte a
-second, is held open for ever, and enough of them use up ``server.max_concurrency`` (or
-the file descriptors). Here every connection must deliver a complete request head
+second, is held open for ever. Here every connection must deliver a complete request head
 within ``server.read_timeout`` of opening, and of each response, or it is closed; the
 body has its own deadline in the webhook handler (408).
+
+Uvicorn's own bound, ``limit_concurrency``, counts open connections: 1,000 sockets that
+send nothing made every webhook and probe a 503. Instead, at most
+``server.max_connections`` stay open, and when one more arrives the connection idle
+longest (no request in flight: kept alive after a response, or open without a complete
+request head) is closed to make room; only when none is idle is the newcomer closed.
+Requests in flight are bounded separately (``bridge.admission``), below this bound, so a
+webhook or a probe always finds a connection.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from collections.abc import Callable
+from typing import Any, ClassVar
 
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+READ_SIZE = 65536
+
 
 class DeadlineProtocol(H11Protocol):
-    """``H11Protocol`` plus the request-head deadline; see :func:`with_deadline`."""
+    """``H11Protocol`` plus the request-head deadline and the connection bound; see
+    :func:`with_deadline`, which makes the subclass (and its registries) for one server."""
 
     read_timeout = 10.0
+    max_connections = 4096
+    # The server's connections, and those with no request in flight, idle longest first
+    # (dicts keep insertion order; re-inserted when a connection becomes idle again).
+    open: ClassVar[dict[DeadlineProtocol, None]] = {}
+    idle: ClassVar[dict[DeadlineProtocol, None]] = {}
+    # Told each time a connection is closed unasked: "idle_for_room" or "head_deadline"
+    # (sentry_bridge_connections_closed_total).
+    on_close: ClassVar[Callable[[str], None]] = staticmethod(lambda reason: None)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -28,22 +48,58 @@ class DeadlineProtocol(H11Protocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        if hasattr(transport, "max_size"):
+            # asyncio's selector transport reads up to 256 KiB at a time (its max_size):
+            # what a connection holds before its webhook is admitted, times every
+            # connection. Webhooks are a few KiB; 64 KiB reads cost them nothing.
+            setattr(transport, "max_size", READ_SIZE)  # noqa: B010 (not in the stubs)
+        cls = type(self)
+        cls.open[self] = None
+        cls.idle[self] = None
         self._arm()
+        if len(cls.open) > cls.max_connections:
+            # The oldest idle one: this one itself only when no other is idle.
+            victim = next(iter(cls.idle))
+            victim._close()
+            cls.on_close("idle_for_room")
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._forget()
         self._disarm()
         super().connection_lost(exc)
 
     def handle_events(self) -> None:
         super().handle_events()
-        # A new request cycle means a complete request head arrived in time.
-        if self._deadline is not None and self.cycle is not self._waiting_for:
+        # A new request cycle means a complete request head arrived in time: busy now.
+        if self.cycle is not self._waiting_for:
             self._disarm()
+            idle = type(self).idle
+            if self in idle:
+                del idle[self]
+                # Its body waits in the socket until the app asks for it (Uvicorn's
+                # receive() resumes reading), once the webhook has been admitted and its
+                # bytes accounted (bridge.admission), not before.
+                self.flow.pause_reading()
 
     def on_response_complete(self) -> None:
-        # Armed first: a pipelined request handled inside super() disarms it again.
-        self._arm()
+        # Armed and idle first: a pipelined request handled inside super() is busy again.
+        if not self.transport.is_closing():
+            idle = type(self).idle
+            idle.pop(self, None)
+            idle[self] = None  # the newest idle
+            self._arm()
         super().on_response_complete()
+
+    def _forget(self) -> None:
+        cls = type(self)
+        cls.open.pop(self, None)
+        cls.idle.pop(self, None)
+
+    def _close(self) -> None:
+        self._forget()
+        self._disarm()
+        if not self.transport.is_closing():
+            self.transport.close()
 
     def _arm(self) -> None:
         self._disarm()
@@ -58,9 +114,23 @@ class DeadlineProtocol(H11Protocol):
     def _expired(self) -> None:
         self._deadline = None
         if not self.transport.is_closing():
-            self.transport.close()
+            type(self).on_close("head_deadline")
+        self._close()
 
 
-def with_deadline(read_timeout: float) -> type[DeadlineProtocol]:
-    """The protocol class for ``uvicorn.Config(http=...)`` with this deadline."""
-    return type("DeadlineProtocol", (DeadlineProtocol,), {"read_timeout": read_timeout})
+def with_deadline(
+    read_timeout: float,
+    max_connections: int = 4096,
+    on_close: Callable[[str], None] | None = None,
+) -> type[DeadlineProtocol]:
+    """The protocol class for ``uvicorn.Config(http=...)``: this deadline, this bound, and
+    registries of its own (one class per server)."""
+    attributes: dict[str, object] = {
+        "read_timeout": read_timeout,
+        "max_connections": max_connections,
+        "open": {},
+        "idle": {},
+    }
+    if on_close is not None:
+        attributes["on_close"] = staticmethod(on_close)
+    return type("DeadlineProtocol", (DeadlineProtocol,), attributes)

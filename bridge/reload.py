@@ -15,12 +15,21 @@ format, alert lifetime, re-send and retry timing, the shutdown grace.
 
 The edge, the pipeline and delivery run in one process (``bridge.compose``): the new
 config replaces the running one in all of them at once (``Bridge.reload``).
+
+Reloads are cheap and one at a time, so a caller looping on ``/-/reload`` (on the admin
+listener, ``bridge.admin``) cannot slow the webhooks down: callers that arrive while one
+runs share its result; the file (and every ``${file:...}`` it reads, as mounted secrets
+rotate) is read and hashed in a thread, and when nothing changed since the last reload,
+applied or refused, nothing is parsed; when it did change, it is parsed and validated in
+a thread, and only the swap of the running config happens on the event loop.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +51,9 @@ log = logging.getLogger("bridge.reload")
 RESTART_ONLY: tuple[tuple[str, str | None], ...] = (
     ("server", "host"),
     ("server", "port"),
+    ("server", "admin_host"),
+    ("server", "admin_port"),
+    ("server", "max_connections"),
     ("outbox", None),
     ("dedup", None),
     ("alertmanager", "urls"),
@@ -80,27 +92,65 @@ class Result:
     ok: bool
     error: str | None = None
     restart_required: list[str] = field(default_factory=list)
+    unchanged: bool = False
 
     def json(self) -> dict[str, object]:
         if not self.ok:
             return {"status": "refused", "error": self.error, "running": "the previous config"}
+        if self.unchanged:
+            return {"status": "unchanged"}
         return {"status": "reloaded", "restart_required": self.restart_required}
 
 
+_FILE_REF = re.compile(r"\$\{file:([^}]+)\}")
+
+
+def fingerprint(path: Path) -> bytes | None:
+    """A digest of what a reload of ``path`` would read: the file and the files its
+    ``${file:...}`` references name. None when the file cannot be read."""
+    try:
+        text = path.read_bytes()
+    except OSError:
+        return None
+    digest = hashlib.sha256(text)
+    for ref in sorted(set(_FILE_REF.findall(text.decode("utf-8", "replace")))):
+        digest.update(b"\0" + ref.encode())
+        try:
+            digest.update(b"\0" + hashlib.sha256(Path(ref).read_bytes()).digest())
+        except OSError as exc:
+            digest.update(b"\0" + str(exc.errno).encode())
+    return digest.digest()
+
+
 class Reloader:
-    """Re-reads ``path`` into ``bridge``; one reload at a time."""
+    """Re-reads ``path`` into ``bridge``; one reload at a time, shared by the callers
+    that arrive while it runs."""
 
     def __init__(self, path: str | Path, bridge: Bridge) -> None:
         self.path = Path(path)
         self.bridge = bridge
-        self._lock = asyncio.Lock()
+        self._running: asyncio.Future[Result] | None = None
+        # What the last reload read, and its result: the same again is not parsed again.
+        # At start: the file serve loaded, as applied.
+        self._last: tuple[bytes | None, Result] = (fingerprint(self.path), Result(ok=True))
         metrics = bridge.metrics
         metrics.config_last_reload_successful.set(1)
         metrics.config_last_reload_success_timestamp.set(time.time())
 
     async def reload(self, trigger: str) -> Result:
-        async with self._lock:
-            result = await self._reload()
+        if self._running is None:
+            running = asyncio.ensure_future(self._counted(trigger))
+            self._running = running
+            running.add_done_callback(self._done)
+        # Shielded: a caller that goes away does not cancel the others' reload.
+        return await asyncio.shield(self._running)
+
+    def _done(self, running: asyncio.Future[Result]) -> None:
+        if self._running is running:
+            self._running = None
+
+    async def _counted(self, trigger: str) -> Result:
+        result = await self._reload()
         metrics = self.bridge.metrics
         metrics.config_reloads.inc()
         if not result.ok:
@@ -113,6 +163,9 @@ class Reloader:
             return result
         metrics.config_last_reload_successful.set(1)
         metrics.config_last_reload_success_timestamp.set(time.time())
+        if result.unchanged:
+            log.debug("config reload: nothing changed", extra={"trigger": trigger})
+            return result
         log.info(
             "config reloaded",
             extra={
@@ -129,11 +182,17 @@ class Reloader:
         return result
 
     async def _reload(self) -> Result:
+        digest = await asyncio.to_thread(fingerprint, self.path)
+        last_digest, last = self._last
+        if digest is not None and digest == last_digest:
+            return last if not last.ok else Result(ok=True, unchanged=True)
         try:
-            new = config.load(self.path)
+            new = await asyncio.to_thread(config.load, self.path)
         except ConfigError as exc:
-            return Result(ok=False, error=str(exc))
+            self._last = (digest, Result(ok=False, error=str(exc)))
+            return self._last[1]
         merged, kept = merge(self.bridge.config, new)
+        self._last = (digest, Result(ok=True))
         before = self.bridge.config.server
         self.bridge.reload(merged)
         if (merged.server.log_level, merged.server.log_format) != (

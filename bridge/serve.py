@@ -1,16 +1,26 @@
 """Run the bridge under Uvicorn, in one process: SIGTERM first stops being ready, SIGHUP
 reloads the config, a second SIGINT/SIGTERM stops at once. The bridge is composed in
-``bridge.compose``; this only runs it."""
+``bridge.compose``; this only runs it.
+
+Two listeners share the process and its event loop: the webhook port (``bridge.app``,
+what Sentry and Prometheus reach) and the admin listener (``bridge.admin``, loopback by
+default). The webhook server owns the lifespan and the signals; the admin server starts
+once the bridge has and stops before it does. The admin socket is bound before anything
+starts, so a port in use fails the start with the address in the message.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 import platform
+import resource
 import signal
 import socket
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
 
@@ -18,23 +28,47 @@ import uvicorn
 from uvicorn.lifespan.on import LifespanOn
 
 from bridge import __version__, compose, logs
+from bridge.admin import create_admin_app
 from bridge.alertmanager import public_url
 from bridge.app import create_app
 from bridge.compose import Bridge
 from bridge.config import Config
+from bridge.errors import ConfigError
 from bridge.protocol import with_deadline
 from bridge.reload import Reloader
 
 log = logging.getLogger("bridge.serve")
 
 
+class _AdminServer(uvicorn.Server):
+    """The admin listener: the webhook server handles the signals for both."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
 class _Server(uvicorn.Server):
-    def __init__(self, config: uvicorn.Config, bridge: Bridge, reloader: Reloader) -> None:
+    def __init__(
+        self,
+        config: uvicorn.Config,
+        bridge: Bridge,
+        reloader: Reloader,
+        admin: tuple[_AdminServer, socket.socket] | None = None,
+    ) -> None:
         super().__init__(config)
         self.bridge = bridge
         self.reloader = reloader
+        self.admin = admin
+        self._admin_task: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._reloads: set[asyncio.Task[object]] = set()
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)  # the lifespan: the bridge is started
+        if self.admin is not None and not self.should_exit:
+            server, sock = self.admin
+            self._admin_task = asyncio.create_task(server.serve([sock]))
 
     async def serve(self, sockets: list[socket.socket] | None = None) -> None:
         self._loop = asyncio.get_running_loop()
@@ -46,6 +80,11 @@ class _Server(uvicorn.Server):
             self._loop.remove_signal_handler(signal.SIGHUP)
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        if self.admin is not None and self._admin_task is not None:
+            server = self.admin[0]
+            server.should_exit = True
+            server.force_exit = self.force_exit
+            await asyncio.gather(self._admin_task, return_exceptions=True)
         await super().shutdown(sockets)
         lifespan = self.lifespan
         if isinstance(lifespan, LifespanOn) and not lifespan.shutdown_event.is_set():
@@ -98,38 +137,84 @@ def startup_line(config: Config, config_path: str | Path | None) -> None:
     )
 
 
+def bind_admin(host: str, port: int) -> socket.socket:
+    """The admin listener's socket, bound now: a port in use stops the start here."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        return socket.create_server((host, port), family=family, backlog=64)
+    except OSError as exc:
+        raise ConfigError(
+            f"server.admin_host/admin_port: cannot listen on {host}:{port}: {exc.strerror}"
+        ) from None
+
+
+def _open_files(needed: int) -> None:
+    """Raise the soft limit of open files to the hard one: every connection is a file, and
+    past the limit the listener stops accepting for a second at a time."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and (hard == resource.RLIM_INFINITY or soft < hard):
+        soft = hard
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        log.warning(
+            "the open-files limit is below server.max_connections; lower it, or raise the "
+            "limit (ulimit -n)",
+            extra={"open_files_limit": soft, "needed": needed},
+        )
+
+
 def serve(
     config: Config,
     *,
     host: str | None = None,
     port: int | None = None,
+    admin_port: int | None = None,
     config_path: str | Path | None = None,
 ) -> int:
     """Run until SIGTERM or SIGINT (exit 0 after draining), or until the pipeline or
     delivery task ends unasked (exit 1, for the supervisor to restart the bridge)."""
     logs.setup(config.server.log_level, config.server.log_format)
     startup_line(config, config_path)
+    server_cfg = config.server
+    admin_socket = bind_admin(server_cfg.admin_host, admin_port or server_cfg.admin_port)
+    # Connections on both listeners, the store's files and sockets, Alertmanager's.
+    _open_files(server_cfg.max_connections + 256)
     bridge = compose.build(config)
     bridge.metrics.add_process_collectors()
     app = create_app(bridge)
     reloader = Reloader(config_path or "config.yaml", bridge)
-    app.state.reloader = reloader
+    admin = _AdminServer(
+        uvicorn.Config(
+            # The quarantine's routes (bridge/quarantine.py) join here, as extra=[...].
+            create_admin_app(bridge, reloader),
+            log_config=None,
+            access_log=False,
+            server_header=False,
+            http=with_deadline(server_cfg.read_timeout, max_connections=64),
+            timeout_graceful_shutdown=max(1, int(config.shutdown.grace_period // 5)),
+            lifespan="off",
+        )
+    )
     server_config = uvicorn.Config(
         app,
-        host=host or config.server.host,
-        port=port or config.server.port,
+        host=host or server_cfg.host,
+        port=port or server_cfg.port,
         log_config=None,
         access_log=False,
         proxy_headers=True,
         server_header=False,
-        # Bounded: requests at once (then 503), and the time to send a request's head.
-        http=with_deadline(config.server.read_timeout),
-        limit_concurrency=config.server.max_concurrency,
+        # Bounded: open connections (idle ones closed first) and the time to send a
+        # request's head; webhooks in flight and their bodies in bridge.admission.
+        http=with_deadline(
+            server_cfg.read_timeout,
+            server_cfg.max_connections,
+            bridge.metrics.connections_closed_by_reason,
+        ),
         # In-flight webhooks get part of the grace; the lifespan's drain gets the rest.
         timeout_graceful_shutdown=max(1, int(config.shutdown.grace_period // 5)),
         lifespan="on",
     )
-    server = _Server(server_config, bridge, reloader)
+    server = _Server(server_config, bridge, reloader, (admin, admin_socket))
     bridge.on_failure = lambda: setattr(server, "should_exit", True)
     # What exists now (modules, pydantic schemas, the config) lives as long as the process:
     # frozen, the cyclic GC stops re-scanning it in every full collection under load.

@@ -8,12 +8,15 @@ many webhooks are quarantined. Labels only: no annotations, which carry Sentry's
 ``POST /-/status/requeue-dead-letters`` queues the dead letters again, after the cause
 was fixed (Alertmanager's credentials, a proxy's limit): resolves as they were, firing
 alerts only if they are still the active alert of their identity
-(``Outbox.requeue_dead_letters``). Both live on the bridge's one listener, like
-``/metrics``: expose only ``/webhooks/sentry`` to the internet (the chart's Ingress does).
+(``Outbox.requeue_dead_letters``). Both are on the admin listener (``bridge.admin``,
+``server.admin_host``/``admin_port``, loopback by default), never on the webhook port.
+The admin listener handles one request at a time, and the answer is encoded off the event
+loop, so a caller looping on ``?limit=10000`` cannot slow the webhooks down.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sys
 from datetime import UTC, datetime
@@ -29,6 +32,10 @@ from bridge.errors import StoreError
 DEFAULT_LIMIT = 100
 
 
+def _encode(data: object) -> bytes:
+    return json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode()
+
+
 async def endpoint(request: Request) -> Response:
     bridge = request.app.state.bridge
     try:
@@ -37,9 +44,10 @@ async def endpoint(request: Request) -> Response:
         return JSONResponse({"error": "limit: not a number"}, status_code=400)
     # Read from the store: available even while the pipeline is stuck (/-/healthy red).
     try:
-        return JSONResponse(await bridge.status(limit))
+        data = await bridge.status(limit)
     except StoreError as exc:  # e.g. PostgreSQL not reachable since the start (the spool)
         return JSONResponse({"error": str(exc)}, status_code=503)
+    return Response(await asyncio.to_thread(_encode, data), media_type="application/json")
 
 
 async def requeue_endpoint(request: Request) -> Response:
@@ -51,12 +59,14 @@ async def requeue_endpoint(request: Request) -> Response:
 
 
 def base_url(url: str | None, cfg: config.Config) -> str:
+    """The admin listener (``server.admin_host``/``admin_port``), where ``status`` and
+    ``quarantine`` talk to a running bridge; ``url`` overrides it."""
     if url is not None:
         return url.rstrip("/")
-    host = cfg.server.host
+    host = cfg.server.admin_host
     host = "127.0.0.1" if host in {"0.0.0.0", "::", ""} else host
     host = f"[{host}]" if ":" in host else host
-    return f"http://{host}:{cfg.server.port}"
+    return f"http://{host}:{cfg.server.admin_port}"
 
 
 def _when(ts: float | None) -> str:

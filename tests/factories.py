@@ -7,6 +7,8 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from starlette.types import ASGIApp, Receive, Scope, Send
+
 from bridge.alertmanager import PostableAlert
 from bridge.model import Kind, SentryAlert, State
 from bridge.state import IdentityState
@@ -103,3 +105,16 @@ async def stored_alert(store: Store, identity: str) -> PostableAlert | None:
     """The alert the state of ``identity`` holds active (``stored_state``)."""
     state = await stored_state(store, identity)
     return state.alert if state else None
+
+
+def both_listeners(edge: ASGIApp, admin: ASGIApp) -> ASGIApp:
+    """One ASGI app for in-process tests: the operator's paths (``/-/reload``,
+    ``/-/status...``, ``/-/quarantine...``) to the admin app, the rest (and the lifespan)
+    to the webhook port's, as ``bridge.serve`` splits them between its two listeners."""
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        operator = path.startswith(("/-/reload", "/-/status", "/-/quarantine"))
+        await (admin if scope["type"] == "http" and operator else edge)(scope, receive, send)
+
+    return app

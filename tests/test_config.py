@@ -436,6 +436,21 @@ REFUSALS = [
         id="null-only-condition",
     ),
     pytest.param({"server": {"port": 0}}, "server.port: ", id="port"),
+    pytest.param(
+        {"server": {"admin_port": 8080}},
+        "server: admin_port must differ from port",
+        id="admin-port-is-the-webhook-port",
+    ),
+    pytest.param(
+        {"server": {"max_body_bytes": 2_000_000, "max_pending_body_bytes": 1_000_000}},
+        "server: max_pending_body_bytes must be at least max_body_bytes",
+        id="pending-bytes-below-one-body",
+    ),
+    pytest.param(
+        {"server": {"max_concurrency": 100, "max_connections": 110}},
+        "server: max_connections must exceed max_concurrency by at least 16",
+        id="no-connections-left-for-probes",
+    ),
 ]
 
 

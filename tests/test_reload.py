@@ -4,6 +4,7 @@ tests/integration/test_reload.py."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
@@ -17,10 +18,12 @@ import yaml
 from prometheus_client import CollectorRegistry
 
 from bridge import config
+from bridge.admin import create_admin_app
 from bridge.app import create_app
 from bridge.compose import Bridge, build
 from bridge.metrics import Metrics
 from bridge.reload import Reloader, merge
+from tests.factories import both_listeners
 from tests.sentry_payloads import FIXTURES
 
 BASE: dict[str, Any] = {"sentry": {"client_secrets": "s"}}
@@ -127,7 +130,7 @@ async def test_reload_applies_refuses_and_counts(tmp_path: Any) -> None:
         alertmanager_transport=httpx.MockTransport(alertmanager),
     )
     app = create_app(bridge)
-    app.state.reloader = Reloader(path, bridge)
+    both = both_listeners(app, create_admin_app(bridge, Reloader(path, bridge)))
 
     def sample(name: str) -> float | None:
         return registry.get_sample_value(name)
@@ -139,7 +142,7 @@ async def test_reload_applies_refuses_and_counts(tmp_path: Any) -> None:
     }
     async with (
         app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://b") as c,
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=both), base_url="http://b") as c,
     ):
         assert sample("sentry_bridge_config_last_reload_successful") == 1
         write(path, [{"name": "new-rule", "match": {}, "severity": "low"}], server={"port": 1})
@@ -167,11 +170,59 @@ async def test_reload_applies_refuses_and_counts(tmp_path: Any) -> None:
 @pytest.mark.anyio
 async def test_without_a_config_file_there_is_nothing_to_reload(tmp_path: Any) -> None:
     cfg = config.parse({"sentry": {"client_secrets": "s"}, "outbox": {"data_dir": str(tmp_path)}})
-    app = create_app(
-        build(cfg, alertmanager_transport=httpx.MockTransport(lambda r: httpx.Response(200)))
-    )
+    bridge = build(cfg, alertmanager_transport=httpx.MockTransport(lambda r: httpx.Response(200)))
+    app = create_app(bridge)
+    both = both_listeners(app, create_admin_app(bridge, None))
     async with (
         app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://b") as c,
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=both), base_url="http://b") as c,
     ):
         assert (await c.post("/-/reload")).status_code == 404
+
+
+@pytest.mark.anyio
+async def test_concurrent_reloads_share_one_and_an_unchanged_file_is_not_parsed(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "config.yaml"
+    write(path, [])
+    bridge = Bridge(config.load(path), Metrics(CollectorRegistry()))
+    reloader = Reloader(path, bridge)
+    loads: list[Any] = []
+    real_load = config.load
+
+    def counted_load(p: Any) -> config.Config:
+        loads.append(p)
+        return real_load(p)
+
+    monkeypatch.setattr(config, "load", counted_load)
+
+    results = [await reloader.reload("http") for _ in range(3)]
+    assert [r.json() for r in results] == [{"status": "unchanged"}] * 3
+    assert loads == []  # the file serve started with: nothing to parse
+
+    write(path, [{"name": "new-rule", "match": {}, "severity": "low"}])
+    together = await asyncio.gather(*(reloader.reload("http") for _ in range(64)))
+    assert len(loads) == 1  # one reload, its result shared by all 64 callers
+    assert {r.json()["status"] for r in together} == {"reloaded"}
+    assert bridge.config.classification.rules[0].name == "new-rule"
+
+    path.write_text("classification: {rules: [{name: x}]}\n", encoding="utf-8")
+    refused = [await reloader.reload("http") for _ in range(3)]
+    assert len(loads) == 2  # refused once; the same file again is refused unparsed
+    assert {r.ok for r in refused} == {False}
+
+
+@pytest.mark.anyio
+async def test_a_rotated_secret_file_is_a_change(tmp_path: Any) -> None:
+    secret = tmp_path / "secret"
+    secret.write_text("one", encoding="utf-8")
+    path = tmp_path / "config.yaml"
+    data = {"sentry": {"client_secrets": f"${{file:{secret}}}"}, "outbox": {"data_dir": "d"}}
+    path.write_text(yaml.safe_dump(data), encoding="utf-8")
+    bridge = Bridge(config.load(path), Metrics(CollectorRegistry()))
+    reloader = Reloader(path, bridge)
+    assert (await reloader.reload("http")).unchanged
+    secret.write_text("two", encoding="utf-8")
+    assert (await reloader.reload("http")).json()["status"] == "reloaded"
+    assert [s.get_secret_value() for s in bridge.config.sentry.client_secrets] == ["two"]

@@ -4,8 +4,10 @@ second SIGTERM/SIGINT do (the signals for real: tests/integration/test_shutdown.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
+import socket
 from pathlib import Path
 
 import pytest
@@ -15,9 +17,10 @@ from prometheus_client import CollectorRegistry
 from bridge import config
 from bridge.app import create_app
 from bridge.compose import Bridge
+from bridge.errors import ConfigError
 from bridge.metrics import Metrics
 from bridge.reload import Reloader
-from bridge.serve import _Server, startup_line
+from bridge.serve import _Server, bind_admin, startup_line
 
 
 def make_config(tmp_path: Path) -> config.Config:
@@ -67,3 +70,14 @@ async def test_a_second_signal_forces_the_exit_and_hurries_the_drain(tmp_path: P
 
 
 pytestmark = pytest.mark.anyio
+
+
+def test_an_admin_port_in_use_stops_the_start_naming_it() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(ConfigError, match=f"server.admin_host/admin_port: .*127.0.0.1:{port}"):
+            bind_admin("127.0.0.1", port)
+    with contextlib.closing(bind_admin("127.0.0.1", 0)) as admin:
+        assert admin.getsockname()[0] == "127.0.0.1"

@@ -16,8 +16,10 @@ import httpx
 import pytest
 
 from bridge import config, send, status
+from bridge.admin import create_admin_app
 from bridge.app import create_app
 from bridge.compose import build
+from tests.factories import both_listeners
 
 pytestmark = pytest.mark.anyio
 
@@ -48,10 +50,12 @@ async def client(tmp_path: Path, am: Alertmanager) -> AsyncIterator[httpx.AsyncC
     cfg = config.parse(
         {"sentry": {"client_secrets": "s"}, "outbox": {"data_dir": str(tmp_path)}}, env={}
     )
-    app = create_app(build(cfg, alertmanager_transport=httpx.MockTransport(am)))
+    bridge = build(cfg, alertmanager_transport=httpx.MockTransport(am))
+    app = create_app(bridge)
+    both = both_listeners(app, create_admin_app(bridge, None))
     async with (
         app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://b") as c,
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=both), base_url="http://b") as c,
     ):
         yield c
 
@@ -117,5 +121,5 @@ async def test_limit_is_checked(client: httpx.AsyncClient) -> None:
 
 def test_base_url() -> None:
     cfg = config.Config(sentry=config.Sentry(allow_unauthenticated=True))
-    assert status.base_url(None, cfg) == "http://127.0.0.1:8080"
+    assert status.base_url(None, cfg) == "http://127.0.0.1:8081"  # the admin listener
     assert status.base_url("http://b:9/", cfg) == "http://b:9"

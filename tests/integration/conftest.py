@@ -75,11 +75,15 @@ def alertmanager(tmp_path: Path) -> Iterator[Alertmanager]:
 @dataclass
 class Bridge:
     process: procs.Process
-    client: httpx.Client
+    client: httpx.Client  # the webhook port
 
     @property
     def url(self) -> str:
         return self.process.url
+
+    def admin(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """A request to the admin listener (/-/reload, /-/status, the quarantine)."""
+        return httpx.request(method, self.process.admin_url + path, timeout=10, **kwargs)
 
     def post(
         self,

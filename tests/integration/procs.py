@@ -65,12 +65,16 @@ def wait_http(
 
 
 class Process:
-    """A started server: its base URL, the process and where it logs."""
+    """A started server: its base URL (and the bridge's admin listener's), the process and
+    where it logs."""
 
-    def __init__(self, proc: subprocess.Popen[bytes], url: str, log: Path) -> None:
+    def __init__(
+        self, proc: subprocess.Popen[bytes], url: str, log: Path, admin_url: str = ""
+    ) -> None:
         self.proc = proc
         self.url = url
         self.log = log
+        self.admin_url = admin_url
 
     def kill(self) -> None:
         """SIGKILL to every process of the server at once (its process group): no
@@ -97,6 +101,7 @@ def spawn(
     log: Path,
     env: Mapping[str, str] | None = None,
     cwd: Path = ROOT,
+    admin_url: str = "",
 ) -> Iterator[Process]:
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     with log.open("ab") as out:
@@ -110,7 +115,7 @@ def spawn(
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-    process = Process(proc, url, log)
+    process = Process(proc, url, log, admin_url)
     try:
         try:
             wait_http(url + ready_path, proc=proc)
@@ -134,16 +139,19 @@ def spawn(
 def bridge(
     config: Path, data_dir: Path, log: Path, env: Mapping[str, str], port: int | None = None
 ) -> contextlib.AbstractContextManager[Process]:
-    """``python -m bridge serve`` on 127.0.0.1, ready when ``/-/ready`` answers."""
+    """``python -m bridge serve`` on 127.0.0.1 (the admin listener on a port of its own),
+    ready when ``/-/ready`` answers."""
     port = port or free_port()
+    admin_port = free_port()
     args = [sys.executable, "-m", "bridge", "serve", "--config", str(config)]
-    args += ["--host", "127.0.0.1", "--port", str(port)]
+    args += ["--host", "127.0.0.1", "--port", str(port), "--admin-port", str(admin_port)]
     return spawn(
         args,
         f"http://127.0.0.1:{port}",
         "/-/ready",
         log,
         {**env, "BRIDGE_DATA_DIR": str(data_dir)},
+        admin_url=f"http://127.0.0.1:{admin_port}",
     )
 
 

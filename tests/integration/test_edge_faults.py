@@ -199,8 +199,8 @@ def test_idle_and_slow_clients_are_cut_off_and_webhooks_still_get_through(
             f"Sentry-Hook-Resource: event_alert\r\n"
             f"Sentry-Hook-Signature: {sign(body, CLIENT_SECRET)}\r\n\r\n"
         ).encode()
-        # The slow bodies first: admitted before the idle connections exceed
-        # max_concurrency (beyond it Uvicorn answers 503 at once, which is a bound too).
+        # The slow bodies first, so they are in flight (admitted, server.max_concurrency)
+        # while the idle and slow-head connections arrive.
         slow_body = [socket.create_connection(("127.0.0.1", port)) for _ in range(200)]
         for sock in slow_body:
             sock.sendall(head)

@@ -84,13 +84,16 @@ def test_a_broken_config_is_refused_and_the_old_rules_stay(
 ) -> None:
     path = config_of(bridge)
     edit(path, add_top_rule)
-    assert bridge.client.post("/-/reload").json() == {"status": "reloaded", "restart_required": []}
+    assert bridge.admin("POST", "/-/reload").json() == {
+        "status": "reloaded",
+        "restart_required": [],
+    }
 
     def break_it(data: dict[str, Any]) -> None:
         data["classification"]["rules"][0]["match"]["kindd"] = "metric_alert"
 
     edit(path, break_it)
-    response = bridge.client.post("/-/reload")
+    response = bridge.admin("POST", "/-/reload")
     assert response.status_code == 400
     assert "classification.rules[0].match.kindd: unknown key" in response.json()["error"]
     assert bridge.metric("sentry_bridge_config_last_reload_successful") == 0
@@ -113,7 +116,7 @@ def test_what_needs_a_restart_is_said_and_the_rest_applied(
         data["server"]["max_body_bytes"] = 4096
 
     edit(config_of(bridge), change)
-    answer = bridge.client.post("/-/reload").json()
+    answer = bridge.admin("POST", "/-/reload").json()
     assert answer["status"] == "reloaded"
     assert set(answer["restart_required"]) == {"alertmanager.urls", "outbox"}
     assert "take effect only after a restart" in bridge.process.logs()

@@ -12,7 +12,7 @@ from tests.integration.test_send import cli_main, send
 
 
 def status(bridge: Bridge, *args: str) -> tuple[int, str]:
-    return cli_main(["status", "--url", bridge.url, *args])
+    return cli_main(["status", "--url", bridge.process.admin_url, *args])
 
 
 def status_json(bridge: Bridge) -> dict[str, object]:

@@ -72,6 +72,7 @@ def walk_through(readme: str, tmp_path: Path, am_url: str) -> None:
     config = procs.write_config(tmp_path / "config.yaml", [am_url])
     data = yaml.safe_load(config.read_text(encoding="utf-8"))
     data["server"]["port"] = port
+    data["server"]["admin_port"] = procs.free_port()  # status talks to it; 8081 may be taken
     config.write_text(yaml.safe_dump(data), encoding="utf-8")
     env = {
         **os.environ,
