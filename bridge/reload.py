@@ -55,6 +55,7 @@ RESTART_ONLY: tuple[tuple[str, str | None], ...] = (
     ("server", "admin_port"),
     ("server", "max_connections"),
     ("outbox", None),
+    ("store", None),
     ("dedup", None),
     ("alertmanager", "urls"),
     ("alertmanager", "timeout"),

@@ -40,6 +40,7 @@ def cfg(**sections: dict[str, Any]) -> config.Config:
         pytest.param({"server": {"port": 9999}}, ["server.port"], id="port"),
         pytest.param({"server": {"host": "127.0.0.1"}}, ["server.host"], id="host"),
         pytest.param({"outbox": {"max_queued": 5}}, ["outbox"], id="outbox"),
+        pytest.param({"store": {"spool": {"accept_timeout": "0.5s"}}}, ["store"], id="store"),
         pytest.param({"dedup": {"window": "1m"}}, ["dedup"], id="dedup"),
         pytest.param(
             {"alertmanager": {"urls": "http://am:9093"}}, ["alertmanager.urls"], id="am-urls"

@@ -293,6 +293,20 @@ bridge's boundary, and probes every key against the bridge).
 {{- if and $accept (gt ($accept | float64) 0.8) }}
 {{- fail "config.store.spool.accept_timeout: at most 0.8s, so a spooled webhook is still answered within Sentry's one second (the bridge refuses to start)" }}
 {{- end }}
+{{- $server := $c.server | default dict }}
+{{- $body := $server.max_body_bytes | default 1048576 }}
+{{- $pending := $server.max_pending_body_bytes | default 67108864 }}
+{{- if and (not (kindIs "string" $body)) (not (kindIs "string" $pending)) (lt ($pending | int64) ($body | int64)) }}
+{{- fail "config.server.max_pending_body_bytes must be at least config.server.max_body_bytes (the bridge refuses to start)" }}
+{{- end }}
+{{- if eq (toString ($server.admin_port | default 8081)) (toString ($server.port | default 8080)) }}
+{{- fail "config.server.admin_port must differ from config.server.port (the bridge refuses to start)" }}
+{{- end }}
+{{- $inFlight := $server.max_concurrency | default 256 }}
+{{- $connections := $server.max_connections | default 4096 }}
+{{- if and (not (kindIs "string" $inFlight)) (not (kindIs "string" $connections)) (lt ($connections | int64) (add ($inFlight | int64) 16)) }}
+{{- fail "config.server.max_connections must exceed config.server.max_concurrency by at least 16 (the bridge refuses to start)" }}
+{{- end }}
 {{- if and $am.basic_auth (or .Values.secrets.alertmanagerBearerToken (and $am.bearer_token (not (contains "${" (toString $am.bearer_token))))) }}
 {{- fail "config.alertmanager.basic_auth and a bearer token (secrets.alertmanagerBearerToken): set one, not both (the bridge refuses to start)" }}
 {{- end }}
