@@ -31,6 +31,7 @@ from bridge.model import Severity
 from bridge.state import IdentityState
 from bridge.store.contract import Lane
 from bridge.store.sqlite import Outbox
+from tests.clock import Clock
 from tests.factories import START, commit, held, postable, stored_state
 
 pytestmark = pytest.mark.anyio
@@ -39,25 +40,6 @@ T = TypeVar("T")
 
 URL_A, URL_B = "http://am-a:9093", "http://am-b:9093"
 A, B = "am-a:9093", "am-b:9093"
-
-
-class Clock:
-    """Wall time for the code under test; ``sleep`` advances it and only yields."""
-
-    def __init__(self) -> None:
-        self.now = START
-        self.sleeps: list[float] = []
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += timedelta(seconds=seconds)
-
-    async def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.advance(seconds)
-        await asyncio.sleep(0)
 
 
 Step = int | type[httpx.TransportError] | httpx.Response | Callable[[list[dict[str, Any]]], int]

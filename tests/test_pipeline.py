@@ -20,6 +20,7 @@ from bridge.model import Kind, SentryAlert, State
 from bridge.pipeline import Pipeline
 from bridge.store.contract import Processed
 from bridge.store.sqlite import Outbox
+from tests.clock import Clock
 from tests.factories import sentry_alert, stored_alert
 
 pytestmark = pytest.mark.anyio
@@ -43,20 +44,6 @@ CONFIG = config.parse(
     },
     env={},
 )
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = START
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def seconds(self) -> float:
-        return (self.now - START).total_seconds()
-
-    def advance(self, **delta: float) -> None:
-        self.now += timedelta(**delta)
 
 
 @dataclasses.dataclass
@@ -90,7 +77,7 @@ class Harness:
 
 @pytest.fixture
 async def harness(tmp_path: Path) -> AsyncIterator[Harness]:
-    clock = Clock()
+    clock = Clock(START)
     registry = CollectorRegistry()
     metrics = Metrics(registry)
     outbox = Outbox(tmp_path, ["am"], max_queued=1000, metrics=metrics, clock=clock)
