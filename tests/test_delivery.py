@@ -32,6 +32,7 @@ from bridge.state import IdentityState
 from bridge.store.contract import Lane
 from bridge.store.sqlite import Outbox
 from tests.clock import Clock
+from tests.conftest import examples
 from tests.factories import START, commit, held, postable, stored_state
 
 pytestmark = pytest.mark.anyio
@@ -700,7 +701,7 @@ async def test_a_resolve_decided_during_a_re_send_round_is_not_overtaken(env: En
     identities=st.integers(1, 5),
     batch_size=st.integers(1, 3),
 )
-@settings(max_examples=50, deadline=None)
+@settings(max_examples=examples(0.25))  # each example opens a store
 def test_what_an_alertmanager_sees_never_goes_back_during_re_sends(
     tmp_path_factory: pytest.TempPathFactory, data: st.DataObject, identities: int, batch_size: int
 ) -> None:
@@ -881,7 +882,7 @@ async def test_delivery_needs_the_outbox_to_know_its_alertmanagers(tmp_path: Pat
     status=st.sampled_from([400, 413, 422]),
     rounds=st.integers(1, 3),
 )
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(0.3))  # each example opens a store
 def test_resend_rounds_match_a_model(
     tmp_path_factory: pytest.TempPathFactory,
     refused: list[bool],

@@ -14,6 +14,7 @@ from bridge import labels as L
 from bridge.alertmanager import LABEL_NAME
 from bridge.classify import Decision
 from bridge.model import Kind, SentryAlert, Severity
+from tests.conftest import examples
 from tests.factories import sentry_alert
 
 NOW = datetime(2026, 11, 23, 8, 0, tzinfo=UTC)
@@ -360,7 +361,7 @@ HOSTILE_TEXT = st.one_of(
 
 
 @given(text=HOSTILE_TEXT, limit=st.integers(2, 600))
-@settings(max_examples=400)
+@settings(max_examples=examples(2))
 def test_scrub_output_is_bounded_clean_and_stable(text: str, limit: int) -> None:
     out = L.scrub(text, limit)
     assert len(out) <= limit
@@ -411,7 +412,7 @@ _SEPARATORS = st.sampled_from(
         max_size=12,
     )
 )
-@settings(max_examples=400)
+@settings(max_examples=examples(2))
 def test_planted_addresses_never_survive(tokens: list[tuple[tuple[str, str], str]]) -> None:
     text = "".join(f"{sep}{value}" for (_, value), sep in tokens) + " "
     out = L.scrub(text, limit=len(text) + 10)

@@ -146,4 +146,4 @@ class OutagesModel(RuleBasedStateMachine):
 
 
 TestOutagesModel = OutagesModel.TestCase
-TestOutagesModel.settings = settings(max_examples=200, stateful_step_count=30, deadline=None)
+TestOutagesModel.settings = settings(stateful_step_count=30)

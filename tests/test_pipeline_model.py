@@ -25,6 +25,7 @@ from bridge.metrics import Metrics
 from bridge.pipeline import Pipeline
 from bridge.store.sqlite import Outbox
 from tests.clock import Clock
+from tests.conftest import examples
 from tests.model import CONFIG, Alertmanager, Reference, Webhooks
 
 ISSUES = st.integers(1, 2)
@@ -151,5 +152,5 @@ def _json(body: str) -> dict[str, Any]:
     return data
 
 
-BridgeModel.TestCase.settings = settings(max_examples=150, stateful_step_count=40, deadline=None)
+BridgeModel.TestCase.settings = settings(max_examples=examples(0.75), stateful_step_count=40)
 test_pipeline_model = BridgeModel.TestCase

@@ -17,6 +17,7 @@ from bridge.model import SentryAlert
 from bridge.sentry import event
 from bridge.sentry.metric import parse_metric_description
 from bridge.sentry.wire import MAX_COUNT, bounded_count
+from tests.conftest import examples
 from tests.sentry_payloads import BASE, FIXTURES, hook, load_fixture
 
 
@@ -209,7 +210,7 @@ _NUMBERS = st.one_of(
 
 
 @given(data=st.data())
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(1.5))
 def test_any_number_in_any_field_reads_the_same_on_both_paths(data: st.DataObject) -> None:
     """A number in place of any value of a real body: both paths give the same alert, the
     same ignore reason or the same BadPayload (400), and nothing else is ever raised."""
