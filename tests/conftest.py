@@ -1,13 +1,42 @@
 from __future__ import annotations
 
 import itertools
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from bridge.config import Postgres
 from tests.integration.postgres import Server, drop_schema, start_postgres
+
+# Hypothesis: few examples locally, many in CI, where a run must also be reproducible: the
+# same examples every run (derandomize), no example database carried between runs, no
+# verdict that depends on the machine's speed (no deadline, no too_slow health check), and
+# the blob that replays a failure printed. HYPOTHESIS_PROFILE picks one by name (e.g. "ci"
+# locally, to run what CI runs). A test that wants more or fewer examples than most asks
+# for a share of the profile's (``examples``), so it is quick locally and thorough in CI.
+settings.register_profile("dev", max_examples=20, deadline=None)
+settings.register_profile(
+    "ci",
+    max_examples=200,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.load_profile(
+    os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI") == "true" else "dev")
+)
+
+
+def examples(share: float) -> int:
+    """``share`` of the profile's max_examples: above 1 for a cheap property worth more
+    cases, below 1 where each example is costly (a store opened, a model stepped)."""
+    base = settings().max_examples
+    return max(1, round(base * share))
 
 
 @pytest.fixture

@@ -27,6 +27,7 @@ from bridge.alertmanager import (
 from bridge.classify import Decision
 from bridge.errors import ConfigError
 from bridge.model import Severity
+from tests.conftest import examples
 from tests.factories import START, postable, sentry_alert
 
 
@@ -238,7 +239,7 @@ URLISH = st.lists(URL_PIECES, max_size=30).map("".join)
 @given(URLISH)
 @example("https://a.Z/%2F?x=[::1]#y")
 @example("http://h#")
-@settings(max_examples=500)
+@settings(max_examples=examples(2.5))
 def test_every_link_we_send_is_one_alertmanager_accepts(url: str) -> None:
     if is_link(url):
         assert go_parse_request_uri_ok(url)
@@ -273,7 +274,7 @@ OPTIONAL = st.one_of(st.none(), HOSTILE)
     issue_id=st.one_of(st.just("42"), HOSTILE.filter(bool)),
     evidence=st.lists(st.tuples(HOSTILE, HOSTILE), max_size=20),
 )
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(1.5))
 def test_any_payload_text_becomes_an_alert_alertmanager_accepts(
     title: str,
     message: str | None,

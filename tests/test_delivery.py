@@ -31,6 +31,8 @@ from bridge.model import Severity
 from bridge.state import IdentityState
 from bridge.store.contract import Lane
 from bridge.store.sqlite import Outbox
+from tests.clock import Clock
+from tests.conftest import examples
 from tests.factories import START, commit, held, postable, stored_state
 
 pytestmark = pytest.mark.anyio
@@ -39,25 +41,6 @@ T = TypeVar("T")
 
 URL_A, URL_B = "http://am-a:9093", "http://am-b:9093"
 A, B = "am-a:9093", "am-b:9093"
-
-
-class Clock:
-    """Wall time for the code under test; ``sleep`` advances it and only yields."""
-
-    def __init__(self) -> None:
-        self.now = START
-        self.sleeps: list[float] = []
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += timedelta(seconds=seconds)
-
-    async def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.advance(seconds)
-        await asyncio.sleep(0)
 
 
 Step = int | type[httpx.TransportError] | httpx.Response | Callable[[list[dict[str, Any]]], int]
@@ -718,7 +701,7 @@ async def test_a_resolve_decided_during_a_re_send_round_is_not_overtaken(env: En
     identities=st.integers(1, 5),
     batch_size=st.integers(1, 3),
 )
-@settings(max_examples=50, deadline=None)
+@settings(max_examples=examples(0.25))  # each example opens a store
 def test_what_an_alertmanager_sees_never_goes_back_during_re_sends(
     tmp_path_factory: pytest.TempPathFactory, data: st.DataObject, identities: int, batch_size: int
 ) -> None:
@@ -899,7 +882,7 @@ async def test_delivery_needs_the_outbox_to_know_its_alertmanagers(tmp_path: Pat
     status=st.sampled_from([400, 413, 422]),
     rounds=st.integers(1, 3),
 )
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(0.3))  # each example opens a store
 def test_resend_rounds_match_a_model(
     tmp_path_factory: pytest.TempPathFactory,
     refused: list[bool],

@@ -16,20 +16,13 @@ from bridge.enrich import Enricher
 from bridge.errors import ConfigError
 from bridge.metrics import ENRICH_RESULTS, Metrics
 from bridge.model import Kind
+from tests.clock import Ticks
 from tests.factories import sentry_alert as alert
 from tests.sentry_api import FakeSentryAPI, issue_body
 
 pytestmark = pytest.mark.anyio
 
 TOKEN = "sntrys_test_token"
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture
@@ -47,14 +40,14 @@ def registry() -> CollectorRegistry:
 async def enricher(
     api: FakeSentryAPI | str,
     registry: CollectorRegistry,
-    clock: Clock | None = None,
+    clock: Ticks | None = None,
     **cfg: Any,
 ) -> AsyncIterator[Enricher]:
     """An Enricher for the fake (or a base URL), closed on exit; ``cfg`` overrides."""
     base_url = api if isinstance(api, str) else api.url
     settings: dict[str, Any] = {"base_url": base_url, "api_token": TOKEN, "api_timeout": 5.0}
     settings.update(cfg)
-    e = Enricher(Sentry(**settings), Metrics(registry), clock=clock or Clock())
+    e = Enricher(Sentry(**settings), Metrics(registry), clock=clock or Ticks())
     try:
         yield e
     finally:
@@ -176,7 +169,7 @@ async def test_counts_in_the_payload_win(
 async def test_cache_hit_then_refetch_after_ttl(
     api: FakeSentryAPI, registry: CollectorRegistry
 ) -> None:
-    clock = Clock()
+    clock = Ticks()
     api.issue("42", users=12, events=340)
     async with enricher(api, registry, clock, api_cache_ttl=60) as e:
         first = await e.enrich(alert())

@@ -14,14 +14,7 @@ from prometheus_client import CollectorRegistry
 
 from bridge.metrics import Metrics
 from bridge.outages import Outages, probe
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.clock import Ticks
 
 
 def up(metrics: Metrics, name: str) -> float | None:
@@ -32,7 +25,7 @@ def up(metrics: Metrics, name: str) -> float | None:
 
 def test_an_outage_is_said_once_and_its_end_once(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG, "bridge.delivery")
-    metrics, clock = Metrics(CollectorRegistry()), Clock()
+    metrics, clock = Metrics(CollectorRegistry()), Ticks()
     outages = Outages(metrics, ["am1", "am2"], clock)
     assert up(metrics, "am1") == 1
     for _ in range(5):
@@ -99,7 +92,7 @@ class OutagesModel(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.metrics = Metrics(CollectorRegistry())
-        self.clock = Clock()
+        self.clock = Ticks()
         self.lines: list[logging.LogRecord] = []
         handler = Collect(self.lines)
         self.logger = logging.getLogger("bridge.delivery")
@@ -153,4 +146,4 @@ class OutagesModel(RuleBasedStateMachine):
 
 
 TestOutagesModel = OutagesModel.TestCase
-TestOutagesModel.settings = settings(max_examples=200, stateful_step_count=30, deadline=None)
+TestOutagesModel.settings = settings(stateful_step_count=30)

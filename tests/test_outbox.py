@@ -11,7 +11,7 @@ import sqlite3
 import tracemalloc
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import replace
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -25,23 +25,13 @@ from bridge.model import SentryAlert, Severity
 from bridge.state import IdentityState
 from bridge.store.contract import Failed, Processed, Queued
 from bridge.store.sqlite import FILENAME, Outbox
+from tests.clock import Clock
 from tests.factories import KEPT_UNTIL, START, commit, held, postable, stored_alert, stored_state
 from tests.factories import issue as sentry
 
 pytestmark = pytest.mark.anyio
 
 TARGETS = ("am-a:9093", "am-b:9093")
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = START
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += timedelta(seconds=seconds)
 
 
 OutboxFactory = Callable[..., Outbox]

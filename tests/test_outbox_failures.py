@@ -30,18 +30,10 @@ from bridge.pipeline import Pipeline
 from bridge.state import IdentityState
 from bridge.store.contract import Entry, Failed, Processed, Taken
 from bridge.store.sqlite import Outbox
-from tests.factories import START
+from tests.clock import Clock
 from tests.factories import issue as sentry
 
 pytestmark = pytest.mark.anyio
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = START
-
-    def __call__(self) -> datetime:
-        return self.now
 
 
 class Commits:

@@ -24,7 +24,8 @@ from bridge.enrich import Enricher
 from bridge.metrics import Metrics
 from bridge.pipeline import Pipeline
 from bridge.store.sqlite import Outbox
-from tests.factories import START
+from tests.clock import Clock
+from tests.conftest import examples
 from tests.model import CONFIG, Alertmanager, Reference, Webhooks
 
 ISSUES = st.integers(1, 2)
@@ -33,14 +34,6 @@ ENVIRONMENTS = st.sampled_from(["production", "staging", "dev", None])
 ISSUE_KINDS = st.sampled_from(
     ["fire", "fire", "users", "created", "resolve", "resolve-untimed", "escalating"]
 )
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = START
-
-    def __call__(self) -> Any:
-        return self.now
 
 
 class BridgeModel(RuleBasedStateMachine):
@@ -159,5 +152,5 @@ def _json(body: str) -> dict[str, Any]:
     return data
 
 
-BridgeModel.TestCase.settings = settings(max_examples=150, stateful_step_count=40, deadline=None)
+BridgeModel.TestCase.settings = settings(max_examples=examples(0.75), stateful_step_count=40)
 test_pipeline_model = BridgeModel.TestCase

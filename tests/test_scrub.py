@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bridge.scrub import LIMIT, redact, scrub
+from tests.conftest import examples
 
 # --- hostile text: what reaches Alertmanager is valid and bounded ---------------------------
 
@@ -183,7 +184,7 @@ HOSTILE_TEXT = st.one_of(
 
 
 @given(text=HOSTILE_TEXT, limit=st.integers(2, 600))
-@settings(max_examples=400)
+@settings(max_examples=examples(2))
 def test_scrub_output_is_bounded_clean_and_stable(text: str, limit: int) -> None:
     out = scrub(text, limit)
     assert len(out) <= limit
@@ -196,7 +197,7 @@ def test_scrub_output_is_bounded_clean_and_stable(text: str, limit: int) -> None
 
 
 @given(text=HOSTILE_TEXT)
-@settings(max_examples=400)
+@settings(max_examples=examples(2))
 def test_redact_is_stable_and_changes_only_credentials(text: str) -> None:
     out = redact(text)
     assert redact(out) == out
@@ -255,7 +256,7 @@ _SEPARATORS = st.sampled_from(
         max_size=12,
     )
 )
-@settings(max_examples=400)
+@settings(max_examples=examples(2))
 def test_planted_addresses_never_survive(tokens: list[tuple[tuple[str, Any], str]]) -> None:
     def text_of(value: Any) -> str:
         # A secret's value runs to the next space (``/``, ``=``, ``.`` may be in it).

@@ -2,9 +2,11 @@
 
 ``read`` validates integration-platform bodies straight from the bytes; everything
 else, and anything that does not validate there, goes through ``sentry.loads`` and
-``normalise``. Each fixture is read under every kind of header set, as captured and
-re-serialised, and edited into shapes the fast path refuses; the outcome (the alert,
-the ignore reason, or the error) must be the one ``normalise`` gives.
+``normalise``. Every alert fixture is read under the header set Sentry sends it with, and
+one webhook per way to no alert (each ignore reason, by each path that reaches it), as
+captured and re-serialised; fixtures are also edited into shapes the fast path refuses.
+The outcome (the alert, the ignore reason, or the error) must be the one ``normalise``
+gives, and the one the case is there for.
 """
 
 from __future__ import annotations
@@ -35,10 +37,67 @@ HEADER_SETS = {
     "service_hook": SERVICE_HOOK,
     "legacy": LEGACY,
 }
-FIXTURE_NAMES = sorted(
-    [path.name for path in FIXTURES.glob("*.json")]
-    + [f"captured/{path.name}" for path in (FIXTURES / "captured").glob("*.json")]
-)
+# Every fixture that is an alert, under the header set Sentry sends it with: the alert.
+ALERTS = {
+    "activity_alert": [
+        "activity_alert_status_escalating.json",
+        "activity_alert_status_resolved.json",
+    ],
+    "error": ["error_created.json"],
+    "event_alert": [
+        "captured/zulip_event_alert_golang_message_2020.json",
+        "captured/zulip_event_alert_python_2020.json",
+        "captured/zulip_event_alert_sample_event_2023.json",
+        "event_alert.json",
+        "event_alert_cron.json",
+        "event_alert_python.json",
+        "event_alert_uptime.json",
+    ],
+    "issue": [
+        "captured/zulip_issue_created_2020.json",
+        "captured/zulip_issue_ignored_2020.json",
+        "captured/zulip_issue_resolved_2020.json",
+        "issue_created.json",
+        "issue_ignored.json",
+        "issue_resolved.json",
+        "issue_unresolved.json",
+    ],
+    "legacy": [  # the general path: no typed model for the plugin's body
+        "captured/alerta_legacy_webhook_sentry9_2019.json",
+        "captured/zulip_legacy_webhook_python_2020.json",
+        "captured/zulip_legacy_webhook_sentry8_2016.json",
+        "legacy_webhook.json",
+        "service_hook_event.json",
+    ],
+    "metric_alert": [
+        "metric_alert_critical.json",
+        "metric_alert_critical_crash_free.json",
+        "metric_alert_critical_failure_rate.json",
+        "metric_alert_resolved.json",
+        "metric_alert_warning_p95.json",
+        "metric_alert_warning_users.json",
+    ],
+    "service_hook": ["service_hook_event.json"],
+}
+# One webhook per reason the bridge gives for no alert, and one per path that reaches it
+# (the typed fast path decides some, the general path the others): (header set, fixture).
+NO_ALERT = {
+    "no_state_change": ("issue", "issue_assigned.json"),  # fast path
+    "not_an_alert": ("installation", "installation_created.json"),
+    "unknown_action-fast": ("issue", "activity_alert_triggered.json"),
+    "unknown_action-general": ("metric_alert", "issue_created.json"),
+    "unknown_resource": ("comment", "comment_created.json"),
+    # Not an ignore reason but a refusal: a body under a header set it does not fit.
+    "invalid_payload": ("service_hook", "event_alert.json"),
+}
+CASES = [
+    pytest.param(headers_name, fixture, "alert", id=f"{headers_name}-{fixture}")
+    for headers_name, fixtures in ALERTS.items()
+    for fixture in fixtures
+] + [
+    pytest.param(headers_name, fixture, reason.split("-")[0], id=f"{reason}-{fixture}")
+    for reason, (headers_name, fixture) in NO_ALERT.items()
+]
 
 
 def _outcome(fn: Any) -> object:
@@ -58,17 +117,45 @@ def _both(headers: Any, body: bytes) -> tuple[object, object]:
     return fast, _outcome(slow)
 
 
-@pytest.mark.parametrize("headers_name", sorted(HEADER_SETS))
-@pytest.mark.parametrize("fixture", FIXTURE_NAMES)
-def test_read_matches_normalise_for_every_fixture_and_header_set(
-    fixture: str, headers_name: str
-) -> None:
+def _kind(outcome: object) -> str:
+    """The kind of outcome: "alert", the ignore reason, or the error's reason."""
+    assert isinstance(outcome, tuple)
+    match outcome:
+        case (_, SentryAlert()):
+            return "alert"
+        case (_, Ignored(reason=reason)):
+            return reason
+        case ("error", reason, _):
+            return str(reason)
+    raise AssertionError(f"not an outcome: {outcome!r}")
+
+
+@pytest.mark.parametrize(("headers_name", "fixture", "expected"), CASES)
+def test_read_matches_normalise(headers_name: str, fixture: str, expected: str) -> None:
+    """Each alert fixture, and each way to no alert, as captured and re-serialised: the
+    same outcome both ways, and the one the case is here for."""
     headers = HEADER_SETS[headers_name]
     captured = (FIXTURES / fixture).read_bytes()
     compact = json.dumps(json.loads(captured), separators=(",", ":")).encode()
     for body in (captured, compact):
         fast, slow = _both(headers, body)
         assert fast == slow
+        assert _kind(fast) == expected
+
+
+def test_every_alert_fixture_is_a_case() -> None:
+    """A fixture added later is read here too, or is a webhook that is no alert."""
+    names = {path.name for path in FIXTURES.glob("*.json")}
+    names |= {f"captured/{path.name}" for path in (FIXTURES / "captured").glob("*.json")}
+    covered = {fixture for fixtures in ALERTS.values() for fixture in fixtures}
+    not_alerts = {
+        "activity_alert_triggered.json",
+        "captured/zulip_issue_assigned_to_team_2020.json",
+        "comment_created.json",
+        "installation_created.json",
+        "issue_assigned.json",
+    }
+    assert names - not_alerts == covered
 
 
 def _edited(fixture: str, value: object, *path: str) -> bytes:

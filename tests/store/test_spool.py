@@ -30,6 +30,7 @@ from bridge.metrics import Metrics
 from bridge.store.contract import Store
 from bridge.store.pg import PostgresStore
 from bridge.store.spool import FILENAME, Spooled, spooled, unreachable
+from tests.clock import Ticks as Clock
 from tests.conftest import PostgresTarget
 from tests.factories import issue
 from tests.store.fakes import MODES, FakePrimary, Mode
@@ -43,14 +44,6 @@ SENTRY_TIMEOUT = 1.0
 
 def digest(n: int) -> bytes:
     return hashlib.sha256(f"body {n}".encode()).digest()
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_700_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def make(
