@@ -32,7 +32,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from bridge import reload, sentry, status
+from bridge import quarantine, reload, sentry, status
 from bridge.errors import BadPayload, OutboxFull, SlowBody, TooLarge, WebhookError
 from bridge.model import Ignored
 from bridge.replay import check_timestamp
@@ -262,6 +262,10 @@ def create_app(bridge: Bridge) -> Starlette:
             Route("/-/reload", reload.endpoint, methods=["POST"]),
             Route("/-/status", status.endpoint, methods=["GET"]),
             Route("/-/status/requeue-dead-letters", status.requeue_endpoint, methods=["POST"]),
+            Route("/-/quarantine", quarantine.list_endpoint, methods=["GET"]),
+            Route("/-/quarantine/{entry_id:int}", quarantine.show_endpoint, methods=["GET"]),
+            Route("/-/quarantine/replay", quarantine.replay_endpoint, methods=["POST"]),
+            Route("/-/quarantine/discard", quarantine.discard_endpoint, methods=["POST"]),
         ],
         lifespan=lifespan,
     )

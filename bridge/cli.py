@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 from starlette.datastructures import Headers
 
-from bridge import __version__, config, quarantine, sentry, state
+from bridge import __version__, config, quarantine_cli, sentry, state
 from bridge.alertmanager import public_url
 from bridge.classify import SYMBOLS, Decision
 from bridge.classify import explain as explain_rules
@@ -215,7 +215,7 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--state", help="the identity's state before this webhook (JSON, as stored)")
     e.set_defaults(func=cmd_explain)
 
-    quarantine.add_parser(sub)
+    quarantine_cli.add_parser(sub)
     w = sub.add_parser(
         "send",
         help="post a signed webhook to a running bridge, as Sentry would",

@@ -309,8 +309,9 @@ class Store(Strict):
     spool: Spool = Field(default_factory=Spool)
 
     @model_validator(mode="after")
-    def _checks(self) -> Self:
-        if self.backend == "postgres" and self.postgres.dsn is None:
+    def _checks(self, info: ValidationInfo) -> Self:
+        offline = bool(info.context and info.context.get("offline"))  # load_offline notes it
+        if self.backend == "postgres" and self.postgres.dsn is None and not offline:
             raise ValueError(
                 "postgres.dsn: required with backend: postgres (e.g. ${BRIDGE_DATABASE_URL})"
             )
@@ -376,6 +377,7 @@ SECRET_KEYS = frozenset(
         "sentry.api_token",
         "alertmanager.bearer_token",
         "alertmanager.basic_auth.password",
+        "store.postgres.dsn",
     }
 )
 
@@ -483,7 +485,8 @@ def load(path: str | Path, env: Mapping[str, str] | None = None) -> Config:
 
 @dataclass(frozen=True)
 class Offline:
-    """A config checked without its secrets (``check-config``, ``explain``, ``send``)."""
+    """A config checked without its secrets (``check-config``, ``explain``, and the client
+    commands ``send``, ``status``, ``quarantine``: each uses only the secrets it needs)."""
 
     config: Config
     # What is not there now and ``serve`` will need: unset variables and unreadable files
@@ -507,4 +510,10 @@ def load_offline(path: str | Path, env: Mapping[str, str] | None = None) -> Offl
             "service_hook_secrets (SENTRY_SERVICE_HOOK_SECRET) or legacy_token "
             "(SENTRY_LEGACY_TOKEN); serve refuses to start without one"
         )
+    if (
+        cfg.store.backend == "postgres"
+        and cfg.store.postgres.dsn is None
+        and not any(m.startswith("store.postgres.dsn:") for m in missing)
+    ):
+        missing.append("store.postgres.dsn: required with backend: postgres")
     return Offline(cfg, missing)

@@ -31,11 +31,12 @@ from typing import Any, Literal
 
 import httpx
 
-from bridge import __version__, config, labels, sentry
+from bridge import __version__, client, config, labels, sentry
 from bridge.alertmanager import build_client, target_name
 from bridge.classify import Decision, classify
 from bridge.errors import ConfigError
 from bridge.model import Ignored, Kind, SentryAlert, Severity, State
+from bridge.status import base_url as status_base_url
 
 Family = Literal["integration", "service_hook", "legacy"]
 WEBHOOK_PATH = "/webhooks/sentry"
@@ -205,6 +206,14 @@ def webhook_url(url: str | None, cfg: config.Config) -> str:
     return url.rstrip("/") + WEBHOOK_PATH if parsed.path in {"", "/"} else url
 
 
+def admin_url(url: str | None, cfg: config.Config) -> str:
+    """Where the bridge answers ``/-/status``: ``--url``'s origin, or the config's."""
+    if url is None:
+        return status_base_url(None, cfg)
+    parsed = httpx.URL(url)
+    return str(parsed.copy_with(path="/", query=None, fragment=None)).rstrip("/")
+
+
 def configured_secret(family: Family, cfg: config.Sentry) -> str | None:
     secrets: list[Any] = {
         "integration": cfg.client_secrets,
@@ -292,7 +301,8 @@ def run(
     wait_for: bool,
     timeout: float,
 ) -> int:
-    cfg = config.load_offline(config_path).config
+    offline = client.load(config_path)
+    cfg = offline.config
     now = time.time()
     if example is not None:
         spec = EXAMPLES[example]
@@ -332,9 +342,16 @@ def run(
     if isinstance(want, str):
         print(want)
         return 0
+    # The Alertmanagers the running bridge posts to, not this shell's defaults.
+    found = client.bridge_status(admin_url(url, cfg))
+    urls = client.alertmanagers(cfg, found)
+    for item in offline.needed:
+        if item.startswith("alertmanager."):
+            client.say(f"  note: not set here, so polled without it: {item}")
     goal = "active" if want.firing else "resolved (no longer listed)"
     print(f"waiting up to {timeout:g}s for {want.label}={want.value} to be {goal} in:")
-    status = asyncio.run(wait(cfg.alertmanager, want, timeout))
+    targets = cfg.alertmanager.model_copy(update={"urls": urls})
+    status = asyncio.run(wait(targets, want, timeout))
     for name, ok in status.items():
         print(f"  {name}: {'yes' if ok else f'NO, not after {timeout:g}s'}")
     return 0 if all(status.values()) else 1
