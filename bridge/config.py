@@ -515,5 +515,8 @@ def load_offline(path: str | Path, env: Mapping[str, str] | None = None) -> Offl
         and cfg.store.postgres.dsn is None
         and not any(m.startswith("store.postgres.dsn:") for m in missing)
     ):
-        missing.append("store.postgres.dsn: required with backend: postgres")
+        missing.append(
+            "store.postgres.dsn: required with backend: postgres (BRIDGE_DATABASE_URL in the "
+            "shipped config)"
+        )
     return Offline(cfg, missing)
