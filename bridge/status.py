@@ -69,11 +69,7 @@ def _when(ts: float | None) -> str:
 
 def render(status: dict[str, Any]) -> str:
     """The answer as a human reads it."""
-    out = [
-        f"store: {status.get('store', '?')}",
-        f"alertmanagers: {', '.join(status.get('alertmanagers', [])) or '?'}",
-        f"active alerts: {status['active_count']}",
-    ]
+    out = [f"active alerts: {status['active_count']}"]
     for alert in status["active"]:
         labels = alert["labels"]
         extra = ",".join(
@@ -137,5 +133,7 @@ def run(*, url: str | None, config_path: str, limit: int, requeue: bool, as_json
         print(f"{response.status_code} {response.text}", file=sys.stderr)
         return 1
     status = response.json()
+    client.say(f"store: {status.get('store', '?')}")
+    client.say(f"alertmanagers: {', '.join(status.get('alertmanagers', [])) or '?'}")
     print(json.dumps(status, indent=2) if as_json else render(status))
     return 0
