@@ -11,9 +11,11 @@ as getsentry/sentry signs it:
   ``X-ServiceHook-Timestamp``, ``X-ServiceHook-GUID`` (sentry_apps/tasks/service_hooks.py);
 * the legacy WebHooks plugin: no signature, ``?token=`` in the URL, as the bridge asks.
 
-With ``--wait`` it then polls ``GET /api/v2/alerts`` of every configured Alertmanager
-(openapi ``getAlerts``; it lists active alerts only, so a resolved one disappears) until
-the alert, found by its identity label, is there (or gone, for a resolve).
+With ``--wait`` it then polls ``GET /api/v2/alerts`` (openapi ``getAlerts``; it lists
+active alerts only, so a resolved one disappears) of every Alertmanager the running bridge
+reports in ``/-/status`` (this shell's config only when the bridge does not say:
+``bridge.client``) until the alert, found by its identity label, is there (or gone, for a
+resolve). It needs the signing secret, and nothing else secret (not the database URL).
 """
 
 from __future__ import annotations
