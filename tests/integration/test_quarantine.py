@@ -126,3 +126,21 @@ def test_quarantine_send_and_status_on_postgres_from_an_operators_shell(
         assert bridge.metric("sentry_bridge_quarantine_discarded_total") == 1
         code, out = operator(["quarantine", "list", *where], client_dir, {})
         assert "0 quarantined" in out
+
+
+def test_send_wait_polls_the_bridges_alertmanager_not_this_shells_default(
+    tmp_path: Path, alertmanager: Alertmanager
+) -> None:
+    """On SQLite: the shipped ``urls: ${ALERTMANAGER_URLS:-http://localhost:9093}`` with the
+    variable set for the bridge only; ``send --wait`` used to poll localhost:9093 and say NO."""
+    config = procs.write_config(
+        tmp_path / "config.yaml", ["${ALERTMANAGER_URLS:-http://localhost:9093}"]
+    )
+    env = {**ENV, "ALERTMANAGER_URLS": alertmanager.url}
+    with procs.bridge(config, tmp_path / "data", tmp_path / "bridge.log", env) as process:
+        where = ["--config", str(config), "--url", process.url]
+        args = ["send", "--example", "issue-alert", "--wait", "--timeout", "5", *where]
+        code, out = operator(args, tmp_path / "client-data", ENV)
+    assert code == 0, out
+    assert f"{alertmanager.url.removeprefix('http://')}: yes" in out
+    assert "localhost:9093" in out, "this shell's default is named, and not used"
