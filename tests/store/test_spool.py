@@ -546,6 +546,8 @@ async def test_everything_else_is_the_primarys(spool: Spooled, primary: FakePrim
         "expire": ((), {"resolved_for": 900.0}),
         "release": ((3, None), {}),
         "snapshot": ((5,), {}),
+        "quarantined": ((7,), {"after": 0, "limit": 100}),
+        "discard_quarantined": (([1, 2],), {}),
     }
     for name in sorted(members - own):
         positional, named = args.get(name, ((), {}))
