@@ -174,7 +174,7 @@ def test_a_missing_outbox_is_an_error_not_created(
 
 
 def test_the_outbox_of_a_running_bridge_is_refused_offline(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     path = write_config(tmp_path)
     asyncio.run(fill_file(path, sentry_alert(identity="issue:42")))
@@ -188,11 +188,8 @@ def test_the_outbox_of_a_running_bridge_is_refused_offline(
             await running.close()
         assert code == 2
 
-    Outbox.lock_timeout_ms, old = 100, Outbox.lock_timeout_ms
-    try:
-        asyncio.run(while_open())
-    finally:
-        Outbox.lock_timeout_ms = old
+    monkeypatch.setattr(Outbox, "lock_timeout_ms", 100)  # the command's wait for the lock
+    asyncio.run(while_open())
     assert "locked while the bridge runs" in capsys.readouterr().err
 
 
