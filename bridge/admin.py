@@ -4,7 +4,8 @@ Sentry and Prometheus reach.
 - ``POST /-/reload``: re-read the config (as ``SIGHUP``; ``bridge.reload``);
 - ``GET /-/status``: what the bridge holds (``bridge.status``; ``sentry-bridge status``);
 - ``POST /-/status/requeue-dead-letters``: queue the dead letters again;
-- the quarantine's routes (``bridge.quarantine``), passed in by ``bridge.serve``.
+- ``GET /-/quarantine``, ``GET /-/quarantine/{id}``, ``POST /-/quarantine/replay`` and
+  ``POST /-/quarantine/discard``: the quarantined webhooks (``bridge.quarantine``).
 
 ``server.admin_host``/``server.admin_port``: 127.0.0.1:8081 by default, so only a process
 in the same network namespace (the pod: ``kubectl exec``, ``kubectl port-forward``)
@@ -16,15 +17,14 @@ the bridge.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
-from starlette.routing import BaseRoute, Route
+from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from bridge import reload, status
+from bridge import quarantine, reload, status
 
 if TYPE_CHECKING:
     from bridge.compose import Bridge
@@ -64,16 +64,16 @@ class OneAtATime:
                 self._next = ended + max(1 / MAX_RATE, ended - started)
 
 
-def create_admin_app(
-    bridge: Bridge, reloader: Reloader | None, extra: Sequence[BaseRoute] = ()
-) -> Starlette:
-    """The admin app; ``extra``: more operator routes (the quarantine's)."""
+def create_admin_app(bridge: Bridge, reloader: Reloader | None) -> Starlette:
     app = Starlette(
         routes=[
             Route("/-/reload", reload.endpoint, methods=["POST"]),
             Route("/-/status", status.endpoint, methods=["GET"]),
             Route("/-/status/requeue-dead-letters", status.requeue_endpoint, methods=["POST"]),
-            *extra,
+            Route("/-/quarantine", quarantine.list_endpoint, methods=["GET"]),
+            Route("/-/quarantine/{entry_id:int}", quarantine.show_endpoint, methods=["GET"]),
+            Route("/-/quarantine/replay", quarantine.replay_endpoint, methods=["POST"]),
+            Route("/-/quarantine/discard", quarantine.discard_endpoint, methods=["POST"]),
         ],
         middleware=[Middleware(OneAtATime)],
     )

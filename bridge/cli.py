@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 from starlette.datastructures import Headers
 
-from bridge import __version__, config, quarantine, sentry, state
+from bridge import __version__, config, quarantine_cli, sentry, state
 from bridge.alertmanager import public_url
 from bridge.classify import SYMBOLS, Decision
 from bridge.classify import explain as explain_rules
@@ -170,6 +170,7 @@ def cmd_send(args: argparse.Namespace) -> int:
         example=args.example,
         config_path=_config_path(args.config),
         url=args.url,
+        admin_url=args.admin_url,
         secret=args.secret,
         family=args.family,
         resource=args.resource,
@@ -220,7 +221,7 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--state", help="the identity's state before this webhook (JSON, as stored)")
     e.set_defaults(func=cmd_explain)
 
-    quarantine.add_parser(sub)
+    quarantine_cli.add_parser(sub)
     w = sub.add_parser(
         "send",
         help="post a signed webhook to a running bridge, as Sentry would",
@@ -233,6 +234,11 @@ def parser() -> argparse.ArgumentParser:
     what.add_argument("--example", choices=sorted(EXAMPLES), help="a built-in example")
     w.add_argument("--config", help="config file (default: $BRIDGE_CONFIG or ./config.yaml)")
     w.add_argument("--url", help="the bridge (default: the config's port on 127.0.0.1)")
+    w.add_argument(
+        "--admin-url",
+        help="the bridge's admin listener, asked by --wait which Alertmanagers the bridge "
+        "posts to (default: server.admin_host:admin_port)",
+    )
     w.add_argument("--secret", help="sign with this (default: the config's secret)")
     w.add_argument(
         "--family",

@@ -34,7 +34,7 @@ from typing import Any
 import httpx
 from prometheus_client import CollectorRegistry
 
-from bridge.alertmanager import target_name
+from bridge.alertmanager import public_url, target_name
 from bridge.config import Config
 from bridge.delivery import Delivery
 from bridge.enrich import Enricher
@@ -42,7 +42,7 @@ from bridge.errors import OutboxFull
 from bridge.metrics import Metrics
 from bridge.model import SentryAlert
 from bridge.pipeline import Pipeline
-from bridge.store import open_store
+from bridge.store import describe, open_store
 
 log = logging.getLogger("bridge.compose")
 
@@ -258,8 +258,13 @@ class Bridge:
     async def status(self, limit: int) -> dict[str, Any]:
         """What the bridge holds, for ``GET /-/status`` (bridge/status.py)."""
         snapshot = await self.store.snapshot(limit)
+        oldest = snapshot["quarantine_oldest_at"]
         return {
             **snapshot,
+            "quarantine_oldest_age_seconds": None if oldest is None else time.time() - oldest,
+            # What this bridge uses, so a client command need not guess (bridge/client.py).
+            "store": describe(self.config),
+            "alertmanagers": [public_url(url) for url in self.config.alertmanager.urls],
             "active_count": self.store.active_count(),
             "inbox": self.store.inbox_count(),
             "queue_depth": self.store.queue_depths(),

@@ -514,7 +514,8 @@ def load(path: str | Path, env: Mapping[str, str] | None = None) -> Config:
 
 @dataclass(frozen=True)
 class Offline:
-    """A config checked without its secrets (``check-config``, ``explain``, ``send``)."""
+    """A config checked without its secrets (``check-config``, ``explain``, and the client
+    commands ``send``, ``status``, ``quarantine``: each uses only the secrets it needs)."""
 
     config: Config
     # What is not there now and ``serve`` will need: unset variables and unreadable files
@@ -543,5 +544,8 @@ def load_offline(path: str | Path, env: Mapping[str, str] | None = None) -> Offl
         and cfg.store.postgres.dsn is None
         and not any(m.startswith("store.postgres.dsn:") for m in missing)
     ):
-        missing.append("store.postgres.dsn: required with backend: postgres")
+        missing.append(
+            "store.postgres.dsn: required with backend: postgres (BRIDGE_DATABASE_URL in the "
+            "shipped config)"
+        )
     return Offline(cfg, missing)

@@ -262,6 +262,13 @@ class Metrics:
             namespace=ns,
             registry=registry,
         )
+        self.quarantine_discarded = Counter(
+            "quarantine_discarded_total",
+            "Quarantined webhooks an operator discarded for good (`sentry-bridge quarantine "
+            "discard`).",
+            namespace=ns,
+            registry=registry,
+        )
         self.duplicate_bodies = Counter(
             "webhooks_duplicate_total",
             "Webhooks whose exact body was already accepted within dedup.body_retention.",

@@ -1,41 +1,53 @@
-"""``sentry-bridge quarantine list|replay``: the authenticated webhooks the bridge kept
-instead of processing (see ``bridge.app`` and ``bridge.pipeline``).
+"""The quarantine for operators: the authenticated webhooks the bridge kept instead of
+processing (``bridge.app``: unreadable bodies; ``bridge.pipeline``: alerts it failed on).
 
-Both work on the outbox file of a *stopped* bridge: the file is opened with an exclusive
-lock (one bridge per data directory), so while the bridge runs the command waits a few
-seconds and fails saying so. Upgrade the bridge (so its parser reads what the old one
-could not), stop it, ``replay``, start it: the replayed alerts are in its inbox and go
-through the pipeline as if just accepted. A webhook the current parser still cannot read
-stays in quarantine; one it now reads as "no alert" (ignored) is removed.
+``sentry-bridge quarantine list|show ID|replay [ID...|--all]|discard (ID...|--all)`` works
+through the running bridge's operator endpoints (below), on either store, while it runs.
+With ``--offline``, or when no bridge answers, it opens the configured store itself:
+PostgreSQL at any time (the running replicas see the replayed alerts at once), the SQLite
+outbox only while the bridge is stopped (one process per file: it is locked while the
+bridge runs).
 
-``replay`` re-reads each kept body with its kept headers; an entry the pipeline failed on
-holds the already-normalised alert, which goes back to the inbox as is.
+``replay``: upgrade the bridge (so its parser reads what the old one could not), then
+replay. Each kept body is read again with its kept headers; an entry the pipeline failed on
+holds the already-normalised alert, which goes back as is. What reads as an alert leaves
+the quarantine and enters the inbox in one transaction, and goes through the pipeline as
+if just accepted; what reads as "no alert" (ignored) is removed; what the current parser
+still cannot read stays. ``discard`` removes entries for good (an explicit id or
+``--all``), counted in ``sentry_bridge_quarantine_discarded_total`` and logged.
+
+The endpoints (JSON; ``bridge.app`` registers them beside ``/-/status``):
+``GET /-/quarantine?limit=&after=`` (the entries without bodies, oldest first, and the
+count per reason), ``GET /-/quarantine/{id}`` (one, with its body), ``POST
+/-/quarantine/replay`` and ``POST /-/quarantine/discard`` with ``{"ids": [...]}`` or
+``{"all": true}``.
 """
 
 from __future__ import annotations
 
-import argparse
-import asyncio
 import json
-from datetime import UTC, datetime
+import logging
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
 
-from prometheus_client import CollectorRegistry
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
 
 from bridge import config, sentry
-from bridge.alertmanager import target_name
+from bridge.errors import StoreError
 from bridge.metrics import Metrics
 from bridge.model import Ignored, SentryAlert
-from bridge.store.contract import Quarantined
-from bridge.store.sqlite import Outbox
+from bridge.store import describe
+from bridge.store.contract import Quarantined, Store
+
+log = logging.getLogger("bridge.quarantine")
+
+DEFAULT_LIMIT = 100
+MAX_LIMIT = 1000
+PAGE = 100  # entries read at a time by replay --all (bodies may be 1 MiB each)
 
 
-def _outbox(cfg: config.Config) -> Outbox:
-    return Outbox(
-        cfg.outbox.data_dir,
-        [target_name(url) for url in cfg.alertmanager.urls],
-        max_queued=cfg.outbox.max_queued,
-        metrics=Metrics(CollectorRegistry()),
-    )
+# --- what an operator does, on any store ---------------------------------------------------
 
 
 def reread(cfg: config.Config, entry: Quarantined) -> SentryAlert | Ignored:
@@ -52,71 +64,174 @@ def reread(cfg: config.Config, entry: Quarantined) -> SentryAlert | Ignored:
     return result
 
 
-def _line(entry: Quarantined) -> str:
-    at = datetime.fromtimestamp(entry.at, UTC).isoformat(timespec="seconds")
-    what = entry.headers.get("sentry-hook-resource") or ("alert" if entry.alert else "body")
+def summary(entry: Quarantined) -> dict[str, Any]:
+    """An entry without its body: what ``list`` shows."""
+    resource = entry.headers.get("sentry-hook-resource")
     size = len(entry.body) if entry.alert is None else len(json.dumps(entry.alert))
-    return f"{entry.id:>6}  {at}  {entry.reason:<15} {what:<15} {size:>8}B  {entry.detail}"
+    return {
+        "id": entry.id,
+        "at": entry.at,
+        "reason": entry.reason,
+        "detail": entry.detail,
+        "resource": resource or ("alert" if entry.alert is not None else None),
+        "request_id": entry.headers.get("request-id") or entry.headers.get("x-servicehook-guid"),
+        "bytes": size,
+    }
 
 
-async def _list(cfg: config.Config, only: int | None) -> int:
-    outbox = _outbox(cfg)
-    await outbox.open()
+def detail(entry: Quarantined) -> dict[str, Any]:
+    """All of an entry: its kept headers (``bridge.app.kept_headers``: no credentials), and
+    its body as text or the alert the pipeline failed on."""
+    body = None if entry.alert is not None else entry.body.decode(errors="replace")
+    return summary(entry) | {"headers": entry.headers, "body": body, "alert": entry.alert}
+
+
+async def listing(store: Store, *, after: int = 0, limit: int = DEFAULT_LIMIT) -> dict[str, Any]:
+    snapshot = await store.snapshot(1)
+    entries = await store.quarantined(after=after, limit=limit)
+    return {
+        "count": snapshot["quarantined"],
+        "reasons": snapshot["quarantine_reasons"],
+        "oldest_at": snapshot["quarantine_oldest_at"],
+        "entries": [summary(e) for e in entries],
+    }
+
+
+async def show(store: Store, entry_id: int) -> dict[str, Any] | None:
+    found = await store.quarantined(entry_id)
+    return detail(found[0]) if found else None
+
+
+async def _selected(store: Store, ids: Sequence[int] | None) -> AsyncIterator[Quarantined | int]:
+    """The entries of ``ids`` (None: every one, a page at a time), oldest first."""
+    if ids is not None:
+        for entry_id in dict.fromkeys(ids):
+            found = await store.quarantined(entry_id)
+            yield found[0] if found else entry_id
+        return
+    after = 0
+    while page := await store.quarantined(after=after, limit=PAGE):
+        for entry in page:
+            yield entry
+        after = page[-1].id
+
+
+async def replay(cfg: config.Config, store: Store, ids: Sequence[int] | None) -> dict[str, Any]:
+    """Replay the entries of ``ids`` (None: all); per entry its outcome: ``replayed`` (into
+    the inbox), ``ignored`` (no alert: removed), ``kept`` (still unreadable), ``missing``."""
+    results: list[dict[str, Any]] = []
+    async for entry in _selected(store, ids):
+        if isinstance(entry, int):
+            results.append({"id": entry, "outcome": "missing", "detail": "no such entry"})
+            continue
+        try:
+            result = reread(cfg, entry)
+        except Exception as exc:  # whatever it was, the entry stays
+            results.append({"id": entry.id, "outcome": "kept", "detail": str(exc)[:500]})
+            continue
+        alert = None if isinstance(result, Ignored) else result
+        if not await store.release(entry.id, alert):
+            outcome, what = "missing", "gone meanwhile (replayed or discarded elsewhere)"
+        elif isinstance(result, Ignored):
+            outcome, what = "ignored", f"no alert ({result.reason}), removed"
+        else:
+            outcome, what = "replayed", result.identity
+        results.append({"id": entry.id, "outcome": outcome, "detail": what})
+    counts = {k: 0 for k in ("replayed", "ignored", "kept", "missing")}
+    for one in results:
+        counts[one["outcome"]] += 1
+    if counts["replayed"] or counts["ignored"]:
+        log.warning("quarantine replayed", extra=counts)
+    return {"results": results, "counts": counts}
+
+
+async def discard(store: Store, metrics: Metrics, ids: Sequence[int] | None) -> dict[str, Any]:
+    """Remove the entries of ``ids`` (None: every one) for good, counted and logged."""
+    removed = await store.discard_quarantined(ids)
+    metrics.quarantine_discarded.inc(len(removed))
+    missing = [] if ids is None else sorted(set(ids) - set(removed))
+    if removed:
+        log.warning(
+            "quarantined webhooks discarded",
+            extra={"discarded": len(removed), "ids": removed[:100], "all": ids is None},
+        )
+    return {"discarded": removed, "missing": missing}
+
+
+# --- the operator endpoints ----------------------------------------------------------------
+
+
+def _answer(bridge: Any, data: dict[str, Any]) -> Response:
+    """The answer, naming the store it came from (the client says which it used)."""
+    return JSONResponse(data | {"store": describe(bridge.config)})
+
+
+def _int(request: Request, name: str, default: int, high: int) -> int:
+    value = int(request.query_params.get(name, default))
+    return max(0, min(high, value))
+
+
+async def _selection(request: Request) -> list[int] | None:
+    """``{"ids": [...]}`` (those) or ``{"all": true}`` (None); ValueError otherwise."""
     try:
-        entries = [e for e in await outbox.quarantined() if only is None or e.id == only]
-    finally:
-        await outbox.close()
-    print(f"{len(entries)} quarantined")
-    for entry in entries:
-        print(_line(entry))
-        if only is not None:  # one entry: all of it, to inspect or report
-            print(json.dumps(entry.headers, indent=2))
-            print(json.dumps(entry.alert) if entry.alert else entry.body.decode(errors="replace"))
-    return 0
+        data = json.loads(await request.body() or b"{}")
+    except ValueError:
+        raise ValueError("the body is not JSON") from None
+    if not isinstance(data, dict):
+        raise ValueError('send {"ids": [...]} or {"all": true}')
+    ids, every = data.get("ids"), data.get("all") is True
+    if every and not ids:
+        return None
+    valid = isinstance(ids, list) and all(type(i) is int for i in ids)
+    if not ids or every or not valid:
+        raise ValueError('send {"ids": [...]} (integers) or {"all": true}, one of the two')
+    return list(ids)
 
 
-async def _replay(cfg: config.Config, only: int | None) -> int:
-    outbox = _outbox(cfg)
-    await outbox.open()
-    counts = {"replayed": 0, "ignored": 0, "kept": 0}
+async def list_endpoint(request: Request) -> Response:
+    bridge = request.app.state.bridge
     try:
-        for entry in await outbox.quarantined():
-            if only is not None and entry.id != only:
-                continue
-            try:
-                result = reread(cfg, entry)
-            except Exception as exc:  # whatever it was, the entry stays
-                counts["kept"] += 1
-                print(f"{entry.id}: still unreadable, kept: {exc}")
-                continue
-            if isinstance(result, Ignored):
-                await outbox.release(entry.id, None)
-                counts["ignored"] += 1
-                print(f"{entry.id}: no alert ({result.reason}), removed")
-                continue
-            await outbox.release(entry.id, result)
-            counts["replayed"] += 1
-            print(f"{entry.id}: replayed into the inbox ({result.identity})")
-    finally:
-        await outbox.close()
-    print(", ".join(f"{n} {what}" for what, n in counts.items()))
-    return 1 if counts["kept"] else 0
+        limit = max(1, _int(request, "limit", DEFAULT_LIMIT, MAX_LIMIT))
+        after = _int(request, "after", 0, 2**62)
+    except ValueError:
+        return JSONResponse({"error": "limit, after: not a number"}, status_code=400)
+    try:
+        return _answer(bridge, await listing(bridge.store, after=after, limit=limit))
+    except StoreError as exc:
+        return JSONResponse({"error": str(exc)}, status_code=503)
 
 
-def cmd_quarantine(args: argparse.Namespace) -> int:
-    from bridge.cli import _config_path
+async def show_endpoint(request: Request) -> Response:
+    bridge = request.app.state.bridge
+    entry_id: int = request.path_params["entry_id"]
+    try:
+        found = await show(bridge.store, entry_id)
+    except StoreError as exc:
+        return JSONResponse({"error": str(exc)}, status_code=503)
+    if found is None:
+        return JSONResponse({"error": f"no quarantined entry {entry_id}"}, status_code=404)
+    return _answer(bridge, found)
 
-    cfg = config.load(_config_path(args.config))
-    run = _list if args.action == "list" else _replay
-    return asyncio.run(run(cfg, args.id))
+
+async def replay_endpoint(request: Request) -> Response:
+    bridge = request.app.state.bridge
+    try:
+        ids = await _selection(request)
+    except ValueError as exc:
+        return JSONResponse({"error": str(exc)}, status_code=400)
+    try:
+        return _answer(bridge, await replay(bridge.config, bridge.store, ids))
+    except StoreError as exc:
+        return JSONResponse({"error": str(exc)}, status_code=503)
 
 
-def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    q = sub.add_parser(
-        "quarantine",
-        help="list or replay the webhooks kept in quarantine (the bridge must be stopped)",
-    )
-    q.add_argument("action", choices=("list", "replay"))
-    q.add_argument("--id", type=int, help="only the entry with this id (list: with its body)")
-    q.add_argument("--config", help="config file (default: $BRIDGE_CONFIG or ./config.yaml)")
-    q.set_defaults(func=cmd_quarantine)
+async def discard_endpoint(request: Request) -> Response:
+    bridge = request.app.state.bridge
+    try:
+        ids = await _selection(request)
+    except ValueError as exc:
+        return JSONResponse({"error": str(exc)}, status_code=400)
+    try:
+        return _answer(bridge, await discard(bridge.store, bridge.metrics, ids))
+    except StoreError as exc:
+        return JSONResponse({"error": str(exc)}, status_code=503)

@@ -11,9 +11,11 @@ as getsentry/sentry signs it:
   ``X-ServiceHook-Timestamp``, ``X-ServiceHook-GUID`` (sentry_apps/tasks/service_hooks.py);
 * the legacy WebHooks plugin: no signature, ``?token=`` in the URL, as the bridge asks.
 
-With ``--wait`` it then polls ``GET /api/v2/alerts`` of every configured Alertmanager
-(openapi ``getAlerts``; it lists active alerts only, so a resolved one disappears) until
-the alert, found by its identity label, is there (or gone, for a resolve).
+With ``--wait`` it then polls ``GET /api/v2/alerts`` (openapi ``getAlerts``; it lists
+active alerts only, so a resolved one disappears) of every Alertmanager the running bridge
+reports in ``/-/status`` (this shell's config only when the bridge does not say:
+``bridge.client``) until the alert, found by its identity label, is there (or gone, for a
+resolve). It needs the signing secret, and nothing else secret (not the database URL).
 """
 
 from __future__ import annotations
@@ -31,11 +33,12 @@ from typing import Any, Literal
 
 import httpx
 
-from bridge import __version__, config, labels, sentry
+from bridge import __version__, client, config, labels, sentry
 from bridge.alertmanager import build_client, target_name
 from bridge.classify import Decision, classify
 from bridge.errors import ConfigError
 from bridge.model import Ignored, Kind, SentryAlert, Severity, State
+from bridge.status import base_url as status_base_url
 
 Family = Literal["integration", "service_hook", "legacy"]
 WEBHOOK_PATH = "/webhooks/sentry"
@@ -286,13 +289,15 @@ def run(
     example: str | None,
     config_path: str,
     url: str | None,
+    admin_url: str | None,
     secret: str | None,
     family: Family | None,
     resource: str | None,
     wait_for: bool,
     timeout: float,
 ) -> int:
-    cfg = config.load_offline(config_path).config
+    offline = client.load(config_path)
+    cfg = offline.config
     now = time.time()
     if example is not None:
         spec = EXAMPLES[example]
@@ -332,9 +337,17 @@ def run(
     if isinstance(want, str):
         print(want)
         return 0
+    # The Alertmanagers the running bridge posts to, not this shell's defaults.
+    # /-/status is on the admin listener (bridge.admin), not the webhook port of --url.
+    found = client.bridge_status(status_base_url(admin_url, cfg))
+    urls = client.alertmanagers(cfg, found)
+    for item in offline.needed:
+        if item.startswith("alertmanager."):
+            client.say(f"  note: not set here, so polled without it: {item}")
     goal = "active" if want.firing else "resolved (no longer listed)"
     print(f"waiting up to {timeout:g}s for {want.label}={want.value} to be {goal} in:")
-    status = asyncio.run(wait(cfg.alertmanager, want, timeout))
+    targets = cfg.alertmanager.model_copy(update={"urls": urls})
+    status = asyncio.run(wait(targets, want, timeout))
     for name, ok in status.items():
         print(f"  {name}: {'yes' if ok else f'NO, not after {timeout:g}s'}")
     return 0 if all(status.values()) else 1

@@ -185,7 +185,6 @@ def serve(
     reloader = Reloader(config_path or "config.yaml", bridge)
     admin = _AdminServer(
         uvicorn.Config(
-            # The quarantine's routes (bridge/quarantine.py) join here, as extra=[...].
             create_admin_app(bridge, reloader),
             log_config=None,
             access_log=False,

@@ -3,7 +3,8 @@
 The answer (JSON) lists the active alerts by Sentry identity (their label sets, the
 first ``limit`` of them, and how many in all), the queue depth per Alertmanager, the
 Alertmanagers failing now, the newest dead letters with Alertmanager's reason, and how
-many webhooks are quarantined. Labels only: no annotations, which carry Sentry's text.
+many webhooks are quarantined (per reason, and the oldest one's age), and which store and
+Alertmanagers the bridge uses. Labels only: no annotations, which carry Sentry's text.
 
 ``POST /-/status/requeue-dead-letters`` queues the dead letters again, after the cause
 was fixed (Alertmanager's credentials, a proxy's limit): resolves as they were, firing
@@ -20,13 +21,14 @@ import asyncio
 import json
 import sys
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import httpx
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from bridge import config
+from bridge import client, config
 from bridge.errors import StoreError
 
 DEFAULT_LIMIT = 100
@@ -102,15 +104,32 @@ def render(status: dict[str, Any]) -> str:
     if status["dead_letter_count"]:
         out.append("  (fix the cause, then: sentry-bridge status --requeue-dead-letters)")
     out.append(f"quarantined webhooks: {status['quarantined']}")
+    reasons = status.get("quarantine_reasons") or {}
+    for reason, count in sorted(reasons.items()):
+        out.append(f"  {reason}: {count}")
+    age = status.get("quarantine_oldest_age_seconds")
+    if age is not None:
+        out.append(f"  oldest: {_age(age)} ago (sentry-bridge quarantine list)")
     return "\n".join(out)
 
 
+def _age(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.1f}{unit}"
+    return f"{seconds:.0f}s"
+
+
 def run(*, url: str | None, config_path: str, limit: int, requeue: bool, as_json: bool) -> int:
-    if url is None:
-        url = base_url(None, config.load_offline(config_path).config)
-    with httpx.Client(base_url=url.rstrip("/"), timeout=30.0) as client:
+    # Only where the bridge listens is read: no secret is needed (bridge/client.py).
+    if url is None or Path(config_path).exists():
+        url = base_url(url, client.load(config_path).config)
+    else:
+        client.say(f"config: not read ({config_path} is not there; --url given)")
+    client.say(f"bridge: {url}")
+    with httpx.Client(base_url=url.rstrip("/"), timeout=30.0) as http:
         if requeue:
-            response = client.post("/-/status/requeue-dead-letters")
+            response = http.post("/-/status/requeue-dead-letters")
             if response.status_code != 200:
                 print(f"{response.status_code} {response.text}", file=sys.stderr)
                 return 1
@@ -119,10 +138,12 @@ def run(*, url: str | None, config_path: str, limit: int, requeue: bool, as_json
                 f"re-queued {counts['requeued']} dead letter(s); dropped "
                 f"{counts['superseded']} firing alert(s) resolved or replaced since"
             )
-        response = client.get("/-/status", params={"limit": limit})
+        response = http.get("/-/status", params={"limit": limit})
     if response.status_code != 200:
         print(f"{response.status_code} {response.text}", file=sys.stderr)
         return 1
     status = response.json()
+    client.say(f"store: {status.get('store', '?')}")
+    client.say(f"alertmanagers: {', '.join(status.get('alertmanagers', [])) or '?'}")
     print(json.dumps(status, indent=2) if as_json else render(status))
     return 0

@@ -90,6 +90,8 @@ async def test_status_and_requeue(client: httpx.AsyncClient, am: Alertmanager) -
     assert data["queue_depth"] == {"localhost:9093": 0}
     assert {d["reason"] for d in data["dead_letters"]} == {"HTTP 401: no credentials"}
     assert data["quarantined"] == 0
+    assert data["store"].startswith("sqlite ")
+    assert data["alertmanagers"] == ["http://localhost:9093"]
 
     view = status.render(data)
     assert "active alerts: 1" in view
@@ -125,3 +127,24 @@ def test_base_url() -> None:
     cfg = config.Config(sentry=config.Sentry(allow_unauthenticated=True))
     assert status.base_url(None, cfg) == "http://127.0.0.1:8081"  # the admin listener
     assert status.base_url("http://b:9/", cfg) == "http://b:9"
+
+
+def test_render_names_the_quarantine_reasons_and_the_oldest_age() -> None:
+    data = {
+        "active_count": 0,
+        "active": [],
+        "inbox": 0,
+        "queue_depth": {},
+        "alertmanager_down": [],
+        "dead_letter_count": 0,
+        "dead_letters": [],
+        "quarantined": 3,
+        "quarantine_reasons": {"parse_error": 1, "invalid_payload": 2},
+        "quarantine_oldest_at": 1_780_000_000.0,
+        "quarantine_oldest_age_seconds": 5400.0,
+    }
+    view = status.render(data)
+    assert view.endswith(
+        "quarantined webhooks: 3\n  invalid_payload: 2\n  parse_error: 1\n"
+        "  oldest: 1.5h ago (sentry-bridge quarantine list)"
+    )

@@ -18,7 +18,8 @@ def status(bridge: Bridge, *args: str) -> tuple[int, str]:
 def status_json(bridge: Bridge) -> dict[str, object]:
     code, out = status(bridge, "--json")
     assert code == 0, out
-    data: dict[str, object] = json.loads(out)
+    # After the lines on stderr saying what the command used (cli_main merges them).
+    data: dict[str, object] = json.loads(out[out.index("{") :])
     return data
 
 

@@ -218,6 +218,7 @@ async def test_a_start_without_the_primary_spools_until_it_opens(
             store.quarantined(),
             store.requeue_dead_letters(),
             store.release(1, None),
+            store.discard_quarantined(None),
         ):
             with pytest.raises(StoreError, match="has not been reachable since this bridge"):
                 await call
@@ -538,6 +539,8 @@ async def test_everything_else_is_the_primarys(spool: Spooled, primary: FakePrim
         "expire": ((), {"resolved_for": 900.0}),
         "release": ((3, None), {}),
         "snapshot": ((5,), {}),
+        "quarantined": ((7,), {"after": 0, "limit": 100}),
+        "discard_quarantined": (([1, 2],), {}),
     }
     for name in sorted(members - own):
         positional, named = args.get(name, ((), {}))
