@@ -33,6 +33,7 @@ import json
 import logging
 import time
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import httpx
 import yaml
@@ -213,7 +214,7 @@ DESCRIPTION = (
 )
 
 
-def schema() -> dict[str, object]:
+def schema() -> dict[str, Any]:
     """The integration's UI schema (the Schema field of the integration in Sentry): one
     ``alert-rule-action`` whose settings form sends the names of ``bridge.sentry.settings``.
     The shapes are sentry_apps/api/parsers/schema.py's (``alert-rule-action``,
