@@ -244,3 +244,10 @@ def test_sentry_schema_command(capsys: pytest.CaptureFixture[str], tmp_path: Pat
     assert "Webhook URL: https://b.example/webhooks/sentry" in err
     assert cli.main(["sentry-schema", "--public-url", "https://b.example/bridge"]) == 2
     assert "no path" in capsys.readouterr().err
+
+
+def test_docs_show_the_schema_the_command_prints() -> None:
+    text = (Path(__file__).parents[1] / "docs" / "sentry.md").read_text(encoding="utf-8")
+    block = text[text.index("<!-- sentry-schema -->") : text.index("<!-- /sentry-schema -->")]
+    shown = block.split("```json", 1)[1].rsplit("```", 1)[0]
+    assert json.loads(shown) == sentry_ui.schema()
