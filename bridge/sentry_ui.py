@@ -53,6 +53,9 @@ ACTION_URI = "/sentry/alert-rule-action"
 OPTIONS_URI = "/sentry/options/{field}"
 FIELDS = ("team", "service", "receiver")
 MAX_BODY = 64 * 1024  # a save request holds a handful of fields
+# Save requests receiving their body at once; past it 503. With MAX_BODY, at most 1 MiB of
+# unauthenticated bodies in memory, whoever floods the port (issue 14's bound for webhooks).
+MAX_READING = 16
 RECEIVERS_TTL = 60.0
 RECEIVERS_TIMEOUT = 0.5
 MAX_OPTIONS = 500
@@ -165,9 +168,21 @@ def _config(request: Request) -> Config:
 def routes() -> list[Route]:
     """The routes, for ``bridge.app.create_app``; it sets ``app.state.receivers``."""
 
+    reading = 0
+
     async def action(request: Request) -> Response:
+        nonlocal reading
         config = _config(request)
-        body = await _bounded_body(request)
+        if reading >= MAX_READING:
+            return _message("busy; save again in a moment", 503)
+        reading += 1
+        try:
+            async with asyncio.timeout(config.server.read_timeout):
+                body = await _bounded_body(request)
+        except TimeoutError:
+            return _message("the request body did not arrive in time", 408)
+        finally:
+            reading -= 1
         if body is None:
             return _message("the request is too large", 413)
         if not _signed(request.headers, body, config):

@@ -10,6 +10,7 @@ import pytest
 
 from bridge.classify import check_settings, classify, explain, explain_settings
 from bridge.config import Classification, RuleSettings
+from bridge.labels import build_annotations
 from bridge.model import Severity
 from tests.factories import sentry_alert
 
@@ -169,3 +170,10 @@ def test_a_config_without_the_key_keeps_todays_behaviour() -> None:
     decision = classify(alert({"team": "payments", "severity": "critical"}), plain)
     assert decision.severity == Severity.CRITICAL  # severity needs no list
     assert dict(decision.labels) == {}  # but no team can be chosen
+
+
+def test_the_annotation_says_sentry_decided_the_severity() -> None:
+    chosen = classify(alert({"severity": "critical"}, level="fatal"), CLASSIFICATION)
+    assert build_annotations(sentry_alert(), chosen)["classified_by"] == "sentry"
+    ruled = classify(alert({"severity": "rules"}, level="fatal"), CLASSIFICATION)
+    assert build_annotations(sentry_alert(), ruled)["classified_by"] == "fatal-is-high"

@@ -12,6 +12,7 @@ import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import anyio
 import httpx
 import pytest
 from prometheus_client import CollectorRegistry
@@ -251,3 +252,39 @@ def test_docs_show_the_schema_the_command_prints() -> None:
     block = text[text.index("<!-- sentry-schema -->") : text.index("<!-- /sentry-schema -->")]
     shown = block.split("```json", 1)[1].rsplit("```", 1)[0]
     assert json.loads(shown) == sentry_ui.schema()
+
+
+async def test_bodies_being_received_are_bounded(bridge: Bridge) -> None:
+    """Unauthenticated bodies in memory stay within MAX_READING x MAX_BODY: past it, 503."""
+    app = create_app(bridge)
+    started = anyio.Event()
+    release = anyio.Event()
+    held = 0
+
+    async def slow_body() -> AsyncIterator[bytes]:
+        nonlocal held
+        held += 1
+        if held == sentry_ui.MAX_READING:
+            started.set()
+        await release.wait()
+        yield b"{}"
+
+    transport = httpx.ASGITransport(app=app)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=transport, base_url="http://bridge") as client,
+        anyio.create_task_group() as tasks,
+    ):
+        answers: list[int] = []
+
+        async def send() -> None:
+            response = await client.post(sentry_ui.ACTION_URI, content=slow_body())
+            answers.append(response.status_code)
+
+        for _ in range(sentry_ui.MAX_READING):
+            tasks.start_soon(send)
+        await started.wait()
+        extra = await client.post(sentry_ui.ACTION_URI, content=b"{}")
+        assert extra.status_code == 503
+        release.set()
+    assert answers == [401] * sentry_ui.MAX_READING  # received, then refused: not signed
