@@ -160,6 +160,15 @@ def severity_options() -> list[tuple[str, str]]:
     return [(setting.USE_RULES, "Use the bridge's rules")] + [(s.value, s.value) for s in Severity]
 
 
+# A refused save is a 400 with the message the user sees; anything else 4xx is the request's.
+_OUTCOMES = {200: "accepted", 400: "refused", 401: "unauthorized", 503: "busy"}
+
+
+def _count(request: Request, kind: str, status: int) -> None:
+    metrics = request.app.state.bridge.metrics
+    metrics.editor_requests.labels(kind, _OUTCOMES.get(status, "bad_request")).inc()
+
+
 def _config(request: Request) -> Config:
     config: Config = request.app.state.bridge.config  # as reloaded
     return config
@@ -171,6 +180,11 @@ def routes() -> list[Route]:
     reading = 0
 
     async def action(request: Request) -> Response:
+        response = await _save(request)
+        _count(request, "save", response.status_code)
+        return response
+
+    async def _save(request: Request) -> Response:
         nonlocal reading
         config = _config(request)
         if reading >= MAX_READING:
@@ -190,13 +204,18 @@ def routes() -> list[Route]:
         try:
             data = json.loads(body)
         except ValueError:
-            return _message("the request is not JSON", 400)
+            return _message("the request is not JSON", 422)
         problems = validate_fields(data.get("fields") if isinstance(data, dict) else None, config)
         if problems:
             return _message("; ".join(problems), 400)
         return _message("settings accepted")
 
     async def options(request: Request) -> Response:
+        response = await _options_of(request)
+        _count(request, "options", response.status_code)
+        return response
+
+    async def _options_of(request: Request) -> Response:
         config = _config(request)
         if not _signed(request.headers, b"", config):
             return JSONResponse(_UNSIGNED, status_code=401)

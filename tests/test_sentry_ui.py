@@ -95,8 +95,13 @@ async def test_valid_settings_are_accepted(client: httpx.AsyncClient) -> None:
     assert response.json() == {"message": "settings accepted"}
 
 
+def counted(bridge: Bridge, request: str, outcome: str) -> float | None:
+    labels = {"request": request, "outcome": outcome}
+    return bridge.metrics.registry.get_sample_value("sentry_bridge_editor_requests_total", labels)
+
+
 async def test_a_bad_setting_is_refused_with_a_message_for_the_user(
-    client: httpx.AsyncClient,
+    client: httpx.AsyncClient, bridge: Bridge
 ) -> None:
     body, headers = save_request(
         [
@@ -111,6 +116,8 @@ async def test_a_bad_setting_is_refused_with_a_message_for_the_user(
     message = response.json()["message"]
     assert "team 'paymnets' is not one of payments, search" in message
     assert "runbook 'wiki/runbooks/pay' must be an absolute http(s) URL" in message
+    assert counted(bridge, "save", "refused") == 1
+    assert counted(bridge, "save", "accepted") == 0
 
 
 @pytest.mark.parametrize(
@@ -123,7 +130,7 @@ async def test_a_bad_setting_is_refused_with_a_message_for_the_user(
     ],
 )
 async def test_a_request_not_signed_by_sentry_is_refused(
-    client: httpx.AsyncClient, signature: str | None
+    client: httpx.AsyncClient, bridge: Bridge, signature: str | None
 ) -> None:
     body, headers = save_request([{"name": "team", "value": "payments"}])
     del headers["Sentry-App-Signature"]
@@ -133,6 +140,7 @@ async def test_a_request_not_signed_by_sentry_is_refused(
     assert response.status_code == 401
     options = await client.get("/sentry/options/team", headers=headers)
     assert options.status_code == (200 if signature == app_signature("") else 401)
+    assert counted(bridge, "save", "unauthorized") == 1
 
 
 async def test_the_webhook_signature_does_not_vouch_for_it(client: httpx.AsyncClient) -> None:
