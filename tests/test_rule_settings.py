@@ -8,8 +8,10 @@ from typing import Any
 
 import pytest
 
+from bridge import config
 from bridge.classify import check_settings, classify, explain, explain_settings
 from bridge.config import Classification, RuleSettings
+from bridge.errors import ConfigError
 from bridge.labels import build_annotations
 from bridge.model import Severity
 from tests.factories import sentry_alert
@@ -177,3 +179,44 @@ def test_the_annotation_says_sentry_decided_the_severity() -> None:
     assert build_annotations(sentry_alert(), chosen)["classified_by"] == "sentry"
     ruled = classify(alert({"severity": "rules"}, level="fatal"), CLASSIFICATION)
     assert build_annotations(sentry_alert(), ruled)["classified_by"] == "fatal-is-high"
+
+
+@pytest.mark.parametrize(
+    ("section", "message"),
+    [
+        pytest.param(
+            {"classification": {"rule_settings": {"teams": ["a", "a"]}}},
+            "listed twice",
+            id="team-twice",
+        ),
+        pytest.param(
+            {"classification": {"rule_settings": {"services": [" padded"]}}},
+            "classification.rule_settings.services",
+            id="blank-around",
+        ),
+        pytest.param(
+            {"classification": {"rule_settings": {"team": ["a"]}}},
+            "rule_settings.team",
+            id="unknown-key",
+        ),
+        pytest.param(
+            {"sentry": {"public_url": "https://example.com/bridge"}},
+            "no path",
+            id="public-url-with-a-path",
+        ),
+        pytest.param(
+            {"sentry": {"public_url": "bridge.example.com"}}, "no path", id="public-url-no-scheme"
+        ),
+    ],
+)
+def test_config_refuses(section: dict[str, Any], message: str) -> None:
+    body = {"sentry": {"allow_unauthenticated": True}}
+    for key, value in section.items():
+        body[key] = {**body.get(key, {}), **value}
+    with pytest.raises(ConfigError, match=message):
+        config.parse(body, env={})
+
+
+def test_public_url_keeps_the_origin() -> None:
+    body = {"sentry": {"allow_unauthenticated": True, "public_url": "https://b.example.com/"}}
+    assert config.parse(body, env={}).sentry.public_url == "https://b.example.com"
