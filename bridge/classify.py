@@ -224,7 +224,8 @@ def explain_settings(
         elif name in accepted:
             lines.append(f"{name} = {value!r}: not applied (rule {decision.rule!r} wins)")
         else:
-            why = next((p for p in problems if p.startswith((name, "runbook"))), "refused")
+            prefix = "runbook" if name == setting.RUNBOOK_URL else name
+            why = next((p for p in problems if p.startswith(prefix)), "refused")
             lines.append(f"{name} = {value!r}: ignored: {why}")
     return lines
 
