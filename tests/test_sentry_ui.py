@@ -203,6 +203,20 @@ async def test_unreachable_alertmanager_gives_no_receivers_in_bounded_time(
     assert receivers.fetched_at is not None  # tried, and will try again after the TTL
 
 
+async def test_a_hanging_alertmanager_delays_the_first_options_by_the_bound_only(
+    bridge: Bridge,
+) -> None:
+    never = anyio.Event()
+
+    async def hangs(request: httpx.Request) -> httpx.Response:
+        await never.wait()
+        return httpx.Response(200)
+
+    receivers = sentry_ui.Receivers(bridge.config, httpx.MockTransport(hangs))
+    with anyio.fail_after(sentry_ui.RECEIVERS_TIMEOUT * 4):
+        assert await receivers.first() == ()
+
+
 # --- the schema ---------------------------------------------------------------------------
 
 
