@@ -2,7 +2,8 @@
 runs the bridge.
 
 The webhook port serves only what Sentry and Prometheus need: ``POST /webhooks/sentry``,
-``GET /-/healthy``, ``GET /-/ready`` and ``GET /metrics``. The operator's routes (reload,
+``GET /-/healthy``, ``GET /-/ready``, ``GET /metrics`` and the two requests of Sentry's alert
+rule editor (``bridge.sentry_ui``). The operator's routes (reload,
 status, re-queue, quarantine) are on the admin listener (``bridge.admin``, loopback by
 default). Webhooks in flight and the bytes of their bodies are bounded
 (``bridge.admission``); open connections are bounded in ``bridge.protocol``.
@@ -40,7 +41,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from bridge import sentry
+from bridge import sentry, sentry_ui
 from bridge.admission import Gate, Ticket
 from bridge.errors import BadPayload, OutboxFull, SlowBody, TooLarge, WebhookError
 from bridge.model import Ignored
@@ -298,10 +299,12 @@ def create_app(bridge: Bridge) -> Starlette:
             Route("/-/healthy", healthy, methods=["GET"]),
             Route("/-/ready", ready, methods=["GET"]),
             Route("/metrics", metrics, methods=["GET"]),
+            *sentry_ui.routes(),  # what Sentry's alert rule editor asks (docs/sentry.md)
         ],
         lifespan=lifespan,
     )
     app.state.bridge = bridge
+    app.state.receivers = sentry_ui.Receivers(bridge.config)
     server = bridge.config.server
     gate = app.state.gate = Gate(server.max_concurrency, server.max_pending_body_bytes)
     # Read at scrape time: nothing to update per webhook.

@@ -72,6 +72,11 @@ FIELD_CHECKS: dict[tuple[str, str], dict[str, Schema | None]] = {
     },
     # Postgres._dsn: a postgresql:// URL, or blank for none.
     ("Postgres", "dsn"): {"string": {"pattern": r"^(postgres(ql)?://|\s*$)"}},
+    # Sentry._public_url (config.check_public_url): an http(s) origin, no path; blank for none.
+    ("Sentry", "public_url"): {"string": {"pattern": r"^(\s*https?://[^/\s?#@]+/?\s*|\s*)$"}},
+    # RuleSettings._unique: no value twice.
+    ("RuleSettings", "teams"): {"array": {"uniqueItems": True}},
+    ("RuleSettings", "services"): {"array": {"uniqueItems": True}},
 }
 UNEXPRESSED = {("Condition", "regex"), ("Condition", "not_regex")}  # the regex compiles
 

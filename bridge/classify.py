@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Literal
 
-from bridge.config import Classification
+from bridge.config import Classification, RuleSettings
 from bridge.model import SentryAlert, Severity
 from bridge.rules import (
     BOOL_FIELDS,
@@ -46,6 +46,7 @@ from bridge.rules import (
     Rule,
     Scalar,
 )
+from bridge.sentry import settings as setting
 
 _EMPTY: Mapping[str, str] = MappingProxyType({})
 
@@ -56,6 +57,8 @@ class Decision:
     severity: Severity | None  # None when the rule dropped the alert
     labels: Mapping[str, str]  # the rule's extra labels
     annotations: Mapping[str, str]
+    # The settings from Sentry's alert rule editor that decided something, by name.
+    settings: tuple[str, ...] = ()
 
     @property
     def dropped(self) -> bool:
@@ -72,27 +75,31 @@ class Trace:
 
 
 def classify(alert: SentryAlert, classification: Classification) -> Decision:
-    """The first rule whose match holds decides (first match wins)."""
+    """Sentry's rule settings, then the first rule whose match holds (first match wins),
+    then the default; a rule with ``override_sentry`` wins over the settings."""
     tags = alert.tag_map
     for rule in classification.rules:
         if _holds(rule.match, alert, tags):
-            return _decision(rule)
-    return Decision(None, classification.default_severity, _EMPTY, _EMPTY)
+            return _settle(_decision(rule), alert, classification, rule)
+    default = Decision(None, classification.default_severity, _EMPTY, _EMPTY)
+    return _settle(default, alert, classification, None)
 
 
 def explain(alert: SentryAlert, classification: Classification) -> tuple[Decision, list[Trace]]:
     """Every rule, in order, with why it held or not; the decision is ``classify``'s."""
     tags = alert.tag_map
-    decision: Decision | None = None
+    decided: Rule | None = None
     traces: list[Trace] = []
     for rule in classification.rules:
         matched, lines = _explain_match(rule.match, alert, tags)
         traces.append(Trace(rule.name, matched, tuple(lines or ["no conditions: always holds"])))
-        if matched and decision is None:
-            decision = _decision(rule)
-    if decision is None:
+        if matched and decided is None:
+            decided = rule
+    if decided is None:
         decision = Decision(None, classification.default_severity, _EMPTY, _EMPTY)
-    return decision, traces
+    else:
+        decision = _decision(decided)
+    return _settle(decision, alert, classification, decided), traces
 
 
 def _decision(rule: Rule) -> Decision:
@@ -102,6 +109,125 @@ def _decision(rule: Rule) -> Decision:
         MappingProxyType(rule.labels) if rule.labels else _EMPTY,
         MappingProxyType(rule.annotations) if rule.annotations else _EMPTY,
     )
+
+
+# --- settings from Sentry's alert rule editor ------------------------------------------------
+# Precedence (docs/classification.md): the settings chosen for the alert rule in Sentry, then
+# the first matching rule, then default_severity; a rule with ``override_sentry: true`` keeps
+# its severity (or drop) and every label and annotation it sets. Each value is checked against
+# the config here too, not only when Sentry saves the rule: the config may have changed since,
+# and nothing but a listed value ever becomes a label.
+
+_SEVERITIES = frozenset(s.value for s in Severity)
+_LABELS = {setting.TEAM: "team", setting.SERVICE: "service"}
+
+
+def check_settings(
+    chosen: Mapping[str, str], allowed: RuleSettings
+) -> tuple[dict[str, str], list[str]]:
+    """The settings that may be applied, and a sentence for each refused one (what Sentry's
+    alert rule editor shows the user, through ``bridge.sentry_ui``)."""
+    accepted: dict[str, str] = {}
+    problems: list[str] = []
+    severity = chosen.get(setting.SEVERITY)
+    if severity is not None and severity != setting.USE_RULES:
+        if severity in _SEVERITIES:
+            accepted[setting.SEVERITY] = severity
+        else:
+            problems.append(
+                f"severity {severity!r} is not one of {', '.join(Severity)} "
+                f"or {setting.USE_RULES!r} (use the bridge's rules)"
+            )
+    for name, values, key in (
+        (setting.TEAM, allowed.teams, "teams"),
+        (setting.SERVICE, allowed.services, "services"),
+    ):
+        value = chosen.get(name)
+        if value is None:
+            continue
+        if value in values:
+            accepted[name] = value
+        elif not values:
+            problems.append(
+                f"{name} {value!r}: the bridge allows no {name} "
+                f"(classification.rule_settings.{key} is empty)"
+            )
+        else:
+            problems.append(f"{name} {value!r} is not one of {', '.join(values)}")
+    runbook = chosen.get(setting.RUNBOOK_URL)
+    if runbook is not None:
+        if is_web_url(runbook):
+            accepted[setting.RUNBOOK_URL] = runbook
+        else:
+            problems.append(
+                f"runbook {runbook!r} must be an absolute http(s) URL, "
+                "such as https://wiki.example.com/runbooks/checkout"
+            )
+    return accepted, problems
+
+
+_WEB_URL = re.compile(r"^https?://[^\s/?#@]+(?:[/?#][^\s]*)?$")
+
+
+def is_web_url(text: str) -> bool:
+    return _WEB_URL.fullmatch(text) is not None and text.isprintable()
+
+
+def _settle(
+    decision: Decision, alert: SentryAlert, classification: Classification, rule: Rule | None
+) -> Decision:
+    """``decision`` with the settings of Sentry's alert rule applied (a no-op without)."""
+    if not alert.rule_settings:
+        return decision
+    accepted, _ = check_settings(alert.settings_map, classification.rule_settings)
+    if not accepted:
+        return decision
+    wins = rule is not None and rule.override_sentry
+    used: list[str] = []
+    severity = decision.severity
+    if setting.SEVERITY in accepted and not wins:
+        severity = Severity(accepted[setting.SEVERITY])
+        used.append(setting.SEVERITY)
+    if severity is None:  # dropped, and no setting of Sentry's says otherwise
+        return decision
+    labels = dict(decision.labels)
+    for name, label in _LABELS.items():
+        if name in accepted and not (wins and label in labels):
+            labels[label] = accepted[name]
+            used.append(name)
+    annotations = dict(decision.annotations)
+    if setting.RUNBOOK_URL in accepted and not (wins and "runbook_url" in annotations):
+        annotations["runbook_url"] = accepted[setting.RUNBOOK_URL]
+        used.append(setting.RUNBOOK_URL)
+    return Decision(
+        decision.rule,
+        severity,
+        MappingProxyType(labels),
+        MappingProxyType(annotations),
+        tuple(used),
+    )
+
+
+def explain_settings(
+    alert: SentryAlert, classification: Classification, decision: Decision
+) -> list[str]:
+    """``explain``'s lines about Sentry's rule settings: each one, and whether it counted."""
+    if not alert.rule_settings:
+        return []
+    accepted, problems = check_settings(alert.settings_map, classification.rule_settings)
+    lines = []
+    for name, value in alert.rule_settings:
+        if name in decision.settings:
+            lines.append(f"{name} = {value!r}: applied")
+        elif name == setting.SEVERITY and value == setting.USE_RULES:
+            lines.append(f"{name} = {value!r}: the rules decide")
+        elif name in accepted:
+            lines.append(f"{name} = {value!r}: not applied (rule {decision.rule!r} wins)")
+        else:
+            prefix = "runbook" if name == setting.RUNBOOK_URL else name
+            why = next((p for p in problems if p.startswith(prefix)), "refused")
+            lines.append(f"{name} = {value!r}: ignored: {why}")
+    return lines
 
 
 # --- values -------------------------------------------------------------------------------

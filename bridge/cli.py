@@ -16,7 +16,7 @@ from starlette.datastructures import Headers
 
 from bridge import __version__, config, quarantine_cli, sentry, state
 from bridge.alertmanager import public_url
-from bridge.classify import SYMBOLS, Decision
+from bridge.classify import SYMBOLS, Decision, explain_settings
 from bridge.classify import explain as explain_rules
 from bridge.errors import ConfigError, WebhookError
 from bridge.model import Ignored, SentryAlert
@@ -96,6 +96,34 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sentry_schema(args: argparse.Namespace) -> int:
+    """The JSON for the integration's Schema field, and where Sentry must reach the bridge."""
+    from bridge import sentry_ui
+
+    public_url = args.public_url
+    if public_url is None:
+        path = _config_path(args.config)
+        if Path(path).exists():
+            public_url = config.load_offline(path).config.sentry.public_url
+    else:
+        try:
+            public_url = config.check_public_url(public_url)
+        except ValueError as exc:
+            print(f"--public-url: {exc}", file=sys.stderr)
+            return 2
+    print(json.dumps(sentry_ui.schema(), indent=2))
+    if public_url:
+        print(f"Webhook URL: {public_url}/webhooks/sentry", file=sys.stderr)
+    else:
+        print(
+            "note: the integration's Webhook URL must be at the root of the bridge's host "
+            "(https://HOST/webhooks/sentry): Sentry calls the settings form's URIs on that "
+            "host (set sentry.public_url or --public-url to print it)",
+            file=sys.stderr,
+        )
+    return 0
+
+
 def cmd_explain(args: argparse.Namespace) -> int:
     offline = config.load_offline(_config_path(args.config))
     cfg = offline.config
@@ -121,10 +149,22 @@ def cmd_explain(args: argparse.Namespace) -> int:
             print(f"        {reason}")
         if trace.matched:
             break
+    settings_lines = explain_settings(result, cfg.classification, decision)
+    if settings_lines:
+        print("\nsettings of the alert rule in Sentry (they win over the rules, except a rule")
+        print("with override_sentry: true):")
+        for line in settings_lines:
+            print(f"  {line}")
     if decision.dropped:
         print(f"\ndropped by rule {decision.rule!r}")
     else:
-        print(f"\nseverity {decision.severity} ({decision.rule or 'default_severity'})")
+        by = decision.rule or "default_severity"
+        if "severity" in decision.settings:
+            by = "the alert rule's severity setting in Sentry"
+        print(f"\nseverity {decision.severity} ({by})")
+        extra = {**decision.labels, **decision.annotations}
+        if decision.settings and extra:
+            print("labels and annotations: " + ", ".join(f"{k}={v}" for k, v in extra.items()))
     explain_step(cfg, result, decision, args.state)
     return 0
 
@@ -220,6 +260,18 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--resource", help="Sentry-Hook-Resource of the payload, when not guessable")
     e.add_argument("--state", help="the identity's state before this webhook (JSON, as stored)")
     e.set_defaults(func=cmd_explain)
+
+    g = sub.add_parser(
+        "sentry-schema",
+        help="print the integration's Schema (the alert rule action's settings form) as JSON",
+    )
+    g.add_argument("--config", help="config file (default: $BRIDGE_CONFIG or ./config.yaml)")
+    g.add_argument(
+        "--public-url",
+        help="where Sentry reaches the bridge, e.g. https://bridge.example.com "
+        "(default: sentry.public_url)",
+    )
+    g.set_defaults(func=cmd_sentry_schema)
 
     quarantine_cli.add_parser(sub)
     w = sub.add_parser(

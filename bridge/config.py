@@ -94,10 +94,30 @@ RESERVED_LABELS = frozenset(
 )
 
 
+SettingValue = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^\S(.*\S)?$")]
+
+
+class RuleSettings(Strict):
+    """What a Sentry user may choose in the bridge's alert rule action (docs/sentry.md): the
+    values of the ``team`` and ``service`` labels. Only these reach Alertmanager, so a user of
+    Sentry's UI cannot add a label or a value the config does not list."""
+
+    teams: list[SettingValue] = Field(default_factory=list)
+    services: list[SettingValue] = Field(default_factory=list)
+
+    @field_validator("teams", "services")
+    @classmethod
+    def _unique(cls, values: list[str]) -> list[str]:
+        if len(set(values)) != len(values):
+            raise ValueError("a value is listed twice")
+        return values
+
+
 class Classification(Strict):
     default_severity: Severity = Severity.MEDIUM
     severity_labels: dict[Severity, dict[LabelName, str]] = Field(default_factory=dict)
     rules: list[Rule] = Field(default_factory=list)
+    rule_settings: RuleSettings = Field(default_factory=RuleSettings)
 
     @model_validator(mode="after")
     def _checks(self) -> Self:
@@ -114,6 +134,18 @@ class Classification(Strict):
             if clash:
                 raise ValueError(f"severity_labels.{severity} sets reserved {sorted(clash)}")
         return self
+
+
+def check_public_url(url: str) -> str:
+    """An http(s) origin without a path: Sentry keeps only the scheme and host of the
+    integration's Webhook URL when it calls a UI component's URI."""
+    m = re.match(r"^(https?://[^/\s?#@]+)/?$", url.strip())
+    if m is None:
+        raise ValueError(
+            "an http(s) URL with no path, e.g. https://bridge.example.com (Sentry calls the "
+            "alert rule action's URIs at the root of the Webhook URL's host)"
+        )
+    return m.group(1)
 
 
 # --- the sections ------------------------------------------------------------------------
@@ -178,6 +210,11 @@ class Sentry(Strict):
     allow_unauthenticated: bool = False
     # Sentry's web/API base, for self-hosted Sentry; links and enrichment use it.
     base_url: str = "https://sentry.io"
+    # Where Sentry reaches the bridge (the integration's Webhook URL is this plus
+    # /webhooks/sentry), for `sentry-bridge sentry-schema`. Sentry calls the alert rule
+    # action's URIs on this host with the path replaced (sentry_apps/external_requests/
+    # select_requester.py _build_url), so it can have no path of its own.
+    public_url: Annotated[str | None, BeforeValidator(_empty_to_none)] = None
     # The organization's slug: every issue alert then links to its issue's page, even from
     # webhooks whose links do not name the organization.
     organization: Annotated[OrgSlug | None, BeforeValidator(_empty_to_none)] = None
@@ -189,6 +226,11 @@ class Sentry(Strict):
     # default. Sentry does not sign the timestamp, so this only bounds how long a captured
     # webhook can be replayed together with remembering recent Request-IDs.
     max_timestamp_skew: Annotated[Seconds | None, BeforeValidator(_empty_to_none)] = None
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url(cls, url: str | None) -> str | None:
+        return None if url is None else check_public_url(url)
 
     @property
     def authenticated(self) -> bool:

@@ -159,11 +159,19 @@ def build_annotations(alert: SentryAlert, decision: Decision) -> dict[str, str]:
         "events": None if alert.events is None else str(alert.events),
         "error_rate": None if alert.error_rate is None else f"{alert.error_rate:.4g}",
         "latency_ms": None if alert.latency_ms is None else f"{alert.latency_ms:g}",
-        "classified_by": clean(decision.rule, LABEL_MAX) if decision.rule else "default",
+        "classified_by": _classified_by(decision),
         "evidence": evidence(alert),
     }
     annotations.update(decision.annotations)
     return bounded(_clean(annotations))
+
+
+def _classified_by(decision: Decision) -> str:
+    """The rule that decided, ``default``, or ``sentry`` when the alert rule's severity
+    setting in Sentry did (bridge.classify: the settings come first)."""
+    if "severity" in decision.settings:
+        return "sentry"
+    return clean(decision.rule, LABEL_MAX) if decision.rule else "default"
 
 
 def environments(names: Iterable[str]) -> str:

@@ -54,6 +54,9 @@ DROP_REASONS = ("max_age", "rejected", "invalid")
 # Why a correctly authenticated webhook was quarantined (kept for `sentry-bridge quarantine`):
 # the edge could not read it as a Sentry alert, reading it raised, or the pipeline did.
 QUARANTINE_REASONS = ("invalid_payload", "parse_error", "pipeline_error")
+# What became of a request of Sentry's alert rule editor (bridge.sentry_ui), by request.
+EDITOR_REQUESTS = ("save", "options")
+EDITOR_OUTCOMES = ("accepted", "refused", "unauthorized", "bad_request", "busy")
 ENRICH_RESULTS = ("hit", "fetched", "timeout", "unauthorized", "not_found", "error", "skipped")
 
 
@@ -87,6 +90,16 @@ class Metrics:
             "webhooks_rejected_total",
             "Webhooks refused with a 4xx or 503, by reason.",
             ["reason"],
+            namespace=ns,
+            registry=registry,
+        )
+        self.editor_requests = Counter(
+            "editor_requests_total",
+            "Requests of Sentry's alert rule editor (save: the settings checked when a rule is "
+            "saved; options: a select field's options), by outcome: accepted, refused (a "
+            "setting the config does not allow), unauthorized (no valid Sentry-App-Signature), "
+            "bad_request, busy.",
+            ["request", "outcome"],
             namespace=ns,
             registry=registry,
         )
@@ -352,6 +365,9 @@ class Metrics:
             self.webhooks_rejected.labels(reason)
         for reason in CONNECTION_CLOSE_REASONS:
             self.connections_closed.labels(reason)
+        for request in EDITOR_REQUESTS:
+            for outcome in EDITOR_OUTCOMES:
+                self.editor_requests.labels(request, outcome)
         for outcome in OUTCOMES:
             self.alerts.labels(outcome)
         for severity in Severity:

@@ -114,6 +114,14 @@ class SentryAlert:
     occurred_at: datetime | None = None
     # Sentry's Request-ID header, carried so every log line about this webhook names it.
     request_id: str | None = None
+    # The settings chosen for the bridge's alert rule action in Sentry's alert rule editor
+    # (name, value), only the names the bridge knows (bridge.sentry.settings); classify
+    # checks each value against the config before it counts.
+    rule_settings: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def settings_map(self) -> Mapping[str, str]:
+        return dict(self.rule_settings)
 
     @property
     def tag_map(self) -> Mapping[str, str]:
@@ -163,7 +171,7 @@ class SentryAlert:
         values = dict(data)
         values["kind"] = Kind(values["kind"])
         values["state"] = State(values["state"])
-        for name in ("tags", "evidence"):
+        for name in ("tags", "evidence", "rule_settings"):
             values[name] = tuple((str(k), str(v)) for k, v in values.get(name) or ())
         for name in _TIME_FIELDS:
             text = values.get(name)

@@ -140,6 +140,9 @@ class Rule(Strict):
     drop: bool = False
     labels: dict[LabelName, str] = Field(default_factory=dict)
     annotations: dict[LabelName, str] = Field(default_factory=dict)
+    # The rule wins over the settings chosen in Sentry's alert rule editor (severity, and
+    # each label or annotation it sets), e.g. "non-production is always low".
+    override_sentry: bool = False
 
     @model_validator(mode="after")
     def _one_outcome(self) -> Self:

@@ -767,19 +767,18 @@ def test_postgres_tuning_passes_through_and_a_replica_count_is_kept(
 # --- reaching the bridge ---------------------------------------------------------------------
 
 
-def test_ingress_exposes_only_the_webhook(chart: helm_python.Chart) -> None:
+def test_ingress_exposes_only_what_sentry_calls(chart: helm_python.Chart) -> None:
     rendered = render(chart, merged(WORKING, TOGGLES["ingress"]))
     spec = rendered.one("Ingress")["spec"]
     assert spec["ingressClassName"] == "nginx"
     assert spec["tls"] == [{"secretName": "bridge-tls", "hosts": ["bridge.example.com"]}]
     [rule] = spec["rules"]
     assert rule["host"] == "bridge.example.com"
+    backend = {"service": {"name": FULLNAME, "port": {"name": "http"}}}
+    # The webhook, and the alert rule editor's requests (bridge.sentry_ui: /sentry/...).
     assert rule["http"]["paths"] == [
-        {
-            "path": "/webhooks/sentry",
-            "pathType": "Exact",
-            "backend": {"service": {"name": FULLNAME, "port": {"name": "http"}}},
-        }
+        {"path": "/webhooks/sentry", "pathType": "Exact", "backend": backend},
+        {"path": "/sentry", "pathType": "Prefix", "backend": backend},
     ]
 
 

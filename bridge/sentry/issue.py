@@ -17,7 +17,7 @@ from typing import Any
 
 from bridge.errors import BadPayload
 from bridge.model import Ignored, Kind, State
-from bridge.sentry import event, occurrence
+from bridge.sentry import event, occurrence, settings
 from bridge.sentry.links import (
     Site,
     http_url,
@@ -182,6 +182,7 @@ def event_alert(parsed: EventAlertData, action: str, state: State, site: Site) -
     )
     fields["alert_rule_id"] = rule.id
     fields["alert_rule_name"] = parsed.triggered_rule or rule.title
+    fields["rule_settings"] = settings.read(rule.settings)
     return fields
 
 
@@ -211,6 +212,7 @@ def activity_alert(
     rule = parsed.alert or WireRuleRef()
     fields["alert_rule_id"] = rule.id
     fields["alert_rule_name"] = rule.title
+    fields["rule_settings"] = settings.read(rule.settings)
     # Sentry's own escalation signal: the state machine raises the severity one step.
     fields["escalating"] = activity == "status_escalating"
     return fields

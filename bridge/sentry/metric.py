@@ -15,7 +15,7 @@ from typing import Any
 
 from bridge.errors import BadPayload
 from bridge.model import Kind, State
-from bridge.sentry import event
+from bridge.sentry import event, settings
 from bridge.sentry.links import Site, http_url, locate
 from bridge.sentry.wire import MetricAlertData, bounded_count
 
@@ -144,6 +144,7 @@ def metric_alert(parsed: MetricAlertData, action: str, state: State, site: Site)
         latency_ms=reading.latency_ms,
         metric_value=reading.value,
         metric_aggregate=reading.aggregate,
+        rule_settings=settings.from_triggers(rule.triggers, action),
         web_url=http_url(parsed.web_url),
         started_at=started,
         # One incident's webhooks (critical, warning, resolved) share its start: a retry of an

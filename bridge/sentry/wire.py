@@ -155,6 +155,8 @@ class WireRuleRef(_Wire):
     id: Text = None
     title: Text = None
     web_url: Text = Field(None, validation_alias=AliasChoices("web_url", "webUrl"))
+    # The alert rule action's settings, [{"name", "value"}] (bridge.sentry.settings).
+    settings: Any = None
 
 
 # --- integration platform: {"action", "installation", "data", "actor"} -------------------
@@ -209,6 +211,8 @@ class WireAlertRule(_Wire):
     aggregate: Text = None
     environment: Text = None
     projects: Texts = []
+    # Each trigger with its actions; ours carry the settings (bridge.sentry.settings).
+    triggers: Any = None
 
 
 class WireIncident(_Wire):
