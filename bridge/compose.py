@@ -14,12 +14,17 @@ less CPU per webhook (no marshalled round trip per webhook), 58 % of the idle me
 interpreter), one registry, and no protocol to keep alive; what it gives up is the second
 core a single pod could use, which replicas on PostgreSQL give back.
 
-Health (``/-/healthy``, the liveness probe) is progress: it goes red, with a log line
-saying why, when the pipeline or a delivery task ends (an exception escaped, or it was
-cancelled), or when webhooks wait in the inbox for longer than ``server.worker_timeout``
-while the pipeline completes no batch (stuck: an enrichment or a store call that never
-returns). ``sentry_bridge_pipeline_last_progress_timestamp_seconds`` is when the
-pipeline last completed a batch or had nothing waiting.
+Health (``/-/healthy``, the liveness probe) is this replica's own progress: it goes red,
+with a log line saying why, when the pipeline or a delivery task ends (an exception
+escaped, or it was cancelled), or when the pipeline has neither completed a batch nor been
+idle for ``server.progress_timeout`` (stuck: an enrichment or a store call that never
+returns). Idle is the store's ``take`` waiting with nothing this replica may claim
+(``Store.idle``): on PostgreSQL, webhooks of identities another replica holds are that
+replica's progress, not this one's. ``sentry_bridge_pipeline_last_progress_timestamp_seconds``
+is when the pipeline last completed a batch or was idle.
+
+A stop (SIGTERM) waits, within the grace period, until the pipeline is idle in the same
+sense: what this replica may take is done; what others hold stays in the shared inbox.
 """
 
 from __future__ import annotations
@@ -114,9 +119,11 @@ class Bridge:
         """SIGTERM: finish what was accepted, within the grace period; the rest stays on
         disk. Grace 0 closes at once."""
         deadline = time.monotonic() + grace
-        # Polled: the pipeline empties the inbox in batches and signals nothing per batch.
+        # Until this replica has nothing left it may take (Store.idle), not until the
+        # inbox is empty: on PostgreSQL the rest is other replicas' (they hold it), and
+        # stays in the database. Polled: the pipeline signals nothing per batch.
         while (  # noqa: ASYNC110
-            self.store.inbox_count()
+            not self.store.idle()
             and time.monotonic() < deadline
             and not self._hurry.is_set()
             and self.failure is None
@@ -190,29 +197,31 @@ class Bridge:
 
     def check_progress(self, now: float) -> None:
         """The watchdog's look (``now``: time.monotonic()): the pipeline progresses when it
-        handled a batch since the last look or has nothing waiting; otherwise it is stuck
-        once that has lasted ``server.worker_timeout``."""
+        handled a batch since the last look or is idle (its take found nothing this
+        replica may claim); otherwise it is stuck once that has lasted
+        ``server.progress_timeout``."""
         batches = self.pipeline.batches
-        waiting = self.store.inbox_count()
-        if batches != self._batches_seen or not waiting:
+        if batches != self._batches_seen or self.store.idle():
             self._batches_seen = batches
             self._progress_at = now
             self.metrics.pipeline_last_progress.set(time.time())
             if self.stuck is not None:
-                log.warning("the pipeline progresses again", extra={"inbox": waiting})
+                log.warning("the pipeline progresses again")
                 self.stuck = None
             return
-        timeout = self.config.server.worker_timeout
+        timeout = self.config.server.progress_timeout
         if self.stuck is None and now - self._progress_at > timeout:
+            waiting = self.store.inbox_count()
             self.stuck = (
                 f"the pipeline completed no batch for {now - self._progress_at:.0f}s "
-                f"(server.worker_timeout {timeout:g}s) with {waiting} webhooks waiting"
+                f"(server.progress_timeout {timeout:g}s) and was not idle; "
+                f"{waiting} webhooks in the inbox"
             )
             log.error("%s; the bridge is unhealthy", self.stuck, extra={"inbox": waiting})
 
     async def _watch_progress(self) -> None:
         while True:
-            await asyncio.sleep(min(1.0, self.config.server.worker_timeout / 4))
+            await asyncio.sleep(min(1.0, self.config.server.progress_timeout / 4))
             self.check_progress(time.monotonic())
 
     async def _watch_store(self) -> None:
