@@ -23,8 +23,10 @@ returns). Idle is the store's ``take`` waiting with nothing this replica may cla
 replica's progress, not this one's. ``sentry_bridge_pipeline_last_progress_timestamp_seconds``
 is when the pipeline last completed a batch or was idle.
 
-A stop (SIGTERM) waits, within the grace period, until the pipeline is idle in the same
-sense: what this replica may take is done; what others hold stays in the shared inbox.
+A stop (SIGTERM) waits, within the grace period, for this replica's own work only: with
+SQLite until the pipeline is idle (the inbox is this replica's alone), with PostgreSQL
+until it has finished the batch it had taken (or was idle); the rest of the shared inbox
+stays in the database for the other replicas.
 """
 
 from __future__ import annotations
@@ -119,11 +121,15 @@ class Bridge:
         """SIGTERM: finish what was accepted, within the grace period; the rest stays on
         disk. Grace 0 closes at once."""
         deadline = time.monotonic() + grace
-        # Until this replica has nothing left it may take (Store.idle), not until the
-        # inbox is empty: on PostgreSQL the rest is other replicas' (they hold it), and
-        # stays in the database. Polled: the pipeline signals nothing per batch.
+        if self.config.store.backend == "postgres":
+            # Shared by the other replicas: this one finishes the batch it has taken, and
+            # the rest of the inbox stays in the database for them.
+            self.pipeline.finish()
+        # Until this replica has nothing left it may take (Store.idle) or has finished its
+        # batch, never for the whole inbox: what other replicas hold is theirs. Polled:
+        # the pipeline signals nothing per batch.
         while (  # noqa: ASYNC110
-            not self.store.idle()
+            not (self.store.idle() or self.pipeline.finished)
             and time.monotonic() < deadline
             and not self._hurry.is_set()
             and self.failure is None

@@ -9,6 +9,7 @@ The watchdog's clock is moved by hand (``check_progress(now)``), as in test_comp
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import hmac
@@ -21,6 +22,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from bridge import config
+from bridge.app import create_app
 from bridge.compose import Bridge, build
 from tests.conftest import PostgresTarget
 from tests.test_compose import SECRET, TIMEOUT, HeldSentry, running, signed, wait_until
@@ -100,3 +102,37 @@ async def test_a_replica_waiting_on_anothers_identity_stays_healthy_and_stops_pr
         await wait_until(lambda: a.pipeline.batches >= 2, "A never decided the second")
         a.check_progress(t0 + TIMEOUT + 2)
         assert (await pod_a.get("/-/healthy")).json() == {"status": "ok"}
+
+
+async def test_a_stopping_replica_finishes_its_batch_and_leaves_the_rest_to_the_others(
+    tmp_path: Path, pg: PostgresTarget
+) -> None:
+    """B is deciding one webhook (its Sentry look-up held) when it is told to stop, with
+    three more waiting that it may take: it finishes its batch and stops, and the three
+    stay in the database for the other replica, A, which decides them."""
+    held = HeldSentry()
+    b = replica(tmp_path, pg, "pod-b", held)
+    app = create_app(b)  # the lifespan's start and stop are called by hand here
+    await b.start()
+    b.ready = True
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://b") as c:
+        for n in range(4):
+            body, headers = signed(n)
+            assert (await c.post("/webhooks/sentry", content=body, headers=headers)).is_success
+            if n == 0:
+                await wait_until(held.asked.is_set, "B never took the first webhook")
+        stopping = asyncio.create_task(b.stop(GRACE))
+        await wait_until(lambda: b.pipeline.finishing, "the stop never began")
+        held.released.set()  # Sentry answers: B's batch completes
+        await asyncio.wait_for(stopping, PROMPTLY)
+    assert b.pipeline.batches == 1  # its own batch, and no other
+    a = replica(tmp_path, pg, "pod-a", None)
+    async with serving(a):
+        await wait_until(lambda: a.pipeline.batches >= 1, "A never took the rest")
+        await wait_until(a.store.idle, "A never emptied the inbox")
+        assert (
+            a.metrics.registry.get_sample_value(
+                "sentry_bridge_alerts_total", {"outcome": "forwarded"}
+            )
+            == 3
+        )
