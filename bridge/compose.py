@@ -118,8 +118,8 @@ class Bridge:
             self._tasks.append(task)
 
     async def stop(self, grace: float) -> None:
-        """SIGTERM: finish what was accepted, within the grace period; the rest stays on
-        disk. Grace 0 closes at once."""
+        """SIGTERM: finish this replica's own work (the module docstring says what that
+        is), within the grace period; the rest stays in the store. Grace 0 closes at once."""
         deadline = time.monotonic() + grace
         if self.config.store.backend == "postgres":
             # Shared by the other replicas: this one finishes the batch it has taken, and
@@ -207,7 +207,8 @@ class Bridge:
         replica may claim); otherwise it is stuck once that has lasted
         ``server.progress_timeout``."""
         batches = self.pipeline.batches
-        if batches != self._batches_seen or self.store.idle():
+        # Finished (a stop on PostgreSQL): done with its own work, as idle is.
+        if batches != self._batches_seen or self.store.idle() or self.pipeline.finished:
             self._batches_seen = batches
             self._progress_at = now
             self.metrics.pipeline_last_progress.set(time.time())
