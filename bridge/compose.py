@@ -14,12 +14,19 @@ less CPU per webhook (no marshalled round trip per webhook), 58 % of the idle me
 interpreter), one registry, and no protocol to keep alive; what it gives up is the second
 core a single pod could use, which replicas on PostgreSQL give back.
 
-Health (``/-/healthy``, the liveness probe) is progress: it goes red, with a log line
-saying why, when the pipeline or a delivery task ends (an exception escaped, or it was
-cancelled), or when webhooks wait in the inbox for longer than ``server.worker_timeout``
-while the pipeline completes no batch (stuck: an enrichment or a store call that never
-returns). ``sentry_bridge_pipeline_last_progress_timestamp_seconds`` is when the
-pipeline last completed a batch or had nothing waiting.
+Health (``/-/healthy``, the liveness probe) is this replica's own progress: it goes red,
+with a log line saying why, when the pipeline or a delivery task ends (an exception
+escaped, or it was cancelled), or when the pipeline has neither completed a batch nor been
+idle for ``server.progress_timeout`` (stuck: an enrichment or a store call that never
+returns). Idle is the store's ``take`` waiting with nothing this replica may claim
+(``Store.idle``): on PostgreSQL, webhooks of identities another replica holds are that
+replica's progress, not this one's. ``sentry_bridge_pipeline_last_progress_timestamp_seconds``
+is when the pipeline last completed a batch or was idle.
+
+A stop (SIGTERM) waits, within the grace period, for this replica's own work only: with
+SQLite until the pipeline is idle (the inbox is this replica's alone), with PostgreSQL
+until it has finished the batch it had taken (or was idle); the rest of the shared inbox
+stays in the database for the other replicas.
 """
 
 from __future__ import annotations
@@ -111,12 +118,18 @@ class Bridge:
             self._tasks.append(task)
 
     async def stop(self, grace: float) -> None:
-        """SIGTERM: finish what was accepted, within the grace period; the rest stays on
-        disk. Grace 0 closes at once."""
+        """SIGTERM: finish this replica's own work (the module docstring says what that
+        is), within the grace period; the rest stays in the store. Grace 0 closes at once."""
         deadline = time.monotonic() + grace
-        # Polled: the pipeline empties the inbox in batches and signals nothing per batch.
+        if self.config.store.backend == "postgres":
+            # Shared by the other replicas: this one finishes the batch it has taken, and
+            # the rest of the inbox stays in the database for them.
+            self.pipeline.finish()
+        # Until this replica has nothing left it may take (Store.idle) or has finished its
+        # batch, never for the whole inbox: what other replicas hold is theirs. Polled:
+        # the pipeline signals nothing per batch.
         while (  # noqa: ASYNC110
-            self.store.inbox_count()
+            not (self.store.idle() or self.pipeline.finished)
             and time.monotonic() < deadline
             and not self._hurry.is_set()
             and self.failure is None
@@ -190,29 +203,32 @@ class Bridge:
 
     def check_progress(self, now: float) -> None:
         """The watchdog's look (``now``: time.monotonic()): the pipeline progresses when it
-        handled a batch since the last look or has nothing waiting; otherwise it is stuck
-        once that has lasted ``server.worker_timeout``."""
+        handled a batch since the last look or is idle (its take found nothing this
+        replica may claim); otherwise it is stuck once that has lasted
+        ``server.progress_timeout``."""
         batches = self.pipeline.batches
-        waiting = self.store.inbox_count()
-        if batches != self._batches_seen or not waiting:
+        # Finished (a stop on PostgreSQL): done with its own work, as idle is.
+        if batches != self._batches_seen or self.store.idle() or self.pipeline.finished:
             self._batches_seen = batches
             self._progress_at = now
             self.metrics.pipeline_last_progress.set(time.time())
             if self.stuck is not None:
-                log.warning("the pipeline progresses again", extra={"inbox": waiting})
+                log.warning("the pipeline progresses again")
                 self.stuck = None
             return
-        timeout = self.config.server.worker_timeout
+        timeout = self.config.server.progress_timeout
         if self.stuck is None and now - self._progress_at > timeout:
+            waiting = self.store.inbox_count()
             self.stuck = (
                 f"the pipeline completed no batch for {now - self._progress_at:.0f}s "
-                f"(server.worker_timeout {timeout:g}s) with {waiting} webhooks waiting"
+                f"(server.progress_timeout {timeout:g}s) and was not idle; "
+                f"{waiting} webhooks in the inbox"
             )
             log.error("%s; the bridge is unhealthy", self.stuck, extra={"inbox": waiting})
 
     async def _watch_progress(self) -> None:
         while True:
-            await asyncio.sleep(min(1.0, self.config.server.worker_timeout / 4))
+            await asyncio.sleep(min(1.0, self.config.server.progress_timeout / 4))
             self.check_progress(time.monotonic())
 
     async def _watch_store(self) -> None:

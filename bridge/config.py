@@ -176,10 +176,9 @@ class Server(Strict):
     read_timeout: Seconds = 10.0
     # How long a webhook waits for the store to make it durable before a 503 (retried).
     store_timeout: Seconds = 5.0
-    # While webhooks wait in the inbox, the pipeline must complete a batch within this, or
-    # /-/healthy goes 503 (bridge.compose). Named when the pipeline was a worker process;
-    # kept, so existing configs and chart values keep working.
-    worker_timeout: Seconds = 10.0
+    # Unless idle (nothing this replica may take), the pipeline must complete a batch
+    # within this, or /-/healthy goes 503 (bridge.compose). Was worker_timeout.
+    progress_timeout: Seconds = 10.0
     # One JSON object per line (for a log pipeline) or key=value text (for a terminal).
     log_format: Literal["json", "text"] = "json"
 

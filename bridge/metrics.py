@@ -291,8 +291,9 @@ class Metrics:
         # --- liveness (bridge.compose) ---------------------------------------------------
         self.pipeline_last_progress = Gauge(
             "pipeline_last_progress_timestamp_seconds",
-            "Unix time the pipeline last completed a batch or had no webhook waiting; "
-            "/-/healthy fails while it is older than server.worker_timeout.",
+            "Unix time the pipeline last completed a batch or was idle (nothing this "
+            "replica may take); /-/healthy fails while it is older than "
+            "server.progress_timeout.",
             namespace=ns,
             registry=registry,
         )

@@ -65,6 +65,14 @@ class Pipeline:
         # Batches handled (committed, or failed and handed back): bridge.compose's watchdog
         # reads it to tell a stuck pipeline (a hung look-up) from a busy or failing one.
         self.batches = 0
+        # finish(): no batch after the current one; finished once the loop got there.
+        self.finishing = False
+        self.finished = False
+
+    def finish(self) -> None:
+        """Take no batch after the current one (bridge.compose's stop, on a store other
+        replicas share: what is left in the inbox is theirs, and stays there for them)."""
+        self.finishing = True
 
     async def run(self) -> None:
         """Process accepted alerts until cancelled. A batch that raises (the store,
@@ -72,6 +80,9 @@ class Pipeline:
         count, and says when to take one at a time and what to quarantine)."""
         retries = _Retries()
         while True:
+            if self.finishing:
+                self.finished = True
+                await asyncio.Event().wait()  # until the stop cancels the task
             try:
                 taken = await self.store.take(retries.limit())
             except Exception:

@@ -159,6 +159,12 @@ class Store(Protocol):
     async def take(self, limit: int) -> Taken:
         """Up to ``limit`` entries in arrival order; waits for at least one."""
 
+    def idle(self) -> bool:
+        """True while ``take`` waits, having found nothing this taker may claim (the inbox
+        is empty, or every identity waiting in it is another replica's now) and with no
+        wake-up pending: this replica's own progress, whatever the others hold
+        (bridge.compose's watchdog and its stop read it)."""
+
     async def complete(
         self, taken: Taken, results: Sequence[Processed], failed: Sequence[Failed] = ()
     ) -> None:

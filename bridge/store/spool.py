@@ -512,6 +512,14 @@ class Spooled:
         await self._opened.wait()  # nothing to take before; the spool drains into it then
         return await self.primary.take(limit)
 
+    def idle(self) -> bool:
+        """The primary's, and nothing spooled while it is up (the drainer still has work
+        for the pipeline). Waiting for the primary to come back is an outage, not a stuck
+        pipeline, and a stop does not wait for it (as ``inbox_count``)."""
+        if not self._opened.is_set() or not self._primary_up:
+            return True
+        return self.primary.idle() and not self.depth()
+
     async def complete(
         self, taken: Taken, results: Sequence[Processed], failed: Sequence[Failed] = ()
     ) -> None:

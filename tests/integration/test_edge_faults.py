@@ -145,14 +145,14 @@ def test_a_stuck_pipeline_turns_health_red_while_the_edge_answers_within_a_secon
     tmp_path: Path, alertmanager: Alertmanager
 ) -> None:
     """Sentry's API accepts the look-up of one issue and never answers (api_timeout far
-    away): the pipeline's batch never completes. Within worker_timeout /-/healthy turns
+    away): the pipeline's batch never completes. Within progress_timeout /-/healthy turns
     503 and the log says why, while every webhook posted meanwhile is still answered
     (202, or 503) within a second. Once the API answers, health is green again and
     everything answered 202 reaches Alertmanager."""
     with FakeSentryAPI() as api:
         api.issue(issue_of(0), users=5, events=9, delay=120.0)
         sentry = {"base_url": api.url, "api_token": "t0ken", "api_timeout": "120s"}
-        with running(tmp_path, alertmanager.url, sentry, worker_timeout="2s") as bridge:
+        with running(tmp_path, alertmanager.url, sentry, progress_timeout="2s") as bridge:
             assert bridge.client.get("/-/healthy").status_code == 200
             assert bridge.post(body_for(0), resource="event_alert").status_code == 202
             assert api.wait_for_requests(1, timeout=10), "the pipeline never asked Sentry"

@@ -4,6 +4,7 @@ engines: what the pipeline, delivery and the edge may rely on whichever one runs
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 from collections.abc import Sequence
@@ -21,6 +22,7 @@ from bridge.state import IdentityState
 from bridge.store.contract import Failed, Processed, Queued, Store, Taken
 from tests import factories
 from tests.store.engines import ENGINES, TARGETS, Opener, engine, opener
+from tests.store.test_spool import until
 
 pytestmark = pytest.mark.anyio
 
@@ -221,6 +223,25 @@ async def test_take_respects_the_limit_and_waits_for_an_entry(open_engine: Opene
             f"issue:{n}" for n in range(len(taken.entries), 3)
         ]
         await commit(store, rest)
+
+
+async def test_idle_only_while_take_waits_with_nothing_to_claim(open_engine: Opener) -> None:
+    """``idle``: the taker's own progress (bridge.compose's watchdog and stop read it)."""
+    async with open_engine() as store:
+        assert not store.idle()  # no take is looking
+        waiting = asyncio.ensure_future(store.take(10))
+        await until(store.idle)
+        await store.accept(factories.issue(1))
+        assert not store.idle()  # something to claim: a wake-up is pending
+        taken = await asyncio.wait_for(waiting, PROMPTLY)
+        assert not store.idle()  # a batch is out
+        await commit(store, taken)
+        waiting = asyncio.ensure_future(store.take(10))
+        await until(store.idle)
+        waiting.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await waiting
+        assert not store.idle()
 
 
 async def test_abandoned_entries_are_handed_out_again_first(open_engine: Opener) -> None:

@@ -21,6 +21,7 @@ from bridge.store.pg import PostgresStore
 from tests import factories
 from tests.conftest import PostgresTarget
 from tests.store.engines import TARGETS, postgres_store
+from tests.store.test_spool import until
 
 pytestmark = pytest.mark.anyio
 
@@ -243,3 +244,24 @@ async def test_a_take_waiting_on_a_held_identity_is_woken_when_it_is_free(
         again = await asyncio.wait_for(waiting, PROMPTLY)
         assert [e.alert.title for e in again.entries] == ["second"]
         await done(a, again)
+
+
+async def test_a_taker_is_idle_while_another_holds_every_waiting_identity(
+    pg: PostgresTarget,
+) -> None:
+    """``idle`` is this replica's own progress (bridge.compose's watchdog and stop read it):
+    b, waiting with only a's identity in the inbox, is idle, not stuck; once a completes,
+    b takes what waited and is busy."""
+    async with replicas(pg) as (a, b):
+        await a.accept(factories.issue(1, title="first"))
+        held = await take(a)
+        await a.accept(factories.issue(1, title="second"))
+        assert not a.idle()  # a's batch is out: a is busy, not idle
+        waiting = asyncio.ensure_future(b.take(10))
+        await until(b.idle)  # b looked: entries wait, none b may claim
+        assert not waiting.done()
+        await done(a, held)
+        taken = await asyncio.wait_for(waiting, PROMPTLY)
+        assert [e.alert.title for e in taken.entries] == ["second"]
+        assert not b.idle()
+        await done(b, taken)

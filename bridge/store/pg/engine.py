@@ -114,6 +114,7 @@ class PostgresStore:
         self._health = WriteHealth(metrics, self.failing_after)
         self._accepts = GroupCommit(self._write_accepts, name="store-flush")
         self._inbox_event = asyncio.Event()
+        self._idle = False  # take() is waiting with nothing to claim
         self._wakeups = {target: asyncio.Event() for target in self.targets}
         self._handles: set[_Handle] = set()
         self._sizes = sizes.Sizes(depths=dict.fromkeys(self.targets, 0))
@@ -250,8 +251,15 @@ class PostgresStore:
             taken = await self._claim(limit)
             if taken is not None:
                 return taken
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._inbox_event.wait(), self.poll_interval)
+            self._idle = True  # looked: nothing this replica may claim (contract.idle)
+            try:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._inbox_event.wait(), self.poll_interval)
+            finally:
+                self._idle = False
+
+    def idle(self) -> bool:
+        return self._idle and not self._inbox_event.is_set()
 
     async def _claim(self, limit: int) -> Taken | None:
         conn = await self._pool.acquire()

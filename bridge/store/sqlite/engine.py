@@ -99,6 +99,7 @@ class Outbox:
         self._accepts = GroupCommit(self._write_accepts, name="outbox-flush")
         self._ready: collections.deque[tuple[int, SentryAlert | None]] = collections.deque()
         self._ready_event = asyncio.Event()
+        self._idle = False  # take() is waiting with nothing to claim
         self._inbox_times: dict[int, float] = {}  # committed, not completed; insertion order
         self._active_count = 0
         self._resolved_count = 0
@@ -177,9 +178,13 @@ class Outbox:
         """The next accepted entries in arrival order; waits for at least one. Reads the
         states of their identities along (one query), so deciding needs no disk."""
         while True:
-            while not self._ready:
-                self._ready_event.clear()
-                await self._ready_event.wait()
+            self._idle = True  # nothing to take (contract.idle) until woken
+            try:
+                while not self._ready:
+                    self._ready_event.clear()
+                    await self._ready_event.wait()
+            finally:
+                self._idle = False
             entries = [self._ready.popleft() for _ in range(min(limit, len(self._ready)))]
             try:
                 taken, dropped, states = await self._file.call(self._read_taken, entries)
@@ -197,6 +202,9 @@ class Outbox:
                     states=states,
                     now=self.clock(),
                 )
+
+    def idle(self) -> bool:
+        return self._idle and not self._ready
 
     async def complete(
         self, taken: Taken, results: Sequence[Processed], failed: Sequence[Failed] = ()
