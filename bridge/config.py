@@ -177,7 +177,7 @@ class Server(Strict):
     # How long a webhook waits for the store to make it durable before a 503 (retried).
     store_timeout: Seconds = 5.0
     # Unless idle (nothing this replica may take), the pipeline must complete a batch
-    # within this, or /-/healthy goes 503 (bridge.compose). Was worker_timeout.
+    # within this, or /-/healthy goes 503 (bridge.compose).
     progress_timeout: Seconds = 10.0
     # One JSON object per line (for a log pipeline) or key=value text (for a terminal).
     log_format: Literal["json", "text"] = "json"
