@@ -904,6 +904,7 @@ ALERTS = (
     "SentryBridgeQuarantine",
     "SentryBridgeStoreFailing",
     "SentryBridgeStoreDown",
+    "SentryBridgeSpoolBacklog",
     "SentryBridgeSpoolFilling",
 )
 
