@@ -182,7 +182,7 @@ class Spooled:
         # Handed to the group commit, not yet written: counted against the bounds.
         self._reserved = 0
         self._reserved_bytes = 0
-        self._health = WriteHealth(metrics, self.failing_after)
+        self._health = WriteHealth(metrics, self.failing_after, what="the spool")
         self._full = False  # the last webhook was refused for want of room, none since
         self._primary_up = True
         # How long open() gives the primary before the start goes on without it.
@@ -347,8 +347,7 @@ class Spooled:
         try:
             ids = await self._file.call(self._insert, rows, now)
         except Exception as exc:
-            self._health.failed()
-            log.exception("cannot write the spool", extra={"webhooks": len(rows)})
+            self._health.failed(exc)  # logged once per run of failures, not per commit
             raise OutboxFull("the store is unavailable and the spool cannot be written") from exc
         finally:
             self._reserved -= len(rows)
