@@ -17,8 +17,11 @@ only the edge's part of it, ``accept`` and ``quarantine``:
   without a spool, nothing spooled;
 - a drainer task (started by ``open``, stopped by ``close``) moves the spooled webhooks
   into the primary, oldest first, a bounded batch per round, through the primary's own
-  ``accept`` and ``quarantine``, so they take the normal path from there; while the
-  primary is down it probes it between back-offs;
+  ``accept`` and ``quarantine``, so they take the normal path from there. A round's
+  webhooks are handed over at once: one of the primary's group commits, so the drainer
+  outruns the arrivals; while it moves the last round, new webhooks wait for it (ms) and
+  then go to the primary, so a slow moment does not leave a spool that never empties
+  under load (issue 15). While the primary is down it probes it between back-offs;
 - the same body (by digest) twice in the spool is one entry (the second is a duplicate,
   answered as the primary would). A body the primary already has is dropped by the
   primary's own digest dedup when the spool drains; it was answered 202 rather than 200.
@@ -28,13 +31,16 @@ an outage): ``open`` tries the primary once, within ``open_timeout``, and when i
 connect (connection-level failures only: refused, timed out, lost, the server starting or
 shutting down; a ``ConfigError``, a wrong password or a schema newer than this bridge
 still fail the start) keeps opening it in the background, with the drainer's back-off.
-Until then every webhook is spooled (202), ``take`` waits, ``lane`` yields None (delivery
-looks again after its ``LANE_BUSY_WAIT``), ``periodic`` is False, the primary's sizes are
-0, and the operators' calls raise ``StoreError``; once it is open the drainer drains.
+Until then every webhook is spooled (202), and the primary's part of the contract is a
+stand-in's (bridge/store/unopened.py: ``take`` waits, no lanes, sizes 0, the operators'
+calls raise ``StoreError``); once it is open the drainer drains.
 
-Everything else (the pipeline's ``take``/``complete``, delivery's lanes, the operators'
-views) is the primary's, unchanged. ``sentry_bridge_store_up`` says whether the last write
-to the primary (a webhook, a drained one, or the drainer's probe) succeeded. ``spooled``
+The spool defines only what it changes: ``accept`` and ``quarantine`` (the fallback), its
+drainer, its own file's health (``store_ok``, ``probe``) and the sizes it adds to
+(``inbox_count``, ``length``, ``oldest_age``). Every other member of the contract (the
+pipeline's ``take``/``complete``, delivery's lanes, the operators' views) is the primary's,
+reached through ``__getattr__``. ``sentry_bridge_store_up`` says whether the last write to
+the primary (a webhook, a drained round, or the drainer's probe) succeeded. ``spooled``
 puts the spool in front of the PostgreSQL engine only: the SQLite engine is local already.
 """
 
@@ -46,11 +52,10 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from contextlib import AbstractAsyncContextManager
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, cast
 
 import asyncpg
 
@@ -58,16 +63,15 @@ from bridge.config import Config
 from bridge.errors import ConfigError, OutboxFull, StoreError
 from bridge.metrics import Metrics
 from bridge.model import SentryAlert
-from bridge.store.contract import Failed, Lane, Processed, Quarantined, Store, Taken
+from bridge.store.contract import Store
 from bridge.store.group_commit import GroupCommit
 from bridge.store.health import WriteHealth
 from bridge.store.sqlite_file import SqliteFile
+from bridge.store.unopened import Unopened
 
 log = logging.getLogger("bridge.store.spool")
 
 FILENAME = "spool.sqlite3"
-
-T = TypeVar("T")
 
 # What a database that cannot be reached raises while connecting: the network's errors and
 # timeouts, SQLSTATE class 08 (connection exception) and 57 (operator intervention: the
@@ -188,6 +192,7 @@ class Spooled:
         # How long open() gives the primary before the start goes on without it.
         self.open_timeout = open_timeout
         self._opened = asyncio.Event()  # set once the primary is open
+        self._unopened = cast(Store, Unopened(primary, self._opened))  # stands in until then
         self._opener: asyncio.Task[None] | None = None  # opens it in the background
         metrics.spool_webhooks.set_function(self.depth)
         metrics.spool_oldest_age.set_function(self.spool_age)
@@ -372,7 +377,8 @@ class Spooled:
     async def drain_once(self) -> int:
         """Move up to ``batch`` spooled webhooks into the primary, oldest first; returns how
         many. Raises what the primary raised; those moved before it stay moved."""
-        self._require_open("drain the spool")
+        if not self._opened.is_set():
+            raise StoreError("cannot drain the spool: the store has not been opened yet")
         if not self._entries:
             return 0
         if self._primary_full():
@@ -530,13 +536,13 @@ class Spooled:
         watchdog does not call a pod stuck for an outage, nor does a stop wait for it (the
         spool is on disk)."""
         spooled = self.depth() if self._primary_up else 0
-        return self._known(self.primary.inbox_count, 0) + spooled
+        return self._behind.inbox_count() + spooled
 
     def length(self) -> int:
-        return self._known(self.primary.length, 0) + self.depth()
+        return self._behind.length() + self.depth()
 
     def oldest_age(self) -> float:
-        return max(self._known(self.primary.oldest_age, 0.0), self.spool_age())
+        return max(self._behind.oldest_age(), self.spool_age())
 
     def store_ok(self) -> bool:
         """Ready while webhooks can be kept: the primary takes them, or the spool does."""
@@ -549,93 +555,20 @@ class Spooled:
             await self._probe_primary()
         return self.store_ok()
 
-    def _known(self, size: Callable[[], T], unknown: T) -> T:
-        """One of the primary's sizes; ``unknown`` (nothing known) until it is open."""
-        return size() if self._opened.is_set() else unknown
-
-    def _require_open(self, what: str) -> None:
-        if not self._opened.is_set():
-            raise StoreError(
-                f"cannot {what}: the store (PostgreSQL) has not been reachable since this "
-                "bridge started; webhooks are kept in the local spool meanwhile"
-            )
-
     # --- the rest is the primary's ------------------------------------------------------
 
-    async def take(self, limit: int) -> Taken:
-        await self._opened.wait()  # nothing to take before; the spool drains into it then
-        return await self.primary.take(limit)
+    def __getattr__(self, name: str) -> Any:
+        """Every other member of the contract (``take``, ``complete``, the lanes, the
+        operators' calls, the sizes) is the primary's, or until it opens its stand-in's
+        (bridge/store/unopened.py): the spool changes only how webhooks get in."""
+        if name.startswith("_"):  # not the contract's (and not set yet, in __init__)
+            raise AttributeError(name)
+        return getattr(self._behind, name)
 
-    async def complete(
-        self, taken: Taken, results: Sequence[Processed], failed: Sequence[Failed] = ()
-    ) -> None:
-        await self.primary.complete(taken, results, failed)
-
-    async def abandon(self, taken: Taken) -> None:
-        await self.primary.abandon(taken)
-
-    def lane(self, target: str) -> AbstractAsyncContextManager[Lane | None]:
-        if not self._opened.is_set():
-            # As if another replica held it: delivery looks again after LANE_BUSY_WAIT.
-            return _no_lane()
-        return self.primary.lane(target)
-
-    def wakeup(self, target: str) -> asyncio.Event:
-        return self.primary.wakeup(target)
-
-    async def periodic(self) -> bool:
-        return self._opened.is_set() and await self.primary.periodic()
-
-    async def forget_refused(
-        self, target: str, refused: Sequence[tuple[str, str]], *, dead_letter: bool
-    ) -> int:
-        self._require_open("forget refused alerts")
-        return await self.primary.forget_refused(target, refused, dead_letter=dead_letter)
-
-    async def expire(self, *, resolved_for: float) -> None:
-        self._require_open("expire alerts")
-        await self.primary.expire(resolved_for=resolved_for)
-
-    async def dead_letters(self) -> list[tuple[str, str, dict[str, Any]]]:
-        self._require_open("list the dead letters")
-        return await self.primary.dead_letters()
-
-    async def requeue_dead_letters(self) -> dict[str, int]:
-        self._require_open("requeue the dead letters")
-        return await self.primary.requeue_dead_letters()
-
-    async def quarantined(
-        self, entry_id: int | None = None, *, after: int = 0, limit: int = 100
-    ) -> list[Quarantined]:
-        self._require_open("list the quarantine")
-        return await self.primary.quarantined(entry_id, after=after, limit=limit)
-
-    async def release(self, entry_id: int, alert: SentryAlert | None) -> bool:
-        self._require_open("release from quarantine")
-        return await self.primary.release(entry_id, alert)
-
-    async def discard_quarantined(self, ids: Sequence[int] | None) -> list[int]:
-        self._require_open("discard from quarantine")
-        return await self.primary.discard_quarantined(ids)
-
-    async def snapshot(self, limit: int) -> dict[str, Any]:
-        self._require_open("take a snapshot")
-        return await self.primary.snapshot(limit)
-
-    def queued_count(self) -> int:
-        return self._known(self.primary.queued_count, 0)
-
-    def queue_depths(self) -> dict[str, int]:
-        return self._known(self.primary.queue_depths, dict.fromkeys(self.targets, 0))
-
-    def active_count(self) -> int:
-        return self._known(self.primary.active_count, 0)
-
-    def resendable_count(self) -> int:
-        return self._known(self.primary.resendable_count, 0)
-
-    def quarantine_count(self) -> int:
-        return self._known(self.primary.quarantine_count, 0)
+    @property
+    def _behind(self) -> Store:
+        """The primary once it is open; before, what stands in for it."""
+        return self.primary if self._opened.is_set() else self._unopened
 
     # --- on the spool's thread ----------------------------------------------------------
 
@@ -672,11 +605,6 @@ class Spooled:
 
 def _why(exc: BaseException) -> str:
     return "no answer in time" if isinstance(exc, TimeoutError) else repr(exc)
-
-
-@contextlib.asynccontextmanager
-async def _no_lane() -> AsyncIterator[Lane | None]:
-    yield None
 
 
 def spooled(primary: Store, config: Config, metrics: Metrics) -> Store:
