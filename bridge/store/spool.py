@@ -53,7 +53,6 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
@@ -63,9 +62,11 @@ from bridge.config import Config
 from bridge.errors import ConfigError, OutboxFull, StoreError
 from bridge.metrics import Metrics
 from bridge.model import SentryAlert
+from bridge.store import spool_file
 from bridge.store.contract import Store
 from bridge.store.group_commit import GroupCommit
 from bridge.store.health import WriteHealth
+from bridge.store.spool_file import Webhook
 from bridge.store.sqlite_file import SqliteFile
 from bridge.store.unopened import Unopened
 
@@ -96,37 +97,6 @@ def unreachable(exc: BaseException) -> bool:
             return True
         seen = seen.__cause__
     return False
-
-
-# One row per spooled webhook, in the order answered (AUTOINCREMENT: ids never reused, so
-# the order survives a spool that emptied). ``alert`` is set for an accepted webhook; the
-# quarantine columns for a quarantined one. ``digest`` is UNIQUE: one entry per body (NULLs
-# are distinct in SQLite, so webhooks accepted without a digest are all kept).
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS spool (
-    id INTEGER PRIMARY KEY AUTOINCREMENT, at REAL NOT NULL, size INTEGER NOT NULL,
-    digest BLOB UNIQUE, alert TEXT,
-    reason TEXT, detail TEXT, headers TEXT, body BLOB);
-"""
-
-
-@dataclass(frozen=True, slots=True)
-class _Webhook:
-    """One webhook for the spool: an accepted alert, or a body to quarantine."""
-
-    digest: bytes | None
-    alert: SentryAlert | None = None
-    reason: str = ""
-    detail: str = ""
-    headers: Mapping[str, str] | None = None
-    body: bytes = b""
-
-    @property
-    def row(self) -> tuple[Any, ...]:
-        alert = None if self.alert is None else json.dumps(self.alert.to_json())
-        headers = None if self.headers is None else json.dumps(dict(self.headers))
-        size = len(alert or "") + len(headers or "") + len(self.detail) + len(self.body)
-        return (size, self.digest, alert, self.reason, self.detail, headers, self.body)
 
 
 class Spooled:
@@ -203,9 +173,9 @@ class Spooled:
         """Open the spool (what a previous run left is drained first), then the primary:
         one try within ``open_timeout``; an unreachable primary is opened in the background
         while the spool takes the webhooks. Anything else it raises fails the start."""
-        await self._file.open(_SCHEMA)
+        await self._file.open(spool_file.SCHEMA)
         try:
-            rows = await self._file.call(self._read_index)
+            rows = await self._file.call(spool_file.read_index, self._file)
         except BaseException:
             await self._file.close()
             raise
@@ -287,20 +257,20 @@ class Spooled:
 
     async def accept(self, alert: SentryAlert, digest: bytes | None = None) -> bool:
         return await self._keep(
-            _Webhook(digest, alert), lambda: self.primary.accept(alert, digest), bounded=True
+            Webhook(digest, alert), lambda: self.primary.accept(alert, digest), bounded=True
         )
 
     async def quarantine(
         self, reason: str, detail: str, headers: Mapping[str, str], body: bytes, digest: bytes
     ) -> bool:
         return await self._keep(
-            _Webhook(digest, None, reason, detail[:1000], headers, body),
+            Webhook(digest, None, reason, detail[:1000], headers, body),
             lambda: self.primary.quarantine(reason, detail, headers, body, digest),
             bounded=False,
         )
 
     async def _keep(
-        self, webhook: _Webhook, write: Callable[[], Awaitable[bool]], *, bounded: bool
+        self, webhook: Webhook, write: Callable[[], Awaitable[bool]], *, bounded: bool
     ) -> bool:
         """Into the primary within ``accept_timeout``, else into the spool. ``bounded``:
         a primary holding ``max_queued`` is full (503), not failing."""
@@ -332,7 +302,7 @@ class Spooled:
         """The spool holds (or is committing) something: new webhooks queue behind it."""
         return bool(self._entries) or self._reserved > 0
 
-    async def _spool(self, webhook: _Webhook) -> bool:
+    async def _spool(self, webhook: Webhook) -> bool:
         row = webhook.row
         if (
             self.depth() >= self.max_webhooks
@@ -350,7 +320,7 @@ class Spooled:
         """The group commit's write: one transaction (fsynced) for ``rows``."""
         now = self.clock()
         try:
-            ids = await self._file.call(self._insert, rows, now)
+            ids = await self._file.call(spool_file.insert, self._file, rows, now)
         except Exception as exc:
             self._health.failed(exc)  # logged once per run of failures, not per commit
             raise OutboxFull("the store is unavailable and the spool cannot be written") from exc
@@ -400,7 +370,9 @@ class Spooled:
             self._handover = None
 
     async def _drain_round(self) -> int:
-        rows = await self._file.call(self._read_batch, self._entries[0][0], self.batch)
+        rows = await self._file.call(
+            spool_file.read_batch, self._file, self._entries[0][0], self.batch
+        )
         # The whole batch at once: the primary's group commit writes it in one transaction
         # (one fsync), so the drainer outruns the webhooks arriving meanwhile (issue 15: one
         # commit each drained 30-65/s, below 100-150/s arriving, and a 0.5 s stall became
@@ -450,7 +422,9 @@ class Spooled:
 
     async def _forget(self, moved: list[int]) -> None:
         """Delete what the primary now has; shielded so a close does not interrupt it."""
-        self._deleting = asyncio.ensure_future(self._file.call(self._delete, moved[-1]))
+        self._deleting = asyncio.ensure_future(
+            self._file.call(spool_file.delete, self._file, moved[-1])
+        )
         await asyncio.shield(self._deleting)
         while self._entries and self._entries[0][0] <= moved[-1]:
             _, _, size = self._entries.popleft()
@@ -569,38 +543,6 @@ class Spooled:
     def _behind(self) -> Store:
         """The primary once it is open; before, what stands in for it."""
         return self.primary if self._opened.is_set() else self._unopened
-
-    # --- on the spool's thread ----------------------------------------------------------
-
-    def _read_index(self) -> list[tuple[int, float, int]]:
-        rows: list[tuple[int, float, int]] = self._file.db.execute(
-            "SELECT id, at, size FROM spool ORDER BY id"
-        ).fetchall()
-        return rows
-
-    def _insert(self, rows: Sequence[tuple[Any, ...]], now: float) -> list[int | None]:
-        """The new ids, None for a body (digest) already spooled (in this batch too)."""
-        sql = (
-            "INSERT OR IGNORE INTO spool (at, size, digest, alert, reason, detail, headers,"
-            " body) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
-        )
-        with self._file.transaction() as db:
-            return [
-                cursor.lastrowid if (cursor := db.execute(sql, (now, *row))).rowcount else None
-                for row in rows
-            ]
-
-    def _read_batch(self, first: int, limit: int) -> list[tuple[Any, ...]]:
-        rows: list[tuple[Any, ...]] = self._file.db.execute(
-            "SELECT id, digest, alert, reason, detail, headers, body FROM spool"
-            " WHERE id >= ? ORDER BY id LIMIT ?",
-            (first, limit),
-        ).fetchall()
-        return rows
-
-    def _delete(self, last: int) -> None:
-        with self._file.transaction() as db:
-            db.execute("DELETE FROM spool WHERE id <= ?", (last,))
 
 
 def _why(exc: BaseException) -> str:
