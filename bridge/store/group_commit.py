@@ -87,7 +87,10 @@ class GroupCommit(Generic[I, R]):
         entry = (item, future)
         self._pending.append(entry)
         if self._flusher is None:
-            self._flusher = asyncio.create_task(self._flush(), name=self._name)
+            # A context of its own: it writes for every caller, under no one's deadline.
+            self._flusher = asyncio.create_task(
+                self._flush(), name=self._name, context=contextvars.Context()
+            )
         try:
             # Shielded: a cancelled caller must not cancel the future its batch answers,
             # or a committed result would be lost before the caller could read it.
