@@ -404,7 +404,7 @@ class Spooled:
             if move.done():
                 move.exception()
         if moved:
-            await self._forget(moved)
+            self._forget(moved)
         if failure is not None:
             self._primary_failed(failure)
             raise failure
@@ -420,19 +420,32 @@ class Spooled:
             reason, detail, json.loads(headers), bytes(body), digest
         )
 
-    async def _forget(self, moved: list[int]) -> None:
-        """Delete what the primary now has; shielded so a close does not interrupt it."""
-        self._deleting = asyncio.ensure_future(
-            self._file.call(spool_file.delete, self._file, moved[-1])
-        )
-        await asyncio.shield(self._deleting)
-        while self._entries and self._entries[0][0] <= moved[-1]:
+    def _forget(self, moved: list[int]) -> None:
+        """What the primary now has leaves the spool: at once as far as new webhooks go
+        (the last round's waiters go to the primary without waiting for the spool's
+        fsync), then from the file, in the background and in order, shielded from a
+        close (which waits for it). Until then, or if it fails, a restart hands those
+        webhooks to the primary again, which its digest dedup absorbs; the next round's
+        delete (every id up to its last) covers a failed one."""
+        last = moved[-1]
+        while self._entries and self._entries[0][0] <= last:
             _, _, size = self._entries.popleft()
             self._bytes -= size
         self._full = False
         self.metrics.spool_drained.inc(len(moved))
         if not self._entries and not self._reserved:
             log.info("spool drained: webhooks go to the store again")
+        self._deleting = asyncio.ensure_future(self._delete(self._deleting, last))
+
+    async def _delete(self, previous: asyncio.Future[None] | None, last: int) -> None:
+        if previous is not None:
+            await asyncio.gather(previous, return_exceptions=True)
+        try:
+            await self._file.call(spool_file.delete, self._file, last)
+        except Exception as exc:
+            self._health.failed(exc)
+        else:
+            self._health.succeeded()
 
     async def _drain_forever(self) -> None:
         await self._opened.wait()  # the opener's back-off until then
