@@ -66,9 +66,17 @@ class GroupCommit(Generic[I, R]):
     one batch at a time; ``submit`` returns the item's result once its batch is written,
     or raises what ``write`` raised."""
 
-    def __init__(self, write: Callable[[Sequence[I]], Awaitable[Sequence[R]]], name: str) -> None:
+    def __init__(
+        self,
+        write: Callable[[Sequence[I]], Awaitable[Sequence[R]]],
+        name: str,
+        withdrawn: Callable[[I], None] | None = None,
+    ) -> None:
         self._write = write
         self._name = name
+        # Told of an item taken back (its caller's deadline passed before its batch):
+        # for a writer that counted it on submitting (the spool's bounds).
+        self._withdrawn = withdrawn
         self._pending: list[tuple[I, asyncio.Future[R]]] = []
         self._flusher: asyncio.Task[None] | None = None
         self.batches = 0  # writes so far; tests check that callers share them
@@ -114,6 +122,8 @@ class GroupCommit(Generic[I, R]):
             if pending is entry:
                 del self._pending[index]
                 entry[1].cancel()
+                if self._withdrawn is not None:
+                    self._withdrawn(entry[0])
                 return True
         return False
 

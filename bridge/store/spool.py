@@ -141,7 +141,7 @@ class Spooled:
         self.metrics = metrics
         self.clock = clock
         self._file = SqliteFile(path, name="spool")
-        self._writes = GroupCommit(self._write, name="spool-commit")
+        self._writes = GroupCommit(self._write, name="spool-commit", withdrawn=self._unreserve)
         # False: the caller drains with drain_once and opens with open_primary (tests).
         self._run_drainer = drainer
         self._drainer: asyncio.Task[None] | None = None
@@ -313,8 +313,15 @@ class Spooled:
         self._reserved += 1
         self._reserved_bytes += row[0]
         # Written by the group commit whatever happens to this caller (a cancelled request
-        # is still spooled and drained; a retry of the same body is then a duplicate).
+        # is still spooled and drained; a retry of the same body is then a duplicate),
+        # unless the edge's commit_deadline passed before its commit started (then taken
+        # back: the 503 is true).
         return await self._writes.submit(row)
+
+    def _unreserve(self, row: tuple[Any, ...]) -> None:
+        """Written (or failed), or taken back before its commit: no longer counted."""
+        self._reserved -= 1
+        self._reserved_bytes -= row[0]
 
     async def _write(self, rows: Sequence[tuple[Any, ...]]) -> list[bool]:
         """The group commit's write: one transaction (fsynced) for ``rows``."""
@@ -325,8 +332,8 @@ class Spooled:
             self._health.failed(exc)  # logged once per run of failures, not per commit
             raise OutboxFull("the store is unavailable and the spool cannot be written") from exc
         finally:
-            self._reserved -= len(rows)
-            self._reserved_bytes -= sum(row[0] for row in rows)
+            for row in rows:
+                self._unreserve(row)
         self._health.succeeded()
         self._full = False
         results = []

@@ -9,6 +9,7 @@ import sqlite3
 import threading
 from collections.abc import Sequence
 from pathlib import Path
+from typing import cast
 
 import httpx
 import pytest
@@ -17,9 +18,14 @@ from prometheus_client import CollectorRegistry
 from bridge import config
 from bridge.app import create_app
 from bridge.compose import build
+from bridge.metrics import Metrics
+from bridge.store.contract import Store
 from bridge.store.group_commit import GroupCommit, commit_deadline
 from bridge.store.shield import Shield
+from bridge.store.spool import FILENAME, Spooled
 from bridge.store.sqlite import Outbox
+from tests.factories import issue
+from tests.store.fakes import FakePrimary
 from tests.test_app import SECRET, Recorder, load, sign
 
 pytestmark = pytest.mark.anyio
@@ -140,3 +146,36 @@ async def test_a_webhook_committed_after_store_timeout_is_answered_202(tmp_path:
         assert retry.status_code == 200  # Sentry's retry of it: the duplicate it is
         await box._file.call(lambda: box._file.db.set_authorizer(None))
     assert registry.get_sample_value("sentry_bridge_webhooks_rejected_total") is None
+
+
+async def test_a_webhook_taken_back_from_the_spool_is_not_counted(tmp_path: Path) -> None:
+    """The spool counts a webhook against its bounds from its submit: one taken back
+    (the edge's deadline passed before its commit started) leaves the count too, or the
+    spool would hold new webhooks behind a phantom forever."""
+    primary = FakePrimary()
+    spool = Spooled(
+        cast(Store, primary),
+        tmp_path / FILENAME,
+        metrics=Metrics(CollectorRegistry()),
+        drainer=False,
+    )
+    await spool.open()
+    primary.mode = "down"  # webhooks go to the spool
+    try:
+        await spool._file.call(lambda: spool._file.db.set_authorizer(SlowCommit(0.3)))
+        first = asyncio.create_task(spool.accept(issue(1), b"1" * 32))
+        while not spool._writes.busy:  # its commit is under way (0.3 s)
+            await asyncio.sleep(0)
+        await asyncio.sleep(0)  # the flusher has taken it
+        with pytest.raises(TimeoutError):
+            async with commit_deadline(0.05):
+                await spool.accept(issue(2), b"2" * 32)  # queued behind it: taken back
+        assert await first
+        await spool._file.call(lambda: spool._file.db.set_authorizer(None))
+        assert spool.depth() == 1
+        primary.mode = "up"
+        assert await spool.drain_once() == 1
+        assert not spool.spooling()
+        assert primary.records == [("accept", "1")]
+    finally:
+        await spool.close()
