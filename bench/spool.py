@@ -3,9 +3,14 @@
 The time to answer a webhook (``Spooled.accept``) at concurrency 1 and 50 while the
 primary is up (the wrapper's overhead), refuses at once (the spool's fsynced group
 commit), does not answer (``accept_timeout`` plus the commit), and while the spool is
-already holding webhooks; then how fast a spool drains into a primary whose commit takes
-4 ms (PostgreSQL's one-row commit on loopback, docs/scaling.md) and into an instant one.
-The spool is a real file under a temporary directory (on the disk of ``--dir``).
+already holding webhooks. The spool is a real file under a temporary directory (on the
+disk of ``--dir``).
+
+Then, with PostgreSQL installed: how fast a full spool drains into the PostgreSQL engine
+(a round of webhooks is one transaction), and the spool in front of it under a steady
+load, its inbox locked for 0.5 s by another connection (a slow commit): how many webhooks
+the stall spooled, how soon after it the spool was empty, and how long the
+answers took (tests/store/stall.py, which the spool's stall test asserts on).
 """
 
 from __future__ import annotations
@@ -21,11 +26,15 @@ from typing import cast
 
 from prometheus_client import CollectorRegistry
 
+from bench import servers
+from bridge.config import Postgres
 from bridge.metrics import Metrics
 from bridge.store.contract import Store
+from bridge.store.pg import PostgresStore
 from bridge.store.spool import FILENAME, Spooled
 from tests.factories import issue
 from tests.store.fakes import FakePrimary, Mode
+from tests.store.stall import stalled_load
 
 
 def _spool(directory: Path, primary: FakePrimary) -> Spooled:
@@ -81,23 +90,43 @@ async def _run(directory: Path, count: int) -> None:
     size = (directory / FILENAME).stat().st_size
     print(f"spool file: {size / max(1, 2 * count):.0f} bytes per spooled webhook (small alerts)")
 
-    for commit_ms in (4.0, 0.0):
-        primary = FakePrimary()
-        primary.commit_time = commit_ms / 1000
-        store = _spool(directory / f"drain-{commit_ms}", primary)
-        await store.open()
-        primary.mode = "down"
-        await _answers(store, 0, count, 50)
-        primary.mode = "up"
+
+async def _postgres(directory: Path, dsn: str, count: int) -> None:
+    """The drain into a real PostgreSQL engine, then the stalls."""
+    metrics = Metrics(CollectorRegistry())
+    primary = FakePrimary()
+    primary.mode = "down"
+    store = _spool(directory / "drain", primary)
+    await store.open()
+    await _answers(store, 0, count, 50)  # spooled: the fake primary refuses
+    await store.close()
+    settings = Postgres.model_validate({"dsn": dsn, "schema": "bench_drain"})
+    engine = PostgresStore(settings, ["am"], max_queued=10 * count, metrics=metrics)
+    path = directory / "drain" / FILENAME
+    store = Spooled(engine, path, metrics=metrics, max_queued=10 * count, drainer=False)
+    await store.open()  # the same spool file, now in front of PostgreSQL
+    try:
         start = time.perf_counter()
         while await store.drain_once():  # the drainer's rounds, without its waits
             pass
         seconds = time.perf_counter() - start
-        print(
-            f"drain, primary commit {commit_ms:.0f} ms: {count / seconds:7.0f} webhooks/s "
-            f"({count} in {seconds:.2f} s)"
-        )
+    finally:
         await store.close()
+    print(f"drain into PostgreSQL: {count / seconds:7.0f} webhooks/s ({count} in {seconds:.2f} s)")
+    for rate in (150, 300):
+        schema = f"bench_stall_{rate}"
+        metrics = Metrics(CollectorRegistry())
+        settings = Postgres.model_validate({"dsn": dsn, "schema": schema})
+        engine = PostgresStore(settings, ["am"], max_queued=100_000, metrics=metrics)
+        store = Spooled(engine, directory / f"stall-{rate}.sqlite3", metrics=metrics)
+        await store.open()
+        try:
+            run = await stalled_load(
+                store, dsn, schema, rate=rate, seconds=6, stall_at=2, stall=0.5
+            )
+        finally:
+            await store.close()
+        print(f"PostgreSQL stalled 0.5 s at {rate} webhooks/s: {run.summary()}")
 
 
 def main() -> None:
@@ -107,6 +136,11 @@ def main() -> None:
     args = p.parse_args()
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
         asyncio.run(_run(Path(tmp), args.webhooks))
+        if not servers.postgres_available():
+            print("PostgreSQL stall: skipped (apt-get install postgresql)")
+            return
+        with servers.postgres_server() as server:
+            asyncio.run(_postgres(Path(tmp), server.dsn(), args.webhooks))
 
 
 if __name__ == "__main__":

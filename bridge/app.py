@@ -46,6 +46,7 @@ from bridge.admission import Gate, Ticket
 from bridge.errors import BadPayload, OutboxFull, SlowBody, TooLarge, WebhookError
 from bridge.model import Ignored
 from bridge.replay import check_timestamp
+from bridge.store.group_commit import commit_deadline
 
 if TYPE_CHECKING:
     from bridge.compose import Bridge
@@ -143,7 +144,7 @@ async def _quarantine(
     detail: str,
     request_id: str | None,
 ) -> Response:
-    async with asyncio.timeout(bridge.config.server.store_timeout):
+    async with commit_deadline(bridge.config.server.store_timeout):  # not after the commit
         kept = await bridge.quarantine(reason, detail, kept_headers(headers), body, digest)
     if not kept:
         return _DUPLICATE
@@ -223,8 +224,9 @@ async def webhook(request: Request) -> Response:
                 },
             )
             return JSONResponse({"status": "ignored", "reason": result.reason})
-        # A timeout, not wait_for: no task per webhook.
-        async with asyncio.timeout(server.store_timeout):
+        # A timeout, not wait_for: no task per webhook; it ends the wait for the commit to
+        # start, never a commit that went through (a 503 is then true).
+        async with commit_deadline(server.store_timeout):
             stored = await bridge.accept(result, digest)
         if not stored:
             return _DUPLICATE

@@ -903,6 +903,7 @@ ALERTS = (
     "SentryBridgeQuarantine",
     "SentryBridgeStoreFailing",
     "SentryBridgeStoreDown",
+    "SentryBridgeSpoolBacklog",
     "SentryBridgeSpoolFilling",
 )
 

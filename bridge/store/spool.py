@@ -17,8 +17,11 @@ only the edge's part of it, ``accept`` and ``quarantine``:
   without a spool, nothing spooled;
 - a drainer task (started by ``open``, stopped by ``close``) moves the spooled webhooks
   into the primary, oldest first, a bounded batch per round, through the primary's own
-  ``accept`` and ``quarantine``, so they take the normal path from there; while the
-  primary is down it probes it between back-offs;
+  ``accept`` and ``quarantine``, so they take the normal path from there. A round's
+  webhooks are handed over at once: one of the primary's group commits, so the drainer
+  outruns the arrivals; while it moves the last round, new webhooks wait for it (ms) and
+  then go to the primary, so a slow moment does not leave a spool that never empties
+  under load (issue 15). While the primary is down it probes it between back-offs;
 - the same body (by digest) twice in the spool is one entry (the second is a duplicate,
   answered as the primary would). A body the primary already has is dropped by the
   primary's own digest dedup when the spool drains; it was answered 202 rather than 200.
@@ -28,13 +31,16 @@ an outage): ``open`` tries the primary once, within ``open_timeout``, and when i
 connect (connection-level failures only: refused, timed out, lost, the server starting or
 shutting down; a ``ConfigError``, a wrong password or a schema newer than this bridge
 still fail the start) keeps opening it in the background, with the drainer's back-off.
-Until then every webhook is spooled (202), ``take`` waits, ``lane`` yields None (delivery
-looks again after its ``LANE_BUSY_WAIT``), ``periodic`` is False, the primary's sizes are
-0, and the operators' calls raise ``StoreError``; once it is open the drainer drains.
+Until then every webhook is spooled (202), and the primary's part of the contract is a
+stand-in's (bridge/store/unopened.py: ``take`` waits, no lanes, sizes 0, the operators'
+calls raise ``StoreError``); once it is open the drainer drains.
 
-Everything else (the pipeline's ``take``/``complete``, delivery's lanes, the operators'
-views) is the primary's, unchanged. ``sentry_bridge_store_up`` says whether the last write
-to the primary (a webhook, a drained one, or the drainer's probe) succeeded. ``spooled``
+The spool defines only what it changes: ``accept`` and ``quarantine`` (the fallback), its
+drainer, its own file's health (``store_ok``, ``probe``) and the sizes it adds to
+(``inbox_count``, ``length``, ``oldest_age``). Every other member of the contract (the
+pipeline's ``take``/``complete``, delivery's lanes, the operators' views) is the primary's,
+reached through ``__getattr__``. ``sentry_bridge_store_up`` says whether the last write to
+the primary (a webhook, a drained round, or the drainer's probe) succeeded. ``spooled``
 puts the spool in front of the PostgreSQL engine only: the SQLite engine is local already.
 """
 
@@ -46,11 +52,9 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, cast
 
 import asyncpg
 
@@ -58,16 +62,17 @@ from bridge.config import Config
 from bridge.errors import ConfigError, OutboxFull, StoreError
 from bridge.metrics import Metrics
 from bridge.model import SentryAlert
-from bridge.store.contract import Failed, Lane, Processed, Quarantined, Store, Taken
+from bridge.store import spool_file
+from bridge.store.contract import Store
 from bridge.store.group_commit import GroupCommit
 from bridge.store.health import WriteHealth
+from bridge.store.spool_file import Webhook
 from bridge.store.sqlite_file import SqliteFile
+from bridge.store.unopened import Unopened
 
 log = logging.getLogger("bridge.store.spool")
 
 FILENAME = "spool.sqlite3"
-
-T = TypeVar("T")
 
 # What a database that cannot be reached raises while connecting: the network's errors and
 # timeouts, SQLSTATE class 08 (connection exception) and 57 (operator intervention: the
@@ -94,46 +99,16 @@ def unreachable(exc: BaseException) -> bool:
     return False
 
 
-# One row per spooled webhook, in the order answered (AUTOINCREMENT: ids never reused, so
-# the order survives a spool that emptied). ``alert`` is set for an accepted webhook; the
-# quarantine columns for a quarantined one. ``digest`` is UNIQUE: one entry per body (NULLs
-# are distinct in SQLite, so webhooks accepted without a digest are all kept).
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS spool (
-    id INTEGER PRIMARY KEY AUTOINCREMENT, at REAL NOT NULL, size INTEGER NOT NULL,
-    digest BLOB UNIQUE, alert TEXT,
-    reason TEXT, detail TEXT, headers TEXT, body BLOB);
-"""
-
-
-@dataclass(frozen=True, slots=True)
-class _Webhook:
-    """One webhook for the spool: an accepted alert, or a body to quarantine."""
-
-    digest: bytes | None
-    alert: SentryAlert | None = None
-    reason: str = ""
-    detail: str = ""
-    headers: Mapping[str, str] | None = None
-    body: bytes = b""
-
-    @property
-    def row(self) -> tuple[Any, ...]:
-        alert = None if self.alert is None else json.dumps(self.alert.to_json())
-        headers = None if self.headers is None else json.dumps(dict(self.headers))
-        size = len(alert or "") + len(headers or "") + len(self.detail) + len(self.body)
-        return (size, self.digest, alert, self.reason, self.detail, headers, self.body)
-
-
 class Spooled:
     """A primary store with a local spool in front of its ``accept`` and ``quarantine``."""
 
-    # Spooled webhooks moved to the primary per round (then deleted here in one commit).
-    batch = 100
+    # Spooled webhooks moved to the primary per round, in one of its group commits (then
+    # deleted here in one commit).
+    batch = 500
     # The drainer's back-off while the primary keeps failing, doubling up to the maximum.
     retry_initial = 0.1
     retry_max = 5.0
-    # How long the drainer gives the primary for one spooled webhook, and how often it
+    # How long the drainer gives the primary for one round, and how often it
     # probes an idle primary (so ``store_up`` follows PostgreSQL with no traffic).
     drain_timeout = 10.0
     probe_interval = 10.0
@@ -166,24 +141,28 @@ class Spooled:
         self.metrics = metrics
         self.clock = clock
         self._file = SqliteFile(path, name="spool")
-        self._writes = GroupCommit(self._write, name="spool-commit")
+        self._writes = GroupCommit(self._write, name="spool-commit", withdrawn=self._unreserve)
         # False: the caller drains with drain_once and opens with open_primary (tests).
         self._run_drainer = drainer
         self._drainer: asyncio.Task[None] | None = None
         self._deleting: asyncio.Task[None] | None = None  # outlives a cancelled drainer
         self._work = asyncio.Event()  # set when something was spooled
+        # Set while the drainer moves what it expects to be the spool's last webhooks: new
+        # webhooks wait for that round, then go to the primary (``_keep``).
+        self._handover: asyncio.Event | None = None
         # Committed to the spool, not yet in the primary: (id, at, size), oldest first.
         self._entries: collections.deque[tuple[int, float, int]] = collections.deque()
         self._bytes = 0
         # Handed to the group commit, not yet written: counted against the bounds.
         self._reserved = 0
         self._reserved_bytes = 0
-        self._health = WriteHealth(metrics, self.failing_after)
+        self._health = WriteHealth(metrics, self.failing_after, what="the spool")
         self._full = False  # the last webhook was refused for want of room, none since
         self._primary_up = True
         # How long open() gives the primary before the start goes on without it.
         self.open_timeout = open_timeout
         self._opened = asyncio.Event()  # set once the primary is open
+        self._unopened = cast(Store, Unopened(primary, self._opened))  # stands in until then
         self._opener: asyncio.Task[None] | None = None  # opens it in the background
         metrics.spool_webhooks.set_function(self.depth)
         metrics.spool_oldest_age.set_function(self.spool_age)
@@ -194,9 +173,9 @@ class Spooled:
         """Open the spool (what a previous run left is drained first), then the primary:
         one try within ``open_timeout``; an unreachable primary is opened in the background
         while the spool takes the webhooks. Anything else it raises fails the start."""
-        await self._file.open(_SCHEMA)
+        await self._file.open(spool_file.SCHEMA)
         try:
-            rows = await self._file.call(self._read_index)
+            rows = await self._file.call(spool_file.read_index, self._file)
         except BaseException:
             await self._file.close()
             raise
@@ -277,32 +256,44 @@ class Spooled:
     # --- the edge -----------------------------------------------------------------------
 
     async def accept(self, alert: SentryAlert, digest: bytes | None = None) -> bool:
+        return await self._keep(
+            Webhook(digest, alert), lambda: self.primary.accept(alert, digest), bounded=True
+        )
+
+    async def quarantine(
+        self, reason: str, detail: str, headers: Mapping[str, str], body: bytes, digest: bytes
+    ) -> bool:
+        return await self._keep(
+            Webhook(digest, None, reason, detail[:1000], headers, body),
+            lambda: self.primary.quarantine(reason, detail, headers, body, digest),
+            bounded=False,
+        )
+
+    async def _keep(
+        self, webhook: Webhook, write: Callable[[], Awaitable[bool]], *, bounded: bool
+    ) -> bool:
+        """Into the primary within ``accept_timeout``, else into the spool. ``bounded``:
+        a primary holding ``max_queued`` is full (503), not failing."""
+        deadline = asyncio.get_running_loop().time() + self.accept_timeout
+        if self._handover is not None:
+            # The drainer is moving the last spooled webhooks: wait for it (a round, a few
+            # ms) and go to the primary behind them, rather than into the spool and keep
+            # it from ever emptying while webhooks arrive faster than a round takes.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout_at(deadline):
+                    await self._handover.wait()
         if self._opened.is_set() and not self.spooling():
-            if self._primary_full():
+            if bounded and self._primary_full():
                 raise OutboxFull()
             try:
-                async with asyncio.timeout(self.accept_timeout):
-                    stored = await self.primary.accept(alert, digest)
+                async with asyncio.timeout_at(deadline):
+                    stored = await write()
             except Exception as exc:  # TimeoutError, OutboxFull, OSError, the driver's
                 self._primary_failed(exc)
             else:
                 self._set_up(True)
                 return stored
-        return await self._spool(_Webhook(digest, alert))
-
-    async def quarantine(
-        self, reason: str, detail: str, headers: Mapping[str, str], body: bytes, digest: bytes
-    ) -> bool:
-        if self._opened.is_set() and not self.spooling():
-            try:
-                async with asyncio.timeout(self.accept_timeout):
-                    kept = await self.primary.quarantine(reason, detail, headers, body, digest)
-            except Exception as exc:
-                self._primary_failed(exc)
-            else:
-                self._set_up(True)
-                return kept
-        return await self._spool(_Webhook(digest, None, reason, detail[:1000], headers, body))
+        return await self._spool(webhook)
 
     def _primary_full(self) -> bool:
         return self.max_queued is not None and self.primary.length() >= self.max_queued
@@ -311,7 +302,7 @@ class Spooled:
         """The spool holds (or is committing) something: new webhooks queue behind it."""
         return bool(self._entries) or self._reserved > 0
 
-    async def _spool(self, webhook: _Webhook) -> bool:
+    async def _spool(self, webhook: Webhook) -> bool:
         row = webhook.row
         if (
             self.depth() >= self.max_webhooks
@@ -322,21 +313,27 @@ class Spooled:
         self._reserved += 1
         self._reserved_bytes += row[0]
         # Written by the group commit whatever happens to this caller (a cancelled request
-        # is still spooled and drained; a retry of the same body is then a duplicate).
+        # is still spooled and drained; a retry of the same body is then a duplicate),
+        # unless the edge's commit_deadline passed before its commit started (then taken
+        # back: the 503 is true).
         return await self._writes.submit(row)
+
+    def _unreserve(self, row: tuple[Any, ...]) -> None:
+        """Written (or failed), or taken back before its commit: no longer counted."""
+        self._reserved -= 1
+        self._reserved_bytes -= row[0]
 
     async def _write(self, rows: Sequence[tuple[Any, ...]]) -> list[bool]:
         """The group commit's write: one transaction (fsynced) for ``rows``."""
         now = self.clock()
         try:
-            ids = await self._file.call(self._insert, rows, now)
+            ids = await self._file.call(spool_file.insert, self._file, rows, now)
         except Exception as exc:
-            self._health.failed()
-            log.exception("cannot write the spool", extra={"webhooks": len(rows)})
+            self._health.failed(exc)  # logged once per run of failures, not per commit
             raise OutboxFull("the store is unavailable and the spool cannot be written") from exc
         finally:
-            self._reserved -= len(rows)
-            self._reserved_bytes -= sum(row[0] for row in rows)
+            for row in rows:
+                self._unreserve(row)
         self._health.succeeded()
         self._full = False
         results = []
@@ -357,48 +354,105 @@ class Spooled:
     async def drain_once(self) -> int:
         """Move up to ``batch`` spooled webhooks into the primary, oldest first; returns how
         many. Raises what the primary raised; those moved before it stay moved."""
-        self._require_open("drain the spool")
+        if not self._opened.is_set():
+            raise StoreError("cannot drain the spool: the store has not been opened yet")
         if not self._entries:
             return 0
         if self._primary_full():
             raise OutboxFull()  # not a failure of the primary: store_up stays as it is
-        rows = await self._file.call(self._read_batch, self._entries[0][0], self.batch)
-        moved: list[int] = []
+        if self._handover is None and len(self._entries) <= self.batch:
+            self._handover = asyncio.Event()  # this round takes all: new webhooks wait
         try:
-            for spool_id, digest, alert, reason, detail, headers, body in rows:
-                # Into the primary first, then out of the spool: a crash (or a timeout
-                # whose commit went through) between the two leaves the entry here, and
-                # the next round hands it to the primary again. That is at most a
-                # duplicate, which the primary's digest dedup absorbs (the same body
-                # within its body retention: False, nothing stored).
-                async with asyncio.timeout(self.drain_timeout):
-                    if alert is not None:
-                        await self.primary.accept(SentryAlert.from_json(json.loads(alert)), digest)
-                    else:
-                        await self.primary.quarantine(
-                            reason, detail, json.loads(headers), bytes(body), digest
-                        )
-                moved.append(spool_id)
-        except Exception as exc:
-            self._primary_failed(exc)
+            moved = await self._drain_round()
+        except BaseException:
+            self._end_handover()
             raise
+        if not self.spooling():
+            self._end_handover()
+        return moved
+
+    def _end_handover(self) -> None:
+        if self._handover is not None:
+            self._handover.set()
+            self._handover = None
+
+    async def _drain_round(self) -> int:
+        rows = await self._file.call(
+            spool_file.read_batch, self._file, self._entries[0][0], self.batch
+        )
+        # The whole batch at once: the primary's group commit writes it in one transaction
+        # (one fsync), so the drainer outruns the webhooks arriving meanwhile (issue 15: one
+        # commit each drained 30-65/s, below 100-150/s arriving, and a 0.5 s stall became
+        # minutes of backlog). Handed over in spool order: each call submits its webhook
+        # before its first wait, and the tasks start in the order created, so the primary's inbox
+        # keeps the order the webhooks were answered in.
+        # Into the primary first, then out of the spool: a crash (or a timeout whose commit
+        # went through) between the two leaves the entries here, and the next round hands
+        # them to the primary again. That is at most a duplicate, which the primary's
+        # digest dedup absorbs (the same body within its body retention: False).
+        moves = [asyncio.ensure_future(self._move(row)) for row in rows]
+        try:
+            await asyncio.wait(moves, timeout=self.drain_timeout)
         finally:
-            if moved:
-                await self._forget(moved)
+            for move in moves:
+                move.cancel()  # those not done in time (or all, when the drainer stops)
+        # What the primary took, up to the first it did not: the spool is deleted by id
+        # prefix, so a webhook after a failed one stays (a duplicate next round at most).
+        moved: list[int] = []
+        failure: BaseException | None = None
+        for row, move in zip(rows, moves, strict=True):
+            if not move.done():  # cancelled above: no answer within drain_timeout
+                failure = TimeoutError()
+            elif (failure := move.exception()) is None:
+                moved.append(row[0])
+                continue
+            break
+        for move in moves:  # retrieved, so none is logged as never retrieved
+            if move.done():
+                move.exception()
+        if moved:
+            self._forget(moved)
+        if failure is not None:
+            self._primary_failed(failure)
+            raise failure
         self._set_up(True)
         return len(moved)
 
-    async def _forget(self, moved: list[int]) -> None:
-        """Delete what the primary now has; shielded so a close does not interrupt it."""
-        self._deleting = asyncio.ensure_future(self._file.call(self._delete, moved[-1]))
-        await asyncio.shield(self._deleting)
-        while self._entries and self._entries[0][0] <= moved[-1]:
+    async def _move(self, row: tuple[Any, ...]) -> bool:
+        """One spooled webhook into the primary (``drain_once``'s step)."""
+        _, digest, alert, reason, detail, headers, body = row
+        if alert is not None:
+            return await self.primary.accept(SentryAlert.from_json(json.loads(alert)), digest)
+        return await self.primary.quarantine(
+            reason, detail, json.loads(headers), bytes(body), digest
+        )
+
+    def _forget(self, moved: list[int]) -> None:
+        """What the primary now has leaves the spool: at once as far as new webhooks go
+        (the last round's waiters go to the primary without waiting for the spool's
+        fsync), then from the file, in the background and in order, shielded from a
+        close (which waits for it). Until then, or if it fails, a restart hands those
+        webhooks to the primary again, which its digest dedup absorbs; the next round's
+        delete (every id up to its last) covers a failed one."""
+        last = moved[-1]
+        while self._entries and self._entries[0][0] <= last:
             _, _, size = self._entries.popleft()
             self._bytes -= size
         self._full = False
         self.metrics.spool_drained.inc(len(moved))
         if not self._entries and not self._reserved:
             log.info("spool drained: webhooks go to the store again")
+        self._deleting = asyncio.ensure_future(self._delete(self._deleting, last))
+
+    async def _delete(self, previous: asyncio.Future[None] | None, last: int) -> None:
+        if previous is not None:
+            await asyncio.gather(previous, return_exceptions=True)
+        try:
+            await self._file.call(spool_file.delete, self._file, last)
+        except Exception as exc:
+            self._health.failed(exc)
+        else:
+            self._health.succeeded()
 
     async def _drain_forever(self) -> None:
         await self._opened.wait()  # the opener's back-off until then
@@ -476,13 +530,13 @@ class Spooled:
         watchdog does not call a pod stuck for an outage, nor does a stop wait for it (the
         spool is on disk)."""
         spooled = self.depth() if self._primary_up else 0
-        return self._known(self.primary.inbox_count, 0) + spooled
+        return self._behind.inbox_count() + spooled
 
     def length(self) -> int:
-        return self._known(self.primary.length, 0) + self.depth()
+        return self._behind.length() + self.depth()
 
     def oldest_age(self) -> float:
-        return max(self._known(self.primary.oldest_age, 0.0), self.spool_age())
+        return max(self._behind.oldest_age(), self.spool_age())
 
     def store_ok(self) -> bool:
         """Ready while webhooks can be kept: the primary takes them, or the spool does."""
@@ -495,22 +549,15 @@ class Spooled:
             await self._probe_primary()
         return self.store_ok()
 
-    def _known(self, size: Callable[[], T], unknown: T) -> T:
-        """One of the primary's sizes; ``unknown`` (nothing known) until it is open."""
-        return size() if self._opened.is_set() else unknown
-
-    def _require_open(self, what: str) -> None:
-        if not self._opened.is_set():
-            raise StoreError(
-                f"cannot {what}: the store (PostgreSQL) has not been reachable since this "
-                "bridge started; webhooks are kept in the local spool meanwhile"
-            )
-
     # --- the rest is the primary's ------------------------------------------------------
 
-    async def take(self, limit: int) -> Taken:
-        await self._opened.wait()  # nothing to take before; the spool drains into it then
-        return await self.primary.take(limit)
+    def __getattr__(self, name: str) -> Any:
+        """Every other member of the contract (``take``, ``complete``, the lanes, the
+        operators' calls, the sizes) is the primary's, or until it opens its stand-in's
+        (bridge/store/unopened.py): the spool changes only how webhooks get in."""
+        if name.startswith("_"):  # not the contract's (and not set yet, in __init__)
+            raise AttributeError(name)
+        return getattr(self._behind, name)
 
     def idle(self) -> bool:
         """The primary's, and nothing spooled while it is up (the drainer still has work
@@ -520,117 +567,14 @@ class Spooled:
             return True
         return self.primary.idle() and not self.depth()
 
-    async def complete(
-        self, taken: Taken, results: Sequence[Processed], failed: Sequence[Failed] = ()
-    ) -> None:
-        await self.primary.complete(taken, results, failed)
-
-    async def abandon(self, taken: Taken) -> None:
-        await self.primary.abandon(taken)
-
-    def lane(self, target: str) -> AbstractAsyncContextManager[Lane | None]:
-        if not self._opened.is_set():
-            # As if another replica held it: delivery looks again after LANE_BUSY_WAIT.
-            return _no_lane()
-        return self.primary.lane(target)
-
-    def wakeup(self, target: str) -> asyncio.Event:
-        return self.primary.wakeup(target)
-
-    async def periodic(self) -> bool:
-        return self._opened.is_set() and await self.primary.periodic()
-
-    async def forget_refused(
-        self, target: str, refused: Sequence[tuple[str, str]], *, dead_letter: bool
-    ) -> int:
-        self._require_open("forget refused alerts")
-        return await self.primary.forget_refused(target, refused, dead_letter=dead_letter)
-
-    async def expire(self, *, resolved_for: float) -> None:
-        self._require_open("expire alerts")
-        await self.primary.expire(resolved_for=resolved_for)
-
-    async def dead_letters(self) -> list[tuple[str, str, dict[str, Any]]]:
-        self._require_open("list the dead letters")
-        return await self.primary.dead_letters()
-
-    async def requeue_dead_letters(self) -> dict[str, int]:
-        self._require_open("requeue the dead letters")
-        return await self.primary.requeue_dead_letters()
-
-    async def quarantined(
-        self, entry_id: int | None = None, *, after: int = 0, limit: int = 100
-    ) -> list[Quarantined]:
-        self._require_open("list the quarantine")
-        return await self.primary.quarantined(entry_id, after=after, limit=limit)
-
-    async def release(self, entry_id: int, alert: SentryAlert | None) -> bool:
-        self._require_open("release from quarantine")
-        return await self.primary.release(entry_id, alert)
-
-    async def discard_quarantined(self, ids: Sequence[int] | None) -> list[int]:
-        self._require_open("discard from quarantine")
-        return await self.primary.discard_quarantined(ids)
-
-    async def snapshot(self, limit: int) -> dict[str, Any]:
-        self._require_open("take a snapshot")
-        return await self.primary.snapshot(limit)
-
-    def queued_count(self) -> int:
-        return self._known(self.primary.queued_count, 0)
-
-    def queue_depths(self) -> dict[str, int]:
-        return self._known(self.primary.queue_depths, dict.fromkeys(self.targets, 0))
-
-    def active_count(self) -> int:
-        return self._known(self.primary.active_count, 0)
-
-    def resendable_count(self) -> int:
-        return self._known(self.primary.resendable_count, 0)
-
-    def quarantine_count(self) -> int:
-        return self._known(self.primary.quarantine_count, 0)
-
-    # --- on the spool's thread ----------------------------------------------------------
-
-    def _read_index(self) -> list[tuple[int, float, int]]:
-        rows: list[tuple[int, float, int]] = self._file.db.execute(
-            "SELECT id, at, size FROM spool ORDER BY id"
-        ).fetchall()
-        return rows
-
-    def _insert(self, rows: Sequence[tuple[Any, ...]], now: float) -> list[int | None]:
-        """The new ids, None for a body (digest) already spooled (in this batch too)."""
-        sql = (
-            "INSERT OR IGNORE INTO spool (at, size, digest, alert, reason, detail, headers,"
-            " body) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
-        )
-        with self._file.transaction() as db:
-            return [
-                cursor.lastrowid if (cursor := db.execute(sql, (now, *row))).rowcount else None
-                for row in rows
-            ]
-
-    def _read_batch(self, first: int, limit: int) -> list[tuple[Any, ...]]:
-        rows: list[tuple[Any, ...]] = self._file.db.execute(
-            "SELECT id, digest, alert, reason, detail, headers, body FROM spool"
-            " WHERE id >= ? ORDER BY id LIMIT ?",
-            (first, limit),
-        ).fetchall()
-        return rows
-
-    def _delete(self, last: int) -> None:
-        with self._file.transaction() as db:
-            db.execute("DELETE FROM spool WHERE id <= ?", (last,))
+    @property
+    def _behind(self) -> Store:
+        """The primary once it is open; before, what stands in for it."""
+        return self.primary if self._opened.is_set() else self._unopened
 
 
 def _why(exc: BaseException) -> str:
     return "no answer in time" if isinstance(exc, TimeoutError) else repr(exc)
-
-
-@contextlib.asynccontextmanager
-async def _no_lane() -> AsyncIterator[Lane | None]:
-    yield None
 
 
 def spooled(primary: Store, config: Config, metrics: Metrics) -> Store:

@@ -34,6 +34,7 @@ from tests.clock import Ticks as Clock
 from tests.conftest import PostgresTarget
 from tests.factories import issue
 from tests.store.fakes import MODES, FakePrimary, Mode
+from tests.store.stall import stalled_load
 from tests.test_outbox_failures import Commits
 
 pytestmark = pytest.mark.anyio
@@ -138,9 +139,10 @@ async def test_a_failing_primary_still_gets_an_answer_in_time(
 async def test_order_is_kept_across_an_outage_with_webhooks_arriving_while_it_drains(
     spool: Spooled, primary: FakePrimary
 ) -> None:
+    spool.batch = 100  # several drain rounds
     assert await accept(spool, 0)
     primary.mode = "down"
-    for n in range(1, 251):  # several drain rounds (batch 100)
+    for n in range(1, 251):
         assert await accept(spool, n)
     arriving: list[asyncio.Task[bool]] = []
 
@@ -523,11 +525,14 @@ async def test_a_down_primary_is_probed_not_sent_the_oldest_webhook_again(
 
 
 async def test_everything_else_is_the_primarys(spool: Spooled, primary: FakePrimary) -> None:
-    assert spool.targets == primary.targets
-    assert spool.progress is primary.progress
+    """The spool defines only what it changes; every other member is the primary's own,
+    called as it was called (``Spooled.__getattr__``)."""
     own = {"accept", "quarantine", "open", "close", "probe", "store_ok"}
     own |= {"inbox_count", "length", "oldest_age"}  # the spool's own sizes added
     own.add("idle")  # nothing spooled is part of it
+    assert {name for name in vars(Spooled) if not name.startswith("_")} & set(dir(Store)) == own
+    assert spool.targets == primary.targets
+    assert spool.progress is primary.progress
     members = {
         name for name in dir(Store) if not name.startswith("_") and callable(getattr(Store, name))
     }
@@ -549,8 +554,7 @@ async def test_everything_else_is_the_primarys(spool: Spooled, primary: FakePrim
         result = getattr(spool, name)(*positional, **named)
         if inspect.isawaitable(result):
             result = await result
-        returns = inspect.signature(getattr(Store, name)).return_annotation
-        assert result == (None if returns == "None" else f"primary.{name}"), name
+        assert result == f"primary.{name}", name
         assert primary.delegated[-1] == (name, positional, named), name
 
 
@@ -702,8 +706,8 @@ class SpoolModel(RuleBasedStateMachine):
             assert self.loop.run_until_complete(self.store.drain_once()) == 0
             return
         if mode != "up":
-            if mode == "late":
-                self.in_primary.add(self.spool[0])
+            if mode == "late":  # a round's webhooks are handed over at once
+                self.in_primary.update(self.spool[:2])
             with pytest.raises((OSError, OutboxFull, TimeoutError)):
                 self.loop.run_until_complete(self.store.drain_once())
             self.up = 0.0
@@ -808,3 +812,29 @@ async def test_a_start_while_postgresql_is_down_answers_and_drains_once_it_is_up
         await store.abandon(taken)
     finally:
         await store.close()
+
+
+async def test_a_half_second_stall_on_postgresql_leaves_no_backlog_behind_it(
+    pg: PostgresTarget, tmp_path: Path, metrics: Metrics
+) -> None:
+    """Issue 15: at a steady 400 webhooks/s, PostgreSQL's inbox locked for 0.5 s by another
+    connection (a slow commit): what the stall diverted to the spool, and what arrived
+    behind it, is in PostgreSQL within seconds of the stall's end, while the load goes on
+    (one commit per drained webhook fell behind the arrivals: here the spool emptied only
+    after the load ended; in the issue's bridge, minutes after).
+    Every webhook answered 202 in Sentry's second, and in PostgreSQL once, in order."""
+    primary = PostgresStore(pg.settings, ["am"], max_queued=100_000, metrics=metrics)
+    store = Spooled(primary, tmp_path / FILENAME, metrics=metrics, max_queued=100_000)
+    await store.open()
+    try:
+        run = await stalled_load(
+            store, pg.dsn, pg.schema, rate=400, seconds=7.0, stall_at=1.5, stall=0.5
+        )
+    finally:
+        await store.close()
+    print(run.summary())
+    assert run.spooled > 0  # the stall did divert webhooks to the spool
+    assert all(answer is True for answer in run.answers)
+    assert run.inbox == [str(n) for n in range(len(run.answers))]
+    assert run.load_ran_on  # gone while the load still ran, not after it
+    assert run.drained_after < 1.5, run.summary()  # about 0.05 s; one commit each: 2 s+

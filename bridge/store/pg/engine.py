@@ -184,7 +184,8 @@ class PostgresStore:
         try:
             kept: list[bool] = await self._write(self._insert, batch)
         except Exception as exc:
-            log.exception("cannot write the inbox", extra={"alerts": len(batch)})
+            if not isinstance(exc, DB_ERRORS):  # the database's: the spool says, once
+                log.exception("cannot write the inbox", extra={"alerts": len(batch)})
             raise OutboxFull("the store cannot be written") from exc
         for added in kept:
             if not added:
@@ -316,8 +317,8 @@ class PostgresStore:
                 quarantine_kept=self.quarantine_kept,
             )
             await self._commit(handle)
-        except DB_ERRORS:
-            self._failed()
+        except DB_ERRORS as exc:
+            self._failed(exc)
             raise
         self._sizes.inbox = max(0, self._sizes.inbox - written.done)
         for target in self.targets:
@@ -365,8 +366,8 @@ class PostgresStore:
                 raise
             try:
                 await transaction.commit()
-            except DB_ERRORS:
-                self._failed()
+            except DB_ERRORS as exc:
+                self._failed(exc)
                 raise
             self._succeeded()
             self._sizes.queued(target, -lane.settled)
@@ -557,8 +558,8 @@ class PostgresStore:
         try:
             async with self._pool.acquire() as conn, conn.transaction():
                 result = await fn(conn, *args, **kwargs)
-        except DB_ERRORS:
-            self._failed()
+        except DB_ERRORS as exc:
+            self._failed(exc)
             raise
         self._succeeded()
         return result
@@ -592,8 +593,8 @@ class PostgresStore:
             with contextlib.suppress(*DB_ERRORS):
                 await self._pool.release(conn)
 
-    def _failed(self) -> None:
-        self._health.failed()
+    def _failed(self, exc: BaseException) -> None:
+        self._health.failed(exc)
 
     def _succeeded(self) -> None:
         self.commits += 1

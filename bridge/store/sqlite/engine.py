@@ -157,7 +157,8 @@ class Outbox:
         try:
             ids = await self._write(inbox.insert, batch, now, self.body_retention, self.max_bodies)
         except Exception as exc:
-            log.exception("cannot write the outbox", extra={"alerts": len(batch)})
+            if not isinstance(exc, sqlite3.Error):  # the file's are WriteHealth's, said once
+                log.exception("cannot write the outbox", extra={"alerts": len(batch)})
             raise OutboxFull("the outbox cannot be written") from exc
         stored: list[bool] = []
         for (alert, _), inbox_id in zip(batch, ids, strict=True):
@@ -445,8 +446,8 @@ class Outbox:
         try:
             with self._file.transaction() as db:
                 yield db
-        except sqlite3.Error:
-            self._health.failed()
+        except sqlite3.Error as exc:
+            self._health.failed(exc)
             raise
         self.commits += 1
         self._health.succeeded()

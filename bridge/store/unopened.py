@@ -1,0 +1,65 @@
+"""The PostgreSQL engine's part of the contract while it has not opened yet, behind the spool
+(bridge/store/spool.py): a pod that starts during an outage answers from its spool and
+opens the engine in the background. Until then the engine is a store holding nothing:
+``take`` waits for it to open, ``lane`` yields None (delivery looks again after its
+``LANE_BUSY_WAIT``, as if another replica held it), ``periodic`` is False, every size is
+0, and the operators' calls raise ``StoreError`` saying why.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+from collections.abc import AsyncIterator, Callable, Coroutine
+from typing import Any
+
+from bridge.errors import StoreError
+from bridge.store.contract import Lane, Store, Taken
+
+
+class Unopened:
+    def __init__(self, engine: Store, opened: asyncio.Event) -> None:
+        self._engine = engine
+        self._opened = opened
+
+    async def take(self, limit: int) -> Taken:
+        await self._opened.wait()  # nothing to take before; the spool drains into it then
+        return await self._engine.take(limit)
+
+    @contextlib.asynccontextmanager
+    async def lane(self, target: str) -> AsyncIterator[Lane | None]:
+        yield None
+
+    def wakeup(self, target: str) -> asyncio.Event:
+        return self._engine.wakeup(target)
+
+    async def periodic(self) -> bool:
+        return False
+
+    def queue_depths(self) -> dict[str, int]:
+        return dict.fromkeys(self._engine.targets, 0)
+
+    def oldest_age(self) -> float:
+        return 0.0
+
+    def __getattr__(self, name: str) -> Any:
+        """The other sizes: 0; the operators' calls: ``StoreError``."""
+        member = getattr(Store, name)  # AttributeError for what the contract lacks
+        if not inspect.iscoroutinefunction(member):
+            return _zero
+        return _refuse(name)
+
+
+def _zero() -> int:
+    return 0
+
+
+def _refuse(name: str) -> Callable[..., Coroutine[Any, Any, Any]]:
+    async def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise StoreError(
+            f"cannot {name.replace('_', ' ')}: the store (PostgreSQL) has not been reachable "
+            "since this bridge started; webhooks are kept in the local spool meanwhile"
+        )
+
+    return refuse
