@@ -3,15 +3,19 @@
 ``contract`` says what every engine keeps and all the pipeline, delivery and the edge use.
 ``sqlite`` (``Outbox``: embedded, one file, one replica) and ``pg`` (``PostgresStore``:
 shared by several replicas, issue 10) keep it; ``spool`` rides out a PostgreSQL outage on
-a local SQLite file. ``open_store`` picks the configured engine.
+a local SQLite file. ``open_store`` picks the configured engine; ``open_for_operator``
+opens it for an operator's command (``sentry-bridge quarantine --offline``), and
+``describe`` names it for a human.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any
+from urllib.parse import urlsplit
 
 from bridge.config import Config
+from bridge.errors import ConfigError
 from bridge.metrics import Metrics
 from bridge.store.contract import Store
 
@@ -35,3 +39,46 @@ def open_store(config: Config, metrics: Metrics, targets: Sequence[str]) -> Stor
     from bridge.store.sqlite import Outbox
 
     return Outbox(config.outbox.data_dir, targets, **common)
+
+
+def describe(config: Config) -> str:
+    """Which store a config names, for a human (no credentials): the SQLite file, or
+    PostgreSQL's host, database and schema."""
+    if config.store.backend == "postgres":
+        settings = config.store.postgres
+        if settings.dsn is None:
+            return f"postgres (store.postgres.dsn not set), schema {settings.schema_}"
+        dsn = urlsplit(settings.dsn.get_secret_value())
+        host = dsn.hostname or "localhost (socket)"
+        where = f"{host}:{dsn.port}" if dsn.port else host
+        return f"postgres {where}{dsn.path or '/'}, schema {settings.schema_}"
+    from bridge.store.sqlite.schema import FILENAME
+
+    return f"sqlite {config.outbox.data_dir / FILENAME}"
+
+
+def open_for_operator(config: Config, metrics: Metrics, targets: Sequence[str]) -> Store:
+    """The configured store for an operator's command, not yet open: the engine itself,
+    without the spool (that is the running bridge's, per pod). Refuses, rather than
+    creates, an outbox file that is not there (a wrong ``data_dir`` would otherwise show an
+    empty quarantine); PostgreSQL needs ``store.postgres.dsn``, as ``serve`` does."""
+    if config.store.backend == "postgres":
+        if config.store.postgres.dsn is None:
+            raise ConfigError(
+                "store.postgres.dsn: needed to reach PostgreSQL (e.g. set BRIDGE_DATABASE_URL "
+                "as the bridge has it)"
+            )
+        from bridge.store.pg import PostgresStore
+
+        return PostgresStore(
+            config.store.postgres, targets, max_queued=config.outbox.max_queued, metrics=metrics
+        )
+    from bridge.store.sqlite import Outbox
+    from bridge.store.sqlite.schema import FILENAME
+
+    path = config.outbox.data_dir / FILENAME
+    if not path.exists():
+        raise ConfigError(f"no outbox at {path}: is outbox.data_dir (or BRIDGE_DATA_DIR) right?")
+    return Outbox(
+        config.outbox.data_dir, targets, max_queued=config.outbox.max_queued, metrics=metrics
+    )

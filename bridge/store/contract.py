@@ -207,13 +207,23 @@ class Store(Protocol):
         """Queue the dead letters again: a resolve as it was, a firing alert only if it is
         still its identity's active alert (then as it is now); counts by outcome."""
 
-    async def quarantined(self) -> list[Quarantined]: ...
+    async def quarantined(
+        self, entry_id: int | None = None, *, after: int = 0, limit: int = 100
+    ) -> list[Quarantined]:
+        """Quarantined entries, oldest first: the one of ``entry_id`` (or none), else up to
+        ``limit`` with an id above ``after`` (page on with the last id)."""
 
-    async def release(self, entry_id: int, alert: SentryAlert | None) -> None:
-        """Remove a quarantined entry; with ``alert``, accept that in the same transaction."""
+    async def release(self, entry_id: int, alert: SentryAlert | None) -> bool:
+        """Remove a quarantined entry; with ``alert``, accept that in the same transaction.
+        False (and nothing accepted) when the entry is not there (any more)."""
+
+    async def discard_quarantined(self, ids: Sequence[int] | None) -> list[int]:
+        """Remove these quarantined entries (None: every one) for good; the ids removed."""
 
     async def snapshot(self, limit: int) -> dict[str, Any]:
-        """For ``/-/status``: counts, the first ``limit`` active alerts, newest dead letters."""
+        """For ``/-/status``: counts, the first ``limit`` active alerts, newest dead letters,
+        and the quarantine: ``quarantine_reasons`` (count per reason) and
+        ``quarantine_oldest_at`` (epoch seconds; None when empty)."""
 
     # Sizes, for gauges and the status page; PostgreSQL's are as of its last refresh.
     def inbox_count(self) -> int: ...

@@ -550,13 +550,19 @@ class Spooled:
         self._require_open("requeue the dead letters")
         return await self.primary.requeue_dead_letters()
 
-    async def quarantined(self) -> list[Quarantined]:
+    async def quarantined(
+        self, entry_id: int | None = None, *, after: int = 0, limit: int = 100
+    ) -> list[Quarantined]:
         self._require_open("list the quarantine")
-        return await self.primary.quarantined()
+        return await self.primary.quarantined(entry_id, after=after, limit=limit)
 
-    async def release(self, entry_id: int, alert: SentryAlert | None) -> None:
+    async def release(self, entry_id: int, alert: SentryAlert | None) -> bool:
         self._require_open("release from quarantine")
-        await self.primary.release(entry_id, alert)
+        return await self.primary.release(entry_id, alert)
+
+    async def discard_quarantined(self, ids: Sequence[int] | None) -> list[int]:
+        self._require_open("discard from quarantine")
+        return await self.primary.discard_quarantined(ids)
 
     async def snapshot(self, limit: int) -> dict[str, Any]:
         self._require_open("take a snapshot")

@@ -273,9 +273,44 @@ async def test_release_accepts_the_replayed_alert(open_engine: Opener) -> None:
         await store.release(second.id, None)
         assert await store.quarantined() == []
         assert store.quarantine_count() == 0
+        assert not await store.release(first.id, factories.issue(6)), "gone: nothing accepted"
         taken = await take(store)
         assert [e.alert for e in taken.entries] == [factories.issue(5)]
         await commit(store, taken)
+        assert store.inbox_count() == 0
+
+
+async def test_quarantine_pages_one_entry_and_summary(open_engine: Opener) -> None:
+    async with open_engine() as store:
+        empty = await store.snapshot(5)
+        assert (empty["quarantine_reasons"], empty["quarantine_oldest_at"]) == ({}, None)
+        for n, reason in enumerate(("parse_error", "invalid_payload", "invalid_payload")):
+            await store.quarantine(reason, f"d{n}", {"request-id": f"r{n}"}, b"{", digest(f"p{n}"))
+        every = await store.quarantined()
+        assert [q.detail for q in every] == ["d0", "d1", "d2"]
+        first_page = await store.quarantined(limit=2)
+        assert first_page == every[:2]
+        assert await store.quarantined(after=first_page[-1].id, limit=2) == every[2:]
+        assert await store.quarantined(every[1].id) == [every[1]]
+        assert await store.quarantined(every[-1].id + 100) == []
+        snapshot = await store.snapshot(5)
+        assert snapshot["quarantine_reasons"] == {"invalid_payload": 2, "parse_error": 1}
+        assert snapshot["quarantine_oldest_at"] == pytest.approx(every[0].at, abs=1e-3)
+
+
+async def test_discard_removes_only_what_it_names_or_all(open_engine: Opener) -> None:
+    async with open_engine() as store:
+        for n in range(4):
+            await store.quarantine("parse_error", f"d{n}", {}, b"{", digest(f"x{n}"))
+        a, b, c, d = (q.id for q in await store.quarantined())
+        assert await store.discard_quarantined([b, d + 100, b]) == [b], "missing ids: not removed"
+        assert [q.id for q in await store.quarantined()] == [a, c, d]
+        assert store.quarantine_count() == 3
+        assert await store.discard_quarantined([]) == []
+        assert sorted(await store.discard_quarantined(None)) == [a, c, d]
+        assert await store.quarantined() == []
+        assert store.quarantine_count() == 0
+        assert store.inbox_count() == 0, "discarding accepts nothing"
 
 
 # --- delivery ---------------------------------------------------------------------------

@@ -225,6 +225,7 @@ async def test_a_start_without_the_primary_spools_until_it_opens(
             store.quarantined(),
             store.requeue_dead_letters(),
             store.release(1, None),
+            store.discard_quarantined(None),
         ):
             with pytest.raises(StoreError, match="has not been reachable since this bridge"):
                 await call

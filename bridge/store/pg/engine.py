@@ -436,22 +436,31 @@ class PostgresStore:
             self._wake_senders()
         return dict(counts)
 
-    async def quarantined(self) -> list[Quarantined]:
+    async def quarantined(
+        self, entry_id: int | None = None, *, after: int = 0, limit: int = 100
+    ) -> list[Quarantined]:
         async with self._pool.acquire() as conn:
-            return await operators.quarantined(conn)
+            return await operators.quarantined(conn, entry_id, after, limit)
 
-    async def release(self, entry_id: int, alert: SentryAlert | None) -> None:
-        async def write(conn: Any) -> int:
+    async def release(self, entry_id: int, alert: SentryAlert | None) -> bool:
+        async def write(conn: Any) -> bool:
             status = await conn.execute("DELETE FROM quarantine WHERE id = $1", entry_id)
-            if alert is not None:
+            found: bool = status.split()[-1] != "0"
+            if found and alert is not None:
                 await inbox.insert(conn, [alert], self.inbox_channel)
-            return int(status.split()[-1])
+            return found
 
-        removed: int = await self._shield(self._write(write))
-        self._sizes.quarantine = max(0, self._sizes.quarantine - removed)
-        if alert is not None:
+        found: bool = await self._shield(self._write(write))
+        self._sizes.quarantine = max(0, self._sizes.quarantine - found)
+        if found and alert is not None:
             self._sizes.inbox += 1
             self._inbox_event.set()
+        return found
+
+    async def discard_quarantined(self, ids: Sequence[int] | None) -> list[int]:
+        removed: list[int] = await self._shield(self._write(operators.discard_quarantined, ids))
+        self._sizes.quarantine = max(0, self._sizes.quarantine - len(removed))
+        return removed
 
     async def snapshot(self, limit: int) -> dict[str, Any]:
         async with self._pool.acquire() as conn:

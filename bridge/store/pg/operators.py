@@ -47,11 +47,17 @@ async def quarantine(conn: Any, rows: Sequence[QuarantineRow], kept: int) -> int
     return int((await conn.execute(_TRIM_QUARANTINE, kept)).split()[-1])
 
 
-async def quarantined(conn: Any) -> list[Quarantined]:
-    rows = await conn.fetch(
-        "SELECT id, extract(epoch FROM at)::float8, reason, detail, headers, body, alert "
-        "FROM quarantine ORDER BY id"
-    )
+_QUARANTINED = (
+    "SELECT id, extract(epoch FROM at)::float8, reason, detail, headers, body, alert "
+    "FROM quarantine"
+)
+
+
+async def quarantined(conn: Any, entry_id: int | None, after: int, limit: int) -> list[Quarantined]:
+    if entry_id is not None:
+        rows = await conn.fetch(f"{_QUARANTINED} WHERE id = $1", entry_id)
+    else:
+        rows = await conn.fetch(f"{_QUARANTINED} WHERE id > $1 ORDER BY id LIMIT $2", after, limit)
     return [
         Quarantined(
             int(r[0]),
@@ -64,6 +70,27 @@ async def quarantined(conn: Any) -> list[Quarantined]:
         )
         for r in rows
     ]
+
+
+async def discard_quarantined(conn: Any, ids: Sequence[int] | None) -> list[int]:
+    if ids is None:
+        rows = await conn.fetch("DELETE FROM quarantine RETURNING id")
+    else:
+        sql = "DELETE FROM quarantine WHERE id = ANY($1::bigint[]) RETURNING id"
+        rows = await conn.fetch(sql, list(ids))
+    return sorted(int(r[0]) for r in rows)
+
+
+async def quarantine_summary(conn: Any) -> dict[str, Any]:
+    """``quarantine_reasons`` and ``quarantine_oldest_at`` of the status snapshot."""
+    reasons = await conn.fetch(
+        "SELECT reason, count(*) FROM quarantine GROUP BY reason ORDER BY reason"
+    )
+    oldest = await conn.fetchval("SELECT extract(epoch FROM min(at))::float8 FROM quarantine")
+    return {
+        "quarantine_reasons": {codec.untext(r[0]): int(r[1]) for r in reasons},
+        "quarantine_oldest_at": oldest,
+    }
 
 
 async def forget_refused(
@@ -157,6 +184,7 @@ async def snapshot(conn: Any, limit: int) -> dict[str, Any]:
         ],
         "dead_letter_count": int(await conn.fetchval("SELECT count(*) FROM dead_letter")),
         "quarantined": int(await conn.fetchval("SELECT count(*) FROM quarantine")),
+        **await quarantine_summary(conn),
     }
 
 

@@ -359,19 +359,27 @@ class Outbox:
         self.metrics.quarantined.labels(reason).inc()
         return True
 
-    async def quarantined(self) -> list[Quarantined]:
-        return await self._read(operators.read_quarantine)
+    async def quarantined(
+        self, entry_id: int | None = None, *, after: int = 0, limit: int = 100
+    ) -> list[Quarantined]:
+        return await self._read(operators.read_quarantine, entry_id, after, limit)
 
-    async def release(self, entry_id: int, alert: SentryAlert | None) -> None:
+    async def release(self, entry_id: int, alert: SentryAlert | None) -> bool:
         """Remove a quarantined entry; with ``alert`` (replayed), accept that into the inbox
         in the same transaction, so it is never in neither."""
         now = self._now()
-        inbox_id = await self._shield(self._write(operators.release, entry_id, alert, now))
-        self._quarantine_count -= 1
+        found, inbox_id = await self._shield(self._write(operators.release, entry_id, alert, now))
+        self._quarantine_count -= found
         if inbox_id is not None and alert is not None:
             self._inbox_times[inbox_id] = now
             self._ready.append((inbox_id, alert))
             self._ready_event.set()
+        return bool(found)
+
+    async def discard_quarantined(self, ids: Sequence[int] | None) -> list[int]:
+        removed = await self._shield(self._write(operators.discard_quarantine, ids))
+        self._quarantine_count -= len(removed)
+        return list(removed)
 
     def quarantine_count(self) -> int:
         return self._quarantine_count

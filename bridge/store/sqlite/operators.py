@@ -87,10 +87,17 @@ def insert_quarantine(
     return len(rows) - dropped
 
 
-def read_quarantine(db: sqlite3.Connection) -> list[Quarantined]:
-    rows = db.execute(
-        "SELECT id, at, reason, detail, headers, body, alert FROM quarantine ORDER BY id"
-    ).fetchall()
+_QUARANTINE_COLUMNS = "SELECT id, at, reason, detail, headers, body, alert FROM quarantine"
+
+
+def read_quarantine(
+    db: sqlite3.Connection, entry_id: int | None, after: int, limit: int
+) -> list[Quarantined]:
+    if entry_id is not None:
+        rows = db.execute(f"{_QUARANTINE_COLUMNS} WHERE id = ?", (entry_id,)).fetchall()
+    else:
+        sql = f"{_QUARANTINE_COLUMNS} WHERE id > ? ORDER BY id LIMIT ?"
+        rows = db.execute(sql, (after, limit)).fetchall()
     return [
         Quarantined(i, at, reason, detail, json.loads(h), bytes(body), a and json.loads(a))
         for i, at, reason, detail, h, body, a in rows
@@ -99,14 +106,33 @@ def read_quarantine(db: sqlite3.Connection) -> list[Quarantined]:
 
 def release(
     db: sqlite3.Connection, entry_id: int, alert: SentryAlert | None, now: float
-) -> int | None:
-    """Removes a quarantined entry; with ``alert``, accepts that into the inbox (its id)."""
-    db.execute("DELETE FROM quarantine WHERE id = ?", (entry_id,))
+) -> tuple[bool, int | None]:
+    """Removes a quarantined entry; with ``alert``, accepts that into the inbox. Whether the
+    entry was there, and the inbox id (None when nothing was accepted)."""
+    if not db.execute("DELETE FROM quarantine WHERE id = ?", (entry_id,)).rowcount:
+        return False, None
     if alert is None:
-        return None
+        return True, None
     text = json.dumps(alert.to_json(), separators=(",", ":"))
     sql = "INSERT INTO inbox (accepted_at, alert) VALUES (?, ?)"
-    return rowid(db.execute(sql, (now, text)))
+    return True, rowid(db.execute(sql, (now, text)))
+
+
+def discard_quarantine(db: sqlite3.Connection, ids: Sequence[int] | None) -> list[int]:
+    if ids is None:
+        return [r[0] for r in db.execute("DELETE FROM quarantine RETURNING id")]
+    removed = []
+    for entry_id in dict.fromkeys(ids):
+        if db.execute("DELETE FROM quarantine WHERE id = ?", (entry_id,)).rowcount:
+            removed.append(entry_id)
+    return removed
+
+
+def quarantine_summary(db: sqlite3.Connection) -> dict[str, Any]:
+    """``quarantine_reasons`` and ``quarantine_oldest_at`` of the status snapshot."""
+    reasons = db.execute("SELECT reason, count(*) FROM quarantine GROUP BY reason ORDER BY reason")
+    oldest = db.execute("SELECT min(at) FROM quarantine").fetchone()[0]
+    return {"quarantine_reasons": dict(reasons.fetchall()), "quarantine_oldest_at": oldest}
 
 
 def read_snapshot(db: sqlite3.Connection, limit: int) -> dict[str, Any]:
@@ -132,6 +158,7 @@ def read_snapshot(db: sqlite3.Connection, limit: int) -> dict[str, Any]:
         ],
         "dead_letter_count": db.execute("SELECT count(*) FROM dead_letter").fetchone()[0],
         "quarantined": count_quarantine(db),
+        **quarantine_summary(db),
     }
 
 
