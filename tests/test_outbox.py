@@ -608,6 +608,30 @@ async def test_one_bridge_per_data_dir(
     await second.close()
 
 
+async def test_an_outbox_of_another_schema_version_is_refused(
+    tmp_path: Path, make: OutboxFactory
+) -> None:
+    """Schema 1 (no release had it) kept dead letters without their identity (issue 15):
+    refused at open, naming both versions, rather than failing at the first dead letter."""
+    db = sqlite3.connect(tmp_path / FILENAME)
+    db.execute(
+        "CREATE TABLE dead_letter (id INTEGER PRIMARY KEY AUTOINCREMENT, at REAL NOT NULL,"
+        " target TEXT NOT NULL, reason TEXT NOT NULL, alert TEXT NOT NULL)"
+    )
+    db.close()
+    old = make()
+    with pytest.raises(ConfigError, match="schema version 0, this bridge needs 2"):
+        await old.open()
+    await old.close()
+    (tmp_path / FILENAME).unlink()
+    fresh = make()
+    await fresh.open()
+    await fresh.close()
+    again = make()
+    await again.open()  # stamped with its version: opens again
+    await again.close()
+
+
 @pytest.mark.parametrize(
     "targets",
     [pytest.param([], id="none"), pytest.param(["a:1", "a:1"], id="duplicate")],

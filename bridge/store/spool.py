@@ -532,12 +532,6 @@ class Spooled:
     async def periodic(self) -> bool:
         return self._opened.is_set() and await self.primary.periodic()
 
-    async def forget_refused(
-        self, target: str, refused: Sequence[tuple[str, str]], *, dead_letter: bool
-    ) -> int:
-        self._require_open("forget refused alerts")
-        return await self.primary.forget_refused(target, refused, dead_letter=dead_letter)
-
     async def expire(self, *, resolved_for: float) -> None:
         self._require_open("expire alerts")
         await self.primary.expire(resolved_for=resolved_for)

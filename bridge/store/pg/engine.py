@@ -378,23 +378,6 @@ class PostgresStore:
             log.warning("cannot renew the periodic lease", exc_info=True)
             return False
 
-    async def forget_refused(
-        self, target: str, refused: Sequence[tuple[str, str]], *, dead_letter: bool
-    ) -> int:
-        active, resolved = await self._shield(
-            self._write(
-                operators.forget_refused,
-                self.lock_key,
-                target,
-                refused,
-                dead_letter=dead_letter,
-                kept=self.dead_letters_kept,
-            )
-        )
-        self._sizes.active = max(0, self._sizes.active - active)
-        self._sizes.resolved = max(0, self._sizes.resolved - resolved)
-        return int(active + resolved)
-
     async def expire(self, *, resolved_for: float) -> None:
         async def write(conn: Any) -> None:
             now = await conn.fetchval("SELECT clock_timestamp()")

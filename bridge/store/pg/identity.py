@@ -38,16 +38,6 @@ ON CONFLICT (identity) DO UPDATE
 
 _FORGET = "DELETE FROM identity_state WHERE identity = ANY($1::text[])"
 
-# Alertmanager refused this active alert for good: nothing fires for the identity any
-# more, so its next firing webhook posts afresh (repeat times and resolve time stay).
-_UNHOLD = """
-UPDATE identity_state
-SET active = false, ends_at = NULL,
-    state = state || '{"alert": null, "severity": null, "posted": null, "posted_at": null}'
-WHERE identity = ANY($1::text[]) AND active AND state->'alert' = $2::jsonb
-RETURNING identity
-"""
-
 _ACTIVE = """
 SELECT (state->'alert')::text FROM identity_state
 WHERE identity = $1 AND active AND state->'alert'->'labels' = $2::jsonb
@@ -91,12 +81,6 @@ async def write(
         )
     active = sum(1 for _, state, _ in kept if state.alert is not None)
     return active, len(states) - active
-
-
-async def unhold(conn: Any, identities: Collection[str], body: str) -> list[str]:
-    """Clear the active alert of these identities where it is ``body`` (wire JSON)."""
-    rows = await conn.fetch(_UNHOLD, list(identities), codec.jsonb_text(body))
-    return [row[0] for row in rows]
 
 
 async def active_alert(conn: Any, identity: str, labels: Mapping[str, str]) -> str | None:

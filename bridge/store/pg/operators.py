@@ -1,8 +1,8 @@
-"""What operators and delivery's refusals change on PostgreSQL: dead letters, their requeue,
-refused alerts leaving the active set, the quarantine, the status page's snapshot.
+"""What operators change on PostgreSQL: dead letters, their requeue, the quarantine, the
+status page's snapshot.
 
-Each function runs in the caller's transaction. The ones that change an identity's alert
-(``forget_refused``, ``requeue``) first wait for the identities' advisory locks
+Each function runs in the caller's transaction. The one that reads identities' alerts to
+queue them (``requeue``) first waits for the identities' advisory locks
 (``identity.lock``), so they never act on a state a decision in flight is replacing.
 """
 
@@ -93,32 +93,6 @@ async def quarantine_summary(conn: Any) -> dict[str, Any]:
     }
 
 
-async def forget_refused(
-    conn: Any,
-    lock_key: int,
-    target: str,
-    refused: Sequence[tuple[str, str]],
-    *,
-    dead_letter: bool,
-    kept: int,
-) -> tuple[int, int]:
-    """The refused bodies leave the active alerts and the resolved ones; with
-    ``dead_letter`` each one that was there is dead-lettered. Returns (active, resolved)
-    removed."""
-    owners = [_owner(body) for body, _ in refused]
-    await identity.lock(conn, lock_key, [o for o in owners if o is not None])
-    active = resolved = 0
-    dead: list[tuple[str, str]] = []
-    for (body, reason), owner in zip(refused, owners, strict=True):
-        gone = len(await identity.unhold(conn, [owner], body)) if owner else 0
-        gone_resolved = await queue.forget_resolved(conn, body)
-        active, resolved = active + gone, resolved + gone_resolved
-        if dead_letter and (gone or gone_resolved):
-            dead.append((body, reason))
-    await queue.dead_letter(conn, target, dead, kept)
-    return active, resolved
-
-
 async def dead_letters(conn: Any) -> list[tuple[str, str, dict[str, Any]]]:
     rows = await conn.fetch("SELECT target, reason, body FROM dead_letter ORDER BY id")
     return [(r[0], codec.untext(r[1]), json.loads(r[2])) for r in rows]
@@ -192,11 +166,3 @@ def owner_of(labels: Mapping[str, str]) -> str | None:
     """The identity (as stored) a label set the bridge built belongs to."""
     found = identity_from_labels(labels)
     return None if found is None else codec.text(found)
-
-
-def _owner(body: str) -> str | None:
-    try:
-        labels = json.loads(body).get("labels") or {}
-    except (ValueError, AttributeError):
-        return None
-    return owner_of(labels) if isinstance(labels, dict) else None

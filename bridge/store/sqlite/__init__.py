@@ -11,7 +11,8 @@ and ``operators`` (dead letters, requeue, refusals, quarantine, snapshot, expiry
 ``bridge.store.sqlite_file`` (``SqliteFile``: the file on its one thread) and
 ``bridge.store.group_commit``, the plumbing the spool uses too.
 
-Tables (``outbox.sqlite3`` under ``outbox.data_dir``)::
+Tables (``outbox.sqlite3`` under ``outbox.data_dir``; ``schema.VERSION`` in the file's
+``user_version``)::
 
     inbox        accepted webhooks (SentryAlert JSON) the pipeline has not finished
     queue        postable alerts (wire JSON) some Alertmanager still needs, in order
@@ -33,7 +34,9 @@ Tables (``outbox.sqlite3`` under ``outbox.data_dir``)::
                  ``take`` as the state it stands for.
     resolved     recently resolved alerts, re-sent for a while as Prometheus does
     dead_letter  alerts an Alertmanager rejected, with its reason, for a human
-                 (the newest ``dead_letters_kept``)
+                 (the newest ``dead_letters_kept``); one refused for its content names
+                 its identity, and that Alertmanager's re-sends skip it
+                 (``bridge.store.refusals``)
     quarantine   authenticated webhooks the bridge could not process: the raw body and
                  the headers parsing reads (never a signature), or the normalised alert
                  when the pipeline failed on it, with the reason; ``sentry-bridge

@@ -33,7 +33,7 @@ from bridge.store.group_commit import GroupCommit
 from bridge.store.health import WriteHealth
 from bridge.store.shield import Shield
 from bridge.store.sqlite import identity, inbox, operators, queue
-from bridge.store.sqlite.schema import FILENAME, SCHEMA
+from bridge.store.sqlite.schema import FILENAME, SCHEMA, check_version
 from bridge.store.sqlite_file import SqliteFile
 
 log = logging.getLogger("bridge.outbox")
@@ -290,27 +290,6 @@ class Outbox:
             self._queue_times.popleft()
         self.progress.set()
 
-    async def forget_refused(
-        self, target: str, refused: Sequence[tuple[str, str]], *, dead_letter: bool
-    ) -> int:
-        """Alertmanager ``target`` refused these stored alerts (wire JSON, reason) for their
-        content: they leave the active and resolved tables, so re-sends stop posting what
-        can never be accepted (and stop taking the rest of their page down with it). With
-        ``dead_letter``, each one that was still there is dead-lettered, once, with its
-        reason. Returns how many left the tables."""
-        gone: int = await self._shield(self._forget_refused(target, refused, dead_letter))
-        return gone
-
-    async def _forget_refused(
-        self, target: str, refused: Sequence[tuple[str, str]], dead_letter: bool
-    ) -> int:
-        active, resolved = await self._write(
-            operators.forget, target, refused, dead_letter, self._now()
-        )
-        self._active_count -= active
-        self._resolved_count -= resolved
-        return active + resolved
-
     async def expire(self, *, resolved_for: float) -> None:
         """Forget active alerts whose endsAt passed (Alertmanager has expired them too) and
         resolved ones re-sent for ``resolved_for`` seconds."""
@@ -444,6 +423,7 @@ class Outbox:
         self._health.succeeded()
 
     def _load(self) -> _Loaded:
+        check_version(self._file.db, self.path)
         with self._transaction() as db:
             cursor = queue.set_cursors(db, self.targets)
         return _Loaded(

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import replace
 
 from bridge.alertmanager import PostableAlert
 from bridge.dedup import fingerprint
@@ -58,21 +57,6 @@ def write(
             db.execute(sql, (identity, ends_at, body(firing)))
             active += 1
     return active
-
-
-def unhold(db: sqlite3.Connection, identity: str, body: str) -> None:
-    """The state machine no longer holds ``body`` as firing for ``identity``:
-    Alertmanager never will, so the next firing webhook posts afresh (repeat counts
-    and resolve times stay)."""
-    row = db.execute("SELECT state FROM state WHERE identity = ?", (identity,)).fetchone()
-    if row is None:
-        return
-    state = IdentityState.from_json(json.loads(row[0]))
-    if state.alert is None or state.alert.labels != json.loads(body).get("labels"):
-        return  # a newer label set already stands for it
-    cleared = replace(state, alert=None, severity=None, posted=None, posted_at=None)
-    text = json.dumps(cleared.to_json(), separators=(",", ":"))
-    db.execute("UPDATE state SET state = ? WHERE identity = ?", (text, identity))
 
 
 def expire(db: sqlite3.Connection, now: float) -> int:

@@ -1,5 +1,5 @@
 """What the SQLite engine keeps for a human and for the periodic jobs: dead letters and
-their requeue, refusals forgotten, quarantine, the status snapshot, expiry of resolved
+their requeue, quarantine, the status snapshot, expiry of resolved
 alerts. Functions on the file's thread, given the connection (inside a transaction where
 they write)."""
 
@@ -21,34 +21,6 @@ log = logging.getLogger("bridge.outbox")
 
 # reason, detail, headers (JSON), body, alert (JSON, when the pipeline failed on it)
 QuarantineRow = tuple[str, str, str, bytes, str | None]
-
-
-def forget(
-    db: sqlite3.Connection,
-    target: str,
-    refused: Sequence[tuple[str, str]],
-    dead_letter: bool,
-    now: float,
-) -> tuple[int, int]:
-    """``target`` refused these bodies: they leave the active and resolved tables (and
-    dead-letter, with ``dead_letter``). Returns how many active and resolved alerts went."""
-    active = resolved = 0
-    for body, reason in refused:
-        # The rows hold the very body that was sent. Refusals are rare, so matching
-        # on the text (no index) costs nothing the rest of the time.
-        identities = [
-            row[0]
-            for row in db.execute("DELETE FROM active WHERE alert = ? RETURNING identity", (body,))
-        ]
-        gone_active = len(identities)
-        for name in identities:
-            identity.unhold(db, name, body)
-        gone_resolved = db.execute("DELETE FROM resolved WHERE alert = ?", (body,)).rowcount
-        active, resolved = active + gone_active, resolved + gone_resolved
-        if dead_letter and (gone_active or gone_resolved):
-            sql = "INSERT INTO dead_letter (at, target, reason, alert) VALUES (?, ?, ?, ?)"
-            db.execute(sql, (now, target, reason, body))
-    return active, resolved
 
 
 def expire(db: sqlite3.Connection, now: float, resolved_before: float) -> tuple[int, int]:

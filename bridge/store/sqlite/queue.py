@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from bridge.alertmanager import PostableAlert
+from bridge.store import refusals
 from bridge.store.contract import Page, Queued
 from bridge.store.sqlite.schema import rowid
 
@@ -46,8 +47,16 @@ class Lane:
 
     async def resend_page(self, after: Any, limit: int) -> Page:
         """Recently resolved alerts, then the active ones, in rowid (keyset) pages; a row
-        replaced since the last page (fired again) comes again, later, as it is now."""
-        return await self._outbox._read(read_page, after, limit)
+        replaced since the last page (fired again) comes again, later, as it is now.
+        Without what this Alertmanager refused."""
+        return await self._outbox._read(resend_page, self._target, after, limit)
+
+    async def refuse(self, refused: Sequence[tuple[str, str]]) -> int:
+        box = self._outbox
+        new: int = await box._shield(
+            box._write(refuse, self._target, refused, box._now(), box.dead_letters_kept)
+        )
+        return new
 
     async def commit(self) -> None:
         if self._done is not None:
@@ -126,16 +135,66 @@ def advance(
     """Moves ``target``'s cursor to ``done``, dead-letters ``dead`` (the newest
     ``dead_letters_kept`` stay) and deletes the rows every cursor passed (``low``)."""
     db.execute("UPDATE cursor SET done = ? WHERE target = ?", (done, target))
-    if dead:
-        db.executemany(
-            "INSERT INTO dead_letter (at, target, reason, alert) VALUES (?, ?, ?, ?)",
-            [(now, target, reason, item.body) for item, reason in dead],
-        )
-        db.execute(
-            "DELETE FROM dead_letter WHERE id <= (SELECT max(id) FROM dead_letter) - ?",
-            (dead_letters_kept,),
-        )
+    dead_letter(db, target, [(item.body, reason) for item, reason in dead], now, dead_letters_kept)
     db.execute("DELETE FROM queue WHERE id <= ?", (low,))
+
+
+def dead_letter(
+    db: sqlite3.Connection, target: str, dead: Sequence[tuple[str, str]], now: float, kept: int
+) -> None:
+    """Keeps (wire JSON, reason) pairs as ``target``'s dead letters, a refusal for the
+    content with the identity of its alert (``bridge.store.refusals``); the newest ``kept``
+    stay."""
+    if not dead:
+        return
+    db.executemany(
+        "INSERT INTO dead_letter (at, target, reason, alert, identity) VALUES (?, ?, ?, ?, ?)",
+        [(now, target, why, body, _owner(body, why)) for body, why in dead],
+    )
+    db.execute("DELETE FROM dead_letter WHERE id <= (SELECT max(id) FROM dead_letter) - ?", (kept,))
+
+
+def refused(db: sqlite3.Connection, target: str, identities: Sequence[str]) -> list[str]:
+    """The bodies ``target`` refused (its dead letters) of these identities."""
+    if not identities:
+        return []
+    rows = db.execute(
+        "SELECT alert FROM dead_letter WHERE target = ?"
+        " AND identity IN (SELECT value FROM json_each(?))",
+        (target, json.dumps(list(identities))),
+    )
+    return [body for (body,) in rows]
+
+
+def refuse(
+    db: sqlite3.Connection, target: str, dead: Sequence[tuple[str, str]], now: float, kept: int
+) -> int:
+    """Dead-letters the re-sent bodies ``target`` refused, once each (one it refused before
+    is not kept again); returns how many are new."""
+    before = refused(db, target, refusals.owners(body for body, _ in dead))
+    new = [(b, r) for b, r in dead if refusals.not_refused([b], before)]
+    new = list({body: (body, reason) for body, reason in new}.values())
+    dead_letter(db, target, new, now, kept)
+    return len(new)
+
+
+def resend_page(
+    db: sqlite3.Connection, target: str, after: tuple[int, int] | None, limit: int
+) -> Page:
+    """``read_page``, without what ``target`` refused (``bridge.store.refusals``)."""
+    page = read_page(db, after, limit)
+    gone = refused(db, target, refusals.owners(page.bodies)) if _any_dead(db, target) else []
+    return Page(refusals.not_refused(page.bodies, gone), page.after) if gone else page
+
+
+def _owner(body: str, why: str) -> str | None:
+    """The identity a dead letter is kept under: only a refusal for the content counts."""
+    return refusals.owner(body) if refusals.for_content(why) else None
+
+
+def _any_dead(db: sqlite3.Connection, target: str) -> bool:
+    sql = "SELECT 1 FROM dead_letter WHERE target = ? AND identity IS NOT NULL LIMIT 1"
+    return db.execute(sql, (target,)).fetchone() is not None
 
 
 def read_page(db: sqlite3.Connection, after: tuple[int, int] | None, limit: int) -> Page:

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import sqlite3
 
+from bridge.errors import ConfigError
+
 FILENAME = "outbox.sqlite3"
+# PRAGMA user_version of the tables below. 2 (issue 15): each dead letter names the
+# identity of its alert (what one Alertmanager refused is its own). Nothing was released
+# with version 1 (0 in the file), so there is no migration: such a file is refused.
+VERSION = 2
 
 # AUTOINCREMENT: ids are never reused, or an emptied queue would restart below the cursors.
 # The time indexes let expire() find what is due without scanning every active alert.
@@ -25,7 +31,7 @@ CREATE TABLE IF NOT EXISTS state (
 CREATE INDEX IF NOT EXISTS state_kept_until ON state (kept_until);
 CREATE TABLE IF NOT EXISTS dead_letter (
     id INTEGER PRIMARY KEY AUTOINCREMENT, at REAL NOT NULL, target TEXT NOT NULL,
-    reason TEXT NOT NULL, alert TEXT NOT NULL);
+    reason TEXT NOT NULL, alert TEXT NOT NULL, identity TEXT);
 CREATE TABLE IF NOT EXISTS quarantine (
     id INTEGER PRIMARY KEY AUTOINCREMENT, at REAL NOT NULL, reason TEXT NOT NULL,
     detail TEXT NOT NULL, headers TEXT NOT NULL, body BLOB NOT NULL, alert TEXT);
@@ -40,3 +46,18 @@ def rowid(cursor: sqlite3.Cursor) -> int:
     """The id an INSERT gave its row."""
     assert cursor.lastrowid is not None
     return cursor.lastrowid
+
+
+def check_version(db: sqlite3.Connection, path: object) -> None:
+    """Stamps a new file with ``VERSION``; refuses a file of another version."""
+    version = db.execute("PRAGMA user_version").fetchone()[0]
+    columns = {row[1] for row in db.execute("PRAGMA table_info(dead_letter)")}
+    if version == 0 and "identity" in columns:  # made just now by SCHEMA
+        db.execute(f"PRAGMA user_version = {VERSION}")
+        version = VERSION
+    if version != VERSION:
+        raise ConfigError(
+            f"the outbox {path} has schema version {version}, this bridge needs {VERSION}: "
+            "an unreleased development version wrote it (docs/upgrading.md); move it away"
+        )
+    db.execute("CREATE INDEX IF NOT EXISTS dead_letter_target ON dead_letter (target, identity)")
