@@ -1,6 +1,9 @@
 """Where the bridge keeps its state: the engines behind one store contract.
 
 ``contract`` says what every engine keeps and all the pipeline, delivery and the edge use.
+The rules every engine shares are written once, as pure code: ``writes`` (what one batch of
+decisions writes, as a plain value each engine executes) and ``refusals`` (what one
+Alertmanager refused is its own dead letter).
 ``sqlite`` (``Outbox``: embedded, one file, one replica) and ``pg`` (``PostgresStore``:
 shared by several replicas, issue 10) keep it; ``spool`` rides out a PostgreSQL outage on
 a local SQLite file. ``open_store`` picks the configured engine; ``open_for_operator``

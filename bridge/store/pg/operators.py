@@ -17,8 +17,7 @@ from bridge.alertmanager import PostableAlert
 from bridge.labels import identity_from_labels
 from bridge.store.contract import Quarantined
 from bridge.store.pg import codec, identity, queue
-
-QuarantineRow = tuple[str, str, str, bytes, str | None]  # reason, detail, headers, body, alert
+from bridge.store.writes import QuarantineRow
 
 _QUARANTINE = """
 INSERT INTO quarantine (reason, detail, headers, body, alert)

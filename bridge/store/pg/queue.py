@@ -13,7 +13,6 @@ instead of posting the same alerts (PostgreSQL docs, SELECT, "The Locking Clause
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -81,11 +80,6 @@ _UNRESOLVE = "DELETE FROM resolved WHERE labels = ANY($1::text[])"
 _EXPIRE_RESOLVED = (
     "DELETE FROM resolved WHERE resolved_at <= clock_timestamp() - make_interval(secs => $1)"
 )
-
-
-def label_key(labels: Mapping[str, str]) -> str:
-    """A label set as a stable string: the identity Alertmanager gives an alert."""
-    return json.dumps(sorted(labels.items()), separators=(",", ":"))
 
 
 async def enqueue(

@@ -28,6 +28,7 @@ from bridge.errors import ConfigError, OutboxFull
 from bridge.metrics import Metrics
 from bridge.model import SentryAlert
 from bridge.state import IdentityState
+from bridge.store import writes
 from bridge.store.contract import Entry, Failed, Lane, Processed, Quarantined, Queued, Taken
 from bridge.store.group_commit import GroupCommit
 from bridge.store.health import WriteHealth
@@ -204,44 +205,24 @@ class Outbox:
         """In one transaction: the entries leave the inbox, the posts are queued, the states
         (and from them the active table) are written, ``failed`` goes to quarantine.
         Shielded, so a cancelled caller cannot leave memory behind the file."""
-        handed = sorted(e.inbox_id for e in taken.entries)
-        if sorted([*(r.inbox_id for r in results), *(f.inbox_id for f in failed)]) != handed:
-            raise ValueError("complete() needs every taken entry in results or failed, once")
-        await self._shield(self._complete(taken, results, failed))
+        planned = writes.plan(taken, results, failed, self.clock())
+        await self._shield(self._complete(planned))
 
-    async def _complete(
-        self, taken: Taken, results: Sequence[Processed], failed: Sequence[Failed]
-    ) -> None:
-        now = self.clock()
-        # Ages count from acceptance, so max_age covers the time spent in the pipeline too.
-        accepted = {e.inbox_id: e.accepted_at.timestamp() for e in taken.entries}
-        sends = [(accepted[r.inbox_id], a) for r in results for a in r.send]
-        held = {identity: state.alert for identity, state in taken.states.items()}
-        quarantined: list[operators.QuarantineRow] = [
-            ("pipeline_error", f.reason[:1000], "{}", b"", json.dumps(f.alert.to_json()))
-            for f in failed
-        ]
+    async def _complete(self, planned: writes.Writes) -> None:
         written: inbox.Completed = await self._write(
-            inbox.complete,
-            held,
-            results,
-            sends,
-            [f.inbox_id for f in failed],
-            quarantined,
-            now,
-            self._resolved_count > 0,
-            self.quarantine_kept,
+            inbox.complete, planned, self._resolved_count > 0, self.quarantine_kept
         )
-        for inbox_id in accepted:
+        for inbox_id in planned.done:
             self._inbox_times.pop(inbox_id, None)
         self._queue_times.extend(
-            (i, queued_at) for i, (queued_at, _) in zip(written.ids, sends, strict=True)
+            (i, post.queued_at.timestamp())
+            for i, post in zip(written.ids, planned.posts, strict=True)
         )
         self._active_count += written.active
         self._resolved_count += written.resolved
         self._quarantine_count += written.quarantined
-        if failed:
-            self.metrics.quarantined.labels("pipeline_error").inc(len(failed))
+        if planned.quarantined:
+            self.metrics.quarantined.labels("pipeline_error").inc(len(planned.quarantined))
         if written.ids:
             self._wake_senders()
 
@@ -323,7 +304,7 @@ class Outbox:
     ) -> bool:
         """Keep an authenticated webhook the bridge cannot process, durably; False (nothing
         kept) when the same body was already seen within ``body_retention``."""
-        row: operators.QuarantineRow = (
+        row: writes.QuarantineRow = (
             reason,
             detail[:1000],
             json.dumps(dict(headers)),
@@ -448,7 +429,7 @@ class Outbox:
         return taken, dropped, states
 
     def _quarantine(
-        self, db: sqlite3.Connection, row: operators.QuarantineRow, digest: bytes, now: float
+        self, db: sqlite3.Connection, row: writes.QuarantineRow, digest: bytes, now: float
     ) -> int | None:
         """How many more entries the quarantine holds; None, and nothing written, when
         ``digest`` was seen within body_retention."""

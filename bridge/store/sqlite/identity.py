@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Collection
 
 from bridge.alertmanager import PostableAlert
 from bridge.dedup import fingerprint
 from bridge.model import Severity
 from bridge.state import IdentityState
-from bridge.store.contract import Processed
+from bridge.store.writes import Writes
 
 
 def read(db: sqlite3.Connection, identities: Collection[str]) -> dict[str, IdentityState]:
@@ -24,39 +24,32 @@ def read(db: sqlite3.Connection, identities: Collection[str]) -> dict[str, Ident
     return states | {identity: _legacy_state(a) for identity, a in legacy.items()}
 
 
-def write(
-    db: sqlite3.Connection,
-    results: Sequence[Processed],
-    held: Mapping[str, PostableAlert | None],
-    body: Callable[[PostableAlert], str],
-) -> int:
-    """Writes the states of ``results`` and, from them, the active table: the last state
-    written for an identity holds its active alert (a forgotten state holds none).
-    ``held``: the active alert of each identity as taken, so an unchanged one keeps its
-    row (and its place in the re-send pages). Returns how many more alerts are active."""
-    current: dict[str, PostableAlert | None] = {}
-    for result in results:
-        for identity, (state, until) in result.states.items():
-            current[identity] = state.alert if until is not None else None
-            if until is None:
-                db.execute("DELETE FROM state WHERE identity = ?", (identity,))
-                continue
-            text = json.dumps(state.to_json(), separators=(",", ":"))
-            db.execute(
-                "INSERT OR REPLACE INTO state (identity, kept_until, state) VALUES (?, ?, ?)",
-                (identity, until.timestamp(), text),
-            )
+def write(db: sqlite3.Connection, writes: Writes) -> int:
+    """Writes the states of ``writes`` and, from them, the active table: a changed active
+    alert replaces the identity's row (an unchanged one keeps its place in the re-send
+    pages), a forgotten state's row goes. Returns how many more alerts are active."""
+    db.executemany(
+        "INSERT OR REPLACE INTO state (identity, kept_until, state) VALUES (?, ?, ?)",
+        [
+            (row.identity, row.kept_until.timestamp(), _json(row.state.to_json()))
+            for row in writes.states
+        ],
+    )
+    db.executemany("DELETE FROM state WHERE identity = ?", [(n,) for n in writes.forgotten])
     active = 0
-    for identity, firing in current.items():
-        if identity in held and (firing is held[identity] or firing == held[identity]):
-            continue  # unchanged: keep its row (and its place in the re-send pages)
+    moved = [(row.identity, row.alert, row.ends_at) for row in writes.states if row.changed]
+    for identity, body, ends_at in [*moved, *((n, None, None) for n in writes.forgotten)]:
         active -= db.execute("DELETE FROM active WHERE identity = ?", (identity,)).rowcount
-        if firing is not None:
-            ends_at = firing.ends_at.timestamp() if firing.ends_at else None
+        if body is not None:
+            stamp = ends_at.timestamp() if ends_at else None
             sql = "INSERT INTO active (identity, ends_at, alert) VALUES (?, ?, ?)"
-            db.execute(sql, (identity, ends_at, body(firing)))
+            db.execute(sql, (identity, stamp, body))
             active += 1
     return active
+
+
+def _json(value: object) -> str:
+    return json.dumps(value, separators=(",", ":"))
 
 
 def expire(db: sqlite3.Connection, now: float) -> int:

@@ -16,11 +16,9 @@ from bridge.model import SentryAlert
 from bridge.store.contract import Quarantined
 from bridge.store.sqlite import identity
 from bridge.store.sqlite.schema import rowid
+from bridge.store.writes import QuarantineRow
 
 log = logging.getLogger("bridge.outbox")
-
-# reason, detail, headers (JSON), body, alert (JSON, when the pipeline failed on it)
-QuarantineRow = tuple[str, str, str, bytes, str | None]
 
 
 def expire(db: sqlite3.Connection, now: float, resolved_before: float) -> tuple[int, int]:

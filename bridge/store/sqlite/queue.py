@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Callable, Mapping, Sequence
-from datetime import datetime
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from bridge.alertmanager import PostableAlert
 from bridge.store import refusals
 from bridge.store.contract import Page, Queued
 from bridge.store.sqlite.schema import rowid
+from bridge.store.writes import Post, Writes
 
 if TYPE_CHECKING:
     from bridge.store.sqlite.engine import Outbox
@@ -64,11 +63,6 @@ class Lane:
             await box._shield(box._advance(self._target, self._done, self._dead))
 
 
-def label_key(labels: Mapping[str, str]) -> str:
-    """A label set as a stable string: the identity Alertmanager gives an alert."""
-    return json.dumps(sorted(labels.items()), separators=(",", ":"))
-
-
 def set_cursors(db: sqlite3.Connection, targets: Sequence[str]) -> dict[str, int]:
     """Every cursor, at start: one per Alertmanager configured (a new Alertmanager gets
     everything still queued, a removed one's goes), and the rows all of them passed go."""
@@ -84,35 +78,26 @@ def set_cursors(db: sqlite3.Connection, targets: Sequence[str]) -> dict[str, int
     return cursor
 
 
-def enqueue(
-    db: sqlite3.Connection,
-    sends: Sequence[tuple[float, PostableAlert]],
-    now: datetime,
-    any_resolved: bool,
-    body: Callable[[PostableAlert], str],
-) -> tuple[list[int], int]:
-    """Queues the posts (their acceptance time, the alert) in order, and keeps the resolved
-    table (the re-sends of resolved alerts) up to date with them. ``any_resolved``: whether
-    that table has rows (when it has none, as between incidents, a firing alert has no
-    re-sends to end). Returns the queue ids and how many more alerts are resolved."""
-    stamp = now.timestamp()
-    ids: list[int] = []
-    resolved = 0
-    for queued_at, alert in sends:
-        sql = "INSERT INTO queue (queued_at, alert) VALUES (?, ?)"
-        ids.append(rowid(db.execute(sql, (queued_at, body(alert)))))
-        ending = alert.ends_at is not None and alert.ends_at <= now
-        if not (ending or any_resolved):
-            continue
-        # Firing again ends the re-sends of the resolved label set.
-        key = label_key(alert.labels)
-        resolved -= db.execute("DELETE FROM resolved WHERE labels = ?", (key,)).rowcount
-        if ending:
-            sql = "INSERT INTO resolved (labels, resolved_at, alert) VALUES (?, ?, ?)"
-            db.execute(sql, (key, stamp, body(alert)))
-            resolved += 1
-            any_resolved = True
-    return ids, resolved
+def enqueue(db: sqlite3.Connection, posts: Sequence[Post]) -> list[int]:
+    """Queues the posts in order; returns their queue ids."""
+    sql = "INSERT INTO queue (queued_at, alert) VALUES (?, ?)"
+    return [rowid(db.execute(sql, (p.queued_at.timestamp(), p.body))) for p in posts]
+
+
+def resend(db: sqlite3.Connection, writes: Writes, any_resolved: bool) -> int:
+    """Starts and ends re-sends of resolved label sets as ``writes`` says; ``any_resolved``:
+    whether the table has rows (between incidents it has none, and nothing can end).
+    Returns how many more label sets are resolved."""
+    more = 0
+    ending = writes.resends_ended if any_resolved else ()
+    for key in (*ending, *(key for key, _ in writes.resends_started)):
+        more -= db.execute("DELETE FROM resolved WHERE labels = ?", (key,)).rowcount
+    stamp = writes.resolved_at.timestamp()
+    sql = "INSERT INTO resolved (labels, resolved_at, alert) VALUES (?, ?, ?)"
+    for key, body in writes.resends_started:
+        db.execute(sql, (key, stamp, body))
+        more += 1
+    return more
 
 
 def read(db: sqlite3.Connection, after: int, limit: int) -> list[Queued]:
