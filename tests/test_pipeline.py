@@ -13,7 +13,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from bridge import config
-from bridge.alertmanager import PostableAlert, wire_json
+from bridge.alertmanager import PostableAlert
 from bridge.enrich import Enricher
 from bridge.metrics import Metrics
 from bridge.model import Kind, SentryAlert, State
@@ -277,26 +277,6 @@ async def test_dedup_and_escalation_survive_a_restart(harness: Harness, tmp_path
     harness.clock.advance(minutes=1)
     _, escalated = (await harness.commit(dataclasses.replace(alert, event_id="3"))).send
     assert escalated.labels["escalated"] == "true"
-
-
-async def test_an_active_alert_from_before_the_state_table_is_replaced(harness: Harness) -> None:
-    old = PostableAlert(
-        labels={"alertname": "SentryIssue", "severity": "medium", "sentry_issue_id": "42"},
-        starts_at=START,
-        ends_at=START + timedelta(hours=1),
-    )
-    # An install from before the state table: an active row and no state.
-    outbox = harness.outbox
-    await outbox._file.call(
-        lambda: outbox._file.db.execute(
-            "INSERT INTO active (identity, ends_at, alert) VALUES (?, ?, ?)",
-            ("issue:42", old.ends_at and old.ends_at.timestamp(), wire_json(old)),
-        )
-    )
-    resolved, firing = (await harness.commit(issue(users=50))).send
-    assert resolved.labels == old.labels
-    assert resolved.ends_at == START
-    assert firing.labels["severity"] == "critical"
 
 
 async def test_outcomes_are_counted(harness: Harness) -> None:

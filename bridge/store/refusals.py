@@ -19,9 +19,11 @@ identities on it.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from datetime import datetime
 from typing import Any
 
+from bridge.alertmanager import PostableAlert
 from bridge.labels import identity_from_labels
 
 # Statuses that depend on the alerts sent (Alertmanager's 400 and 422, a 413 for the size).
@@ -68,3 +70,27 @@ def _value(body: str) -> Any:
         return json.loads(body)
     except ValueError:
         return body
+
+
+def requeue(
+    dead: Sequence[str], active: Callable[[str], str | None], now: datetime
+) -> tuple[list[str], dict[str, int]]:
+    """What requeueing the dead letters (wire JSON, oldest first) queues again, for every
+    Alertmanager, and the counts by outcome: a resolve as it was; a firing alert only while
+    it is still its identity's active alert (``active(identity)``: its wire JSON or None),
+    and then as it is now, so a late re-send never re-fires what was resolved or replaced
+    since; each alert once, though several Alertmanagers refused it."""
+    counts = {"requeued": 0, "superseded": 0}
+    queued: list[str] = []
+    for body in dead:
+        alert = PostableAlert.model_validate_json(body)
+        if alert.ends_at is None or alert.ends_at > now:  # firing: only as it is now
+            current = active(identity_from_labels(alert.labels) or "")
+            if current is None or json.loads(current).get("labels") != alert.labels:
+                counts["superseded"] += 1
+                continue
+            body = current
+        if body not in queued:
+            queued.append(body)
+            counts["requeued"] += 1
+    return queued, counts

@@ -49,9 +49,6 @@ class StateRow:
     kept_until: datetime
     alert: str | None  # the active alert's wire JSON (None: nothing fires)
     ends_at: datetime | None  # its endsAt
-    # The active alert differs from the one taken, or the state was not taken (re-send
-    # pages move a changed one to their end).
-    changed: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,18 +108,9 @@ def plan(
         if until is None:
             continue
         firing = state.alert
-        held = taken.states.get(identity)
-        before = held.alert if held is not None else None  # not taken: unknown, changed
-        rows.append(
-            StateRow(
-                identity,
-                state,
-                until,
-                body(firing) if firing is not None else None,
-                firing.ends_at if firing is not None else None,
-                changed=held is None or not (firing is before or firing == before),
-            )
-        )
+        body_of = body(firing) if firing is not None else None
+        ends_at = firing.ends_at if firing is not None else None
+        rows.append(StateRow(identity, state, until, body_of, ends_at))
     forgotten = tuple(identity for identity, (_, until) in decided.items() if until is None)
     before_active = sum(
         1 for i in decided if (s := taken.states.get(i)) is not None and s.alert is not None

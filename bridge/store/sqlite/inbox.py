@@ -21,7 +21,7 @@ log = logging.getLogger("bridge.outbox")
 
 @dataclass(frozen=True, slots=True)
 class Completed:
-    ids: list[int]  # the queue ids of the sends, in order
+    ids: list[int]  # the queue ids of the posts, in order, one per target each
     active: int  # how many more alerts are active, resolved, quarantined
     resolved: int
     quarantined: int
@@ -80,12 +80,16 @@ def delete(db: sqlite3.Connection, ids: Sequence[int]) -> None:
 
 
 def complete(
-    db: sqlite3.Connection, writes: Writes, any_resolved: bool, quarantine_kept: int
+    db: sqlite3.Connection,
+    writes: Writes,
+    targets: Sequence[str],
+    any_resolved: bool,
+    quarantine_kept: int,
 ) -> Completed:
     """Executes what a batch of decisions writes (``bridge.store.writes.plan``), in the
     caller's one transaction. ``any_resolved``: see ``queue.resend``."""
     delete(db, writes.done)
-    ids = queue.enqueue(db, writes.posts)
+    ids = queue.enqueue(db, targets, writes.posts)
     resolved = queue.resend(db, writes, any_resolved)
     active = identity.write(db, writes)
     stamp = writes.resolved_at.timestamp()

@@ -9,14 +9,15 @@ import json
 import logging
 import sqlite3
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
-from bridge.alertmanager import PostableAlert
 from bridge.model import SentryAlert
+from bridge.store import refusals
 from bridge.store.contract import Quarantined
-from bridge.store.sqlite import identity
+from bridge.store.sqlite import identity, queue
 from bridge.store.sqlite.schema import rowid
-from bridge.store.writes import QuarantineRow
+from bridge.store.writes import Post, QuarantineRow
 
 log = logging.getLogger("bridge.outbox")
 
@@ -107,7 +108,9 @@ def quarantine_summary(db: sqlite3.Connection) -> dict[str, Any]:
 
 def read_snapshot(db: sqlite3.Connection, limit: int) -> dict[str, Any]:
     active = db.execute(
-        "SELECT identity, ends_at, alert FROM active ORDER BY identity LIMIT ?", (limit,)
+        "SELECT identity, ends_at, json_extract(state, '$.alert') FROM state WHERE active"
+        " ORDER BY identity LIMIT ?",
+        (limit,),
     ).fetchall()
     dead = db.execute(
         "SELECT at, target, reason, alert FROM dead_letter ORDER BY id DESC LIMIT ?", (limit,)
@@ -132,31 +135,15 @@ def read_snapshot(db: sqlite3.Connection, limit: int) -> dict[str, Any]:
     }
 
 
-def requeue(db: sqlite3.Connection, now: float) -> tuple[list[tuple[int, float]], dict[str, int]]:
-    """Queues the dead letters again and empties the table (``Outbox.requeue_dead_letters``
-    says which): the queue ids with their times, and the counts."""
-    from bridge.labels import identity_from_labels  # labels imports nothing of ours
-
-    counts = {"requeued": 0, "superseded": 0}
-    ids: list[tuple[int, float]] = []
-    rows = db.execute("SELECT id, alert FROM dead_letter ORDER BY id").fetchall()
-    seen: set[str] = set()
-    for _, body in rows:
-        alert = PostableAlert.model_validate_json(body)
-        resolved = alert.ends_at is not None and alert.ends_at.timestamp() <= now
-        if not resolved:
-            name = identity_from_labels(alert.labels) or ""
-            row = db.execute("SELECT alert FROM active WHERE identity = ?", (name,)).fetchone()
-            current = PostableAlert.model_validate_json(row[0]) if row else None
-            if current is None or current.labels != alert.labels:
-                counts["superseded"] += 1
-                continue
-            body = row[0]
-        if body in seen:  # the same alert dead-lettered by several Alertmanagers
-            continue
-        seen.add(body)
-        cursor = db.execute("INSERT INTO queue (queued_at, alert) VALUES (?, ?)", (now, body))
-        ids.append((rowid(cursor), now))
-        counts["requeued"] += 1
+def requeue(
+    db: sqlite3.Connection, targets: Sequence[str], now: datetime
+) -> tuple[list[int], dict[str, int]]:
+    """Queues the dead letters again for every Alertmanager (``refusals.requeue`` says
+    which) and empties the table: the queue ids, and the counts."""
+    rows = db.execute("SELECT alert FROM dead_letter ORDER BY id").fetchall()
+    bodies, counts = refusals.requeue(
+        [body for (body,) in rows], lambda name: identity.active_alert(db, name), now
+    )
+    ids = queue.enqueue(db, targets, [Post(now, body) for body in bodies])
     db.execute("DELETE FROM dead_letter")
     return ids, counts

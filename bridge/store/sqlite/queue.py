@@ -1,7 +1,7 @@
-"""The queue on SQLite: one row per post, one cursor per Alertmanager, the lanes, and the
-re-send pages (recently resolved alerts, then the active ones). Functions on the file's
-thread, given the connection (inside a transaction where they write); ``Lane`` runs on the
-event loop."""
+"""The queue on SQLite: a row per post and Alertmanager, deleted once that one settled it,
+the lanes, and the re-send pages (recently resolved alerts, then the active ones).
+Functions on the file's thread, given the connection (inside a transaction where they
+write); ``Lane`` runs on the event loop."""
 
 from __future__ import annotations
 
@@ -18,17 +18,19 @@ from bridge.store.writes import Post, Writes
 if TYPE_CHECKING:
     from bridge.store.sqlite.engine import Outbox
 
-# Re-sends: the resolved alerts first, then the active ones, each table in rowid pages.
+# Re-sends: the resolved alerts first (rowid pages), then the active ones (identity pages).
 _PAGES = (
     "SELECT rowid, alert FROM resolved WHERE rowid > ? ORDER BY rowid LIMIT ?",
-    "SELECT rowid, alert FROM active WHERE rowid > ? ORDER BY rowid LIMIT ?",
+    "SELECT identity, json_extract(state, '$.alert') FROM state"
+    " WHERE active AND identity > ? ORDER BY identity LIMIT ?",
 )
+_FIRST: tuple[int | str, ...] = (0, "")  # the key before each table's first row
 
 
 class Lane:
-    """One Alertmanager's lane (``Outbox.lane``): its place in the queue, its re-sends.
-    ``advance`` is kept until the block ends and committed only if it ends without an
-    exception, as the contract says (PostgreSQL's lane is one transaction)."""
+    """One Alertmanager's lane (``Outbox.lane``): its queue, its re-sends. ``advance`` is
+    kept until the block ends and committed only if it ends without an exception, as the
+    contract says (PostgreSQL's lane is one transaction)."""
 
     def __init__(self, outbox: Outbox, target: str) -> None:
         self._outbox, self._target = outbox, target
@@ -36,18 +38,15 @@ class Lane:
         self._dead: list[tuple[Queued, str]] = []
 
     async def pending(self, limit: int) -> list[Queued]:
-        box = self._outbox
-        after = max(box._cursor[self._target], self._done or 0)
-        return await box._read(read, after, limit)
+        return await self._outbox._read(read, self._target, self._done or 0, limit)
 
     async def advance(self, done: int, dead: Sequence[tuple[Queued, str]] = ()) -> None:
         self._done = max(done, self._done or 0)
         self._dead.extend(dead)
 
     async def resend_page(self, after: Any, limit: int) -> Page:
-        """Recently resolved alerts, then the active ones, in rowid (keyset) pages; a row
-        replaced since the last page (fired again) comes again, later, as it is now.
-        Without what this Alertmanager refused."""
+        """Recently resolved alerts, then the active ones, in keyset pages (as they are
+        when each page is read), without what this Alertmanager refused."""
         return await self._outbox._read(resend_page, self._target, after, limit)
 
     async def refuse(self, refused: Sequence[tuple[str, str]]) -> int:
@@ -63,25 +62,24 @@ class Lane:
             await box._shield(box._advance(self._target, self._done, self._dead))
 
 
-def set_cursors(db: sqlite3.Connection, targets: Sequence[str]) -> dict[str, int]:
-    """Every cursor, at start: one per Alertmanager configured (a new Alertmanager gets
-    everything still queued, a removed one's goes), and the rows all of them passed go."""
-    known = dict(db.execute("SELECT target, done FROM cursor").fetchall())
-    for target in set(known) - set(targets):
-        db.execute("DELETE FROM cursor WHERE target = ?", (target,))
-    cursor = {target: known.get(target, 0) for target in targets}
-    db.executemany(
-        "INSERT OR IGNORE INTO cursor (target, done) VALUES (?, 0)",
-        [(target,) for target in targets],
+def keep_only(db: sqlite3.Connection, targets: Sequence[str]) -> None:
+    """At start: the queue of an Alertmanager no longer configured goes (a new one gets
+    what is decided from now on, and the re-sends)."""
+    db.execute(
+        "DELETE FROM queue WHERE target NOT IN (SELECT value FROM json_each(?))",
+        (json.dumps(list(targets)),),
     )
-    db.execute("DELETE FROM queue WHERE id <= ?", (min(cursor.values()),))
-    return cursor
 
 
-def enqueue(db: sqlite3.Connection, posts: Sequence[Post]) -> list[int]:
-    """Queues the posts in order; returns their queue ids."""
-    sql = "INSERT INTO queue (queued_at, alert) VALUES (?, ?)"
-    return [rowid(db.execute(sql, (p.queued_at.timestamp(), p.body))) for p in posts]
+def enqueue(db: sqlite3.Connection, targets: Sequence[str], posts: Sequence[Post]) -> list[int]:
+    """Queues the posts in order for every Alertmanager; returns the queue ids, per post
+    one per target in the order of ``targets``."""
+    sql = "INSERT INTO queue (target, queued_at, alert) VALUES (?, ?, ?)"
+    return [
+        rowid(db.execute(sql, (target, post.queued_at.timestamp(), post.body)))
+        for post in posts
+        for target in targets
+    ]
 
 
 def resend(db: sqlite3.Connection, writes: Writes, any_resolved: bool) -> int:
@@ -100,10 +98,10 @@ def resend(db: sqlite3.Connection, writes: Writes, any_resolved: bool) -> int:
     return more
 
 
-def read(db: sqlite3.Connection, after: int, limit: int) -> list[Queued]:
+def read(db: sqlite3.Connection, target: str, after: int, limit: int) -> list[Queued]:
     rows = db.execute(
-        "SELECT id, queued_at, alert FROM queue WHERE id > ? ORDER BY id LIMIT ?",
-        (after, limit),
+        "SELECT id, queued_at, alert FROM queue WHERE target = ? AND id > ? ORDER BY id LIMIT ?",
+        (target, after, limit),
     ).fetchall()
     return [Queued(*row) for row in rows]
 
@@ -112,16 +110,16 @@ def advance(
     db: sqlite3.Connection,
     target: str,
     done: int,
-    low: int,
     dead: Sequence[tuple[Queued, str]],
     now: float,
     dead_letters_kept: int,
-) -> None:
-    """Moves ``target``'s cursor to ``done``, dead-letters ``dead`` (the newest
-    ``dead_letters_kept`` stay) and deletes the rows every cursor passed (``low``)."""
-    db.execute("UPDATE cursor SET done = ? WHERE target = ?", (done, target))
+) -> int:
+    """Settles ``target``'s rows up to ``done`` (one writer: ids are in commit order) and
+    dead-letters ``dead`` (the newest ``dead_letters_kept`` stay); returns rows settled."""
     dead_letter(db, target, [(item.body, reason) for item, reason in dead], now, dead_letters_kept)
-    db.execute("DELETE FROM queue WHERE id <= ?", (low,))
+    sql = "DELETE FROM queue WHERE target = ? AND id <= ?"
+    settled: int = db.execute(sql, (target, done)).rowcount
+    return settled
 
 
 def dead_letter(
@@ -182,10 +180,10 @@ def _any_dead(db: sqlite3.Connection, target: str) -> bool:
     return db.execute(sql, (target,)).fetchone() is not None
 
 
-def read_page(db: sqlite3.Connection, after: tuple[int, int] | None, limit: int) -> Page:
-    """Up to ``limit`` bodies from ``after`` (table, rowid) on, across _PAGES in order;
+def read_page(db: sqlite3.Connection, after: tuple[int, Any] | None, limit: int) -> Page:
+    """Up to ``limit`` bodies from ``after`` (table, key) on, across _PAGES in order;
     one row more is read to know whether there is a next page."""
-    table, last = after or (0, 0)
+    table, last = after or (0, _FIRST[0])
     bodies: list[str] = []
     while table < len(_PAGES):
         room = limit - len(bodies)
@@ -196,5 +194,6 @@ def read_page(db: sqlite3.Connection, after: tuple[int, int] | None, limit: int)
                 last = rows[room - 1][0]
             return Page(bodies, (table, last))
         bodies += [text for _, text in rows]
-        table, last = table + 1, 0
+        table += 1
+        last = _FIRST[table] if table < len(_PAGES) else None
     return Page(bodies, None)
