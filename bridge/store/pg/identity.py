@@ -39,8 +39,8 @@ ON CONFLICT (identity) DO UPDATE
 _FORGET = "DELETE FROM identity_state WHERE identity = ANY($1::text[])"
 
 _ACTIVE = """
-SELECT (state->'alert')::text FROM identity_state
-WHERE identity = $1 AND active AND state->'alert'->'labels' = $2::jsonb
+SELECT identity, (state->'alert')::text FROM identity_state
+WHERE identity = ANY($1::text[]) AND active
 """
 
 # An active alert whose endsAt passed has expired in Alertmanager too; a state is kept
@@ -83,10 +83,10 @@ async def write(
     return active, len(states) - active
 
 
-async def active_alert(conn: Any, identity: str, labels: Mapping[str, str]) -> str | None:
-    """The identity's active alert (wire JSON), if its label set is ``labels``."""
-    found: str | None = await conn.fetchval(_ACTIVE, identity, codec.to_jsonb(dict(labels)))
-    return None if found is None else codec.wire_from_jsonb(found)
+async def active_alerts(conn: Any, identities: Collection[str]) -> dict[str, str]:
+    """The active alert (wire JSON) of each of these identities that has one."""
+    rows = await conn.fetch(_ACTIVE, list(identities))
+    return {row[0]: codec.wire_from_jsonb(row[1]) for row in rows}
 
 
 async def expire(conn: Any, now: datetime) -> int:
