@@ -480,6 +480,28 @@ async def test_a_refusal_is_the_refusing_alertmanagers_dead_letter_only(
         assert labels(await resendable(store, TARGETS[0], limit=10)) == everything
 
 
+async def test_a_refusal_in_a_lane_that_raises_is_not_kept(open_engine: Opener) -> None:
+    async with open_engine() as store:
+        await store.accept(factories.issue(1))
+        taken = await take(store)
+        a1 = firing(1, taken.now)
+        await commit(
+            store, taken, sends={"issue:1": [a1]}, states={"issue:1": state_of(a1, taken.now)}
+        )
+        (body,) = await resendable(store, TARGETS[0])
+
+        async def fail_after_refusing() -> None:
+            async with store.lane(TARGETS[0]) as lane:
+                assert lane is not None
+                assert await lane.refuse([(body, "HTTP 400: no")]) == 1
+                raise RuntimeError("the sender failed")
+
+        with pytest.raises(RuntimeError):
+            await fail_after_refusing()
+        assert await store.dead_letters() == []
+        assert labels(await resendable(store, TARGETS[0])) == [a1.labels]
+
+
 async def test_a_refusal_of_the_request_does_not_stop_resends(open_engine: Opener) -> None:
     async with open_engine() as store:
         await store.accept(factories.issue(1))

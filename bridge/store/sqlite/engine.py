@@ -29,7 +29,7 @@ from bridge.metrics import Metrics
 from bridge.model import SentryAlert
 from bridge.state import IdentityState
 from bridge.store import writes
-from bridge.store.contract import Entry, Failed, Lane, Processed, Quarantined, Queued, Taken
+from bridge.store.contract import Entry, Failed, Lane, Processed, Quarantined, Taken
 from bridge.store.group_commit import GroupCommit
 from bridge.store.health import WriteHealth
 from bridge.store.shield import Shield
@@ -252,10 +252,12 @@ class Outbox:
         """One replica: it always runs the re-sends and expiry."""
         return True
 
-    async def _advance(self, target: str, done: int, dead: Sequence[tuple[Queued, str]]) -> None:
+    async def _advance(
+        self, target: str, done: int | None, dead: Sequence[tuple[str, str]]
+    ) -> None:
         await self._write(queue.advance, target, done, dead, self._now(), self.dead_letters_kept)
         rows = self._queued[target]
-        while rows and rows[0][0] <= done:
+        while rows and done is not None and rows[0][0] <= done:
             rows.popleft()
         self.progress.set()
 

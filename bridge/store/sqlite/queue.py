@@ -35,14 +35,14 @@ class Lane:
     def __init__(self, outbox: Outbox, target: str) -> None:
         self._outbox, self._target = outbox, target
         self._done: int | None = None
-        self._dead: list[tuple[Queued, str]] = []
+        self._dead: list[tuple[str, str]] = []  # (wire JSON, reason), kept at commit
 
     async def pending(self, limit: int) -> list[Queued]:
         return await self._outbox._read(read, self._target, self._done or 0, limit)
 
     async def advance(self, done: int, dead: Sequence[tuple[Queued, str]] = ()) -> None:
         self._done = max(done, self._done or 0)
-        self._dead.extend(dead)
+        self._dead.extend((item.body, reason) for item, reason in dead)
 
     async def resend_page(self, after: Any, limit: int) -> Page:
         """Recently resolved alerts, then the active ones, in keyset pages (as they are
@@ -50,14 +50,12 @@ class Lane:
         return await self._outbox._read(resend_page, self._target, after, limit)
 
     async def refuse(self, refused: Sequence[tuple[str, str]]) -> int:
-        box = self._outbox
-        new: int = await box._shield(
-            box._write(refuse, self._target, refused, box._now(), box.dead_letters_kept)
-        )
-        return new
+        new = await self._outbox._read(unrefused, self._target, self._dead, refused)
+        self._dead.extend(new)
+        return len(new)
 
     async def commit(self) -> None:
-        if self._done is not None:
+        if self._done is not None or self._dead:
             box = self._outbox
             await box._shield(box._advance(self._target, self._done, self._dead))
 
@@ -109,17 +107,16 @@ def read(db: sqlite3.Connection, target: str, after: int, limit: int) -> list[Qu
 def advance(
     db: sqlite3.Connection,
     target: str,
-    done: int,
-    dead: Sequence[tuple[Queued, str]],
+    done: int | None,
+    dead: Sequence[tuple[str, str]],
     now: float,
     dead_letters_kept: int,
-) -> int:
+) -> None:
     """Settles ``target``'s rows up to ``done`` (one writer: ids are in commit order) and
-    dead-letters ``dead`` (the newest ``dead_letters_kept`` stay); returns rows settled."""
-    dead_letter(db, target, [(item.body, reason) for item, reason in dead], now, dead_letters_kept)
-    sql = "DELETE FROM queue WHERE target = ? AND id <= ?"
-    settled: int = db.execute(sql, (target, done)).rowcount
-    return settled
+    dead-letters ``dead`` (the newest ``dead_letters_kept`` stay)."""
+    dead_letter(db, target, dead, now, dead_letters_kept)
+    if done is not None:
+        db.execute("DELETE FROM queue WHERE target = ? AND id <= ?", (target, done))
 
 
 def dead_letter(
@@ -149,16 +146,21 @@ def refused(db: sqlite3.Connection, target: str, identities: Sequence[str]) -> l
     return [body for (body,) in rows]
 
 
-def refuse(
-    db: sqlite3.Connection, target: str, dead: Sequence[tuple[str, str]], now: float, kept: int
-) -> int:
-    """Dead-letters the re-sent bodies ``target`` refused, once each (one it refused before
-    is not kept again); returns how many are new."""
+def unrefused(
+    db: sqlite3.Connection,
+    target: str,
+    pending: Sequence[tuple[str, str]],
+    dead: Sequence[tuple[str, str]],
+) -> list[tuple[str, str]]:
+    """What of ``dead`` (wire JSON, reason) a refusal newly dead-letters: not refused by
+    ``target`` before, nor already ``pending`` in this lane, once each, in order."""
     before = refused(db, target, refusals.owners(body for body, _ in dead))
-    new = [(b, r) for b, r in dead if refusals.not_refused([b], before)]
-    new = list({body: (body, reason) for body, reason in new}.values())
-    dead_letter(db, target, new, now, kept)
-    return len(new)
+    before += [body for body, _ in pending]
+    new: dict[str, tuple[str, str]] = {}
+    for body, why in dead:
+        if body not in new and refusals.not_refused([body], before):
+            new[body] = (body, why)
+    return list(new.values())
 
 
 def resend_page(
