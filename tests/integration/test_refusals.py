@@ -21,12 +21,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
+from tests.conftest import PostgresTarget
 from tests.integration import procs
 from tests.integration.am import require_binary, start_alertmanager
 from tests.integration.am_proxy import FaultProxy
-from tests.integration.conftest import Alertmanager, Bridge, _running_bridge, fixture
+from tests.integration.conftest import ENV, Alertmanager, Bridge, fixture
+from tests.integration.postgres import drop_schema
 
 pytestmark = pytest.mark.integration
 
@@ -94,19 +97,37 @@ def held(am: Alertmanager) -> dict[str, list[dict[str, str]]]:
 
 
 @contextlib.contextmanager
-def bridge_on(tmp: Path, urls: list[str]) -> Iterator[Bridge]:
+def bridge_on(tmp: Path, urls: list[str], pg: PostgresTarget | None) -> Iterator[Bridge]:
+    """The bridge on SQLite, or on PostgreSQL in a schema of this run's own."""
     tmp.mkdir(parents=True, exist_ok=True)
     config = procs.write_config(tmp / "config.yaml", urls)
-    with _running_bridge(config, tmp / "data", tmp / "bridge.log", None) as bridge:
-        yield bridge
+    env: dict[str, str] = {}
+    if pg is not None:
+        schema = f"{pg.schema}_{tmp.name}"
+        settings = {"dsn": "${BRIDGE_DATABASE_URL}", "schema": schema}
+        procs.update_config(config, store={"backend": "postgres", "postgres": settings})
+        env["BRIDGE_DATABASE_URL"] = pg.dsn
+    try:
+        with (
+            procs.bridge(config, tmp / "data", tmp / "bridge.log", {**ENV, **env}) as process,
+            httpx.Client(base_url=process.url, timeout=10) as client,
+        ):
+            yield Bridge(process, client)
+    finally:
+        if pg is not None:
+            drop_schema(pg.server, schema)
 
 
-def test_a_refusing_alertmanager_changes_nothing_for_the_healthy_one(tmp_path: Path) -> None:
+@pytest.mark.parametrize("engine", ["sqlite", "postgres"])
+def test_a_refusing_alertmanager_changes_nothing_for_the_healthy_one(
+    tmp_path: Path, engine: str, request: pytest.FixtureRequest
+) -> None:
     require_binary()
+    pg: PostgresTarget | None = request.getfixturevalue("pg") if engine == "postgres" else None
     # The reference: the same run with the healthy Alertmanager alone.
     with (
         start_alertmanager(tmp_path / "am-alone", procs.free_port()) as alone_url,
-        bridge_on(tmp_path / "alone", [alone_url]) as bridge,
+        bridge_on(tmp_path / "alone", [alone_url], pg) as bridge,
     ):
         run(bridge)
         expected = held(Alertmanager(alone_url))
@@ -118,7 +139,7 @@ def test_a_refusing_alertmanager_changes_nothing_for_the_healthy_one(tmp_path: P
         start_alertmanager(tmp_path / "am-bad", procs.free_port()) as bad_url,
     ):
         proxy = FaultProxy(bad_url)
-        with proxy.running(), bridge_on(tmp_path / "both", [good_url, proxy.url]) as bridge:
+        with proxy.running(), bridge_on(tmp_path / "both", [good_url, proxy.url], pg) as bridge:
             proxy.fail(400)
             run(bridge)
             assert held(Alertmanager(good_url)) == expected
