@@ -2,8 +2,8 @@
 by every replica.
 
 The parts: ``connection`` (pool, TLS, migration, clock), ``schema``, ``inbox`` (accept and
-take), ``complete`` (what a batch of decisions writes), ``identity`` (states), ``queue``
-(the queue, lanes, re-sends, dead letters), ``operators`` (requeue, refusals, quarantine,
+take), ``complete`` (executing what a batch writes), ``identity`` (states), ``queue``
+(the queue, lanes, re-sends, dead letters, refusals), ``operators`` (requeue, quarantine,
 snapshot), ``lease`` (one replica runs the periodic jobs), ``sizes``, ``codec`` (NUL, which
 PostgreSQL text cannot hold). This module composes them and keeps what a replica keeps in
 memory:
