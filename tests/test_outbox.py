@@ -500,38 +500,6 @@ async def test_resolved_alerts_are_re_sent_for_a_while(
         await outbox.close()
 
 
-async def test_firing_again_stops_re_sending_the_resolved_one(outbox: Outbox, clock: Clock) -> None:
-    firing = postable(1)
-    resolved = firing.model_copy(update={"ends_at": clock()})
-    await commit(outbox, [resolved], held({"issue:1": None}))
-    clock.advance(5)
-    again = postable(1, start=clock())
-    await commit(outbox, [again], held({"issue:1": again}))
-    # Re-sending the resolved label set would resolve the alert that fires again.
-    assert await resend_snapshot(outbox) == [again]
-
-
-async def test_resolved_and_firing_again_in_one_batch(outbox: Outbox, clock: Clock) -> None:
-    """The resolved table is empty before the batch: the firing alert after the resolve in
-    the same transaction must still end the resolve's re-sends."""
-    firing = postable(1)
-    resolved = firing.model_copy(update={"ends_at": clock()})
-    again = postable(1, start=clock())
-    for n in range(2):
-        await outbox.accept(sentry(n))
-    taken = await outbox.take(2)
-    a, b = (e.inbox_id for e in taken.entries)
-    await outbox.complete(
-        taken,
-        [
-            Processed(a, [resolved], held({"issue:1": None})),
-            Processed(b, [again], held({"issue:1": again})),
-        ],
-    )
-    assert await resend_snapshot(outbox) == [again]
-    assert outbox.resendable_count() == 1
-
-
 async def test_gauges(outbox: Outbox, metrics: Metrics, clock: Clock) -> None:
     def value(name: str) -> float | None:
         return metrics.registry.get_sample_value(f"sentry_bridge_{name}")

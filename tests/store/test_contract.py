@@ -524,6 +524,46 @@ async def test_a_refusal_of_the_request_does_not_stop_resends(open_engine: Opene
         assert await resendable(store, TARGETS[1]) == []
 
 
+@pytest.mark.parametrize("one_batch", [False, True], ids=["two-batches", "one-batch"])
+async def test_firing_again_ends_the_re_sends_of_the_resolve(
+    open_engine: Opener, one_batch: bool
+) -> None:
+    """A resolve starts its label set's re-sends, firing again ends them (re-sending the
+    resolve would resolve the alert that fires again), in one batch as in two."""
+    async with open_engine() as store:
+        for _ in range(2 if one_batch else 1):
+            await store.accept(factories.issue(1))
+        taken = await take(store)
+        now = taken.now
+        gone = resolve_of(firing(1, now - timedelta(minutes=1)), now - timedelta(seconds=1))
+        again = firing(1, now)
+        later = now + timedelta(days=1)
+        if one_batch:
+            first, second = (e.inbox_id for e in taken.entries)
+            await store.complete(
+                taken,
+                [
+                    Processed(first, [gone], {"issue:1": (state_of(None, now), None)}),
+                    Processed(second, [again], {"issue:1": (state_of(again, now), later)}),
+                ],
+            )
+        else:
+            await commit(store, taken, sends={"issue:1": [gone]}, states={"issue:1": None})
+            assert labels(await resendable(store, TARGETS[0])) == [gone.labels]
+            await store.accept(factories.issue(1))
+            taken = await take(store)
+            await commit(
+                store,
+                taken,
+                sends={"issue:1": [again]},
+                states={"issue:1": state_of(again, taken.now)},
+            )
+        assert [
+            PostableAlert.model_validate_json(b) for b in await resendable(store, TARGETS[0])
+        ] == [again]
+        assert store.resendable_count() == 1
+
+
 async def test_expire_forgets_ended_alerts_and_old_resolves(open_engine: Opener) -> None:
     async with open_engine() as store:
         for n in (1, 2, 3):
