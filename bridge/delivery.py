@@ -6,8 +6,10 @@ connection errors, timeouts, 5xx and 429. A batch Alertmanager refuses for its
 content (400, 413, 422) is split until the refused alert stands alone, which is
 dead-lettered; any other 4xx is about the request and dead-letters the batch.
 Re-sends of the active alerts split a refused page the same way; an alert refused for
-its content leaves the active set (``Store.forget_refused``), dead-lettered once, so
-it does not take its page down with it every round.
+its content becomes that Alertmanager's dead letter, once (``Lane.refuse``), and its
+re-sends skip it, so it does not take its page down with it every round. A refusal is
+the refusing Alertmanager's business only: the identity keeps its alert, and the other
+Alertmanagers get every resolve and re-fire computed from it (issue 15).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from bridge.errors import ConfigError
 from bridge.labels import identity_from_labels
 from bridge.metrics import Metrics
 from bridge.outages import Outages, probe
+from bridge.store import refusals
 from bridge.store.contract import Lane, Queued, Store
 
 log = logging.getLogger("bridge.delivery")
@@ -40,7 +43,7 @@ Sleep = Callable[[float], Awaitable[None]]
 # Statuses that depend on the alerts sent: a smaller batch can succeed, so split it
 # down to the alert at fault. Any other 4xx is about the request (auth, path) and
 # would fail for every alert alike.
-_ISOLATE = frozenset({400, 413, 422})
+_ISOLATE = refusals.CONTENT_STATUSES
 _ALERTS_PATH = "/api/v2/alerts"
 # Batches up to this size name their alerts in the "alerts delivered" line.
 _NAMED_IN_LOG = 10
@@ -229,8 +232,8 @@ class Delivery:
         firing overtakes it).
 
         Best effort: a failure waits for the next interval. A page Alertmanager refuses for
-        its content is split like a first delivery; the alerts refused alone leave the
-        active set and are dead-lettered (once: they are not re-sent again)."""
+        its content is split like a first delivery; the alerts refused alone become this
+        Alertmanager's dead letters (once: its re-sends skip them; nothing else changes)."""
         target = self._target(name)
         await self.store.expire(resolved_for=self.cfg.resolved_resend)
         after: Any = None
@@ -252,12 +255,12 @@ class Delivery:
                         refused: list[tuple[int, _Rejected]] = []
                         if page.bodies:
                             await self._isolate(target, page.bodies, 0, len(page.bodies), refused)
+                        await self._refuse(name, lane, page.bodies, refused)
                     except _Retry:
                         return
             if page is None:  # another replica holds the lane: look again shortly
                 await self._wait(self.store.wakeup(name), LANE_BUSY_WAIT)
                 continue
-            await self._forget(name, page.bodies, refused)
             if page.after is None:
                 return
             after = page.after
@@ -270,25 +273,29 @@ class Delivery:
                 return True
         return False
 
-    async def _forget(
-        self, name: str, bodies: Sequence[str], refused: Sequence[tuple[int, _Rejected]]
+    async def _refuse(
+        self,
+        name: str,
+        lane: Lane,
+        bodies: Sequence[str],
+        refused: Sequence[tuple[int, _Rejected]],
     ) -> None:
-        """Re-sent alerts Alertmanager refused for their content leave the active set."""
+        """Re-sent alerts this Alertmanager refused for their content: its dead letters."""
         content = [(bodies[i], _reason(r)) for i, r in refused if r.status in _ISOLATE]
         if len(content) < len(refused):
-            # About the request (auth, path), not the alerts: nothing to forget.
+            # About the request (auth, path), not the alerts: nothing to keep.
             rejected = next(r for _, r in refused if r.status not in _ISOLATE)
             log.warning(
                 "re-send rejected",
                 extra={"alertmanager": name, "status": rejected.status, "reason": rejected.message},
             )
         if content:
-            gone = await self.store.forget_refused(name, content, dead_letter=True)
-            self.metrics.dead_letters.inc(gone)
-            self.metrics.am_dropped.labels(name, "rejected").inc(gone)
+            new = await lane.refuse(content)
+            self.metrics.dead_letters.inc(new)
+            self.metrics.am_dropped.labels(name, "rejected").inc(new)
             log.error(
-                "re-sent alerts refused: they leave the active set",
-                extra={"alertmanager": name, "alerts": gone, "reason": content[0][1][:300]},
+                "re-sent alerts refused: dead-lettered, not re-sent to this Alertmanager",
+                extra={"alertmanager": name, "alerts": new, "reason": content[0][1][:300]},
             )
 
     async def _settle(self, target: _Target, batch: Sequence[Queued]) -> list[tuple[Queued, str]]:
@@ -315,19 +322,13 @@ class Delivery:
             else:
                 sendable.append(item)
         self._checked[target.name] = max(checked, batch[-1].id)
-        # What is invalid or refused for its content would be refused on every re-send
-        # too, taking its page with it: it leaves the active set (dead-lettered here).
-        forget = [(item.body, reason) for item, reason in dead]
+        # The dead letters are this Alertmanager's (``Lane.advance``): its re-sends skip
+        # them; the identities and the other Alertmanagers are not touched.
         if sendable:
             refused: list[tuple[int, _Rejected]] = []
             await self._isolate(target, [item.body for item in sendable], 0, len(sendable), refused)
             for index, rejected in refused:
-                reason = _reason(rejected)
-                self._dead_letter(target, sendable[index], reason, "rejected", dead)
-                if rejected.status in _ISOLATE:
-                    forget.append((sendable[index].body, reason))
-        if forget:
-            await self.store.forget_refused(target.name, forget, dead_letter=False)
+                self._dead_letter(target, sendable[index], _reason(rejected), "rejected", dead)
         return dead
 
     async def _isolate(
@@ -447,7 +448,7 @@ class Delivery:
 
 
 def _reason(rejected: _Rejected) -> str:
-    return f"HTTP {rejected.status}: {rejected.message}"
+    return refusals.reason(rejected.status, rejected.message)
 
 
 def _log_delivered(name: str, batch: Sequence[Queued], dead: Sequence[tuple[Queued, str]]) -> None:

@@ -495,12 +495,13 @@ def active_set(alerts: Sequence[PostableAlert]) -> dict[str, PostableAlert | Non
 
 
 @pytest.mark.parametrize("position", [0, 5, 9])
-async def test_a_refused_resend_page_is_split_and_the_refused_alert_leaves(
+async def test_a_refused_resend_page_is_split_and_the_refused_alert_not_resent_to_it(
     env: Env, position: int
 ) -> None:
     """An alert Alertmanager accepted once (or an older bridge stored) and now refuses:
     the re-send page is split like a first delivery, the neighbours get through, and the
-    refused one is dead-lettered once and not re-sent again."""
+    refused one is that Alertmanager's dead letter, once, not re-sent to it again; it stays
+    active, and the other Alertmanager still gets it (issue 15)."""
     delivery = await env.start(batch_size=256)
     alerts = [postable(n) for n in range(9)]
     alerts.insert(position, postable("bad"))
@@ -518,7 +519,7 @@ async def test_a_refused_resend_page_is_split_and_the_refused_alert_leaves(
     [(target, reason, alert)] = await env.outbox.dead_letters()
     assert (target, alert) == (A, postable("bad").wire())
     assert reason.startswith("HTTP 422")
-    assert env.outbox.active_count() == 9
+    assert env.outbox.active_count() == 10
     assert env.sample("dead_letters_total") == 1
     assert env.sample("alertmanager_alerts_dropped_total", alertmanager=A, reason="rejected") == 1
 
@@ -528,12 +529,11 @@ async def test_a_refused_resend_page_is_split_and_the_refused_alert_leaves(
     await delivery.resend(A)
     assert len(env.ams.requests["am-a"]) - requests == 1
     assert sorted(env.ams.names("am-a"), key=int) == [str(n) for n in range(9)]
-    # The other Alertmanager's round does not post or dead-letter it either (its queue
-    # had it, from before it was refused).
+    # The other Alertmanager's round posts it: one Alertmanager's refusal is its own.
     await delivery.deliver(B)
     env.ams.accepted.clear()
     await delivery.resend(B)
-    assert "bad" not in env.ams.names("am-b")
+    assert "bad" in env.ams.names("am-b")
     assert len(await env.outbox.dead_letters()) == 1
 
 
@@ -544,7 +544,7 @@ async def test_an_alert_refused_on_first_delivery_is_not_resent(env: Env) -> Non
     await env.enqueue(alerts, active_set(alerts))
     await delivery.deliver(A)
     assert env.outbox is not None
-    assert env.outbox.active_count() == 2
+    assert env.outbox.active_count() == 3
     env.ams.accepted.clear()
     requests = len(env.ams.requests["am-a"])
     await delivery.resend(A)
@@ -553,10 +553,9 @@ async def test_an_alert_refused_on_first_delivery_is_not_resent(env: Env) -> Non
     assert len(await env.outbox.dead_letters()) == 1  # once, from the first delivery
 
 
-async def test_a_refused_alert_is_no_longer_held_by_its_state(env: Env) -> None:
-    """The state machine must not go on treating a refused alert as firing in
-    Alertmanager (it would dedup the next firing against it): its state lets go of the
-    alert and keeps the rest; a neighbour's state is untouched."""
+async def test_a_refused_alert_is_still_held_by_its_state(env: Env) -> None:
+    """One Alertmanager's refusal changes no state (issue 15): the other Alertmanagers
+    hold the alert, and the next resolve or re-fire must be computed from it."""
     delivery = await env.start()
     env.ams.default["am-a"] = reject_bad
     alerts = [postable(1), postable("bad")]
@@ -571,14 +570,11 @@ async def test_a_refused_alert_is_no_longer_held_by_its_state(env: Env) -> None:
     await commit(env.outbox, alerts, {identity: (state, until) for identity, state in kept.items()})
     await delivery.deliver(A)
 
-    bad = await stored_state(env.outbox, "issue:bad")
-    assert bad is not None
-    assert (bad.alert, bad.severity, bad.posted) == (None, None, None)
-    assert bad.firings == (START,)
+    assert await stored_state(env.outbox, "issue:bad") == kept["issue:bad"]
     assert await stored_state(env.outbox, "issue:1") == kept["issue:1"]
 
 
-async def test_an_invalid_alert_leaves_the_active_set(env: Env) -> None:
+async def test_an_invalid_alert_is_not_resent(env: Env) -> None:
     delivery = await env.start()
     bad = postable("bad", generator_url="not a uri")
     await env.enqueue([postable(1), bad], active_set([postable(1), bad]))
@@ -586,7 +582,7 @@ async def test_an_invalid_alert_leaves_the_active_set(env: Env) -> None:
     assert env.outbox is not None
     [(_, reason, _)] = await env.outbox.dead_letters()
     assert reason == "invalid: generatorURL is not an absolute http(s) URI"
-    assert env.outbox.active_count() == 1
+    assert env.outbox.active_count() == 2
     env.ams.accepted.clear()
     await delivery.resend(A)
     assert env.ams.names("am-a") == ["1"]
@@ -892,7 +888,7 @@ def test_resend_rounds_match_a_model(
 ) -> None:
     """Model (from the issue): every round posts each acceptable active alert; an alert
     Alertmanager refuses for its content is dead-lettered exactly once and never posted
-    again; the acceptable ones never leave the active set."""
+    to it again; no alert leaves the active set (a refusal is that Alertmanager's own)."""
     bad = {str(n) for n, is_bad in enumerate(refused) if is_bad}
     good = [str(n) for n, is_bad in enumerate(refused) if not is_bad]
 
@@ -912,12 +908,14 @@ def test_resend_rounds_match_a_model(
                 await delivery.resend(A)
                 assert sorted(env.ams.names("am-a"), key=int) == good
                 assert env.outbox is not None
-                assert env.outbox.active_count() == len(good)
+                assert env.outbox.active_count() == len(refused)
                 dead = await env.outbox.dead_letters()
                 assert sorted(a["labels"]["sentry_issue_id"] for _, _, a in dead) == sorted(bad)
                 assert all(r.startswith(f"HTTP {status}") for _, r, _ in dead)
-                if n:  # after the first round, one accepted request per page
-                    pages = -(-len(good) // batch_size)
+                if n:  # after the first round, one accepted request per page with a good one
+                    order = sorted(range(len(refused)), key=lambda i: f"issue:{i}")  # pages
+                    chunks = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+                    pages = sum(1 for chunk in chunks if not all(refused[i] for i in chunk))
                     assert len(env.ams.requests["am-a"]) - requests == pages
         finally:
             await env.stop()

@@ -354,14 +354,14 @@ def test_retries_match_a_model(
 
 
 class RefuseReads:
-    """Refuses reading the ``active`` table while ``on`` (an I/O error on a read)."""
+    """Refuses reading the ``state`` table while ``on`` (an I/O error on a read)."""
 
     def __init__(self) -> None:
         self.on = True
         self.refused = 0
 
     def __call__(self, action: int, arg1: str | None, *_: object) -> int:
-        if self.on and action == sqlite3.SQLITE_READ and arg1 == "active":
+        if self.on and action == sqlite3.SQLITE_READ and arg1 == "state":
             self.refused += 1
             return sqlite3.SQLITE_DENY
         return sqlite3.SQLITE_OK

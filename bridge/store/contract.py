@@ -21,7 +21,9 @@ A webhook's way through a store (docs/scaling.md has the picture):
    replicas, so what reaches an Alertmanager keeps the order it was decided in. Inside a
    lane, ``pending`` reads that Alertmanager's queue, ``advance`` settles it, and
    ``resend_page`` reads a page of what it should hold (re-sends). A lane is held for one
-   batch or one page, so a fresh alert never waits behind a whole re-send round.
+   batch or one page, so a fresh alert never waits behind a whole re-send round. What an
+   Alertmanager refuses is its dead letter (``advance``, ``refuse``) and nobody else's
+   business: it changes no identity's state and nothing another Alertmanager receives.
 5. ``periodic()``: whether this replica runs the periodic jobs (re-sends, expiry) now; one
    replica at a time (a lease on PostgreSQL), taken over within the lease's time.
 
@@ -121,12 +123,19 @@ class Lane(Protocol):
 
     async def advance(self, done: int, dead: Sequence[tuple[Queued, str]] = ()) -> None:
         """Settled: every queued id up to ``done`` (as returned by ``pending``); ``dead``
-        are the ones refused, with the reason, for the dead-letter table."""
+        are the ones this Alertmanager refused, with the reason: its dead letters."""
 
     async def resend_page(self, after: Any, limit: int) -> Page:
-        """Recently resolved alerts, then the active ones, ``limit`` at a time; start with
-        ``after=None``. Read inside the lane: a resolve decided after the read is queued,
-        and so posted after this page."""
+        """Recently resolved alerts, then the active ones, up to ``limit`` at a time;
+        start with ``after=None``. Read inside the lane: a resolve decided after the read
+        is queued, and so posted after this page. Without the alerts this Alertmanager
+        refused (its dead letters, ``bridge.store.refusals``)."""
+
+    async def refuse(self, refused: Sequence[tuple[str, str]]) -> int:
+        """This Alertmanager refused these re-sent alerts (wire JSON, reason) for their
+        content: each becomes its dead letter, once (one it refused before is not kept
+        again), so its re-sends skip it. What the identity holds and what the other
+        Alertmanagers get does not change. Returns how many are new dead letters."""
 
 
 class Store(Protocol):
@@ -186,13 +195,6 @@ class Store(Protocol):
 
     async def periodic(self) -> bool:
         """True while this replica should run the re-sends and expiry."""
-
-    async def forget_refused(
-        self, target: str, refused: Sequence[tuple[str, str]], *, dead_letter: bool
-    ) -> int:
-        """Alertmanager ``target`` refused these stored alerts (wire JSON, reason) for their
-        content: they stop being re-sent (the identity holds nothing any more). With
-        ``dead_letter``, each one still there is dead-lettered once. Returns how many."""
 
     async def expire(self, *, resolved_for: float) -> None:
         """Forget active alerts whose endsAt passed and resolved ones re-sent for

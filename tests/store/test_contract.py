@@ -457,9 +457,17 @@ async def test_resend_pages_hold_the_resolved_then_the_active(open_engine: Opene
         assert snapshot["active"][0]["labels"] == active["issue:1"].labels
 
 
-async def test_a_refused_alert_stops_being_resent_and_is_dead_lettered_once(
+async def refuse(store: Store, target: str, refused: Sequence[tuple[str, str]]) -> int:
+    async with store.lane(target) as lane:
+        assert lane is not None
+        return await lane.refuse(refused)
+
+
+async def test_a_refusal_is_the_refusing_alertmanagers_dead_letter_only(
     open_engine: Opener,
 ) -> None:
+    """Issue 15: what one Alertmanager refuses for its content is its dead letter, once;
+    its re-sends skip it; the identity and the other Alertmanagers keep everything."""
     async with open_engine() as store:
         for n in (1, 2, 3):
             await store.accept(factories.issue(n))
@@ -473,29 +481,108 @@ async def test_a_refused_alert_stops_being_resent_and_is_dead_lettered_once(
             sends={"issue:1": [a1], "issue:2": [a2], "issue:3": [gone]},
             states={"issue:1": state_of(a1, now), "issue:2": state_of(a2, now)},
         )
+        everything = labels(await resendable(store, TARGETS[0], limit=10))
         pages = await resendable(store, TARGETS[0], limit=10)
         by_id = {json.loads(b)["labels"]["sentry_issue_id"]: b for b in pages}
-        refused = [(by_id["1"], "HTTP 400: too long"), (wire_json(gone), "HTTP 400: too long")]
-        gone_count = await store.forget_refused(TARGETS[0], refused, dead_letter=True)
-        assert gone_count == 2
+        refused = [(by_id["1"], "HTTP 400: too long"), (by_id["3"], "HTTP 400: too long")]
+        assert await refuse(store, TARGETS[0], refused) == 2
         assert labels(await resendable(store, TARGETS[0])) == [a2.labels]
+        assert labels(await resendable(store, TARGETS[1], limit=10)) == everything
         assert len(await store.dead_letters()) == 2
-        assert await store.forget_refused(TARGETS[0], refused, dead_letter=True) == 0
+        assert await refuse(store, TARGETS[0], refused) == 0
         assert len(await store.dead_letters()) == 2, "once"
-        # The identity holds nothing any more: its next firing posts afresh.
+        # The identity keeps its alert: its next decision is computed from it.
         await store.accept(factories.issue(1))
         again = await take(store)
-        kept = again.states["issue:1"]
-        assert kept.alert is None
-        assert kept.posted is None
-        assert kept.firings == state_of(a1, now).firings, "repeat times stay"
+        assert again.states["issue:1"] == state_of(a1, now)
         await store.abandon(again)
-        # Refused as first delivered (the queued body), without dead-lettering.
-        assert (
-            await store.forget_refused(TARGETS[0], [(wire_json(a2), "x")], dead_letter=False) == 1
+        # Requeued (fixed), it is re-sent again.
+        await store.requeue_dead_letters()
+        assert labels(await resendable(store, TARGETS[0], limit=10)) == everything
+
+
+async def test_a_refusal_in_a_lane_that_raises_is_not_kept(open_engine: Opener) -> None:
+    async with open_engine() as store:
+        await store.accept(factories.issue(1))
+        taken = await take(store)
+        a1 = firing(1, taken.now)
+        await commit(
+            store, taken, sends={"issue:1": [a1]}, states={"issue:1": state_of(a1, taken.now)}
         )
-        assert await resendable(store, TARGETS[0]) == []
-        assert len(await store.dead_letters()) == 2
+        (body,) = await resendable(store, TARGETS[0])
+
+        async def fail_after_refusing() -> None:
+            async with store.lane(TARGETS[0]) as lane:
+                assert lane is not None
+                assert await lane.refuse([(body, "HTTP 400: no")]) == 1
+                raise RuntimeError("the sender failed")
+
+        with pytest.raises(RuntimeError):
+            await fail_after_refusing()
+        assert await store.dead_letters() == []
+        assert labels(await resendable(store, TARGETS[0])) == [a1.labels]
+
+
+async def test_a_refusal_of_the_request_does_not_stop_resends(open_engine: Opener) -> None:
+    async with open_engine() as store:
+        await store.accept(factories.issue(1))
+        taken = await take(store)
+        a1 = firing(1, taken.now)
+        await commit(
+            store, taken, sends={"issue:1": [a1]}, states={"issue:1": state_of(a1, taken.now)}
+        )
+        async with store.lane(TARGETS[0]) as lane:
+            assert lane is not None
+            (item,) = await lane.pending(10)
+            await lane.advance(item.id, [(item, "HTTP 401: unauthorized")])
+        assert len(await store.dead_letters()) == 1
+        assert labels(await resendable(store, TARGETS[0])) == [a1.labels]
+        async with store.lane(TARGETS[1]) as lane:
+            assert lane is not None
+            (item,) = await lane.pending(10)
+            await lane.advance(item.id, [(item, "HTTP 422: bad label")])
+        assert labels(await resendable(store, TARGETS[0])) == [a1.labels]
+        assert await resendable(store, TARGETS[1]) == []
+
+
+@pytest.mark.parametrize("one_batch", [False, True], ids=["two-batches", "one-batch"])
+async def test_firing_again_ends_the_re_sends_of_the_resolve(
+    open_engine: Opener, one_batch: bool
+) -> None:
+    """A resolve starts its label set's re-sends, firing again ends them (re-sending the
+    resolve would resolve the alert that fires again), in one batch as in two."""
+    async with open_engine() as store:
+        for _ in range(2 if one_batch else 1):
+            await store.accept(factories.issue(1))
+        taken = await take(store)
+        now = taken.now
+        gone = resolve_of(firing(1, now - timedelta(minutes=1)), now - timedelta(seconds=1))
+        again = firing(1, now)
+        later = now + timedelta(days=1)
+        if one_batch:
+            first, second = (e.inbox_id for e in taken.entries)
+            await store.complete(
+                taken,
+                [
+                    Processed(first, [gone], {"issue:1": (state_of(None, now), None)}),
+                    Processed(second, [again], {"issue:1": (state_of(again, now), later)}),
+                ],
+            )
+        else:
+            await commit(store, taken, sends={"issue:1": [gone]}, states={"issue:1": None})
+            assert labels(await resendable(store, TARGETS[0])) == [gone.labels]
+            await store.accept(factories.issue(1))
+            taken = await take(store)
+            await commit(
+                store,
+                taken,
+                sends={"issue:1": [again]},
+                states={"issue:1": state_of(again, taken.now)},
+            )
+        assert [
+            PostableAlert.model_validate_json(b) for b in await resendable(store, TARGETS[0])
+        ] == [again]
+        assert store.resendable_count() == 1
 
 
 async def test_expire_forgets_ended_alerts_and_old_resolves(open_engine: Opener) -> None:
@@ -572,10 +659,8 @@ async def test_a_nul_neither_fails_a_batch_nor_is_lost(open_engine: Opener) -> N
         await store.complete(again, [], [Failed(again.entries[0].inbox_id, alert, "boom \x00")])
         (entry,) = await store.quarantined()
         assert entry.detail == "boom \x00"
-        assert (
-            await store.forget_refused(TARGETS[0], [(resent, "HTTP 400: \x00")], dead_letter=True)
-            == 1
-        )
+        assert await refuse(store, TARGETS[0], [(resent, "HTTP 400: \x00")]) == 1
+        assert await resendable(store, TARGETS[0]) == []
         assert [reason for _, reason, _ in await store.dead_letters()] == ["HTTP 400: \x00"]
 
 

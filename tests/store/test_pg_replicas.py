@@ -18,6 +18,7 @@ import pytest
 from bridge.errors import OutboxFull
 from bridge.store.contract import Processed, Taken
 from bridge.store.pg import PostgresStore
+from bridge.store.pg.schema import MIGRATIONS
 from tests import factories
 from tests.conftest import PostgresTarget
 from tests.store.engines import TARGETS, postgres_store
@@ -75,7 +76,7 @@ async def rows(pg: PostgresTarget, query: str) -> list[Any]:
 async def test_replicas_opening_together_migrate_once(pg: PostgresTarget) -> None:
     async with replicas(pg, 4):
         versions = await rows(pg, "SELECT version FROM schema_version")
-        assert [row[0] for row in versions] == [1]
+        assert [row[0] for row in versions] == [m.version for m in MIGRATIONS]
         targets = await rows(pg, "SELECT target FROM progress ORDER BY target")
         assert [row[0] for row in targets] == sorted(TARGETS)
 

@@ -542,7 +542,6 @@ async def test_everything_else_is_the_primarys(spool: Spooled, primary: FakePrim
         "abandon": (("taken",), {}),
         "lane": (("am",), {}),
         "wakeup": (("am",), {}),
-        "forget_refused": (("am", [("{}", "bad")]), {"dead_letter": True}),
         "expire": ((), {"resolved_for": 900.0}),
         "release": ((3, None), {}),
         "snapshot": ((5,), {}),

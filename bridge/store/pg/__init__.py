@@ -3,9 +3,10 @@
 ``PostgresStore`` (``engine``) composes the parts: ``connection`` (the asyncpg pool, TLS,
 the migration under an advisory lock, the database clock), ``schema`` (the migrations),
 ``inbox`` (group-committed accepts, takes in order with each identity locked),
-``complete`` (a batch's decisions written), ``identity`` (the state rows), ``queue``
-(per-Alertmanager rows, lanes, re-send pages, dead letters), ``operators`` (requeue,
-refusals, quarantine, the status snapshot), ``lease`` (one replica at a time runs the
+``complete`` (executing what a batch writes: ``bridge.store.writes``), ``identity`` (the
+state rows), ``queue`` (per-Alertmanager rows, lanes, re-send pages, dead letters and
+refusals: ``bridge.store.refusals``), ``operators`` (requeue, quarantine, the status
+snapshot), ``lease`` (one replica at a time runs the
 periodic jobs), ``sizes`` (the gauges' cache) and ``codec`` (what PostgreSQL text cannot
 hold).
 

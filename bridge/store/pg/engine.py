@@ -2,8 +2,8 @@
 by every replica.
 
 The parts: ``connection`` (pool, TLS, migration, clock), ``schema``, ``inbox`` (accept and
-take), ``complete`` (what a batch of decisions writes), ``identity`` (states), ``queue``
-(the queue, lanes, re-sends, dead letters), ``operators`` (requeue, refusals, quarantine,
+take), ``complete`` (executing what a batch writes), ``identity`` (states), ``queue``
+(the queue, lanes, re-sends, dead letters, refusals), ``operators`` (requeue, quarantine,
 snapshot), ``lease`` (one replica runs the periodic jobs), ``sizes``, ``codec`` (NUL, which
 PostgreSQL text cannot hold). This module composes them and keeps what a replica keeps in
 memory:
@@ -386,23 +386,6 @@ class PostgresStore:
         except DB_ERRORS:
             log.warning("cannot renew the periodic lease", exc_info=True)
             return False
-
-    async def forget_refused(
-        self, target: str, refused: Sequence[tuple[str, str]], *, dead_letter: bool
-    ) -> int:
-        active, resolved = await self._shield(
-            self._write(
-                operators.forget_refused,
-                self.lock_key,
-                target,
-                refused,
-                dead_letter=dead_letter,
-                kept=self.dead_letters_kept,
-            )
-        )
-        self._sizes.active = max(0, self._sizes.active - active)
-        self._sizes.resolved = max(0, self._sizes.resolved - resolved)
-        return int(active + resolved)
 
     async def expire(self, *, resolved_for: float) -> None:
         async def write(conn: Any) -> None:

@@ -38,19 +38,9 @@ ON CONFLICT (identity) DO UPDATE
 
 _FORGET = "DELETE FROM identity_state WHERE identity = ANY($1::text[])"
 
-# Alertmanager refused this active alert for good: nothing fires for the identity any
-# more, so its next firing webhook posts afresh (repeat times and resolve time stay).
-_UNHOLD = """
-UPDATE identity_state
-SET active = false, ends_at = NULL,
-    state = state || '{"alert": null, "severity": null, "posted": null, "posted_at": null}'
-WHERE identity = ANY($1::text[]) AND active AND state->'alert' = $2::jsonb
-RETURNING identity
-"""
-
 _ACTIVE = """
-SELECT (state->'alert')::text FROM identity_state
-WHERE identity = $1 AND active AND state->'alert'->'labels' = $2::jsonb
+SELECT identity, (state->'alert')::text FROM identity_state
+WHERE identity = ANY($1::text[]) AND active
 """
 
 # An active alert whose endsAt passed has expired in Alertmanager too; a state is kept
@@ -93,16 +83,10 @@ async def write(
     return active, len(states) - active
 
 
-async def unhold(conn: Any, identities: Collection[str], body: str) -> list[str]:
-    """Clear the active alert of these identities where it is ``body`` (wire JSON)."""
-    rows = await conn.fetch(_UNHOLD, list(identities), codec.jsonb_text(body))
-    return [row[0] for row in rows]
-
-
-async def active_alert(conn: Any, identity: str, labels: Mapping[str, str]) -> str | None:
-    """The identity's active alert (wire JSON), if its label set is ``labels``."""
-    found: str | None = await conn.fetchval(_ACTIVE, identity, codec.to_jsonb(dict(labels)))
-    return None if found is None else codec.wire_from_jsonb(found)
+async def active_alerts(conn: Any, identities: Collection[str]) -> dict[str, str]:
+    """The active alert (wire JSON) of each of these identities that has one."""
+    rows = await conn.fetch(_ACTIVE, list(identities))
+    return {row[0]: codec.wire_from_jsonb(row[1]) for row in rows}
 
 
 async def expire(conn: Any, now: datetime) -> int:

@@ -1,24 +1,22 @@
-"""What operators and delivery's refusals change on PostgreSQL: dead letters, their requeue,
-refused alerts leaving the active set, the quarantine, the status page's snapshot.
+"""What operators change on PostgreSQL: dead letters, their requeue, the quarantine, the
+status page's snapshot.
 
-Each function runs in the caller's transaction. The ones that change an identity's alert
-(``forget_refused``, ``requeue``) first wait for the identities' advisory locks
+Each function runs in the caller's transaction. The one that reads identities' alerts to
+queue them (``requeue``) first waits for the identities' advisory locks
 (``identity.lock``), so they never act on a state a decision in flight is replacing.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from bridge.alertmanager import PostableAlert
-from bridge.labels import identity_from_labels
+from bridge.store import refusals
 from bridge.store.contract import Quarantined
 from bridge.store.pg import codec, identity, queue
-
-QuarantineRow = tuple[str, str, str, bytes, str | None]  # reason, detail, headers, body, alert
+from bridge.store.writes import QuarantineRow
 
 _QUARANTINE = """
 INSERT INTO quarantine (reason, detail, headers, body, alert)
@@ -93,32 +91,6 @@ async def quarantine_summary(conn: Any) -> dict[str, Any]:
     }
 
 
-async def forget_refused(
-    conn: Any,
-    lock_key: int,
-    target: str,
-    refused: Sequence[tuple[str, str]],
-    *,
-    dead_letter: bool,
-    kept: int,
-) -> tuple[int, int]:
-    """The refused bodies leave the active alerts and the resolved ones; with
-    ``dead_letter`` each one that was there is dead-lettered. Returns (active, resolved)
-    removed."""
-    owners = [_owner(body) for body, _ in refused]
-    await identity.lock(conn, lock_key, [o for o in owners if o is not None])
-    active = resolved = 0
-    dead: list[tuple[str, str]] = []
-    for (body, reason), owner in zip(refused, owners, strict=True):
-        gone = len(await identity.unhold(conn, [owner], body)) if owner else 0
-        gone_resolved = await queue.forget_resolved(conn, body)
-        active, resolved = active + gone, resolved + gone_resolved
-        if dead_letter and (gone or gone_resolved):
-            dead.append((body, reason))
-    await queue.dead_letter(conn, target, dead, kept)
-    return active, resolved
-
-
 async def dead_letters(conn: Any) -> list[tuple[str, str, dict[str, Any]]]:
     rows = await conn.fetch("SELECT target, reason, body FROM dead_letter ORDER BY id")
     return [(r[0], codec.untext(r[1]), json.loads(r[2])) for r in rows]
@@ -127,33 +99,19 @@ async def dead_letters(conn: Any) -> list[tuple[str, str, dict[str, Any]]]:
 async def requeue(
     conn: Any, lock_key: int, targets: Sequence[str], channel: str
 ) -> tuple[int, dict[str, int]]:
-    """Queue the dead letters again and empty the table: a resolve as it was, a firing
-    alert only while it is its identity's active alert, and then as it is now. Returns
-    (alerts queued, counts by outcome)."""
+    """Queue the dead letters again (``refusals.requeue`` says which) and empty the table,
+    holding the identities' locks. Returns (alerts queued, counts by outcome)."""
     rows = await conn.fetch("SELECT id, body FROM dead_letter ORDER BY id FOR UPDATE")
-    alerts = [PostableAlert.model_validate_json(r[1]) for r in rows]
-    owners = [owner_of(a.labels) for a in alerts]
-    await identity.lock(conn, lock_key, [o for o in owners if o is not None])
+    owners = {o for r in rows if (o := refusals.owner(r[1])) is not None}
+    await identity.lock(conn, lock_key, [codec.text(o) for o in owners])
     now: datetime = await conn.fetchval("SELECT clock_timestamp()")
-    counts = {"requeued": 0, "superseded": 0}
-    seen: set[str] = set()
-    sends: list[tuple[datetime, str]] = []
-    for row, alert, owner in zip(rows, alerts, owners, strict=True):
-        body: str | None = row[1]
-        if alert.ends_at is None or alert.ends_at > now:  # firing: only as it is now
-            body = await identity.active_alert(conn, owner or "", alert.labels)
-            if body is None:
-                counts["superseded"] += 1
-                continue
-        assert body is not None
-        if body in seen:  # the same alert dead-lettered by several Alertmanagers
-            continue
-        seen.add(body)
-        sends.append((now, body))
-        counts["requeued"] += 1
-    await queue.enqueue(conn, targets, sends, channel)
+    active = await identity.active_alerts(conn, [codec.text(o) for o in owners])
+    bodies, counts = refusals.requeue(
+        [r[1] for r in rows], lambda name: active.get(codec.text(name)), now
+    )
+    await queue.enqueue(conn, targets, [(now, body) for body in bodies], channel)
     await conn.execute("DELETE FROM dead_letter WHERE id = ANY($1::bigint[])", [r[0] for r in rows])
-    return len(sends), counts
+    return len(bodies), counts
 
 
 async def snapshot(conn: Any, limit: int) -> dict[str, Any]:
@@ -186,17 +144,3 @@ async def snapshot(conn: Any, limit: int) -> dict[str, Any]:
         "quarantined": int(await conn.fetchval("SELECT count(*) FROM quarantine")),
         **await quarantine_summary(conn),
     }
-
-
-def owner_of(labels: Mapping[str, str]) -> str | None:
-    """The identity (as stored) a label set the bridge built belongs to."""
-    found = identity_from_labels(labels)
-    return None if found is None else codec.text(found)
-
-
-def _owner(body: str) -> str | None:
-    try:
-        labels = json.loads(body).get("labels") or {}
-    except (ValueError, AttributeError):
-        return None
-    return owner_of(labels) if isinstance(labels, dict) else None

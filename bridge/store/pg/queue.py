@@ -13,12 +13,12 @@ instead of posting the same alerts (PostgreSQL docs, SELECT, "The Locking Clause
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from bridge.store import refusals
 from bridge.store.contract import Page, Queued
 from bridge.store.pg import codec
 
@@ -45,13 +45,17 @@ WHERE target = $1 ORDER BY id LIMIT $2
 _SETTLE = "DELETE FROM queue WHERE target = $1 AND id = ANY($2::bigint[])"
 
 _DEAD = """
-INSERT INTO dead_letter (target, reason, body)
-SELECT $1, r, b FROM unnest($2::text[], $3::text[]) WITH ORDINALITY AS u (r, b, n) ORDER BY n
+INSERT INTO dead_letter (target, reason, body, identity)
+SELECT $1, r, b, i FROM unnest($2::text[], $3::text[], $4::text[]) WITH ORDINALITY AS u (r, b, i, n)
+ORDER BY n
 """
+_REFUSED = "SELECT body FROM dead_letter WHERE target = $1 AND identity = ANY($2::text[])"
+_ANY_REFUSED = (
+    "SELECT EXISTS (SELECT 1 FROM dead_letter WHERE target = $1 AND identity IS NOT NULL)"
+)
 
 # The dead-letter table is for a human, not an archive: the newest are kept. Rows another
-# transaction is trimming already are skipped: a lane's transaction waits for its sender,
-# which may be waiting for this one (forget_refused inside a lane).
+# transaction is trimming already are skipped: two lanes may trim at once.
 _TRIM_DEAD = """
 DELETE FROM dead_letter WHERE id IN (
     SELECT id FROM dead_letter WHERE id <= (SELECT max(id) FROM dead_letter) - $1
@@ -73,15 +77,9 @@ ON CONFLICT (labels) DO UPDATE SET resolved_at = excluded.resolved_at, body = ex
 RETURNING xmax = 0  -- inserted, not updated
 """
 _UNRESOLVE = "DELETE FROM resolved WHERE labels = ANY($1::text[])"
-_FORGET_RESOLVED = "DELETE FROM resolved WHERE body = $1"
 _EXPIRE_RESOLVED = (
     "DELETE FROM resolved WHERE resolved_at <= clock_timestamp() - make_interval(secs => $1)"
 )
-
-
-def label_key(labels: Mapping[str, str]) -> str:
-    """A label set as a stable string: the identity Alertmanager gives an alert."""
-    return json.dumps(sorted(labels.items()), separators=(",", ":"))
 
 
 async def enqueue(
@@ -114,10 +112,6 @@ async def resolve(conn: Any, changes: Mapping[str, tuple[datetime, str] | None])
     return more
 
 
-async def forget_resolved(conn: Any, body: str) -> int:
-    return int((await conn.execute(_FORGET_RESOLVED, body)).split()[-1])
-
-
 async def expire_resolved(conn: Any, resolved_for: float) -> None:
     await conn.execute(_EXPIRE_RESOLVED, resolved_for)
 
@@ -127,8 +121,23 @@ async def dead_letter(conn: Any, target: str, dead: Sequence[tuple[str, str]], k
     if not dead:
         return
     reasons = [codec.text(reason) for _, reason in dead]
-    await conn.execute(_DEAD, target, reasons, [body for body, _ in dead])
+    owners = [_owner(body, why) for body, why in dead]
+    await conn.execute(_DEAD, target, reasons, [body for body, _ in dead], owners)
     await conn.execute(_TRIM_DEAD, kept)
+
+
+async def refused(conn: Any, target: str, bodies: Sequence[str]) -> list[str]:
+    """What ``target`` refused (its dead letters) of the identities of ``bodies``."""
+    owners = [codec.text(o) for o in refusals.owners(bodies)]
+    if not owners or not await conn.fetchval(_ANY_REFUSED, target):
+        return []
+    return [row[0] for row in await conn.fetch(_REFUSED, target, owners)]
+
+
+def _owner(body: str, why: str) -> str | None:
+    """The identity a dead letter is kept under: only a refusal for the content counts."""
+    found = refusals.owner(body) if refusals.for_content(why) else None
+    return None if found is None else codec.text(found)
 
 
 async def try_lane(conn: Any, target: str) -> bool:
@@ -163,12 +172,23 @@ class Lane:
             self.settled += int(status.split()[-1])
 
     async def resend_page(self, after: Any, limit: int) -> Page:
+        page = await self._page(after, limit)
+        gone = await refused(self.conn, self.target, page.bodies)
+        return Page(refusals.not_refused(page.bodies, gone), page.after) if gone else page
+
+    async def refuse(self, dead: Sequence[tuple[str, str]]) -> int:
+        before = await refused(self.conn, self.target, [body for body, _ in dead])
+        new = {b: (b, r) for b, r in dead if refusals.not_refused([b], before)}
+        await dead_letter(self.conn, self.target, list(new.values()), self.dead_letters_kept)
+        return len(new)
+
+    async def _page(self, after: Any, limit: int) -> Page:
         table, key = after if after is not None else ("resolved", 0)
         if table == "resolved":
             rows = await self.conn.fetch(_RESOLVED_PAGE, key, limit)
             if len(rows) < limit:
                 # This table is done: fill the page from the active alerts' first page.
-                rest = await self.resend_page(("active", ""), limit - len(rows))
+                rest = await self._page(("active", ""), limit - len(rows))
                 return Page([*(r[1] for r in rows), *rest.bodies], rest.after)
             return Page([r[1] for r in rows], ("resolved", int(rows[-1][0])))
         rows = await self.conn.fetch(_ACTIVE_PAGE, key, limit)

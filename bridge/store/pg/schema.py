@@ -117,10 +117,20 @@ CREATE TABLE probe (
 );
 """
 
+# Issue 15: what one Alertmanager refuses is its own business. A dead letter names the
+# identity of its alert, so that Alertmanager's re-sends skip what it refused (a page looks
+# up the refusals of its identities) instead of the refusal clearing the identity's alert
+# for every Alertmanager.
+_V2 = """
+ALTER TABLE dead_letter ADD COLUMN identity text;
+CREATE INDEX dead_letter_target ON dead_letter (target, identity);
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         1,
         "inbox, seen bodies, identity states, queue, resolved, dead letters, quarantine, leases",
         _V1,
     ),
+    Migration(2, "dead letters name their identity: refusals per Alertmanager", _V2),
 )

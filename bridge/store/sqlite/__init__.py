@@ -5,35 +5,30 @@ a lane is an ``asyncio.Lock`` per Alertmanager (never None), ``periodic()`` is a
 True, ``Taken.now`` is this process's clock, and the one taker is the pipeline task.
 
 ``Outbox`` (``engine``) composes the parts: ``schema`` (the tables below), ``inbox``
-(accepts, takes, what a batch of decisions writes, seen bodies), ``identity`` (the state
-rows and the active index derived from them), ``queue`` (cursors, lanes, re-send pages)
-and ``operators`` (dead letters, requeue, refusals, quarantine, snapshot, expiry), on
+(accepts, takes, executing what a batch of decisions writes, seen bodies), ``identity``
+(the state rows), ``queue`` (the queue, lanes, re-send pages, dead letters) and
+``operators`` (requeue, quarantine, snapshot, expiry), on
 ``bridge.store.sqlite_file`` (``SqliteFile``: the file on its one thread) and
 ``bridge.store.group_commit``, the plumbing the spool uses too.
 
-Tables (``outbox.sqlite3`` under ``outbox.data_dir``)::
+Tables (``outbox.sqlite3`` under ``outbox.data_dir``; ``schema.VERSION`` in the file's
+``user_version``)::
 
     inbox        accepted webhooks (SentryAlert JSON) the pipeline has not finished
-    queue        postable alerts (wire JSON) some Alertmanager still needs, in order
-    cursor       per Alertmanager: the last queue id it is done with (accepted,
-                 dead-lettered or given up); a queue row goes when every cursor passed it
+    queue        postable alerts (wire JSON) an Alertmanager still needs, in order: a
+                 row per post and Alertmanager, deleted once that one settled it
     state        per Sentry identity: the state machine's state (``bridge.state``):
                  the alert Alertmanager holds firing, severity earned, environments
                  seen, resolve time, recent firings, the last post; kept until
-                 ``IdentityState.kept_until``. The one source of truth per identity.
-    active       per Sentry identity: the firing alert, as posted (wire JSON), with
-                 its endsAt. An index derived from ``state``: ``complete`` writes it
-                 from each written state's ``alert`` in the same transaction (only
-                 when that alert changed, so a row keeps its place in the re-send
-                 pages), and nothing outside this module writes it. It stays because
-                 re-sends page through the bodies as posted, expiry finds what ended
-                 by its endsAt index, and the status page and dead-letter requeue
-                 look alerts up, none of them parsing every state. A row without a
-                 state (an install from before the state table) is handed out by
-                 ``take`` as the state it stands for.
+                 ``IdentityState.kept_until``. The one source of truth per identity;
+                 ``active`` and ``ends_at`` beside it say whether its alert still fires
+                 (expiry clears the flag once endsAt passed): re-sends, expiry, the
+                 status page and requeue find the active alerts by them.
     resolved     recently resolved alerts, re-sent for a while as Prometheus does
     dead_letter  alerts an Alertmanager rejected, with its reason, for a human
-                 (the newest ``dead_letters_kept``)
+                 (the newest ``dead_letters_kept``); one refused for its content names
+                 its identity, and that Alertmanager's re-sends skip it
+                 (``bridge.store.refusals``)
     quarantine   authenticated webhooks the bridge could not process: the raw body and
                  the headers parsing reads (never a signature), or the normalised alert
                  when the pipeline failed on it, with the reason; ``sentry-bridge

@@ -1,13 +1,13 @@
 """``Outbox``: the store contract (``bridge.store.contract``) on one SQLite file, for one
 process (the package docstring has the tables, durability and memory).
 
-The parts: ``schema``, ``inbox`` (accepts, takes, what a batch of decisions writes),
-``identity`` (states, and the active index derived from them), ``queue`` (cursors, lanes,
-re-send pages), ``operators`` (dead letters, refusals, quarantine, snapshot, expiry), and
+The parts: ``schema``, ``inbox`` (accepts, takes, executing what a batch of decisions
+writes: ``bridge.store.writes``), ``identity`` (states), ``queue`` (the queue, lanes,
+re-send pages, dead letters), ``operators`` (requeue, quarantine, snapshot, expiry), and
 ``bridge.store.sqlite_file`` (the file on its one thread, and the group commit, shared
 with the spool). This module composes them and keeps what the process keeps in memory:
-the ids and times of what is in the inbox and the queue, the first ``kept_in_memory``
-accepted alerts, the cursors and the sizes.
+the ids and times of what is in the inbox and each Alertmanager's queue, the first
+``kept_in_memory`` accepted alerts, and the sizes.
 """
 
 from __future__ import annotations
@@ -28,12 +28,13 @@ from bridge.errors import ConfigError, OutboxFull
 from bridge.metrics import Metrics
 from bridge.model import SentryAlert
 from bridge.state import IdentityState
-from bridge.store.contract import Entry, Failed, Lane, Processed, Quarantined, Queued, Taken
+from bridge.store import writes
+from bridge.store.contract import Entry, Failed, Lane, Processed, Quarantined, Taken
 from bridge.store.group_commit import GroupCommit
 from bridge.store.health import WriteHealth
 from bridge.store.shield import Shield
 from bridge.store.sqlite import identity, inbox, operators, queue
-from bridge.store.sqlite.schema import FILENAME, SCHEMA
+from bridge.store.sqlite.schema import FILENAME, SCHEMA, check_version
 from bridge.store.sqlite_file import SqliteFile
 
 log = logging.getLogger("bridge.outbox")
@@ -44,8 +45,7 @@ T = TypeVar("T")
 @dataclass(frozen=True, slots=True)
 class _Loaded:
     inbox: list[tuple[int, float]]
-    queue: list[tuple[int, float]]
-    cursor: dict[str, int]
+    queue: list[tuple[str, int, float]]  # target, id, queued_at
     active: int
     resolved: int
     quarantined: int
@@ -104,8 +104,8 @@ class Outbox:
         self._active_count = 0
         self._resolved_count = 0
         # Delivery side.
-        self._queue_times: collections.deque[tuple[int, float]] = collections.deque()
-        self._cursor: dict[str, int] = {}
+        # Per Alertmanager: the ids and times of its queue rows, oldest first.
+        self._queued = {target: collections.deque[tuple[int, float]]() for target in self.targets}
         self._wakeups = {target: asyncio.Event() for target in self.targets}
         self._lanes = {target: asyncio.Lock() for target in self.targets}
         self.progress = asyncio.Event()  # set whenever a sender finishes a batch
@@ -124,8 +124,8 @@ class Outbox:
             raise
         self._inbox_times.update(loaded.inbox)
         self._ready.extend((inbox_id, None) for inbox_id, _ in loaded.inbox)
-        self._queue_times.extend(loaded.queue)
-        self._cursor = loaded.cursor
+        for target, queue_id, queued_at in loaded.queue:
+            self._queued[target].append((queue_id, queued_at))
         self._active_count, self._resolved_count = loaded.active, loaded.resolved
         self._quarantine_count = loaded.quarantined
         if self._ready:
@@ -210,47 +210,23 @@ class Outbox:
     async def complete(
         self, taken: Taken, results: Sequence[Processed], failed: Sequence[Failed] = ()
     ) -> None:
-        """In one transaction: the entries leave the inbox, the posts are queued, the states
-        (and from them the active table) are written, ``failed`` goes to quarantine.
-        Shielded, so a cancelled caller cannot leave memory behind the file."""
-        handed = sorted(e.inbox_id for e in taken.entries)
-        if sorted([*(r.inbox_id for r in results), *(f.inbox_id for f in failed)]) != handed:
-            raise ValueError("complete() needs every taken entry in results or failed, once")
-        await self._shield(self._complete(taken, results, failed))
+        """In one transaction, what ``writes.plan`` says the batch writes. Shielded, so a
+        cancelled caller cannot leave memory behind the file."""
+        planned = writes.plan(taken, results, failed, self.clock())
+        await self._shield(self._complete(planned))
 
-    async def _complete(
-        self, taken: Taken, results: Sequence[Processed], failed: Sequence[Failed]
-    ) -> None:
-        now = self.clock()
-        # Ages count from acceptance, so max_age covers the time spent in the pipeline too.
-        accepted = {e.inbox_id: e.accepted_at.timestamp() for e in taken.entries}
-        sends = [(accepted[r.inbox_id], a) for r in results for a in r.send]
-        held = {identity: state.alert for identity, state in taken.states.items()}
-        quarantined: list[operators.QuarantineRow] = [
-            ("pipeline_error", f.reason[:1000], "{}", b"", json.dumps(f.alert.to_json()))
-            for f in failed
-        ]
+    async def _complete(self, planned: writes.Writes) -> None:
         written: inbox.Completed = await self._write(
-            inbox.complete,
-            held,
-            results,
-            sends,
-            [f.inbox_id for f in failed],
-            quarantined,
-            now,
-            self._resolved_count > 0,
-            self.quarantine_kept,
+            inbox.complete, planned, self.targets, self._resolved_count > 0, self.quarantine_kept
         )
-        for inbox_id in accepted:
+        for inbox_id in planned.done:
             self._inbox_times.pop(inbox_id, None)
-        self._queue_times.extend(
-            (i, queued_at) for i, (queued_at, _) in zip(written.ids, sends, strict=True)
-        )
+        self._track(written.ids, [post.queued_at.timestamp() for post in planned.posts])
         self._active_count += written.active
         self._resolved_count += written.resolved
         self._quarantine_count += written.quarantined
-        if failed:
-            self.metrics.quarantined.labels("pipeline_error").inc(len(failed))
+        if planned.quarantined:
+            self.metrics.quarantined.labels("pipeline_error").inc(len(planned.quarantined))
         if written.ids:
             self._wake_senders()
 
@@ -285,40 +261,21 @@ class Outbox:
         """One replica: it always runs the re-sends and expiry."""
         return True
 
-    async def _advance(self, target: str, done: int, dead: Sequence[tuple[Queued, str]]) -> None:
-        done = max(done, self._cursor[target])
-        # Senders advance concurrently: a low mark that is stale by the time the write
-        # runs only deletes less; the next advance (or open) deletes the rest.
-        low = min([done, *(v for t, v in self._cursor.items() if t != target)])
-        await self._write(
-            queue.advance, target, done, low, dead, self._now(), self.dead_letters_kept
-        )
-        self._cursor[target] = max(done, self._cursor[target])
-        low = min(self._cursor.values())
-        while self._queue_times and self._queue_times[0][0] <= low:
-            self._queue_times.popleft()
+    async def _advance(
+        self, target: str, done: int | None, dead: Sequence[tuple[str, str]]
+    ) -> None:
+        await self._write(queue.advance, target, done, dead, self._now(), self.dead_letters_kept)
+        rows = self._queued[target]
+        while rows and done is not None and rows[0][0] <= done:
+            rows.popleft()
         self.progress.set()
 
-    async def forget_refused(
-        self, target: str, refused: Sequence[tuple[str, str]], *, dead_letter: bool
-    ) -> int:
-        """Alertmanager ``target`` refused these stored alerts (wire JSON, reason) for their
-        content: they leave the active and resolved tables, so re-sends stop posting what
-        can never be accepted (and stop taking the rest of their page down with it). With
-        ``dead_letter``, each one that was still there is dead-lettered, once, with its
-        reason. Returns how many left the tables."""
-        gone: int = await self._shield(self._forget_refused(target, refused, dead_letter))
-        return gone
-
-    async def _forget_refused(
-        self, target: str, refused: Sequence[tuple[str, str]], dead_letter: bool
-    ) -> int:
-        active, resolved = await self._write(
-            operators.forget, target, refused, dead_letter, self._now()
-        )
-        self._active_count -= active
-        self._resolved_count -= resolved
-        return active + resolved
+    def _track(self, ids: Sequence[int], times: Sequence[float]) -> None:
+        """Keeps the ids and times (one per post) of newly queued rows, in
+        ``queue.enqueue``'s order: per post, one row per target."""
+        stamps = [stamp for stamp in times for _ in self.targets]
+        for n, (queue_id, stamp) in enumerate(zip(ids, stamps, strict=True)):
+            self._queued[self.targets[n % len(self.targets)]].append((queue_id, stamp))
 
     async def expire(self, *, resolved_for: float) -> None:
         """Forget active alerts whose endsAt passed (Alertmanager has expired them too) and
@@ -353,7 +310,7 @@ class Outbox:
     ) -> bool:
         """Keep an authenticated webhook the bridge cannot process, durably; False (nothing
         kept) when the same body was already seen within ``body_retention``."""
-        row: operators.QuarantineRow = (
+        row: writes.QuarantineRow = (
             reason,
             detail[:1000],
             json.dumps(dict(headers)),
@@ -400,8 +357,8 @@ class Outbox:
         return len(self._inbox_times) + len(self._accepts)
 
     def queued_count(self) -> int:
-        """Queued alerts at least one Alertmanager still needs."""
-        return len(self._queue_times)
+        """Alerts the Alertmanager furthest behind still needs."""
+        return max(map(len, self._queued.values()))
 
     def length(self) -> int:
         return self.inbox_count() + self.queued_count()
@@ -409,8 +366,7 @@ class Outbox:
     def oldest_age(self) -> float:
         """Seconds since the oldest alert still in the outbox was accepted."""
         heads = [next(iter(self._inbox_times.values()))] if self._inbox_times else []
-        if self._queue_times:
-            heads.append(self._queue_times[0][1])
+        heads += [rows[0][1] for rows in self._queued.values() if rows]
         return max(0.0, self._now() - min(heads)) if heads else 0.0
 
     # --- plumbing -----------------------------------------------------------------------
@@ -453,13 +409,13 @@ class Outbox:
         self._health.succeeded()
 
     def _load(self) -> _Loaded:
+        check_version(self._file.db, self.path)
         with self._transaction() as db:
-            cursor = queue.set_cursors(db, self.targets)
+            queue.keep_only(db, self.targets)
         return _Loaded(
             inbox=db.execute("SELECT id, accepted_at FROM inbox ORDER BY id").fetchall(),
-            queue=db.execute("SELECT id, queued_at FROM queue ORDER BY id").fetchall(),
-            cursor=cursor,
-            active=db.execute("SELECT count(*) FROM active").fetchone()[0],
+            queue=db.execute("SELECT target, id, queued_at FROM queue ORDER BY id").fetchall(),
+            active=identity.count_active(db),
             resolved=db.execute("SELECT count(*) FROM resolved").fetchone()[0],
             quarantined=operators.count_quarantine(db),
         )
@@ -477,7 +433,7 @@ class Outbox:
         return taken, dropped, states
 
     def _quarantine(
-        self, db: sqlite3.Connection, row: operators.QuarantineRow, digest: bytes, now: float
+        self, db: sqlite3.Connection, row: writes.QuarantineRow, digest: bytes, now: float
     ) -> int | None:
         """How many more entries the quarantine holds; None, and nothing written, when
         ``digest`` was seen within body_retention."""
@@ -490,10 +446,7 @@ class Outbox:
 
     def queue_depths(self) -> dict[str, int]:
         """Per Alertmanager: the queued alerts it has not settled yet."""
-        return {
-            target: sum(1 for queue_id, _ in self._queue_times if queue_id > done)
-            for target, done in self._cursor.items()
-        }
+        return {target: len(rows) for target, rows in self._queued.items()}
 
     async def snapshot(self, limit: int) -> dict[str, Any]:
         """Counts, and the first ``limit`` active alerts and newest dead letters."""
@@ -504,11 +457,12 @@ class Outbox:
         the table. A resolve is queued as it was; a firing alert only if it is still the
         active alert of its identity, and then as it is now (current endsAt), so a late
         re-send can never re-fire what was resolved or replaced since."""
-        written: tuple[list[tuple[int, float]], dict[str, int]] = await self._shield(
-            self._write(operators.requeue, self._now())
+        now = self.clock()
+        written: tuple[list[int], dict[str, int]] = await self._shield(
+            self._write(operators.requeue, self.targets, now)
         )
         ids, counts = written
-        self._queue_times.extend(ids)
+        self._track(ids, [now.timestamp()] * (len(ids) // len(self.targets)))
         if ids:
             self._wake_senders()
         return counts

@@ -1,89 +1,24 @@
-"""Per Sentry identity on SQLite: the state machine's state rows, and the active table
-derived from them (the package docstring says why that index stays). Functions on the
-file's thread, given the connection (inside a transaction where they write)."""
+"""Per Sentry identity on SQLite: the state machine's state rows, with the active alert's
+flag and endsAt beside it (the state's ``alert`` is the one copy). Functions on the file's
+thread, given the connection (inside a transaction where they write)."""
 
 from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import replace
+from collections.abc import Collection
 
-from bridge.alertmanager import PostableAlert
-from bridge.dedup import fingerprint
-from bridge.model import Severity
 from bridge.state import IdentityState
-from bridge.store.contract import Processed
+from bridge.store.writes import Writes
+
+_UPSERT = (
+    "INSERT OR REPLACE INTO state (identity, kept_until, active, ends_at, state)"
+    " VALUES (?, ?, ?, ?, ?)"
+)
 
 
 def read(db: sqlite3.Connection, identities: Collection[str]) -> dict[str, IdentityState]:
-    """The state of every identity in ``identities`` that has one. An alert active from
-    before the state table existed (an upgrade) stands in for a state, so the next
-    decision replaces it rather than firing a second one."""
-    states = _read_states(db, identities)
-    legacy = _read_active(db, set(identities) - states.keys())
-    return states | {identity: _legacy_state(a) for identity, a in legacy.items()}
-
-
-def write(
-    db: sqlite3.Connection,
-    results: Sequence[Processed],
-    held: Mapping[str, PostableAlert | None],
-    body: Callable[[PostableAlert], str],
-) -> int:
-    """Writes the states of ``results`` and, from them, the active table: the last state
-    written for an identity holds its active alert (a forgotten state holds none).
-    ``held``: the active alert of each identity as taken, so an unchanged one keeps its
-    row (and its place in the re-send pages). Returns how many more alerts are active."""
-    current: dict[str, PostableAlert | None] = {}
-    for result in results:
-        for identity, (state, until) in result.states.items():
-            current[identity] = state.alert if until is not None else None
-            if until is None:
-                db.execute("DELETE FROM state WHERE identity = ?", (identity,))
-                continue
-            text = json.dumps(state.to_json(), separators=(",", ":"))
-            db.execute(
-                "INSERT OR REPLACE INTO state (identity, kept_until, state) VALUES (?, ?, ?)",
-                (identity, until.timestamp(), text),
-            )
-    active = 0
-    for identity, firing in current.items():
-        if identity in held and (firing is held[identity] or firing == held[identity]):
-            continue  # unchanged: keep its row (and its place in the re-send pages)
-        active -= db.execute("DELETE FROM active WHERE identity = ?", (identity,)).rowcount
-        if firing is not None:
-            ends_at = firing.ends_at.timestamp() if firing.ends_at else None
-            sql = "INSERT INTO active (identity, ends_at, alert) VALUES (?, ?, ?)"
-            db.execute(sql, (identity, ends_at, body(firing)))
-            active += 1
-    return active
-
-
-def unhold(db: sqlite3.Connection, identity: str, body: str) -> None:
-    """The state machine no longer holds ``body`` as firing for ``identity``:
-    Alertmanager never will, so the next firing webhook posts afresh (repeat counts
-    and resolve times stay)."""
-    row = db.execute("SELECT state FROM state WHERE identity = ?", (identity,)).fetchone()
-    if row is None:
-        return
-    state = IdentityState.from_json(json.loads(row[0]))
-    if state.alert is None or state.alert.labels != json.loads(body).get("labels"):
-        return  # a newer label set already stands for it
-    cleared = replace(state, alert=None, severity=None, posted=None, posted_at=None)
-    text = json.dumps(cleared.to_json(), separators=(",", ":"))
-    db.execute("UPDATE state SET state = ? WHERE identity = ?", (text, identity))
-
-
-def expire(db: sqlite3.Connection, now: float) -> int:
-    """Forgets the states kept until ``now``, and the active alerts whose endsAt passed
-    (Alertmanager has expired them too); returns how many active alerts went."""
-    active = db.execute("DELETE FROM active WHERE ends_at <= ?", (now,)).rowcount
-    db.execute("DELETE FROM state WHERE kept_until <= ?", (now,))
-    return active
-
-
-def _read_states(db: sqlite3.Connection, identities: Collection[str]) -> dict[str, IdentityState]:
+    """The state of every identity in ``identities`` that has one."""
     rows = db.execute(
         "SELECT identity, state FROM state WHERE identity IN (SELECT value FROM json_each(?))",
         (json.dumps(list(identities)),),
@@ -91,22 +26,48 @@ def _read_states(db: sqlite3.Connection, identities: Collection[str]) -> dict[st
     return {identity: IdentityState.from_json(json.loads(text)) for identity, text in rows}
 
 
-def _read_active(db: sqlite3.Connection, identities: Collection[str]) -> dict[str, PostableAlert]:
-    if not identities:
-        return {}
-    rows = db.execute(
-        "SELECT identity, alert FROM active WHERE identity IN (SELECT value FROM json_each(?))",
-        (json.dumps(list(identities)),),
-    ).fetchall()
-    return {identity: PostableAlert.model_validate_json(text) for identity, text in rows}
-
-
-def _legacy_state(active: PostableAlert) -> IdentityState:
-    """The state an alert active from before the state table stands for."""
-    severity = active.labels.get("severity")
-    return IdentityState(
-        alert=active,
-        severity=Severity(severity) if severity in set(Severity) else None,
-        posted=fingerprint(active.labels),
-        posted_at=active.starts_at,
+def write(db: sqlite3.Connection, writes: Writes) -> int:
+    """Writes the states of ``writes`` and forgets the forgotten ones; returns how many
+    more alerts are active."""
+    names = [*(row.identity for row in writes.states), *writes.forgotten]
+    before: int = db.execute(
+        "SELECT count(*) FROM state WHERE active AND identity IN (SELECT value FROM json_each(?))",
+        (json.dumps(names),),
+    ).fetchone()[0]
+    db.executemany(
+        _UPSERT,
+        [
+            (
+                row.identity,
+                row.kept_until.timestamp(),
+                row.alert is not None,
+                row.ends_at.timestamp() if row.ends_at else None,
+                json.dumps(row.state.to_json(), separators=(",", ":")),
+            )
+            for row in writes.states
+        ],
     )
+    db.executemany("DELETE FROM state WHERE identity = ?", [(n,) for n in writes.forgotten])
+    return sum(1 for row in writes.states if row.alert is not None) - before
+
+
+def active_alert(db: sqlite3.Connection, identity: str) -> str | None:
+    """The identity's active alert (wire JSON), if it has one."""
+    sql = "SELECT json_extract(state, '$.alert') FROM state WHERE identity = ? AND active"
+    row = db.execute(sql, (identity,)).fetchone()
+    return None if row is None else str(row[0])
+
+
+def expire(db: sqlite3.Connection, now: float) -> int:
+    """Ends the active alerts whose endsAt passed (Alertmanager has expired them too) and
+    forgets the states kept until ``now``; returns how many active alerts ended."""
+    ended: int = db.execute(
+        "UPDATE state SET active = 0 WHERE active AND ends_at <= ?", (now,)
+    ).rowcount
+    db.execute("DELETE FROM state WHERE kept_until <= ?", (now,))
+    return ended
+
+
+def count_active(db: sqlite3.Connection) -> int:
+    count: int = db.execute("SELECT count(*) FROM state WHERE active").fetchone()[0]
+    return count

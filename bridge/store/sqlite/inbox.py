@@ -8,22 +8,20 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
 
-from bridge.alertmanager import PostableAlert, wire_json
 from bridge.model import SentryAlert
-from bridge.store.contract import Processed
 from bridge.store.sqlite import identity, operators, queue
 from bridge.store.sqlite.schema import rowid
+from bridge.store.writes import Writes
 
 log = logging.getLogger("bridge.outbox")
 
 
 @dataclass(frozen=True, slots=True)
 class Completed:
-    ids: list[int]  # the queue ids of the sends, in order
+    ids: list[int]  # the queue ids of the posts, in order, one per target each
     active: int  # how many more alerts are active, resolved, quarantined
     resolved: int
     quarantined: int
@@ -83,34 +81,20 @@ def delete(db: sqlite3.Connection, ids: Sequence[int]) -> None:
 
 def complete(
     db: sqlite3.Connection,
-    held: Mapping[str, PostableAlert | None],
-    results: Sequence[Processed],
-    sends: Sequence[tuple[float, PostableAlert]],
-    failed: Sequence[int],
-    quarantined: Sequence[operators.QuarantineRow],
-    now: datetime,
+    writes: Writes,
+    targets: Sequence[str],
     any_resolved: bool,
     quarantine_kept: int,
 ) -> Completed:
-    """What a batch of decisions writes, in the caller's one transaction: the entries
-    leave the inbox, the posts are queued, the states (and from them the active table)
-    are written, ``failed`` goes to quarantine. ``held`` and ``any_resolved``: see
-    ``identity.write`` and ``queue.enqueue``."""
-    bodies: dict[int, str] = {}  # by id(): the current alert is usually sent too
-
-    def body(alert: PostableAlert) -> str:
-        if id(alert) not in bodies:
-            bodies[id(alert)] = wire_json(alert)
-        return bodies[id(alert)]
-
-    delete(db, [*(r.inbox_id for r in results), *failed])
-    ids, resolved = queue.enqueue(db, sends, now, any_resolved, body)
-    active = identity.write(db, results, held, body)
-    added = (
-        operators.insert_quarantine(db, quarantined, now.timestamp(), quarantine_kept)
-        if quarantined
-        else 0
-    )
+    """Executes what a batch of decisions writes (``bridge.store.writes.plan``), in the
+    caller's one transaction. ``any_resolved``: see ``queue.resend``."""
+    delete(db, writes.done)
+    ids = queue.enqueue(db, targets, writes.posts)
+    resolved = queue.resend(db, writes, any_resolved)
+    active = identity.write(db, writes)
+    stamp = writes.resolved_at.timestamp()
+    rows = writes.quarantined
+    added = operators.insert_quarantine(db, rows, stamp, quarantine_kept) if rows else 0
     return Completed(ids, active, resolved, added)
 
 

@@ -1,5 +1,5 @@
 """What the SQLite engine keeps for a human and for the periodic jobs: dead letters and
-their requeue, refusals forgotten, quarantine, the status snapshot, expiry of resolved
+their requeue, quarantine, the status snapshot, expiry of resolved
 alerts. Functions on the file's thread, given the connection (inside a transaction where
 they write)."""
 
@@ -9,46 +9,17 @@ import json
 import logging
 import sqlite3
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
-from bridge.alertmanager import PostableAlert
 from bridge.model import SentryAlert
+from bridge.store import refusals
 from bridge.store.contract import Quarantined
-from bridge.store.sqlite import identity
+from bridge.store.sqlite import identity, queue
 from bridge.store.sqlite.schema import rowid
+from bridge.store.writes import Post, QuarantineRow
 
 log = logging.getLogger("bridge.outbox")
-
-# reason, detail, headers (JSON), body, alert (JSON, when the pipeline failed on it)
-QuarantineRow = tuple[str, str, str, bytes, str | None]
-
-
-def forget(
-    db: sqlite3.Connection,
-    target: str,
-    refused: Sequence[tuple[str, str]],
-    dead_letter: bool,
-    now: float,
-) -> tuple[int, int]:
-    """``target`` refused these bodies: they leave the active and resolved tables (and
-    dead-letter, with ``dead_letter``). Returns how many active and resolved alerts went."""
-    active = resolved = 0
-    for body, reason in refused:
-        # The rows hold the very body that was sent. Refusals are rare, so matching
-        # on the text (no index) costs nothing the rest of the time.
-        identities = [
-            row[0]
-            for row in db.execute("DELETE FROM active WHERE alert = ? RETURNING identity", (body,))
-        ]
-        gone_active = len(identities)
-        for name in identities:
-            identity.unhold(db, name, body)
-        gone_resolved = db.execute("DELETE FROM resolved WHERE alert = ?", (body,)).rowcount
-        active, resolved = active + gone_active, resolved + gone_resolved
-        if dead_letter and (gone_active or gone_resolved):
-            sql = "INSERT INTO dead_letter (at, target, reason, alert) VALUES (?, ?, ?, ?)"
-            db.execute(sql, (now, target, reason, body))
-    return active, resolved
 
 
 def expire(db: sqlite3.Connection, now: float, resolved_before: float) -> tuple[int, int]:
@@ -137,7 +108,9 @@ def quarantine_summary(db: sqlite3.Connection) -> dict[str, Any]:
 
 def read_snapshot(db: sqlite3.Connection, limit: int) -> dict[str, Any]:
     active = db.execute(
-        "SELECT identity, ends_at, alert FROM active ORDER BY identity LIMIT ?", (limit,)
+        "SELECT identity, ends_at, json_extract(state, '$.alert') FROM state WHERE active"
+        " ORDER BY identity LIMIT ?",
+        (limit,),
     ).fetchall()
     dead = db.execute(
         "SELECT at, target, reason, alert FROM dead_letter ORDER BY id DESC LIMIT ?", (limit,)
@@ -162,31 +135,15 @@ def read_snapshot(db: sqlite3.Connection, limit: int) -> dict[str, Any]:
     }
 
 
-def requeue(db: sqlite3.Connection, now: float) -> tuple[list[tuple[int, float]], dict[str, int]]:
-    """Queues the dead letters again and empties the table (``Outbox.requeue_dead_letters``
-    says which): the queue ids with their times, and the counts."""
-    from bridge.labels import identity_from_labels  # labels imports nothing of ours
-
-    counts = {"requeued": 0, "superseded": 0}
-    ids: list[tuple[int, float]] = []
-    rows = db.execute("SELECT id, alert FROM dead_letter ORDER BY id").fetchall()
-    seen: set[str] = set()
-    for _, body in rows:
-        alert = PostableAlert.model_validate_json(body)
-        resolved = alert.ends_at is not None and alert.ends_at.timestamp() <= now
-        if not resolved:
-            name = identity_from_labels(alert.labels) or ""
-            row = db.execute("SELECT alert FROM active WHERE identity = ?", (name,)).fetchone()
-            current = PostableAlert.model_validate_json(row[0]) if row else None
-            if current is None or current.labels != alert.labels:
-                counts["superseded"] += 1
-                continue
-            body = row[0]
-        if body in seen:  # the same alert dead-lettered by several Alertmanagers
-            continue
-        seen.add(body)
-        cursor = db.execute("INSERT INTO queue (queued_at, alert) VALUES (?, ?)", (now, body))
-        ids.append((rowid(cursor), now))
-        counts["requeued"] += 1
+def requeue(
+    db: sqlite3.Connection, targets: Sequence[str], now: datetime
+) -> tuple[list[int], dict[str, int]]:
+    """Queues the dead letters again for every Alertmanager (``refusals.requeue`` says
+    which) and empties the table: the queue ids, and the counts."""
+    rows = db.execute("SELECT alert FROM dead_letter ORDER BY id").fetchall()
+    bodies, counts = refusals.requeue(
+        [body for (body,) in rows], lambda name: identity.active_alert(db, name), now
+    )
+    ids = queue.enqueue(db, targets, [Post(now, body) for body in bodies])
     db.execute("DELETE FROM dead_letter")
     return ids, counts

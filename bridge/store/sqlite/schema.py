@@ -4,35 +4,49 @@ from __future__ import annotations
 
 import sqlite3
 
-FILENAME = "outbox.sqlite3"
+from bridge.errors import ConfigError
 
-# AUTOINCREMENT: ids are never reused, or an emptied queue would restart below the cursors.
-# The time indexes let expire() find what is due without scanning every active alert.
+FILENAME = "outbox.sqlite3"
+# PRAGMA user_version of the tables below. 2 (issue 15): PostgreSQL's shape (no ``active``
+# table, no cursors), and each dead letter names the identity of its alert (what one
+# Alertmanager refused is its own). Nothing was released with version 1 (0 in the file),
+# so there is no migration: such a file is refused.
+VERSION = 2
+
+# The shape PostgreSQL's schema has (bridge/store/pg/schema.py): a queue row per
+# Alertmanager, deleted once settled; the active alert is the state's, flagged ``active``
+# with its ``ends_at``. AUTOINCREMENT: ids are never reused, so a lane's ``done`` mark
+# never covers a later row. The time indexes let expire() find what is due.
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS inbox (
     id INTEGER PRIMARY KEY AUTOINCREMENT, accepted_at REAL NOT NULL, alert TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS queue (
-    id INTEGER PRIMARY KEY AUTOINCREMENT, queued_at REAL NOT NULL, alert TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS cursor (target TEXT PRIMARY KEY, done INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS active (
-    identity TEXT PRIMARY KEY, ends_at REAL, alert TEXT NOT NULL);
-CREATE INDEX IF NOT EXISTS active_ends_at ON active (ends_at);
+    id INTEGER PRIMARY KEY AUTOINCREMENT, target TEXT NOT NULL, queued_at REAL NOT NULL,
+    alert TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS resolved (
     labels TEXT PRIMARY KEY, resolved_at REAL NOT NULL, alert TEXT NOT NULL);
-CREATE INDEX IF NOT EXISTS resolved_resolved_at ON resolved (resolved_at);
 CREATE TABLE IF NOT EXISTS state (
-    identity TEXT PRIMARY KEY, kept_until REAL NOT NULL, state TEXT NOT NULL);
-CREATE INDEX IF NOT EXISTS state_kept_until ON state (kept_until);
+    identity TEXT PRIMARY KEY, kept_until REAL NOT NULL, active INTEGER NOT NULL,
+    ends_at REAL, state TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS dead_letter (
     id INTEGER PRIMARY KEY AUTOINCREMENT, at REAL NOT NULL, target TEXT NOT NULL,
-    reason TEXT NOT NULL, alert TEXT NOT NULL);
+    reason TEXT NOT NULL, alert TEXT NOT NULL, identity TEXT);
 CREATE TABLE IF NOT EXISTS quarantine (
     id INTEGER PRIMARY KEY AUTOINCREMENT, at REAL NOT NULL, reason TEXT NOT NULL,
     detail TEXT NOT NULL, headers TEXT NOT NULL, body BLOB NOT NULL, alert TEXT);
 CREATE TABLE IF NOT EXISTS seen_body (
     id INTEGER PRIMARY KEY AUTOINCREMENT, digest BLOB NOT NULL UNIQUE, at REAL NOT NULL);
-CREATE INDEX IF NOT EXISTS seen_body_at ON seen_body (at);
 CREATE TABLE IF NOT EXISTS probe (id INTEGER PRIMARY KEY CHECK (id = 1), at REAL NOT NULL);
+"""
+# Made once the version is known to be this one (an older file's columns differ).
+INDEXES = """
+CREATE INDEX IF NOT EXISTS queue_target ON queue (target, id);
+CREATE INDEX IF NOT EXISTS resolved_resolved_at ON resolved (resolved_at);
+CREATE INDEX IF NOT EXISTS state_kept_until ON state (kept_until);
+CREATE INDEX IF NOT EXISTS state_active ON state (identity) WHERE active;
+CREATE INDEX IF NOT EXISTS state_ends_at ON state (ends_at) WHERE active;
+CREATE INDEX IF NOT EXISTS dead_letter_target ON dead_letter (target, identity);
+CREATE INDEX IF NOT EXISTS seen_body_at ON seen_body (at);
 """
 
 
@@ -40,3 +54,18 @@ def rowid(cursor: sqlite3.Cursor) -> int:
     """The id an INSERT gave its row."""
     assert cursor.lastrowid is not None
     return cursor.lastrowid
+
+
+def check_version(db: sqlite3.Connection, path: object) -> None:
+    """Stamps a new file with ``VERSION``; refuses a file of another version."""
+    version = db.execute("PRAGMA user_version").fetchone()[0]
+    columns = {row[1] for row in db.execute("PRAGMA table_info(state)")}
+    if version == 0 and "active" in columns:  # made just now by SCHEMA
+        db.execute(f"PRAGMA user_version = {VERSION}")
+        version = VERSION
+    if version != VERSION:
+        raise ConfigError(
+            f"the outbox {path} has schema version {version}, this bridge needs {VERSION}: "
+            "an unreleased development version wrote it (docs/upgrading.md); move it away"
+        )
+    db.executescript(INDEXES)
