@@ -1,0 +1,368 @@
+"""``sentry-bridge doctor``: prove the path from Sentry to every Alertmanager, in words an
+operator can act on.
+
+Each check is bounded in time and answers a name, ok and a detail (what is wrong and what
+to do); the command exits 1 when any fails, and ``--json`` prints them as one object.
+
+* ``config``: the file ``serve`` reads, loaded the same way (offline: a missing secret is
+  the next check's finding, not a crash);
+* ``secrets``: each secret key, "set" or "missing" and from where (never its value);
+* ``sentry_api``: ``GET /api/0/`` with ``sentry.api_token``. Sentry's ``IndexEndpoint``
+  (getsentry/sentry src/sentry/api/endpoints/index.py) answers ``{"auth": {"scopes": [...]}}``
+  for a token; enrichment reads "Retrieve an Issue" (``GroupDetailsEndpoint``), which
+  ``GroupPermission`` (src/sentry/api/bases/group.py) opens to ``event:read`` (or
+  ``event:write`` / ``event:admin``);
+* ``alertmanager <host:port>``: ``GET /api/v2/status`` (openapi ``getStatus``):
+  ``versionInfo.version``, ``cluster.status`` and ``cluster.peers``;
+* ``bridge``: the running bridge's admin ``/-/status`` (store, queues, dead letters) and its
+  ``/metrics`` (``sentry_bridge_store_up``, the spool against ``store.spool.max_webhooks``);
+* ``test alert``: a signed issue alert (``send``'s ``issue-alert`` example) marked
+  ``data.bridge_test``, which the bridge classifies low with ``sentry_test="true"`` whatever
+  the rules and never escalates (bridge.classify ``TEST_DECISION``); read back from every
+  Alertmanager (``GET /api/v2/alerts`` lists the ``receivers`` each alert went to), then
+  resolved (``issue-resolved``) and seen gone. Its issue id is above 9e18, which Sentry's
+  64-bit ids will not reach, so it never meets a real issue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import re
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+
+from bridge import client, config, send
+from bridge.alertmanager import build_client, public_url, target_name
+from bridge.errors import ConfigError
+from bridge.status import base_url as admin_base_url
+
+CHECK_TIMEOUT = 5.0  # each HTTP check
+ALERT_TIMEOUT = 30.0  # the test alert, fired then resolved, per step
+TEST_RULE = "sentry-bridge doctor test alert"
+# What the test alert must show in Alertmanager (and never page="true").
+TEST_LABELS = {"sentry_test": "true", "severity": "low"}
+# Sentry's API: a token needs one of these for "Retrieve an Issue" (GroupPermission GET).
+ENRICH_SCOPES = frozenset({"event:read", "event:write", "event:admin"})
+_REF = re.compile(r"^\$\{(file:[^}]+|[^}:]+)(?::-[^}]*)?\}$")
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    ok: bool
+    detail: str
+
+
+def _raw(data: Any, key: str) -> Any:
+    for part in key.split("."):
+        if not isinstance(data, dict) or part not in data:
+            return None
+        data = data[part]
+    return data
+
+
+def _where(raw: Any) -> str:
+    """Where a secret comes from, never what it is."""
+    text = ",".join(map(str, raw)) if isinstance(raw, list) else str(raw)
+    found = _REF.match(text.strip())
+    if found is None:
+        return "in the config file"
+    ref = found.group(1)
+    return f"from the file {ref[5:]}" if ref.startswith("file:") else f"from ${ref}"
+
+
+def _value(cfg: config.Config, key: str) -> Any:
+    node: Any = cfg
+    for part in key.split("."):
+        node = getattr(node, part, None)
+    return node
+
+
+def secrets(path: str, offline: config.Offline) -> Check:
+    """Each secret key: set or not, and from where (the variable or file named in the
+    config), as the config resolves it here; a secret ``serve`` would need fails."""
+    data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    parts = []
+    for key in sorted(config.SECRET_KEYS):
+        raw = _raw(data, key)
+        if raw in (None, "", []):
+            continue
+        state = "set" if _value(offline.config, key) not in (None, []) else "not set"
+        parts.append(f"{key}: {state} ({_where(raw)})")
+    detail = "; ".join(parts) or "none configured"
+    if offline.needed:
+        detail += ". Missing, set it where the bridge runs: " + "; ".join(offline.needed)
+    return Check("secrets", not offline.needed, detail)
+
+
+async def sentry_api(cfg: config.Sentry) -> Check:
+    if cfg.api_token is None:
+        return Check("sentry_api", True, "sentry.api_token not set: enrichment is off (optional)")
+    url = cfg.base_url.rstrip("/") + "/api/0/"
+    headers = {"Authorization": f"Bearer {cfg.api_token.get_secret_value()}"}
+    try:
+        async with httpx.AsyncClient(timeout=CHECK_TIMEOUT, follow_redirects=False) as http:
+            response = await http.get(url, headers=headers)
+    except httpx.HTTPError as exc:
+        return Check(
+            "sentry_api",
+            False,
+            f"{url}: no answer ({type(exc).__name__}): check sentry.base_url and the network",
+        )
+    if response.status_code in (401, 403):
+        return Check(
+            "sentry_api",
+            False,
+            f"{url} refused the token ({response.status_code}): create a new token in Sentry "
+            "(an internal integration's, with Issue & Event: Read) and set sentry.api_token",
+        )
+    try:
+        auth = response.json().get("auth") if response.status_code == 200 else None
+    except ValueError:
+        auth = None
+    if not isinstance(auth, dict):
+        return Check(
+            "sentry_api",
+            False,
+            f"{url} answered {response.status_code} without the token's scopes: is "
+            "sentry.base_url Sentry's address (https://sentry.io or your own host)?",
+        )
+    scopes = sorted(str(s) for s in auth.get("scopes") or [])
+    if not ENRICH_SCOPES & set(scopes):
+        return Check(
+            "sentry_api",
+            False,
+            f"the token's scopes ({', '.join(scopes) or 'none'}) lack event:read, which "
+            "enrichment needs to read issues: give the token Issue & Event: Read",
+        )
+    org = cfg.organization or "not set"
+    return Check(
+        "sentry_api", True, f"{url}: token accepted, scopes {', '.join(scopes)}; organization {org}"
+    )
+
+
+async def alertmanager(cfg: config.Alertmanager, url: str) -> Check:
+    name = f"alertmanager {target_name(url)}"
+    try:
+        async with build_client(cfg) as http:
+            response = await http.get(f"{url}/api/v2/status", timeout=CHECK_TIMEOUT)
+            response.raise_for_status()
+            data = response.json()
+    except (httpx.HTTPError, ValueError) as exc:
+        why = str(exc) or type(exc).__name__
+        return Check(
+            name,
+            False,
+            f"{public_url(url)}/api/v2/status: {why}: is Alertmanager running there, and "
+            "are alertmanager.urls and its credentials right?",
+        )
+    version = (data.get("versionInfo") or {}).get("version", "?")
+    cluster = data.get("cluster") or {}
+    peers = cluster.get("peers") or []
+    status = cluster.get("status", "?")
+    detail = f"version {version}, cluster {status}, {len(peers)} peer(s)"
+    if status == "settling":
+        detail += " (still settling: wait and run again)"
+    return Check(name, status != "failed", detail)
+
+
+def _metrics(text: str) -> dict[str, float]:
+    out = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            series, _, value = line.rpartition(" ")
+            try:
+                out[series] = float(value)
+            except ValueError:
+                continue
+    return out
+
+
+async def bridge(cfg: config.Config, webhook: str, admin: str) -> Check:
+    """The running bridge: its store and queues (admin /-/status), its spool (/metrics)."""
+    root = webhook.removesuffix(send.WEBHOOK_PATH)
+    problems: list[str] = []
+    facts: list[str] = []
+    async with httpx.AsyncClient(timeout=CHECK_TIMEOUT) as http:
+        try:
+            status = await http.get(f"{admin}/-/status", params={"limit": 1})
+        except httpx.HTTPError as exc:
+            return Check(
+                "bridge",
+                False,
+                f"{admin}/-/status: no answer ({type(exc).__name__}): is the bridge running, "
+                "and server.admin_host/admin_port (or --admin-url) right?",
+            )
+        if status.status_code == 200:
+            data = status.json()
+            facts.append(f"store {data.get('store', '?')}")
+            facts.append(f"inbox {data.get('inbox', '?')}")
+            depth = data.get("queue_depth") or {}
+            facts.append("queues " + (", ".join(f"{k} {v}" for k, v in depth.items()) or "-"))
+            if data.get("alertmanager_down"):
+                problems.append("failing now: " + ", ".join(data["alertmanager_down"]))
+            if data.get("dead_letter_count"):
+                problems.append(
+                    f"{data['dead_letter_count']} dead letter(s): see sentry-bridge status"
+                )
+        else:
+            problems.append(f"/-/status answered {status.status_code}: {status.text.strip()}")
+        try:
+            scraped = _metrics((await http.get(f"{root}/metrics")).text)
+        except httpx.HTTPError:
+            scraped = {}
+    if scraped.get("sentry_bridge_store_up") == 0:
+        problems.append("the store does not take writes now (sentry_bridge_store_up 0)")
+    if cfg.store.backend == "postgres" and "sentry_bridge_spool_webhooks" in scraped:
+        spooled = int(scraped["sentry_bridge_spool_webhooks"])
+        limit = cfg.store.spool.max_webhooks
+        facts.append(f"spool {spooled} of {limit} webhooks")
+        if spooled >= limit:
+            problems.append(
+                f"the spool is full ({spooled} of store.spool.max_webhooks {limit}): new "
+                "webhooks are refused 503; bring PostgreSQL back (store.postgres.dsn)"
+            )
+    detail = "; ".join(facts + problems)
+    return Check("bridge", not problems, detail)
+
+
+def _bodies(issue: str, now: float) -> tuple[bytes, bytes]:
+    """The test alert, firing and resolved: the examples with their issue replaced."""
+    fire = json.loads(send.example_body("issue-alert", now).replace(b"1117540176", issue.encode()))
+    fire["data"]["bridge_test"] = True
+    fire["data"]["triggered_rule"] = TEST_RULE
+    fire["data"]["event"]["title"] = "sentry-bridge doctor: a test alert, not a real issue"
+    fire["data"].pop("issue_alert", None)  # no settings of a real rule
+    resolve = send.example_body("issue-resolved", now).replace(b"1117540176", issue.encode())
+    return json.dumps(fire).encode(), resolve
+
+
+async def _post(cfg: config.Config, url: str, body: bytes, resource: str) -> str | None:
+    secret = send.configured_secret("integration", cfg.sentry)
+    prepared = send.prepare(
+        body, family="integration", resource=resource, url=url, secret=secret, now=time.time()
+    )
+    try:
+        response = await send.post(prepared, timeout=CHECK_TIMEOUT)
+    except httpx.HTTPError as exc:
+        return f"POST {url}: no answer ({type(exc).__name__}): is the bridge running there?"
+    if not response.is_success:
+        return f"POST {url}: {response.status_code} {response.text.strip()[:200]}"
+    return None
+
+
+async def _seen(
+    cfg: config.Alertmanager, urls: list[str], issue: str, firing: bool, wait: float
+) -> dict[str, str | None]:
+    """Per Alertmanager, once the test alert is there (``firing``) or gone: what it shows
+    (the receivers it was routed to, or labels it should not have); None when not so
+    within ``wait`` seconds."""
+    deadline = time.monotonic() + wait
+    found: dict[str, str | None] = {}
+    async with build_client(cfg) as http:
+
+        async def one(url: str) -> None:
+            while True:
+                try:
+                    response = await http.get(
+                        f"{url}/api/v2/alerts",
+                        params={"filter": [f'sentry_issue_id="{issue}"']},
+                        timeout=CHECK_TIMEOUT,
+                    )
+                    response.raise_for_status()
+                    alerts = response.json()
+                    if bool(alerts) == firing:
+                        found[target_name(url)] = _shown(alerts)
+                        return
+                except (httpx.HTTPError, ValueError, KeyError, TypeError, AttributeError):
+                    pass  # not up (yet): keep trying until the deadline
+                if time.monotonic() >= deadline:
+                    found[target_name(url)] = None
+                    return
+                await asyncio.sleep(send.POLL_INTERVAL)
+
+        await asyncio.gather(*(one(url) for url in urls))
+    return found
+
+
+def _shown(alerts: list[dict[str, Any]]) -> str:
+    """The receivers of the test alert as Alertmanager lists them (``receivers[].name`` of
+    openapi ``gettableAlert``), and any label that says it could page."""
+    receivers = sorted({r["name"] for a in alerts for r in a["receivers"]})
+    shown = "received by " + (", ".join(receivers) or "no receiver")
+    for alert in alerts:
+        labels = alert["labels"]
+        wrong = {k: v for k, v in TEST_LABELS.items() if labels.get(k) != v}
+        if wrong or labels.get("page") == "true":
+            shown += f" BUT labelled {labels}"
+    return shown
+
+
+async def test_alert(cfg: config.Config, webhook: str, urls: list[str], wait: float) -> Check:
+    # Not a secret, only unlikely to repeat.
+    issue = str(9_000_000_000_000_000_000 + random.randrange(10**17))  # noqa: S311
+    fire, resolve = _bodies(issue, time.time())
+    label = f'sentry_issue_id="{issue}"'
+    failed = await _post(cfg, webhook, fire, "event_alert")
+    if failed:
+        return Check("test alert", False, f"{label}: {failed}")
+    targets = cfg.alertmanager.model_copy(update={"urls": urls})
+    fired = await _seen(targets, urls, issue, True, wait)
+    parts = [f"{name}: {shown or 'NOT seen'}" for name, shown in sorted(fired.items())]
+    failed = await _post(cfg, webhook, resolve, "issue")
+    if failed:
+        return Check("test alert", False, f"{label}: {'; '.join(parts)}; resolve: {failed}")
+    gone = await _seen(targets, urls, issue, False, wait)
+    parts += [
+        f"{name}: {'resolved' if shown is not None else 'NOT resolved'}"
+        for name, shown in sorted(gone.items())
+    ]
+    ok = all(s is not None and "BUT" not in s for s in (*fired.values(), *gone.values()))
+    detail = f"{label}: " + "; ".join(parts)
+    if not ok:
+        detail += f" (waited {wait:g}s): see the bridge's log and sentry-bridge status for why"
+    return Check("test alert", ok, detail)
+
+
+async def _run(
+    path: str, webhook_url: str | None, admin_url: str | None, wait: float
+) -> list[Check]:
+    try:
+        offline = client.load(path)
+    except ConfigError as exc:
+        return [Check("config", False, f"{exc}: fix it (sentry-bridge check-config {path})")]
+    cfg = offline.config
+    checks = [Check("config", True, "valid")]
+    checks.append(secrets(path, offline))
+    webhook = send.webhook_url(webhook_url, cfg)
+    admin = admin_base_url(admin_url, cfg)
+    found = await asyncio.to_thread(client.bridge_status, admin)
+    urls = client.alertmanagers(cfg, found)
+    checks += await asyncio.gather(
+        sentry_api(cfg.sentry),
+        *(alertmanager(cfg.alertmanager, url) for url in urls),
+        bridge(cfg, webhook, admin),
+    )
+    checks.append(await test_alert(cfg, webhook, urls, wait))
+    return checks
+
+
+def run(
+    *, config_path: str, url: str | None, admin_url: str | None, as_json: bool, timeout: float
+) -> int:
+    checks = asyncio.run(_run(config_path, url, admin_url, timeout))
+    ok = all(check.ok for check in checks)
+    if as_json:
+        print(json.dumps({"ok": ok, "checks": [asdict(c) for c in checks]}, indent=2))
+    else:
+        for check in checks:
+            print(f"{'ok  ' if check.ok else 'FAIL'} {check.name}: {check.detail}")
+        print("all checks passed" if ok else "some checks FAILED (see above)")
+    return 0 if ok else 1
