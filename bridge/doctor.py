@@ -89,12 +89,13 @@ def secrets(path: str, offline: config.Offline) -> Check:
     """Each secret key: set or not, and from where (the variable or file named in the
     config), as the config resolves it here; a secret ``serve`` would need fails."""
     data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    cfg = offline.config
     parts = []
     for key in sorted(config.SECRET_KEYS):
         raw = _raw(data, key)
-        if raw in (None, "", []):
+        if raw in (None, "", []) or (key.startswith("store.") and cfg.store.backend == "sqlite"):
             continue
-        state = "set" if _value(offline.config, key) not in (None, []) else "not set"
+        state = "set" if _value(cfg, key) not in (None, []) else "not set"
         parts.append(f"{key}: {state} ({_where(raw)})")
     detail = "; ".join(parts) or "none configured"
     if offline.needed:
@@ -205,7 +206,7 @@ async def bridge(cfg: config.Config, webhook: str, admin: str) -> Check:
             facts.append(f"store {data.get('store', '?')}")
             facts.append(f"inbox {data.get('inbox', '?')}")
             depth = data.get("queue_depth") or {}
-            facts.append("queues " + (", ".join(f"{k} {v}" for k, v in depth.items()) or "-"))
+            facts += [f"queue {name}: {count}" for name, count in depth.items()]
             if data.get("alertmanager_down"):
                 problems.append("failing now: " + ", ".join(data["alertmanager_down"]))
             if data.get("dead_letter_count"):
@@ -363,6 +364,9 @@ def run(
         print(json.dumps({"ok": ok, "checks": [asdict(c) for c in checks]}, indent=2))
     else:
         for check in checks:
-            print(f"{'ok  ' if check.ok else 'FAIL'} {check.name}: {check.detail}")
+            first, *rest = check.detail.split("; ")
+            print(f"{'ok  ' if check.ok else 'FAIL'} {check.name}: {first}")
+            for part in rest:
+                print(f"       {part}")
         print("all checks passed" if ok else "some checks FAILED (see above)")
     return 0 if ok else 1
