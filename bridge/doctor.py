@@ -14,6 +14,8 @@ to do); the command exits 1 when any fails, and ``--json`` prints them as one ob
   ``event:write`` / ``event:admin``);
 * ``alertmanager <host:port>``: ``GET /api/v2/status`` (openapi ``getStatus``):
   ``versionInfo.version``, ``cluster.status`` and ``cluster.peers``;
+* ``store``: from here, the SQLite file's directory writable, or PostgreSQL reachable with
+  its schema version (``bridge.store.pg.connection.schema_version``), pool and spool limits;
 * ``bridge``: the running bridge's admin ``/-/status`` (store, queues, dead letters) and its
   ``/metrics`` (``sentry_bridge_store_up``, the spool against ``store.spool.max_webhooks``);
 * ``test alert``: a signed issue alert (``send``'s ``issue-alert`` example) marked
@@ -28,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import random
 import re
 import time
@@ -35,12 +38,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import httpx
 import yaml
 
 from bridge import client, config, send
 from bridge.alertmanager import build_client, public_url, target_name
-from bridge.errors import ConfigError
+from bridge.errors import ConfigError, StoreError
 from bridge.status import base_url as admin_base_url
 
 CHECK_TIMEOUT = 5.0  # each HTTP check
@@ -172,6 +176,57 @@ async def alertmanager(cfg: config.Alertmanager, url: str) -> Check:
     if status == "settling":
         detail += " (still settling: wait and run again)"
     return Check(name, status != "failed", detail)
+
+
+async def store(cfg: config.Config) -> Check:
+    """The store as this shell reaches it: the SQLite file's directory writable here, or
+    PostgreSQL reachable with the schema at this version's migration (read with the
+    engine's own ``schema_version``), and the pool and spool settings."""
+    from bridge.store import describe
+
+    where = describe(cfg)
+    if cfg.store.backend == "sqlite":
+        data_dir = cfg.outbox.data_dir
+        if not data_dir.is_dir() or not os.access(data_dir, os.W_OK):
+            return Check(
+                "store",
+                False,
+                f"{where}: {data_dir} is not a writable directory here: run doctor where the "
+                "bridge runs (kubectl exec), with its BRIDGE_DATA_DIR",
+            )
+        return Check("store", True, f"{where}: directory writable")
+    settings = cfg.store.postgres
+    spool = cfg.store.spool
+    limits = (
+        f"pool_size {settings.pool_size} per replica; spool up to {spool.max_webhooks} "
+        f"webhooks or {spool.max_bytes} bytes under {cfg.outbox.data_dir}"
+    )
+    if settings.dsn is None:
+        return Check("store", False, f"{where}: set store.postgres.dsn (BRIDGE_DATABASE_URL)")
+    from bridge.store.pg import connection
+    from bridge.store.pg.schema import MIGRATIONS
+
+    latest = MIGRATIONS[-1].version
+    try:
+        async with asyncio.timeout(settings.connect_timeout + CHECK_TIMEOUT):
+            conn = await connection.connect_one(settings)
+            try:
+                version = await connection.schema_version(conn, settings.schema_)
+            finally:
+                await conn.close()
+    except (OSError, TimeoutError, asyncpg.PostgresError, StoreError) as exc:
+        return Check(
+            "store",
+            False,
+            f"{where}: not reachable from here ({type(exc).__name__}): check the server, "
+            "store.postgres.dsn and its TLS settings; meanwhile the bridge spools; " + limits,
+        )
+    detail = f"{where}: reachable, schema version {version}"
+    if version < latest:
+        detail += f": this bridge's is {latest}; start the bridge (it migrates at start)"
+    elif version > latest:
+        detail += f": this bridge's is {latest}; a newer bridge migrated it, run its doctor"
+    return Check("store", version == latest, f"{detail}; {limits}")
 
 
 def _metrics(text: str) -> dict[str, float]:
@@ -355,6 +410,7 @@ async def _run(
     urls = client.alertmanagers(cfg, found)
     checks += await asyncio.gather(
         sentry_api(cfg.sentry),
+        store(cfg),
         *(alertmanager(cfg.alertmanager, url) for url in urls),
         bridge(cfg, webhook, admin),
     )

@@ -4,12 +4,17 @@ spool, each named in its output and in the exit code."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
 import httpx
 import yaml
 
+from bridge import config
+from bridge import doctor as doctor_module
+from bridge.store.pg import connection
+from bridge.store.pg.schema import MIGRATIONS
 from tests.conftest import PostgresTarget
 from tests.integration import procs
 from tests.integration.conftest import ENV, Alertmanager, Bridge, BridgeFactory, fixture
@@ -29,7 +34,13 @@ def doctor(
     """``sentry-bridge doctor`` in this process, with the bridge's config, the bridge's
     secrets and the stand-in as Sentry's API (its token ``token``)."""
     config = Path(bridge.process.log).parent / "config.yaml"
-    env = {**env, "SENTRY_API_TOKEN": token, "SENTRY_BASE_URL": api.url}
+    data_dir = str(Path(bridge.process.log).parent / "data")
+    env = {
+        **env,
+        "SENTRY_API_TOKEN": token,
+        "SENTRY_BASE_URL": api.url,
+        "BRIDGE_DATA_DIR": data_dir,
+    }
     where = ["--config", str(config), "--url", bridge.url, "--admin-url", bridge.process.admin_url]
     return cli_main(["doctor", *where, "--timeout", "20", *args], env)
 
@@ -128,6 +139,37 @@ def test_a_full_spool_is_named(
     assert not found["bridge"]["ok"]
     assert "the spool is full (1 of store.spool.max_webhooks 1)" in str(found["bridge"]["detail"])
     assert "sentry_bridge_store_up 0" in str(found["bridge"]["detail"])
+    assert not found["store"]["ok"]
+    assert "not reachable from here" in str(found["store"]["detail"])
     assert not found["test alert"]["ok"]
     assert "503" in str(found["test alert"]["detail"])
     assert "store.postgres.dsn: set (from $BRIDGE_DATABASE_URL)" in str(found["secrets"]["detail"])
+
+
+def test_the_store_check_reads_postgresqls_schema_version(
+    tmp_path: Path, pg: PostgresTarget
+) -> None:
+    cfg = config.parse(
+        {
+            "sentry": {"client_secrets": "s"},
+            "store": {"backend": "postgres", "postgres": {"dsn": pg.dsn, "schema": pg.schema}},
+            "outbox": {"data_dir": str(tmp_path)},
+        }
+    )
+    before = asyncio.run(doctor_module.store(cfg))  # nothing migrated it yet
+    assert not before.ok
+    assert f"schema version 0: this bridge's is {MIGRATIONS[-1].version}" in before.detail
+    assert "start the bridge (it migrates at start)" in before.detail
+    asyncio.run(_migrate(cfg))
+    after = asyncio.run(doctor_module.store(cfg))
+    assert after.ok, after.detail
+    assert f"reachable, schema version {MIGRATIONS[-1].version}; pool_size 10" in after.detail
+    assert pg.dsn not in after.detail
+
+
+async def _migrate(cfg: config.Config) -> None:
+    conn = await connection.connect_one(cfg.store.postgres)
+    try:
+        await connection.migrate(conn, cfg.store.postgres.schema_)
+    finally:
+        await conn.close()
