@@ -18,12 +18,8 @@ to do); the command exits 1 when any fails, and ``--json`` prints them as one ob
   its schema version (``bridge.store.pg.connection.schema_version``), pool and spool limits;
 * ``bridge``: the running bridge's admin ``/-/status`` (store, queues, dead letters) and its
   ``/metrics`` (``sentry_bridge_store_up``, the spool against ``store.spool.max_webhooks``);
-* ``test alert``: a signed issue alert (``send``'s ``issue-alert`` example) marked
-  ``data.bridge_test``, which the bridge classifies low with ``sentry_test="true"`` whatever
-  the rules and never escalates (bridge.classify ``TEST_DECISION``); read back from every
-  Alertmanager (``GET /api/v2/alerts`` lists the ``receivers`` each alert went to), then
-  resolved (``issue-resolved``) and seen gone. Its issue id is above 9e18, which Sentry's
-  64-bit ids will not reach, so it never meets a real issue.
+* ``test alert``: one sent through the running bridge, read back from every Alertmanager
+  with its receivers, and resolved (``bridge.probe``).
 """
 
 from __future__ import annotations
@@ -31,10 +27,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import random
 import re
-import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -42,26 +36,16 @@ import asyncpg
 import httpx
 import yaml
 
-from bridge import client, config, send
+from bridge import client, config, probe, send
 from bridge.alertmanager import build_client, public_url, target_name
 from bridge.errors import ConfigError, StoreError
+from bridge.probe import Check
 from bridge.status import base_url as admin_base_url
 
 CHECK_TIMEOUT = 5.0  # each HTTP check
-ALERT_TIMEOUT = 30.0  # the test alert, fired then resolved, per step
-TEST_RULE = "sentry-bridge doctor test alert"
-# What the test alert must show in Alertmanager (and never page="true").
-TEST_LABELS = {"sentry_test": "true", "severity": "low"}
 # Sentry's API: a token needs one of these for "Retrieve an Issue" (GroupPermission GET).
 ENRICH_SCOPES = frozenset({"event:read", "event:write", "event:admin"})
 _REF = re.compile(r"^\$\{(file:[^}]+|[^}:]+)(?::-[^}]*)?\}$")
-
-
-@dataclass(frozen=True)
-class Check:
-    name: str
-    ok: bool
-    detail: str
 
 
 def _raw(data: Any, key: str) -> Any:
@@ -289,111 +273,6 @@ async def bridge(cfg: config.Config, webhook: str, admin: str) -> Check:
     return Check("bridge", not problems, detail)
 
 
-def _bodies(issue: str, now: float) -> tuple[bytes, bytes]:
-    """The test alert, firing and resolved: the examples with their issue replaced."""
-    fire = json.loads(send.example_body("issue-alert", now).replace(b"1117540176", issue.encode()))
-    fire["data"]["bridge_test"] = True
-    fire["data"]["triggered_rule"] = TEST_RULE
-    fire["data"]["event"]["title"] = "sentry-bridge doctor: a test alert, not a real issue"
-    fire["data"].pop("issue_alert", None)  # no settings of a real rule
-    resolve = send.example_body("issue-resolved", now).replace(b"1117540176", issue.encode())
-    return json.dumps(fire).encode(), resolve
-
-
-async def _post(cfg: config.Config, url: str, body: bytes, resource: str) -> str | None:
-    secret = send.configured_secret("integration", cfg.sentry)
-    prepared = send.prepare(
-        body, family="integration", resource=resource, url=url, secret=secret, now=time.time()
-    )
-    try:
-        response = await send.post(prepared, timeout=CHECK_TIMEOUT)
-    except httpx.HTTPError as exc:
-        return f"POST {url}: no answer ({type(exc).__name__}): is the bridge running there?"
-    if not response.is_success:
-        return f"POST {url}: {response.status_code} {response.text.strip()[:200]}"
-    return None
-
-
-async def _seen(
-    cfg: config.Alertmanager, urls: list[str], issue: str, firing: bool, wait: float
-) -> dict[str, str | None]:
-    """Per Alertmanager, once the test alert is there (``firing``) or gone: what it shows
-    (the receivers it was routed to, or labels it should not have); None when not so
-    within ``wait`` seconds."""
-    deadline = time.monotonic() + wait
-    found: dict[str, str | None] = {}
-    async with build_client(cfg) as http:
-
-        async def one(url: str) -> None:
-            while True:
-                try:
-                    response = await http.get(
-                        f"{url}/api/v2/alerts",
-                        params={"filter": [f'sentry_issue_id="{issue}"']},
-                        timeout=CHECK_TIMEOUT,
-                    )
-                    response.raise_for_status()
-                    alerts = response.json()
-                    if bool(alerts) == firing:
-                        found[target_name(url)] = _shown(alerts)
-                        return
-                except (httpx.HTTPError, ValueError, KeyError, TypeError, AttributeError):
-                    pass  # not up (yet): keep trying until the deadline
-                if time.monotonic() >= deadline:
-                    found[target_name(url)] = None
-                    return
-                await asyncio.sleep(send.POLL_INTERVAL)
-
-        await asyncio.gather(*(one(url) for url in urls))
-    return found
-
-
-def _shown(alerts: list[dict[str, Any]]) -> str:
-    """The receivers of the test alert as Alertmanager lists them (``receivers[].name`` of
-    openapi ``gettableAlert``), and any label that says it could page."""
-    receivers = sorted({r["name"] for a in alerts for r in a["receivers"]})
-    shown = "received by " + (", ".join(receivers) or "no receiver")
-    for alert in alerts:
-        labels = alert["labels"]
-        wrong = {k: v for k, v in TEST_LABELS.items() if labels.get(k) != v}
-        if wrong or labels.get("page") == "true":
-            shown += f" BUT labelled {labels}"
-    return shown
-
-
-async def test_alert(cfg: config.Config, webhook: str, urls: list[str], wait: float) -> Check:
-    # Not a secret, only unlikely to repeat.
-    if not cfg.sentry.client_secrets and not cfg.sentry.allow_unauthenticated:
-        return Check(
-            "test alert",
-            False,
-            "not sent: it is signed as Sentry's integration platform signs (Sentry-Hook-"
-            "Signature), with sentry.client_secrets, which is not set here",
-        )
-    issue = str(9_000_000_000_000_000_000 + random.randrange(10**17))  # noqa: S311
-    fire, resolve = _bodies(issue, time.time())
-    label = f'sentry_issue_id="{issue}"'
-    failed = await _post(cfg, webhook, fire, "event_alert")
-    if failed:
-        return Check("test alert", False, f"{label}: {failed}")
-    targets = cfg.alertmanager.model_copy(update={"urls": urls})
-    fired = await _seen(targets, urls, issue, True, wait)
-    parts = [f"{name}: {shown or 'NOT seen'}" for name, shown in sorted(fired.items())]
-    failed = await _post(cfg, webhook, resolve, "issue")
-    if failed:
-        return Check("test alert", False, f"{label}: {'; '.join(parts)}; resolve: {failed}")
-    gone = await _seen(targets, urls, issue, False, wait)
-    parts += [
-        f"{name}: {'resolved' if shown is not None else 'NOT resolved'}"
-        for name, shown in sorted(gone.items())
-    ]
-    ok = all(s is not None and "BUT" not in s for s in (*fired.values(), *gone.values()))
-    detail = f"{label}: " + "; ".join(parts)
-    if not ok:
-        detail += f" (waited {wait:g}s): see the bridge's log and sentry-bridge status for why"
-    return Check("test alert", ok, detail)
-
-
 async def _run(
     path: str, webhook_url: str | None, admin_url: str | None, wait: float
 ) -> list[Check]:
@@ -414,7 +293,7 @@ async def _run(
         *(alertmanager(cfg.alertmanager, url) for url in urls),
         bridge(cfg, webhook, admin),
     )
-    checks.append(await test_alert(cfg, webhook, urls, wait))
+    checks.append(await probe.test_alert(cfg, webhook, urls, wait))
     return checks
 
 

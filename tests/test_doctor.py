@@ -1,4 +1,4 @@
-"""bridge/doctor.py without a running bridge: the secrets it reports (never their values),
+"""bridge/doctor.py and bridge/probe.py (its test alert) without a running bridge: the secrets it reports (never their values),
 the test alert's bodies as the bridge reads them, and a test alert it cannot sign.
 tests/integration/test_doctor.py runs the whole command against real processes."""
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from bridge import config, doctor, sentry
+from bridge import config, doctor, probe, sentry
 from bridge.classify import TEST_DECISION, classify
 from bridge.model import SentryAlert, State
 from tests.sentry_payloads import BASE, hook
@@ -40,7 +40,7 @@ def test_secrets_say_set_or_missing_and_from_where_never_the_value(tmp_path: Pat
 
 
 def test_the_test_alert_is_read_as_a_test_and_its_resolve_as_its_resolve() -> None:
-    fire, resolve = doctor._bodies("9123456789012345678", 1_700_000_000.0)
+    fire, resolve = probe.bodies("9123456789012345678", 1_700_000_000.0)
     for body, resource in ((fire, "event_alert"), (resolve, "issue")):
         _, fast = sentry.read(hook(resource), body, base_url=BASE)
         slow = sentry.normalise(hook(resource), sentry.loads(body), base_url=BASE)
@@ -56,7 +56,7 @@ def test_the_test_alert_is_read_as_a_test_and_its_resolve_as_its_resolve() -> No
 
 
 def test_an_ordinary_issue_alert_is_not_a_test() -> None:
-    fire, _ = doctor._bodies("9123456789012345678", 1_700_000_000.0)
+    fire, _ = probe.bodies("9123456789012345678", 1_700_000_000.0)
     plain = fire.replace(b'"bridge_test": true', b'"bridge_test": false')
     _, alert = sentry.read(hook("event_alert"), plain, base_url=BASE)
     assert isinstance(alert, SentryAlert)
@@ -69,7 +69,7 @@ def test_no_client_secret_means_no_test_alert_and_says_why() -> None:
     cfg = config.parse(
         {"sentry": {"service_hook_secrets": "hook"}, "alertmanager": {"urls": "http://x:9093"}}
     )
-    check = asyncio.run(doctor.test_alert(cfg, "http://127.0.0.1:1/webhooks/sentry", [], 1.0))
+    check = asyncio.run(probe.test_alert(cfg, "http://127.0.0.1:1/webhooks/sentry", [], 1.0))
     assert not check.ok
     assert "sentry.client_secrets, which is not set here" in check.detail
 
