@@ -1,5 +1,6 @@
-"""bridge/doctor.py and bridge/probe.py (its test alert) without a running bridge: the secrets it reports (never their values),
-the test alert's bodies as the bridge reads them, and a test alert it cannot sign.
+"""bridge/doctor.py and bridge/probe.py (its test alert) without a running bridge: the
+secrets it reports (never their values), the test alert's bodies as the bridge reads them,
+and a test alert it cannot sign.
 tests/integration/test_doctor.py runs the whole command against real processes."""
 
 from __future__ import annotations
