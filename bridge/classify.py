@@ -65,6 +65,17 @@ class Decision:
         return self.severity is None
 
 
+# The doctor's test alert (bridge.doctor): low, labelled as Sentry's own test notifications
+# will be (sentry_test="true"), so a route can send it to a null receiver.
+TEST_LABEL = "sentry_test"
+TEST_DECISION = Decision(
+    "sentry-bridge doctor",
+    Severity.LOW,
+    MappingProxyType({TEST_LABEL: "true"}),
+    MappingProxyType({}),
+)
+
+
 @dataclass(frozen=True, slots=True)
 class Trace:
     """One rule as ``explain`` tried it: one line per condition checked."""
@@ -76,7 +87,10 @@ class Trace:
 
 def classify(alert: SentryAlert, classification: Classification) -> Decision:
     """Sentry's rule settings, then the first rule whose match holds (first match wins),
-    then the default; a rule with ``override_sentry`` wins over the settings."""
+    then the default; a rule with ``override_sentry`` wins over the settings. The doctor's
+    test alert is low and labelled a test whatever the rules say: it must never page."""
+    if alert.test:
+        return TEST_DECISION
     tags = alert.tag_map
     for rule in classification.rules:
         if _holds(rule.match, alert, tags):
@@ -87,6 +101,8 @@ def classify(alert: SentryAlert, classification: Classification) -> Decision:
 
 def explain(alert: SentryAlert, classification: Classification) -> tuple[Decision, list[Trace]]:
     """Every rule, in order, with why it held or not; the decision is ``classify``'s."""
+    if alert.test:
+        return TEST_DECISION, [Trace("sentry-bridge doctor", True, ("a test alert: low",))]
     tags = alert.tag_map
     decided: Rule | None = None
     traces: list[Trace] = []

@@ -1,4 +1,4 @@
-"""``sentry-bridge`` / ``python -m bridge``: serve, check-config, explain."""
+"""``sentry-bridge`` / ``python -m bridge``: serve, check-config, explain, doctor, ..."""
 
 from __future__ import annotations
 
@@ -234,6 +234,18 @@ def cmd_status(args: argparse.Namespace) -> int:
     )
 
 
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from bridge import doctor
+
+    return doctor.run(
+        config_path=_config_path(args.config),
+        url=args.url,
+        admin_url=args.admin_url,
+        as_json=args.json,
+        timeout=args.timeout,
+    )
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="sentry-bridge", description=__doc__)
     p.add_argument("--version", action="version", version=VERSION)
@@ -316,6 +328,23 @@ def parser() -> argparse.ArgumentParser:
     )
     t.add_argument("--json", action="store_true", help="the answer as JSON")
     t.set_defaults(func=cmd_status)
+    d = sub.add_parser(
+        "doctor",
+        help="check the config, secrets, Sentry's API, each Alertmanager, the store, and "
+        'send a test alert (low, sentry_test="true") through the running bridge',
+    )
+    d.add_argument("--config", help="config file (default: $BRIDGE_CONFIG or ./config.yaml)")
+    d.add_argument("--url", help="the bridge (default: the config's port on 127.0.0.1)")
+    d.add_argument(
+        "--admin-url", help="the bridge's admin listener (default: server.admin_host:admin_port)"
+    )
+    d.add_argument(
+        "--json", action="store_true", help="one JSON object: each check's name, ok, detail"
+    )
+    d.add_argument(
+        "--timeout", type=float, default=30.0, help="seconds the test alert may take per step"
+    )
+    d.set_defaults(func=cmd_doctor)
 
     for command in sub.choices.values():  # `sentry-bridge serve --version` works too
         command.add_argument("--version", action="version", version=VERSION)

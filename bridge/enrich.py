@@ -140,8 +140,8 @@ class Enricher:
     # --- internals ------------------------------------------------------------------------
 
     def _url_for(self, alert: SentryAlert) -> str | None:
-        if self._token is None or alert.kind is not Kind.ISSUE:
-            return None
+        if self._token is None or alert.kind is not Kind.ISSUE or alert.test:
+            return None  # doctor's test alert names no real issue (bridge.doctor)
         if alert.users is not None and alert.events is not None:
             return None  # the payload wins; nothing left to fill
         if alert.issue_api_url:

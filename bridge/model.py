@@ -118,6 +118,9 @@ class SentryAlert:
     # (name, value), only the names the bridge knows (bridge.sentry.settings); classify
     # checks each value against the config before it counts.
     rule_settings: tuple[tuple[str, str], ...] = ()
+    # ``sentry-bridge doctor``'s test alert (``data.bridge_test`` in a signed issue alert,
+    # a key Sentry never sends): classified low with ``sentry_test="true"``, never escalated.
+    test: bool = False
 
     @property
     def settings_map(self) -> Mapping[str, str]:

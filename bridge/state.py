@@ -167,7 +167,9 @@ def step(
     severity = decision.severity
     if firing is not None and alert.escalating and prev.severity is not None:
         severity = _worst(severity, prev.severity)
-    escalated = (repeated or alert.escalating) and severity is not Severity.CRITICAL
+    escalated = (
+        (repeated or alert.escalating) and severity is not Severity.CRITICAL and not alert.test
+    )
     if escalated:
         severity = severity.escalate()
 

@@ -175,6 +175,13 @@ class FakeSentryAPI:
         for path in (self.issue_path(issue_id), self.issue_path(issue_id, org=True)):
             self.reply(path, status=status, body=body, delay=delay)
 
+    def index(self, scopes: list[str]) -> None:
+        """Answer ``GET /api/0/`` as Sentry's ``IndexEndpoint`` does for a token
+        (getsentry/sentry src/sentry/api/endpoints/index.py): ``{"version": "0", "auth":
+        {"scopes": request.auth.get_scopes()}, "user": ...}``; ``sentry-bridge doctor``
+        reads the token's scopes there."""
+        self.reply("/api/0/", body={"version": "0", "auth": {"scopes": scopes}, "user": None})
+
     def issue_path(self, issue_id: str, *, org: bool = False) -> str:
         if org:
             return f"/api/0/organizations/{self.organization}/issues/{issue_id}/"

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from bridge.classify import FIELD_TYPES, Decision, classify, explain
+from bridge.classify import FIELD_TYPES, TEST_DECISION, Decision, classify, explain
 from bridge.config import Classification
 from bridge.model import Kind, SentryAlert, Severity
 from bridge.rules import Match
@@ -445,3 +445,20 @@ def test_explain_decides_as_classify_does() -> None:
         assert decision.rule == first
         seen.add(decision.rule)
     assert seen == {"health", "nonprod", "users", "unhandled", "agent", None}
+
+
+def test_the_doctors_test_alert_is_low_whatever_the_rules_and_settings() -> None:
+    """``sentry-bridge doctor``'s test alert must never page: no rule, no setting of
+    Sentry's and no override raises it."""
+    rules = Classification.model_validate(
+        {
+            "default_severity": "critical",
+            "rules": [{"name": "all", "severity": "critical", "labels": {"page": "true"}}],
+        }
+    )
+    test = alert(test=True, rule_settings=(("severity", "critical"),))
+    assert classify(test, rules) == TEST_DECISION
+    assert explain(test, rules)[0] == TEST_DECISION
+    assert dict(TEST_DECISION.labels) == {"sentry_test": "true"}
+    assert TEST_DECISION.severity is Severity.LOW
+    assert classify(dataclasses.replace(test, test=False), rules).severity is Severity.CRITICAL

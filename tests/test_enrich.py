@@ -403,6 +403,7 @@ async def test_token_never_logged(
             {"issue_id": None, "issue_api_url": "https://evil.example/api/0/issues/42/"},
             id="foreign-url-and-no-issue-id",
         ),
+        pytest.param({}, {"test": True}, id="doctor-test-alert"),
     ],
 )
 async def test_skipped_without_a_request(

@@ -387,3 +387,18 @@ def test_describe_says_what_a_step_did(webhooks: list[Webhook], words: str) -> N
     steps = run(webhooks)
     previous = steps[-2][0].state if len(steps) > 1 else None
     assert words in " ".join(describe(previous, steps[-1][0]))
+
+
+def test_the_doctors_test_alert_never_escalates() -> None:
+    """Repeats within the period escalate an ordinary alert; the test alert of
+    ``sentry-bridge doctor`` stays low, labelled a test, whatever the repeats."""
+    repeats: list[Webhook] = [(t, event(t=t, test=True)) for t in (0, 60, 120, 180)]
+    for result, _ in run(repeats):
+        assert result.severity is not None
+        assert result.severity.value == "low"
+        assert not result.escalated
+        for alert in result.posts:
+            assert alert.labels["sentry_test"] == "true"
+            assert "escalated" not in alert.labels
+    ordinary = run([(float(t), event(t=t)) for t in (0, 60, 120)])
+    assert ordinary[-1][0].escalated  # the same repeats escalate an ordinary alert

@@ -183,6 +183,8 @@ def event_alert(parsed: EventAlertData, action: str, state: State, site: Site) -
     fields["alert_rule_id"] = rule.id
     fields["alert_rule_name"] = parsed.triggered_rule or rule.title
     fields["rule_settings"] = settings.read(rule.settings)
+    if parsed.bridge_test:
+        fields["test"] = True
     return fields
 
 

@@ -182,6 +182,8 @@ class EventAlertData(_Wire):
     event: WireEvent
     triggered_rule: Text = None
     issue_alert: WireRuleRef | None = None
+    # Not Sentry's: ``sentry-bridge doctor`` marks its test alert so (bridge.doctor).
+    bridge_test: bool = False
 
 
 class ErrorData(_Wire):

@@ -1,8 +1,9 @@
 """The README's first-alert walk-through, run as written: Alertmanager started by the
 README's command, then the bridge and the session, their output compared with what the
 README shows, so neither can rot. Only what differs from run to run is normalised (request
-ids, times, the loopback ports the test uses in place of 8080 and 9093, and Alertmanager's
-storage directory, a temporary one here)."""
+ids, times, the loopback ports the test uses in place of 8080 and 9093, Alertmanager's
+storage directory and the bridge's data directory, temporary ones here, and what doctor's
+test alert and Alertmanager's version make different)."""
 
 from __future__ import annotations
 
@@ -29,9 +30,13 @@ def block_after(marker: str, text: str) -> str:
     return text[start : text.index("```", start)]
 
 
-def normalise(text: str, bridge_port: int, am_port: int) -> str:
+def normalise(text: str, bridge_port: int, am_port: int, data_dir: Path) -> str:
     text = re.sub(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", "<id>", text)
     text = re.sub(r"until \d{4}-\d\d-\d\d \d\d:\d\d:\d\dZ", "until <time>", text)
+    # doctor: its test alert's issue id (bridge.doctor) and the Alertmanager's version.
+    text = re.sub(r"sentry_issue_id=\"9\d{18}\"", 'sentry_issue_id="<test issue>"', text)
+    text = re.sub(r"version [0-9][^,]*, cluster", "version <version>, cluster", text)
+    text = text.replace(f"{data_dir}/", "./data/")
     text = text.replace(f"127.0.0.1:{bridge_port}", "127.0.0.1:8080")
     return text.replace(f"127.0.0.1:{am_port}", "localhost:9093")
 
@@ -108,4 +113,4 @@ def walk_through(readme: str, tmp_path: Path, am_url: str) -> None:
         os.killpg(serve.pid, signal.SIGTERM)
         serve.wait(timeout=60)
     assert out.returncode == 0, out.stdout + out.stderr
-    assert normalise(out.stdout, port, am_port) == session
+    assert normalise(out.stdout, port, am_port, tmp_path / "data") == session
