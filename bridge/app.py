@@ -18,7 +18,7 @@ what Sentry itself never sends: 401 bad credentials, 400 not JSON, 413 too large
 for a body that trickles in slower than ``server.read_timeout``). A body that
 authenticates but cannot be read as an alert, or whose reading raises, is never refused:
 it is quarantined with the reason (202 ``quarantined``) for ``sentry-bridge quarantine
-replay``. The same body again within ``dedup.body_retention`` is a 200 ``duplicate`` with
+replay``. The same body again within ``store.body_retention`` is a 200 ``duplicate`` with
 no effect. 503 (retried by Sentry) when nothing can be made durable in time: the outbox
 full, failing, or slower than ``server.store_timeout``; and 503 ``busy`` or ``evicted``
 past ``server.max_concurrency`` or ``server.max_pending_body_bytes``. Never a 500.

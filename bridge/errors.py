@@ -7,7 +7,7 @@
         ├── Unauthorized   401: missing or bad signature or token
         ├── TooLarge       413: body over server.max_body_bytes
         ├── SlowBody       408: the body did not arrive within server.read_timeout
-        ├── OutboxFull     503: the outbox holds outbox.max_queued alerts, cannot be written,
+        ├── OutboxFull     503: the outbox holds store.max_queued alerts, cannot be written,
         │                  or did not answer within server.store_timeout
         └── BadPayload     400: not JSON, or not a shape Sentry sends
 

@@ -284,7 +284,7 @@ class Metrics:
         )
         self.duplicate_bodies = Counter(
             "webhooks_duplicate_total",
-            "Webhooks whose exact body was already accepted within dedup.body_retention.",
+            "Webhooks whose exact body was already accepted within store.body_retention.",
             namespace=ns,
             registry=registry,
         )

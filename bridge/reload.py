@@ -54,7 +54,6 @@ RESTART_ONLY: tuple[tuple[str, str | None], ...] = (
     ("server", "admin_host"),
     ("server", "admin_port"),
     ("server", "max_connections"),
-    ("outbox", None),
     ("store", None),
     ("dedup", None),
     ("alertmanager", "urls"),

@@ -132,7 +132,7 @@ def startup_line(config: Config, config_path: str | Path | None) -> None:
             "auth": config.sentry.auth_modes(),
             "enrichment": "on" if config.sentry.api_token is not None else "off",
             "max_timestamp_skew": config.sentry.max_timestamp_skew,
-            "data_dir": str(config.outbox.data_dir),
+            "data_dir": str(config.store.data_dir),
         },
     )
 

@@ -73,7 +73,7 @@ def bridge(tmp_path: Path, recorder: Recorder, registry: CollectorRegistry) -> B
         {
             "server": {"max_body_bytes": 64 * 1024},
             "sentry": {"client_secrets": f"other-secret,{SECRET}", "legacy_token": "tok"},
-            "outbox": {"data_dir": str(tmp_path)},
+            "store": {"data_dir": str(tmp_path)},
         },
         env={},
     )

@@ -39,7 +39,7 @@ IGNORED = (FIXTURES / "installation_created.json").read_bytes()
 
 def write_config(tmp_path: Path) -> Path:
     path = tmp_path / "config.yaml"
-    data = {"sentry": {"client_secrets": SECRET}, "outbox": {"data_dir": str(tmp_path / "data")}}
+    data = {"sentry": {"client_secrets": SECRET}, "store": {"data_dir": str(tmp_path / "data")}}
     path.write_text(yaml.safe_dump(data), encoding="utf-8")
     return path
 
@@ -48,7 +48,7 @@ def outbox_of(path: Path) -> Outbox:
     cfg = config.load(path, env={})
     targets = [target_name(url) for url in cfg.alertmanager.urls]
     return Outbox(
-        cfg.outbox.data_dir, targets, max_queued=1000, metrics=Metrics(CollectorRegistry())
+        cfg.store.data_dir, targets, max_queued=1000, metrics=Metrics(CollectorRegistry())
     )
 
 
@@ -170,7 +170,7 @@ def test_a_missing_outbox_is_an_error_not_created(
 ) -> None:
     path = write_config(tmp_path)
     assert run(path, "list") == 2
-    assert "no outbox at" in capsys.readouterr().err
+    assert "no store at" in capsys.readouterr().err
     assert not (tmp_path / "data").exists()
 
 

@@ -36,10 +36,10 @@ def open_store(config: Config, metrics: Metrics, targets: Sequence[str]) -> Stor
     """The configured engine for these Alertmanagers (by target name), not yet open: the
     caller awaits its ``open()``."""
     common: dict[str, Any] = {
-        "max_queued": config.outbox.max_queued,
+        "max_queued": config.store.max_queued,
         "metrics": metrics,
-        "body_retention": config.dedup.body_retention,
-        "max_bodies": config.dedup.max_bodies,
+        "body_retention": config.store.body_retention,
+        "max_bodies": config.store.max_bodies,
     }
     if config.store.backend == "postgres":
         from bridge.store.pg import PostgresStore  # asyncpg is only needed here
@@ -50,7 +50,7 @@ def open_store(config: Config, metrics: Metrics, targets: Sequence[str]) -> Stor
         return spooled(primary, config, metrics)
     from bridge.store.sqlite import Outbox
 
-    return Outbox(config.outbox.data_dir, targets, **common)
+    return Outbox(config.store.data_dir, targets, **common)
 
 
 def describe(config: Config) -> str:
@@ -66,7 +66,7 @@ def describe(config: Config) -> str:
         return f"postgres {where}{dsn.path or '/'}, schema {settings.schema_}"
     from bridge.store.sqlite.schema import FILENAME
 
-    return f"sqlite {config.outbox.data_dir / FILENAME}"
+    return f"sqlite {config.store.data_dir / FILENAME}"
 
 
 def open_for_operator(config: Config, metrics: Metrics, targets: Sequence[str]) -> Store:
@@ -83,14 +83,14 @@ def open_for_operator(config: Config, metrics: Metrics, targets: Sequence[str]) 
         from bridge.store.pg import PostgresStore
 
         return PostgresStore(
-            config.store.postgres, targets, max_queued=config.outbox.max_queued, metrics=metrics
+            config.store.postgres, targets, max_queued=config.store.max_queued, metrics=metrics
         )
     from bridge.store.sqlite import Outbox
     from bridge.store.sqlite.schema import FILENAME
 
-    path = config.outbox.data_dir / FILENAME
+    path = config.store.data_dir / FILENAME
     if not path.exists():
-        raise ConfigError(f"no outbox at {path}: is outbox.data_dir (or BRIDGE_DATA_DIR) right?")
+        raise ConfigError(f"no store at {path}: is store.data_dir (or BRIDGE_DATA_DIR) right?")
     return Outbox(
-        config.outbox.data_dir, targets, max_queued=config.outbox.max_queued, metrics=metrics
+        config.store.data_dir, targets, max_queued=config.store.max_queued, metrics=metrics
     )

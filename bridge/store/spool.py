@@ -13,7 +13,7 @@ only the edge's part of it, ``accept`` and ``quarantine``:
   primary receives them in the order they were answered;
 - the spool is bounded (``store.spool.max_webhooks`` and ``max_bytes``); full, it raises
   ``OutboxFull``: the edge answers 503 and Sentry retries. A primary holding
-  ``outbox.max_queued`` is full, not failing (its Alertmanagers are behind): 503 as
+  ``store.max_queued`` is full, not failing (its Alertmanagers are behind): 503 as
   without a spool, nothing spooled;
 - a drainer task (started by ``open``, stopped by ``close``) moves the spooled webhooks
   into the primary, oldest first, a bounded batch per round, through the primary's own
@@ -135,7 +135,7 @@ class Spooled:
         self.accept_timeout = accept_timeout
         self.max_webhooks = max_webhooks
         self.max_bytes = max_bytes
-        # outbox.max_queued: a primary that holds that much is full, not failing (its
+        # store.max_queued: a primary that holds that much is full, not failing (its
         # Alertmanagers are behind): 503 as without a spool, and store_up stays 1.
         self.max_queued = max_queued
         self.metrics = metrics
@@ -585,12 +585,12 @@ def spooled(primary: Store, config: Config, metrics: Metrics) -> Store:
     spool = config.store.spool
     return Spooled(
         primary,
-        config.outbox.data_dir / FILENAME,
+        config.store.data_dir / FILENAME,
         metrics=metrics,
         accept_timeout=spool.accept_timeout,
         max_webhooks=spool.max_webhooks,
         max_bytes=spool.max_bytes,
-        max_queued=config.outbox.max_queued,
+        max_queued=config.store.max_queued,
         # Connecting, then the migration's statements (bridge.store.pg.connection).
         open_timeout=config.store.postgres.connect_timeout
         + 2 * config.store.postgres.statement_timeout,

@@ -45,7 +45,7 @@ def opener(request: pytest.FixtureRequest, engine: str, tmp_path: Path) -> Opene
         store: Any
         if pg is not None:
             store = postgres_store(pg, **options)
-            if engine == "spooled":  # bridge.store.spool.spooled: outbox.max_queued, too
+            if engine == "spooled":  # bridge.store.spool.spooled: store.max_queued, too
                 path = tmp_path / FILENAME
                 store = Spooled(store, path, metrics=store.metrics, max_queued=store.max_queued)
         else:

@@ -123,7 +123,7 @@ async def test_a_webhook_committed_after_store_timeout_is_answered_202(tmp_path:
         {
             "server": {"store_timeout": "100ms"},
             "sentry": {"client_secrets": SECRET},
-            "outbox": {"data_dir": str(tmp_path)},
+            "store": {"data_dir": str(tmp_path)},
         },
         env={},
     )

@@ -22,7 +22,7 @@ TARGETS = ("am-a:9093",)
 
 
 def test_sqlite_is_the_outbox_in_the_data_directory(tmp_path: Path) -> None:
-    cfg = config.parse(BASE | {"outbox": {"data_dir": str(tmp_path)}}, env={})
+    cfg = config.parse(BASE | {"store": {"data_dir": str(tmp_path)}}, env={})
     store = open_store(cfg, Metrics(CollectorRegistry()), TARGETS)
     assert isinstance(store, Outbox)
     assert store.path.parent == tmp_path
@@ -31,10 +31,11 @@ def test_sqlite_is_the_outbox_in_the_data_directory(tmp_path: Path) -> None:
 def test_postgres_is_the_shared_engine_with_its_settings_behind_the_spool(
     tmp_path: Path,
 ) -> None:
-    data = {"store": {"backend": "postgres", "postgres": {"dsn": DSN, "schema": "bridge_a"}}}
-    data["store"]["spool"] = {"max_webhooks": 9}
-    outbox = {"outbox": {"data_dir": str(tmp_path)}}
-    cfg = config.parse(BASE | data | outbox | {"dedup": {"max_bodies": 7}}, env={})
+    data: dict[str, Any] = {
+        "store": {"backend": "postgres", "postgres": {"dsn": DSN, "schema": "bridge_a"}}
+    }
+    data["store"] |= {"spool": {"max_webhooks": 9}, "data_dir": str(tmp_path), "max_bodies": 7}
+    cfg = config.parse(BASE | data, env={})
     spool = open_store(cfg, Metrics(CollectorRegistry()), TARGETS)
     assert isinstance(spool, Spooled)
     assert (spool.max_webhooks, spool._file.path) == (9, tmp_path / FILENAME)

@@ -380,7 +380,7 @@ async def test_a_full_spool_answers_503(
 async def test_a_full_primary_is_full_not_down(
     primary: FakePrimary, tmp_path: Path, metrics: Metrics
 ) -> None:
-    """At outbox.max_queued the primary's Alertmanagers are behind: 503 as without a spool
+    """At store.max_queued the primary's Alertmanagers are behind: 503 as without a spool
     (nothing spooled, store_up stays 1), and the drain waits for room."""
     primary.backlog = 0
     store = make(primary, tmp_path, metrics, drainer=False, max_queued=3)
@@ -558,15 +558,17 @@ async def test_everything_else_is_the_primarys(spool: Spooled, primary: FakePrim
 
 
 def test_the_factory_spools_only_in_front_of_postgres(tmp_path: Path, metrics: Metrics) -> None:
-    base: dict[str, Any] = {"sentry": {"client_secrets": "s"}, "outbox": {"data_dir": tmp_path}}
+    base: dict[str, Any] = {"sentry": {"client_secrets": "s"}, "store": {"data_dir": tmp_path}}
     primary = cast(Store, FakePrimary())
     assert spooled(primary, config.parse(base, env={}), metrics) is primary
     store = {"backend": "postgres", "postgres": {"dsn": "postgresql://db/bridge"}}
     store["spool"] = {"accept_timeout": "250ms", "max_webhooks": 10, "max_bytes": 2 << 20}
-    wrapped = spooled(primary, config.parse(base | {"store": store}, env={}), metrics)
+    wrapped = spooled(
+        primary, config.parse(base | {"store": base["store"] | store}, env={}), metrics
+    )
     assert isinstance(wrapped, Spooled)
     assert (wrapped.accept_timeout, wrapped.max_webhooks, wrapped.max_bytes) == (0.25, 10, 2 << 20)
-    assert wrapped.max_queued == config.Outbox().max_queued
+    assert wrapped.max_queued == config.Store().max_queued
     assert wrapped._file.path == tmp_path / FILENAME
 
 
