@@ -21,7 +21,7 @@ from prometheus_client import CollectorRegistry
 from bridge import __version__, config
 from bridge.app import create_app
 from bridge.compose import Bridge, build
-from bridge.store.sqlite import Outbox
+from bridge.store.sqlite import SqliteStore
 from tests.sentry_payloads import FIXTURES
 
 SECRET = "edge-secret"
@@ -80,8 +80,8 @@ def bridge(tmp_path: Path, recorder: Recorder, registry: CollectorRegistry) -> B
     return build(cfg, registry=registry, alertmanager_transport=httpx.MockTransport(recorder))
 
 
-def outbox(bridge: Bridge) -> Outbox:
-    assert isinstance(bridge.store, Outbox)  # the default engine
+def outbox(bridge: Bridge) -> SqliteStore:
+    assert isinstance(bridge.store, SqliteStore)  # the default engine
     return bridge.store
 
 
@@ -345,10 +345,12 @@ async def test_a_store_that_keeps_failing_turns_ready_red_and_recovers(
     await box._file.call(lambda: box._file.db.set_authorizer(refuse))
     body = load("event_alert.json")
     headers = {"Sentry-Hook-Resource": "event_alert", "Sentry-Hook-Signature": sign(body)}
-    for _ in range(Outbox.failing_after):
+    for _ in range(SqliteStore.failing_after):
         response = await post(client, body, headers)
-        assert (response.status_code, response.json()["reason"]) == (503, "outbox_full")
-    assert registry.get_sample_value("sentry_bridge_store_errors_total") == Outbox.failing_after
+        assert (response.status_code, response.json()["reason"]) == (503, "store_full")
+    assert (
+        registry.get_sample_value("sentry_bridge_store_errors_total") == SqliteStore.failing_after
+    )
     ready = await client.get("/-/ready")
     assert (ready.status_code, ready.json()) == (503, {"status": "the outbox cannot be written"})
     assert (await client.get("/-/healthy")).status_code == 200  # a restart would not help

@@ -26,7 +26,7 @@ from bridge.compose import Bridge, build
 from bridge.metrics import Metrics
 from bridge.model import SentryAlert
 from bridge.store.contract import Failed, Store
-from bridge.store.sqlite import Outbox
+from bridge.store.sqlite import SqliteStore
 from tests.factories import both_listeners, sentry_alert
 from tests.integration.procs import free_port
 from tests.sentry_payloads import FIXTURES
@@ -44,10 +44,10 @@ def write_config(tmp_path: Path) -> Path:
     return path
 
 
-def outbox_of(path: Path) -> Outbox:
+def outbox_of(path: Path) -> SqliteStore:
     cfg = config.load(path, env={})
     targets = [target_name(url) for url in cfg.alertmanager.urls]
-    return Outbox(
+    return SqliteStore(
         cfg.store.data_dir, targets, max_queued=1000, metrics=Metrics(CollectorRegistry())
     )
 
@@ -189,7 +189,7 @@ def test_the_outbox_of_a_running_bridge_is_refused_offline(
             await running.close()
         assert code == 2
 
-    monkeypatch.setattr(Outbox, "lock_timeout_ms", 100)  # the command's wait for the lock
+    monkeypatch.setattr(SqliteStore, "lock_timeout_ms", 100)  # the command's wait for the lock
     asyncio.run(while_open())
     assert "locked while the bridge runs" in capsys.readouterr().err
 

@@ -4,7 +4,7 @@
 The rules every engine shares are written once, as pure code: ``writes`` (what one batch of
 decisions writes, as a plain value each engine executes) and ``refusals`` (what one
 Alertmanager refused is its own dead letter).
-``sqlite`` (``Outbox``: embedded, one file, one replica) and ``pg`` (``PostgresStore``:
+``sqlite`` (``SqliteStore``: embedded, one file, one replica) and ``pg`` (``PostgresStore``:
 shared by several replicas, issue 10) keep it; ``spool`` rides out a PostgreSQL outage on
 a local SQLite file. ``open_store`` picks the configured engine; ``open_for_operator``
 opens it for an operator's command (``sentry-bridge quarantine --offline``), and
@@ -48,9 +48,9 @@ def open_store(config: Config, metrics: Metrics, targets: Sequence[str]) -> Stor
         primary = PostgresStore(config.store.postgres, targets, **common)
         # Sentry still gets its answer within a second while PostgreSQL is away.
         return spooled(primary, config, metrics)
-    from bridge.store.sqlite import Outbox
+    from bridge.store.sqlite import SqliteStore
 
-    return Outbox(config.store.data_dir, targets, **common)
+    return SqliteStore(config.store.data_dir, targets, **common)
 
 
 def describe(config: Config) -> str:
@@ -85,12 +85,12 @@ def open_for_operator(config: Config, metrics: Metrics, targets: Sequence[str]) 
         return PostgresStore(
             config.store.postgres, targets, max_queued=config.store.max_queued, metrics=metrics
         )
-    from bridge.store.sqlite import Outbox
+    from bridge.store.sqlite import SqliteStore
     from bridge.store.sqlite.schema import FILENAME
 
     path = config.store.data_dir / FILENAME
     if not path.exists():
         raise ConfigError(f"no store at {path}: is store.data_dir (or BRIDGE_DATA_DIR) right?")
-    return Outbox(
+    return SqliteStore(
         config.store.data_dir, targets, max_queued=config.store.max_queued, metrics=metrics
     )

@@ -14,7 +14,7 @@ from bridge.metrics import Metrics
 from bridge.store import open_store
 from bridge.store.pg import PostgresStore
 from bridge.store.spool import FILENAME, Spooled
-from bridge.store.sqlite import Outbox
+from bridge.store.sqlite import SqliteStore
 
 BASE = {"sentry": {"client_secrets": "s"}}
 DSN = "postgresql://bridge@db.example/bridge"
@@ -24,7 +24,7 @@ TARGETS = ("am-a:9093",)
 def test_sqlite_is_the_outbox_in_the_data_directory(tmp_path: Path) -> None:
     cfg = config.parse(BASE | {"store": {"data_dir": str(tmp_path)}}, env={})
     store = open_store(cfg, Metrics(CollectorRegistry()), TARGETS)
-    assert isinstance(store, Outbox)
+    assert isinstance(store, SqliteStore)
     assert store.path.parent == tmp_path
 
 

@@ -15,7 +15,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from bridge.errors import OutboxFull
+from bridge.errors import StoreFull
 from bridge.store.contract import Processed, Taken
 from bridge.store.pg import PostgresStore
 from bridge.store.pg.schema import MIGRATIONS
@@ -164,7 +164,7 @@ async def test_closing_hands_the_lease_over_at_once(pg: PostgresTarget) -> None:
 
 
 async def test_failing_writes_turn_store_ok_false_until_one_succeeds(pg: PostgresTarget) -> None:
-    """PostgreSQL stopped (a crash): accepts answer OutboxFull (503, Sentry retries), and
+    """PostgreSQL stopped (a crash): accepts answer StoreFull (503, Sentry retries), and
     after ``failing_after`` failed writes the store is not ok; once the database is back, a
     probe turns it ok again and nothing acknowledged was lost."""
     async with replicas(pg, 1) as (store,):
@@ -172,7 +172,7 @@ async def test_failing_writes_turn_store_ok_false_until_one_succeeds(pg: Postgre
         pg.server.stop_immediately()
         for _ in range(store.failing_after):
             assert store.store_ok()
-            with pytest.raises(OutboxFull):
+            with pytest.raises(StoreFull):
                 await store.accept(factories.issue(2))
         assert not store.store_ok()
         assert await store.probe() is False

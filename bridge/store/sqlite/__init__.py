@@ -4,7 +4,7 @@ It keeps the store contract (``bridge.store.contract``) for one process and one 
 a lane is an ``asyncio.Lock`` per Alertmanager (never None), ``periodic()`` is always
 True, ``Taken.now`` is this process's clock, and the one taker is the pipeline task.
 
-``Outbox`` (``engine``) composes the parts: ``schema`` (the tables below), ``inbox``
+``SqliteStore`` (``engine``) composes the parts: ``schema`` (the tables below), ``inbox``
 (accepts, takes, executing what a batch of decisions writes, seen bodies), ``identity``
 (the state rows), ``queue`` (the queue, lanes, re-send pages, dead letters) and
 ``operators`` (requeue, quarantine, snapshot, expiry), on
@@ -73,7 +73,7 @@ data directory fails at start instead of delivering the same alerts twice.
 
 from __future__ import annotations
 
-from bridge.store.sqlite.engine import Outbox
+from bridge.store.sqlite.engine import SqliteStore
 from bridge.store.sqlite.schema import FILENAME
 
-__all__ = ["FILENAME", "Outbox"]
+__all__ = ["FILENAME", "SqliteStore"]

@@ -1,4 +1,4 @@
-"""``Outbox``: the store contract (``bridge.store.contract``) on one SQLite file, for one
+"""``SqliteStore``: the store contract (``bridge.store.contract``) on one SQLite file, for one
 process (the package docstring has the tables, durability and memory).
 
 The parts: ``schema``, ``inbox`` (accepts, takes, executing what a batch of decisions
@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from bridge.errors import ConfigError, OutboxFull
+from bridge.errors import ConfigError, StoreFull
 from bridge.metrics import Metrics
 from bridge.model import SentryAlert
 from bridge.state import IdentityState
@@ -55,7 +55,7 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-class Outbox:
+class SqliteStore:
     # How long open() waits for another process to let go of the file (a bridge that
     # is still draining during a rolling restart).
     lock_timeout_ms = 5000
@@ -148,7 +148,7 @@ class Outbox:
         the ``digest`` (SHA-256) of its body: False, and nothing stored, when that body
         was already accepted within ``body_retention``."""
         if self.length() >= self.max_queued:
-            raise OutboxFull()
+            raise StoreFull()
         return await self._accepts.submit((alert, digest))
 
     async def _write_accepts(self, batch: Sequence[tuple[SentryAlert, bytes | None]]) -> list[bool]:
@@ -159,7 +159,7 @@ class Outbox:
         except Exception as exc:
             if not isinstance(exc, sqlite3.Error):  # the file's are WriteHealth's, said once
                 log.exception("cannot write the outbox", extra={"alerts": len(batch)})
-            raise OutboxFull("the outbox cannot be written") from exc
+            raise StoreFull("the store cannot be written") from exc
         stored: list[bool] = []
         for (alert, _), inbox_id in zip(batch, ids, strict=True):
             if inbox_id is None:  # the same body within body_retention

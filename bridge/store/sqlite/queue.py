@@ -16,7 +16,7 @@ from bridge.store.sqlite.schema import rowid
 from bridge.store.writes import Post, Writes
 
 if TYPE_CHECKING:
-    from bridge.store.sqlite.engine import Outbox
+    from bridge.store.sqlite.engine import SqliteStore
 
 # Re-sends: the resolved alerts first (rowid pages), then the active ones (identity pages).
 _PAGES = (
@@ -28,11 +28,11 @@ _FIRST: tuple[int | str, ...] = (0, "")  # the key before each table's first row
 
 
 class Lane:
-    """One Alertmanager's lane (``Outbox.lane``): its queue, its re-sends. ``advance`` is
+    """One Alertmanager's lane (``SqliteStore.lane``): its queue, its re-sends. ``advance`` is
     kept until the block ends and committed only if it ends without an exception, as the
     contract says (PostgreSQL's lane is one transaction)."""
 
-    def __init__(self, outbox: Outbox, target: str) -> None:
+    def __init__(self, outbox: SqliteStore, target: str) -> None:
         self._outbox, self._target = outbox, target
         self._done: int | None = None
         self._dead: list[tuple[str, str]] = []  # (wire JSON, reason), kept at commit
