@@ -898,7 +898,7 @@ ALERTS = (
     "SentryBridgeDown",
     "SentryBridgeWebhooksRejected",
     "SentryBridgeDeliveryFailing",
-    "SentryBridgeOutboxGrowing",
+    "SentryBridgeQueueGrowing",
     "SentryBridgeAlertsDropped",
     "SentryBridgeQuarantine",
     "SentryBridgeStoreFailing",

@@ -498,25 +498,25 @@ async def test_gauges(outbox: SqliteStore, metrics: Metrics, clock: Clock) -> No
     def value(name: str) -> float | None:
         return metrics.registry.get_sample_value(f"sentry_bridge_{name}")
 
-    assert (value("outbox_alerts"), value("outbox_oldest_age_seconds")) == (0, 0)
+    assert (value("store_queued_alerts"), value("store_queued_oldest_age_seconds")) == (0, 0)
     await outbox.accept(sentry(1))
     clock.advance(30)
     await outbox.accept(sentry(2))
     clock.advance(5)
-    assert (value("outbox_alerts"), value("outbox_oldest_age_seconds")) == (2, 35)
+    assert (value("store_queued_alerts"), value("store_queued_oldest_age_seconds")) == (2, 35)
 
     first = await outbox.take(1)
     [a] = first.entries
     await outbox.complete(
         first, [Processed(a.inbox_id, [postable(1), postable(2)], held({"issue:1": postable(1)}))]
     )
-    assert value("outbox_alerts") == 3  # one inbox entry left, two queued alerts
-    assert value("outbox_oldest_age_seconds") == 35  # ages count from acceptance
+    assert value("store_queued_alerts") == 3  # one inbox entry left, two queued alerts
+    assert value("store_queued_oldest_age_seconds") == 35  # ages count from acceptance
     assert value("active_alerts") == 1
     second = await outbox.take(1)
     await outbox.complete(second, [Processed(second.entries[0].inbox_id, [])])
     await deliver_all(outbox)
-    assert (value("outbox_alerts"), value("outbox_oldest_age_seconds")) == (0, 0)
+    assert (value("store_queued_alerts"), value("store_queued_oldest_age_seconds")) == (0, 0)
 
 
 async def test_one_bridge_per_data_dir(
