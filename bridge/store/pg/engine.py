@@ -106,7 +106,6 @@ class PostgresStore:
         self.sweep_key = connection.lock_key(f"{schema}:seen_body")
         self.inbox_channel = f"{schema}_inbox"
         self.queue_channel = f"{schema}_queued"
-        self.commits = 0  # write transactions so far; tests check group commit with it
         self.progress = asyncio.Event()
         self._pool: Any = None
         self._listener: Any = None
@@ -580,5 +579,4 @@ class PostgresStore:
         self._health.failed(exc)
 
     def _succeeded(self) -> None:
-        self.commits += 1
         self._health.succeeded()

@@ -88,7 +88,6 @@ class SqliteStore:
         self.targets = tuple(targets)
         self.max_queued = max_queued
         self.clock = clock
-        self.commits = 0  # write transactions so far; tests check group commit with it
         self.metrics = metrics
         self.body_retention = body_retention
         self.max_bodies = max_bodies
@@ -397,15 +396,14 @@ class SqliteStore:
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
-        """``SqliteFile.transaction``, counted: ``commits``, and the failures in a row
-        that make ``store_ok`` False."""
+        """``SqliteFile.transaction``, reported to the write health: the failures in a row
+        make ``store_ok`` False."""
         try:
             with self._file.transaction() as db:
                 yield db
         except sqlite3.Error as exc:
             self._health.failed(exc)
             raise
-        self.commits += 1
         self._health.succeeded()
 
     def _load(self) -> _Loaded:
