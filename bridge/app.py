@@ -19,7 +19,7 @@ for a body that trickles in slower than ``server.read_timeout``). A body that
 authenticates but cannot be read as an alert, or whose reading raises, is never refused:
 it is quarantined with the reason (202 ``quarantined``) for ``sentry-bridge quarantine
 replay``. The same body again within ``store.body_retention`` is a 200 ``duplicate`` with
-no effect. 503 (retried by Sentry) when nothing can be made durable in time: the outbox
+no effect. 503 (retried by Sentry) when nothing can be made durable in time: the store
 full, failing, or slower than ``server.store_timeout``; and 503 ``busy`` or ``evicted``
 past ``server.max_concurrency`` or ``server.max_pending_body_bytes``. Never a 500.
 """
@@ -278,7 +278,7 @@ async def ready(request: Request) -> Response:
     if not bridge.ready or bridge.failure is not None:
         return JSONResponse({"status": "not ready"}, status_code=503)
     if not bridge.store_ok():
-        return JSONResponse({"status": "the outbox cannot be written"}, status_code=503)
+        return JSONResponse({"status": "the store cannot be written"}, status_code=503)
     return JSONResponse({"status": "ready"})
 
 

@@ -2,7 +2,7 @@
 
 ``serve`` runs everything in one process, on one event loop (README, "How it runs"):
 
-    config -> metrics -> store (the SQLite outbox) -> enricher -> pipeline -> delivery
+    config -> metrics -> store (the SQLite store) -> enricher -> pipeline -> delivery
 
 The HTTP edge (``bridge.app``) commits each accepted webhook to the store itself
 (``Bridge.accept``: the store's own group commit) and answers; the pipeline task takes

@@ -80,7 +80,7 @@ def bridge(tmp_path: Path, recorder: Recorder, registry: CollectorRegistry) -> B
     return build(cfg, registry=registry, alertmanager_transport=httpx.MockTransport(recorder))
 
 
-def outbox(bridge: Bridge) -> SqliteStore:
+def store(bridge: Bridge) -> SqliteStore:
     assert isinstance(bridge.store, SqliteStore)  # the default engine
     return bridge.store
 
@@ -226,7 +226,7 @@ async def test_signed_wrong_shape_is_quarantined_not_refused(
     quarantined = {"reason": "invalid_payload"}
     assert registry.get_sample_value("sentry_bridge_quarantined_total", quarantined) == 1.0
     assert registry.get_sample_value("sentry_bridge_quarantine_webhooks") == 1.0
-    [entry] = await outbox(bridge).quarantined()
+    [entry] = await store(bridge).quarantined()
     assert (entry.body, entry.reason, entry.alert) == (body, "invalid_payload", None)
     # What reading it needs, never a credential.
     assert entry.headers == {
@@ -238,7 +238,7 @@ async def test_signed_wrong_shape_is_quarantined_not_refused(
     # Sentry retrying the very body: acknowledged, kept once.
     again = await post(client, body, headers)
     assert (again.status_code, again.json()) == (200, {"status": "duplicate"})
-    assert len(await outbox(bridge).quarantined()) == 1
+    assert len(await store(bridge).quarantined()) == 1
     await nothing_else_sent(client, registry, recorder)
 
 
@@ -263,7 +263,7 @@ async def test_json_the_typed_parser_refuses_is_quarantined(
     headers = {"Sentry-Hook-Resource": "event_alert", "Sentry-Hook-Signature": sign(body)}
     response = await post(client, body, headers)
     assert (response.status_code, response.json()["status"]) == (202, "quarantined")
-    [entry] = await outbox(bridge).quarantined()
+    [entry] = await store(bridge).quarantined()
     assert entry.body == body
 
 
@@ -320,7 +320,7 @@ async def test_a_legacy_body_with_the_token_follows_the_same_rule(
     body = json.dumps({"id": {"not": "an id"}, "project": "p", "event": {}})
     response = await client.post("/webhooks/sentry?token=tok", content=body.encode())
     assert (response.status_code, response.json()["status"]) == (202, "quarantined")
-    [entry] = await outbox(bridge).quarantined()
+    [entry] = await store(bridge).quarantined()
     assert entry.body == body.encode()
     assert "tok" not in json.dumps(entry.headers)  # nor the URL: the token is not kept
     not_json = await client.post("/webhooks/sentry?token=tok", content=b"{")
@@ -340,7 +340,7 @@ class RefuseCommits:
 async def test_a_store_that_keeps_failing_turns_ready_red_and_recovers(
     client: Client, bridge: Bridge, registry: CollectorRegistry
 ) -> None:
-    box = outbox(bridge)
+    box = store(bridge)
     refuse = RefuseCommits()
     await box._file.call(lambda: box._file.db.set_authorizer(refuse))
     body = load("event_alert.json")
@@ -352,7 +352,7 @@ async def test_a_store_that_keeps_failing_turns_ready_red_and_recovers(
         registry.get_sample_value("sentry_bridge_store_errors_total") == SqliteStore.failing_after
     )
     ready = await client.get("/-/ready")
-    assert (ready.status_code, ready.json()) == (503, {"status": "the outbox cannot be written"})
+    assert (ready.status_code, ready.json()) == (503, {"status": "the store cannot be written"})
     assert (await client.get("/-/healthy")).status_code == 200  # a restart would not help
     refuse.on = False
     # Sentry's retry of the refused webhook: the rolled-back attempts left nothing behind.

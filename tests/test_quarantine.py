@@ -1,5 +1,5 @@
 """bridge/quarantine.py: the operator endpoints of a running bridge (in-process), and
-``sentry-bridge quarantine`` on the SQLite outbox of a stopped bridge (``--offline``, or
+``sentry-bridge quarantine`` on the SQLite store of a stopped bridge (``--offline``, or
 no bridge answering). Against a running bridge on PostgreSQL:
 tests/integration/test_quarantine.py."""
 
@@ -75,29 +75,29 @@ async def quarantine_bodies(store: Store) -> None:
 
 
 async def fill_file(path: Path, alert: SentryAlert) -> None:
-    outbox = outbox_of(path)
-    await outbox.open()
+    store = outbox_of(path)
+    await store.open()
     try:
-        await fill(outbox, alert)
+        await fill(store, alert)
     finally:
-        await outbox.close()
+        await store.close()
 
 
 def inbox(path: Path) -> list[SentryAlert]:
     async def read() -> list[SentryAlert]:
-        outbox = outbox_of(path)
-        await outbox.open()
+        store = outbox_of(path)
+        await store.open()
         try:
-            if not outbox.inbox_count():
+            if not store.inbox_count():
                 return []
-            return [entry.alert for entry in (await outbox.take(100)).entries]
+            return [entry.alert for entry in (await store.take(100)).entries]
         finally:
-            await outbox.close()
+            await store.close()
 
     return asyncio.run(read())
 
 
-# --- sentry-bridge quarantine on a stopped bridge's outbox --------------------------------
+# --- sentry-bridge quarantine on a stopped bridge's store --------------------------------
 
 
 def run(path: Path, *args: str) -> int:
@@ -115,7 +115,7 @@ def test_list_show_replay_discard_offline(
     assert run(path, "list") == 0
     captured = capsys.readouterr()
     assert captured.out.startswith("4 quarantined (invalid_payload: 3, pipeline_error: 1)")
-    assert f"store: sqlite {tmp_path / 'data' / 'outbox.sqlite3'}" in captured.err
+    assert f"store: sqlite {tmp_path / 'data' / 'store.sqlite3'}" in captured.err
     assert f"config: {path}" in captured.err
     assert run(path, "list", "--limit", "1") == 0
     out = capsys.readouterr().out

@@ -72,7 +72,7 @@ def describe(config: Config) -> str:
 def open_for_operator(config: Config, metrics: Metrics, targets: Sequence[str]) -> Store:
     """The configured store for an operator's command, not yet open: the engine itself,
     without the spool (that is the running bridge's, per pod). Refuses, rather than
-    creates, an outbox file that is not there (a wrong ``data_dir`` would otherwise show an
+    creates, a store file that is not there (a wrong ``data_dir`` would otherwise show an
     empty quarantine); PostgreSQL needs ``store.postgres.dsn``, as ``serve`` does."""
     if config.store.backend == "postgres":
         if config.store.postgres.dsn is None:

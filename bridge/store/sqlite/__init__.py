@@ -11,7 +11,7 @@ True, ``Taken.now`` is this process's clock, and the one taker is the pipeline t
 ``bridge.store.sqlite_file`` (``SqliteFile``: the file on its one thread) and
 ``bridge.store.group_commit``, the plumbing the spool uses too.
 
-Tables (``outbox.sqlite3`` under ``store.data_dir``; ``schema.VERSION`` in the file's
+Tables (``store.sqlite3`` under ``store.data_dir``; ``schema.VERSION`` in the file's
 ``user_version``)::
 
     inbox        accepted webhooks (SentryAlert JSON) the pipeline has not finished

@@ -37,7 +37,7 @@ from bridge.store.sqlite import identity, inbox, operators, queue
 from bridge.store.sqlite.schema import FILENAME, SCHEMA, check_version
 from bridge.store.sqlite_file import SqliteFile
 
-log = logging.getLogger("bridge.outbox")
+log = logging.getLogger("bridge.store")
 
 T = TypeVar("T")
 
@@ -81,7 +81,7 @@ class SqliteStore:
         max_bodies: int = 100_000,
     ) -> None:
         if not targets:
-            raise ConfigError("the outbox needs at least one Alertmanager")
+            raise ConfigError("the store needs at least one Alertmanager")
         if len(set(targets)) != len(targets):
             raise ConfigError(f"two Alertmanager URLs name the same target: {list(targets)}")
         self.path = Path(data_dir) / FILENAME
@@ -93,9 +93,9 @@ class SqliteStore:
         self.max_bodies = max_bodies
         self._health = WriteHealth(metrics, self.failing_after)
         self._quarantine_count = 0
-        self._file = SqliteFile(self.path, name="outbox")
+        self._file = SqliteFile(self.path, name="store")
         # Request path: waiting for the next group commit, then handed to take().
-        self._accepts = GroupCommit(self._write_accepts, name="outbox-flush")
+        self._accepts = GroupCommit(self._write_accepts, name="store-flush")
         self._ready: collections.deque[tuple[int, SentryAlert | None]] = collections.deque()
         self._ready_event = asyncio.Event()
         self._idle = False  # take() is waiting with nothing to claim
@@ -131,7 +131,7 @@ class SqliteStore:
             self._ready_event.set()
         self._wake_senders()
         counts = {"inbox": len(self._ready), "queued": self.queued_count()}
-        log.info("outbox opened", extra={**counts, "active": loaded.active})
+        log.info("store opened", extra={**counts, "active": loaded.active})
 
     async def close(self) -> None:
         if not self._file.is_open:
@@ -157,7 +157,7 @@ class SqliteStore:
             ids = await self._write(inbox.insert, batch, now, self.body_retention, self.max_bodies)
         except Exception as exc:
             if not isinstance(exc, sqlite3.Error):  # the file's are WriteHealth's, said once
-                log.exception("cannot write the outbox", extra={"alerts": len(batch)})
+                log.exception("cannot write the store", extra={"alerts": len(batch)})
             raise StoreFull("the store cannot be written") from exc
         stored: list[bool] = []
         for (alert, _), inbox_id in zip(batch, ids, strict=True):
@@ -363,7 +363,7 @@ class SqliteStore:
         return self.inbox_count() + self.queued_count()
 
     def oldest_age(self) -> float:
-        """Seconds since the oldest alert still in the outbox was accepted."""
+        """Seconds since the oldest alert still in the store was accepted."""
         heads = [next(iter(self._inbox_times.values()))] if self._inbox_times else []
         heads += [rows[0][1] for rows in self._queued.values() if rows]
         return max(0.0, self._now() - min(heads)) if heads else 0.0

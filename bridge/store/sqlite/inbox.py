@@ -16,7 +16,7 @@ from bridge.store.sqlite import identity, operators, queue
 from bridge.store.sqlite.schema import rowid
 from bridge.store.writes import Writes
 
-log = logging.getLogger("bridge.outbox")
+log = logging.getLogger("bridge.store")
 
 
 @dataclass(frozen=True, slots=True)
