@@ -327,6 +327,22 @@ async def test_a_legacy_body_with_the_token_follows_the_same_rule(
     assert not_json.status_code == 400
 
 
+async def test_a_bug_is_a_503_internal_error_not_a_full_store(
+    client: Client, bridge: Bridge, registry: CollectorRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def broken(*_: object) -> bool:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(bridge, "accept", broken)
+    body = load("event_alert.json")
+    headers = {"Sentry-Hook-Resource": "event_alert", "Sentry-Hook-Signature": sign(body)}
+    response = await post(client, body, headers)
+    assert (response.status_code, response.json()["reason"]) == (503, "internal_error")
+    rejected = "sentry_bridge_webhooks_rejected_total"
+    assert registry.get_sample_value(rejected, {"reason": "internal_error"}) == 1
+    assert registry.get_sample_value(rejected, {"reason": "store_full"}) == 0
+
+
 class RefuseCommits:
     """SQLite authorizer refusing COMMIT while ``on``: a COMMIT failing as on a full disk."""
 
