@@ -144,7 +144,7 @@ def sqlite_synchronous_knob() -> tuple[str, str] | None:
     such a key: then the benchmark can compare NORMAL with FULL; else it says so."""
     from bridge import config
 
-    for section, model in (("outbox", config.Outbox), ("store", config.Store)):
+    for section, model in (("store", config.Store),):
         for name, info in model.model_fields.items():
             if "synchronous" in (info.alias or name):
                 return section, info.alias or name

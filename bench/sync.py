@@ -3,7 +3,7 @@
 In WAL mode NORMAL syncs only at checkpoints, so a commit survives a process crash but may
 be lost to an OS crash or power loss; FULL syncs the WAL at every commit, so a commit is on
 disk when it returns (https://www.sqlite.org/pragma.html#pragma_synchronous,
-https://www.sqlite.org/wal.html). This times commits as the outbox makes them (one
+https://www.sqlite.org/wal.html). This times commits as the SQLite store makes them (one
 transaction per group of accepted webhooks, 8 KB bodies) on the same filesystem the other
 benchmarks put the bridge's data directory on, for groups of 1, 16 and 64 webhooks. It
 measures the cost in isolation; the ingest part measures the bridge itself where its config

@@ -18,10 +18,10 @@ from __future__ import annotations
 
 import asyncio
 
-from bridge.errors import OutboxFull
+from bridge.errors import Unavailable
 
 
-class Busy(OutboxFull):
+class Busy(Unavailable):
     """503: every webhook in flight is past its body; retry later."""
 
 
@@ -52,8 +52,8 @@ class Gate:
         there is none; ``Busy`` if every webhook in flight is past its body."""
         if self.in_flight >= self.max_in_flight and not self._evict_oldest(None):
             raise Busy(
-                f"{self.in_flight} webhooks in flight (server.max_concurrency); retry later",
                 "busy",
+                f"{self.in_flight} webhooks in flight (server.max_concurrency); retry later",
             )
         ticket = Ticket()
         self.in_flight += 1

@@ -13,7 +13,7 @@ whole batch; label and annotation names and values go through prometheus/common
 ``model.Alert.Validate`` (``api/v2/api.go`` ``postAlertsHandler``), answered 400:
 names ``^[a-zA-Z_][a-zA-Z0-9_]*$``, values valid UTF-8, at least one label, an end not
 before the start.
-``bridge.delivery`` sends what the outbox queued with the client built here.
+``bridge.delivery`` sends what the store queued with the client built here.
 """
 
 from __future__ import annotations

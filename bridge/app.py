@@ -18,8 +18,8 @@ what Sentry itself never sends: 401 bad credentials, 400 not JSON, 413 too large
 for a body that trickles in slower than ``server.read_timeout``). A body that
 authenticates but cannot be read as an alert, or whose reading raises, is never refused:
 it is quarantined with the reason (202 ``quarantined``) for ``sentry-bridge quarantine
-replay``. The same body again within ``dedup.body_retention`` is a 200 ``duplicate`` with
-no effect. 503 (retried by Sentry) when nothing can be made durable in time: the outbox
+replay``. The same body again within ``store.body_retention`` is a 200 ``duplicate`` with
+no effect. 503 (retried by Sentry) when nothing can be made durable in time: the store
 full, failing, or slower than ``server.store_timeout``; and 503 ``busy`` or ``evicted``
 past ``server.max_concurrency`` or ``server.max_pending_body_bytes``. Never a 500.
 """
@@ -43,7 +43,7 @@ from starlette.routing import Route
 
 from bridge import sentry, sentry_ui
 from bridge.admission import Gate, Ticket
-from bridge.errors import BadPayload, OutboxFull, SlowBody, TooLarge, WebhookError
+from bridge.errors import BadPayload, SlowBody, StoreFull, TooLarge, Unavailable, WebhookError
 from bridge.model import Ignored
 from bridge.replay import check_timestamp
 from bridge.store.group_commit import commit_deadline
@@ -177,10 +177,10 @@ async def webhook(request: Request) -> Response:
                 body = await _read_body(request, headers, server.max_body_bytes, gate, ticket)
         except TimeoutError:
             if ticket.evicted:
-                raise OutboxFull(
+                raise Unavailable(
+                    "evicted",
                     "cut off to make room for other webhooks (server.max_concurrency or "
                     "server.max_pending_body_bytes); retry",
-                    "evicted",
                 ) from None
             raise SlowBody(
                 "body_timeout", f"body not received within {server.read_timeout}s"
@@ -244,15 +244,19 @@ async def webhook(request: Request) -> Response:
         return _ACCEPTED
     except WebhookError as exc:
         return _reject(bridge, request_id, exc)
+    except StoreFull as exc:  # the store's own refusal, answered here: Sentry retries a 503
+        return _reject(bridge, request_id, Unavailable("store_full", f"{exc.detail}; retry later"))
     except TimeoutError:
-        detail = f"the outbox did not answer within {server.store_timeout}s; retry later"
-        return _reject(bridge, request_id, OutboxFull(detail, "store_timeout"))
+        detail = f"the store did not answer within {server.store_timeout}s; retry later"
+        return _reject(bridge, request_id, Unavailable("store_timeout", detail))
     except ClientDisconnect:
         return Response(status_code=400)  # nobody is listening for it
     except Exception:
         # A bug, not the body's fault: 503 so Sentry retries it (never a 500).
         log.exception("webhook failed", extra={"request_id": request_id})
-        return _reject(bridge, request_id, OutboxFull("internal error; retry later"))
+        return _reject(
+            bridge, request_id, Unavailable("internal_error", "internal error; retry later")
+        )
     finally:
         if ticket is not None:
             gate.leave(ticket)
@@ -274,7 +278,7 @@ async def ready(request: Request) -> Response:
     if not bridge.ready or bridge.failure is not None:
         return JSONResponse({"status": "not ready"}, status_code=503)
     if not bridge.store_ok():
-        return JSONResponse({"status": "the outbox cannot be written"}, status_code=503)
+        return JSONResponse({"status": "the store cannot be written"}, status_code=503)
     return JSONResponse({"status": "ready"})
 
 

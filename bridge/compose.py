@@ -2,7 +2,7 @@
 
 ``serve`` runs everything in one process, on one event loop (README, "How it runs"):
 
-    config -> metrics -> store (the SQLite outbox) -> enricher -> pipeline -> delivery
+    config -> metrics -> store (the SQLite store) -> enricher -> pipeline -> delivery
 
 The HTTP edge (``bridge.app``) commits each accepted webhook to the store itself
 (``Bridge.accept``: the store's own group commit) and answers; the pipeline task takes
@@ -45,7 +45,7 @@ from bridge.alertmanager import public_url, target_name
 from bridge.config import Config
 from bridge.delivery import Delivery
 from bridge.enrich import Enricher
-from bridge.errors import OutboxFull
+from bridge.errors import StoreFull
 from bridge.metrics import Metrics
 from bridge.model import SentryAlert
 from bridge.pipeline import Pipeline
@@ -243,20 +243,20 @@ class Bridge:
     # --- the edge ----------------------------------------------------------------------
 
     async def accept(self, alert: SentryAlert, digest: bytes | None = None) -> bool:
-        """Committed before it returns; raises ``OutboxFull`` (503) when it cannot be.
+        """Committed before it returns; raises ``StoreFull`` (503) when it cannot be.
         False when the body of ``digest`` (SHA-256) was accepted before."""
         return await self.store.accept(alert, digest)
 
     async def quarantine(
         self, reason: str, detail: str, headers: Mapping[str, str], body: bytes, digest: bytes
     ) -> bool:
-        """Keep an authenticated webhook that cannot be processed, durably (``OutboxFull``
+        """Keep an authenticated webhook that cannot be processed, durably (``StoreFull``
         when it cannot be); False when the same body was seen before."""
         try:
             return await self.store.quarantine(reason, detail, headers, body, digest)
         except Exception:
             log.exception("cannot write the quarantine", extra={"reason": reason})
-            raise OutboxFull("the outbox cannot be written") from None
+            raise StoreFull("the store cannot be written") from None
 
     def ignored(self) -> None:
         self.metrics.alerts.labels("ignored").inc()

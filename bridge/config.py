@@ -255,11 +255,6 @@ class Dedup(Strict):
     window: Seconds = 300.0
     escalate_after: int = Field(default=3, ge=2)
     escalate_period: Seconds = 1800.0
-    max_tracked: int = Field(default=100_000, ge=1)
-    # The same signed body again within this is acknowledged with no effect (Sentry's
-    # retries resend the very body); at most max_bodies digests are kept, newest win.
-    body_retention: Seconds = 86400.0
-    max_bodies: int = Field(default=100_000, ge=1)
 
 
 class BasicAuth(Strict):
@@ -311,11 +306,6 @@ class Alertmanager(Strict):
         return self
 
 
-class Outbox(Strict):
-    data_dir: Path = Path("./data")
-    max_queued: int = Field(default=100_000, ge=1)
-
-
 # PostgreSQL identifiers: unquoted, lower case, at most 63 bytes (NAMEDATALEN - 1); the schema
 # name is interpolated into SQL (search_path, CREATE SCHEMA), so nothing else gets through.
 _IDENTIFIER = r"^[a-z_][a-z0-9_]{0,62}$"
@@ -362,7 +352,7 @@ class Postgres(Strict):
 
 class Spool(Strict):
     """With ``backend: postgres`` only: where webhooks wait while PostgreSQL does not take
-    them (``bridge.store.spool``), a SQLite file under ``outbox.data_dir``."""
+    them (``bridge.store.spool``), a SQLite file under ``store.data_dir``."""
 
     # How long a webhook waits for PostgreSQL before it is spooled instead: with the spool's
     # own commit it must fit in Sentry's one-second timeout for its webhooks.
@@ -375,6 +365,14 @@ class Spool(Strict):
 class Store(Strict):
     # sqlite: embedded, one replica. postgres: shared by several replicas (docs/scaling.md).
     backend: Literal["sqlite", "postgres"] = "sqlite"
+    # The SQLite store's file, or with postgres this pod's spool (BRIDGE_DATA_DIR overrides).
+    data_dir: Path = Path("./data")
+    # Alerts waiting for an Alertmanager, at most; beyond it a webhook is answered 503.
+    max_queued: int = Field(default=100_000, ge=1)
+    # The same signed body again within this is acknowledged with no effect (Sentry's
+    # retries resend the very body); at most max_bodies digests are kept, newest win.
+    body_retention: Seconds = 86400.0
+    max_bodies: int = Field(default=100_000, ge=1)
     postgres: Postgres = Field(default_factory=Postgres)
     spool: Spool = Field(default_factory=Spool)
 
@@ -398,7 +396,6 @@ class Config(Strict):
     classification: Classification = Field(default_factory=Classification)
     dedup: Dedup = Field(default_factory=Dedup)
     alertmanager: Alertmanager = Field(default_factory=Alertmanager)
-    outbox: Outbox = Field(default_factory=Outbox)
     store: Store = Field(default_factory=Store)
     shutdown: Shutdown = Field(default_factory=Shutdown)
 
@@ -524,9 +521,9 @@ def _parse(data: Any, env: Mapping[str, str] | None, missing: list[str] | None) 
         raise ConfigError("the config file must be a YAML mapping")
     data = _substitute(data, "", env, missing)
     if env.get("BRIDGE_DATA_DIR"):
-        data.setdefault("outbox", {})
-        if isinstance(data["outbox"], dict):
-            data["outbox"]["data_dir"] = env["BRIDGE_DATA_DIR"]
+        data.setdefault("store", {})
+        if isinstance(data["store"], dict):
+            data["store"]["data_dir"] = env["BRIDGE_DATA_DIR"]
     try:
         return Config.model_validate(data, context={"offline": missing is not None})
     except ValidationError as exc:

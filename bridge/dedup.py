@@ -2,7 +2,7 @@
 tell a repeat of the label set last posted from a change.
 
 The dedup window and repeat escalation themselves live in the per-identity state
-(``bridge.state``), persisted in the outbox, so a restart keeps them.
+(``bridge.state``), persisted in the store, so a restart keeps them.
 """
 
 from __future__ import annotations

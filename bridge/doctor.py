@@ -170,7 +170,7 @@ async def store(cfg: config.Config) -> Check:
 
     where = describe(cfg)
     if cfg.store.backend == "sqlite":
-        data_dir = cfg.outbox.data_dir
+        data_dir = cfg.store.data_dir
         if not data_dir.is_dir() or not os.access(data_dir, os.W_OK):
             return Check(
                 "store",
@@ -183,7 +183,7 @@ async def store(cfg: config.Config) -> Check:
     spool = cfg.store.spool
     limits = (
         f"pool_size {settings.pool_size} per replica; spool up to {spool.max_webhooks} "
-        f"webhooks or {spool.max_bytes} bytes under {cfg.outbox.data_dir}"
+        f"webhooks or {spool.max_bytes} bytes under {cfg.store.data_dir}"
     )
     if settings.dsn is None:
         return Check("store", False, f"{where}: set store.postgres.dsn (BRIDGE_DATABASE_URL)")

@@ -229,15 +229,15 @@ class Metrics:
             registry=registry,
             buckets=(1, 2, 5, 10, 25, 50, 100, 256, 512, 1024),
         )
-        self.outbox_length = Gauge(
-            "outbox_alerts",
-            "Alerts waiting in the durable outbox for at least one Alertmanager.",
+        self.queued_alerts = Gauge(
+            "store_queued_alerts",
+            "Alerts waiting in the store for at least one Alertmanager.",
             namespace=ns,
             registry=registry,
         )
-        self.outbox_oldest_age = Gauge(
-            "outbox_oldest_age_seconds",
-            "Age of the oldest alert waiting in the outbox (0 when empty).",
+        self.queued_oldest_age = Gauge(
+            "store_queued_oldest_age_seconds",
+            "Age of the oldest alert waiting in the store (0 when empty).",
             namespace=ns,
             registry=registry,
         )
@@ -254,10 +254,10 @@ class Metrics:
             registry=registry,
         )
 
-        # --- the store (outbox file): failures, quarantine, repeated bodies -------------
+        # --- the store: failures, quarantine, repeated bodies ---------------------------
         self.store_errors = Counter(
             "store_errors_total",
-            "Write transactions on the outbox file (or the spool's) that failed and were "
+            "Write transactions on the SQLite store (or the spool) that failed and were "
             "rolled back.",
             namespace=ns,
             registry=registry,
@@ -284,7 +284,7 @@ class Metrics:
         )
         self.duplicate_bodies = Counter(
             "webhooks_duplicate_total",
-            "Webhooks whose exact body was already accepted within dedup.body_retention.",
+            "Webhooks whose exact body was already accepted within store.body_retention.",
             namespace=ns,
             registry=registry,
         )
@@ -394,8 +394,8 @@ class Metrics:
     def watch_store(self, store: _Sized) -> None:
         """The store's sizes as gauges, read at each scrape (either engine)."""
         gauges: list[tuple[Gauge, Callable[[], float]]] = [
-            (self.outbox_length, store.length),
-            (self.outbox_oldest_age, store.oldest_age),
+            (self.queued_alerts, store.length),
+            (self.queued_oldest_age, store.oldest_age),
             (self.active_alerts, store.active_count),
             (self.quarantine_held, store.quarantine_count),
         ]

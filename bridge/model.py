@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-import operator
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
@@ -153,22 +152,6 @@ class SentryAlert:
                 data[name] = value.isoformat()
         return data
 
-    def to_tuple(self) -> tuple[Any, ...]:
-        """Every field in declaration order as plain values (enums as text, the time in
-        ISO 8601), which ``marshal`` can carry: the edge hands alerts to the worker
-        process this way, an order of magnitude cheaper than pickling the object."""
-        values = list(_GET_FIELDS(self))
-        values[_KIND] = self.kind.value
-        values[_STATE] = self.state.value
-        for index in _TIMES:
-            values[index] = values[index].isoformat() if values[index] else None
-        return tuple(values)
-
-    @classmethod
-    def from_tuple(cls, values: tuple[Any, ...]) -> SentryAlert:
-        # The same plain values as to_json gives, by position instead of by name.
-        return cls.from_json(dict(zip(_FIELD_NAMES, values, strict=True)))
-
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> SentryAlert:
         values = dict(data)
@@ -183,10 +166,7 @@ class SentryAlert:
 
 
 _FIELD_NAMES = tuple(field.name for field in dataclasses.fields(SentryAlert))
-_GET_FIELDS = operator.attrgetter(*_FIELD_NAMES)
 _TIME_FIELDS = ("started_at", "occurred_at")
-_KIND, _STATE = (_FIELD_NAMES.index(n) for n in ("kind", "state"))
-_TIMES = tuple(_FIELD_NAMES.index(n) for n in _TIME_FIELDS)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

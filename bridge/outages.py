@@ -74,7 +74,7 @@ async def probe(
         except Exception as exc:  # best effort: whatever went wrong, start and say so
             outages.metrics.am_up.labels(name).set(0)
             log.warning(
-                "alertmanager does not answer at start; alerts wait in the outbox until it does",
+                "alertmanager does not answer at start; alerts wait in the store until it does",
                 extra={"alertmanager": name, "error": type(exc).__name__},
             )
             outages.down.setdefault(name, (outages.clock(), 0))

@@ -5,7 +5,7 @@ processing (``bridge.app``: unreadable bodies; ``bridge.pipeline``: alerts it fa
 through the running bridge's operator endpoints (below), on either store, while it runs.
 With ``--offline``, or when no bridge answers, it opens the configured store itself:
 PostgreSQL at any time (the running replicas see the replayed alerts at once), the SQLite
-outbox only while the bridge is stopped (one process per file: it is locked while the
+store only while the bridge is stopped (one process per file: it is locked while the
 bridge runs).
 
 ``replay``: upgrade the bridge (so its parser reads what the old one could not), then

@@ -3,7 +3,7 @@
 
 Without ``--offline`` the command calls the bridge's operator endpoints (``/-/quarantine``,
 found as ``sentry-bridge status`` finds ``/-/status``); when nothing listens there it says
-so and opens the configured store directly, which for the SQLite outbox works only while
+so and opens the configured store directly, which for the SQLite store works only while
 the bridge is stopped (the file is locked while it runs) and for PostgreSQL at any time.
 """
 
@@ -44,7 +44,7 @@ def _offline(cfg: config.Config, action: Action) -> Any:
             if cfg.store.backend != "sqlite":
                 raise
             raise ConfigError(
-                f"{exc}\nThe SQLite outbox is locked while the bridge runs: stop it, or run "
+                f"{exc}\nThe SQLite store is locked while the bridge runs: stop it, or run "
                 "without --offline so the running bridge does it."
             ) from None
         try:
@@ -184,7 +184,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         help="list, show, replay or discard the webhooks kept in quarantine",
         description="Through the running bridge's operator endpoints, or with --offline (or "
         "when no bridge answers) on the configured store itself: PostgreSQL at any time, the "
-        "SQLite outbox only while the bridge is stopped.",
+        "SQLite store only while the bridge is stopped.",
     )
     actions = q.add_subparsers(dest="action", required=True)
     common = argparse.ArgumentParser(add_help=False)

@@ -6,7 +6,7 @@ is refused: the running config stays, the error is logged and counted, and
 ``prometheus_config_last_reload_successful``; Alertmanager's ``alertmanager_config_...``).
 
 Some settings are held by what was built from them at start and cannot change without a
-restart: the listener, the outbox (its file and its per-Alertmanager cursors), the set of
+restart: the listener, the store (its whole section: engine, file, bounds), the set of
 Alertmanagers and how the bridge connects to them, Sentry's API client, the dedup tables.
 A reload that changes them applies everything else, keeps their running values, and says
 so (a warning line and the ``restart_required`` list of the answer). Everything else takes
@@ -54,7 +54,6 @@ RESTART_ONLY: tuple[tuple[str, str | None], ...] = (
     ("server", "admin_host"),
     ("server", "admin_port"),
     ("server", "max_connections"),
-    ("outbox", None),
     ("store", None),
     ("dedup", None),
     ("alertmanager", "urls"),

@@ -89,7 +89,7 @@ class _Server(uvicorn.Server):
         lifespan = self.lifespan
         if isinstance(lifespan, LifespanOn) and not lifespan.shutdown_event.is_set():
             # Uvicorn skips the lifespan's shutdown on a forced exit. Ours is quick then
-            # (the bridge was told to hurry) and closes the outbox cleanly, which
+            # (the bridge was told to hurry) and closes the store cleanly, which
             # cancelling it at the loop's end would not.
             await lifespan.shutdown()
 
@@ -101,7 +101,7 @@ class _Server(uvicorn.Server):
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         if self.should_exit:
             # A second Ctrl+C (or SIGTERM during the drain): stop at once. What is not
-            # delivered yet stays in the outbox for the next start.
+            # delivered yet stays in the store for the next start.
             log.warning("second signal: stopping now", extra={"signal": sig})
             self.force_exit = True
             if self._loop is not None:
@@ -132,7 +132,7 @@ def startup_line(config: Config, config_path: str | Path | None) -> None:
             "auth": config.sentry.auth_modes(),
             "enrichment": "on" if config.sentry.api_token is not None else "off",
             "max_timestamp_skew": config.sentry.max_timestamp_skew,
-            "data_dir": str(config.outbox.data_dir),
+            "data_dir": str(config.store.data_dir),
         },
     )
 

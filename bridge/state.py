@@ -5,7 +5,7 @@ identity (``issue:<id>`` or ``metric_alert:<rule id>``), one webhook about it wi
 classification, and the time; it returns the new state, what to post to Alertmanager
 (in order: a resolve of the old label set before the new one fires) and the outcome.
 Nothing here reads a clock, a file or the network; the pipeline persists the state in
-the outbox and queues the posts in the same transaction.
+the store and queues the posts in the same transaction.
 
 The rules (issue 8, "The state machine"):
 
@@ -85,7 +85,7 @@ class IdentityState:
         return alert
 
     def kept_until(self, policy: Policy) -> datetime | None:
-        """When the outbox may forget this state (None: there is nothing to keep): once
+        """When the store may forget this state (None: there is nothing to keep): once
         its alert ended and a late retry or a repeat could no longer matter."""
         changed = [t for t in (*self.firings[-1:], self.resolved_at, self.posted_at) if t]
         until = [max(changed) + max(KEEP, policy.escalate_period)] if changed else []

@@ -9,7 +9,7 @@ Alertmanagers the bridge uses. Labels only: no annotations, which carry Sentry's
 ``POST /-/status/requeue-dead-letters`` queues the dead letters again, after the cause
 was fixed (Alertmanager's credentials, a proxy's limit): resolves as they were, firing
 alerts only if they are still the active alert of their identity
-(``Outbox.requeue_dead_letters``). Both are on the admin listener (``bridge.admin``,
+(``SqliteStore.requeue_dead_letters``). Both are on the admin listener (``bridge.admin``,
 ``server.admin_host``/``admin_port``, loopback by default), never on the webhook port.
 The admin listener handles one request at a time, and the answer is encoded off the event
 loop, so a caller looping on ``?limit=10000`` cannot slow the webhooks down.

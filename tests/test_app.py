@@ -21,7 +21,7 @@ from prometheus_client import CollectorRegistry
 from bridge import __version__, config
 from bridge.app import create_app
 from bridge.compose import Bridge, build
-from bridge.store.sqlite import Outbox
+from bridge.store.sqlite import SqliteStore
 from tests.sentry_payloads import FIXTURES
 
 SECRET = "edge-secret"
@@ -73,15 +73,15 @@ def bridge(tmp_path: Path, recorder: Recorder, registry: CollectorRegistry) -> B
         {
             "server": {"max_body_bytes": 64 * 1024},
             "sentry": {"client_secrets": f"other-secret,{SECRET}", "legacy_token": "tok"},
-            "outbox": {"data_dir": str(tmp_path)},
+            "store": {"data_dir": str(tmp_path)},
         },
         env={},
     )
     return build(cfg, registry=registry, alertmanager_transport=httpx.MockTransport(recorder))
 
 
-def outbox(bridge: Bridge) -> Outbox:
-    assert isinstance(bridge.store, Outbox)  # the default engine
+def store(bridge: Bridge) -> SqliteStore:
+    assert isinstance(bridge.store, SqliteStore)  # the default engine
     return bridge.store
 
 
@@ -226,7 +226,7 @@ async def test_signed_wrong_shape_is_quarantined_not_refused(
     quarantined = {"reason": "invalid_payload"}
     assert registry.get_sample_value("sentry_bridge_quarantined_total", quarantined) == 1.0
     assert registry.get_sample_value("sentry_bridge_quarantine_webhooks") == 1.0
-    [entry] = await outbox(bridge).quarantined()
+    [entry] = await store(bridge).quarantined()
     assert (entry.body, entry.reason, entry.alert) == (body, "invalid_payload", None)
     # What reading it needs, never a credential.
     assert entry.headers == {
@@ -238,7 +238,7 @@ async def test_signed_wrong_shape_is_quarantined_not_refused(
     # Sentry retrying the very body: acknowledged, kept once.
     again = await post(client, body, headers)
     assert (again.status_code, again.json()) == (200, {"status": "duplicate"})
-    assert len(await outbox(bridge).quarantined()) == 1
+    assert len(await store(bridge).quarantined()) == 1
     await nothing_else_sent(client, registry, recorder)
 
 
@@ -263,7 +263,7 @@ async def test_json_the_typed_parser_refuses_is_quarantined(
     headers = {"Sentry-Hook-Resource": "event_alert", "Sentry-Hook-Signature": sign(body)}
     response = await post(client, body, headers)
     assert (response.status_code, response.json()["status"]) == (202, "quarantined")
-    [entry] = await outbox(bridge).quarantined()
+    [entry] = await store(bridge).quarantined()
     assert entry.body == body
 
 
@@ -320,11 +320,27 @@ async def test_a_legacy_body_with_the_token_follows_the_same_rule(
     body = json.dumps({"id": {"not": "an id"}, "project": "p", "event": {}})
     response = await client.post("/webhooks/sentry?token=tok", content=body.encode())
     assert (response.status_code, response.json()["status"]) == (202, "quarantined")
-    [entry] = await outbox(bridge).quarantined()
+    [entry] = await store(bridge).quarantined()
     assert entry.body == body.encode()
     assert "tok" not in json.dumps(entry.headers)  # nor the URL: the token is not kept
     not_json = await client.post("/webhooks/sentry?token=tok", content=b"{")
     assert not_json.status_code == 400
+
+
+async def test_a_bug_is_a_503_internal_error_not_a_full_store(
+    client: Client, bridge: Bridge, registry: CollectorRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def broken(*_: object) -> bool:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(bridge, "accept", broken)
+    body = load("event_alert.json")
+    headers = {"Sentry-Hook-Resource": "event_alert", "Sentry-Hook-Signature": sign(body)}
+    response = await post(client, body, headers)
+    assert (response.status_code, response.json()["reason"]) == (503, "internal_error")
+    rejected = "sentry_bridge_webhooks_rejected_total"
+    assert registry.get_sample_value(rejected, {"reason": "internal_error"}) == 1
+    assert registry.get_sample_value(rejected, {"reason": "store_full"}) == 0
 
 
 class RefuseCommits:
@@ -340,17 +356,19 @@ class RefuseCommits:
 async def test_a_store_that_keeps_failing_turns_ready_red_and_recovers(
     client: Client, bridge: Bridge, registry: CollectorRegistry
 ) -> None:
-    box = outbox(bridge)
+    box = store(bridge)
     refuse = RefuseCommits()
     await box._file.call(lambda: box._file.db.set_authorizer(refuse))
     body = load("event_alert.json")
     headers = {"Sentry-Hook-Resource": "event_alert", "Sentry-Hook-Signature": sign(body)}
-    for _ in range(Outbox.failing_after):
+    for _ in range(SqliteStore.failing_after):
         response = await post(client, body, headers)
-        assert (response.status_code, response.json()["reason"]) == (503, "outbox_full")
-    assert registry.get_sample_value("sentry_bridge_store_errors_total") == Outbox.failing_after
+        assert (response.status_code, response.json()["reason"]) == (503, "store_full")
+    assert (
+        registry.get_sample_value("sentry_bridge_store_errors_total") == SqliteStore.failing_after
+    )
     ready = await client.get("/-/ready")
-    assert (ready.status_code, ready.json()) == (503, {"status": "the outbox cannot be written"})
+    assert (ready.status_code, ready.json()) == (503, {"status": "the store cannot be written"})
     assert (await client.get("/-/healthy")).status_code == 200  # a restart would not help
     refuse.on = False
     # Sentry's retry of the refused webhook: the rolled-back attempts left nothing behind.

@@ -40,7 +40,7 @@ def make_bridge(tmp_path: Path, sentry: httpx.AsyncBaseTransport | None = None) 
                 "api_token": "token" if sentry is not None else "",
                 "api_timeout": "1h",  # the look-up below is held by the test, not cut short
             },
-            "outbox": {"data_dir": str(tmp_path)},
+            "store": {"data_dir": str(tmp_path)},
         },
         env={},
     )

@@ -45,8 +45,11 @@ def replica(
             "api_token": "token" if sentry is not None else "",
             "api_timeout": "1h",  # the look-up is held by the test, not cut short
         },
-        "outbox": {"data_dir": str(tmp_path / name)},  # this pod's spool
-        "store": {"backend": "postgres", "postgres": {"dsn": pg.dsn, "schema": pg.schema}},
+        "store": {
+            "backend": "postgres",
+            "postgres": {"dsn": pg.dsn, "schema": pg.schema},
+            "data_dir": str(tmp_path / name),  # this pod's spool
+        },
     }
     transport = httpx.MockTransport(lambda request: httpx.Response(200))
     return build(

@@ -54,7 +54,7 @@ def test_shipped_config_loads_with_only_a_secret_set() -> None:
     assert cfg.sentry.api_token is None
     assert cfg.sentry.base_url == "https://sentry.io"
     assert cfg.alertmanager.urls == ["http://localhost:9093"]
-    assert cfg.outbox.data_dir == Path("./data")
+    assert cfg.store.data_dir == Path("./data")
     assert (cfg.dedup.window, cfg.dedup.escalate_after, cfg.dedup.escalate_period) == (300, 3, 1800)
     assert cfg.alertmanager.alert_lifetime == 3600
     assert (cfg.server.port, cfg.server.max_body_bytes) == (8080, 1_048_576)
@@ -87,7 +87,7 @@ def test_shipped_config_reads_the_environment() -> None:
     assert cfg.sentry.api_token.get_secret_value() == API_TOKEN
     assert cfg.sentry.base_url == "https://sentry.example.com"
     assert cfg.alertmanager.urls == ["http://am-0:9093", "http://am-1:9093"]
-    assert cfg.outbox.data_dir == Path("/var/lib/sentry-bridge")
+    assert cfg.store.data_dir == Path("/var/lib/sentry-bridge")
 
 
 @pytest.mark.parametrize(
@@ -169,7 +169,6 @@ def test_a_bad_organization_names_the_key(value: str) -> None:
         ("server", config.Server),
         ("dedup", config.Dedup),
         ("alertmanager", config.Alertmanager),
-        ("outbox", config.Outbox),
         ("store", config.Store),
         ("shutdown", config.Shutdown),
     ],
@@ -284,9 +283,9 @@ def test_comma_lists() -> None:
 
 def test_data_dir_from_the_environment_wins() -> None:
     env = {"SENTRY_CLIENT_SECRET": SECRET, "BRIDGE_DATA_DIR": "/srv/bridge"}
-    assert parse({}, env).outbox.data_dir == Path("/srv/bridge")
-    assert parse({"outbox": {"data_dir": "/elsewhere"}}, env).outbox.data_dir == Path("/srv/bridge")
-    assert parse({"outbox": {"data_dir": "/elsewhere"}}).outbox.data_dir == Path("/elsewhere")
+    assert parse({}, env).store.data_dir == Path("/srv/bridge")
+    assert parse({"store": {"data_dir": "/elsewhere"}}, env).store.data_dir == Path("/srv/bridge")
+    assert parse({"store": {"data_dir": "/elsewhere"}}).store.data_dir == Path("/elsewhere")
 
 
 # --- refusals ------------------------------------------------------------------------------
@@ -334,7 +333,17 @@ UNKNOWN_KEYS = [
 ]
 
 
-@pytest.mark.parametrize(("data", "where"), UNKNOWN_KEYS)
+# Keys of past designs (docs/upgrading.md, "Renamed keys"): refused, never read as aliases.
+RENAMED_KEYS = [
+    pytest.param({"outbox": {"data_dir": "/d"}}, "outbox", id="outbox"),
+    pytest.param({"dedup": {"max_tracked": 5}}, "dedup.max_tracked", id="max_tracked"),
+    pytest.param({"dedup": {"body_retention": "1h"}}, "dedup.body_retention", id="retention"),
+    pytest.param({"dedup": {"max_bodies": 5}}, "dedup.max_bodies", id="max_bodies"),
+    pytest.param({"server": {"worker_timeout": "1m"}}, "server.worker_timeout", id="worker"),
+]
+
+
+@pytest.mark.parametrize(("data", "where"), UNKNOWN_KEYS + RENAMED_KEYS)
 def test_unknown_keys_are_named_with_their_path(data: dict[str, Any], where: str) -> None:
     assert f"{where}: unknown key" in error(data).splitlines()
 

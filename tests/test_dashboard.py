@@ -52,7 +52,7 @@ def test_exported_names_follow_the_sample_naming() -> None:
     names = exported_metric_names()
     assert "sentry_bridge_webhooks_received_total" in names
     assert "sentry_bridge_webhook_request_duration_seconds_bucket" in names
-    assert "sentry_bridge_outbox_alerts" in names
+    assert "sentry_bridge_store_queued_alerts" in names
     assert "sentry_bridge_build_info" in names
     assert "sentry_bridge_webhooks_received" not in names
 
@@ -61,7 +61,7 @@ def test_exported_names_follow_the_sample_naming() -> None:
     "expr",
     [
         pytest.param("rate(sentry_bridge_webhooks_received[5m])", id="counter-without-total"),
-        pytest.param("sentry_bridge_outbox_alerts_total", id="gauge-with-total"),
+        pytest.param("sentry_bridge_store_queued_alerts_total", id="gauge-with-total"),
         pytest.param("sentry_bridge_alerts_total_bucket", id="bucket-of-a-counter"),
     ],
 )
@@ -117,8 +117,8 @@ def test_it_shows_what_operators_ask_for() -> None:
         "sentry_bridge_alertmanager_requests_failed_total",
         "sentry_bridge_alertmanager_request_duration_seconds_bucket",
         "sentry_bridge_alertmanager_alerts_dropped_total",
-        "sentry_bridge_outbox_alerts",
-        "sentry_bridge_outbox_oldest_age_seconds",
+        "sentry_bridge_store_queued_alerts",
+        "sentry_bridge_store_queued_oldest_age_seconds",
     } <= queried
     assert any("by (resource)" in e for e in exprs)
     assert any("by (outcome)" in e for e in exprs)

@@ -30,7 +30,7 @@ from bridge.metrics import Metrics
 from bridge.model import Severity
 from bridge.state import IdentityState
 from bridge.store.contract import Lane
-from bridge.store.sqlite import Outbox
+from bridge.store.sqlite import SqliteStore
 from tests.clock import Clock
 from tests.conftest import examples
 from tests.factories import START, commit, held, postable, stored_state
@@ -90,12 +90,12 @@ class Env:
         self.clock = Clock()
         self.metrics = Metrics(CollectorRegistry())
         self.ams = FakeAlertmanagers()
-        self.outbox: Outbox | None = None
+        self.outbox: SqliteStore | None = None
         self.delivery: Delivery | None = None
 
     async def start(self, **settings: Any) -> Delivery:
         cfg = config.Alertmanager(**{"urls": [URL_A, URL_B], **settings})
-        self.outbox = Outbox(
+        self.outbox = SqliteStore(
             self.tmp_path,
             [target_name(u) for u in cfg.urls],
             max_queued=10_000,
@@ -760,7 +760,7 @@ def test_what_an_alertmanager_sees_never_goes_back_during_re_sends(
     asyncio.run(scenario())
 
 
-class BusyLanes(Outbox):
+class BusyLanes(SqliteStore):
     """Another replica holds every lane for the next ``busy`` attempts."""
 
     busy = 0
@@ -864,7 +864,7 @@ async def test_alertmanager_series_exist_from_the_start(env: Env) -> None:
 
 async def test_delivery_needs_the_outbox_to_know_its_alertmanagers(tmp_path: Path) -> None:
     metrics = Metrics(CollectorRegistry())
-    outbox = Outbox(tmp_path, ["other:9093"], max_queued=10, metrics=metrics)
+    outbox = SqliteStore(tmp_path, ["other:9093"], max_queued=10, metrics=metrics)
     with pytest.raises(ConfigError, match="am-a:9093"):
         Delivery(outbox, config.Alertmanager(urls=[URL_A]), metrics)
 

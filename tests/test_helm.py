@@ -277,7 +277,7 @@ def test_the_configmap_is_a_config_the_bridge_accepts(
     assert cfg.store.backend == values.get("store", {}).get("backend", "sqlite")
     container = rendered.container()
     mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
-    assert str(cfg.outbox.data_dir) == mounts["data"]
+    assert str(cfg.store.data_dir) == mounts["data"]
     assert cfg.server.port == container["ports"][0]["containerPort"]
     assert [s.get_secret_value() for s in cfg.sentry.client_secrets] == [
         existing["SENTRY_CLIENT_SECRET"] if existing else "client-secret-1"
@@ -341,12 +341,12 @@ def test_numbers_survive_the_round_trip(chart: helm_python.Chart) -> None:
     """Helm once wrote large integers as 1e+06, which the bridge would refuse."""
     values = merged(
         WORKING,
-        {"config": {"server": {"max_body_bytes": 1048576}, "outbox": {"max_queued": 1000000}}},
+        {"config": {"server": {"max_body_bytes": 1048576}, "store": {"max_queued": 1000000}}},
     )
     rendered = render(chart, values)
     cfg = bridge_config.parse(yaml.safe_load(rendered.bridge_yaml()), rendered.pod_env())
     assert cfg.server.max_body_bytes == 1048576
-    assert cfg.outbox.max_queued == 1000000
+    assert cfg.store.max_queued == 1000000
 
 
 # --- what each toggle adds or removes ---------------------------------------------------------
@@ -898,7 +898,7 @@ ALERTS = (
     "SentryBridgeDown",
     "SentryBridgeWebhooksRejected",
     "SentryBridgeDeliveryFailing",
-    "SentryBridgeOutboxGrowing",
+    "SentryBridgeQueueGrowing",
     "SentryBridgeAlertsDropped",
     "SentryBridgeQuarantine",
     "SentryBridgeStoreFailing",

@@ -125,7 +125,7 @@ async def test_a_webhook_from_a_hostile_environment_leaves_no_pii_in_the_logs(
 ) -> None:
     recorder = Recorder()
     cfg = config.parse(
-        {"sentry": {"client_secrets": SECRET}, "outbox": {"data_dir": str(tmp_path)}}, env={}
+        {"sentry": {"client_secrets": SECRET}, "store": {"data_dir": str(tmp_path)}}, env={}
     )
     bridge = build(
         cfg, registry=CollectorRegistry(), alertmanager_transport=httpx.MockTransport(recorder)

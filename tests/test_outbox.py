@@ -17,22 +17,23 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from bridge.alertmanager import PostableAlert, wire_json
-from bridge.errors import ConfigError, OutboxFull
+from bridge.errors import ConfigError, StoreFull
 from bridge.metrics import Metrics
 from bridge.model import SentryAlert, Severity
 from bridge.state import IdentityState
 from bridge.store.contract import Failed, Processed, Queued
-from bridge.store.sqlite import FILENAME, Outbox
+from bridge.store.sqlite import FILENAME, SqliteStore
 from tests.clock import Clock
 from tests.factories import START, commit, held, postable, stored_alert, stored_state
 from tests.factories import issue as sentry
+from tests.store import probes
 
 pytestmark = pytest.mark.anyio
 
 TARGETS = ("am-a:9093", "am-b:9093")
 
 
-OutboxFactory = Callable[..., Outbox]
+OutboxFactory = Callable[..., SqliteStore]
 
 
 @pytest.fixture
@@ -47,46 +48,46 @@ def metrics() -> Metrics:
 
 @pytest.fixture
 def make(tmp_path: Path, clock: Clock, metrics: Metrics) -> OutboxFactory:
-    def factory(targets: Sequence[str] = TARGETS, max_queued: int = 1000) -> Outbox:
-        return Outbox(tmp_path, targets, max_queued=max_queued, metrics=metrics, clock=clock)
+    def factory(targets: Sequence[str] = TARGETS, max_queued: int = 1000) -> SqliteStore:
+        return SqliteStore(tmp_path, targets, max_queued=max_queued, metrics=metrics, clock=clock)
 
     return factory
 
 
 @pytest.fixture
-async def outbox(make: OutboxFactory) -> AsyncIterator[Outbox]:
+async def outbox(make: OutboxFactory) -> AsyncIterator[SqliteStore]:
     box = make()
     await box.open()
     yield box
     await box.close()
 
 
-async def reopen(box: Outbox, make: OutboxFactory, **kwargs: object) -> Outbox:
+async def reopen(box: SqliteStore, make: OutboxFactory, **kwargs: object) -> SqliteStore:
     await box.close()
     again = make(**kwargs)
     await again.open()
     return again
 
 
-async def ids_pending(box: Outbox, target: str) -> list[int]:
+async def ids_pending(box: SqliteStore, target: str) -> list[int]:
     return [item.id for item in await pending(box, target)]
 
 
-async def pending(box: Outbox, target: str, limit: int = 100) -> list[Queued]:
+async def pending(box: SqliteStore, target: str, limit: int = 100) -> list[Queued]:
     async with box.lane(target) as lane:
         assert lane is not None  # one replica: never busy
         return await lane.pending(limit)
 
 
 async def advance(
-    box: Outbox, target: str, done: int, dead: Sequence[tuple[Queued, str]] = ()
+    box: SqliteStore, target: str, done: int, dead: Sequence[tuple[Queued, str]] = ()
 ) -> None:
     async with box.lane(target) as lane:
         assert lane is not None
         await lane.advance(done, dead)
 
 
-async def pages(box: Outbox, target: str = TARGETS[0], limit: int = 1) -> list[list[str]]:
+async def pages(box: SqliteStore, target: str = TARGETS[0], limit: int = 1) -> list[list[str]]:
     """A whole re-send round, page by page, each page in its own hold of the lane."""
     out: list[list[str]] = []
     after: object = None
@@ -100,19 +101,19 @@ async def pages(box: Outbox, target: str = TARGETS[0], limit: int = 1) -> list[l
         after = page.after
 
 
-async def resend_snapshot(box: Outbox) -> list[PostableAlert]:
+async def resend_snapshot(box: SqliteStore) -> list[PostableAlert]:
     """What a re-send round posts, in order (in pages smaller than what is stored)."""
     return [PostableAlert.model_validate_json(body) for page in await pages(box) for body in page]
 
 
-async def deliver_all(box: Outbox, targets: Sequence[str] = TARGETS) -> None:
+async def deliver_all(box: SqliteStore, targets: Sequence[str] = TARGETS) -> None:
     for target in targets:
         items = await pending(box, target, 1000)
         if items:
             await advance(box, target, items[-1].id)
 
 
-async def test_round_trip_in_order(outbox: Outbox, clock: Clock) -> None:
+async def test_round_trip_in_order(outbox: SqliteStore, clock: Clock) -> None:
     for n in range(3):
         await outbox.accept(sentry(n))
         clock.advance(1)
@@ -147,7 +148,7 @@ async def test_round_trip_in_order(outbox: Outbox, clock: Clock) -> None:
     assert outbox.queued_count() == 0
 
 
-async def test_take_limits_and_keeps_arrival_order(outbox: Outbox) -> None:
+async def test_take_limits_and_keeps_arrival_order(outbox: SqliteStore) -> None:
     await asyncio.gather(*(outbox.accept(sentry(n)) for n in range(10)))
     first = (await outbox.take(4)).entries
     rest = (await outbox.take(100)).entries
@@ -156,7 +157,7 @@ async def test_take_limits_and_keeps_arrival_order(outbox: Outbox) -> None:
     assert ids == sorted(ids)
 
 
-async def test_take_waits_for_an_accept(outbox: Outbox) -> None:
+async def test_take_waits_for_an_accept(outbox: SqliteStore) -> None:
     waiting = asyncio.create_task(outbox.take(10))
     await asyncio.sleep(0)
     assert not waiting.done()
@@ -165,7 +166,7 @@ async def test_take_waits_for_an_accept(outbox: Outbox) -> None:
     assert [e.alert.identity for e in taken.entries] == ["issue:7"]
 
 
-async def test_abandoned_entries_are_handed_out_again_first_in_order(outbox: Outbox) -> None:
+async def test_abandoned_entries_are_handed_out_again_first_in_order(outbox: SqliteStore) -> None:
     for n in range(3):
         await outbox.accept(sentry(n))
     first = await outbox.take(2)
@@ -177,7 +178,7 @@ async def test_abandoned_entries_are_handed_out_again_first_in_order(outbox: Out
     assert outbox.inbox_count() == 4  # nothing left the inbox
 
 
-async def test_complete_needs_every_taken_entry_once(outbox: Outbox) -> None:
+async def test_complete_needs_every_taken_entry_once(outbox: SqliteStore) -> None:
     for n in range(2):
         await outbox.accept(sentry(n))
     taken = await outbox.take(2)
@@ -192,19 +193,19 @@ async def test_complete_needs_every_taken_entry_once(outbox: Outbox) -> None:
 
 
 async def test_failed_entries_are_quarantined_in_the_same_transaction(
-    outbox: Outbox, metrics: Metrics
+    outbox: SqliteStore, metrics: Metrics
 ) -> None:
     for n in range(2):
         await outbox.accept(sentry(n))
     taken = await outbox.take(2)
     good, bad = taken.entries
-    before = outbox.commits
+    commits = probes.Commits(outbox)
     await outbox.complete(
         taken,
         [Processed(good.inbox_id, [postable(0)], held({"issue:0": postable(0)}))],
         [Failed(bad.inbox_id, bad.alert, "RuntimeError: boom")],
     )
-    assert outbox.commits == before + 1
+    assert commits.count == 1
     assert (outbox.inbox_count(), outbox.queued_count(), outbox.quarantine_count()) == (0, 1, 1)
     [entry] = await outbox.quarantined()
     assert (entry.reason, entry.detail) == ("pipeline_error", "RuntimeError: boom")
@@ -215,7 +216,7 @@ async def test_failed_entries_are_quarantined_in_the_same_transaction(
     assert value == 1.0
 
 
-async def test_queue_keeps_send_order_across_results(outbox: Outbox) -> None:
+async def test_queue_keeps_send_order_across_results(outbox: SqliteStore) -> None:
     for n in range(2):
         await outbox.accept(sentry(n))
     taken = await outbox.take(2)
@@ -232,7 +233,9 @@ async def test_queue_keeps_send_order_across_results(outbox: Outbox) -> None:
     assert bodies == [resolved_old, postable(0), postable(1)]
 
 
-async def test_everything_survives_close_and_reopen(outbox: Outbox, make: OutboxFactory) -> None:
+async def test_everything_survives_close_and_reopen(
+    outbox: SqliteStore, make: OutboxFactory
+) -> None:
     for n in range(3):
         await outbox.accept(sentry(n))
     taken = await outbox.take(1)
@@ -259,22 +262,22 @@ async def test_everything_survives_close_and_reopen(outbox: Outbox, make: Outbox
         await again.close()
 
 
-async def test_group_commit(outbox: Outbox) -> None:
-    before = outbox.commits
+async def test_group_commit(outbox: SqliteStore) -> None:
+    commits = probes.Commits(outbox)
     await asyncio.gather(*(outbox.accept(sentry(n)) for n in range(200)))
-    assert outbox.commits - before <= 3  # one transaction per round, not per webhook
+    assert 1 <= commits.count <= 3  # one transaction per round, not per webhook
     assert outbox.inbox_count() == 200
     taken = await outbox.take(1000)
     assert [e.alert.identity for e in taken.entries] == [f"issue:{n}" for n in range(200)]
 
 
-async def test_a_lone_accept_commits_without_waiting_for_company(outbox: Outbox) -> None:
-    before = outbox.commits
+async def test_a_lone_accept_commits_without_waiting_for_company(outbox: SqliteStore) -> None:
+    commits = probes.Commits(outbox)
     await asyncio.wait_for(outbox.accept(sentry(1)), 5)
-    assert outbox.commits == before + 1
+    assert commits.count == 1
 
 
-async def test_accept_is_committed_when_it_returns(tmp_path: Path, outbox: Outbox) -> None:
+async def test_accept_is_committed_when_it_returns(tmp_path: Path, outbox: SqliteStore) -> None:
     await outbox.accept(sentry(1))
     # The outbox holds an exclusive lock, so look at the WAL through a copy of the files.
     for suffix in ("", "-wal"):
@@ -283,7 +286,7 @@ async def test_accept_is_committed_when_it_returns(tmp_path: Path, outbox: Outbo
         assert db.execute("SELECT count(*) FROM inbox").fetchone() == (1,)
 
 
-async def test_every_commit_is_fsynced(outbox: Outbox) -> None:
+async def test_every_commit_is_fsynced(outbox: SqliteStore) -> None:
     # synchronous=FULL (2): the WAL is synced at every commit, so a 202 survives a power
     # loss, not only a crash of the process (https://www.sqlite.org/pragma.html).
     [mode] = await outbox._file.call(
@@ -292,25 +295,25 @@ async def test_every_commit_is_fsynced(outbox: Outbox) -> None:
     assert mode == 2
 
 
-async def test_outbox_full_counts_inbox_and_queue(make: OutboxFactory) -> None:
+async def test_store_full_counts_inbox_and_queue(make: OutboxFactory) -> None:
     box = make(max_queued=3)
     await box.open()
     try:
         for n in range(3):
             await box.accept(sentry(n))
-        with pytest.raises(OutboxFull) as excinfo:
+        with pytest.raises(StoreFull) as excinfo:
             await box.accept(sentry(3))
-        assert (excinfo.value.status_code, excinfo.value.reason) == (503, "outbox_full")
+        assert excinfo.value.detail == "the store is full"
 
         taken = await box.take(10)
         await box.complete(
             taken, [Processed(e.inbox_id, [postable(n)]) for n, e in enumerate(taken.entries)]
         )
-        with pytest.raises(OutboxFull):  # now queued for Alertmanager: still held
+        with pytest.raises(StoreFull):  # now queued for Alertmanager: still held
             await box.accept(sentry(3))
 
         await deliver_all(box, TARGETS[:1])
-        with pytest.raises(OutboxFull):  # one Alertmanager still needs them
+        with pytest.raises(StoreFull):  # one Alertmanager still needs them
             await box.accept(sentry(3))
         await deliver_all(box, TARGETS[1:])
         await box.accept(sentry(3))
@@ -318,7 +321,9 @@ async def test_outbox_full_counts_inbox_and_queue(make: OutboxFactory) -> None:
         await box.close()
 
 
-async def test_each_alertmanager_settles_its_own_queue(outbox: Outbox, make: OutboxFactory) -> None:
+async def test_each_alertmanager_settles_its_own_queue(
+    outbox: SqliteStore, make: OutboxFactory
+) -> None:
     await commit(outbox, [postable(1), postable(2)])
     a, b = TARGETS
     await advance(outbox, a, (await ids_pending(outbox, a))[-1])
@@ -351,7 +356,7 @@ async def test_a_single_target(make: OutboxFactory) -> None:
 
 
 async def test_a_new_target_gets_what_is_decided_next_and_a_removed_one_holds_nothing(
-    outbox: Outbox, make: OutboxFactory
+    outbox: SqliteStore, make: OutboxFactory
 ) -> None:
     await commit(outbox, [postable(1)])
     await deliver_all(outbox, TARGETS[:1])
@@ -369,21 +374,21 @@ async def test_a_new_target_gets_what_is_decided_next_and_a_removed_one_holds_no
         await again.close()
 
 
-async def test_queue_ids_are_not_reused_after_the_queue_empties(outbox: Outbox) -> None:
+async def test_queue_ids_are_not_reused_after_the_queue_empties(outbox: SqliteStore) -> None:
     for n in range(2):
         await commit(outbox, [postable(n)])
         assert len(await ids_pending(outbox, TARGETS[0])) == 1  # not hidden behind the cursor
         await deliver_all(outbox)
 
 
-async def test_dead_letters_are_kept(outbox: Outbox) -> None:
+async def test_dead_letters_are_kept(outbox: SqliteStore) -> None:
     await commit(outbox, [postable(1)])
     [item] = await pending(outbox, TARGETS[0], 10)
     await advance(outbox, TARGETS[0], item.id, [(item, "HTTP 400: bad")])
     assert await outbox.dead_letters() == [(TARGETS[0], "HTTP 400: bad", postable(1).wire())]
 
 
-async def test_only_the_newest_dead_letters_are_kept(outbox: Outbox) -> None:
+async def test_only_the_newest_dead_letters_are_kept(outbox: SqliteStore) -> None:
     outbox.dead_letters_kept = 2
     await commit(outbox, [postable(n) for n in range(3)])
     for item in await pending(outbox, TARGETS[0], 10):
@@ -397,7 +402,7 @@ async def test_only_the_newest_dead_letters_are_kept(outbox: Outbox) -> None:
 # --- lanes ----------------------------------------------------------------------------------
 
 
-async def test_a_lane_is_held_by_one_sender_at_a_time_per_alertmanager(outbox: Outbox) -> None:
+async def test_a_lane_is_held_by_one_sender_at_a_time_per_alertmanager(outbox: SqliteStore) -> None:
     a, b = TARGETS
     order: list[str] = []
     release = asyncio.Event()
@@ -426,7 +431,7 @@ async def test_a_lane_is_held_by_one_sender_at_a_time_per_alertmanager(outbox: O
 
 
 async def test_active_table_follows_the_states_and_expires(
-    outbox: Outbox, make: OutboxFactory, clock: Clock
+    outbox: SqliteStore, make: OutboxFactory, clock: Clock
 ) -> None:
     for n in range(3):
         await outbox.accept(sentry(n))
@@ -457,7 +462,7 @@ async def test_active_table_follows_the_states_and_expires(
         await again.close()
 
 
-async def test_a_forgotten_state_holds_nothing_active(outbox: Outbox) -> None:
+async def test_a_forgotten_state_holds_nothing_active(outbox: SqliteStore) -> None:
     await commit(outbox, [postable(1)], held({"issue:1": postable(1)}))
     state = IdentityState(alert=postable(1))
     await commit(outbox, [], {"issue:1": (state, None)})
@@ -466,7 +471,7 @@ async def test_a_forgotten_state_holds_nothing_active(outbox: Outbox) -> None:
 
 
 async def test_resolved_alerts_are_re_sent_for_a_while(
-    outbox: Outbox, make: OutboxFactory, clock: Clock
+    outbox: SqliteStore, make: OutboxFactory, clock: Clock
 ) -> None:
     firing = postable(1)
     await commit(outbox, [firing], held({"issue:1": firing}))
@@ -490,35 +495,35 @@ async def test_resolved_alerts_are_re_sent_for_a_while(
         await outbox.close()
 
 
-async def test_gauges(outbox: Outbox, metrics: Metrics, clock: Clock) -> None:
+async def test_gauges(outbox: SqliteStore, metrics: Metrics, clock: Clock) -> None:
     def value(name: str) -> float | None:
         return metrics.registry.get_sample_value(f"sentry_bridge_{name}")
 
-    assert (value("outbox_alerts"), value("outbox_oldest_age_seconds")) == (0, 0)
+    assert (value("store_queued_alerts"), value("store_queued_oldest_age_seconds")) == (0, 0)
     await outbox.accept(sentry(1))
     clock.advance(30)
     await outbox.accept(sentry(2))
     clock.advance(5)
-    assert (value("outbox_alerts"), value("outbox_oldest_age_seconds")) == (2, 35)
+    assert (value("store_queued_alerts"), value("store_queued_oldest_age_seconds")) == (2, 35)
 
     first = await outbox.take(1)
     [a] = first.entries
     await outbox.complete(
         first, [Processed(a.inbox_id, [postable(1), postable(2)], held({"issue:1": postable(1)}))]
     )
-    assert value("outbox_alerts") == 3  # one inbox entry left, two queued alerts
-    assert value("outbox_oldest_age_seconds") == 35  # ages count from acceptance
+    assert value("store_queued_alerts") == 3  # one inbox entry left, two queued alerts
+    assert value("store_queued_oldest_age_seconds") == 35  # ages count from acceptance
     assert value("active_alerts") == 1
     second = await outbox.take(1)
     await outbox.complete(second, [Processed(second.entries[0].inbox_id, [])])
     await deliver_all(outbox)
-    assert (value("outbox_alerts"), value("outbox_oldest_age_seconds")) == (0, 0)
+    assert (value("store_queued_alerts"), value("store_queued_oldest_age_seconds")) == (0, 0)
 
 
 async def test_one_bridge_per_data_dir(
-    outbox: Outbox, make: OutboxFactory, monkeypatch: pytest.MonkeyPatch
+    outbox: SqliteStore, make: OutboxFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(Outbox, "lock_timeout_ms", 0)
+    monkeypatch.setattr(SqliteStore, "lock_timeout_ms", 0)
     second = make()
     with pytest.raises(ConfigError, match="another bridge"):
         await second.open()
@@ -555,13 +560,15 @@ async def test_an_outbox_of_another_schema_version_is_refused(
 )
 def test_targets_are_checked(tmp_path: Path, metrics: Metrics, targets: list[str]) -> None:
     with pytest.raises(ConfigError):
-        Outbox(tmp_path, targets, max_queued=10, metrics=metrics)
+        SqliteStore(tmp_path, targets, max_queued=10, metrics=metrics)
 
 
 # --- memory: alerts live in the file ---------------------------------------------------------
 
 
-async def complete_each(box: Outbox, alerts: Sequence[tuple[SentryAlert, PostableAlert]]) -> None:
+async def complete_each(
+    box: SqliteStore, alerts: Sequence[tuple[SentryAlert, PostableAlert]]
+) -> None:
     for alert, current in alerts:
         await box.accept(alert)
         taken = await box.take(1)
@@ -585,7 +592,7 @@ async def test_a_backlog_beyond_kept_in_memory_is_read_back(make: OutboxFactory)
 
 
 async def test_an_unreadable_inbox_entry_is_dropped(
-    outbox: Outbox, make: OutboxFactory, tmp_path: Path
+    outbox: SqliteStore, make: OutboxFactory, tmp_path: Path
 ) -> None:
     for n in range(3):
         await outbox.accept(sentry(n))
@@ -602,7 +609,7 @@ async def test_an_unreadable_inbox_entry_is_dropped(
         await again.close()
 
 
-async def test_a_cancelled_take_hands_out_nothing(outbox: Outbox) -> None:
+async def test_a_cancelled_take_hands_out_nothing(outbox: SqliteStore) -> None:
     for n in range(2):
         await outbox.accept(sentry(n))
     taking = asyncio.create_task(outbox.take(10))
@@ -614,7 +621,7 @@ async def test_a_cancelled_take_hands_out_nothing(outbox: Outbox) -> None:
     assert [e.alert for e in again.entries] == [sentry(0), sentry(1)]
 
 
-async def test_re_sends_are_read_in_pages_resolved_first(outbox: Outbox, clock: Clock) -> None:
+async def test_re_sends_are_read_in_pages_resolved_first(outbox: SqliteStore, clock: Clock) -> None:
     await complete_each(outbox, [(sentry(n), postable(n)) for n in range(4)])
     resolved = postable(9, ends_in=0)
     await commit(outbox, [resolved])
@@ -631,7 +638,7 @@ async def test_re_sends_are_read_in_pages_resolved_first(outbox: Outbox, clock: 
     assert [len(page) for page in await pages(outbox, limit=1)] == [1] * 5
 
 
-async def test_a_re_send_page_reads_what_is_there_at_the_time(outbox: Outbox) -> None:
+async def test_a_re_send_page_reads_what_is_there_at_the_time(outbox: SqliteStore) -> None:
     """Keyset pages: an alert replaced or resolved between two pages is re-sent as it is
     when its page is read, never as it was when the round began."""
     await complete_each(outbox, [(sentry(n), postable(n)) for n in range(3)])
@@ -647,11 +654,13 @@ async def test_a_re_send_page_reads_what_is_there_at_the_time(outbox: Outbox) ->
     assert (rest.bodies, rest.after) == ([wire_json(postable(1))], None)
 
 
-async def test_an_empty_round_is_one_empty_last_page(outbox: Outbox) -> None:
+async def test_an_empty_round_is_one_empty_last_page(outbox: SqliteStore) -> None:
     assert await pages(outbox, limit=10) == [[]]
 
 
-async def test_counts_follow_the_file(outbox: Outbox, make: OutboxFactory, clock: Clock) -> None:
+async def test_counts_follow_the_file(
+    outbox: SqliteStore, make: OutboxFactory, clock: Clock
+) -> None:
     await complete_each(outbox, [(sentry(1), postable(1)), (sentry(2), postable(2, ends_in=60))])
     await complete_each(outbox, [(sentry(1), postable(1, ends_in=120))])  # replaced, not added
     await commit(outbox, [postable(3, ends_in=0)])
@@ -667,7 +676,7 @@ async def test_counts_follow_the_file(outbox: Outbox, make: OutboxFactory, clock
         await again.close()
 
 
-async def test_active_alerts_are_not_held_in_memory(outbox: Outbox) -> None:
+async def test_active_alerts_are_not_held_in_memory(outbox: SqliteStore) -> None:
     def alerts(first: int) -> list[tuple[SentryAlert, PostableAlert]]:
         return [(sentry(n), postable(n)) for n in range(first, first + 300)]
 
@@ -694,7 +703,7 @@ def a_state(n: int) -> IdentityState:
 
 
 async def test_states_are_written_with_the_batch_kept_and_expired(
-    outbox: Outbox, make: OutboxFactory, clock: Clock
+    outbox: SqliteStore, make: OutboxFactory, clock: Clock
 ) -> None:
     until = START + timedelta(hours=2)
     for n in range(3):
@@ -723,7 +732,9 @@ async def test_states_are_written_with_the_batch_kept_and_expired(
         await outbox.open()  # the fixture closes it again
 
 
-async def test_take_reads_the_states_of_what_it_hands_out(outbox: Outbox, clock: Clock) -> None:
+async def test_take_reads_the_states_of_what_it_hands_out(
+    outbox: SqliteStore, clock: Clock
+) -> None:
     await commit(outbox, [], {"issue:1": (a_state(1), START + timedelta(days=1))})
     await outbox.accept(sentry(1))
     await outbox.accept(sentry(2))

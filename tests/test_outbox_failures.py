@@ -24,14 +24,15 @@ from prometheus_client import CollectorRegistry
 
 from bridge import config, pipeline
 from bridge.enrich import Enricher
-from bridge.errors import OutboxFull
+from bridge.errors import StoreFull
 from bridge.metrics import Metrics
 from bridge.pipeline import Pipeline
 from bridge.state import IdentityState
 from bridge.store.contract import Entry, Failed, Processed, Taken
-from bridge.store.sqlite import Outbox
+from bridge.store.sqlite import SqliteStore
 from tests.clock import Clock
 from tests.factories import issue as sentry
+from tests.store import probes
 
 pytestmark = pytest.mark.anyio
 
@@ -49,7 +50,7 @@ class Commits:
         return sqlite3.SQLITE_OK
 
 
-async def install(box: Outbox, commits: Commits) -> None:
+async def install(box: SqliteStore, commits: Commits) -> None:
     # The connection belongs to the outbox's thread: set the authorizer there.
     await box._file.call(lambda: box._file.db.set_authorizer(commits))
 
@@ -67,8 +68,8 @@ def clock() -> Clock:
 @pytest.fixture
 async def outbox(
     tmp_path: Path, registry: CollectorRegistry, clock: Clock
-) -> AsyncIterator[Outbox]:
-    box = Outbox(
+) -> AsyncIterator[SqliteStore]:
+    box = SqliteStore(
         tmp_path, ["am"], max_queued=1000, metrics=Metrics(registry), clock=clock,
         body_retention=3600, max_bodies=3,
     )  # fmt: skip
@@ -86,12 +87,12 @@ def digest(n: int) -> bytes:
 
 
 async def test_a_failed_commit_rolls_back_and_the_next_write_works(
-    outbox: Outbox, registry: CollectorRegistry
+    outbox: SqliteStore, registry: CollectorRegistry
 ) -> None:
     commits = Commits()
     await install(outbox, commits)
     commits.failing = 1
-    with pytest.raises(OutboxFull):
+    with pytest.raises(StoreFull):
         await outbox.accept(sentry(1))
     assert store_errors(registry) == 1.0
     assert not await outbox._file.call(lambda: outbox._file.db.in_transaction)
@@ -101,22 +102,22 @@ async def test_a_failed_commit_rolls_back_and_the_next_write_works(
 
 
 async def test_a_store_that_keeps_failing_is_not_ok_until_a_write_succeeds(
-    outbox: Outbox, registry: CollectorRegistry
+    outbox: SqliteStore, registry: CollectorRegistry
 ) -> None:
     commits = Commits()
     await install(outbox, commits)
-    commits.failing = Outbox.failing_after
-    for n in range(Outbox.failing_after):
-        with pytest.raises(OutboxFull):
+    commits.failing = SqliteStore.failing_after
+    for n in range(SqliteStore.failing_after):
+        with pytest.raises(StoreFull):
             await outbox.accept(sentry(n))
     assert not outbox.store_ok()
-    assert store_errors(registry) == Outbox.failing_after
+    assert store_errors(registry) == SqliteStore.failing_after
     assert await outbox.probe()  # the disk has room again
     assert outbox.store_ok()
 
 
 async def test_the_same_body_within_the_retention_is_a_duplicate(
-    outbox: Outbox, clock: Clock, registry: CollectorRegistry
+    outbox: SqliteStore, clock: Clock, registry: CollectorRegistry
 ) -> None:
     assert await outbox.accept(sentry(1), digest(1))
     # Concurrent copies commit in one group: exactly one of them is stored.
@@ -130,7 +131,7 @@ async def test_the_same_body_within_the_retention_is_a_duplicate(
     assert await outbox.accept(sentry(1), digest(1))
 
 
-async def test_seen_bodies_are_bounded_in_count(outbox: Outbox) -> None:
+async def test_seen_bodies_are_bounded_in_count(outbox: SqliteStore) -> None:
     for n in range(1, 5):  # max_bodies=3: the first is forgotten
         assert await outbox.accept(sentry(n), digest(n))
     assert await outbox.accept(sentry(1), digest(1))
@@ -142,7 +143,7 @@ async def test_seen_bodies_are_bounded_in_count(outbox: Outbox) -> None:
 
 
 async def test_a_quarantined_body_is_kept_once_and_survives_a_restart(
-    tmp_path: Path, outbox: Outbox, registry: CollectorRegistry
+    tmp_path: Path, outbox: SqliteStore, registry: CollectorRegistry
 ) -> None:
     body = b'{"action": "triggered"}'
     sha = hashlib.sha256(body).digest()
@@ -150,7 +151,7 @@ async def test_a_quarantined_body_is_kept_once_and_survives_a_restart(
     assert not await outbox.quarantine("invalid_payload", "no data", {}, body, sha)
     assert registry.get_sample_value("sentry_bridge_quarantine_webhooks") == 1.0
     await outbox.close()
-    again = Outbox(tmp_path, ["am"], max_queued=10, metrics=Metrics(CollectorRegistry()))
+    again = SqliteStore(tmp_path, ["am"], max_queued=10, metrics=Metrics(CollectorRegistry()))
     await again.open()
     [entry] = await again.quarantined()
     assert (entry.body, entry.headers, entry.detail) == (body, {"request-id": "r"}, "no data")
@@ -165,7 +166,7 @@ CONFIG = config.parse({"sentry": {"allow_unauthenticated": True}}, env={})
 POISON = "issue:666"
 
 
-class PoisonOutbox(Outbox):
+class PoisonOutbox(SqliteStore):
     """Refuses to complete any batch holding the poison alert among its results, as a
     store would refuse a row it cannot write (quarantining it works)."""
 
@@ -196,12 +197,12 @@ class PoisonPipeline(Pipeline):
         return super().decide(entry, previous, now, tally)
 
 
-def pipeline_on(box: Outbox, cls: type[Pipeline]) -> Pipeline:
+def pipeline_on(box: SqliteStore, cls: type[Pipeline]) -> Pipeline:
     metrics = box.metrics
     return cls(CONFIG, store=box, enricher=Enricher(CONFIG.sentry, metrics), metrics=metrics)
 
 
-async def queued_in(box: Outbox) -> list[str]:
+async def queued_in(box: SqliteStore) -> list[str]:
     async with box.lane("am") as lane:
         assert lane is not None
         return [item.body for item in await lane.pending(100)]
@@ -224,14 +225,14 @@ async def running(run: Pipeline) -> AsyncIterator[None]:
 
 
 async def test_one_alert_the_pipeline_fails_on_is_quarantined_alone(
-    outbox: Outbox, registry: CollectorRegistry
+    outbox: SqliteStore, registry: CollectorRegistry
 ) -> None:
     run = pipeline_on(outbox, PoisonPipeline)
     for n in (1, 666, 2):
         await outbox.accept(sentry(n))
-    before = outbox.commits
+    commits = probes.Commits(outbox)
     await run.process(await outbox.take(10))
-    assert outbox.commits == before + 1  # the batch and the quarantine: one transaction
+    assert commits.count == 1  # the batch and the quarantine: one transaction
     bodies = await queued_in(outbox)
     assert len(bodies) == 2
     assert all("666" not in body for body in bodies)
@@ -272,7 +273,7 @@ async def test_a_failing_batch_is_retried_then_split_and_the_poison_quarantined(
 
 
 async def test_a_batch_is_retried_while_the_store_fails_and_nothing_is_lost(
-    outbox: Outbox, registry: CollectorRegistry, monkeypatch: pytest.MonkeyPatch
+    outbox: SqliteStore, registry: CollectorRegistry, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(pipeline, "RETRY_DELAY", 0.01)
     run = pipeline_on(outbox, Pipeline)
@@ -368,7 +369,7 @@ class RefuseReads:
 
 
 async def test_the_pipeline_keeps_running_when_reading_the_inbox_fails(
-    outbox: Outbox, monkeypatch: pytest.MonkeyPatch
+    outbox: SqliteStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(pipeline, "RETRY_DELAY", 0.01)
     refuse = RefuseReads()

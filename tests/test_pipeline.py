@@ -19,7 +19,7 @@ from bridge.metrics import Metrics
 from bridge.model import Kind, SentryAlert, State
 from bridge.pipeline import Pipeline
 from bridge.store.contract import Processed
-from bridge.store.sqlite import Outbox
+from bridge.store.sqlite import SqliteStore
 from tests.clock import Clock
 from tests.factories import sentry_alert, stored_alert
 
@@ -49,7 +49,7 @@ CONFIG = config.parse(
 @dataclasses.dataclass
 class Harness:
     pipeline: Pipeline
-    outbox: Outbox
+    outbox: SqliteStore
     clock: Clock
     registry: CollectorRegistry
 
@@ -80,7 +80,7 @@ async def harness(tmp_path: Path) -> AsyncIterator[Harness]:
     clock = Clock(START)
     registry = CollectorRegistry()
     metrics = Metrics(registry)
-    outbox = Outbox(tmp_path, ["am"], max_queued=1000, metrics=metrics, clock=clock)
+    outbox = SqliteStore(tmp_path, ["am"], max_queued=1000, metrics=metrics, clock=clock)
     await outbox.open()
     enricher = Enricher(CONFIG.sentry, metrics)
     pipeline = Pipeline(CONFIG, store=outbox, enricher=enricher, metrics=metrics)
@@ -194,7 +194,7 @@ async def test_resolve_of_unknown_identity_resolves_its_classification(harness: 
 async def test_active_state_survives_a_restart(harness: Harness, tmp_path: Path) -> None:
     fired = only(await harness.commit(issue()))
     await harness.outbox.close()
-    reopened = Outbox(
+    reopened = SqliteStore(
         tmp_path, ["am"], max_queued=1000, metrics=Metrics(CollectorRegistry()), clock=harness.clock
     )
     await reopened.open()
@@ -207,7 +207,7 @@ async def test_active_state_survives_a_restart(harness: Harness, tmp_path: Path)
         await harness.outbox.open()  # the fixture closes it again
 
 
-async def queued(outbox: Outbox) -> list[tuple[str, str]]:
+async def queued(outbox: SqliteStore) -> list[tuple[str, str]]:
     """What the outbox queued for Alertmanager, as (severity, "fire" or "resolve")."""
     out = []
     async with outbox.lane("am") as lane:

@@ -23,7 +23,7 @@ from prometheus_client import CollectorRegistry
 from bridge.enrich import Enricher
 from bridge.metrics import Metrics
 from bridge.pipeline import Pipeline
-from bridge.store.sqlite import Outbox
+from bridge.store.sqlite import SqliteStore
 from tests.clock import Clock
 from tests.conftest import examples
 from tests.model import CONFIG, Alertmanager, Reference, Webhooks
@@ -56,7 +56,7 @@ class BridgeModel(RuleBasedStateMachine):
         if not hasattr(self, "enricher"):
             self.metrics = Metrics(CollectorRegistry())
             self.enricher = Enricher(CONFIG.sentry, self.metrics)
-        self.outbox = Outbox(
+        self.outbox = SqliteStore(
             self.dir, ["am"], max_queued=10_000, metrics=self.metrics, clock=self.clock
         )
         self.loop.run_until_complete(self.outbox.open())

@@ -1,5 +1,5 @@
 """bridge/quarantine.py: the operator endpoints of a running bridge (in-process), and
-``sentry-bridge quarantine`` on the SQLite outbox of a stopped bridge (``--offline``, or
+``sentry-bridge quarantine`` on the SQLite store of a stopped bridge (``--offline``, or
 no bridge answering). Against a running bridge on PostgreSQL:
 tests/integration/test_quarantine.py."""
 
@@ -26,7 +26,7 @@ from bridge.compose import Bridge, build
 from bridge.metrics import Metrics
 from bridge.model import SentryAlert
 from bridge.store.contract import Failed, Store
-from bridge.store.sqlite import Outbox
+from bridge.store.sqlite import SqliteStore
 from tests.factories import both_listeners, sentry_alert
 from tests.integration.procs import free_port
 from tests.sentry_payloads import FIXTURES
@@ -39,16 +39,16 @@ IGNORED = (FIXTURES / "installation_created.json").read_bytes()
 
 def write_config(tmp_path: Path) -> Path:
     path = tmp_path / "config.yaml"
-    data = {"sentry": {"client_secrets": SECRET}, "outbox": {"data_dir": str(tmp_path / "data")}}
+    data = {"sentry": {"client_secrets": SECRET}, "store": {"data_dir": str(tmp_path / "data")}}
     path.write_text(yaml.safe_dump(data), encoding="utf-8")
     return path
 
 
-def outbox_of(path: Path) -> Outbox:
+def outbox_of(path: Path) -> SqliteStore:
     cfg = config.load(path, env={})
     targets = [target_name(url) for url in cfg.alertmanager.urls]
-    return Outbox(
-        cfg.outbox.data_dir, targets, max_queued=1000, metrics=Metrics(CollectorRegistry())
+    return SqliteStore(
+        cfg.store.data_dir, targets, max_queued=1000, metrics=Metrics(CollectorRegistry())
     )
 
 
@@ -75,29 +75,29 @@ async def quarantine_bodies(store: Store) -> None:
 
 
 async def fill_file(path: Path, alert: SentryAlert) -> None:
-    outbox = outbox_of(path)
-    await outbox.open()
+    store = outbox_of(path)
+    await store.open()
     try:
-        await fill(outbox, alert)
+        await fill(store, alert)
     finally:
-        await outbox.close()
+        await store.close()
 
 
 def inbox(path: Path) -> list[SentryAlert]:
     async def read() -> list[SentryAlert]:
-        outbox = outbox_of(path)
-        await outbox.open()
+        store = outbox_of(path)
+        await store.open()
         try:
-            if not outbox.inbox_count():
+            if not store.inbox_count():
                 return []
-            return [entry.alert for entry in (await outbox.take(100)).entries]
+            return [entry.alert for entry in (await store.take(100)).entries]
         finally:
-            await outbox.close()
+            await store.close()
 
     return asyncio.run(read())
 
 
-# --- sentry-bridge quarantine on a stopped bridge's outbox --------------------------------
+# --- sentry-bridge quarantine on a stopped bridge's store --------------------------------
 
 
 def run(path: Path, *args: str) -> int:
@@ -115,7 +115,7 @@ def test_list_show_replay_discard_offline(
     assert run(path, "list") == 0
     captured = capsys.readouterr()
     assert captured.out.startswith("4 quarantined (invalid_payload: 3, pipeline_error: 1)")
-    assert f"store: sqlite {tmp_path / 'data' / 'outbox.sqlite3'}" in captured.err
+    assert f"store: sqlite {tmp_path / 'data' / 'store.sqlite3'}" in captured.err
     assert f"config: {path}" in captured.err
     assert run(path, "list", "--limit", "1") == 0
     out = capsys.readouterr().out
@@ -170,7 +170,7 @@ def test_a_missing_outbox_is_an_error_not_created(
 ) -> None:
     path = write_config(tmp_path)
     assert run(path, "list") == 2
-    assert "no outbox at" in capsys.readouterr().err
+    assert "no store at" in capsys.readouterr().err
     assert not (tmp_path / "data").exists()
 
 
@@ -189,7 +189,7 @@ def test_the_outbox_of_a_running_bridge_is_refused_offline(
             await running.close()
         assert code == 2
 
-    monkeypatch.setattr(Outbox, "lock_timeout_ms", 100)  # the command's wait for the lock
+    monkeypatch.setattr(SqliteStore, "lock_timeout_ms", 100)  # the command's wait for the lock
     asyncio.run(while_open())
     assert "locked while the bridge runs" in capsys.readouterr().err
 

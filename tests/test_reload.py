@@ -39,7 +39,7 @@ def cfg(**sections: dict[str, Any]) -> config.Config:
     [
         pytest.param({"server": {"port": 9999}}, ["server.port"], id="port"),
         pytest.param({"server": {"host": "127.0.0.1"}}, ["server.host"], id="host"),
-        pytest.param({"outbox": {"max_queued": 5}}, ["outbox"], id="outbox"),
+        pytest.param({"store": {"max_queued": 5}}, ["store"], id="store-bound"),
         pytest.param({"store": {"spool": {"accept_timeout": "0.5s"}}}, ["store"], id="store"),
         pytest.param({"dedup": {"window": "1m"}}, ["dedup"], id="dedup"),
         pytest.param(
@@ -90,7 +90,7 @@ def test_several_keys_of_one_section_are_kept_together() -> None:
 
 
 def test_the_drain_gets_what_is_left_of_the_grace_period(tmp_path: Any) -> None:
-    c = cfg(shutdown={"grace_period": "10s"}, outbox={"data_dir": str(tmp_path)})
+    c = cfg(shutdown={"grace_period": "10s"}, store={"data_dir": str(tmp_path)})
     metrics = Metrics(CollectorRegistry())
     bridge = Bridge(c, metrics)
     assert bridge.grace_left() == 10
@@ -106,7 +106,7 @@ def test_the_drain_gets_what_is_left_of_the_grace_period(tmp_path: Any) -> None:
 def write(path: Any, rules: list[dict[str, Any]], **extra: Any) -> None:
     data = {
         "sentry": {"client_secrets": "s"},
-        "outbox": {"data_dir": str(path.parent / "data")},
+        "store": {"data_dir": str(path.parent / "data")},
         "classification": {"rules": rules},
         **extra,
     }
@@ -170,7 +170,7 @@ async def test_reload_applies_refuses_and_counts(tmp_path: Any) -> None:
 
 @pytest.mark.anyio
 async def test_without_a_config_file_there_is_nothing_to_reload(tmp_path: Any) -> None:
-    cfg = config.parse({"sentry": {"client_secrets": "s"}, "outbox": {"data_dir": str(tmp_path)}})
+    cfg = config.parse({"sentry": {"client_secrets": "s"}, "store": {"data_dir": str(tmp_path)}})
     bridge = build(cfg, alertmanager_transport=httpx.MockTransport(lambda r: httpx.Response(200)))
     app = create_app(bridge)
     both = both_listeners(app, create_admin_app(bridge, None))
@@ -219,7 +219,7 @@ async def test_a_rotated_secret_file_is_a_change(tmp_path: Any) -> None:
     secret = tmp_path / "secret"
     secret.write_text("one", encoding="utf-8")
     path = tmp_path / "config.yaml"
-    data = {"sentry": {"client_secrets": f"${{file:{secret}}}"}, "outbox": {"data_dir": "d"}}
+    data = {"sentry": {"client_secrets": f"${{file:{secret}}}"}, "store": {"data_dir": "d"}}
     path.write_text(yaml.safe_dump(data), encoding="utf-8")
     bridge = Bridge(config.load(path), Metrics(CollectorRegistry()))
     reloader = Reloader(path, bridge)

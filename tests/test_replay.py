@@ -67,7 +67,7 @@ async def client(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
     cfg = config.parse(
         {
             "sentry": {"client_secrets": "s", "max_timestamp_skew": "5m"},
-            "outbox": {"data_dir": str(tmp_path)},
+            "store": {"data_dir": str(tmp_path)},
         },
         env={},
     )

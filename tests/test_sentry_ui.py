@@ -48,7 +48,7 @@ def bridge(tmp_path: Path) -> Bridge:
     cfg = config.parse(
         {
             "sentry": {"client_secrets": f"older-secret,{SECRET}"},
-            "outbox": {"data_dir": str(tmp_path)},
+            "store": {"data_dir": str(tmp_path)},
             "classification": {
                 "rule_settings": {"teams": ["payments", "search"], "services": ["checkout"]}
             },

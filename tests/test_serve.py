@@ -28,7 +28,7 @@ def make_config(tmp_path: Path) -> config.Config:
         {
             "sentry": {"client_secrets": "s", "legacy_token": "t"},
             "alertmanager": {"urls": "http://user:pw@am-0:9093,http://am-1:9093"},
-            "outbox": {"data_dir": str(tmp_path)},
+            "store": {"data_dir": str(tmp_path)},
         },
         env={},
     )

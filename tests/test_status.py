@@ -48,7 +48,7 @@ def am() -> Alertmanager:
 @pytest.fixture
 async def client(tmp_path: Path, am: Alertmanager) -> AsyncIterator[httpx.AsyncClient]:
     cfg = config.parse(
-        {"sentry": {"client_secrets": "s"}, "outbox": {"data_dir": str(tmp_path)}}, env={}
+        {"sentry": {"client_secrets": "s"}, "store": {"data_dir": str(tmp_path)}}, env={}
     )
     bridge = build(cfg, alertmanager_transport=httpx.MockTransport(am))
     app = create_app(bridge)

@@ -4,7 +4,7 @@
 The rules every engine shares are written once, as pure code: ``writes`` (what one batch of
 decisions writes, as a plain value each engine executes) and ``refusals`` (what one
 Alertmanager refused is its own dead letter).
-``sqlite`` (``Outbox``: embedded, one file, one replica) and ``pg`` (``PostgresStore``:
+``sqlite`` (``SqliteStore``: embedded, one file, one replica) and ``pg`` (``PostgresStore``:
 shared by several replicas, issue 10) keep it; ``spool`` rides out a PostgreSQL outage on
 a local SQLite file. ``open_store`` picks the configured engine; ``open_for_operator``
 opens it for an operator's command (``sentry-bridge quarantine --offline``), and
@@ -36,10 +36,10 @@ def open_store(config: Config, metrics: Metrics, targets: Sequence[str]) -> Stor
     """The configured engine for these Alertmanagers (by target name), not yet open: the
     caller awaits its ``open()``."""
     common: dict[str, Any] = {
-        "max_queued": config.outbox.max_queued,
+        "max_queued": config.store.max_queued,
         "metrics": metrics,
-        "body_retention": config.dedup.body_retention,
-        "max_bodies": config.dedup.max_bodies,
+        "body_retention": config.store.body_retention,
+        "max_bodies": config.store.max_bodies,
     }
     if config.store.backend == "postgres":
         from bridge.store.pg import PostgresStore  # asyncpg is only needed here
@@ -48,9 +48,9 @@ def open_store(config: Config, metrics: Metrics, targets: Sequence[str]) -> Stor
         primary = PostgresStore(config.store.postgres, targets, **common)
         # Sentry still gets its answer within a second while PostgreSQL is away.
         return spooled(primary, config, metrics)
-    from bridge.store.sqlite import Outbox
+    from bridge.store.sqlite import SqliteStore
 
-    return Outbox(config.outbox.data_dir, targets, **common)
+    return SqliteStore(config.store.data_dir, targets, **common)
 
 
 def describe(config: Config) -> str:
@@ -66,13 +66,13 @@ def describe(config: Config) -> str:
         return f"postgres {where}{dsn.path or '/'}, schema {settings.schema_}"
     from bridge.store.sqlite.schema import FILENAME
 
-    return f"sqlite {config.outbox.data_dir / FILENAME}"
+    return f"sqlite {config.store.data_dir / FILENAME}"
 
 
 def open_for_operator(config: Config, metrics: Metrics, targets: Sequence[str]) -> Store:
     """The configured store for an operator's command, not yet open: the engine itself,
     without the spool (that is the running bridge's, per pod). Refuses, rather than
-    creates, an outbox file that is not there (a wrong ``data_dir`` would otherwise show an
+    creates, a store file that is not there (a wrong ``data_dir`` would otherwise show an
     empty quarantine); PostgreSQL needs ``store.postgres.dsn``, as ``serve`` does."""
     if config.store.backend == "postgres":
         if config.store.postgres.dsn is None:
@@ -83,14 +83,14 @@ def open_for_operator(config: Config, metrics: Metrics, targets: Sequence[str]) 
         from bridge.store.pg import PostgresStore
 
         return PostgresStore(
-            config.store.postgres, targets, max_queued=config.outbox.max_queued, metrics=metrics
+            config.store.postgres, targets, max_queued=config.store.max_queued, metrics=metrics
         )
-    from bridge.store.sqlite import Outbox
+    from bridge.store.sqlite import SqliteStore
     from bridge.store.sqlite.schema import FILENAME
 
-    path = config.outbox.data_dir / FILENAME
+    path = config.store.data_dir / FILENAME
     if not path.exists():
-        raise ConfigError(f"no outbox at {path}: is outbox.data_dir (or BRIDGE_DATA_DIR) right?")
-    return Outbox(
-        config.outbox.data_dir, targets, max_queued=config.outbox.max_queued, metrics=metrics
+        raise ConfigError(f"no store at {path}: is store.data_dir (or BRIDGE_DATA_DIR) right?")
+    return SqliteStore(
+        config.store.data_dir, targets, max_queued=config.store.max_queued, metrics=metrics
     )

@@ -1,6 +1,6 @@
 """The store contract: what the pipeline, delivery and the edge need from a store.
 
-Two engines keep it: ``sqlite`` (``bridge.store.sqlite.Outbox``: embedded, one process,
+Two engines keep it: ``sqlite`` (``bridge.store.sqlite.SqliteStore``: embedded, one process,
 one replica) and ``postgres`` (``bridge.store.pg.PostgresStore``: shared by every
 replica). Nothing outside ``bridge/store`` knows which one runs.
 
@@ -154,7 +154,7 @@ class Store(Protocol):
 
     async def accept(self, alert: SentryAlert, digest: bytes | None = None) -> bool:
         """Committed and on disk before it returns; False (nothing stored) when the body
-        of ``digest`` was accepted before. Raises ``OutboxFull`` when it cannot be
+        of ``digest`` was accepted before. Raises ``StoreFull`` when it cannot be
         stored (full, or the store failing): the edge answers 503, Sentry retries."""
 
     async def quarantine(

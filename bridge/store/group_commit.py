@@ -2,7 +2,7 @@
 
 Callers that arrive while one write runs are written together by the next one, so a storm
 costs one transaction (one fsync) per write, not one per caller, and a lone caller waits
-for no timer. The SQLite outbox, the spool and PostgreSQL's inbox accept through it.
+for no timer. The SQLite store, the spool and PostgreSQL's inbox accept through it.
 
 A caller that is cancelled leaves its item to be committed (or not) with its batch, which
 the digest dedup of a retried body absorbs. A caller whose ``commit_deadline`` passed

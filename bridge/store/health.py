@@ -31,7 +31,7 @@ class WriteHealth:
     ) -> None:
         self._metrics = metrics
         self._failing_after = failing_after
-        self._what = what  # for the log: "the outbox", "the spool"
+        self._what = what  # for the log: "the store", "the spool"
         self._clock = clock
         self._failures = 0  # in a row; reset by the next successful write
         self._since = 0.0  # when the first of them failed

@@ -4,7 +4,7 @@
 only the edge's part of it, ``accept`` and ``quarantine``:
 
 - the primary gets ``store.spool.accept_timeout`` (0.3 s) to commit the webhook. When it
-  does not (a timeout, an ``OutboxFull`` from a failing store, a connection or driver
+  does not (a timeout, a ``StoreFull`` from a failing store, a connection or driver
   error), the webhook is committed to the spool instead, a SQLite file of its own under
   the data directory (``bridge.store.sqlite_file``: WAL, ``synchronous=FULL``, group
   commit; on disk before the answer), and the answer is still 202. The primary's try and
@@ -12,8 +12,8 @@ only the edge's part of it, ``accept`` and ``quarantine``:
 - while the spool holds anything, new webhooks go to the spool too, behind it, so the
   primary receives them in the order they were answered;
 - the spool is bounded (``store.spool.max_webhooks`` and ``max_bytes``); full, it raises
-  ``OutboxFull``: the edge answers 503 and Sentry retries. A primary holding
-  ``outbox.max_queued`` is full, not failing (its Alertmanagers are behind): 503 as
+  ``StoreFull``: the edge answers 503 and Sentry retries. A primary holding
+  ``store.max_queued`` is full, not failing (its Alertmanagers are behind): 503 as
   without a spool, nothing spooled;
 - a drainer task (started by ``open``, stopped by ``close``) moves the spooled webhooks
   into the primary, oldest first, a bounded batch per round, through the primary's own
@@ -59,7 +59,7 @@ from typing import Any, cast
 import asyncpg
 
 from bridge.config import Config
-from bridge.errors import ConfigError, OutboxFull, StoreError
+from bridge.errors import ConfigError, StoreError, StoreFull
 from bridge.metrics import Metrics
 from bridge.model import SentryAlert
 from bridge.store import spool_file
@@ -135,7 +135,7 @@ class Spooled:
         self.accept_timeout = accept_timeout
         self.max_webhooks = max_webhooks
         self.max_bytes = max_bytes
-        # outbox.max_queued: a primary that holds that much is full, not failing (its
+        # store.max_queued: a primary that holds that much is full, not failing (its
         # Alertmanagers are behind): 503 as without a spool, and store_up stays 1.
         self.max_queued = max_queued
         self.metrics = metrics
@@ -284,11 +284,11 @@ class Spooled:
                     await self._handover.wait()
         if self._opened.is_set() and not self.spooling():
             if bounded and self._primary_full():
-                raise OutboxFull()
+                raise StoreFull()
             try:
                 async with asyncio.timeout_at(deadline):
                     stored = await write()
-            except Exception as exc:  # TimeoutError, OutboxFull, OSError, the driver's
+            except Exception as exc:  # TimeoutError, StoreFull, OSError, the driver's
                 self._primary_failed(exc)
             else:
                 self._set_up(True)
@@ -309,7 +309,7 @@ class Spooled:
             or self._bytes + self._reserved_bytes + row[0] > self.max_bytes
         ):
             self._full = True
-            raise OutboxFull("the store is unavailable and the local spool is full; retry later")
+            raise StoreFull("the store is unavailable and the local spool is full")
         self._reserved += 1
         self._reserved_bytes += row[0]
         # Written by the group commit whatever happens to this caller (a cancelled request
@@ -330,7 +330,7 @@ class Spooled:
             ids = await self._file.call(spool_file.insert, self._file, rows, now)
         except Exception as exc:
             self._health.failed(exc)  # logged once per run of failures, not per commit
-            raise OutboxFull("the store is unavailable and the spool cannot be written") from exc
+            raise StoreFull("the store is unavailable and the spool cannot be written") from exc
         finally:
             for row in rows:
                 self._unreserve(row)
@@ -359,7 +359,7 @@ class Spooled:
         if not self._entries:
             return 0
         if self._primary_full():
-            raise OutboxFull()  # not a failure of the primary: store_up stays as it is
+            raise StoreFull()  # not a failure of the primary: store_up stays as it is
         if self._handover is None and len(self._entries) <= self.batch:
             self._handover = asyncio.Event()  # this round takes all: new webhooks wait
         try:
@@ -585,12 +585,12 @@ def spooled(primary: Store, config: Config, metrics: Metrics) -> Store:
     spool = config.store.spool
     return Spooled(
         primary,
-        config.outbox.data_dir / FILENAME,
+        config.store.data_dir / FILENAME,
         metrics=metrics,
         accept_timeout=spool.accept_timeout,
         max_webhooks=spool.max_webhooks,
         max_bytes=spool.max_bytes,
-        max_queued=config.outbox.max_queued,
+        max_queued=config.store.max_queued,
         # Connecting, then the migration's statements (bridge.store.pg.connection).
         open_timeout=config.store.postgres.connect_timeout
         + 2 * config.store.postgres.statement_timeout,

@@ -152,8 +152,11 @@ def test_the_store_check_reads_postgresqls_schema_version(
     cfg = config.parse(
         {
             "sentry": {"client_secrets": "s"},
-            "store": {"backend": "postgres", "postgres": {"dsn": pg.dsn, "schema": pg.schema}},
-            "outbox": {"data_dir": str(tmp_path)},
+            "store": {
+                "backend": "postgres",
+                "postgres": {"dsn": pg.dsn, "schema": pg.schema},
+                "data_dir": str(tmp_path),
+            },
         }
     )
     before = asyncio.run(doctor_module.store(cfg))  # nothing migrated it yet

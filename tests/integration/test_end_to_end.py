@@ -253,5 +253,5 @@ def test_metrics_of_the_edge_and_the_pipeline_once_each(bridge: Bridge) -> None:
     parsed = {family.name for family in text_string_to_metric_families(text)}
     # The edge's, and the pipeline's.
     assert {"sentry_bridge_webhooks_received", "sentry_bridge_build_info"} <= parsed
-    assert {"sentry_bridge_alerts", "sentry_bridge_outbox_alerts"} <= parsed
+    assert {"sentry_bridge_alerts", "sentry_bridge_store_queued_alerts"} <= parsed
     assert bridge.metric("sentry_bridge_webhooks_received_total", {"resource": "event_alert"}) == 1

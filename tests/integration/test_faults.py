@@ -25,7 +25,7 @@ from bridge import config
 from bridge.alertmanager import PostableAlert, target_name
 from bridge.delivery import Delivery
 from bridge.metrics import Metrics
-from bridge.store.sqlite import Outbox
+from bridge.store.sqlite import SqliteStore
 from tests.factories import commit, held
 from tests.integration import procs
 from tests.integration.am import require_binary, start_alertmanager
@@ -54,7 +54,7 @@ def postable(n: int | str, *, generator_url: str | None = None) -> PostableAlert
 class Bridge:
     """The delivery half of the bridge: a real outbox and the senders, running."""
 
-    outbox: Outbox
+    outbox: SqliteStore
     delivery: Delivery
     metrics: Metrics
 
@@ -77,7 +77,9 @@ async def running_bridge(data: Path, urls: list[str], **settings: Any) -> AsyncI
         **{"urls": urls, "timeout": 2, "backoff_initial": 0.1, "backoff_max": 0.5, **settings}
     )
     metrics = Metrics(CollectorRegistry())
-    outbox = Outbox(data, [target_name(u) for u in cfg.urls], max_queued=10_000, metrics=metrics)
+    outbox = SqliteStore(
+        data, [target_name(u) for u in cfg.urls], max_queued=10_000, metrics=metrics
+    )
     await outbox.open()
     delivery = Delivery(outbox, cfg, metrics)
     task = asyncio.create_task(delivery.run())

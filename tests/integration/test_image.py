@@ -261,7 +261,7 @@ def test_the_image_runs_as_the_chart_runs_it(
     if request.node.callspec.id == "postgres":
         assert '"backend": "postgres"' in process.logs()
     else:
-        assert (tmp_path / "volumes" / "data" / "outbox.sqlite3").exists()
+        assert (tmp_path / "volumes" / "data" / "store.sqlite3").exists()
 
     if container["securityContext"].get("readOnlyRootFilesystem"):
         after = image.files(rootfs, untouched)

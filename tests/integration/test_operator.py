@@ -113,7 +113,7 @@ def test_an_outage_is_said_once_and_so_is_its_end(
         ]
     # One outage, one warning (at start, where it began), however many retries failed.
     assert [w["msg"] for w in warnings] == [
-        "alertmanager does not answer at start; alerts wait in the outbox until it does"
+        "alertmanager does not answer at start; alerts wait in the store until it does"
     ]
     recovered = one(lines(bridge), "alertmanager recovered")
     assert recovered["failed_attempts"] >= 4

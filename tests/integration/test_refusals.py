@@ -68,7 +68,7 @@ def wait(bridge: Bridge, done: float, what: str) -> None:
     """Until the bridge counted ``done`` webhooks processed and its outbox is empty (every
     Alertmanager settled: delivered, or dead-lettered by the refusing one)."""
     deadline = time.monotonic() + 60
-    while processed(bridge) < done or bridge.metric("sentry_bridge_outbox_alerts") > 0:
+    while processed(bridge) < done or bridge.metric("sentry_bridge_store_queued_alerts") > 0:
         assert time.monotonic() < deadline, f"the bridge never settled {what}"
         time.sleep(0.05)
 

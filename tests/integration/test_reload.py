@@ -112,13 +112,13 @@ def test_what_needs_a_restart_is_said_and_the_rest_applied(
     def change(data: dict[str, Any]) -> None:
         add_top_rule(data)
         data["alertmanager"]["urls"] = "http://127.0.0.1:1"
-        data["outbox"]["max_queued"] = 5
+        data["store"]["max_queued"] = 5
         data["server"]["max_body_bytes"] = 4096
 
     edit(config_of(bridge), change)
     answer = bridge.admin("POST", "/-/reload").json()
     assert answer["status"] == "reloaded"
-    assert set(answer["restart_required"]) == {"alertmanager.urls", "outbox"}
+    assert set(answer["restart_required"]) == {"alertmanager.urls", "store"}
     assert "take effect only after a restart" in bridge.process.logs()
 
     # Still delivering to the Alertmanager it started with, by the new rule; and the new

@@ -107,4 +107,3 @@ def test_settings_survive_the_stores_json_round_trip() -> None:
     before = alert(hook("event_alert"), data)
     after = SentryAlert.from_json(before.to_json())
     assert after == before
-    assert SentryAlert.from_tuple(before.to_tuple()) == before

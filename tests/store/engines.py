@@ -18,7 +18,7 @@ from bridge.metrics import Metrics
 from bridge.store.contract import Store
 from bridge.store.pg import PostgresStore
 from bridge.store.spool import FILENAME, Spooled
-from bridge.store.sqlite import Outbox
+from bridge.store.sqlite import SqliteStore
 from tests.conftest import PostgresTarget
 
 TARGETS = ("am-a:9093", "am-b:9093")
@@ -45,12 +45,12 @@ def opener(request: pytest.FixtureRequest, engine: str, tmp_path: Path) -> Opene
         store: Any
         if pg is not None:
             store = postgres_store(pg, **options)
-            if engine == "spooled":  # bridge.store.spool.spooled: outbox.max_queued, too
+            if engine == "spooled":  # bridge.store.spool.spooled: store.max_queued, too
                 path = tmp_path / FILENAME
                 store = Spooled(store, path, metrics=store.metrics, max_queued=store.max_queued)
         else:
             values: dict[str, Any] = {"max_queued": 10_000, "metrics": Metrics(CollectorRegistry())}
-            store = Outbox(tmp_path, TARGETS, **(values | options))
+            store = SqliteStore(tmp_path, TARGETS, **(values | options))
         await store.open()
         try:
             yield store

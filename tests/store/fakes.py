@@ -1,6 +1,6 @@
 """A fake primary store for the spool's tests and benchmark (bridge/store/spool.py): the
 edge half of the contract kept in lists, switched by the caller between up, down (a
-refused connection), failing (the store's OutboxFull), slow (no answer at all) and late
+refused connection), failing (the store's StoreFull), slow (no answer at all) and late
 (commits, then its answer is lost)."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import inspect
 from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
-from bridge.errors import OutboxFull
+from bridge.errors import StoreFull
 from bridge.model import SentryAlert
 from bridge.store.contract import Store
 
@@ -49,7 +49,7 @@ class FakePrimary:
         if self.mode == "down":
             raise OSError(errno.ECONNREFUSED, "connection refused")
         if self.mode == "failing":
-            raise OutboxFull("the outbox cannot be written")
+            raise StoreFull("the store cannot be written")
         if self.mode == "slow":
             await asyncio.Event().wait()  # no answer, ever: only the caller's deadline ends it
         if self.commit_time:

@@ -23,7 +23,7 @@ from bridge.store.contract import Store
 from bridge.store.group_commit import GroupCommit, commit_deadline
 from bridge.store.shield import Shield
 from bridge.store.spool import FILENAME, Spooled
-from bridge.store.sqlite import Outbox
+from bridge.store.sqlite import SqliteStore
 from tests.factories import issue
 from tests.store.fakes import FakePrimary
 from tests.test_app import SECRET, Recorder, load, sign
@@ -123,7 +123,7 @@ async def test_a_webhook_committed_after_store_timeout_is_answered_202(tmp_path:
         {
             "server": {"store_timeout": "100ms"},
             "sentry": {"client_secrets": SECRET},
-            "outbox": {"data_dir": str(tmp_path)},
+            "store": {"data_dir": str(tmp_path)},
         },
         env={},
     )
@@ -138,7 +138,7 @@ async def test_a_webhook_committed_after_store_timeout_is_answered_202(tmp_path:
         httpx.AsyncClient(transport=transport, base_url="http://bridge") as client,
     ):
         box = bridge.store
-        assert isinstance(box, Outbox)
+        assert isinstance(box, SqliteStore)
         await box._file.call(lambda: box._file.db.set_authorizer(SlowCommit(0.3)))
         response = await client.post("/webhooks/sentry", content=body, headers=headers)
         assert response.status_code == 202, response.text

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from bridge.alertmanager import PostableAlert, wire_json
-from bridge.errors import OutboxFull
+from bridge.errors import StoreFull
 from bridge.model import SentryAlert, Severity
 from bridge.state import IdentityState
 from bridge.store.contract import Failed, Processed, Queued, Store, Taken
@@ -150,11 +150,11 @@ async def test_a_body_is_forgotten_after_body_retention(open_engine: Opener) -> 
         assert await store.accept(factories.issue(1), digest("b")) is True
 
 
-async def test_a_full_store_refuses_with_outbox_full(open_engine: Opener) -> None:
+async def test_a_full_store_refuses_with_store_full(open_engine: Opener) -> None:
     async with open_engine(max_queued=2) as store:
         await store.accept(factories.issue(1))
         await store.accept(factories.issue(2))
-        with pytest.raises(OutboxFull):
+        with pytest.raises(StoreFull):
             await store.accept(factories.issue(3))
         assert store.inbox_count() == 2
 

@@ -19,6 +19,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_stat
 from bridge.store.pg import connection as postgres
 from bridge.store.pg import lease
 from tests.conftest import PostgresTarget
+from tests.store import probes
 
 NAMES = ("resend", "expiry")
 HOLDERS = ("pod-a", "pod-b", "pod-c")
@@ -99,7 +100,7 @@ def test_the_lease_follows_its_rules(pg: PostgresTarget) -> None:
         @rule(name=st.sampled_from(NAMES), holder=st.sampled_from(HOLDERS), ttl=TTLS)
         def renew(self, name: str, holder: str, ttl: int) -> None:
             got = loop.run_until_complete(
-                lease.renew(conn, name, holder, timedelta(milliseconds=ttl), at=at(self.now))
+                probes.renew(conn, name, holder, timedelta(milliseconds=ttl), at=at(self.now))
             )
             want = self.model.renew(name, holder, ttl, self.now)
             assert got == (None if want is None else at(want))
@@ -112,7 +113,7 @@ def test_the_lease_follows_its_rules(pg: PostgresTarget) -> None:
         @invariant()
         def holders_agree(self) -> None:
             for name in NAMES:
-                got = loop.run_until_complete(lease.holder(conn, name, at=at(self.now)))
+                got = loop.run_until_complete(probes.holder(conn, name, at=at(self.now)))
                 live = self.model.live(name, self.now)
                 assert got == (None if live is None else live.holder)
 
@@ -145,7 +146,7 @@ async def test_one_holder_when_replicas_race(pg: PostgresTarget) -> None:
                 )
                 winners = [h for h, got in zip(holders, results, strict=True) if got is not None]
                 assert len(winners) == 1
-                assert await lease.holder(conns[1], "resend") == winners[0]
+                assert await probes.holder(conns[1], "resend") == winners[0]
         finally:
             for conn in conns:
                 await p.release(conn)
@@ -164,11 +165,11 @@ async def test_a_dead_holders_lease_is_taken_over_on_the_database_clock(
         assert expires is not None
         deadline = time.monotonic() + 10
         while await lease.acquire(conn, "resend", "pod-b", ttl) is None:
-            assert await postgres.database_now(conn) < expires + timedelta(milliseconds=200)
+            assert await probes.database_now(conn) < expires + timedelta(milliseconds=200)
             assert time.monotonic() < deadline
             await asyncio.sleep(0.02)
-        taken_at = await postgres.database_now(conn)
+        taken_at = await probes.database_now(conn)
         assert taken_at >= expires, "not taken before it expired"
-        assert await lease.holder(conn, "resend") == "pod-b"
-        assert await lease.renew(conn, "resend", "pod-a", ttl) is None, "the dead pod lost it"
+        assert await probes.holder(conn, "resend") == "pod-b"
+        assert await probes.renew(conn, "resend", "pod-a", ttl) is None, "the dead pod lost it"
         assert await lease.release(conn, "resend", "pod-a") is False

@@ -14,7 +14,7 @@ from bridge.metrics import Metrics
 from bridge.store import open_store
 from bridge.store.pg import PostgresStore
 from bridge.store.spool import FILENAME, Spooled
-from bridge.store.sqlite import Outbox
+from bridge.store.sqlite import SqliteStore
 
 BASE = {"sentry": {"client_secrets": "s"}}
 DSN = "postgresql://bridge@db.example/bridge"
@@ -22,19 +22,20 @@ TARGETS = ("am-a:9093",)
 
 
 def test_sqlite_is_the_outbox_in_the_data_directory(tmp_path: Path) -> None:
-    cfg = config.parse(BASE | {"outbox": {"data_dir": str(tmp_path)}}, env={})
+    cfg = config.parse(BASE | {"store": {"data_dir": str(tmp_path)}}, env={})
     store = open_store(cfg, Metrics(CollectorRegistry()), TARGETS)
-    assert isinstance(store, Outbox)
+    assert isinstance(store, SqliteStore)
     assert store.path.parent == tmp_path
 
 
 def test_postgres_is_the_shared_engine_with_its_settings_behind_the_spool(
     tmp_path: Path,
 ) -> None:
-    data = {"store": {"backend": "postgres", "postgres": {"dsn": DSN, "schema": "bridge_a"}}}
-    data["store"]["spool"] = {"max_webhooks": 9}
-    outbox = {"outbox": {"data_dir": str(tmp_path)}}
-    cfg = config.parse(BASE | data | outbox | {"dedup": {"max_bodies": 7}}, env={})
+    data: dict[str, Any] = {
+        "store": {"backend": "postgres", "postgres": {"dsn": DSN, "schema": "bridge_a"}}
+    }
+    data["store"] |= {"spool": {"max_webhooks": 9}, "data_dir": str(tmp_path), "max_bodies": 7}
+    cfg = config.parse(BASE | data, env={})
     spool = open_store(cfg, Metrics(CollectorRegistry()), TARGETS)
     assert isinstance(spool, Spooled)
     assert (spool.max_webhooks, spool._file.path) == (9, tmp_path / FILENAME)

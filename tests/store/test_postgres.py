@@ -26,6 +26,7 @@ from bridge.store.pg import connection as postgres
 from bridge.store.pg.schema import MIGRATIONS, Migration
 from tests.conftest import PostgresTarget
 from tests.integration.postgres import Server, start_postgres
+from tests.store import probes
 
 pytestmark = pytest.mark.anyio
 
@@ -98,8 +99,8 @@ async def test_connect_gives_up_after_connect_timeout(pg: PostgresTarget) -> Non
 
 async def test_the_database_clock(pg: PostgresTarget) -> None:
     async with pool(pg) as p, p.acquire() as conn, conn.transaction():
-        first = await postgres.database_now(conn)
-        second = await postgres.database_now(conn)
+        first = await probes.database_now(conn)
+        second = await probes.database_now(conn)
     # clock_timestamp(), not now(): it moves inside a transaction too.
     assert second > first
     assert first.tzinfo is not None

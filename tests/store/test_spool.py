@@ -25,7 +25,7 @@ from prometheus_client import CollectorRegistry
 
 from bridge import config
 from bridge.delivery import LANE_BUSY_WAIT, Delivery
-from bridge.errors import ConfigError, OutboxFull, StoreError
+from bridge.errors import ConfigError, StoreError, StoreFull
 from bridge.metrics import Metrics
 from bridge.store.contract import Store
 from bridge.store.pg import PostgresStore
@@ -365,9 +365,9 @@ async def test_a_full_spool_answers_503(
     primary.mode = "down"
     for n in (1, 2, 3):
         assert await accept(store, n)
-    with pytest.raises(OutboxFull) as refused:
+    with pytest.raises(StoreFull) as refused:
         await accept(store, 4)
-    assert refused.value.status_code == 503
+    assert "spool is full" in refused.value.detail  # the edge answers it 503
     assert store.depth() == 3
     assert store.store_ok() is False  # full, with the primary down: not ready
     primary.mode = "up"
@@ -380,7 +380,7 @@ async def test_a_full_spool_answers_503(
 async def test_a_full_primary_is_full_not_down(
     primary: FakePrimary, tmp_path: Path, metrics: Metrics
 ) -> None:
-    """At outbox.max_queued the primary's Alertmanagers are behind: 503 as without a spool
+    """At store.max_queued the primary's Alertmanagers are behind: 503 as without a spool
     (nothing spooled, store_up stays 1), and the drain waits for room."""
     primary.backlog = 0
     store = make(primary, tmp_path, metrics, drainer=False, max_queued=3)
@@ -392,13 +392,13 @@ async def test_a_full_primary_is_full_not_down(
     assert await accept(store, 3)  # behind 2, in the spool
     primary.backlog = 5
     assert await accept(store, 4)  # still behind them: the spool does not check the primary
-    with pytest.raises(OutboxFull, match="full"):
+    with pytest.raises(StoreFull, match="full"):
         await store.drain_once()
     assert (store.depth(), value(metrics, "store_up")) == (3, 0)  # as the outage left it
     primary.backlog = 0
     assert await store.drain_once() == 3
     assert value(metrics, "store_up") == 1
-    with pytest.raises(OutboxFull, match="full"):  # 1 + 3 drained: the primary is at 3
+    with pytest.raises(StoreFull, match="full"):  # 1 + 3 drained: the primary is at 3
         await accept(store, 5)
     assert (store.depth(), value(metrics, "store_up"), value(metrics, "spooled_total")) == (
         0,
@@ -418,7 +418,7 @@ async def test_a_spool_that_cannot_be_written_answers_503_and_recovers(
     primary.mode = "down"
     commits.failing = Spooled.failing_after
     for n in range(1, Spooled.failing_after + 1):
-        with pytest.raises(OutboxFull, match="cannot be written"):
+        with pytest.raises(StoreFull, match="cannot be written"):
             await accept(spool, n)
     assert value(metrics, "store_errors_total") == Spooled.failing_after
     assert spool.store_ok() is False  # neither store takes webhooks: not ready
@@ -558,15 +558,17 @@ async def test_everything_else_is_the_primarys(spool: Spooled, primary: FakePrim
 
 
 def test_the_factory_spools_only_in_front_of_postgres(tmp_path: Path, metrics: Metrics) -> None:
-    base: dict[str, Any] = {"sentry": {"client_secrets": "s"}, "outbox": {"data_dir": tmp_path}}
+    base: dict[str, Any] = {"sentry": {"client_secrets": "s"}, "store": {"data_dir": tmp_path}}
     primary = cast(Store, FakePrimary())
     assert spooled(primary, config.parse(base, env={}), metrics) is primary
     store = {"backend": "postgres", "postgres": {"dsn": "postgresql://db/bridge"}}
     store["spool"] = {"accept_timeout": "250ms", "max_webhooks": 10, "max_bytes": 2 << 20}
-    wrapped = spooled(primary, config.parse(base | {"store": store}, env={}), metrics)
+    wrapped = spooled(
+        primary, config.parse(base | {"store": base["store"] | store}, env={}), metrics
+    )
     assert isinstance(wrapped, Spooled)
     assert (wrapped.accept_timeout, wrapped.max_webhooks, wrapped.max_bytes) == (0.25, 10, 2 << 20)
-    assert wrapped.max_queued == config.Outbox().max_queued
+    assert wrapped.max_queued == config.Store().max_queued
     assert wrapped._file.path == tmp_path / FILENAME
 
 
@@ -642,7 +644,7 @@ class SpoolModel(RuleBasedStateMachine):
     def _webhook(self, n: int) -> None:
         expected = self._expect(n)
         if expected is None:
-            with pytest.raises(OutboxFull):
+            with pytest.raises(StoreFull):
                 self._send(n)
             return
         assert self._send(n) is expected
@@ -672,7 +674,7 @@ class SpoolModel(RuleBasedStateMachine):
         answers = self.loop.run_until_complete(all_at_once())
         for n, want, got in zip(range(first, first + size), expected, answers, strict=True):
             if want is None:
-                assert isinstance(got, OutboxFull)
+                assert isinstance(got, StoreFull)
             else:
                 assert got is want
                 self.answered.append(self.bodies[n])
@@ -707,7 +709,7 @@ class SpoolModel(RuleBasedStateMachine):
         if mode != "up":
             if mode == "late":  # a round's webhooks are handed over at once
                 self.in_primary.update(self.spool[:2])
-            with pytest.raises((OSError, OutboxFull, TimeoutError)):
+            with pytest.raises((OSError, StoreFull, TimeoutError)):
                 self.loop.run_until_complete(self.store.drain_once())
             self.up = 0.0
             return

@@ -13,11 +13,11 @@ from typing import cast
 import pytest
 from prometheus_client import CollectorRegistry
 
-from bridge.errors import OutboxFull
+from bridge.errors import StoreFull
 from bridge.metrics import Metrics
 from bridge.store.contract import Store
 from bridge.store.spool import FILENAME, Spooled
-from bridge.store.sqlite import Outbox
+from bridge.store.sqlite import SqliteStore
 from tests.factories import issue
 from tests.store.fakes import FakePrimary
 from tests.test_outbox_failures import Commits, install
@@ -45,7 +45,7 @@ async def test_a_full_outbox_logs_once_per_outage(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     registry = CollectorRegistry()
-    box = Outbox(tmp_path, ["am"], max_queued=10_000, metrics=Metrics(registry))
+    box = SqliteStore(tmp_path, ["am"], max_queued=10_000, metrics=Metrics(registry))
     await box.open()
     commits = Commits()
     caplog.set_level(logging.INFO, logger="bridge")
@@ -54,13 +54,13 @@ async def test_a_full_outbox_logs_once_per_outage(
             commits.failing = 1000
             await install(box, commits)  # again: a COMMIT that worked is prepared already
             for n in range(10):  # one by one, then a burst sharing group commits
-                with pytest.raises(OutboxFull):
+                with pytest.raises(StoreFull):
                     await box.accept(issue(n), digest(100 * outage + n))
             burst = await asyncio.gather(
                 *(box.accept(issue(n), digest(100 * outage + n)) for n in range(10, 60)),
                 return_exceptions=True,
             )
-            assert all(isinstance(answer, OutboxFull) for answer in burst)
+            assert all(isinstance(answer, StoreFull) for answer in burst)
             commits.failing = 0
             assert await box.accept(issue(99), digest(100 * outage + 99))
     finally:
@@ -91,7 +91,7 @@ async def test_a_full_spool_logs_once_per_outage(
     try:
         commits.failing = 1000
         for n in range(20):
-            with pytest.raises(OutboxFull):
+            with pytest.raises(StoreFull):
                 await spool.accept(issue(n), digest(n))
         commits.failing = 0
         assert await spool.accept(issue(20), digest(20))

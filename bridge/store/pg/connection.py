@@ -1,19 +1,18 @@
-"""The PostgreSQL engine's connection: a pool, the schema migration, the database clock.
+"""The PostgreSQL engine's connection: a pool and the schema migration.
 
 ``connect(settings)`` opens an asyncpg pool with the configured timeouts, TLS and schema
 (``search_path``); ``migrate(conn, schema)`` brings the schema to this version's
 (``schema.MIGRATIONS``), once even when several replicas start together: each runs
 the migration in one transaction holding a transaction-scoped advisory lock on the schema,
-so the others wait and then find nothing left to do. ``database_now`` is the one clock every
-replica agrees on (issue 10: time windows use the database's clock, so skewed pods agree).
+so the others wait and then find nothing left to do. Time windows are measured in SQL on
+the database's clock, the one every replica agrees on (issue 10: skewed pods agree).
 """
 
 from __future__ import annotations
 
 import ssl
 import zlib
-from datetime import datetime
-from typing import Any, Protocol, cast
+from typing import Any, Protocol
 
 import asyncpg
 
@@ -111,11 +110,6 @@ async def connect(settings: Postgres) -> Any:
 async def connect_one(settings: Postgres) -> Any:
     """One connection outside the pool, configured the same (for LISTEN)."""
     return await asyncpg.connect(**_options(settings))
-
-
-async def database_now(conn: Connection) -> datetime:
-    """The database's clock (clock_timestamp(): the real time, not the transaction's start)."""
-    return cast(datetime, await conn.fetchval("SELECT clock_timestamp()"))
 
 
 # Identifiers cannot be query parameters: the schema name is put into SQL, quoted, and only

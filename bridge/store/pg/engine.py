@@ -39,7 +39,7 @@ from typing import Any
 import asyncpg
 
 from bridge.config import Postgres, postgres_connections
-from bridge.errors import ConfigError, OutboxFull, StoreError
+from bridge.errors import ConfigError, StoreError, StoreFull
 from bridge.metrics import Metrics
 from bridge.model import SentryAlert
 from bridge.store.contract import Entry, Failed, Lane, Processed, Quarantined, Taken
@@ -106,7 +106,6 @@ class PostgresStore:
         self.sweep_key = connection.lock_key(f"{schema}:seen_body")
         self.inbox_channel = f"{schema}_inbox"
         self.queue_channel = f"{schema}_queued"
-        self.commits = 0  # write transactions so far; tests check group commit with it
         self.progress = asyncio.Event()
         self._pool: Any = None
         self._listener: Any = None
@@ -176,7 +175,7 @@ class PostgresStore:
 
     async def accept(self, alert: SentryAlert, digest: bytes | None = None) -> bool:
         if self.length() >= self.max_queued:
-            raise OutboxFull()
+            raise StoreFull()
         return await self._accepts.submit((alert, digest))
 
     async def _write_accepts(self, batch: Sequence[tuple[SentryAlert, bytes | None]]) -> list[bool]:
@@ -186,7 +185,7 @@ class PostgresStore:
         except Exception as exc:
             if not isinstance(exc, DB_ERRORS):  # the database's: the spool says, once
                 log.exception("cannot write the inbox", extra={"alerts": len(batch)})
-            raise OutboxFull("the store cannot be written") from exc
+            raise StoreFull("the store cannot be written") from exc
         for added in kept:
             if not added:
                 self.metrics.duplicate_bodies.inc()
@@ -580,5 +579,4 @@ class PostgresStore:
         self._health.failed(exc)
 
     def _succeeded(self) -> None:
-        self.commits += 1
         self._health.succeeded()

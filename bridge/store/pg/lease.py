@@ -7,10 +7,8 @@ between them, and every expiry is measured on the database's clock, so replicas 
 clocks agree on who holds it:
 
 - ``acquire``: take the lease if nobody holds it, it has expired, or we hold it already
-  (then it is extended); a live lease of someone else is left alone.
-- ``renew``: extend our lease, only while it is still ours and unexpired. An expired lease
-  is not revived by renewing, since another replica may have the right to take it: the
-  holder must ``acquire`` again (and stop the job if that fails).
+  (then it is extended: the holder renews by acquiring); a live lease of someone else is
+  left alone.
 - ``release``: give it up at shutdown, so the next holder need not wait for the expiry.
 
 ``at`` replaces the database clock in tests that drive time themselves; production passes
@@ -39,20 +37,7 @@ ON CONFLICT (name) DO UPDATE
 RETURNING l.expires_at
 """
 
-_RENEW = """
-WITH t AS (SELECT coalesce($4::timestamptz, clock_timestamp()) AS now)
-UPDATE lease AS l SET expires_at = t.now + $3::interval
-FROM t
-WHERE l.name = $1 AND l.holder = $2 AND l.expires_at > t.now
-RETURNING l.expires_at
-"""
-
 _RELEASE = "DELETE FROM lease WHERE name = $1 AND holder = $2 RETURNING name"
-
-_HOLDER = """
-WITH t AS (SELECT coalesce($2::timestamptz, clock_timestamp()) AS now)
-SELECT l.holder FROM lease AS l, t WHERE l.name = $1 AND l.expires_at > t.now
-"""
 
 
 async def acquire(
@@ -62,22 +47,9 @@ async def acquire(
     return cast(datetime | None, await conn.fetchval(_ACQUIRE, name, holder, ttl, at))
 
 
-async def renew(
-    conn: Connection, name: str, holder: str, ttl: timedelta, *, at: datetime | None = None
-) -> datetime | None:
-    """Extend our unexpired lease; its new expiry, or ``None`` if it is no longer ours."""
-    return cast(datetime | None, await conn.fetchval(_RENEW, name, holder, ttl, at))
-
-
 async def release(conn: Connection, name: str, holder: str) -> bool:
     """Give up our lease (expired or not); whether we held it."""
     return await conn.fetchval(_RELEASE, name, holder) is not None
-
-
-async def holder(conn: Connection, name: str, *, at: datetime | None = None) -> str | None:
-    """Who holds the lease now, if anyone."""
-    found: Any = await conn.fetchval(_HOLDER, name, at)
-    return cast(str | None, found)
 
 
 class Periodic:

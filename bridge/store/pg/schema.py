@@ -34,7 +34,7 @@ CREATE TABLE inbox (
 );
 CREATE INDEX inbox_identity ON inbox (identity, id);
 
--- Bodies accepted within dedup.body_retention (the newest dedup.max_bodies), by SHA-256:
+-- Bodies accepted within store.body_retention (the newest store.max_bodies), by SHA-256:
 -- the same body twice, even to two replicas at once, makes one entry.
 CREATE TABLE seen_body (
     id      bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,

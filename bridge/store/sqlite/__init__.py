@@ -4,14 +4,14 @@ It keeps the store contract (``bridge.store.contract``) for one process and one 
 a lane is an ``asyncio.Lock`` per Alertmanager (never None), ``periodic()`` is always
 True, ``Taken.now`` is this process's clock, and the one taker is the pipeline task.
 
-``Outbox`` (``engine``) composes the parts: ``schema`` (the tables below), ``inbox``
+``SqliteStore`` (``engine``) composes the parts: ``schema`` (the tables below), ``inbox``
 (accepts, takes, executing what a batch of decisions writes, seen bodies), ``identity``
 (the state rows), ``queue`` (the queue, lanes, re-send pages, dead letters) and
 ``operators`` (requeue, quarantine, snapshot, expiry), on
 ``bridge.store.sqlite_file`` (``SqliteFile``: the file on its one thread) and
 ``bridge.store.group_commit``, the plumbing the spool uses too.
 
-Tables (``outbox.sqlite3`` under ``outbox.data_dir``; ``schema.VERSION`` in the file's
+Tables (``store.sqlite3`` under ``store.data_dir``; ``schema.VERSION`` in the file's
 ``user_version``)::
 
     inbox        accepted webhooks (SentryAlert JSON) the pipeline has not finished
@@ -73,7 +73,7 @@ data directory fails at start instead of delivering the same alerts twice.
 
 from __future__ import annotations
 
-from bridge.store.sqlite.engine import Outbox
+from bridge.store.sqlite.engine import SqliteStore
 from bridge.store.sqlite.schema import FILENAME
 
-__all__ = ["FILENAME", "Outbox"]
+__all__ = ["FILENAME", "SqliteStore"]

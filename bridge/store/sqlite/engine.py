@@ -1,4 +1,4 @@
-"""``Outbox``: the store contract (``bridge.store.contract``) on one SQLite file, for one
+"""``SqliteStore``: the store contract (``bridge.store.contract``) on one SQLite file, for one
 process (the package docstring has the tables, durability and memory).
 
 The parts: ``schema``, ``inbox`` (accepts, takes, executing what a batch of decisions
@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from bridge.errors import ConfigError, OutboxFull
+from bridge.errors import ConfigError, StoreFull
 from bridge.metrics import Metrics
 from bridge.model import SentryAlert
 from bridge.state import IdentityState
@@ -37,7 +37,7 @@ from bridge.store.sqlite import identity, inbox, operators, queue
 from bridge.store.sqlite.schema import FILENAME, SCHEMA, check_version
 from bridge.store.sqlite_file import SqliteFile
 
-log = logging.getLogger("bridge.outbox")
+log = logging.getLogger("bridge.store")
 
 T = TypeVar("T")
 
@@ -55,7 +55,7 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-class Outbox:
+class SqliteStore:
     # How long open() waits for another process to let go of the file (a bridge that
     # is still draining during a rolling restart).
     lock_timeout_ms = 5000
@@ -81,22 +81,21 @@ class Outbox:
         max_bodies: int = 100_000,
     ) -> None:
         if not targets:
-            raise ConfigError("the outbox needs at least one Alertmanager")
+            raise ConfigError("the store needs at least one Alertmanager")
         if len(set(targets)) != len(targets):
             raise ConfigError(f"two Alertmanager URLs name the same target: {list(targets)}")
         self.path = Path(data_dir) / FILENAME
         self.targets = tuple(targets)
         self.max_queued = max_queued
         self.clock = clock
-        self.commits = 0  # write transactions so far; tests check group commit with it
         self.metrics = metrics
         self.body_retention = body_retention
         self.max_bodies = max_bodies
         self._health = WriteHealth(metrics, self.failing_after)
         self._quarantine_count = 0
-        self._file = SqliteFile(self.path, name="outbox")
+        self._file = SqliteFile(self.path, name="store")
         # Request path: waiting for the next group commit, then handed to take().
-        self._accepts = GroupCommit(self._write_accepts, name="outbox-flush")
+        self._accepts = GroupCommit(self._write_accepts, name="store-flush")
         self._ready: collections.deque[tuple[int, SentryAlert | None]] = collections.deque()
         self._ready_event = asyncio.Event()
         self._idle = False  # take() is waiting with nothing to claim
@@ -132,7 +131,7 @@ class Outbox:
             self._ready_event.set()
         self._wake_senders()
         counts = {"inbox": len(self._ready), "queued": self.queued_count()}
-        log.info("outbox opened", extra={**counts, "active": loaded.active})
+        log.info("store opened", extra={**counts, "active": loaded.active})
 
     async def close(self) -> None:
         if not self._file.is_open:
@@ -148,7 +147,7 @@ class Outbox:
         the ``digest`` (SHA-256) of its body: False, and nothing stored, when that body
         was already accepted within ``body_retention``."""
         if self.length() >= self.max_queued:
-            raise OutboxFull()
+            raise StoreFull()
         return await self._accepts.submit((alert, digest))
 
     async def _write_accepts(self, batch: Sequence[tuple[SentryAlert, bytes | None]]) -> list[bool]:
@@ -158,8 +157,8 @@ class Outbox:
             ids = await self._write(inbox.insert, batch, now, self.body_retention, self.max_bodies)
         except Exception as exc:
             if not isinstance(exc, sqlite3.Error):  # the file's are WriteHealth's, said once
-                log.exception("cannot write the outbox", extra={"alerts": len(batch)})
-            raise OutboxFull("the outbox cannot be written") from exc
+                log.exception("cannot write the store", extra={"alerts": len(batch)})
+            raise StoreFull("the store cannot be written") from exc
         stored: list[bool] = []
         for (alert, _), inbox_id in zip(batch, ids, strict=True):
             if inbox_id is None:  # the same body within body_retention
@@ -364,7 +363,7 @@ class Outbox:
         return self.inbox_count() + self.queued_count()
 
     def oldest_age(self) -> float:
-        """Seconds since the oldest alert still in the outbox was accepted."""
+        """Seconds since the oldest alert still in the store was accepted."""
         heads = [next(iter(self._inbox_times.values()))] if self._inbox_times else []
         heads += [rows[0][1] for rows in self._queued.values() if rows]
         return max(0.0, self._now() - min(heads)) if heads else 0.0
@@ -397,15 +396,14 @@ class Outbox:
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
-        """``SqliteFile.transaction``, counted: ``commits``, and the failures in a row
-        that make ``store_ok`` False."""
+        """``SqliteFile.transaction``, reported to the write health: the failures in a row
+        make ``store_ok`` False."""
         try:
             with self._file.transaction() as db:
                 yield db
         except sqlite3.Error as exc:
             self._health.failed(exc)
             raise
-        self.commits += 1
         self._health.succeeded()
 
     def _load(self) -> _Loaded:

@@ -1,7 +1,7 @@
 """The inbox on SQLite: accepted webhooks until the pipeline completes them, and the seen
 bodies that make a repeated body a duplicate. Functions on the file's thread, given the
 connection (inside a transaction where they write); the group commit and what ``take``
-hands out are the engine's (``engine.Outbox``)."""
+hands out are the engine's (``engine.SqliteStore``)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from bridge.store.sqlite import identity, operators, queue
 from bridge.store.sqlite.schema import rowid
 from bridge.store.writes import Writes
 
-log = logging.getLogger("bridge.outbox")
+log = logging.getLogger("bridge.store")
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,7 +19,7 @@ from bridge.store.sqlite import identity, queue
 from bridge.store.sqlite.schema import rowid
 from bridge.store.writes import Post, QuarantineRow
 
-log = logging.getLogger("bridge.outbox")
+log = logging.getLogger("bridge.store")
 
 
 def expire(db: sqlite3.Connection, now: float, resolved_before: float) -> tuple[int, int]:

@@ -16,7 +16,7 @@ from bridge.store.sqlite.schema import rowid
 from bridge.store.writes import Post, Writes
 
 if TYPE_CHECKING:
-    from bridge.store.sqlite.engine import Outbox
+    from bridge.store.sqlite.engine import SqliteStore
 
 # Re-sends: the resolved alerts first (rowid pages), then the active ones (identity pages).
 _PAGES = (
@@ -28,17 +28,17 @@ _FIRST: tuple[int | str, ...] = (0, "")  # the key before each table's first row
 
 
 class Lane:
-    """One Alertmanager's lane (``Outbox.lane``): its queue, its re-sends. ``advance`` is
+    """One Alertmanager's lane (``SqliteStore.lane``): its queue, its re-sends. ``advance`` is
     kept until the block ends and committed only if it ends without an exception, as the
     contract says (PostgreSQL's lane is one transaction)."""
 
-    def __init__(self, outbox: Outbox, target: str) -> None:
-        self._outbox, self._target = outbox, target
+    def __init__(self, store: SqliteStore, target: str) -> None:
+        self._store, self._target = store, target
         self._done: int | None = None
         self._dead: list[tuple[str, str]] = []  # (wire JSON, reason), kept at commit
 
     async def pending(self, limit: int) -> list[Queued]:
-        return await self._outbox._read(read, self._target, self._done or 0, limit)
+        return await self._store._read(read, self._target, self._done or 0, limit)
 
     async def advance(self, done: int, dead: Sequence[tuple[Queued, str]] = ()) -> None:
         self._done = max(done, self._done or 0)
@@ -47,16 +47,16 @@ class Lane:
     async def resend_page(self, after: Any, limit: int) -> Page:
         """Recently resolved alerts, then the active ones, in keyset pages (as they are
         when each page is read), without what this Alertmanager refused."""
-        return await self._outbox._read(resend_page, self._target, after, limit)
+        return await self._store._read(resend_page, self._target, after, limit)
 
     async def refuse(self, refused: Sequence[tuple[str, str]]) -> int:
-        new = await self._outbox._read(unrefused, self._target, self._dead, refused)
+        new = await self._store._read(unrefused, self._target, self._dead, refused)
         self._dead.extend(new)
         return len(new)
 
     async def commit(self) -> None:
         if self._done is not None or self._dead:
-            box = self._outbox
+            box = self._store
             await box._shield(box._advance(self._target, self._done, self._dead))
 
 

@@ -6,7 +6,7 @@ import sqlite3
 
 from bridge.errors import ConfigError
 
-FILENAME = "outbox.sqlite3"
+FILENAME = "store.sqlite3"
 # PRAGMA user_version of the tables below. 2 (issue 15): PostgreSQL's shape (no ``active``
 # table, no cursors), and each dead letter names the identity of its alert (what one
 # Alertmanager refused is its own). Nothing was released with version 1 (0 in the file),
@@ -65,7 +65,7 @@ def check_version(db: sqlite3.Connection, path: object) -> None:
         version = VERSION
     if version != VERSION:
         raise ConfigError(
-            f"the outbox {path} has schema version {version}, this bridge needs {VERSION}: "
+            f"the store {path} has schema version {version}, this bridge needs {VERSION}: "
             "an unreleased development version wrote it (docs/upgrading.md); move it away"
         )
     db.executescript(INDEXES)

@@ -132,7 +132,7 @@ answering Sentry) and 1 with the embedded SQLite store.
 
 {{/*
 "true" when the data directory is a PersistentVolumeClaim: persistence.enabled, or by default
-with SQLite (the outbox is the state: a rollout must not drop it) and not with PostgreSQL.
+with SQLite (the store is the state: a rollout must not drop it) and not with PostgreSQL.
 */}}
 {{- define "bridge.persistence" -}}
 {{- $enabled := .Values.persistence.enabled }}
@@ -219,7 +219,7 @@ to exit before the kubelet's SIGKILL.
 
 {{/*
 Refuse combinations that would break the bridge at run time. With SQLite each pod keeps its
-own state, so pods cannot be several; its outbox takes an exclusive lock on its directory, so
+own state, so pods cannot be several; its store takes an exclusive lock on its directory, so
 pods cannot share one volume either.
 */}}
 {{- define "bridge.validate" -}}
@@ -229,10 +229,10 @@ pods cannot share one volume either.
 {{- fail "set store.backend and store.postgres.dsn (or store.postgres.existingSecret), not config.store.backend or config.store.postgres.dsn: the chart renders those two from them" }}
 {{- end }}
 {{- if and (not (include "bridge.postgres" .)) (or (gt $replicas 1) .Values.autoscaling.enabled) }}
-{{- fail "replicaCount > 1 and autoscaling.enabled need store.backend: postgres: with the embedded SQLite store each pod keeps its own outbox, dedup windows and active alerts, so replicas would split them (see docs/scaling.md)" }}
+{{- fail "replicaCount > 1 and autoscaling.enabled need store.backend: postgres: with the embedded SQLite store each pod keeps its own store, dedup windows and active alerts, so replicas would split them (see docs/scaling.md)" }}
 {{- end }}
 {{- if and (include "bridge.persistence" .) (or (gt $replicas 1) .Values.autoscaling.enabled) }}
-{{- fail "persistence.enabled keeps the outbox on one ReadWriteOnce volume, which only one pod can use: keep replicaCount 1 and autoscaling.enabled false (see the chart's README, \"Replicas\")" }}
+{{- fail "persistence.enabled keeps the store on one ReadWriteOnce volume, which only one pod can use: keep replicaCount 1 and autoscaling.enabled false (see the chart's README, \"Replicas\")" }}
 {{- end }}
 {{- if and (include "bridge.postgres" .) (not (or .Values.store.postgres.dsn .Values.store.postgres.existingSecret .Values.existingSecret)) }}
 {{- fail "store.backend: postgres needs the database's URL: store.postgres.dsn, store.postgres.existingSecret, or a BRIDGE_DATABASE_URL key in existingSecret" }}

@@ -1,0 +1,59 @@
+"""What tests read from a store that the bridge itself never needs: its write transactions,
+the lease's holder and its renewal, the database's clock. Kept here, not in ``bridge/``."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any, cast
+
+from bridge.store.pg.connection import Connection
+
+
+class Commits:
+    """Counts the successful write transactions of an open engine (SQLite or PostgreSQL):
+    each one reports to the engine's write health, so the count is taken there."""
+
+    def __init__(self, store: Any) -> None:
+        self.count = 0
+        health = store._health
+        report = health.succeeded
+
+        def counted() -> None:
+            self.count += 1
+            report()
+
+        health.succeeded = counted
+
+
+# Extends our lease only while it is ours and unexpired (an expired one is not revived: the
+# holder must acquire again). The bridge renews by acquiring; the lease model tests this rule.
+_RENEW = """
+WITH t AS (SELECT coalesce($4::timestamptz, clock_timestamp()) AS now)
+UPDATE lease AS l SET expires_at = t.now + $3::interval
+FROM t
+WHERE l.name = $1 AND l.holder = $2 AND l.expires_at > t.now
+RETURNING l.expires_at
+"""
+
+_HOLDER = """
+WITH t AS (SELECT coalesce($2::timestamptz, clock_timestamp()) AS now)
+SELECT l.holder FROM lease AS l, t WHERE l.name = $1 AND l.expires_at > t.now
+"""
+
+
+async def renew(
+    conn: Connection, name: str, holder: str, ttl: timedelta, *, at: datetime | None = None
+) -> datetime | None:
+    """Extend our unexpired lease; its new expiry, or ``None`` if it is no longer ours."""
+    return cast(datetime | None, await conn.fetchval(_RENEW, name, holder, ttl, at))
+
+
+async def holder(conn: Connection, name: str, *, at: datetime | None = None) -> str | None:
+    """Who holds the lease now, if anyone."""
+    found: Any = await conn.fetchval(_HOLDER, name, at)
+    return cast(str | None, found)
+
+
+async def database_now(conn: Connection) -> datetime:
+    """The database's clock (clock_timestamp(): the real time, not the transaction's start)."""
+    return cast(datetime, await conn.fetchval("SELECT clock_timestamp()"))
