@@ -377,6 +377,39 @@ async def test_a_full_spool_answers_503(
     await store.close()
 
 
+async def test_a_webhook_arriving_as_the_last_round_ends_goes_behind_those_that_waited(
+    primary: FakePrimary, tmp_path: Path, metrics: Metrics
+) -> None:
+    """Webhooks arriving while the drainer moves the spool's last round wait for it, then go
+    to the primary in the order they arrived: one whose turn comes just as the round ends
+    (its task ready before the waiters are woken) must not overtake them. Before, it did:
+    the stall test on PostgreSQL saw webhooks 824.. in the inbox before 761..823."""
+    store = make(primary, tmp_path, metrics, drainer=False)
+    await store.open()
+    primary.mode = "down"
+    for n in (1, 2, 3):
+        assert await accept(store, n)  # spooled
+    primary.mode = "up"
+    primary.commit_time = 0.01  # a round the next webhooks have to wait for
+    end_handover = store._end_handover
+    late: list[asyncio.Task[bool]] = []
+
+    def newcomer_first() -> None:
+        # The newcomer's task is scheduled before the waiters' wake-ups.
+        late.append(asyncio.ensure_future(accept(store, 9)))
+        end_handover()
+
+    store._end_handover = newcomer_first  # type: ignore[method-assign]
+    draining = asyncio.ensure_future(store.drain_once())
+    await asyncio.sleep(0)  # the round has started: the handover is on
+    assert store._handover is not None
+    waited = [asyncio.ensure_future(accept(store, n)) for n in (4, 5, 6)]
+    assert await draining == 3
+    assert all(await asyncio.gather(*waited, *late))
+    assert primary.records == accepted(1, 2, 3, 4, 5, 6, 9)
+    await store.close()
+
+
 async def test_a_full_primary_is_full_not_down(
     primary: FakePrimary, tmp_path: Path, metrics: Metrics
 ) -> None:
