@@ -27,8 +27,8 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator, Sequence
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -39,6 +39,9 @@ from bridge.metrics import Metrics
 from bridge.model import Ignored, SentryAlert
 from bridge.store import describe
 from bridge.store.contract import Quarantined, Store
+
+if TYPE_CHECKING:
+    from bridge.compose import Bridge
 
 log = logging.getLogger("bridge.quarantine")
 
@@ -213,25 +216,24 @@ async def show_endpoint(request: Request) -> Response:
     return _answer(bridge, found)
 
 
-async def replay_endpoint(request: Request) -> Response:
+async def _on_selection(
+    request: Request, act: Callable[[Bridge, list[int] | None], Awaitable[dict[str, Any]]]
+) -> Response:
+    """``act`` on the entries the body selects (``{"ids": [...]}`` or ``{"all": true}``)."""
     bridge = request.app.state.bridge
     try:
         ids = await _selection(request)
     except ValueError as exc:
         return JSONResponse({"error": str(exc)}, status_code=400)
     try:
-        return _answer(bridge, await replay(bridge.config, bridge.store, ids))
+        return _answer(bridge, await act(bridge, ids))
     except StoreError as exc:
         return JSONResponse({"error": str(exc)}, status_code=503)
+
+
+async def replay_endpoint(request: Request) -> Response:
+    return await _on_selection(request, lambda b, ids: replay(b.config, b.store, ids))
 
 
 async def discard_endpoint(request: Request) -> Response:
-    bridge = request.app.state.bridge
-    try:
-        ids = await _selection(request)
-    except ValueError as exc:
-        return JSONResponse({"error": str(exc)}, status_code=400)
-    try:
-        return _answer(bridge, await discard(bridge.store, bridge.metrics, ids))
-    except StoreError as exc:
-        return JSONResponse({"error": str(exc)}, status_code=503)
+    return await _on_selection(request, lambda b, ids: discard(b.store, b.metrics, ids))

@@ -39,6 +39,19 @@ def update_config(path: Path, **sections: object) -> Path:
     return path
 
 
+def use_postgres(path: Path, schema: str, **store: object) -> Path:
+    """Point a config ``write_config`` made at PostgreSQL (``schema``), its DSN read from
+    ``BRIDGE_DATABASE_URL`` as the chart's Secret gives it; ``store``: more keys of the
+    ``store`` section (``spool={...}``)."""
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    section = data["store"]
+    section["backend"] = "postgres"
+    section["postgres"].update({"dsn": "${BRIDGE_DATABASE_URL}", "schema": schema})
+    section.update(store)
+    path.write_text(yaml.safe_dump(data), encoding="utf-8")
+    return path
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -9,7 +9,6 @@ import json
 from pathlib import Path
 
 import httpx
-import yaml
 
 from bridge import config
 from bridge import doctor as doctor_module
@@ -112,11 +111,7 @@ def test_a_full_spool_is_named(
     tmp_path: Path, alertmanager: Alertmanager, pg: PostgresTarget
 ) -> None:
     config = procs.write_config(tmp_path / "config.yaml", [alertmanager.url])
-    data = yaml.safe_load(config.read_text(encoding="utf-8"))
-    data["store"]["backend"] = "postgres"
-    data["store"]["postgres"].update({"dsn": "${BRIDGE_DATABASE_URL}", "schema": pg.schema})
-    data["store"]["spool"] = {"max_webhooks": 1}
-    config.write_text(yaml.safe_dump(data), encoding="utf-8")
+    procs.use_postgres(config, pg.schema, spool={"max_webhooks": 1})
     env = {**ENV, "BRIDGE_DATABASE_URL": pg.dsn}
     pg.server.stop()
     try:

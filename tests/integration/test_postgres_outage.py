@@ -9,7 +9,6 @@ import time
 from pathlib import Path
 
 import httpx
-import yaml
 
 from tests.conftest import PostgresTarget
 from tests.integration import procs
@@ -23,10 +22,7 @@ def test_a_bridge_started_while_postgresql_is_down_answers_and_delivers_after(
     tmp_path: Path, alertmanager: Alertmanager, pg: PostgresTarget
 ) -> None:
     config = procs.write_config(tmp_path / "config.yaml", [alertmanager.url])
-    data = yaml.safe_load(config.read_text(encoding="utf-8"))
-    data["store"]["backend"] = "postgres"
-    data["store"]["postgres"].update({"dsn": "${BRIDGE_DATABASE_URL}", "schema": pg.schema})
-    config.write_text(yaml.safe_dump(data), encoding="utf-8")
+    procs.use_postgres(config, pg.schema)
     env = {**ENV, "BRIDGE_DATABASE_URL": pg.dsn}
     issues = [str(7_100_000_000 + n) for n in range(5)]
     pg.server.stop()

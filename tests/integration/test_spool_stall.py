@@ -13,7 +13,6 @@ from pathlib import Path
 
 import asyncpg
 import httpx
-import yaml
 
 from tests.conftest import PostgresTarget
 from tests.integration import procs
@@ -82,10 +81,7 @@ def test_a_stall_on_postgresql_under_load_leaves_no_backlog(
     tmp_path: Path, alertmanager: Alertmanager, pg: PostgresTarget
 ) -> None:
     config = procs.write_config(tmp_path / "config.yaml", [alertmanager.url])
-    data = yaml.safe_load(config.read_text(encoding="utf-8"))
-    data["store"]["backend"] = "postgres"
-    data["store"]["postgres"].update({"dsn": "${BRIDGE_DATABASE_URL}", "schema": pg.schema})
-    config.write_text(yaml.safe_dump(data), encoding="utf-8")
+    procs.use_postgres(config, pg.schema)
     env = {**ENV, "BRIDGE_DATABASE_URL": pg.dsn}
     with (
         procs.bridge(config, tmp_path / "data", tmp_path / "bridge.log", env) as process,
