@@ -13,9 +13,7 @@ one and the re-fired ones carried two label sets).
 from __future__ import annotations
 
 import contextlib
-import copy
 import time
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,8 +26,9 @@ from tests.conftest import PostgresTarget
 from tests.integration import procs
 from tests.integration.am import require_binary, start_alertmanager
 from tests.integration.am_proxy import FaultProxy
-from tests.integration.conftest import ENV, Alertmanager, Bridge, fixture
+from tests.integration.conftest import ENV, Alertmanager, Bridge
 from tests.integration.postgres import drop_schema
+from tests.integration.test_state_machine import event_alert, issue_webhook
 
 pytestmark = pytest.mark.integration
 
@@ -37,27 +36,6 @@ ISSUES = [str(5_000_000 + n) for n in range(200)]
 RESOLVED = ISSUES[:100]
 REFIRED = RESOLVED[:50]
 OUTCOMES = ("forwarded", "resolved", "duplicate", "stale", "dropped", "ignored")
-
-
-def fire(issue: str, when: datetime | None = None) -> dict[str, Any]:
-    """An issue alert for ``issue``: the captured one, its own event time unless ``when``."""
-    body = copy.deepcopy(fixture("event_alert.json"))
-    event = body["data"]["event"]
-    event.update(
-        issue_id=issue,
-        issue_url=f"https://sentry.io/api/0/issues/{issue}/",
-        web_url=f"https://sentry.io/organizations/acme/issues/{issue}/",
-        event_id=uuid.uuid4().hex,
-    )
-    if when is not None:
-        event.update(timestamp=when.timestamp(), datetime=when.isoformat().replace("+00:00", "Z"))
-    return body
-
-
-def resolve(issue: str) -> dict[str, Any]:
-    body = copy.deepcopy(fixture("issue_resolved.json"))
-    body["data"]["issue"]["id"] = issue
-    return body
 
 
 def processed(bridge: Bridge) -> float:
@@ -73,14 +51,18 @@ def wait(bridge: Bridge, done: float, what: str) -> None:
         time.sleep(0.05)
 
 
+def resolved(issue: str) -> dict[str, Any]:
+    return issue_webhook("issue_resolved.json", issue)
+
+
 def run(bridge: Bridge) -> None:
     """The story: fire 200, resolve 100, fire 50 of those again; each step settled."""
     sent = 0
     for issues, make, resource, what in (
-        (ISSUES, fire, "event_alert", "the firings"),
-        (RESOLVED, resolve, "issue", "the resolves"),
+        (ISSUES, event_alert, "event_alert", "the firings"),
+        (RESOLVED, resolved, "issue", "the resolves"),
         # Events after the resolves (made now: they happened after Sentry resolved them).
-        (REFIRED, lambda i: fire(i, datetime.now(UTC)), "event_alert", "the re-fires"),
+        (REFIRED, lambda i: event_alert(i, when=datetime.now(UTC)), "event_alert", "the re-fires"),
     ):
         for issue in issues:
             assert bridge.post(make(issue), resource=resource).status_code == 202

@@ -29,18 +29,23 @@ RULE = "7011"
 OUTCOMES = ("forwarded", "resolved", "duplicate", "stale", "dropped", "ignored")
 
 
-def event_alert(issue: str, environment: str, when: datetime) -> dict[str, Any]:
+def event_alert(
+    issue: str, environment: str | None = None, when: datetime | None = None
+) -> dict[str, Any]:
+    """The captured issue alert, for ``issue``; its own environment and event time unless
+    given."""
     body = copy.deepcopy(fixture("event_alert.json"))
     event = body["data"]["event"]
     event.update(
         issue_id=issue,
         issue_url=f"https://sentry.io/api/0/issues/{issue}/",
         web_url=f"https://sentry.io/organizations/acme/issues/{issue}/",
-        environment=environment,
         event_id=uuid.uuid4().hex,
-        timestamp=when.timestamp(),
-        datetime=when.isoformat().replace("+00:00", "Z"),
     )
+    if environment is not None:
+        event["environment"] = environment
+    if when is not None:
+        event.update(timestamp=when.timestamp(), datetime=when.isoformat().replace("+00:00", "Z"))
     return body
 
 

@@ -94,6 +94,17 @@ async def drain_lane(store: Store, target: str) -> list[Queued]:
     return items
 
 
+async def fire_one(store: Store) -> PostableAlert:
+    """Issue 1 accepted, taken and committed firing, its alert queued for every target."""
+    await store.accept(factories.issue(1))
+    taken = await take(store)
+    alert = firing(1, taken.now)
+    await commit(
+        store, taken, sends={"issue:1": [alert]}, states={"issue:1": state_of(alert, taken.now)}
+    )
+    return alert
+
+
 async def resendable(store: Store, target: str, limit: int = 2) -> list[str]:
     bodies: list[str] = []
     after: Any = None
@@ -503,12 +514,7 @@ async def test_a_refusal_is_the_refusing_alertmanagers_dead_letter_only(
 
 async def test_a_refusal_in_a_lane_that_raises_is_not_kept(open_engine: Opener) -> None:
     async with open_engine() as store:
-        await store.accept(factories.issue(1))
-        taken = await take(store)
-        a1 = firing(1, taken.now)
-        await commit(
-            store, taken, sends={"issue:1": [a1]}, states={"issue:1": state_of(a1, taken.now)}
-        )
+        a1 = await fire_one(store)
         (body,) = await resendable(store, TARGETS[0])
 
         async def fail_after_refusing() -> None:
@@ -525,12 +531,7 @@ async def test_a_refusal_in_a_lane_that_raises_is_not_kept(open_engine: Opener) 
 
 async def test_a_refusal_of_the_request_does_not_stop_resends(open_engine: Opener) -> None:
     async with open_engine() as store:
-        await store.accept(factories.issue(1))
-        taken = await take(store)
-        a1 = firing(1, taken.now)
-        await commit(
-            store, taken, sends={"issue:1": [a1]}, states={"issue:1": state_of(a1, taken.now)}
-        )
+        a1 = await fire_one(store)
         async with store.lane(TARGETS[0]) as lane:
             assert lane is not None
             (item,) = await lane.pending(10)
