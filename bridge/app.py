@@ -18,8 +18,9 @@ what Sentry itself never sends: 401 bad credentials, 400 not JSON, 413 too large
 for a body that trickles in slower than ``server.read_timeout``). A body that
 authenticates but cannot be read as an alert, or whose reading raises, is never refused:
 it is quarantined with the reason (202 ``quarantined``) for ``sentry-bridge quarantine
-replay``. The same body again within ``store.body_retention`` is a 200 ``duplicate`` with
-no effect. 503 (retried by Sentry) when nothing can be made durable in time: the store
+replay``; so is a body the legacy token vouches for that the legacy plugin does not
+send. The same body again within ``store.body_retention`` is a 200 ``duplicate`` with no
+effect. 503 (retried by Sentry) when nothing can be made durable in time: the store
 full, failing, or slower than ``server.store_timeout``; and 503 ``busy`` or ``evicted``
 past ``server.max_concurrency`` or ``server.max_pending_body_bytes``. Never a 500.
 """
@@ -187,10 +188,16 @@ async def webhook(request: Request) -> Response:
             ) from None
         gate.received(ticket)
         token = request.query_params.get("token") if request.scope["query_string"] else None
-        sentry.authenticate(headers, body, token, bridge.config.sentry)
+        method = sentry.authenticate(headers, body, token, bridge.config.sentry)
         check_timestamp(headers, bridge.config.sentry.max_timestamp_skew, time.time())
         # Authenticated: from here on the body is never refused for what it says.
         digest = hashlib.sha256(body).digest()
+        if method == sentry.UNKNOWN_LEGACY_BODY:
+            # The token vouches for the legacy plugin's bodies only: kept, never read.
+            detail = "the legacy token came with a body the legacy WebHooks plugin does not send"
+            return await _quarantine(
+                bridge, headers, body, digest, "unknown_legacy_body", detail, request_id
+            )
         try:
             resource, result = sentry.read(
                 headers,

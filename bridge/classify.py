@@ -65,11 +65,13 @@ class Decision:
         return self.severity is None
 
 
-# The doctor's test alert (bridge.doctor): low, labelled as Sentry's own test notifications
-# will be (sentry_test="true"), so a route can send it to a null receiver.
+# A test: Sentry's "Send Test Notification" (bridge.sentry.issue) or the doctor's test alert
+# (bridge.doctor). Low and labelled sentry_test="true" whatever the rules say (issue 16, item
+# 5), so it never pages and a route can send it where a test belongs (docs/alertmanager.md).
 TEST_LABEL = "sentry_test"
+TEST_RULE = "test notification"
 TEST_DECISION = Decision(
-    "sentry-bridge doctor",
+    TEST_RULE,
     Severity.LOW,
     MappingProxyType({TEST_LABEL: "true"}),
     MappingProxyType({}),
@@ -87,8 +89,8 @@ class Trace:
 
 def classify(alert: SentryAlert, classification: Classification) -> Decision:
     """Sentry's rule settings, then the first rule whose match holds (first match wins),
-    then the default; a rule with ``override_sentry`` wins over the settings. The doctor's
-    test alert is low and labelled a test whatever the rules say: it must never page."""
+    then the default; a rule with ``override_sentry`` wins over the settings. A test
+    notification is low and labelled a test whatever the rules say: it must never page."""
     if alert.test:
         return TEST_DECISION
     tags = alert.tag_map
@@ -102,7 +104,8 @@ def classify(alert: SentryAlert, classification: Classification) -> Decision:
 def explain(alert: SentryAlert, classification: Classification) -> tuple[Decision, list[Trace]]:
     """Every rule, in order, with why it held or not; the decision is ``classify``'s."""
     if alert.test:
-        return TEST_DECISION, [Trace("sentry-bridge doctor", True, ("a test alert: low",))]
+        why = "a test notification (Sentry's or the doctor's): low, sentry_test=true, never pages"
+        return TEST_DECISION, [Trace(TEST_RULE, True, (why,))]
     tags = alert.tag_map
     decided: Rule | None = None
     traces: list[Trace] = []

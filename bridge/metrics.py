@@ -52,8 +52,9 @@ OUTCOMES = tuple(outcome.value for outcome in Outcome)
 DELIVERY_FAILURES = ("connect", "timeout", "status_4xx", "status_5xx", "status_429", "other")
 DROP_REASONS = ("max_age", "rejected", "invalid")
 # Why a correctly authenticated webhook was quarantined (kept for `sentry-bridge quarantine`):
-# the edge could not read it as a Sentry alert, reading it raised, or the pipeline did.
-QUARANTINE_REASONS = ("invalid_payload", "parse_error", "pipeline_error")
+# the edge could not read it as a Sentry alert, reading it raised, the pipeline did, or the
+# legacy token came with a body the legacy plugin does not send (bridge.sentry.auth).
+QUARANTINE_REASONS = ("invalid_payload", "parse_error", "pipeline_error", "unknown_legacy_body")
 # What became of a request of Sentry's alert rule editor (bridge.sentry_ui), by request.
 EDITOR_REQUESTS = ("save", "options")
 EDITOR_OUTCOMES = ("accepted", "refused", "unauthorized", "bad_request", "busy")

@@ -34,7 +34,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from bridge import config, sentry
-from bridge.errors import StoreError
+from bridge.errors import BadPayload, StoreError
 from bridge.metrics import Metrics
 from bridge.model import Ignored, SentryAlert
 from bridge.store import describe
@@ -57,6 +57,10 @@ def reread(cfg: config.Config, entry: Quarantined) -> SentryAlert | Ignored:
     """What the current bridge makes of a quarantined entry (raises if it still cannot)."""
     if entry.alert is not None:
         return SentryAlert.from_json(entry.alert)
+    # Only the legacy token vouched for it: read as the legacy plugin's body or not at all.
+    legacy_only = entry.reason == "unknown_legacy_body"
+    if legacy_only and sentry.detect_resource(entry.headers, sentry.loads(entry.body)) != "legacy":
+        raise BadPayload("invalid_payload", "still not a body of the legacy WebHooks plugin")
     _, result = sentry.read(
         entry.headers,
         entry.body,

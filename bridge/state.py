@@ -18,6 +18,7 @@ The rules (issue 8, "The state machine"):
 * ``escalate_after`` firings within ``escalate_period``, or Sentry saying the issue is
   escalating, raise the severity one step (``escalated="true"``).
 * The same label set again within ``window`` of the last post is a duplicate.
+* A test notification is never escalated and ends ``TEST_LIFETIME`` after its last webhook.
 """
 
 from __future__ import annotations
@@ -38,6 +39,10 @@ from bridge.model import Kind, Outcome, SentryAlert, Severity, State
 # How long a state outlives its last change once nothing fires: what a late retry of
 # Sentry's (minutes to hours later) or a replayed body needs to be recognised as stale.
 KEEP = timedelta(hours=24)
+# A test notification (SentryAlert.test) ends by itself this soon after its last webhook, in
+# Alertmanager and here, whatever ``alert_lifetime`` says: long enough to see the path work
+# end to end, short enough that nothing stays firing for a test (issue 16, item 5).
+TEST_LIFETIME = timedelta(minutes=5)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -232,7 +237,7 @@ def step(
         annotations,
         starts_at=starts_at,
         now=now,
-        lifetime=policy.alert_lifetime.total_seconds(),
+        lifetime=(TEST_LIFETIME if alert.test else policy.alert_lifetime).total_seconds(),
     )
     posts.append(current)
     state = dataclasses.replace(state, alert=current, posted=label_hash, posted_at=now)

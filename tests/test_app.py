@@ -21,6 +21,8 @@ from prometheus_client import CollectorRegistry
 from bridge import __version__, config
 from bridge.app import create_app
 from bridge.compose import Bridge, build
+from bridge.errors import BadPayload
+from bridge.quarantine import reread
 from bridge.store.sqlite import SqliteStore
 from tests.sentry_payloads import FIXTURES
 
@@ -325,6 +327,48 @@ async def test_a_legacy_body_with_the_token_follows_the_same_rule(
     assert "tok" not in json.dumps(entry.headers)  # nor the URL: the token is not kept
     not_json = await client.post("/webhooks/sentry?token=tok", content=b"{")
     assert not_json.status_code == 400
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        pytest.param(
+            {
+                "id": "134343",
+                "project": "web-frontend",
+                "message": "This is an example",
+                "culprit": "foo.bar.baz",
+                "logger": "root",
+                "level": "error",
+            },
+            id="sentry-6-plugin",  # the keys Sentry 5/6's plugin sent (no event)
+        ),
+        pytest.param({"group": {"id": "1"}, "event": {"event_id": "a"}}, id="service-hook-shape"),
+        pytest.param({"action": "resolved", "data": {}}, id="integration-shape"),
+    ],
+)
+async def test_the_right_token_with_a_body_the_plugin_does_not_send_is_quarantined(
+    client: Client, bridge: Bridge, registry: CollectorRegistry, recorder: Recorder, data: Any
+) -> None:
+    """Issue 16, item 7: authenticated, so never refused (it was a 401 ``bad_token``); the
+    token vouches for the legacy plugin's bodies only, so it is kept unread, and a replay
+    reads it only as a legacy body."""
+    body = json.dumps(data).encode()
+    response = await client.post("/webhooks/sentry?token=tok", content=body)
+    assert (response.status_code, response.json()) == (
+        202,
+        {"status": "quarantined", "reason": "unknown_legacy_body"},
+    )
+    assert rejected(registry, "bad_token") == 0.0
+    reason = {"reason": "unknown_legacy_body"}
+    assert registry.get_sample_value("sentry_bridge_quarantined_total", reason) == 1.0
+    [entry] = await store(bridge).quarantined()
+    assert (entry.body, entry.reason) == (body, "unknown_legacy_body")
+    with pytest.raises(BadPayload):
+        reread(bridge.config, entry)  # a replay keeps it: never read as another family
+    wrong = await client.post("/webhooks/sentry?token=nope", content=body)
+    assert (wrong.status_code, wrong.json()["reason"]) == (401, "bad_token")
+    await nothing_else_sent(client, registry, recorder)
 
 
 async def test_a_bug_is_a_503_internal_error_not_a_full_store(

@@ -95,6 +95,12 @@ def test_amtool_accepts_the_alertmanager_files(path: Path) -> None:
             id="chat",
         ),
         pytest.param(
+            EXAMPLES / "alertmanager.yml",
+            ["source=sentry", "sentry_test=true", "severity=low", "sentry_issue_id=1"],
+            "team-chat",
+            id="test-notification",
+        ),
+        pytest.param(
             MULTI_TEAM / "alertmanager.yml",
             ["source=sentry", "team=payments", "page=true"],
             "payments-pager",

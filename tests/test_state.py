@@ -13,7 +13,7 @@ from bridge import config
 from bridge.alertmanager import PostableAlert
 from bridge.classify import classify
 from bridge.model import Kind, Outcome, SentryAlert, State
-from bridge.state import IdentityState, Policy, Step, describe, step
+from bridge.state import TEST_LIFETIME, IdentityState, Policy, Step, describe, step
 from tests.factories import START, sentry_alert
 
 CONFIG = config.parse(
@@ -402,3 +402,21 @@ def test_the_doctors_test_alert_never_escalates() -> None:
             assert "escalated" not in alert.labels
     ordinary = run([(float(t), event(t=t)) for t in (0, 60, 120)])
     assert ordinary[-1][0].escalated  # the same repeats escalate an ordinary alert
+
+
+def test_a_test_notification_ends_by_itself_soon() -> None:
+    """Issue 16, item 5: Sentry's "Send Test Notification", pressed twice (more than the
+    dedup window apart) for a production issue: low, never ``page``, and gone from
+    Alertmanager and from the state ``TEST_LIFETIME`` after the last one, not after
+    ``alert_lifetime``."""
+    steps = run([(0, event(test=True)), (400, event(t=400, test=True))])
+    for result, now in steps:
+        (posted,) = result.posts
+        assert posted.labels["severity"] == "low"
+        assert "page" not in posted.labels
+        assert posted.ends_at == now + TEST_LIFETIME
+    last, now = steps[-1]
+    assert last.state.firing(now + TEST_LIFETIME - timedelta(seconds=1)) is not None
+    assert last.state.firing(now + TEST_LIFETIME) is None
+    ordinary, _ = run([(0, event())])[0]
+    assert ordinary.posts[0].ends_at == START + timedelta(hours=1)  # alert_lifetime

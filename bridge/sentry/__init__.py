@@ -7,7 +7,7 @@
 
 from __future__ import annotations
 
-from bridge.sentry.auth import authenticate
+from bridge.sentry.auth import UNKNOWN_LEGACY_BODY, authenticate, family
 from bridge.sentry.formats import (
     IGNORE_REASONS,
     detect_resource,
@@ -20,10 +20,12 @@ from bridge.sentry.wire import LowerHeaders
 
 __all__ = [
     "IGNORE_REASONS",
+    "UNKNOWN_LEGACY_BODY",
     "LowerHeaders",
     "MetricReading",
     "authenticate",
     "detect_resource",
+    "family",
     "loads",
     "normalise",
     "parse_metric_description",

@@ -12,6 +12,11 @@ Each credential vouches for its own family only, told by the headers Sentry send
 plugin, which sends only ``User-Agent: sentry-webhooks/...``). The URL token sits in proxy
 logs and Sentry's UI, so it must not vouch for an integration's ``metric_alert resolved``;
 a service hook's secret must not vouch for a body read as an integration resource.
+
+A body with the right token that is not one the legacy plugin sends (Sentry 5/6's plugin
+sent only ``id``, ``project``, ``message``, ``culprit``, ``logger``, ``level``; or another
+family's body) is still authenticated, so it is never refused (issue 16, item 7): the method
+is :data:`UNKNOWN_LEGACY_BODY` and the edge quarantines it, never reads it as an alert.
 """
 
 from __future__ import annotations
@@ -25,6 +30,9 @@ from bridge.config import Sentry
 from bridge.errors import Unauthorized
 from bridge.sentry.formats import detect_resource
 from bridge.sentry.wire import lower_headers
+
+# The method of a body the legacy token vouches for but the legacy plugin would not send.
+UNKNOWN_LEGACY_BODY = "legacy_token_unknown_body"
 
 
 def _hmac_matches(body: bytes, signature: str, secrets: Iterable[str]) -> bool:
@@ -65,7 +73,8 @@ def _legacy_body(body: bytes) -> bool:
 
 def authenticate(headers: Mapping[str, str], body: bytes, token: str | None, cfg: Sentry) -> str:
     """Check the webhook's credentials; return the method that vouched for it:
-    ``integration``, ``service_hook``, ``legacy_token`` or ``none``."""
+    ``integration``, ``service_hook``, ``legacy_token``, :data:`UNKNOWN_LEGACY_BODY` or
+    ``none``."""
     h = lower_headers(headers)
     kind = family(h)
     if kind == "integration":
@@ -100,11 +109,7 @@ def _legacy(body: bytes, token: str | None, cfg: Sentry) -> str:
         expected = cfg.legacy_token.get_secret_value().encode("utf-8")
         if not expected or not hmac.compare_digest(token.encode("utf-8", "replace"), expected):
             raise Unauthorized("bad_token", "the token query parameter does not match")
-        if not _legacy_body(body):
-            raise Unauthorized(
-                "bad_token", "the token authenticates only the legacy WebHooks plugin's bodies"
-            )
-        return "legacy_token"
+        return "legacy_token" if _legacy_body(body) else UNKNOWN_LEGACY_BODY
     if cfg.allow_unauthenticated:
         return "none"
     if token is not None:

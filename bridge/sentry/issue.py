@@ -44,6 +44,16 @@ from bridge.sentry.wire import (
 
 Fields = dict[str, Any]  # keyword arguments of SentryAlert
 
+# Sentry's "Send Test Notification" (the alert builder's button) fires the rule's actions for
+# a generated "Test Issue": an issue-platform occurrence of group type SendTestNotification
+# (sentry/notifications/notification_action/grouptype.py, get_test_notification_event_data)
+# or, before the new alert engine, a sample event under a rule that was never saved
+# (sentry/api/endpoints/project_rule_actions.py: ``Rule(id=-1, ...)``). Both events are
+# tagged ``sample_event: yes`` (sentry/utils/samples.py ``create_sample_event(tagged=True)``).
+# Any one sign marks the alert a test: classified low with ``sentry_test="true"``, never paged.
+_TEST_RULE_ID = "-1"
+_SAMPLE_TAG = ("sample_event", "yes")
+
 # --- the two shapes ----------------------------------------------------------------------
 
 
@@ -120,6 +130,7 @@ def _from_event(
         issue_api_url=ev.issue_url or issue_api_url(site.base_url, org, issue_id),
         started_at=when,
         occurred_at=when,
+        test=_SAMPLE_TAG in tags or category == occurrence.TEST_CATEGORY,
     )
 
 
@@ -154,6 +165,8 @@ def _from_issue(
         started_at=event.timestamp(issue.first_seen),
         # An issue webhook reports no event; when its change happened is not in the body.
         occurred_at=None,
+        test=issue.issue_category == occurrence.TEST_CATEGORY
+        or issue.issue_type == occurrence.TEST_TYPE,
     )
 
 
@@ -183,7 +196,7 @@ def event_alert(parsed: EventAlertData, action: str, state: State, site: Site) -
     fields["alert_rule_id"] = rule.id
     fields["alert_rule_name"] = parsed.triggered_rule or rule.title
     fields["rule_settings"] = settings.read(rule.settings)
-    if parsed.bridge_test:
+    if parsed.bridge_test or rule.id == _TEST_RULE_ID:
         fields["test"] = True
     return fields
 

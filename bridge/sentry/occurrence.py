@@ -21,8 +21,12 @@ from typing import Any
 # src/sentry/issues/grouptype.py (GroupCategory; ErrorGroupType, Performance*, Profile*,
 # Replay*, FeedbackGroup), src/sentry/monitors/grouptype.py (MonitorIncidentType; 4002 and 4003
 # are its deprecated aliases), src/sentry/uptime/grouptype.py (UptimeDomainCheckFailure),
-# src/sentry/incidents/grouptype.py (MetricIssue). Profile types were merged into the
-# performance category. An id not listed gives no category or type: nothing is guessed.
+# src/sentry/incidents/grouptype.py (MetricIssue), src/sentry/notifications/
+# notification_action/grouptype.py (SendTestNotification: the "Test Issue" of the alert
+# builder's "Send Test Notification", 9001; an earlier revision numbered it 9888). Profile
+# types were merged into the performance category. An id not listed gives no category or
+# type: nothing is guessed.
+TEST_CATEGORY, TEST_TYPE = "test_notification", "send-test-notification"
 GROUP_TYPES: dict[int, tuple[str, str]] = {
     1: ("error", "error"),
     1001: ("performance", "performance_slow_db_query"),
@@ -60,6 +64,8 @@ GROUP_TYPES: dict[int, tuple[str, str]] = {
     7001: ("uptime", "uptime_domain_failure"),
     8001: ("metric_alert", "metric_issue"),
     8002: ("metric_alert", "metric_issue_poc"),
+    9001: (TEST_CATEGORY, TEST_TYPE),
+    9888: (TEST_CATEGORY, TEST_TYPE),
 }
 DEFAULT_LEVEL = "info"  # issue_occurrence.py DEFAULT_LEVEL
 

@@ -213,3 +213,67 @@ def test_alerts_carry_no_pii(fixture: str, headers: Headers, expected: dict[str,
 def test_issue_archived_resolves() -> None:
     data = patched("issue_ignored.json", "archived", "action")
     assert alert(hook("issue"), data).state is State.RESOLVED
+
+
+# --- Sentry's "Send Test Notification" (issue 16, item 5) -----------------------------------
+
+
+def _with_tag(fixture: str, key: str, value: str) -> dict[str, Any]:
+    data = load_fixture(fixture)
+    data["data"]["event"]["tags"].append([key, value])
+    return data
+
+
+@pytest.mark.parametrize(
+    ("headers", "data", "test"),
+    [
+        pytest.param(
+            hook("event_alert"),
+            load_fixture("event_alert_test_notification.json"),
+            True,
+            id="all-three-signs",
+        ),
+        pytest.param(
+            hook("event_alert"),
+            patched("event_alert.json", {"id": -1, "title": "draft"}, "data", "issue_alert"),
+            True,
+            id="rule-id-minus-one",
+        ),
+        pytest.param(
+            hook("event_alert"),
+            _with_tag("event_alert.json", "sample_event", "yes"),
+            True,
+            id="sample-event-tag",
+        ),
+        pytest.param(
+            hook("event_alert"),
+            patched("event_alert_uptime.json", 9001, "data", "event", "occurrence", "type"),
+            True,
+            id="group-type-9001",
+        ),
+        pytest.param(
+            hook("issue"),
+            patched("issue_created.json", "test_notification", "data", "issue", "issueCategory"),
+            True,
+            id="issue-category",
+        ),
+        pytest.param(hook("event_alert"), load_fixture("event_alert.json"), False, id="plain"),
+        pytest.param(
+            hook("event_alert"),
+            _with_tag("event_alert.json", "sample_event", "no"),
+            False,
+            id="sample-event-no",
+        ),
+        pytest.param(
+            hook("event_alert"),
+            patched("event_alert.json", {"id": 1, "title": "r"}, "data", "issue_alert"),
+            False,
+            id="rule-id-one",
+        ),
+        pytest.param(hook("issue"), load_fixture("issue_created.json"), False, id="issue"),
+    ],
+)
+def test_a_test_notification_is_recognised_by_any_one_sign(
+    headers: Headers, data: dict[str, Any], test: bool
+) -> None:
+    assert alert(headers, data).test is test
