@@ -189,7 +189,9 @@ async def webhook(request: Request) -> Response:
         gate.received(ticket)
         token = request.query_params.get("token") if request.scope["query_string"] else None
         method = sentry.authenticate(headers, body, token, bridge.config.sentry)
-        check_timestamp(headers, bridge.config.sentry.max_timestamp_skew, time.time())
+        now = time.time()
+        check_timestamp(headers, bridge.config.sentry.max_timestamp_skew, now)
+        bridge.metrics.last_webhook.labels(sentry.family(headers)).set(now)  # Sentry spoke
         # Authenticated: from here on the body is never refused for what it says.
         digest = hashlib.sha256(body).digest()
         if method == sentry.UNKNOWN_LEGACY_BODY:

@@ -126,6 +126,17 @@ class Metrics:
             namespace=ns,
             registry=registry,
         )
+        # No series until a webhook of the family arrives: a zero would read as 1970. The
+        # chart's SentryBridgeNoWebhooks alert counts from the newest of these (or the
+        # process's start): Sentry going quiet looks like health otherwise (issue 16, item 6).
+        self.last_webhook = Gauge(
+            "last_webhook_timestamp_seconds",
+            "Unix time of the last authenticated webhook from Sentry, by family "
+            "(integration, service_hook, legacy).",
+            ["family"],
+            namespace=ns,
+            registry=registry,
+        )
         self.request_duration = Histogram(
             "webhook_request_duration_seconds",
             "Time from receiving a webhook to answering it.",

@@ -9,6 +9,7 @@ import hmac
 import json
 import platform
 import sqlite3
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -197,6 +198,38 @@ async def test_legacy_token(client: Client) -> None:
     body = load("legacy_webhook.json")
     assert (await client.post("/webhooks/sentry?token=nope", content=body)).status_code == 401
     assert (await client.post("/webhooks/sentry?token=tok", content=body)).status_code == 202
+
+
+async def test_the_last_webhook_of_each_family_is_timed(
+    client: Client, registry: CollectorRegistry
+) -> None:
+    """Issue 16, item 6: ``sentry_bridge_last_webhook_timestamp_seconds{family}``, set by an
+    authenticated webhook only, with no series (not a 1970 zero) before the first."""
+    name = "sentry_bridge_last_webhook_timestamp_seconds"
+
+    def last(family: str) -> float | None:
+        return registry.get_sample_value(name, {"family": family})
+
+    body = load("legacy_webhook.json")
+    assert (await client.post("/webhooks/sentry?token=nope", content=body)).status_code == 401
+    issue = load("event_alert.json")
+    unsigned = await post(client, issue, {"Sentry-Hook-Resource": "event_alert"})
+    assert unsigned.status_code == 401
+    assert last("legacy") is None
+    assert last("integration") is None
+    before = time.time()
+    assert (await client.post("/webhooks/sentry?token=tok", content=body)).status_code == 202
+    legacy = last("legacy")
+    assert legacy is not None
+    assert before <= legacy <= time.time()
+    assert last("integration") is None
+    assert last("service_hook") is None
+    signed = {"Sentry-Hook-Resource": "event_alert", "Sentry-Hook-Signature": sign(issue)}
+    assert (await post(client, issue, signed)).status_code == 202
+    integration = last("integration")
+    assert integration is not None
+    assert integration >= legacy
+    assert last("legacy") == legacy
 
 
 async def test_not_json_is_400(client: Client, registry: CollectorRegistry) -> None:

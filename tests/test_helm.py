@@ -148,7 +148,8 @@ def render(chart: helm_python.Chart, values: Mapping[str, Any]) -> Rendered:
 
 TOGGLES: dict[str, dict[str, Any]] = {
     "serviceMonitor": {"serviceMonitor": {"enabled": True, "labels": {"release": "kps"}}},
-    "prometheusRule": {"prometheusRule": {"enabled": True}},
+    # With the optional SentryBridgeNoWebhooks too (off by default), so every alert renders.
+    "prometheusRule": {"prometheusRule": {"enabled": True, "noWebhooksMinutes": 360}},
     "podDisruptionBudget": {"podDisruptionBudget": {"enabled": True}},
     "autoscaling": merged(
         POSTGRES, {"autoscaling": {"enabled": True}, "resources": {"requests": {"cpu": "50m"}}}
@@ -905,13 +906,15 @@ ALERTS = (
     "SentryBridgeStoreDown",
     "SentryBridgeSpoolBacklog",
     "SentryBridgeSpoolFilling",
+    "SentryBridgeNoWebhooks",
 )
 
 
 def test_prometheus_rule_alerts_on_the_bridge_itself(chart: helm_python.Chart) -> None:
     rules = _rules(chart)
     assert [r["alert"] for r in rules] == list(ALERTS)
-    allowed = exported_metric_names() | {"up"}
+    # process_start_time_seconds: prometheus-client's process collector, which serve adds.
+    allowed = exported_metric_names() | {"up", "process_start_time_seconds"}
     for rule in rules:
         assert rule["labels"]["severity"] in {"warning", "critical"}
         assert rule["annotations"]["summary"]
@@ -924,6 +927,20 @@ def test_prometheus_rule_alerts_on_the_bridge_itself(chart: helm_python.Chart) -
             assert labels["namespace"] == (promql_parser.MatchOp.Equal, NAMESPACE), rule["alert"]
     # Prometheus, not Helm, fills in the alert's labels.
     assert "{{ $labels.reason }}" in rules[1]["annotations"]["summary"]
+
+
+def test_the_no_webhooks_alert_is_off_by_default_and_counts_minutes(
+    chart: helm_python.Chart,
+) -> None:
+    """Issue 16, item 6: an opt-in alert; its threshold is the value, in seconds."""
+    off = _rules(chart, {"prometheusRule": {"noWebhooksMinutes": 0}})
+    assert "SentryBridgeNoWebhooks" not in [r["alert"] for r in off]
+    values = merged(WORKING, {"prometheusRule": {"enabled": True}})
+    default = render(chart, values).one("PrometheusRule")["spec"]["groups"][0]["rules"]
+    assert "SentryBridgeNoWebhooks" not in [r["alert"] for r in default]
+    [quiet] = [r for r in _rules(chart) if r["alert"] == "SentryBridgeNoWebhooks"]
+    assert quiet["expr"].rstrip().endswith("> 21600")
+    assert quiet["annotations"]["summary"] == "No webhook from Sentry for 360 minutes."
 
 
 def test_prometheus_rule_labels_and_runbooks(chart: helm_python.Chart) -> None:
