@@ -42,6 +42,8 @@ ORDER = ("low", "medium", "high", "critical")
 
 def severity_of(alert: SentryAlert) -> str:
     """The test's policy, read off RULES by hand: first match wins."""
+    if alert.test:
+        return "low"  # issue 16, item 5: a test notification is low whatever the rules say
     if alert.action == "critical":
         return "critical"
     if alert.action == "warning":
@@ -105,7 +107,7 @@ class Reference:
         if w.escalating and active:
             severity = max(severity, active[0], key=ORDER.index)
         escalated = (not replay and len(self.firings) >= AFTER) or w.escalating
-        escalated = escalated and severity != "critical"
+        escalated = escalated and severity != "critical" and not w.test  # (issue 16, 5)
         if escalated:
             severity = up(severity)
         if not active:
@@ -121,7 +123,21 @@ class Reference:
             shown = (severity, env or "unknown", escalated)
         if shown == active and self.posted and now - self.posted < WINDOW:
             return  # a duplicate within the window: nothing posted, endsAt not moved
-        self.shown, self.ends, self.posted = shown, now + LIFETIME, now
+        self.shown, self.ends, self.posted = shown, now + lifetime(w), now
+
+
+# --- issue 16, item 5: test notifications --------------------------------------------------
+# "A webhook recognised as Sentry's test notification goes to Alertmanager with
+# sentry_test="true" at the lowest severity, never page="true", and resolves itself after a
+# few minutes": the bridge's few minutes are 5. Each press of Sentry's button makes a new
+# "Test Issue"; the model sends them all for issue TEST_ISSUE, so repeats are exercised too.
+TEST_ISSUE = 9
+TEST_LIFETIME = timedelta(minutes=5)
+
+
+def lifetime(w: SentryAlert) -> timedelta:
+    """How long a firing post holds in Alertmanager without another one."""
+    return TEST_LIFETIME if w.test else LIFETIME
 
 
 class Alertmanager:
@@ -173,12 +189,15 @@ class Webhooks:
         self.sent.setdefault(alert.identity, []).append(alert)
         return alert
 
-    def issue(self, n: int, kind: str, now: datetime, env: str | None = None) -> SentryAlert:
+    def issue(
+        self, n: int, kind: str, now: datetime, env: str | None = None, *, test: bool = False
+    ) -> SentryAlert:
         base: dict[str, Any] = {
             "identity": f"issue:{n}",
             "issue_id": str(n),
             "project": "backend",
             "occurred_at": now,
+            "test": test,
         }
         if kind in ("resolve", "resolve-untimed"):
             if kind == "resolve-untimed":

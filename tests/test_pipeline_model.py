@@ -1,9 +1,10 @@
 """Model-based test of issue 8's Proof: random webhooks for two issues and a metric
 alert (fire, refire, other environment, more users, resolve, regression, escalation,
-late retries and duplicates), processed in random batch splits with restarts between,
-on a fake clock. After every step, what the bridge queued for Alertmanager, replayed
-into a model of Alertmanager's merge rules, shows exactly what the reference model
-(tests/model.py, written from the issue's rules) predicts for every identity."""
+late retries and duplicates, and Sentry's test notifications, issue 16), processed in
+random batch splits with restarts between, on a fake clock. After every step, what the
+bridge queued for Alertmanager, replayed into a model of Alertmanager's merge rules, shows
+exactly what the reference model (tests/model.py, written from the issues' rules)
+predicts for every identity."""
 
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ from bridge.pipeline import Pipeline
 from bridge.store.sqlite import SqliteStore
 from tests.clock import Clock
 from tests.conftest import examples
-from tests.model import CONFIG, Alertmanager, Reference, Webhooks
+from tests.model import CONFIG, TEST_ISSUE, Alertmanager, Reference, Webhooks
 
 ISSUES = st.integers(1, 2)
 METRICS = st.just(7)
@@ -82,6 +83,11 @@ class BridgeModel(RuleBasedStateMachine):
     @rule(n=ISSUES, kind=ISSUE_KINDS, env=ENVIRONMENTS)
     def issue_webhook(self, n: int, kind: str, env: str | None) -> None:
         self._accept(self.webhooks.issue(n, kind, self.clock.now, env))
+
+    @rule(kind=st.sampled_from(["fire", "fire", "resolve"]), env=ENVIRONMENTS)
+    def sentry_test_notification(self, kind: str, env: str | None) -> None:
+        """Sentry's "Send Test Notification" for its Test Issue, or the issue resolved."""
+        self._accept(self.webhooks.issue(TEST_ISSUE, kind, self.clock.now, env, test=True))
 
     @rule(n=METRICS, action=st.sampled_from(["critical", "warning", "resolved"]))
     def metric_webhook(self, n: int, action: str) -> None:
