@@ -4,11 +4,12 @@ sends an issue alert, read back from every Alertmanager, resolved.
 The body is ``send``'s ``issue-alert`` example marked ``data.bridge_test`` (a key Sentry
 never sends, in a body signed with the client secret), which the bridge classifies low with
 ``sentry_test="true"`` whatever the rules and settings, never escalates and never enriches
-(bridge.classify ``TEST_DECISION``; issue 16's handling of Sentry's own test notifications
-uses the same label). Each Alertmanager's ``GET /api/v2/alerts`` (openapi ``getAlerts``,
-``gettableAlert.receivers``) says where it was routed; then ``issue-resolved`` for the same
-issue, until no Alertmanager lists it. Its issue id is above 9·10^18, which Sentry's 64-bit
-issue ids will not reach, so it never meets a real issue.
+(bridge.classify ``TEST_DECISION``, the path Sentry's own "Send Test Notification" takes
+too; it ends by itself, bridge.state ``TEST_LIFETIME``). Each Alertmanager's ``GET
+/api/v2/alerts`` (openapi ``getAlerts``, ``gettableAlert.receivers``) says where it was
+routed; then ``issue-resolved`` for the same issue, until no Alertmanager lists it. Its
+issue id is above 9·10^18, which Sentry's 64-bit issue ids will not reach, so it never
+meets a real issue.
 """
 
 from __future__ import annotations

@@ -256,6 +256,7 @@ def service_hook(data: object, site: Site) -> Fields:
     fields["short_id"] = group.short_id
     fields["issue_category"] = group.issue_category or fields["issue_category"]
     fields["issue_type"] = group.issue_type or fields["issue_type"]
+    fields["test"] = fields["test"] or fields["issue_category"] == occurrence.TEST_CATEGORY
     fields["users"] = group.user_count
     fields["events"] = group.count
     return fields

@@ -257,6 +257,12 @@ def _with_tag(fixture: str, key: str, value: str) -> dict[str, Any]:
             True,
             id="issue-category",
         ),
+        pytest.param(
+            SERVICE_HOOK,
+            patched("service_hook_event.json", "test_notification", "group", "issueCategory"),
+            True,
+            id="service-hook-group-category",
+        ),
         pytest.param(hook("event_alert"), load_fixture("event_alert.json"), False, id="plain"),
         pytest.param(
             hook("event_alert"),
