@@ -62,6 +62,9 @@ def test_every_captured_body_reaches_alertmanager(
         # Every one of these links to its issue's page in the form sentry.io serves.
         assert alert["generatorURL"].endswith(f".sentry.io/issues/{issue_id}/"), alert
     assert alerts["4218258981"]["labels"]["environment"] == "prod"
+    # sentry.io's "Send Test Notification" of 2023 (tagged sample_event=yes): a test, no page.
+    assert alerts["4218258981"]["labels"]["sentry_test"] == "true"
+    assert alerts["4218258981"]["labels"]["severity"] == "low"
     assert alerts["156699934"]["labels"]["environment"] == "production"
     assert alerts["1635244907"]["labels"]["project"] == "zulip-integration-testing"
     assert alerts["1972208801"]["labels"]["project"] == "foo-live"

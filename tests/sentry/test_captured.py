@@ -75,6 +75,8 @@ CASES: list[Any] = [
             "environment": "prod",
             "url": "http://example.com/foo",  # the request URL without its query string
             "alert_rule_name": None,  # "triggered_rule": ""
+            # Sentry's "Send Test Notification" as sentry.io sent it: tagged sample_event=yes.
+            "test": True,
             "web_url": "https://example-org.sentry.io/issues/4218258981/",
             "occurred_at": _at("2023-05-31T11:06:16.247Z"),
         },

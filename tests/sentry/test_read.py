@@ -51,6 +51,7 @@ ALERTS = {
         "event_alert.json",
         "event_alert_cron.json",
         "event_alert_python.json",
+        "event_alert_test_notification.json",
         "event_alert_uptime.json",
     ],
     "issue": [

@@ -281,7 +281,7 @@ def test_every_issue_alert_fixture_has_a_link_when_the_org_is_configured() -> No
         if isinstance(result, SentryAlert) and result.issue_id:
             assert result.web_url == f"https://acme.sentry.io/issues/{result.issue_id}/", path
             checked.append(path.name)
-    assert len(checked) == 13, checked  # every issue fixture but the ignored ones
+    assert len(checked) == 14, checked  # every issue fixture but the ignored ones
 
 
 def test_a_configured_self_hosted_base_url_is_trusted_over_the_links() -> None:
