@@ -117,8 +117,9 @@ class SentryAlert:
     # (name, value), only the names the bridge knows (bridge.sentry.settings); classify
     # checks each value against the config before it counts.
     rule_settings: tuple[tuple[str, str], ...] = ()
-    # ``sentry-bridge doctor``'s test alert (``data.bridge_test`` in a signed issue alert,
-    # a key Sentry never sends): classified low with ``sentry_test="true"``, never escalated.
+    # A test: Sentry's "Send Test Notification" (bridge.sentry.issue) or ``sentry-bridge
+    # doctor``'s test alert (``data.bridge_test``, a key Sentry never sends): classified low
+    # with ``sentry_test="true"``, never escalated, ended after bridge.state TEST_LIFETIME.
     test: bool = False
 
     @property
