@@ -31,7 +31,7 @@ from typing import Any
 
 from bridge import labels as L
 from bridge.alertmanager import PostableAlert
-from bridge.classify import Decision
+from bridge.classify import TEST_LABEL, Decision
 from bridge.config import Config
 from bridge.dedup import fingerprint
 from bridge.model import Kind, Outcome, SentryAlert, Severity, State
@@ -88,6 +88,12 @@ class IdentityState:
         if alert is None or (alert.ends_at is not None and alert.ends_at <= now):
             return None
         return alert
+
+    @property
+    def test(self) -> bool:
+        """Whether its alert is a test notification's (issue 16, item 5): only its own
+        webhooks may keep it firing, never a reconciler's answer or an escalation tier."""
+        return self.alert is not None and self.alert.labels.get(TEST_LABEL) == "true"
 
     def kept_until(self, policy: Policy) -> datetime | None:
         """When the store may forget this state (None: there is nothing to keep): once

@@ -416,6 +416,8 @@ def test_a_test_notification_ends_by_itself_soon() -> None:
         assert "page" not in posted.labels
         assert posted.ends_at == now + TEST_LIFETIME
     last, now = steps[-1]
+    assert last.state.test
+    assert not run([(0, event())])[0][0].state.test
     assert last.state.firing(now + TEST_LIFETIME - timedelta(seconds=1)) is not None
     assert last.state.firing(now + TEST_LIFETIME) is None
     ordinary, _ = run([(0, event())])[0]
