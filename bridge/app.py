@@ -284,6 +284,8 @@ async def ready(request: Request) -> Response:
 
 async def metrics(request: Request) -> Response:
     bridge: Bridge = request.app.state.bridge
+    with contextlib.suppress(Exception):  # a store that cannot be read keeps its last sizes
+        await bridge.sizes()
     return Response(bridge.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
 

@@ -33,7 +33,7 @@ from bridge.store.contract import Lane
 from bridge.store.sqlite import SqliteStore
 from tests.clock import Clock
 from tests.conftest import examples
-from tests.factories import START, commit, held, postable, stored_state
+from tests.factories import START, commit, held, postable, sizes, stored_state
 
 pytestmark = pytest.mark.anyio
 
@@ -192,13 +192,13 @@ async def test_one_alertmanager_down_does_not_hold_up_the_other(env: Env) -> Non
     assert not stuck.done()
     assert env.ams.accepted["am-a"] == []
     assert env.outbox is not None
-    assert env.outbox.queued_count() == 5  # am-a still needs them
+    assert (await sizes(env.outbox)).behind == 5  # am-a still needs them
 
     env.ams.default["am-a"] = 200
     await asyncio.wait_for(stuck, 5)
     assert env.ams.names("am-a") == ["0", "1", "2", "3", "4"]
     assert env.ams.names("am-b") == ["0", "1", "2", "3", "4"]  # nothing sent twice
-    assert env.outbox.queued_count() == 0
+    assert (await sizes(env.outbox)).behind == 0
 
 
 async def test_run_delivers_to_every_alertmanager_and_drains(env: Env) -> None:
@@ -322,7 +322,7 @@ async def test_a_400_batch_isolates_the_bad_alert(env: Env, position: int) -> No
     assert reason.startswith("HTTP 400")
     assert env.sample("dead_letters_total") == 1
     assert env.sample("alertmanager_alerts_dropped_total", alertmanager=A, reason="rejected") == 1
-    assert env.outbox.queued_count() == 10  # am-b has not been sent anything yet
+    assert (await sizes(env.outbox)).behind == 10  # am-b has not been sent anything yet
 
 
 async def test_alerts_alertmanager_would_refuse_are_never_sent(env: Env) -> None:
@@ -383,7 +383,7 @@ async def test_gives_up_after_max_age(env: Env) -> None:
     assert env.outbox is not None
     assert await env.outbox.dead_letters() == []  # given up on, not rejected
     await delivery.deliver(B)
-    assert env.outbox.queued_count() == 0
+    assert (await sizes(env.outbox)).behind == 0
 
 
 # --- draining -----------------------------------------------------------------------------
@@ -444,7 +444,7 @@ async def test_drain_wakes_a_backoff_once_and_leaves_the_rest_on_disk(env: Env) 
         assert len(env.ams.requests["am-a"]) == 2  # one retry, not a loop until the deadline
         assert 2.0 in parked.asleep
         assert env.outbox is not None
-        assert env.outbox.queued_count() == 1
+        assert (await sizes(env.outbox)).behind == 1
     finally:
         await cancel(task)
 
@@ -478,7 +478,7 @@ async def test_resend_active_with_original_times_and_resolved_for_a_while(env: E
     await delivery.resend(A)
     assert len(env.ams.requests["am-a"]) == requests
     assert env.outbox is not None
-    assert env.outbox.active_count() == 0
+    assert (await sizes(env.outbox)).active == 0
 
 
 async def test_resend_failure_waits_for_the_next_round(env: Env) -> None:
@@ -508,7 +508,7 @@ async def test_a_refused_resend_page_is_split_and_the_refused_alert_not_resent_t
     await env.enqueue(alerts, active_set(alerts))
     await delivery.deliver(A)  # accepted at the time
     assert env.outbox is not None
-    assert env.outbox.active_count() == 10
+    assert (await sizes(env.outbox)).active == 10
     env.ams.default["am-a"] = lambda batch: 422 if reject_bad(batch) == 400 else 200
     env.ams.accepted.clear()
     requests = len(env.ams.requests["am-a"])
@@ -519,7 +519,7 @@ async def test_a_refused_resend_page_is_split_and_the_refused_alert_not_resent_t
     [(target, reason, alert)] = await env.outbox.dead_letters()
     assert (target, alert) == (A, postable("bad").wire())
     assert reason.startswith("HTTP 422")
-    assert env.outbox.active_count() == 10
+    assert (await sizes(env.outbox)).active == 10
     assert env.sample("dead_letters_total") == 1
     assert env.sample("alertmanager_alerts_dropped_total", alertmanager=A, reason="rejected") == 1
 
@@ -544,7 +544,7 @@ async def test_an_alert_refused_on_first_delivery_is_not_resent(env: Env) -> Non
     await env.enqueue(alerts, active_set(alerts))
     await delivery.deliver(A)
     assert env.outbox is not None
-    assert env.outbox.active_count() == 3
+    assert (await sizes(env.outbox)).active == 3
     env.ams.accepted.clear()
     requests = len(env.ams.requests["am-a"])
     await delivery.resend(A)
@@ -582,7 +582,7 @@ async def test_an_invalid_alert_is_not_resent(env: Env) -> None:
     assert env.outbox is not None
     [(_, reason, _)] = await env.outbox.dead_letters()
     assert reason == "invalid: generatorURL is not an absolute http(s) URI"
-    assert env.outbox.active_count() == 2
+    assert (await sizes(env.outbox)).active == 2
     env.ams.accepted.clear()
     await delivery.resend(A)
     assert env.ams.names("am-a") == ["1"]
@@ -599,7 +599,7 @@ async def test_a_resend_refused_for_the_request_forgets_nothing(env: Env, status
     await delivery.resend(A)
     assert len(env.ams.requests["am-a"]) - requests == 1  # not split: it is not the alerts
     assert env.outbox is not None
-    assert env.outbox.active_count() == 2
+    assert (await sizes(env.outbox)).active == 2
     assert await env.outbox.dead_letters() == []
 
 
@@ -908,7 +908,7 @@ def test_resend_rounds_match_a_model(
                 await delivery.resend(A)
                 assert sorted(env.ams.names("am-a"), key=int) == good
                 assert env.outbox is not None
-                assert env.outbox.active_count() == len(refused)
+                assert (await sizes(env.outbox)).active == len(refused)
                 dead = await env.outbox.dead_letters()
                 assert sorted(a["labels"]["sentry_issue_id"] for _, _, a in dead) == sorted(bad)
                 assert all(r.startswith(f"HTTP {status}") for _, r, _ in dead)
