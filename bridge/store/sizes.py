@@ -5,7 +5,9 @@ Nothing is counted by hand but the webhooks this replica accepted since the last
 ``store.max_queued`` is checked on every accept, and a read per webhook would put a
 database round trip on the webhook path (issue 15). What can only shrink the store (a
 completed batch, a settled lane) marks the last read out of date instead, so a store at
-its bound is read again before it refuses a webhook, not counted down by deltas.
+its bound is read again before it refuses a webhook, not counted down by deltas. Where
+other replicas accept too (PostgreSQL), the bound also starts a read in the background
+when the last one is older than ``stale_after``.
 """
 
 from __future__ import annotations
@@ -19,9 +21,12 @@ from bridge.store.contract import Sizes
 
 
 class SizeCache:
-    def __init__(self, read: Callable[[], Awaitable[Sizes]], bound: int) -> None:
+    def __init__(
+        self, read: Callable[[], Awaitable[Sizes]], bound: int, stale_after: float = math.inf
+    ) -> None:
         self._read = read
         self.bound = bound  # store.max_queued
+        self.stale_after = stale_after
         self.last: Sizes | None = None
         self._read_at = -math.inf  # time.monotonic() when the last read started
         self._accepted = 0  # webhooks this replica accepted, ever
@@ -57,8 +62,10 @@ class SizeCache:
         if self.last is None:
             return False
         over = self.last.length + self._accepted - self._counted >= self.bound
-        if over and not self._current and self._flight is None:
-            self._start(time.monotonic())
+        now = time.monotonic()
+        stale = (over and not self._current) or now - self._read_at > self.stale_after
+        if stale and self._flight is None:
+            self._start(now)
         return over
 
     async def refuses(self) -> bool:

@@ -83,3 +83,14 @@ async def test_accepts_during_a_read_are_counted_still() -> None:
     db.release.set()
     assert (await reading).length == 0
     assert cache.full(), "an accept the read may have missed is still counted"
+
+
+async def test_where_others_accept_too_an_old_read_is_renewed_in_the_background() -> None:
+    db = Database()
+    cache = SizeCache(db.read, bound=5, stale_after=0.0)  # every read is old at once
+    await cache.get(0)
+    db.held = 5  # another replica's accepts
+    assert not cache.full()  # as of the last read; a new one starts
+    await db.started(2)
+    assert (await cache.get(1.0)).length == 5
+    assert cache.full()

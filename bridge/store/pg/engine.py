@@ -117,7 +117,8 @@ class PostgresStore:
         self._idle = False  # take() is waiting with nothing to claim
         self._wakeups = {target: asyncio.Event() for target in self.targets}
         self._handles: set[_Handle] = set()
-        self._sizes = SizeCache(self._read_sizes, max_queued)
+        # Other replicas accept too: the bound reads again in the background this often.
+        self._sizes = SizeCache(self._read_sizes, max_queued, stale_after=2.0)
         self._relistener: asyncio.Task[None] | None = None
         self._shield = Shield()  # writes that finish even if their caller is cancelled
 
