@@ -43,7 +43,7 @@ def write_config(tmp_path: Path) -> Path:
     return path
 
 
-def outbox_of(path: Path) -> SqliteStore:
+def store_at(path: Path) -> SqliteStore:
     cfg = config.load(path, env={})
     targets = [target_name(url) for url in cfg.alertmanager.urls]
     return SqliteStore(
@@ -74,7 +74,7 @@ async def quarantine_bodies(store: Store) -> None:
 
 
 async def fill_file(path: Path, alert: SentryAlert) -> None:
-    store = outbox_of(path)
+    store = store_at(path)
     await store.open()
     try:
         await fill(store, alert)
@@ -84,7 +84,7 @@ async def fill_file(path: Path, alert: SentryAlert) -> None:
 
 def inbox(path: Path) -> list[SentryAlert]:
     async def read() -> list[SentryAlert]:
-        store = outbox_of(path)
+        store = store_at(path)
         await store.open()
         try:
             if not (await sizes(store)).inbox:
@@ -164,7 +164,7 @@ def test_no_bridge_answering_opens_the_store(
     assert captured.out.startswith("discarded 4")
 
 
-def test_a_missing_outbox_is_an_error_not_created(
+def test_a_missing_store_is_an_error_not_created(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     path = write_config(tmp_path)
@@ -173,14 +173,14 @@ def test_a_missing_outbox_is_an_error_not_created(
     assert not (tmp_path / "data").exists()
 
 
-def test_the_outbox_of_a_running_bridge_is_refused_offline(
+def test_the_store_at_a_running_bridge_is_refused_offline(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     path = write_config(tmp_path)
     asyncio.run(fill_file(path, sentry_alert(identity="issue:42")))
 
     async def while_open() -> None:
-        running = outbox_of(path)  # the bridge holds its file's lock
+        running = store_at(path)  # the bridge holds its file's lock
         await running.open()
         try:
             code = await asyncio.to_thread(run, path, "list")
