@@ -52,6 +52,11 @@ def owner(body: str) -> str | None:
     return identity_from_labels(labels) if isinstance(labels, dict) else None
 
 
+def kept_under(body: str, why: str) -> str | None:
+    """The identity a dead letter is kept under: only a refusal for the content counts."""
+    return owner(body) if for_content(why) else None
+
+
 def owners(bodies: Iterable[str]) -> list[str]:
     """The identities of ``bodies``, once each."""
     return list(dict.fromkeys(o for body in bodies if (o := owner(body)) is not None))

@@ -57,7 +57,7 @@ async def dead_letter(conn: Any, target: str, dead: Sequence[tuple[str, str]], k
     if not dead:
         return
     reasons = [codec.text(reason) for _, reason in dead]
-    owners = [_owner(body, why) for body, why in dead]
+    owners = [_text(refusals.kept_under(body, why)) for body, why in dead]
     await conn.execute(sql.DEAD_LETTER, target, reasons, [body for body, _ in dead], owners)
     await conn.execute(sql.TRIM_DEAD_LETTERS, kept)
 
@@ -70,10 +70,8 @@ async def refused(conn: Any, target: str, bodies: Sequence[str]) -> list[str]:
     return [row[0] for row in await conn.fetch(sql.REFUSED, target, owners)]
 
 
-def _owner(body: str, why: str) -> str | None:
-    """The identity a dead letter is kept under: only a refusal for the content counts."""
-    found = refusals.owner(body) if refusals.for_content(why) else None
-    return None if found is None else codec.text(found)
+def _text(identity: str | None) -> str | None:
+    return None if identity is None else codec.text(identity)
 
 
 async def try_lane(conn: Any, target: str) -> bool:

@@ -110,7 +110,7 @@ def dead_letter(
         return
     db.executemany(
         sql.DEAD_LETTER,
-        [(now, target, why, body, _owner(body, why)) for body, why in dead],
+        [(now, target, why, body, refusals.kept_under(body, why)) for body, why in dead],
     )
     db.execute(sql.TRIM_DEAD_LETTERS, (kept,))
 
@@ -147,11 +147,6 @@ def resend_page(
     page = read_page(db, after, limit)
     gone = refused(db, target, refusals.owners(page.bodies)) if _any_dead(db, target) else []
     return Page(refusals.not_refused(page.bodies, gone), page.after) if gone else page
-
-
-def _owner(body: str, why: str) -> str | None:
-    """The identity a dead letter is kept under: only a refusal for the content counts."""
-    return refusals.owner(body) if refusals.for_content(why) else None
 
 
 def _any_dead(db: sqlite3.Connection, target: str) -> bool:
