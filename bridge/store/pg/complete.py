@@ -8,10 +8,9 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from bridge.state import IdentityState
 from bridge.store import writes
 from bridge.store.contract import Failed, Processed, Taken
-from bridge.store.pg import codec, identity, operators, queue, sql
+from bridge.store.pg import identity, operators, queue, sql
 
 
 async def write(
@@ -34,14 +33,8 @@ async def write(
     await conn.execute(sql.INBOX_DONE, list(plan.done), inbox_channel)
     sends = [(post.queued_at, post.body) for post in plan.posts]
     await queue.enqueue(conn, targets, sends, channel)
-    changes: dict[str, tuple[datetime, str] | None] = dict.fromkeys(plan.resends_ended)
-    changes.update((key, (now, body)) for key, body in plan.resends_started)
-    await queue.resolve(conn, changes)
-    states: dict[str, tuple[IdentityState, datetime | None]] = {
-        codec.text(row.identity): (row.state, row.kept_until) for row in plan.states
-    }
-    states.update((codec.text(name), (IdentityState(), None)) for name in plan.forgotten)
-    await identity.write(conn, states)
+    await queue.resend(conn, plan)
+    await identity.write(conn, plan)
     if plan.quarantined:
         await operators.quarantine(conn, plan.quarantined, quarantine_kept)
     return plan

@@ -13,13 +13,13 @@ callers pass and get them stored that way.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
-from datetime import datetime
+from collections.abc import Collection
 from typing import Any
 
 from bridge.state import IdentityState
 from bridge.store.pg import codec, sql
 from bridge.store.views import Expiry
+from bridge.store.writes import Writes
 
 
 async def lock(conn: Any, key: int, identities: Collection[str]) -> None:
@@ -34,20 +34,18 @@ async def read(conn: Any, identities: Collection[str]) -> dict[str, IdentityStat
     return {row[0]: IdentityState.from_json(codec.from_jsonb(row[1])) for row in rows}
 
 
-async def write(conn: Any, states: Mapping[str, tuple[IdentityState, datetime | None]]) -> None:
-    """Write (or, for ``None``, forget) each state."""
-    forget = [identity for identity, (_, until) in states.items() if until is None]
-    kept = [(identity, state, until) for identity, (state, until) in states.items() if until]
-    if forget:
-        await conn.execute(sql.FORGET_STATES, forget)
-    if kept:
+async def write(conn: Any, writes: Writes) -> None:
+    """Writes the states of ``writes`` and forgets the forgotten ones."""
+    if writes.forgotten:
+        await conn.execute(sql.FORGET_STATES, [codec.text(name) for name in writes.forgotten])
+    if rows := writes.states:
         await conn.execute(
             sql.UPSERT_STATES,
-            [identity for identity, _, _ in kept],
-            [until for _, _, until in kept],
-            [state.alert is not None for _, state, _ in kept],
-            [state.alert.ends_at if state.alert else None for _, state, _ in kept],
-            [codec.to_jsonb(state.to_json()) for _, state, _ in kept],
+            [codec.text(row.identity) for row in rows],
+            [row.kept_until for row in rows],
+            [row.alert is not None for row in rows],
+            [row.ends_at for row in rows],
+            [codec.to_jsonb(row.state.to_json()) for row in rows],
         )
 
 

@@ -13,7 +13,7 @@ instead of posting the same alerts (PostgreSQL docs, SELECT, "The Locking Clause
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -21,6 +21,7 @@ from typing import Any
 from bridge.store import refusals
 from bridge.store.contract import Page, Queued
 from bridge.store.pg import codec, sql
+from bridge.store.writes import Writes
 
 
 async def enqueue(
@@ -36,20 +37,13 @@ async def enqueue(
     await conn.execute(sql.NOTIFY, channel)
 
 
-async def resolve(conn: Any, changes: Mapping[str, tuple[datetime, str] | None]) -> None:
-    """Per label key, in the order decided: a resolve starts its re-sends (time, body), a
-    firing alert (None) ends them."""
-    ended = [key for key, change in changes.items() if change is None]
-    started = [(key, change) for key, change in changes.items() if change is not None]
-    if ended:
-        await conn.execute(sql.UNRESOLVE, ended)
-    if started:
-        await conn.execute(
-            sql.RESOLVE,
-            [key for key, _ in started],
-            [at for _, (at, _) in started],
-            [body for _, (_, body) in started],
-        )
+async def resend(conn: Any, writes: Writes) -> None:
+    """Starts and ends re-sends of resolved label sets as ``writes`` says."""
+    if writes.resends_ended:
+        await conn.execute(sql.UNRESOLVE, list(writes.resends_ended))
+    if started := writes.resends_started:
+        stamps = [writes.resolved_at] * len(started)
+        await conn.execute(sql.RESOLVE, [k for k, _ in started], stamps, [b for _, b in started])
 
 
 async def dead_letter(conn: Any, target: str, dead: Sequence[tuple[str, str]], kept: int) -> None:
