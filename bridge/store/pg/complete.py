@@ -31,8 +31,7 @@ async def write(
     plan = writes.plan(taken, results, failed, now)
     # Takers of other replicas that found these identities held look again at the commit.
     await conn.execute(sql.INBOX_DONE, list(plan.done), inbox_channel)
-    sends = [(post.queued_at, post.body) for post in plan.posts]
-    await queue.enqueue(conn, targets, sends, channel)
+    await queue.enqueue(conn, targets, plan.posts, channel)
     await queue.resend(conn, plan)
     await identity.write(conn, plan)
     if plan.quarantined:

@@ -225,7 +225,7 @@ class PostgresStore:
             if digest not in await inbox.new_bodies(conn, [digest], self.body_retention):
                 return False
             row = (reason, detail[:1000], codec.dumps(dict(headers)), body, None)
-            self._dropped(await operators.quarantine(conn, [row], self.quarantine_kept))
+            await operators.quarantine(conn, [row], self.quarantine_kept)
             return True
 
         added: bool = await self._shield(self._write(write))
@@ -234,10 +234,6 @@ class PostgresStore:
             return False
         self.metrics.quarantined.labels(reason).inc()
         return True
-
-    def _dropped(self, dropped: int) -> None:
-        if dropped:
-            log.error("quarantine full: oldest entries dropped", extra={"dropped": dropped})
 
     # --- the pipeline -------------------------------------------------------------------
 

@@ -10,6 +10,7 @@ queue them (``requeue``) first waits for the identities' advisory locks
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -17,11 +18,13 @@ from typing import Any
 from bridge.store import refusals, views
 from bridge.store.contract import Quarantined, Sizes
 from bridge.store.pg import codec, identity, queue, sql
-from bridge.store.writes import QuarantineRow
+from bridge.store.writes import Post, QuarantineRow
+
+log = logging.getLogger("bridge.store.pg")
 
 
-async def quarantine(conn: Any, rows: Sequence[QuarantineRow], kept: int) -> int:
-    """Keep ``rows``; the newest ``kept`` stay. Returns how many older ones were dropped."""
+async def quarantine(conn: Any, rows: Sequence[QuarantineRow], kept: int) -> None:
+    """Keep ``rows``; the newest ``kept`` stay."""
     reasons, details, headers, bodies, alerts = (list(c) for c in zip(*rows, strict=True))
     await conn.execute(
         sql.QUARANTINE,
@@ -31,7 +34,9 @@ async def quarantine(conn: Any, rows: Sequence[QuarantineRow], kept: int) -> int
         bodies,
         alerts,
     )
-    return int((await conn.execute(sql.TRIM_QUARANTINE, kept)).split()[-1])
+    dropped = int((await conn.execute(sql.TRIM_QUARANTINE, kept)).split()[-1])
+    if dropped:
+        log.error("quarantine full: oldest entries dropped", extra={"dropped": dropped})
 
 
 async def quarantined(conn: Any, entry_id: int | None, after: int, limit: int) -> list[Quarantined]:
@@ -74,7 +79,7 @@ async def requeue(
     bodies, counts = refusals.requeue(
         [r[1] for r in rows], lambda name: active.get(codec.text(name)), now
     )
-    await queue.enqueue(conn, targets, [(now, body) for body in bodies], channel)
+    await queue.enqueue(conn, targets, [Post(now, body) for body in bodies], channel)
     await conn.execute(sql.DELETE_DEAD_LETTERS, [r[0] for r in rows])
     return len(bodies), counts
 

@@ -15,25 +15,21 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 from bridge.store import refusals
 from bridge.store.contract import Page, Queued
 from bridge.store.pg import codec, sql
-from bridge.store.writes import Writes
+from bridge.store.writes import Post, Writes
 
 
-async def enqueue(
-    conn: Any, targets: Sequence[str], sends: Sequence[tuple[datetime, str]], channel: str
-) -> None:
-    """Queue each (accepted_at, wire JSON) for every Alertmanager, in order; the senders
-    of every replica are told at commit."""
-    if not sends:
+async def enqueue(conn: Any, targets: Sequence[str], posts: Sequence[Post], channel: str) -> None:
+    """Queue the posts in order for every Alertmanager; the senders of every replica are
+    told at commit."""
+    if not posts:
         return
-    await conn.execute(
-        sql.ENQUEUE, list(targets), [q for q, _ in sends], [body for _, body in sends]
-    )
+    stamps = [post.queued_at for post in posts]
+    await conn.execute(sql.ENQUEUE, list(targets), stamps, [post.body for post in posts])
     await conn.execute(sql.NOTIFY, channel)
 
 
