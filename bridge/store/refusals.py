@@ -70,6 +70,16 @@ def not_refused(bodies: Sequence[str], refused: Iterable[str]) -> list[str]:
     return [body for body in bodies if _value(body) not in gone]
 
 
+def new_dead(dead: Sequence[tuple[str, str]], before: Iterable[str]) -> list[tuple[str, str]]:
+    """What of ``dead`` (wire JSON, reason) a refusal newly dead-letters: not refused
+    ``before``, once each (its first reason), in order."""
+    new: dict[str, tuple[str, str]] = {}
+    for body, why in dead:
+        if body not in new and not_refused([body], before):
+            new[body] = (body, why)
+    return list(new.values())
+
+
 def _value(body: str) -> Any:
     try:
         return json.loads(body)

@@ -100,8 +100,8 @@ class Lane:
 
     async def refuse(self, dead: Sequence[tuple[str, str]]) -> int:
         before = await refused(self.conn, self.target, [body for body, _ in dead])
-        new = {b: (b, r) for b, r in dead if refusals.not_refused([b], before)}
-        await dead_letter(self.conn, self.target, list(new.values()), self.dead_letters_kept)
+        new = refusals.new_dead(dead, before)
+        await dead_letter(self.conn, self.target, new, self.dead_letters_kept)
         return len(new)
 
     async def _page(self, after: Any, limit: int) -> Page:

@@ -132,12 +132,7 @@ def unrefused(
     """What of ``dead`` (wire JSON, reason) a refusal newly dead-letters: not refused by
     ``target`` before, nor already ``pending`` in this lane, once each, in order."""
     before = refused(db, target, refusals.owners(body for body, _ in dead))
-    before += [body for body, _ in pending]
-    new: dict[str, tuple[str, str]] = {}
-    for body, why in dead:
-        if body not in new and refusals.not_refused([body], before):
-            new[body] = (body, why)
-    return list(new.values())
+    return refusals.new_dead(dead, [*before, *(body for body, _ in pending)])
 
 
 def resend_page(
