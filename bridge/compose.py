@@ -139,7 +139,8 @@ class Bridge:
         flushed = await self._drain(max(0.0, deadline - time.monotonic()))
         left: dict[str, int] = {}
         with contextlib.suppress(Exception):  # a store that cannot be read: said already
-            sizes = await self.store.sizes(0)
+            async with asyncio.timeout(1.0):  # a log line is not worth the grace period
+                sizes = await self.store.sizes()
             left = {"inbox": sizes.inbox, "queued": sizes.behind}
         log.info(
             "shutdown",

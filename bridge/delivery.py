@@ -145,7 +145,7 @@ class Delivery:
         self._hurry = asyncio.Event()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        while await self._queued():
+        while await self._queued(deadline - loop.time()):
             remaining = deadline - loop.time()
             if remaining <= 0:
                 return False
@@ -156,11 +156,12 @@ class Delivery:
                 await asyncio.wait_for(self.store.progress.wait(), min(remaining, DRAIN_LOOK))
         return True
 
-    async def _queued(self) -> bool:
+    async def _queued(self, within: float) -> bool:
         """Whether any Alertmanager still has alerts queued; True when the store cannot
-        be read (it is not known to be empty)."""
+        be read ``within`` seconds (it is not known to be empty)."""
         try:
-            return bool((await self.store.sizes(0)).behind)
+            async with asyncio.timeout(max(within, 0.1)):  # an empty queue still says so
+                return bool((await self.store.sizes(0)).behind)
         except Exception:
             log.debug("cannot read the store's sizes", exc_info=True)
             return True
