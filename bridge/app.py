@@ -293,6 +293,10 @@ async def ready(request: Request) -> Response:
 
 async def metrics(request: Request) -> Response:
     bridge: Bridge = request.app.state.bridge
+    # A store that cannot be read (in time) keeps its last sizes: the scrape still answers.
+    with contextlib.suppress(Exception):
+        async with asyncio.timeout(1.0):
+            await bridge.sizes()
     return Response(bridge.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
 

@@ -50,6 +50,7 @@ from bridge.metrics import Metrics
 from bridge.model import SentryAlert
 from bridge.pipeline import Pipeline
 from bridge.store import describe, open_store
+from bridge.store.contract import Sizes
 
 log = logging.getLogger("bridge.compose")
 
@@ -136,14 +137,14 @@ class Bridge:
         ):
             await asyncio.sleep(0.05)
         flushed = await self._drain(max(0.0, deadline - time.monotonic()))
+        left: dict[str, int] = {}
+        with contextlib.suppress(Exception):  # a store that cannot be read: said already
+            async with asyncio.timeout(1.0):  # a log line is not worth the grace period
+                sizes = await self.store.sizes()
+            left = {"inbox": sizes.inbox, "queued": sizes.behind}
         log.info(
             "shutdown",
-            extra={
-                "flushed": flushed,
-                "inbox": self.store.inbox_count(),
-                "queued": self.store.queued_count(),
-                "cut_short": self._hurry.is_set() or None,
-            },
+            extra={"flushed": flushed, **left, "cut_short": self._hurry.is_set() or None},
         )
         self._stopping = True
         for task in self._tasks:
@@ -218,13 +219,11 @@ class Bridge:
             return
         timeout = self.config.server.progress_timeout
         if self.stuck is None and now - self._progress_at > timeout:
-            waiting = self.store.inbox_count()
             self.stuck = (
                 f"the pipeline completed no batch for {now - self._progress_at:.0f}s "
-                f"(server.progress_timeout {timeout:g}s) and was not idle; "
-                f"{waiting} webhooks in the inbox"
+                f"(server.progress_timeout {timeout:g}s) and was not idle"
             )
-            log.error("%s; the bridge is unhealthy", self.stuck, extra={"inbox": waiting})
+            log.error("%s; the bridge is unhealthy", self.stuck)
 
     async def _watch_progress(self) -> None:
         while True:
@@ -271,9 +270,17 @@ class Bridge:
         self.delivery.cfg = config.alertmanager
         log.info("pipeline config replaced", extra={"rules": len(config.classification.rules)})
 
+    async def sizes(self, max_age: float = 1.0) -> Sizes:
+        """What the store holds (read at most ``max_age`` seconds ago), shown by the gauges
+        too: for each scrape of ``/metrics``, and read now for ``/-/status``."""
+        sizes = await self.store.sizes(max_age)
+        self.metrics.show_store(sizes)
+        return sizes
+
     async def status(self, limit: int) -> dict[str, Any]:
         """What the bridge holds, for ``GET /-/status`` (bridge/status.py)."""
         snapshot = await self.store.snapshot(limit)
+        sizes = await self.sizes(0)
         oldest = snapshot["quarantine_oldest_at"]
         return {
             **snapshot,
@@ -281,9 +288,9 @@ class Bridge:
             # What this bridge uses, so a client command need not guess (bridge/client.py).
             "store": describe(self.config),
             "alertmanagers": [public_url(url) for url in self.config.alertmanager.urls],
-            "active_count": self.store.active_count(),
-            "inbox": self.store.inbox_count(),
-            "queue_depth": self.store.queue_depths(),
+            "active_count": sizes.active,
+            "inbox": sizes.inbox,
+            "queue_depth": dict(sizes.queued),
             "alertmanager_down": sorted(self.delivery.outages.down),
         }
 

@@ -145,7 +145,7 @@ class Delivery:
         self._hurry = asyncio.Event()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        while self.store.queued_count():
+        while await self._queued(deadline - loop.time()):
             remaining = deadline - loop.time()
             if remaining <= 0:
                 return False
@@ -155,6 +155,16 @@ class Delivery:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.store.progress.wait(), min(remaining, DRAIN_LOOK))
         return True
+
+    async def _queued(self, within: float) -> bool:
+        """Whether any Alertmanager still has alerts queued; True when the store cannot
+        be read ``within`` seconds (it is not known to be empty)."""
+        try:
+            async with asyncio.timeout(max(within, 0.1)):  # an empty queue still says so
+                return bool((await self.store.sizes(0)).behind)
+        except Exception:
+            log.debug("cannot read the store's sizes", exc_info=True)
+            return True
 
     async def aclose(self) -> None:
         await self._client.aclose()
@@ -166,8 +176,9 @@ class Delivery:
         # On start: leftovers first, then what should be active (if anything is: what
         # arrives from now on is queued anyway).
         next_resend = self._now()
-        if not self.store.resendable_count():
-            next_resend += self.cfg.resend_interval
+        with contextlib.suppress(Exception):  # unknown: re-send at once, as if there were
+            if not (await self.store.sizes()).resendable:
+                next_resend += self.cfg.resend_interval
         while True:
             wakeup.clear()
             try:

@@ -9,7 +9,7 @@ or from configuration (Alertmanager names); never issue IDs, URLs or titles.
 from __future__ import annotations
 
 import platform
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Protocol
 
 from prometheus_client import (
@@ -61,13 +61,17 @@ EDITOR_OUTCOMES = ("accepted", "refused", "unauthorized", "bad_request", "busy")
 ENRICH_RESULTS = ("hit", "fetched", "timeout", "unauthorized", "not_found", "error", "skipped")
 
 
-class _Sized(Protocol):
-    """The sizes a store reports (bridge.store.contract.Store has them)."""
+class _Sizes(Protocol):
+    """What a store holds (bridge.store.contract.Sizes)."""
 
+    @property
     def length(self) -> int: ...
+    @property
     def oldest_age(self) -> float: ...
-    def active_count(self) -> int: ...
-    def quarantine_count(self) -> int: ...
+    @property
+    def active(self) -> int: ...
+    @property
+    def quarantined(self) -> int: ...
 
 
 class Metrics:
@@ -403,16 +407,12 @@ class Metrics:
         ProcessCollector(registry=self.registry)
         PlatformCollector(registry=self.registry)
 
-    def watch_store(self, store: _Sized) -> None:
-        """The store's sizes as gauges, read at each scrape (either engine)."""
-        gauges: list[tuple[Gauge, Callable[[], float]]] = [
-            (self.queued_alerts, store.length),
-            (self.queued_oldest_age, store.oldest_age),
-            (self.active_alerts, store.active_count),
-            (self.quarantine_held, store.quarantine_count),
-        ]
-        for gauge, read in gauges:
-            gauge.set_function(read)
+    def show_store(self, sizes: _Sizes) -> None:
+        """The store's sizes as gauges (bridge.compose reads them for each scrape)."""
+        self.queued_alerts.set(sizes.length)
+        self.queued_oldest_age.set(sizes.oldest_age)
+        self.active_alerts.set(sizes.active)
+        self.quarantine_held.set(sizes.quarantined)
 
     def init_alertmanagers(self, names: Iterable[str]) -> None:
         """Pre-initialise per-Alertmanager series; names come from configuration."""

@@ -3,7 +3,8 @@ and the steps of the store contract tests repeat."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import asyncio
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -12,7 +13,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from bridge.alertmanager import PostableAlert
 from bridge.model import Kind, SentryAlert, State
 from bridge.state import IdentityState
-from bridge.store.contract import Processed, Store
+from bridge.store.contract import Processed, Sizes, Store
 
 START = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 
@@ -76,6 +77,22 @@ def held(
     return {identity: (IdentityState(alert=alert), until) for identity, alert in alerts.items()}
 
 
+async def sizes(store: Store) -> Sizes:
+    """What ``store`` holds now: read afresh, not its cached sizes."""
+    return await store.sizes(0)
+
+
+async def until_sizes(
+    store: Store, check: Callable[[Sizes], bool], what: str, timeout: float = 10.0
+) -> Sizes:
+    """Wait until what ``store`` holds passes ``check``, read again every 10 ms."""
+    async with asyncio.timeout(timeout):
+        while not check(now := await sizes(store)):
+            await asyncio.sleep(0.01)
+    assert check(now), what
+    return now
+
+
 async def commit(
     store: Store,
     send: Sequence[PostableAlert] = (),
@@ -83,7 +100,7 @@ async def commit(
 ) -> None:
     """What the pipeline does for one webhook: accept, take, complete with ``send`` queued
     and ``states`` written; the inbox must be empty, or another entry would be taken."""
-    assert not store.inbox_count(), "commit() on a store with entries to take"
+    assert not (await sizes(store)).inbox, "commit() on a store with entries to take"
     await store.accept(sentry_alert(identity="issue:commit"))
     taken = await store.take(1)
     [entry] = taken.entries
@@ -93,7 +110,7 @@ async def commit(
 async def stored_state(store: Store, identity: str) -> IdentityState | None:
     """The state ``take`` hands out for ``identity`` (a webhook of it, taken and completed
     without effect); the inbox must be empty, or another entry would be taken."""
-    assert not store.inbox_count(), "stored_state() on a store with entries to take"
+    assert not (await sizes(store)).inbox, "stored_state() on a store with entries to take"
     await store.accept(sentry_alert(identity=identity))
     taken = await store.take(1)
     [entry] = taken.entries

@@ -215,7 +215,7 @@ def test_explain_missing_file_is_a_clear_error(capsys: pytest.CaptureFixture[str
 def test_explain_shows_the_step_from_a_given_state_and_says_it_resolves(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    # The state an earlier event_alert of the same issue left, saved as the outbox keeps it.
+    # The state an earlier event_alert of the same issue left, saved as the store keeps it.
     assert cli.main(["explain", str(FIXTURES / "event_alert.json"), "--config", str(SHIPPED)]) == 0
     out = capsys.readouterr().out
     assert "none (nothing known" in out

@@ -24,6 +24,7 @@ from bridge.app import create_app
 from bridge.compose import Bridge, build
 from bridge.errors import StoreError
 from bridge.store.contract import Taken
+from tests.factories import sizes, until_sizes
 from tests.sentry_payloads import load_fixture
 
 pytestmark = pytest.mark.anyio
@@ -110,7 +111,6 @@ async def test_a_stuck_pipeline_turns_health_red_and_the_edge_keeps_accepting(
         answer = await client.get("/-/healthy")
         assert answer.status_code == 503
         assert "the pipeline completed no batch" in answer.json()["status"]
-        assert "1 webhooks in the inbox" in answer.json()["status"]
         assert any("the bridge is unhealthy" in r.getMessage() for r in caplog.records)
         assert bridge.metrics.registry.get_sample_value(gauge) == before  # no progress
         # The edge is not held up by it: it still commits and answers.
@@ -121,7 +121,7 @@ async def test_a_stuck_pipeline_turns_health_red_and_the_edge_keeps_accepting(
         assert (await client.get("/-/ready")).status_code == 200
 
         sentry.released.set()  # the API answers: the batch completes, and the next
-        await wait_until(lambda: bridge.store.inbox_count() == 0, "the inbox never emptied")
+        await until_sizes(bridge.store, lambda s: s.inbox == 0, "the inbox never emptied")
         bridge.check_progress(t0 + TIMEOUT + 2)
         assert (await client.get("/-/healthy")).status_code == 200
         after = bridge.metrics.registry.get_sample_value(gauge)
@@ -220,7 +220,7 @@ async def test_a_failing_store_is_not_a_stuck_pipeline(
         await wait_until(lambda: failures > seen, "the pipeline stopped trying")  # noqa: B023
         bridge.check_progress(t0 + TIMEOUT + 1)
         assert (await client.get("/-/healthy")).json() == {"status": "ok"}
-        assert bridge.store.inbox_count() == 1  # still waiting: nothing was lost
+        assert (await sizes(bridge.store)).inbox == 1  # still waiting: nothing was lost
 
         monkeypatch.setattr(bridge.store, "take", take)
-        await wait_until(lambda: bridge.store.inbox_count() == 0, "the inbox never emptied")
+        await until_sizes(bridge.store, lambda s: s.inbox == 0, "the inbox never emptied")

@@ -25,6 +25,7 @@ from bridge import config
 from bridge.app import create_app
 from bridge.compose import Bridge, build
 from tests.conftest import PostgresTarget
+from tests.factories import sizes, until_sizes
 from tests.test_compose import SECRET, TIMEOUT, HeldSentry, running, signed, wait_until
 
 pytestmark = pytest.mark.anyio
@@ -83,7 +84,7 @@ async def test_a_replica_waiting_on_anothers_identity_stays_healthy_and_stops_pr
             answer = await pod_b.post("/webhooks/sentry", content=body, headers=headers)
             assert answer.status_code == 202
             # Two webhooks wait in the shared inbox, and B may take neither.
-            await wait_until(lambda: b.store.inbox_count() == 2, "B never saw the inbox")
+            await until_sizes(b.store, lambda s: s.inbox == 2, "B never saw the inbox")
             await wait_until(b.store.idle, "B's take never looked")
             t0 = time.monotonic()
             for pod in (a, b):
@@ -99,7 +100,7 @@ async def test_a_replica_waiting_on_anothers_identity_stays_healthy_and_stops_pr
         # B's stop (the lifespan's end) has nothing of its own to finish: A's identity
         # stays in the database for A, and B does not wait out its grace period for it.
         assert time.monotonic() - stopping < PROMPTLY
-        assert b.store.inbox_count() == 2  # B decided nothing: both still A's to take
+        assert (await sizes(a.store)).inbox == 2  # B decided nothing: both still A's to take
 
         held.released.set()  # Sentry answers: A decides both, in order, and is well again
         await wait_until(lambda: a.pipeline.batches >= 2, "A never decided the second")

@@ -104,7 +104,7 @@ def test_variable_queries_use_exported_metrics() -> None:
 
 def test_it_shows_what_operators_ask_for() -> None:
     """The panels the issue lists: webhooks by resource and outcome, alerts by severity,
-    duplicates, escalations, delivery rate, latency and failures, outbox depth and age."""
+    duplicates, escalations, delivery rate, latency and failures, store depth and age."""
     exprs = [target["expr"] for _, target in _targets()]
     queried = set().union(*(metric_names(as_promql(e)) for e in exprs))
     assert {

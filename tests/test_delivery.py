@@ -1,5 +1,5 @@
 """Delivery to Alertmanager in-process: two fake Alertmanagers behind an
-``httpx.MockTransport``, a real outbox in tmp_path, and a fake clock whose
+``httpx.MockTransport``, a real store in tmp_path, and a fake clock whose
 ``sleep`` moves time instead of waiting."""
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from bridge.store.contract import Lane
 from bridge.store.sqlite import SqliteStore
 from tests.clock import Clock
 from tests.conftest import examples
-from tests.factories import START, commit, held, postable, stored_state
+from tests.factories import START, commit, held, postable, sizes, stored_state
 
 pytestmark = pytest.mark.anyio
 
@@ -90,21 +90,21 @@ class Env:
         self.clock = Clock()
         self.metrics = Metrics(CollectorRegistry())
         self.ams = FakeAlertmanagers()
-        self.outbox: SqliteStore | None = None
+        self.store: SqliteStore | None = None
         self.delivery: Delivery | None = None
 
     async def start(self, **settings: Any) -> Delivery:
         cfg = config.Alertmanager(**{"urls": [URL_A, URL_B], **settings})
-        self.outbox = SqliteStore(
+        self.store = SqliteStore(
             self.tmp_path,
             [target_name(u) for u in cfg.urls],
             max_queued=10_000,
             metrics=self.metrics,
             clock=self.clock,
         )
-        await self.outbox.open()
+        await self.store.open()
         self.delivery = Delivery(
-            self.outbox,
+            self.store,
             cfg,
             self.metrics,
             transport=httpx.MockTransport(self.ams),
@@ -118,8 +118,8 @@ class Env:
         self, alerts: Sequence[PostableAlert], active: dict[str, PostableAlert | None] | None = None
     ) -> None:
         """Queue ``alerts``, the identities of ``active`` holding those alerts active."""
-        assert self.outbox is not None
-        await commit(self.outbox, alerts, held(active or {}))
+        assert self.store is not None
+        await commit(self.store, alerts, held(active or {}))
 
     def sample(self, name: str, **labels: str) -> float:
         value = self.metrics.registry.get_sample_value(f"sentry_bridge_{name}", labels)
@@ -128,8 +128,8 @@ class Env:
     async def stop(self) -> None:
         if self.delivery:
             await self.delivery.aclose()
-        if self.outbox:
-            await self.outbox.close()
+        if self.store:
+            await self.store.close()
 
 
 @pytest.fixture
@@ -191,14 +191,14 @@ async def test_one_alertmanager_down_does_not_hold_up_the_other(env: Env) -> Non
     await until(lambda: len(env.ams.requests["am-a"]) >= 3, "am-a retried")
     assert not stuck.done()
     assert env.ams.accepted["am-a"] == []
-    assert env.outbox is not None
-    assert env.outbox.queued_count() == 5  # am-a still needs them
+    assert env.store is not None
+    assert (await sizes(env.store)).behind == 5  # am-a still needs them
 
     env.ams.default["am-a"] = 200
     await asyncio.wait_for(stuck, 5)
     assert env.ams.names("am-a") == ["0", "1", "2", "3", "4"]
     assert env.ams.names("am-b") == ["0", "1", "2", "3", "4"]  # nothing sent twice
-    assert env.outbox.queued_count() == 0
+    assert (await sizes(env.store)).behind == 0
 
 
 async def test_run_delivers_to_every_alertmanager_and_drains(env: Env) -> None:
@@ -293,8 +293,8 @@ async def test_other_4xx_are_not_retried(env: Env, status: int) -> None:
     assert len(env.ams.requests["am-a"]) == 1  # neither retried nor split
     assert env.clock.sleeps == []
     assert env.sample("alertmanager_alerts_dropped_total", alertmanager=A, reason="rejected") == 4
-    assert env.outbox is not None
-    dead = await env.outbox.dead_letters()
+    assert env.store is not None
+    dead = await env.store.dead_letters()
     assert [(t, r.split(":")[0]) for t, r, _ in dead] == [(A, f"HTTP {status}")] * 4
 
 
@@ -316,13 +316,13 @@ async def test_a_400_batch_isolates_the_bad_alert(env: Env, position: int) -> No
 
     assert env.ams.names("am-a") == [str(n) for n in range(9)]  # every good one, in order
     assert len(env.ams.requests["am-a"]) <= 2 * 4 + 1  # bisection, not one by one
-    assert env.outbox is not None
-    [(target, reason, alert)] = await env.outbox.dead_letters()
+    assert env.store is not None
+    [(target, reason, alert)] = await env.store.dead_letters()
     assert (target, alert) == (A, postable("bad").wire())
     assert reason.startswith("HTTP 400")
     assert env.sample("dead_letters_total") == 1
     assert env.sample("alertmanager_alerts_dropped_total", alertmanager=A, reason="rejected") == 1
-    assert env.outbox.queued_count() == 10  # am-b has not been sent anything yet
+    assert (await sizes(env.store)).behind == 10  # am-b has not been sent anything yet
 
 
 async def test_alerts_alertmanager_would_refuse_are_never_sent(env: Env) -> None:
@@ -333,8 +333,8 @@ async def test_alerts_alertmanager_would_refuse_are_never_sent(env: Env) -> None
     await delivery.deliver(A)
     assert env.ams.names("am-a") == ["1", "2"]
     assert len(env.ams.requests["am-a"]) == 1
-    assert env.outbox is not None
-    reasons = [reason for _, reason, _ in await env.outbox.dead_letters()]
+    assert env.store is not None
+    reasons = [reason for _, reason, _ in await env.store.dead_letters()]
     assert reasons == ["invalid: endsAt is before startsAt", "invalid: startsAt has no time zone"]
     assert env.sample("alertmanager_alerts_dropped_total", alertmanager=A, reason="invalid") == 2
 
@@ -359,8 +359,8 @@ async def test_a_retried_batch_is_validated_once(env: Env, monkeypatch: pytest.M
     assert len(env.ams.requests["am-a"]) == 4
     assert len(checked) == 3
     # Refused once: one dead letter, counted once, however many attempts the batch took.
-    assert env.outbox is not None
-    assert [reason for _, reason, _ in await env.outbox.dead_letters()] == [
+    assert env.store is not None
+    assert [reason for _, reason, _ in await env.store.dead_letters()] == [
         "invalid: endsAt is before startsAt"
     ]
     assert env.sample("alertmanager_alerts_dropped_total", alertmanager=A, reason="invalid") == 1
@@ -380,10 +380,10 @@ async def test_gives_up_after_max_age(env: Env) -> None:
     assert 60 <= sum(env.clock.sleeps) < 70
     assert env.ams.accepted["am-a"] == []
     assert env.sample("alertmanager_alerts_dropped_total", alertmanager=A, reason="max_age") == 2
-    assert env.outbox is not None
-    assert await env.outbox.dead_letters() == []  # given up on, not rejected
+    assert env.store is not None
+    assert await env.store.dead_letters() == []  # given up on, not rejected
     await delivery.deliver(B)
-    assert env.outbox.queued_count() == 0
+    assert (await sizes(env.store)).behind == 0
 
 
 # --- draining -----------------------------------------------------------------------------
@@ -443,8 +443,8 @@ async def test_drain_wakes_a_backoff_once_and_leaves_the_rest_on_disk(env: Env) 
             await asyncio.sleep(0)
         assert len(env.ams.requests["am-a"]) == 2  # one retry, not a loop until the deadline
         assert 2.0 in parked.asleep
-        assert env.outbox is not None
-        assert env.outbox.queued_count() == 1
+        assert env.store is not None
+        assert (await sizes(env.store)).behind == 1
     finally:
         await cancel(task)
 
@@ -477,8 +477,8 @@ async def test_resend_active_with_original_times_and_resolved_for_a_while(env: E
     requests = len(env.ams.requests["am-a"])
     await delivery.resend(A)
     assert len(env.ams.requests["am-a"]) == requests
-    assert env.outbox is not None
-    assert env.outbox.active_count() == 0
+    assert env.store is not None
+    assert (await sizes(env.store)).active == 0
 
 
 async def test_resend_failure_waits_for_the_next_round(env: Env) -> None:
@@ -507,8 +507,8 @@ async def test_a_refused_resend_page_is_split_and_the_refused_alert_not_resent_t
     alerts.insert(position, postable("bad"))
     await env.enqueue(alerts, active_set(alerts))
     await delivery.deliver(A)  # accepted at the time
-    assert env.outbox is not None
-    assert env.outbox.active_count() == 10
+    assert env.store is not None
+    assert (await sizes(env.store)).active == 10
     env.ams.default["am-a"] = lambda batch: 422 if reject_bad(batch) == 400 else 200
     env.ams.accepted.clear()
     requests = len(env.ams.requests["am-a"])
@@ -516,10 +516,10 @@ async def test_a_refused_resend_page_is_split_and_the_refused_alert_not_resent_t
     await delivery.resend(A)
     assert sorted(env.ams.names("am-a"), key=int) == [str(n) for n in range(9)]
     assert len(env.ams.requests["am-a"]) - requests <= 2 * 4 + 1  # bisection
-    [(target, reason, alert)] = await env.outbox.dead_letters()
+    [(target, reason, alert)] = await env.store.dead_letters()
     assert (target, alert) == (A, postable("bad").wire())
     assert reason.startswith("HTTP 422")
-    assert env.outbox.active_count() == 10
+    assert (await sizes(env.store)).active == 10
     assert env.sample("dead_letters_total") == 1
     assert env.sample("alertmanager_alerts_dropped_total", alertmanager=A, reason="rejected") == 1
 
@@ -534,7 +534,7 @@ async def test_a_refused_resend_page_is_split_and_the_refused_alert_not_resent_t
     env.ams.accepted.clear()
     await delivery.resend(B)
     assert "bad" in env.ams.names("am-b")
-    assert len(await env.outbox.dead_letters()) == 1
+    assert len(await env.store.dead_letters()) == 1
 
 
 async def test_an_alert_refused_on_first_delivery_is_not_resent(env: Env) -> None:
@@ -543,14 +543,14 @@ async def test_an_alert_refused_on_first_delivery_is_not_resent(env: Env) -> Non
     alerts = [postable(1), postable("bad"), postable(2)]
     await env.enqueue(alerts, active_set(alerts))
     await delivery.deliver(A)
-    assert env.outbox is not None
-    assert env.outbox.active_count() == 3
+    assert env.store is not None
+    assert (await sizes(env.store)).active == 3
     env.ams.accepted.clear()
     requests = len(env.ams.requests["am-a"])
     await delivery.resend(A)
     assert len(env.ams.requests["am-a"]) - requests == 1
     assert env.ams.names("am-a") == ["1", "2"]
-    assert len(await env.outbox.dead_letters()) == 1  # once, from the first delivery
+    assert len(await env.store.dead_letters()) == 1  # once, from the first delivery
 
 
 async def test_a_refused_alert_is_still_held_by_its_state(env: Env) -> None:
@@ -566,12 +566,12 @@ async def test_a_refused_alert_is_still_held_by_its_state(env: Env) -> None:
         )
         for a in alerts
     }
-    assert env.outbox is not None
-    await commit(env.outbox, alerts, {identity: (state, until) for identity, state in kept.items()})
+    assert env.store is not None
+    await commit(env.store, alerts, {identity: (state, until) for identity, state in kept.items()})
     await delivery.deliver(A)
 
-    assert await stored_state(env.outbox, "issue:bad") == kept["issue:bad"]
-    assert await stored_state(env.outbox, "issue:1") == kept["issue:1"]
+    assert await stored_state(env.store, "issue:bad") == kept["issue:bad"]
+    assert await stored_state(env.store, "issue:1") == kept["issue:1"]
 
 
 async def test_an_invalid_alert_is_not_resent(env: Env) -> None:
@@ -579,10 +579,10 @@ async def test_an_invalid_alert_is_not_resent(env: Env) -> None:
     bad = postable("bad", generator_url="not a uri")
     await env.enqueue([postable(1), bad], active_set([postable(1), bad]))
     await delivery.deliver(A)
-    assert env.outbox is not None
-    [(_, reason, _)] = await env.outbox.dead_letters()
+    assert env.store is not None
+    [(_, reason, _)] = await env.store.dead_letters()
     assert reason == "invalid: generatorURL is not an absolute http(s) URI"
-    assert env.outbox.active_count() == 2
+    assert (await sizes(env.store)).active == 2
     env.ams.accepted.clear()
     await delivery.resend(A)
     assert env.ams.names("am-a") == ["1"]
@@ -598,14 +598,14 @@ async def test_a_resend_refused_for_the_request_forgets_nothing(env: Env, status
     requests = len(env.ams.requests["am-a"])
     await delivery.resend(A)
     assert len(env.ams.requests["am-a"]) - requests == 1  # not split: it is not the alerts
-    assert env.outbox is not None
-    assert env.outbox.active_count() == 2
-    assert await env.outbox.dead_letters() == []
+    assert env.store is not None
+    assert (await sizes(env.store)).active == 2
+    assert await env.store.dead_letters() == []
 
 
 async def test_run_resends_at_start_and_every_interval(env: Env) -> None:
     delivery = await env.start(resend_interval=60)
-    assert env.outbox is not None
+    assert env.store is not None
     await env.enqueue([postable(1)], {"issue:1": postable(1)})
     await delivery.deliver(A)
     await delivery.deliver(B)
@@ -650,7 +650,7 @@ async def test_a_fresh_alert_queued_during_a_re_send_round_is_posted_before_it_e
 
     async def meanwhile(host: str, batch: list[dict[str, Any]]) -> None:
         if issue_ids(batch) == ["0", "1"]:  # the round's first page is in flight
-            assert env.outbox is not None
+            assert env.store is not None
             await env.enqueue([fresh], {"issue:fresh": fresh})
 
     env.ams.meanwhile = meanwhile
@@ -862,11 +862,11 @@ async def test_alertmanager_series_exist_from_the_start(env: Env) -> None:
         )
 
 
-async def test_delivery_needs_the_outbox_to_know_its_alertmanagers(tmp_path: Path) -> None:
+async def test_delivery_needs_the_store_to_know_its_alertmanagers(tmp_path: Path) -> None:
     metrics = Metrics(CollectorRegistry())
-    outbox = SqliteStore(tmp_path, ["other:9093"], max_queued=10, metrics=metrics)
+    store = SqliteStore(tmp_path, ["other:9093"], max_queued=10, metrics=metrics)
     with pytest.raises(ConfigError, match="am-a:9093"):
-        Delivery(outbox, config.Alertmanager(urls=[URL_A]), metrics)
+        Delivery(store, config.Alertmanager(urls=[URL_A]), metrics)
 
 
 # --- re-sends against a model -------------------------------------------------------------
@@ -907,9 +907,9 @@ def test_resend_rounds_match_a_model(
                 requests = len(env.ams.requests["am-a"])
                 await delivery.resend(A)
                 assert sorted(env.ams.names("am-a"), key=int) == good
-                assert env.outbox is not None
-                assert env.outbox.active_count() == len(refused)
-                dead = await env.outbox.dead_letters()
+                assert env.store is not None
+                assert (await sizes(env.store)).active == len(refused)
+                dead = await env.store.dead_letters()
                 assert sorted(a["labels"]["sentry_issue_id"] for _, _, a in dead) == sorted(bad)
                 assert all(r.startswith(f"HTTP {status}") for _, r, _ in dead)
                 if n:  # after the first round, one accepted request per page with a good one

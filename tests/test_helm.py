@@ -569,7 +569,7 @@ def test_a_config_or_secret_change_rolls_the_pods(
 
 
 def test_sqlite_runs_one_replica_on_a_claim_with_recreate(chart: helm_python.Chart) -> None:
-    """The default: the SQLite outbox is the state, so it lives on a volume a rollout keeps,
+    """The default: the SQLite store is the state, so it lives on a volume a rollout keeps,
     and the old pod lets go of it before the new one starts (ReadWriteOnce, one lock)."""
     rendered = render(chart, merged(WORKING, {"persistence": {"storageClassName": "ssd"}}))
     deployment = rendered.one("Deployment")

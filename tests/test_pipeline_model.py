@@ -52,21 +52,21 @@ class BridgeModel(RuleBasedStateMachine):
         self._open()
 
     def _open(self) -> None:
-        """A bridge process starting on the outbox; the metrics and the (disabled) enricher
+        """A bridge process starting on the store; the metrics and the (disabled) enricher
         hold nothing the state machine reads, so they are kept across restarts."""
         if not hasattr(self, "enricher"):
             self.metrics = Metrics(CollectorRegistry())
             self.enricher = Enricher(CONFIG.sentry, self.metrics)
-        self.outbox = SqliteStore(
+        self.store = SqliteStore(
             self.dir, ["am"], max_queued=10_000, metrics=self.metrics, clock=self.clock
         )
-        self.loop.run_until_complete(self.outbox.open())
+        self.loop.run_until_complete(self.store.open())
         self.pipeline = Pipeline(
-            CONFIG, store=self.outbox, enricher=self.enricher, metrics=self.metrics
+            CONFIG, store=self.store, enricher=self.enricher, metrics=self.metrics
         )
 
     def _close(self) -> None:
-        self.loop.run_until_complete(self.outbox.close())
+        self.loop.run_until_complete(self.store.close())
 
     def teardown(self) -> None:
         self._close()
@@ -75,7 +75,7 @@ class BridgeModel(RuleBasedStateMachine):
         shutil.rmtree(self.dir, ignore_errors=True)
 
     def _accept(self, alert: Any) -> None:
-        self.loop.run_until_complete(self.outbox.accept(alert))
+        self.loop.run_until_complete(self.store.accept(alert))
         self.accepted.append((alert, self.clock.now))
 
     # --- Sentry sends ---------------------------------------------------------------------
@@ -105,7 +105,7 @@ class BridgeModel(RuleBasedStateMachine):
     @precondition(lambda self: bool(self.accepted))
     @rule(size=st.integers(1, 6))
     def process_a_batch(self, size: int) -> None:
-        taken = self.loop.run_until_complete(self.outbox.take(size))
+        taken = self.loop.run_until_complete(self.store.take(size))
         n = len(taken.entries)
         assert [e.alert for e in taken.entries] == [alert for alert, _ in self.accepted[:n]]
         self.loop.run_until_complete(self.pipeline.process(taken))
@@ -120,7 +120,7 @@ class BridgeModel(RuleBasedStateMachine):
         self.loop.run_until_complete(self._deliver_in_lane())
 
     async def _deliver_in_lane(self) -> None:
-        async with self.outbox.lane("am") as lane:
+        async with self.store.lane("am") as lane:
             assert lane is not None
             queued = await lane.pending(10_000)
             for item in queued:
@@ -131,7 +131,7 @@ class BridgeModel(RuleBasedStateMachine):
     @rule(seconds=st.sampled_from([1, 30, 200, 400, 1900, 3700]))
     def time_passes(self, seconds: int) -> None:
         self.clock.now += timedelta(seconds=seconds)
-        self.loop.run_until_complete(self.outbox.expire(resolved_for=900))
+        self.loop.run_until_complete(self.store.expire(resolved_for=900))
 
     @rule()
     def restart(self) -> None:

@@ -2,8 +2,10 @@
 
 ``contract`` says what every engine keeps and all the pipeline, delivery and the edge use.
 The rules every engine shares are written once, as pure code: ``writes`` (what one batch of
-decisions writes, as a plain value each engine executes) and ``refusals`` (what one
-Alertmanager refused is its own dead letter).
+decisions writes, as a plain value each engine executes), ``refusals`` (what one
+Alertmanager refused is its own dead letter), ``views`` (the status snapshot, the
+quarantine's listing, what expiry removes) and ``sizes`` (what a store holds: one read,
+cached briefly, and the ``store.max_queued`` bound).
 ``sqlite`` (``SqliteStore``: embedded, one file, one replica) and ``pg`` (``PostgresStore``:
 shared by several replicas, issue 10) keep it; ``spool`` rides out a PostgreSQL outage on
 a local SQLite file. ``open_store`` picks the configured engine; ``open_for_operator``
@@ -14,10 +16,12 @@ Both engines hold one schema (``sqlite/schema.py``, ``pg/schema.py``): the inbox
 row per post and Alertmanager, deleted once that one settled it; one state row per Sentry
 identity, its alert flagged ``active`` with its ``ends_at``; the resolved label sets being
 re-sent; dead letters per Alertmanager (a content refusal names its identity); the
-quarantine; the seen bodies. A third engine creates those tables, executes a
-``writes.Writes`` in one transaction, keeps dead letters as ``refusals`` says, and brings
-what is its own (a connection, locks, lanes); the contract tests (tests/store) then run
-against it as against the others.
+quarantine; the seen bodies. Each engine's queries sit in one module, by name
+(``sqlite/sql.py``, ``pg/sql.py``). A third engine creates those tables, writes its
+queries in a ``sql.py`` of its own, executes a ``writes.Writes`` in one transaction, reads
+the rows ``views`` and ``sizes`` turn into answers, keeps dead letters as ``refusals``
+says, and brings what is its own (a connection, locks, lanes); the contract tests
+(tests/store/test_contract.py) then run against it as against the others.
 """
 
 from __future__ import annotations

@@ -27,6 +27,10 @@ A webhook's way through a store (docs/scaling.md has the picture):
 5. ``periodic()``: whether this replica runs the periodic jobs (re-sends, expiry) now; one
    replica at a time (a lease on PostgreSQL), taken over within the lease's time.
 
+What a store holds is one read, ``sizes()`` (``Sizes``), cached briefly
+(``bridge.store.sizes``); nothing counts it by hand but the accepts since the last read,
+which ``full()`` needs to bound ``store.max_queued`` without a read per webhook.
+
 Times are the store's: ``Taken.now`` is the database's clock on PostgreSQL, so replicas
 with skewed clocks decide the same windows.
 """
@@ -113,6 +117,40 @@ class Page:
 
     bodies: Sequence[str]  # wire JSON, as stored (original times)
     after: Any  # pass to the next call; None when this was the last page
+
+
+@dataclass(frozen=True, slots=True)
+class Sizes:
+    """What a store holds, as one read (``Store.sizes``)."""
+
+    at: float  # epoch seconds of the read, on the store's clock
+    inbox: int  # accepted webhooks the pipeline has not completed
+    queued: Mapping[str, int]  # per Alertmanager: the alerts it has not settled yet
+    active: int  # identities whose alert fires
+    resolved: int  # resolved label sets still re-sent
+    quarantined: int
+    oldest_at: float | None  # epoch seconds the oldest webhook or alert held was accepted
+    spooled: int = 0  # in the local spool, waiting for PostgreSQL (bridge.store.spool)
+
+    @property
+    def behind(self) -> int:
+        """The queue of the Alertmanager furthest behind."""
+        return max(self.queued.values(), default=0)
+
+    @property
+    def length(self) -> int:
+        """Everything accepted and not yet delivered everywhere (``store.max_queued``)."""
+        return self.inbox + self.spooled + self.behind
+
+    @property
+    def resendable(self) -> int:
+        """What a re-send round posts: the active alerts and the recently resolved ones."""
+        return self.active + self.resolved
+
+    @property
+    def oldest_age(self) -> float:
+        """Seconds the oldest held webhook or alert had waited at the read (0: none)."""
+        return 0.0 if self.oldest_at is None else max(0.0, self.at - self.oldest_at)
 
 
 class Lane(Protocol):
@@ -233,12 +271,14 @@ class Store(Protocol):
         and the quarantine: ``quarantine_reasons`` (count per reason) and
         ``quarantine_oldest_at`` (epoch seconds; None when empty)."""
 
-    # Sizes, for gauges and the status page; PostgreSQL's are as of its last refresh.
-    def inbox_count(self) -> int: ...
-    def queued_count(self) -> int: ...
-    def queue_depths(self) -> dict[str, int]: ...
-    def active_count(self) -> int: ...
-    def resendable_count(self) -> int: ...
-    def quarantine_count(self) -> int: ...
-    def length(self) -> int: ...
-    def oldest_age(self) -> float: ...
+    # --- sizes ------------------------------------------------------------------------
+
+    async def sizes(self, max_age: float = 1.0) -> Sizes:
+        """What the store holds, read from the database at most ``max_age`` seconds ago
+        (concurrent callers share one read; 0: read now). PostgreSQL's count every
+        replica's work."""
+
+    async def full(self) -> bool:
+        """Whether ``accept`` refuses for ``store.max_queued``: the last read's ``length``
+        plus this replica's accepts since, read again first when this replica has settled
+        or completed anything since (the spool asks before it hands a webhook over)."""

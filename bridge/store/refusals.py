@@ -52,6 +52,11 @@ def owner(body: str) -> str | None:
     return identity_from_labels(labels) if isinstance(labels, dict) else None
 
 
+def kept_under(body: str, why: str) -> str | None:
+    """The identity a dead letter is kept under: only a refusal for the content counts."""
+    return owner(body) if for_content(why) else None
+
+
 def owners(bodies: Iterable[str]) -> list[str]:
     """The identities of ``bodies``, once each."""
     return list(dict.fromkeys(o for body in bodies if (o := owner(body)) is not None))
@@ -63,6 +68,16 @@ def not_refused(bodies: Sequence[str], refused: Iterable[str]) -> list[str]:
     if not gone:
         return list(bodies)
     return [body for body in bodies if _value(body) not in gone]
+
+
+def new_dead(dead: Sequence[tuple[str, str]], before: Iterable[str]) -> list[tuple[str, str]]:
+    """What of ``dead`` (wire JSON, reason) a refusal newly dead-letters: not refused
+    ``before``, once each (its first reason), in order."""
+    new: dict[str, tuple[str, str]] = {}
+    for body, why in dead:
+        if body not in new and not_refused([body], before):
+            new[body] = (body, why)
+    return list(new.values())
 
 
 def _value(body: str) -> Any:

@@ -36,8 +36,8 @@ stand-in's (bridge/store/unopened.py: ``take`` waits, no lanes, sizes 0, the ope
 calls raise ``StoreError``); once it is open the drainer drains.
 
 The spool defines only what it changes: ``accept`` and ``quarantine`` (the fallback), its
-drainer, its own file's health (``store_ok``, ``probe``) and the sizes it adds to
-(``inbox_count``, ``length``, ``oldest_age``). Every other member of the contract (the
+drainer, its own file's health (``store_ok``, ``probe``) and what it adds to the
+primary's ``sizes``. Every other member of the contract (the
 pipeline's ``take``/``complete``, delivery's lanes, the operators' views) is the primary's,
 reached through ``__getattr__``. ``sentry_bridge_store_up`` says whether the last write to
 the primary (a webhook, a drained round, or the drainer's probe) succeeded. ``spooled``
@@ -53,6 +53,7 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, cast
 
@@ -63,7 +64,7 @@ from bridge.errors import ConfigError, StoreError, StoreFull
 from bridge.metrics import Metrics
 from bridge.model import SentryAlert
 from bridge.store import spool_file
-from bridge.store.contract import Store
+from bridge.store.contract import Sizes, Store
 from bridge.store.group_commit import GroupCommit
 from bridge.store.health import WriteHealth
 from bridge.store.spool_file import Webhook
@@ -283,6 +284,7 @@ class Spooled:
         """Into the primary within ``accept_timeout``, else into the spool. ``bounded``:
         a primary holding ``max_queued`` is full (503), not failing."""
         deadline = asyncio.get_running_loop().time() + self.accept_timeout
+        full = bounded and await self._primary_full(deadline)
         ticket = self._tickets
         self._tickets += 1
         try:
@@ -293,7 +295,7 @@ class Spooled:
             # woken now, runs only once this webhook is in its queue.
             self._place(ticket)
         if self._opened.is_set() and not self.spooling():
-            if bounded and self._primary_full():
+            if full:
                 raise StoreFull()
             try:
                 async with asyncio.timeout_at(deadline):
@@ -336,8 +338,16 @@ class Spooled:
             turn, self._turn = self._turn, asyncio.Event()
             turn.set()
 
-    def _primary_full(self) -> bool:
-        return self.max_queued is not None and self.primary.length() >= self.max_queued
+    async def _primary_full(self, deadline: float | None = None) -> bool:
+        """Whether the primary holds ``max_queued`` (``Store.full``); False when it cannot
+        tell by ``deadline`` (the write that follows finds out)."""
+        if self.max_queued is None or not self._opened.is_set():
+            return False
+        try:
+            async with asyncio.timeout_at(deadline):
+                return await self.primary.full()
+        except Exception:
+            return False
 
     def spooling(self) -> bool:
         """The spool holds (or is committing) something: new webhooks queue behind it."""
@@ -399,7 +409,7 @@ class Spooled:
             raise StoreError("cannot drain the spool: the store has not been opened yet")
         if not self._entries:
             return 0
-        if self._primary_full():
+        if await self._primary_full():
             raise StoreFull()  # not a failure of the primary: store_up stays as it is
         if self._handover is None and len(self._entries) <= self.batch:
             self._handover = asyncio.Event()  # this round takes all: new webhooks wait
@@ -564,20 +574,19 @@ class Spooled:
         """Seconds since the oldest spooled webhook was answered (0 when empty)."""
         return max(0.0, self.clock() - self._entries[0][1]) if self._entries else 0.0
 
-    def inbox_count(self) -> int:
-        """Accepted, not yet processed, as far as the pipeline goes: the primary's inbox,
-        and the spool while the primary is up (the drainer moves it there). While the
-        primary is away the spool waits for it, not for the pipeline: bridge.compose's
-        watchdog does not call a pod stuck for an outage, nor does a stop wait for it (the
-        spool is on disk)."""
-        spooled = self.depth() if self._primary_up else 0
-        return self._behind.inbox_count() + spooled
-
-    def length(self) -> int:
-        return self._behind.length() + self.depth()
-
-    def oldest_age(self) -> float:
-        return max(self._behind.oldest_age(), self.spool_age())
+    async def sizes(self, max_age: float = 1.0) -> Sizes:
+        """The primary's, with the spool: in ``inbox`` while the primary is up (the drainer
+        moves it there, for the pipeline), else ``spooled`` (waiting for the primary, not
+        for the pipeline: a stop does not wait for it, the spool is on disk)."""
+        held = await self._behind.sizes(max_age)
+        if not self.depth():
+            return held
+        oldest = self._entries[0][1] if self._entries else None
+        if held.oldest_at is not None:
+            oldest = held.oldest_at if oldest is None else min(oldest, held.oldest_at)
+        if self._primary_up:
+            return replace(held, inbox=held.inbox + self.depth(), oldest_at=oldest)
+        return replace(held, spooled=self.depth(), oldest_at=oldest)
 
     def store_ok(self) -> bool:
         """Ready while webhooks can be kept: the primary takes them, or the spool does."""
@@ -603,7 +612,7 @@ class Spooled:
     def idle(self) -> bool:
         """The primary's, and nothing spooled while it is up (the drainer still has work
         for the pipeline). Waiting for the primary to come back is an outage, not a stuck
-        pipeline, and a stop does not wait for it (as ``inbox_count``)."""
+        pipeline, and a stop does not wait for it (as ``sizes``)."""
         if not self._opened.is_set() or not self._primary_up:
             return True
         return self.primary.idle() and not self.depth()

@@ -2,20 +2,20 @@
 (bridge/store/spool.py): a pod that starts during an outage answers from its spool and
 opens the engine in the background. Until then the engine is a store holding nothing:
 ``take`` waits for it to open, ``lane`` yields None (delivery looks again after its
-``LANE_BUSY_WAIT``, as if another replica held it), ``periodic`` is False, every size is
-0, and the operators' calls raise ``StoreError`` saying why.
+``LANE_BUSY_WAIT``, as if another replica held it), ``periodic`` is False, it holds
+nothing (``sizes``), and the operators' calls raise ``StoreError`` saying why.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
+import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
 from bridge.errors import StoreError
-from bridge.store.contract import Lane, Store, Taken
+from bridge.store.contract import Lane, Sizes, Store, Taken
 
 
 class Unopened:
@@ -37,22 +37,16 @@ class Unopened:
     async def periodic(self) -> bool:
         return False
 
-    def queue_depths(self) -> dict[str, int]:
-        return dict.fromkeys(self._engine.targets, 0)
+    async def sizes(self, max_age: float = 1.0) -> Sizes:
+        return Sizes(time.time(), 0, dict.fromkeys(self._engine.targets, 0), 0, 0, 0, None)
 
-    def oldest_age(self) -> float:
-        return 0.0
+    async def full(self) -> bool:
+        return False
 
     def __getattr__(self, name: str) -> Any:
-        """The other sizes: 0; the operators' calls: ``StoreError``."""
-        member = getattr(Store, name)  # AttributeError for what the contract lacks
-        if not inspect.iscoroutinefunction(member):
-            return _zero
+        """The operators' calls: ``StoreError``."""
+        getattr(Store, name)  # AttributeError for what the contract lacks
         return _refuse(name)
-
-
-def _zero() -> int:
-    return 0
 
 
 def _refuse(name: str) -> Callable[..., Coroutine[Any, Any, Any]]:

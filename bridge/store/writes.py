@@ -61,8 +61,6 @@ class Writes:
     forgotten: tuple[str, ...]  # identities whose state goes
     quarantined: tuple[QuarantineRow, ...]
     resolved_at: datetime  # when the started re-sends count from (``now``)
-    # How many more alerts are active, by the states taken (for an engine's sizes).
-    active_change: int
 
 
 def label_key(labels: Mapping[str, str]) -> str:
@@ -112,9 +110,6 @@ def plan(
         ends_at = firing.ends_at if firing is not None else None
         rows.append(StateRow(identity, state, until, body_of, ends_at))
     forgotten = tuple(identity for identity, (_, until) in decided.items() if until is None)
-    before_active = sum(
-        1 for i in decided if (s := taken.states.get(i)) is not None and s.alert is not None
-    )
     return Writes(
         done=tuple(handed),
         posts=posts,
@@ -124,5 +119,4 @@ def plan(
         forgotten=forgotten,
         quarantined=tuple(quarantine_row(f) for f in failed),
         resolved_at=now,
-        active_change=sum(1 for row in rows if row.alert is not None) - before_active,
     )

@@ -136,7 +136,7 @@ def _running_bridge(config: Path, data_dir: Path, log: Path, port: int | None) -
 @pytest.fixture
 def bridge_factory(tmp_path: Path) -> BridgeFactory:
     """Start the bridge as a real process: ``with bridge_factory([am.url]) as b: ...``;
-    the same data dir across starts, so a restart finds its outbox."""
+    the same data dir across starts, so a restart finds its store."""
 
     def start(
         am_urls: list[str], *, port: int | None = None, **alertmanager: object

@@ -1,6 +1,6 @@
 """Delivery under faults, against real Alertmanager processes on loopback.
 
-The outbox and the senders run in the test's event loop (real SQLite file, real
+The store and the senders run in the test's event loop (real SQLite file, real
 HTTP, real time with short backoffs); Alertmanager is the real binary, started,
 stopped and restarted by the tests, with a fault-injecting proxy in front where
 a test needs 5xx answers. Every test asserts through Alertmanager's own API.
@@ -26,7 +26,7 @@ from bridge.alertmanager import PostableAlert, target_name
 from bridge.delivery import Delivery
 from bridge.metrics import Metrics
 from bridge.store.sqlite import SqliteStore
-from tests.factories import commit, held
+from tests.factories import commit, held, sizes
 from tests.integration import procs
 from tests.integration.am import require_binary, start_alertmanager
 from tests.integration.am_proxy import FaultProxy
@@ -52,16 +52,16 @@ def postable(n: int | str, *, generator_url: str | None = None) -> PostableAlert
 
 @dataclass
 class Bridge:
-    """The delivery half of the bridge: a real outbox and the senders, running."""
+    """The delivery half of the bridge: a real store and the senders, running."""
 
-    outbox: SqliteStore
+    store: SqliteStore
     delivery: Delivery
     metrics: Metrics
 
     async def send(self, alerts: Sequence[PostableAlert], *, active: bool = True) -> None:
         """What the pipeline does for one webhook: accept, take, complete."""
         current = {f"issue:{a.labels['sentry_issue_id']}": a for a in alerts} if active else {}
-        await commit(self.outbox, alerts, held(current, datetime.now(UTC) + timedelta(days=1)))
+        await commit(self.store, alerts, held(current, datetime.now(UTC) + timedelta(days=1)))
 
     def failures(self, url: str, reason: str) -> float:
         value = self.metrics.registry.get_sample_value(
@@ -77,19 +77,19 @@ async def running_bridge(data: Path, urls: list[str], **settings: Any) -> AsyncI
         **{"urls": urls, "timeout": 2, "backoff_initial": 0.1, "backoff_max": 0.5, **settings}
     )
     metrics = Metrics(CollectorRegistry())
-    outbox = SqliteStore(
+    store = SqliteStore(
         data, [target_name(u) for u in cfg.urls], max_queued=10_000, metrics=metrics
     )
-    await outbox.open()
-    delivery = Delivery(outbox, cfg, metrics)
+    await store.open()
+    delivery = Delivery(store, cfg, metrics)
     task = asyncio.create_task(delivery.run())
     try:
-        yield Bridge(outbox, delivery, metrics)
+        yield Bridge(store, delivery, metrics)
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         await delivery.aclose()
-        await outbox.close()
+        await store.close()
 
 
 async def am_alerts(url: str) -> dict[str, dict[str, Any]]:
@@ -138,11 +138,11 @@ async def test_alertmanager_down_when_alerts_arrive(tmp_path: Path) -> None:
     async with running_bridge(tmp_path / "data", [url]) as bridge:
         await bridge.send([postable(n) for n in NAMES])
         await eventually(lambda: bridge.failures(url, "connect") >= 2)  # tried, backs off
-        assert bridge.outbox.queued_count() == len(NAMES)
+        assert (await sizes(bridge.store)).behind == len(NAMES)
 
         with start_alertmanager(tmp_path / "am", port):
             await wait_for(url, has(NAMES))
-            assert bridge.outbox.queued_count() == 0
+            assert (await sizes(bridge.store)).behind == 0
 
 
 async def test_drain_does_not_wait_out_a_backoff(tmp_path: Path) -> None:
@@ -170,7 +170,7 @@ async def test_one_of_two_alertmanagers_down(tmp_path: Path) -> None:
             await wait_for(up_url, has(NAMES), within=5)
             assert time.monotonic() - started < 3  # not held up by the one that is down
             assert bridge.failures(down_url, "connect") >= 1
-            assert bridge.outbox.queued_count() == len(NAMES)  # kept for the other one
+            assert (await sizes(bridge.store)).behind == len(NAMES)  # kept for the other one
 
             with start_alertmanager(tmp_path / "am-down", down_port):
                 await wait_for(down_url, has(NAMES))
@@ -222,7 +222,7 @@ async def test_a_malformed_alert_is_dead_lettered_and_the_rest_delivered(
             await bridge.send(alerts, active=False)
             held = await wait_for(url, has(NAMES))
             assert await bridge.delivery.drain(5)
-            [(target, reason, alert)] = await bridge.outbox.dead_letters()
+            [(target, reason, alert)] = await bridge.store.dead_letters()
     assert "bad" not in held
     assert (target, alert) == (target_name(url), bad.wire())
     assert reason.startswith(f"HTTP {status}")

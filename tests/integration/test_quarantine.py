@@ -79,7 +79,7 @@ def test_quarantine_send_and_status_on_postgres_from_an_operators_shell(
         assert code == 0, out
         assert "1 quarantined (invalid_payload: 1)" in out
         assert "opening the configured store directly" in out
-        assert not client_dir.exists(), "no local outbox made up"
+        assert not client_dir.exists(), "no local store made up"
 
         # Through the running bridge: no database URL needed.
         code, out = operator(["quarantine", "list", *where], client_dir, ENV)
@@ -103,7 +103,7 @@ def test_quarantine_send_and_status_on_postgres_from_an_operators_shell(
         assert code == 0, out
         assert "1 quarantined (invalid_payload: 1)" in out
         assert "(opened directly)" in out
-        assert not client_dir.exists(), "no local outbox made up"
+        assert not client_dir.exists(), "no local store made up"
 
         # send --wait: the bridge's Alertmanager, not this shell's default.
         send = ["send", "--example", "issue-alert", "--wait", "--timeout", "15"]

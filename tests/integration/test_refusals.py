@@ -43,7 +43,7 @@ def processed(bridge: Bridge) -> float:
 
 
 def wait(bridge: Bridge, done: float, what: str) -> None:
-    """Until the bridge counted ``done`` webhooks processed and its outbox is empty (every
+    """Until the bridge counted ``done`` webhooks processed and its store is empty (every
     Alertmanager settled: delivered, or dead-lettered by the refusing one)."""
     deadline = time.monotonic() + 60
     while processed(bridge) < done or bridge.metric("sentry_bridge_store_queued_alerts") > 0:

@@ -35,7 +35,7 @@ def lose_a_backlog_and_restart(
     tmp_path: Path, bridge_factory: BridgeFactory, count: int, lose: Callable[[Bridge], None]
 ) -> None:
     """Post ``count`` alerts while Alertmanager is down (everything accepted stays queued
-    in the outbox), ``lose`` the bridge, then start it again with Alertmanager up: every
+    in the store), ``lose`` the bridge, then start it again with Alertmanager up: every
     alert arrives, each exactly once."""
     am_port = procs.free_port()
     am_url = f"http://127.0.0.1:{am_port}"
@@ -46,7 +46,7 @@ def lose_a_backlog_and_restart(
 
     with (
         start_alertmanager(tmp_path / "am", am_port) as url,
-        bridge_factory([am_url]),  # same data dir: finds its outbox
+        bridge_factory([am_url]),  # same data dir: finds its store
     ):
         seen = wait_for_count(Alertmanager(url), count)
         assert len(seen) == count
@@ -76,7 +76,7 @@ def test_sigterm_drains_the_backlog_and_exits_0(
     assert len(seen) == count
 
 
-def test_sigterm_with_alertmanager_down_exits_within_grace_and_keeps_the_outbox(
+def test_sigterm_with_alertmanager_down_exits_within_grace_and_keeps_the_store(
     tmp_path: Path, bridge_factory: BridgeFactory
 ) -> None:
     am_port = procs.free_port()

@@ -1,5 +1,5 @@
 """Stopping the bridge for real: a second SIGTERM or Ctrl+C during the drain stops it at
-once, and what was not delivered stays in the outbox for the next start."""
+once, and what was not delivered stays in the store for the next start."""
 
 from __future__ import annotations
 

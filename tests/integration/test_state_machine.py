@@ -72,7 +72,7 @@ class Run:
         self.processed = 0
 
     def restarted(self, bridge: Bridge) -> None:
-        """A new bridge process on the same outbox; its counters start at zero."""
+        """A new bridge process on the same store; its counters start at zero."""
         self.bridge, self.processed = bridge, 0
 
     def send(self, body: dict[str, Any], resource: str) -> None:
@@ -163,7 +163,7 @@ def test_alertmanager_shows_what_the_rules_predict(
     rng = random.Random(seed)
     path = config(tmp_path / "config.yaml", alertmanager.url)
     run = Run()
-    for _start in range(2):  # a restart in between: the state is in the outbox
+    for _start in range(2):  # a restart in between: the state is in the store
         with (
             procs.bridge(path, tmp_path / "data", tmp_path / "bridge.log", ENV) as process,
             httpx.Client(base_url=process.url, timeout=10) as client,

@@ -1,4 +1,4 @@
-"""The engines of the store contract, opened for a test: ``sqlite`` (the outbox, in the
+"""The engines of the store contract, opened for a test: ``sqlite`` (the store, in the
 test's directory), ``postgres`` (the session's PostgreSQL, a schema of the test's own) and
 ``spooled`` (that PostgreSQL engine behind the spool, as ``open_store`` builds it for
 ``store.backend: postgres``)."""

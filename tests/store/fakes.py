@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from bridge.errors import StoreFull
 from bridge.model import SentryAlert
-from bridge.store.contract import Store
+from bridge.store.contract import Sizes, Store
 
 Mode = Literal["up", "down", "failing", "slow", "late"]
 MODES: tuple[Mode, ...] = ("up", "down", "failing", "slow", "late")
@@ -36,7 +36,8 @@ class FakePrimary:
         # Called after each commit (tests use it to act while the spool drains).
         self.on_commit: Callable[[], None] | None = None
         self.attempts = self.probes = 0  # calls of accept or quarantine, and of probe
-        self.backlog = 1000  # queued for Alertmanager, on top of the records (length())
+        self.backlog = 1000  # queued for Alertmanager, on top of the records (sizes())
+        self.max_queued: int | None = None  # full() at records + backlog (the spool's)
         self.commit_time = 0.0  # seconds each commit takes while up (the benchmark's)
         # open(): refused this many more times (then as the mode says), or raises this.
         self.open_failures = 0
@@ -103,14 +104,13 @@ class FakePrimary:
     def store_ok(self) -> bool:
         return self.mode == "up"
 
-    def inbox_count(self) -> int:
-        return len(self.records)
+    async def sizes(self, max_age: float = 1.0) -> Sizes:
+        """The records in the inbox, the backlog queued, the oldest accepted 5 s ago."""
+        return Sizes(100.0, len(self.records), {"am": self.backlog}, 0, 0, 0, 95.0)
 
-    def length(self) -> int:
-        return len(self.records) + self.backlog
-
-    def oldest_age(self) -> float:
-        return 5.0
+    async def full(self) -> bool:
+        held = len(self.records) + self.backlog
+        return self.max_queued is not None and held >= self.max_queued
 
     def __getattr__(self, name: str) -> Any:
         """Every other member of the contract: recorded, answered with its name."""

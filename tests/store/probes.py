@@ -1,12 +1,15 @@
-"""What tests read from a store that the bridge itself never needs: its write transactions,
-the lease's holder and its renewal, the database's clock. Kept here, not in ``bridge/``."""
+"""What tests read from a store, or do to it, that the bridge itself never needs: its write
+transactions (counted, or refused as on a full disk), the lease's holder and its renewal,
+the database's clock. Kept here, not in ``bridge/``."""
 
 from __future__ import annotations
 
+import sqlite3
 from datetime import datetime, timedelta
 from typing import Any, cast
 
 from bridge.store.pg.connection import Connection
+from bridge.store.sqlite import SqliteStore
 
 
 class Commits:
@@ -23,6 +26,24 @@ class Commits:
             report()
 
         health.succeeded = counted
+
+
+class FailingCommits:
+    """Refuses the next ``failing`` COMMITs on the store's connection."""
+
+    def __init__(self) -> None:
+        self.failing = 0
+
+    def __call__(self, action: int, arg1: str | None, *_: object) -> int:
+        if action == sqlite3.SQLITE_TRANSACTION and arg1 == "COMMIT" and self.failing:
+            self.failing -= 1
+            return sqlite3.SQLITE_DENY
+        return sqlite3.SQLITE_OK
+
+
+async def fail_commits(store: SqliteStore, commits: FailingCommits) -> None:
+    # The connection belongs to the store's thread: set the authorizer there.
+    await store._file.call(lambda: store._file.db.set_authorizer(commits))
 
 
 # Extends our lease only while it is ours and unexpired (an expired one is not revived: the

@@ -21,6 +21,7 @@ from bridge.model import SentryAlert, Severity
 from bridge.state import IdentityState
 from bridge.store.contract import Failed, Processed, Queued, Store, Taken
 from tests import factories
+from tests.factories import sizes
 from tests.store.engines import ENGINES, TARGETS, Opener, engine, opener
 from tests.store.test_spool import until
 
@@ -132,7 +133,7 @@ async def test_the_same_body_is_accepted_once(open_engine: Opener) -> None:
         assert await store.accept(factories.issue(1), digest("one")) is False
         assert await store.accept(factories.issue(2), digest("two")) is True
         assert await store.accept(factories.issue(2)) is True, "no digest: never a duplicate"
-        assert store.inbox_count() == 3
+        assert (await sizes(store)).inbox == 3
         taken = await take(store)
         assert [e.alert.identity for e in taken.entries] == ["issue:1", "issue:2", "issue:2"]
         await store.abandon(taken)
@@ -144,7 +145,7 @@ async def test_concurrent_accepts_of_one_body_make_one_entry(open_engine: Opener
             *(store.accept(factories.issue(7), digest("x")) for _ in range(5))
         )
         assert sorted(added) == [False, False, False, False, True]
-        assert store.inbox_count() == 1
+        assert (await sizes(store)).inbox == 1
 
 
 async def test_a_body_is_forgotten_after_max_bodies(open_engine: Opener) -> None:
@@ -161,13 +162,29 @@ async def test_a_body_is_forgotten_after_body_retention(open_engine: Opener) -> 
         assert await store.accept(factories.issue(1), digest("b")) is True
 
 
-async def test_a_full_store_refuses_with_store_full(open_engine: Opener) -> None:
+async def test_a_full_store_refuses_until_every_alertmanager_settled(
+    open_engine: Opener,
+) -> None:
+    """``store.max_queued`` bounds the inbox and the queue of the Alertmanager furthest
+    behind; what this replica settles is read again, not counted down (``full``)."""
     async with open_engine(max_queued=2) as store:
         await store.accept(factories.issue(1))
         await store.accept(factories.issue(2))
-        with pytest.raises(StoreFull):
+        assert await store.full()
+        with pytest.raises(StoreFull, match="the store is full"):
             await store.accept(factories.issue(3))
-        assert store.inbox_count() == 2
+        assert (await sizes(store)).inbox == 2
+        taken = await take(store)
+        now = taken.now
+        await commit(store, taken, sends={"issue:1": [firing(1, now)], "issue:2": [firing(2, now)]})
+        with pytest.raises(StoreFull):  # queued for Alertmanager: still held
+            await store.accept(factories.issue(3))
+        await drain_lane(store, TARGETS[0])
+        with pytest.raises(StoreFull):  # the other one still needs them
+            await store.accept(factories.issue(3))
+        await drain_lane(store, TARGETS[1])
+        assert not await store.full()
+        assert await store.accept(factories.issue(3))
 
 
 async def test_quarantine_keeps_the_webhook_once(open_engine: Opener) -> None:
@@ -184,7 +201,7 @@ async def test_quarantine_keeps_the_webhook_once(open_engine: Opener) -> None:
             b"{",
         )
         assert entry.alert is None
-        assert store.quarantine_count() == 1
+        assert (await sizes(store)).quarantined == 1
 
 
 # --- the pipeline -----------------------------------------------------------------------
@@ -266,7 +283,7 @@ async def test_abandoned_entries_are_handed_out_again_first(open_engine: Opener)
         assert [e.inbox_id for e in again.entries][:2] == [e.inbox_id for e in first.entries]
         assert [e.alert for e in again.entries][:2] == [e.alert for e in first.entries]
         await commit(store, again)
-        assert store.inbox_count() == 0
+        assert (await sizes(store)).inbox == 0
 
 
 async def test_failed_entries_go_to_quarantine(open_engine: Opener) -> None:
@@ -289,8 +306,8 @@ async def test_failed_entries_go_to_quarantine(open_engine: Opener) -> None:
         )
         assert entry.alert is not None
         assert SentryAlert.from_json(entry.alert) == bad
-        assert store.quarantine_count() == 1
-        assert store.inbox_count() == 0
+        assert (await sizes(store)).quarantined == 1
+        assert (await sizes(store)).inbox == 0
         assert [labels([q.body]) for q in await drain_lane(store, TARGETS[0])] == [
             labels([wire_json(firing(1, taken.now))])
         ]
@@ -304,12 +321,12 @@ async def test_release_accepts_the_replayed_alert(open_engine: Opener) -> None:
         await store.release(first.id, factories.issue(5))
         await store.release(second.id, None)
         assert await store.quarantined() == []
-        assert store.quarantine_count() == 0
+        assert (await sizes(store)).quarantined == 0
         assert not await store.release(first.id, factories.issue(6)), "gone: nothing accepted"
         taken = await take(store)
         assert [e.alert for e in taken.entries] == [factories.issue(5)]
         await commit(store, taken)
-        assert store.inbox_count() == 0
+        assert (await sizes(store)).inbox == 0
 
 
 async def test_quarantine_pages_one_entry_and_summary(open_engine: Opener) -> None:
@@ -337,12 +354,12 @@ async def test_discard_removes_only_what_it_names_or_all(open_engine: Opener) ->
         a, b, c, d = (q.id for q in await store.quarantined())
         assert await store.discard_quarantined([b, d + 100, b]) == [b], "missing ids: not removed"
         assert [q.id for q in await store.quarantined()] == [a, c, d]
-        assert store.quarantine_count() == 3
+        assert (await sizes(store)).quarantined == 3
         assert await store.discard_quarantined([]) == []
         assert sorted(await store.discard_quarantined(None)) == [a, c, d]
         assert await store.quarantined() == []
-        assert store.quarantine_count() == 0
-        assert store.inbox_count() == 0, "discarding accepts nothing"
+        assert (await sizes(store)).quarantined == 0
+        assert (await sizes(store)).inbox == 0, "discarding accepts nothing"
 
 
 # --- delivery ---------------------------------------------------------------------------
@@ -358,10 +375,16 @@ async def test_lanes_read_and_settle_each_alertmanagers_queue(open_engine: Opene
             store.wakeup(target).clear()
         await commit(store, taken, sends={"issue:1": [firing(1, now)], "issue:2": [firing(2, now)]})
         assert all(store.wakeup(target).is_set() for target in TARGETS)
-        assert store.queue_depths() == dict.fromkeys(TARGETS, 2)
-        assert store.queued_count() == 2
-        assert store.length() == 2
-        assert store.oldest_age() >= 0
+        held = await sizes(store)
+        assert (held.queued, held.behind, held.length, held.inbox) == (
+            dict.fromkeys(TARGETS, 2),
+            2,
+            2,
+            0,
+        )
+        assert held.oldest_at is not None
+        assert held.oldest_at <= held.at
+        assert held.oldest_age == held.at - held.oldest_at
 
         async with store.lane(TARGETS[0]) as lane:
             assert lane is not None
@@ -370,12 +393,42 @@ async def test_lanes_read_and_settle_each_alertmanagers_queue(open_engine: Opene
             assert items[0].body == wire_json(firing(1, now))
             assert abs(items[0].queued_at - taken.entries[0].accepted_at.timestamp()) < 1e-3
             await lane.advance(items[0].id)
-        assert store.queue_depths() == {TARGETS[0]: 1, TARGETS[1]: 2}
+        assert (await sizes(store)).queued == {TARGETS[0]: 1, TARGETS[1]: 2}
         rest = await drain_lane(store, TARGETS[0])
         assert [json.loads(q.body)["labels"]["sentry_issue_id"] for q in rest] == ["2"]
         assert await drain_lane(store, TARGETS[0]) == []
         assert len(await drain_lane(store, TARGETS[1])) == 2, "each Alertmanager its own"
-        assert store.queued_count() == 0
+        assert (await sizes(store)).behind == 0
+
+
+async def test_the_queue_keeps_the_order_decided_across_entries(open_engine: Opener) -> None:
+    async with open_engine() as store:
+        await store.accept(factories.issue(1))
+        await store.accept(factories.issue(2))
+        taken = await take(store)
+        now = taken.now
+        old = resolve_of(firing(9, now - timedelta(minutes=1)), now - timedelta(seconds=1))
+        sends: dict[str, Sequence[PostableAlert]] = {
+            "issue:1": [old, firing(1, now)],
+            "issue:2": [firing(2, now)],
+        }
+        await commit(store, taken, sends=sends)
+        for target in TARGETS:
+            bodies = [q.body for q in await drain_lane(store, target)]
+            assert bodies == [wire_json(a) for a in (old, firing(1, now), firing(2, now))]
+
+
+async def test_a_forgotten_state_holds_nothing_active(open_engine: Opener) -> None:
+    async with open_engine() as store:
+        alert = await fire_one(store)
+        assert (await sizes(store)).active == 1
+        await store.accept(factories.issue(1))
+        taken = await take(store)
+        assert taken.states["issue:1"].alert == alert
+        await commit(store, taken, states={"issue:1": None})  # forgotten
+        assert (await sizes(store)).active == 0
+        for target in TARGETS:
+            assert await resendable(store, target) == []
 
 
 async def test_a_lane_block_that_raises_commits_nothing(open_engine: Opener) -> None:
@@ -455,8 +508,8 @@ async def test_resend_pages_hold_the_resolved_then_the_active(open_engine: Opene
                 "issue:5": state_of(None, now),
             },
         )
-        assert store.active_count() == 4
-        assert store.resendable_count() == 5
+        assert (await sizes(store)).active == 4
+        assert (await sizes(store)).resendable == 5
         for target in TARGETS:
             bodies = await resendable(store, target, limit=2)
             assert labels(bodies[:1]) == [gone.labels]
@@ -583,7 +636,7 @@ async def test_firing_again_ends_the_re_sends_of_the_resolve(
         assert [
             PostableAlert.model_validate_json(b) for b in await resendable(store, TARGETS[0])
         ] == [again]
-        assert store.resendable_count() == 1
+        assert (await sizes(store)).resendable == 1
 
 
 async def test_expire_forgets_ended_alerts_and_old_resolves(open_engine: Opener) -> None:
@@ -603,10 +656,10 @@ async def test_expire_forgets_ended_alerts_and_old_resolves(open_engine: Opener)
         )
         await store.expire(resolved_for=3600)
         assert labels(await resendable(store, TARGETS[0])) == [gone.labels, live.labels]
-        assert store.active_count() == 1
+        assert (await sizes(store)).active == 1
         await store.expire(resolved_for=0)
         assert labels(await resendable(store, TARGETS[0])) == [live.labels]
-        assert store.resendable_count() == 1
+        assert (await sizes(store)).resendable == 1
 
 
 async def test_expire_forgets_states_past_their_time(open_engine: Opener) -> None:
@@ -632,8 +685,9 @@ async def test_a_healthy_store(open_engine: Opener) -> None:
         assert store.store_ok()
         assert await store.probe() is True
         assert await store.periodic() is True, "a lone replica runs the periodic jobs"
-        assert store.length() == store.inbox_count() == store.queued_count() == 0
-        assert store.oldest_age() == 0.0
+        held = await sizes(store)
+        assert (held.length, held.inbox, held.behind, held.active, held.quarantined) == (0,) * 5
+        assert (held.oldest_at, held.oldest_age) == (None, 0.0)
         snapshot = await store.snapshot(10)
         assert (snapshot["active"], snapshot["dead_letters"]) == ([], [])
         assert (snapshot["dead_letter_count"], snapshot["quarantined"]) == (0, 0)

@@ -21,7 +21,7 @@ DSN = "postgresql://bridge@db.example/bridge"
 TARGETS = ("am-a:9093",)
 
 
-def test_sqlite_is_the_outbox_in_the_data_directory(tmp_path: Path) -> None:
+def test_sqlite_is_the_store_in_the_data_directory(tmp_path: Path) -> None:
     cfg = config.parse(BASE | {"store": {"data_dir": str(tmp_path)}}, env={})
     store = open_store(cfg, Metrics(CollectorRegistry()), TARGETS)
     assert isinstance(store, SqliteStore)

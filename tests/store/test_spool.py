@@ -33,9 +33,9 @@ from bridge.store.spool import FILENAME, Spooled, spooled, unreachable
 from tests.clock import Ticks as Clock
 from tests.conftest import PostgresTarget
 from tests.factories import issue
+from tests.store import probes
 from tests.store.fakes import MODES, FakePrimary, Mode
 from tests.store.stall import stalled_load
-from tests.test_outbox_failures import Commits
 
 pytestmark = pytest.mark.anyio
 
@@ -53,6 +53,7 @@ def make(
     spool = Spooled(
         cast(Store, primary), path / FILENAME, metrics=metrics, clock=clock or Clock(), **kw
     )
+    primary.max_queued = spool.max_queued  # one store.max_queued, as open_store gives
     # Small, so the tests wait for little: the drainer's back-off and its per-webhook limit.
     spool.retry_initial, spool.retry_max, spool.drain_timeout = 0.01, 0.05, 0.3
     return spool
@@ -207,8 +208,9 @@ async def test_a_start_without_the_primary_spools_until_it_opens(
         assert await accept(store, 2)
         assert await store.quarantine("unreadable", "bad json", {"a": "b"}, b"{", digest(3))
         assert primary.records == []  # not even tried: the spool answers
-        assert (store.depth(), store.length(), store.inbox_count()) == (3, 3, 0)
-        assert (store.queued_count(), store.queue_depths()) == (0, {"am": 0})
+        held = await store.sizes()
+        assert (store.depth(), held.length, held.inbox, held.spooled) == (3, 3, 0, 3)
+        assert (held.behind, held.queued) == (0, {"am": 0})
         assert store.store_ok()
         taking = asyncio.create_task(store.take(10))
         async with store.lane("am") as lane:
@@ -446,7 +448,7 @@ async def test_a_spool_that_cannot_be_written_answers_503_and_recovers(
     spool: Spooled, primary: FakePrimary, metrics: Metrics
 ) -> None:
     """A refused COMMIT (as on a full disk) rolls back: 503, nothing half-kept."""
-    commits = Commits()
+    commits = probes.FailingCommits()
     await spool._file.call(lambda: spool._file.db.set_authorizer(commits))
     primary.mode = "down"
     commits.failing = Spooled.failing_after
@@ -515,8 +517,9 @@ async def test_metrics_follow_the_spool(
     assert value(metrics, "spool_oldest_age_seconds") == 42
     assert value(metrics, "spooled_total") == 2
     # While the primary is down, the spool waits on it, not on the pipeline (compose's
-    # watchdog must not call the pod stuck): not in inbox_count.
-    assert (store.inbox_count(), store.length(), store.oldest_age()) == (0, 1002, 42)
+    # watchdog must not call the pod stuck): not in its inbox.
+    held = await store.sizes()
+    assert (held.inbox, held.spooled, held.length, held.oldest_at) == (0, 2, 1002, 95.0)
     with pytest.raises(OSError, match="refused"):
         await store.drain_once()  # still down: nothing moved
     assert value(metrics, "spool_webhooks") == 2
@@ -524,7 +527,8 @@ async def test_metrics_follow_the_spool(
     store.batch = 1
     assert await store.drain_once() == 1
     assert value(metrics, "spool_oldest_age_seconds") == 12  # now the second one's age
-    assert store.inbox_count() == 2  # one in the primary, one the drainer brings
+    held = await store.sizes()
+    assert (held.inbox, held.spooled) == (2, 0)  # one in the primary, one the drainer brings
     assert (value(metrics, "store_up"), value(metrics, "spool_drained_total")) == (1, 1)
     await store.close()
 
@@ -561,7 +565,7 @@ async def test_everything_else_is_the_primarys(spool: Spooled, primary: FakePrim
     """The spool defines only what it changes; every other member is the primary's own,
     called as it was called (``Spooled.__getattr__``)."""
     own = {"accept", "quarantine", "open", "close", "probe", "store_ok"}
-    own |= {"inbox_count", "length", "oldest_age"}  # the spool's own sizes added
+    own.add("sizes")  # the spool's own added
     own.add("idle")  # nothing spooled is part of it
     assert {name for name in vars(Spooled) if not name.startswith("_")} & set(dir(Store)) == own
     assert spool.targets == primary.targets
@@ -581,7 +585,8 @@ async def test_everything_else_is_the_primarys(spool: Spooled, primary: FakePrim
         "quarantined": ((7,), {"after": 0, "limit": 100}),
         "discard_quarantined": (([1, 2],), {}),
     }
-    for name in sorted(members - own):
+    assert spool.full == primary.full  # the primary's bound (the fake keeps one)
+    for name in sorted(members - own - {"full"}):
         positional, named = args.get(name, ((), {}))
         result = getattr(spool, name)(*positional, **named)
         if inspect.isawaitable(result):

@@ -19,8 +19,8 @@ from bridge.store.contract import Store
 from bridge.store.spool import FILENAME, Spooled
 from bridge.store.sqlite import SqliteStore
 from tests.factories import issue
+from tests.store import probes
 from tests.store.fakes import FakePrimary
-from tests.test_outbox_failures import Commits, install
 
 pytestmark = pytest.mark.anyio
 
@@ -41,18 +41,20 @@ def tracebacks(caplog: pytest.LogCaptureFixture) -> list[str]:
     return [record.getMessage() for record in caplog.records if record.exc_info]
 
 
-async def test_a_full_outbox_logs_once_per_outage(
+async def test_a_full_store_logs_once_per_outage(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     registry = CollectorRegistry()
     box = SqliteStore(tmp_path, ["am"], max_queued=10_000, metrics=Metrics(registry))
     await box.open()
-    commits = Commits()
+    commits = probes.FailingCommits()
     caplog.set_level(logging.INFO, logger="bridge")
     try:
         for outage in range(2):
             commits.failing = 1000
-            await install(box, commits)  # again: a COMMIT that worked is prepared already
+            await probes.fail_commits(
+                box, commits
+            )  # again: a COMMIT that worked is prepared already
             for n in range(10):  # one by one, then a burst sharing group commits
                 with pytest.raises(StoreFull):
                     await box.accept(issue(n), digest(100 * outage + n))
@@ -85,7 +87,7 @@ async def test_a_full_spool_logs_once_per_outage(
     metrics = Metrics(CollectorRegistry())
     spool = Spooled(cast(Store, primary), tmp_path / FILENAME, metrics=metrics, drainer=False)
     await spool.open()
-    commits = Commits()
+    commits = probes.FailingCommits()
     await spool._file.call(lambda: spool._file.db.set_authorizer(commits))
     caplog.set_level(logging.INFO, logger="bridge")
     try:

@@ -75,7 +75,6 @@ def test_the_last_state_counts_and_forgotten_ones_go() -> None:
     [row] = writes.states
     assert (row.identity, row.state, row.alert) == ("issue:1", IdentityState(), None)
     assert writes.forgotten == ("issue:2",)
-    assert writes.active_change == -1
 
 
 def test_the_active_alert_is_the_states() -> None:
@@ -89,7 +88,6 @@ def test_the_active_alert_is_the_states() -> None:
     )
     [row] = writes.states
     assert (row.alert, row.ends_at) == (wire_json(a), a.ends_at)
-    assert writes.active_change == 0
 
 
 def test_failed_entries_go_to_quarantine_with_their_alert() -> None:

@@ -2,13 +2,12 @@
 
 ``PostgresStore`` (``engine``) composes the parts: ``connection`` (the asyncpg pool, TLS,
 the migration under an advisory lock, the database clock), ``schema`` (the migrations),
-``inbox`` (group-committed accepts, takes in order with each identity locked),
-``complete`` (executing what a batch writes: ``bridge.store.writes``), ``identity`` (the
-state rows), ``queue`` (per-Alertmanager rows, lanes, re-send pages, dead letters and
-refusals: ``bridge.store.refusals``), ``operators`` (requeue, quarantine, the status
-snapshot), ``lease`` (one replica at a time runs the
-periodic jobs), ``sizes`` (the gauges' cache) and ``codec`` (what PostgreSQL text cannot
-hold).
+``sql`` (every other query, by name), ``inbox`` (group-committed accepts, takes in order
+with each identity locked), ``complete`` (executing what a batch writes:
+``bridge.store.writes``), ``identity`` (the state rows), ``queue`` (per-Alertmanager rows,
+lanes, re-send pages, dead letters and refusals: ``bridge.store.refusals``), ``operators``
+(requeue, quarantine, the status snapshot, sizes, expiry), ``lease`` (one replica at a
+time runs the periodic jobs) and ``codec`` (what PostgreSQL text cannot hold).
 
 The driver is asyncpg: it speaks PostgreSQL's protocol natively on asyncio (no thread
 pool), uses the binary format and prepared statements (cached per connection), and was

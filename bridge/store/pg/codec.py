@@ -56,13 +56,6 @@ def to_jsonb(value: Any) -> str:
     return dumps(_walk(value, text))
 
 
-def jsonb_text(body: str) -> str:
-    """Wire JSON text as :func:`to_jsonb` would store it (to compare with a jsonb column)."""
-    if _NUL_ESCAPE not in body and _MARK not in body:
-        return body
-    return to_jsonb(json.loads(body))
-
-
 def from_jsonb(encoded: str) -> Any:
     """What :func:`to_jsonb` was given."""
     value = json.loads(encoded)

@@ -5,30 +5,12 @@ identities' locks)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from bridge.state import IdentityState
 from bridge.store import writes
 from bridge.store.contract import Failed, Processed, Taken
-from bridge.store.pg import codec, identity, operators, queue
-
-_DONE = """
-WITH gone AS (DELETE FROM inbox WHERE id = ANY($1::bigint[]) RETURNING 1)
-SELECT pg_notify($2, '') FROM (SELECT count(*) FROM gone) AS g
-"""
-
-
-@dataclass(frozen=True, slots=True)
-class Written:
-    """What changed, for the engine's sizes."""
-
-    done: int  # inbox entries gone
-    queued: int  # posts queued, per Alertmanager
-    active: int  # more active alerts (an estimate from the states taken)
-    resolved: int  # more resolved label sets
-    quarantined: int
+from bridge.store.pg import identity, operators, queue, sql
 
 
 async def write(
@@ -41,23 +23,17 @@ async def write(
     channel: str,
     inbox_channel: str,
     quarantine_kept: int,
-) -> Written:
+) -> writes.Writes:
+    """Executes the batch's plan; returns it."""
     # The resolves' endsAt is the decision's time (Taken.now) or earlier: this clock, read
     # now, tells a resolve from a firing alert as the database sees it.
-    now: datetime = await conn.fetchval("SELECT clock_timestamp()")
+    now: datetime = await conn.fetchval(sql.NOW)
     plan = writes.plan(taken, results, failed, now)
     # Takers of other replicas that found these identities held look again at the commit.
-    await conn.execute(_DONE, list(plan.done), inbox_channel)
-    sends = [(post.queued_at, post.body) for post in plan.posts]
-    await queue.enqueue(conn, targets, sends, channel)
-    changes: dict[str, tuple[datetime, str] | None] = dict.fromkeys(plan.resends_ended)
-    changes.update((key, (now, body)) for key, body in plan.resends_started)
-    resolved = await queue.resolve(conn, changes)
-    states: dict[str, tuple[IdentityState, datetime | None]] = {
-        codec.text(row.identity): (row.state, row.kept_until) for row in plan.states
-    }
-    states.update((codec.text(name), (IdentityState(), None)) for name in plan.forgotten)
-    await identity.write(conn, states)
+    await conn.execute(sql.INBOX_DONE, list(plan.done), inbox_channel)
+    await queue.enqueue(conn, targets, plan.posts, channel)
+    await queue.resend(conn, plan)
+    await identity.write(conn, plan)
     if plan.quarantined:
         await operators.quarantine(conn, plan.quarantined, quarantine_kept)
-    return Written(len(plan.done), len(sends), plan.active_change, resolved, len(failed))
+    return plan

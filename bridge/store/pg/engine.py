@@ -1,18 +1,19 @@
 """``PostgresStore``: the store contract (``bridge.store.contract``) on PostgreSQL, shared
 by every replica.
 
-The parts: ``connection`` (pool, TLS, migration, clock), ``schema``, ``inbox`` (accept and
-take), ``complete`` (executing what a batch writes), ``identity`` (states), ``queue``
-(the queue, lanes, re-sends, dead letters, refusals), ``operators`` (requeue, quarantine,
-snapshot), ``lease`` (one replica runs the periodic jobs), ``sizes``, ``codec`` (NUL, which
-PostgreSQL text cannot hold). This module composes them and keeps what a replica keeps in
-memory:
+The parts: ``connection`` (pool, TLS, migration, clock), ``schema``, ``sql`` (the
+queries), ``inbox`` (accept and take), ``complete`` (executing what a batch writes),
+``identity`` (states), ``queue`` (the queue, lanes, re-sends, dead letters, refusals),
+``operators`` (requeue, quarantine, snapshot, sizes, expiry), ``lease`` (one replica runs
+the periodic jobs), ``codec`` (NUL, which PostgreSQL text cannot hold). This module
+composes them and keeps what a replica keeps in memory:
 
 - accepts waiting for their group commit (concurrent ``accept`` calls share one
   transaction; a lone one waits for no timer);
-- the open transactions of what ``take`` handed out (``Taken.handle``) and of lanes;
-- sizes, for gauges: refreshed from the database every ``refresh_interval`` (other
-  replicas change them too) and adjusted by this replica's own commits in between.
+- the open transactions of what ``take`` handed out (``Taken.handle``) and of lanes.
+
+Its sizes are read from the database (``bridge.store.sizes``): other replicas change
+them too.
 
 ``take`` waits without polling hard: ``LISTEN`` on the inbox's channel (every accept
 notifies at commit, PostgreSQL docs "NOTIFY"), with a poll every ``poll_interval`` in case
@@ -30,7 +31,6 @@ import logging
 import os
 import secrets
 import socket
-import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -42,12 +42,13 @@ from bridge.config import Postgres, postgres_connections
 from bridge.errors import ConfigError, StoreError, StoreFull
 from bridge.metrics import Metrics
 from bridge.model import SentryAlert
-from bridge.store.contract import Entry, Failed, Lane, Processed, Quarantined, Taken
+from bridge.store.contract import Entry, Failed, Lane, Processed, Quarantined, Sizes, Taken
 from bridge.store.group_commit import GroupCommit
 from bridge.store.health import WriteHealth
-from bridge.store.pg import codec, complete, connection, identity, inbox, operators, queue, sizes
+from bridge.store.pg import codec, complete, connection, identity, inbox, operators, queue, sql
 from bridge.store.pg.lease import Periodic
 from bridge.store.shield import Shield
+from bridge.store.sizes import SizeCache
 
 log = logging.getLogger("bridge.store.pg")
 
@@ -68,7 +69,7 @@ class PostgresStore:
     failing_after = 3
     dead_letters_kept = 10_000
     quarantine_kept = 100_000
-    refresh_interval = 2.0  # seconds between size refreshes
+    relisten_interval = 2.0  # seconds between looks at the LISTEN connection
     poll_interval = 1.0  # take() looks at the inbox at least this often while waiting
 
     def __init__(
@@ -116,10 +117,10 @@ class PostgresStore:
         self._idle = False  # take() is waiting with nothing to claim
         self._wakeups = {target: asyncio.Event() for target in self.targets}
         self._handles: set[_Handle] = set()
-        self._sizes = sizes.Sizes(depths=dict.fromkeys(self.targets, 0))
-        self._refresher: asyncio.Task[None] | None = None
+        # Other replicas accept too: the bound reads again in the background this often.
+        self._sizes = SizeCache(self._read_sizes, max_queued, stale_after=2.0)
+        self._relistener: asyncio.Task[None] | None = None
         self._shield = Shield()  # writes that finish even if their caller is cancelled
-        metrics.watch_store(self)
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -131,32 +132,28 @@ class PostgresStore:
         try:
             async with self._pool.acquire() as conn:
                 await connection.migrate(conn, self.settings.schema_)
-                await conn.execute(queue.PROGRESS, list(self.targets))
+                await conn.execute(sql.ADD_LANES, list(self.targets))
             await self._listen()
-            await self._refresh()
+            opened = await self.sizes(0)
         except BaseException:
             await self._pool.close()
             self._pool = None
             raise
         self._lease = Periodic(self._pool, self.holder, self.lease_ttl)
-        self._refresher = asyncio.create_task(self._refresh_loop(), name="store-sizes")
+        self._relistener = asyncio.create_task(self._relisten_loop(), name="store-listen")
         self._inbox_event.set()
         self._wake_senders()
         log.info(
             "store opened",
-            extra={
-                "backend": "postgres",
-                "inbox": self.inbox_count(),
-                "queued": self.queued_count(),
-            },
+            extra={"backend": "postgres", "inbox": opened.inbox, "queued": opened.behind},
         )
 
     async def close(self) -> None:
         if self._pool is None:
             return
-        if self._refresher is not None:
-            self._refresher.cancel()
-            await asyncio.gather(self._refresher, return_exceptions=True)
+        if self._relistener is not None:
+            self._relistener.cancel()
+            await asyncio.gather(self._relistener, return_exceptions=True)
         await self._accepts.idle()
         await self._shield.idle()
         for handle in list(self._handles):  # a take whose pipeline was cancelled
@@ -174,7 +171,7 @@ class PostgresStore:
     # --- the edge -----------------------------------------------------------------------
 
     async def accept(self, alert: SentryAlert, digest: bytes | None = None) -> bool:
-        if self.length() >= self.max_queued:
+        if self._sizes.full() and await self._sizes.refuses():
             raise StoreFull()
         return await self._accepts.submit((alert, digest))
 
@@ -190,7 +187,7 @@ class PostgresStore:
             if not added:
                 self.metrics.duplicate_bodies.inc()
         if any(kept):
-            self._sizes.inbox += sum(kept)
+            self._sizes.accepted(sum(kept))
             self._inbox_event.set()
         if any(digest is not None for _, digest in batch):
             await self._sweep()
@@ -228,20 +225,15 @@ class PostgresStore:
             if digest not in await inbox.new_bodies(conn, [digest], self.body_retention):
                 return False
             row = (reason, detail[:1000], codec.dumps(dict(headers)), body, None)
-            self._dropped(await operators.quarantine(conn, [row], self.quarantine_kept))
+            await operators.quarantine(conn, [row], self.quarantine_kept)
             return True
 
         added: bool = await self._shield(self._write(write))
         if not added:
             self.metrics.duplicate_bodies.inc()
             return False
-        self._sizes.quarantine += 1
         self.metrics.quarantined.labels(reason).inc()
         return True
-
-    def _dropped(self, dropped: int) -> None:
-        if dropped:
-            log.error("quarantine full: oldest entries dropped", extra={"dropped": dropped})
 
     # --- the pipeline -------------------------------------------------------------------
 
@@ -271,7 +263,7 @@ class PostgresStore:
             unreadable = [inbox_id for inbox_id, _, alert in rows if alert is None]
             if unreadable:
                 log.error("unreadable inbox entries dropped", extra={"inbox_ids": unreadable})
-                await conn.execute("DELETE FROM inbox WHERE id = ANY($1::bigint[])", unreadable)
+                await conn.execute(sql.DELETE_INBOX, unreadable)
             entries = [Entry(i, at, alert) for i, at, alert in rows if alert is not None]
             if not entries:
                 if unreadable:
@@ -282,7 +274,7 @@ class PostgresStore:
                 return None
             stored = {e.alert.identity: codec.text(e.alert.identity) for e in entries}
             states = await identity.read(conn, set(stored.values()))
-            now: datetime = await conn.fetchval("SELECT clock_timestamp()")
+            now: datetime = await conn.fetchval(sql.NOW)
         except BaseException:
             await self._end(handle)
             raise
@@ -305,7 +297,7 @@ class PostgresStore:
         failed: Sequence[Failed],
     ) -> None:
         try:
-            written = await complete.write(
+            planned = await complete.write(
                 handle.conn,
                 taken,
                 results,
@@ -319,15 +311,10 @@ class PostgresStore:
         except DB_ERRORS as exc:
             self._failed(exc)
             raise
-        self._sizes.inbox = max(0, self._sizes.inbox - written.done)
-        for target in self.targets:
-            self._sizes.queued(target, written.queued)
-        self._sizes.active = max(0, self._sizes.active + written.active)
-        self._sizes.resolved = max(0, self._sizes.resolved + written.resolved)
-        self._sizes.quarantine += written.quarantined
+        self._sizes.changed()
         if failed:
             self.metrics.quarantined.labels("pipeline_error").inc(len(failed))
-        if written.queued:
+        if planned.posts:
             self._wake_senders()
 
     async def abandon(self, taken: Taken) -> None:
@@ -369,7 +356,7 @@ class PostgresStore:
                 self._failed(exc)
                 raise
             self._succeeded()
-            self._sizes.queued(target, -lane.settled)
+            self._sizes.changed()
             self.progress.set()
         finally:
             await self._pool.release(conn)
@@ -387,14 +374,7 @@ class PostgresStore:
             return False
 
     async def expire(self, *, resolved_for: float) -> None:
-        async def write(conn: Any) -> None:
-            now = await conn.fetchval("SELECT clock_timestamp()")
-            await identity.expire(conn, now)
-            await queue.expire_resolved(conn, resolved_for)
-
-        await self._shield(self._write(write))
-        with contextlib.suppress(*DB_ERRORS):
-            await self._refresh()
+        await self._shield(self._write(operators.expire, resolved_for))
 
     # --- operators ----------------------------------------------------------------------
 
@@ -403,11 +383,7 @@ class PostgresStore:
 
     async def probe(self) -> bool:
         async def write(conn: Any) -> None:
-            await conn.execute(
-                "INSERT INTO probe (holder, at) VALUES ($1, clock_timestamp()) "
-                "ON CONFLICT (holder) DO UPDATE SET at = excluded.at",
-                self.holder,
-            )
+            await conn.execute(sql.PROBE, self.holder)
 
         with contextlib.suppress(Exception):
             await self._write(write)
@@ -421,8 +397,6 @@ class PostgresStore:
         queued, counts = await self._shield(
             self._write(operators.requeue, self.lock_key, self.targets, self.queue_channel)
         )
-        for target in self.targets:
-            self._sizes.queued(target, queued)
         if queued:
             self._wake_senders()
         return dict(counts)
@@ -435,71 +409,45 @@ class PostgresStore:
 
     async def release(self, entry_id: int, alert: SentryAlert | None) -> bool:
         async def write(conn: Any) -> bool:
-            status = await conn.execute("DELETE FROM quarantine WHERE id = $1", entry_id)
-            found: bool = status.split()[-1] != "0"
+            found = await operators.release(conn, entry_id)
             if found and alert is not None:
                 await inbox.insert(conn, [alert], self.inbox_channel)
             return found
 
         found: bool = await self._shield(self._write(write))
-        self._sizes.quarantine = max(0, self._sizes.quarantine - found)
         if found and alert is not None:
-            self._sizes.inbox += 1
             self._inbox_event.set()
         return found
 
     async def discard_quarantined(self, ids: Sequence[int] | None) -> list[int]:
         removed: list[int] = await self._shield(self._write(operators.discard_quarantined, ids))
-        self._sizes.quarantine = max(0, self._sizes.quarantine - len(removed))
         return removed
 
     async def snapshot(self, limit: int) -> dict[str, Any]:
         async with self._pool.acquire() as conn:
             return await operators.snapshot(conn, limit)
 
-    # --- sizes (as of the last refresh, adjusted by this replica's commits) ---------------
+    # --- sizes ------------------------------------------------------------------------
 
-    def inbox_count(self) -> int:
-        return self._sizes.inbox + len(self._accepts)
+    async def sizes(self, max_age: float = 1.0) -> Sizes:
+        return await self._sizes.get(max_age)
 
-    def queued_count(self) -> int:
-        """Queued alerts the furthest-behind Alertmanager still needs (rows are per
-        Alertmanager, so this is the largest queue)."""
-        return max(self._sizes.depths.values(), default=0)
+    async def full(self) -> bool:
+        return self._sizes.full() and await self._sizes.refuses()
 
-    def queue_depths(self) -> dict[str, int]:
-        return {target: self._sizes.depths.get(target, 0) for target in self.targets}
-
-    def active_count(self) -> int:
-        return self._sizes.active
-
-    def resendable_count(self) -> int:
-        return self._sizes.active + self._sizes.resolved
-
-    def quarantine_count(self) -> int:
-        return self._sizes.quarantine
-
-    def length(self) -> int:
-        return self.inbox_count() + self.queued_count()
-
-    def oldest_age(self) -> float:
-        if not self.length():
-            return 0.0
-        return self._sizes.oldest + (time.monotonic() - self._sizes.at)
-
-    async def _refresh(self) -> None:
+    async def _read_sizes(self) -> Sizes:
         async with self._pool.acquire() as conn:
-            self._sizes = await sizes.read(conn, self.targets)
+            return await operators.sizes(conn, self.targets)
 
-    async def _refresh_loop(self) -> None:
+    async def _relisten_loop(self) -> None:
+        """LISTEN again when its connection was lost (the poll covers the meantime)."""
         while True:
-            await asyncio.sleep(self.refresh_interval)
+            await asyncio.sleep(self.relisten_interval)
             try:
-                await self._refresh()
                 if self._listener is None or self._listener.is_closed():
                     await self._listen()
             except DB_ERRORS:
-                log.debug("cannot refresh the store's sizes", exc_info=True)
+                log.debug("cannot LISTEN yet", exc_info=True)
 
     # --- plumbing -----------------------------------------------------------------------
 
@@ -565,7 +513,7 @@ class PostgresStore:
         with contextlib.suppress(*DB_ERRORS):
             await handle.transaction.rollback()
             if notify:
-                await handle.conn.execute("SELECT pg_notify($1, '')", self.inbox_channel)
+                await handle.conn.execute(sql.NOTIFY, self.inbox_channel)
         await self._release(handle.conn)
         if notify:
             self._inbox_event.set()

@@ -13,84 +13,48 @@ callers pass and get them stored that way.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
-from datetime import datetime
+from collections.abc import Collection
 from typing import Any
 
 from bridge.state import IdentityState
-from bridge.store.pg import codec
-
-# Locks are taken in the order of their keys (the hashes), the same in every transaction;
-# unnest keeps the array's order.
-_KEYS = "SELECT DISTINCT hashtext(i) AS h FROM unnest($1::text[]) AS i ORDER BY h"
-_LOCK = "SELECT pg_advisory_xact_lock($1, h) FROM unnest($2::int4[]) AS h"
-
-_READ = "SELECT identity, state::text FROM identity_state WHERE identity = ANY($1::text[])"
-
-_UPSERT = """
-INSERT INTO identity_state AS s (identity, kept_until, active, ends_at, state)
-SELECT * FROM unnest($1::text[], $2::timestamptz[], $3::boolean[], $4::timestamptz[],
-                     $5::jsonb[])
-ON CONFLICT (identity) DO UPDATE
-    SET kept_until = excluded.kept_until, active = excluded.active,
-        ends_at = excluded.ends_at, state = excluded.state
-"""
-
-_FORGET = "DELETE FROM identity_state WHERE identity = ANY($1::text[])"
-
-_ACTIVE = """
-SELECT identity, (state->'alert')::text FROM identity_state
-WHERE identity = ANY($1::text[]) AND active
-"""
-
-# An active alert whose endsAt passed has expired in Alertmanager too; a state is kept
-# until its kept_until (IdentityState.kept_until).
-_ENDED = "UPDATE identity_state SET active = false WHERE active AND ends_at <= $1"
-_FORGOTTEN = "DELETE FROM identity_state WHERE kept_until <= $1"
+from bridge.store.pg import codec, sql
+from bridge.store.views import Expiry
+from bridge.store.writes import Writes
 
 
 async def lock(conn: Any, key: int, identities: Collection[str]) -> None:
     """Wait for every identity's lock, in sorted order (the caller's transaction)."""
     if identities:
-        keys = [row[0] for row in await conn.fetch(_KEYS, list(identities))]
-        await conn.execute(_LOCK, key, keys)
+        keys = [row[0] for row in await conn.fetch(sql.LOCK_KEYS, list(identities))]
+        await conn.execute(sql.LOCK_IDENTITIES, key, keys)
 
 
 async def read(conn: Any, identities: Collection[str]) -> dict[str, IdentityState]:
-    rows = await conn.fetch(_READ, list(identities))
+    rows = await conn.fetch(sql.STATES, list(identities))
     return {row[0]: IdentityState.from_json(codec.from_jsonb(row[1])) for row in rows}
 
 
-async def write(
-    conn: Any, states: Mapping[str, tuple[IdentityState, datetime | None]]
-) -> tuple[int, int]:
-    """Write (or, for ``None``, forget) each state; returns (identities now active, ones
-    written inactive or forgotten), for the caller's counts."""
-    forget = [identity for identity, (_, until) in states.items() if until is None]
-    kept = [(identity, state, until) for identity, (state, until) in states.items() if until]
-    if forget:
-        await conn.execute(_FORGET, forget)
-    if kept:
+async def write(conn: Any, writes: Writes) -> None:
+    """Writes the states of ``writes`` and forgets the forgotten ones."""
+    if writes.forgotten:
+        await conn.execute(sql.FORGET_STATES, [codec.text(name) for name in writes.forgotten])
+    if rows := writes.states:
         await conn.execute(
-            _UPSERT,
-            [identity for identity, _, _ in kept],
-            [until for _, _, until in kept],
-            [state.alert is not None for _, state, _ in kept],
-            [state.alert.ends_at if state.alert else None for _, state, _ in kept],
-            [codec.to_jsonb(state.to_json()) for _, state, _ in kept],
+            sql.UPSERT_STATES,
+            [codec.text(row.identity) for row in rows],
+            [row.kept_until for row in rows],
+            [row.alert is not None for row in rows],
+            [row.ends_at for row in rows],
+            [codec.to_jsonb(row.state.to_json()) for row in rows],
         )
-    active = sum(1 for _, state, _ in kept if state.alert is not None)
-    return active, len(states) - active
 
 
 async def active_alerts(conn: Any, identities: Collection[str]) -> dict[str, str]:
     """The active alert (wire JSON) of each of these identities that has one."""
-    rows = await conn.fetch(_ACTIVE, list(identities))
+    rows = await conn.fetch(sql.ACTIVE_ALERTS_OF, list(identities))
     return {row[0]: codec.wire_from_jsonb(row[1]) for row in rows}
 
 
-async def expire(conn: Any, now: datetime) -> int:
-    """Active alerts ended by ``now`` (the database's); forgets states kept until then."""
-    ended = await conn.execute(_ENDED, now)
-    await conn.execute(_FORGOTTEN, now)
-    return int(ended.split()[-1])
+async def expire(conn: Any, expiry: Expiry) -> None:
+    await conn.execute(sql.END_EXPIRED, expiry.now)
+    await conn.execute(sql.FORGET_KEPT_UNTIL, expiry.now)

@@ -27,53 +27,11 @@ from collections.abc import Sequence
 from typing import Any
 
 from bridge.model import SentryAlert
-from bridge.store.pg import codec
+from bridge.store.pg import codec, sql
 
 # How far past ``limit`` the head is read for identities: a head held by other takers
 # should not leave this one idle while later identities wait.
 HEAD = 4
-
-_SEEN = """
-WITH t AS (SELECT clock_timestamp() AS now)
-INSERT INTO seen_body AS s (digest, seen_at)
-SELECT d, t.now FROM unnest($1::bytea[]) AS d, t ORDER BY d
-ON CONFLICT (digest) DO UPDATE SET seen_at = excluded.seen_at
-    WHERE s.seen_at <= excluded.seen_at - make_interval(secs => $2)
-RETURNING digest
-"""
-
-_INSERT = """
-WITH added AS (
-    INSERT INTO inbox (identity, alert)
-    SELECT i, a FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS u (i, a, n) ORDER BY n
-    RETURNING 1
-)
-SELECT pg_notify($3, ''), (SELECT count(*) FROM added)
-"""
-
-# Bounded by time and count (the newest max_bodies stay); one sweeper at a time.
-_SWEEP = """
-WITH t AS (SELECT clock_timestamp() AS now)
-DELETE FROM seen_body
-WHERE (SELECT pg_try_advisory_xact_lock($3, 0))  -- once, not per row
-  AND (seen_at <= (SELECT now FROM t) - make_interval(secs => $1)
-       OR id <= (SELECT max(id) FROM seen_body) - $2)
-"""
-
-_HEAD = """
-SELECT identity, count(*) FROM (SELECT id, identity FROM inbox ORDER BY id LIMIT $1) AS h
-GROUP BY identity ORDER BY min(id)
-"""
-
-# A try never waits: takers cannot deadlock, and one slow batch does not stall the others.
-_TRY = "SELECT i FROM unnest($2::text[]) AS i WHERE pg_try_advisory_xact_lock($1, hashtext(i))"
-
-_CLAIM = """
-SELECT id, accepted_at, alert FROM inbox
-WHERE identity = ANY($1::text[])
-ORDER BY id LIMIT $2
-FOR UPDATE
-"""
 
 
 async def _lock_head(
@@ -91,7 +49,7 @@ async def _lock_head(
             batch.append(head[start])
             reach += head[start][1]
             start += 1
-        got = {row[0] for row in await conn.fetch(_TRY, lock, [i for i, _ in batch])}
+        got = {row[0] for row in await conn.fetch(sql.TRY_IDENTITIES, lock, [i for i, _ in batch])}
         for identity, entries in batch:
             if identity in got:
                 held.append(identity)
@@ -103,7 +61,7 @@ async def new_bodies(conn: Any, digests: Sequence[bytes], retention: float) -> s
     """Record ``digests``; the ones not seen within ``retention`` seconds."""
     if not digests:
         return set()
-    rows = await conn.fetch(_SEEN, sorted(set(digests)), retention)
+    rows = await conn.fetch(sql.SEE_BODIES, sorted(set(digests)), retention)
     return {bytes(row[0]) for row in rows}
 
 
@@ -113,11 +71,11 @@ async def insert(conn: Any, alerts: Sequence[SentryAlert], channel: str) -> None
         return
     identities = [codec.text(alert.identity) for alert in alerts]
     bodies = [codec.dumps(alert.to_json()) for alert in alerts]
-    await conn.execute(_INSERT, identities, bodies, channel)
+    await conn.execute(sql.INSERT_INBOX, identities, bodies, channel)
 
 
 async def sweep(conn: Any, retention: float, max_bodies: int, lock: int) -> None:
-    await conn.execute(_SWEEP, retention, max_bodies, lock)
+    await conn.execute(sql.SWEEP_BODIES, retention, max_bodies, lock)
 
 
 async def claim(conn: Any, lock: int, limit: int) -> list[tuple[int, Any, SentryAlert | None]]:
@@ -125,7 +83,7 @@ async def claim(conn: Any, lock: int, limit: int) -> list[tuple[int, Any, Sentry
     now holds, in id order: (id, accepted_at, alert or None when unreadable)."""
     window = limit * HEAD
     while True:
-        head = [(row[0], int(row[1])) for row in await conn.fetch(_HEAD, window)]
+        head = [(row[0], int(row[1])) for row in await conn.fetch(sql.INBOX_HEAD, window)]
         held = await _lock_head(conn, lock, head, limit)
         if held or sum(n for _, n in head) < window:
             break
@@ -133,7 +91,7 @@ async def claim(conn: Any, lock: int, limit: int) -> list[tuple[int, Any, Sentry
     if not held:
         return []
     taken: list[tuple[int, Any, SentryAlert | None]] = []
-    for row in await conn.fetch(_CLAIM, held, limit):
+    for row in await conn.fetch(sql.CLAIM_INBOX, held, limit):
         try:
             alert: SentryAlert | None = SentryAlert.from_json(json.loads(row[2]))
         except (ValueError, TypeError, KeyError):

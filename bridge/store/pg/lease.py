@@ -21,35 +21,20 @@ import time
 from datetime import datetime, timedelta
 from typing import Any, cast
 
+from bridge.store.pg import sql
 from bridge.store.pg.connection import Connection
-
-# One clock reading per statement: the CTE is evaluated once (clock_timestamp() is not).
-_ACQUIRE = """
-WITH t AS (SELECT coalesce($4::timestamptz, clock_timestamp()) AS now)
-INSERT INTO lease AS l (name, holder, acquired_at, expires_at)
-SELECT $1, $2, t.now, t.now + $3::interval FROM t
-ON CONFLICT (name) DO UPDATE
-    SET holder = excluded.holder,
-        acquired_at = CASE WHEN l.holder = excluded.holder
-                           THEN l.acquired_at ELSE excluded.acquired_at END,
-        expires_at = excluded.expires_at
-    WHERE l.holder = excluded.holder OR l.expires_at <= excluded.acquired_at
-RETURNING l.expires_at
-"""
-
-_RELEASE = "DELETE FROM lease WHERE name = $1 AND holder = $2 RETURNING name"
 
 
 async def acquire(
     conn: Connection, name: str, holder: str, ttl: timedelta, *, at: datetime | None = None
 ) -> datetime | None:
     """Take or extend the lease; its new expiry, or ``None`` if someone else holds it."""
-    return cast(datetime | None, await conn.fetchval(_ACQUIRE, name, holder, ttl, at))
+    return cast(datetime | None, await conn.fetchval(sql.ACQUIRE_LEASE, name, holder, ttl, at))
 
 
 async def release(conn: Connection, name: str, holder: str) -> bool:
     """Give up our lease (expired or not); whether we held it."""
-    return await conn.fetchval(_RELEASE, name, holder) is not None
+    return await conn.fetchval(sql.RELEASE_LEASE, name, holder) is not None
 
 
 class Periodic:

@@ -4,7 +4,8 @@ It keeps the store contract (``bridge.store.contract``) for one process and one 
 a lane is an ``asyncio.Lock`` per Alertmanager (never None), ``periodic()`` is always
 True, ``Taken.now`` is this process's clock, and the one taker is the pipeline task.
 
-``SqliteStore`` (``engine``) composes the parts: ``schema`` (the tables below), ``inbox``
+``SqliteStore`` (``engine``) composes the parts: ``schema`` (the tables below), ``sql``
+(every query, by name), ``inbox``
 (accepts, takes, executing what a batch of decisions writes, seen bodies), ``identity``
 (the state rows), ``queue`` (the queue, lanes, re-send pages, dead letters) and
 ``operators`` (requeue, quarantine, snapshot, expiry), on
@@ -42,8 +43,9 @@ alerts would take some 230 MB as objects), and so do the identities' states.
 ``take`` reads the states of the identities it hands out (``Taken.states``);
 re-sends read the alerts page by page (``Lane.resend_page``, keyset pages).
 What stays in memory per entry is an id and a time for each accepted webhook
-and queued alert, plus the alerts themselves for the first ``kept_in_memory``
-accepted webhooks (a backlog beyond that is read back from the file).
+not yet taken, plus the alerts themselves for the first ``kept_in_memory``
+(a backlog beyond that is read back from the file). The sizes are read from the
+file when asked (``bridge.store.sizes``), not counted by hand.
 
 Durability: WAL with ``synchronous=FULL``. ``accept`` returns once its group
 commit's transaction is in the WAL and the WAL is fsynced, so a 202 survives a

@@ -6,8 +6,8 @@ writes: ``bridge.store.writes``), ``identity`` (states), ``queue`` (the queue, l
 re-send pages, dead letters), ``operators`` (requeue, quarantine, snapshot, expiry), and
 ``bridge.store.sqlite_file`` (the file on its one thread, and the group commit, shared
 with the spool). This module composes them and keeps what the process keeps in memory:
-the ids and times of what is in the inbox and each Alertmanager's queue, the first
-``kept_in_memory`` accepted alerts, and the sizes.
+the ids and times of what waits to be taken, with the first ``kept_in_memory`` accepted
+alerts; its sizes are read from the file (``bridge.store.sizes``).
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ import json
 import logging
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -28,27 +27,20 @@ from bridge.errors import ConfigError, StoreFull
 from bridge.metrics import Metrics
 from bridge.model import SentryAlert
 from bridge.state import IdentityState
-from bridge.store import writes
-from bridge.store.contract import Entry, Failed, Lane, Processed, Quarantined, Taken
+from bridge.store import views, writes
+from bridge.store.contract import Entry, Failed, Lane, Processed, Quarantined, Sizes, Taken
 from bridge.store.group_commit import GroupCommit
 from bridge.store.health import WriteHealth
 from bridge.store.shield import Shield
-from bridge.store.sqlite import identity, inbox, operators, queue
+from bridge.store.sizes import SizeCache
+from bridge.store.sqlite import identity, inbox, operators, queue, sql
 from bridge.store.sqlite.schema import FILENAME, SCHEMA, check_version
 from bridge.store.sqlite_file import SqliteFile
 
 log = logging.getLogger("bridge.store")
 
 T = TypeVar("T")
-
-
-@dataclass(frozen=True, slots=True)
-class _Loaded:
-    inbox: list[tuple[int, float]]
-    queue: list[tuple[str, int, float]]  # target, id, queued_at
-    active: int
-    resolved: int
-    quarantined: int
+_Ready = tuple[int, float, SentryAlert | None]  # id, accepted_at, the alert if kept
 
 
 def utcnow() -> datetime:
@@ -92,24 +84,19 @@ class SqliteStore:
         self.body_retention = body_retention
         self.max_bodies = max_bodies
         self._health = WriteHealth(metrics, self.failing_after)
-        self._quarantine_count = 0
         self._file = SqliteFile(self.path, name="store")
         # Request path: waiting for the next group commit, then handed to take().
         self._accepts = GroupCommit(self._write_accepts, name="store-flush")
-        self._ready: collections.deque[tuple[int, SentryAlert | None]] = collections.deque()
+        # Committed, not yet taken: (id, accepted_at, the alert while kept in memory).
+        self._ready: collections.deque[_Ready] = collections.deque()
         self._ready_event = asyncio.Event()
         self._idle = False  # take() is waiting with nothing to claim
-        self._inbox_times: dict[int, float] = {}  # committed, not completed; insertion order
-        self._active_count = 0
-        self._resolved_count = 0
+        self._sizes = SizeCache(self._read_sizes, max_queued)
         # Delivery side.
-        # Per Alertmanager: the ids and times of its queue rows, oldest first.
-        self._queued = {target: collections.deque[tuple[int, float]]() for target in self.targets}
         self._wakeups = {target: asyncio.Event() for target in self.targets}
         self._lanes = {target: asyncio.Lock() for target in self.targets}
         self.progress = asyncio.Event()  # set whenever a sender finishes a batch
         self._shield = Shield()  # writes that finish even if their caller is cancelled
-        metrics.watch_store(self)
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -117,21 +104,17 @@ class SqliteStore:
         self._file.lock_timeout_ms = self.lock_timeout_ms
         await self._file.open(SCHEMA)
         try:
-            loaded = await self._file.call(self._load)
+            left = await self._file.call(self._load)
+            sizes = await self.sizes(0)
         except BaseException:
             await self._file.close()
             raise
-        self._inbox_times.update(loaded.inbox)
-        self._ready.extend((inbox_id, None) for inbox_id, _ in loaded.inbox)
-        for target, queue_id, queued_at in loaded.queue:
-            self._queued[target].append((queue_id, queued_at))
-        self._active_count, self._resolved_count = loaded.active, loaded.resolved
-        self._quarantine_count = loaded.quarantined
+        self._ready.extend((inbox_id, at, None) for inbox_id, at in left)
         if self._ready:
             self._ready_event.set()
         self._wake_senders()
-        counts = {"inbox": len(self._ready), "queued": self.queued_count()}
-        log.info("store opened", extra={**counts, "active": loaded.active})
+        counts = {"inbox": sizes.inbox, "queued": sizes.behind, "active": sizes.active}
+        log.info("store opened", extra=counts)
 
     async def close(self) -> None:
         if not self._file.is_open:
@@ -146,7 +129,7 @@ class SqliteStore:
         """Durably store a normalised alert; returns once its group commit is done. With
         the ``digest`` (SHA-256) of its body: False, and nothing stored, when that body
         was already accepted within ``body_retention``."""
-        if self.length() >= self.max_queued:
+        if self._sizes.full() and await self._sizes.refuses():
             raise StoreFull()
         return await self._accepts.submit((alert, digest))
 
@@ -165,10 +148,10 @@ class SqliteStore:
                 self.metrics.duplicate_bodies.inc()
                 stored.append(False)
                 continue
-            self._inbox_times[inbox_id] = now
             keep = len(self._ready) < self.kept_in_memory
-            self._ready.append((inbox_id, alert if keep else None))
+            self._ready.append((inbox_id, now, alert if keep else None))
             stored.append(True)
+        self._sizes.accepted(sum(stored))
         self._ready_event.set()
         return stored
 
@@ -187,21 +170,12 @@ class SqliteStore:
                 self._idle = False
             entries = [self._ready.popleft() for _ in range(min(limit, len(self._ready)))]
             try:
-                taken, dropped, states = await self._file.call(self._read_taken, entries)
+                taken, states = await self._file.call(self._read_taken, entries)
             except BaseException:
                 self._ready.extendleft(reversed(entries))  # not handed out: keep the order
                 raise
-            for inbox_id in dropped:
-                self._inbox_times.pop(inbox_id, None)
             if taken:
-                return Taken(
-                    entries=[
-                        Entry(i, datetime.fromtimestamp(self._inbox_times[i], UTC), alert)
-                        for i, alert in taken
-                    ],
-                    states=states,
-                    now=self.clock(),
-                )
+                return Taken(entries=taken, states=states, now=self.clock())
 
     def idle(self) -> bool:
         return self._idle and not self._ready
@@ -215,31 +189,18 @@ class SqliteStore:
         await self._shield(self._complete(planned))
 
     async def _complete(self, planned: writes.Writes) -> None:
-        written: inbox.Completed = await self._write(
-            inbox.complete, planned, self.targets, self._resolved_count > 0, self.quarantine_kept
-        )
-        for inbox_id in planned.done:
-            self._inbox_times.pop(inbox_id, None)
-        self._track(written.ids, [post.queued_at.timestamp() for post in planned.posts])
-        self._active_count += written.active
-        self._resolved_count += written.resolved
-        self._quarantine_count += written.quarantined
+        await self._write(inbox.complete, planned, self.targets, self.quarantine_kept)
+        self._sizes.changed()
         if planned.quarantined:
             self.metrics.quarantined.labels("pipeline_error").inc(len(planned.quarantined))
-        if written.ids:
+        if planned.posts:
             self._wake_senders()
 
     async def abandon(self, taken: Taken) -> None:
         """Hand the entries of ``taken`` out again, first and in order (a failed batch)."""
-        self._ready.extendleft(reversed([(e.inbox_id, e.alert) for e in taken.entries]))
+        entries = [(e.inbox_id, e.accepted_at.timestamp(), e.alert) for e in taken.entries]
+        self._ready.extendleft(reversed(entries))
         self._ready_event.set()
-
-    def active_count(self) -> int:
-        return self._active_count
-
-    def resendable_count(self) -> int:
-        """Active and recently resolved alerts: what a re-send round posts."""
-        return self._active_count + self._resolved_count
 
     # --- the senders --------------------------------------------------------------------
 
@@ -264,17 +225,8 @@ class SqliteStore:
         self, target: str, done: int | None, dead: Sequence[tuple[str, str]]
     ) -> None:
         await self._write(queue.advance, target, done, dead, self._now(), self.dead_letters_kept)
-        rows = self._queued[target]
-        while rows and done is not None and rows[0][0] <= done:
-            rows.popleft()
+        self._sizes.changed()
         self.progress.set()
-
-    def _track(self, ids: Sequence[int], times: Sequence[float]) -> None:
-        """Keeps the ids and times (one per post) of newly queued rows, in
-        ``queue.enqueue``'s order: per post, one row per target."""
-        stamps = [stamp for stamp in times for _ in self.targets]
-        for n, (queue_id, stamp) in enumerate(zip(ids, stamps, strict=True)):
-            self._queued[self.targets[n % len(self.targets)]].append((queue_id, stamp))
 
     async def expire(self, *, resolved_for: float) -> None:
         """Forget active alerts whose endsAt passed (Alertmanager has expired them too) and
@@ -282,10 +234,7 @@ class SqliteStore:
         await self._shield(self._expire(resolved_for))
 
     async def _expire(self, resolved_for: float) -> None:
-        now = self._now()
-        active, resolved = await self._write(operators.expire, now, now - resolved_for)
-        self._active_count -= active
-        self._resolved_count -= resolved
+        await self._write(operators.expire, views.expiry(self.clock(), resolved_for))
 
     async def dead_letters(self) -> list[tuple[str, str, dict[str, Any]]]:
         """(target, reason, alert) of every dead letter, oldest first."""
@@ -317,10 +266,9 @@ class SqliteStore:
             None,
         )
         added = await self._shield(self._write(self._quarantine, row, digest, self._now()))
-        if added is None:
+        if not added:
             self.metrics.duplicate_bodies.inc()
             return False
-        self._quarantine_count += added
         self.metrics.quarantined.labels(reason).inc()
         return True
 
@@ -334,39 +282,25 @@ class SqliteStore:
         in the same transaction, so it is never in neither."""
         now = self._now()
         found, inbox_id = await self._shield(self._write(operators.release, entry_id, alert, now))
-        self._quarantine_count -= found
         if inbox_id is not None and alert is not None:
-            self._inbox_times[inbox_id] = now
-            self._ready.append((inbox_id, alert))
+            self._ready.append((inbox_id, now, alert))
             self._ready_event.set()
         return bool(found)
 
     async def discard_quarantined(self, ids: Sequence[int] | None) -> list[int]:
         removed = await self._shield(self._write(operators.discard_quarantine, ids))
-        self._quarantine_count -= len(removed)
         return list(removed)
-
-    def quarantine_count(self) -> int:
-        return self._quarantine_count
 
     # --- sizes --------------------------------------------------------------------------
 
-    def inbox_count(self) -> int:
-        """Accepted webhooks the pipeline has not completed (including uncommitted)."""
-        return len(self._inbox_times) + len(self._accepts)
+    async def sizes(self, max_age: float = 1.0) -> Sizes:
+        return await self._sizes.get(max_age)
 
-    def queued_count(self) -> int:
-        """Alerts the Alertmanager furthest behind still needs."""
-        return max(map(len, self._queued.values()))
+    async def full(self) -> bool:
+        return self._sizes.full() and await self._sizes.refuses()
 
-    def length(self) -> int:
-        return self.inbox_count() + self.queued_count()
-
-    def oldest_age(self) -> float:
-        """Seconds since the oldest alert still in the store was accepted."""
-        heads = [next(iter(self._inbox_times.values()))] if self._inbox_times else []
-        heads += [rows[0][1] for rows in self._queued.values() if rows]
-        return max(0.0, self._now() - min(heads)) if heads else 0.0
+    async def _read_sizes(self) -> Sizes:
+        return await self._read(operators.read_sizes, self.targets, self._now())
 
     # --- plumbing -----------------------------------------------------------------------
 
@@ -406,45 +340,38 @@ class SqliteStore:
             raise
         self._health.succeeded()
 
-    def _load(self) -> _Loaded:
+    def _load(self) -> list[tuple[int, float]]:
+        """The inbox left from before: (id, accepted_at), in order."""
         check_version(self._file.db, self.path)
         with self._transaction() as db:
             queue.keep_only(db, self.targets)
-        return _Loaded(
-            inbox=db.execute("SELECT id, accepted_at FROM inbox ORDER BY id").fetchall(),
-            queue=db.execute("SELECT target, id, queued_at FROM queue ORDER BY id").fetchall(),
-            active=identity.count_active(db),
-            resolved=db.execute("SELECT count(*) FROM resolved").fetchone()[0],
-            quarantined=operators.count_quarantine(db),
-        )
+        return db.execute(sql.INBOX_LEFT).fetchall()
 
     def _read_taken(
-        self, entries: Sequence[tuple[int, SentryAlert | None]]
-    ) -> tuple[list[tuple[int, SentryAlert]], list[int], dict[str, IdentityState]]:
-        """The entries' alerts (read back where only the id was kept), the ids of
-        unreadable ones (deleted), and the state of every identity taken that has one."""
-        taken, dropped = inbox.read(self._file.db, entries)
+        self, entries: Sequence[_Ready]
+    ) -> tuple[list[Entry], dict[str, IdentityState]]:
+        """The entries (alerts read back where only the id was kept; unreadable ones
+        deleted), and the state of every identity taken that has one."""
+        taken, dropped = inbox.read(self._file.db, [(i, alert) for i, _, alert in entries])
         if dropped:
             with self._transaction() as db:
                 inbox.delete(db, dropped)
+        at = {inbox_id: accepted_at for inbox_id, accepted_at, _ in entries}
         states = identity.read(self._file.db, {alert.identity for _, alert in taken})
-        return taken, dropped, states
+        return [Entry(i, datetime.fromtimestamp(at[i], UTC), a) for i, a in taken], states
 
     def _quarantine(
         self, db: sqlite3.Connection, row: writes.QuarantineRow, digest: bytes, now: float
-    ) -> int | None:
-        """How many more entries the quarantine holds; None, and nothing written, when
-        ``digest`` was seen within body_retention."""
+    ) -> bool:
+        """Kept; False, and nothing written, when ``digest`` was seen within
+        body_retention."""
         if not inbox.first_sight(db, digest, now, self.body_retention):
-            return None
+            return False
         inbox.forget_bodies(db, now, self.body_retention, self.max_bodies)
-        return operators.insert_quarantine(db, [row], now, self.quarantine_kept)
+        operators.insert_quarantine(db, [row], now, self.quarantine_kept)
+        return True
 
     # --- the operator's view (bridge/status.py) ------------------------------------------
-
-    def queue_depths(self) -> dict[str, int]:
-        """Per Alertmanager: the queued alerts it has not settled yet."""
-        return {target: len(rows) for target, rows in self._queued.items()}
 
     async def snapshot(self, limit: int) -> dict[str, Any]:
         """Counts, and the first ``limit`` active alerts and newest dead letters."""
@@ -455,16 +382,14 @@ class SqliteStore:
         the table. A resolve is queued as it was; a firing alert only if it is still the
         active alert of its identity, and then as it is now (current endsAt), so a late
         re-send can never re-fire what was resolved or replaced since."""
-        now = self.clock()
-        written: tuple[list[int], dict[str, int]] = await self._shield(
-            self._write(operators.requeue, self.targets, now)
+        written: tuple[int, dict[str, int]] = await self._shield(
+            self._write(operators.requeue, self.targets, self.clock())
         )
-        ids, counts = written
-        self._track(ids, [now.timestamp()] * (len(ids) // len(self.targets)))
-        if ids:
+        queued, counts = written
+        if queued:
             self._wake_senders()
         return counts
 
 
 def _probe(db: sqlite3.Connection, now: float) -> None:
-    db.execute("INSERT OR REPLACE INTO probe (id, at) VALUES (1, ?)", (now,))
+    db.execute(sql.PROBE, (now,))

@@ -9,22 +9,12 @@ import json
 import logging
 import sqlite3
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 from bridge.model import SentryAlert
-from bridge.store.sqlite import identity, operators, queue
-from bridge.store.sqlite.schema import rowid
+from bridge.store.sqlite import identity, operators, queue, sql
 from bridge.store.writes import Writes
 
 log = logging.getLogger("bridge.store")
-
-
-@dataclass(frozen=True, slots=True)
-class Completed:
-    ids: list[int]  # the queue ids of the posts, in order, one per target each
-    active: int  # how many more alerts are active, resolved, quarantined
-    resolved: int
-    quarantined: int
 
 
 def insert(
@@ -36,17 +26,23 @@ def insert(
 ) -> list[int | None]:
     """One group commit's alerts (with their bodies' digests): the inbox ids, None for a
     body already seen within ``retention`` (in this batch too)."""
-    sql = "INSERT INTO inbox (accepted_at, alert) VALUES (?, ?)"
     ids: list[int | None] = []
     for alert, digest in alerts:
         if digest is not None and not first_sight(db, digest, now, retention):
             ids.append(None)
             continue
-        text = json.dumps(alert.to_json(), separators=(",", ":"))
-        ids.append(rowid(db.execute(sql, (now, text))))
+        ids.append(add(db, alert, now))
     if any(digest is not None for _, digest in alerts):
         forget_bodies(db, now, retention, max_bodies)
     return ids
+
+
+def add(db: sqlite3.Connection, alert: SentryAlert, now: float) -> int:
+    """One alert into the inbox; its id."""
+    text = json.dumps(alert.to_json(), separators=(",", ":"))
+    inbox_id = db.execute(sql.INSERT_INBOX, (now, text)).lastrowid
+    assert inbox_id is not None
+    return inbox_id
 
 
 def read(
@@ -55,12 +51,7 @@ def read(
     """The entries' alerts (read back where only the id was kept), and the ids of
     unreadable ones (for the caller to delete)."""
     missing = [inbox_id for inbox_id, alert in entries if alert is None]
-    texts: dict[int, str] = dict(
-        db.execute(
-            "SELECT id, alert FROM inbox WHERE id IN (SELECT value FROM json_each(?))",
-            (json.dumps(missing),),
-        ).fetchall()
-    )
+    texts: dict[int, str] = dict(db.execute(sql.INBOX_ALERTS, (json.dumps(missing),)).fetchall())
     taken: list[tuple[int, SentryAlert]] = []
     dropped: list[int] = []
     for inbox_id, alert in entries:
@@ -76,41 +67,36 @@ def read(
 
 
 def delete(db: sqlite3.Connection, ids: Sequence[int]) -> None:
-    db.executemany("DELETE FROM inbox WHERE id = ?", [(i,) for i in ids])
+    db.executemany(sql.DELETE_INBOX, [(i,) for i in ids])
 
 
 def complete(
     db: sqlite3.Connection,
     writes: Writes,
     targets: Sequence[str],
-    any_resolved: bool,
     quarantine_kept: int,
-) -> Completed:
+) -> None:
     """Executes what a batch of decisions writes (``bridge.store.writes.plan``), in the
-    caller's one transaction. ``any_resolved``: see ``queue.resend``."""
+    caller's one transaction."""
     delete(db, writes.done)
-    ids = queue.enqueue(db, targets, writes.posts)
-    resolved = queue.resend(db, writes, any_resolved)
-    active = identity.write(db, writes)
-    stamp = writes.resolved_at.timestamp()
-    rows = writes.quarantined
-    added = operators.insert_quarantine(db, rows, stamp, quarantine_kept) if rows else 0
-    return Completed(ids, active, resolved, added)
+    queue.enqueue(db, targets, writes.posts)
+    queue.resend(db, writes)
+    identity.write(db, writes)
+    if writes.quarantined:
+        stamp = writes.resolved_at.timestamp()
+        operators.insert_quarantine(db, writes.quarantined, stamp, quarantine_kept)
 
 
 def first_sight(db: sqlite3.Connection, digest: bytes, now: float, retention: float) -> bool:
     """Records ``digest``; False if it was already recorded within ``retention``."""
-    row = db.execute("SELECT at FROM seen_body WHERE digest = ?", (digest,)).fetchone()
+    row = db.execute(sql.SEEN_AT, (digest,)).fetchone()
     if row is not None and row[0] > now - retention:
         return False
-    db.execute("INSERT OR REPLACE INTO seen_body (digest, at) VALUES (?, ?)", (digest, now))
+    db.execute(sql.SEE_BODY, (digest, now))
     return True
 
 
 def forget_bodies(db: sqlite3.Connection, now: float, retention: float, kept: int) -> None:
     """Bounded by time and count (the newest ``kept`` are kept)."""
-    db.execute("DELETE FROM seen_body WHERE at <= ?", (now - retention,))
-    db.execute(
-        "DELETE FROM seen_body WHERE id <= (SELECT max(id) FROM seen_body) - ?",
-        (kept,),
-    )
+    db.execute(sql.FORGET_OLD_BODIES, (now - retention,))
+    db.execute(sql.FORGET_MANY_BODIES, (kept,))

@@ -12,18 +12,12 @@ from typing import TYPE_CHECKING, Any
 
 from bridge.store import refusals
 from bridge.store.contract import Page, Queued
-from bridge.store.sqlite.schema import rowid
+from bridge.store.sqlite import sql
 from bridge.store.writes import Post, Writes
 
 if TYPE_CHECKING:
     from bridge.store.sqlite.engine import SqliteStore
 
-# Re-sends: the resolved alerts first (rowid pages), then the active ones (identity pages).
-_PAGES = (
-    "SELECT rowid, alert FROM resolved WHERE rowid > ? ORDER BY rowid LIMIT ?",
-    "SELECT identity, json_extract(state, '$.alert') FROM state"
-    " WHERE active AND identity > ? ORDER BY identity LIMIT ?",
-)
 _FIRST: tuple[int | str, ...] = (0, "")  # the key before each table's first row
 
 
@@ -63,44 +57,31 @@ class Lane:
 def keep_only(db: sqlite3.Connection, targets: Sequence[str]) -> None:
     """At start: the queue of an Alertmanager no longer configured goes (a new one gets
     what is decided from now on, and the re-sends)."""
-    db.execute(
-        "DELETE FROM queue WHERE target NOT IN (SELECT value FROM json_each(?))",
-        (json.dumps(list(targets)),),
+    db.execute(sql.KEEP_ONLY_TARGETS, (json.dumps(list(targets)),))
+
+
+def enqueue(db: sqlite3.Connection, targets: Sequence[str], posts: Sequence[Post]) -> None:
+    """Queues the posts in order for every Alertmanager."""
+    db.executemany(
+        sql.ENQUEUE,
+        [(target, post.queued_at.timestamp(), post.body) for post in posts for target in targets],
     )
 
 
-def enqueue(db: sqlite3.Connection, targets: Sequence[str], posts: Sequence[Post]) -> list[int]:
-    """Queues the posts in order for every Alertmanager; returns the queue ids, per post
-    one per target in the order of ``targets``."""
-    sql = "INSERT INTO queue (target, queued_at, alert) VALUES (?, ?, ?)"
-    return [
-        rowid(db.execute(sql, (target, post.queued_at.timestamp(), post.body)))
-        for post in posts
-        for target in targets
-    ]
-
-
-def resend(db: sqlite3.Connection, writes: Writes, any_resolved: bool) -> int:
-    """Starts and ends re-sends of resolved label sets as ``writes`` says; ``any_resolved``:
-    whether the table has rows (between incidents it has none, and nothing can end).
-    Returns how many more label sets are resolved."""
-    more = 0
-    ending = writes.resends_ended if any_resolved else ()
-    for key in (*ending, *(key for key, _ in writes.resends_started)):
-        more -= db.execute("DELETE FROM resolved WHERE labels = ?", (key,)).rowcount
+def resend(db: sqlite3.Connection, writes: Writes) -> None:
+    """Starts and ends re-sends of resolved label sets as ``writes`` says."""
+    ending = [*writes.resends_ended, *(key for key, _ in writes.resends_started)]
+    if ending:
+        db.execute(sql.UNRESOLVE, (json.dumps(ending),))
     stamp = writes.resolved_at.timestamp()
-    sql = "INSERT INTO resolved (labels, resolved_at, alert) VALUES (?, ?, ?)"
-    for key, body in writes.resends_started:
-        db.execute(sql, (key, stamp, body))
-        more += 1
-    return more
+    db.executemany(
+        sql.RESOLVE,
+        [(key, stamp, body) for key, body in writes.resends_started],
+    )
 
 
 def read(db: sqlite3.Connection, target: str, after: int, limit: int) -> list[Queued]:
-    rows = db.execute(
-        "SELECT id, queued_at, alert FROM queue WHERE target = ? AND id > ? ORDER BY id LIMIT ?",
-        (target, after, limit),
-    ).fetchall()
+    rows = db.execute(sql.PENDING, (target, after, limit)).fetchall()
     return [Queued(*row) for row in rows]
 
 
@@ -116,7 +97,7 @@ def advance(
     dead-letters ``dead`` (the newest ``dead_letters_kept`` stay)."""
     dead_letter(db, target, dead, now, dead_letters_kept)
     if done is not None:
-        db.execute("DELETE FROM queue WHERE target = ? AND id <= ?", (target, done))
+        db.execute(sql.SETTLE, (target, done))
 
 
 def dead_letter(
@@ -128,21 +109,17 @@ def dead_letter(
     if not dead:
         return
     db.executemany(
-        "INSERT INTO dead_letter (at, target, reason, alert, identity) VALUES (?, ?, ?, ?, ?)",
-        [(now, target, why, body, _owner(body, why)) for body, why in dead],
+        sql.DEAD_LETTER,
+        [(now, target, why, body, refusals.kept_under(body, why)) for body, why in dead],
     )
-    db.execute("DELETE FROM dead_letter WHERE id <= (SELECT max(id) FROM dead_letter) - ?", (kept,))
+    db.execute(sql.TRIM_DEAD_LETTERS, (kept,))
 
 
 def refused(db: sqlite3.Connection, target: str, identities: Sequence[str]) -> list[str]:
     """The bodies ``target`` refused (its dead letters) of these identities."""
     if not identities:
         return []
-    rows = db.execute(
-        "SELECT alert FROM dead_letter WHERE target = ?"
-        " AND identity IN (SELECT value FROM json_each(?))",
-        (target, json.dumps(list(identities))),
-    )
+    rows = db.execute(sql.REFUSED, (target, json.dumps(list(identities))))
     return [body for (body,) in rows]
 
 
@@ -155,12 +132,7 @@ def unrefused(
     """What of ``dead`` (wire JSON, reason) a refusal newly dead-letters: not refused by
     ``target`` before, nor already ``pending`` in this lane, once each, in order."""
     before = refused(db, target, refusals.owners(body for body, _ in dead))
-    before += [body for body, _ in pending]
-    new: dict[str, tuple[str, str]] = {}
-    for body, why in dead:
-        if body not in new and refusals.not_refused([body], before):
-            new[body] = (body, why)
-    return list(new.values())
+    return refusals.new_dead(dead, [*before, *(body for body, _ in pending)])
 
 
 def resend_page(
@@ -172,24 +144,18 @@ def resend_page(
     return Page(refusals.not_refused(page.bodies, gone), page.after) if gone else page
 
 
-def _owner(body: str, why: str) -> str | None:
-    """The identity a dead letter is kept under: only a refusal for the content counts."""
-    return refusals.owner(body) if refusals.for_content(why) else None
-
-
 def _any_dead(db: sqlite3.Connection, target: str) -> bool:
-    sql = "SELECT 1 FROM dead_letter WHERE target = ? AND identity IS NOT NULL LIMIT 1"
-    return db.execute(sql, (target,)).fetchone() is not None
+    return db.execute(sql.ANY_REFUSED, (target,)).fetchone() is not None
 
 
 def read_page(db: sqlite3.Connection, after: tuple[int, Any] | None, limit: int) -> Page:
-    """Up to ``limit`` bodies from ``after`` (table, key) on, across _PAGES in order;
+    """Up to ``limit`` bodies from ``after`` (table, key) on, across ``sql.RESEND_PAGES`` in order;
     one row more is read to know whether there is a next page."""
     table, last = after or (0, _FIRST[0])
     bodies: list[str] = []
-    while table < len(_PAGES):
+    while table < len(sql.RESEND_PAGES):
         room = limit - len(bodies)
-        rows = db.execute(_PAGES[table], (last, room + 1)).fetchall()
+        rows = db.execute(sql.RESEND_PAGES[table], (last, room + 1)).fetchall()
         if len(rows) > room:  # more in this table than fits
             if room:
                 bodies += [text for _, text in rows[:room]]
@@ -197,5 +163,5 @@ def read_page(db: sqlite3.Connection, after: tuple[int, Any] | None, limit: int)
             return Page(bodies, (table, last))
         bodies += [text for _, text in rows]
         table += 1
-        last = _FIRST[table] if table < len(_PAGES) else None
+        last = _FIRST[table] if table < len(sql.RESEND_PAGES) else None
     return Page(bodies, None)

@@ -50,12 +50,6 @@ CREATE INDEX IF NOT EXISTS seen_body_at ON seen_body (at);
 """
 
 
-def rowid(cursor: sqlite3.Cursor) -> int:
-    """The id an INSERT gave its row."""
-    assert cursor.lastrowid is not None
-    return cursor.lastrowid
-
-
 def check_version(db: sqlite3.Connection, path: object) -> None:
     """Stamps a new file with ``VERSION``; refuses a file of another version."""
     version = db.execute("PRAGMA user_version").fetchone()[0]

@@ -1,10 +1,10 @@
-"""The outbox when things go wrong, against a real SQLite file: a failed COMMIT rolls
+"""The SQLite engine when things go wrong, against a real file: a failed COMMIT rolls
 back, a store that keeps failing says so and recovers, the same body twice has one
 effect, and the pipeline quarantines one bad alert alone and retries a failing batch.
 
 Faults are injected at SQLite itself (an authorizer that refuses COMMIT: the statement
 fails exactly as it does on a full disk, with the transaction left open) or, for a
-poison alert, at the outbox boundary (a subclass whose ``complete`` refuses it)."""
+poison alert, at the store boundary (a subclass whose ``complete`` refuses it)."""
 
 from __future__ import annotations
 
@@ -32,27 +32,10 @@ from bridge.store.contract import Entry, Failed, Processed, Taken
 from bridge.store.sqlite import SqliteStore
 from tests.clock import Clock
 from tests.factories import issue as sentry
+from tests.factories import sizes, until_sizes
 from tests.store import probes
 
 pytestmark = pytest.mark.anyio
-
-
-class Commits:
-    """Refuses the next ``failing`` COMMITs on the outbox's connection."""
-
-    def __init__(self) -> None:
-        self.failing = 0
-
-    def __call__(self, action: int, arg1: str | None, *_: object) -> int:
-        if action == sqlite3.SQLITE_TRANSACTION and arg1 == "COMMIT" and self.failing:
-            self.failing -= 1
-            return sqlite3.SQLITE_DENY
-        return sqlite3.SQLITE_OK
-
-
-async def install(box: SqliteStore, commits: Commits) -> None:
-    # The connection belongs to the outbox's thread: set the authorizer there.
-    await box._file.call(lambda: box._file.db.set_authorizer(commits))
 
 
 @pytest.fixture
@@ -66,16 +49,16 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-async def outbox(
+async def store(
     tmp_path: Path, registry: CollectorRegistry, clock: Clock
 ) -> AsyncIterator[SqliteStore]:
-    box = SqliteStore(
+    store = SqliteStore(
         tmp_path, ["am"], max_queued=1000, metrics=Metrics(registry), clock=clock,
         body_retention=3600, max_bodies=3,
     )  # fmt: skip
-    await box.open()
-    yield box
-    await box.close()
+    await store.open()
+    yield store
+    await store.close()
 
 
 def store_errors(registry: CollectorRegistry) -> float:
@@ -87,77 +70,77 @@ def digest(n: int) -> bytes:
 
 
 async def test_a_failed_commit_rolls_back_and_the_next_write_works(
-    outbox: SqliteStore, registry: CollectorRegistry
+    store: SqliteStore, registry: CollectorRegistry
 ) -> None:
-    commits = Commits()
-    await install(outbox, commits)
+    commits = probes.FailingCommits()
+    await probes.fail_commits(store, commits)
     commits.failing = 1
     with pytest.raises(StoreFull):
-        await outbox.accept(sentry(1))
+        await store.accept(sentry(1))
     assert store_errors(registry) == 1.0
-    assert not await outbox._file.call(lambda: outbox._file.db.in_transaction)
-    assert outbox.store_ok()  # one failure is not a failing store
-    assert await outbox.accept(sentry(2))
-    assert [e.alert.identity for e in (await outbox.take(10)).entries] == ["issue:2"]
+    assert not await store._file.call(lambda: store._file.db.in_transaction)
+    assert store.store_ok()  # one failure is not a failing store
+    assert await store.accept(sentry(2))
+    assert [e.alert.identity for e in (await store.take(10)).entries] == ["issue:2"]
 
 
 async def test_a_store_that_keeps_failing_is_not_ok_until_a_write_succeeds(
-    outbox: SqliteStore, registry: CollectorRegistry
+    store: SqliteStore, registry: CollectorRegistry
 ) -> None:
-    commits = Commits()
-    await install(outbox, commits)
+    commits = probes.FailingCommits()
+    await probes.fail_commits(store, commits)
     commits.failing = SqliteStore.failing_after
     for n in range(SqliteStore.failing_after):
         with pytest.raises(StoreFull):
-            await outbox.accept(sentry(n))
-    assert not outbox.store_ok()
+            await store.accept(sentry(n))
+    assert not store.store_ok()
     assert store_errors(registry) == SqliteStore.failing_after
-    assert await outbox.probe()  # the disk has room again
-    assert outbox.store_ok()
+    assert await store.probe()  # the disk has room again
+    assert store.store_ok()
 
 
 async def test_the_same_body_within_the_retention_is_a_duplicate(
-    outbox: SqliteStore, clock: Clock, registry: CollectorRegistry
+    store: SqliteStore, clock: Clock, registry: CollectorRegistry
 ) -> None:
-    assert await outbox.accept(sentry(1), digest(1))
+    assert await store.accept(sentry(1), digest(1))
     # Concurrent copies commit in one group: exactly one of them is stored.
-    results = await asyncio.gather(*(outbox.accept(sentry(1), digest(1)) for _ in range(3)))
+    results = await asyncio.gather(*(store.accept(sentry(1), digest(1)) for _ in range(3)))
     assert results == [False, False, False]
     assert registry.get_sample_value("sentry_bridge_webhooks_duplicate_total") == 3.0
-    assert [e.alert.identity for e in (await outbox.take(10)).entries] == ["issue:1"]
+    assert [e.alert.identity for e in (await store.take(10)).entries] == ["issue:1"]
     # No digest (an internal accept): never a duplicate.
-    assert await outbox.accept(sentry(1))
+    assert await store.accept(sentry(1))
     clock.now += timedelta(seconds=3601)
-    assert await outbox.accept(sentry(1), digest(1))
+    assert await store.accept(sentry(1), digest(1))
 
 
-async def test_seen_bodies_are_bounded_in_count(outbox: SqliteStore) -> None:
+async def test_seen_bodies_are_bounded_in_count(store: SqliteStore) -> None:
     for n in range(1, 5):  # max_bodies=3: the first is forgotten
-        assert await outbox.accept(sentry(n), digest(n))
-    assert await outbox.accept(sentry(1), digest(1))
-    assert not await outbox.accept(sentry(4), digest(4))
-    rows = await outbox._file.call(
-        lambda: outbox._file.db.execute("SELECT count(*) FROM seen_body").fetchone()
+        assert await store.accept(sentry(n), digest(n))
+    assert await store.accept(sentry(1), digest(1))
+    assert not await store.accept(sentry(4), digest(4))
+    rows = await store._file.call(
+        lambda: store._file.db.execute("SELECT count(*) FROM seen_body").fetchone()
     )
     assert rows[0] == 3
 
 
 async def test_a_quarantined_body_is_kept_once_and_survives_a_restart(
-    tmp_path: Path, outbox: SqliteStore, registry: CollectorRegistry
+    tmp_path: Path, store: SqliteStore, registry: CollectorRegistry
 ) -> None:
     body = b'{"action": "triggered"}'
     sha = hashlib.sha256(body).digest()
-    assert await outbox.quarantine("invalid_payload", "no data", {"request-id": "r"}, body, sha)
-    assert not await outbox.quarantine("invalid_payload", "no data", {}, body, sha)
-    assert registry.get_sample_value("sentry_bridge_quarantine_webhooks") == 1.0
-    await outbox.close()
+    assert await store.quarantine("invalid_payload", "no data", {"request-id": "r"}, body, sha)
+    assert not await store.quarantine("invalid_payload", "no data", {}, body, sha)
+    assert (await sizes(store)).quarantined == 1
+    await store.close()
     again = SqliteStore(tmp_path, ["am"], max_queued=10, metrics=Metrics(CollectorRegistry()))
     await again.open()
     [entry] = await again.quarantined()
     assert (entry.body, entry.headers, entry.detail) == (body, {"request-id": "r"}, "no data")
-    assert again.quarantine_count() == 1
+    assert (await sizes(again)).quarantined == 1
     await again.close()
-    await outbox.open()  # for the fixture's close
+    await store.open()  # for the fixture's close
 
 
 # --- the pipeline -----------------------------------------------------------------------
@@ -166,7 +149,7 @@ CONFIG = config.parse({"sentry": {"allow_unauthenticated": True}}, env={})
 POISON = "issue:666"
 
 
-class PoisonOutbox(SqliteStore):
+class PoisonStore(SqliteStore):
     """Refuses to complete any batch holding the poison alert among its results, as a
     store would refuse a row it cannot write (quarantining it works)."""
 
@@ -197,13 +180,13 @@ class PoisonPipeline(Pipeline):
         return super().decide(entry, previous, now, tally)
 
 
-def pipeline_on(box: SqliteStore, cls: type[Pipeline]) -> Pipeline:
-    metrics = box.metrics
-    return cls(CONFIG, store=box, enricher=Enricher(CONFIG.sentry, metrics), metrics=metrics)
+def pipeline_on(store: SqliteStore, cls: type[Pipeline]) -> Pipeline:
+    metrics = store.metrics
+    return cls(CONFIG, store=store, enricher=Enricher(CONFIG.sentry, metrics), metrics=metrics)
 
 
-async def queued_in(box: SqliteStore) -> list[str]:
-    async with box.lane("am") as lane:
+async def queued_in(store: SqliteStore) -> list[str]:
+    async with store.lane("am") as lane:
         assert lane is not None
         return [item.body for item in await lane.pending(100)]
 
@@ -225,21 +208,21 @@ async def running(run: Pipeline) -> AsyncIterator[None]:
 
 
 async def test_one_alert_the_pipeline_fails_on_is_quarantined_alone(
-    outbox: SqliteStore, registry: CollectorRegistry
+    store: SqliteStore, registry: CollectorRegistry
 ) -> None:
-    run = pipeline_on(outbox, PoisonPipeline)
+    run = pipeline_on(store, PoisonPipeline)
     for n in (1, 666, 2):
-        await outbox.accept(sentry(n))
-    commits = probes.Commits(outbox)
-    await run.process(await outbox.take(10))
+        await store.accept(sentry(n))
+    commits = probes.Commits(store)
+    await run.process(await store.take(10))
     assert commits.count == 1  # the batch and the quarantine: one transaction
-    bodies = await queued_in(outbox)
+    bodies = await queued_in(store)
     assert len(bodies) == 2
     assert all("666" not in body for body in bodies)
-    [entry] = await outbox.quarantined()
+    [entry] = await store.quarantined()
     assert (entry.reason, entry.alert and entry.alert["identity"]) == ("pipeline_error", POISON)
     assert "ValueError: cannot decide" in entry.detail
-    assert outbox.inbox_count() == 0
+    assert (await sizes(store)).inbox == 0
     value = registry.get_sample_value(
         "sentry_bridge_quarantined_total", {"reason": "pipeline_error"}
     )
@@ -250,37 +233,37 @@ async def test_a_failing_batch_is_retried_then_split_and_the_poison_quarantined(
     tmp_path: Path, registry: CollectorRegistry, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(pipeline, "RETRY_DELAY", 0.01)
-    box = PoisonOutbox(tmp_path / "p", ["am"], max_queued=100, metrics=Metrics(registry))
-    box.poisoned = set()
-    await box.open()
-    run = pipeline_on(box, Pipeline)
+    store = PoisonStore(tmp_path / "p", ["am"], max_queued=100, metrics=Metrics(registry))
+    store.poisoned = set()
+    await store.open()
+    run = pipeline_on(store, Pipeline)
     try:
         for n in (1, 666, 2):
-            await box.accept(sentry(n))
-        taken = await box.take(10)
-        box.poisoned = {e.inbox_id for e in taken.entries if e.alert.identity == POISON}
-        await box.abandon(taken)
+            await store.accept(sentry(n))
+        taken = await store.take(10)
+        store.poisoned = {e.inbox_id for e in taken.entries if e.alert.identity == POISON}
+        await store.abandon(taken)
         async with running(run):
-            await until(lambda: box.inbox_count() == 0)
-        bodies = await queued_in(box)
+            await until_sizes(store, lambda s: s.inbox == 0, "the inbox never emptied")
+        bodies = await queued_in(store)
         assert [json.loads(b)["labels"]["sentry_issue_id"] for b in bodies] == ["1", "2"]
-        [entry] = await box.quarantined()
+        [entry] = await store.quarantined()
         assert entry.alert is not None
         assert entry.alert["identity"] == POISON
         assert "DataError: cannot store this alert" in entry.detail
     finally:
-        await box.close()
+        await store.close()
 
 
 async def test_a_batch_is_retried_while_the_store_fails_and_nothing_is_lost(
-    outbox: SqliteStore, registry: CollectorRegistry, monkeypatch: pytest.MonkeyPatch
+    store: SqliteStore, registry: CollectorRegistry, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(pipeline, "RETRY_DELAY", 0.01)
-    run = pipeline_on(outbox, Pipeline)
+    run = pipeline_on(store, Pipeline)
     for n in (1, 2):
-        await outbox.accept(sentry(n))
-    commits = Commits()
-    await install(outbox, commits)
+        await store.accept(sentry(n))
+    commits = probes.FailingCommits()
+    await probes.fail_commits(store, commits)
     # The batch fails RETRIES times, the first alert alone, and quarantining it too: the
     # store itself is failing, so nothing is quarantined and everything goes round again.
     commits.failing = pipeline.RETRIES + 2
@@ -291,12 +274,12 @@ async def test_a_batch_is_retried_while_the_store_fails_and_nothing_is_lost(
 
     async with running(run):
         # Counted once committed: the count follows the queue by a moment.
-        await until(lambda: outbox.queued_count() == 2 and counted() >= 2)
+        await until_sizes(store, lambda s: s.behind == 2 and counted() >= 2, "never queued")
     assert commits.failing == 0
-    assert await outbox.quarantined() == []
-    bodies = await queued_in(outbox)
+    assert await store.quarantined() == []
+    bodies = await queued_in(store)
     assert [json.loads(b)["labels"]["sentry_issue_id"] for b in bodies] == ["1", "2"]
-    assert outbox.inbox_count() == 0
+    assert (await sizes(store)).inbox == 0
     # Decided RETRIES + 2 times, committed once: counted once.
     assert counted() == 2
 
@@ -315,36 +298,40 @@ def test_retries_match_a_model(
     quarantined. ``transient``: COMMITs refused on the way (a store failing for a while)."""
 
     async def scenario() -> None:
-        box = PoisonOutbox(
+        store = PoisonStore(
             tmp_path_factory.mktemp("retries"), ["am"], max_queued=100,
             metrics=Metrics(CollectorRegistry()),
         )  # fmt: skip
-        await box.open()
-        run = pipeline_on(box, PoisonPipeline)
+        await store.open()
+        run = pipeline_on(store, PoisonPipeline)
         assert isinstance(run, PoisonPipeline)
         run.poison = frozenset(f"issue:{n}" for n, k in enumerate(kinds) if k == "decide")
         try:
             for n in range(len(kinds)):
-                await box.accept(sentry(n))
-            taken = await box.take(100)
-            box.poisoned = {
+                await store.accept(sentry(n))
+            taken = await store.take(100)
+            store.poisoned = {
                 e.inbox_id for e, k in zip(taken.entries, kinds, strict=True) if k == "store"
             }
-            await box.abandon(taken)
-            commits = Commits()
-            await install(box, commits)
+            await store.abandon(taken)
+            commits = probes.FailingCommits()
+            await probes.fail_commits(store, commits)
             commits.failing = transient
             async with running(run):
-                await until(lambda: box.inbox_count() == 0)
-            queued = [int(json.loads(b)["labels"]["sentry_issue_id"]) for b in await queued_in(box)]
-            kept = [int((q.alert or {})["identity"].split(":")[1]) for q in await box.quarantined()]
+                await until_sizes(store, lambda s: s.inbox == 0, "the inbox never emptied")
+            queued = [
+                int(json.loads(b)["labels"]["sentry_issue_id"]) for b in await queued_in(store)
+            ]
+            kept = [
+                int((q.alert or {})["identity"].split(":")[1]) for q in await store.quarantined()
+            ]
             assert sorted(queued + kept) == list(range(len(kinds)))  # each once, none lost
             assert queued == sorted(queued)
             assert {n for n, k in enumerate(kinds) if k != "good"} <= set(kept)
             if not transient:
                 assert {n for n, k in enumerate(kinds) if k == "good"} == set(queued)
         finally:
-            await box.close()
+            await store.close()
 
     saved = pipeline.RETRY_DELAY
     pipeline.RETRY_DELAY = 0
@@ -369,13 +356,13 @@ class RefuseReads:
 
 
 async def test_the_pipeline_keeps_running_when_reading_the_inbox_fails(
-    outbox: SqliteStore, monkeypatch: pytest.MonkeyPatch
+    store: SqliteStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(pipeline, "RETRY_DELAY", 0.01)
     refuse = RefuseReads()
-    await outbox._file.call(lambda: outbox._file.db.set_authorizer(refuse))
-    async with running(pipeline_on(outbox, Pipeline)):
-        await outbox.accept(sentry(1))
+    await store._file.call(lambda: store._file.db.set_authorizer(refuse))
+    async with running(pipeline_on(store, Pipeline)):
+        await store.accept(sentry(1))
         await until(lambda: refuse.refused >= 2)  # take() failed, and was tried again
         refuse.on = False
-        await until(lambda: outbox.queued_count() == 1)
+        await until_sizes(store, lambda s: s.behind == 1, "never queued")

@@ -1,0 +1,93 @@
+"""Every query of the SQLite engine, by name, in one place (``pg/sql.py`` is PostgreSQL's):
+the engine's parts execute them. A query a new contract method needs goes here, under
+the table it reads, with a name saying what it answers. Lists are passed as one JSON
+array (``json_each``), so a statement's text does not depend on its arguments.
+"""
+
+from __future__ import annotations
+
+# --- inbox, seen bodies ----------------------------------------------------------------------
+
+INSERT_INBOX = "INSERT INTO inbox (accepted_at, alert) VALUES (?, ?)"
+INBOX_LEFT = "SELECT id, accepted_at FROM inbox ORDER BY id"
+INBOX_ALERTS = "SELECT id, alert FROM inbox WHERE id IN (SELECT value FROM json_each(?))"
+DELETE_INBOX = "DELETE FROM inbox WHERE id = ?"
+
+SEEN_AT = "SELECT at FROM seen_body WHERE digest = ?"
+SEE_BODY = "INSERT OR REPLACE INTO seen_body (digest, at) VALUES (?, ?)"
+# Bounded by time and count (the newest are kept).
+FORGET_OLD_BODIES = "DELETE FROM seen_body WHERE at <= ?"
+FORGET_MANY_BODIES = "DELETE FROM seen_body WHERE id <= (SELECT max(id) FROM seen_body) - ?"
+
+# --- queue, re-sends, dead letters -----------------------------------------------------------
+
+ENQUEUE = "INSERT INTO queue (target, queued_at, alert) VALUES (?, ?, ?)"
+PENDING = "SELECT id, queued_at, alert FROM queue WHERE target = ? AND id > ? ORDER BY id LIMIT ?"
+SETTLE = "DELETE FROM queue WHERE target = ? AND id <= ?"
+# At start: the queue of an Alertmanager no longer configured goes.
+KEEP_ONLY_TARGETS = "DELETE FROM queue WHERE target NOT IN (SELECT value FROM json_each(?))"
+
+UNRESOLVE = "DELETE FROM resolved WHERE labels IN (SELECT value FROM json_each(?))"
+RESOLVE = "INSERT INTO resolved (labels, resolved_at, alert) VALUES (?, ?, ?)"
+EXPIRE_RESOLVED = "DELETE FROM resolved WHERE resolved_at <= ?"
+# Re-sends: the resolved alerts first (rowid pages), then the active ones (identity pages).
+RESEND_PAGES = (
+    "SELECT rowid, alert FROM resolved WHERE rowid > ? ORDER BY rowid LIMIT ?",
+    "SELECT identity, json_extract(state, '$.alert') FROM state"
+    " WHERE active AND identity > ? ORDER BY identity LIMIT ?",
+)
+
+DEAD_LETTER = "INSERT INTO dead_letter (at, target, reason, alert, identity) VALUES (?, ?, ?, ?, ?)"
+TRIM_DEAD_LETTERS = "DELETE FROM dead_letter WHERE id <= (SELECT max(id) FROM dead_letter) - ?"
+REFUSED = (
+    "SELECT alert FROM dead_letter WHERE target = ?"
+    " AND identity IN (SELECT value FROM json_each(?))"
+)
+ANY_REFUSED = "SELECT 1 FROM dead_letter WHERE target = ? AND identity IS NOT NULL LIMIT 1"
+DEAD_LETTERS = "SELECT target, reason, alert FROM dead_letter ORDER BY id"
+DEAD_LETTER_ALERTS = "SELECT alert FROM dead_letter ORDER BY id"
+NEWEST_DEAD_LETTERS = "SELECT at, target, reason, alert FROM dead_letter ORDER BY id DESC LIMIT ?"
+COUNT_DEAD_LETTERS = "SELECT count(*) FROM dead_letter"
+EMPTY_DEAD_LETTERS = "DELETE FROM dead_letter"
+
+# --- state -------------------------------------------------------------------------------------
+
+STATES = "SELECT identity, state FROM state WHERE identity IN (SELECT value FROM json_each(?))"
+UPSERT_STATE = (
+    "INSERT OR REPLACE INTO state (identity, kept_until, active, ends_at, state)"
+    " VALUES (?, ?, ?, ?, ?)"
+)
+FORGET_STATE = "DELETE FROM state WHERE identity = ?"
+ACTIVE_ALERT = "SELECT json_extract(state, '$.alert') FROM state WHERE identity = ? AND active"
+ACTIVE_ALERTS = (
+    "SELECT identity, ends_at, json_extract(state, '$.alert') FROM state WHERE active"
+    " ORDER BY identity LIMIT ?"
+)
+# An active alert whose endsAt passed has expired in Alertmanager too.
+END_EXPIRED = "UPDATE state SET active = 0 WHERE active AND ends_at <= ?"
+FORGET_STATES = "DELETE FROM state WHERE kept_until <= ?"
+
+# --- quarantine ------------------------------------------------------------------------------
+
+QUARANTINE = (
+    "INSERT INTO quarantine (at, reason, detail, headers, body, alert) VALUES (?, ?, ?, ?, ?, ?)"
+)
+TRIM_QUARANTINE = "DELETE FROM quarantine WHERE id <= (SELECT max(id) FROM quarantine) - ?"
+_QUARANTINED = "SELECT id, at, reason, detail, headers, body, alert FROM quarantine"
+QUARANTINED_ONE = f"{_QUARANTINED} WHERE id = ?"
+QUARANTINED_PAGE = f"{_QUARANTINED} WHERE id > ? ORDER BY id LIMIT ?"
+RELEASE = "DELETE FROM quarantine WHERE id = ?"
+DISCARD_ALL = "DELETE FROM quarantine RETURNING id"
+QUARANTINE_REASONS = "SELECT reason, count(*) FROM quarantine GROUP BY reason ORDER BY reason"
+QUARANTINE_OLDEST = "SELECT min(at) FROM quarantine"
+
+# --- sizes, probe ------------------------------------------------------------------------------
+
+SIZES = """
+SELECT (SELECT count(*) FROM inbox), (SELECT count(*) FROM state WHERE active),
+       (SELECT count(*) FROM resolved), (SELECT count(*) FROM quarantine),
+       (SELECT min(at) FROM (SELECT min(accepted_at) AS at FROM inbox
+                             UNION ALL SELECT min(queued_at) FROM queue))
+"""
+QUEUED = "SELECT target, count(*) FROM queue GROUP BY target"
+PROBE = "INSERT OR REPLACE INTO probe (id, at) VALUES (1, ?)"
