@@ -8,6 +8,7 @@
 - active: the same with 100,000 alerts active and re-send rounds overlapping; also the
   delivery rate of the preload and the bridge's memory with that many alerts active.
 - sync: what SQLite's synchronous=FULL costs a group commit against NORMAL (bench/sync.py).
+- calls: calls, thread hops and log lines per webhook, counted in process (bench/calls.py).
 - floods: signed webhooks' latency (p50, p99, max) while the bridge is flooded: idle
   connections, past max_connections, reload and status floods on the admin listener, 900
   slow 1 MiB bodies; and the bridge's peak memory growth (bench/floods.py).
@@ -19,10 +20,11 @@ smoke run, not figures).
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
-from bench import floods, ingest, servers, sync, visible
+from bench import calls, floods, ingest, servers, sync, visible
 
-PARTS = ("ingest", "visible", "active", "sync", "floods")
+PARTS = ("ingest", "calls", "visible", "active", "sync", "floods")
 
 
 def _list(value: str) -> list[str]:
@@ -66,6 +68,14 @@ def parser() -> argparse.ArgumentParser:
         default="NORMAL,FULL",
         help="SQLite modes to compare, where the bridge's config has the knob",
     )
+    g.add_argument(
+        "--baseline",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="another source tree of the bridge (git archive REV | tar -x -C DIR); each "
+        "bridge variant also runs from it, right after this one's, in every round",
+    )
     g = p.add_argument_group("visible and active")
     g.add_argument("--rate", type=float, default=200.0, help="webhooks/s, open loop")
     g.add_argument("--steady-seconds", type=float, default=20.0)
@@ -102,7 +112,10 @@ def main(argv: list[str] | None = None) -> None:
             names=names,
             bare_workers=args.bare_workers,
             synchronous=args.sqlite_synchronous,
+            baseline=args.baseline,
         )
+    if "calls" in parts:
+        calls.run(quick=args.quick)
     if "visible" in parts or "active" in parts:
         options = visible.Options(
             args.rate, args.steady_seconds, args.resend_interval, args.preload_seconds

@@ -72,15 +72,20 @@ class Variant:
     store: servers.StoreName | None  # None: the bare app
     alertmanager: bool
     synchronous: str | None = None  # SQLite's, where the bridge has a knob for it
+    checkout: Path | None = None  # the baseline's source tree (--baseline), else this one
 
     @property
     def label(self) -> str:
-        return f"{self.name} ({self.synchronous})" if self.synchronous else self.name
+        label = f"{self.name} ({self.synchronous})" if self.synchronous else self.name
+        return f"{label} @baseline" if self.checkout else label
 
 
-def variants(names: list[str], synchronous: list[str]) -> list[Variant]:
+def variants(
+    names: list[str], synchronous: list[str], baseline: Path | None = None
+) -> list[Variant]:
     """The variants to run; SQLite ones once per ``synchronous`` mode when the bridge's
-    config has the knob (``servers.sqlite_synchronous_knob``), else once as shipped."""
+    config has the knob (``servers.sqlite_synchronous_knob``), else once as shipped; with
+    a ``baseline`` source tree, each bridge variant right after the same on the baseline."""
     knob = servers.sqlite_synchronous_knob()
     out = []
     for name in names:
@@ -89,7 +94,10 @@ def variants(names: list[str], synchronous: list[str]) -> list[Variant]:
         modes: list[str | None] = [None]
         if store == "sqlite" and knob and synchronous:
             modes = list(synchronous)
-        out += [Variant(name, store, name.endswith("+am"), mode) for mode in modes]  # type: ignore[arg-type]
+        for mode in modes:
+            out.append(Variant(name, store, name.endswith("+am"), mode))  # type: ignore[arg-type]
+            if baseline is not None and store is not None:
+                out.append(Variant(name, store, name.endswith("+am"), mode, baseline))  # type: ignore[arg-type]
     return out
 
 
@@ -109,6 +117,7 @@ def _stack(variant: Variant, tmp: Path, bare_workers: int, pg: object) -> Iterat
         pg=pg if variant.store == "postgres" else None,  # type: ignore[arg-type]
         alertmanager=variant.alertmanager,
         settings=settings,
+        checkout=variant.checkout,
     ) as stack:
         yield stack
 
@@ -127,9 +136,12 @@ def _measure(
         roots = list(stack.groups.values())
         processes.wait_idle(roots)
         before = {name: processes.cpu_seconds(pid) for name, pid in stack.groups.items()}
+        logged = _log_lines(stack)
         result = wrk(stack.url, records, seconds)
         result["catch_up_s"] = processes.wait_idle(roots)
         accepted = max(1.0, result["requests"] - result["non2xx"])
+        if variant.store is not None:
+            result["log_lines"] = (_log_lines(stack) - logged) / accepted
         for name, pid in stack.groups.items():
             used = processes.cpu_seconds(pid) - before[name]
             result[f"cpu_us {name}"] = used / accepted * 1e6
@@ -138,6 +150,12 @@ def _measure(
         else:
             result["processes"] = len(processes.process_tree(stack.groups["bridge"]))
     return result
+
+
+def _log_lines(stack: servers.Stack) -> int:
+    """Lines the bridge has logged so far (its log file: stdout and stderr)."""
+    with stack.server.log.open("rb") as log:
+        return sum(chunk.count(b"\n") for chunk in iter(lambda: log.read(1 << 16), b""))
 
 
 def _line(label: str, r: dict[str, float]) -> str:
@@ -156,6 +174,7 @@ def _line(label: str, r: dict[str, float]) -> str:
             else f"({r.get('processes', 0):.0f} proc)"
         )
         + (f"; Alertmanager {am:4.0f} us" if am is not None else "")
+        + (f"; {r['log_lines']:.1f} log lines/webhook" if "log_lines" in r else "")
         + f"  catch-up {r['catch_up_s']:4.1f} s  non-2xx {r['non2xx']:.0f}  "
         f"socket errors {r['socket_errors']:.0f}"
     )
@@ -175,6 +194,7 @@ def ingest(
     names: list[str],
     bare_workers: int | None,
     synchronous: list[str],
+    baseline: Path | None = None,
 ) -> None:
     if not shutil.which("wrk"):
         raise SystemExit("the ingest benchmark needs wrk: apt-get install wrk")
@@ -185,7 +205,7 @@ def ingest(
             how = "as many as the bridge runs processes (counted)"
         else:
             how = "--bare-workers"
-        chosen = variants(names, synchronous)
+        chosen = variants(names, synchronous, baseline)
         if synchronous and servers.sqlite_synchronous_knob() is None:
             print(
                 "ingest: SQLite NORMAL vs FULL: this bridge's config has no synchronous "

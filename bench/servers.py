@@ -160,10 +160,12 @@ def bridge(
     alertmanager: bool = True,
     record: bool = False,
     settings: dict[str, dict[str, Any]] | None = None,
+    checkout: Path | None = None,
 ) -> Iterator[Stack]:
     """The bridge, its database (PostgreSQL: ``pg``, a running server) and its
     Alertmanager: a real one (behind the recording proxy with ``record``), or a loopback
-    port nobody answers on."""
+    port nobody answers on. ``checkout``: run the ``bridge`` of that source tree (a
+    baseline to compare with, e.g. ``git archive main | tar -x -C DIR``), not this one's."""
     tmp.mkdir(parents=True, exist_ok=True)
     env = {"SENTRY_CLIENT_SECRET": payloads.SECRET}
     groups: dict[str, int] = {}
@@ -184,7 +186,9 @@ def bridge(
         config = write_config(tmp / "config.yaml", am_url, store=store, pg=pg, settings=settings)
         try:
             server = stack.enter_context(
-                procs.bridge(config, tmp / "data", tmp / "bridge.log", env)
+                procs.bridge(
+                    config, tmp / "data", tmp / "bridge.log", env, cwd=checkout or procs.ROOT
+                )
             )
         except RuntimeError as exc:
             if store != "postgres":

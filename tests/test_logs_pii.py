@@ -113,7 +113,7 @@ def log_lines() -> Iterator[io.StringIO]:
     root = logging.getLogger()
     level = root.level
     root.addHandler(handler)
-    root.setLevel(logging.INFO)
+    root.setLevel(logging.DEBUG)  # the edge's "webhook accepted" is a debug line
     yield out
     root.removeHandler(handler)
     root.setLevel(level)

@@ -150,10 +150,16 @@ def spawn(
 
 
 def bridge(
-    config: Path, data_dir: Path, log: Path, env: Mapping[str, str], port: int | None = None
+    config: Path,
+    data_dir: Path,
+    log: Path,
+    env: Mapping[str, str],
+    port: int | None = None,
+    cwd: Path = ROOT,
 ) -> contextlib.AbstractContextManager[Process]:
     """``python -m bridge serve`` on 127.0.0.1 (the admin listener on a port of its own),
-    ready when ``/-/ready`` answers."""
+    ready when ``/-/ready`` answers; ``cwd``: the checkout whose ``bridge`` runs (the
+    benchmark's baseline), this one by default."""
     port = port or free_port()
     admin_port = free_port()
     args = [sys.executable, "-m", "bridge", "serve", "--config", str(config)]
@@ -164,6 +170,7 @@ def bridge(
         "/-/ready",
         log,
         {**env, "BRIDGE_DATA_DIR": str(data_dir)},
+        cwd=cwd,
         admin_url=f"http://127.0.0.1:{admin_port}",
     )
 

@@ -78,3 +78,20 @@ async def holder(conn: Connection, name: str, *, at: datetime | None = None) -> 
 async def database_now(conn: Connection) -> datetime:
     """The database's clock (clock_timestamp(): the real time, not the transaction's start)."""
     return cast(datetime, await conn.fetchval("SELECT clock_timestamp()"))
+
+
+class SyncLevels:
+    """The ``PRAGMA synchronous`` each successful write transaction of an open SQLite engine
+    committed at (2 FULL: the WAL fsynced at the commit; 1 NORMAL: not), read on the
+    file's thread right after the commit, where the engine reports it to its write health."""
+
+    def __init__(self, store: Any) -> None:
+        self.seen: list[int] = []
+        health = store._health
+        report = health.succeeded
+
+        def read() -> None:
+            self.seen.append(store._file.db.execute("PRAGMA synchronous").fetchone()[0])
+            report()
+
+        health.succeeded = read

@@ -53,6 +53,29 @@ async def test_a_failed_transaction_leaves_nothing(tmp_path: Path) -> None:
     await file.close()
 
 
+async def test_a_durable_commit_is_full_whatever_ran_before(tmp_path: Path) -> None:
+    """``durable=False`` commits at NORMAL; the next durable one at FULL again, also after
+    a derived transaction that failed (issue 15: a 202 stays fsynced)."""
+    file = SqliteFile(tmp_path / "x.sqlite3", name="file")
+    await file.open(SCHEMA)
+
+    def write(durable: bool, fail: bool = False) -> int:
+        with file.transaction(durable=durable) as db:
+            level: int = db.execute("PRAGMA synchronous").fetchone()[0]
+            db.execute("INSERT INTO t (v) VALUES ('a')")
+            if fail:
+                db.execute("INSERT INTO t (id, v) VALUES (1, 'duplicate key')")
+        return level
+
+    assert await file.call(write, False) == 1
+    assert await file.call(write, True) == 2
+    with pytest.raises(Exception, match="UNIQUE"):
+        await file.call(write, False, True)
+    assert await file.call(write, True) == 2
+    assert await file.call(write, True) == 2
+    await file.close()
+
+
 class Writer:
     def __init__(self) -> None:
         self.batches: list[list[int]] = []

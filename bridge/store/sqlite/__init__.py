@@ -52,6 +52,9 @@ commit's transaction is in the WAL and the WAL is fsynced, so a 202 survives a
 power loss or a kernel crash as well as a crash of the process
 (https://www.sqlite.org/pragma.html#pragma_synchronous; ``NORMAL``, used before,
 syncs only at checkpoints and could lose the last commits to a power loss).
+``complete``, delivery's advance and expiry do commit at ``NORMAL``: what they
+write follows from the inbox, and the next accept's fsync covers them
+(``bridge.store.sqlite_file``).
 Group commit pays for it: one fsync per round of concurrent accepts, not one
 per webhook, and the fsync waits on the SQLite thread, not the event loop. It
 still costs: on this project's shared 2-core test machine (ext4 on a virtual

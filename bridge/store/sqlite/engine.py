@@ -189,7 +189,7 @@ class SqliteStore:
         await self._shield(self._complete(planned))
 
     async def _complete(self, planned: writes.Writes) -> None:
-        await self._write(inbox.complete, planned, self.targets, self.quarantine_kept)
+        await self._write_derived(inbox.complete, planned, self.targets, self.quarantine_kept)
         self._sizes.changed()
         if planned.quarantined:
             self.metrics.quarantined.labels("pipeline_error").inc(len(planned.quarantined))
@@ -224,7 +224,9 @@ class SqliteStore:
     async def _advance(
         self, target: str, done: int | None, dead: Sequence[tuple[str, str]]
     ) -> None:
-        await self._write(queue.advance, target, done, dead, self._now(), self.dead_letters_kept)
+        await self._write_derived(
+            queue.advance, target, done, dead, self._now(), self.dead_letters_kept
+        )
         self._sizes.changed()
         self.progress.set()
 
@@ -234,7 +236,7 @@ class SqliteStore:
         await self._shield(self._expire(resolved_for))
 
     async def _expire(self, resolved_for: float) -> None:
-        await self._write(operators.expire, views.expiry(self.clock(), resolved_for))
+        await self._write_derived(operators.expire, views.expiry(self.clock(), resolved_for))
 
     async def dead_letters(self) -> list[tuple[str, str, dict[str, Any]]]:
         """(target, reason, alert) of every dead letter, oldest first."""
@@ -316,24 +318,31 @@ class SqliteStore:
         return await self._file.call(self._on_db, fn, args)
 
     async def _write(self, fn: Callable[..., T], *args: Any) -> T:
-        """``fn(db, *args)`` on the file's thread, in one write transaction."""
-        return await self._file.call(self._in_transaction, fn, args)
+        """``fn(db, *args)`` on the file's thread, in one write transaction, fsynced."""
+        return await self._file.call(self._in_transaction, fn, args, True)
+
+    async def _write_derived(self, fn: Callable[..., T], *args: Any) -> T:
+        """``_write`` for what the inbox and the states can give again (a batch's
+        decisions, delivery's progress, expiry): not fsynced on its own
+        (``SqliteFile.transaction(durable=False)``), so the accepts' group commits do not
+        queue behind an fsync per batch and per Alertmanager."""
+        return await self._file.call(self._in_transaction, fn, args, False)
 
     # --- on the SQLite thread -----------------------------------------------------------
 
     def _on_db(self, fn: Callable[..., T], args: Sequence[Any]) -> T:
         return fn(self._file.db, *args)
 
-    def _in_transaction(self, fn: Callable[..., T], args: Sequence[Any]) -> T:
-        with self._transaction() as db:
+    def _in_transaction(self, fn: Callable[..., T], args: Sequence[Any], durable: bool) -> T:
+        with self._transaction(durable=durable) as db:
             return fn(db, *args)
 
     @contextlib.contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
+    def _transaction(self, *, durable: bool = True) -> Iterator[sqlite3.Connection]:
         """``SqliteFile.transaction``, reported to the write health: the failures in a row
         make ``store_ok`` False."""
         try:
-            with self._file.transaction() as db:
+            with self._file.transaction(durable=durable) as db:
                 yield db
         except sqlite3.Error as exc:
             self._health.failed(exc)
