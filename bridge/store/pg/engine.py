@@ -386,6 +386,10 @@ class PostgresStore:
             log.warning("cannot renew the periodic lease", exc_info=True)
             return False
 
+    async def due(self, limit: int) -> list[str]:
+        async with self._pool.acquire() as conn:
+            return await identity.due(conn, limit)
+
     async def expire(self, *, resolved_for: float) -> None:
         async def write(conn: Any) -> None:
             now = await conn.fetchval("SELECT clock_timestamp()")

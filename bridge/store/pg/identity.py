@@ -28,12 +28,17 @@ _LOCK = "SELECT pg_advisory_xact_lock($1, h) FROM unnest($2::int4[]) AS h"
 _READ = "SELECT identity, state::text FROM identity_state WHERE identity = ANY($1::text[])"
 
 _UPSERT = """
-INSERT INTO identity_state AS s (identity, kept_until, active, ends_at, state)
+INSERT INTO identity_state AS s (identity, kept_until, active, ends_at, state, due_at)
 SELECT * FROM unnest($1::text[], $2::timestamptz[], $3::boolean[], $4::timestamptz[],
-                     $5::jsonb[])
+                     $5::jsonb[], $6::timestamptz[])
 ON CONFLICT (identity) DO UPDATE
     SET kept_until = excluded.kept_until, active = excluded.active,
-        ends_at = excluded.ends_at, state = excluded.state
+        ends_at = excluded.ends_at, state = excluded.state, due_at = excluded.due_at
+"""
+
+_DUE = """
+SELECT identity FROM identity_state WHERE due_at <= clock_timestamp() AND active
+ORDER BY due_at LIMIT $1
 """
 
 _FORGET = "DELETE FROM identity_state WHERE identity = ANY($1::text[])"
@@ -45,7 +50,7 @@ WHERE identity = ANY($1::text[]) AND active
 
 # An active alert whose endsAt passed has expired in Alertmanager too; a state is kept
 # until its kept_until (IdentityState.kept_until).
-_ENDED = "UPDATE identity_state SET active = false WHERE active AND ends_at <= $1"
+_ENDED = "UPDATE identity_state SET active = false, due_at = NULL WHERE active AND ends_at <= $1"
 _FORGOTTEN = "DELETE FROM identity_state WHERE kept_until <= $1"
 
 
@@ -78,6 +83,7 @@ async def write(
             [state.alert is not None for _, state, _ in kept],
             [state.alert.ends_at if state.alert else None for _, state, _ in kept],
             [codec.to_jsonb(state.to_json()) for _, state, _ in kept],
+            [state.due_at if state.alert else None for _, state, _ in kept],
         )
     active = sum(1 for _, state, _ in kept if state.alert is not None)
     return active, len(states) - active
@@ -87,6 +93,11 @@ async def active_alerts(conn: Any, identities: Collection[str]) -> dict[str, str
     """The active alert (wire JSON) of each of these identities that has one."""
     rows = await conn.fetch(_ACTIVE, list(identities))
     return {row[0]: codec.wire_from_jsonb(row[1]) for row in rows}
+
+
+async def due(conn: Any, limit: int) -> list[str]:
+    """Identities whose next escalation step is due by the database's clock."""
+    return [codec.untext(row[0]) for row in await conn.fetch(_DUE, limit)]
 
 
 async def expire(conn: Any, now: datetime) -> int:

@@ -13,6 +13,7 @@ instead of posting the same alerts (PostgreSQL docs, SELECT, "The Locking Clause
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -65,8 +66,9 @@ DELETE FROM dead_letter WHERE id IN (
 
 # Re-sends: the resolved alerts first, then the active ones, each in key order pages.
 _RESOLVED_PAGE = "SELECT id, body FROM resolved WHERE id > $1 ORDER BY id LIMIT $2"
+# Each active alert with its escalation tiers' alerts (bridge.state: they end with it).
 _ACTIVE_PAGE = """
-SELECT identity, (state->'alert')::text FROM identity_state
+SELECT identity, (state->'alert')::text, (state->'tiers')::text FROM identity_state
 WHERE active AND identity > $1 ORDER BY identity LIMIT $2
 """
 
@@ -192,5 +194,13 @@ class Lane:
                 return Page([*(r[1] for r in rows), *rest.bodies], rest.after)
             return Page([r[1] for r in rows], ("resolved", int(rows[-1][0])))
         rows = await self.conn.fetch(_ACTIVE_PAGE, key, limit)
-        bodies = [codec.wire_from_jsonb(r[1]) for r in rows]
+        bodies = [body for r in rows for body in _with_tiers(r[1], r[2])]
         return Page(bodies, ("active", rows[-1][0]) if rows and len(rows) == limit else None)
+
+
+def _with_tiers(alert: str, tiers: str | None) -> list[str]:
+    """An active alert's wire JSON, then its tiers' (an active page may exceed its limit)."""
+    out = [codec.wire_from_jsonb(alert)]
+    if tiers and tiers != "[]":
+        out += [codec.wire_from_jsonb(codec.dumps(t)) for t in json.loads(tiers)]
+    return out

@@ -276,6 +276,9 @@ class SqliteStore:
         for n, (queue_id, stamp) in enumerate(zip(ids, stamps, strict=True)):
             self._queued[self.targets[n % len(self.targets)]].append((queue_id, stamp))
 
+    async def due(self, limit: int) -> list[str]:
+        return await self._read(identity.due, self._now(), limit)
+
     async def expire(self, *, resolved_for: float) -> None:
         """Forget active alerts whose endsAt passed (Alertmanager has expired them too) and
         resolved ones re-sent for ``resolved_for`` seconds."""

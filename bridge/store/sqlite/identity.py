@@ -12,8 +12,8 @@ from bridge.state import IdentityState
 from bridge.store.writes import Writes
 
 _UPSERT = (
-    "INSERT OR REPLACE INTO state (identity, kept_until, active, ends_at, state)"
-    " VALUES (?, ?, ?, ?, ?)"
+    "INSERT OR REPLACE INTO state (identity, kept_until, active, ends_at, state, due_at)"
+    " VALUES (?, ?, ?, ?, ?, ?)"
 )
 
 
@@ -43,6 +43,7 @@ def write(db: sqlite3.Connection, writes: Writes) -> int:
                 row.alert is not None,
                 row.ends_at.timestamp() if row.ends_at else None,
                 json.dumps(row.state.to_json(), separators=(",", ":")),
+                row.due_at.timestamp() if row.due_at else None,
             )
             for row in writes.states
         ],
@@ -58,11 +59,17 @@ def active_alert(db: sqlite3.Connection, identity: str) -> str | None:
     return None if row is None else str(row[0])
 
 
+def due(db: sqlite3.Connection, now: float, limit: int) -> list[str]:
+    """Identities whose next escalation step is due by ``now``, the most overdue first."""
+    sql = "SELECT identity FROM state WHERE due_at <= ? AND active ORDER BY due_at LIMIT ?"
+    return [str(name) for (name,) in db.execute(sql, (now, limit))]
+
+
 def expire(db: sqlite3.Connection, now: float) -> int:
     """Ends the active alerts whose endsAt passed (Alertmanager has expired them too) and
     forgets the states kept until ``now``; returns how many active alerts ended."""
     ended: int = db.execute(
-        "UPDATE state SET active = 0 WHERE active AND ends_at <= ?", (now,)
+        "UPDATE state SET active = 0, due_at = NULL WHERE active AND ends_at <= ?", (now,)
     ).rowcount
     db.execute("DELETE FROM state WHERE kept_until <= ?", (now,))
     return ended

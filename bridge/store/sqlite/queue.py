@@ -18,11 +18,12 @@ from bridge.store.writes import Post, Writes
 if TYPE_CHECKING:
     from bridge.store.sqlite.engine import SqliteStore
 
-# Re-sends: the resolved alerts first (rowid pages), then the active ones (identity pages).
+# Re-sends: the resolved alerts first (rowid pages), then the active ones (identity pages),
+# each with its escalation tiers' alerts (bridge.state: they fire and end with it).
 _PAGES = (
-    "SELECT rowid, alert FROM resolved WHERE rowid > ? ORDER BY rowid LIMIT ?",
-    "SELECT identity, json_extract(state, '$.alert') FROM state"
-    " WHERE active AND identity > ? ORDER BY identity LIMIT ?",
+    "SELECT rowid, alert, NULL FROM resolved WHERE rowid > ? ORDER BY rowid LIMIT ?",
+    "SELECT identity, json_extract(state, '$.alert'), json_extract(state, '$.tiers')"
+    " FROM state WHERE active AND identity > ? ORDER BY identity LIMIT ?",
 )
 _FIRST: tuple[int | str, ...] = (0, "")  # the key before each table's first row
 
@@ -182,9 +183,20 @@ def _any_dead(db: sqlite3.Connection, target: str) -> bool:
     return db.execute(sql, (target,)).fetchone() is not None
 
 
+def _bodies(rows: Sequence[tuple[Any, str, str | None]]) -> list[str]:
+    """Each row's alert, then its tiers' (wire JSON)."""
+    out: list[str] = []
+    for _, text, tiers in rows:
+        out.append(text)
+        if tiers and tiers != "[]":
+            out += [json.dumps(t, separators=(",", ":")) for t in json.loads(tiers)]
+    return out
+
+
 def read_page(db: sqlite3.Connection, after: tuple[int, Any] | None, limit: int) -> Page:
-    """Up to ``limit`` bodies from ``after`` (table, key) on, across _PAGES in order;
-    one row more is read to know whether there is a next page."""
+    """Up to ``limit`` rows from ``after`` (table, key) on, across _PAGES in order (an
+    active alert's tiers come with it, beyond the limit); one row more is read to know
+    whether there is a next page."""
     table, last = after or (0, _FIRST[0])
     bodies: list[str] = []
     while table < len(_PAGES):
@@ -192,10 +204,10 @@ def read_page(db: sqlite3.Connection, after: tuple[int, Any] | None, limit: int)
         rows = db.execute(_PAGES[table], (last, room + 1)).fetchall()
         if len(rows) > room:  # more in this table than fits
             if room:
-                bodies += [text for _, text in rows[:room]]
+                bodies += _bodies(rows[:room])
                 last = rows[room - 1][0]
             return Page(bodies, (table, last))
-        bodies += [text for _, text in rows]
+        bodies += _bodies(rows)
         table += 1
         last = _FIRST[table] if table < len(_PAGES) else None
     return Page(bodies, None)
