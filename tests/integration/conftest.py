@@ -139,9 +139,15 @@ def bridge_factory(tmp_path: Path) -> BridgeFactory:
     the same data dir across starts, so a restart finds its outbox."""
 
     def start(
-        am_urls: list[str], *, port: int | None = None, **alertmanager: object
+        am_urls: list[str],
+        *,
+        port: int | None = None,
+        sections: dict[str, object] | None = None,
+        **alertmanager: object,
     ) -> contextlib.AbstractContextManager[Bridge]:
+        """``sections``: whole top-level sections of the config replaced (``escalation=``)."""
         config = procs.write_config(tmp_path / "config.yaml", am_urls, **alertmanager)
+        procs.update_config(config, **(sections or {}))
         return _running_bridge(config, tmp_path / "data", tmp_path / "bridge.log", port)
 
     return start

@@ -719,13 +719,15 @@ async def test_due_names_the_identities_whose_next_step_is_due(open_engine: Open
                 "issue:4": escalating(alerts[4], now, -60),
             },
         )
-        assert await store.due(10) == ["issue:4", "issue:1"]  # the most overdue first
-        assert await store.due(1) == ["issue:4"]
+        due = await store.due(10)
+        assert [name for name, _ in due] == ["issue:4", "issue:1"]  # the most overdue first
+        assert [at for _, at in due] == [now - timedelta(seconds=60), now - timedelta(seconds=5)]
+        assert [name for name, _ in await store.due(1)] == ["issue:4"]
         # A resolved identity has no step due, whatever its state says.
         await store.accept(factories.issue(4))
         again = await take(store)
         await commit(store, again, states={"issue:4": replace(state_of(None, now), due_at=now)})
-        assert await store.due(10) == ["issue:1"]
+        assert [name for name, _ in await store.due(10)] == ["issue:1"]
 
 
 async def test_resends_keep_the_tiers_alive_with_their_alert(open_engine: Opener) -> None:

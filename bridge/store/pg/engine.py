@@ -386,7 +386,7 @@ class PostgresStore:
             log.warning("cannot renew the periodic lease", exc_info=True)
             return False
 
-    async def due(self, limit: int) -> list[str]:
+    async def due(self, limit: int) -> list[tuple[str, datetime]]:
         async with self._pool.acquire() as conn:
             return await identity.due(conn, limit)
 

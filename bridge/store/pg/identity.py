@@ -37,7 +37,7 @@ ON CONFLICT (identity) DO UPDATE
 """
 
 _DUE = """
-SELECT identity FROM identity_state WHERE due_at <= clock_timestamp() AND active
+SELECT identity, due_at FROM identity_state WHERE due_at <= clock_timestamp() AND active
 ORDER BY due_at LIMIT $1
 """
 
@@ -95,9 +95,9 @@ async def active_alerts(conn: Any, identities: Collection[str]) -> dict[str, str
     return {row[0]: codec.wire_from_jsonb(row[1]) for row in rows}
 
 
-async def due(conn: Any, limit: int) -> list[str]:
+async def due(conn: Any, limit: int) -> list[tuple[str, datetime]]:
     """Identities whose next escalation step is due by the database's clock."""
-    return [codec.untext(row[0]) for row in await conn.fetch(_DUE, limit)]
+    return [(codec.untext(row[0]), row[1]) for row in await conn.fetch(_DUE, limit)]
 
 
 async def expire(conn: Any, now: datetime) -> int:

@@ -276,7 +276,7 @@ class SqliteStore:
         for n, (queue_id, stamp) in enumerate(zip(ids, stamps, strict=True)):
             self._queued[self.targets[n % len(self.targets)]].append((queue_id, stamp))
 
-    async def due(self, limit: int) -> list[str]:
+    async def due(self, limit: int) -> list[tuple[str, datetime]]:
         return await self._read(identity.due, self._now(), limit)
 
     async def expire(self, *, resolved_for: float) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Collection
+from datetime import UTC, datetime
 
 from bridge.state import IdentityState
 from bridge.store.writes import Writes
@@ -59,10 +60,11 @@ def active_alert(db: sqlite3.Connection, identity: str) -> str | None:
     return None if row is None else str(row[0])
 
 
-def due(db: sqlite3.Connection, now: float, limit: int) -> list[str]:
+def due(db: sqlite3.Connection, now: float, limit: int) -> list[tuple[str, datetime]]:
     """Identities whose next escalation step is due by ``now``, the most overdue first."""
-    sql = "SELECT identity FROM state WHERE due_at <= ? AND active ORDER BY due_at LIMIT ?"
-    return [str(name) for (name,) in db.execute(sql, (now, limit))]
+    sql = "SELECT identity, due_at FROM state WHERE due_at <= ? AND active ORDER BY due_at LIMIT ?"
+    rows = db.execute(sql, (now, limit))
+    return [(str(name), datetime.fromtimestamp(at, UTC)) for name, at in rows]
 
 
 def expire(db: sqlite3.Connection, now: float) -> int:
