@@ -232,7 +232,8 @@ def test_public_url_keeps_the_origin() -> None:
             id="unknown",
         ),
         pytest.param(
-            [], "tiers", False, "escalation policy 'tiers': the bridge defines none (escalation.policies)",
+            [], "tiers", False,
+            "escalation policy 'tiers': the bridge defines none (escalation.policies)",
             id="none-configured",
         ),
     ],
