@@ -13,7 +13,7 @@ from bridge.alertmanager import PostableAlert
 from bridge.classify import classify
 from bridge.errors import ConfigError
 from bridge.model import Outcome, SentryAlert, State
-from bridge.state import IdentityState, Policy, Step, step, tick
+from bridge.state import IdentityState, Policy, Step, describe, describe_tiers, step, tick
 from tests.factories import START, sentry_alert
 
 RAW: dict[str, Any] = {
@@ -209,6 +209,15 @@ def test_the_next_step_is_kept_and_survives_a_restart() -> None:
         tick(again, at(45 * M), POLICY, silenced=False).state.tiers[1].labels["escalation_tier"]
         == "3"
     )
+
+
+def test_explain_shows_the_policy_and_the_next_step() -> None:
+    (first, _), (second, _) = run([(0, event()), (15 * M, TICK)])
+    assert describe(None, first)[-2:] == [
+        "escalation policy 'critical-default': 0 tier(s) fired",
+        f"next escalation step due at {at(15 * M).isoformat()}",
+    ]
+    assert describe_tiers(second.state)[0].endswith("1 tier(s) fired")
 
 
 def test_old_state_json_without_escalation_loads() -> None:

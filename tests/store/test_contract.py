@@ -740,3 +740,8 @@ async def test_resends_keep_the_tiers_alive_with_their_alert(open_engine: Opener
         for target in TARGETS:
             bodies = await resendable(store, target, limit=10)
             assert labels(bodies) == [alert.labels, *(t.labels for t in state.tiers)]
+        # The status page shows the tiers and the next step (sentry-bridge status).
+        [shown] = (await store.snapshot(10))["active"]
+        assert shown["tiers"] == 2
+        assert state.due_at is not None
+        assert shown["next_step_at"] == pytest.approx(state.due_at.timestamp())

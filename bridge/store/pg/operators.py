@@ -117,7 +117,8 @@ async def requeue(
 async def snapshot(conn: Any, limit: int) -> dict[str, Any]:
     active = await conn.fetch(
         "SELECT identity, extract(epoch FROM ends_at)::float8, "
-        "(state->'alert'->'labels')::text FROM identity_state WHERE active "
+        "(state->'alert'->'labels')::text, extract(epoch FROM due_at)::float8, "
+        "coalesce(jsonb_array_length(state->'tiers'), 0) FROM identity_state WHERE active "
         "ORDER BY identity LIMIT $1",
         limit,
     )
@@ -128,8 +129,14 @@ async def snapshot(conn: Any, limit: int) -> dict[str, Any]:
     )
     return {
         "active": [
-            {"identity": codec.untext(i), "ends_at": e, "labels": codec.from_jsonb(labels)}
-            for i, e, labels in active
+            {
+                "identity": codec.untext(i),
+                "ends_at": e,
+                "labels": codec.from_jsonb(labels),
+                "tiers": tiers,  # escalation tiers firing beside it
+                "next_step_at": due,  # when the next escalation step is due
+            }
+            for i, e, labels, due, tiers in active
         ],
         "dead_letters": [
             {

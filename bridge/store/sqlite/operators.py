@@ -108,7 +108,8 @@ def quarantine_summary(db: sqlite3.Connection) -> dict[str, Any]:
 
 def read_snapshot(db: sqlite3.Connection, limit: int) -> dict[str, Any]:
     active = db.execute(
-        "SELECT identity, ends_at, json_extract(state, '$.alert') FROM state WHERE active"
+        "SELECT identity, ends_at, json_extract(state, '$.alert'), due_at,"
+        " json_array_length(state, '$.tiers') FROM state WHERE active"
         " ORDER BY identity LIMIT ?",
         (limit,),
     ).fetchall()
@@ -117,8 +118,14 @@ def read_snapshot(db: sqlite3.Connection, limit: int) -> dict[str, Any]:
     ).fetchall()
     return {
         "active": [
-            {"identity": name, "ends_at": ends_at, "labels": json.loads(body)["labels"]}
-            for name, ends_at, body in active
+            {
+                "identity": name,
+                "ends_at": ends_at,
+                "labels": json.loads(body)["labels"],
+                "tiers": tiers or 0,  # escalation tiers firing beside it
+                "next_step_at": due_at,  # when the next escalation step is due
+            }
+            for name, ends_at, body, due_at, tiers in active
         ],
         "dead_letters": [
             {
