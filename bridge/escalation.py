@@ -3,9 +3,10 @@
 * ``Escalator.run``: every ``escalation.interval``, on the one replica that runs the periodic
   jobs (``Store.periodic``), the identities whose next step is due (``Store.due``) each get a
   tick accepted into the inbox, so a tick is ordered with the identity's webhooks and
-  survives restarts, replicas and the spool like one. The tick's digest names the identity
-  and the step's time: the same due step is accepted once, however many rounds or replicas
-  find it before the pipeline has taken it.
+  survives restarts, replicas and the spool like one. A round accepts one tick per due
+  identity; a tick that finds its step not due (one more from rounds while the pipeline
+  lagged) does nothing. (No body digest: a digest of the step's time would refuse the tick
+  of a step whose time comes round again, after an acknowledgement or a severity change.)
 * ``Silences.silenced``: before a step fires, whether the alert is silenced in any
   Alertmanager (a silence is an acknowledgement: the step waits). Alertmanager's API v2
   ``GET /api/v2/alerts`` with one ``filter`` matcher per label (api/v2/openapi.yaml:
@@ -19,7 +20,6 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 
@@ -93,10 +93,6 @@ class Silences:
         )
 
 
-def digest(identity: str, due_at: object) -> bytes:
-    return hashlib.sha256(f"{RESOURCE} {ACTION} {identity} {due_at}".encode()).digest()
-
-
 class Escalator:
     """The periodic job: ticks for the identities whose step is due."""
 
@@ -119,16 +115,17 @@ class Escalator:
             except Exception:  # the next round tries again; nothing is lost meanwhile
                 log.exception("escalation round failed")
 
-    async def round(self) -> int:
-        """One round; returns how many ticks were accepted."""
+    async def round(self) -> list[str]:
+        """One round; returns the identities a tick was accepted for."""
         if not await self.store.periodic():
-            return 0
-        accepted = 0
-        for identity, due_at in await self.store.due(BATCH):
+            return []
+        accepted: list[str] = []
+        for identity, _ in await self.store.due(BATCH):
             try:
-                fresh = await self.store.accept(tick_alert(identity), digest(identity, due_at))
+                fresh = await self.store.accept(tick_alert(identity))
             except StoreFull:
                 log.warning("cannot accept escalation ticks now; next round")
                 break
-            accepted += fresh
+            if fresh:
+                accepted.append(identity)
         return accepted

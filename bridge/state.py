@@ -368,13 +368,21 @@ def _with_tiers(
         return result  # nothing posted: the tiers stand as they are
     fired = prev.firing(now)
     if fired is not None and fired.labels == current.labels:
-        name, since, kept = prev.escalation, prev.escalation_since or now, live
-    else:
-        assert result.severity is not None
-        name = policy.escalation_for(decision.escalation, result.severity)
-        same = fired is not None and name is not None and name == prev.escalation
-        since = (prev.escalation_since or now) if same else now
-        kept = live if same else ()
+        # The same alert refreshed: its tiers too, the timer as it stands (a step a silence
+        # holds stays held until its next look).
+        steps = policy.tiers.get(prev.escalation or "", ())
+        tiers = tuple(
+            _tier(current, steps[i], t.starts_at or now) for i, t in enumerate(live[: len(steps)])
+        )
+        state = dataclasses.replace(state, tiers=tiers)
+        return dataclasses.replace(result, state=state, posts=(*result.posts, *tiers))
+    # A new label set: the policy of the webhook that set it; the tiers carried over to it
+    # while the policy stays, else started over.
+    assert result.severity is not None
+    name = policy.escalation_for(decision.escalation, result.severity)
+    same = fired is not None and name is not None and name == prev.escalation
+    since = (prev.escalation_since or now) if same else now
+    kept = live if same else ()
     steps = policy.tiers.get(name, ()) if name else ()
     kept = kept[: len(steps)]  # a reloaded config may have fewer steps
     tiers = tuple(_tier(current, steps[i], t.starts_at or now) for i, t in enumerate(kept))
@@ -415,6 +423,8 @@ def tick(previous: IdentityState | None, now: datetime, policy: Policy, *, silen
         if prev.due_at is None:
             return Step(prev, (), Outcome.IGNORED)
         return Step(dataclasses.replace(prev, due_at=None), (), Outcome.IGNORED)
+    if prev.due_at > now:  # a tick before its time (one more of a lagging inbox)
+        return Step(prev, (), Outcome.IGNORED, prev.severity)
     due = _due(steps, since, len(prev.tiers))
     if due is None or due > now:
         return Step(dataclasses.replace(prev, due_at=due), (), Outcome.IGNORED, prev.severity)
