@@ -6,12 +6,14 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
+import httpx
 import pytest
 
 from bridge import config
 from bridge.alertmanager import PostableAlert
 from bridge.classify import classify
 from bridge.errors import ConfigError
+from bridge.escalation import Silences
 from bridge.model import Outcome, SentryAlert, State
 from bridge.state import IdentityState, Policy, Step, describe, describe_tiers, step, tick
 from tests.factories import START, sentry_alert
@@ -281,3 +283,53 @@ def test_sentrys_escalation_policy_setting_chooses_a_configured_policy() -> None
     assert policy_of("fast") == "fast"
     assert policy_of("none") is None
     assert policy_of("gone") == "critical-default"  # not configured: the default, for high
+
+
+# --- asking Alertmanager about silences (bridge.escalation.Silences) ---------------------
+
+
+def silences_answering(answers: dict[str, Any], seen: list[httpx.Request]) -> Silences:
+    """Silences over a MockTransport: each Alertmanager (by host) answers its entry (a
+    status code, or a list of gettableAlerts)."""
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        answer = answers[request.url.host]
+        if isinstance(answer, int):
+            return httpx.Response(answer)
+        return httpx.Response(200, json=answer)
+
+    client = httpx.AsyncClient(transport=httpx.MockTransport(handle))
+    return Silences(client, [f"http://{host}:9093" for host in answers])
+
+
+MUTED = [{"labels": {}, "status": {"state": "suppressed", "silencedBy": ["s1"]}}]
+UNMUTED = [{"labels": {}, "status": {"state": "active", "silencedBy": [], "inhibitedBy": []}}]
+
+
+@pytest.mark.parametrize(
+    ("answers", "silenced"),
+    [
+        pytest.param({"a": UNMUTED, "b": UNMUTED}, False, id="active-everywhere"),
+        pytest.param({"a": UNMUTED, "b": MUTED}, True, id="silenced-in-one-is-enough"),
+        pytest.param({"a": []}, False, id="not-there"),
+        pytest.param({"a": 503, "b": UNMUTED}, False, id="an-outage-never-holds-a-page"),
+        pytest.param({"a": 503, "b": MUTED}, True, id="silenced-in-the-one-that-answers"),
+    ],
+)
+@pytest.mark.anyio
+async def test_a_silence_in_any_alertmanager_holds_the_step(
+    answers: dict[str, Any], silenced: bool
+) -> None:
+    seen: list[httpx.Request] = []
+    silences = silences_answering(answers, seen)
+    labels = {"alertname": "SentryIssue", "sentry_issue_id": "42", "title": 'say "hi"\\n'}
+    assert await silences.silenced(labels) is silenced
+    await silences.client.aclose()
+    # One matcher per label, quoted as Alertmanager's matcher syntax reads them.
+    assert {r.url.path for r in seen} == {"/api/v2/alerts"}
+    assert seen[0].url.params.get_list("filter") == [
+        'alertname="SentryIssue"',
+        'sentry_issue_id="42"',
+        'title="say \\"hi\\"\\\\n"',
+    ]
