@@ -4,12 +4,15 @@ restart of the bridge in between changes nothing, and a resolve ends every tier 
 
 from __future__ import annotations
 
+import contextlib
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
+import pytest
 
+from tests.conftest import PostgresTarget
 from tests.integration.conftest import Alertmanager, Bridge, BridgeFactory, fixture
 
 ISSUE = "1117540176"  # event_alert.json's and issue_resolved.json's issue
@@ -57,10 +60,25 @@ def silence(am: Alertmanager, labels: dict[str, str]) -> str:
     return str(response.json()["silenceID"])
 
 
+@pytest.mark.parametrize("engine", ["sqlite", "postgres"])
 def test_a_tier_waits_for_its_delay_and_a_silence_then_a_resolve_ends_every_tier(
-    alertmanager: Alertmanager, bridge_factory: BridgeFactory
+    alertmanager: Alertmanager,
+    bridge_factory: BridgeFactory,
+    engine: str,
+    request: pytest.FixtureRequest,
 ) -> None:
-    with bridge_factory([alertmanager.url], sections={"escalation": ESCALATION}) as bridge:
+    sections: dict[str, object] = {"escalation": ESCALATION}
+    env: dict[str, str] = {}
+    if engine == "postgres":  # the timer in the shared store, read back after the restart
+        pg: PostgresTarget = request.getfixturevalue("pg")
+        postgres = {"dsn": "${BRIDGE_DATABASE_URL}", "schema": pg.schema}
+        sections["store"] = {"backend": "postgres", "postgres": postgres}
+        env["BRIDGE_DATABASE_URL"] = pg.dsn
+
+    def start() -> contextlib.AbstractContextManager[Bridge]:
+        return bridge_factory([alertmanager.url], sections=sections, env=env)
+
+    with start() as bridge:
         assert bridge.post(fixture("event_alert.json"), resource="event_alert").status_code == 202
         first = of_issue(alertmanager.wait_for(lambda a: "1" in of_issue(a)))["1"]
         fired_at = time.monotonic()
@@ -72,7 +90,7 @@ def test_a_tier_waits_for_its_delay_and_a_silence_then_a_resolve_ends_every_tier
         bridge.process.terminate()
 
     # A restart in between changes nothing: still held while the silence lasts.
-    with bridge_factory([alertmanager.url], sections={"escalation": ESCALATION}) as bridge:
+    with start() as bridge:
         wait_metric(bridge, "acknowledged", 1)
         assert set(of_issue(alertmanager.sentry_alerts())) == {"1"}
         # The silence lifted: the next look fires the tier; the first alert is unchanged.
