@@ -333,3 +333,22 @@ async def test_a_silence_in_any_alertmanager_holds_the_step(
         'sentry_issue_id="42"',
         'title="say \\"hi\\"\\\\n"',
     ]
+
+
+def test_a_rule_that_overrides_sentry_keeps_its_own_policy() -> None:
+    raw = {**RAW, "classification": {"rules": [
+        {"name": "dev", "match": {"environment": "dev"}, "severity": "critical",
+         "escalation": "none", "override_sentry": True},
+        {"name": "web", "match": {"environment": "web"}, "severity": "critical",
+         "override_sentry": True},
+    ]}}  # fmt: skip
+    cfg = config.parse(raw, env={})
+    policy = Policy.from_config(cfg)
+
+    def policy_of(env: str) -> str | None:
+        alert = event(env, rule_settings=(("escalation_policy", "fast"),))
+        decision = classify(alert, cfg.classification)
+        return step(None, alert, decision, at(0), policy).state.escalation
+
+    assert policy_of("dev") is None  # the rule's "none" wins over Sentry's "fast"
+    assert policy_of("web") == "fast"  # the rule names none: Sentry's setting applies
