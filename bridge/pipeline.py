@@ -180,6 +180,8 @@ class Pipeline:
                 continue
             if state.due_at is not None and state.due_at <= taken.now and state.alert:
                 asked.append((entry.inbox_id, state.alert.labels))
+        if not asked:  # the webhook path: no I/O, no task
+            return set()
         found = await asyncio.gather(*(self.silences.silenced(labels) for _, labels in asked))
         return {inbox_id for (inbox_id, _), held in zip(asked, found, strict=True) if held}
 
