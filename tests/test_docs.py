@@ -109,13 +109,13 @@ def test_amtool_accepts_the_alertmanager_files(path: Path) -> None:
         pytest.param(
             EXAMPLES / "alertmanager.yml",
             ["source=sentry", "sentry_test=true", "severity=low", "project=web"],
-            "default",
+            "team-chat",
             id="test-notification-never-pages",
         ),
         pytest.param(
             EXAMPLES / "alertmanager.yml",
             ["source=sentry", "sentry_test=true", "page=true", "escalation_tier=2"],
-            "default",
+            "team-chat",
             id="test-notification-never-pages-even-labelled-so",
         ),
         pytest.param(
