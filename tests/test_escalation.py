@@ -12,8 +12,8 @@ import pytest
 from bridge import config
 from bridge.alertmanager import PostableAlert
 from bridge.classify import classify
-from bridge.errors import ConfigError
-from bridge.escalation import Silences
+from bridge.errors import ConfigError, StoreFull
+from bridge.escalation import Escalator, Silences, is_tick
 from bridge.model import Outcome, SentryAlert, State
 from bridge.state import IdentityState, Policy, Step, describe, describe_tiers, step, tick
 from tests.factories import START, sentry_alert
@@ -352,3 +352,42 @@ def test_a_rule_that_overrides_sentry_keeps_its_own_policy() -> None:
 
     assert policy_of("dev") is None  # the rule's "none" wins over Sentry's "fast"
     assert policy_of("web") == "fast"  # the rule names none: Sentry's setting applies
+
+
+# --- the periodic job (bridge.escalation.Escalator) -----------------------------------------
+
+
+class DueStore:
+    """What the periodic job uses of a store: the lease, ``due``, ``accept``."""
+
+    def __init__(self, *, lease: bool, full_after: int = 99) -> None:
+        self.lease, self.full_after = lease, full_after
+        self.accepted: list[SentryAlert] = []
+
+    async def periodic(self) -> bool:
+        return self.lease
+
+    async def due(self, limit: int) -> list[tuple[str, datetime]]:
+        return [("issue:1", at(0)), ("metric_alert:7", at(1)), ("issue:2", at(2))][:limit]
+
+    async def accept(self, alert: SentryAlert, digest: bytes | None = None) -> bool:
+        if len(self.accepted) >= self.full_after:
+            raise StoreFull()
+        self.accepted.append(alert)
+        return True
+
+
+@pytest.mark.parametrize(
+    ("store", "ticked"),
+    [
+        pytest.param(DueStore(lease=True), ["issue:1", "metric_alert:7", "issue:2"], id="due"),
+        pytest.param(DueStore(lease=False), [], id="another-replica-holds-the-lease"),
+        pytest.param(DueStore(lease=True, full_after=1), ["issue:1"], id="a-full-store"),
+    ],
+)
+@pytest.mark.anyio
+async def test_a_round_ticks_each_due_identity_once(store: DueStore, ticked: list[str]) -> None:
+    assert await Escalator(store, 10).round() == ticked  # type: ignore[arg-type]
+    assert [a.identity for a in store.accepted] == ticked
+    assert all(is_tick(a) and a.state is State.FIRING for a in store.accepted)
+    assert all(a.kind.value == a.identity.split(":")[0] for a in store.accepted)
