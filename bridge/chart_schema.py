@@ -78,7 +78,11 @@ FIELD_CHECKS: dict[tuple[str, str], dict[str, Schema | None]] = {
     ("RuleSettings", "teams"): {"array": {"uniqueItems": True}},
     ("RuleSettings", "services"): {"array": {"uniqueItems": True}},
 }
-UNEXPRESSED = {("Condition", "regex"), ("Condition", "not_regex")}  # the regex compiles
+UNEXPRESSED = {
+    ("Condition", "regex"),  # the regex compiles
+    ("Condition", "not_regex"),
+    ("EscalationStep", "labels"),  # no reserved label name
+}
 
 
 def _unwrap(annotation: Any, metadata: list[Any]) -> tuple[Any, list[Any]]:

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Literal
@@ -59,6 +59,9 @@ class Decision:
     annotations: Mapping[str, str]
     # The settings from Sentry's alert rule editor that decided something, by name.
     settings: tuple[str, ...] = ()
+    # The escalation policy named by the rule or Sentry's setting ("none": no policy);
+    # None: escalation.default's for the severity (bridge.state.Policy.escalation_for).
+    escalation: str | None = None
 
     @property
     def dropped(self) -> bool:
@@ -127,6 +130,7 @@ def _decision(rule: Rule) -> Decision:
         None if rule.drop else rule.severity,
         MappingProxyType(rule.labels) if rule.labels else _EMPTY,
         MappingProxyType(rule.annotations) if rule.annotations else _EMPTY,
+        escalation=rule.escalation,
     )
 
 
@@ -142,10 +146,13 @@ _LABELS = {setting.TEAM: "team", setting.SERVICE: "service"}
 
 
 def check_settings(
-    chosen: Mapping[str, str], allowed: RuleSettings
+    chosen: Mapping[str, str],
+    allowed: RuleSettings,
+    policies: Collection[str] | None = None,
 ) -> tuple[dict[str, str], list[str]]:
     """The settings that may be applied, and a sentence for each refused one (what Sentry's
-    alert rule editor shows the user, through ``bridge.sentry_ui``)."""
+    alert rule editor shows the user, through ``bridge.sentry_ui``). ``policies``: the
+    escalation policies configured (None: not checked here)."""
     accepted: dict[str, str] = {}
     problems: list[str] = []
     severity = chosen.get(setting.SEVERITY)
@@ -173,6 +180,21 @@ def check_settings(
             )
         else:
             problems.append(f"{name} {value!r} is not one of {', '.join(values)}")
+    policy = chosen.get(setting.ESCALATION_POLICY)
+    if policy is not None:
+        # Without the policies (classify: Classification does not hold them) any name is
+        # kept here; bridge.state.Policy.escalation_for ignores one the config lacks.
+        if policies is None or policy in policies or policy == setting.NO_POLICY:
+            accepted[setting.ESCALATION_POLICY] = policy
+        elif not policies:
+            problems.append(
+                f"escalation policy {policy!r}: the bridge defines none (escalation.policies)"
+            )
+        else:
+            problems.append(
+                f"escalation policy {policy!r} is not one of "
+                f"{', '.join([*policies, setting.NO_POLICY])}"
+            )
     runbook = chosen.get(setting.RUNBOOK_URL)
     if runbook is not None:
         if is_web_url(runbook):
@@ -218,13 +240,21 @@ def _settle(
     if setting.RUNBOOK_URL in accepted and not (wins and "runbook_url" in annotations):
         annotations["runbook_url"] = accepted[setting.RUNBOOK_URL]
         used.append(setting.RUNBOOK_URL)
+    escalation = decision.escalation
+    if setting.ESCALATION_POLICY in accepted and not (wins and escalation is not None):
+        escalation = accepted[setting.ESCALATION_POLICY]
+        used.append(setting.ESCALATION_POLICY)
     return Decision(
         decision.rule,
         severity,
         MappingProxyType(labels),
         MappingProxyType(annotations),
         tuple(used),
+        escalation,
     )
+
+
+_PROBLEM_PREFIX = {setting.RUNBOOK_URL: "runbook", setting.ESCALATION_POLICY: "escalation policy"}
 
 
 def explain_settings(
@@ -243,7 +273,7 @@ def explain_settings(
         elif name in accepted:
             lines.append(f"{name} = {value!r}: not applied (rule {decision.rule!r} wins)")
         else:
-            prefix = "runbook" if name == setting.RUNBOOK_URL else name
+            prefix = _PROBLEM_PREFIX.get(name, name)
             why = next((p for p in problems if p.startswith(prefix)), "refused")
             lines.append(f"{name} = {value!r}: ignored: {why}")
     return lines

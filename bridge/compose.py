@@ -41,14 +41,16 @@ from typing import Any
 import httpx
 from prometheus_client import CollectorRegistry
 
-from bridge.alertmanager import public_url, target_name
+from bridge.alertmanager import build_client, public_url, target_name
 from bridge.config import Config
 from bridge.delivery import Delivery
 from bridge.enrich import Enricher
 from bridge.errors import StoreFull
+from bridge.escalation import Escalator, Silences
 from bridge.metrics import Metrics
 from bridge.model import SentryAlert
 from bridge.pipeline import Pipeline
+from bridge.state import Policy
 from bridge.store import describe, open_store
 from bridge.store.contract import Sizes
 
@@ -76,7 +78,13 @@ class Bridge:
         targets = [target_name(url) for url in config.alertmanager.urls]
         self.store = open_store(config, metrics, targets)
         self.enricher = Enricher(config.sentry, metrics, transport=sentry_transport)
-        self.pipeline = Pipeline(config, store=self.store, enricher=self.enricher, metrics=metrics)
+        # Escalation (issue 16): is a due step's alert silenced in an Alertmanager?
+        self._am_client = build_client(config.alertmanager, alertmanager_transport)
+        silences = Silences(self._am_client, config.alertmanager.urls)
+        self.pipeline = Pipeline(
+            config, store=self.store, enricher=self.enricher, metrics=metrics, silences=silences
+        )
+        self.escalator = Escalator(self.store, config.escalation.interval)
         self.delivery = Delivery(
             self.store, config.alertmanager, metrics, transport=alertmanager_transport
         )
@@ -112,6 +120,7 @@ class Bridge:
             "store-probe": self._watch_store(),
             "probe alertmanagers": self.delivery.probe(),
             "progress": self._watch_progress(),
+            "escalation": self.escalator.run(),
         }
         for name, coroutine in work.items():
             task = asyncio.create_task(coroutine, name=name)
@@ -151,6 +160,7 @@ class Bridge:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.delivery.aclose()
+        await self._am_client.aclose()
         await self.enricher.aclose()
         await self.store.close()
 
@@ -267,6 +277,7 @@ class Bridge:
         what the pipeline and delivery read per alert and per round."""
         self.config = config
         self.pipeline.config = config
+        self.pipeline.policy = Policy.from_config(config)  # escalation policies (dedup is kept)
         self.delivery.cfg = config.alertmanager
         log.info("pipeline config replaced", extra={"rules": len(config.classification.rules)})
 

@@ -386,6 +386,56 @@ class Store(Strict):
         return self
 
 
+# "escalation: none" on a rule: no policy, whatever escalation.default says.
+NO_ESCALATION = "none"
+PolicyName = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
+
+
+class EscalationStep(Strict):
+    """One tier: once the alert has fired for ``after``, one more alert fires with the same
+    labels plus ``labels`` (issue 16), so Alertmanager routes it to the next receiver."""
+
+    after: Seconds
+    labels: dict[LabelName, str] = Field(min_length=1)
+
+    @field_validator("labels")
+    @classmethod
+    def _not_reserved(cls, labels: dict[str, str]) -> dict[str, str]:
+        clash = RESERVED_LABELS & set(labels)
+        if clash:
+            raise ValueError(f"sets reserved label(s) {sorted(clash)}")
+        return labels
+
+
+class Escalation(Strict):
+    """Escalation policies (docs/alertmanager.md, "Escalation tiers"): which alert fires
+    after how long, and which severity uses which policy when its rule names none."""
+
+    default: dict[Severity, PolicyName] = Field(default_factory=dict)
+    policies: dict[PolicyName, Annotated[list[EscalationStep], Field(min_length=1)]] = Field(
+        default_factory=dict
+    )
+    # How often due steps are looked for (one replica at a time); a step held by a
+    # silence is looked at again after this.
+    interval: Seconds = 10.0
+
+    @model_validator(mode="after")
+    def _checks(self) -> Self:
+        if NO_ESCALATION in self.policies:
+            raise ValueError(f"policies: {NO_ESCALATION!r} is reserved (no escalation)")
+        for name, steps in self.policies.items():
+            afters = [s.after for s in steps]
+            if afters != sorted(set(afters)):
+                raise ValueError(f"policies.{name}: each step's `after` must exceed the last")
+            sets = [tuple(sorted(s.labels.items())) for s in steps]
+            if len(set(sets)) != len(sets):
+                raise ValueError(f"policies.{name}: two steps add the same labels")
+        for severity, name in self.default.items():
+            if name not in self.policies and name != NO_ESCALATION:
+                raise ValueError(f"default.{severity}: no policy named {name!r}")
+        return self
+
+
 class Shutdown(Strict):
     grace_period: Seconds = 25.0
 
@@ -397,6 +447,7 @@ class Config(Strict):
     dedup: Dedup = Field(default_factory=Dedup)
     alertmanager: Alertmanager = Field(default_factory=Alertmanager)
     store: Store = Field(default_factory=Store)
+    escalation: Escalation = Field(default_factory=Escalation)
     shutdown: Shutdown = Field(default_factory=Shutdown)
 
     @model_validator(mode="after")
@@ -413,6 +464,13 @@ class Config(Strict):
                 "dedup.window: must be shorter than alertmanager.alert_lifetime, or an alert "
                 "Sentry keeps firing would expire in Alertmanager while its repeats are suppressed"
             )
+        known = {*self.escalation.policies, NO_ESCALATION}
+        for rule in self.classification.rules:
+            if rule.escalation is not None and rule.escalation not in known:
+                raise ValueError(
+                    f"classification.rules: rule {rule.name!r} names escalation policy "
+                    f"{rule.escalation!r}, which escalation.policies does not define"
+                )
         needed = postgres_connections(len(self.alertmanager.urls))
         if self.store.backend == "postgres" and self.store.postgres.pool_size < needed:
             raise ValueError(

@@ -153,7 +153,8 @@ class Metrics:
         self.alerts = Counter(
             "alerts_total",
             "Webhooks through the state machine, by outcome (forwarded, resolved, duplicate, "
-            "stale, dropped, ignored).",
+            "stale, dropped, ignored), and escalation timer ticks (escalated: a tier fired; "
+            "acknowledged: a silence holds the step).",
             ["outcome"],
             namespace=ns,
             registry=registry,

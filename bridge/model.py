@@ -189,3 +189,7 @@ class Outcome(enum.StrEnum):
     STALE = "stale"  # a late webhook about an event from before the issue was resolved
     DROPPED = "dropped"  # a rule drops it
     IGNORED = "ignored"  # understood, but no alert at all (``Ignored``)
+    # The escalation timer (``bridge.state.tick``, not a webhook): a tier fired, or a silence
+    # in Alertmanager (an acknowledgement) holds the step due.
+    ESCALATED = "escalated"
+    ACKNOWLEDGED = "acknowledged"

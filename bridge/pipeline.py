@@ -14,6 +14,11 @@ Background (``run``), per batch of accepted alerts, in arrival order:
               state's), failed alerts quarantined, in one transaction
               (``Store.complete``); ``delivery.Delivery`` sends them.
 
+Escalation ticks (``bridge.escalation``: ``resource="bridge"``, ``action="tick"``) come
+through the inbox like webhooks: whether the alert is silenced in Alertmanager is asked
+before the decisions (I/O, like enrichment), and ``state.tick`` takes the place of
+classify and step.
+
 Only the store contract (``bridge.store.contract``) is used, so either engine can run
 behind it. ``take`` hands out the batch with the stored state of each identity and the
 store's clock; each decision sees every earlier one for its identity: the batch's own
@@ -33,9 +38,10 @@ from bridge.classify import Decision, classify
 from bridge.config import Config
 from bridge.dedup import fingerprint
 from bridge.enrich import Enricher
+from bridge.escalation import Silences, is_tick
 from bridge.metrics import Metrics
 from bridge.model import Outcome, SentryAlert, State
-from bridge.state import IdentityState, Policy, Step, step
+from bridge.state import IdentityState, Policy, Step, step, tick
 from bridge.store.contract import Entry, Failed, Processed, Store, Taken
 
 log = logging.getLogger("bridge.pipeline")
@@ -56,10 +62,12 @@ class Pipeline:
         store: Store,
         enricher: Enricher,
         metrics: Metrics,
+        silences: Silences | None = None,
     ) -> None:
         self.config = config
         self.store = store
         self.enricher = enricher
+        self.silences = silences  # None: nothing is ever silenced (tests, no Alertmanager)
         self.policy = Policy.from_config(config)
         self.metrics = metrics
         # Batches handled (committed, or failed and handed back): bridge.compose's watchdog
@@ -126,6 +134,7 @@ class Pipeline:
             # collapses look-ups of one issue); the decisions then run in order.
             enriched = await asyncio.gather(*(self.enricher.enrich(e.alert) for e in entries))
             entries = [replace(e, alert=a) for e, a in zip(entries, enriched, strict=True)]
+        silenced = await self._silenced(entries, taken)
         # Each decision sees the state the batch's earlier ones left, else the stored one.
         states: dict[str, IdentityState] = dict(taken.states)
         results: list[Processed] = []
@@ -140,7 +149,13 @@ class Pipeline:
                 await asyncio.sleep(0)
             identity = entry.alert.identity
             try:
-                result = self.decide(entry, states.get(identity), taken.now, tally)
+                result = self.decide(
+                    entry,
+                    states.get(identity),
+                    taken.now,
+                    tally,
+                    silenced=entry.inbox_id in silenced,
+                )
             except Exception as exc:
                 # One bad alert is quarantined alone; its batch goes on.
                 log.exception("pipeline failed on one alert", extra={"inbox_id": entry.inbox_id})
@@ -154,24 +169,47 @@ class Pipeline:
             count()
         return results
 
+    async def _silenced(self, entries: list[Entry], taken: Taken) -> set[int]:
+        """The ticks (inbox ids) whose alert a silence holds, asked only for a step due."""
+        if self.silences is None:
+            return set()
+        asked: list[tuple[int, dict[str, str]]] = []
+        for entry in entries:
+            state = taken.states.get(entry.alert.identity)
+            if not is_tick(entry.alert) or state is None or state.firing(taken.now) is None:
+                continue
+            if state.due_at is not None and state.due_at <= taken.now and state.alert:
+                asked.append((entry.inbox_id, state.alert.labels))
+        if not asked:  # the webhook path: no I/O, no task
+            return set()
+        found = await asyncio.gather(*(self.silences.silenced(labels) for _, labels in asked))
+        return {inbox_id for (inbox_id, _), held in zip(asked, found, strict=True) if held}
+
     def decide(
         self,
         entry: Entry,
         previous: IdentityState | None,
         now: datetime,
         tally: list[Callable[[], None]] | None = None,
+        *,
+        silenced: bool = False,
     ) -> Processed:
         """One webhook through classification and its identity's state machine, from the
         state its identity was in; the new state is in the result's ``states`` (absent
         when nothing changed). Counted and logged at once, or, with ``tally``, by the
-        caller once the result is committed."""
+        caller once the result is committed. An escalation tick goes to ``state.tick``
+        (``silenced``: a silence in Alertmanager holds its step)."""
         alert = entry.alert
         if alert.state is State.RESOLVED and alert.occurred_at is None:
             # A resolve without a time of its own happened by the time it was accepted: a
             # backlog (a restart) must not make the events that came after it look stale.
             alert = replace(alert, occurred_at=entry.accepted_at)
-        decision = classify(alert, self.config.classification)
-        result = step(previous, alert, decision, now, self.policy)
+        if is_tick(alert):
+            decision = _TICK
+            result = tick(previous, now, self.policy, silenced=silenced)
+        else:
+            decision = classify(alert, self.config.classification)
+            result = step(previous, alert, decision, now, self.policy)
         if tally is None:
             self._count(alert, decision, result, now)
         else:
@@ -214,6 +252,10 @@ class Pipeline:
                 "alerts_queued": len(result.posts) or None,
             },
         )
+
+
+# What a tick is "classified" as, for the count and the log line: no rule decides it.
+_TICK = Decision("escalation", None, {}, {})
 
 
 def _reason(exc: Exception) -> str:

@@ -56,6 +56,7 @@ RESTART_ONLY: tuple[tuple[str, str | None], ...] = (
     ("server", "max_connections"),
     ("store", None),
     ("dedup", None),
+    ("escalation", "interval"),
     ("alertmanager", "urls"),
     ("alertmanager", "timeout"),
     ("alertmanager", "basic_auth"),

@@ -143,6 +143,9 @@ class Rule(Strict):
     # The rule wins over the settings chosen in Sentry's alert rule editor (severity, and
     # each label or annotation it sets), e.g. "non-production is always low".
     override_sentry: bool = False
+    # The escalation policy of what this rule fires (a name under escalation.policies, or
+    # "none"); unset: escalation.default's for the severity (docs/alertmanager.md).
+    escalation: str | None = Field(default=None, min_length=1)
 
     @model_validator(mode="after")
     def _one_outcome(self) -> Self:

@@ -51,7 +51,7 @@ log = logging.getLogger("bridge.sentry_ui")
 
 ACTION_URI = "/sentry/alert-rule-action"
 OPTIONS_URI = "/sentry/options/{field}"
-FIELDS = ("team", "service", "receiver")
+FIELDS = ("team", "service", "receiver", setting.ESCALATION_POLICY)
 MAX_BODY = 64 * 1024  # a save request holds a handful of fields
 # Save requests receiving their body at once; past it 503. With MAX_BODY, at most 1 MiB of
 # unauthenticated bodies in memory, whoever floods the port (issue 14's bound for webhooks).
@@ -94,7 +94,9 @@ def validate_fields(fields: object, config: Config) -> list[str]:
     if not isinstance(fields, list):
         return ["the request has no list of fields"]
     chosen = dict(setting.read(fields))
-    _, problems = check_settings(chosen, config.classification.rule_settings)
+    _, problems = check_settings(
+        chosen, config.classification.rule_settings, list(config.escalation.policies)
+    )
     return problems
 
 
@@ -226,6 +228,8 @@ def routes() -> list[Route]:
             return JSONResponse(_options(allowed.teams, query))
         if field == "service":
             return JSONResponse(_options(allowed.services, query))
+        if field == setting.ESCALATION_POLICY:
+            return JSONResponse(_options([*config.escalation.policies, setting.NO_POLICY], query))
         if field == "receiver":
             receivers: Receivers = request.app.state.receivers
             receivers.config = config
@@ -279,6 +283,7 @@ def schema() -> dict[str, Any]:
                         select(setting.TEAM, "Team"),
                         select(setting.SERVICE, "Service"),
                         {"type": "text", "label": "Runbook URL", "name": setting.RUNBOOK_URL},
+                        select(setting.ESCALATION_POLICY, "Escalation policy"),
                     ],
                 },
             }

@@ -19,6 +19,9 @@ The rules (issue 8, "The state machine"):
   escalating, raise the severity one step (``escalated="true"``).
 * The same label set again within ``window`` of the last post is a duplicate.
 * A test notification is never escalated and ends ``TEST_LIFETIME`` after its last webhook.
+* Escalation tiers (issue 16): an alert still firing a policy step's ``after`` past its
+  first firing adds one more alert, its labels plus the step's; every tier follows the
+  alert (refreshed, relabelled, resolved with it). ``tick`` is the timer's input.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from typing import Any
 from bridge import labels as L
 from bridge.alertmanager import PostableAlert
 from bridge.classify import TEST_LABEL, Decision
-from bridge.config import Config
+from bridge.config import NO_ESCALATION, Config
 from bridge.dedup import fingerprint
 from bridge.model import Kind, Outcome, SentryAlert, Severity, State
 
@@ -54,16 +57,44 @@ class Policy:
     escalate_period: timedelta
     alert_lifetime: timedelta
     severity_labels: Mapping[Severity, Mapping[str, str]]
+    # escalation.policies (name -> its steps) and escalation.default (severity -> name).
+    tiers: Mapping[str, tuple[Tier, ...]] = dataclasses.field(default_factory=dict)
+    tier_default: Mapping[Severity, str] = dataclasses.field(default_factory=dict)
+    recheck: timedelta = timedelta(seconds=10)  # a step held by a silence: looked at again
 
     @classmethod
     def from_config(cls, config: Config) -> Policy:
+        esc = config.escalation
         return cls(
             window=timedelta(seconds=config.dedup.window),
             escalate_after=config.dedup.escalate_after,
             escalate_period=timedelta(seconds=config.dedup.escalate_period),
             alert_lifetime=timedelta(seconds=config.alertmanager.alert_lifetime),
             severity_labels=config.classification.severity_labels,
+            tiers={
+                name: tuple(Tier(timedelta(seconds=s.after), s.labels) for s in steps)
+                for name, steps in esc.policies.items()
+            },
+            tier_default=esc.default,
+            recheck=timedelta(seconds=esc.interval),
         )
+
+    def escalation_for(self, named: str | None, severity: Severity) -> str | None:
+        """The policy of an alert: the one its rule or Sentry's setting names ("none": no
+        policy), else (none named, or a name the config no longer has) the default for
+        its severity."""
+        if named is not None and (named == NO_ESCALATION or named in self.tiers):
+            return None if named == NO_ESCALATION else named
+        name = self.tier_default.get(severity)
+        return name if name is not None and name in self.tiers else None
+
+
+@dataclass(frozen=True, slots=True)
+class Tier:
+    """One step of an escalation policy."""
+
+    after: timedelta
+    labels: Mapping[str, str]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -81,6 +112,12 @@ class IdentityState:
     firings: tuple[datetime, ...] = ()  # recent firing webhooks, for repeat escalation
     posted: str | None = None  # fingerprint of the label set last posted firing...
     posted_at: datetime | None = None  # ...and when, for the dedup window
+    # Escalation (issue 16): the policy of the firing alert, when its first firing was (the
+    # steps count from it), the tier alerts fired so far (step order), the next step's time.
+    escalation: str | None = None
+    escalation_since: datetime | None = None
+    tiers: tuple[PostableAlert, ...] = ()
+    due_at: datetime | None = None
 
     def firing(self, now: datetime) -> PostableAlert | None:
         """The alert still firing in Alertmanager at ``now``, if any."""
@@ -115,6 +152,10 @@ class IdentityState:
             "firings": [t.isoformat() for t in self.firings],
             "posted": self.posted,
             "posted_at": _iso(self.posted_at),
+            "escalation": self.escalation,
+            "escalation_since": _iso(self.escalation_since),
+            "tiers": [t.wire() for t in self.tiers],
+            "due_at": _iso(self.due_at),
         }
 
     @classmethod
@@ -130,6 +171,10 @@ class IdentityState:
             firings=tuple(datetime.fromisoformat(t) for t in data.get("firings") or ()),
             posted=data.get("posted"),
             posted_at=_time(data.get("posted_at")),
+            escalation=data.get("escalation"),
+            escalation_since=_time(data.get("escalation_since")),
+            tiers=tuple(PostableAlert.model_validate(t) for t in data.get("tiers") or ()),
+            due_at=_time(data.get("due_at")),
         )
 
 
@@ -153,6 +198,17 @@ def step(
     policy: Policy,
 ) -> Step:
     """One webhook's effect on its identity (see the module's rules)."""
+    result = _step(previous, alert, decision, now, policy)
+    return _with_tiers(previous or EMPTY, result, decision, now, policy)
+
+
+def _step(
+    previous: IdentityState | None,
+    alert: SentryAlert,
+    decision: Decision,
+    now: datetime,
+    policy: Policy,
+) -> Step:
     prev = previous or EMPTY
     firing = prev.firing(now)
     event_at = _event_time(alert)
@@ -301,6 +357,100 @@ def _resolve(
     return Step(done, (guess,), Outcome.RESOLVED)
 
 
+# --- escalation tiers (issue 16, docs/state-machine.md rule 8) --------------------------
+
+
+def _with_tiers(
+    prev: IdentityState, result: Step, decision: Decision, now: datetime, policy: Policy
+) -> Step:
+    """``step``'s result with the tier alerts following the alert: resolved with it,
+    refreshed with it (endsAt, annotations), relabelled when its label set changes. The
+    policy is the one of the webhook that set the label set; a new policy starts afresh."""
+    state = result.state
+    live = prev.tiers if prev.firing(now) is not None else ()
+    current = state.alert
+    if result.outcome is Outcome.RESOLVED or current is None:
+        ended = tuple(L.resolved(t, now) for t in live)
+        done = dataclasses.replace(
+            state, escalation=None, escalation_since=None, tiers=(), due_at=None
+        )
+        return dataclasses.replace(result, state=done, posts=(*result.posts, *ended))
+    if result.outcome is not Outcome.FORWARDED:
+        return result  # nothing posted: the tiers stand as they are
+    fired = prev.firing(now)
+    if fired is not None and fired.labels == current.labels:
+        # The same alert refreshed: its tiers too, the timer as it stands (a step a silence
+        # holds stays held until its next look).
+        steps = policy.tiers.get(prev.escalation or "", ())
+        tiers = tuple(
+            _tier(current, steps[i], t.starts_at or now) for i, t in enumerate(live[: len(steps)])
+        )
+        state = dataclasses.replace(state, tiers=tiers)
+        return dataclasses.replace(result, state=state, posts=(*result.posts, *tiers))
+    # A new label set: the policy of the webhook that set it; the tiers carried over to it
+    # while the policy stays, else started over.
+    assert result.severity is not None
+    # A test notification never escalates, whatever policy its severity has (item 5).
+    name = None if state.test else policy.escalation_for(decision.escalation, result.severity)
+    same = fired is not None and name is not None and name == prev.escalation
+    since = (prev.escalation_since or now) if same else now
+    kept = live if same else ()
+    steps = policy.tiers.get(name, ()) if name else ()
+    kept = kept[: len(steps)]  # a reloaded config may have fewer steps
+    tiers = tuple(_tier(current, steps[i], t.starts_at or now) for i, t in enumerate(kept))
+    gone = tuple(L.resolved(t, now) for t in live if t.labels not in [x.labels for x in tiers])
+    # Changed label sets: the old one resolved first (one label set per identity and tier).
+    posts = (*gone, *result.posts, *tiers)
+    state = dataclasses.replace(
+        state,
+        escalation=name,
+        escalation_since=since if name else None,
+        tiers=tiers,
+        due_at=_due(steps, since, len(tiers)),
+    )
+    return dataclasses.replace(result, state=state, posts=posts)
+
+
+def _tier(alert: PostableAlert, tier: Tier, starts_at: datetime) -> PostableAlert:
+    """A tier's alert: the alert's labels plus the step's, ending with it."""
+    return alert.model_copy(
+        update={"labels": {**alert.labels, **tier.labels}, "starts_at": starts_at}
+    )
+
+
+def _due(steps: Sequence[Tier], since: datetime, fired: int) -> datetime | None:
+    return since + steps[fired].after if fired < len(steps) else None
+
+
+def tick(previous: IdentityState | None, now: datetime, policy: Policy, *, silenced: bool) -> Step:
+    """The escalation timer for one identity at ``now``: every step due fires its tier
+    alert (``escalated``), unless a silence in Alertmanager acknowledges the alert
+    (``silenced``): then the step waits and is looked at again ``policy.recheck`` later
+    (``acknowledged``). Nothing firing or nothing due: ``ignored``, the timer cleared."""
+    prev = previous or EMPTY
+    firing = prev.firing(now)
+    steps = policy.tiers.get(prev.escalation or "", ())
+    since = prev.escalation_since
+    if firing is None or not steps or since is None or prev.due_at is None:
+        if prev.due_at is None:
+            return Step(prev, (), Outcome.IGNORED)
+        return Step(dataclasses.replace(prev, due_at=None), (), Outcome.IGNORED)
+    if prev.due_at > now:  # a tick before its time (one more of a lagging inbox)
+        return Step(prev, (), Outcome.IGNORED, prev.severity)
+    due = _due(steps, since, len(prev.tiers))
+    if due is None or due > now:
+        return Step(dataclasses.replace(prev, due_at=due), (), Outcome.IGNORED, prev.severity)
+    if silenced:
+        held = dataclasses.replace(prev, due_at=now + policy.recheck)
+        return Step(held, (), Outcome.ACKNOWLEDGED, prev.severity)
+    tiers = list(prev.tiers)
+    while (due := _due(steps, since, len(tiers))) is not None and due <= now:
+        tiers.append(_tier(firing, steps[len(tiers)], now))
+    fired = tuple(tiers[len(prev.tiers) :])
+    state = dataclasses.replace(prev, tiers=tuple(tiers), due_at=due)
+    return Step(state, fired, Outcome.ESCALATED, prev.severity)
+
+
 def _event_time(alert: SentryAlert) -> datetime | None:
     """When the event this webhook reports happened. ``started_at`` stands in only for a
     webhook that carries an event (for ``issue`` webhooks it is the issue's firstSeen)."""
@@ -349,4 +499,15 @@ def describe(previous: IdentityState | None, result: Step) -> Sequence[str]:
         lines.append(f"still firing at {before}: annotations and endsAt refreshed")
     if result.escalated:
         lines.append("escalated one step (repeats or Sentry's escalating status)")
+    lines.extend(describe_tiers(result.state))
+    return lines
+
+
+def describe_tiers(state: IdentityState) -> list[str]:
+    """The escalation policy's tiers fired and the next step, for explain and status."""
+    if state.escalation is None:
+        return []
+    lines = [f"escalation policy {state.escalation!r}: {len(state.tiers)} tier(s) fired"]
+    if state.due_at is not None:
+        lines.append(f"next escalation step due at {state.due_at.isoformat()}")
     return lines

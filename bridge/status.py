@@ -88,6 +88,10 @@ def render(status: dict[str, Any]) -> str:
             if k not in {"alertname", "source", "sentry_issue_id", "sentry_alert_rule_id"}
         )
         out.append(f"  {alert['identity']:<28} until {_when(alert['ends_at'])}  {extra}")
+        if alert.get("tiers") or alert.get("next_step_at"):
+            step = alert.get("next_step_at")
+            due = f"; next step due {_when(step)}" if step else ""
+            out.append(f"  {'':<28} escalation: {alert.get('tiers', 0)} tier(s) firing{due}")
     if status["active_count"] > len(status["active"]):
         out.append(f"  ... {status['active_count'] - len(status['active'])} more (--limit)")
     out.append(f"inbox (accepted, not decided yet): {status['inbox']}")

@@ -96,9 +96,27 @@ def test_amtool_accepts_the_alertmanager_files(path: Path) -> None:
         ),
         pytest.param(
             EXAMPLES / "alertmanager.yml",
-            ["source=sentry", "sentry_test=true", "severity=low", "sentry_issue_id=1"],
+            ["source=sentry", "page=true", "severity=critical", "escalation_tier=2"],
+            "pager-tier-2",
+            id="second-tier",
+        ),
+        pytest.param(
+            EXAMPLES / "alertmanager.yml",
+            ["source=sentry", "page=true", "severity=critical", "escalation_tier=3"],
+            "pager-tier-3",
+            id="third-tier",
+        ),
+        pytest.param(
+            EXAMPLES / "alertmanager.yml",
+            ["source=sentry", "sentry_test=true", "severity=low", "project=web"],
             "team-chat",
-            id="test-notification",
+            id="test-notification-never-pages",
+        ),
+        pytest.param(
+            EXAMPLES / "alertmanager.yml",
+            ["source=sentry", "sentry_test=true", "page=true", "escalation_tier=2"],
+            "team-chat",
+            id="test-notification-never-pages-even-labelled-so",
         ),
         pytest.param(
             MULTI_TEAM / "alertmanager.yml",

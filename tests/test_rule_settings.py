@@ -220,3 +220,28 @@ def test_config_refuses(section: dict[str, Any], message: str) -> None:
 def test_public_url_keeps_the_origin() -> None:
     body = {"sentry": {"allow_unauthenticated": True, "public_url": "https://b.example.com/"}}
     assert config.parse(body, env={}).sentry.public_url == "https://b.example.com"
+
+
+@pytest.mark.parametrize(
+    ("policies", "chosen", "accepted", "problem"),
+    [
+        pytest.param(["tiers"], "tiers", True, None, id="a-configured-policy"),
+        pytest.param(["tiers"], "none", True, None, id="none-asks-for-no-escalation"),
+        pytest.param(
+            ["tiers"], "tier", False, "escalation policy 'tier' is not one of tiers, none",
+            id="unknown",
+        ),
+        pytest.param(
+            [], "tiers", False,
+            "escalation policy 'tiers': the bridge defines none (escalation.policies)",
+            id="none-configured",
+        ),
+    ],
+)  # fmt: skip
+def test_the_escalation_policy_setting_is_checked_against_the_config(
+    policies: list[str], chosen: str, accepted: bool, problem: str | None
+) -> None:
+    """Issue 17: Sentry's editor refuses a policy the config does not define (on save)."""
+    kept, problems = check_settings({"escalation_policy": chosen}, RuleSettings(), policies)
+    assert ("escalation_policy" in kept) is accepted
+    assert problems == ([problem] if problem else [])

@@ -52,6 +52,9 @@ def bridge(tmp_path: Path) -> Bridge:
             "classification": {
                 "rule_settings": {"teams": ["payments", "search"], "services": ["checkout"]}
             },
+            "escalation": {
+                "policies": {"tiers": [{"after": "15m", "labels": {"escalation_tier": "2"}}]}
+            },
         },
         env={},
     )
@@ -171,6 +174,7 @@ def options_headers() -> dict[str, str]:
         pytest.param("team", "PAY", ["payments"], id="teams-as-the-user-types"),
         pytest.param("service", "", ["checkout"], id="services"),
         pytest.param("receiver", "", ["default", "payments-pager"], id="receivers"),
+        pytest.param("escalation_policy", "", ["tiers", "none"], id="escalation-policies"),
     ],
 )
 async def test_options(
@@ -243,7 +247,8 @@ def test_schema_follows_sentrys_rules_for_an_alert_rule_action() -> None:
                 assert all(len(o) == 2 and isinstance(o[0], str) for o in field["options"])
         else:
             assert "default" not in field
-    assert [f["name"] for f in fields] == ["severity", "team", "service", "runbook_url"]
+    names = [f["name"] for f in fields]
+    assert names == ["severity", "team", "service", "runbook_url", "escalation_policy"]
 
 
 def test_schemas_uris_are_the_routes_served(bridge: Bridge) -> None:

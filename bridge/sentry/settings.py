@@ -25,7 +25,11 @@ from typing import Any
 # The setting names of the schema `sentry-bridge sentry-schema` prints; saved alert rules
 # keep them, so they never change (issue 17).
 SEVERITY, TEAM, SERVICE, RUNBOOK_URL = "severity", "team", "service", "runbook_url"
-NAMES = (SEVERITY, TEAM, SERVICE, RUNBOOK_URL)
+# Issue 17: which of the config's escalation policies (escalation.policies) applies.
+ESCALATION_POLICY = "escalation_policy"
+NAMES = (SEVERITY, TEAM, SERVICE, RUNBOOK_URL, ESCALATION_POLICY)
+# The escalation option that asks for no escalation at all.
+NO_POLICY = "none"
 # "Use the rules": the severity option that leaves the severity to classification.rules.
 USE_RULES = "rules"
 _MAX_VALUE = 2048  # a runbook URL is the longest value; anything longer is not ours

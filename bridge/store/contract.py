@@ -234,6 +234,11 @@ class Store(Protocol):
     async def periodic(self) -> bool:
         """True while this replica should run the re-sends and expiry."""
 
+    async def due(self, limit: int) -> list[tuple[str, datetime]]:
+        """(identity, when) of the identities whose next escalation step
+        (``IdentityState.due_at``) is due by the store's clock, the most overdue first, at
+        most ``limit`` (``bridge.escalation``)."""
+
     async def expire(self, *, resolved_for: float) -> None:
         """Forget active alerts whose endsAt passed and resolved ones re-sent for
         ``resolved_for`` seconds."""

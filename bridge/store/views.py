@@ -49,19 +49,26 @@ def quarantined(rows: Iterable[QuarantineRead]) -> list[Quarantined]:
 
 
 def snapshot(
-    active: Sequence[tuple[str, float | None, Mapping[str, str]]],
+    active: Sequence[tuple[str, float | None, Mapping[str, str], float | None, int]],
     dead: Sequence[tuple[float, str, str, str]],
     dead_count: int,
     reasons: Mapping[str, int],
     oldest: float | None,
 ) -> dict[str, Any]:
-    """``Store.snapshot``: ``active`` (identity, endsAt, labels), the newest ``dead`` letters
+    """``Store.snapshot``: ``active`` (identity, endsAt, labels, when its next escalation
+    step is due, how many escalation tiers fire beside it), the newest ``dead`` letters
     (at, Alertmanager, reason, wire JSON), how many dead letters there are, the quarantine's
     count per reason and its oldest entry's time (epoch seconds)."""
     return {
         "active": [
-            {"identity": identity, "ends_at": ends_at, "labels": dict(labels)}
-            for identity, ends_at, labels in active
+            {
+                "identity": identity,
+                "ends_at": ends_at,
+                "labels": dict(labels),
+                "tiers": tiers,
+                "next_step_at": due_at,
+            }
+            for identity, ends_at, labels, due_at, tiers in active
         ],
         "dead_letters": [
             {

@@ -49,6 +49,7 @@ class StateRow:
     kept_until: datetime
     alert: str | None  # the active alert's wire JSON (None: nothing fires)
     ends_at: datetime | None  # its endsAt
+    due_at: datetime | None  # its next escalation step (``Store.due``), while it fires
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,7 +109,8 @@ def plan(
         firing = state.alert
         body_of = body(firing) if firing is not None else None
         ends_at = firing.ends_at if firing is not None else None
-        rows.append(StateRow(identity, state, until, body_of, ends_at))
+        due_at = state.due_at if firing is not None else None
+        rows.append(StateRow(identity, state, until, body_of, ends_at, due_at))
     forgotten = tuple(identity for identity, (_, until) in decided.items() if until is None)
     return Writes(
         done=tuple(handed),

@@ -125,9 +125,11 @@ BridgeFactory = Callable[..., contextlib.AbstractContextManager[Bridge]]
 
 
 @contextlib.contextmanager
-def _running_bridge(config: Path, data_dir: Path, log: Path, port: int | None) -> Iterator[Bridge]:
+def _running_bridge(
+    config: Path, data_dir: Path, log: Path, port: int | None, env: dict[str, str]
+) -> Iterator[Bridge]:
     with (
-        procs.bridge(config, data_dir, log, ENV, port=port) as process,
+        procs.bridge(config, data_dir, log, {**ENV, **env}, port=port) as process,
         httpx.Client(base_url=process.url, timeout=10) as client,
     ):
         yield Bridge(process, client)
@@ -139,10 +141,19 @@ def bridge_factory(tmp_path: Path) -> BridgeFactory:
     the same data dir across starts, so a restart finds its store."""
 
     def start(
-        am_urls: list[str], *, port: int | None = None, **alertmanager: object
+        am_urls: list[str],
+        *,
+        port: int | None = None,
+        sections: dict[str, object] | None = None,
+        env: dict[str, str] | None = None,
+        **alertmanager: object,
     ) -> contextlib.AbstractContextManager[Bridge]:
+        """``sections``: whole top-level sections of the config replaced (``escalation=``);
+        ``env``: more of the bridge's environment."""
         config = procs.write_config(tmp_path / "config.yaml", am_urls, **alertmanager)
-        return _running_bridge(config, tmp_path / "data", tmp_path / "bridge.log", port)
+        procs.update_config(config, **(sections or {}))
+        log = tmp_path / "bridge.log"
+        return _running_bridge(config, tmp_path / "data", log, port, env or {})
 
     return start
 

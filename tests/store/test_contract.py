@@ -737,3 +737,65 @@ async def test_the_newest_dead_letters_and_quarantined_are_kept(open_engine: Ope
         for n in (1, 2, 3):
             await store.quarantine("unparseable", f"q{n}", {}, b"{", digest(f"q{n}"))
         assert [q.detail for q in await store.quarantined()] == ["q2", "q3"]
+
+
+# --- escalation (issue 16) ------------------------------------------------------------------
+
+
+def escalating(alert: PostableAlert, now: datetime, due_in: float, *tiers: str) -> IdentityState:
+    """A firing state whose next escalation step is ``due_in`` seconds away, with tiers."""
+    fired = tuple(
+        alert.model_copy(update={"labels": {**alert.labels, "escalation_tier": t}}) for t in tiers
+    )
+    return replace(
+        state_of(alert, now),
+        escalation="p",
+        escalation_since=now,
+        tiers=fired,
+        due_at=now + timedelta(seconds=due_in),
+    )
+
+
+async def test_due_names_the_identities_whose_next_step_is_due(open_engine: Opener) -> None:
+    async with open_engine() as store:
+        for n in (1, 2, 3, 4):
+            await store.accept(factories.issue(n))
+        taken = await take(store)
+        now = taken.now
+        alerts = {n: firing(n, now) for n in (1, 2, 3, 4)}
+        await commit(
+            store,
+            taken,
+            states={
+                "issue:1": escalating(alerts[1], now, -5),
+                "issue:2": escalating(alerts[2], now, 3600),
+                "issue:3": state_of(alerts[3], now),  # no policy
+                "issue:4": escalating(alerts[4], now, -60),
+            },
+        )
+        due = await store.due(10)
+        assert [name for name, _ in due] == ["issue:4", "issue:1"]  # the most overdue first
+        assert [at for _, at in due] == [now - timedelta(seconds=60), now - timedelta(seconds=5)]
+        assert [name for name, _ in await store.due(1)] == ["issue:4"]
+        # A resolved identity has no step due, whatever its state says.
+        await store.accept(factories.issue(4))
+        again = await take(store)
+        await commit(store, again, states={"issue:4": replace(state_of(None, now), due_at=now)})
+        assert [name for name, _ in await store.due(10)] == ["issue:1"]
+
+
+async def test_resends_keep_the_tiers_alive_with_their_alert(open_engine: Opener) -> None:
+    async with open_engine() as store:
+        await store.accept(factories.issue(1))
+        taken = await take(store)
+        alert = firing(1, taken.now)
+        state = escalating(alert, taken.now, 60, "2", "3")
+        await commit(store, taken, states={"issue:1": state})
+        for target in TARGETS:
+            bodies = await resendable(store, target, limit=10)
+            assert labels(bodies) == [alert.labels, *(t.labels for t in state.tiers)]
+        # The status page shows the tiers and the next step (sentry-bridge status).
+        [shown] = (await store.snapshot(10))["active"]
+        assert shown["tiers"] == 2
+        assert state.due_at is not None
+        assert shown["next_step_at"] == pytest.approx(state.due_at.timestamp())

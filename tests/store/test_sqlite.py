@@ -24,6 +24,7 @@ from bridge.model import SentryAlert, Severity
 from bridge.state import IdentityState
 from bridge.store.contract import Failed, Processed, Queued
 from bridge.store.sqlite import FILENAME, SqliteStore
+from bridge.store.sqlite.schema import SCHEMA
 from tests.clock import Clock
 from tests.factories import START, commit, held, postable, sizes, stored_alert, stored_state
 from tests.factories import issue as sentry
@@ -405,7 +406,7 @@ async def test_a_store_of_another_schema_version_is_refused(
     )
     db.close()
     old = make()
-    with pytest.raises(ConfigError, match="schema version 0, this bridge needs 2"):
+    with pytest.raises(ConfigError, match="schema version 0, this bridge needs 3"):
         await old.open()
     await old.close()
     (tmp_path / FILENAME).unlink()
@@ -415,6 +416,28 @@ async def test_a_store_of_another_schema_version_is_refused(
     again = make()
     await again.open()  # stamped with its version: opens again
     await again.close()
+
+
+async def test_a_version_2_store_gains_the_escalation_column(
+    tmp_path: Path, make: StoreFactory
+) -> None:
+    """Version 3 (issue 16) only adds ``state.due_at``: a version 2 file is upgraded at open,
+    its states kept."""
+    db = sqlite3.connect(tmp_path / FILENAME)
+    db.executescript(SCHEMA.replace(", due_at REAL", "").replace(
+        "CREATE INDEX IF NOT EXISTS state_due_at ON state (due_at) WHERE due_at IS NOT NULL;", ""
+    ))
+    db.execute("INSERT INTO state VALUES ('issue:1', 1e12, 0, NULL, '{}')")
+    db.execute("PRAGMA user_version = 2")
+    db.commit()
+    db.close()
+    store = make()
+    await store.open()
+    await store.close()
+    db = sqlite3.connect(tmp_path / FILENAME)
+    assert db.execute("PRAGMA user_version").fetchone()[0] == 3
+    assert db.execute("SELECT identity, due_at FROM state").fetchall() == [("issue:1", None)]
+    db.close()
 
 
 @pytest.mark.parametrize(

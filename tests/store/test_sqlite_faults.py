@@ -174,10 +174,12 @@ class PoisonPipeline(Pipeline):
         previous: IdentityState | None,
         now: datetime,
         tally: list[Callable[[], None]] | None = None,
+        *,
+        silenced: bool = False,
     ) -> Processed:
         if entry.alert.identity in self.poison:
             raise ValueError("cannot decide")
-        return super().decide(entry, previous, now, tally)
+        return super().decide(entry, previous, now, tally, silenced=silenced)
 
 
 def pipeline_on(store: SqliteStore, cls: type[Pipeline]) -> Pipeline:

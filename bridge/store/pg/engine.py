@@ -373,6 +373,10 @@ class PostgresStore:
             log.warning("cannot renew the periodic lease", exc_info=True)
             return False
 
+    async def due(self, limit: int) -> list[tuple[str, datetime]]:
+        async with self._pool.acquire() as conn:
+            return await identity.due(conn, limit)
+
     async def expire(self, *, resolved_for: float) -> None:
         await self._shield(self._write(operators.expire, resolved_for))
 

@@ -14,6 +14,7 @@ callers pass and get them stored that way.
 from __future__ import annotations
 
 from collections.abc import Collection
+from datetime import datetime
 from typing import Any
 
 from bridge.state import IdentityState
@@ -46,6 +47,7 @@ async def write(conn: Any, writes: Writes) -> None:
             [row.alert is not None for row in rows],
             [row.ends_at for row in rows],
             [codec.to_jsonb(row.state.to_json()) for row in rows],
+            [row.due_at for row in rows],
         )
 
 
@@ -53,6 +55,11 @@ async def active_alerts(conn: Any, identities: Collection[str]) -> dict[str, str
     """The active alert (wire JSON) of each of these identities that has one."""
     rows = await conn.fetch(sql.ACTIVE_ALERTS_OF, list(identities))
     return {row[0]: codec.wire_from_jsonb(row[1]) for row in rows}
+
+
+async def due(conn: Any, limit: int) -> list[tuple[str, datetime]]:
+    """Identities whose next escalation step is due by the database's clock."""
+    return [(codec.untext(row[0]), row[1]) for row in await conn.fetch(sql.DUE, limit)]
 
 
 async def expire(conn: Any, expiry: Expiry) -> None:

@@ -89,7 +89,10 @@ async def snapshot(conn: Any, limit: int) -> dict[str, Any]:
     dead = await conn.fetch(sql.NEWEST_DEAD_LETTERS, limit)
     reasons = await conn.fetch(sql.QUARANTINE_REASONS)
     return views.snapshot(
-        [(codec.untext(i), e, codec.from_jsonb(labels)) for i, e, labels in active],
+        [
+            (codec.untext(i), e, codec.from_jsonb(labels), due, tiers)
+            for i, e, labels, due, tiers in active
+        ],
         [(at, target, codec.untext(reason), body) for at, target, reason, body in dead],
         int(await conn.fetchval(sql.COUNT_DEAD_LETTERS)),
         {codec.untext(r[0]): int(r[1]) for r in reasons},

@@ -13,6 +13,7 @@ instead of posting the same alerts (PostgreSQL docs, SELECT, "The Locking Clause
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -114,5 +115,14 @@ class Lane:
                 return Page([*(r[1] for r in rows), *rest.bodies], rest.after)
             return Page([r[1] for r in rows], ("resolved", int(rows[-1][0])))
         rows = await self.conn.fetch(sql.ACTIVE_PAGE, key, limit)
-        bodies = [codec.wire_from_jsonb(r[1]) for r in rows]
+        bodies = [body for r in rows for body in _with_tiers(r[1], r[2])]
         return Page(bodies, ("active", rows[-1][0]) if rows and len(rows) == limit else None)
+
+
+def _with_tiers(alert: str, tiers: str | None) -> list[str]:
+    """An active alert's wire JSON, then its escalation tiers' (an active page may hold
+    more bodies than its limit)."""
+    out = [codec.wire_from_jsonb(alert)]
+    if tiers and tiers != "[]":
+        out += [codec.wire_from_jsonb(codec.dumps(t)) for t in json.loads(tiers)]
+    return out

@@ -126,6 +126,12 @@ ALTER TABLE dead_letter ADD COLUMN identity text;
 CREATE INDEX dead_letter_target ON dead_letter (target, identity);
 """
 
+# Issue 16: the next escalation step's time, so the periodic job finds what is due.
+_V3 = """
+ALTER TABLE identity_state ADD COLUMN due_at timestamptz;
+CREATE INDEX identity_state_due_at ON identity_state (due_at) WHERE due_at IS NOT NULL;
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         1,
@@ -133,4 +139,5 @@ MIGRATIONS: tuple[Migration, ...] = (
         _V1,
     ),
     Migration(2, "dead letters name their identity: refusals per Alertmanager", _V2),
+    Migration(3, "identity states keep their next escalation step's time", _V3),
 )

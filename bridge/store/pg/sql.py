@@ -100,8 +100,9 @@ DELETE FROM dead_letter WHERE id IN (
 # Re-sends: the resolved alerts first, then the active ones, each in key order pages.
 RESOLVED_PAGE = "SELECT id, body FROM resolved WHERE id > $1 ORDER BY id LIMIT $2"
 
+# Each active alert with its escalation tiers' alerts (bridge.state: they end with it).
 ACTIVE_PAGE = """
-SELECT identity, (state->'alert')::text FROM identity_state
+SELECT identity, (state->'alert')::text, (state->'tiers')::text FROM identity_state
 WHERE active AND identity > $1 ORDER BY identity LIMIT $2
 """
 
@@ -127,12 +128,12 @@ LOCK_IDENTITIES = "SELECT pg_advisory_xact_lock($1, h) FROM unnest($2::int4[]) A
 STATES = "SELECT identity, state::text FROM identity_state WHERE identity = ANY($1::text[])"
 
 UPSERT_STATES = """
-INSERT INTO identity_state AS s (identity, kept_until, active, ends_at, state)
+INSERT INTO identity_state AS s (identity, kept_until, active, ends_at, state, due_at)
 SELECT * FROM unnest($1::text[], $2::timestamptz[], $3::boolean[], $4::timestamptz[],
-                     $5::jsonb[])
+                     $5::jsonb[], $6::timestamptz[])
 ON CONFLICT (identity) DO UPDATE
     SET kept_until = excluded.kept_until, active = excluded.active,
-        ends_at = excluded.ends_at, state = excluded.state
+        ends_at = excluded.ends_at, state = excluded.state, due_at = excluded.due_at
 """
 
 FORGET_STATES = "DELETE FROM identity_state WHERE identity = ANY($1::text[])"
@@ -144,7 +145,15 @@ WHERE identity = ANY($1::text[]) AND active
 
 # An active alert whose endsAt passed has expired in Alertmanager too; a state is kept
 # until its kept_until (IdentityState.kept_until).
-END_EXPIRED = "UPDATE identity_state SET active = false WHERE active AND ends_at <= $1"
+END_EXPIRED = (
+    "UPDATE identity_state SET active = false, due_at = NULL WHERE active AND ends_at <= $1"
+)
+
+# The escalation timer (bridge.escalation): the identities whose next step is due.
+DUE = """
+SELECT identity, due_at FROM identity_state WHERE due_at <= clock_timestamp() AND active
+ORDER BY due_at LIMIT $1
+"""
 
 FORGET_KEPT_UNTIL = "DELETE FROM identity_state WHERE kept_until <= $1"
 
@@ -187,7 +196,8 @@ ORDER BY id DESC LIMIT $1
 """
 COUNT_DEAD_LETTERS = "SELECT count(*) FROM dead_letter"
 ACTIVE_ALERTS = """
-SELECT identity, extract(epoch FROM ends_at)::float8, (state->'alert'->'labels')::text
+SELECT identity, extract(epoch FROM ends_at)::float8, (state->'alert'->'labels')::text,
+       extract(epoch FROM due_at)::float8, coalesce(jsonb_array_length(state->'tiers'), 0)
 FROM identity_state WHERE active ORDER BY identity LIMIT $1
 """
 

@@ -230,6 +230,9 @@ class SqliteStore:
         self._sizes.changed()
         self.progress.set()
 
+    async def due(self, limit: int) -> list[tuple[str, datetime]]:
+        return await self._read(identity.due, self._now(), limit)
+
     async def expire(self, *, resolved_for: float) -> None:
         """Forget active alerts whose endsAt passed (Alertmanager has expired them too) and
         resolved ones re-sent for ``resolved_for`` seconds."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Collection
+from datetime import UTC, datetime
 
 from bridge.state import IdentityState
 from bridge.store.sqlite import sql
@@ -31,6 +32,7 @@ def write(db: sqlite3.Connection, writes: Writes) -> None:
                 row.alert is not None,
                 row.ends_at.timestamp() if row.ends_at else None,
                 json.dumps(row.state.to_json(), separators=(",", ":")),
+                row.due_at.timestamp() if row.due_at else None,
             )
             for row in writes.states
         ],
@@ -42,6 +44,12 @@ def active_alert(db: sqlite3.Connection, identity: str) -> str | None:
     """The identity's active alert (wire JSON), if it has one."""
     row = db.execute(sql.ACTIVE_ALERT, (identity,)).fetchone()
     return None if row is None else str(row[0])
+
+
+def due(db: sqlite3.Connection, now: float, limit: int) -> list[tuple[str, datetime]]:
+    """Identities whose next escalation step is due by ``now``, the most overdue first."""
+    rows = db.execute(sql.DUE, (now, limit))
+    return [(str(name), datetime.fromtimestamp(at, UTC)) for name, at in rows]
 
 
 def expire(db: sqlite3.Connection, expiry: Expiry) -> None:

@@ -148,6 +148,17 @@ def _any_dead(db: sqlite3.Connection, target: str) -> bool:
     return db.execute(sql.ANY_REFUSED, (target,)).fetchone() is not None
 
 
+def _bodies(rows: Sequence[tuple[Any, str, str | None]]) -> list[str]:
+    """Each row's alert, then its escalation tiers' (wire JSON): an active page may hold
+    more bodies than its limit."""
+    out: list[str] = []
+    for _, text, tiers in rows:
+        out.append(text)
+        if tiers and tiers != "[]":
+            out += [json.dumps(t, separators=(",", ":")) for t in json.loads(tiers)]
+    return out
+
+
 def read_page(db: sqlite3.Connection, after: tuple[int, Any] | None, limit: int) -> Page:
     """Up to ``limit`` bodies from ``after`` (table, key) on, across ``sql.RESEND_PAGES`` in order;
     one row more is read to know whether there is a next page."""
@@ -158,10 +169,10 @@ def read_page(db: sqlite3.Connection, after: tuple[int, Any] | None, limit: int)
         rows = db.execute(sql.RESEND_PAGES[table], (last, room + 1)).fetchall()
         if len(rows) > room:  # more in this table than fits
             if room:
-                bodies += [text for _, text in rows[:room]]
+                bodies += _bodies(rows[:room])
                 last = rows[room - 1][0]
             return Page(bodies, (table, last))
-        bodies += [text for _, text in rows]
+        bodies += _bodies(rows)
         table += 1
         last = _FIRST[table] if table < len(sql.RESEND_PAGES) else None
     return Page(bodies, None)

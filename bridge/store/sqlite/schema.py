@@ -10,8 +10,9 @@ FILENAME = "store.sqlite3"
 # PRAGMA user_version of the tables below. 2 (issue 15): PostgreSQL's shape (no ``active``
 # table, no cursors), and each dead letter names the identity of its alert (what one
 # Alertmanager refused is its own). Nothing was released with version 1 (0 in the file),
-# so there is no migration: such a file is refused.
-VERSION = 2
+# so there is no migration: such a file is refused. 3 (issue 16): ``state.due_at``, the
+# next escalation step's time; a version 2 file gains the column at open.
+VERSION = 3
 
 # The shape PostgreSQL's schema has (bridge/store/pg/schema.py): a queue row per
 # Alertmanager, deleted once settled; the active alert is the state's, flagged ``active``
@@ -27,7 +28,7 @@ CREATE TABLE IF NOT EXISTS resolved (
     labels TEXT PRIMARY KEY, resolved_at REAL NOT NULL, alert TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS state (
     identity TEXT PRIMARY KEY, kept_until REAL NOT NULL, active INTEGER NOT NULL,
-    ends_at REAL, state TEXT NOT NULL);
+    ends_at REAL, state TEXT NOT NULL, due_at REAL);
 CREATE TABLE IF NOT EXISTS dead_letter (
     id INTEGER PRIMARY KEY AUTOINCREMENT, at REAL NOT NULL, target TEXT NOT NULL,
     reason TEXT NOT NULL, alert TEXT NOT NULL, identity TEXT);
@@ -45,6 +46,7 @@ CREATE INDEX IF NOT EXISTS resolved_resolved_at ON resolved (resolved_at);
 CREATE INDEX IF NOT EXISTS state_kept_until ON state (kept_until);
 CREATE INDEX IF NOT EXISTS state_active ON state (identity) WHERE active;
 CREATE INDEX IF NOT EXISTS state_ends_at ON state (ends_at) WHERE active;
+CREATE INDEX IF NOT EXISTS state_due_at ON state (due_at) WHERE due_at IS NOT NULL;
 CREATE INDEX IF NOT EXISTS dead_letter_target ON dead_letter (target, identity);
 CREATE INDEX IF NOT EXISTS seen_body_at ON seen_body (at);
 """
@@ -55,6 +57,10 @@ def check_version(db: sqlite3.Connection, path: object) -> None:
     version = db.execute("PRAGMA user_version").fetchone()[0]
     columns = {row[1] for row in db.execute("PRAGMA table_info(state)")}
     if version == 0 and "active" in columns:  # made just now by SCHEMA
+        db.execute(f"PRAGMA user_version = {VERSION}")
+        version = VERSION
+    if version == 2:  # issue 16: the escalation timer's column
+        db.execute("ALTER TABLE state ADD COLUMN due_at REAL")
         db.execute(f"PRAGMA user_version = {VERSION}")
         version = VERSION
     if version != VERSION:

@@ -31,10 +31,11 @@ UNRESOLVE = "DELETE FROM resolved WHERE labels IN (SELECT value FROM json_each(?
 RESOLVE = "INSERT INTO resolved (labels, resolved_at, alert) VALUES (?, ?, ?)"
 EXPIRE_RESOLVED = "DELETE FROM resolved WHERE resolved_at <= ?"
 # Re-sends: the resolved alerts first (rowid pages), then the active ones (identity pages).
+# Each active alert with its escalation tiers' alerts (bridge.state: they end with it).
 RESEND_PAGES = (
-    "SELECT rowid, alert FROM resolved WHERE rowid > ? ORDER BY rowid LIMIT ?",
-    "SELECT identity, json_extract(state, '$.alert') FROM state"
-    " WHERE active AND identity > ? ORDER BY identity LIMIT ?",
+    "SELECT rowid, alert, NULL FROM resolved WHERE rowid > ? ORDER BY rowid LIMIT ?",
+    "SELECT identity, json_extract(state, '$.alert'), json_extract(state, '$.tiers')"
+    " FROM state WHERE active AND identity > ? ORDER BY identity LIMIT ?",
 )
 
 DEAD_LETTER = "INSERT INTO dead_letter (at, target, reason, alert, identity) VALUES (?, ?, ?, ?, ?)"
@@ -54,17 +55,19 @@ EMPTY_DEAD_LETTERS = "DELETE FROM dead_letter"
 
 STATES = "SELECT identity, state FROM state WHERE identity IN (SELECT value FROM json_each(?))"
 UPSERT_STATE = (
-    "INSERT OR REPLACE INTO state (identity, kept_until, active, ends_at, state)"
-    " VALUES (?, ?, ?, ?, ?)"
+    "INSERT OR REPLACE INTO state (identity, kept_until, active, ends_at, state, due_at)"
+    " VALUES (?, ?, ?, ?, ?, ?)"
 )
+# The escalation timer (bridge.escalation): the identities whose next step is due.
+DUE = "SELECT identity, due_at FROM state WHERE due_at <= ? AND active ORDER BY due_at LIMIT ?"
 FORGET_STATE = "DELETE FROM state WHERE identity = ?"
 ACTIVE_ALERT = "SELECT json_extract(state, '$.alert') FROM state WHERE identity = ? AND active"
 ACTIVE_ALERTS = (
-    "SELECT identity, ends_at, json_extract(state, '$.alert') FROM state WHERE active"
-    " ORDER BY identity LIMIT ?"
+    "SELECT identity, ends_at, json_extract(state, '$.alert'), due_at,"
+    " json_array_length(state, '$.tiers') FROM state WHERE active ORDER BY identity LIMIT ?"
 )
 # An active alert whose endsAt passed has expired in Alertmanager too.
-END_EXPIRED = "UPDATE state SET active = 0 WHERE active AND ends_at <= ?"
+END_EXPIRED = "UPDATE state SET active = 0, due_at = NULL WHERE active AND ends_at <= ?"
 FORGET_STATES = "DELETE FROM state WHERE kept_until <= ?"
 
 # --- quarantine ------------------------------------------------------------------------------

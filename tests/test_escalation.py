@@ -1,0 +1,393 @@
+"""Escalation tiers (issue 16, contract item 4): ``bridge.state.tick`` and how ``step`` carries
+the tier alerts, table-driven: a sequence of webhooks and ticks, and what each one posts."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+import httpx
+import pytest
+
+from bridge import config
+from bridge.alertmanager import PostableAlert
+from bridge.classify import classify
+from bridge.errors import ConfigError, StoreFull
+from bridge.escalation import Escalator, Silences, is_tick
+from bridge.model import Outcome, SentryAlert, State
+from bridge.state import IdentityState, Policy, Step, describe, describe_tiers, step, tick
+from tests.factories import START, sentry_alert
+
+RAW: dict[str, Any] = {
+    "sentry": {"allow_unauthenticated": True},
+    "classification": {
+        "rules": [
+            {
+                "name": "quiet",
+                "match": {"environment": "dev"},
+                "severity": "critical",
+                "escalation": "none",
+            },
+            {
+                "name": "web",
+                "match": {"environment": "web"},
+                "severity": "critical",
+                "escalation": "fast",
+            },
+            {"name": "prod", "match": {"environment": "production"}, "severity": "critical"},
+            {"name": "staging", "match": {"environment": "staging"}, "severity": "high"},
+        ],
+    },
+    "dedup": {"window": "5m"},
+    "alertmanager": {"alert_lifetime": "1h"},
+    "escalation": {
+        "default": {"critical": "critical-default", "high": "critical-default"},
+        "interval": "30s",
+        "policies": {
+            "critical-default": [
+                {"after": "15m", "labels": {"escalation_tier": "2"}},
+                {"after": "45m", "labels": {"escalation_tier": "3"}},
+            ],
+            "fast": [{"after": "1m", "labels": {"escalation_tier": "2"}}],
+        },
+    },
+}
+CONFIG = config.parse(RAW, env={})
+POLICY = Policy.from_config(CONFIG)
+
+
+def at(seconds: float) -> datetime:
+    return START + timedelta(seconds=seconds)
+
+
+def event(env: str = "production", t: float = 0, **overrides: Any) -> SentryAlert:
+    values: dict[str, Any] = {"environment": env, "event_id": f"ev-{t}", "occurred_at": at(t)}
+    return sentry_alert(**(values | overrides))
+
+
+def resolve(t: float) -> SentryAlert:
+    return sentry_alert(
+        resource="issue", action="resolved", state=State.RESOLVED, occurred_at=at(t)
+    )
+
+
+# A tick: (seconds, TICK or SILENCED); a webhook: (seconds, SentryAlert).
+TICK, SILENCED = "tick", "silenced"
+Input = tuple[float, SentryAlert | str]
+
+
+def run(inputs: list[Input]) -> list[tuple[Step, datetime]]:
+    state: IdentityState | None = None
+    out = []
+    for seconds, what in inputs:
+        now = at(seconds)
+        if isinstance(what, str):
+            result = tick(state, now, POLICY, silenced=what == SILENCED)
+        else:
+            result = step(state, what, classify(what, CONFIG.classification), now, POLICY)
+        state = result.state
+        out.append((result, now))
+    return out
+
+
+def show(alert: PostableAlert, now: datetime) -> str:
+    verb = "resolve" if alert.ends_at is not None and alert.ends_at <= now else "fire"
+    tier = alert.labels.get("escalation_tier", "1")
+    return f"{verb} {alert.labels['severity']}/{alert.labels['environment']}#{tier}"
+
+
+F, R, D, E, A, N = (
+    Outcome.FORWARDED,
+    Outcome.RESOLVED,
+    Outcome.DUPLICATE,
+    Outcome.ESCALATED,
+    Outcome.ACKNOWLEDGED,
+    Outcome.IGNORED,
+)
+M = 60
+
+CASES = [
+    pytest.param(
+        [(0, event()), (14 * M, TICK), (15 * M, TICK)],
+        [(F, ["fire critical/production#1"]), (N, []), (E, ["fire critical/production#2"])],
+        id="a-tier-fires-after-its-delay-not-before",
+    ),
+    pytest.param(
+        [(0, event()), (15 * M, SILENCED), (16 * M, TICK)],
+        [(F, ["fire critical/production#1"]), (A, []), (E, ["fire critical/production#2"])],
+        id="a-silence-holds-the-step-until-it-is-lifted",
+    ),
+    pytest.param(
+        [(0, event()), (15 * M, TICK), (20 * M, resolve(20 * M))],
+        [
+            (F, ["fire critical/production#1"]),
+            (E, ["fire critical/production#2"]),
+            (R, ["resolve critical/production#1", "resolve critical/production#2"]),
+        ],
+        id="a-resolve-ends-every-tier-at-once",
+    ),
+    pytest.param(
+        [(0, event()), (50 * M, TICK)],
+        [
+            (F, ["fire critical/production#1"]),
+            (E, ["fire critical/production#2", "fire critical/production#3"]),
+        ],
+        id="after-downtime-every-step-due-fires",
+    ),
+    pytest.param(
+        [(0, event()), (15 * M, TICK), (20 * M, event(t=20 * M))],
+        [
+            (F, ["fire critical/production#1"]),
+            (E, ["fire critical/production#2"]),
+            (F, ["fire critical/production#1", "fire critical/production#2"]),
+        ],
+        id="a-refresh-keeps-every-tier-alive",
+    ),
+    pytest.param(
+        [(0, event("staging")), (15 * M, TICK), (16 * M, event(t=16 * M))],
+        [
+            (F, ["fire high/staging#1"]),
+            (E, ["fire high/staging#2"]),
+            # The same policy: the tier is carried to the new label set, old one first.
+            (
+                F,
+                [
+                    "resolve high/staging#2",
+                    "resolve high/staging#1",
+                    "fire critical/production#1",
+                    "fire critical/production#2",
+                ],
+            ),
+        ],
+        id="a-severity-change-carries-the-tiers-to-the-new-label-set",
+    ),
+    pytest.param(
+        [(0, event("dev")), (60 * M, TICK)],
+        [(F, ["fire critical/dev#1"]), (N, [])],
+        id="a-rule-with-escalation-none-never-escalates",
+    ),
+    pytest.param(
+        [(0, event("web")), (M, TICK)],
+        [(F, ["fire critical/web#1"]), (E, ["fire critical/web#2"])],
+        id="a-rule-names-its-own-policy",
+    ),
+    pytest.param(
+        [(0, event()), (61 * M, TICK)],
+        [(F, ["fire critical/production#1"]), (N, [])],
+        id="an-expired-alert-does-not-escalate",
+    ),
+    pytest.param(
+        [(0, event()), (M, resolve(M)), (15 * M, TICK)],
+        [(F, ["fire critical/production#1"]), (R, ["resolve critical/production#1"]), (N, [])],
+        id="a-resolved-alert-does-not-escalate",
+    ),
+]
+
+
+@pytest.mark.parametrize(("inputs", "expected"), CASES)
+def test_escalation(inputs: list[Input], expected: list[tuple[Outcome, list[str]]]) -> None:
+    got = [(r.outcome, [show(p, now) for p in r.posts]) for r, now in run(inputs)]
+    assert got == expected
+
+
+def test_the_tier_alert_is_the_alert_plus_the_step_labels_and_ends_with_it() -> None:
+    (first, _), (second, _) = run([(0, event()), (15 * M, TICK)])
+    alert, (tier,) = first.state.alert, second.posts
+    assert alert is not None
+    assert tier.labels == {**alert.labels, "escalation_tier": "2"}
+    assert tier.ends_at == alert.ends_at
+    assert tier.annotations == alert.annotations
+    assert second.state.alert == alert  # the first tier is never touched
+
+
+def test_the_next_step_is_kept_and_survives_a_restart() -> None:
+    (first, _), (second, _), (held, _) = run([(0, event()), (15 * M, TICK), (45 * M, SILENCED)])
+    assert first.state.due_at == at(15 * M)
+    assert second.state.due_at == at(45 * M)
+    assert held.state.due_at == at(45 * M + 30)  # looked at again escalation.interval later
+    again = IdentityState.from_json(second.state.to_json())
+    assert again == second.state
+    assert (
+        tick(again, at(45 * M), POLICY, silenced=False).state.tiers[1].labels["escalation_tier"]
+        == "3"
+    )
+
+
+def test_explain_shows_the_policy_and_the_next_step() -> None:
+    (first, _), (second, _) = run([(0, event()), (15 * M, TICK)])
+    assert describe(None, first)[-2:] == [
+        "escalation policy 'critical-default': 0 tier(s) fired",
+        f"next escalation step due at {at(15 * M).isoformat()}",
+    ]
+    assert describe_tiers(second.state)[0].endswith("1 tier(s) fired")
+
+
+def test_old_state_json_without_escalation_loads() -> None:
+    (first, _), *_ = run([(0, event())])
+    data = first.state.to_json()
+    for key in ("escalation", "escalation_since", "tiers", "due_at"):
+        del data[key]
+    assert IdentityState.from_json(data).tiers == ()
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        pytest.param(
+            {"classification": {"rules": [{"name": "r", "severity": "low", "escalation": "x"}]}},
+            "rule 'r' names escalation policy 'x'",
+            id="unknown-policy-named-by-a-rule",
+        ),
+        pytest.param(
+            {"escalation": {"default": {"critical": "x"}}},
+            "escalation: default.critical: no policy named 'x'",
+            id="unknown-default-policy",
+        ),
+        pytest.param(
+            {
+                "escalation": {
+                    "policies": {
+                        "p": [
+                            {"after": "5m", "labels": {"t": "2"}},
+                            {"after": "1m", "labels": {"t": "3"}},
+                        ]
+                    }
+                }
+            },
+            "each step's `after` must exceed the last",
+            id="steps-out-of-order",
+        ),
+        pytest.param(
+            {"escalation": {"policies": {"p": [{"after": "5m", "labels": {"severity": "x"}}]}}},
+            "reserved",
+            id="a-step-sets-a-reserved-label",
+        ),
+        pytest.param(
+            {"escalation": {"policies": {"p": [{"after": "5m", "labels": {"t": "2"}}]}, "typo": 1}},
+            "escalation.typo: unknown key",
+            id="unknown-key",
+        ),
+    ],
+)
+def test_config_errors_name_the_key(change: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(".", r"\.")):
+        config.parse({"sentry": {"allow_unauthenticated": True}, **change}, env={})
+
+
+def test_sentrys_escalation_policy_setting_chooses_a_configured_policy() -> None:
+    def policy_of(value: str) -> str | None:
+        alert = event("staging", rule_settings=(("escalation_policy", value),))
+        decision = classify(alert, CONFIG.classification)
+        return step(None, alert, decision, at(0), POLICY).state.escalation
+
+    assert policy_of("fast") == "fast"
+    assert policy_of("none") is None
+    assert policy_of("gone") == "critical-default"  # not configured: the default, for high
+
+
+# --- asking Alertmanager about silences (bridge.escalation.Silences) ---------------------
+
+
+def silences_answering(answers: dict[str, Any], seen: list[httpx.Request]) -> Silences:
+    """Silences over a MockTransport: each Alertmanager (by host) answers its entry (a
+    status code, or a list of gettableAlerts)."""
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        answer = answers[request.url.host]
+        if isinstance(answer, int):
+            return httpx.Response(answer)
+        return httpx.Response(200, json=answer)
+
+    client = httpx.AsyncClient(transport=httpx.MockTransport(handle))
+    return Silences(client, [f"http://{host}:9093" for host in answers])
+
+
+MUTED = [{"labels": {}, "status": {"state": "suppressed", "silencedBy": ["s1"]}}]
+UNMUTED = [{"labels": {}, "status": {"state": "active", "silencedBy": [], "inhibitedBy": []}}]
+
+
+@pytest.mark.parametrize(
+    ("answers", "silenced"),
+    [
+        pytest.param({"a": UNMUTED, "b": UNMUTED}, False, id="active-everywhere"),
+        pytest.param({"a": UNMUTED, "b": MUTED}, True, id="silenced-in-one-is-enough"),
+        pytest.param({"a": []}, False, id="not-there"),
+        pytest.param({"a": 503, "b": UNMUTED}, False, id="an-outage-never-holds-a-page"),
+        pytest.param({"a": 503, "b": MUTED}, True, id="silenced-in-the-one-that-answers"),
+    ],
+)
+@pytest.mark.anyio
+async def test_a_silence_in_any_alertmanager_holds_the_step(
+    answers: dict[str, Any], silenced: bool
+) -> None:
+    seen: list[httpx.Request] = []
+    silences = silences_answering(answers, seen)
+    labels = {"alertname": "SentryIssue", "sentry_issue_id": "42", "title": 'say "hi"\\n'}
+    assert await silences.silenced(labels) is silenced
+    await silences.client.aclose()
+    # One matcher per label, quoted as Alertmanager's matcher syntax reads them.
+    assert {r.url.path for r in seen} == {"/api/v2/alerts"}
+    assert seen[0].url.params.get_list("filter") == [
+        'alertname="SentryIssue"',
+        'sentry_issue_id="42"',
+        'title="say \\"hi\\"\\\\n"',
+    ]
+
+
+def test_a_rule_that_overrides_sentry_keeps_its_own_policy() -> None:
+    raw = {**RAW, "classification": {"rules": [
+        {"name": "dev", "match": {"environment": "dev"}, "severity": "critical",
+         "escalation": "none", "override_sentry": True},
+        {"name": "web", "match": {"environment": "web"}, "severity": "critical",
+         "override_sentry": True},
+    ]}}  # fmt: skip
+    cfg = config.parse(raw, env={})
+    policy = Policy.from_config(cfg)
+
+    def policy_of(env: str) -> str | None:
+        alert = event(env, rule_settings=(("escalation_policy", "fast"),))
+        decision = classify(alert, cfg.classification)
+        return step(None, alert, decision, at(0), policy).state.escalation
+
+    assert policy_of("dev") is None  # the rule's "none" wins over Sentry's "fast"
+    assert policy_of("web") == "fast"  # the rule names none: Sentry's setting applies
+
+
+# --- the periodic job (bridge.escalation.Escalator) -----------------------------------------
+
+
+class DueStore:
+    """What the periodic job uses of a store: the lease, ``due``, ``accept``."""
+
+    def __init__(self, *, lease: bool, full_after: int = 99) -> None:
+        self.lease, self.full_after = lease, full_after
+        self.accepted: list[SentryAlert] = []
+
+    async def periodic(self) -> bool:
+        return self.lease
+
+    async def due(self, limit: int) -> list[tuple[str, datetime]]:
+        return [("issue:1", at(0)), ("metric_alert:7", at(1)), ("issue:2", at(2))][:limit]
+
+    async def accept(self, alert: SentryAlert, digest: bytes | None = None) -> bool:
+        if len(self.accepted) >= self.full_after:
+            raise StoreFull()
+        self.accepted.append(alert)
+        return True
+
+
+@pytest.mark.parametrize(
+    ("store", "ticked"),
+    [
+        pytest.param(DueStore(lease=True), ["issue:1", "metric_alert:7", "issue:2"], id="due"),
+        pytest.param(DueStore(lease=False), [], id="another-replica-holds-the-lease"),
+        pytest.param(DueStore(lease=True, full_after=1), ["issue:1"], id="a-full-store"),
+    ],
+)
+@pytest.mark.anyio
+async def test_a_round_ticks_each_due_identity_once(store: DueStore, ticked: list[str]) -> None:
+    assert await Escalator(store, 10).round() == ticked  # type: ignore[arg-type]
+    assert [a.identity for a in store.accepted] == ticked
+    assert all(is_tick(a) and a.state is State.FIRING for a in store.accepted)
+    assert all(a.kind.value == a.identity.split(":")[0] for a in store.accepted)
