@@ -188,3 +188,6 @@ class Outcome(enum.StrEnum):
     STALE = "stale"  # a late webhook about an event from before the issue was resolved
     DROPPED = "dropped"  # a rule drops it
     IGNORED = "ignored"  # understood, but no alert at all (``Ignored``)
+    # Sentry's API said otherwise than the alert stood (bridge/reconcile.py): resolved,
+    # ignored or archived ends it; unresolved keeps it firing, or undoes a replayed resolve.
+    RECONCILED = "reconciled"

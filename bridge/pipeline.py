@@ -35,7 +35,8 @@ from bridge.dedup import fingerprint
 from bridge.enrich import Enricher
 from bridge.metrics import Metrics
 from bridge.model import Outcome, SentryAlert, State
-from bridge.state import IdentityState, Policy, Step, step
+from bridge.reconcile import RESOURCE as SENTRY_API
+from bridge.state import IdentityState, Policy, Step, reconcile, step
 from bridge.store.contract import Entry, Failed, Processed, Store, Taken
 
 log = logging.getLogger("bridge.pipeline")
@@ -124,7 +125,7 @@ class Pipeline:
         if self.enricher.enabled:
             # Enrichment is I/O: run the batch's look-ups concurrently (the enricher
             # collapses look-ups of one issue); the decisions then run in order.
-            enriched = await asyncio.gather(*(self.enricher.enrich(e.alert) for e in entries))
+            enriched = await asyncio.gather(*(self._enrich(e.alert) for e in entries))
             entries = [replace(e, alert=a) for e, a in zip(entries, enriched, strict=True)]
         # Each decision sees the state the batch's earlier ones left, else the stored one.
         states: dict[str, IdentityState] = dict(taken.states)
@@ -154,6 +155,11 @@ class Pipeline:
             count()
         return results
 
+    async def _enrich(self, alert: SentryAlert) -> SentryAlert:
+        if alert.resource == SENTRY_API:
+            return alert  # the reconciler's answer: it classifies nothing
+        return await self.enricher.enrich(alert)
+
     def decide(
         self,
         entry: Entry,
@@ -166,12 +172,18 @@ class Pipeline:
         when nothing changed). Counted and logged at once, or, with ``tally``, by the
         caller once the result is committed."""
         alert = entry.alert
-        if alert.state is State.RESOLVED and alert.occurred_at is None:
-            # A resolve without a time of its own happened by the time it was accepted: a
-            # backlog (a restart) must not make the events that came after it look stale.
-            alert = replace(alert, occurred_at=entry.accepted_at)
-        decision = classify(alert, self.config.classification)
-        result = step(previous, alert, decision, now, self.policy)
+        if alert.resource == SENTRY_API:
+            # The reconciler's answer from Sentry's API (bridge.reconcile), not a webhook.
+            observed = alert.occurred_at or entry.accepted_at
+            result = reconcile(previous, alert.action, observed, now, self.policy)
+            decision = Decision(SENTRY_API, result.severity, {}, {})
+        else:
+            if alert.state is State.RESOLVED and alert.occurred_at is None:
+                # A resolve without a time of its own happened by the time it was accepted:
+                # a backlog (a restart) must not make the events after it look stale.
+                alert = replace(alert, occurred_at=entry.accepted_at)
+            decision = classify(alert, self.config.classification)
+            result = step(previous, alert, decision, now, self.policy)
         if tally is None:
             self._count(alert, decision, result, now)
         else:

@@ -43,6 +43,13 @@ SELECT identity, (state->'alert')::text FROM identity_state
 WHERE identity = ANY($1::text[]) AND active
 """
 
+# Store.issues: byte order (COLLATE "C"), whatever the database's collation.
+_ISSUES = """
+SELECT identity, state::text FROM identity_state
+WHERE identity LIKE 'issue:%' AND identity COLLATE "C" > $1
+ORDER BY identity COLLATE "C" LIMIT $2
+"""
+
 # An active alert whose endsAt passed has expired in Alertmanager too; a state is kept
 # until its kept_until (IdentityState.kept_until).
 _ENDED = "UPDATE identity_state SET active = false WHERE active AND ends_at <= $1"
@@ -81,6 +88,11 @@ async def write(
         )
     active = sum(1 for _, state, _ in kept if state.alert is not None)
     return active, len(states) - active
+
+
+async def issues(conn: Any, after: str | None, limit: int) -> list[tuple[str, IdentityState]]:
+    rows = await conn.fetch(_ISSUES, after or "", limit)
+    return [(row[0], IdentityState.from_json(codec.from_jsonb(row[1]))) for row in rows]
 
 
 async def active_alerts(conn: Any, identities: Collection[str]) -> dict[str, str]:

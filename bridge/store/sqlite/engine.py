@@ -276,6 +276,9 @@ class SqliteStore:
         for n, (queue_id, stamp) in enumerate(zip(ids, stamps, strict=True)):
             self._queued[self.targets[n % len(self.targets)]].append((queue_id, stamp))
 
+    async def issues(self, after: str | None, limit: int) -> list[tuple[str, IdentityState]]:
+        return await self._read(identity.issues, after, limit)
+
     async def expire(self, *, resolved_for: float) -> None:
         """Forget active alerts whose endsAt passed (Alertmanager has expired them too) and
         resolved ones re-sent for ``resolved_for`` seconds."""

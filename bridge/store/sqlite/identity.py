@@ -51,6 +51,19 @@ def write(db: sqlite3.Connection, writes: Writes) -> int:
     return sum(1 for row in writes.states if row.alert is not None) - before
 
 
+def issues(
+    db: sqlite3.Connection, after: str | None, limit: int
+) -> list[tuple[str, IdentityState]]:
+    """``Store.issues``: a range of the primary key (``issue;`` is the name after every
+    ``issue:<id>`` in byte order)."""
+    rows = db.execute(
+        "SELECT identity, state FROM state WHERE identity > ? AND identity < 'issue;'"
+        " ORDER BY identity LIMIT ?",
+        (max(after or "", "issue:"), limit),
+    ).fetchall()
+    return [(name, IdentityState.from_json(json.loads(text))) for name, text in rows]
+
+
 def active_alert(db: sqlite3.Connection, identity: str) -> str | None:
     """The identity's active alert (wire JSON), if it has one."""
     sql = "SELECT json_extract(state, '$.alert') FROM state WHERE identity = ? AND active"
