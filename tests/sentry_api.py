@@ -37,6 +37,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import threading
+import time
 from collections import deque
 from collections.abc import Mapping
 from http import HTTPStatus
@@ -65,6 +66,7 @@ class Seen:
     method: str
     path: str  # with the query string, as sent
     headers: Mapping[str, str]  # names lower-cased
+    at: float = 0.0  # time.monotonic() when it arrived
 
     @property
     def authorization(self) -> str | None:
@@ -288,7 +290,7 @@ def _handler(api: FakeSentryAPI) -> type[BaseHTTPRequestHandler]:
 
         def _serve(self) -> None:
             headers = {name.lower(): value for name, value in self.headers.items()}
-            reply = api._answer(Seen(self.command, self.path, headers))
+            reply = api._answer(Seen(self.command, self.path, headers, time.monotonic()))
             api._hold(reply.delay)
             if isinstance(reply.body, bytes):
                 data, ctype = reply.body, "application/octet-stream"
