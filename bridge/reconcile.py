@@ -137,7 +137,7 @@ class Reconciler:
                 status = statuses.get(issue_id)
                 if status is None or not wants(state, status, observed, now, self.policy):
                     continue
-                await self._store.accept(_input(identity, issue_id, status, observed))
+                await self._store.accept(answer(identity, issue_id, status, observed))
                 accepted += 1
             if len(page) < BATCH:
                 break
@@ -241,7 +241,7 @@ def _retry_after(response: httpx.Response) -> float | None:
     return seconds if 0 <= seconds <= 3600 else None
 
 
-def _input(identity: str, issue_id: str, status: str, observed: datetime) -> SentryAlert:
+def answer(identity: str, issue_id: str, status: str, observed: datetime) -> SentryAlert:
     """What the reconciler accepts into the inbox: Sentry's status of one issue."""
     return SentryAlert(
         resource=RESOURCE,

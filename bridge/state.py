@@ -451,6 +451,8 @@ def reconcile(
         prev,
         alert=alert,
         severity=severity,
+        # Undone, the alert was fired by no event: a resolve after it is not a replay.
+        last_event_at=prev.last_event_at if prev.alert is not None else None,
         posted=fingerprint(alert.labels),
         posted_at=now,
         sentry_escalating=escalating,
