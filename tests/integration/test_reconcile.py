@@ -23,6 +23,7 @@ import httpx
 import pytest
 import yaml
 
+from tests.conftest import PostgresTarget
 from tests.integration import procs
 from tests.integration.conftest import ENV, Alertmanager, Bridge
 from tests.integration.test_state_machine import event_alert, issue_webhook
@@ -36,9 +37,16 @@ LIFETIME = 4.0  # seconds: alertmanager.alert_lifetime where a test needs it sho
 
 @contextlib.contextmanager
 def running(
-    tmp_path: Path, am: Alertmanager, api: FakeSentryAPI, *, lifetime: str, interval: str
+    tmp_path: Path,
+    am: Alertmanager,
+    api: FakeSentryAPI,
+    *,
+    lifetime: str,
+    interval: str,
+    pg: PostgresTarget | None = None,
 ) -> Iterator[Bridge]:
-    """The bridge with the stand-in as its Sentry (token, organization ``acme``)."""
+    """The bridge with the stand-in as its Sentry (token, organization ``acme``), on SQLite
+    or on ``pg``'s schema."""
     path = procs.write_config(tmp_path / "config.yaml", [am.url], alert_lifetime=lifetime)
     data = yaml.safe_load(path.read_text(encoding="utf-8"))
     data["sentry"].update(
@@ -46,8 +54,12 @@ def running(
     )
     data["dedup"]["window"] = "1s"  # shorter than the lifetime, as config requires
     path.write_text(yaml.safe_dump(data), encoding="utf-8")
+    env = dict(ENV)
+    if pg is not None:
+        procs.use_postgres(path, pg.schema)
+        env["BRIDGE_DATABASE_URL"] = pg.dsn
     with (
-        procs.bridge(path, tmp_path / "data", tmp_path / "bridge.log", ENV) as process,
+        procs.bridge(path, tmp_path / "data", tmp_path / "bridge.log", env) as process,
         httpx.Client(base_url=process.url, timeout=10) as client,
     ):
         yield Bridge(process, client)
@@ -80,16 +92,19 @@ def test_an_issue_sentry_holds_open_stays_firing_past_the_lifetime(
             alertmanager.wait_for(lambda alerts: not alerts)
 
 
+@pytest.mark.parametrize("engine", ["sqlite", "postgres"])
 def test_a_resolve_sentry_never_sent_is_caught_up_at_start(
-    tmp_path: Path, alertmanager: Alertmanager
+    engine: str, tmp_path: Path, alertmanager: Alertmanager, request: pytest.FixtureRequest
 ) -> None:
+    pg: PostgresTarget | None = request.getfixturevalue("pg") if engine == "postgres" else None
+    # A long interval: only the round at start-up can see it in time.
+    options: dict[str, Any] = {"lifetime": "1h", "interval": "20m", "pg": pg}
     with FakeSentryAPI(token="t0ken") as api:
         api.status(ISSUE, "unresolved")
-        # A long interval: only the round at start-up can see it in time.
-        with running(tmp_path, alertmanager, api, lifetime="1h", interval="20m") as b:
+        with running(tmp_path, alertmanager, api, **options) as b:
             fire(b, alertmanager)
         api.status(ISSUE, "resolved")  # while the bridge is down; no webhook, ever
-        with running(tmp_path, alertmanager, api, lifetime="1h", interval="20m") as b:
+        with running(tmp_path, alertmanager, api, **options) as b:
             alertmanager.wait_for(lambda alerts: not alerts)
             assert b.metric("sentry_bridge_alerts_total", {"outcome": "reconciled"}) == 1
 
