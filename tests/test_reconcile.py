@@ -188,3 +188,29 @@ async def test_an_unauthorized_token_ends_the_round_at_once(
         api.status("1", "resolved")
         assert await r.reconciler.round() == 0
         assert len(api.requests) == 1
+
+
+async def test_only_the_replica_holding_the_periodic_lease_asks(
+    tmp_path: Path, api: FakeSentryAPI
+) -> None:
+    async with rig(tmp_path, api) as r:
+        await r.fire(1)
+        api.status("1", "resolved")
+        held = [False, False, True]  # what Store.periodic answers, round by round
+        r.store.periodic = lambda: _answer(held.pop(0))  # type: ignore[method-assign]
+        rounds: list[int] = []
+
+        async def sleep(seconds: float) -> None:
+            rounds.append(len(api.requests))
+            if not held:
+                raise asyncio.CancelledError
+
+        r.reconciler._sleep = sleep
+        with pytest.raises(asyncio.CancelledError):
+            await r.reconciler.run()
+        assert rounds[:2] == [0, 0]  # not the holder: no request
+        assert len(api.requests) == 1  # the holder: one round
+
+
+async def _answer(value: bool) -> bool:
+    return value
