@@ -3,6 +3,7 @@
 ``serve`` runs everything in one process, on one event loop (README, "How it runs"):
 
     config -> metrics -> store (the SQLite store) -> enricher -> pipeline -> delivery
+                                   `-> reconciler (with a Sentry API token) -> store's inbox
 
 The HTTP edge (``bridge.app``) commits each accepted webhook to the store itself
 (``Bridge.accept``: the store's own group commit) and answers; the pipeline task takes
@@ -50,6 +51,7 @@ from bridge.escalation import Escalator, Silences
 from bridge.metrics import Metrics
 from bridge.model import SentryAlert
 from bridge.pipeline import Pipeline
+from bridge.reconcile import Reconciler
 from bridge.state import Policy
 from bridge.store import describe, open_store
 from bridge.store.contract import Sizes
@@ -88,6 +90,8 @@ class Bridge:
         self.delivery = Delivery(
             self.store, config.alertmanager, metrics, transport=alertmanager_transport
         )
+        # Sentry's status as the truth, with an API token (bridge/reconcile.py).
+        self.reconciler = Reconciler(config, self.store, metrics, transport=sentry_transport)
         self.ready = False
         # When SIGTERM/SIGINT arrived (time.monotonic()): the drain gets what is left of the
         # grace period after the in-flight webhooks, not all of it again.
@@ -122,6 +126,8 @@ class Bridge:
             "progress": self._watch_progress(),
             "escalation": self.escalator.run(),
         }
+        if self.reconciler.enabled:
+            work["reconcile"] = self.reconciler.run()
         for name, coroutine in work.items():
             task = asyncio.create_task(coroutine, name=name)
             task.add_done_callback(self._ended)
@@ -162,6 +168,7 @@ class Bridge:
         await self.delivery.aclose()
         await self._am_client.aclose()
         await self.enricher.aclose()
+        await self.reconciler.aclose()
         await self.store.close()
 
     async def _drain(self, timeout: float) -> bool:  # noqa: ASYNC109 - a budget, not a cancel

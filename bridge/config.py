@@ -221,6 +221,9 @@ class Sentry(Strict):
     api_timeout: Seconds = 2.0
     api_cache_ttl: Seconds = 60.0
     api_cache_size: int = Field(default=10_000, ge=1)
+    # With api_token set: how often the reconciler asks Sentry for the status of the issues
+    # behind firing (and recently resolved) alerts (bridge/reconcile.py, issue 16 item 3).
+    reconcile_interval: Seconds = 60.0
     # Refuse webhooks whose Sentry-Hook-Timestamp is further than this from now. Off by
     # default. Sentry does not sign the timestamp, so this only bounds how long a captured
     # webhook can be replayed together with remembering recent Request-IDs.
@@ -471,6 +474,13 @@ class Config(Strict):
                     f"classification.rules: rule {rule.name!r} names escalation policy "
                     f"{rule.escalation!r}, which escalation.policies does not define"
                 )
+        lifetime = self.alertmanager.alert_lifetime
+        if self.sentry.api_token is not None and self.sentry.reconcile_interval * 3 > lifetime:
+            raise ValueError(
+                "sentry.reconcile_interval: must be at most a third of "
+                "alertmanager.alert_lifetime, or an alert Sentry holds open could lapse in "
+                "Alertmanager between two checks"
+            )
         needed = postgres_connections(len(self.alertmanager.urls))
         if self.store.backend == "postgres" and self.store.postgres.pool_size < needed:
             raise ValueError(

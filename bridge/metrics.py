@@ -59,6 +59,8 @@ QUARANTINE_REASONS = ("invalid_payload", "parse_error", "pipeline_error", "unkno
 EDITOR_REQUESTS = ("save", "options")
 EDITOR_OUTCOMES = ("accepted", "refused", "unauthorized", "bad_request", "busy")
 ENRICH_RESULTS = ("hit", "fetched", "timeout", "unauthorized", "not_found", "error", "skipped")
+# Requests of the reconciler (bridge/reconcile.py) to Sentry's API, by result.
+RECONCILE_RESULTS = ("ok", "rate_limited", "unauthorized", "not_found", "timeout", "error")
 
 
 class _Sizes(Protocol):
@@ -153,7 +155,8 @@ class Metrics:
         self.alerts = Counter(
             "alerts_total",
             "Webhooks through the state machine, by outcome (forwarded, resolved, duplicate, "
-            "stale, dropped, ignored), and escalation timer ticks (escalated: a tier fired; "
+            "stale, dropped, ignored), the reconciler's answers from Sentry's API "
+            "(reconciled) and escalation timer ticks (escalated: a tier fired; "
             "acknowledged: a silence holds the step).",
             ["outcome"],
             namespace=ns,
@@ -183,6 +186,20 @@ class Metrics:
             "enrichment_requests_total",
             "Look-ups of issue counts in Sentry's API, by result.",
             ["result"],
+            namespace=ns,
+            registry=registry,
+        )
+        self.reconcile_requests = Counter(
+            "reconcile_requests_total",
+            "Requests of the reconciler for the status of issues in Sentry's API, by result "
+            "(ok, rate_limited, unauthorized, not_found, timeout, error).",
+            ["result"],
+            namespace=ns,
+            registry=registry,
+        )
+        self.reconcile_last_success = Gauge(
+            "reconcile_last_success_timestamp_seconds",
+            "When the reconciler last finished a round of every issue it had to check.",
             namespace=ns,
             registry=registry,
         )
@@ -394,6 +411,8 @@ class Metrics:
             self.quarantined.labels(reason)
         for result in ENRICH_RESULTS:
             self.enrichment.labels(result)
+        for result in RECONCILE_RESULTS:
+            self.reconcile_requests.labels(result)
 
     def connections_closed_by_reason(self, reason: str) -> None:
         self.connections_closed.labels(reason).inc()

@@ -193,3 +193,6 @@ class Outcome(enum.StrEnum):
     # in Alertmanager (an acknowledgement) holds the step due.
     ESCALATED = "escalated"
     ACKNOWLEDGED = "acknowledged"
+    # Sentry's API said otherwise than the alert stood (bridge/reconcile.py): resolved,
+    # ignored or archived ends it; unresolved keeps it firing, or undoes a replayed resolve.
+    RECONCILED = "reconciled"

@@ -41,7 +41,8 @@ from bridge.enrich import Enricher
 from bridge.escalation import Silences, is_tick
 from bridge.metrics import Metrics
 from bridge.model import Outcome, SentryAlert, State
-from bridge.state import IdentityState, Policy, Step, step, tick
+from bridge.reconcile import RESOURCE as SENTRY_API
+from bridge.state import IdentityState, Policy, Step, reconcile, step, tick
 from bridge.store.contract import Entry, Failed, Processed, Store, Taken
 
 log = logging.getLogger("bridge.pipeline")
@@ -132,7 +133,7 @@ class Pipeline:
         if self.enricher.enabled:
             # Enrichment is I/O: run the batch's look-ups concurrently (the enricher
             # collapses look-ups of one issue); the decisions then run in order.
-            enriched = await asyncio.gather(*(self.enricher.enrich(e.alert) for e in entries))
+            enriched = await asyncio.gather(*(self._enrich(e.alert) for e in entries))
             entries = [replace(e, alert=a) for e, a in zip(entries, enriched, strict=True)]
         silenced = await self._silenced(entries, taken)
         # Each decision sees the state the batch's earlier ones left, else the stored one.
@@ -185,6 +186,11 @@ class Pipeline:
         found = await asyncio.gather(*(self.silences.silenced(labels) for _, labels in asked))
         return {inbox_id for (inbox_id, _), held in zip(asked, found, strict=True) if held}
 
+    async def _enrich(self, alert: SentryAlert) -> SentryAlert:
+        if alert.resource == SENTRY_API or is_tick(alert):
+            return alert  # the reconciler's answer, the escalation timer: nothing to classify
+        return await self.enricher.enrich(alert)
+
     def decide(
         self,
         entry: Entry,
@@ -200,14 +206,19 @@ class Pipeline:
         caller once the result is committed. An escalation tick goes to ``state.tick``
         (``silenced``: a silence in Alertmanager holds its step)."""
         alert = entry.alert
-        if alert.state is State.RESOLVED and alert.occurred_at is None:
-            # A resolve without a time of its own happened by the time it was accepted: a
-            # backlog (a restart) must not make the events that came after it look stale.
-            alert = replace(alert, occurred_at=entry.accepted_at)
         if is_tick(alert):
             decision = _TICK
             result = tick(previous, now, self.policy, silenced=silenced)
+        elif alert.resource == SENTRY_API:
+            # The reconciler's answer from Sentry's API (bridge.reconcile), not a webhook.
+            observed = alert.occurred_at or entry.accepted_at
+            result = reconcile(previous, alert.action, observed, now, self.policy)
+            decision = Decision(SENTRY_API, result.severity, {}, {})
         else:
+            if alert.state is State.RESOLVED and alert.occurred_at is None:
+                # A resolve without a time of its own happened by the time it was accepted:
+                # a backlog (a restart) must not make the events after it look stale.
+                alert = replace(alert, occurred_at=entry.accepted_at)
             decision = classify(alert, self.config.classification)
             result = step(previous, alert, decision, now, self.policy)
         if tally is None:

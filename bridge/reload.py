@@ -67,6 +67,7 @@ RESTART_ONLY: tuple[tuple[str, str | None], ...] = (
     ("sentry", "api_timeout"),
     ("sentry", "api_cache_ttl"),
     ("sentry", "api_cache_size"),
+    ("sentry", "reconcile_interval"),  # the reconciler's task reads it once (bridge/reconcile.py)
 )
 
 

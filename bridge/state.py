@@ -118,6 +118,12 @@ class IdentityState:
     escalation_since: datetime | None = None
     tiers: tuple[PostableAlert, ...] = ()
     due_at: datetime | None = None
+    # For the reconciler (``reconcile``): the alert a resolve ended and the severity it had,
+    # so a resolve Sentry's API contradicts (a replayed capture) can be undone; and whether
+    # Sentry's API last said the issue escalates (it escalates the alert once per spell).
+    last_alert: PostableAlert | None = None
+    last_severity: Severity | None = None
+    sentry_escalating: bool = False
 
     def firing(self, now: datetime) -> PostableAlert | None:
         """The alert still firing in Alertmanager at ``now``, if any."""
@@ -156,6 +162,9 @@ class IdentityState:
             "escalation_since": _iso(self.escalation_since),
             "tiers": [t.wire() for t in self.tiers],
             "due_at": _iso(self.due_at),
+            "last_alert": self.last_alert.wire() if self.last_alert else None,
+            "last_severity": self.last_severity,
+            "sentry_escalating": self.sentry_escalating,
         }
 
     @classmethod
@@ -175,6 +184,11 @@ class IdentityState:
             escalation_since=_time(data.get("escalation_since")),
             tiers=tuple(PostableAlert.model_validate(t) for t in data.get("tiers") or ()),
             due_at=_time(data.get("due_at")),
+            last_alert=PostableAlert.model_validate(last)
+            if (last := data.get("last_alert"))
+            else None,
+            last_severity=Severity(data["last_severity"]) if data.get("last_severity") else None,
+            sentry_escalating=bool(data.get("sentry_escalating")),
         )
 
 
@@ -327,6 +341,10 @@ def _resolve(
         resolved_at=_latest(prev.resolved_at, resolved_at),
         posted=None,
         posted_at=None,
+        # The reconciler's (see ``reconcile``): what to fire again if Sentry says otherwise.
+        last_alert=prev.alert or prev.last_alert,
+        last_severity=prev.severity or prev.last_severity,
+        sentry_escalating=False,
     )
     if firing is not None:
         return Step(done, (L.resolved(firing, now),), Outcome.RESOLVED)
@@ -489,6 +507,8 @@ def describe(previous: IdentityState | None, result: Step) -> Sequence[str]:
         lines.append("stale: the event happened before Sentry resolved the issue; no effect")
     elif result.outcome is Outcome.DUPLICATE:
         lines.append("duplicate: the same label set was posted within the dedup window")
+    elif result.outcome is Outcome.RECONCILED:
+        lines.append("reconciled: Sentry's API says otherwise than the alert stood")
     elif result.outcome is Outcome.DROPPED:
         lines.append("dropped: a rule drops it; nothing is posted")
     elif before is None:
@@ -511,3 +531,198 @@ def describe_tiers(state: IdentityState) -> list[str]:
     if state.due_at is not None:
         lines.append(f"next escalation step due at {state.due_at.isoformat()}")
     return lines
+
+
+# --- the reconciler's input: Sentry's API says what the issue's status is -------------------
+# Issue 16, contract item 3 (docs/state-machine.md, "Sentry's status"). Sentry's issue
+# serializer (src/sentry/api/serializers/models/group.py) sends ``status`` as one of
+# resolved, unresolved, ignored (shown as "archived"), pending_deletion,
+# deletion_in_progress, pending_merge, reprocessing; ``bridge.reconcile`` turns an
+# unresolved issue whose ``substatus`` is ``escalating`` into ESCALATING.
+ESCALATING = "escalating"
+UNRESOLVED = "unresolved"
+# Statuses that end the alert: Sentry will send no further events for it.
+CLOSED = frozenset({"resolved", "ignored", "muted", "pending_deletion", "deletion_in_progress"})
+OPEN = frozenset({UNRESOLVED, ESCALATING})
+
+
+def reconcile(
+    previous: IdentityState | None,
+    status: str,
+    observed_at: datetime,
+    now: datetime,
+    policy: Policy,
+) -> Step:
+    """``_reconcile``'s answer, with the escalation tiers following the alert as they do a
+    webhook's (``_follow``). A test notification's alert is its own webhooks' alone (item
+    5): Sentry's API neither keeps it alive nor fires it again."""
+    prev = previous or EMPTY
+    if prev.test or (prev.alert is None and _is_test(prev.last_alert)):
+        return Step(prev, (), Outcome.DUPLICATE, prev.severity if prev.firing(now) else None)
+    return _follow(prev, _reconcile(prev, status, observed_at, now, policy), now, policy)
+
+
+def _is_test(alert: PostableAlert | None) -> bool:
+    return alert is not None and alert.labels.get(TEST_LABEL) == "true"
+
+
+def _follow(prev: IdentityState, result: Step, now: datetime, policy: Policy) -> Step:
+    """The tiers of a reconciled alert: they end with it, are refreshed with it, move to
+    its new label set when it escalates (the old ones resolved first), and start over when
+    it fires again (a lapsed alert, a resolve undone: the policy for its severity)."""
+    state, current = result.state, result.state.alert
+    fired = prev.firing(now)
+    live = prev.tiers if fired is not None else ()
+    if current is None:
+        if not prev.tiers and prev.escalation is None:
+            return result
+        done = dataclasses.replace(
+            state, escalation=None, escalation_since=None, tiers=(), due_at=None
+        )
+        ended = tuple(L.resolved(t, now) for t in live)
+        return dataclasses.replace(result, state=done, posts=(*result.posts, *ended))
+    if current is prev.alert or not result.posts:
+        return result
+    if fired is not None and fired.labels == current.labels:
+        tiers = tuple(t.model_copy(update={"ends_at": current.ends_at}) for t in live)
+        state = dataclasses.replace(state, tiers=tiers)
+        return dataclasses.replace(result, state=state, posts=(*result.posts, *tiers))
+    if fired is not None:  # escalated one step: the same policy, its tiers carried over
+        steps = policy.tiers.get(prev.escalation or "", ())
+        tiers = tuple(
+            _tier(current, steps[i], t.starts_at or now) for i, t in enumerate(live[: len(steps)])
+        )
+        gone = tuple(L.resolved(t, now) for t in live)
+        state = dataclasses.replace(state, tiers=tiers)
+        return dataclasses.replace(result, state=state, posts=(*gone, *result.posts, *tiers))
+    assert result.severity is not None
+    name = policy.escalation_for(None, result.severity)
+    steps = policy.tiers.get(name, ()) if name else ()
+    state = dataclasses.replace(
+        state,
+        escalation=name,
+        escalation_since=now if name else None,
+        tiers=(),
+        due_at=_due(steps, now, 0),
+    )
+    return dataclasses.replace(result, state=state)
+
+
+def _reconcile(
+    prev: IdentityState,
+    status: str,
+    observed_at: datetime,
+    now: datetime,
+    policy: Policy,
+) -> Step:
+    """Sentry's API said ``status`` for the issue at ``observed_at`` (when the bridge asked):
+    Sentry's status is the truth.
+
+    * closed (resolved, ignored/archived, being deleted) ends the alert: ``reconciled``;
+    * open keeps a firing alert alive: re-posted with a fresh endsAt once half its lifetime
+      has passed, so it never lapses while Sentry holds the issue open; an alert that lapsed
+      (the bridge was down) fires again;
+    * open after a resolve the bridge saw before ``observed_at`` undoes that resolve (a
+      replayed capture, or a regression whose webhook never came): the alert it ended fires
+      again;
+    * escalating escalates the firing alert one step, once per spell, as Sentry's
+      ``status_escalating`` webhook does;
+    * anything else (or nothing to change): no effect, ``duplicate``.
+    """
+    firing = prev.firing(now)
+    current = prev.severity if firing else None
+    if status in CLOSED:
+        if prev.alert is None:
+            return Step(prev, (), Outcome.DUPLICATE)
+        # Resolved no earlier than what the bridge knows happened before it; not "now": a
+        # regression Sentry received between the resolve and this check must not be stale.
+        known = (prev.resolved_at, prev.last_event_at, prev.alert.starts_at)
+        done = dataclasses.replace(
+            prev,
+            alert=None,
+            severity=None,
+            environments=(),
+            resolved_at=max((t for t in known if t is not None), default=None),
+            posted=None,
+            posted_at=None,
+            last_alert=prev.alert,
+            last_severity=prev.severity,
+            sentry_escalating=False,
+        )
+        posts = (L.resolved(firing, now),) if firing is not None else ()
+        return Step(done, posts, Outcome.RECONCILED)
+    if status not in OPEN:
+        return Step(prev, (), Outcome.DUPLICATE, current)
+    escalating = status == ESCALATING
+    if firing is not None and prev.severity is not None:
+        if escalating and not prev.sentry_escalating and prev.severity is not Severity.CRITICAL:
+            return _escalate(prev, firing, prev.severity, now, policy)
+        if firing.ends_at is not None and firing.ends_at - now <= policy.alert_lifetime / 2:
+            alive = firing.model_copy(update={"ends_at": now + policy.alert_lifetime})
+            state = dataclasses.replace(prev, alert=alive, sentry_escalating=escalating)
+            return Step(state, (alive,), Outcome.RECONCILED, prev.severity)
+        if prev.sentry_escalating != escalating:
+            return Step(
+                dataclasses.replace(prev, sentry_escalating=escalating),
+                (),
+                Outcome.DUPLICATE,
+                prev.severity,
+            )
+        return Step(prev, (), Outcome.DUPLICATE, prev.severity)
+    if prev.alert is not None:
+        again, severity = prev.alert, prev.severity  # lapsed while Sentry held it open
+    elif (
+        prev.last_alert is not None
+        and prev.resolved_at is not None
+        and prev.resolved_at < observed_at
+    ):
+        again, severity = prev.last_alert, prev.last_severity  # a resolve Sentry contradicts
+    else:
+        return Step(prev, (), Outcome.DUPLICATE)
+    alert = again.model_copy(update={"starts_at": now, "ends_at": now + policy.alert_lifetime})
+    state = dataclasses.replace(
+        prev,
+        alert=alert,
+        severity=severity,
+        # Undone, the alert was fired by no event: a resolve after it is not a replay.
+        last_event_at=prev.last_event_at if prev.alert is not None else None,
+        posted=fingerprint(alert.labels),
+        posted_at=now,
+        sentry_escalating=escalating,
+    )
+    return Step(state, (alert,), Outcome.RECONCILED, severity)
+
+
+def _escalate(
+    prev: IdentityState, firing: PostableAlert, severity: Severity, now: datetime, policy: Policy
+) -> Step:
+    """The firing alert one step up (``escalated="true"``): the old label set resolved first."""
+    raised = severity.escalate()
+    labels = dict(firing.labels)
+    for name, value in policy.severity_labels.get(severity, {}).items():
+        if labels.get(name) == value:
+            del labels[name]  # the old severity's own labels (a rule's stay)
+    for name, value in policy.severity_labels.get(raised, {}).items():
+        labels.setdefault(name, value)
+    labels.update(severity=raised.value, escalated="true")
+    alert = firing.model_copy(
+        update={"labels": labels, "starts_at": now, "ends_at": now + policy.alert_lifetime}
+    )
+    state = dataclasses.replace(
+        prev,
+        alert=alert,
+        severity=raised,
+        posted=fingerprint(labels),
+        posted_at=now,
+        sentry_escalating=True,
+    )
+    return Step(state, (L.resolved(firing, now), alert), Outcome.RECONCILED, raised, True)
+
+
+def wants(
+    state: IdentityState, status: str, observed_at: datetime, now: datetime, policy: Policy
+) -> bool:
+    """Whether ``reconcile`` would change anything: the reconciler accepts an input for an
+    identity only then (the state may move on before it is decided; ``reconcile`` decides
+    again from the state it finds)."""
+    return reconcile(state, status, observed_at, now, policy).state is not state

@@ -72,6 +72,14 @@ class Reference:
     latest_event: datetime | None = None  # of the current firing
     event_id: str | None = None
     firings: list[datetime] = dataclasses.field(default_factory=list)
+    # Issue 16, Sentry's status (``reconcile`` below): when the label set shown started,
+    # what the last resolve ended, and whether Sentry's API last said "escalating".
+    started: datetime | None = None
+    last_shown: Shown | None = None
+    sentry_escalating: bool = False
+    # Item 5: what it shows (or showed last) is a test notification's, left to its own
+    # webhooks: Sentry's API neither keeps it firing nor fires it again.
+    test: bool = False
 
     def active(self, now: datetime) -> Shown | None:
         return self.shown if self.ends is not None and self.ends > now else None
@@ -85,6 +93,8 @@ class Reference:
             latest = self.latest_event
             if is_issue and active and w.occurred_at and latest and w.occurred_at < latest:
                 return
+            self.last_shown = self.shown or self.last_shown  # issue 16: for an undo
+            self.sentry_escalating = False
             self.shown = self.ends = self.posted = self.latest_event = None
             # Without a time of its own, a resolve happened by the time it was accepted.
             when = w.occurred_at or accepted or now
@@ -123,7 +133,50 @@ class Reference:
             shown = (severity, env or "unknown", escalated)
         if shown == active and self.posted and now - self.posted < WINDOW:
             return  # a duplicate within the window: nothing posted, endsAt not moved
+        if shown != active:
+            self.started = now  # a new alert (label set) in Alertmanager
         self.shown, self.ends, self.posted = shown, now + lifetime(w), now
+        self.test = w.test
+
+    # --- issue 16, contract item 3: Sentry's status is the truth -------------------------
+
+    def reconcile(self, status: str, asked: datetime, now: datetime) -> None:
+        """Sentry's API said ``status`` at ``asked``; the issue's rules: closed (resolved,
+        ignored/archived, being deleted) resolves the alert, no later than what the bridge
+        knew happened before (last resolve, last event, the alert's start); open keeps it
+        firing past the lifetime (refreshed once half of it passed), fires a lapsed one
+        again and undoes a resolve decided before ``asked``; escalating escalates one step,
+        as status_escalating does, once while Sentry keeps saying it."""
+        active = self.active(now)
+        if self.test:
+            return
+        if status in ("resolved", "ignored", "pending_deletion", "deletion_in_progress"):
+            if self.shown is None:
+                return
+            known = [t for t in (self.resolved_at, self.latest_event, self.started) if t]
+            self.resolved_at = max(known) if known else None
+            self.last_shown, self.sentry_escalating = self.shown, False
+            self.shown = self.ends = self.posted = self.latest_event = None
+            return
+        if status not in ("unresolved", "escalating"):
+            return
+        escalating = status == "escalating"
+        if active is not None and self.ends is not None:
+            if escalating and not self.sentry_escalating and active[0] != "critical":
+                self.shown = (up(active[0]), active[1], True)
+                self.ends, self.posted, self.started = now + LIFETIME, now, now
+            elif self.ends - now <= LIFETIME / 2:
+                self.ends = now + LIFETIME
+            self.sentry_escalating = escalating
+            return
+        if self.shown is not None:
+            again = self.shown  # lapsed while Sentry held it open
+        elif self.last_shown and self.resolved_at and self.resolved_at < asked:
+            again, self.latest_event = self.last_shown, None  # a resolve Sentry contradicts
+        else:
+            return
+        self.shown, self.ends, self.posted, self.started = again, now + LIFETIME, now, now
+        self.sentry_escalating = escalating
 
 
 # --- issue 16, item 5: test notifications --------------------------------------------------

@@ -15,6 +15,21 @@ Answers follow Sentry's ``GET /api/0/issues/{id}/`` ("Retrieve an Issue"):
 ``userCount`` is a number and ``count`` a string, as Sentry's issue serializer
 sends them. Unknown paths answer 404 ``{"detail": ...}`` like Sentry; with
 ``token`` set, a request without ``Authorization: Bearer <token>`` gets 401.
+
+For the reconciler (bridge/reconcile.py), issue status, as Sentry keeps it::
+
+    api.status("42", "unresolved")                      # both issue URLs and the list
+    api.status("42", "unresolved", substatus="escalating")
+    api.fail(Reply(429, {"detail": "..."}, headers={"Retry-After": "2"}), times=3)
+
+``GET /api/0/organizations/{org}/issues/?group=1&group=2`` is "List an Organization's
+Issues" (``OrganizationGroupIndexEndpoint.get`` in getsentry/sentry's
+src/sentry/issues/endpoints/organization_group_index.py): with ``group`` ids it skips the
+search and answers a JSON list of those groups, whatever their status, leaving out the ones
+it does not have; a ``group`` that is not an integer is a 400. Each issue carries the
+serializer's ``status`` and ``substatus`` (src/sentry/api/serializers/models/group.py).
+``fail`` answers the next requests, whatever their path, with a canned failure (Sentry's
+rate limiter answers 429 with ``Retry-After`` in seconds).
 """
 
 from __future__ import annotations
@@ -22,11 +37,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import threading
+import time
+from collections import deque
 from collections.abc import Mapping
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any, Self
+from urllib.parse import parse_qs, urlsplit
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,6 +66,7 @@ class Seen:
     method: str
     path: str  # with the query string, as sent
     headers: Mapping[str, str]  # names lower-cased
+    at: float = 0.0  # time.monotonic() when it arrived
 
     @property
     def authorization(self) -> str | None:
@@ -90,6 +109,8 @@ class FakeSentryAPI:
         self.token = token
         self.organization = organization
         self._replies: dict[str, Reply] = {}
+        self._statuses: dict[str, tuple[str, str | None]] = {}
+        self._failures: deque[Reply] = deque()
         self._seen: list[Seen] = []
         self._changed = threading.Condition()
         self._stopping = threading.Event()
@@ -175,6 +196,22 @@ class FakeSentryAPI:
         for path in (self.issue_path(issue_id), self.issue_path(issue_id, org=True)):
             self.reply(path, status=status, body=body, delay=delay)
 
+    def status(self, issue_id: str, status: str, *, substatus: str | None = None) -> None:
+        """Sentry now holds the issue in ``status`` (``resolved``, ``unresolved``,
+        ``ignored``...): the issue's own URLs and the organization's list answer it."""
+        with self._changed:
+            self._statuses[issue_id] = (status, substatus)
+            for path in (self.issue_path(issue_id), self.issue_path(issue_id, org=True)):
+                self._replies.pop(path, None)
+
+    def fail(self, reply: Reply, *, times: int = 1) -> None:
+        """The next ``times`` requests, to any path, get ``reply``."""
+        with self._changed:
+            self._failures.extend([reply] * times)
+
+    def list_path(self) -> str:
+        return f"/api/0/organizations/{self.organization}/issues/"
+
     def index(self, scopes: list[str]) -> None:
         """Answer ``GET /api/0/`` as Sentry's ``IndexEndpoint`` does for a token
         (getsentry/sentry src/sentry/api/endpoints/index.py): ``{"version": "0", "auth":
@@ -220,7 +257,27 @@ class FakeSentryAPI:
                 return Reply(405, {"detail": f'Method "{seen.method}" not allowed.'})
             if self.token is not None and seen.authorization != f"Bearer {self.token}":
                 return UNAUTHORIZED
-            return self._replies.get(seen.path.split("?", 1)[0], NOT_FOUND)
+            if self._failures:
+                return self._failures.popleft()
+            path = seen.path.split("?", 1)[0]
+            if path in self._replies:
+                return self._replies[path]
+            if path == self.list_path():
+                return self._list(seen.path)
+            for issue_id in self._statuses:
+                if path in (self.issue_path(issue_id), self.issue_path(issue_id, org=True)):
+                    return Reply(200, self._issue(issue_id))
+            return NOT_FOUND
+
+    def _issue(self, issue_id: str) -> dict[str, Any]:
+        status, substatus = self._statuses[issue_id]
+        return {**issue_body(issue_id, users=1, events=1), "status": status, "substatus": substatus}
+
+    def _list(self, path: str) -> Reply:
+        groups = parse_qs(urlsplit(path).query).get("group", [])
+        if not all(group.isdigit() for group in groups):
+            return Reply(400, {"detail": "Group ids must be integers"})
+        return Reply(200, [self._issue(g) for g in dict.fromkeys(groups) if g in self._statuses])
 
     def _hold(self, seconds: float) -> None:
         if seconds > 0:
@@ -233,7 +290,7 @@ def _handler(api: FakeSentryAPI) -> type[BaseHTTPRequestHandler]:
 
         def _serve(self) -> None:
             headers = {name.lower(): value for name, value in self.headers.items()}
-            reply = api._answer(Seen(self.command, self.path, headers))
+            reply = api._answer(Seen(self.command, self.path, headers, time.monotonic()))
             api._hold(reply.delay)
             if isinstance(reply.body, bytes):
                 data, ctype = reply.body, "application/octet-stream"

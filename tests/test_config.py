@@ -421,6 +421,14 @@ REFUSALS = [
         {"dedup": {"escalate_after": 1}}, "dedup.escalate_after: ", id="escalate-after-one"
     ),
     pytest.param(
+        {
+            "sentry": {"legacy_token": "x", "api_token": "t", "reconcile_interval": "30m"},
+            "alertmanager": {"alert_lifetime": "1h"},
+        },
+        "sentry.reconcile_interval: must be at most a third of alertmanager.alert_lifetime",
+        id="reconcile-interval-too-long-for-the-lifetime",
+    ),
+    pytest.param(
         {"alertmanager": {"urls": "localhost:9093"}},
         "alertmanager.urls: entry 1 is not an http(s) URL",
         id="url-without-scheme",

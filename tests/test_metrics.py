@@ -32,7 +32,7 @@ def test_one_registry_one_exposition_every_family_once() -> None:
 def test_every_outcome_is_exported_at_zero_before_the_first_webhook() -> None:
     registry = CollectorRegistry()
     Metrics(registry)
-    outcomes = {"forwarded", "resolved", "duplicate", "stale", "dropped", "ignored"}
+    outcomes = {"forwarded", "resolved", "duplicate", "stale", "dropped", "ignored", "reconciled"}
     outcomes |= {"escalated", "acknowledged"}  # the escalation timer (issue 16)
     for outcome in outcomes:
         value = registry.get_sample_value("sentry_bridge_alerts_total", {"outcome": outcome})

@@ -24,7 +24,8 @@ A webhook's way through a store (docs/scaling.md has the picture):
    batch or one page, so a fresh alert never waits behind a whole re-send round. What an
    Alertmanager refuses is its dead letter (``advance``, ``refuse``) and nobody else's
    business: it changes no identity's state and nothing another Alertmanager receives.
-5. ``periodic()``: whether this replica runs the periodic jobs (re-sends, expiry) now; one
+5. ``periodic()``: whether this replica runs the periodic jobs (re-sends, expiry, the
+   reconciler's rounds, which page through ``issues``) now; one
    replica at a time (a lease on PostgreSQL), taken over within the lease's time.
 
 What a store holds is one read, ``sizes()`` (``Sizes``), cached briefly
@@ -238,6 +239,12 @@ class Store(Protocol):
         """(identity, when) of the identities whose next escalation step
         (``IdentityState.due_at``) is due by the store's clock, the most overdue first, at
         most ``limit`` (``bridge.escalation``)."""
+
+    async def issues(self, after: str | None, limit: int) -> list[tuple[str, IdentityState]]:
+        """Up to ``limit`` issue identities (``issue:<id>``) that have a state, with it, in
+        the order of their names (plain byte order), the first after ``after``: the issues
+        behind firing alerts and those resolved within the day a state is kept, for the
+        reconciler (bridge/reconcile.py). Page on with the last identity."""
 
     async def expire(self, *, resolved_for: float) -> None:
         """Forget active alerts whose endsAt passed and resolved ones re-sent for

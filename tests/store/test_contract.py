@@ -17,7 +17,7 @@ import pytest
 
 from bridge.alertmanager import PostableAlert, wire_json
 from bridge.errors import StoreFull
-from bridge.model import SentryAlert, Severity
+from bridge.model import Kind, SentryAlert, Severity
 from bridge.state import IdentityState
 from bridge.store.contract import Failed, Processed, Queued, Store, Taken
 from tests import factories
@@ -799,3 +799,22 @@ async def test_resends_keep_the_tiers_alive_with_their_alert(open_engine: Opener
         assert shown["tiers"] == 2
         assert state.due_at is not None
         assert shown["next_step_at"] == pytest.approx(state.due_at.timestamp())
+
+
+# --- the reconciler's read (issue 16) ---------------------------------------------------
+
+
+async def test_issues_pages_the_issue_states_in_byte_order(open_engine: Opener) -> None:
+    async with open_engine() as store:
+        names = ["issue:10", "issue:9", "issue:100", "metric_alert:1"]
+        for name in names:
+            kind = Kind.METRIC_ALERT if name.startswith("metric") else Kind.ISSUE
+            await store.accept(factories.sentry_alert(identity=name, kind=kind))
+        taken = await take(store)
+        alert = firing(1, taken.now)
+        await commit(store, taken, states={name: state_of(alert, taken.now) for name in names})
+        first = await store.issues(None, 2)
+        rest = await store.issues(first[-1][0], 2)
+        assert [name for name, _ in first + rest] == ["issue:10", "issue:100", "issue:9"]
+        assert first[0][1] == state_of(alert, taken.now)
+        assert await store.issues(rest[-1][0], 2) == []

@@ -424,9 +424,12 @@ async def test_a_version_2_store_gains_the_escalation_column(
     """Version 3 (issue 16) only adds ``state.due_at``: a version 2 file is upgraded at open,
     its states kept."""
     db = sqlite3.connect(tmp_path / FILENAME)
-    db.executescript(SCHEMA.replace(", due_at REAL", "").replace(
-        "CREATE INDEX IF NOT EXISTS state_due_at ON state (due_at) WHERE due_at IS NOT NULL;", ""
-    ))
+    db.executescript(
+        SCHEMA.replace(", due_at REAL", "").replace(
+            "CREATE INDEX IF NOT EXISTS state_due_at ON state (due_at) WHERE due_at IS NOT NULL;",
+            "",
+        )
+    )
     db.execute("INSERT INTO state VALUES ('issue:1', 1e12, 0, NULL, '{}')")
     db.execute("PRAGMA user_version = 2")
     db.commit()

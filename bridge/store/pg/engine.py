@@ -42,6 +42,7 @@ from bridge.config import Postgres, postgres_connections
 from bridge.errors import ConfigError, StoreError, StoreFull
 from bridge.metrics import Metrics
 from bridge.model import SentryAlert
+from bridge.state import IdentityState
 from bridge.store.contract import Entry, Failed, Lane, Processed, Quarantined, Sizes, Taken
 from bridge.store.group_commit import GroupCommit
 from bridge.store.health import WriteHealth
@@ -376,6 +377,10 @@ class PostgresStore:
     async def due(self, limit: int) -> list[tuple[str, datetime]]:
         async with self._pool.acquire() as conn:
             return await identity.due(conn, limit)
+
+    async def issues(self, after: str | None, limit: int) -> list[tuple[str, IdentityState]]:
+        async with self._pool.acquire() as conn:
+            return await identity.issues(conn, after, limit)
 
     async def expire(self, *, resolved_for: float) -> None:
         await self._shield(self._write(operators.expire, resolved_for))

@@ -51,6 +51,11 @@ async def write(conn: Any, writes: Writes) -> None:
         )
 
 
+async def issues(conn: Any, after: str | None, limit: int) -> list[tuple[str, IdentityState]]:
+    rows = await conn.fetch(sql.ISSUES, after or "", limit)
+    return [(row[0], IdentityState.from_json(codec.from_jsonb(row[1]))) for row in rows]
+
+
 async def active_alerts(conn: Any, identities: Collection[str]) -> dict[str, str]:
     """The active alert (wire JSON) of each of these identities that has one."""
     rows = await conn.fetch(sql.ACTIVE_ALERTS_OF, list(identities))

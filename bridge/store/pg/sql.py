@@ -149,6 +149,14 @@ END_EXPIRED = (
     "UPDATE identity_state SET active = false, due_at = NULL WHERE active AND ends_at <= $1"
 )
 
+# Store.issues, for the reconciler: byte order (COLLATE "C"), whatever the database's
+# collation.
+ISSUES = """
+SELECT identity, state::text FROM identity_state
+WHERE identity LIKE 'issue:%' AND identity COLLATE "C" > $1
+ORDER BY identity COLLATE "C" LIMIT $2
+"""
+
 # The escalation timer (bridge.escalation): the identities whose next step is due.
 DUE = """
 SELECT identity, due_at FROM identity_state WHERE due_at <= clock_timestamp() AND active

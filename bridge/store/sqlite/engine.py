@@ -233,6 +233,9 @@ class SqliteStore:
     async def due(self, limit: int) -> list[tuple[str, datetime]]:
         return await self._read(identity.due, self._now(), limit)
 
+    async def issues(self, after: str | None, limit: int) -> list[tuple[str, IdentityState]]:
+        return await self._read(identity.issues, after, limit)
+
     async def expire(self, *, resolved_for: float) -> None:
         """Forget active alerts whose endsAt passed (Alertmanager has expired them too) and
         resolved ones re-sent for ``resolved_for`` seconds."""

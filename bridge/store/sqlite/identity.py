@@ -40,6 +40,15 @@ def write(db: sqlite3.Connection, writes: Writes) -> None:
     db.executemany(sql.FORGET_STATE, [(n,) for n in writes.forgotten])
 
 
+def issues(
+    db: sqlite3.Connection, after: str | None, limit: int
+) -> list[tuple[str, IdentityState]]:
+    """``Store.issues``: a range of the primary key (``issue;`` is the name after every
+    ``issue:<id>`` in byte order)."""
+    rows = db.execute(sql.ISSUES, (max(after or "", "issue:"), limit)).fetchall()
+    return [(name, IdentityState.from_json(json.loads(text))) for name, text in rows]
+
+
 def active_alert(db: sqlite3.Connection, identity: str) -> str | None:
     """The identity's active alert (wire JSON), if it has one."""
     row = db.execute(sql.ACTIVE_ALERT, (identity,)).fetchone()

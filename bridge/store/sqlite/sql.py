@@ -58,6 +58,12 @@ UPSERT_STATE = (
     "INSERT OR REPLACE INTO state (identity, kept_until, active, ends_at, state, due_at)"
     " VALUES (?, ?, ?, ?, ?, ?)"
 )
+# Store.issues, for the reconciler: a range of the primary key (``issue;`` is the name after
+# every ``issue:<id>`` in byte order).
+ISSUES = (
+    "SELECT identity, state FROM state WHERE identity > ? AND identity < 'issue;'"
+    " ORDER BY identity LIMIT ?"
+)
 # The escalation timer (bridge.escalation): the identities whose next step is due.
 DUE = "SELECT identity, due_at FROM state WHERE due_at <= ? AND active ORDER BY due_at LIMIT ?"
 FORGET_STATE = "DELETE FROM state WHERE identity = ?"
