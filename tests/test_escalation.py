@@ -15,7 +15,16 @@ from bridge.classify import classify
 from bridge.errors import ConfigError, StoreFull
 from bridge.escalation import Escalator, Silences, is_tick
 from bridge.model import Outcome, SentryAlert, State
-from bridge.state import IdentityState, Policy, Step, describe, describe_tiers, step, tick
+from bridge.state import (
+    IdentityState,
+    Policy,
+    Step,
+    describe,
+    describe_tiers,
+    reconcile,
+    step,
+    tick,
+)
 from tests.factories import START, sentry_alert
 
 RAW: dict[str, Any] = {
@@ -71,7 +80,8 @@ def resolve(t: float) -> SentryAlert:
     )
 
 
-# A tick: (seconds, TICK or SILENCED); a webhook: (seconds, SentryAlert).
+# A tick: (seconds, TICK or SILENCED); Sentry's API (the reconciler): (seconds, "api:STATUS");
+# a webhook: (seconds, SentryAlert).
 TICK, SILENCED = "tick", "silenced"
 Input = tuple[float, SentryAlert | str]
 
@@ -81,7 +91,9 @@ def run(inputs: list[Input]) -> list[tuple[Step, datetime]]:
     out = []
     for seconds, what in inputs:
         now = at(seconds)
-        if isinstance(what, str):
+        if isinstance(what, str) and what.startswith("api:"):
+            result = reconcile(state, what[4:], now, now, POLICY)
+        elif isinstance(what, str):
             result = tick(state, now, POLICY, silenced=what == SILENCED)
         else:
             result = step(state, what, classify(what, CONFIG.classification), now, POLICY)
@@ -96,6 +108,7 @@ def show(alert: PostableAlert, now: datetime) -> str:
     return f"{verb} {alert.labels['severity']}/{alert.labels['environment']}#{tier}"
 
 
+C = Outcome.RECONCILED
 F, R, D, E, A, N = (
     Outcome.FORWARDED,
     Outcome.RESOLVED,
@@ -107,6 +120,47 @@ F, R, D, E, A, N = (
 M = 60
 
 CASES = [
+    # The tiers follow an alert Sentry's API speaks for (docs/state-machine.md rule 9).
+    pytest.param(
+        [(0, event()), (15 * M, TICK), (20 * M, "api:resolved")],
+        [
+            (F, ["fire critical/production#1"]),
+            (E, ["fire critical/production#2"]),
+            (C, ["resolve critical/production#1", "resolve critical/production#2"]),
+        ],
+        id="sentry-resolving-the-issue-ends-every-tier",
+    ),
+    pytest.param(
+        [(0, event()), (15 * M, TICK), (45 * M, "api:unresolved")],
+        [
+            (F, ["fire critical/production#1"]),
+            (E, ["fire critical/production#2"]),
+            (C, ["fire critical/production#1", "fire critical/production#2"]),
+        ],
+        id="sentry-holding-the-issue-open-keeps-every-tier-alive",
+    ),
+    pytest.param(
+        [(0, event("staging")), (15 * M, TICK), (20 * M, "api:escalating")],
+        [
+            (F, ["fire high/staging#1"]),
+            (E, ["fire high/staging#2"]),
+            (
+                C,
+                [
+                    "resolve high/staging#2",
+                    "resolve high/staging#1",
+                    "fire critical/staging#1",
+                    "fire critical/staging#2",
+                ],
+            ),
+        ],
+        id="sentry-escalating-moves-the-tiers-to-the-new-label-set",
+    ),
+    pytest.param(
+        [(0, event(test=True)), (2 * M, "api:unresolved"), (4 * M, "api:unresolved")],
+        [(F, ["fire low/production#1"]), (D, []), (D, [])],
+        id="sentry-api-leaves-a-test-notification-to-its-own-webhooks",
+    ),
     pytest.param(
         [(0, event()), (14 * M, TICK), (15 * M, TICK)],
         [(F, ["fire critical/production#1"]), (N, []), (E, ["fire critical/production#2"])],
