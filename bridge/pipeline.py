@@ -31,10 +31,11 @@ from functools import partial
 
 from bridge.classify import Decision, classify
 from bridge.config import Config
+from bridge.context import fill
 from bridge.dedup import fingerprint
 from bridge.enrich import Enricher
 from bridge.metrics import Metrics
-from bridge.model import Outcome, SentryAlert, State
+from bridge.model import Outcome, SentryAlert
 from bridge.state import IdentityState, Policy, Step, step
 from bridge.store.contract import Entry, Failed, Processed, Store, Taken
 
@@ -165,23 +166,26 @@ class Pipeline:
         state its identity was in; the new state is in the result's ``states`` (absent
         when nothing changed). Counted and logged at once, or, with ``tally``, by the
         caller once the result is committed."""
-        alert = entry.alert
-        if alert.state is State.RESOLVED and alert.occurred_at is None:
-            # A resolve without a time of its own happened by the time it was accepted: a
-            # backlog (a restart) must not make the events that came after it look stale.
-            alert = replace(alert, occurred_at=entry.accepted_at)
+        alert, filled = read_in_context(entry, previous, now)
         decision = classify(alert, self.config.classification)
         result = step(previous, alert, decision, now, self.policy)
         if tally is None:
-            self._count(alert, decision, result, now)
+            self._count(alert, decision, result, now, filled)
         else:
-            tally.append(partial(self._count, alert, decision, result, now))
+            tally.append(partial(self._count, alert, decision, result, now, filled))
         if result.state is previous:
             return Processed(inbox_id=entry.inbox_id, send=())
         kept = (result.state, result.state.kept_until(self.policy))
         return Processed(inbox_id=entry.inbox_id, send=result.posts, states={alert.identity: kept})
 
-    def _count(self, alert: SentryAlert, decision: Decision, result: Step, now: datetime) -> None:
+    def _count(
+        self,
+        alert: SentryAlert,
+        decision: Decision,
+        result: Step,
+        now: datetime,
+        filled: tuple[str, ...] = (),
+    ) -> None:
         self.metrics.alerts.labels(result.outcome.value).inc()
         resolves = sum(1 for p in result.posts if p.ends_at is not None and p.ends_at <= now)
         if resolves:
@@ -212,8 +216,27 @@ class Pipeline:
                 "environment": alert.environment,
                 "fingerprint": label_hash,
                 "alerts_queued": len(result.posts) or None,
+                "from_context": ",".join(filled) or None,
             },
         )
+
+
+def read_in_context(
+    entry: Entry, previous: IdentityState | None, now: datetime
+) -> tuple[SentryAlert, tuple[str, ...]]:
+    """The entry's alert as it is classified (issue 16): with the time the bridge answered
+    it (when the edge did not stamp it, the store's acceptance is that moment) and, for
+    what it does not say, the issue's context (``bridge.context.fill``); with the names
+    of the fields the context filled."""
+    alert = entry.alert
+    if alert.answered_at is None:
+        # A resolve (or an issue webhook) without a Sentry time of its own happened by the
+        # time it was answered: a backlog (a restart) must not make later events look stale.
+        alert = replace(alert, answered_at=entry.accepted_at)
+    if previous is None:
+        return alert, ()
+    firing = previous.firing(now)
+    return fill(alert, previous.context, firing.labels.get("environment") if firing else None)
 
 
 def _reason(exc: Exception) -> str:

@@ -32,8 +32,11 @@ ISSUES = st.integers(1, 2)
 METRICS = st.just(7)
 ENVIRONMENTS = st.sampled_from(["production", "staging", "dev", None])
 ISSUE_KINDS = st.sampled_from(
-    ["fire", "fire", "users", "created", "resolve", "resolve-untimed", "escalating"]
+    ["fire", "fire", "users", "created", "created-users", "resolve", "escalating"]
 )
+# Issue 16: the client's clock of an event, against Sentry's: behind by an hour (a phone),
+# right, or ahead.
+SKEWS = st.sampled_from([timedelta(hours=-1), timedelta(0), timedelta(minutes=10)])
 
 
 class BridgeModel(RuleBasedStateMachine):
@@ -79,9 +82,9 @@ class BridgeModel(RuleBasedStateMachine):
 
     # --- Sentry sends ---------------------------------------------------------------------
 
-    @rule(n=ISSUES, kind=ISSUE_KINDS, env=ENVIRONMENTS)
-    def issue_webhook(self, n: int, kind: str, env: str | None) -> None:
-        self._accept(self.webhooks.issue(n, kind, self.clock.now, env))
+    @rule(n=ISSUES, kind=ISSUE_KINDS, env=ENVIRONMENTS, skew=SKEWS)
+    def issue_webhook(self, n: int, kind: str, env: str | None, skew: timedelta) -> None:
+        self._accept(self.webhooks.issue(n, kind, self.clock.now, env, skew))
 
     @rule(n=METRICS, action=st.sampled_from(["critical", "warning", "resolved"]))
     def metric_webhook(self, n: int, action: str) -> None:
@@ -144,7 +147,7 @@ class BridgeModel(RuleBasedStateMachine):
             for identity, reference in self.references.items()
             if (active := reference.active(now)) is not None
         }
-        assert shown == expected
+        assert shown == expected, (shown, expected)
 
 
 def _json(body: str) -> dict[str, Any]:

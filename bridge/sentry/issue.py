@@ -120,6 +120,7 @@ def _from_event(
         issue_api_url=ev.issue_url or issue_api_url(site.base_url, org, issue_id),
         started_at=when,
         occurred_at=when,
+        received_at=event.timestamp(ev.received),
     )
 
 
