@@ -89,7 +89,7 @@ class IssueContext:
             value = None if name in skip else getattr(alert, name)
             if value is not None and value != getattr(self, name):
                 changes[name] = value
-        if alert.tags and "tags" not in skip:
+        if alert.tags and "tags" not in skip and alert.tags[:MAX_TAGS] != self.tags:
             tags = tuple((scrub(k, TEXT_MAX), scrub(v, TEXT_MAX)) for k, v in alert.tags[:MAX_TAGS])
             if tags != self.tags:
                 changes["tags"] = tags
@@ -131,8 +131,19 @@ def fill(
     fields filled (empty: ``alert`` itself, unchanged). ``firing_environment`` is the
     ``environment`` label of the identity's alert firing now, if any: the environment the
     issue pages in, which a webhook naming none is classified as."""
-    if alert.kind is not Kind.ISSUE:
+    filled = missing(alert, context, firing_environment)
+    if not filled:
         return alert, ()
+    return dataclasses.replace(alert, **filled), filled["from_context"]
+
+
+def missing(
+    alert: SentryAlert, context: IssueContext, firing_environment: str | None = None
+) -> dict[str, Any]:
+    """What :func:`fill` changes, as ``dataclasses.replace`` arguments (``from_context``
+    among them), so a caller changing more fields of the alert copies it once."""
+    if alert.kind is not Kind.ISSUE:
+        return {}
     filled: dict[str, Any] = {}
     for name in (*TEXTS, *LINKS, *COUNTS):
         if getattr(alert, name) is None:
@@ -143,7 +154,6 @@ def fill(
                 filled[name] = known
     if not alert.tags and context.tags:
         filled["tags"] = context.tags
-    if not filled:
-        return alert, ()
-    names = tuple(filled)
-    return dataclasses.replace(alert, **filled, from_context=names), names
+    if filled:
+        filled["from_context"] = tuple(filled)
+    return filled

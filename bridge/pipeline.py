@@ -28,10 +28,11 @@ from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime
 from functools import partial
+from typing import Any
 
 from bridge.classify import Decision, classify
 from bridge.config import Config
-from bridge.context import fill
+from bridge.context import missing
 from bridge.dedup import fingerprint
 from bridge.enrich import Enricher
 from bridge.metrics import Metrics
@@ -229,14 +230,18 @@ def read_in_context(
     what it does not say, the issue's context (``bridge.context.fill``); with the names
     of the fields the context filled."""
     alert = entry.alert
+    changes: dict[str, Any] = {}
+    if previous is not None:
+        firing = previous.firing(now)
+        env = firing.labels.get("environment") if firing else None
+        changes = missing(alert, previous.context, env)
     if alert.answered_at is None:
         # A resolve (or an issue webhook) without a Sentry time of its own happened by the
         # time it was answered: a backlog (a restart) must not make later events look stale.
-        alert = replace(alert, answered_at=entry.accepted_at)
-    if previous is None:
+        changes["answered_at"] = entry.accepted_at
+    if not changes:
         return alert, ()
-    firing = previous.firing(now)
-    return fill(alert, previous.context, firing.labels.get("environment") if firing else None)
+    return replace(alert, **changes), changes.get("from_context", ())
 
 
 def _reason(exc: Exception) -> str:
