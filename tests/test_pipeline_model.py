@@ -1,6 +1,8 @@
 """Model-based test of issue 8's Proof: random webhooks for two issues and a metric
 alert (fire, refire, other environment, more users, resolve, regression, escalation,
-late retries and duplicates), processed in random batch splits with restarts between,
+late retries and duplicates; issue 16: events from clients whose clocks lag or lead
+Sentry's, issue webhooks with no environment, with and without a user count), processed
+in random batch splits with restarts between,
 on a fake clock. After every step, what the bridge queued for Alertmanager, replayed
 into a model of Alertmanager's merge rules, shows exactly what the reference model
 (tests/model.py, written from the issue's rules) predicts for every identity."""
