@@ -18,6 +18,7 @@ from bridge import __version__, config, quarantine_cli, sentry, state
 from bridge.alertmanager import public_url
 from bridge.classify import SYMBOLS, Decision, explain_settings
 from bridge.classify import explain as explain_rules
+from bridge.context import fill
 from bridge.errors import ConfigError, WebhookError
 from bridge.model import Ignored, SentryAlert
 from bridge.rules import (
@@ -141,6 +142,10 @@ def cmd_explain(args: argparse.Namespace) -> int:
         return 0
     print("normalised alert:")
     print(json.dumps({k: v for k, v in result.to_json().items() if v not in (None, [])}, indent=2))
+    previous = None
+    if args.state:
+        previous = IdentityState.from_json(json.loads(Path(args.state).read_text("utf-8")))
+        result = _in_context(result, previous)
     decision, traces = explain_rules(result, cfg.classification)
     print("\nrules, in order:")
     for trace in traces:
@@ -165,18 +170,28 @@ def cmd_explain(args: argparse.Namespace) -> int:
         extra = {**decision.labels, **decision.annotations}
         if decision.settings and extra:
             print("labels and annotations: " + ", ".join(f"{k}={v}" for k, v in extra.items()))
-    explain_step(cfg, result, decision, args.state)
+    explain_step(cfg, result, decision, previous)
     return 0
 
 
+def _in_context(alert: SentryAlert, previous: IdentityState) -> SentryAlert:
+    """The alert as the pipeline classifies it: what it lacks from the issue's context
+    (``bridge.context``), each field filled named."""
+    firing = previous.firing(datetime.now(UTC))
+    env = firing.labels.get("environment") if firing else None
+    filled, names = fill(alert, previous.context, env)
+    if names:
+        print("\nfrom the issue's context (the webhook does not say them; --state):")
+        for name in names:
+            print(f"  {name}: {getattr(filled, name)!r}")
+    return filled
+
+
 def explain_step(
-    cfg: config.Config, alert: SentryAlert, decision: Decision, state_file: str | None
+    cfg: config.Config, alert: SentryAlert, decision: Decision, previous: IdentityState | None
 ) -> None:
     """The state machine's step for ``explain``: the previous state (none, offline,
     unless ``--state`` gives one), what this webhook changes and what would be posted."""
-    previous = None
-    if state_file:
-        previous = IdentityState.from_json(json.loads(Path(state_file).read_text("utf-8")))
     now = datetime.now(UTC)
     result = state.step(previous, alert, decision, now, state.Policy.from_config(cfg))
     print(f"\nstate of {alert.identity} before:")

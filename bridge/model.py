@@ -111,6 +111,13 @@ class SentryAlert:
     # When the thing this webhook reports happened (the event's time for event webhooks,
     # the incident's for metric alerts), so a late retry is told from a new firing.
     occurred_at: datetime | None = None
+    # When Sentry's server received the event this webhook reports (the event's
+    # ``received``, the serialized event's ``dateReceived``): Sentry's clock, not the
+    # client's, so it orders the webhook against a resolve (docs/state-machine.md).
+    received_at: datetime | None = None
+    # When the bridge answered the webhook, set at the edge and carried through the inbox
+    # and the spool unchanged: the order of a webhook with no Sentry time of its own.
+    answered_at: datetime | None = None
     # Sentry's Request-ID header, carried so every log line about this webhook names it.
     request_id: str | None = None
     # The settings chosen for the bridge's alert rule action in Sentry's alert rule editor
@@ -121,6 +128,9 @@ class SentryAlert:
     # doctor``'s test alert (``data.bridge_test``, a key Sentry never sends): classified low
     # with ``sentry_test="true"``, never escalated, ended after bridge.state TEST_LIFETIME.
     test: bool = False
+    # The fields the identity's context filled in (bridge.context.fill), for ``explain``
+    # and the log; the context never learns them back from this alert.
+    from_context: tuple[str, ...] = ()
 
     @property
     def settings_map(self) -> Mapping[str, str]:
@@ -158,6 +168,7 @@ class SentryAlert:
         values = dict(data)
         values["kind"] = Kind(values["kind"])
         values["state"] = State(values["state"])
+        values["from_context"] = tuple(values.get("from_context") or ())
         for name in ("tags", "evidence", "rule_settings"):
             values[name] = tuple((str(k), str(v)) for k, v in values.get(name) or ())
         for name in _TIME_FIELDS:
@@ -167,7 +178,7 @@ class SentryAlert:
 
 
 _FIELD_NAMES = tuple(field.name for field in dataclasses.fields(SentryAlert))
-_TIME_FIELDS = ("started_at", "occurred_at")
+_TIME_FIELDS = ("started_at", "occurred_at", "received_at", "answered_at")
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -33,14 +33,16 @@ from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime
 from functools import partial
+from typing import Any
 
 from bridge.classify import Decision, classify
 from bridge.config import Config
+from bridge.context import missing
 from bridge.dedup import fingerprint
 from bridge.enrich import Enricher
 from bridge.escalation import Silences, is_tick
 from bridge.metrics import Metrics
-from bridge.model import Outcome, SentryAlert, State
+from bridge.model import Outcome, SentryAlert
 from bridge.reconcile import RESOURCE as SENTRY_API
 from bridge.state import IdentityState, Policy, Step, reconcile, step, tick
 from bridge.store.contract import Entry, Failed, Processed, Store, Taken
@@ -204,8 +206,10 @@ class Pipeline:
         state its identity was in; the new state is in the result's ``states`` (absent
         when nothing changed). Counted and logged at once, or, with ``tally``, by the
         caller once the result is committed. An escalation tick goes to ``state.tick``
-        (``silenced``: a silence in Alertmanager holds its step)."""
+        (``silenced``: a silence in Alertmanager holds its step), the reconciler's answer to
+        ``state.reconcile``."""
         alert = entry.alert
+        filled: tuple[str, ...] = ()
         if is_tick(alert):
             decision = _TICK
             result = tick(previous, now, self.policy, silenced=silenced)
@@ -215,22 +219,26 @@ class Pipeline:
             result = reconcile(previous, alert.action, observed, now, self.policy)
             decision = Decision(SENTRY_API, result.severity, {}, {})
         else:
-            if alert.state is State.RESOLVED and alert.occurred_at is None:
-                # A resolve without a time of its own happened by the time it was accepted:
-                # a backlog (a restart) must not make the events after it look stale.
-                alert = replace(alert, occurred_at=entry.accepted_at)
+            alert, filled = read_in_context(entry, previous, now)
             decision = classify(alert, self.config.classification)
             result = step(previous, alert, decision, now, self.policy)
         if tally is None:
-            self._count(alert, decision, result, now)
+            self._count(alert, decision, result, now, filled)
         else:
-            tally.append(partial(self._count, alert, decision, result, now))
+            tally.append(partial(self._count, alert, decision, result, now, filled))
         if result.state is previous:
             return Processed(inbox_id=entry.inbox_id, send=())
         kept = (result.state, result.state.kept_until(self.policy))
         return Processed(inbox_id=entry.inbox_id, send=result.posts, states={alert.identity: kept})
 
-    def _count(self, alert: SentryAlert, decision: Decision, result: Step, now: datetime) -> None:
+    def _count(
+        self,
+        alert: SentryAlert,
+        decision: Decision,
+        result: Step,
+        now: datetime,
+        filled: tuple[str, ...] = (),
+    ) -> None:
         self.metrics.alerts.labels(result.outcome.value).inc()
         resolves = sum(1 for p in result.posts if p.ends_at is not None and p.ends_at <= now)
         if resolves:
@@ -261,12 +269,35 @@ class Pipeline:
                 "environment": alert.environment,
                 "fingerprint": label_hash,
                 "alerts_queued": len(result.posts) or None,
+                "from_context": ",".join(filled) or None,
             },
         )
 
 
 # What a tick is "classified" as, for the count and the log line: no rule decides it.
 _TICK = Decision("escalation", None, {}, {})
+
+
+def read_in_context(
+    entry: Entry, previous: IdentityState | None, now: datetime
+) -> tuple[SentryAlert, tuple[str, ...]]:
+    """The entry's alert as it is classified (issue 16): with the time the bridge answered
+    it (when the edge did not stamp it, the store's acceptance is that moment) and, for
+    what it does not say, the issue's context (``bridge.context.fill``); with the names
+    of the fields the context filled."""
+    alert = entry.alert
+    changes: dict[str, Any] = {}
+    if previous is not None:
+        firing = previous.firing(now)
+        env = firing.labels.get("environment") if firing else None
+        changes = missing(alert, previous.context, env)
+    if alert.answered_at is None:
+        # A resolve (or an issue webhook) without a Sentry time of its own happened by the
+        # time it was answered: a backlog (a restart) must not make later events look stale.
+        changes["answered_at"] = entry.accepted_at
+    if not changes:
+        return alert, ()
+    return replace(alert, **changes), changes.get("from_context", ())
 
 
 def _reason(exc: Exception) -> str:

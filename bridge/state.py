@@ -14,7 +14,10 @@ The rules (issue 8, "The state machine"):
   named environment to ``unknown``; the label set changes only when the severity rises.
 * A metric alert follows Sentry: its severity is whatever the latest webhook says.
 * One label set per identity: a changed label set resolves the old one first.
-* A late issue webhook whose event happened before Sentry resolved the issue is stale.
+* A late issue webhook whose event Sentry received before it resolved the issue is stale;
+  both sides are Sentry's server times (:func:`sentry_time`), never the client's clock.
+* The identity keeps what Sentry told it about the issue (``bridge.context``): the
+  pipeline classifies a webhook with that context filling what it lacks.
 * ``escalate_after`` firings within ``escalate_period``, or Sentry saying the issue is
   escalating, raise the severity one step (``escalated="true"``).
 * The same label set again within ``window`` of the last post is a duplicate.
@@ -36,6 +39,8 @@ from bridge import labels as L
 from bridge.alertmanager import PostableAlert
 from bridge.classify import TEST_LABEL, Decision
 from bridge.config import NO_ESCALATION, Config
+from bridge.context import EMPTY as NO_CONTEXT
+from bridge.context import MAX_ENVIRONMENTS, IssueContext
 from bridge.dedup import fingerprint
 from bridge.model import Kind, Outcome, SentryAlert, Severity, State
 
@@ -105,8 +110,8 @@ class IdentityState:
     # nothing fires. Its endsAt passing (alert_lifetime without a firing) ends it too.
     alert: PostableAlert | None = None
     severity: Severity | None = None  # the severity earned by the firing alert
-    environments: tuple[str, ...] = ()  # seen while firing, first first
-    last_event_at: datetime | None = None  # latest event time of a firing webhook
+    environments: tuple[str, ...] = ()  # seen while firing, first first (MAX_ENVIRONMENTS)
+    last_event_at: datetime | None = None  # latest sentry_time of a firing webhook
     last_event_id: str | None = None  # its event, so a replay of it is not a repeat
     resolved_at: datetime | None = None  # when Sentry last resolved it
     firings: tuple[datetime, ...] = ()  # recent firing webhooks, for repeat escalation
@@ -124,6 +129,8 @@ class IdentityState:
     last_alert: PostableAlert | None = None
     last_severity: Severity | None = None
     sentry_escalating: bool = False
+    # What Sentry has told the bridge about the issue, kept across resolves (issue 16).
+    context: IssueContext = NO_CONTEXT
 
     def firing(self, now: datetime) -> PostableAlert | None:
         """The alert still firing in Alertmanager at ``now``, if any."""
@@ -165,6 +172,7 @@ class IdentityState:
             "last_alert": self.last_alert.wire() if self.last_alert else None,
             "last_severity": self.last_severity,
             "sentry_escalating": self.sentry_escalating,
+            "context": self.context.to_json(),
         }
 
     @classmethod
@@ -189,6 +197,7 @@ class IdentityState:
             else None,
             last_severity=Severity(data["last_severity"]) if data.get("last_severity") else None,
             sentry_escalating=bool(data.get("sentry_escalating")),
+            context=IssueContext.from_json(data.get("context")),
         )
 
 
@@ -225,12 +234,14 @@ def _step(
 ) -> Step:
     prev = previous or EMPTY
     firing = prev.firing(now)
-    event_at = _event_time(alert)
+    event_at = sentry_time(alert)
 
     if alert.state is State.RESOLVED:
         return _resolve(prev, firing, alert, decision, now, policy)
 
-    # Late: the event happened before Sentry resolved the issue (a retry or a replay).
+    # Late: Sentry received the event before it resolved the issue (a retry or a replay).
+    # Sentry regresses a resolved issue on any event it receives after the resolve, whatever
+    # the event's own timestamp (``_handle_regression``, src/sentry/event_manager.py).
     if alert.kind is Kind.ISSUE and _before(event_at, prev.resolved_at):
         return Step(prev, (), Outcome.STALE, prev.severity if firing else None)
     if decision.dropped:
@@ -277,10 +288,11 @@ def _step(
         )
 
     seen = prev.environments if firing is not None else ()
-    if alert.environment and alert.environment not in seen:
-        seen = (*seen, alert.environment)
+    if alert.environment and alert.environment not in seen and len(seen) < MAX_ENVIRONMENTS:
+        seen = (*seen, alert.environment)  # bounded: a credential holder cannot grow it
     state = dataclasses.replace(
         prev,
+        context=prev.context.learn(alert) if alert.kind is Kind.ISSUE else prev.context,
         severity=severity,
         environments=seen,
         last_event_at=_latest(prev.last_event_at if firing else None, event_at),
@@ -328,8 +340,8 @@ def _resolve(
     now: datetime,
     policy: Policy,
 ) -> Step:
-    resolved_at = alert.occurred_at or now
-    late = _before(alert.occurred_at, prev.last_event_at)
+    resolved_at = sentry_time(alert) or now
+    late = _before(sentry_time(alert), prev.last_event_at)
     if firing is not None and alert.kind is Kind.ISSUE and late:
         # A resolve older than the event that fired the issue again: a replay or a retry.
         return Step(prev, (), Outcome.STALE, prev.severity)
@@ -345,6 +357,7 @@ def _resolve(
         last_alert=prev.alert or prev.last_alert,
         last_severity=prev.severity or prev.last_severity,
         sentry_escalating=False,
+        context=prev.context.learn(alert) if alert.kind is Kind.ISSUE else prev.context,
     )
     if firing is not None:
         return Step(done, (L.resolved(firing, now),), Outcome.RESOLVED)
@@ -352,7 +365,7 @@ def _resolve(
         return Step(done, (), Outcome.RESOLVED)  # expired in Alertmanager already
     if prev.resolved_at is not None:
         # Resolved before: nothing to post, but it is resolved as of this one too.
-        again = dataclasses.replace(prev, resolved_at=done.resolved_at)
+        again = dataclasses.replace(prev, resolved_at=done.resolved_at, context=done.context)
         return Step(again, (), Outcome.DUPLICATE)
     if decision.dropped or decision.severity is None:
         return Step(done, (), Outcome.DROPPED)
@@ -375,7 +388,7 @@ def _resolve(
     return Step(done, (guess,), Outcome.RESOLVED)
 
 
-# --- escalation tiers (issue 16, docs/state-machine.md rule 8) --------------------------
+# --- escalation tiers (issue 16, docs/state-machine.md rule 9) --------------------------
 
 
 def _with_tiers(
@@ -469,12 +482,16 @@ def tick(previous: IdentityState | None, now: datetime, policy: Policy, *, silen
     return Step(state, fired, Outcome.ESCALATED, prev.severity)
 
 
-def _event_time(alert: SentryAlert) -> datetime | None:
-    """When the event this webhook reports happened. ``started_at`` stands in only for a
-    webhook that carries an event (for ``issue`` webhooks it is the issue's firstSeen)."""
-    if alert.occurred_at is not None:
-        return alert.occurred_at
-    return alert.started_at if alert.event_id is not None else None
+def sentry_time(alert: SentryAlert) -> datetime | None:
+    """Where the webhook stands in Sentry's order of things (issue 16, "order by Sentry's
+    clock"): for an issue, when Sentry received the event (``received_at``), else when the
+    bridge answered the webhook (``answered_at``: a resolve or an issue webhook carries no
+    Sentry time of its own). Never the event's ``timestamp``: that is the client's clock,
+    and a phone an hour behind would make a regression look older than the resolve. A
+    metric alert keeps the incident's time (Sentry's clock too)."""
+    if alert.kind is Kind.ISSUE:
+        return alert.received_at or alert.answered_at
+    return alert.occurred_at or alert.answered_at
 
 
 def _before(time: datetime | None, bound: datetime | None) -> bool:

@@ -1,6 +1,7 @@
 """Issue 8's rules as a reference model, written from the issue's text (not from
-bridge/state.py), and a small model of Alertmanager's merge rules; shared by
-tests/test_pipeline_model.py and its integration twin.
+bridge/state.py), extended with issue 16's contract items 1 and 2 (the issue's context,
+Sentry's clock: the section "issue 16" below), and a small model of Alertmanager's merge
+rules; shared by tests/test_pipeline_model.py and its integration twin.
 
 The policy the model assumes is ``CONFIG`` below; the webhooks are built by ``Webhooks``.
 """
@@ -42,8 +43,6 @@ ORDER = ("low", "medium", "high", "critical")
 
 def severity_of(alert: SentryAlert) -> str:
     """The test's policy, read off RULES by hand: first match wins."""
-    if alert.test:
-        return "low"  # issue 16, item 5: a test notification is low whatever the rules say
     if alert.action == "critical":
         return "critical"
     if alert.action == "warning":
@@ -72,6 +71,7 @@ class Reference:
     latest_event: datetime | None = None  # of the current firing
     event_id: str | None = None
     firings: list[datetime] = dataclasses.field(default_factory=list)
+    known: Known = dataclasses.field(default_factory=lambda: Known())  # issue 16, item 1
     # Issue 16, Sentry's status (``reconcile`` below): when the label set shown started,
     # what the last resolve ended, and whether Sentry's API last said "escalating".
     started: datetime | None = None
@@ -88,20 +88,20 @@ class Reference:
         """``w`` processed at ``now``, having been accepted at ``accepted``."""
         is_issue = w.kind is Kind.ISSUE
         active = self.active(now)
+        # Issue 16, item 2: where the webhook stands on Sentry's clock.
+        event_time = sentry_order(w, accepted or now)
         if w.state is State.RESOLVED:
             # A resolve older than the event that fired the issue again is a replay.
             latest = self.latest_event
-            if is_issue and active and w.occurred_at and latest and w.occurred_at < latest:
+            if is_issue and active and latest and event_time < latest:
                 return
             self.last_shown = self.shown or self.last_shown  # issue 16: for an undo
             self.sentry_escalating = False
             self.shown = self.ends = self.posted = self.latest_event = None
-            # Without a time of its own, a resolve happened by the time it was accepted.
-            when = w.occurred_at or accepted or now
-            self.resolved_at = max(self.resolved_at or when, when)
+            self.resolved_at = max(self.resolved_at or event_time, event_time)
+            if is_issue:
+                self.known = self.known.told(w)
             return
-        # When what the webhook reports happened: occurred_at, else an event's own timestamp.
-        event_time = w.occurred_at or (w.started_at if w.event_id else None)
         # "An issue-alert webhook whose event happened before the issue was resolved
         # does not fire it again."
         if is_issue and event_time and self.resolved_at and event_time < self.resolved_at:
@@ -113,6 +113,10 @@ class Reference:
             self.firings = [*self.firings, now][-AFTER:]
         if w.event_id:
             self.event_id = w.event_id
+        # Issue 16, item 1: classified with its own fields, the context for what it lacks.
+        own = w  # the context learns what the webhook says, not what it was given
+        if is_issue:
+            w = self.known.fill(w, active)
         severity = severity_of(w)
         if w.escalating and active:
             severity = max(severity, active[0], key=ORDER.index)
@@ -131,6 +135,8 @@ class Reference:
             if is_issue and env is None and active and active[1] != "unknown":
                 env = active[1]
             shown = (severity, env or "unknown", escalated)
+        if is_issue:
+            self.known = self.known.told(own)
         if shown == active and self.posted and now - self.posted < WINDOW:
             return  # a duplicate within the window: nothing posted, endsAt not moved
         if shown != active:
@@ -179,6 +185,50 @@ class Reference:
         self.sentry_escalating = escalating
 
 
+# --- issue 16: the issue's context and Sentry's clock -------------------------------------
+# Written from issue 16's contract, items 1 and 2:
+# 1. "The identity's state keeps what Sentry has told the bridge about the issue ... A
+#    webhook is classified with its own fields first and the known context for what it
+#    does not say ... an issue.* webhook of an issue whose alert fires in staging is
+#    classified as staging."
+# 2. "Staleness and 'newer than the resolve' compare Sentry's server times (received for
+#    events ...), never the client's event timestamp ... A webhook with no Sentry time of
+#    its own counts from the moment the bridge answered it."
+
+
+def sentry_order(w: SentryAlert, answered: datetime) -> datetime:
+    """Item 2: an event's ``received``; an issue webhook without one, when it was answered
+    (accepted); a metric alert, the incident's own time."""
+    if w.kind is Kind.ISSUE:
+        return w.received_at or answered
+    return w.occurred_at or answered
+
+
+@dataclasses.dataclass(frozen=True)
+class Known:
+    """Item 1, the fields the test's rules read: the last environment Sentry named for the
+    issue and its latest user count (the context outlives a resolve)."""
+
+    environment: str | None = None
+    users: int | None = None
+
+    def told(self, w: SentryAlert) -> Known:
+        return Known(w.environment or self.environment, _first(w.users, self.users))
+
+    def fill(self, w: SentryAlert, active: Shown | None) -> SentryAlert:
+        """The environment a webhook lacks is the one its alert fires in (never
+        ``unknown``), else the last one named; users it lacks, the latest known."""
+        env = w.environment
+        if env is None:
+            firing_env = active[1] if active and active[1] != "unknown" else None
+            env = firing_env or self.environment
+        return dataclasses.replace(w, environment=env, users=_first(w.users, self.users))
+
+
+def _first(a: int | None, b: int | None) -> int | None:
+    return a if a is not None else b
+
+
 # --- issue 16, item 5: test notifications --------------------------------------------------
 # "A webhook recognised as Sentry's test notification goes to Alertmanager with
 # sentry_test="true" at the lowest severity, never page="true", and resolves itself after a
@@ -191,6 +241,7 @@ TEST_LIFETIME = timedelta(minutes=5)
 def lifetime(w: SentryAlert) -> timedelta:
     """How long a firing post holds in Alertmanager without another one."""
     return TEST_LIFETIME if w.test else LIFETIME
+
 
 
 class Alertmanager:
@@ -243,32 +294,39 @@ class Webhooks:
         return alert
 
     def issue(
-        self, n: int, kind: str, now: datetime, env: str | None = None, *, test: bool = False
+        self,
+        n: int,
+        kind: str,
+        now: datetime,
+        env: str | None = None,
+        skew: timedelta = timedelta(0),
+        *,
+        test: bool = False,
     ) -> SentryAlert:
+        """An event (``fire``, ``users``) that Sentry received ``now`` from a client whose
+        clock is ``skew`` off; issue webhooks (``resolve``, ``created``, ``created-users``,
+        ``escalating``) carry no Sentry time, and no environment."""
         base: dict[str, Any] = {
             "identity": f"issue:{n}",
             "issue_id": str(n),
             "project": "backend",
-            "occurred_at": now,
             "test": test,
         }
-        if kind in ("resolve", "resolve-untimed"):
-            if kind == "resolve-untimed":
-                base["occurred_at"] = None
+        if kind == "resolve":
             return self._keep(
                 sentry_alert(resource="issue", action="resolved", state=State.RESOLVED, **base)
             )
-        if kind == "created":  # issue.created / unresolved: no environment, no event
-            return self._keep(sentry_alert(resource="issue", action="created", **base))
+        if kind in ("created", "created-users"):  # issue.created / unresolved: no env, no event
+            users = 500 if kind == "created-users" else None
+            return self._keep(sentry_alert(resource="issue", action="created", users=users, **base))
         if kind == "escalating":
-            base["occurred_at"] = None
             return self._keep(
                 sentry_alert(resource="activity_alert", action="triggered", escalating=True, **base)
             )
         users = 500 if kind == "users" else None
-        return self._keep(
-            sentry_alert(environment=env, users=users, event_id=f"e{next(self._ids)}", **base)
-        )
+        event = f"e{next(self._ids)}"
+        base |= {"occurred_at": now + skew, "received_at": now}
+        return self._keep(sentry_alert(environment=env, users=users, event_id=event, **base))
 
     def metric(self, n: int, action: str, now: datetime) -> SentryAlert:
         return sentry_alert(

@@ -13,6 +13,7 @@ import pytest
 
 from bridge import __version__, cli, config
 from bridge.alertmanager import PostableAlert
+from bridge.context import IssueContext
 from bridge.errors import ConfigError
 from bridge.model import Severity
 from bridge.state import IdentityState
@@ -233,3 +234,20 @@ def test_explain_shows_the_step_from_a_given_state_and_says_it_resolves(
     assert "RESOLVES the alert" in out
     (sent,) = json.loads(out[out.index("[", out.index("would POST")) :])
     assert sent["labels"] == fired["labels"]  # the very label set that fired
+
+
+def test_explain_names_what_came_from_the_issues_context(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 16: an ``issue.created`` webhook (no environment) of an issue whose alert
+    fires in staging is classified as staging, and ``explain`` says where that came from."""
+    context = IssueContext(environment="staging", release="web@1.2")
+    saved = tmp_path / "state.json"
+    saved.write_text(json.dumps(IdentityState(context=context).to_json()), encoding="utf-8")
+    created = str(FIXTURES / "issue_created.json")
+    assert cli.main(["explain", created, "--config", str(SHIPPED), "--state", str(saved)]) == 0
+    out = capsys.readouterr().out
+    assert "from the issue's context" in out
+    assert "  environment: 'staging'" in out
+    assert "  release: 'web@1.2'" in out
+    assert "MATCH non-production" in out

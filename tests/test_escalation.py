@@ -120,7 +120,7 @@ F, R, D, E, A, N = (
 M = 60
 
 CASES = [
-    # The tiers follow an alert Sentry's API speaks for (docs/state-machine.md rule 9).
+    # The tiers follow an alert Sentry's API speaks for (docs/state-machine.md rule 10).
     pytest.param(
         [(0, event()), (15 * M, TICK), (20 * M, "api:resolved")],
         [

@@ -267,10 +267,10 @@ async def test_dedup_and_escalation_survive_a_restart(harness: Harness, tmp_path
 
 
 async def test_outcomes_are_counted(harness: Harness) -> None:
-    await harness.commit(issue(occurred_at=START))
+    await harness.commit(issue(occurred_at=START, received_at=START))
     harness.clock.advance(minutes=1)
     await harness.commit(issue(resource="issue", action="resolved", state=State.RESOLVED))
-    await harness.commit(issue(occurred_at=START, event_id="late"))  # a late retry
+    await harness.commit(issue(received_at=START, event_id="late"))  # a late retry
     counts = {name: harness.outcome(name) for name in ("forwarded", "resolved", "stale")}
     assert counts == {"forwarded": 1, "resolved": 1, "stale": 1}
     assert (
@@ -281,11 +281,11 @@ async def test_outcomes_are_counted(harness: Harness) -> None:
 async def test_a_backlog_does_not_make_events_after_a_resolve_stale(harness: Harness) -> None:
     # Accepted in order, processed together much later (a restart): the resolve carries no
     # time of its own, so it counts from its acceptance, not from when it is processed.
-    await harness.commit(issue(occurred_at=START, event_id="1"))
+    await harness.commit(issue(received_at=START, event_id="1"))
     harness.clock.advance(minutes=1)
     await harness.outbox.accept(issue(resource="issue", action="resolved", state=State.RESOLVED))
     harness.clock.advance(minutes=1)
-    await harness.outbox.accept(issue(occurred_at=harness.clock.now, event_id="2"))
+    await harness.outbox.accept(issue(received_at=harness.clock.now, event_id="2"))
     harness.clock.advance(minutes=30)
     await harness.pipeline.process(await harness.outbox.take(10))
     assert (harness.outcome("resolved"), harness.outcome("stale")) == (1, 0)

@@ -48,8 +48,14 @@ def at(seconds: float) -> datetime:
 
 
 def event(env: str | None = "production", t: float = 0, **overrides: Any) -> SentryAlert:
-    """An ``event_alert`` of issue 42 whose event happened at ``t`` seconds."""
-    values: dict[str, Any] = {"environment": env, "event_id": f"ev-{t}", "occurred_at": at(t)}
+    """An ``event_alert`` of issue 42 whose event Sentry received at ``t`` seconds (its
+    client timestamp the same, unless ``occurred_at`` says otherwise)."""
+    values: dict[str, Any] = {
+        "environment": env,
+        "event_id": f"ev-{t}",
+        "occurred_at": at(t),
+        "received_at": at(t),
+    }
     return sentry_alert(**(values | overrides))
 
 
@@ -63,7 +69,7 @@ def resolve(t: float | None = None, **overrides: Any) -> SentryAlert:
         resource="issue",
         action="resolved",
         state=State.RESOLVED,
-        occurred_at=None if t is None else at(t),
+        answered_at=None if t is None else at(t),  # an issue webhook has no time of its own
         **overrides,
     )
 

@@ -131,6 +131,7 @@ def _from_event(
         started_at=when,
         occurred_at=when,
         test=_SAMPLE_TAG in tags or category == occurrence.TEST_CATEGORY,
+        received_at=event.timestamp(ev.received),
     )
 
 

@@ -113,7 +113,10 @@ class WireEvent(_Wire):
     event_type: Text = Field(None, alias="type")  # "error", "default", "transaction", ...
     release: Any = None  # a version string, or a release object in the serialized event
     when: Text = Field(None, validation_alias=AliasChoices("datetime", "dateCreated"))
-    timestamp: Any = None
+    timestamp: Any = None  # the client's clock: when the SDK says the event happened
+    # Sentry's clock: when its ingestion received the event (``received``, set on ingest,
+    # in event data; ``dateReceived`` in EventSerializer's output).
+    received: Any = Field(None, validation_alias=AliasChoices("received", "dateReceived"))
     tags: Any = None
     request: Any = None
     exception: Any = None

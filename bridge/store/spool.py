@@ -54,6 +54,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
 
@@ -354,6 +355,13 @@ class Spooled:
         return bool(self._entries) or self._reserved > 0
 
     async def _spool(self, webhook: Webhook) -> bool:
+        alert = webhook.alert
+        if alert is not None and alert.answered_at is None:
+            # Spooled, it reaches the primary later than it is answered (now): it carries
+            # that time, which orders it (bridge.state.sentry_time), not the primary's
+            # acceptance once the spool drains (issue 16).
+            answered = datetime.fromtimestamp(self.clock(), UTC)
+            webhook = replace(webhook, alert=replace(alert, answered_at=answered))
         row = webhook.row
         if (
             self.depth() >= self.max_webhooks

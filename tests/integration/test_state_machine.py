@@ -30,10 +30,14 @@ OUTCOMES = ("forwarded", "resolved", "duplicate", "stale", "dropped", "ignored")
 
 
 def event_alert(
-    issue: str, environment: str | None = None, when: datetime | None = None
+    issue: str,
+    environment: str | None = None,
+    when: datetime | None = None,
+    received: datetime | None = None,
 ) -> dict[str, Any]:
     """The captured issue alert, for ``issue``; its own environment and event time unless
-    given."""
+    given. ``when`` is the client's clock (the event's ``timestamp``), ``received``
+    Sentry's (``received``; ``when`` unless given)."""
     body = copy.deepcopy(fixture("event_alert.json"))
     event = body["data"]["event"]
     event.update(
@@ -46,6 +50,8 @@ def event_alert(
         event["environment"] = environment
     if when is not None:
         event.update(timestamp=when.timestamp(), datetime=when.isoformat().replace("+00:00", "Z"))
+    if received or when:
+        event["received"] = (received or when or datetime.now(UTC)).timestamp()
     return body
 
 

@@ -14,7 +14,7 @@ import pytest
 from bridge import sentry
 from bridge.errors import BadPayload
 from bridge.model import Ignored, SentryAlert, State
-from tests.sentry_payloads import BASE, alert, hook, load_fixture, patched
+from tests.sentry_payloads import BASE, LEGACY, SERVICE_HOOK, alert, hook, load_fixture, patched
 
 
 def _event_alert_linking(**links: str) -> dict[str, Any]:
@@ -178,6 +178,40 @@ def test_occurred_at_is_the_events_own_time() -> None:
 def test_issue_webhooks_report_no_time(fixture: str) -> None:
     resource = "activity_alert" if fixture.startswith("activity") else "issue"
     assert alert(hook(resource), load_fixture(fixture)).occurred_at is None
+
+
+@pytest.mark.parametrize(
+    ("headers", "fixture", "received"),
+    [
+        pytest.param(hook("event_alert"), "event_alert_python.json", 1715684565.301, id="event"),
+        pytest.param(hook("error"), "error_created.json", 1715678458.391, id="error"),
+        pytest.param(LEGACY, "legacy_webhook.json", 1715678467.412, id="legacy-plugin"),
+        pytest.param(
+            SERVICE_HOOK, "service_hook_event.json", 1715684565.301, id="service-hook-dateReceived"
+        ),
+    ],
+)
+def test_received_at_is_sentrys_own_time_not_the_clients(
+    headers: Any, fixture: str, received: float
+) -> None:
+    """Issue 16: Sentry stamps each event when its server receives it; that orders webhooks,
+    the event's ``timestamp`` (the client's clock) never does."""
+    data = load_fixture(fixture)
+    result = alert(headers, data)
+    assert result.received_at == datetime.fromtimestamp(received, tz=UTC)
+    lagging = copy.deepcopy(data)
+    envelope = lagging.get("data", lagging)
+    event = envelope.get("event") or envelope["error"]
+    event["timestamp"] = received - 3600  # a phone an hour behind
+    assert alert(headers, lagging).received_at == result.received_at
+
+
+@pytest.mark.parametrize(
+    "fixture", ["issue_created.json", "issue_resolved.json", "activity_alert_status_resolved.json"]
+)
+def test_issue_webhooks_carry_no_sentry_time(fixture: str) -> None:
+    resource = "activity_alert" if fixture.startswith("activity") else "issue"
+    assert alert(hook(resource), load_fixture(fixture)).received_at is None
 
 
 def test_metric_alert_occurred_at_is_the_incidents_start() -> None:

@@ -12,6 +12,8 @@ import shutil
 import sqlite3
 import tempfile
 from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
 
@@ -27,6 +29,7 @@ from bridge import config
 from bridge.delivery import LANE_BUSY_WAIT, Delivery
 from bridge.errors import ConfigError, StoreError, StoreFull
 from bridge.metrics import Metrics
+from bridge.model import SentryAlert
 from bridge.store.contract import Store
 from bridge.store.pg import PostgresStore
 from bridge.store.spool import FILENAME, Spooled, spooled, unreachable
@@ -358,7 +361,8 @@ async def test_the_same_body_twice_in_the_spool_is_one_entry(
 async def test_a_full_spool_answers_503(
     primary: FakePrimary, tmp_path: Path, metrics: Metrics, bound: str
 ) -> None:
-    size = len(json.dumps(issue(1).to_json()))
+    # As spooled: stamped with the time it was answered (issue 16).
+    size = len(json.dumps(replace(issue(1), answered_at=datetime.now(UTC)).to_json()))
     limit: dict[str, Any] = (
         {"max_webhooks": 3} if bound == "max_webhooks" else {"max_bytes": 3 * size + 10}
     )
@@ -530,6 +534,34 @@ async def test_metrics_follow_the_spool(
     held = await store.sizes()
     assert (held.inbox, held.spooled) == (2, 0)  # one in the primary, one the drainer brings
     assert (value(metrics, "store_up"), value(metrics, "spool_drained_total")) == (1, 1)
+    await store.close()
+
+
+async def test_a_spooled_webhook_carries_the_time_it_was_answered(
+    primary: FakePrimary, tmp_path: Path, metrics: Metrics
+) -> None:
+    """Issue 16: drained after the outage, a resolve must not count from the drain (the
+    primary's acceptance) but from its answer, or the events after it look stale."""
+    answered: list[datetime | None] = []
+    into_primary = primary.accept
+
+    async def accept_noting(alert: SentryAlert, digest: bytes | None = None) -> bool:
+        answered.append(alert.answered_at)
+        return await into_primary(alert, digest)
+
+    primary.accept = accept_noting  # type: ignore[method-assign]
+    clock = Clock()
+    store = make(primary, tmp_path, metrics, clock, drainer=False)
+    await store.open()
+    assert await accept(store, 1)  # straight into the primary: its acceptance is the time
+    primary.mode = "down"
+    assert await accept(store, 2)
+    spooled_at = datetime.fromtimestamp(clock.now, UTC)
+    clock.now += 600  # the outage goes on
+    primary.mode = "up"
+    assert await store.drain_once() == 1
+    assert answered[0] is None
+    assert answered[-1] == spooled_at
     await store.close()
 
 
