@@ -17,6 +17,17 @@ CAPTURED = FIXTURES / "captured"  # bodies of real Sentry deliveries (SOURCES.md
 BASE = "https://sentry.io"
 
 
+# Everything Sentry 5/6's WebHooks plugin sent (getsentry/sentry-webhooks README): no event.
+SENTRY_6_PLUGIN: dict[str, Any] = {
+    "id": "134343",
+    "project": "web-frontend",
+    "message": "This is an example",
+    "culprit": "foo.bar.baz",
+    "logger": "root",
+    "level": "error",
+}
+
+
 def load_fixture(name: str) -> dict[str, Any]:
     data = json.loads((FIXTURES / name).read_text(encoding="utf-8"))
     assert isinstance(data, dict)

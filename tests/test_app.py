@@ -25,7 +25,7 @@ from bridge.compose import Bridge, build
 from bridge.errors import BadPayload
 from bridge.quarantine import reread
 from bridge.store.sqlite import SqliteStore
-from tests.sentry_payloads import FIXTURES
+from tests.sentry_payloads import FIXTURES, SENTRY_6_PLUGIN
 
 SECRET = "edge-secret"
 
@@ -366,14 +366,7 @@ async def test_a_legacy_body_with_the_token_follows_the_same_rule(
     "data",
     [
         pytest.param(
-            {
-                "id": "134343",
-                "project": "web-frontend",
-                "message": "This is an example",
-                "culprit": "foo.bar.baz",
-                "logger": "root",
-                "level": "error",
-            },
+            SENTRY_6_PLUGIN,
             id="sentry-6-plugin",  # the keys Sentry 5/6's plugin sent (no event)
         ),
         pytest.param({"group": {"id": "1"}, "event": {"event_id": "a"}}, id="service-hook-shape"),

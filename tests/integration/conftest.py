@@ -113,6 +113,21 @@ class Bridge:
                 return float(value)
         raise KeyError(f"{name}{{{want}}} not exported")
 
+    def until_metric(
+        self,
+        name: str,
+        check: Callable[[float], bool],
+        labels: dict[str, str] | None = None,
+        timeout: float = 20.0,
+    ) -> float:
+        """The metric once it passes ``check``: store gauges are read from the store at most
+        a second apart (``Store.sizes``), counters move once a batch is committed."""
+        deadline = time.monotonic() + timeout
+        while not check(value := self.metric(name, labels)):
+            assert time.monotonic() < deadline, f"{name}{labels or ''} stayed at {value}"
+            time.sleep(0.05)
+        return value
+
 
 def sign(body: bytes, secret: str) -> str:
     return hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()

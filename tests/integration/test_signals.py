@@ -11,6 +11,7 @@ from typing import Any
 
 from tests.integration.conftest import LEGACY_TOKEN, Alertmanager, Bridge, fixture
 from tests.integration.test_end_to_end import FRONTEND_ISSUE, for_issue
+from tests.sentry_payloads import SENTRY_6_PLUGIN
 
 TEST_ISSUE = "6012345678"  # event_alert_test_notification.json
 
@@ -54,16 +55,7 @@ def test_the_right_legacy_token_with_an_unknown_body_is_quarantined_not_refused(
     """Sentry 5/6's WebHooks plugin sent only these keys; with the right token it was a 401
     (Sentry never retries a 4xx: the alert was lost). Now it is kept for an operator, and
     never read as an alert; a wrong token is still refused."""
-    body = json.dumps(
-        {
-            "id": "134343",
-            "project": "web-frontend",
-            "message": "This is an example",
-            "culprit": "foo.bar.baz",
-            "logger": "root",
-            "level": "error",
-        }
-    ).encode()
+    body = json.dumps(SENTRY_6_PLUGIN).encode()
     headers = {"User-Agent": "sentry-webhooks/6.0"}
     wrong = bridge.post(body, secret=None, headers=headers, params={"token": "nope"})
     assert (wrong.status_code, wrong.json()["reason"]) == (401, "bad_token")

@@ -15,7 +15,7 @@ from starlette.datastructures import Headers
 from bridge import config
 from bridge.errors import REJECT_REASONS, Unauthorized
 from bridge.sentry.auth import UNKNOWN_LEGACY_BODY, authenticate
-from tests.sentry_payloads import load_fixture
+from tests.sentry_payloads import SENTRY_6_PLUGIN, load_fixture
 
 
 def sign(body: bytes, secret: str) -> str:
@@ -30,17 +30,7 @@ BODY = json.dumps(load_fixture("event_alert.json")).encode()
 LEGACY_BODY = json.dumps(load_fixture("legacy_webhook.json")).encode()
 SERVICE_BODY = json.dumps(load_fixture("service_hook_event.json")).encode()
 RESOLVED = json.dumps(load_fixture("metric_alert_resolved.json")).encode()
-# Sentry 5/6's WebHooks plugin sent only these keys (getsentry/sentry-webhooks README).
-SENTRY_6_BODY = json.dumps(
-    {
-        "id": "134343",
-        "project": "web-frontend",
-        "message": "This is an example",
-        "culprit": "foo.bar.baz",
-        "logger": "root",
-        "level": "error",
-    }
-).encode()
+SENTRY_6_BODY = json.dumps(SENTRY_6_PLUGIN).encode()
 UNKNOWN = UNKNOWN_LEGACY_BODY
 ALL = {"client_secrets": ["client"], "service_hook_secrets": ["hook"], "legacy_token": "t0ken"}
 
