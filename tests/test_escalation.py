@@ -19,7 +19,7 @@ from bridge.alertmanager import PostableAlert
 from bridge.classify import classify
 from bridge.enrich import Enricher
 from bridge.errors import ConfigError, StoreFull
-from bridge.escalation import Escalator, Silences, is_tick
+from bridge.escalation import Escalator, Silences, filters, is_tick
 from bridge.metrics import Metrics
 from bridge.model import Outcome, SentryAlert, State
 from bridge.pipeline import BATCH as PIPELINE_BATCH
@@ -353,19 +353,27 @@ def test_sentrys_escalation_policy_setting_chooses_a_configured_policy() -> None
 # --- asking Alertmanager about silences (bridge.escalation.Silences) ---------------------
 
 
-def unescape(matcher: str) -> tuple[str, str]:
-    """``name="value"`` as Alertmanager's matcher syntax reads it (``\\\\``, ``\\"``, ``\\n``)."""
-    name, _, quoted = matcher.partition("=")
-    assert quoted[:1] == quoted[-1:] == '"', matcher
-    value = re.sub(r"\\(.)", lambda m: "\n" if m[1] == "n" else m[1], quoted[1:-1])
-    return name, value
+def parse(matcher: str) -> tuple[str, str, str]:
+    """``name="value"`` or ``name=~"regex"`` as Alertmanager's matcher syntax reads it
+    (``\\\\``, ``\\"``, ``\\n`` inside the quotes): name, operator, value."""
+    found = re.fullmatch(r'(\w+)(=~?)"(.*)"', matcher, flags=re.DOTALL)
+    assert found is not None, matcher
+    name, op, quoted = found.groups()
+    return name, op, re.sub(r"\\(.)", lambda m: "\n" if m[1] == "n" else m[1], quoted)
+
+
+def matches(labels: Mapping[str, str], matcher: tuple[str, str, str]) -> bool:
+    name, op, value = matcher
+    if op == "=":
+        return labels.get(name, "") == value
+    return re.fullmatch(value, labels.get(name, "")) is not None  # anchored, as Alertmanager
 
 
 class Alertmanagers:
     """Alertmanagers over one MockTransport, by host: each holds ``alerts`` (label sets),
     mutes the issues its entry in ``silenced`` names (or answers it, a status code), and
-    answers ``GET /api/v2/alerts`` as api/v2/api.go's ``alertFilter`` does for equality
-    matchers and ``active`` (false: only what is suppressed). Every request is kept."""
+    answers ``GET /api/v2/alerts`` as api/v2/api.go's ``alertFilter`` does for ``=`` and
+    ``=~`` matchers and ``active`` (false: only what is suppressed). Every request is kept."""
 
     def __init__(self, silenced: Mapping[str, set[str] | int]) -> None:
         self.silenced = dict(silenced)
@@ -378,12 +386,12 @@ class Alertmanagers:
         muting = self.silenced[request.url.host]
         if isinstance(muting, int):
             return httpx.Response(muting)
-        wanted = [unescape(m) for m in request.url.params.get_list("filter")]
+        wanted = [parse(m) for m in request.url.params.get_list("filter")]
         active = request.url.params.get("active", "true") == "true"
         answer = []
         for labels in self.alerts:
             muted = labels.get("sentry_issue_id") in muting
-            if (muted or active) and all(labels.get(k) == v for k, v in wanted):
+            if (muted or active) and all(matches(labels, m) for m in wanted):
                 status: dict[str, Any] = {
                     "state": "suppressed" if muted else "active",
                     "inhibitedBy": [],
@@ -427,12 +435,54 @@ async def test_a_silence_in_any_alertmanager_holds_the_step(
     assert await silences.held(asked) == expected
     assert await silences.held([]) == []  # nothing to ask: no request
     await silences.client.aclose()
-    # One request per Alertmanager, for the bridge's alerts that something mutes.
+    # One request per Alertmanager, for the batch's alerts that something mutes.
     assert len(ams.requests) == len(silenced)
+    ids = "|".join(sorted(a["sentry_issue_id"] for a in held))
     for request in ams.requests:
         assert request.url.path == "/api/v2/alerts"
         assert request.url.params.get("active") == "false"
-        assert request.url.params.get_list("filter") == ['source="sentry"']
+        assert request.url.params.get_list("filter") == [
+            'source="sentry"',
+            f'sentry_issue_id=~"{ids}"',
+        ]
+
+
+METRIC = {"alertname": "SentryMetricAlert", "source": "sentry", "sentry_alert_rule_id": "7.1"}
+
+
+@pytest.mark.parametrize(
+    ("alerts", "expected"),
+    [
+        pytest.param(
+            [ALERT, OTHER, ALERT],
+            [['source="sentry"', 'sentry_issue_id=~"42|43"']],
+            id="the-batchs-issues",
+        ),
+        pytest.param(
+            [METRIC, ALERT],
+            [
+                ['source="sentry"', 'sentry_alert_rule_id=~"7\\\\.1"'],
+                ['source="sentry"', 'sentry_issue_id=~"42"'],
+            ],
+            id="issues-and-metric-alerts-ask-once-each",
+        ),
+        pytest.param(
+            [ALERT, {"alertname": "SentryIssue", "source": "sentry"}],
+            [['source="sentry"']],
+            id="an-alert-without-an-id-asks-for-all",
+        ),
+    ],
+)
+def test_the_filters_select_the_batchs_alerts(
+    alerts: list[dict[str, str]], expected: list[list[str]]
+) -> None:
+    assert filters(alerts) == expected
+    # Alertmanager reads them back as selecting each of the batch's alerts...
+    for labels in alerts:
+        assert any(all(matches(labels, parse(m)) for m in f) for f in expected), labels
+    # ...and, the ids escaped, no other id.
+    near = {**METRIC, "sentry_alert_rule_id": "701"}
+    assert not any(all(matches(near, parse(m)) for m in f) for f in filters([METRIC]))
 
 
 class Batch:
