@@ -7,20 +7,28 @@
   identity; a tick that finds its step not due (one more from rounds while the pipeline
   lagged) does nothing. (No body digest: a digest of the step's time would refuse the tick
   of a step whose time comes round again, after an acknowledgement or a severity change.)
-* ``Silences.silenced``: before a step fires, whether the alert is silenced in any
-  Alertmanager (a silence is an acknowledgement: the step waits). Alertmanager's API v2
-  ``GET /api/v2/alerts`` with one ``filter`` matcher per label (api/v2/openapi.yaml:
-  ``filter`` "a list of matchers to filter alerts by"; each ``gettableAlert`` has
-  ``status.silencedBy``, the ids of the silences muting it). Tier alerts carry the alert's
-  labels and more, so the filter finds them too: a silence on any tier holds the next one.
-  An Alertmanager that does not answer counts as not silenced: a page held back by an
-  outage would be a lost page.
+* ``Silences.held``: before the steps of a batch of ticks fire, which of their alerts a
+  silence mutes in any Alertmanager (a silence is an acknowledgement: the step waits). One
+  ``GET /api/v2/alerts`` per Alertmanager per batch, whatever its size (api/v2/openapi.yaml,
+  ``getAlerts``: ``active``, ``silenced``, ``inhibited`` default to true; ``filter`` is "a list
+  of matchers to filter alerts by"; each ``gettableAlert`` has ``status.silencedBy``, the ids
+  of the silences muting it). ``active=false`` leaves out what nothing mutes (api/v2/api.go
+  ``alertFilter`` drops an alert in state ``active``); ``source="sentry"`` and a regex
+  matcher on the batch's Sentry ids (``sentry_issue_id=~"1|2"``, anchored by Alertmanager)
+  leave out what is not the batch's, so the answer grows with the batch, not with every
+  silenced alert. A batch of issues and metric alerts asks once per id label. Inhibited
+  alerts stay in (``inhibited=false`` would drop one both silenced and inhibited). The
+  answers are matched here by label set: an alert Alertmanager holds whose labels include
+  all of the batch alert's is that alert or one of its tiers (a tier carries the alert's
+  labels and more), so a silence on any tier holds the next one. An Alertmanager that does
+  not answer counts as not silenced: a page held back by an outage would be a lost page.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 import httpx
@@ -53,44 +61,92 @@ def is_tick(alert: SentryAlert) -> bool:
     return alert.resource == RESOURCE and alert.action == ACTION
 
 
-def matchers(labels: Mapping[str, str]) -> list[str]:
-    """One equality matcher per label, values quoted and escaped as Alertmanager's matcher
-    syntax reads them (``\\\\``, ``\\"``, ``\\n``)."""
-    out = []
-    for name, value in sorted(labels.items()):
-        quoted = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-        out.append(f'{name}="{quoted}"')
-    return out
+# The matcher selecting the bridge's alerts (bridge.labels.build_labels sets it, and no rule
+# or step may change it: config.RESERVED_LABELS).
+SOURCE = 'source="sentry"'
+# The labels naming an alert's Sentry id (one of them on each alert; reserved too).
+IDS = ("sentry_issue_id", "sentry_alert_rule_id")
+# Labels every alert of one identity and its tiers share: the index the answers are
+# matched through, so a batch costs one pass over each answer.
+_KEY = ("alertname", *IDS)
+
+Labels = Mapping[str, str]
 
 
 class Silences:
-    """Asks every Alertmanager whether an alert is silenced there."""
+    """Asks every Alertmanager which of the bridge's alerts a silence mutes there."""
 
     def __init__(self, client: httpx.AsyncClient, urls: Sequence[str]) -> None:
         self.client = client
         self.urls = list(urls)
 
-    async def silenced(self, labels: Mapping[str, str]) -> bool:
-        found = await asyncio.gather(*(self._one(url, labels) for url in self.urls))
-        return any(found)
+    async def held(self, alerts: Sequence[Labels]) -> list[bool]:
+        """For each alert's label set, whether a silence mutes it, or one of its tiers, in
+        any Alertmanager; one request per Alertmanager (and id label), concurrently."""
+        if not alerts:
+            return []
+        asks = [(url, f) for url in self.urls for f in filters(alerts)]
+        muted: dict[tuple[str | None, ...], list[Labels]] = {}
+        for answer in await asyncio.gather(*(self._muted(url, f) for url, f in asks)):
+            for labels in answer:
+                muted.setdefault(_key(labels), []).append(labels)
+        return [
+            any(_includes(other, labels) for other in muted.get(_key(labels), ()))
+            for labels in alerts
+        ]
 
-    async def _one(self, url: str, labels: Mapping[str, str]) -> bool:
-        params = httpx.QueryParams([("filter", m) for m in matchers(labels)])
+    async def _muted(self, url: str, matchers: list[str]) -> list[Labels]:
+        """The label sets of the alerts ``matchers`` select that a silence mutes in this
+        Alertmanager."""
+        params = httpx.QueryParams([("active", "false"), *(("filter", m) for m in matchers)])
         try:
             response = await self.client.get(f"{url}/api/v2/alerts", params=params)
             response.raise_for_status()
             alerts = response.json()
         except (httpx.HTTPError, ValueError) as exc:
             log.warning(
-                "cannot ask alertmanager for silences; the step fires",
+                "cannot ask alertmanager for silences; the steps fire",
                 extra={"error": type(exc).__name__},
             )
-            return False
-        return any(
-            isinstance(a, dict) and (a.get("status") or {}).get("silencedBy")
+            return []
+        if not isinstance(alerts, list):
+            return []
+        return [
+            a["labels"]
             for a in alerts
-            if isinstance(alerts, list)
-        )
+            if isinstance(a, dict)
+            and isinstance(a.get("labels"), dict)
+            and (a.get("status") or {}).get("silencedBy")
+        ]
+
+
+def filters(alerts: Sequence[Labels]) -> list[list[str]]:
+    """The ``filter`` matchers of each request a batch makes: the bridge's alerts with the
+    batch's ids, per id label; an alert with neither id: all the bridge's alerts, at once."""
+    ids: dict[str, set[str]] = {}
+    for labels in alerts:
+        name = next((n for n in IDS if n in labels), None)
+        if name is None:
+            return [[SOURCE]]
+        ids.setdefault(name, set()).add(labels[name])
+    # Ids are [A-Za-z0-9_.-] (bridge.labels._identifier): escaped for the regex all the same.
+    return [
+        [SOURCE, f'{name}=~"{_quote("|".join(re.escape(v) for v in sorted(values)))}"']
+        for name, values in sorted(ids.items())
+    ]
+
+
+def _quote(value: str) -> str:
+    """A value inside a matcher's double quotes, as Alertmanager's matcher syntax reads it."""
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def _key(labels: Labels) -> tuple[str | None, ...]:
+    return tuple(labels.get(name) for name in _KEY)
+
+
+def _includes(other: Labels, labels: Labels) -> bool:
+    return all(other.get(name) == value for name, value in labels.items())
 
 
 class Escalator:

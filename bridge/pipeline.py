@@ -15,9 +15,9 @@ Background (``run``), per batch of accepted alerts, in arrival order:
               (``Store.complete``); ``delivery.Delivery`` sends them.
 
 Escalation ticks (``bridge.escalation``: ``resource="bridge"``, ``action="tick"``) come
-through the inbox like webhooks: whether the alert is silenced in Alertmanager is asked
-before the decisions (I/O, like enrichment), and ``state.tick`` takes the place of
-classify and step.
+through the inbox like webhooks: which of the batch's alerts are silenced in Alertmanager is
+asked once per batch before the decisions (I/O, like enrichment), and ``state.tick`` takes
+the place of classify and step.
 
 Only the store contract (``bridge.store.contract``) is used, so either engine can run
 behind it. ``take`` hands out the batch with the stored state of each identity and the
@@ -173,7 +173,8 @@ class Pipeline:
         return results
 
     async def _silenced(self, entries: list[Entry], taken: Taken) -> set[int]:
-        """The ticks (inbox ids) whose alert a silence holds, asked only for a step due."""
+        """The ticks (inbox ids) whose alert a silence holds, asked only for a step due: one
+        question per Alertmanager for the whole batch (``Silences.held``)."""
         if self.silences is None:
             return set()
         asked: list[tuple[int, dict[str, str]]] = []
@@ -185,7 +186,7 @@ class Pipeline:
                 asked.append((entry.inbox_id, state.alert.labels))
         if not asked:  # the webhook path: no I/O, no task
             return set()
-        found = await asyncio.gather(*(self.silences.silenced(labels) for _, labels in asked))
+        found = await self.silences.held([labels for _, labels in asked])
         return {inbox_id for (inbox_id, _), held in zip(asked, found, strict=True) if held}
 
     async def _enrich(self, alert: SentryAlert) -> SentryAlert:

@@ -3,18 +3,27 @@ the tier alerts, table-driven: a sequence of webhooks and ticks, and what each o
 
 from __future__ import annotations
 
+import json
+import re
+from collections.abc import Mapping
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from prometheus_client import CollectorRegistry
 
 from bridge import config
 from bridge.alertmanager import PostableAlert
 from bridge.classify import classify
+from bridge.enrich import Enricher
 from bridge.errors import ConfigError, StoreFull
-from bridge.escalation import Escalator, Silences, is_tick
+from bridge.escalation import Escalator, Silences, filters, is_tick
+from bridge.metrics import Metrics
 from bridge.model import Outcome, SentryAlert, State
+from bridge.pipeline import BATCH as PIPELINE_BATCH
+from bridge.pipeline import Pipeline
 from bridge.state import (
     IdentityState,
     Policy,
@@ -25,7 +34,9 @@ from bridge.state import (
     step,
     tick,
 )
-from tests.factories import START, sentry_alert
+from bridge.store.sqlite import SqliteStore
+from tests.clock import Clock
+from tests.factories import START, issue, sentry_alert, sizes
 
 RAW: dict[str, Any] = {
     "sentry": {"allow_unauthenticated": True},
@@ -342,51 +353,187 @@ def test_sentrys_escalation_policy_setting_chooses_a_configured_policy() -> None
 # --- asking Alertmanager about silences (bridge.escalation.Silences) ---------------------
 
 
-def silences_answering(answers: dict[str, Any], seen: list[httpx.Request]) -> Silences:
-    """Silences over a MockTransport: each Alertmanager (by host) answers its entry (a
-    status code, or a list of gettableAlerts)."""
+def parse(matcher: str) -> tuple[str, str, str]:
+    """``name="value"`` or ``name=~"regex"`` as Alertmanager's matcher syntax reads it
+    (``\\\\``, ``\\"``, ``\\n`` inside the quotes): name, operator, value."""
+    found = re.fullmatch(r'(\w+)(=~?)"(.*)"', matcher, flags=re.DOTALL)
+    assert found is not None, matcher
+    name, op, quoted = found.groups()
+    return name, op, re.sub(r"\\(.)", lambda m: "\n" if m[1] == "n" else m[1], quoted)
 
-    def handle(request: httpx.Request) -> httpx.Response:
-        seen.append(request)
-        answer = answers[request.url.host]
-        if isinstance(answer, int):
-            return httpx.Response(answer)
+
+def matches(labels: Mapping[str, str], matcher: tuple[str, str, str]) -> bool:
+    name, op, value = matcher
+    if op == "=":
+        return labels.get(name, "") == value
+    return re.fullmatch(value, labels.get(name, "")) is not None  # anchored, as Alertmanager
+
+
+class Alertmanagers:
+    """Alertmanagers over one MockTransport, by host: each holds ``alerts`` (label sets),
+    mutes the issues its entry in ``silenced`` names (or answers it, a status code), and
+    answers ``GET /api/v2/alerts`` as api/v2/api.go's ``alertFilter`` does for ``=`` and
+    ``=~`` matchers and ``active`` (false: only what is suppressed). Every request is kept."""
+
+    def __init__(self, silenced: Mapping[str, set[str] | int]) -> None:
+        self.silenced = dict(silenced)
+        self.alerts: list[dict[str, str]] = []
+        self.requests: list[httpx.Request] = []
+        self.urls = [f"http://{host}:9093" for host in silenced]
+
+    def handle(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        muting = self.silenced[request.url.host]
+        if isinstance(muting, int):
+            return httpx.Response(muting)
+        wanted = [parse(m) for m in request.url.params.get_list("filter")]
+        active = request.url.params.get("active", "true") == "true"
+        answer = []
+        for labels in self.alerts:
+            muted = labels.get("sentry_issue_id") in muting
+            if (muted or active) and all(matches(labels, m) for m in wanted):
+                status: dict[str, Any] = {
+                    "state": "suppressed" if muted else "active",
+                    "inhibitedBy": [],
+                }
+                answer.append({"labels": labels, "status": status | {"silencedBy": ["s"] * muted}})
         return httpx.Response(200, json=answer)
 
-    client = httpx.AsyncClient(transport=httpx.MockTransport(handle))
-    return Silences(client, [f"http://{host}:9093" for host in answers])
+    def silences(self) -> Silences:
+        return Silences(httpx.AsyncClient(transport=httpx.MockTransport(self.handle)), self.urls)
 
 
-MUTED = [{"labels": {}, "status": {"state": "suppressed", "silencedBy": ["s1"]}}]
-UNMUTED = [{"labels": {}, "status": {"state": "active", "silencedBy": [], "inhibitedBy": []}}]
+ALERT = {
+    "alertname": "SentryIssue",
+    "source": "sentry",
+    "sentry_issue_id": "42",
+    "title": 'say "hi"\\n',
+}
+OTHER = {**ALERT, "sentry_issue_id": "43"}
+TIER = {**ALERT, "escalation_tier": "2"}
 
 
 @pytest.mark.parametrize(
-    ("answers", "silenced"),
+    ("held", "silenced", "expected"),
     [
-        pytest.param({"a": UNMUTED, "b": UNMUTED}, False, id="active-everywhere"),
-        pytest.param({"a": UNMUTED, "b": MUTED}, True, id="silenced-in-one-is-enough"),
-        pytest.param({"a": []}, False, id="not-there"),
-        pytest.param({"a": 503, "b": UNMUTED}, False, id="an-outage-never-holds-a-page"),
-        pytest.param({"a": 503, "b": MUTED}, True, id="silenced-in-the-one-that-answers"),
+        pytest.param([ALERT, OTHER], {"a": set(), "b": set()}, [False, False], id="active"),
+        pytest.param([ALERT, OTHER], {"a": set(), "b": {"42"}}, [True, False], id="one-is-enough"),
+        pytest.param([OTHER], {"a": {"42"}}, [False], id="another-issues-silence"),
+        pytest.param([TIER], {"a": {"42"}}, [True], id="a-silenced-tier-holds-the-next"),
+        pytest.param([ALERT], {"a": 503, "b": set()}, [False], id="an-outage-never-holds-a-page"),
+        pytest.param([ALERT], {"a": 503, "b": {"42"}}, [True], id="silenced-where-it-answers"),
     ],
 )
 @pytest.mark.anyio
 async def test_a_silence_in_any_alertmanager_holds_the_step(
-    answers: dict[str, Any], silenced: bool
+    held: list[dict[str, str]], silenced: dict[str, set[str] | int], expected: list[bool]
 ) -> None:
-    seen: list[httpx.Request] = []
-    silences = silences_answering(answers, seen)
-    labels = {"alertname": "SentryIssue", "sentry_issue_id": "42", "title": 'say "hi"\\n'}
-    assert await silences.silenced(labels) is silenced
+    ams = Alertmanagers(silenced)
+    ams.alerts = [ALERT, TIER, OTHER]
+    silences = ams.silences()
+    asked = [{k: v for k, v in labels.items() if k != "escalation_tier"} for labels in held]
+    assert await silences.held(asked) == expected
+    assert await silences.held([]) == []  # nothing to ask: no request
     await silences.client.aclose()
-    # One matcher per label, quoted as Alertmanager's matcher syntax reads them.
-    assert {r.url.path for r in seen} == {"/api/v2/alerts"}
-    assert seen[0].url.params.get_list("filter") == [
-        'alertname="SentryIssue"',
-        'sentry_issue_id="42"',
-        'title="say \\"hi\\"\\\\n"',
-    ]
+    # One request per Alertmanager, for the batch's alerts that something mutes.
+    assert len(ams.requests) == len(silenced)
+    ids = "|".join(sorted(a["sentry_issue_id"] for a in held))
+    for request in ams.requests:
+        assert request.url.path == "/api/v2/alerts"
+        assert request.url.params.get("active") == "false"
+        assert request.url.params.get_list("filter") == [
+            'source="sentry"',
+            f'sentry_issue_id=~"{ids}"',
+        ]
+
+
+METRIC = {"alertname": "SentryMetricAlert", "source": "sentry", "sentry_alert_rule_id": "7.1"}
+
+
+@pytest.mark.parametrize(
+    ("alerts", "expected"),
+    [
+        pytest.param(
+            [ALERT, OTHER, ALERT],
+            [['source="sentry"', 'sentry_issue_id=~"42|43"']],
+            id="the-batchs-issues",
+        ),
+        pytest.param(
+            [METRIC, ALERT],
+            [
+                ['source="sentry"', 'sentry_alert_rule_id=~"7\\\\.1"'],
+                ['source="sentry"', 'sentry_issue_id=~"42"'],
+            ],
+            id="issues-and-metric-alerts-ask-once-each",
+        ),
+        pytest.param(
+            [ALERT, {"alertname": "SentryIssue", "source": "sentry"}],
+            [['source="sentry"']],
+            id="an-alert-without-an-id-asks-for-all",
+        ),
+    ],
+)
+def test_the_filters_select_the_batchs_alerts(
+    alerts: list[dict[str, str]], expected: list[list[str]]
+) -> None:
+    assert filters(alerts) == expected
+    # Alertmanager reads them back as selecting each of the batch's alerts...
+    for labels in alerts:
+        assert any(all(matches(labels, parse(m)) for m in f) for f in expected), labels
+    # ...and, the ids escaped, no other id.
+    near = {**METRIC, "sentry_alert_rule_id": "701"}
+    assert not any(all(matches(near, parse(m)) for m in f) for f in filters([METRIC]))
+
+
+class Batch:
+    """The real store, pipeline and periodic job on a fake clock, asking ``Alertmanagers``."""
+
+    def __init__(self, path: Path, ams: Alertmanagers, clock: Clock) -> None:
+        self.ams = ams
+        self.registry = CollectorRegistry()
+        self.metrics = Metrics(self.registry)
+        self.store = store = SqliteStore(
+            path, ["am"], max_queued=10_000, metrics=self.metrics, clock=clock
+        )
+        self.enricher = Enricher(CONFIG.sentry, self.metrics)
+        self.silences = ams.silences()
+        self.pipeline = Pipeline(
+            CONFIG,
+            store=store,
+            enricher=self.enricher,
+            metrics=self.metrics,
+            silences=self.silences,
+        )
+
+    async def close(self) -> None:
+        await self.silences.client.aclose()
+        await self.enricher.aclose()
+        await self.store.close()
+
+    async def fire(self, issues: int) -> None:
+        """Issues 1..``issues`` fire, and Alertmanager holds what the bridge queued."""
+        for n in range(1, issues + 1):
+            await self.store.accept(issue(n, environment="production"))
+        await self.pipeline.process(await self.store.take(issues))
+        async with self.store.lane("am") as lane:
+            assert lane is not None
+            queued = await lane.pending(10_000)
+            self.ams.alerts = [json.loads(item.body)["labels"] for item in queued]
+            await lane.advance(queued[-1].id)
+
+    async def round(self) -> int:
+        """One escalation round (every identity due ticked) and the batches that decide its
+        ticks; returns how many batches."""
+        assert await Escalator(self.store, 30).round()
+        batches = 0
+        while (await sizes(self.store)).inbox:
+            await self.pipeline.process(await self.store.take(PIPELINE_BATCH))
+            batches += 1
+        return batches
+
+    def outcome(self, name: str) -> int:
+        value = self.registry.get_sample_value("sentry_bridge_alerts_total", {"outcome": name})
+        return int(value or 0)
 
 
 def test_a_rule_that_overrides_sentry_keeps_its_own_policy() -> None:
@@ -445,3 +592,27 @@ async def test_a_round_ticks_each_due_identity_once(store: DueStore, ticked: lis
     assert [a.identity for a in store.accepted] == ticked
     assert all(is_tick(a) and a.state is State.FIRING for a in store.accepted)
     assert all(a.kind.value == a.identity.split(":")[0] for a in store.accepted)
+
+
+@pytest.mark.parametrize("issues", [2, 40, PIPELINE_BATCH + 4])
+@pytest.mark.anyio
+async def test_a_batch_of_ticks_asks_each_alertmanager_once(tmp_path: Path, issues: int) -> None:
+    """Requests per round: one per Alertmanager per batch of ticks, whatever the number of
+    steps due (before: one per step due per Alertmanager: 4, 80 and 520 here)."""
+    clock = Clock(START)
+    odd = {str(n) for n in range(1, issues + 1, 2)}
+    ams = Alertmanagers({"a": set(), "b": odd})  # b: the odd issues acknowledged
+    batch = Batch(tmp_path, ams, clock)
+    await batch.store.open()
+    try:
+        await batch.fire(issues)
+        assert not ams.requests  # the webhook path asks nothing
+        clock.advance(minutes=15)  # critical-default's first step is due for every issue
+        batches = await batch.round()
+    finally:
+        await batch.close()
+    assert batches == -(-issues // PIPELINE_BATCH)
+    assert len(ams.requests) == 2 * batches
+    # The same semantics: silenced in any Alertmanager holds the step, else it fires.
+    assert batch.outcome("acknowledged") == len(odd)
+    assert batch.outcome("escalated") == issues - len(odd)

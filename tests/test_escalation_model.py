@@ -31,7 +31,7 @@ import json
 import shutil
 import tempfile
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, ClassVar
@@ -133,8 +133,8 @@ class FakeSilences(Silences):
     def __init__(self) -> None:
         self.identities: set[str] = set()
 
-    async def silenced(self, labels: Mapping[str, str]) -> bool:
-        return identity_of(dict(labels)) in self.identities
+    async def held(self, alerts: Sequence[Mapping[str, str]]) -> list[bool]:
+        return [identity_of(dict(labels)) in self.identities for labels in alerts]
 
 
 class EscalationModel(RuleBasedStateMachine):

@@ -8,7 +8,10 @@ import re
 from pathlib import Path
 
 import pytest
+from prometheus_client import CollectorRegistry
 
+from bridge.cli import parser
+from bridge.metrics import Metrics
 from tests.test_promtool import rule_groups
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -80,3 +83,43 @@ def test_a_broken_link_is_caught() -> None:
     assert slug("SentryBridgeQuarantine") in anchors
     assert "sentrybridgequarantined" not in anchors
     assert slug("Testing the rules") == "testing-the-rules"
+
+
+def test_the_escalation_section_says_what_to_do_either_way() -> None:
+    """The tiers have no alert of their own: the section covers a tier that did not fire
+    and one that fired wrongly, with steps, and what it names is real."""
+    body = sections()["Escalation tiers"]
+    parts = re.split(r"^### (.+)$", body, flags=re.MULTILINE)
+    cases = dict(zip(parts[1::2], parts[2::2], strict=True))
+    assert set(cases) == {"A tier did not fire", "A tier fired that should not have"}
+    for case, text in cases.items():
+        assert re.search(r"^1\. ", text, flags=re.MULTILINE), case
+    missing = cases["A tier did not fire"]
+    assert 'sentry_bridge_alerts_total{outcome="acknowledged"}' in missing
+    assert "sentry-bridge explain webhook.json --state state.json" in missing
+    # The metrics and outcomes it names exist.
+    registry = CollectorRegistry()
+    Metrics(registry)
+    families = {m.name for m in registry.collect()}  # a counter's without "_total"
+    samples = {(s.name, s.labels.get("outcome")) for m in registry.collect() for s in m.samples}
+    for name, outcome in re.findall(r"(sentry_bridge_\w+)(?:\{outcome=\"(\w+)\"\})?", body):
+        assert name.removesuffix("_total") in families, name
+        assert not outcome or (name, outcome) in samples, (name, outcome)
+    for outcome in ("escalated", "acknowledged", "ignored"):
+        assert ("sentry_bridge_alerts_total", outcome) in samples
+    # The log lines and the words explain and status print are the bridge's own.
+    source = "".join(p.read_text(encoding="utf-8") for p in (ROOT / "bridge").glob("*.py"))
+    for words in (
+        "cannot ask alertmanager for silences; the steps fire",
+        "escalation round failed",
+        "cannot accept escalation ticks now",
+        "tier(s) fired",
+        "next escalation step due at",
+        "tier(s) firing",
+        "next step due",
+    ):
+        assert words in body, words
+        assert words in source, words
+    # explain takes the stored state.
+    args = parser().parse_args(["explain", "webhook.json", "--state", "state.json"])
+    assert args.state == "state.json"

@@ -1,19 +1,33 @@
 """Escalation tiers with a real Alertmanager (issue 16, contract item 4): a tier fires after
 its delay, a silence created through Alertmanager's API holds it (an acknowledgement), a
-restart of the bridge in between changes nothing, and a resolve ends every tier at once."""
+restart of the bridge in between changes nothing, and a resolve ends every tier at once. Two
+replicas on one PostgreSQL fire each step once, and the next one fires from the survivor
+once the replica holding the periodic lease stops."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
 
 from tests.conftest import PostgresTarget
+from tests.integration import procs
 from tests.integration.conftest import Alertmanager, Bridge, BridgeFactory, fixture
+from tests.integration.test_replicas import (
+    Recording,
+    database_env,
+    postgres_store,
+    replicas,
+    start_pod,
+)
 
 ISSUE = "1117540176"  # event_alert.json's and issue_resolved.json's issue
 DELAY = 2.0  # the step's `after`: short, and waited on as a condition, never slept
@@ -104,3 +118,106 @@ def test_a_tier_waits_for_its_delay_and_a_silence_then_a_resolve_ends_every_tier
         resolve = fixture("issue_resolved.json")
         assert bridge.post(resolve, resource="issue").status_code == 202
         alertmanager.wait_for(lambda a: not of_issue(a))  # both tiers resolved at once
+
+
+# --- two replicas on one PostgreSQL -------------------------------------------------------
+
+LATER = 15.0  # the second step's `after`: well after the first replica has stopped
+TWO_STEPS = {
+    **ESCALATION,
+    "policies": {"tiers": [POLICY, {"after": f"{LATER}s", "labels": {"escalation_tier": "3"}}]},
+}
+
+
+def lease_holder(pg: PostgresTarget) -> str | None:
+    """Who holds the periodic lease now (bridge/store/pg/lease.py), read from PostgreSQL."""
+
+    async def read() -> str | None:
+        conn = await asyncpg.connect(pg.dsn, server_settings={"search_path": pg.schema})
+        try:
+            holder = await conn.fetchval(
+                "SELECT holder FROM lease "
+                "WHERE name = 'periodic' AND expires_at > clock_timestamp()"
+            )
+        finally:
+            await conn.close()
+        return None if holder is None else str(holder)
+
+    try:
+        return asyncio.run(read())
+    except asyncpg.UndefinedTableError:  # not migrated yet
+        return None
+
+
+def wait_until(condition: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.05)
+
+
+def tier_starts(recorder: Recording) -> dict[str, set[str]]:
+    """Per tier, every ``startsAt`` a firing post of the issue carried through ``recorder``:
+    a tier fired twice would show two."""
+    out: dict[str, set[str]] = {}
+    for _, wall, alerts in list(recorder.posts):
+        for alert in alerts:
+            firing = datetime.fromisoformat(alert["endsAt"]) > wall
+            if alert["labels"].get("sentry_issue_id") == ISSUE and firing:
+                out.setdefault(tier(alert), set()).add(alert["startsAt"])
+    return out
+
+
+def test_two_replicas_fire_each_step_once_and_the_survivor_fires_the_next(
+    tmp_path: Path, alertmanager: Alertmanager, pg: PostgresTarget
+) -> None:
+    """Both replicas run the escalation job; the lease lets one tick at a time, so the step
+    fires once. The holder stopped, the other replica takes the lease and the next step fires
+    from it, and the tiers already fired keep firing unchanged."""
+    ports = [procs.free_port(), procs.free_port()]
+    with contextlib.ExitStack() as stack:
+        recorder = Recording(alertmanager.url)
+        stack.enter_context(recorder.running())
+        pods = stack.enter_context(
+            replicas(
+                tmp_path, [recorder.url], postgres_store(pg), count=0,
+                env=database_env(pg), ports=ports,
+            )
+        )  # fmt: skip
+        procs.update_config(pods.config, escalation=TWO_STEPS)
+        a = stack.enter_context(start_pod(tmp_path, pods.config, "pod-a", ports[0], pods.env))
+        wait_until(lambda: lease_holder(pg) is not None, "pod A never took the periodic lease")
+        holder_a = lease_holder(pg)
+        b = stack.enter_context(start_pod(tmp_path, pods.config, "pod-b", ports[1], pods.env))
+
+        def escalated(*pods: Bridge) -> float:
+            return sum(
+                p.metric("sentry_bridge_alerts_total", {"outcome": "escalated"}) for p in pods
+            )
+
+        assert b.post(fixture("event_alert.json"), resource="event_alert").status_code == 202
+        first = of_issue(alertmanager.wait_for(lambda a: "1" in of_issue(a)))["1"]
+        fired = time.monotonic()
+        tiers = of_issue(alertmanager.wait_for(lambda a: "2" in of_issue(a)))
+        assert tiers["2"]["labels"] == {**first["labels"], "escalation_tier": "2"}
+        # Both replicas up, one tick decided: the step fired once.
+        assert lease_holder(pg) == holder_a
+        assert escalated(a, b) == 1
+        by_a = escalated(a)
+
+        assert a.process.terminate() == 0  # the lease holder stops (and hands the lease over)
+        assert time.monotonic() - fired < LATER, "pod A stopped too late to show a takeover"
+        assert set(of_issue(alertmanager.sentry_alerts())) == {"1", "2"}
+
+        # The survivor takes the lease at its next look and fires the next step on time.
+        tiers = of_issue(alertmanager.wait_for(lambda a: "3" in of_issue(a), timeout=LATER + 20))
+        assert lease_holder(pg) not in {None, holder_a}
+        assert time.monotonic() - fired >= LATER - 1.0  # not before it was due
+        assert by_a + escalated(b) == 2
+        assert tiers["1"]["startsAt"] == first["startsAt"]  # no false "resolved" to tier 1
+        # Every post of each tier, from either replica, carried the one firing's startsAt.
+        assert {t: len(s) for t, s in tier_starts(recorder).items()} == {"1": 1, "2": 1, "3": 1}
+
+        resolve = fixture("issue_resolved.json")
+        assert b.post(resolve, resource="issue").status_code == 202
+        alertmanager.wait_for(lambda a: not of_issue(a))  # every tier resolved at once
