@@ -199,6 +199,8 @@ def explain_step(
         print("  none (nothing known; pass --state FILE to start from a saved state)")
     else:
         print(textwrap.indent(json.dumps(previous.to_json(), indent=2, default=str), "  "))
+        for line in state.describe_reconciler(previous):
+            print(f"  {line}")
     print(f"\nthis webhook: {result.outcome.value}")
     for line in state.describe(previous, result):
         print(f"  {line}")

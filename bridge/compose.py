@@ -310,6 +310,12 @@ class Bridge:
             "inbox": sizes.inbox,
             "queue_depth": dict(sizes.queued),
             "alertmanager_down": sorted(self.delivery.outages.down),
+            # This replica's reconciler: rounds run on the one holding the periodic lease.
+            "reconciler": {
+                "enabled": self.reconciler.enabled,
+                "interval_seconds": self.reconciler.interval,
+                "last_round_at": self.reconciler.last_round,
+            },
         }
 
     async def requeue_dead_letters(self) -> dict[str, int]:

@@ -23,6 +23,8 @@ from prometheus_client import (
     disable_created_metrics,
     generate_latest,
 )
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from bridge import __version__
 from bridge.errors import REJECT_REASONS
@@ -61,6 +63,37 @@ EDITOR_OUTCOMES = ("accepted", "refused", "unauthorized", "bad_request", "busy")
 ENRICH_RESULTS = ("hit", "fetched", "timeout", "unauthorized", "not_found", "error", "skipped")
 # Requests of the reconciler (bridge/reconcile.py) to Sentry's API, by result.
 RECONCILE_RESULTS = ("ok", "rate_limited", "unauthorized", "not_found", "timeout", "error")
+
+
+class LastRound(Collector):
+    """``sentry_bridge_reconcile_last_success_timestamp_seconds``: when the reconciler last
+    finished a round. No series while the reconciler is off (no ``sentry.api_token``), so
+    the chart's SentryBridgeReconcileStalled cannot fire for such installs; 0 from the
+    moment it is on until its first round completes, so the alert counts from the
+    process's start then (``process_start_time_seconds``), and a token Sentry refuses from
+    the start still shows."""
+
+    NAME = f"{NAMESPACE}_reconcile_last_success_timestamp_seconds"
+
+    def __init__(self) -> None:
+        self.on = False
+        self.value = 0.0
+
+    def enable(self) -> None:
+        self.on = True
+
+    def set(self, value: float) -> None:
+        self.value = value
+
+    def collect(self) -> Iterable[Metric]:
+        family = GaugeMetricFamily(
+            self.NAME,
+            "Unix time the reconciler last finished a round of every issue it had to check "
+            "(0 until the first; no series without sentry.api_token).",
+        )
+        if self.on:
+            family.add_metric([], self.value)
+        yield family
 
 
 class _Sizes(Protocol):
@@ -197,12 +230,8 @@ class Metrics:
             namespace=ns,
             registry=registry,
         )
-        self.reconcile_last_success = Gauge(
-            "reconcile_last_success_timestamp_seconds",
-            "When the reconciler last finished a round of every issue it had to check.",
-            namespace=ns,
-            registry=registry,
-        )
+        self.reconcile_last_success = LastRound()
+        registry.register(self.reconcile_last_success)
         self.cache_entries = Gauge(
             "cache_entries",
             "Entries held in each in-process cache.",

@@ -90,6 +90,10 @@ class Reconciler:
         self._metrics = metrics
         self._sleep = sleep
         self._next_request = 0.0  # time.monotonic() before which no request goes out
+        # When this replica last finished a round (time.time()), for /-/status.
+        self.last_round: float | None = None
+        if self._token is not None:
+            metrics.reconcile_last_success.enable()
         self._client = httpx.AsyncClient(
             transport=transport,
             timeout=httpx.Timeout(cfg.api_timeout),
@@ -140,7 +144,8 @@ class Reconciler:
                 accepted += 1
             if len(page) < BATCH:
                 break
-        self._metrics.reconcile_last_success.set(time.time())
+        self.last_round = time.time()
+        self._metrics.reconcile_last_success.set(self.last_round)
         if accepted:
             log.info("reconciled with Sentry's API", extra={"alerts_queued": accepted})
         return accepted

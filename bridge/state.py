@@ -536,7 +536,27 @@ def describe(previous: IdentityState | None, result: Step) -> Sequence[str]:
         lines.append(f"still firing at {before}: annotations and endsAt refreshed")
     if result.escalated:
         lines.append("escalated one step (repeats or Sentry's escalating status)")
+    lines.extend(describe_reconciler(result.state))
     lines.extend(describe_tiers(result.state))
+    return lines
+
+
+def describe_reconciler(state: IdentityState) -> list[str]:
+    """What Sentry's API may still change (``reconcile``), for explain and status: a resolve
+    it would undo, and that it last said the issue escalates."""
+    lines = []
+    if state.alert is None and state.last_alert is not None and state.resolved_at is not None:
+        severity = state.last_severity or state.last_alert.labels.get("severity", "?")
+        lines.append(
+            f"resolved at {state.resolved_at.isoformat()}; with sentry.api_token, Sentry's API "
+            f"saying the issue is unresolved after that undoes the resolve: the alert fires "
+            f"again at {severity}"
+        )
+    if state.sentry_escalating:
+        lines.append(
+            "Sentry's API last said the issue is escalating: the alert was escalated once "
+            "for it, and is not again until Sentry says otherwise"
+        )
     return lines
 
 

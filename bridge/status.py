@@ -3,8 +3,10 @@
 The answer (JSON) lists the active alerts by Sentry identity (their label sets, the
 first ``limit`` of them, and how many in all), the queue depth per Alertmanager, the
 Alertmanagers failing now, the newest dead letters with Alertmanager's reason, and how
-many webhooks are quarantined (per reason, and the oldest one's age), and which store and
-Alertmanagers the bridge uses. Labels only: no annotations, which carry Sentry's text.
+many webhooks are quarantined (per reason, and the oldest one's age), which store and
+Alertmanagers the bridge uses, and when this replica's reconciler last finished a round
+(bridge/reconcile.py); per alert, whether Sentry's API last said its issue escalates.
+Labels only: no annotations, which carry Sentry's text.
 
 ``POST /-/status/requeue-dead-letters`` queues the dead letters again, after the cause
 was fixed (Alertmanager's credentials, a proxy's limit): resolves as they were, firing
@@ -20,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -92,8 +95,11 @@ def render(status: dict[str, Any]) -> str:
             step = alert.get("next_step_at")
             due = f"; next step due {_when(step)}" if step else ""
             out.append(f"  {'':<28} escalation: {alert.get('tiers', 0)} tier(s) firing{due}")
+        if alert.get("sentry_escalating"):
+            out.append(f"  {'':<28} Sentry's API last said: escalating")
     if status["active_count"] > len(status["active"]):
         out.append(f"  ... {status['active_count'] - len(status['active'])} more (--limit)")
+    out.extend(_reconciler(status.get("reconciler"), time.time()))
     out.append(f"inbox (accepted, not decided yet): {status['inbox']}")
     out.append("queue per Alertmanager:")
     down = set(status["alertmanager_down"])
@@ -115,6 +121,22 @@ def render(status: dict[str, Any]) -> str:
     if age is not None:
         out.append(f"  oldest: {_age(age)} ago (sentry-bridge quarantine list)")
     return "\n".join(out)
+
+
+def _reconciler(view: dict[str, Any] | None, now: float) -> list[str]:
+    """When this replica's reconciler (bridge/reconcile.py) last finished a round."""
+    if not view:  # a bridge older than the field
+        return []
+    if not view["enabled"]:
+        return ["reconciler: off (no sentry.api_token): pages end alert_lifetime after a webhook"]
+    last = view["last_round_at"]
+    if last is None:
+        return [
+            "reconciler: no round completed on this replica yet (only the replica holding "
+            "the periodic lease runs them)"
+        ]
+    ago, every = _age(max(0.0, now - last)), _age(view["interval_seconds"])
+    return [f"reconciler: last round {_when(last)} ({ago} ago; every {every})"]
 
 
 def _age(seconds: float) -> str:

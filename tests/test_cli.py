@@ -3,6 +3,7 @@ entry point, ``cli.main`` in-process for the rest."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import subprocess
@@ -232,8 +233,17 @@ def test_explain_shows_the_step_from_a_given_state_and_says_it_resolves(
     out = capsys.readouterr().out
     assert "this webhook: resolved" in out
     assert "RESOLVES the alert" in out
+    # The reconciler's view of the state after: Sentry's API may still undo the resolve.
+    assert "Sentry's API saying the issue is unresolved after that undoes the resolve" in out
     (sent,) = json.loads(out[out.index("[", out.index("would POST")) :])
     assert sent["labels"] == fired["labels"]  # the very label set that fired
+    # From a state where Sentry's API last said the issue escalates, explain says so.
+    saved.write_text(
+        json.dumps(dataclasses.replace(previous, sentry_escalating=True).to_json()), "utf-8"
+    )
+    assert cli.main(["explain", resolved, "--config", str(SHIPPED), "--state", str(saved)]) == 0
+    before = capsys.readouterr().out.split("this webhook:")[0]
+    assert "Sentry's API last said the issue is escalating" in before
 
 
 def test_explain_names_what_came_from_the_issues_context(

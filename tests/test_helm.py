@@ -907,6 +907,7 @@ ALERTS = (
     "SentryBridgeSpoolBacklog",
     "SentryBridgeSpoolFilling",
     "SentryBridgeNoWebhooks",
+    "SentryBridgeReconcileStalled",
 )
 
 
@@ -941,6 +942,25 @@ def test_the_no_webhooks_alert_is_off_by_default_and_counts_minutes(
     [quiet] = [r for r in _rules(chart) if r["alert"] == "SentryBridgeNoWebhooks"]
     assert quiet["expr"].rstrip().endswith("> 21600")
     assert quiet["annotations"]["summary"] == "No webhook from Sentry for 360 minutes."
+
+
+def test_the_reconcile_stalled_alert_is_on_by_default_and_counts_minutes(
+    chart: helm_python.Chart,
+) -> None:
+    """It cannot fire without an API token (no series), so it is on unless set to 0."""
+    values = merged(WORKING, {"prometheusRule": {"enabled": True}})
+    default = render(chart, values).one("PrometheusRule")["spec"]["groups"][0]["rules"]
+    [rule] = [r for r in default if r["alert"] == "SentryBridgeReconcileStalled"]
+    assert rule["expr"].rstrip().endswith("> 1200")
+    assert "process_start_time_seconds" in rule["expr"]
+    off = _rules(chart, {"prometheusRule": {"reconcileStalledMinutes": 0}})
+    assert "SentryBridgeReconcileStalled" not in [r["alert"] for r in off]
+    [longer] = [
+        r
+        for r in _rules(chart, {"prometheusRule": {"reconcileStalledMinutes": 45}})
+        if r["alert"] == "SentryBridgeReconcileStalled"
+    ]
+    assert longer["expr"].rstrip().endswith("> 2700")
 
 
 def test_prometheus_rule_labels_and_runbooks(chart: helm_python.Chart) -> None:

@@ -214,3 +214,34 @@ async def test_only_the_replica_holding_the_periodic_lease_asks(
 
 async def _answer(value: bool) -> bool:
     return value
+
+
+LAST_ROUND = "sentry_bridge_reconcile_last_success_timestamp_seconds"
+
+
+async def test_the_last_round_has_no_series_without_a_token(
+    tmp_path: Path, api: FakeSentryAPI
+) -> None:
+    """SentryBridgeReconcileStalled (the chart) must never fire where nothing reconciles."""
+    async with rig(tmp_path, api, api_token=None) as r:
+        assert not r.reconciler.enabled
+        assert r.pipeline.metrics.registry.get_sample_value(LAST_ROUND) is None
+        exposed = r.pipeline.metrics.exposition().decode()
+        assert f"# TYPE {LAST_ROUND} gauge" in exposed  # the family, with no sample
+        assert f"\n{LAST_ROUND} " not in exposed
+
+
+async def test_the_last_round_is_zero_until_a_round_completes(
+    tmp_path: Path, api: FakeSentryAPI
+) -> None:
+    """0, not absent, so the chart's alert counts from the process's start until then."""
+    async with rig(tmp_path, api) as r:
+        assert r.pipeline.metrics.registry.get_sample_value(LAST_ROUND) == 0.0
+        assert r.reconciler.last_round is None
+        await r.fire(1)
+        api.fail(Reply(502, {"detail": "bad gateway"}), times=3)
+        await r.reconciler.round()  # ended early: no round completed
+        assert r.pipeline.metrics.registry.get_sample_value(LAST_ROUND) == 0.0
+        await r.reconciler.round()
+        assert r.reconciler.last_round is not None
+        assert r.pipeline.metrics.registry.get_sample_value(LAST_ROUND) == r.reconciler.last_round

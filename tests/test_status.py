@@ -169,3 +169,95 @@ def test_render_shows_the_escalation_tiers_and_the_next_step() -> None:
     view = status.render(data)
     assert "escalation: 1 tier(s) firing; next step due 2027-01-15 07:59:00Z" in view
     assert view.count("escalation:") == 1  # nothing shown for an alert with no policy
+
+
+def _page(**extra: Any) -> dict[str, Any]:
+    return {
+        "active_count": 0,
+        "active": [],
+        "inbox": 0,
+        "queue_depth": {},
+        "alertmanager_down": [],
+        "dead_letter_count": 0,
+        "dead_letters": [],
+        "quarantined": 0,
+        "quarantine_reasons": {},
+        "quarantine_oldest_age_seconds": None,
+        **extra,
+    }
+
+
+@pytest.mark.parametrize(
+    ("reconciler", "line"),
+    [
+        pytest.param(
+            {"enabled": False, "interval_seconds": 60.0, "last_round_at": None},
+            "reconciler: off (no sentry.api_token)",
+            id="off",
+        ),
+        pytest.param(
+            {"enabled": True, "interval_seconds": 60.0, "last_round_at": None},
+            "reconciler: no round completed on this replica yet",
+            id="no-round",
+        ),
+        pytest.param(
+            {"enabled": True, "interval_seconds": 60.0, "last_round_at": 1.8e9},
+            "reconciler: last round 2027-01-15 08:00:00Z (",
+            id="last-round",
+        ),
+    ],
+)
+def test_render_says_when_the_reconciler_last_finished_a_round(
+    reconciler: dict[str, Any], line: str
+) -> None:
+    view = status.render(_page(reconciler=reconciler))
+    assert f"\n{line}" in view
+    assert "reconciler" not in status.render(_page())  # a bridge older than the field
+
+
+def test_render_says_sentry_last_said_escalating() -> None:
+    alert = {"identity": "issue:1", "ends_at": 1.8e9, "labels": {"severity": "critical"}}
+    told = [{**alert, "sentry_escalating": True}]
+    view = status.render(_page(active_count=1, active=told))
+    assert "Sentry's API last said: escalating" in view
+    quiet = [{**alert, "sentry_escalating": False}]
+    assert "escalating" not in status.render(_page(active_count=1, active=quiet))
+
+
+async def test_status_shows_the_reconcilers_last_round(tmp_path: Path) -> None:
+    """With an API token, /-/status says when this replica's reconciler finished a round
+    (the first one runs at start; no issue to check: no request to Sentry)."""
+    asked: list[httpx.Request] = []
+
+    def sentry(request: httpx.Request) -> httpx.Response:
+        asked.append(request)
+        return httpx.Response(200, json=[])
+
+    cfg = config.parse(
+        {
+            "sentry": {"client_secrets": "s", "api_token": "t", "organization": "acme"},
+            "store": {"data_dir": str(tmp_path)},
+        },
+        env={},
+    )
+    bridge = build(
+        cfg,
+        alertmanager_transport=httpx.MockTransport(Alertmanager()),
+        sentry_transport=httpx.MockTransport(sentry),
+    )
+    app = create_app(bridge)
+    both = both_listeners(app, create_admin_app(bridge, None))
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=both), base_url="http://b") as c,
+    ):
+        with anyio.fail_after(10):
+            while bridge.reconciler.last_round is None:
+                await anyio.sleep(0.01)
+        view = (await current(c))["reconciler"]
+    assert view == {
+        "enabled": True,
+        "interval_seconds": 60.0,
+        "last_round_at": bridge.reconciler.last_round,
+    }
+    assert asked == []

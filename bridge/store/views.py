@@ -49,14 +49,15 @@ def quarantined(rows: Iterable[QuarantineRead]) -> list[Quarantined]:
 
 
 def snapshot(
-    active: Sequence[tuple[str, float | None, Mapping[str, str], float | None, int]],
+    active: Sequence[tuple[str, float | None, Mapping[str, str], float | None, int, bool]],
     dead: Sequence[tuple[float, str, str, str]],
     dead_count: int,
     reasons: Mapping[str, int],
     oldest: float | None,
 ) -> dict[str, Any]:
     """``Store.snapshot``: ``active`` (identity, endsAt, labels, when its next escalation
-    step is due, how many escalation tiers fire beside it), the newest ``dead`` letters
+    step is due, how many escalation tiers fire beside it, whether Sentry's API last said
+    the issue escalates: ``bridge.state.describe_reconciler``), the newest ``dead`` letters
     (at, Alertmanager, reason, wire JSON), how many dead letters there are, the quarantine's
     count per reason and its oldest entry's time (epoch seconds)."""
     return {
@@ -67,8 +68,9 @@ def snapshot(
                 "labels": dict(labels),
                 "tiers": tiers,
                 "next_step_at": due_at,
+                "sentry_escalating": escalating,
             }
-            for identity, ends_at, labels, due_at, tiers in active
+            for identity, ends_at, labels, due_at, tiers, escalating in active
         ],
         "dead_letters": [
             {

@@ -7,6 +7,7 @@ of the issue this part owns, each failing on the code before the reconciler:
 * "Resolves that never come": Sentry resolved it and sent no webhook (here: while the bridge
   was down, so the start-up round catches it up);
 * "A captured resolve clears a live alert": a replayed resolve is undone at the next check;
+* Sentry's status ``escalating`` escalates the alert one step in Alertmanager, once;
 * and Sentry's 429s are waited out as its ``Retry-After`` says.
 """
 
@@ -23,6 +24,7 @@ import httpx
 import pytest
 import yaml
 
+from bridge.model import Severity
 from tests.conftest import PostgresTarget
 from tests.integration import procs
 from tests.integration.conftest import ENV, Alertmanager, Bridge
@@ -122,6 +124,40 @@ def test_a_replayed_resolve_is_undone_at_the_next_check(
             b.until_metric("sentry_bridge_alerts_total", lambda n: n >= 1, {"outcome": "resolved"})
             alertmanager.wait_for(lambda alerts: ids(alerts) == [ISSUE])
             assert b.metric("sentry_bridge_alerts_total", {"outcome": "reconciled"}) >= 1
+
+
+def test_sentrys_escalating_status_escalates_the_alert_once(
+    tmp_path: Path, alertmanager: Alertmanager
+) -> None:
+    """Sentry's API says the issue escalates (``substatus: escalating``, no webhook): in
+    Alertmanager the alert ends one severity up with ``escalated="true"``, the old label
+    set resolved (no second alert of the issue), and later rounds saying the same leave it."""
+    with FakeSentryAPI(token="t0ken") as api:
+        api.status(ISSUE, "unresolved")
+        with running(tmp_path, alertmanager, api, lifetime="1h", interval="1s") as b:
+            # From staging (the shipped non-production rule): below critical, room to rise.
+            staging = event_alert(ISSUE, environment="staging")
+            assert b.post(staging, resource="event_alert").status_code == 202
+            [first] = alertmanager.wait_for(lambda alerts: ids(alerts) == [ISSUE])
+            before = Severity(first["labels"]["severity"])
+            assert before is not Severity.CRITICAL, "nothing above it to escalate to"
+            raised = before.escalate().value
+            api.status(ISSUE, "unresolved", substatus="escalating")
+
+            def escalated(alerts: list[dict[str, Any]]) -> bool:
+                return [
+                    (a["labels"]["severity"], a["labels"].get("escalated")) for a in alerts
+                ] == [(raised, "true")]
+
+            [now] = alertmanager.wait_for(escalated)
+            assert ids([now]) == [ISSUE]
+            assert b.metric("sentry_bridge_alerts_total", {"outcome": "reconciled"}) == 1
+            # Three more rounds of Sentry saying escalating: no second step.
+            seen = len(api.requests_to(api.list_path()))
+            assert api.wait_for_requests(len(api.requests) + 3, timeout=20)
+            assert len(api.requests_to(api.list_path())) >= seen + 3
+            assert escalated(alertmanager.sentry_alerts())
+            assert b.metric("sentry_bridge_alerts_total", {"outcome": "reconciled"}) == 1
 
 
 def test_429s_are_waited_out_as_retry_after_says(

@@ -804,6 +804,23 @@ async def test_resends_keep_the_tiers_alive_with_their_alert(open_engine: Opener
 # --- the reconciler's read (issue 16) ---------------------------------------------------
 
 
+async def test_the_status_page_says_when_sentry_last_said_escalating(open_engine: Opener) -> None:
+    async with open_engine() as store:
+        for n in (1, 2):
+            await store.accept(factories.issue(n))
+        taken = await take(store)
+        told = replace(state_of(firing(1, taken.now), taken.now), sentry_escalating=True)
+        states: dict[str, IdentityState | None] = {
+            "issue:1": told,
+            "issue:2": state_of(firing(2, taken.now), taken.now),
+        }
+        await commit(store, taken, states=states)
+        shown = {
+            a["identity"]: a["sentry_escalating"] for a in (await store.snapshot(10))["active"]
+        }
+        assert shown == {"issue:1": True, "issue:2": False}
+
+
 async def test_issues_pages_the_issue_states_in_byte_order(open_engine: Opener) -> None:
     async with open_engine() as store:
         names = ["issue:10", "issue:9", "issue:100", "metric_alert:1"]

@@ -90,8 +90,8 @@ async def snapshot(conn: Any, limit: int) -> dict[str, Any]:
     reasons = await conn.fetch(sql.QUARANTINE_REASONS)
     return views.snapshot(
         [
-            (codec.untext(i), e, codec.from_jsonb(labels), due, tiers)
-            for i, e, labels, due, tiers in active
+            (codec.untext(i), e, codec.from_jsonb(labels), due, tiers, escalating)
+            for i, e, labels, due, tiers, escalating in active
         ],
         [(at, target, codec.untext(reason), body) for at, target, reason, body in dead],
         int(await conn.fetchval(sql.COUNT_DEAD_LETTERS)),

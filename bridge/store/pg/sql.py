@@ -205,7 +205,8 @@ ORDER BY id DESC LIMIT $1
 COUNT_DEAD_LETTERS = "SELECT count(*) FROM dead_letter"
 ACTIVE_ALERTS = """
 SELECT identity, extract(epoch FROM ends_at)::float8, (state->'alert'->'labels')::text,
-       extract(epoch FROM due_at)::float8, coalesce(jsonb_array_length(state->'tiers'), 0)
+       extract(epoch FROM due_at)::float8, coalesce(jsonb_array_length(state->'tiers'), 0),
+       coalesce((state->>'sentry_escalating')::boolean, false)
 FROM identity_state WHERE active ORDER BY identity LIMIT $1
 """
 

@@ -76,8 +76,10 @@ def discard_quarantine(db: sqlite3.Connection, ids: Sequence[int] | None) -> lis
 
 def read_snapshot(db: sqlite3.Connection, limit: int) -> dict[str, Any]:
     active = [
-        (name, ends_at, json.loads(body)["labels"], due_at, tiers or 0)
-        for name, ends_at, body, due_at, tiers in db.execute(sql.ACTIVE_ALERTS, (limit,))
+        (name, ends_at, json.loads(body)["labels"], due_at, tiers or 0, bool(escalating))
+        for name, ends_at, body, due_at, tiers, escalating in db.execute(
+            sql.ACTIVE_ALERTS, (limit,)
+        )
     ]
     return views.snapshot(
         active,

@@ -70,7 +70,8 @@ FORGET_STATE = "DELETE FROM state WHERE identity = ?"
 ACTIVE_ALERT = "SELECT json_extract(state, '$.alert') FROM state WHERE identity = ? AND active"
 ACTIVE_ALERTS = (
     "SELECT identity, ends_at, json_extract(state, '$.alert'), due_at,"
-    " json_array_length(state, '$.tiers') FROM state WHERE active ORDER BY identity LIMIT ?"
+    " json_array_length(state, '$.tiers'), json_extract(state, '$.sentry_escalating')"
+    " FROM state WHERE active ORDER BY identity LIMIT ?"
 )
 # An active alert whose endsAt passed has expired in Alertmanager too.
 END_EXPIRED = "UPDATE state SET active = 0, due_at = NULL WHERE active AND ends_at <= ?"
