@@ -42,7 +42,7 @@ from bridge.config import NO_ESCALATION, Config
 from bridge.context import EMPTY as NO_CONTEXT
 from bridge.context import MAX_ENVIRONMENTS, IssueContext
 from bridge.dedup import fingerprint
-from bridge.model import Kind, Outcome, SentryAlert, Severity, State
+from bridge.model import Kind, Outcome, SentryAlert, Severity, State, evolve
 
 # How long a state outlives its last change once nothing fires: what a late retry of
 # Sentry's (minutes to hours later) or a replayed body needs to be recognised as stale.
@@ -278,7 +278,7 @@ def _step(
         named = firing.labels.get("environment") if firing is not None else None
         labelled = alert
         if alert.kind is Kind.ISSUE and alert.environment is None and named != "unknown":
-            labelled = dataclasses.replace(alert, environment=named)  # never to "unknown"
+            labelled = evolve(alert, environment=named)  # never to "unknown"
         labels = L.build_labels(
             labelled,
             decision,
@@ -290,7 +290,7 @@ def _step(
     seen = prev.environments if firing is not None else ()
     if alert.environment and alert.environment not in seen and len(seen) < MAX_ENVIRONMENTS:
         seen = (*seen, alert.environment)  # bounded: a credential holder cannot grow it
-    state = dataclasses.replace(
+    state = evolve(
         prev,
         context=prev.context.learn(alert) if alert.kind is Kind.ISSUE else prev.context,
         severity=severity,
@@ -328,7 +328,7 @@ def _step(
         lifetime=(TEST_LIFETIME if alert.test else policy.alert_lifetime).total_seconds(),
     )
     posts.append(current)
-    state = dataclasses.replace(state, alert=current, posted=label_hash, posted_at=now)
+    state = evolve(state, alert=current, posted=label_hash, posted_at=now)
     return Step(state, tuple(posts), Outcome.FORWARDED, severity, escalated)
 
 
