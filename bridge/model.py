@@ -11,28 +11,44 @@ comparing a number only matches a number that is known.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import enum
+import itertools
+import operator
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, TypeVar
 
 _T = TypeVar("_T")
+_SET = object.__setattr__  # past a frozen dataclass's own __setattr__, as its __init__ goes
+# Per class: its slots, a getter of all of them at once, and each slot's position.
+_LAYOUTS: dict[type, tuple[tuple[str, ...], operator.attrgetter[Any], dict[str, int]]] = {}
 
 
 def evolve(obj: _T, **changes: Any) -> _T:
     """``dataclasses.replace`` for the frozen, slotted dataclasses of the webhook path
-    (none has ``__post_init__`` or an ``init=False`` field): a copy with ``changes``, slot
-    by slot, at about half the cost (``replace`` builds every field's keyword and runs
-    ``__init__``; a ``SentryAlert`` has 44 fields and every webhook copies a few states
-    and alerts; issue 15's profile)."""
+    (none has ``__post_init__`` or an ``init=False`` field): a copy with ``changes``, its
+    slots read and written in C (``attrgetter``, ``map``), at a third to half the cost
+    (``replace`` builds every field's keyword and runs ``__init__``; a ``SentryAlert`` has
+    44 fields and every webhook copies a few states and alerts; issue 15's profile)."""
     cls = type(obj)
-    unknown = changes.keys() - cls.__slots__  # type: ignore[attr-defined]
-    if unknown:
-        raise TypeError(f"{cls.__name__} has no field {sorted(unknown)[0]!r}")
+    layout = _LAYOUTS.get(cls)
+    if layout is None:
+        slots: tuple[str, ...] = tuple(cls.__slots__)  # type: ignore[attr-defined]
+        layout = _LAYOUTS[cls] = (
+            slots,
+            operator.attrgetter(*slots),
+            {name: i for i, name in enumerate(slots)},
+        )
+    slots, read_all, position = layout
+    values = list(read_all(obj)) if len(slots) > 1 else [read_all(obj)]  # one: no tuple
+    for name, value in changes.items():
+        if name not in position:
+            raise TypeError(f"{cls.__name__} has no field {name!r}")
+        values[position[name]] = value
     new = object.__new__(cls)
-    for name in cls.__slots__:  # type: ignore[attr-defined]
-        object.__setattr__(new, name, changes[name] if name in changes else getattr(obj, name))
+    collections.deque(map(_SET, itertools.repeat(new, len(slots)), slots, values), maxlen=0)
     return new
 
 

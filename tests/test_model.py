@@ -58,3 +58,13 @@ def test_evolve_keeps_hash_and_equality() -> None:
     assert later != ALERT
     assert evolve(later, occurred_at=START) == ALERT
     assert hash(evolve(later, occurred_at=START)) == hash(ALERT)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _One:
+    only: int
+
+
+def test_evolve_one_field() -> None:
+    assert evolve(_One(1), only=2) == _One(2)
+    assert evolve(_One(1)) == _One(1)
