@@ -186,11 +186,11 @@ class SentryAlert:
         """JSON-ready fields, unknowns left out. On every accepted webhook's path, so
         no ``dataclasses.asdict`` (it deep-copies); enums are ``str`` and tags are
         pairs, both already what ``json.dumps`` wants."""
-        data = {}
-        for name in _FIELD_NAMES:
-            value = getattr(self, name)
-            if value is not None and value != ():
-                data[name] = value
+        data = {
+            name: value
+            for name, value in zip(_FIELD_NAMES, _read_fields(self), strict=True)
+            if value is not None and value != ()
+        }
         for name in _TIME_FIELDS:
             value = getattr(self, name)
             if value is not None:
@@ -212,6 +212,7 @@ class SentryAlert:
 
 
 _FIELD_NAMES = tuple(field.name for field in dataclasses.fields(SentryAlert))
+_read_fields = operator.attrgetter(*_FIELD_NAMES)  # every field at once, in C
 _TIME_FIELDS = ("started_at", "occurred_at", "received_at", "answered_at")
 
 

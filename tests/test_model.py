@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from datetime import timedelta
 from typing import Any
 
 import pytest
 
 from bridge.context import IssueContext
-from bridge.model import evolve
+from bridge.model import SentryAlert, evolve
 from bridge.state import IdentityState
 from tests.factories import START, postable, sentry_alert
 
@@ -68,3 +69,14 @@ class _One:
 def test_evolve_one_field() -> None:
     assert evolve(_One(1), only=2) == _One(2)
     assert evolve(_One(1)) == _One(1)
+
+
+def test_to_json_leaves_out_unknowns_and_reads_back() -> None:
+    alert = evolve(ALERT, answered_at=START, evidence=(("k", "v"),), from_context=("users",))
+    data = alert.to_json()
+    assert data["occurred_at"] == START.isoformat()
+    assert data["tags"] == (("browser", "Firefox"),)
+    assert "environment" not in data  # None
+    assert "rule_settings" not in data  # ()
+    assert all(value is not None and value != () for value in data.values())
+    assert SentryAlert.from_json(json.loads(json.dumps(data))) == alert
