@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from bridge.model import Kind, SentryAlert
+from bridge.model import Kind, SentryAlert, evolve
 from bridge.scrub import scrub
 
 TEXT_MAX = 128  # as a label value (bridge.labels.LABEL_MAX): names, not messages
@@ -93,7 +93,7 @@ class IssueContext:
             tags = tuple((scrub(k, TEXT_MAX), scrub(v, TEXT_MAX)) for k, v in alert.tags[:MAX_TAGS])
             if tags != self.tags:
                 changes["tags"] = tags
-        return dataclasses.replace(self, **changes) if changes else self
+        return evolve(self, **changes) if changes else self
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {}

@@ -42,7 +42,7 @@ from bridge.dedup import fingerprint
 from bridge.enrich import Enricher
 from bridge.escalation import Silences, is_tick
 from bridge.metrics import Metrics
-from bridge.model import Outcome, SentryAlert
+from bridge.model import Outcome, SentryAlert, evolve
 from bridge.reconcile import RESOURCE as SENTRY_API
 from bridge.state import IdentityState, Policy, Step, reconcile, step, tick
 from bridge.store.contract import Entry, Failed, Processed, Store, Taken
@@ -298,7 +298,7 @@ def read_in_context(
         changes["answered_at"] = entry.accepted_at
     if not changes:
         return alert, ()
-    return replace(alert, **changes), changes.get("from_context", ())
+    return evolve(alert, **changes), changes.get("from_context", ())
 
 
 def _reason(exc: Exception) -> str:

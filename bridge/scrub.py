@@ -10,6 +10,7 @@ what a human needs to read. ``clean`` is for configuration: controls out, capped
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 
@@ -124,6 +125,18 @@ def scrub(text: str, limit: int = LIMIT) -> str:
     for every field of every alert.)"""
     if len(text) <= limit and _PLAIN(text) and "sntry" not in text:
         return text  # a name or an id: nothing to take out (most labels, most log fields)
+    if len(text) <= _MEMO_LENGTH:
+        return _scrub_short(text, limit)
+    return _scrub(text, limit)
+
+
+# Short text repeats from webhook to webhook (tag pairs, environments, releases,
+# projects, titles of a noisy issue): scrubbed once, then looked up (a pure function;
+# bounded, a few MB at most).
+_MEMO_LENGTH = 256
+
+
+def _scrub(text: str, limit: int) -> str:
     cut = len(text) > limit + _MARGIN
     if cut:
         text = _drop_cut_token(text[: limit + _MARGIN])
@@ -141,6 +154,9 @@ def scrub(text: str, limit: int = LIMIT) -> str:
     elif cut:
         text += "…"
     return text.strip()
+
+
+_scrub_short = functools.lru_cache(maxsize=8192)(_scrub)
 
 
 def _names_credential(text: str) -> bool:

@@ -42,7 +42,7 @@ from bridge.config import NO_ESCALATION, Config
 from bridge.context import EMPTY as NO_CONTEXT
 from bridge.context import MAX_ENVIRONMENTS, IssueContext
 from bridge.dedup import fingerprint
-from bridge.model import Kind, Outcome, SentryAlert, Severity, State
+from bridge.model import Kind, Outcome, SentryAlert, Severity, State, evolve
 
 # How long a state outlives its last change once nothing fires: what a late retry of
 # Sentry's (minutes to hours later) or a replayed body needs to be recognised as stale.
@@ -278,7 +278,7 @@ def _step(
         named = firing.labels.get("environment") if firing is not None else None
         labelled = alert
         if alert.kind is Kind.ISSUE and alert.environment is None and named != "unknown":
-            labelled = dataclasses.replace(alert, environment=named)  # never to "unknown"
+            labelled = evolve(alert, environment=named)  # never to "unknown"
         labels = L.build_labels(
             labelled,
             decision,
@@ -290,7 +290,7 @@ def _step(
     seen = prev.environments if firing is not None else ()
     if alert.environment and alert.environment not in seen and len(seen) < MAX_ENVIRONMENTS:
         seen = (*seen, alert.environment)  # bounded: a credential holder cannot grow it
-    state = dataclasses.replace(
+    state = evolve(
         prev,
         context=prev.context.learn(alert) if alert.kind is Kind.ISSUE else prev.context,
         severity=severity,
@@ -328,7 +328,7 @@ def _step(
         lifetime=(TEST_LIFETIME if alert.test else policy.alert_lifetime).total_seconds(),
     )
     posts.append(current)
-    state = dataclasses.replace(state, alert=current, posted=label_hash, posted_at=now)
+    state = evolve(state, alert=current, posted=label_hash, posted_at=now)
     return Step(state, tuple(posts), Outcome.FORWARDED, severity, escalated)
 
 
@@ -345,7 +345,7 @@ def _resolve(
     if firing is not None and alert.kind is Kind.ISSUE and late:
         # A resolve older than the event that fired the issue again: a replay or a retry.
         return Step(prev, (), Outcome.STALE, prev.severity)
-    done = dataclasses.replace(
+    done = evolve(
         prev,
         alert=None,
         severity=None,
@@ -365,7 +365,7 @@ def _resolve(
         return Step(done, (), Outcome.RESOLVED)  # expired in Alertmanager already
     if prev.resolved_at is not None:
         # Resolved before: nothing to post, but it is resolved as of this one too.
-        again = dataclasses.replace(prev, resolved_at=done.resolved_at, context=done.context)
+        again = evolve(prev, resolved_at=done.resolved_at, context=done.context)
         return Step(again, (), Outcome.DUPLICATE)
     if decision.dropped or decision.severity is None:
         return Step(done, (), Outcome.DROPPED)
@@ -402,10 +402,8 @@ def _with_tiers(
     current = state.alert
     if result.outcome is Outcome.RESOLVED or current is None:
         ended = tuple(L.resolved(t, now) for t in live)
-        done = dataclasses.replace(
-            state, escalation=None, escalation_since=None, tiers=(), due_at=None
-        )
-        return dataclasses.replace(result, state=done, posts=(*result.posts, *ended))
+        done = evolve(state, escalation=None, escalation_since=None, tiers=(), due_at=None)
+        return evolve(result, state=done, posts=(*result.posts, *ended))
     if result.outcome is not Outcome.FORWARDED:
         return result  # nothing posted: the tiers stand as they are
     fired = prev.firing(now)
@@ -416,8 +414,8 @@ def _with_tiers(
         tiers = tuple(
             _tier(current, steps[i], t.starts_at or now) for i, t in enumerate(live[: len(steps)])
         )
-        state = dataclasses.replace(state, tiers=tiers)
-        return dataclasses.replace(result, state=state, posts=(*result.posts, *tiers))
+        state = evolve(state, tiers=tiers)
+        return evolve(result, state=state, posts=(*result.posts, *tiers))
     # A new label set: the policy of the webhook that set it; the tiers carried over to it
     # while the policy stays, else started over.
     assert result.severity is not None
@@ -432,14 +430,14 @@ def _with_tiers(
     gone = tuple(L.resolved(t, now) for t in live if t.labels not in [x.labels for x in tiers])
     # Changed label sets: the old one resolved first (one label set per identity and tier).
     posts = (*gone, *result.posts, *tiers)
-    state = dataclasses.replace(
+    state = evolve(
         state,
         escalation=name,
         escalation_since=since if name else None,
         tiers=tiers,
         due_at=_due(steps, since, len(tiers)),
     )
-    return dataclasses.replace(result, state=state, posts=posts)
+    return evolve(result, state=state, posts=posts)
 
 
 def _tier(alert: PostableAlert, tier: Tier, starts_at: datetime) -> PostableAlert:
@@ -465,20 +463,20 @@ def tick(previous: IdentityState | None, now: datetime, policy: Policy, *, silen
     if firing is None or not steps or since is None or prev.due_at is None:
         if prev.due_at is None:
             return Step(prev, (), Outcome.IGNORED)
-        return Step(dataclasses.replace(prev, due_at=None), (), Outcome.IGNORED)
+        return Step(evolve(prev, due_at=None), (), Outcome.IGNORED)
     if prev.due_at > now:  # a tick before its time (one more of a lagging inbox)
         return Step(prev, (), Outcome.IGNORED, prev.severity)
     due = _due(steps, since, len(prev.tiers))
     if due is None or due > now:
-        return Step(dataclasses.replace(prev, due_at=due), (), Outcome.IGNORED, prev.severity)
+        return Step(evolve(prev, due_at=due), (), Outcome.IGNORED, prev.severity)
     if silenced:
-        held = dataclasses.replace(prev, due_at=now + policy.recheck)
+        held = evolve(prev, due_at=now + policy.recheck)
         return Step(held, (), Outcome.ACKNOWLEDGED, prev.severity)
     tiers = list(prev.tiers)
     while (due := _due(steps, since, len(tiers))) is not None and due <= now:
         tiers.append(_tier(firing, steps[len(tiers)], now))
     fired = tuple(tiers[len(prev.tiers) :])
-    state = dataclasses.replace(prev, tiers=tuple(tiers), due_at=due)
+    state = evolve(prev, tiers=tuple(tiers), due_at=due)
     return Step(state, fired, Outcome.ESCALATED, prev.severity)
 
 
@@ -613,36 +611,34 @@ def _follow(prev: IdentityState, result: Step, now: datetime, policy: Policy) ->
     if current is None:
         if not prev.tiers and prev.escalation is None:
             return result
-        done = dataclasses.replace(
-            state, escalation=None, escalation_since=None, tiers=(), due_at=None
-        )
+        done = evolve(state, escalation=None, escalation_since=None, tiers=(), due_at=None)
         ended = tuple(L.resolved(t, now) for t in live)
-        return dataclasses.replace(result, state=done, posts=(*result.posts, *ended))
+        return evolve(result, state=done, posts=(*result.posts, *ended))
     if current is prev.alert or not result.posts:
         return result
     if fired is not None and fired.labels == current.labels:
         tiers = tuple(t.model_copy(update={"ends_at": current.ends_at}) for t in live)
-        state = dataclasses.replace(state, tiers=tiers)
-        return dataclasses.replace(result, state=state, posts=(*result.posts, *tiers))
+        state = evolve(state, tiers=tiers)
+        return evolve(result, state=state, posts=(*result.posts, *tiers))
     if fired is not None:  # escalated one step: the same policy, its tiers carried over
         steps = policy.tiers.get(prev.escalation or "", ())
         tiers = tuple(
             _tier(current, steps[i], t.starts_at or now) for i, t in enumerate(live[: len(steps)])
         )
         gone = tuple(L.resolved(t, now) for t in live)
-        state = dataclasses.replace(state, tiers=tiers)
-        return dataclasses.replace(result, state=state, posts=(*gone, *result.posts, *tiers))
+        state = evolve(state, tiers=tiers)
+        return evolve(result, state=state, posts=(*gone, *result.posts, *tiers))
     assert result.severity is not None
     name = policy.escalation_for(None, result.severity)
     steps = policy.tiers.get(name, ()) if name else ()
-    state = dataclasses.replace(
+    state = evolve(
         state,
         escalation=name,
         escalation_since=now if name else None,
         tiers=(),
         due_at=_due(steps, now, 0),
     )
-    return dataclasses.replace(result, state=state)
+    return evolve(result, state=state)
 
 
 def _reconcile(
@@ -674,7 +670,7 @@ def _reconcile(
         # Resolved no earlier than what the bridge knows happened before it; not "now": a
         # regression Sentry received between the resolve and this check must not be stale.
         known = (prev.resolved_at, prev.last_event_at, prev.alert.starts_at)
-        done = dataclasses.replace(
+        done = evolve(
             prev,
             alert=None,
             severity=None,
@@ -696,11 +692,11 @@ def _reconcile(
             return _escalate(prev, firing, prev.severity, now, policy)
         if firing.ends_at is not None and firing.ends_at - now <= policy.alert_lifetime / 2:
             alive = firing.model_copy(update={"ends_at": now + policy.alert_lifetime})
-            state = dataclasses.replace(prev, alert=alive, sentry_escalating=escalating)
+            state = evolve(prev, alert=alive, sentry_escalating=escalating)
             return Step(state, (alive,), Outcome.RECONCILED, prev.severity)
         if prev.sentry_escalating != escalating:
             return Step(
-                dataclasses.replace(prev, sentry_escalating=escalating),
+                evolve(prev, sentry_escalating=escalating),
                 (),
                 Outcome.DUPLICATE,
                 prev.severity,
@@ -717,7 +713,7 @@ def _reconcile(
     else:
         return Step(prev, (), Outcome.DUPLICATE)
     alert = again.model_copy(update={"starts_at": now, "ends_at": now + policy.alert_lifetime})
-    state = dataclasses.replace(
+    state = evolve(
         prev,
         alert=alert,
         severity=severity,
@@ -745,7 +741,7 @@ def _escalate(
     alert = firing.model_copy(
         update={"labels": labels, "starts_at": now, "ends_at": now + policy.alert_lifetime}
     )
-    state = dataclasses.replace(
+    state = evolve(
         prev,
         alert=alert,
         severity=raised,

@@ -10,6 +10,7 @@ from collections.abc import Collection
 from datetime import UTC, datetime
 
 from bridge.state import IdentityState
+from bridge.store import jsontext
 from bridge.store.sqlite import sql
 from bridge.store.views import Expiry
 from bridge.store.writes import Writes
@@ -31,7 +32,7 @@ def write(db: sqlite3.Connection, writes: Writes) -> None:
                 row.kept_until.timestamp(),
                 row.alert is not None,
                 row.ends_at.timestamp() if row.ends_at else None,
-                json.dumps(row.state.to_json(), separators=(",", ":")),
+                jsontext.dumps(row.state.to_json()),
                 row.due_at.timestamp() if row.due_at else None,
             )
             for row in writes.states

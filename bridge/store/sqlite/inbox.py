@@ -11,6 +11,7 @@ import sqlite3
 from collections.abc import Sequence
 
 from bridge.model import SentryAlert
+from bridge.store import jsontext
 from bridge.store.sqlite import identity, operators, queue, sql
 from bridge.store.writes import Writes
 
@@ -39,7 +40,7 @@ def insert(
 
 def add(db: sqlite3.Connection, alert: SentryAlert, now: float) -> int:
     """One alert into the inbox; its id."""
-    text = json.dumps(alert.to_json(), separators=(",", ":"))
+    text = jsontext.dumps(alert.to_json())
     inbox_id = db.execute(sql.INSERT_INBOX, (now, text)).lastrowid
     assert inbox_id is not None
     return inbox_id
