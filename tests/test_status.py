@@ -152,20 +152,8 @@ def test_render_names_the_quarantine_reasons_and_the_oldest_age() -> None:
 
 def test_render_shows_the_escalation_tiers_and_the_next_step() -> None:
     alert = {"identity": "issue:1", "ends_at": 1.8e9, "labels": {"severity": "critical"}}
-    data = {
-        "active_count": 2,
-        "active": [{**alert, "tiers": 1, "next_step_at": 1.8e9 - 60}, {**alert, "tiers": 0}],
-        "inbox": 0,
-        "queue_depth": {},
-        "alertmanager_down": [],
-        "dead_letter_count": 0,
-        "dead_letters": [],
-        "quarantined": 0,
-        "quarantine_reasons": {},
-        "quarantine_oldest_age_seconds": None,
-        "store": "sqlite x",
-        "alertmanagers": [],
-    }
+    active = [{**alert, "tiers": 1, "next_step_at": 1.8e9 - 60}, {**alert, "tiers": 0}]
+    data = _page(active_count=2, active=active, store="sqlite x", alertmanagers=[])
     view = status.render(data)
     assert "escalation: 1 tier(s) firing; next step due 2027-01-15 07:59:00Z" in view
     assert view.count("escalation:") == 1  # nothing shown for an alert with no policy
