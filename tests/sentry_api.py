@@ -67,6 +67,7 @@ class Seen:
     path: str  # with the query string, as sent
     headers: Mapping[str, str]  # names lower-cased
     at: float = 0.0  # time.monotonic() when it arrived
+    status: int = 0  # what it was answered
 
     @property
     def authorization(self) -> str | None:
@@ -251,23 +252,28 @@ class FakeSentryAPI:
 
     def _answer(self, seen: Seen) -> Reply:
         with self._changed:
-            self._seen.append(seen)
+            reply = self._reply(seen)
+            self._seen.append(dataclasses.replace(seen, status=reply.status))
             self._changed.notify_all()
-            if seen.method != "GET":
-                return Reply(405, {"detail": f'Method "{seen.method}" not allowed.'})
-            if self.token is not None and seen.authorization != f"Bearer {self.token}":
-                return UNAUTHORIZED
-            if self._failures:
-                return self._failures.popleft()
-            path = seen.path.split("?", 1)[0]
-            if path in self._replies:
-                return self._replies[path]
-            if path == self.list_path():
-                return self._list(seen.path)
-            for issue_id in self._statuses:
-                if path in (self.issue_path(issue_id), self.issue_path(issue_id, org=True)):
-                    return Reply(200, self._issue(issue_id))
-            return NOT_FOUND
+            return reply
+
+    def _reply(self, seen: Seen) -> Reply:
+        """The answer to ``seen`` (called with the lock held)."""
+        if seen.method != "GET":
+            return Reply(405, {"detail": f'Method "{seen.method}" not allowed.'})
+        if self.token is not None and seen.authorization != f"Bearer {self.token}":
+            return UNAUTHORIZED
+        if self._failures:
+            return self._failures.popleft()
+        path = seen.path.split("?", 1)[0]
+        if path in self._replies:
+            return self._replies[path]
+        if path == self.list_path():
+            return self._list(seen.path)
+        for issue_id in self._statuses:
+            if path in (self.issue_path(issue_id), self.issue_path(issue_id, org=True)):
+                return Reply(200, self._issue(issue_id))
+        return NOT_FOUND
 
     def _issue(self, issue_id: str) -> dict[str, Any]:
         status, substatus = self._statuses[issue_id]
