@@ -214,6 +214,18 @@ def test_explain_missing_file_is_a_clear_error(capsys: pytest.CaptureFixture[str
     assert "error:" in capsys.readouterr().err
 
 
+def explain_from(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], fixture: str, state: IdentityState
+) -> str:
+    """``sentry-bridge explain`` of a captured webhook from ``state``, saved as the store
+    keeps it; its output."""
+    saved = tmp_path / "state.json"
+    saved.write_text(json.dumps(state.to_json()), encoding="utf-8")
+    webhook = str(FIXTURES / fixture)
+    assert cli.main(["explain", webhook, "--config", str(SHIPPED), "--state", str(saved)]) == 0
+    return capsys.readouterr().out
+
+
 def test_explain_shows_the_step_from_a_given_state_and_says_it_resolves(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -226,11 +238,7 @@ def test_explain_shows_the_step_from_a_given_state_and_says_it_resolves(
         alert=PostableAlert.model_validate(fired),
         severity=Severity(fired["labels"]["severity"]),
     )
-    saved = tmp_path / "state.json"
-    saved.write_text(json.dumps(previous.to_json()), encoding="utf-8")
-    resolved = str(FIXTURES / "issue_resolved.json")
-    assert cli.main(["explain", resolved, "--config", str(SHIPPED), "--state", str(saved)]) == 0
-    out = capsys.readouterr().out
+    out = explain_from(tmp_path, capsys, "issue_resolved.json", previous)
     assert "this webhook: resolved" in out
     assert "RESOLVES the alert" in out
     # The reconciler's view of the state after: Sentry's API may still undo the resolve.
@@ -238,11 +246,9 @@ def test_explain_shows_the_step_from_a_given_state_and_says_it_resolves(
     (sent,) = json.loads(out[out.index("[", out.index("would POST")) :])
     assert sent["labels"] == fired["labels"]  # the very label set that fired
     # From a state where Sentry's API last said the issue escalates, explain says so.
-    saved.write_text(
-        json.dumps(dataclasses.replace(previous, sentry_escalating=True).to_json()), "utf-8"
-    )
-    assert cli.main(["explain", resolved, "--config", str(SHIPPED), "--state", str(saved)]) == 0
-    before = capsys.readouterr().out.split("this webhook:")[0]
+    escalating = dataclasses.replace(previous, sentry_escalating=True)
+    out = explain_from(tmp_path, capsys, "issue_resolved.json", escalating)
+    before = out.split("this webhook:")[0]
     assert "Sentry's API last said the issue is escalating" in before
 
 
@@ -252,11 +258,7 @@ def test_explain_names_what_came_from_the_issues_context(
     """Issue 16: an ``issue.created`` webhook (no environment) of an issue whose alert
     fires in staging is classified as staging, and ``explain`` says where that came from."""
     context = IssueContext(environment="staging", release="web@1.2")
-    saved = tmp_path / "state.json"
-    saved.write_text(json.dumps(IdentityState(context=context).to_json()), encoding="utf-8")
-    created = str(FIXTURES / "issue_created.json")
-    assert cli.main(["explain", created, "--config", str(SHIPPED), "--state", str(saved)]) == 0
-    out = capsys.readouterr().out
+    out = explain_from(tmp_path, capsys, "issue_created.json", IdentityState(context=context))
     assert "from the issue's context" in out
     assert "  environment: 'staging'" in out
     assert "  release: 'web@1.2'" in out

@@ -130,19 +130,12 @@ def test_base_url() -> None:
 
 
 def test_render_names_the_quarantine_reasons_and_the_oldest_age() -> None:
-    data = {
-        "active_count": 0,
-        "active": [],
-        "inbox": 0,
-        "queue_depth": {},
-        "alertmanager_down": [],
-        "dead_letter_count": 0,
-        "dead_letters": [],
-        "quarantined": 3,
-        "quarantine_reasons": {"parse_error": 1, "invalid_payload": 2},
-        "quarantine_oldest_at": 1_780_000_000.0,
-        "quarantine_oldest_age_seconds": 5400.0,
-    }
+    data = _page(
+        quarantined=3,
+        quarantine_reasons={"parse_error": 1, "invalid_payload": 2},
+        quarantine_oldest_at=1_780_000_000.0,
+        quarantine_oldest_age_seconds=5400.0,
+    )
     view = status.render(data)
     assert view.endswith(
         "quarantined webhooks: 3\n  invalid_payload: 2\n  parse_error: 1\n"
