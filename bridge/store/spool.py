@@ -71,6 +71,7 @@ from bridge.store.health import WriteHealth
 from bridge.store.spool_file import Webhook
 from bridge.store.sqlite_file import SqliteFile
 from bridge.store.unopened import Unopened
+from bridge.store.writes import DETAIL_KEPT
 
 log = logging.getLogger("bridge.store.spool")
 
@@ -274,7 +275,7 @@ class Spooled:
         self, reason: str, detail: str, headers: Mapping[str, str], body: bytes, digest: bytes
     ) -> bool:
         return await self._keep(
-            Webhook(digest, None, reason, detail[:1000], headers, body),
+            Webhook(digest, None, reason, detail[:DETAIL_KEPT], headers, body),
             lambda: self.primary.quarantine(reason, detail, headers, body, digest),
             bounded=False,
         )

@@ -1,7 +1,7 @@
-"""What operators see of a store and what its expiry removes: rules both engines share,
-as ``writes`` is for a batch. An engine reads the rows (its own queries, ``sqlite/sql.py``,
-``pg/sql.py``) and these functions say what they mean, so ``sentry-bridge status`` and
-``quarantine list`` read the same whichever engine runs."""
+"""What operators and re-sends see of a store and what its expiry removes: rules both
+engines share, as ``writes`` is for a batch. An engine reads the rows (its own queries,
+``sqlite/sql.py``, ``pg/sql.py``) and these say what they mean, so ``sentry-bridge status``,
+``quarantine list`` and a re-send round read the same whichever engine runs."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from bridge.store.contract import Quarantined
+from bridge.store.contract import Page, Quarantined
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,3 +86,48 @@ def snapshot(
         "quarantine_reasons": dict(reasons),
         "quarantine_oldest_at": oldest,
     }
+
+
+# Re-sends page through two tables, in this order: the recently resolved alerts (by their
+# row's key), then the active ones (by identity); the key before each one's first row.
+RESEND_FIRST: tuple[Any, ...] = (0, "")
+# A row as an engine reads it: its key, the alert's wire JSON, and for an active one its
+# escalation tiers' alerts (a JSON list; bridge.state: they end with it) or None.
+ResendRow = tuple[Any, str, str | None]
+
+
+class ResendPager:
+    """One page of ``Lane.resend_page`` from ``after`` (None: the start), as a loop its
+    engine drives: ``read()`` says what to read next (table, key after, at most how many
+    rows) and ``got(rows)`` returns the page once done, else None. One row more than fits
+    is read, to know whether there is a next page."""
+
+    def __init__(self, after: Any, limit: int) -> None:
+        start: tuple[int, Any] = after or (0, RESEND_FIRST[0])
+        self.table, self.key = start
+        self.limit = limit
+        self.bodies: list[str] = []
+
+    def read(self) -> tuple[int, Any, int]:
+        return self.table, self.key, self.limit - len(self.bodies) + 1
+
+    def got(self, rows: Sequence[ResendRow]) -> Page | None:
+        room = self.limit - len(self.bodies)
+        if len(rows) > room:  # more in this table than fits
+            if room:
+                self._add(rows[:room])
+                self.key = rows[room - 1][0]
+            return Page(self.bodies, (self.table, self.key))
+        self._add(rows)
+        self.table += 1
+        if self.table == len(RESEND_FIRST):
+            return Page(self.bodies, None)
+        self.key = RESEND_FIRST[self.table]
+        return None
+
+    def _add(self, rows: Sequence[ResendRow]) -> None:
+        """Each row's alert, then its tiers': a page may hold more bodies than its limit."""
+        for _, alert, tiers in rows:
+            self.bodies.append(alert)
+            if tiers and tiers != "[]":
+                self.bodies += [json.dumps(t, separators=(",", ":")) for t in json.loads(tiers)]

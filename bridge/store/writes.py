@@ -3,7 +3,7 @@
 ``plan(taken, results, failed, now)`` is pure: from what ``take`` handed out, the
 pipeline's decisions (``Processed``, ``Failed``) and the store's clock, it says every write
 ``complete`` makes in its one transaction. Each engine only executes a ``Writes`` in its own
-dialect (``sqlite/inbox.py``, ``pg/complete.py``), so the rules below cannot drift apart
+dialect (``sqlite/inbox.py``, ``pg/engine.py``), so the rules below cannot drift apart
 between them (issue 15):
 
 * the taken entries leave the inbox, decided or failed;
@@ -67,6 +67,11 @@ class Writes:
 def label_key(labels: Mapping[str, str]) -> str:
     """A label set as a stable string: the identity Alertmanager gives an alert."""
     return json.dumps(sorted(labels.items()), separators=(",", ":"))
+
+
+def webhook_row(reason: str, detail: str, headers: Mapping[str, str], body: bytes) -> QuarantineRow:
+    """A webhook quarantined at the edge as quarantine keeps it: its raw body, no alert."""
+    return (reason, detail[:DETAIL_KEPT], json.dumps(dict(headers)), body, None)
 
 
 def quarantine_row(failed: Failed) -> QuarantineRow:

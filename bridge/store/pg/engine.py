@@ -1,12 +1,8 @@
 """``PostgresStore``: the store contract (``bridge.store.contract``) on PostgreSQL, shared
 by every replica.
 
-The parts: ``connection`` (pool, TLS, migration, clock), ``schema``, ``sql`` (the
-queries), ``inbox`` (accept and take), ``complete`` (executing what a batch writes),
-``identity`` (states), ``queue`` (the queue, lanes, re-sends, dead letters, refusals),
-``operators`` (requeue, quarantine, snapshot, sizes, expiry), ``lease`` (one replica runs
-the periodic jobs), ``codec`` (NUL, which PostgreSQL text cannot hold). This module
-composes them and keeps what a replica keeps in memory:
+This module composes the parts (the package docstring lists them) on
+``bridge.store.engine.Engine`` and keeps what a replica keeps in memory:
 
 - accepts waiting for their group commit (concurrent ``accept`` calls share one
   transaction; a lone one waits for no timer);
@@ -43,13 +39,11 @@ from bridge.errors import ConfigError, StoreError, StoreFull
 from bridge.metrics import Metrics
 from bridge.model import SentryAlert
 from bridge.state import IdentityState
+from bridge.store import writes
 from bridge.store.contract import Entry, Failed, Lane, Processed, Quarantined, Sizes, Taken
-from bridge.store.group_commit import GroupCommit
-from bridge.store.health import WriteHealth
-from bridge.store.pg import codec, complete, connection, identity, inbox, operators, queue, sql
+from bridge.store.engine import Accept, Engine
+from bridge.store.pg import codec, connection, identity, inbox, operators, queue, sql
 from bridge.store.pg.lease import Periodic
-from bridge.store.shield import Shield
-from bridge.store.sizes import SizeCache
 
 log = logging.getLogger("bridge.store.pg")
 
@@ -66,10 +60,7 @@ class _Handle:
     done: bool = False
 
 
-class PostgresStore:
-    failing_after = 3
-    dead_letters_kept = 10_000
-    quarantine_kept = 100_000
+class PostgresStore(Engine):
     relisten_interval = 2.0  # seconds between looks at the LISTEN connection
     poll_interval = 1.0  # take() looks at the inbox at least this often while waiting
 
@@ -85,10 +76,15 @@ class PostgresStore:
         lease_ttl: timedelta = timedelta(seconds=15),
         holder: str | None = None,
     ) -> None:
-        if not targets:
-            raise ConfigError("the store needs at least one Alertmanager")
-        if len(set(targets)) != len(targets):
-            raise ConfigError(f"two Alertmanager URLs name the same target: {list(targets)}")
+        super().__init__(
+            targets,
+            max_queued=max_queued,
+            metrics=metrics,
+            body_retention=body_retention,
+            max_bodies=max_bodies,
+            # Other replicas accept too: the bound reads again in the background this often.
+            stale_after=2.0,
+        )
         needed = postgres_connections(len(targets))  # config refuses less; a caller may not
         if settings.pool_size < needed:
             raise ConfigError(
@@ -96,11 +92,6 @@ class PostgresStore:
                 f"{len(targets)} Alertmanager(s); at least {needed}"
             )
         self.settings = settings
-        self.targets = tuple(targets)
-        self.max_queued = max_queued
-        self.metrics = metrics
-        self.body_retention = body_retention
-        self.max_bodies = max_bodies
         self.lease_ttl = lease_ttl
         self.holder = holder or f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
         schema = settings.schema_
@@ -108,20 +99,12 @@ class PostgresStore:
         self.sweep_key = connection.lock_key(f"{schema}:seen_body")
         self.inbox_channel = f"{schema}_inbox"
         self.queue_channel = f"{schema}_queued"
-        self.progress = asyncio.Event()
         self._pool: Any = None
         self._listener: Any = None
         self._lease: Periodic | None = None
-        self._health = WriteHealth(metrics, self.failing_after)
-        self._accepts = GroupCommit(self._write_accepts, name="store-flush")
         self._inbox_event = asyncio.Event()
-        self._idle = False  # take() is waiting with nothing to claim
-        self._wakeups = {target: asyncio.Event() for target in self.targets}
         self._handles: set[_Handle] = set()
-        # Other replicas accept too: the bound reads again in the background this often.
-        self._sizes = SizeCache(self._read_sizes, max_queued, stale_after=2.0)
         self._relistener: asyncio.Task[None] | None = None
-        self._shield = Shield()  # writes that finish even if their caller is cancelled
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -171,32 +154,21 @@ class PostgresStore:
 
     # --- the edge -----------------------------------------------------------------------
 
-    async def accept(self, alert: SentryAlert, digest: bytes | None = None) -> bool:
-        if self._sizes.full() and await self._sizes.refuses():
-            raise StoreFull()
-        return await self._accepts.submit((alert, digest))
-
-    async def _write_accepts(self, batch: Sequence[tuple[SentryAlert, bytes | None]]) -> list[bool]:
-        """One group commit (``GroupCommit``): whether each alert was stored."""
+    async def _write_accepts(self, batch: Sequence[Accept]) -> list[bool]:
         try:
             kept: list[bool] = await self._write(self._insert, batch)
         except Exception as exc:
             if not isinstance(exc, DB_ERRORS):  # the database's: the spool says, once
                 log.exception("cannot write the inbox", extra={"alerts": len(batch)})
             raise StoreFull("the store cannot be written") from exc
-        for added in kept:
-            if not added:
-                self.metrics.duplicate_bodies.inc()
+        self._accepted(kept)
         if any(kept):
-            self._sizes.accepted(sum(kept))
             self._inbox_event.set()
         if any(digest is not None for _, digest in batch):
             await self._sweep()
         return kept
 
-    async def _insert(
-        self, conn: Any, batch: Sequence[tuple[SentryAlert, bytes | None]]
-    ) -> list[bool]:
+    async def _insert(self, conn: Any, batch: Sequence[Accept]) -> list[bool]:
         new = await inbox.new_bodies(
             conn, [d for _, d in batch if d is not None], self.body_retention
         )
@@ -225,16 +197,11 @@ class PostgresStore:
         async def write(conn: Any) -> bool:
             if digest not in await inbox.new_bodies(conn, [digest], self.body_retention):
                 return False
-            row = (reason, detail[:1000], codec.dumps(dict(headers)), body, None)
+            row = writes.webhook_row(reason, detail, headers, body)
             await operators.quarantine(conn, [row], self.quarantine_kept)
             return True
 
-        added: bool = await self._shield(self._write(write))
-        if not added:
-            self.metrics.duplicate_bodies.inc()
-            return False
-        self.metrics.quarantined.labels(reason).inc()
-        return True
+        return self._quarantined(reason, await self._shield(self._write(write)))
 
     # --- the pipeline -------------------------------------------------------------------
 
@@ -297,26 +264,26 @@ class PostgresStore:
         results: Sequence[Processed],
         failed: Sequence[Failed],
     ) -> None:
+        """Executes what ``writes.plan`` says the batch writes, in the transaction its
+        ``take`` opened (so still holding the identities' locks)."""
+        conn = handle.conn
         try:
-            planned = await complete.write(
-                handle.conn,
-                taken,
-                results,
-                failed,
-                targets=self.targets,
-                channel=self.queue_channel,
-                inbox_channel=self.inbox_channel,
-                quarantine_kept=self.quarantine_kept,
-            )
+            # The resolves' endsAt is the decision's time (Taken.now) or earlier: this clock,
+            # read now, tells a resolve from a firing alert as the database sees it.
+            planned = writes.plan(taken, results, failed, await conn.fetchval(sql.NOW))
+            # Takers of other replicas that found these identities held look again at the
+            # commit.
+            await conn.execute(sql.INBOX_DONE, list(planned.done), self.inbox_channel)
+            await queue.enqueue(conn, self.targets, planned.posts, self.queue_channel)
+            await queue.resend(conn, planned)
+            await identity.write(conn, planned)
+            if planned.quarantined:
+                await operators.quarantine(conn, planned.quarantined, self.quarantine_kept)
             await self._commit(handle)
         except DB_ERRORS as exc:
-            self._failed(exc)
+            self._health.failed(exc)
             raise
-        self._sizes.changed()
-        if failed:
-            self.metrics.quarantined.labels("pipeline_error").inc(len(failed))
-        if planned.posts:
-            self._wake_senders()
+        self._completed(planned)
 
     async def abandon(self, taken: Taken) -> None:
         handle: _Handle = taken.handle
@@ -354,16 +321,13 @@ class PostgresStore:
             try:
                 await transaction.commit()
             except DB_ERRORS as exc:
-                self._failed(exc)
+                self._health.failed(exc)
                 raise
-            self._succeeded()
+            self._health.succeeded()
             self._sizes.changed()
             self.progress.set()
         finally:
             await self._pool.release(conn)
-
-    def wakeup(self, target: str) -> asyncio.Event:
-        return self._wakeups[target]
 
     async def periodic(self) -> bool:
         if self._lease is None:
@@ -387,9 +351,6 @@ class PostgresStore:
 
     # --- operators ----------------------------------------------------------------------
 
-    def store_ok(self) -> bool:
-        return self._health.ok
-
     async def probe(self) -> bool:
         async def write(conn: Any) -> None:
             await conn.execute(sql.PROBE, self.holder)
@@ -403,12 +364,11 @@ class PostgresStore:
             return await operators.dead_letters(conn)
 
     async def requeue_dead_letters(self) -> dict[str, int]:
-        queued, counts = await self._shield(
-            self._write(operators.requeue, self.lock_key, self.targets, self.queue_channel)
+        return self._requeued(
+            await self._shield(
+                self._write(operators.requeue, self.lock_key, self.targets, self.queue_channel)
+            )
         )
-        if queued:
-            self._wake_senders()
-        return dict(counts)
 
     async def quarantined(
         self, entry_id: int | None = None, *, after: int = 0, limit: int = 100
@@ -437,12 +397,6 @@ class PostgresStore:
             return await operators.snapshot(conn, limit)
 
     # --- sizes ------------------------------------------------------------------------
-
-    async def sizes(self, max_age: float = 1.0) -> Sizes:
-        return await self._sizes.get(max_age)
-
-    async def full(self) -> bool:
-        return self._sizes.full() and await self._sizes.refuses()
 
     async def _read_sizes(self) -> Sizes:
         async with self._pool.acquire() as conn:
@@ -488,19 +442,15 @@ class PostgresStore:
     def _on_queued(self, *_: object) -> None:
         self._wake_senders()
 
-    def _wake_senders(self) -> None:
-        for event in self._wakeups.values():
-            event.set()
-
     async def _write(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """``fn(conn, *args, **kwargs)`` in one transaction, counted toward ``store_ok``."""
         try:
             async with self._pool.acquire() as conn, conn.transaction():
                 result = await fn(conn, *args, **kwargs)
         except DB_ERRORS as exc:
-            self._failed(exc)
+            self._health.failed(exc)
             raise
-        self._succeeded()
+        self._health.succeeded()
         return result
 
     async def _commit(self, handle: _Handle) -> None:
@@ -510,7 +460,7 @@ class PostgresStore:
             await handle.transaction.commit()
         finally:
             await self._release(handle.conn)
-        self._succeeded()
+        self._health.succeeded()
 
     async def _end(self, handle: _Handle, *, notify: bool = False) -> None:
         """Roll back a take's transaction (nothing of it stays) and free its connection;
@@ -531,9 +481,3 @@ class PostgresStore:
         if self._pool is not None:
             with contextlib.suppress(*DB_ERRORS):
                 await self._pool.release(conn)
-
-    def _failed(self, exc: BaseException) -> None:
-        self._health.failed(exc)
-
-    def _succeeded(self) -> None:
-        self._health.succeeded()

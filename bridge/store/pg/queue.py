@@ -13,12 +13,11 @@ instead of posting the same alerts (PostgreSQL docs, SELECT, "The Locking Clause
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from bridge.store import refusals
+from bridge.store import refusals, views
 from bridge.store.contract import Page, Queued
 from bridge.store.pg import codec, sql
 from bridge.store.writes import Post, Writes
@@ -95,7 +94,11 @@ class Lane:
             await self.conn.execute(sql.SETTLE, self.target, ids)
 
     async def resend_page(self, after: Any, limit: int) -> Page:
-        page = await self._page(after, limit)
+        pager, page = views.ResendPager(after, limit), None
+        while page is None:
+            table, key, count = pager.read()
+            rows = await self.conn.fetch(sql.RESEND_PAGES[table], key, count)
+            page = pager.got([(r[0], *map(_wire, r[1:])) for r in rows])
         gone = await refused(self.conn, self.target, page.bodies)
         return Page(refusals.not_refused(page.bodies, gone), page.after) if gone else page
 
@@ -105,24 +108,7 @@ class Lane:
         await dead_letter(self.conn, self.target, new, self.dead_letters_kept)
         return len(new)
 
-    async def _page(self, after: Any, limit: int) -> Page:
-        table, key = after if after is not None else ("resolved", 0)
-        if table == "resolved":
-            rows = await self.conn.fetch(sql.RESOLVED_PAGE, key, limit)
-            if len(rows) < limit:
-                # This table is done: fill the page from the active alerts' first page.
-                rest = await self._page(("active", ""), limit - len(rows))
-                return Page([*(r[1] for r in rows), *rest.bodies], rest.after)
-            return Page([r[1] for r in rows], ("resolved", int(rows[-1][0])))
-        rows = await self.conn.fetch(sql.ACTIVE_PAGE, key, limit)
-        bodies = [body for r in rows for body in _with_tiers(r[1], r[2])]
-        return Page(bodies, ("active", rows[-1][0]) if rows and len(rows) == limit else None)
 
-
-def _with_tiers(alert: str, tiers: str | None) -> list[str]:
-    """An active alert's wire JSON, then its escalation tiers' (an active page may hold
-    more bodies than its limit)."""
-    out = [codec.wire_from_jsonb(alert)]
-    if tiers and tiers != "[]":
-        out += [codec.wire_from_jsonb(codec.dumps(t)) for t in json.loads(tiers)]
-    return out
+def _wire(jsonb: str | None) -> str | None:
+    """Alerts read from jsonb, as wire JSON to post."""
+    return None if jsonb is None else codec.wire_from_jsonb(jsonb)

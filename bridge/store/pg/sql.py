@@ -97,14 +97,13 @@ DELETE FROM dead_letter WHERE id IN (
 )
 """
 
-# Re-sends: the resolved alerts first, then the active ones, each in key order pages.
-RESOLVED_PAGE = "SELECT id, body FROM resolved WHERE id > $1 ORDER BY id LIMIT $2"
-
-# Each active alert with its escalation tiers' alerts (bridge.state: they end with it).
-ACTIVE_PAGE = """
-SELECT identity, (state->'alert')::text, (state->'tiers')::text FROM identity_state
-WHERE active AND identity > $1 ORDER BY identity LIMIT $2
-"""
+# Re-sends (bridge.store.views.ResendPager): the resolved alerts first, then the active
+# ones, each with its escalation tiers' alerts, in key order pages.
+RESEND_PAGES = (
+    "SELECT id, body, NULL FROM resolved WHERE id > $1 ORDER BY id LIMIT $2",
+    "SELECT identity, (state->'alert')::text, (state->'tiers')::text FROM identity_state"
+    " WHERE active AND identity > $1 ORDER BY identity LIMIT $2",
+)
 
 RESOLVE = """
 INSERT INTO resolved AS r (labels, resolved_at, body)

@@ -1,13 +1,10 @@
 """``SqliteStore``: the store contract (``bridge.store.contract``) on one SQLite file, for one
-process (the package docstring has the tables, durability and memory).
+process (the package docstring has the parts, the tables, durability and memory).
 
-The parts: ``schema``, ``inbox`` (accepts, takes, executing what a batch of decisions
-writes: ``bridge.store.writes``), ``identity`` (states), ``queue`` (the queue, lanes,
-re-send pages, dead letters), ``operators`` (requeue, quarantine, snapshot, expiry), and
-``bridge.store.sqlite_file`` (the file on its one thread, and the group commit, shared
-with the spool). This module composes them and keeps what the process keeps in memory:
-the ids and times of what waits to be taken, with the first ``kept_in_memory`` accepted
-alerts; its sizes are read from the file (``bridge.store.sizes``).
+This module composes the parts on ``bridge.store.engine.Engine`` and keeps what the
+process keeps in memory: the ids and times of what waits to be taken, with the first
+``kept_in_memory`` accepted alerts; its sizes are read from the file
+(``bridge.store.sizes``).
 """
 
 from __future__ import annotations
@@ -15,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import json
 import logging
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
@@ -23,16 +19,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from bridge.errors import ConfigError, StoreFull
+from bridge.errors import StoreFull
 from bridge.metrics import Metrics
 from bridge.model import SentryAlert
 from bridge.state import IdentityState
 from bridge.store import views, writes
 from bridge.store.contract import Entry, Failed, Lane, Processed, Quarantined, Sizes, Taken
-from bridge.store.group_commit import GroupCommit
-from bridge.store.health import WriteHealth
-from bridge.store.shield import Shield
-from bridge.store.sizes import SizeCache
+from bridge.store.engine import Accept, Engine
 from bridge.store.sqlite import identity, inbox, operators, queue, sql
 from bridge.store.sqlite.schema import FILENAME, SCHEMA, check_version
 from bridge.store.sqlite_file import SqliteFile
@@ -47,19 +40,12 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-class SqliteStore:
+class SqliteStore(Engine):
     # How long open() waits for another process to let go of the file (a bridge that
     # is still draining during a rolling restart).
     lock_timeout_ms = 5000
-    # The dead-letter table is for a human to look at, not an archive: the newest are kept.
-    dead_letters_kept = 10_000
     # Accepted alerts kept as objects for take(); a longer backlog is read back from disk.
     kept_in_memory = 1024
-    # Quarantine is for a human to replay; the newest are kept (the alert fires long before).
-    quarantine_kept = 100_000
-    # Consecutive failed write transactions after which the store counts as failing
-    # (/-/ready red) until one succeeds.
-    failing_after = 3
 
     def __init__(
         self,
@@ -72,31 +58,20 @@ class SqliteStore:
         body_retention: float = 86400.0,
         max_bodies: int = 100_000,
     ) -> None:
-        if not targets:
-            raise ConfigError("the store needs at least one Alertmanager")
-        if len(set(targets)) != len(targets):
-            raise ConfigError(f"two Alertmanager URLs name the same target: {list(targets)}")
+        super().__init__(
+            targets,
+            max_queued=max_queued,
+            metrics=metrics,
+            body_retention=body_retention,
+            max_bodies=max_bodies,
+        )
         self.path = Path(data_dir) / FILENAME
-        self.targets = tuple(targets)
-        self.max_queued = max_queued
         self.clock = clock
-        self.metrics = metrics
-        self.body_retention = body_retention
-        self.max_bodies = max_bodies
-        self._health = WriteHealth(metrics, self.failing_after)
         self._file = SqliteFile(self.path, name="store")
-        # Request path: waiting for the next group commit, then handed to take().
-        self._accepts = GroupCommit(self._write_accepts, name="store-flush")
         # Committed, not yet taken: (id, accepted_at, the alert while kept in memory).
         self._ready: collections.deque[_Ready] = collections.deque()
         self._ready_event = asyncio.Event()
-        self._idle = False  # take() is waiting with nothing to claim
-        self._sizes = SizeCache(self._read_sizes, max_queued)
-        # Delivery side.
-        self._wakeups = {target: asyncio.Event() for target in self.targets}
         self._lanes = {target: asyncio.Lock() for target in self.targets}
-        self.progress = asyncio.Event()  # set whenever a sender finishes a batch
-        self._shield = Shield()  # writes that finish even if their caller is cancelled
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -125,16 +100,7 @@ class SqliteStore:
 
     # --- the request path ---------------------------------------------------------------
 
-    async def accept(self, alert: SentryAlert, digest: bytes | None = None) -> bool:
-        """Durably store a normalised alert; returns once its group commit is done. With
-        the ``digest`` (SHA-256) of its body: False, and nothing stored, when that body
-        was already accepted within ``body_retention``."""
-        if self._sizes.full() and await self._sizes.refuses():
-            raise StoreFull()
-        return await self._accepts.submit((alert, digest))
-
-    async def _write_accepts(self, batch: Sequence[tuple[SentryAlert, bytes | None]]) -> list[bool]:
-        """One group commit (``GroupCommit``): whether each alert was stored."""
+    async def _write_accepts(self, batch: Sequence[Accept]) -> list[bool]:
         now = self._now()
         try:
             ids = await self._write(inbox.insert, batch, now, self.body_retention, self.max_bodies)
@@ -142,16 +108,12 @@ class SqliteStore:
             if not isinstance(exc, sqlite3.Error):  # the file's are WriteHealth's, said once
                 log.exception("cannot write the store", extra={"alerts": len(batch)})
             raise StoreFull("the store cannot be written") from exc
-        stored: list[bool] = []
         for (alert, _), inbox_id in zip(batch, ids, strict=True):
-            if inbox_id is None:  # the same body within body_retention
-                self.metrics.duplicate_bodies.inc()
-                stored.append(False)
-                continue
-            keep = len(self._ready) < self.kept_in_memory
-            self._ready.append((inbox_id, now, alert if keep else None))
-            stored.append(True)
-        self._sizes.accepted(sum(stored))
+            if inbox_id is not None:  # None: the same body within body_retention
+                keep = len(self._ready) < self.kept_in_memory
+                self._ready.append((inbox_id, now, alert if keep else None))
+        stored = [inbox_id is not None for inbox_id in ids]
+        self._accepted(stored)
         self._ready_event.set()
         return stored
 
@@ -190,11 +152,7 @@ class SqliteStore:
 
     async def _complete(self, planned: writes.Writes) -> None:
         await self._write_derived(inbox.complete, planned, self.targets, self.quarantine_kept)
-        self._sizes.changed()
-        if planned.quarantined:
-            self.metrics.quarantined.labels("pipeline_error").inc(len(planned.quarantined))
-        if planned.posts:
-            self._wake_senders()
+        self._completed(planned)
 
     async def abandon(self, taken: Taken) -> None:
         """Hand the entries of ``taken`` out again, first and in order (a failed batch)."""
@@ -203,10 +161,6 @@ class SqliteStore:
         self._ready_event.set()
 
     # --- the senders --------------------------------------------------------------------
-
-    def wakeup(self, target: str) -> asyncio.Event:
-        """Set whenever alerts are queued; each sender clears its own before reading."""
-        return self._wakeups[target]
 
     @contextlib.asynccontextmanager
     async def lane(self, target: str) -> AsyncIterator[Lane | None]:
@@ -250,10 +204,6 @@ class SqliteStore:
 
     # --- store health, quarantine -------------------------------------------------------
 
-    def store_ok(self) -> bool:
-        """False after ``failing_after`` write transactions failed in a row."""
-        return self._health.ok
-
     async def probe(self) -> bool:
         """One tiny write transaction, so a failing store is noticed to recover even when
         nothing else writes; returns :meth:`store_ok`."""
@@ -266,19 +216,9 @@ class SqliteStore:
     ) -> bool:
         """Keep an authenticated webhook the bridge cannot process, durably; False (nothing
         kept) when the same body was already seen within ``body_retention``."""
-        row: writes.QuarantineRow = (
-            reason,
-            detail[:1000],
-            json.dumps(dict(headers)),
-            body,
-            None,
-        )
+        row = writes.webhook_row(reason, detail, headers, body)
         added = await self._shield(self._write(self._quarantine, row, digest, self._now()))
-        if not added:
-            self.metrics.duplicate_bodies.inc()
-            return False
-        self.metrics.quarantined.labels(reason).inc()
-        return True
+        return self._quarantined(reason, added)
 
     async def quarantined(
         self, entry_id: int | None = None, *, after: int = 0, limit: int = 100
@@ -301,12 +241,6 @@ class SqliteStore:
 
     # --- sizes --------------------------------------------------------------------------
 
-    async def sizes(self, max_age: float = 1.0) -> Sizes:
-        return await self._sizes.get(max_age)
-
-    async def full(self) -> bool:
-        return self._sizes.full() and await self._sizes.refuses()
-
     async def _read_sizes(self) -> Sizes:
         return await self._read(operators.read_sizes, self.targets, self._now())
 
@@ -314,10 +248,6 @@ class SqliteStore:
 
     def _now(self) -> float:
         return self.clock().timestamp()
-
-    def _wake_senders(self) -> None:
-        for event in self._wakeups.values():
-            event.set()
 
     async def _read(self, fn: Callable[..., T], *args: Any) -> T:
         """``fn(db, *args)`` on the file's thread."""
@@ -397,13 +327,9 @@ class SqliteStore:
         the table. A resolve is queued as it was; a firing alert only if it is still the
         active alert of its identity, and then as it is now (current endsAt), so a late
         re-send can never re-fire what was resolved or replaced since."""
-        written: tuple[int, dict[str, int]] = await self._shield(
-            self._write(operators.requeue, self.targets, self.clock())
+        return self._requeued(
+            await self._shield(self._write(operators.requeue, self.targets, self.clock()))
         )
-        queued, counts = written
-        if queued:
-            self._wake_senders()
-        return counts
 
 
 def _probe(db: sqlite3.Connection, now: float) -> None:

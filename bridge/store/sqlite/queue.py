@@ -10,15 +10,13 @@ import sqlite3
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from bridge.store import refusals
+from bridge.store import refusals, views
 from bridge.store.contract import Page, Queued
 from bridge.store.sqlite import sql
 from bridge.store.writes import Post, Writes
 
 if TYPE_CHECKING:
     from bridge.store.sqlite.engine import SqliteStore
-
-_FIRST: tuple[int | str, ...] = (0, "")  # the key before each table's first row
 
 
 class Lane:
@@ -136,43 +134,17 @@ def unrefused(
 
 
 def resend_page(
-    db: sqlite3.Connection, target: str, after: tuple[int, int] | None, limit: int
+    db: sqlite3.Connection, target: str, after: tuple[int, Any] | None, limit: int
 ) -> Page:
-    """``read_page``, without what ``target`` refused (``bridge.store.refusals``)."""
-    page = read_page(db, after, limit)
+    """``views.ResendPager``'s page, without what ``target`` refused
+    (``bridge.store.refusals``)."""
+    pager, page = views.ResendPager(after, limit), None
+    while page is None:
+        table, key, count = pager.read()
+        page = pager.got(db.execute(sql.RESEND_PAGES[table], (key, count)).fetchall())
     gone = refused(db, target, refusals.owners(page.bodies)) if _any_dead(db, target) else []
     return Page(refusals.not_refused(page.bodies, gone), page.after) if gone else page
 
 
 def _any_dead(db: sqlite3.Connection, target: str) -> bool:
     return db.execute(sql.ANY_REFUSED, (target,)).fetchone() is not None
-
-
-def _bodies(rows: Sequence[tuple[Any, str, str | None]]) -> list[str]:
-    """Each row's alert, then its escalation tiers' (wire JSON): an active page may hold
-    more bodies than its limit."""
-    out: list[str] = []
-    for _, text, tiers in rows:
-        out.append(text)
-        if tiers and tiers != "[]":
-            out += [json.dumps(t, separators=(",", ":")) for t in json.loads(tiers)]
-    return out
-
-
-def read_page(db: sqlite3.Connection, after: tuple[int, Any] | None, limit: int) -> Page:
-    """Up to ``limit`` bodies from ``after`` (table, key) on, across ``sql.RESEND_PAGES`` in order;
-    one row more is read to know whether there is a next page."""
-    table, last = after or (0, _FIRST[0])
-    bodies: list[str] = []
-    while table < len(sql.RESEND_PAGES):
-        room = limit - len(bodies)
-        rows = db.execute(sql.RESEND_PAGES[table], (last, room + 1)).fetchall()
-        if len(rows) > room:  # more in this table than fits
-            if room:
-                bodies += _bodies(rows[:room])
-                last = rows[room - 1][0]
-            return Page(bodies, (table, last))
-        bodies += _bodies(rows)
-        table += 1
-        last = _FIRST[table] if table < len(sql.RESEND_PAGES) else None
-    return Page(bodies, None)

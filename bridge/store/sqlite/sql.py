@@ -30,8 +30,8 @@ KEEP_ONLY_TARGETS = "DELETE FROM queue WHERE target NOT IN (SELECT value FROM js
 UNRESOLVE = "DELETE FROM resolved WHERE labels IN (SELECT value FROM json_each(?))"
 RESOLVE = "INSERT INTO resolved (labels, resolved_at, alert) VALUES (?, ?, ?)"
 EXPIRE_RESOLVED = "DELETE FROM resolved WHERE resolved_at <= ?"
-# Re-sends: the resolved alerts first (rowid pages), then the active ones (identity pages).
-# Each active alert with its escalation tiers' alerts (bridge.state: they end with it).
+# Re-sends (bridge.store.views.ResendPager): the resolved alerts first (rowid pages), then
+# the active ones (identity pages), each with its escalation tiers' alerts.
 RESEND_PAGES = (
     "SELECT rowid, alert, NULL FROM resolved WHERE rowid > ? ORDER BY rowid LIMIT ?",
     "SELECT identity, json_extract(state, '$.alert'), json_extract(state, '$.tiers')"

@@ -1,0 +1,128 @@
+"""What every engine of the store keeps alike in memory, written once: ``Engine``, the base
+of ``SqliteStore`` and ``PostgresStore``.
+
+An engine subclasses it and gives what is its own: ``_write_accepts`` (one group commit of
+accepts, into its inbox) and ``_read_sizes`` (one read of what it holds). The rest is
+here: the Alertmanagers it serves and their wake-ups, the bound on ``accept``
+(``store.max_queued``, ``bridge.store.sizes``), the write health behind ``store_ok``, the
+shield that lets a write outlive its cancelled caller, and what a completed batch, a
+quarantined webhook and a requeue tell the metrics and the senders.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import Sequence
+
+from bridge.errors import ConfigError, StoreFull
+from bridge.metrics import Metrics
+from bridge.model import SentryAlert
+from bridge.store.contract import Sizes
+from bridge.store.group_commit import GroupCommit
+from bridge.store.health import WriteHealth
+from bridge.store.shield import Shield
+from bridge.store.sizes import SizeCache
+from bridge.store.writes import Writes
+
+Accept = tuple[SentryAlert, bytes | None]  # an alert and its body's digest
+
+
+class Engine:
+    # Consecutive failed write transactions after which the store counts as failing
+    # (/-/ready red) until one succeeds.
+    failing_after = 3
+    # The dead-letter table is for a human to look at, not an archive: the newest are kept.
+    dead_letters_kept = 10_000
+    # Quarantine is for a human to replay; the newest are kept (the alert fires long before).
+    quarantine_kept = 100_000
+
+    def __init__(
+        self,
+        targets: Sequence[str],
+        *,
+        max_queued: int,
+        metrics: Metrics,
+        body_retention: float,
+        max_bodies: int,
+        stale_after: float = math.inf,
+    ) -> None:
+        if not targets:
+            raise ConfigError("the store needs at least one Alertmanager")
+        if len(set(targets)) != len(targets):
+            raise ConfigError(f"two Alertmanager URLs name the same target: {list(targets)}")
+        self.targets = tuple(targets)
+        self.max_queued = max_queued
+        self.metrics = metrics
+        self.body_retention = body_retention
+        self.max_bodies = max_bodies
+        self.progress = asyncio.Event()  # set whenever a sender finishes a batch
+        self._health = WriteHealth(metrics, self.failing_after)
+        # Request path: concurrent accepts share one transaction (a lone one waits for no
+        # timer).
+        self._accepts = GroupCommit(self._write_accepts, name="store-flush")
+        self._idle = False  # take() is waiting with nothing to claim
+        self._wakeups = {target: asyncio.Event() for target in self.targets}
+        self._sizes = SizeCache(self._read_sizes, max_queued, stale_after)
+        self._shield = Shield()  # writes that finish even if their caller is cancelled
+
+    async def _write_accepts(self, batch: Sequence[Accept]) -> list[bool]:
+        """One group commit: whether each alert was stored (False: its body was seen)."""
+        raise NotImplementedError
+
+    async def _read_sizes(self) -> Sizes:
+        raise NotImplementedError
+
+    async def accept(self, alert: SentryAlert, digest: bytes | None = None) -> bool:
+        """Committed with its group before it returns; False when the body of ``digest``
+        was accepted within ``body_retention``. ``StoreFull`` at ``store.max_queued``."""
+        if self._sizes.full() and await self._sizes.refuses():
+            raise StoreFull()
+        return await self._accepts.submit((alert, digest))
+
+    def _accepted(self, stored: Sequence[bool]) -> None:
+        """A group commit's outcome: the duplicates counted, the new entries sized."""
+        duplicates = stored.count(False)
+        if duplicates:
+            self.metrics.duplicate_bodies.inc(duplicates)
+        self._sizes.accepted(len(stored) - duplicates)
+
+    def _quarantined(self, reason: str, added: bool) -> bool:
+        """A webhook quarantined at the edge (``added``), or a duplicate body."""
+        if not added:
+            self.metrics.duplicate_bodies.inc()
+            return False
+        self.metrics.quarantined.labels(reason).inc()
+        return True
+
+    def _completed(self, planned: Writes) -> None:
+        """A batch committed: the sizes are out of date, the senders have posts."""
+        self._sizes.changed()
+        if planned.quarantined:
+            self.metrics.quarantined.labels("pipeline_error").inc(len(planned.quarantined))
+        if planned.posts:
+            self._wake_senders()
+
+    def _requeued(self, written: tuple[int, dict[str, int]]) -> dict[str, int]:
+        queued, counts = written
+        if queued:
+            self._wake_senders()
+        return dict(counts)
+
+    def wakeup(self, target: str) -> asyncio.Event:
+        """Set whenever alerts are queued; each sender clears its own before reading."""
+        return self._wakeups[target]
+
+    def _wake_senders(self) -> None:
+        for event in self._wakeups.values():
+            event.set()
+
+    def store_ok(self) -> bool:
+        """False after ``failing_after`` write transactions failed in a row."""
+        return self._health.ok
+
+    async def sizes(self, max_age: float = 1.0) -> Sizes:
+        return await self._sizes.get(max_age)
+
+    async def full(self) -> bool:
+        return self._sizes.full() and await self._sizes.refuses()
