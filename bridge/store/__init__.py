@@ -77,7 +77,8 @@ def open_for_operator(config: Config, metrics: Metrics, targets: Sequence[str]) 
     """The configured store for an operator's command, not yet open: the engine itself,
     without the spool (that is the running bridge's, per pod). Refuses, rather than
     creates, a store file that is not there (a wrong ``data_dir`` would otherwise show an
-    empty quarantine); PostgreSQL needs ``store.postgres.dsn``, as ``serve`` does."""
+    empty quarantine), as PostgreSQL's engine refuses a schema it would have to create or
+    migrate; PostgreSQL needs ``store.postgres.dsn``, as ``serve`` does."""
     if config.store.backend == "postgres":
         if config.store.postgres.dsn is None:
             raise ConfigError(
@@ -87,7 +88,11 @@ def open_for_operator(config: Config, metrics: Metrics, targets: Sequence[str]) 
         from bridge.store.pg import PostgresStore
 
         return PostgresStore(
-            config.store.postgres, targets, max_queued=config.store.max_queued, metrics=metrics
+            config.store.postgres,
+            targets,
+            max_queued=config.store.max_queued,
+            metrics=metrics,
+            migrate=False,
         )
     from bridge.store.sqlite import SqliteStore
     from bridge.store.sqlite.schema import FILENAME

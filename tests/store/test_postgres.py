@@ -18,10 +18,14 @@ from typing import Any
 
 import asyncpg
 import pytest
+from prometheus_client import CollectorRegistry
 from pydantic import SecretStr
 
+from bridge import config
 from bridge.config import Postgres, PostgresSSL
-from bridge.errors import StoreError
+from bridge.errors import ConfigError, StoreError
+from bridge.metrics import Metrics
+from bridge.store import open_for_operator
 from bridge.store.pg import connection as postgres
 from bridge.store.pg.schema import MIGRATIONS, Migration
 from tests.conftest import PostgresTarget
@@ -385,3 +389,29 @@ async def test_a_commit_survives_an_immediate_stop(pg: PostgresTarget) -> None:
         assert await conn.fetchval(f'SELECT v FROM "{pg.schema}".t') == 42  # noqa: S608
     finally:
         await conn.close()
+
+
+async def test_an_operators_command_migrates_no_schema(pg: PostgresTarget) -> None:
+    """``sentry-bridge quarantine --offline`` opens the engine itself: with a mistyped
+    ``store.postgres.schema`` it used to create that schema, empty, and list an empty
+    quarantine. It refuses, naming the key, and creates nothing; the schema the bridge made
+    opens; one at another version is the running bridge's to migrate."""
+    base = {"sentry": {"client_secrets": "s"}, "alertmanager": {"urls": "http://am:9093"}}
+    store = {"backend": "postgres", "postgres": {"dsn": pg.dsn, "schema": pg.schema}}
+    cfg = config.parse(base | {"store": store}, env={})
+    metrics = Metrics(CollectorRegistry())
+    operator = open_for_operator(cfg, metrics, ["am:9093"])
+    with pytest.raises(ConfigError, match=f"store.postgres.schema: no bridge schema '{pg.schema}'"):
+        await operator.open()
+    async with pool(pg) as p, p.acquire() as conn:
+        assert await tables(conn, pg.schema) == set()
+        await postgres.migrate(conn, pg.schema)  # as the bridge's own start does
+    await operator.open()
+    try:
+        assert await operator.quarantined() == []
+    finally:
+        await operator.close()
+    async with pool(pg) as p, p.acquire() as conn:
+        await conn.execute("INSERT INTO schema_version VALUES (99, 'from the future')")
+    with pytest.raises(ConfigError, match="at version 99, this bridge's is"):
+        await open_for_operator(cfg, metrics, ["am:9093"]).open()

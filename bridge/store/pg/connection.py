@@ -17,7 +17,7 @@ from typing import Any, Protocol
 import asyncpg
 
 from bridge.config import Postgres, PostgresSSL
-from bridge.errors import StoreError
+from bridge.errors import ConfigError, StoreError
 from bridge.store.pg.schema import MIGRATIONS, Migration
 
 # pg_advisory_xact_lock(int4, int4): this constant says "sentry-bridge migration", the
@@ -128,6 +128,21 @@ async def schema_version(conn: Connection, schema: str) -> int:
         return 0
     query = f'SELECT coalesce(max(version), 0) FROM "{schema}".schema_version'  # noqa: S608
     return int(await conn.fetchval(query))
+
+
+async def check_version(conn: Connection, schema: str) -> None:
+    """For an operator's command, which migrates nothing: ``schema`` is at this bridge's
+    version, else ``ConfigError``. Migrated, a mistyped ``store.postgres.schema`` would be
+    created empty and show an empty quarantine; an older or newer one is the running
+    bridge's to migrate."""
+    version, latest = await schema_version(conn, schema), MIGRATIONS[-1].version
+    if version == 0:
+        raise ConfigError(f"store.postgres.schema: no bridge schema {schema!r} in that database")
+    if version != latest:
+        raise ConfigError(
+            f"the database schema {schema!r} is at version {version}, this bridge's is "
+            f"{latest}: run the command with the bridge version that runs there"
+        )
 
 
 async def migrate(

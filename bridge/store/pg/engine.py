@@ -75,6 +75,7 @@ class PostgresStore(Engine):
         max_bodies: int = 100_000,
         lease_ttl: timedelta = timedelta(seconds=15),
         holder: str | None = None,
+        migrate: bool = True,
     ) -> None:
         super().__init__(
             targets,
@@ -92,6 +93,7 @@ class PostgresStore(Engine):
                 f"{len(targets)} Alertmanager(s); at least {needed}"
             )
         self.settings = settings
+        self.migrate = migrate  # False: an operator's command (``connection.check_version``)
         self.lease_ttl = lease_ttl
         self.holder = holder or f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
         schema = settings.schema_
@@ -115,7 +117,10 @@ class PostgresStore(Engine):
             raise StoreError(f"cannot connect to PostgreSQL: {type(exc).__name__}: {exc}") from exc
         try:
             async with self._pool.acquire() as conn:
-                await connection.migrate(conn, self.settings.schema_)
+                if self.migrate:
+                    await connection.migrate(conn, self.settings.schema_)
+                else:
+                    await connection.check_version(conn, self.settings.schema_)
                 await conn.execute(sql.ADD_LANES, list(self.targets))
             await self._listen()
             opened = await self.sizes(0)
