@@ -13,19 +13,52 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
+from typing import Any
 
 from bridge.errors import ConfigError, StoreFull
 from bridge.metrics import Metrics
 from bridge.model import SentryAlert
 from bridge.store.contract import Sizes
-from bridge.store.group_commit import GroupCommit
+from bridge.store.group_commit import GroupCommit, deadline_passed
 from bridge.store.health import WriteHealth
-from bridge.store.shield import Shield
 from bridge.store.sizes import SizeCache
 from bridge.store.writes import Writes
 
 Accept = tuple[SentryAlert, bytes | None]  # an alert and its body's digest
+
+
+class Shield:
+    """Writes that run to their end even when their caller is cancelled: an engine keeps in
+    memory what it committed (sizes, ids handed out), and a write whose caller is cancelled
+    half-way (a request timing out, a task stopped at shutdown) would otherwise leave
+    memory behind the file. ``close`` waits for them with ``idle``. A caller whose
+    ``commit_deadline`` passed waits for the write and gets its outcome."""
+
+    def __init__(self) -> None:
+        self._tasks: set[asyncio.Future[Any]] = set()
+
+    @property
+    def busy(self) -> bool:
+        return bool(self._tasks)
+
+    async def __call__(self, write: Awaitable[Any]) -> Any:
+        task = asyncio.ensure_future(write)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            if not deadline_passed():
+                raise
+            # The caller's commit_deadline passed with the write running: its outcome is
+            # the answer (a committed webhook is not answered 503), as in GroupCommit.
+            return await asyncio.shield(task)
+
+    async def idle(self) -> None:
+        """Wait until every shielded write has ended (failed ones included)."""
+        while self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
 
 
 class Engine:

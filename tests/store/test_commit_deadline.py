@@ -20,8 +20,8 @@ from bridge.app import create_app
 from bridge.compose import build
 from bridge.metrics import Metrics
 from bridge.store.contract import Store
+from bridge.store.engine import Shield
 from bridge.store.group_commit import GroupCommit, commit_deadline
-from bridge.store.shield import Shield
 from bridge.store.spool import FILENAME, Spooled
 from bridge.store.sqlite import SqliteStore
 from tests.factories import issue

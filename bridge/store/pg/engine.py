@@ -27,10 +27,10 @@ import logging
 import os
 import secrets
 import socket
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 
@@ -46,6 +46,8 @@ from bridge.store.pg import codec, connection, identity, inbox, operators, queue
 from bridge.store.pg.lease import Periodic
 
 log = logging.getLogger("bridge.store.pg")
+
+T = TypeVar("T")
 
 # What a failing database raises: its errors, a lost connection, a timeout.
 DB_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
@@ -344,12 +346,10 @@ class PostgresStore(Engine):
             return False
 
     async def due(self, limit: int) -> list[tuple[str, datetime]]:
-        async with self._pool.acquire() as conn:
-            return await identity.due(conn, limit)
+        return await self._read(identity.due, limit)
 
     async def issues(self, after: str | None, limit: int) -> list[tuple[str, IdentityState]]:
-        async with self._pool.acquire() as conn:
-            return await identity.issues(conn, after, limit)
+        return await self._read(identity.issues, after, limit)
 
     async def expire(self, *, resolved_for: float) -> None:
         await self._shield(self._write(operators.expire, resolved_for))
@@ -365,8 +365,7 @@ class PostgresStore(Engine):
         return self.store_ok()
 
     async def dead_letters(self) -> list[tuple[str, str, dict[str, Any]]]:
-        async with self._pool.acquire() as conn:
-            return await operators.dead_letters(conn)
+        return await self._read(operators.dead_letters)
 
     async def requeue_dead_letters(self) -> dict[str, int]:
         return self._requeued(
@@ -378,8 +377,7 @@ class PostgresStore(Engine):
     async def quarantined(
         self, entry_id: int | None = None, *, after: int = 0, limit: int = 100
     ) -> list[Quarantined]:
-        async with self._pool.acquire() as conn:
-            return await operators.quarantined(conn, entry_id, after, limit)
+        return await self._read(operators.quarantined, entry_id, after, limit)
 
     async def release(self, entry_id: int, alert: SentryAlert | None) -> bool:
         async def write(conn: Any) -> bool:
@@ -398,14 +396,12 @@ class PostgresStore(Engine):
         return removed
 
     async def snapshot(self, limit: int) -> dict[str, Any]:
-        async with self._pool.acquire() as conn:
-            return await operators.snapshot(conn, limit)
+        return await self._read(operators.snapshot, limit)
 
     # --- sizes ------------------------------------------------------------------------
 
     async def _read_sizes(self) -> Sizes:
-        async with self._pool.acquire() as conn:
-            return await operators.sizes(conn, self.targets)
+        return await self._read(operators.sizes, self.targets)
 
     async def _relisten_loop(self) -> None:
         """LISTEN again when its connection was lost (the poll covers the meantime)."""
@@ -446,6 +442,11 @@ class PostgresStore(Engine):
 
     def _on_queued(self, *_: object) -> None:
         self._wake_senders()
+
+    async def _read(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
+        """``fn(conn, *args)`` on a connection of the pool."""
+        async with self._pool.acquire() as conn:
+            return await fn(conn, *args)
 
     async def _write(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """``fn(conn, *args, **kwargs)`` in one transaction, counted toward ``store_ok``."""
