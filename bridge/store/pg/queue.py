@@ -98,7 +98,7 @@ class Lane:
         while page is None:
             table, key, count = pager.read()
             rows = await self.conn.fetch(sql.RESEND_PAGES[table], key, count)
-            page = pager.got([(r[0], *map(_wire, r[1:])) for r in rows])
+            page = pager.got(rows if table == 0 else [(r[0], *map(_wire, r[1:])) for r in rows])
         gone = await refused(self.conn, self.target, page.bodies)
         return Page(refusals.not_refused(page.bodies, gone), page.after) if gone else page
 
@@ -110,5 +110,6 @@ class Lane:
 
 
 def _wire(jsonb: str | None) -> str | None:
-    """Alerts read from jsonb, as wire JSON to post."""
+    """Alerts read from jsonb (an active one, its tiers), as wire JSON to post; the resolved
+    ones are kept as text, posted as read."""
     return None if jsonb is None else codec.wire_from_jsonb(jsonb)
