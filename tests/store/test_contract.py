@@ -693,6 +693,24 @@ async def test_a_healthy_store(open_engine: Opener) -> None:
         assert (snapshot["dead_letter_count"], snapshot["quarantined"]) == (0, 0)
 
 
+async def test_a_resolve_is_re_sent_as_it_was_queued_whatever_its_text(
+    open_engine: Opener,
+) -> None:
+    """A resolve's re-sends post the very body queued, also with the characters the
+    PostgreSQL engine escapes in jsonb (NUL, U+E000): only the active alerts are read back
+    from jsonb."""
+    async with open_engine() as store:
+        await store.accept(factories.issue(1))
+        taken = await take(store)
+        now = taken.now
+        text = {"summary": "bad \x00 \ue000x \ue000\ue001"}
+        posted = firing(1, now - timedelta(minutes=1)).model_copy(update={"annotations": text})
+        gone = resolve_of(posted, now - timedelta(seconds=1))
+        await commit(store, taken, sends={"issue:1": [gone]}, states={"issue:1": None})
+        for target in TARGETS:
+            assert await resendable(store, target) == [wire_json(gone)]
+
+
 async def test_a_nul_neither_fails_a_batch_nor_is_lost(open_engine: Opener) -> None:
     """PostgreSQL text and jsonb cannot hold NUL; a Sentry title or tag can."""
     async with open_engine() as store:
