@@ -39,6 +39,18 @@ from bridge.store.contract import Store
 def open_store(config: Config, metrics: Metrics, targets: Sequence[str]) -> Store:
     """The configured engine for these Alertmanagers (by target name), not yet open: the
     caller awaits its ``open()``."""
+    engine = _engine(config, metrics, targets, migrate=True)
+    if config.store.backend == "postgres":
+        from bridge.store.spool import spooled
+
+        # Sentry still gets its answer within a second while PostgreSQL is away.
+        return spooled(engine, config, metrics)
+    return engine
+
+
+def _engine(config: Config, metrics: Metrics, targets: Sequence[str], *, migrate: bool) -> Store:
+    """The configured engine itself; ``migrate=False``: one that may not create or migrate
+    PostgreSQL's schema (an operator's command)."""
     common: dict[str, Any] = {
         "max_queued": config.store.max_queued,
         "metrics": metrics,
@@ -47,11 +59,8 @@ def open_store(config: Config, metrics: Metrics, targets: Sequence[str]) -> Stor
     }
     if config.store.backend == "postgres":
         from bridge.store.pg import PostgresStore  # asyncpg is only needed here
-        from bridge.store.spool import spooled
 
-        primary = PostgresStore(config.store.postgres, targets, **common)
-        # Sentry still gets its answer within a second while PostgreSQL is away.
-        return spooled(primary, config, metrics)
+        return PostgresStore(config.store.postgres, targets, migrate=migrate, **common)
     from bridge.store.sqlite import SqliteStore
 
     return SqliteStore(config.store.data_dir, targets, **common)
@@ -79,27 +88,15 @@ def open_for_operator(config: Config, metrics: Metrics, targets: Sequence[str]) 
     creates, a store file that is not there (a wrong ``data_dir`` would otherwise show an
     empty quarantine), as PostgreSQL's engine refuses a schema it would have to create or
     migrate; PostgreSQL needs ``store.postgres.dsn``, as ``serve`` does."""
-    if config.store.backend == "postgres":
-        if config.store.postgres.dsn is None:
-            raise ConfigError(
-                "store.postgres.dsn: needed to reach PostgreSQL (e.g. set BRIDGE_DATABASE_URL "
-                "as the bridge has it)"
-            )
-        from bridge.store.pg import PostgresStore
-
-        return PostgresStore(
-            config.store.postgres,
-            targets,
-            max_queued=config.store.max_queued,
-            metrics=metrics,
-            migrate=False,
+    if config.store.backend == "postgres" and config.store.postgres.dsn is None:
+        raise ConfigError(
+            "store.postgres.dsn: needed to reach PostgreSQL (e.g. set BRIDGE_DATABASE_URL "
+            "as the bridge has it)"
         )
-    from bridge.store.sqlite import SqliteStore
-    from bridge.store.sqlite.schema import FILENAME
+    if config.store.backend != "postgres":
+        from bridge.store.sqlite.schema import FILENAME
 
-    path = config.store.data_dir / FILENAME
-    if not path.exists():
-        raise ConfigError(f"no store at {path}: is store.data_dir (or BRIDGE_DATA_DIR) right?")
-    return SqliteStore(
-        config.store.data_dir, targets, max_queued=config.store.max_queued, metrics=metrics
-    )
+        path = config.store.data_dir / FILENAME
+        if not path.exists():
+            raise ConfigError(f"no store at {path}: is store.data_dir (or BRIDGE_DATA_DIR) right?")
+    return _engine(config, metrics, targets, migrate=False)
