@@ -4,6 +4,7 @@ import itertools
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -37,6 +38,29 @@ def examples(share: float) -> int:
     cases, below 1 where each example is costly (a store opened, a model stepped)."""
     base = settings().max_examples
     return max(1, round(base * share))
+
+
+# Modules whose tests share a costly module fixture: under pytest-xdist (scripts/test runs
+# two workers) each runs on one worker, so the image is built once and the wheel once, and
+# they are handed out first (the scheduler starts with its largest groups). xdist_group marks
+# would say it in the modules, but xdist 3.8 loses them under pytest 9.2's node ids
+# (pytest-dev/pytest-xdist#1386), so the scheduler is told by path.
+ONE_WORKER = ("tests/integration/test_image.py", "tests/integration/test_package.py")
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """``--dist loadgroup`` (pyproject.toml) with ``ONE_WORKER``'s modules as the groups;
+    every other test is handed out on its own."""
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadGroupScheduling
+
+    class ByModule(LoadGroupScheduling):  # type: ignore[misc]
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::", 1)[0]
+            return module if module in ONE_WORKER else nodeid
+
+    return ByModule(config, log)
 
 
 @pytest.fixture

@@ -33,9 +33,6 @@ from tests.integration import image, procs
 from tests.integration.conftest import Alertmanager, Bridge, fixture
 from tests.test_helm import CHART_DIR, WORKING, merged, render
 
-# One worker runs the module under pytest-xdist (scripts/test): the image is built once.
-pytestmark = pytest.mark.xdist_group("image")
-
 ROOT = procs.ROOT
 BASE = "localhost/sentry-bridge-test-base:bookworm"
 TAG = "localhost/sentry-alertmanager-bridge:test"

@@ -21,9 +21,6 @@ import pytest
 from tests.integration import procs
 from tests.integration.conftest import ENV, Alertmanager, Bridge, fixture
 
-# One worker runs the module under pytest-xdist (scripts/test): the wheel is built once.
-pytestmark = pytest.mark.xdist_group("package")
-
 ROOT = procs.ROOT
 FRONTEND_ISSUE = "1117540176"  # event_alert.json
 
