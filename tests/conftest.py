@@ -63,6 +63,16 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     return ByModule(config, log)
 
 
+# The longest single tests outside tests/integration (which is collected first): the CI
+# profile's stateful models, 30-120 s each. Collected last, one of them ended the run alone
+# on one worker while the other sat idle; collected first, the short tests fill in after.
+LONG = ("tests/test_escalation_model.py", "tests/test_pipeline_model.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    items.sort(key=lambda item: not item.nodeid.startswith(LONG))  # stable: the rest as found
+
+
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
