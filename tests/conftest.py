@@ -4,6 +4,7 @@ import itertools
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -39,6 +40,39 @@ def examples(share: float) -> int:
     return max(1, round(base * share))
 
 
+# Modules whose tests share a costly module fixture: under pytest-xdist (scripts/test runs
+# two workers) each runs on one worker, so the image is built once and the wheel once, and
+# they are handed out first (the scheduler starts with its largest groups). xdist_group marks
+# would say it in the modules, but xdist 3.8 loses them under pytest 9.2's node ids
+# (pytest-dev/pytest-xdist#1386), so the scheduler is told by path.
+ONE_WORKER = ("tests/integration/test_image.py", "tests/integration/test_package.py")
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """``--dist loadgroup`` (pyproject.toml) with ``ONE_WORKER``'s modules as the groups;
+    every other test is handed out on its own."""
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadGroupScheduling
+
+    class ByModule(LoadGroupScheduling):  # type: ignore[misc]
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::", 1)[0]
+            return module if module in ONE_WORKER else nodeid
+
+    return ByModule(config, log)
+
+
+# The longest single tests outside tests/integration (which is collected first): the CI
+# profile's stateful models, 30-120 s each. Collected last, one of them ended the run alone
+# on one worker while the other sat idle; collected first, the short tests fill in after.
+LONG = ("tests/test_escalation_model.py", "tests/test_pipeline_model.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    items.sort(key=lambda item: not item.nodeid.startswith(LONG))  # stable: the rest as found
+
+
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
@@ -46,8 +80,14 @@ def anyio_backend() -> str:
 
 @pytest.fixture(scope="session")
 def postgres_server() -> Iterator[Server]:
-    """One real PostgreSQL for the session (a cluster takes a second or two to make)."""
-    with start_postgres() as server:
+    """One real PostgreSQL for the session (a cluster takes a second or two to make).
+
+    Without fsync: the tests crash the server (``pg_ctl stop -m immediate``), never the
+    machine, and a commit's WAL, written before the commit returns (synchronous_commit stays
+    on), survives a crashed server in the page cache with or without it. What a test can
+    observe is the same; an fsync per commit (8-30 ms on this shared disk) only made the store
+    tests slower (the PostgreSQL model and lease tests: 45 -> 28 s)."""
+    with start_postgres(fsync=False) as server:
         yield server
 
 

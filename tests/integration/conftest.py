@@ -45,7 +45,9 @@ class Alertmanager:
 
     def alerts(self, **filters: str) -> list[dict[str, Any]]:
         """Alertmanager's own view: ``GET /api/v2/alerts`` (active, silenced and inhibited)."""
-        response = httpx.get(f"{self.url}/api/v2/alerts", params=filters, timeout=10)
+        response = httpx.get(
+            f"{self.url}/api/v2/alerts", params=filters, timeout=10, verify=procs.TLS
+        )
         response.raise_for_status()
         data: list[dict[str, Any]] = response.json()
         return data
@@ -83,7 +85,9 @@ class Bridge:
 
     def admin(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         """A request to the admin listener (/-/reload, /-/status, the quarantine)."""
-        return httpx.request(method, self.process.admin_url + path, timeout=10, **kwargs)
+        return httpx.request(
+            method, self.process.admin_url + path, timeout=10, verify=procs.TLS, **kwargs
+        )
 
     def post(
         self,
@@ -145,7 +149,7 @@ def _running_bridge(
 ) -> Iterator[Bridge]:
     with (
         procs.bridge(config, data_dir, log, {**ENV, **env}, port=port) as process,
-        httpx.Client(base_url=process.url, timeout=10) as client,
+        httpx.Client(base_url=process.url, timeout=10, verify=procs.TLS) as client,
     ):
         yield Bridge(process, client)
 

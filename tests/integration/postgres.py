@@ -3,8 +3,9 @@
 The Debian ``postgresql`` server (``/usr/lib/postgresql/<version>/bin``): ``initdb`` makes a
 cluster in a temporary directory, ``pg_ctl`` starts it listening on 127.0.0.1 only (no Unix
 socket), with trust authentication (loopback only, nothing else can reach it) and fsync on,
-as production runs. PostgreSQL refuses to run as root ("root" execution of the PostgreSQL
-server is not permitted), so under root every server command runs as the ``postgres`` user,
+as production runs (the benchmarks; the tests' session server runs without, tests/conftest.py).
+PostgreSQL refuses to run as root ("root" execution of the PostgreSQL server is not
+permitted), so under root every server command runs as the ``postgres`` user,
 which owns the directory.
 
 Without the binaries the tests that need them are skipped on a workstation and fail under
@@ -61,10 +62,16 @@ class Server:
     the WAL at the next start)."""
 
     def __init__(
-        self, bin_dir: Path, root: Path, port: int, tls: tuple[Path, Path] | None = None
+        self,
+        bin_dir: Path,
+        root: Path,
+        port: int,
+        tls: tuple[Path, Path] | None = None,
+        fsync: bool = True,
     ) -> None:
         self.bin_dir = bin_dir
         self.tls = tls
+        self.fsync = fsync
         self.root = root
         self.data = root / "data"
         self.log = root / "postgres.log"
@@ -100,7 +107,7 @@ class Server:
             "listen_addresses": "'127.0.0.1'",
             "port": str(self.port),
             "unix_socket_directories": "''",  # TCP on loopback only
-            "fsync": "on",  # as production: a commit is on disk
+            "fsync": "on" if self.fsync else "off",
             "shared_buffers": "'32MB'",  # the machine is shared; the tests' data is small
             "max_connections": "100",
         }
@@ -159,15 +166,16 @@ def _give_to_postgres(path: Path) -> None:
 
 @contextlib.contextmanager
 def start_postgres(
-    port: int | None = None, tls: tuple[Path, Path] | None = None
+    port: int | None = None, tls: tuple[Path, Path] | None = None, fsync: bool = True
 ) -> Iterator[Server]:
     """A fresh cluster in a temporary directory; stopped and removed on exit. ``tls``: the
-    server's certificate and key files, to offer TLS."""
+    server's certificate and key files, to offer TLS. ``fsync``: as production (a commit on
+    disk), or off where only a crash of the server, never of the machine, is tested."""
     bin_dir = require_bindir()
     # Not pytest's tmp_path: it is private to root, and the server runs as postgres.
     root = Path(tempfile.mkdtemp(prefix="bridge-postgres-"))
     _give_to_postgres(root)
-    server = Server(bin_dir, root, port or procs.free_port(), tls)
+    server = Server(bin_dir, root, port or procs.free_port(), tls, fsync)
     try:
         server.init()
         server.start()

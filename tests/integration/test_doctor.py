@@ -78,7 +78,9 @@ def test_a_healthy_path_passes_and_the_test_alert_never_pages(
 
 def test_a_dead_alertmanager_is_named(bridge_factory: BridgeFactory) -> None:
     dead = f"http://127.0.0.1:{procs.free_port()}"
-    with bridge_factory([dead]) as bridge, FakeSentryAPI(token=TOKEN) as api:
+    # A short grace: the stop at the end cannot deliver the test alert (it waited 25 s).
+    sections = {"shutdown": {"grace_period": "1s"}}
+    with bridge_factory([dead], sections=sections) as bridge, FakeSentryAPI(token=TOKEN) as api:
         api.index(["event:read"])
         code, out = doctor(bridge, api, "--timeout", "2")
     assert code == 1

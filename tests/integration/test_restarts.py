@@ -81,13 +81,14 @@ def test_sigterm_with_alertmanager_down_exits_within_grace_and_keeps_the_store(
 ) -> None:
     am_port = procs.free_port()
     am_url = f"http://127.0.0.1:{am_port}"
-    with bridge_factory([am_url]) as bridge:
+    grace = 5.0  # the shipped 25 s, waited out in full, only made the test slow
+    with bridge_factory([am_url], sections={"shutdown": {"grace_period": f"{grace}s"}}) as bridge:
         for n in range(5):
             assert bridge.post(distinct_issue_alert(n), resource="event_alert").status_code == 202
         started = time.monotonic()
         assert bridge.process.terminate(timeout=60) == 0
-        # The shipped grace period is 25 s; uvicorn's part of it is a fifth.
-        assert time.monotonic() - started < 40
+        # Within the grace (uvicorn's part of it is a fifth), and a margin for a loaded machine.
+        assert time.monotonic() - started < grace + 10
     assert any((tmp_path / "data").iterdir())
 
     with start_alertmanager(tmp_path / "am", am_port) as url, bridge_factory([am_url]):

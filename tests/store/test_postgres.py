@@ -371,8 +371,9 @@ async def test_prefer_falls_back_to_plain_where_tls_is_not_offered(pg: PostgresT
 
 
 async def test_a_commit_survives_an_immediate_stop(pg: PostgresTarget) -> None:
-    """``stop_immediately`` is a crash for clients (the session dies) and a commit is on
-    disk (fsync on): after ``start`` the row is there, recovered from the WAL."""
+    """``stop_immediately`` is a crash for clients (the session dies) and a commit is in
+    the WAL (written before the commit returns): after ``start`` the row is there,
+    recovered from the WAL."""
     conn = await asyncpg.connect(pg.dsn)
     await conn.execute(f'CREATE SCHEMA "{pg.schema}"')
     await conn.execute(f'CREATE TABLE "{pg.schema}".t (v int)')
