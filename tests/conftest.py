@@ -69,8 +69,24 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
 LONG = ("tests/test_escalation_model.py", "tests/test_pipeline_model.py")
 
 
+# Tests that bound a latency or a drain time in seconds of wall time (a product claim: an
+# answer within a second under a storm, a spool empty within seconds of a stall). Beside a
+# second worker's CPU-bound tests on a 2-core machine they measure the neighbour, not the
+# bridge; scripts/test runs them after the parallel part, on their own (marked ``alone``).
+ALONE = (
+    "tests/integration/test_floods.py",
+    "tests/integration/test_replicas.py",
+    "tests/integration/test_spool_stall.py",
+    "tests/store/test_spool.py",
+    "tests/test_reconcile.py::test_a_thousand_issues_take_one_request_per_hundred",
+)
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     items.sort(key=lambda item: not item.nodeid.startswith(LONG))  # stable: the rest as found
+    for item in items:
+        if item.nodeid.startswith(ALONE):
+            item.add_marker(pytest.mark.alone)
 
 
 @pytest.fixture
