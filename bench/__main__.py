@@ -73,8 +73,9 @@ def parser() -> argparse.ArgumentParser:
         type=Path,
         default=None,
         metavar="DIR",
-        help="another source tree of the bridge (git archive REV | tar -x -C DIR); each "
-        "bridge variant also runs from it, right after this one's, in every round",
+        help="another source tree of the bridge (git archive REV | tar -x -C DIR), run on "
+        "DIR/.venv's Python if there is one (its own dependencies); each bridge variant "
+        "also runs from it, right after this one's, in every round",
     )
     g = p.add_argument_group("visible and active")
     g.add_argument("--rate", type=float, default=200.0, help="webhooks/s, open loop")
