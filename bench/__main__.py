@@ -9,6 +9,7 @@
   delivery rate of the preload and the bridge's memory with that many alerts active.
 - sync: what SQLite's synchronous=FULL costs a group commit against NORMAL (bench/sync.py).
 - calls: calls, thread hops and log lines per webhook, counted in process (bench/calls.py).
+- stages: CPU per webhook of each pure stage of the webhook path, in process (bench/stages.py).
 - floods: signed webhooks' latency (p50, p99, max) while the bridge is flooded: idle
   connections, past max_connections, reload and status floods on the admin listener, 900
   slow 1 MiB bodies; and the bridge's peak memory growth (bench/floods.py).
@@ -22,9 +23,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from bench import calls, floods, ingest, servers, sync, visible
+from bench import calls, floods, ingest, servers, stages, sync, visible
 
-PARTS = ("ingest", "calls", "visible", "active", "sync", "floods")
+PARTS = ("ingest", "calls", "stages", "visible", "active", "sync", "floods")
 
 
 def _list(value: str) -> list[str]:
@@ -73,8 +74,9 @@ def parser() -> argparse.ArgumentParser:
         type=Path,
         default=None,
         metavar="DIR",
-        help="another source tree of the bridge (git archive REV | tar -x -C DIR); each "
-        "bridge variant also runs from it, right after this one's, in every round",
+        help="another source tree of the bridge (git archive REV | tar -x -C DIR), run on "
+        "DIR/.venv's Python if there is one (its own dependencies); each bridge variant "
+        "also runs from it, right after this one's, in every round",
     )
     g = p.add_argument_group("visible and active")
     g.add_argument("--rate", type=float, default=200.0, help="webhooks/s, open loop")
@@ -116,6 +118,8 @@ def main(argv: list[str] | None = None) -> None:
         )
     if "calls" in parts:
         calls.run(quick=args.quick)
+    if "stages" in parts:
+        stages.run(quick=args.quick)
     if "visible" in parts or "active" in parts:
         options = visible.Options(
             args.rate, args.steady_seconds, args.resend_interval, args.preload_seconds

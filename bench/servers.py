@@ -68,7 +68,9 @@ def bare(tmp: Path, workers: int) -> Iterator[Stack]:
     port = procs.free_port()
     args = [sys.executable, "-m", "uvicorn", "bench.bare:app", "--host", "127.0.0.1"]
     args += ["--port", str(port), "--no-access-log", "--log-level", "warning"]
-    args += ["--workers", str(workers)]
+    # The server the bridge runs (bridge/serve.py): httptools on uvloop, so the baseline
+    # measures what the bridge adds, not a different HTTP stack.
+    args += ["--http", "httptools", "--loop", "uvloop", "--workers", str(workers)]
     url = f"http://127.0.0.1:{port}"
     with procs.spawn(args, url, "/-/healthy", tmp / "bare.log") as server:
         yield Stack(url, server, {"bare app": server.proc.pid})
@@ -151,6 +153,11 @@ def sqlite_synchronous_knob() -> tuple[str, str] | None:
     return None
 
 
+def _python(checkout: Path | None) -> str:
+    own = checkout / ".venv" / "bin" / "python" if checkout is not None else None
+    return str(own) if own is not None and own.exists() else sys.executable
+
+
 @contextlib.contextmanager
 def bridge(
     tmp: Path,
@@ -165,7 +172,9 @@ def bridge(
     """The bridge, its database (PostgreSQL: ``pg``, a running server) and its
     Alertmanager: a real one (behind the recording proxy with ``record``), or a loopback
     port nobody answers on. ``checkout``: run the ``bridge`` of that source tree (a
-    baseline to compare with, e.g. ``git archive main | tar -x -C DIR``), not this one's."""
+    baseline to compare with, e.g. ``git archive main | tar -x -C DIR``), not this one's,
+    on the Python of ``DIR/.venv`` when there is one (the baseline's own locked
+    dependencies: Uvicorn picks uvloop whenever it is installed)."""
     tmp.mkdir(parents=True, exist_ok=True)
     env = {"SENTRY_CLIENT_SECRET": payloads.SECRET}
     groups: dict[str, int] = {}
@@ -187,7 +196,12 @@ def bridge(
         try:
             server = stack.enter_context(
                 procs.bridge(
-                    config, tmp / "data", tmp / "bridge.log", env, cwd=checkout or procs.ROOT
+                    config,
+                    tmp / "data",
+                    tmp / "bridge.log",
+                    env,
+                    cwd=checkout or procs.ROOT,
+                    python=_python(checkout),
                 )
             )
         except RuntimeError as exc:

@@ -192,6 +192,7 @@ def serve(
             http=with_deadline(server_cfg.read_timeout, max_connections=64),
             timeout_graceful_shutdown=max(1, int(config.shutdown.grace_period // 5)),
             lifespan="off",
+            loop="uvloop",
         )
     )
     server_config = uvicorn.Config(
@@ -212,6 +213,9 @@ def serve(
         # In-flight webhooks get part of the grace; the lifespan's drain gets the rest.
         timeout_graceful_shutdown=max(1, int(config.shutdown.grace_period // 5)),
         lifespan="on",
+        # uvloop, as ``uvicorn[standard]`` runs: the event loop's own work per webhook
+        # (callbacks, the SQLite thread's wake-ups, sockets) in C (issue 15's bench).
+        loop="uvloop",
     )
     server = _Server(server_config, bridge, reloader, (admin, admin_socket))
     bridge.on_failure = lambda: setattr(server, "should_exit", True)

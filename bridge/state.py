@@ -421,6 +421,15 @@ def _with_tiers(
     assert result.severity is not None
     # A test notification never escalates, whatever policy its severity has (item 5).
     name = None if state.test else policy.escalation_for(decision.escalation, result.severity)
+    if (
+        name is None
+        and not live
+        and not state.tiers
+        and state.escalation is None
+        and state.escalation_since is None
+        and state.due_at is None
+    ):
+        return result  # no policy and no tiers (escalation off): nothing to start or carry
     same = fired is not None and name is not None and name == prev.escalation
     since = (prev.escalation_since or now) if same else now
     kept = live if same else ()

@@ -145,6 +145,19 @@ async def test_health_ready_metrics(client: Client) -> None:
     assert f'python="{platform.python_version()}"' in build
 
 
+async def test_the_webhook_path_is_routed_as_before(client: Client) -> None:
+    """Only an exact ``POST /webhooks/sentry`` skips Starlette's router (``app._Edge``): other
+    methods and spellings of the path are answered as the router answers them."""
+    got = await client.get("/webhooks/sentry")
+    assert (got.status_code, got.headers["allow"]) == (405, "POST")
+    moved = await client.post("/webhooks/sentry/", content=b"{}")
+    assert (moved.status_code, moved.headers["location"]) == (
+        307,
+        "http://bridge/webhooks/sentry",
+    )
+    assert (await client.post("/webhooks/sentry", content=b"{}")).status_code == 401
+
+
 async def test_signed_issue_alert_is_accepted_and_delivered(
     client: Client, recorder: Recorder, registry: CollectorRegistry
 ) -> None:

@@ -44,3 +44,12 @@ def test_fingerprint_is_the_same_in_another_process() -> None:
         env={"PYTHONHASHSEED": "123"},
     )
     assert out.stdout.strip() == fingerprint({"c": "d", "a": "b"})
+
+
+def test_fingerprint_is_the_one_stored_states_hold() -> None:
+    """States keep the fingerprint of what they posted (``IdentityState.posted``): the
+    hash of a label set must not change from one version to the next, or every alert
+    would be posted again as changed. The value is the one the JSON text of the sorted
+    pairs gives (non-ASCII kept as is, no spaces)."""
+    labels = {"alertname": "SentryIssue", "project": "wéb", "title": 'a "quoted" \u2028 line'}
+    assert fingerprint(labels) == "c41a28cd14ae5f52"

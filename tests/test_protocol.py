@@ -1,5 +1,6 @@
 """The webhook listener's protocol (bridge/protocol.py) on a stand-in transport: when a
-connection stops reading until its webhook is admitted."""
+connection stops reading until its webhook is admitted, the bound on a request head, and
+which connections count as idle."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import pytest
 from uvicorn.config import Config
 from uvicorn.server import ServerState
 
-from bridge.protocol import with_deadline
+from bridge.protocol import MAX_HEAD, DeadlineProtocol, with_deadline
 
 pytestmark = pytest.mark.anyio
 
@@ -54,6 +55,21 @@ def request(body: bytes, declared: int) -> bytes:
     return head.encode() + body
 
 
+def connect(app: Any = app) -> tuple[DeadlineProtocol, Transport]:
+    protocol_class = with_deadline(10.0)
+    config = Config(app=app, http=protocol_class, lifespan="off")
+    config.load()
+    protocol = protocol_class(config=config, server_state=ServerState(), app_state={})
+    transport = Transport()
+    protocol.connection_made(transport)
+    return protocol, transport
+
+
+async def close(protocol: DeadlineProtocol) -> None:
+    protocol.connection_lost(None)
+    await asyncio.gather(*protocol.tasks, return_exceptions=True)
+
+
 @pytest.mark.parametrize(
     ("data", "pauses"),
     [
@@ -62,13 +78,56 @@ def request(body: bytes, declared: int) -> bytes:
     ],
 )
 async def test_reading_pauses_only_for_a_body_still_in_the_socket(data: bytes, pauses: int) -> None:
-    protocol_class = with_deadline(10.0)
-    config = Config(app=app, http=protocol_class, lifespan="off")
-    config.load()
-    protocol = protocol_class(config=config, server_state=ServerState(), app_state={})
-    transport = Transport()
-    protocol.connection_made(transport)
+    protocol, transport = connect()
     protocol.data_received(data)
     assert transport.pauses == pauses
-    protocol.connection_lost(None)
-    await asyncio.gather(*protocol.tasks, return_exceptions=True)
+    await close(protocol)
+
+
+@pytest.mark.parametrize(
+    ("chunks", "refused"),
+    [
+        pytest.param([b"GET / HTTP/1.1\r\nx-long: " + b"a" * MAX_HEAD], True, id="one read"),
+        pytest.param(
+            [b"GET / HTTP/1.1\r\n", *[b"x-h: " + b"a" * 1000 + b"\r\n"] * 17],
+            True,
+            id="header by header",
+        ),
+        pytest.param(
+            [b"GET / HTTP/1.1\r\n", *[b"x-h: " + b"a" * 1000 + b"\r\n"] * 15, b"\r\n"],
+            False,
+            id="just under the bound",
+        ),
+    ],
+)
+async def test_a_request_head_over_the_bound_is_answered_400_and_closed(
+    chunks: list[bytes], refused: bool
+) -> None:
+    protocol, transport = connect()
+    for chunk in chunks:
+        protocol.data_received(chunk)
+    assert transport.closed is refused
+    assert transport.written.startswith(b"HTTP/1.1 400") is refused
+    assert (protocol in type(protocol).open) is not refused
+    await close(protocol)
+
+
+async def test_a_pipelined_request_is_busy_not_idle_while_it_runs() -> None:
+    seen: list[bool] = []  # each request, as it runs: is its connection counted idle?
+    done = asyncio.Event()
+
+    async def answer(scope: Any, receive: Any, send: Any) -> None:
+        await receive()
+        seen.append(protocol in type(protocol).idle)
+        await send({"type": "http.response.start", "status": 202, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+        if len(seen) == 2:
+            done.set()
+
+    protocol, _ = connect(answer)
+    assert protocol in type(protocol).idle  # open, no request yet
+    protocol.data_received(request(b"{}", 2) + request(b"{}", 2))
+    await done.wait()
+    assert seen == [False, False]
+    assert protocol in type(protocol).idle  # both answered
+    await close(protocol)

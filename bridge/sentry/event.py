@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from bridge.sentry.links import strip_query
-from bridge.sentry.wire import WireEvent
+from bridge.sentry.wire import WireEvent, WireExceptionValue, WireInterface
 
 # Tags naming a person; never carried into alerts (as_dict strips "sentry:" from keys, the
 # legacy plugin does not, so keys are compared without it).
@@ -44,30 +44,29 @@ def tags(raw: Any) -> tuple[tuple[str, str], ...]:
     return tuple(pairs)
 
 
-def _interfaces(ev: WireEvent, name: str) -> list[Any]:
+def _interfaces(ev: WireEvent, name: str) -> list[WireInterface]:
     """An interface (``exception``, ``request``) at the top of the event, then the ``data`` of
-    the serialized event's ``entries`` of that type."""
-    found = [getattr(ev, name)]
-    for entry in ev.entries if isinstance(ev.entries, list) else ():
-        if isinstance(entry, dict) and entry.get("type") == name:
-            found.append(entry.get("data"))
-    return [item for item in found if isinstance(item, dict)]
+    the serialized event's ``entries`` of that type (a shape other than an object is unknown:
+    ``bridge.sentry.wire``)."""
+    found = [ev.exception if name == "exception" else ev.request]
+    for entry in ev.entries or ():
+        if entry is not None and entry.type == name:
+            found.append(entry.data)
+    return [item for item in found if item is not None]
 
 
-def _exception_values(ev: WireEvent) -> list[Any]:
+def _exception_values(ev: WireEvent) -> list[WireExceptionValue | None]:
     for exception in _interfaces(ev, "exception"):
-        if isinstance(exception.get("values"), list):
-            return list(exception["values"])
+        if exception.values is not None:
+            return exception.values
     return []
 
 
 def handled(ev: WireEvent, tag_map: Mapping[str, str]) -> bool | None:
     flags = [
-        value["mechanism"]["handled"]
+        value.mechanism.handled
         for value in _exception_values(ev)
-        if isinstance(value, dict)
-        and isinstance(value.get("mechanism"), dict)
-        and isinstance(value["mechanism"].get("handled"), bool)
+        if value is not None and value.mechanism is not None and value.mechanism.handled is not None
     ]
     if flags:
         return all(flags)  # one unhandled exception in the chain makes the event unhandled
@@ -75,7 +74,7 @@ def handled(ev: WireEvent, tag_map: Mapping[str, str]) -> bool | None:
 
 
 def request_url(ev: WireEvent, tag_map: Mapping[str, str]) -> str | None:
-    urls = (request.get("url") for request in _interfaces(ev, "request"))
+    urls = (request.url for request in _interfaces(ev, "request"))
     url = next((u for u in urls if u is not None), None)
     if isinstance(url, str) and url:
         return strip_query(url)

@@ -163,13 +163,15 @@ def bridge(
     env: Mapping[str, str],
     port: int | None = None,
     cwd: Path = ROOT,
+    python: str = sys.executable,
 ) -> contextlib.AbstractContextManager[Process]:
     """``python -m bridge serve`` on 127.0.0.1 (the admin listener on a port of its own),
     ready when ``/-/ready`` answers; ``cwd``: the checkout whose ``bridge`` runs (the
-    benchmark's baseline), this one by default."""
+    benchmark's baseline), this one by default; ``python``: the interpreter (the
+    baseline's own virtualenv)."""
     port = port or free_port()
     admin_port = free_port()
-    args = [sys.executable, "-m", "bridge", "serve", "--config", str(config)]
+    args = [python, "-m", "bridge", "serve", "--config", str(config)]
     args += ["--host", "127.0.0.1", "--port", str(port), "--admin-port", str(admin_port)]
     return spawn(
         args,

@@ -96,3 +96,55 @@ def test_started_at_is_utc(value: Any, expected: datetime | None) -> None:
     data = load_fixture("legacy_webhook.json")
     data["event"]["timestamp"] = value
     assert alert(LEGACY, data).started_at == expected
+
+
+_ODD = {"exception": ["a list"], "entries": {"not": "a list"}, "request": "a string"}
+
+
+@pytest.mark.parametrize(
+    ("changes", "handled", "url"),
+    [
+        pytest.param(_ODD, True, "https://tag.example/", id="odd-interfaces-are-unknown"),
+        pytest.param(
+            {
+                "exception": {"values": {"not": "a list"}},
+                "entries": [
+                    "not an entry",
+                    {"type": "exception", "data": ["not an object"]},
+                    {"type": "exception", "data": {"values": [1, {"mechanism": "odd"}]}},
+                    {"type": "exception", "data": {"values": [{"mechanism": {"handled": 1}}]}},
+                    {"type": "request", "data": {"url": 42}},
+                    {"type": "request", "data": {"url": "https://entry.example/p?q=1"}},
+                ],
+                "request": {"url": None, "headers": [["a", "b"]]},
+            },
+            True,
+            "https://tag.example/",
+            id="odd-values-skipped-first-list-wins",
+        ),
+        pytest.param(
+            {
+                "exception": None,
+                "entries": [
+                    {"type": "exception", "data": {"values": [{"mechanism": {"handled": False}}]}},
+                    {"type": "request", "data": {"url": "https://entry.example/p?q=1"}},
+                ],
+                "request": None,
+            },
+            False,
+            "https://entry.example/p",
+            id="entries-read-when-top-is-absent",
+        ),
+    ],
+)
+def test_interfaces_of_an_odd_shape_are_unknown_not_errors(
+    changes: dict[str, Any], handled: bool, url: str
+) -> None:
+    """The exception and request interfaces are typed down to what the bridge reads; any
+    other shape reads as absent (a tag decides), as when they were untyped."""
+    data = load_fixture("event_alert_python.json")
+    event = data["data"]["event"]
+    event.update(changes)
+    event["tags"] = [["handled", "yes"], ["url", "https://tag.example/"]]
+    result = alert(hook("event_alert"), data)
+    assert (result.handled, result.url) == (handled, url)

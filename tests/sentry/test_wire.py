@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -9,6 +10,7 @@ from starlette.datastructures import Headers
 
 from bridge import sentry
 from bridge.errors import BadPayload
+from bridge.sentry import wire
 from tests.sentry_payloads import BASE, LEGACY, SERVICE_HOOK, hook, patched, without
 
 
@@ -81,3 +83,26 @@ def test_bad_shapes_raise_bad_payload(headers: Headers, data: object) -> None:
     assert info.value.reason == "invalid_payload"
     assert info.value.status_code == 400
     assert "cart.items" not in info.value.detail  # names the field, never payload values
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        pytest.param("api", "api", id="text"),
+        pytest.param("", "", id="empty-text"),
+        pytest.param(12, "12", id="integer"),
+        pytest.param(2**70, str(2**70), id="big-integer"),
+        pytest.param(1.5, "1.5", id="float"),
+        pytest.param(True, None, id="boolean"),
+        pytest.param(None, None, id="null"),
+        pytest.param(["api"], None, id="list"),
+        pytest.param({"name": "api"}, None, id="object"),
+    ],
+)
+def test_descriptive_text_is_lenient(value: object, expected: str | None) -> None:
+    """A descriptive field (``Text``) takes numbers as text and any other shape as unknown,
+    from the raw bytes (the typed path) and from parsed JSON (the general path) alike."""
+    project = {"id": value}
+    from_bytes = wire.WireProject.model_validate_json(json.dumps(project))
+    from_json = wire.WireProject.model_validate(project)
+    assert from_bytes.id == from_json.id == expected
