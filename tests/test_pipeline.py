@@ -1,4 +1,4 @@
-"""The pipeline's decisions with a real outbox on a temp dir and fake clocks:
+"""The pipeline's decisions with a real SQLite store on a temp dir and fake clocks:
 dedup, escalation, one alert per identity, resolution."""
 
 from __future__ import annotations
@@ -49,26 +49,26 @@ CONFIG = config.parse(
 @dataclasses.dataclass
 class Harness:
     pipeline: Pipeline
-    outbox: SqliteStore
+    store: SqliteStore
     clock: Clock
     registry: CollectorRegistry
 
     async def commit(self, alert: SentryAlert) -> Processed:
         """One webhook through the store and the pipeline, as ``Pipeline.run`` takes it."""
-        await self.outbox.accept(alert)
-        [processed] = await self.pipeline.process(await self.outbox.take(1))
+        await self.store.accept(alert)
+        [processed] = await self.pipeline.process(await self.store.take(1))
         return processed
 
     async def process(self, *alerts: SentryAlert) -> None:
         """Webhooks accepted together, processed as one batch."""
         for alert in alerts:
-            await self.outbox.accept(alert)
-        taken = await self.outbox.take(len(alerts))
+            await self.store.accept(alert)
+        taken = await self.store.take(len(alerts))
         assert len(taken.entries) == len(alerts)
         await self.pipeline.process(taken)
 
     async def active(self, identity: str) -> PostableAlert | None:
-        return await stored_alert(self.outbox, identity)
+        return await stored_alert(self.store, identity)
 
     def outcome(self, name: str) -> float:
         value = self.registry.get_sample_value("sentry_bridge_alerts_total", {"outcome": name})
@@ -80,13 +80,13 @@ async def harness(tmp_path: Path) -> AsyncIterator[Harness]:
     clock = Clock(START)
     registry = CollectorRegistry()
     metrics = Metrics(registry)
-    outbox = SqliteStore(tmp_path, ["am"], max_queued=1000, metrics=metrics, clock=clock)
-    await outbox.open()
+    store = SqliteStore(tmp_path, ["am"], max_queued=1000, metrics=metrics, clock=clock)
+    await store.open()
     enricher = Enricher(CONFIG.sentry, metrics)
-    pipeline = Pipeline(CONFIG, store=outbox, enricher=enricher, metrics=metrics)
-    yield Harness(pipeline, outbox, clock, registry)
+    pipeline = Pipeline(CONFIG, store=store, enricher=enricher, metrics=metrics)
+    yield Harness(pipeline, store, clock, registry)
     await enricher.aclose()
-    await outbox.close()
+    await store.close()
 
 
 def issue(**overrides: Any) -> SentryAlert:
@@ -193,7 +193,7 @@ async def test_resolve_of_unknown_identity_resolves_its_classification(harness: 
 
 async def test_active_state_survives_a_restart(harness: Harness, tmp_path: Path) -> None:
     fired = only(await harness.commit(issue()))
-    await harness.outbox.close()
+    await harness.store.close()
     reopened = SqliteStore(
         tmp_path, ["am"], max_queued=1000, metrics=Metrics(CollectorRegistry()), clock=harness.clock
     )
@@ -204,13 +204,13 @@ async def test_active_state_survives_a_restart(harness: Harness, tmp_path: Path)
         assert active.labels == fired.labels
     finally:
         await reopened.close()
-        await harness.outbox.open()  # the fixture closes it again
+        await harness.store.open()  # the fixture closes it again
 
 
-async def queued(outbox: SqliteStore) -> list[tuple[str, str]]:
-    """What the outbox queued for Alertmanager, as (severity, "fire" or "resolve")."""
+async def queued(store: SqliteStore) -> list[tuple[str, str]]:
+    """What the store queued for Alertmanager, as (severity, "fire" or "resolve")."""
     out = []
-    async with outbox.lane("am") as lane:
+    async with store.lane("am") as lane:
         assert lane is not None
         items = await lane.pending(1000)
     for item in items:
@@ -235,13 +235,13 @@ def metric(action: str) -> SentryAlert:
 async def test_a_batch_sees_its_own_earlier_decisions(harness: Harness) -> None:
     # Issue 8: critical then resolved in one batch used to resolve a label set never sent.
     await harness.process(metric("critical"), metric("resolved"))
-    assert await queued(harness.outbox) == [("critical", "fire"), ("critical", "resolve")]
+    assert await queued(harness.store) == [("critical", "fire"), ("critical", "resolve")]
     assert await harness.active("metric_alert:7") is None
 
 
 async def test_a_batch_rising_in_severity_leaves_one_alert(harness: Harness) -> None:
     await harness.process(issue(), issue(users=50))
-    assert await queued(harness.outbox) == [
+    assert await queued(harness.store) == [
         ("medium", "fire"),
         ("medium", "resolve"),
         ("critical", "fire"),
@@ -254,13 +254,13 @@ async def test_a_batch_rising_in_severity_leaves_one_alert(harness: Harness) -> 
 async def test_dedup_and_escalation_survive_a_restart(harness: Harness, tmp_path: Path) -> None:
     alert = issue(environment="staging")
     await harness.commit(alert)
-    await harness.outbox.close()
-    await harness.outbox.open()  # a restart: nothing in memory carries over
+    await harness.store.close()
+    await harness.store.open()  # a restart: nothing in memory carries over
     harness.clock.advance(minutes=1)
     assert (await harness.commit(dataclasses.replace(alert, event_id="2"))).send == ()
     assert harness.outcome("duplicate") == 1
-    await harness.outbox.close()
-    await harness.outbox.open()
+    await harness.store.close()
+    await harness.store.open()
     harness.clock.advance(minutes=1)
     _, escalated = (await harness.commit(dataclasses.replace(alert, event_id="3"))).send
     assert escalated.labels["escalated"] == "true"
@@ -283,11 +283,11 @@ async def test_a_backlog_does_not_make_events_after_a_resolve_stale(harness: Har
     # time of its own, so it counts from its acceptance, not from when it is processed.
     await harness.commit(issue(received_at=START, event_id="1"))
     harness.clock.advance(minutes=1)
-    await harness.outbox.accept(issue(resource="issue", action="resolved", state=State.RESOLVED))
+    await harness.store.accept(issue(resource="issue", action="resolved", state=State.RESOLVED))
     harness.clock.advance(minutes=1)
-    await harness.outbox.accept(issue(received_at=harness.clock.now, event_id="2"))
+    await harness.store.accept(issue(received_at=harness.clock.now, event_id="2"))
     harness.clock.advance(minutes=30)
-    await harness.pipeline.process(await harness.outbox.take(10))
+    await harness.pipeline.process(await harness.store.take(10))
     assert (harness.outcome("resolved"), harness.outcome("stale")) == (1, 0)
     active = await harness.active("issue:42")
     assert active is not None
