@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
 from starlette.datastructures import Headers
 
+from bridge.sentry import links
 from tests.sentry_payloads import LEGACY, alert, hook, load_fixture, patched, without
 
 
@@ -116,3 +120,42 @@ def test_issue_web_url_built_when_only_the_api_url_names_the_org() -> None:
     data = without("issue_created.json", "data", "issue", "web_url")
     result = alert(hook("issue"), data)
     assert result.web_url == "https://acme.sentry.io/issues/1117540176/"
+
+
+# Links as Sentry sends them and as a payload could spell them: schemes in any case, hosts
+# with ports, userinfo and brackets, paths with queries, fragments and characters urllib
+# strips or refuses.
+_LINK_PARTS = st.text(alphabet="aZ09.-_/:@[]?#%= \t\r\n\x00é", max_size=12)
+_LINKS = st.builds(
+    "".join,
+    st.tuples(
+        st.sampled_from(("https://", "http://", "HTTPS://", "ftp://", " https://", "//", "")),
+        st.sampled_from(("sentry.io", "acme.sentry.io", "Sentry.IO", "", "[::1]", "h:8000")),
+        _LINK_PARTS,
+        st.sampled_from(("", "/issues/12/", "/organizations/acme/issues/3/events/ab/")),
+        _LINK_PARTS,
+    ),
+)
+
+
+@given(_LINKS)
+@example("https://acme.sentry.io/issues/1/")
+@example("https://h:8000/x")
+@example("https://u:p@sentry.io/x")
+@example("HTTPS://sentry.io/")
+@example("https://Sentry.IO/x")
+@example("https://sentry.io")
+@example("https://sentry.io//x")
+@example("https://[::1/x")
+@example("https://a.b/p\tq")
+def test_links_are_read_as_urllib_reads_them(url: str) -> None:
+    """The plain-link shortcut splits and strips exactly as urllib does; a difference is a
+    change of an alert's org, project, issue id or link."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        assert links._parts(url) is None
+        assert links.strip_query(url) == url.split("?")[0].split("#")[0]
+        return
+    assert links._parts(url) == (parts.scheme, parts.netloc, parts.path, parts.hostname or "")
+    assert links.strip_query(url) == urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
