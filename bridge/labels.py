@@ -101,7 +101,7 @@ def _valid_name(name: str) -> bool:
 def sanitize_name(name: str) -> str:
     """Make a label or annotation name valid for Alertmanager 0.25
     (``^[a-zA-Z_][a-zA-Z0-9_]*$``; it answers 400 to ``sentry-url``)."""
-    if LABEL_NAME.match(name):
+    if _valid_name(name):
         return name
     name = re.sub(r"[^a-zA-Z0-9_]", "_", name)
     return name if name and not name[0].isdigit() else f"_{name}"
@@ -109,7 +109,11 @@ def sanitize_name(name: str) -> str:
 
 def _clean(values: Mapping[str, str | None]) -> dict[str, str]:
     # An empty label is dropped by Alertmanager, silently changing the alert's identity.
-    return {sanitize_name(k): v for k, v in values.items() if v is not None and v != ""}
+    return {
+        k if k in _VALID_NAMES else sanitize_name(k): v
+        for k, v in values.items()
+        if v is not None and v != ""
+    }
 
 
 def build_labels(
@@ -119,17 +123,20 @@ def build_labels(
     *,
     escalated: bool,
     severity_labels: Mapping[Severity, Mapping[str, str]],
+    environment: str | None = None,
 ) -> dict[str, str]:
     """The label set: payload text scrubbed and capped at ``LABEL_MAX``, Sentry ids kept
-    distinct (``_identifier``), the configuration's labels cleaned."""
+    distinct (``_identifier``), the configuration's labels cleaned. ``environment`` stands
+    in for the alert's when it names none (the one its identity already fires in)."""
     project = alert.project or alert.project_id
+    if alert.environment is not None:
+        environment = alert.environment
     labels: dict[str, str | None] = {
         "alertname": ALERTNAMES[alert.kind],
         "severity": severity.value,
         "source": "sentry",
         "project": (scrub(project, LABEL_MAX) if project else "") or "unknown",
-        "environment": (scrub(alert.environment, LABEL_MAX) if alert.environment else "")
-        or "unknown",
+        "environment": (scrub(environment, LABEL_MAX) if environment else "") or "unknown",
     }
     if alert.kind is Kind.ISSUE:
         sentry_id = alert.issue_id or alert.identity.partition(":")[2]

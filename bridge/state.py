@@ -276,22 +276,21 @@ def _step(
         labels, severity, escalated = firing.labels, prev.severity or severity, False
     else:
         named = firing.labels.get("environment") if firing is not None else None
-        labelled = alert
-        if alert.kind is Kind.ISSUE and alert.environment is None and named != "unknown":
-            labelled = evolve(alert, environment=named)  # never to "unknown"
         labels = L.build_labels(
-            labelled,
+            alert,
             decision,
             severity,
             escalated=escalated,
             severity_labels=policy.severity_labels,
+            # an issue keeps the environment it fires in, never "unknown" (no alert copy)
+            environment=named if alert.kind is Kind.ISSUE and named != "unknown" else None,
         )
 
     seen = prev.environments if firing is not None else ()
     if alert.environment and alert.environment not in seen and len(seen) < MAX_ENVIRONMENTS:
         seen = (*seen, alert.environment)  # bounded: a credential holder cannot grow it
-    state = evolve(
-        prev,
+    # The state's new fields, copied into it once (``evolve``) on either path below.
+    learnt = dict(
         context=prev.context.learn(alert) if alert.kind is Kind.ISSUE else prev.context,
         severity=severity,
         environments=seen,
@@ -307,7 +306,7 @@ def _step(
         and prev.posted_at is not None
         and now - prev.posted_at < policy.window
     ):
-        return Step(state, (), Outcome.DUPLICATE, severity, escalated)
+        return Step(evolve(prev, **learnt), (), Outcome.DUPLICATE, severity, escalated)
 
     annotations = L.build_annotations(alert, decision)
     if len(seen) > 1:
@@ -328,7 +327,7 @@ def _step(
         lifetime=(TEST_LIFETIME if alert.test else policy.alert_lifetime).total_seconds(),
     )
     posts.append(current)
-    state = evolve(state, alert=current, posted=label_hash, posted_at=now)
+    state = evolve(prev, **learnt, alert=current, posted=label_hash, posted_at=now)
     return Step(state, tuple(posts), Outcome.FORWARDED, severity, escalated)
 
 
