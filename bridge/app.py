@@ -192,7 +192,7 @@ async def webhook(request: Request) -> Response:
         method = sentry.authenticate(headers, body, token, bridge.config.sentry)
         now = time.time()
         check_timestamp(headers, bridge.config.sentry.max_timestamp_skew, now)
-        bridge.metrics.last_webhook.labels(sentry.family(headers)).set(now)  # Sentry spoke
+        bridge.metrics.spoke(sentry.family(headers)).set(now)  # Sentry spoke
         # Authenticated: from here on the body is never refused for what it says.
         digest = hashlib.sha256(body).digest()
         if method == sentry.UNKNOWN_LEGACY_BODY:
@@ -273,7 +273,7 @@ async def webhook(request: Request) -> Response:
     finally:
         if ticket is not None:
             gate.leave(ticket)
-        bridge.metrics.webhooks_received.labels(resource).inc()
+        bridge.metrics.received(resource).inc()
         bridge.metrics.request_duration.observe(time.perf_counter() - started)
 
 

@@ -240,13 +240,13 @@ class Pipeline:
         now: datetime,
         filled: tuple[str, ...] = (),
     ) -> None:
-        self.metrics.alerts.labels(result.outcome.value).inc()
+        self.metrics.decided(result.outcome.value).inc()
         resolves = sum(1 for p in result.posts if p.ends_at is not None and p.ends_at <= now)
         if resolves:
             self.metrics.resolutions.inc(resolves)
         if result.outcome is Outcome.FORWARDED:
             assert result.severity is not None
-            self.metrics.alerts_by_severity.labels(result.severity.value).inc()
+            self.metrics.decided_severity(result.severity.value).inc()
             if result.escalated:
                 self.metrics.escalations.inc()
         # The state keeps the fingerprint of what it fired; only a resolve needs hashing.

@@ -46,3 +46,22 @@ def test_every_outcome_is_exported_at_zero_before_the_first_webhook() -> None:
         for sample in family.samples
     }
     assert exported == outcomes
+
+
+def test_children_count_into_the_labelled_metric_and_add_no_series_until_used() -> None:
+    metrics = Metrics(CollectorRegistry())
+    before = metrics.exposition()
+    metrics.spoke("integration").set(5.0)
+    metrics.spoke("integration").set(7.0)
+    metrics.received("issue").inc()
+    metrics.received("issue").inc()
+    assert metrics.spoke("integration") is metrics.last_webhook.labels("integration")
+    assert b'family="legacy"' not in metrics.exposition()  # never used: no series
+    assert b'family="integration"' not in before
+    samples = {
+        (s.name, tuple(s.labels.values())): s.value
+        for family in text_string_to_metric_families(metrics.exposition().decode())
+        for s in family.samples
+    }
+    assert samples[("sentry_bridge_last_webhook_timestamp_seconds", ("integration",))] == 7.0
+    assert samples[("sentry_bridge_webhooks_received_total", ("issue",))] == 2.0
