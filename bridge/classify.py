@@ -98,7 +98,7 @@ def classify(alert: SentryAlert, classification: Classification) -> Decision:
         return TEST_DECISION
     tags = alert.tag_map
     for rule in classification.rules:
-        if _holds(rule.match, alert, tags):
+        if _compiled(rule.match)(alert, tags):
             return _settle(_decision(rule), alert, classification, rule)
     default = Decision(None, classification.default_severity, _EMPTY, _EMPTY)
     return _settle(default, alert, classification, None)
@@ -391,40 +391,126 @@ _OPERATORS: Mapping[str, Callable[[Type, Value, Any], bool]] = MappingProxyType(
 
 
 # --- classify: booleans only --------------------------------------------------------------
-# Every default in Match and Condition is None or empty, so the fields set explicitly
-# (``model_fields_set``) are the only ones that can say anything; iterating them skips
-# the twenty-odd absent fields of a typical rule.
+# Each rule's match is turned once into one function of the alert and its tags (a closure
+# per condition, operators and their values bound), kept per rule object: the config's
+# models are frozen and a reload makes new ones. Interpreting the models per webhook
+# (every set field, every operator looked up by name) was a fifth of ``decide`` (issue 15's
+# profile). Every default in Match and Condition is None or empty, so the fields set
+# explicitly (``model_fields_set``) are the only ones that can say anything.
+
+Predicate = Callable[[SentryAlert, Mapping[str, str]], bool]
+_Test = Callable[[Any], bool]
 
 
-def _holds(match: Match, alert: SentryAlert, tags: Mapping[str, str]) -> bool:
+# id(match) -> (match, its predicate); the match is kept so its id is not reused. Bounded:
+# a few rules per config, and a reload clears it once it is full.
+_PREDICATES: dict[int, tuple[Match, Predicate]] = {}
+_PREDICATES_MAX = 4096
+
+
+def _compiled(match: Match) -> Predicate:
+    found = _PREDICATES.get(id(match))
+    if found is not None and found[0] is match:
+        return found[1]
+    predicate = _predicate(match)
+    if len(_PREDICATES) >= _PREDICATES_MAX:
+        _PREDICATES.clear()
+    _PREDICATES[id(match)] = (match, predicate)
+    return predicate
+
+
+def _predicate(match: Match) -> Predicate:
+    checks: list[Predicate] = []
     for name in match.model_fields_set:
         if name == "tags":
-            for key, tag_cond in match.tags.items():
-                tag = tags.get(key)
-                if tag is None or not _satisfies(tag_cond, "str", tag):
-                    return False
+            checks.extend(_tag_check(key, _test(cond, "str")) for key, cond in match.tags.items())
         elif name == "any":
-            if match.any is not None and not any(_holds(m, alert, tags) for m in match.any):
-                return False
+            if match.any is not None:
+                checks.append(_any_check(tuple(_predicate(m) for m in match.any)))
         elif name == "not_":
-            if match.not_ is not None and _holds(match.not_, alert, tags):
-                return False
+            if match.not_ is not None:
+                checks.append(_not_check(_predicate(match.not_)))
         else:
             cond: Condition | None = getattr(match, name)
-            if cond is None:
-                continue
-            value: Value | None = getattr(alert, name)
-            if value is None or not _satisfies(cond, FIELD_TYPES[name], value):
+            if cond is not None:
+                checks.append(_field_check(name, _test(cond, FIELD_TYPES[name])))
+    return _all(tuple(checks))
+
+
+def _all(checks: tuple[Predicate, ...]) -> Predicate:
+    if len(checks) == 1:
+        return checks[0]
+
+    def holds(alert: SentryAlert, tags: Mapping[str, str]) -> bool:
+        for check in checks:  # noqa: SIM110 (no generator per call)
+            if not check(alert, tags):
                 return False
-    return True
+        return True
+
+    return holds
 
 
-def _satisfies(cond: Condition, kind: Type, value: Value) -> bool:
-    for op in cond.model_fields_set:
-        arg = getattr(cond, op)
-        if arg is not None and not _OPERATORS[op](kind, value, arg):
-            return False
-    return True
+def _tag_check(key: str, test: _Test) -> Predicate:
+    def holds(alert: SentryAlert, tags: Mapping[str, str]) -> bool:
+        tag = tags.get(key)
+        return tag is not None and test(tag)
+
+    return holds
+
+
+def _field_check(name: str, test: _Test) -> Predicate:
+    def holds(alert: SentryAlert, tags: Mapping[str, str]) -> bool:
+        value = getattr(alert, name)
+        return value is not None and test(value)
+
+    return holds
+
+
+def _any_check(options: tuple[Predicate, ...]) -> Predicate:
+    def holds(alert: SentryAlert, tags: Mapping[str, str]) -> bool:
+        for option in options:  # noqa: SIM110 (no generator per call)
+            if option(alert, tags):
+                return True
+        return False
+
+    return holds
+
+
+def _not_check(inner: Predicate) -> Predicate:
+    return lambda alert, tags: not inner(alert, tags)
+
+
+def _test(cond: Condition, kind: Type) -> _Test:
+    """All of ``cond``'s operators on a known value of type ``kind``."""
+    given = (_operator(op, kind, getattr(cond, op)) for op in cond.model_fields_set)
+    tests = tuple(test for test in given if test is not None)
+    if len(tests) == 1:
+        return tests[0]
+
+    def holds(value: Any) -> bool:
+        for test in tests:  # noqa: SIM110 (no generator per call)
+            if not test(value):
+                return False
+        return True
+
+    return holds
+
+
+def _operator(op: str, kind: Type, arg: Any) -> _Test | None:
+    """One operator with its argument bound; None for an operator given as null. Text
+    equality is a plain comparison with the config's text, the rest ``_OPERATORS``."""
+    if arg is None:
+        return None
+    if kind == "str" and op in ("eq", "ne"):
+        text = _config_text(arg)
+        return (lambda v: v == text) if op == "eq" else (lambda v: v != text)
+    if op in ("regex", "not_regex"):
+        pattern = _compile(arg)
+        if op == "regex":
+            return lambda v: pattern.fullmatch(_text(v)) is not None
+        return lambda v: pattern.fullmatch(_text(v)) is None
+    operator = _OPERATORS[op]
+    return lambda v: operator(kind, v, arg)
 
 
 # --- explain: the same, evaluated in full, in words ----------------------------------------

@@ -8,6 +8,8 @@ import itertools
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from bridge.classify import FIELD_TYPES, TEST_DECISION, Decision, classify, explain
 from bridge.config import Classification
@@ -462,3 +464,64 @@ def test_the_doctors_test_alert_is_low_whatever_the_rules_and_settings() -> None
     assert dict(TEST_DECISION.labels) == {"sentry_test": "true"}
     assert TEST_DECISION.severity is Severity.LOW
     assert classify(dataclasses.replace(test, test=False), rules).severity is Severity.CRITICAL
+
+
+# --- classify's compiled rules against explain's reading of the same rule -------------------
+
+_SCALARS = st.sampled_from(["error", "fatal", "3", 2, 2.0, 0.5, True, False, "production"])
+_CONDITIONS = st.one_of(
+    _SCALARS,
+    st.lists(_SCALARS, min_size=1, max_size=3),
+    st.dictionaries(
+        st.sampled_from(["eq", "ne", "in", "not_in", "regex", "not_regex", "gt", "gte", "lt"]),
+        _SCALARS,
+        min_size=1,
+        max_size=3,
+    ).map(
+        lambda ops: (
+            {
+                op: [v] if op in ("in", "not_in") else str(v) + ".*" if "regex" in op else v
+                for op, v in ops.items()
+                if not (op in ("gt", "gte", "lt") and isinstance(v, str))
+            }
+            or {"eq": "error"}
+        )
+    ),
+)
+_FIELDS = st.sampled_from(["level", "environment", "release", "users", "error_rate", "handled"])
+_MATCHES = st.recursive(
+    st.dictionaries(_FIELDS, _CONDITIONS, max_size=3),
+    lambda inner: st.one_of(
+        st.builds(
+            lambda m, any_: {**m, "any": any_}, inner, st.lists(inner, min_size=1, max_size=2)
+        ),
+        st.builds(lambda m, not_: {**m, "not": not_}, inner, inner),
+        st.builds(lambda m, c: {**m, "tags": {"level": c}}, inner, _CONDITIONS),
+    ),
+    max_leaves=6,
+)
+_ALERTS = st.fixed_dictionaries(
+    {},
+    optional={
+        "level": st.sampled_from(["error", "fatal", "Error", "3"]),
+        "environment": st.sampled_from(["production", "staging"]),
+        "release": st.sampled_from(["2", "3", "2.0", "v3"]),
+        "users": st.sampled_from([0, 2, 3]),
+        "error_rate": st.sampled_from([0.0, 0.5, 2.0]),
+        "handled": st.booleans(),
+        "tags": st.sampled_from([(("level", "error"),), (("level", "fatal"),), ()]),
+    },
+)
+
+
+@given(_MATCHES, _ALERTS)
+def test_classify_holds_a_rule_exactly_when_explain_says_it_matched(
+    match: dict[str, Any], fields: dict[str, Any]
+) -> None:
+    try:
+        policy = one_rule(match)
+    except ValueError:
+        return  # not a valid rule (e.g. a bool compared with gt): check-config refuses it
+    decision = classify(alert(**fields), policy)
+    _, [trace] = explain(alert(**fields), policy)
+    assert (decision.rule == "r") is trace.matched
