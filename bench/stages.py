@@ -25,7 +25,7 @@ from typing import Any
 from bench import payloads
 from bridge import config, sentry
 from bridge.classify import classify
-from bridge.model import SentryAlert
+from bridge.model import SentryAlert, State
 from bridge.pipeline import read_in_context
 from bridge.sentry import formats
 from bridge.state import Policy, step
@@ -76,6 +76,16 @@ def run(*, quick: bool = False) -> None:
     in_context = [read_in_context(e, None, now)[0] for e in entries]
     decisions = [classify(a, cfg.classification) for a in in_context]
     envelopes = [formats._RESOURCES[h["sentry-hook-resource"]].envelope for h, _ in requests]
+    # The typed models, each with the resource's spec and what its action means: what the
+    # mapping to the alert's fields starts from.
+    site = formats._site(base_url, org)
+    typed = []
+    for (headers, body), envelope in zip(requests, envelopes, strict=True):
+        resource = headers["sentry-hook-resource"]
+        spec, validated = formats._RESOURCES[resource], envelope.model_validate_json(body)
+        state = formats._state(spec, resource, validated.action)
+        assert isinstance(state, State), "every bench record's action makes an alert"
+        typed.append((spec, validated, state))
 
     stages: list[tuple[str, Callable[[], object]]] = [
         (
@@ -88,6 +98,13 @@ def run(*, quick: bool = False) -> None:
             "edge: read, the typed model only",
             lambda: [
                 m.model_validate_json(b) for m, (_, b) in zip(envelopes, requests, strict=True)
+            ],
+        ),
+        (
+            "edge: read, the mapping only",
+            lambda: [
+                formats._alert(spec.mapper(m.data, m.action, state, site), None)
+                for spec, m, state in typed
             ],
         ),
         ("store: the alert's JSON", lambda: [jsontext.dumps(a.to_json()) for a in alerts]),
