@@ -24,6 +24,7 @@ never by its shape, so each credential vouches for its own family (``auth``).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping
 from typing import Any, Generic, TypeVar
 
@@ -142,6 +143,7 @@ def _alert(fields: dict[str, Any] | Ignored, request_id: str | None) -> SentryAl
     return SentryAlert(**fields, request_id=request_id)
 
 
+@functools.lru_cache(maxsize=8)  # the config's two values: the same on every webhook
 def _site(base_url: str, organization: str | None) -> Site:
     return Site(base_url.rstrip("/"), organization or None)
 
