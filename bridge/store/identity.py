@@ -43,9 +43,9 @@ def write(d: Dialect, writes: Writes) -> Step[None]:
                 d.text(row.identity),
                 d.time(row.kept_until),
                 row.alert is not None,
-                d.maybe(row.ends_at),
+                None if row.ends_at is None else d.time(row.ends_at),
                 d.dumps(row.state.to_json()),
-                d.maybe(row.due_at),
+                None if row.due_at is None else d.time(row.due_at),
             )
             for row in writes.states
         ],

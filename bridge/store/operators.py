@@ -8,7 +8,6 @@ which reads identities' alerts to queue them, first waits for their locks
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Sequence
 from datetime import datetime
@@ -51,12 +50,6 @@ def sizes(d: Dialect, targets: Sequence[str]) -> Step[Sizes]:
     return Sizes(
         at.timestamp(), int(inbox), queued, int(active), int(resolved), int(quarantined), oldest
     )
-
-
-def dead_letters(d: Dialect) -> Step[list[tuple[str, str, dict[str, Any]]]]:
-    """(target, reason, alert) of every dead letter, oldest first."""
-    got = yield rows("DEAD_LETTERS")
-    return [(target, d.untext(why), json.loads(body)) for target, why, body in got]
 
 
 def quarantine(

@@ -82,13 +82,6 @@ class Dialect:
     lock_key: int | None = None  # the identities' advisory locks (``identity.lock``)
     queue_channel: str = ""  # told when posts are queued
 
-    def maybe(self, at: datetime | None) -> Any:
-        return None if at is None else self.time(at)
-
-    def sql_of(self, q: Q) -> str | None:
-        text: str | None = getattr(self.sql, q.name)
-        return text
-
 
 def drive(step: Step[T], execute: Callable[[Q], Any]) -> T:
     """Runs ``step`` with ``execute`` answering each query, synchronously."""

@@ -46,7 +46,7 @@ async def run(conn: Any, d: Dialect, step: Step[T]) -> T:
 
 
 async def _execute(conn: Any, d: Dialect, q: Q) -> Any:
-    text = sql.NOW if q.how == "now" else d.sql_of(q)
+    text = sql.NOW if q.how == "now" else getattr(d.sql, q.name)
     if text is None:
         return None
     if q.how == "now" or q.how == "value":

@@ -38,9 +38,8 @@ from bridge.config import Postgres, postgres_connections
 from bridge.errors import ConfigError, StoreError, StoreFull
 from bridge.metrics import Metrics
 from bridge.model import SentryAlert
-from bridge.state import IdentityState
 from bridge.store import identity, operators, writes
-from bridge.store.contract import Entry, Failed, Lane, Processed, Quarantined, Sizes, Taken
+from bridge.store.contract import Entry, Failed, Lane, Processed, Taken
 from bridge.store.engine import Accept, Engine
 from bridge.store.pg import codec, connection, inbox, queue, sql
 from bridge.store.pg.dialect import dialect, run
@@ -349,17 +348,6 @@ class PostgresStore(Engine):
             log.warning("cannot renew the periodic lease", exc_info=True)
             return False
 
-    async def due(self, limit: int) -> list[tuple[str, datetime]]:
-        return await self._step(identity.due(self.dialect, limit))
-
-    async def issues(self, after: str | None, limit: int) -> list[tuple[str, IdentityState]]:
-        return await self._step(identity.issues(self.dialect, after, limit))
-
-    async def expire(self, *, resolved_for: float) -> None:
-        await self._shield(
-            self._write(run, self.dialect, operators.expire(self.dialect, resolved_for))
-        )
-
     # --- operators ----------------------------------------------------------------------
 
     async def probe(self) -> bool:
@@ -369,21 +357,6 @@ class PostgresStore(Engine):
         with contextlib.suppress(Exception):
             await self._write(write)
         return self.store_ok()
-
-    async def dead_letters(self) -> list[tuple[str, str, dict[str, Any]]]:
-        return await self._step(operators.dead_letters(self.dialect))
-
-    async def requeue_dead_letters(self) -> dict[str, int]:
-        return self._requeued(
-            await self._shield(
-                self._write(run, self.dialect, operators.requeue(self.dialect, self.targets))
-            )
-        )
-
-    async def quarantined(
-        self, entry_id: int | None = None, *, after: int = 0, limit: int = 100
-    ) -> list[Quarantined]:
-        return await self._step(operators.quarantined(self.dialect, entry_id, after, limit))
 
     async def release(self, entry_id: int, alert: SentryAlert | None) -> bool:
         async def write(conn: Any) -> bool:
@@ -396,19 +369,6 @@ class PostgresStore(Engine):
         if found and alert is not None:
             self._inbox_event.set()
         return found
-
-    async def discard_quarantined(self, ids: Sequence[int] | None) -> list[int]:
-        step = operators.discard(self.dialect, ids)
-        removed: list[int] = await self._shield(self._write(run, self.dialect, step))
-        return removed
-
-    async def snapshot(self, limit: int) -> dict[str, Any]:
-        return await self._step(operators.snapshot(self.dialect, limit))
-
-    # --- sizes ------------------------------------------------------------------------
-
-    async def _read_sizes(self) -> Sizes:
-        return await self._step(operators.sizes(self.dialect, self.targets))
 
     async def _relisten_loop(self) -> None:
         """LISTEN again when its connection was lost (the poll covers the meantime)."""
@@ -456,8 +416,11 @@ class PostgresStore(Engine):
             return await fn(conn, *args)
 
     async def _step(self, step: Step[T]) -> T:
-        """A shared step (``bridge.store.steps``) on a connection of the pool."""
         return await self._read(run, self.dialect, step)
+
+    async def _write_step(self, step: Step[T], *, durable: bool = True) -> T:
+        result: T = await self._write(run, self.dialect, step)
+        return result
 
     async def _write(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """``fn(conn, *args, **kwargs)`` in one transaction, counted toward ``store_ok``."""

@@ -195,7 +195,6 @@ QUARANTINE_OLDEST = "SELECT extract(epoch FROM min(at))::float8 FROM quarantine"
 
 # --- dead letters (operators) --------------------------------------------------------------
 
-DEAD_LETTERS = "SELECT target, reason, body FROM dead_letter ORDER BY id"
 LOCK_DEAD_LETTERS = "SELECT id, body FROM dead_letter ORDER BY id FOR UPDATE"
 DELETE_DEAD_LETTERS = "DELETE FROM dead_letter WHERE id = ANY($1::bigint[])"
 NEWEST_DEAD_LETTERS = """

@@ -39,7 +39,7 @@ def run(db: sqlite3.Connection, d: Dialect, step: Step[T]) -> T:
         if q.how == "now":
             assert d.clock is not None
             return d.clock()
-        text = d.sql_of(q)
+        text = getattr(d.sql, q.name)
         if text is None:
             return None
         if q.how == "many":

@@ -24,7 +24,7 @@ from bridge.metrics import Metrics
 from bridge.model import SentryAlert
 from bridge.state import IdentityState
 from bridge.store import identity, operators, writes
-from bridge.store.contract import Entry, Failed, Lane, Processed, Quarantined, Sizes, Taken
+from bridge.store.contract import Entry, Failed, Lane, Processed, Taken
 from bridge.store.engine import Accept, Engine
 from bridge.store.sqlite import inbox, queue, sql
 from bridge.store.sqlite.dialect import dialect, run
@@ -192,24 +192,6 @@ class SqliteStore(Engine):
         self._sizes.changed()
         self.progress.set()
 
-    async def due(self, limit: int) -> list[tuple[str, datetime]]:
-        return await self._step(identity.due(self.dialect, limit))
-
-    async def issues(self, after: str | None, limit: int) -> list[tuple[str, IdentityState]]:
-        return await self._step(identity.issues(self.dialect, after, limit))
-
-    async def expire(self, *, resolved_for: float) -> None:
-        """Forget active alerts whose endsAt passed (Alertmanager has expired them too) and
-        resolved ones re-sent for ``resolved_for`` seconds."""
-        await self._shield(self._expire(resolved_for))
-
-    async def _expire(self, resolved_for: float) -> None:
-        await self._write_derived(run, self.dialect, operators.expire(self.dialect, resolved_for))
-
-    async def dead_letters(self) -> list[tuple[str, str, dict[str, Any]]]:
-        """(target, reason, alert) of every dead letter, oldest first."""
-        return await self._step(operators.dead_letters(self.dialect))
-
     # --- store health, quarantine -------------------------------------------------------
 
     async def probe(self) -> bool:
@@ -228,11 +210,6 @@ class SqliteStore(Engine):
         added = await self._shield(self._write(self._quarantine, row, digest, self.clock()))
         return self._quarantined(reason, added)
 
-    async def quarantined(
-        self, entry_id: int | None = None, *, after: int = 0, limit: int = 100
-    ) -> list[Quarantined]:
-        return await self._step(operators.quarantined(self.dialect, entry_id, after, limit))
-
     async def release(self, entry_id: int, alert: SentryAlert | None) -> bool:
         """Remove a quarantined entry; with ``alert`` (replayed), accept that into the inbox
         in the same transaction, so it is never in neither."""
@@ -242,16 +219,6 @@ class SqliteStore(Engine):
             self._ready.append((inbox_id, now, alert))
             self._ready_event.set()
         return bool(found)
-
-    async def discard_quarantined(self, ids: Sequence[int] | None) -> list[int]:
-        step = operators.discard(self.dialect, ids)
-        removed: list[int] = await self._shield(self._write(run, self.dialect, step))
-        return removed
-
-    # --- sizes --------------------------------------------------------------------------
-
-    async def _read_sizes(self) -> Sizes:
-        return await self._step(operators.sizes(self.dialect, self.targets))
 
     # --- plumbing -----------------------------------------------------------------------
 
@@ -276,8 +243,10 @@ class SqliteStore(Engine):
     # --- on the SQLite thread -----------------------------------------------------------
 
     async def _step(self, step: Step[T]) -> T:
-        """A shared step (``bridge.store.steps``) on the file's thread, reading."""
         return await self._read(run, self.dialect, step)
+
+    async def _write_step(self, step: Step[T], *, durable: bool = True) -> T:
+        return await self._file.call(self._in_transaction, run, (self.dialect, step), durable)
 
     def _on_db(self, fn: Callable[..., T], args: Sequence[Any]) -> T:
         return fn(self._file.db, *args)
@@ -338,23 +307,6 @@ class SqliteStore(Engine):
         if not run(db, self.dialect, operators.release(entry_id)):
             return False, None
         return True, None if alert is None else inbox.add(db, alert, now)
-
-    # --- the operator's view (bridge/status.py) ------------------------------------------
-
-    async def snapshot(self, limit: int) -> dict[str, Any]:
-        """Counts, and the first ``limit`` active alerts and newest dead letters."""
-        return await self._step(operators.snapshot(self.dialect, limit))
-
-    async def requeue_dead_letters(self) -> dict[str, int]:
-        """Queue the dead letters again (for every Alertmanager) after a fix, and empty
-        the table. A resolve is queued as it was; a firing alert only if it is still the
-        active alert of its identity, and then as it is now (current endsAt), so a late
-        re-send can never re-fire what was resolved or replaced since."""
-        return self._requeued(
-            await self._shield(
-                self._write(run, self.dialect, operators.requeue(self.dialect, self.targets))
-            )
-        )
 
 
 def _probe(db: sqlite3.Connection, now: float) -> None:

@@ -45,7 +45,6 @@ REFUSED = (
     " AND identity IN (SELECT value FROM json_each(?))"
 )
 ANY_REFUSED = "SELECT 1 FROM dead_letter WHERE target = ? AND identity IS NOT NULL LIMIT 1"
-DEAD_LETTERS = "SELECT target, reason, alert FROM dead_letter ORDER BY id"
 LOCK_DEAD_LETTERS = "SELECT id, alert FROM dead_letter ORDER BY id"  # one writer: no lock
 NEWEST_DEAD_LETTERS = "SELECT at, target, reason, alert FROM dead_letter ORDER BY id DESC LIMIT ?"
 COUNT_DEAD_LETTERS = "SELECT count(*) FROM dead_letter"
