@@ -3,14 +3,13 @@
 ``contract`` says what every engine keeps and all the pipeline, delivery and the edge use.
 The rules every engine shares are written once, as pure code: ``writes`` (what one batch of
 decisions writes, as a plain value), ``refusals`` (what one Alertmanager refused is its own
-dead letter), ``views`` (the status snapshot, the quarantine's listing, what expiry
-removes, re-send paging) and ``sizes`` (what a store holds: one read, cached briefly, and
-the ``store.max_queued`` bound). What reads and writes the tables for them is written once
-too, as steps (``steps``: generators yielding named queries, which each engine runs its
-own way): ``identity`` (the state rows), ``queue`` (posts, re-sends, dead letters) and
-``operators`` (a batch's writes, requeue, quarantine, snapshot, sizes, expiry).
-``engine.Engine`` is the base of both engines: what they keep alike in memory, and the
-contract's calls that are one step each.
+dead letter), ``views`` (what expiry removes, re-send paging) and ``sizes`` (what a store
+holds: one read, cached briefly, and the ``store.max_queued`` bound). What reads and writes
+the tables for them is written once too, as steps (``steps``: generators yielding named
+queries, which each engine runs its own way): ``identity`` (the state rows), ``queue``
+(posts, re-sends, dead letters) and ``operators`` (a batch's writes, requeue, quarantine,
+snapshot, sizes, expiry). ``engine.Engine`` is the base of both engines: what they keep
+alike in memory, and the contract's calls that are one step each.
 ``sqlite`` (``SqliteStore``: embedded, one file, one replica) and ``pg`` (``PostgresStore``:
 shared by several replicas, issue 10) keep it; ``spool`` rides out a PostgreSQL outage on
 a local SQLite file. ``open_store`` picks the configured engine; ``open_for_operator``

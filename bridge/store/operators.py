@@ -1,6 +1,6 @@
 """What a batch writes besides its inbox entries (``complete``), and what operators change
 and see: dead letters and their requeue, the quarantine, the status page's snapshot, the
-sizes and expiry (``bridge.store.views`` says what they mean), on both engines. Steps
+sizes and expiry (``bridge.store.views`` says what it removes), on both engines. Steps
 (``bridge.store.steps``), each in its caller's transaction where it writes. ``requeue``,
 which reads identities' alerts to queue them, first waits for their locks
 (``identity.lock``), so it never acts on a state a decision in flight is replacing.
@@ -8,6 +8,7 @@ which reads identities' alerts to queue them, first waits for their locks
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Sequence
 from datetime import datetime
@@ -72,9 +73,18 @@ def quarantined(
         got = yield rows("QUARANTINED_ONE", entry_id)
     else:
         got = yield rows("QUARANTINED_PAGE", after, limit)
-    return views.quarantined(
-        (r[0], r[1], d.untext(r[2]), d.untext(r[3]), r[4], r[5], r[6]) for r in got
-    )
+    return [
+        Quarantined(
+            int(entry_id),
+            float(at),
+            d.untext(why),
+            d.untext(detail),
+            json.loads(headers),
+            bytes(body),
+            None if alert is None else json.loads(alert),
+        )
+        for entry_id, at, why, detail, headers, body, alert in got
+    ]
 
 
 def release(entry_id: int) -> Step[bool]:
@@ -92,20 +102,40 @@ def discard(d: Dialect, ids: Sequence[int] | None) -> Step[list[int]]:
 
 
 def snapshot(d: Dialect, limit: int) -> Step[dict[str, Any]]:
-    """``Store.snapshot`` (``views.snapshot`` says what it holds)."""
+    """``Store.snapshot``: the first ``limit`` active alerts (with when the next escalation
+    step is due, how many escalation tiers fire beside it, whether Sentry's API last said
+    the issue escalates: ``bridge.state.describe_reconciler``), the newest ``limit`` dead
+    letters, how many there are, the quarantine's count per reason and its oldest entry's
+    time (epoch seconds)."""
     active = yield rows("ACTIVE_ALERTS", limit)
     dead = yield rows("NEWEST_DEAD_LETTERS", limit)
-    reasons = yield rows("QUARANTINE_REASONS")
-    return views.snapshot(
-        [
-            (d.untext(i), ends_at, d.loads(labels), due_at, tiers or 0, bool(escalating))
-            for i, ends_at, labels, due_at, tiers, escalating in active
+    reasons = {d.untext(why): int(n) for why, n in (yield rows("QUARANTINE_REASONS"))}
+    return {
+        "active": [
+            {
+                "identity": d.untext(name),
+                "ends_at": ends_at,
+                "labels": dict(d.loads(labels)),
+                "tiers": tiers or 0,
+                "next_step_at": due_at,
+                "sentry_escalating": bool(escalating),
+            }
+            for name, ends_at, labels, due_at, tiers, escalating in active
         ],
-        [(at, target, d.untext(why), body) for at, target, why, body in dead],
-        int((yield value("COUNT_DEAD_LETTERS"))),
-        {d.untext(why): int(n) for why, n in reasons},
-        (yield value("QUARANTINE_OLDEST")),
-    )
+        "dead_letters": [
+            {
+                "at": at,
+                "alertmanager": target,
+                "reason": d.untext(why),
+                "labels": json.loads(body)["labels"],
+            }
+            for at, target, why, body in dead
+        ],
+        "dead_letter_count": int((yield value("COUNT_DEAD_LETTERS"))),
+        "quarantined": sum(reasons.values()),
+        "quarantine_reasons": reasons,
+        "quarantine_oldest_at": (yield value("QUARANTINE_OLDEST")),
+    }
 
 
 def requeue(d: Dialect, targets: Sequence[str]) -> Step[tuple[int, dict[str, int]]]:
