@@ -27,7 +27,7 @@ import logging
 import os
 import secrets
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
@@ -410,13 +410,10 @@ class PostgresStore(Engine):
     def _on_queued(self, *_: object) -> None:
         self._wake_senders()
 
-    async def _read(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
-        """``fn(conn, *args)`` on a connection of the pool."""
-        async with self._pool.acquire() as conn:
-            return await fn(conn, *args)
-
     async def _step(self, step: Step[T]) -> T:
-        return await self._read(run, self.dialect, step)
+        """``step`` on a connection of the pool."""
+        async with self._pool.acquire() as conn:
+            return await run(conn, self.dialect, step)
 
     async def _write_step(self, step: Step[T], *, durable: bool = True) -> T:
         result: T = await self._write(run, self.dialect, step)

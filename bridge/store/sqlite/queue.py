@@ -38,12 +38,11 @@ class Lane:
 
     async def resend_page(self, after: Any, limit: int) -> Page:
         d = self._store.dialect
-        return await self._store._read(run, d, queue.resend_page(d, self._target, after, limit))
+        return await self._store._step(queue.resend_page(d, self._target, after, limit))
 
     async def refuse(self, refused: Sequence[tuple[str, str]]) -> int:
         d = self._store.dialect
-        step = queue.unrefused(d, self._target, refused, self._dead)
-        new = await self._store._read(run, d, step)
+        new = await self._store._step(queue.unrefused(d, self._target, refused, self._dead))
         self._dead.extend(new)
         return len(new)
 
