@@ -35,7 +35,8 @@ def read(d: Dialect, identities: Collection[str]) -> Step[dict[str, IdentityStat
 
 def write(d: Dialect, writes: Writes) -> Step[None]:
     """Writes the states of ``writes`` and forgets the forgotten ones."""
-    yield many("FORGET_STATE", [(d.text(name),) for name in writes.forgotten])
+    if writes.forgotten:
+        yield many("FORGET_STATE", [(d.text(name),) for name in writes.forgotten])
     yield many(
         "UPSERT_STATE",
         [

@@ -31,8 +31,9 @@ def resend(d: Dialect, writes: Writes) -> Step[None]:
     ending = [*writes.resends_ended, *(key for key, _ in writes.resends_started)]
     if ending:
         yield run("UNRESOLVE", d.array(ending))
-    stamp = d.time(writes.resolved_at)
-    yield many("RESOLVE", [(key, stamp, body) for key, body in writes.resends_started])
+    if started := writes.resends_started:
+        stamp = d.time(writes.resolved_at)
+        yield many("RESOLVE", [(key, stamp, body) for key, body in started])
 
 
 def dead_letter(d: Dialect, target: str, dead: Sequence[tuple[str, str]], kept: int) -> Step[None]:

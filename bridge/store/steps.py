@@ -20,19 +20,19 @@ from collections.abc import Callable, Generator, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from types import ModuleType
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, NamedTuple, TypeVar
 
 T = TypeVar("T")
 
 How = Literal["rows", "row", "value", "run", "many", "now"]
 
 
-@dataclass(frozen=True, slots=True)
-class Q:
+class Q(NamedTuple):
     """One query of a step. ``rows``: every row; ``row``: the first or None; ``value``: its
     first column or None; ``run``: how many rows it changed; ``many``: the statement once
     per row of ``args[0]`` (SQLite's ``executemany``; PostgreSQL passes the columns as
-    arrays); ``now``: the dialect's clock (no query)."""
+    arrays); ``now``: the dialect's clock (no query). A tuple: one is made per query, on
+    the webhook's path."""
 
     how: How
     name: str
