@@ -231,7 +231,8 @@ SELECT pg_notify($2, '') FROM (SELECT count(*) FROM gone) AS g
 # --- sizes ---------------------------------------------------------------------------------
 
 SIZES = """
-SELECT (SELECT count(*) FROM inbox),
+SELECT extract(epoch FROM clock_timestamp())::float8,
+       (SELECT count(*) FROM inbox),
        (SELECT count(*) FROM identity_state WHERE active),
        (SELECT count(*) FROM resolved),
        (SELECT count(*) FROM quarantine),

@@ -97,7 +97,7 @@ QUARANTINE_OLDEST = "SELECT min(at) FROM quarantine"
 # --- sizes, probe ------------------------------------------------------------------------------
 
 SIZES = """
-SELECT (SELECT count(*) FROM inbox), (SELECT count(*) FROM state WHERE active),
+SELECT NULL, (SELECT count(*) FROM inbox), (SELECT count(*) FROM state WHERE active),
        (SELECT count(*) FROM resolved), (SELECT count(*) FROM quarantine),
        (SELECT min(at) FROM (SELECT min(accepted_at) AS at FROM inbox
                              UNION ALL SELECT min(queued_at) FROM queue))
