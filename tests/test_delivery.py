@@ -34,6 +34,7 @@ from bridge.store.sqlite import SqliteStore
 from tests.clock import Clock
 from tests.conftest import examples
 from tests.factories import START, commit, held, postable, sizes, stored_state
+from tests.store.probes import dead_letters
 
 pytestmark = pytest.mark.anyio
 
@@ -294,7 +295,7 @@ async def test_other_4xx_are_not_retried(env: Env, status: int) -> None:
     assert env.clock.sleeps == []
     assert env.sample("alertmanager_alerts_dropped_total", alertmanager=A, reason="rejected") == 4
     assert env.store is not None
-    dead = await env.store.dead_letters()
+    dead = await dead_letters(env.store)
     assert [(t, r.split(":")[0]) for t, r, _ in dead] == [(A, f"HTTP {status}")] * 4
 
 
@@ -317,7 +318,7 @@ async def test_a_400_batch_isolates_the_bad_alert(env: Env, position: int) -> No
     assert env.ams.names("am-a") == [str(n) for n in range(9)]  # every good one, in order
     assert len(env.ams.requests["am-a"]) <= 2 * 4 + 1  # bisection, not one by one
     assert env.store is not None
-    [(target, reason, alert)] = await env.store.dead_letters()
+    [(target, reason, alert)] = await dead_letters(env.store)
     assert (target, alert) == (A, postable("bad").wire())
     assert reason.startswith("HTTP 400")
     assert env.sample("dead_letters_total") == 1
@@ -334,7 +335,7 @@ async def test_alerts_alertmanager_would_refuse_are_never_sent(env: Env) -> None
     assert env.ams.names("am-a") == ["1", "2"]
     assert len(env.ams.requests["am-a"]) == 1
     assert env.store is not None
-    reasons = [reason for _, reason, _ in await env.store.dead_letters()]
+    reasons = [reason for _, reason, _ in await dead_letters(env.store)]
     assert reasons == ["invalid: endsAt is before startsAt", "invalid: startsAt has no time zone"]
     assert env.sample("alertmanager_alerts_dropped_total", alertmanager=A, reason="invalid") == 2
 
@@ -360,7 +361,7 @@ async def test_a_retried_batch_is_validated_once(env: Env, monkeypatch: pytest.M
     assert len(checked) == 3
     # Refused once: one dead letter, counted once, however many attempts the batch took.
     assert env.store is not None
-    assert [reason for _, reason, _ in await env.store.dead_letters()] == [
+    assert [reason for _, reason, _ in await dead_letters(env.store)] == [
         "invalid: endsAt is before startsAt"
     ]
     assert env.sample("alertmanager_alerts_dropped_total", alertmanager=A, reason="invalid") == 1
@@ -381,7 +382,7 @@ async def test_gives_up_after_max_age(env: Env) -> None:
     assert env.ams.accepted["am-a"] == []
     assert env.sample("alertmanager_alerts_dropped_total", alertmanager=A, reason="max_age") == 2
     assert env.store is not None
-    assert await env.store.dead_letters() == []  # given up on, not rejected
+    assert await dead_letters(env.store) == []  # given up on, not rejected
     await delivery.deliver(B)
     assert (await sizes(env.store)).behind == 0
 
@@ -516,7 +517,7 @@ async def test_a_refused_resend_page_is_split_and_the_refused_alert_not_resent_t
     await delivery.resend(A)
     assert sorted(env.ams.names("am-a"), key=int) == [str(n) for n in range(9)]
     assert len(env.ams.requests["am-a"]) - requests <= 2 * 4 + 1  # bisection
-    [(target, reason, alert)] = await env.store.dead_letters()
+    [(target, reason, alert)] = await dead_letters(env.store)
     assert (target, alert) == (A, postable("bad").wire())
     assert reason.startswith("HTTP 422")
     assert (await sizes(env.store)).active == 10
@@ -534,7 +535,7 @@ async def test_a_refused_resend_page_is_split_and_the_refused_alert_not_resent_t
     env.ams.accepted.clear()
     await delivery.resend(B)
     assert "bad" in env.ams.names("am-b")
-    assert len(await env.store.dead_letters()) == 1
+    assert len(await dead_letters(env.store)) == 1
 
 
 async def test_an_alert_refused_on_first_delivery_is_not_resent(env: Env) -> None:
@@ -550,7 +551,7 @@ async def test_an_alert_refused_on_first_delivery_is_not_resent(env: Env) -> Non
     await delivery.resend(A)
     assert len(env.ams.requests["am-a"]) - requests == 1
     assert env.ams.names("am-a") == ["1", "2"]
-    assert len(await env.store.dead_letters()) == 1  # once, from the first delivery
+    assert len(await dead_letters(env.store)) == 1  # once, from the first delivery
 
 
 async def test_a_refused_alert_is_still_held_by_its_state(env: Env) -> None:
@@ -580,7 +581,7 @@ async def test_an_invalid_alert_is_not_resent(env: Env) -> None:
     await env.enqueue([postable(1), bad], active_set([postable(1), bad]))
     await delivery.deliver(A)
     assert env.store is not None
-    [(_, reason, _)] = await env.store.dead_letters()
+    [(_, reason, _)] = await dead_letters(env.store)
     assert reason == "invalid: generatorURL is not an absolute http(s) URI"
     assert (await sizes(env.store)).active == 2
     env.ams.accepted.clear()
@@ -600,7 +601,7 @@ async def test_a_resend_refused_for_the_request_forgets_nothing(env: Env, status
     assert len(env.ams.requests["am-a"]) - requests == 1  # not split: it is not the alerts
     assert env.store is not None
     assert (await sizes(env.store)).active == 2
-    assert await env.store.dead_letters() == []
+    assert await dead_letters(env.store) == []
 
 
 async def test_run_resends_at_start_and_every_interval(env: Env) -> None:
@@ -911,7 +912,7 @@ def test_resend_rounds_match_a_model(
                 assert sorted(env.ams.names("am-a"), key=int) == good
                 assert env.store is not None
                 assert (await sizes(env.store)).active == len(refused)
-                dead = await env.store.dead_letters()
+                dead = await dead_letters(env.store)
                 assert sorted(a["labels"]["sentry_issue_id"] for _, _, a in dead) == sorted(bad)
                 assert all(r.startswith(f"HTTP {status}") for _, r, _ in dead)
                 if n:  # after the first round, one accepted request per page with a good one

@@ -2,10 +2,14 @@
 
 ``contract`` says what every engine keeps and all the pipeline, delivery and the edge use.
 The rules every engine shares are written once, as pure code: ``writes`` (what one batch of
-decisions writes, as a plain value each engine executes), ``refusals`` (what one
-Alertmanager refused is its own dead letter), ``views`` (the status snapshot, the
-quarantine's listing, what expiry removes) and ``sizes`` (what a store holds: one read,
-cached briefly, and the ``store.max_queued`` bound).
+decisions writes, as a plain value), ``refusals`` (what one Alertmanager refused is its own
+dead letter), ``views`` (what expiry removes, re-send paging) and ``sizes`` (what a store
+holds: one read, cached briefly, and the ``store.max_queued`` bound). What reads and writes
+the tables for them is written once too, as steps (``steps``: generators yielding named
+queries, which each engine runs its own way): ``identity`` (the state rows), ``queue``
+(posts, re-sends, dead letters) and ``operators`` (a batch's writes, requeue, quarantine,
+snapshot, sizes, expiry). ``engine.Engine`` is the base of both engines: what they keep
+alike in memory, and the contract's calls that are one step each.
 ``sqlite`` (``SqliteStore``: embedded, one file, one replica) and ``pg`` (``PostgresStore``:
 shared by several replicas, issue 10) keep it; ``spool`` rides out a PostgreSQL outage on
 a local SQLite file. ``open_store`` picks the configured engine; ``open_for_operator``
@@ -17,11 +21,10 @@ row per post and Alertmanager, deleted once that one settled it; one state row p
 identity, its alert flagged ``active`` with its ``ends_at``; the resolved label sets being
 re-sent; dead letters per Alertmanager (a content refusal names its identity); the
 quarantine; the seen bodies. Each engine's queries sit in one module, by name
-(``sqlite/sql.py``, ``pg/sql.py``). A third engine creates those tables, writes its
-queries in a ``sql.py`` of its own, executes a ``writes.Writes`` in one transaction, reads
-the rows ``views`` and ``sizes`` turn into answers, keeps dead letters as ``refusals``
-says, and brings what is its own (a connection, locks, lanes); the contract tests
-(tests/store/test_contract.py) then run against it as against the others.
+(``sqlite/sql.py``, ``pg/sql.py``). A third engine creates those tables, writes the same
+queries by name in a ``sql.py`` of its own, gives a ``steps.Dialect`` and a driver for the
+steps, and brings what is its own (a connection, its inbox and takes, locks, lanes); the
+contract tests (tests/store/test_contract.py) then run against it as against the others.
 """
 
 from __future__ import annotations

@@ -258,9 +258,6 @@ class Store(Protocol):
     async def probe(self) -> bool:
         """One tiny write, so a failing store is noticed to recover; returns ``store_ok``."""
 
-    async def dead_letters(self) -> list[tuple[str, str, dict[str, Any]]]:
-        """(target, reason, alert) of every dead letter, oldest first."""
-
     async def requeue_dead_letters(self) -> dict[str, int]:
         """Queue the dead letters again: a resolve as it was, a firing alert only if it is
         still its identity's active alert (then as it is now); counts by outcome."""

@@ -2,11 +2,13 @@
 of ``SqliteStore`` and ``PostgresStore``.
 
 An engine subclasses it and gives what is its own: ``_write_accepts`` (one group commit of
-accepts, into its inbox) and ``_read_sizes`` (one read of what it holds). The rest is
-here: the Alertmanagers it serves and their wake-ups, the bound on ``accept``
+accepts, into its inbox), its ``dialect`` and how it runs a shared step, reading
+(``_step``) or in one write transaction (``_write_step``; ``bridge.store.steps``). The rest
+is here: the Alertmanagers it serves and their wake-ups, the bound on ``accept``
 (``store.max_queued``, ``bridge.store.sizes``), the write health behind ``store_ok``, the
-shield that lets a write outlive its cancelled caller, and what a completed batch, a
-quarantined webhook and a requeue tell the metrics and the senders.
+shield that lets a write outlive its cancelled caller, what a completed batch, a
+quarantined webhook and a requeue tell the metrics and the senders, and the operators'
+and periodic jobs' calls, which are shared steps (``bridge.store.operators``).
 """
 
 from __future__ import annotations
@@ -14,18 +16,23 @@ from __future__ import annotations
 import asyncio
 import math
 from collections.abc import Awaitable, Sequence
-from typing import Any
+from datetime import datetime
+from typing import Any, TypeVar
 
 from bridge.errors import ConfigError, StoreFull
 from bridge.metrics import Metrics
 from bridge.model import SentryAlert
-from bridge.store.contract import Sizes
+from bridge.state import IdentityState
+from bridge.store import identity, operators
+from bridge.store.contract import Quarantined, Sizes
 from bridge.store.group_commit import GroupCommit, deadline_passed
 from bridge.store.health import WriteHealth
 from bridge.store.sizes import SizeCache
+from bridge.store.steps import Dialect, Step
 from bridge.store.writes import Writes
 
 Accept = tuple[SentryAlert, bytes | None]  # an alert and its body's digest
+T = TypeVar("T")
 
 
 class Shield:
@@ -62,6 +69,7 @@ class Shield:
 
 
 class Engine:
+    dialect: Dialect  # what its shared steps run with
     # Consecutive failed write transactions after which the store counts as failing
     # (/-/ready red) until one succeeds.
     failing_after = 3
@@ -103,8 +111,16 @@ class Engine:
         """One group commit: whether each alert was stored (False: its body was seen)."""
         raise NotImplementedError
 
-    async def _read_sizes(self) -> Sizes:
+    async def _step(self, step: Step[T]) -> T:
         raise NotImplementedError
+
+    async def _write_step(self, step: Step[T], *, durable: bool = True) -> T:
+        """``step`` in one write transaction; ``durable=False`` for what the inbox and the
+        states can give again (SQLite: not fsynced on its own)."""
+        raise NotImplementedError
+
+    async def _read_sizes(self) -> Sizes:
+        return await self._step(operators.sizes(self.dialect, self.targets))
 
     async def accept(self, alert: SentryAlert, digest: bytes | None = None) -> bool:
         """Committed with its group before it returns; False when the body of ``digest``
@@ -159,3 +175,40 @@ class Engine:
 
     async def full(self) -> bool:
         return self._sizes.full() and await self._sizes.refuses()
+
+    # --- the periodic jobs, the operators ----------------------------------------------
+
+    async def due(self, limit: int) -> list[tuple[str, datetime]]:
+        return await self._step(identity.due(self.dialect, limit))
+
+    async def issues(self, after: str | None, limit: int) -> list[tuple[str, IdentityState]]:
+        return await self._step(identity.issues(self.dialect, after, limit))
+
+    async def expire(self, *, resolved_for: float) -> None:
+        """Forget active alerts whose endsAt passed (Alertmanager has expired them too) and
+        resolved ones re-sent for ``resolved_for`` seconds."""
+        step = operators.expire(self.dialect, resolved_for)
+        await self._shield(self._write_step(step, durable=False))
+
+    async def requeue_dead_letters(self) -> dict[str, int]:
+        """Queue the dead letters again (for every Alertmanager) after a fix, and empty
+        the table. A resolve is queued as it was; a firing alert only if it is still the
+        active alert of its identity, and then as it is now (current endsAt), so a late
+        re-send can never re-fire what was resolved or replaced since."""
+        step = operators.requeue(self.dialect, self.targets)
+        return self._requeued(await self._shield(self._write_step(step)))
+
+    async def quarantined(
+        self, entry_id: int | None = None, *, after: int = 0, limit: int = 100
+    ) -> list[Quarantined]:
+        return await self._step(operators.quarantined(self.dialect, entry_id, after, limit))
+
+    async def discard_quarantined(self, ids: Sequence[int] | None) -> list[int]:
+        removed: list[int] = await self._shield(
+            self._write_step(operators.discard(self.dialect, ids))
+        )
+        return removed
+
+    async def snapshot(self, limit: int) -> dict[str, Any]:
+        """Counts, and the first ``limit`` active alerts and newest dead letters."""
+        return await self._step(operators.snapshot(self.dialect, limit))

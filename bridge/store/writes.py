@@ -3,7 +3,7 @@
 ``plan(taken, results, failed, now)`` is pure: from what ``take`` handed out, the
 pipeline's decisions (``Processed``, ``Failed``) and the store's clock, it says every write
 ``complete`` makes in its one transaction. Each engine only executes a ``Writes`` in its own
-dialect (``sqlite/inbox.py``, ``pg/engine.py``), so the rules below cannot drift apart
+dialect (``operators.complete``), so the rules below cannot drift apart
 between them (issue 15):
 
 * the taken entries leave the inbox, decided or failed;

@@ -30,6 +30,7 @@ from tests.factories import commit, held, sizes
 from tests.integration import procs
 from tests.integration.am import require_binary, start_alertmanager
 from tests.integration.am_proxy import FaultProxy
+from tests.store.probes import dead_letters
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
@@ -222,7 +223,7 @@ async def test_a_malformed_alert_is_dead_lettered_and_the_rest_delivered(
             await bridge.send(alerts, active=False)
             held = await wait_for(url, has(NAMES))
             assert await bridge.delivery.drain(5)
-            [(target, reason, alert)] = await bridge.store.dead_letters()
+            [(target, reason, alert)] = await dead_letters(bridge.store)
     assert "bad" not in held
     assert (target, alert) == (target_name(url), bad.wire())
     assert reason.startswith(f"HTTP {status}")

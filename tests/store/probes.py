@@ -1,13 +1,15 @@
 """What tests read from a store, or do to it, that the bridge itself never needs: its write
 transactions (counted, or refused as on a full disk), the lease's holder and its renewal,
-the database's clock. Kept here, not in ``bridge/``."""
+the database's clock, the whole dead-letter table. Kept here, not in ``bridge/``."""
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from datetime import datetime, timedelta
 from typing import Any, cast
 
+from bridge.store.pg import PostgresStore, codec
 from bridge.store.pg.connection import Connection
 from bridge.store.sqlite import SqliteStore
 
@@ -44,6 +46,21 @@ class FailingCommits:
 async def fail_commits(store: SqliteStore, commits: FailingCommits) -> None:
     # The connection belongs to the store's thread: set the authorizer there.
     await store._file.call(lambda: store._file.db.set_authorizer(commits))
+
+
+async def dead_letters(store: Any) -> list[tuple[str, str, dict[str, Any]]]:
+    """(Alertmanager, reason, alert) of every dead letter of an open engine (or the one a
+    spool fronts), oldest first: the whole table, where an operator sees the newest
+    (``Store.snapshot``)."""
+    engine = getattr(store, "_behind", store)
+    if isinstance(engine, PostgresStore):
+        async with engine._pool.acquire() as conn:
+            rows = await conn.fetch("SELECT target, reason, body FROM dead_letter ORDER BY id")
+        rows = [(target, codec.untext(why), body) for target, why, body in rows]
+    else:
+        query = "SELECT target, reason, alert FROM dead_letter ORDER BY id"
+        rows = await engine._read(lambda db: db.execute(query).fetchall())
+    return [(target, why, json.loads(body)) for target, why, body in rows]
 
 
 # Extends our lease only while it is ours and unexpired (an expired one is not revived: the

@@ -23,6 +23,7 @@ from bridge.store.contract import Failed, Processed, Queued, Store, Taken
 from tests import factories
 from tests.factories import sizes
 from tests.store.engines import ENGINES, TARGETS, Opener, engine, opener
+from tests.store.probes import dead_letters
 from tests.store.test_spool import until
 
 pytestmark = pytest.mark.anyio
@@ -473,7 +474,7 @@ async def test_dead_letters_and_their_requeue(open_engine: Opener) -> None:
             assert lane is not None
             items = await lane.pending(10)
             await lane.advance(items[-1].id, [(q, "HTTP 400: bad label") for q in items])
-        letters = await store.dead_letters()
+        letters = await dead_letters(store)
         assert [(t, r) for t, r, _ in letters] == [(TARGETS[0], "HTTP 400: bad label")] * 3
         assert [a["labels"]["sentry_issue_id"] for _, _, a in letters] == ["1", "2", "3"]
         snapshot = await store.snapshot(10)
@@ -482,7 +483,7 @@ async def test_dead_letters_and_their_requeue(open_engine: Opener) -> None:
 
         counts = await store.requeue_dead_letters()
         assert counts == {"requeued": 2, "superseded": 1}
-        assert await store.dead_letters() == []
+        assert await dead_letters(store) == []
         for target in TARGETS:
             bodies = [q.body for q in await drain_lane(store, target)]
             if target == TARGETS[1]:
@@ -552,9 +553,9 @@ async def test_a_refusal_is_the_refusing_alertmanagers_dead_letter_only(
         assert await refuse(store, TARGETS[0], refused) == 2
         assert labels(await resendable(store, TARGETS[0])) == [a2.labels]
         assert labels(await resendable(store, TARGETS[1], limit=10)) == everything
-        assert len(await store.dead_letters()) == 2
+        assert len(await dead_letters(store)) == 2
         assert await refuse(store, TARGETS[0], refused) == 0
-        assert len(await store.dead_letters()) == 2, "once"
+        assert len(await dead_letters(store)) == 2, "once"
         # The identity keeps its alert: its next decision is computed from it.
         await store.accept(factories.issue(1))
         again = await take(store)
@@ -578,7 +579,7 @@ async def test_a_refusal_in_a_lane_that_raises_is_not_kept(open_engine: Opener) 
 
         with pytest.raises(RuntimeError):
             await fail_after_refusing()
-        assert await store.dead_letters() == []
+        assert await dead_letters(store) == []
         assert labels(await resendable(store, TARGETS[0])) == [a1.labels]
 
 
@@ -589,7 +590,7 @@ async def test_a_refusal_of_the_request_does_not_stop_resends(open_engine: Opene
             assert lane is not None
             (item,) = await lane.pending(10)
             await lane.advance(item.id, [(item, "HTTP 401: unauthorized")])
-        assert len(await store.dead_letters()) == 1
+        assert len(await dead_letters(store)) == 1
         assert labels(await resendable(store, TARGETS[0])) == [a1.labels]
         async with store.lane(TARGETS[1]) as lane:
             assert lane is not None
@@ -734,7 +735,7 @@ async def test_a_nul_neither_fails_a_batch_nor_is_lost(open_engine: Opener) -> N
         assert entry.detail == "boom \x00"
         assert await refuse(store, TARGETS[0], [(resent, "HTTP 400: \x00")]) == 1
         assert await resendable(store, TARGETS[0]) == []
-        assert [reason for _, reason, _ in await store.dead_letters()] == ["HTTP 400: \x00"]
+        assert [reason for _, reason, _ in await dead_letters(store)] == ["HTTP 400: \x00"]
 
 
 async def test_the_newest_dead_letters_and_quarantined_are_kept(open_engine: Opener) -> None:
@@ -750,7 +751,7 @@ async def test_the_newest_dead_letters_and_quarantined_are_kept(open_engine: Ope
             items = await lane.pending(10)
             for item in items:  # one batch each, as a sender settles them
                 await lane.advance(item.id, [(item, "HTTP 400: bad")])
-        letters = await store.dead_letters()
+        letters = await dead_letters(store)
         assert [a["labels"]["sentry_issue_id"] for _, _, a in letters] == ["2", "3"]
         for n in (1, 2, 3):
             await store.quarantine("unparseable", f"q{n}", {}, b"{", digest(f"q{n}"))

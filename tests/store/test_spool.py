@@ -221,7 +221,6 @@ async def test_a_start_without_the_primary_spools_until_it_opens(
         assert not await store.periodic()
         for call in (
             store.snapshot(5),
-            store.dead_letters(),
             store.quarantined(),
             store.requeue_dead_letters(),
             store.release(1, None),

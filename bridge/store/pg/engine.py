@@ -27,7 +27,7 @@ import logging
 import os
 import secrets
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
@@ -38,12 +38,13 @@ from bridge.config import Postgres, postgres_connections
 from bridge.errors import ConfigError, StoreError, StoreFull
 from bridge.metrics import Metrics
 from bridge.model import SentryAlert
-from bridge.state import IdentityState
-from bridge.store import writes
-from bridge.store.contract import Entry, Failed, Lane, Processed, Quarantined, Sizes, Taken
+from bridge.store import identity, operators, writes
+from bridge.store.contract import Entry, Failed, Lane, Processed, Taken
 from bridge.store.engine import Accept, Engine
-from bridge.store.pg import codec, connection, identity, inbox, operators, queue, sql
+from bridge.store.pg import codec, connection, inbox, queue, sql
+from bridge.store.pg.dialect import dialect, run
 from bridge.store.pg.lease import Periodic
+from bridge.store.steps import Step
 
 log = logging.getLogger("bridge.store.pg")
 
@@ -103,6 +104,7 @@ class PostgresStore(Engine):
         self.sweep_key = connection.lock_key(f"{schema}:seen_body")
         self.inbox_channel = f"{schema}_inbox"
         self.queue_channel = f"{schema}_queued"
+        self.dialect = dialect(self.lock_key, self.queue_channel)  # bridge.store.steps
         self._pool: Any = None
         self._listener: Any = None
         self._lease: Periodic | None = None
@@ -205,7 +207,9 @@ class PostgresStore(Engine):
             if digest not in await inbox.new_bodies(conn, [digest], self.body_retention):
                 return False
             row = writes.webhook_row(reason, detail, headers, body)
-            await operators.quarantine(conn, [row], self.quarantine_kept)
+            await run(
+                conn, self.dialect, operators.quarantine(self.dialect, [row], self.quarantine_kept)
+            )
             return True
 
         return self._quarantined(reason, await self._shield(self._write(write)))
@@ -248,7 +252,9 @@ class PostgresStore(Engine):
                     await self._end(handle)
                 return None
             stored = {e.alert.identity: codec.text(e.alert.identity) for e in entries}
-            states = await identity.read(conn, set(stored.values()))
+            states = await run(
+                conn, self.dialect, identity.read(self.dialect, set(stored.values()))
+            )
             now: datetime = await conn.fetchval(sql.NOW)
         except BaseException:
             await self._end(handle)
@@ -281,11 +287,8 @@ class PostgresStore(Engine):
             # Takers of other replicas that found these identities held look again at the
             # commit.
             await conn.execute(sql.INBOX_DONE, list(planned.done), self.inbox_channel)
-            await queue.enqueue(conn, self.targets, planned.posts, self.queue_channel)
-            await queue.resend(conn, planned)
-            await identity.write(conn, planned)
-            if planned.quarantined:
-                await operators.quarantine(conn, planned.quarantined, self.quarantine_kept)
+            d = self.dialect
+            await run(conn, d, operators.complete(d, planned, self.targets, self.quarantine_kept))
             await self._commit(handle)
         except DB_ERRORS as exc:
             self._health.failed(exc)
@@ -318,7 +321,7 @@ class PostgresStore(Engine):
                 await transaction.rollback()
                 yield None
                 return
-            lane = queue.Lane(conn, target, self.dead_letters_kept)
+            lane = queue.Lane(conn, self.dialect, target, self.dead_letters_kept)
             try:
                 yield lane
             except BaseException:
@@ -345,15 +348,6 @@ class PostgresStore(Engine):
             log.warning("cannot renew the periodic lease", exc_info=True)
             return False
 
-    async def due(self, limit: int) -> list[tuple[str, datetime]]:
-        return await self._read(identity.due, limit)
-
-    async def issues(self, after: str | None, limit: int) -> list[tuple[str, IdentityState]]:
-        return await self._read(identity.issues, after, limit)
-
-    async def expire(self, *, resolved_for: float) -> None:
-        await self._shield(self._write(operators.expire, resolved_for))
-
     # --- operators ----------------------------------------------------------------------
 
     async def probe(self) -> bool:
@@ -364,24 +358,9 @@ class PostgresStore(Engine):
             await self._write(write)
         return self.store_ok()
 
-    async def dead_letters(self) -> list[tuple[str, str, dict[str, Any]]]:
-        return await self._read(operators.dead_letters)
-
-    async def requeue_dead_letters(self) -> dict[str, int]:
-        return self._requeued(
-            await self._shield(
-                self._write(operators.requeue, self.lock_key, self.targets, self.queue_channel)
-            )
-        )
-
-    async def quarantined(
-        self, entry_id: int | None = None, *, after: int = 0, limit: int = 100
-    ) -> list[Quarantined]:
-        return await self._read(operators.quarantined, entry_id, after, limit)
-
     async def release(self, entry_id: int, alert: SentryAlert | None) -> bool:
         async def write(conn: Any) -> bool:
-            found = await operators.release(conn, entry_id)
+            found = await run(conn, self.dialect, operators.release(entry_id))
             if found and alert is not None:
                 await inbox.insert(conn, [alert], self.inbox_channel)
             return found
@@ -390,18 +369,6 @@ class PostgresStore(Engine):
         if found and alert is not None:
             self._inbox_event.set()
         return found
-
-    async def discard_quarantined(self, ids: Sequence[int] | None) -> list[int]:
-        removed: list[int] = await self._shield(self._write(operators.discard_quarantined, ids))
-        return removed
-
-    async def snapshot(self, limit: int) -> dict[str, Any]:
-        return await self._read(operators.snapshot, limit)
-
-    # --- sizes ------------------------------------------------------------------------
-
-    async def _read_sizes(self) -> Sizes:
-        return await self._read(operators.sizes, self.targets)
 
     async def _relisten_loop(self) -> None:
         """LISTEN again when its connection was lost (the poll covers the meantime)."""
@@ -443,10 +410,14 @@ class PostgresStore(Engine):
     def _on_queued(self, *_: object) -> None:
         self._wake_senders()
 
-    async def _read(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
-        """``fn(conn, *args)`` on a connection of the pool."""
+    async def _step(self, step: Step[T]) -> T:
+        """``step`` on a connection of the pool."""
         async with self._pool.acquire() as conn:
-            return await fn(conn, *args)
+            return await run(conn, self.dialect, step)
+
+    async def _write_step(self, step: Step[T], *, durable: bool = True) -> T:
+        result: T = await self._write(run, self.dialect, step)
+        return result
 
     async def _write(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """``fn(conn, *args, **kwargs)`` in one transaction, counted toward ``store_ok``."""

@@ -1,4 +1,5 @@
-"""The per-Alertmanager queue on PostgreSQL, its lanes, re-send pages and dead letters.
+"""PostgreSQL's lanes and what only they need. The queue's rules, re-sends and dead letters
+are ``bridge.store.queue``'s.
 
 Each post is queued once per Alertmanager (``queue.target``) and that row is deleted when
 that Alertmanager has settled it: ids are not in commit order across replicas (a row with
@@ -17,51 +18,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from bridge.store import refusals, views
+from bridge.store import queue
 from bridge.store.contract import Page, Queued
-from bridge.store.pg import codec, sql
-from bridge.store.writes import Post, Writes
-
-
-async def enqueue(conn: Any, targets: Sequence[str], posts: Sequence[Post], channel: str) -> None:
-    """Queue the posts in order for every Alertmanager; the senders of every replica are
-    told at commit."""
-    if not posts:
-        return
-    stamps = [post.queued_at for post in posts]
-    await conn.execute(sql.ENQUEUE, list(targets), stamps, [post.body for post in posts])
-    await conn.execute(sql.NOTIFY, channel)
-
-
-async def resend(conn: Any, writes: Writes) -> None:
-    """Starts and ends re-sends of resolved label sets as ``writes`` says."""
-    if writes.resends_ended:
-        await conn.execute(sql.UNRESOLVE, list(writes.resends_ended))
-    if started := writes.resends_started:
-        stamps = [writes.resolved_at] * len(started)
-        await conn.execute(sql.RESOLVE, [k for k, _ in started], stamps, [b for _, b in started])
-
-
-async def dead_letter(conn: Any, target: str, dead: Sequence[tuple[str, str]], kept: int) -> None:
-    """Keep (wire JSON, reason) pairs for ``target``; the newest ``kept`` stay."""
-    if not dead:
-        return
-    reasons = [codec.text(reason) for _, reason in dead]
-    owners = [_text(refusals.kept_under(body, why)) for body, why in dead]
-    await conn.execute(sql.DEAD_LETTER, target, reasons, [body for body, _ in dead], owners)
-    await conn.execute(sql.TRIM_DEAD_LETTERS, kept)
-
-
-async def refused(conn: Any, target: str, bodies: Sequence[str]) -> list[str]:
-    """What ``target`` refused (its dead letters) of the identities of ``bodies``."""
-    owners = [codec.text(o) for o in refusals.owners(bodies)]
-    if not owners or not await conn.fetchval(sql.ANY_REFUSED, target):
-        return []
-    return [row[0] for row in await conn.fetch(sql.REFUSED, target, owners)]
-
-
-def _text(identity: str | None) -> str | None:
-    return None if identity is None else codec.text(identity)
+from bridge.store.pg import sql
+from bridge.store.pg.dialect import run
+from bridge.store.steps import Dialect
 
 
 async def try_lane(conn: Any, target: str) -> bool:
@@ -74,6 +35,7 @@ class Lane:
     """One held lane (``bridge.store.contract.Lane``), on its transaction's connection."""
 
     conn: Any
+    d: Dialect
     target: str
     dead_letters_kept: int
     handed: list[int] = field(default_factory=list)  # ids pending returned, not settled
@@ -87,29 +49,18 @@ class Lane:
     async def advance(self, done: int, dead: Sequence[tuple[Queued, str]] = ()) -> None:
         ids = [i for i in self.handed if i <= done]
         self.handed = [i for i in self.handed if i > done]
-        await dead_letter(
-            self.conn, self.target, [(q.body, r) for q, r in dead], self.dead_letters_kept
-        )
+        await self._dead_letter([(q.body, r) for q, r in dead])
         if ids:
             await self.conn.execute(sql.SETTLE, self.target, ids)
 
     async def resend_page(self, after: Any, limit: int) -> Page:
-        pager, page = views.ResendPager(after, limit), None
-        while page is None:
-            table, key, count = pager.read()
-            rows = await self.conn.fetch(sql.RESEND_PAGES[table], key, count)
-            page = pager.got(rows if table == 0 else [(r[0], *map(_wire, r[1:])) for r in rows])
-        gone = await refused(self.conn, self.target, page.bodies)
-        return Page(refusals.not_refused(page.bodies, gone), page.after) if gone else page
+        return await run(self.conn, self.d, queue.resend_page(self.d, self.target, after, limit))
 
     async def refuse(self, dead: Sequence[tuple[str, str]]) -> int:
-        before = await refused(self.conn, self.target, [body for body, _ in dead])
-        new = refusals.new_dead(dead, before)
-        await dead_letter(self.conn, self.target, new, self.dead_letters_kept)
+        new = await run(self.conn, self.d, queue.unrefused(self.d, self.target, dead))
+        await self._dead_letter(new)
         return len(new)
 
-
-def _wire(jsonb: str | None) -> str | None:
-    """Alerts read from jsonb (an active one, its tiers), as wire JSON to post; the resolved
-    ones are kept as text, posted as read."""
-    return None if jsonb is None else codec.wire_from_jsonb(jsonb)
+    async def _dead_letter(self, dead: Sequence[tuple[str, str]]) -> None:
+        step = queue.dead_letter(self.d, self.target, dead, self.dead_letters_kept)
+        await run(self.conn, self.d, step)

@@ -59,9 +59,8 @@ FOR UPDATE
 ENQUEUE = """
 INSERT INTO queue (target, queued_at, body)
 SELECT t, q, b
-FROM unnest($2::timestamptz[], $3::text[]) WITH ORDINALITY AS s (q, b, n),
-     unnest($1::text[]) AS t
-ORDER BY n, t
+FROM unnest($1::text[], $2::timestamptz[], $3::text[]) WITH ORDINALITY AS s (t, q, b, n)
+ORDER BY n
 """
 
 NOTIFY = "SELECT pg_notify($1, '')"
@@ -79,8 +78,10 @@ WHERE target = $1 ORDER BY id LIMIT $2
 SETTLE = "DELETE FROM queue WHERE target = $1 AND id = ANY($2::bigint[])"
 
 DEAD_LETTER = """
-INSERT INTO dead_letter (target, reason, body, identity)
-SELECT $1, r, b, i FROM unnest($2::text[], $3::text[], $4::text[]) WITH ORDINALITY AS u (r, b, i, n)
+INSERT INTO dead_letter (at, target, reason, body, identity)
+SELECT a, t, r, b, i
+FROM unnest($1::timestamptz[], $2::text[], $3::text[], $4::text[], $5::text[])
+     WITH ORDINALITY AS u (a, t, r, b, i, n)
 ORDER BY n
 """
 
@@ -99,10 +100,10 @@ DELETE FROM dead_letter WHERE id IN (
 
 # Re-sends (bridge.store.views.ResendPager): the resolved alerts first, then the active
 # ones, each with its escalation tiers' alerts, in key order pages.
-RESEND_PAGES = (
-    "SELECT id, body, NULL FROM resolved WHERE id > $1 ORDER BY id LIMIT $2",
+RESEND_RESOLVED = "SELECT id, body, NULL FROM resolved WHERE id > $1 ORDER BY id LIMIT $2"
+RESEND_ACTIVE = (
     "SELECT identity, (state->'alert')::text, (state->'tiers')::text FROM identity_state"
-    " WHERE active AND identity > $1 ORDER BY identity LIMIT $2",
+    " WHERE active AND identity > $1 ORDER BY identity LIMIT $2"
 )
 
 RESOLVE = """
@@ -126,7 +127,7 @@ LOCK_IDENTITIES = "SELECT pg_advisory_xact_lock($1, h) FROM unnest($2::int4[]) A
 
 STATES = "SELECT identity, state::text FROM identity_state WHERE identity = ANY($1::text[])"
 
-UPSERT_STATES = """
+UPSERT_STATE = """
 INSERT INTO identity_state AS s (identity, kept_until, active, ends_at, state, due_at)
 SELECT * FROM unnest($1::text[], $2::timestamptz[], $3::boolean[], $4::timestamptz[],
                      $5::jsonb[], $6::timestamptz[])
@@ -135,7 +136,7 @@ ON CONFLICT (identity) DO UPDATE
         ends_at = excluded.ends_at, state = excluded.state, due_at = excluded.due_at
 """
 
-FORGET_STATES = "DELETE FROM identity_state WHERE identity = ANY($1::text[])"
+FORGET_STATE = "DELETE FROM identity_state WHERE identity = ANY($1::text[])"
 
 ACTIVE_ALERTS_OF = """
 SELECT identity, (state->'alert')::text FROM identity_state
@@ -158,8 +159,8 @@ ORDER BY identity COLLATE "C" LIMIT $2
 
 # The escalation timer (bridge.escalation): the identities whose next step is due.
 DUE = """
-SELECT identity, due_at FROM identity_state WHERE due_at <= clock_timestamp() AND active
-ORDER BY due_at LIMIT $1
+SELECT identity, due_at FROM identity_state WHERE due_at <= $1 AND active
+ORDER BY due_at LIMIT $2
 """
 
 FORGET_KEPT_UNTIL = "DELETE FROM identity_state WHERE kept_until <= $1"
@@ -168,8 +169,8 @@ FORGET_KEPT_UNTIL = "DELETE FROM identity_state WHERE kept_until <= $1"
 # --- quarantine ----------------------------------------------------------------------------
 
 QUARANTINE = """
-INSERT INTO quarantine (reason, detail, headers, body, alert)
-SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[], $5::text[])
+INSERT INTO quarantine (at, reason, detail, headers, body, alert)
+SELECT * FROM unnest($1::timestamptz[], $2::text[], $3::text[], $4::text[], $5::bytea[], $6::text[])
 """
 
 # The newest are kept; rows another transaction is trimming are left to it.
@@ -186,7 +187,7 @@ _QUARANTINED = (
 )
 QUARANTINED_ONE = f"{_QUARANTINED} WHERE id = $1"
 QUARANTINED_PAGE = f"{_QUARANTINED} WHERE id > $1 ORDER BY id LIMIT $2"
-RELEASE = "DELETE FROM quarantine WHERE id = $1 RETURNING id"
+RELEASE = "DELETE FROM quarantine WHERE id = $1"
 DISCARD_ALL = "DELETE FROM quarantine RETURNING id"
 DISCARD = "DELETE FROM quarantine WHERE id = ANY($1::bigint[]) RETURNING id"
 QUARANTINE_REASONS = "SELECT reason, count(*) FROM quarantine GROUP BY reason ORDER BY reason"
@@ -194,7 +195,6 @@ QUARANTINE_OLDEST = "SELECT extract(epoch FROM min(at))::float8 FROM quarantine"
 
 # --- dead letters (operators) --------------------------------------------------------------
 
-DEAD_LETTERS = "SELECT target, reason, body FROM dead_letter ORDER BY id"
 LOCK_DEAD_LETTERS = "SELECT id, body FROM dead_letter ORDER BY id FOR UPDATE"
 DELETE_DEAD_LETTERS = "DELETE FROM dead_letter WHERE id = ANY($1::bigint[])"
 NEWEST_DEAD_LETTERS = """

@@ -5,10 +5,8 @@ a lane is an ``asyncio.Lock`` per Alertmanager (never None), ``periodic()`` is a
 True, ``Taken.now`` is this process's clock, and the one taker is the pipeline task.
 
 ``SqliteStore`` (``engine``) composes the parts: ``schema`` (the tables below), ``sql``
-(every query, by name), ``inbox``
-(accepts, takes, executing what a batch of decisions writes, seen bodies), ``identity``
-(the state rows), ``queue`` (the queue, lanes, re-send pages, dead letters) and
-``operators`` (requeue, quarantine, snapshot, expiry), on
+(every query, by name), ``dialect`` (running the shared steps, ``bridge.store.steps``, on
+the file's thread), ``inbox`` (accepts, takes, seen bodies) and ``queue`` (the lanes), on
 ``bridge.store.sqlite_file`` (``SqliteFile``: the file on its one thread) and
 ``bridge.store.group_commit``, the plumbing the spool uses too.
 

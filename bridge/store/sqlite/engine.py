@@ -23,12 +23,14 @@ from bridge.errors import StoreFull
 from bridge.metrics import Metrics
 from bridge.model import SentryAlert
 from bridge.state import IdentityState
-from bridge.store import views, writes
-from bridge.store.contract import Entry, Failed, Lane, Processed, Quarantined, Sizes, Taken
+from bridge.store import identity, operators, writes
+from bridge.store.contract import Entry, Failed, Lane, Processed, Taken
 from bridge.store.engine import Accept, Engine
-from bridge.store.sqlite import identity, inbox, operators, queue, sql
+from bridge.store.sqlite import inbox, queue, sql
+from bridge.store.sqlite.dialect import dialect, run
 from bridge.store.sqlite.schema import FILENAME, SCHEMA, check_version
 from bridge.store.sqlite_file import SqliteFile
+from bridge.store.steps import Step
 
 log = logging.getLogger("bridge.store")
 
@@ -67,6 +69,7 @@ class SqliteStore(Engine):
         )
         self.path = Path(data_dir) / FILENAME
         self.clock = clock
+        self.dialect = dialect(lambda: self.clock())  # the shared steps' (bridge.store.steps)
         self._file = SqliteFile(self.path, name="store")
         # Committed, not yet taken: (id, accepted_at, the alert while kept in memory).
         self._ready: collections.deque[_Ready] = collections.deque()
@@ -151,8 +154,13 @@ class SqliteStore(Engine):
         await self._shield(self._complete(planned))
 
     async def _complete(self, planned: writes.Writes) -> None:
-        await self._write_derived(inbox.complete, planned, self.targets, self.quarantine_kept)
+        await self._write_derived(self._execute, planned)
         self._completed(planned)
+
+    def _execute(self, db: sqlite3.Connection, planned: writes.Writes) -> None:
+        inbox.delete(db, planned.done)
+        d = self.dialect
+        run(db, d, operators.complete(d, planned, self.targets, self.quarantine_kept))
 
     async def abandon(self, taken: Taken) -> None:
         """Hand the entries of ``taken`` out again, first and in order (a failed batch)."""
@@ -179,28 +187,10 @@ class SqliteStore(Engine):
         self, target: str, done: int | None, dead: Sequence[tuple[str, str]]
     ) -> None:
         await self._write_derived(
-            queue.advance, target, done, dead, self._now(), self.dead_letters_kept
+            queue.advance, self.dialect, target, done, dead, self.dead_letters_kept
         )
         self._sizes.changed()
         self.progress.set()
-
-    async def due(self, limit: int) -> list[tuple[str, datetime]]:
-        return await self._read(identity.due, self._now(), limit)
-
-    async def issues(self, after: str | None, limit: int) -> list[tuple[str, IdentityState]]:
-        return await self._read(identity.issues, after, limit)
-
-    async def expire(self, *, resolved_for: float) -> None:
-        """Forget active alerts whose endsAt passed (Alertmanager has expired them too) and
-        resolved ones re-sent for ``resolved_for`` seconds."""
-        await self._shield(self._expire(resolved_for))
-
-    async def _expire(self, resolved_for: float) -> None:
-        await self._write_derived(operators.expire, views.expiry(self.clock(), resolved_for))
-
-    async def dead_letters(self) -> list[tuple[str, str, dict[str, Any]]]:
-        """(target, reason, alert) of every dead letter, oldest first."""
-        return await self._read(operators.read_dead_letters)
 
     # --- store health, quarantine -------------------------------------------------------
 
@@ -217,32 +207,18 @@ class SqliteStore(Engine):
         """Keep an authenticated webhook the bridge cannot process, durably; False (nothing
         kept) when the same body was already seen within ``body_retention``."""
         row = writes.webhook_row(reason, detail, headers, body)
-        added = await self._shield(self._write(self._quarantine, row, digest, self._now()))
+        added = await self._shield(self._write(self._quarantine, row, digest, self.clock()))
         return self._quarantined(reason, added)
-
-    async def quarantined(
-        self, entry_id: int | None = None, *, after: int = 0, limit: int = 100
-    ) -> list[Quarantined]:
-        return await self._read(operators.read_quarantine, entry_id, after, limit)
 
     async def release(self, entry_id: int, alert: SentryAlert | None) -> bool:
         """Remove a quarantined entry; with ``alert`` (replayed), accept that into the inbox
         in the same transaction, so it is never in neither."""
         now = self._now()
-        found, inbox_id = await self._shield(self._write(operators.release, entry_id, alert, now))
+        found, inbox_id = await self._shield(self._write(self._release, entry_id, alert, now))
         if inbox_id is not None and alert is not None:
             self._ready.append((inbox_id, now, alert))
             self._ready_event.set()
         return bool(found)
-
-    async def discard_quarantined(self, ids: Sequence[int] | None) -> list[int]:
-        removed = await self._shield(self._write(operators.discard_quarantine, ids))
-        return list(removed)
-
-    # --- sizes --------------------------------------------------------------------------
-
-    async def _read_sizes(self) -> Sizes:
-        return await self._read(operators.read_sizes, self.targets, self._now())
 
     # --- plumbing -----------------------------------------------------------------------
 
@@ -265,6 +241,12 @@ class SqliteStore(Engine):
         return await self._file.call(self._in_transaction, fn, args, False)
 
     # --- on the SQLite thread -----------------------------------------------------------
+
+    async def _step(self, step: Step[T]) -> T:
+        return await self._read(run, self.dialect, step)
+
+    async def _write_step(self, step: Step[T], *, durable: bool = True) -> T:
+        return await self._file.call(self._in_transaction, run, (self.dialect, step), durable)
 
     def _on_db(self, fn: Callable[..., T], args: Sequence[Any]) -> T:
         return fn(self._file.db, *args)
@@ -302,34 +284,29 @@ class SqliteStore(Engine):
             with self._transaction() as db:
                 inbox.delete(db, dropped)
         at = {inbox_id: accepted_at for inbox_id, accepted_at, _ in entries}
-        states = identity.read(self._file.db, {alert.identity for _, alert in taken})
+        d = self.dialect
+        states = run(self._file.db, d, identity.read(d, {alert.identity for _, alert in taken}))
         return [Entry(i, datetime.fromtimestamp(at[i], UTC), a) for i, a in taken], states
 
     def _quarantine(
-        self, db: sqlite3.Connection, row: writes.QuarantineRow, digest: bytes, now: float
+        self, db: sqlite3.Connection, row: writes.QuarantineRow, digest: bytes, at: datetime
     ) -> bool:
         """Kept; False, and nothing written, when ``digest`` was seen within
         body_retention."""
+        now = at.timestamp()
         if not inbox.first_sight(db, digest, now, self.body_retention):
             return False
         inbox.forget_bodies(db, now, self.body_retention, self.max_bodies)
-        operators.insert_quarantine(db, [row], now, self.quarantine_kept)
+        run(db, self.dialect, operators.quarantine(self.dialect, [row], self.quarantine_kept, at))
         return True
 
-    # --- the operator's view (bridge/status.py) ------------------------------------------
-
-    async def snapshot(self, limit: int) -> dict[str, Any]:
-        """Counts, and the first ``limit`` active alerts and newest dead letters."""
-        return await self._read(operators.read_snapshot, limit)
-
-    async def requeue_dead_letters(self) -> dict[str, int]:
-        """Queue the dead letters again (for every Alertmanager) after a fix, and empty
-        the table. A resolve is queued as it was; a firing alert only if it is still the
-        active alert of its identity, and then as it is now (current endsAt), so a late
-        re-send can never re-fire what was resolved or replaced since."""
-        return self._requeued(
-            await self._shield(self._write(operators.requeue, self.targets, self.clock()))
-        )
+    def _release(
+        self, db: sqlite3.Connection, entry_id: int, alert: SentryAlert | None, now: float
+    ) -> tuple[bool, int | None]:
+        """Whether the entry was there, and the inbox id of ``alert`` accepted with it."""
+        if not run(db, self.dialect, operators.release(entry_id)):
+            return False, None
+        return True, None if alert is None else inbox.add(db, alert, now)
 
 
 def _probe(db: sqlite3.Connection, now: float) -> None:

@@ -12,8 +12,7 @@ from collections.abc import Sequence
 
 from bridge.model import SentryAlert
 from bridge.store import jsontext
-from bridge.store.sqlite import identity, operators, queue, sql
-from bridge.store.writes import Writes
+from bridge.store.sqlite import sql
 
 log = logging.getLogger("bridge.store")
 
@@ -69,23 +68,6 @@ def read(
 
 def delete(db: sqlite3.Connection, ids: Sequence[int]) -> None:
     db.executemany(sql.DELETE_INBOX, [(i,) for i in ids])
-
-
-def complete(
-    db: sqlite3.Connection,
-    writes: Writes,
-    targets: Sequence[str],
-    quarantine_kept: int,
-) -> None:
-    """Executes what a batch of decisions writes (``bridge.store.writes.plan``), in the
-    caller's one transaction."""
-    delete(db, writes.done)
-    queue.enqueue(db, targets, writes.posts)
-    queue.resend(db, writes)
-    identity.write(db, writes)
-    if writes.quarantined:
-        stamp = writes.resolved_at.timestamp()
-        operators.insert_quarantine(db, writes.quarantined, stamp, quarantine_kept)
 
 
 def first_sight(db: sqlite3.Connection, digest: bytes, now: float, retention: float) -> bool:

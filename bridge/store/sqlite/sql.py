@@ -32,10 +32,10 @@ RESOLVE = "INSERT INTO resolved (labels, resolved_at, alert) VALUES (?, ?, ?)"
 EXPIRE_RESOLVED = "DELETE FROM resolved WHERE resolved_at <= ?"
 # Re-sends (bridge.store.views.ResendPager): the resolved alerts first (rowid pages), then
 # the active ones (identity pages), each with its escalation tiers' alerts.
-RESEND_PAGES = (
-    "SELECT rowid, alert, NULL FROM resolved WHERE rowid > ? ORDER BY rowid LIMIT ?",
+RESEND_RESOLVED = "SELECT rowid, alert, NULL FROM resolved WHERE rowid > ? ORDER BY rowid LIMIT ?"
+RESEND_ACTIVE = (
     "SELECT identity, json_extract(state, '$.alert'), json_extract(state, '$.tiers')"
-    " FROM state WHERE active AND identity > ? ORDER BY identity LIMIT ?",
+    " FROM state WHERE active AND identity > ? ORDER BY identity LIMIT ?"
 )
 
 DEAD_LETTER = "INSERT INTO dead_letter (at, target, reason, alert, identity) VALUES (?, ?, ?, ?, ?)"
@@ -45,11 +45,10 @@ REFUSED = (
     " AND identity IN (SELECT value FROM json_each(?))"
 )
 ANY_REFUSED = "SELECT 1 FROM dead_letter WHERE target = ? AND identity IS NOT NULL LIMIT 1"
-DEAD_LETTERS = "SELECT target, reason, alert FROM dead_letter ORDER BY id"
-DEAD_LETTER_ALERTS = "SELECT alert FROM dead_letter ORDER BY id"
+LOCK_DEAD_LETTERS = "SELECT id, alert FROM dead_letter ORDER BY id"  # one writer: no lock
 NEWEST_DEAD_LETTERS = "SELECT at, target, reason, alert FROM dead_letter ORDER BY id DESC LIMIT ?"
 COUNT_DEAD_LETTERS = "SELECT count(*) FROM dead_letter"
-EMPTY_DEAD_LETTERS = "DELETE FROM dead_letter"
+DELETE_DEAD_LETTERS = "DELETE FROM dead_letter WHERE id IN (SELECT value FROM json_each(?))"
 
 # --- state -------------------------------------------------------------------------------------
 
@@ -61,21 +60,24 @@ UPSERT_STATE = (
 # Store.issues, for the reconciler: a range of the primary key (``issue;`` is the name after
 # every ``issue:<id>`` in byte order).
 ISSUES = (
-    "SELECT identity, state FROM state WHERE identity > ? AND identity < 'issue;'"
+    "SELECT identity, state FROM state WHERE identity > max(?, 'issue:') AND identity < 'issue;'"
     " ORDER BY identity LIMIT ?"
 )
 # The escalation timer (bridge.escalation): the identities whose next step is due.
 DUE = "SELECT identity, due_at FROM state WHERE due_at <= ? AND active ORDER BY due_at LIMIT ?"
 FORGET_STATE = "DELETE FROM state WHERE identity = ?"
-ACTIVE_ALERT = "SELECT json_extract(state, '$.alert') FROM state WHERE identity = ? AND active"
+ACTIVE_ALERTS_OF = (
+    "SELECT identity, json_extract(state, '$.alert') FROM state"
+    " WHERE identity IN (SELECT value FROM json_each(?)) AND active"
+)
 ACTIVE_ALERTS = (
-    "SELECT identity, ends_at, json_extract(state, '$.alert'), due_at,"
+    "SELECT identity, ends_at, json_extract(state, '$.alert.labels'), due_at,"
     " json_array_length(state, '$.tiers'), json_extract(state, '$.sentry_escalating')"
     " FROM state WHERE active ORDER BY identity LIMIT ?"
 )
 # An active alert whose endsAt passed has expired in Alertmanager too.
 END_EXPIRED = "UPDATE state SET active = 0, due_at = NULL WHERE active AND ends_at <= ?"
-FORGET_STATES = "DELETE FROM state WHERE kept_until <= ?"
+FORGET_KEPT_UNTIL = "DELETE FROM state WHERE kept_until <= ?"
 
 # --- quarantine ------------------------------------------------------------------------------
 
@@ -88,16 +90,22 @@ QUARANTINED_ONE = f"{_QUARANTINED} WHERE id = ?"
 QUARANTINED_PAGE = f"{_QUARANTINED} WHERE id > ? ORDER BY id LIMIT ?"
 RELEASE = "DELETE FROM quarantine WHERE id = ?"
 DISCARD_ALL = "DELETE FROM quarantine RETURNING id"
+DISCARD = "DELETE FROM quarantine WHERE id IN (SELECT value FROM json_each(?)) RETURNING id"
 QUARANTINE_REASONS = "SELECT reason, count(*) FROM quarantine GROUP BY reason ORDER BY reason"
 QUARANTINE_OLDEST = "SELECT min(at) FROM quarantine"
 
 # --- sizes, probe ------------------------------------------------------------------------------
 
 SIZES = """
-SELECT (SELECT count(*) FROM inbox), (SELECT count(*) FROM state WHERE active),
+SELECT NULL, (SELECT count(*) FROM inbox), (SELECT count(*) FROM state WHERE active),
        (SELECT count(*) FROM resolved), (SELECT count(*) FROM quarantine),
        (SELECT min(at) FROM (SELECT min(accepted_at) AS at FROM inbox
                              UNION ALL SELECT min(queued_at) FROM queue))
 """
 QUEUED = "SELECT target, count(*) FROM queue GROUP BY target"
 PROBE = "INSERT OR REPLACE INTO probe (id, at) VALUES (1, ?)"
+
+# --- what one process needs not (bridge.store.steps: running them does nothing) ----------------
+
+NOTIFY = None  # the engine wakes its own senders
+LOCK_KEYS = LOCK_IDENTITIES = None  # one writer
