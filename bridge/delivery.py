@@ -52,6 +52,12 @@ LANE_BUSY_WAIT = 0.05
 # Queue batches a re-send hold delivers before its page; a storm longer than this puts the
 # page off to the next hold (the queue is posted first, always).
 DRAIN_IN_HOLD = 64
+# Alerts per re-send page at most (fewer when alertmanager.batch_size is smaller). A fresh
+# alert queued while a page is being posted waits for that post: Alertmanager's time to take
+# a page grows with its alerts, so a small page bounds that wait (issue 15: 202-to-visible
+# with 100,000 alerts active), and the round's throughput barely changes, as Alertmanager's
+# cost is per alert, not per post.
+RESEND_PAGE = 64
 # Seconds between looks at the queue's size while draining at shutdown.
 DRAIN_LOOK = 0.5
 
@@ -203,8 +209,10 @@ class Delivery:
         retries until it is settled. False when another replica holds the lane (it posts
         what is queued)."""
         target = self._target(name)
+        wakeup = self.store.wakeup(name)
         failures = 0
         while True:
+            wakeup.clear()  # what is queued from now on sets it again
             try:
                 sent = await self._deliver_batch(target)
             except _Retry as retry:
@@ -214,7 +222,11 @@ class Delivery:
                 continue
             if sent is None:
                 return False
-            if not sent:
+            if not sent or (sent < self.cfg.batch_size and not wakeup.is_set()):
+                # A short batch was all that was queued when it was read, and nothing was
+                # queued since (the store sets the wake-up whenever it queues; it was
+                # cleared before the read): no read to find the queue empty, which at a
+                # steady rate would be one more store round trip per webhook.
                 return True
             failures = 0
 
@@ -262,7 +274,7 @@ class Delivery:
                         # DRAIN_IN_HOLD batches puts the page off to the next hold.
                         if not await self._empty_queue(target, lane):
                             continue
-                        page = await lane.resend_page(after, self.cfg.batch_size)
+                        page = await lane.resend_page(after, self._page_size)
                         refused: list[tuple[int, _Rejected]] = []
                         if page.bodies:
                             await self._isolate(target, page.bodies, 0, len(page.bodies), refused)
@@ -275,6 +287,10 @@ class Delivery:
             if page.after is None:
                 return
             after = page.after
+
+    @property
+    def _page_size(self) -> int:
+        return min(self.cfg.batch_size, RESEND_PAGE)
 
     async def _empty_queue(self, target: _Target, lane: Lane) -> bool:
         """Deliver queued batches in ``lane`` until none is left (True), at most

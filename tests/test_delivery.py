@@ -31,6 +31,7 @@ from bridge.model import Severity
 from bridge.state import IdentityState
 from bridge.store.contract import Lane
 from bridge.store.sqlite import SqliteStore
+from bridge.store.sqlite import queue as sqlite_queue
 from tests.clock import Clock
 from tests.conftest import examples
 from tests.factories import START, commit, held, postable, sizes, stored_state
@@ -176,6 +177,39 @@ async def test_batches_of_batch_size_in_order(env: Env) -> None:
     assert env.sample("alertmanager_alerts_sent_total", alertmanager=A) == 7
     assert env.sample("alertmanager_batch_size_alerts_count") == 3
     assert env.sample("alertmanager_request_duration_seconds_count", alertmanager=A) == 3
+
+
+async def test_a_short_batch_ends_delivery_without_reading_the_queue_again(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """At a steady rate each webhook is a batch of its own: after a batch shorter than
+    batch_size, with no wake-up since it was read, the queue is known empty and not read
+    again (issue 15: one store round trip per webhook less). Something queued while the
+    batch was in flight sets the wake-up, and is delivered in the same call."""
+    reads: list[int] = []
+    pending = sqlite_queue.Lane.pending
+
+    async def counted(lane: sqlite_queue.Lane, limit: int) -> list[Any]:
+        found = await pending(lane, limit)
+        reads.append(len(found))
+        return found
+
+    monkeypatch.setattr(sqlite_queue.Lane, "pending", counted)
+    delivery = await env.start(batch_size=4)
+    await env.enqueue([postable(1)])
+    assert await delivery.deliver(A)
+    assert reads == [1]
+
+    async def meanwhile(host: str, batch: list[dict[str, Any]]) -> None:
+        if issue_ids(batch) == ["2"]:
+            await env.enqueue([postable(3)])
+
+    env.ams.meanwhile = meanwhile
+    reads.clear()
+    await env.enqueue([postable(2)])
+    assert await delivery.deliver(A)
+    assert reads == [1, 1]
+    assert env.ams.names("am-a") == ["1", "2", "3"]
 
 
 async def test_one_alertmanager_down_does_not_hold_up_the_other(env: Env) -> None:
@@ -492,6 +526,22 @@ async def test_resend_failure_waits_for_the_next_round(env: Env) -> None:
 
 def active_set(alerts: Sequence[PostableAlert]) -> dict[str, PostableAlert | None]:
     return {f"issue:{a.labels['sentry_issue_id']}": a for a in alerts}
+
+
+async def test_re_send_pages_hold_at_most_resend_page_alerts(env: Env) -> None:
+    """A fresh alert queued while a page is posted waits for that post, so pages stay small
+    whatever batch_size is (issue 15: 202-to-visible with 100,000 alerts active); the round
+    still re-sends every active alert, once."""
+    delivery = await env.start(batch_size=256)
+    alerts = [postable(n) for n in range(delivery_module.RESEND_PAGE + 10)]
+    await env.enqueue(alerts, active_set(alerts))
+    await delivery.deliver(A)
+    assert [len(b) for b in env.ams.batches["am-a"]] == [len(alerts)]  # the queue: batch_size
+    env.ams.batches.clear()
+    env.ams.accepted.clear()
+    await delivery.resend(A)
+    assert [len(b) for b in env.ams.batches["am-a"]] == [delivery_module.RESEND_PAGE, 10]
+    assert sorted(env.ams.names("am-a"), key=int) == [str(n) for n in range(len(alerts))]
 
 
 @pytest.mark.parametrize("position", [0, 5, 9])
