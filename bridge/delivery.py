@@ -34,7 +34,7 @@ from bridge.labels import identity_from_labels
 from bridge.metrics import Metrics
 from bridge.outages import Outages, probe
 from bridge.store import refusals
-from bridge.store.contract import Lane, Queued, Store
+from bridge.store.contract import Lane, Page, Queued, Store
 
 log = logging.getLogger("bridge.delivery")
 
@@ -50,7 +50,7 @@ _NAMED_IN_LOG = 10
 # Seconds between looks at a lane another replica holds (it holds it for one batch).
 LANE_BUSY_WAIT = 0.05
 # Queue batches a re-send hold delivers before its page; a storm longer than this puts the
-# page off to the next hold (the queue is posted first, always).
+# page off to the next hold (the queue is posted first, always: Delivery._page).
 DRAIN_IN_HOLD = 64
 # Alerts per re-send page at most (fewer when alertmanager.batch_size is smaller). A fresh
 # alert queued while a page is being posted waits for that post: Alertmanager's time to take
@@ -237,22 +237,25 @@ class Delivery:
             async with self.store.lane(target.name) as held:
                 return None if held is None else await self._deliver_batch(target, held)
         batch = await lane.pending(self.cfg.batch_size)
-        if not batch:
-            return 0
+        if batch:
+            await self._settled(target, lane, batch)
+        return len(batch)
+
+    async def _settled(self, target: _Target, lane: Lane, batch: Sequence[Queued]) -> None:
+        """Post ``batch`` (read from ``lane``) and settle it in the lane."""
         dead = await self._settle(target, batch)
         await lane.advance(batch[-1].id, dead)
         self._invalid[target.name].clear()  # settled: all of them are in the dead letters
         _log_delivered(target.name, batch, dead)
-        return len(batch)
 
     async def resend(self, name: str) -> None:
         """Post the active and recently resolved alerts again, as stored (original times).
 
-        Page by page, each page in its own hold of the lane once the queue is emptied in
-        that hold: a fresh alert queued meanwhile is posted before the next page (it never
-        waits behind a whole round, nor a round behind a steady stream), and a resolve
-        decided after a page was read is queued, so posted after that page (no stale
-        firing overtakes it).
+        Page by page, each page in its own hold of the lane, posted once nothing decided
+        before it was read is left queued: a fresh alert queued meanwhile is posted before
+        the next page (it never waits behind a whole round, only behind the page in
+        flight), and a resolve decided after a page was read is queued, so posted after
+        that page (no stale firing overtakes it).
 
         Best effort: a failure waits for the next interval. A page Alertmanager refuses for
         its content is split like a first delivery; the alerts refused alone become this
@@ -266,15 +269,10 @@ class Delivery:
                     page = None
                 else:
                     try:
-                        # The queue first, emptied in this hold (a page read while older
-                        # decisions are still queued would let them overtake it), then one
-                        # page: a fresh alert waits for one page at most, and a steady
-                        # stream of fresh alerts cannot starve the round (re-sends refresh
-                        # endsAt in Alertmanager). Only a storm that outlasts
-                        # DRAIN_IN_HOLD batches puts the page off to the next hold.
-                        if not await self._empty_queue(target, lane):
-                            continue
-                        page = await lane.resend_page(after, self._page_size)
+                        ready = await self._page(target, lane, after)
+                        if ready is None:
+                            continue  # a storm: the queue first, in the next hold
+                        page = ready
                         refused: list[tuple[int, _Rejected]] = []
                         if page.bodies:
                             await self._isolate(target, page.bodies, 0, len(page.bodies), refused)
@@ -292,13 +290,29 @@ class Delivery:
     def _page_size(self) -> int:
         return min(self.cfg.batch_size, RESEND_PAGE)
 
-    async def _empty_queue(self, target: _Target, lane: Lane) -> bool:
-        """Deliver queued batches in ``lane`` until none is left (True), at most
-        DRAIN_IN_HOLD of them (False: still more queued)."""
+    async def _page(self, target: _Target, lane: Lane, after: Any) -> Page | None:
+        """The re-send page after ``after``, once what was queued before it was read is
+        delivered (a page posted ahead of an older queued decision would be overtaken by
+        it): the queue is read, then the page, then the queue again; when nothing was
+        queued between, the batch is delivered and the page is the one to post, else all
+        three are read again. The reads follow one another with no post between, so a
+        steady stream of fresh alerts cannot starve the round, as draining until the queue
+        read empty did (an arrival during each post: issue 15, one page per 64 fresh
+        batches at 200 webhooks/s). Only a storm that outlasts DRAIN_IN_HOLD full batches
+        puts the page off (None)."""
+        limit = self.cfg.batch_size
         for _ in range(DRAIN_IN_HOLD):
-            if not await self._deliver_batch(target, lane):
-                return True
-        return False
+            queued = await lane.pending(limit)
+            if len(queued) == limit:  # a storm: the queue first
+                await self._settled(target, lane, queued)
+                continue
+            page = await lane.resend_page(after, self._page_size)
+            if [q.id for q in await lane.pending(limit)] != [q.id for q in queued]:
+                continue  # queued between the reads: older or newer than the page
+            if queued:
+                await self._settled(target, lane, queued)
+            return page
+        return None
 
     async def _refuse(
         self,

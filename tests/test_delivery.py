@@ -721,6 +721,28 @@ async def test_a_fresh_alert_queued_during_a_re_send_round_is_posted_before_it_e
     ]
 
 
+async def test_a_steady_stream_of_fresh_alerts_does_not_starve_the_round(env: Env) -> None:
+    """A fresh alert arrives during every post (a steady rate): each page still goes out
+    after the fresh batch queued before it, not once the stream pauses (issue 15: at 200
+    webhooks/s the queue never read empty after a post, and a round crawled)."""
+    delivery, _ = await many_pages(env, pages=5)
+    fresh = [postable(f"f{n}") for n in range(30)]
+
+    async def meanwhile(host: str, batch: list[dict[str, Any]]) -> None:
+        if fresh:
+            alert = fresh.pop(0)
+            await env.enqueue([alert], {f"issue:{alert.labels['sentry_issue_id']}": alert})
+
+    env.ams.meanwhile = meanwhile
+    await delivery.resend(A)
+    batches = [issue_ids(b) for b in env.ams.batches["am-a"]]
+    pages = [b for b in batches if not b[0].startswith("f")]
+    assert pages[:5] == [["0", "1"], ["2", "3"], ["4", "5"], ["6", "7"], ["8", "9"]]
+    # Each page after the first waits for what the posts before it let in (a batch or
+    # two), not for the stream to end.
+    assert batches.index(["8", "9"]) < 3 * 5  # draining until empty first: 34
+
+
 async def test_a_resolve_decided_during_a_re_send_round_is_not_overtaken(env: Env) -> None:
     delivery, alerts = await many_pages(env, pages=4)
     resolves = {n: alerts[n].model_copy(update={"ends_at": env.clock()}) for n in (1, 6)}
