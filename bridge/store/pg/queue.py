@@ -54,8 +54,12 @@ async def dead_letter(conn: Any, target: str, dead: Sequence[tuple[str, str]], k
 
 async def refused(conn: Any, target: str, bodies: Sequence[str]) -> list[str]:
     """What ``target`` refused (its dead letters) of the identities of ``bodies``."""
+    # Asked first: reading the identities parses every body, on the event loop, and a
+    # re-send page usually meets no refusal at all (SQLite asks first too).
+    if not bodies or not await conn.fetchval(sql.ANY_REFUSED, target):
+        return []
     owners = [codec.text(o) for o in refusals.owners(bodies)]
-    if not owners or not await conn.fetchval(sql.ANY_REFUSED, target):
+    if not owners:
         return []
     return [row[0] for row in await conn.fetch(sql.REFUSED, target, owners)]
 
