@@ -294,13 +294,14 @@ class Delivery:
     async def _page(self, target: _Target, lane: Lane, after: Any) -> Page | None:
         """The re-send page after ``after``, once what was queued before it was read is
         delivered (a page posted ahead of an older queued decision would be overtaken by
-        it): the queue is read, then the page, then the queue again; when nothing was
-        queued between, the batch is delivered and the page is the one to post, else all
-        three are read again. The reads follow one another with no post between, so a
+        it): the queue is read, then the page, then the queue again, and what the queue
+        holds is delivered first. An alert queued between the two queue reads may be
+        older or newer than the page; when it is of an identity on the page, the page is
+        read again after it. The reads follow one another with no post between, so a
         steady stream of fresh alerts cannot starve the round, as draining until the queue
         read empty did (an arrival during each post: issue 15, one page per 64 fresh
-        batches at 200 webhooks/s). Only a storm that outlasts DRAIN_IN_HOLD full batches
-        puts the page off (None)."""
+        batches at 200 webhooks/s), and a fresh alert never waits for a page to be read
+        again. Only a storm that outlasts DRAIN_IN_HOLD batches puts the page off (None)."""
         limit = self.cfg.batch_size
         for _ in range(DRAIN_IN_HOLD):
             queued = await lane.pending(limit)
@@ -308,10 +309,11 @@ class Delivery:
                 await self._settled(target, lane, queued)
                 continue
             page = await lane.resend_page(after, self._page_size)
-            if [q.id for q in await lane.pending(limit)] != [q.id for q in queued]:
-                continue  # queued between the reads: older or newer than the page
-            if queued:
-                await self._settled(target, lane, queued)
+            again = await lane.pending(limit)
+            if again:
+                await self._settled(target, lane, again)
+                if _shares_identity(page.bodies, again, queued):
+                    continue
             return page
         return None
 
@@ -487,6 +489,18 @@ class Delivery:
 
     def _target(self, name: str) -> _Target:
         return next(t for t in self.targets if t.name == name)
+
+
+def _shares_identity(
+    page: Sequence[str], again: Sequence[Queued], before: Sequence[Queued]
+) -> bool:
+    """Whether an alert in ``again`` and not ``before`` (queued between two reads around a
+    page's) is of an identity on the page; an alert whose identity cannot be read counts."""
+    earlier = {item.id for item in before}
+    between = {refusals.owner(item.body) for item in again if item.id not in earlier}
+    if not between:
+        return False
+    return None in between or any(refusals.owner(body) in between for body in page)
 
 
 def _reason(rejected: _Rejected) -> str:

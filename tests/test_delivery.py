@@ -743,6 +743,66 @@ async def test_a_steady_stream_of_fresh_alerts_does_not_starve_the_round(env: En
     assert batches.index(["8", "9"]) < 3 * 5  # draining until empty first: 34
 
 
+@pytest.mark.parametrize("between", ["fresh", "resolve"])
+async def test_an_alert_queued_while_a_page_is_read_goes_first_and_never_overtakes_it(
+    env: Env, monkeypatch: pytest.MonkeyPatch, between: str
+) -> None:
+    """An alert queued between the queue's reads around a page's is posted at once, before
+    the page; when it is of an identity on the page (a resolve of issue 1 while the page
+    holding it is read), the page is read again after it, so the stale firing copy is not
+    posted after the resolve."""
+    delivery, alerts = await many_pages(env, pages=2)
+    read = sqlite_queue.Lane.resend_page
+    queued: list[PostableAlert] = []
+
+    async def racing(lane: sqlite_queue.Lane, after: Any, limit: int) -> Any:
+        page = await read(lane, after, limit)
+        if not queued:
+            if between == "fresh":
+                alert, state = postable("fresh"), postable("fresh")
+            else:
+                alert, state = alerts[1].model_copy(update={"ends_at": env.clock()}), None
+            queued.append(alert)
+            await env.enqueue([alert], {f"issue:{alert.labels['sentry_issue_id']}": state})
+        return page
+
+    monkeypatch.setattr(sqlite_queue.Lane, "resend_page", racing)
+    await delivery.resend(A)
+    batches = [issue_ids(b) for b in env.ams.batches["am-a"]]
+    if between == "fresh":
+        assert batches[:3] == [["fresh"], ["0", "1"], ["2", "3"]]
+    else:
+        # The page read again: 1 resolved (recently resolved alerts come first), then 0.
+        assert batches[:2] == [["1"], ["1", "0"]]
+        resolved_at = env.clock().isoformat().replace("+00:00", "Z")
+        last = [
+            a["endsAt"] for a in env.ams.accepted["am-a"] if a["labels"]["sentry_issue_id"] == "1"
+        ]
+        assert last[-1] == resolved_at
+
+
+async def test_fresh_alerts_queued_while_every_page_is_read_are_not_held(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A fresh alert queued while each page is read (a loaded store) is posted in that same
+    hold, before the page, not once the queue holds still."""
+    delivery, _ = await many_pages(env, pages=3)
+    read = sqlite_queue.Lane.resend_page
+    fresh = [postable(f"f{n}") for n in range(5)]
+
+    async def racing(lane: sqlite_queue.Lane, after: Any, limit: int) -> Any:
+        page = await read(lane, after, limit)
+        if fresh:
+            alert = fresh.pop(0)
+            await env.enqueue([alert], {f"issue:{alert.labels['sentry_issue_id']}": alert})
+        return page
+
+    monkeypatch.setattr(sqlite_queue.Lane, "resend_page", racing)
+    await delivery.resend(A)
+    batches = [issue_ids(b) for b in env.ams.batches["am-a"]]
+    assert batches[:4] == [["f0"], ["0", "1"], ["f1"], ["2", "3"]]
+
+
 async def test_a_resolve_decided_during_a_re_send_round_is_not_overtaken(env: Env) -> None:
     delivery, alerts = await many_pages(env, pages=4)
     resolves = {n: alerts[n].model_copy(update={"ends_at": env.clock()}) for n in (1, 6)}
