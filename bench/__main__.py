@@ -69,14 +69,15 @@ def parser() -> argparse.ArgumentParser:
         default="NORMAL,FULL",
         help="SQLite modes to compare, where the bridge's config has the knob",
     )
-    g.add_argument(
+    p.add_argument(
         "--baseline",
         type=Path,
         default=None,
         metavar="DIR",
         help="another source tree of the bridge (git archive REV | tar -x -C DIR), run on "
-        "DIR/.venv's Python if there is one (its own dependencies); each bridge variant "
-        "also runs from it, right after this one's, in every round",
+        "DIR/.venv's Python if there is one (its own dependencies); ingest: each bridge "
+        "variant also runs from it, right after this one's, in every round; visible and "
+        "active: each measurement, right after this one's",
     )
     g = p.add_argument_group("visible and active")
     g.add_argument("--rate", type=float, default=200.0, help="webhooks/s, open loop")
@@ -122,7 +123,11 @@ def main(argv: list[str] | None = None) -> None:
         stages.run(quick=args.quick)
     if "visible" in parts or "active" in parts:
         options = visible.Options(
-            args.rate, args.steady_seconds, args.resend_interval, args.preload_seconds
+            args.rate,
+            args.steady_seconds,
+            args.resend_interval,
+            args.preload_seconds,
+            args.baseline,
         )
         visible.run(
             stores,

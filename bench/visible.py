@@ -12,8 +12,12 @@ once through, as fast as the bridge takes them; how fast they reached Alertmanag
 delivery figure), then runs the same steady stream while the bridge's periodic re-send of
 every active alert runs: ``alertmanager.resend_interval`` is set low so re-send rounds
 overlap the measurement, and the proxy's file shows how many re-sent alerts went out
-meanwhile. A fresh alert should not wait behind them. The bridge's memory with that many
-alerts active is read from /proc at the end.
+meanwhile and how long Alertmanager took over each re-sent post (a fresh alert queued
+meanwhile waits for the one under way). A fresh alert should not wait behind them. The
+bridge's memory with that many alerts active is read from /proc at the end.
+
+``--baseline DIR`` runs every measurement again on another source tree of the bridge right
+after this one's (``bench.servers.bridge``'s ``checkout``), so both see the same machine.
 """
 
 from __future__ import annotations
@@ -161,6 +165,7 @@ def steady(
         p for p in posts if p.received <= window_end and any(i not in wanted for i, _ in p.alerts)
     ]
     after = {name: processes.cpu_seconds(pid) for name, pid in roots.items()}
+    took = [(p.answered - p.received) * 1000 for p in resent]
     visible = [(seen[s.identity] - s.answered) * 1000 for s in sent if s.identity in seen]
     answer = [(s.answered - s.scheduled) * 1000 for s in sent]
     out = {
@@ -174,6 +179,8 @@ def steady(
         "answer_p99_ms": _pct(answer, 99),
         "resent_alerts": sum(sum(1 for i, _ in p.alerts if i not in wanted) for p in resent),
         "resent_posts": len(resent),
+        "resent_post_p50_ms": _pct(took, 50),
+        "resent_post_max_ms": max(took, default=float("nan")),
     }
     for name in roots:
         out[f"cpu_us {name}"] = (after[name] - before[name]) / max(1, len(wanted)) * 1e6
@@ -192,6 +199,12 @@ def _steady_line(label: str, r: dict[str, float]) -> str:
         f"p99 {r['answer_p99_ms']:.1f} ms; CPU us/webhook over the run, re-sends included: "
         f"{cpu}; re-sent meanwhile: {r['resent_alerts']:.0f} alerts "
         f"in {r['resent_posts']:.0f} posts"
+        + (
+            f" (Alertmanager took p50 {r['resent_post_p50_ms']:.0f} ms, max "
+            f"{r['resent_post_max_ms']:.0f} ms over one)"
+            if r["resent_posts"]
+            else ""
+        )
     )
 
 
@@ -201,11 +214,12 @@ class Options:
     seconds: float  # of the steady stream
     resend_interval: float  # alertmanager.resend_interval while alerts are active
     preload_seconds: float  # at most, for the preload
+    baseline: Path | None = None  # another source tree, measured right after this one
 
 
 def run(stores: list[servers.StoreName], options: Options, *, active: int, idle: bool) -> None:
     """``idle``: the steady stream into an otherwise idle bridge; ``active``: after
-    preloading ``active`` alerts (0: skip)."""
+    preloading ``active`` alerts (0: skip); each on this tree, then on the baseline's."""
     print(
         f"202-to-visible: open loop at {options.rate:.0f} webhooks/s for {options.seconds:.0f} "
         "s, distinct issue alerts, through a recording proxy in front of a real Alertmanager"
@@ -213,26 +227,30 @@ def run(stores: list[servers.StoreName], options: Options, *, active: int, idle:
     for store in stores:
         for preloaded in ([0] if idle else []) + ([active] if active else []):
             try:
-                _one(store, preloaded, options)
+                for checkout in [None] + ([options.baseline] if options.baseline else []):
+                    _one(store, preloaded, options, checkout)
             except servers.Unsupported as exc:
                 print(f"  {store}: skipped: {exc}")
                 break
 
 
-def _one(store: servers.StoreName, preloaded: int, options: Options) -> None:
-    label = f"{store}, idle"
+def _one(store: servers.StoreName, preloaded: int, options: Options, checkout: Path | None) -> None:
+    name = f"{store} @baseline" if checkout else store
+    label = f"{name}, idle"
     settings = {}
     if preloaded:
         settings["alertmanager"] = {"resend_interval": f"{options.resend_interval:g}s"}
     with tempfile.TemporaryDirectory() as tmpdir, contextlib.ExitStack() as running:
         tmp = Path(tmpdir)
         pg = running.enter_context(servers.postgres_server()) if store == "postgres" else None
-        with servers.bridge(tmp, store=store, pg=pg, record=True, settings=settings) as stack:
+        with servers.bridge(
+            tmp, store=store, pg=pg, record=True, settings=settings, checkout=checkout
+        ) as stack:
             assert stack.recorded is not None
             recording = Recording(stack.recorded)
             if preloaded:
                 loaded = preload(stack, tmp, preloaded, recording, options.preload_seconds)
-                label = f"{store}, {loaded['visible']:,.0f} active"
+                label = f"{name}, {loaded['visible']:,.0f} active"
                 print(
                     f"  {label}: preload: {loaded['answered']:,.0f} webhooks in "
                     f"{loaded['accepted_s']:.1f} s "

@@ -31,6 +31,7 @@ from bridge.model import Severity
 from bridge.state import IdentityState
 from bridge.store.contract import Lane
 from bridge.store.sqlite import SqliteStore
+from bridge.store.sqlite import queue as sqlite_queue
 from tests.clock import Clock
 from tests.conftest import examples
 from tests.factories import START, commit, held, postable, sizes, stored_state
@@ -177,6 +178,39 @@ async def test_batches_of_batch_size_in_order(env: Env) -> None:
     assert env.sample("alertmanager_alerts_sent_total", alertmanager=A) == 7
     assert env.sample("alertmanager_batch_size_alerts_count") == 3
     assert env.sample("alertmanager_request_duration_seconds_count", alertmanager=A) == 3
+
+
+async def test_a_short_batch_ends_delivery_without_reading_the_queue_again(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """At a steady rate each webhook is a batch of its own: after a batch shorter than
+    batch_size, with no wake-up since it was read, the queue is known empty and not read
+    again (issue 15: one store round trip per webhook less). Something queued while the
+    batch was in flight sets the wake-up, and is delivered in the same call."""
+    reads: list[int] = []
+    pending = sqlite_queue.Lane.pending
+
+    async def counted(lane: sqlite_queue.Lane, limit: int) -> list[Any]:
+        found = await pending(lane, limit)
+        reads.append(len(found))
+        return found
+
+    monkeypatch.setattr(sqlite_queue.Lane, "pending", counted)
+    delivery = await env.start(batch_size=4)
+    await env.enqueue([postable(1)])
+    assert await delivery.deliver(A)
+    assert reads == [1]
+
+    async def meanwhile(host: str, batch: list[dict[str, Any]]) -> None:
+        if issue_ids(batch) == ["2"]:
+            await env.enqueue([postable(3)])
+
+    env.ams.meanwhile = meanwhile
+    reads.clear()
+    await env.enqueue([postable(2)])
+    assert await delivery.deliver(A)
+    assert reads == [1, 1]
+    assert env.ams.names("am-a") == ["1", "2", "3"]
 
 
 async def test_one_alertmanager_down_does_not_hold_up_the_other(env: Env) -> None:
@@ -495,6 +529,22 @@ def active_set(alerts: Sequence[PostableAlert]) -> dict[str, PostableAlert | Non
     return {f"issue:{a.labels['sentry_issue_id']}": a for a in alerts}
 
 
+async def test_re_send_pages_hold_at_most_resend_page_alerts(env: Env) -> None:
+    """A fresh alert queued while a page is posted waits for that post, so pages stay small
+    whatever batch_size is (issue 15: 202-to-visible with 100,000 alerts active); the round
+    still re-sends every active alert, once."""
+    delivery = await env.start(batch_size=256)
+    alerts = [postable(n) for n in range(delivery_module.RESEND_PAGE + 10)]
+    await env.enqueue(alerts, active_set(alerts))
+    await delivery.deliver(A)
+    assert [len(b) for b in env.ams.batches["am-a"]] == [len(alerts)]  # the queue: batch_size
+    env.ams.batches.clear()
+    env.ams.accepted.clear()
+    await delivery.resend(A)
+    assert [len(b) for b in env.ams.batches["am-a"]] == [delivery_module.RESEND_PAGE, 10]
+    assert sorted(env.ams.names("am-a"), key=int) == [str(n) for n in range(len(alerts))]
+
+
 @pytest.mark.parametrize("position", [0, 5, 9])
 async def test_a_refused_resend_page_is_split_and_the_refused_alert_not_resent_to_it(
     env: Env, position: int
@@ -670,6 +720,88 @@ async def test_a_fresh_alert_queued_during_a_re_send_round_is_posted_before_it_e
         ["8", "9"],
         ["fresh"],
     ]
+
+
+async def test_a_steady_stream_of_fresh_alerts_does_not_starve_the_round(env: Env) -> None:
+    """A fresh alert arrives during every post (a steady rate): each page still goes out
+    after the fresh batch queued before it, not once the stream pauses (issue 15: at 200
+    webhooks/s the queue never read empty after a post, and a round crawled)."""
+    delivery, _ = await many_pages(env, pages=5)
+    fresh = [postable(f"f{n}") for n in range(30)]
+
+    async def meanwhile(host: str, batch: list[dict[str, Any]]) -> None:
+        if fresh:
+            alert = fresh.pop(0)
+            await env.enqueue([alert], {f"issue:{alert.labels['sentry_issue_id']}": alert})
+
+    env.ams.meanwhile = meanwhile
+    await delivery.resend(A)
+    batches = [issue_ids(b) for b in env.ams.batches["am-a"]]
+    pages = [b for b in batches if not b[0].startswith("f")]
+    assert pages[:5] == [["0", "1"], ["2", "3"], ["4", "5"], ["6", "7"], ["8", "9"]]
+    # Each page after the first waits for what the posts before it let in (a batch or
+    # two), not for the stream to end.
+    assert batches.index(["8", "9"]) < 3 * 5  # draining until empty first: 34
+
+
+@pytest.mark.parametrize("between", ["fresh", "resolve"])
+async def test_an_alert_queued_while_a_page_is_read_goes_first_and_never_overtakes_it(
+    env: Env, monkeypatch: pytest.MonkeyPatch, between: str
+) -> None:
+    """An alert queued between the queue's reads around a page's is posted at once, before
+    the page; when it is of an identity on the page (a resolve of issue 1 while the page
+    holding it is read), the page is read again after it, so the stale firing copy is not
+    posted after the resolve."""
+    delivery, alerts = await many_pages(env, pages=2)
+    read = sqlite_queue.Lane.resend_page
+    queued: list[PostableAlert] = []
+
+    async def racing(lane: sqlite_queue.Lane, after: Any, limit: int) -> Any:
+        page = await read(lane, after, limit)
+        if not queued:
+            if between == "fresh":
+                alert, state = postable("fresh"), postable("fresh")
+            else:
+                alert, state = alerts[1].model_copy(update={"ends_at": env.clock()}), None
+            queued.append(alert)
+            await env.enqueue([alert], {f"issue:{alert.labels['sentry_issue_id']}": state})
+        return page
+
+    monkeypatch.setattr(sqlite_queue.Lane, "resend_page", racing)
+    await delivery.resend(A)
+    batches = [issue_ids(b) for b in env.ams.batches["am-a"]]
+    if between == "fresh":
+        assert batches[:3] == [["fresh"], ["0", "1"], ["2", "3"]]
+    else:
+        # The page read again: 1 resolved (recently resolved alerts come first), then 0.
+        assert batches[:2] == [["1"], ["1", "0"]]
+        resolved_at = env.clock().isoformat().replace("+00:00", "Z")
+        last = [
+            a["endsAt"] for a in env.ams.accepted["am-a"] if a["labels"]["sentry_issue_id"] == "1"
+        ]
+        assert last[-1] == resolved_at
+
+
+async def test_fresh_alerts_queued_while_every_page_is_read_are_not_held(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A fresh alert queued while each page is read (a loaded store) is posted in that same
+    hold, before the page, not once the queue holds still."""
+    delivery, _ = await many_pages(env, pages=3)
+    read = sqlite_queue.Lane.resend_page
+    fresh = [postable(f"f{n}") for n in range(5)]
+
+    async def racing(lane: sqlite_queue.Lane, after: Any, limit: int) -> Any:
+        page = await read(lane, after, limit)
+        if fresh:
+            alert = fresh.pop(0)
+            await env.enqueue([alert], {f"issue:{alert.labels['sentry_issue_id']}": alert})
+        return page
+
+    monkeypatch.setattr(sqlite_queue.Lane, "resend_page", racing)
+    await delivery.resend(A)
+    batches = [issue_ids(b) for b in env.ams.batches["am-a"]]
+    assert batches[:4] == [["f0"], ["0", "1"], ["f1"], ["2", "3"]]
 
 
 async def test_a_resolve_decided_during_a_re_send_round_is_not_overtaken(env: Env) -> None:

@@ -56,8 +56,12 @@ def dead_letter(d: Dialect, target: str, dead: Sequence[tuple[str, str]], kept: 
 
 def refused(d: Dialect, target: str, bodies: Sequence[str]) -> Step[list[str]]:
     """What ``target`` refused (its dead letters) of the identities of ``bodies``."""
+    # Asked first: reading the identities parses every body (on PostgreSQL, on the event
+    # loop), and a re-send page usually meets no refusal at all.
+    if not bodies or not (yield value("ANY_REFUSED", target)):
+        return []
     owners = [d.text(o) for o in refusals.owners(bodies)]
-    if not owners or not (yield value("ANY_REFUSED", target)):
+    if not owners:
         return []
     return [r[0] for r in (yield rows("REFUSED", target, d.array(owners)))]
 
