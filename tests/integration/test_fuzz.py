@@ -24,12 +24,12 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import httpx
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bridge.metrics import QUARANTINE_REASONS
 from tests.conftest import examples
+from tests.integration import procs
 from tests.integration.conftest import (
     CLIENT_SECRET,
     HOOK_SECRET,
@@ -233,7 +233,7 @@ def test_no_body_gets_a_5xx_and_no_authenticated_json_is_refused(
     assert statuses[503] == 0
     # Still serving, and still delivering.
     assert bridge.client.get("/-/ready").status_code == 200
-    assert httpx.get(f"{bridge.url}/-/healthy", timeout=5).status_code == 200
+    assert procs.get(f"{bridge.url}/-/healthy", timeout=5).status_code == 200
     fresh = json.loads((FIXTURES / "metric_alert_critical.json").read_bytes())
     fresh["data"]["metric_alert"]["alert_rule"]["id"] = 987654321
     response = bridge.post(fresh, resource="metric_alert")

@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 
 import asyncpg
-import httpx
 
 from tests.conftest import PostgresTarget
 from tests.integration import procs
@@ -31,7 +30,7 @@ async def _load_with_a_stall(bridge: Bridge, pg: PostgresTarget) -> tuple[list[i
     """The answers' status codes, the seconds from the lock's release to an empty spool,
     and whether the load still ran then."""
     loop = asyncio.get_running_loop()
-    async with httpx.AsyncClient(base_url=bridge.url, timeout=10) as client:
+    async with procs.async_client(base_url=bridge.url, timeout=10) as client:
 
         async def post(n: int) -> int:
             body = _body(n)
@@ -85,7 +84,7 @@ def test_a_stall_on_postgresql_under_load_leaves_no_backlog(
     env = {**ENV, "BRIDGE_DATABASE_URL": pg.dsn}
     with (
         procs.bridge(config, tmp_path / "data", tmp_path / "bridge.log", env) as process,
-        httpx.Client(base_url=process.url, timeout=10) as client,
+        procs.client(base_url=process.url, timeout=10) as client,
     ):
         bridge = Bridge(process, client)
         started = time.monotonic()
