@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[2]
 # CPU), and httpx.get() makes a client per call. Polls that call it every 50 ms took a core
 # from the server they waited for, so the test side's clients share this one instead (the
 # servers here are plain HTTP on loopback; it is never used). The functions below are the
-# one way the tests and the benchmarks make a client: they pass it.
+# one way the tests make a client of a real server: they pass it.
 TLS = ssl.create_default_context()
 
 
