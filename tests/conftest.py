@@ -98,6 +98,9 @@ ALONE = (
     "tests/store/test_spool.py",
     "tests/test_reconcile.py::test_a_thousand_issues_take_one_request_per_hundred",
 )
+# The modules that hold them: scripts/test collects only these for its second part
+# (collecting all 2,000 tests to select 43 took 10 s of its wall time).
+ALONE_MODULES = sorted({entry.split("::")[0] for entry in ALONE})
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
