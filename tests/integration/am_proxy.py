@@ -15,6 +15,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 
+from tests.integration import procs
+
 
 class FaultProxy:
     def __init__(self, upstream: str) -> None:
@@ -26,7 +28,7 @@ class FaultProxy:
         self._fail_left: int | None = None
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._server.daemon_threads = True
-        self._client = httpx.Client(timeout=10)
+        self._client = procs.client(timeout=10)
 
     @property
     def url(self) -> str:

@@ -45,9 +45,7 @@ class Alertmanager:
 
     def alerts(self, **filters: str) -> list[dict[str, Any]]:
         """Alertmanager's own view: ``GET /api/v2/alerts`` (active, silenced and inhibited)."""
-        response = httpx.get(
-            f"{self.url}/api/v2/alerts", params=filters, timeout=10, verify=procs.TLS
-        )
+        response = procs.get(f"{self.url}/api/v2/alerts", params=filters, timeout=10)
         response.raise_for_status()
         data: list[dict[str, Any]] = response.json()
         return data
@@ -85,9 +83,7 @@ class Bridge:
 
     def admin(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         """A request to the admin listener (/-/reload, /-/status, the quarantine)."""
-        return httpx.request(
-            method, self.process.admin_url + path, timeout=10, verify=procs.TLS, **kwargs
-        )
+        return procs.request(method, self.process.admin_url + path, timeout=10, **kwargs)
 
     def post(
         self,
@@ -149,7 +145,7 @@ def _running_bridge(
 ) -> Iterator[Bridge]:
     with (
         procs.bridge(config, data_dir, log, {**ENV, **env}, port=port) as process,
-        httpx.Client(base_url=process.url, timeout=10, verify=procs.TLS) as client,
+        procs.client(base_url=process.url, timeout=10) as client,
     ):
         yield Bridge(process, client)
 

@@ -29,8 +29,8 @@ from typing import Any
 
 import httpx
 
+from tests.integration import procs
 from tests.integration.conftest import CLIENT_SECRET, fixture, sign
-from tests.integration.procs import TLS
 
 ROOT = Path(__file__).resolve().parents[2]
 _TEMPLATE = json.dumps(fixture("event_alert.json"))
@@ -78,7 +78,7 @@ class Prober:
         n = self.first
         # No connection kept: each webhook opens its own, as Sentry's do.
         no_reuse = httpx.Limits(max_keepalive_connections=0)
-        with httpx.Client(base_url=self.url, timeout=10, limits=no_reuse, verify=TLS) as client:
+        with procs.client(base_url=self.url, timeout=10, limits=no_reuse) as client:
             while not self._stop.is_set():
                 body, headers = signed(n)
                 started = time.monotonic()
@@ -178,9 +178,7 @@ def populate(url: str, first: int, count: int) -> None:
 
     def post(n: int) -> int:
         body, headers = signed(n)
-        return httpx.post(
-            f"{url}/webhooks/sentry", content=body, headers=headers, verify=TLS
-        ).status_code
+        return procs.post(f"{url}/webhooks/sentry", content=body, headers=headers).status_code
 
     with ThreadPoolExecutor(8) as pool:
         statuses = Counter(pool.map(post, range(first, first + count)))
@@ -221,7 +219,7 @@ def _hammer(url: str, method: str, threads: int, stop: threading.Event) -> dict[
     ready = threading.Barrier(threads + 1)  # clients made (that costs CPU) before "going"
 
     def loop() -> None:
-        with httpx.Client(timeout=30, verify=TLS) as client:
+        with procs.client(timeout=30) as client:
             ready.wait()
             while not stop.is_set():
                 try:

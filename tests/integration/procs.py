@@ -13,6 +13,7 @@ import sys
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import httpx
 import yaml
@@ -22,8 +23,32 @@ ROOT = Path(__file__).resolve().parents[2]
 # httpx builds an SSL context for every client it makes (certifi's bundle parsed: 15-50 ms of
 # CPU), and httpx.get() makes a client per call. Polls that call it every 50 ms took a core
 # from the server they waited for, so the test side's clients share this one instead (the
-# servers here are plain HTTP on loopback; it is never used).
+# servers here are plain HTTP on loopback; it is never used). The functions below are the
+# one way the tests make a client of a real server: they pass it.
 TLS = ssl.create_default_context()
+
+
+def client(**kwargs: Any) -> httpx.Client:
+    """``httpx.Client(**kwargs)`` with the shared SSL context."""
+    return httpx.Client(verify=TLS, **kwargs)
+
+
+def async_client(**kwargs: Any) -> httpx.AsyncClient:
+    """``httpx.AsyncClient(**kwargs)`` with the shared SSL context."""
+    return httpx.AsyncClient(verify=TLS, **kwargs)
+
+
+def request(method: str, url: str, **kwargs: Any) -> httpx.Response:
+    """One request on a client of its own (``httpx.request``), with the shared SSL context."""
+    return httpx.request(method, url, verify=TLS, **kwargs)
+
+
+def get(url: str, **kwargs: Any) -> httpx.Response:
+    return request("GET", url, **kwargs)
+
+
+def post(url: str, **kwargs: Any) -> httpx.Response:
+    return request("POST", url, **kwargs)
 
 
 def write_config(path: Path, am_urls: list[str], **alertmanager: object) -> Path:
@@ -76,7 +101,7 @@ def wait_http(
         if proc is not None and proc.poll() is not None:
             raise RuntimeError(f"process exited with {proc.returncode} before {url} was up")
         try:
-            if httpx.get(url, timeout=1.0, verify=TLS).status_code == 200:
+            if get(url, timeout=1.0).status_code == 200:
                 return
         except httpx.HTTPError as exc:
             last = exc

@@ -26,7 +26,7 @@ from urllib.parse import urlsplit
 
 
 class RoundRobin:
-    """``with RoundRobin([a.url, b.url]).running() as proxy: httpx.post(proxy.url + ...)``."""
+    """``with RoundRobin([a.url, b.url]).running() as proxy: procs.post(proxy.url + ...)``."""
 
     def __init__(self, backends: Sequence[str]) -> None:
         self.backends = [_address(url) for url in backends]

@@ -13,8 +13,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from tests.integration import procs
 from tests.integration.conftest import ENV, LEGACY_TOKEN, Alertmanager, Bridge
 from tests.sentry_payloads import CAPTURED
@@ -126,7 +124,7 @@ def test_with_the_organization_configured_every_issue_alert_links(
     env = {**ENV, "SENTRY_ORGANIZATION": "acme"}
     with (
         procs.bridge(config, tmp_path / "data", tmp_path / "bridge.log", env) as process,
-        httpx.Client(base_url=process.url, timeout=10) as client,
+        procs.client(base_url=process.url, timeout=10) as client,
     ):
         running = Bridge(process, client)
         response = running.post(_capture("zulip_issue_created_2020.json"), resource="issue")

@@ -8,8 +8,6 @@ import asyncio
 import json
 from pathlib import Path
 
-import httpx
-
 from bridge import config
 from bridge import doctor as doctor_module
 from bridge.store.pg import connection
@@ -119,7 +117,7 @@ def test_a_full_spool_is_named(
     try:
         with (
             procs.bridge(config, tmp_path / "data", tmp_path / "bridge.log", env) as process,
-            httpx.Client(base_url=process.url, timeout=10) as http,
+            procs.client(base_url=process.url, timeout=10) as http,
             FakeSentryAPI(token=TOKEN) as api,
         ):
             bridge = Bridge(process, http)

@@ -49,7 +49,7 @@ def running(
     config.write_text(yaml.safe_dump(data), encoding="utf-8")
     with (
         procs.bridge(config, tmp_path / "data", tmp_path / "bridge.log", ENV) as process,
-        httpx.Client(base_url=process.url, timeout=20, verify=procs.TLS) as client,
+        procs.client(base_url=process.url, timeout=20) as client,
     ):
         yield Bridge(process, client)
 
@@ -77,7 +77,7 @@ class Load:
 
     def _post_until_stopped(self) -> None:
         # 20 s: far beyond any bound of the edge (store_timeout 5 s), so a hang shows.
-        with httpx.Client(base_url=self.url, timeout=20, verify=procs.TLS) as client:
+        with procs.client(base_url=self.url, timeout=20) as client:
             while not self.stop.is_set():
                 with self.lock:
                     n, self.next = self.next, self.next + 1

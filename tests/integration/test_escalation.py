@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
-import httpx
 import pytest
 
 from tests.conftest import PostgresTarget
@@ -69,7 +68,7 @@ def silence(am: Alertmanager, labels: dict[str, str]) -> str:
         "createdBy": "on-call",
         "comment": "acknowledged",
     }
-    response = httpx.post(f"{am.url}/api/v2/silences", json=body, timeout=10)
+    response = procs.post(f"{am.url}/api/v2/silences", json=body, timeout=10)
     response.raise_for_status()
     return str(response.json()["silenceID"])
 
@@ -108,7 +107,7 @@ def test_a_tier_waits_for_its_delay_and_a_silence_then_a_resolve_ends_every_tier
         wait_metric(bridge, "acknowledged", 1)
         assert set(of_issue(alertmanager.sentry_alerts())) == {"1"}
         # The silence lifted: the next look fires the tier; the first alert is unchanged.
-        httpx.delete(f"{alertmanager.url}/api/v2/silence/{silence_id}", timeout=10)
+        procs.request("DELETE", f"{alertmanager.url}/api/v2/silence/{silence_id}", timeout=10)
         tiers = of_issue(alertmanager.wait_for(lambda a: "2" in of_issue(a)))
         assert tiers["2"]["labels"] == {**first["labels"], "escalation_tier": "2"}
         assert tiers["1"]["labels"] == first["labels"]

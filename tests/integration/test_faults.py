@@ -95,7 +95,7 @@ async def running_bridge(data: Path, urls: list[str], **settings: Any) -> AsyncI
 
 async def am_alerts(url: str) -> dict[str, dict[str, Any]]:
     """Alertmanager's view: the active alerts it holds, by sentry_issue_id."""
-    async with httpx.AsyncClient(timeout=5) as client:
+    async with procs.async_client(timeout=5) as client:
         response = await client.get(f"{url}/api/v2/alerts")
     response.raise_for_status()
     return {a["labels"]["sentry_issue_id"]: a for a in response.json()}

@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 import helm_python
-import httpx
 import pytest
 import yaml
 
@@ -241,7 +240,7 @@ def test_the_image_runs_as_the_chart_runs_it(
     began = time.monotonic()
     with (
         procs.spawn(command, url, "/-/ready", tmp_path / "bridge.log") as process,
-        httpx.Client(base_url=url, timeout=10) as client,
+        procs.client(base_url=url, timeout=10) as client,
     ):
         started = time.monotonic() - began
         response = Bridge(process, client).post(

@@ -16,8 +16,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from tests.conftest import PostgresTarget
 from tests.integration import procs
 from tests.integration.conftest import ENV, Alertmanager, Bridge
@@ -103,7 +101,7 @@ def test_the_environments_kept_per_issue_are_bounded(
     procs.update_config(config, dedup={"window": "0.001s"})  # every webhook posts its annotation
     with (
         procs.bridge(config, tmp_path / "data", tmp_path / "bridge.log", ENV) as process,
-        httpx.Client(base_url=process.url, timeout=10) as client,
+        procs.client(base_url=process.url, timeout=10) as client,
     ):
         bridge = Bridge(process, client)
         names = [f"env-{n:02}" for n in range(25)]
@@ -126,7 +124,7 @@ def test_a_regression_spooled_during_a_postgresql_outage_fires_after_it(
     try:
         with (
             procs.bridge(config, tmp_path / "data", tmp_path / "bridge.log", env) as process,
-            httpx.Client(base_url=process.url, timeout=10) as client,
+            procs.client(base_url=process.url, timeout=10) as client,
         ):
             bridge = Bridge(process, client)
             fire = event_alert(ISSUE, "production", when=datetime.now(UTC))

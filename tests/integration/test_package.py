@@ -15,7 +15,6 @@ import sys
 import zipfile
 from pathlib import Path
 
-import httpx
 import pytest
 
 from tests.integration import procs
@@ -99,7 +98,7 @@ def test_the_installed_bridge_delivers_a_signed_webhook(
     url = f"http://127.0.0.1:{port}"
     with (
         procs.spawn(args, url, "/-/ready", tmp_path / "bridge.log", env, cwd=tmp_path) as process,
-        httpx.Client(base_url=url, timeout=10) as client,
+        procs.client(base_url=url, timeout=10) as client,
     ):
         response = Bridge(process, client).post(fixture("event_alert.json"), resource="event_alert")
         assert response.status_code == 202, response.text

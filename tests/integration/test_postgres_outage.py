@@ -8,8 +8,6 @@ import json
 import time
 from pathlib import Path
 
-import httpx
-
 from tests.conftest import PostgresTarget
 from tests.integration import procs
 from tests.integration.conftest import ENV, Alertmanager, Bridge, fixture
@@ -29,7 +27,7 @@ def test_a_bridge_started_while_postgresql_is_down_answers_and_delivers_after(
     try:
         with (
             procs.bridge(config, tmp_path / "data", tmp_path / "bridge.log", env) as process,
-            httpx.Client(base_url=process.url, timeout=10) as client,
+            procs.client(base_url=process.url, timeout=10) as client,
         ):
             bridge = Bridge(process, client)
             for issue in issues:

@@ -19,7 +19,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from unittest import mock
 
-import httpx
 import yaml
 
 from tests.conftest import PostgresTarget
@@ -47,7 +46,7 @@ def bridge_on_postgres(
     env = {**ENV, "ALERTMANAGER_URLS": alertmanager.url, "BRIDGE_DATABASE_URL": pg.dsn}
     with (
         procs.bridge(config, tmp_path / "data", tmp_path / "bridge.log", env) as process,
-        httpx.Client(base_url=process.url, timeout=10) as client,
+        procs.client(base_url=process.url, timeout=10) as client,
     ):
         yield Bridge(process, client), config
 

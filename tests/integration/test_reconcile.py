@@ -20,7 +20,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import yaml
 
@@ -62,7 +61,7 @@ def running(
         env["BRIDGE_DATABASE_URL"] = pg.dsn
     with (
         procs.bridge(path, tmp_path / "data", tmp_path / "bridge.log", env) as process,
-        httpx.Client(base_url=process.url, timeout=10) as client,
+        procs.client(base_url=process.url, timeout=10) as client,
     ):
         yield Bridge(process, client)
 

@@ -19,7 +19,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from tests.conftest import PostgresTarget
@@ -92,7 +91,7 @@ def bridge_on(tmp: Path, urls: list[str], pg: PostgresTarget | None) -> Iterator
     try:
         with (
             procs.bridge(config, tmp / "data", tmp / "bridge.log", {**ENV, **env}) as process,
-            httpx.Client(base_url=process.url, timeout=10) as client,
+            procs.client(base_url=process.url, timeout=10) as client,
         ):
             yield Bridge(process, client)
     finally:

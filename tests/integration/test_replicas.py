@@ -117,7 +117,7 @@ def replicas(
     with (
         contextlib.ExitStack() as stack,
         RoundRobin(urls).running() as proxy,
-        httpx.Client(base_url=proxy.url, headers={"Connection": "close"}, timeout=10) as front,
+        procs.client(base_url=proxy.url, headers={"Connection": "close"}, timeout=10) as front,
     ):
         pods = Pods([], proxy, front, config, env or {})
         for index, port in enumerate(ports[:count]):
@@ -135,7 +135,7 @@ def start_pod(
         procs.bridge(
             config, tmp_path / name, tmp_path / f"{name}.log", {**ENV, **(env or {})}, port=port
         ) as process,
-        httpx.Client(base_url=process.url, timeout=10) as client,
+        procs.client(base_url=process.url, timeout=10) as client,
     ):
         yield Bridge(process, client)
 
@@ -239,7 +239,7 @@ class Storm:
             queue.put_nowait(chain)
         deadline = time.monotonic() + self.within
         limits = httpx.Limits(max_connections=self.concurrency)
-        async with httpx.AsyncClient(base_url=self.url, timeout=5, limits=limits) as client:
+        async with procs.async_client(base_url=self.url, timeout=5, limits=limits) as client:
 
             async def sender() -> None:
                 while not queue.empty():
@@ -530,7 +530,7 @@ def test_a_pod_killed_mid_storm_loses_nothing_and_the_survivor_takes_over_the_re
 
 async def to_both_at_once(pods: Sequence[Bridge], hooks: Sequence[Hook]) -> list[list[Any]]:
     """Each webhook to every pod at the same instant (connections opened beforehand)."""
-    clients = [httpx.AsyncClient(base_url=pod.url, timeout=10) for pod in pods]
+    clients = [procs.async_client(base_url=pod.url, timeout=10) for pod in pods]
     answers: list[list[Any]] = []
     try:
         for client in clients:

@@ -41,7 +41,7 @@ def bridge(alertmanager: Alertmanager, tmp_path: Path) -> Iterator[Bridge]:
     path.write_text(yaml.safe_dump(data), encoding="utf-8")
     with (
         procs.bridge(path, tmp_path / "data", tmp_path / "bridge.log", ENV) as process,
-        httpx.Client(base_url=process.url, timeout=10) as client,
+        procs.client(base_url=process.url, timeout=10) as client,
     ):
         yield Bridge(process, client)
 

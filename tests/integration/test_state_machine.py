@@ -13,7 +13,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import yaml
 from starlette.datastructures import Headers
@@ -172,7 +171,7 @@ def test_alertmanager_shows_what_the_rules_predict(
     for _start in range(2):  # a restart in between: the state is in the store
         with (
             procs.bridge(path, tmp_path / "data", tmp_path / "bridge.log", ENV) as process,
-            httpx.Client(base_url=process.url, timeout=10) as client,
+            procs.client(base_url=process.url, timeout=10) as client,
         ):
             run.restarted(Bridge(process, client))
             for _step in range(12):
