@@ -573,9 +573,12 @@ def test_the_same_webhook_to_both_pods_at_the_same_instant_is_one_decision(
         for am in alertmanagers:
             alerts = am.wait_for(lambda alerts: set(issue_ids(alerts)) == issues)
             assert set(issue_ids(alerts).values()) == {1}
-        # One decision per distinct webhook, summed over both pods.
+        # One decision per distinct webhook, summed over both pods. Every round's second
+        # copy is a duplicate; under load there can be more: a spooled copy whose move into
+        # PostgreSQL committed after the drain's timeout is handed over again and found
+        # there (bridge/store/spool.py, "at most a duplicate"), so at least one per round.
         assert decisions(pods.pods) == rounds
-        assert counter_sum(pods.pods, "sentry_bridge_webhooks_duplicate_total") == rounds
+        assert counter_sum(pods.pods, "sentry_bridge_webhooks_duplicate_total") >= rounds
 
 
 # --- PostgreSQL crashed mid-storm ---------------------------------------------------------
