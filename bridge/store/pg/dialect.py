@@ -61,4 +61,5 @@ async def _execute(conn: Any, d: Dialect, q: Q) -> Any:
             return 0
         args = [list(column) for column in zip(*q.args[0], strict=True)]
     status: str = await conn.execute(text, *args)
-    return int(status.split()[-1]) if status.split()[-1].isdigit() else 0
+    count = status.rpartition(" ")[2]  # "UPDATE 3", "INSERT 0 3": the rows changed
+    return int(count) if count.isdigit() else 0
