@@ -17,7 +17,7 @@ import asyncio
 import math
 from collections.abc import Awaitable, Sequence
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any, Required, TypedDict, TypeVar
 
 from bridge.errors import ConfigError, StoreFull
 from bridge.metrics import Metrics
@@ -68,6 +68,15 @@ class Shield:
             await asyncio.gather(*self._tasks, return_exceptions=True)
 
 
+class Limits(TypedDict, total=False):
+    """What every engine is given beside its own settings (``bridge.store.open_store``)."""
+
+    max_queued: Required[int]  # store.max_queued
+    metrics: Required[Metrics]
+    body_retention: float  # store.body_retention
+    max_bodies: int  # store.max_bodies
+
+
 class Engine:
     dialect: Dialect  # what its shared steps run with
     # Consecutive failed write transactions after which the store counts as failing
@@ -84,8 +93,8 @@ class Engine:
         *,
         max_queued: int,
         metrics: Metrics,
-        body_retention: float,
-        max_bodies: int,
+        body_retention: float = 86400.0,
+        max_bodies: int = 100_000,
         stale_after: float = math.inf,
     ) -> None:
         if not targets:
@@ -107,6 +116,11 @@ class Engine:
         self._sizes = SizeCache(self._read_sizes, max_queued, stale_after)
         self._shield = Shield()  # writes that finish even if their caller is cancelled
 
+    async def _settle(self) -> None:
+        """``close``'s first step: every accept and shielded write has ended."""
+        while self._accepts.busy or self._shield.busy:
+            await asyncio.gather(self._accepts.idle(), self._shield.idle())
+
     async def _write_accepts(self, batch: Sequence[Accept]) -> list[bool]:
         """One group commit: whether each alert was stored (False: its body was seen)."""
         raise NotImplementedError
@@ -123,8 +137,6 @@ class Engine:
         return await self._step(operators.sizes(self.dialect, self.targets))
 
     async def accept(self, alert: SentryAlert, digest: bytes | None = None) -> bool:
-        """Committed with its group before it returns; False when the body of ``digest``
-        was accepted within ``body_retention``. ``StoreFull`` at ``store.max_queued``."""
         if self._sizes.full() and await self._sizes.refuses():
             raise StoreFull()
         return await self._accepts.submit((alert, digest))
@@ -152,14 +164,7 @@ class Engine:
         if planned.posts:
             self._wake_senders()
 
-    def _requeued(self, written: tuple[int, dict[str, int]]) -> dict[str, int]:
-        queued, counts = written
-        if queued:
-            self._wake_senders()
-        return dict(counts)
-
     def wakeup(self, target: str) -> asyncio.Event:
-        """Set whenever alerts are queued; each sender clears its own before reading."""
         return self._wakeups[target]
 
     def _wake_senders(self) -> None:
@@ -167,7 +172,6 @@ class Engine:
             event.set()
 
     def store_ok(self) -> bool:
-        """False after ``failing_after`` write transactions failed in a row."""
         return self._health.ok
 
     async def sizes(self, max_age: float = 1.0) -> Sizes:
@@ -185,18 +189,15 @@ class Engine:
         return await self._step(identity.issues(self.dialect, after, limit))
 
     async def expire(self, *, resolved_for: float) -> None:
-        """Forget active alerts whose endsAt passed (Alertmanager has expired them too) and
-        resolved ones re-sent for ``resolved_for`` seconds."""
         step = operators.expire(self.dialect, resolved_for)
         await self._shield(self._write_step(step, durable=False))
 
     async def requeue_dead_letters(self) -> dict[str, int]:
-        """Queue the dead letters again (for every Alertmanager) after a fix, and empty
-        the table. A resolve is queued as it was; a firing alert only if it is still the
-        active alert of its identity, and then as it is now (current endsAt), so a late
-        re-send can never re-fire what was resolved or replaced since."""
         step = operators.requeue(self.dialect, self.targets)
-        return self._requeued(await self._shield(self._write_step(step)))
+        queued, counts = await self._shield(self._write_step(step))
+        if queued:
+            self._wake_senders()
+        return dict(counts)
 
     async def quarantined(
         self, entry_id: int | None = None, *, after: int = 0, limit: int = 100
@@ -210,5 +211,4 @@ class Engine:
         return removed
 
     async def snapshot(self, limit: int) -> dict[str, Any]:
-        """Counts, and the first ``limit`` active alerts and newest dead letters."""
         return await self._step(operators.snapshot(self.dialect, limit))

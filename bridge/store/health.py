@@ -11,9 +11,10 @@ disk logged a traceback per group commit, several a second).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from bridge.metrics import Metrics
 
@@ -59,6 +60,18 @@ class WriteHealth:
                 },
             )
         self._failures = 0
+
+    @contextlib.contextmanager
+    def watch(
+        self, errors: type[BaseException] | tuple[type[BaseException], ...]
+    ) -> Iterator[None]:
+        """One write: ``failed`` when it raises one of ``errors``, else ``succeeded``."""
+        try:
+            yield
+        except errors as exc:
+            self.failed(exc)
+            raise
+        self.succeeded()
 
     @property
     def ok(self) -> bool:

@@ -1,22 +1,11 @@
 """``PostgresStore``: the store contract (``bridge.store.contract``) on PostgreSQL, shared
-by every replica.
-
-This module composes the parts (the package docstring lists them) on
-``bridge.store.engine.Engine`` and keeps what a replica keeps in memory:
-
-- accepts waiting for their group commit (concurrent ``accept`` calls share one
-  transaction; a lone one waits for no timer);
-- the open transactions of what ``take`` handed out (``Taken.handle``) and of lanes.
-
-Its sizes are read from the database (``bridge.store.sizes``): other replicas change
-them too.
+by every replica. It composes the parts (the package docstring lists them) on
+``bridge.store.engine.Engine`` and keeps in memory the open transactions of what ``take``
+handed out (``Taken.handle``) and of lanes.
 
 ``take`` waits without polling hard: ``LISTEN`` on the inbox's channel (every accept
 notifies at commit, PostgreSQL docs "NOTIFY"), with a poll every ``poll_interval`` in case
 a notification was lost with a connection. Senders are woken the same way on queue inserts.
-
-Writes that fail count toward ``store_ok`` as the SQLite engine's do: ``failing_after``
-failed write transactions in a row turn it False until one succeeds.
 """
 
 from __future__ import annotations
@@ -30,17 +19,16 @@ import socket
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any, TypeVar, Unpack
 
 import asyncpg
 
 from bridge.config import Postgres, postgres_connections
 from bridge.errors import ConfigError, StoreError, StoreFull
-from bridge.metrics import Metrics
 from bridge.model import SentryAlert
 from bridge.store import identity, operators, writes
 from bridge.store.contract import Entry, Failed, Lane, Processed, Taken
-from bridge.store.engine import Accept, Engine
+from bridge.store.engine import Accept, Engine, Limits
 from bridge.store.pg import codec, connection, inbox, queue, sql
 from bridge.store.pg.dialect import dialect, run
 from bridge.store.pg.lease import Periodic
@@ -72,23 +60,13 @@ class PostgresStore(Engine):
         settings: Postgres,
         targets: Sequence[str],
         *,
-        max_queued: int,
-        metrics: Metrics,
-        body_retention: float = 86400.0,
-        max_bodies: int = 100_000,
         lease_ttl: timedelta = timedelta(seconds=15),
         holder: str | None = None,
         migrate: bool = True,
+        **limits: Unpack[Limits],
     ) -> None:
-        super().__init__(
-            targets,
-            max_queued=max_queued,
-            metrics=metrics,
-            body_retention=body_retention,
-            max_bodies=max_bodies,
-            # Other replicas accept too: the bound reads again in the background this often.
-            stale_after=2.0,
-        )
+        # Other replicas accept too: the bound reads again in the background this often.
+        super().__init__(targets, stale_after=2.0, **limits)
         needed = postgres_connections(len(targets))  # config refuses less; a caller may not
         if settings.pool_size < needed:
             raise ConfigError(
@@ -147,8 +125,7 @@ class PostgresStore(Engine):
         if self._relistener is not None:
             self._relistener.cancel()
             await asyncio.gather(self._relistener, return_exceptions=True)
-        await self._accepts.idle()
-        await self._shield.idle()
+        await self._settle()
         for handle in list(self._handles):  # a take whose pipeline was cancelled
             await self._end(handle)
         if self._lease is not None:
@@ -196,7 +173,9 @@ class PostgresStore(Engine):
         in the accept's transaction it could wait on rows another accept holds)."""
         try:
             async with self._pool.acquire() as conn:
-                await inbox.sweep(conn, self.body_retention, self.max_bodies, self.sweep_key)
+                await conn.execute(
+                    sql.SWEEP_BODIES, self.body_retention, self.max_bodies, self.sweep_key
+                )
         except DB_ERRORS:
             log.warning("cannot forget old bodies; next time", exc_info=True)
 
@@ -328,12 +307,8 @@ class PostgresStore(Engine):
                 with contextlib.suppress(*DB_ERRORS):
                     await transaction.rollback()
                 raise
-            try:
+            with self._health.watch(DB_ERRORS):
                 await transaction.commit()
-            except DB_ERRORS as exc:
-                self._health.failed(exc)
-                raise
-            self._health.succeeded()
             self._sizes.changed()
             self.progress.set()
         finally:
@@ -388,8 +363,8 @@ class PostgresStore(Engine):
         await self._unlisten()
         conn = await connection.connect_one(self.settings)
         try:
-            await conn.add_listener(self.inbox_channel, self._on_inbox)
-            await conn.add_listener(self.queue_channel, self._on_queued)
+            await conn.add_listener(self.inbox_channel, lambda *_: self._inbox_event.set())
+            await conn.add_listener(self.queue_channel, lambda *_: self._wake_senders())
         except BaseException:
             conn.terminate()
             raise
@@ -404,12 +379,6 @@ class PostgresStore(Engine):
         except (TimeoutError, *DB_ERRORS):
             conn.terminate()
 
-    def _on_inbox(self, *_: object) -> None:
-        self._inbox_event.set()
-
-    def _on_queued(self, *_: object) -> None:
-        self._wake_senders()
-
     async def _step(self, step: Step[T]) -> T:
         """``step`` on a connection of the pool."""
         async with self._pool.acquire() as conn:
@@ -419,16 +388,11 @@ class PostgresStore(Engine):
         result: T = await self._write(run, self.dialect, step)
         return result
 
-    async def _write(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        """``fn(conn, *args, **kwargs)`` in one transaction, counted toward ``store_ok``."""
-        try:
+    async def _write(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """``fn(conn, *args)`` in one transaction, counted toward ``store_ok``."""
+        with self._health.watch(DB_ERRORS):
             async with self._pool.acquire() as conn, conn.transaction():
-                result = await fn(conn, *args, **kwargs)
-        except DB_ERRORS as exc:
-            self._health.failed(exc)
-            raise
-        self._health.succeeded()
-        return result
+                return await fn(conn, *args)
 
     async def _commit(self, handle: _Handle) -> None:
         handle.done = True

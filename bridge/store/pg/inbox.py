@@ -74,10 +74,6 @@ async def insert(conn: Any, alerts: Sequence[SentryAlert], channel: str) -> None
     await conn.execute(sql.INSERT_INBOX, identities, bodies, channel)
 
 
-async def sweep(conn: Any, retention: float, max_bodies: int, lock: int) -> None:
-    await conn.execute(sql.SWEEP_BODIES, retention, max_bodies, lock)
-
-
 async def claim(conn: Any, lock: int, limit: int) -> list[tuple[int, Any, SentryAlert | None]]:
     """In the caller's transaction: up to ``limit`` entries of identities this transaction
     now holds, in id order: (id, accepted_at, alert or None when unreadable)."""

@@ -1,10 +1,7 @@
 """``SqliteStore``: the store contract (``bridge.store.contract``) on one SQLite file, for one
-process (the package docstring has the parts, the tables, durability and memory).
-
-This module composes the parts on ``bridge.store.engine.Engine`` and keeps what the
-process keeps in memory: the ids and times of what waits to be taken, with the first
-``kept_in_memory`` accepted alerts; its sizes are read from the file
-(``bridge.store.sizes``).
+process (the package docstring has the parts, the tables and memory), on
+``bridge.store.engine.Engine``. It keeps in memory the ids and times of what waits to be
+taken, with the first ``kept_in_memory`` accepted alerts.
 """
 
 from __future__ import annotations
@@ -17,15 +14,14 @@ import sqlite3
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, Unpack
 
 from bridge.errors import StoreFull
-from bridge.metrics import Metrics
 from bridge.model import SentryAlert
 from bridge.state import IdentityState
 from bridge.store import identity, operators, writes
 from bridge.store.contract import Entry, Failed, Lane, Processed, Taken
-from bridge.store.engine import Accept, Engine
+from bridge.store.engine import Accept, Engine, Limits
 from bridge.store.sqlite import inbox, queue, sql
 from bridge.store.sqlite.dialect import dialect, run
 from bridge.store.sqlite.schema import FILENAME, SCHEMA, check_version
@@ -43,9 +39,7 @@ def utcnow() -> datetime:
 
 
 class SqliteStore(Engine):
-    # How long open() waits for another process to let go of the file (a bridge that
-    # is still draining during a rolling restart).
-    lock_timeout_ms = 5000
+    lock_timeout_ms = SqliteFile.lock_timeout_ms  # the file's, tunable per engine
     # Accepted alerts kept as objects for take(); a longer backlog is read back from disk.
     kept_in_memory = 1024
 
@@ -54,19 +48,10 @@ class SqliteStore(Engine):
         data_dir: Path,
         targets: Sequence[str],
         *,
-        max_queued: int,
-        metrics: Metrics,
         clock: Callable[[], datetime] = utcnow,
-        body_retention: float = 86400.0,
-        max_bodies: int = 100_000,
+        **limits: Unpack[Limits],
     ) -> None:
-        super().__init__(
-            targets,
-            max_queued=max_queued,
-            metrics=metrics,
-            body_retention=body_retention,
-            max_bodies=max_bodies,
-        )
+        super().__init__(targets, **limits)
         self.path = Path(data_dir) / FILENAME
         self.clock = clock
         self.dialect = dialect(lambda: self.clock())  # the shared steps' (bridge.store.steps)
@@ -95,11 +80,9 @@ class SqliteStore(Engine):
         log.info("store opened", extra=counts)
 
     async def close(self) -> None:
-        if not self._file.is_open:
-            return
-        while self._accepts.busy or self._shield.busy:
-            await asyncio.gather(self._accepts.idle(), self._shield.idle())
-        await self._file.close()
+        if self._file.is_open:
+            await self._settle()
+            await self._file.close()
 
     # --- the request path ---------------------------------------------------------------
 
@@ -123,8 +106,7 @@ class SqliteStore(Engine):
     # --- the pipeline -------------------------------------------------------------------
 
     async def take(self, limit: int) -> Taken:
-        """The next accepted entries in arrival order; waits for at least one. Reads the
-        states of their identities along (one query), so deciding needs no disk."""
+        """Reads the states of the identities along (one query): deciding needs no disk."""
         while True:
             self._idle = True  # nothing to take (contract.idle) until woken
             try:
@@ -148,13 +130,11 @@ class SqliteStore(Engine):
     async def complete(
         self, taken: Taken, results: Sequence[Processed], failed: Sequence[Failed] = ()
     ) -> None:
-        """In one transaction, what ``writes.plan`` says the batch writes. Shielded, so a
-        cancelled caller cannot leave memory behind the file."""
         planned = writes.plan(taken, results, failed, self.clock())
         await self._shield(self._complete(planned))
 
     async def _complete(self, planned: writes.Writes) -> None:
-        await self._write_derived(self._execute, planned)
+        await self._write(self._execute, planned, durable=False)
         self._completed(planned)
 
     def _execute(self, db: sqlite3.Connection, planned: writes.Writes) -> None:
@@ -163,7 +143,6 @@ class SqliteStore(Engine):
         run(db, d, operators.complete(d, planned, self.targets, self.quarantine_kept))
 
     async def abandon(self, taken: Taken) -> None:
-        """Hand the entries of ``taken`` out again, first and in order (a failed batch)."""
         entries = [(e.inbox_id, e.accepted_at.timestamp(), e.alert) for e in taken.entries]
         self._ready.extendleft(reversed(entries))
         self._ready_event.set()
@@ -180,14 +159,13 @@ class SqliteStore(Engine):
             await lane.commit()
 
     async def periodic(self) -> bool:
-        """One replica: it always runs the re-sends and expiry."""
-        return True
+        return True  # one replica
 
     async def _advance(
         self, target: str, done: int | None, dead: Sequence[tuple[str, str]]
     ) -> None:
-        await self._write_derived(
-            queue.advance, self.dialect, target, done, dead, self.dead_letters_kept
+        await self._write(
+            queue.advance, self.dialect, target, done, dead, self.dead_letters_kept, durable=False
         )
         self._sizes.changed()
         self.progress.set()
@@ -195,8 +173,6 @@ class SqliteStore(Engine):
     # --- store health, quarantine -------------------------------------------------------
 
     async def probe(self) -> bool:
-        """One tiny write transaction, so a failing store is noticed to recover even when
-        nothing else writes; returns :meth:`store_ok`."""
         with contextlib.suppress(sqlite3.Error):
             await self._write(_probe, self._now())
         return self.store_ok()
@@ -204,15 +180,11 @@ class SqliteStore(Engine):
     async def quarantine(
         self, reason: str, detail: str, headers: Mapping[str, str], body: bytes, digest: bytes
     ) -> bool:
-        """Keep an authenticated webhook the bridge cannot process, durably; False (nothing
-        kept) when the same body was already seen within ``body_retention``."""
         row = writes.webhook_row(reason, detail, headers, body)
         added = await self._shield(self._write(self._quarantine, row, digest, self.clock()))
         return self._quarantined(reason, added)
 
     async def release(self, entry_id: int, alert: SentryAlert | None) -> bool:
-        """Remove a quarantined entry; with ``alert`` (replayed), accept that into the inbox
-        in the same transaction, so it is never in neither."""
         now = self._now()
         found, inbox_id = await self._shield(self._write(self._release, entry_id, alert, now))
         if inbox_id is not None and alert is not None:
@@ -227,18 +199,19 @@ class SqliteStore(Engine):
 
     async def _read(self, fn: Callable[..., T], *args: Any) -> T:
         """``fn(db, *args)`` on the file's thread."""
-        return await self._file.call(self._on_db, fn, args)
+        return await self._file.call(lambda: fn(self._file.db, *args))
 
-    async def _write(self, fn: Callable[..., T], *args: Any) -> T:
-        """``fn(db, *args)`` on the file's thread, in one write transaction, fsynced."""
-        return await self._file.call(self._in_transaction, fn, args, True)
+    async def _write(self, fn: Callable[..., T], *args: Any, durable: bool = True) -> T:
+        """``fn(db, *args)`` on the file's thread, in one write transaction. ``durable=False``
+        for what the inbox and the states can give again (a batch's decisions, delivery's
+        progress, expiry): not fsynced on its own (``SqliteFile.transaction``), so the
+        accepts' group commits do not queue behind an fsync per batch and per Alertmanager."""
 
-    async def _write_derived(self, fn: Callable[..., T], *args: Any) -> T:
-        """``_write`` for what the inbox and the states can give again (a batch's
-        decisions, delivery's progress, expiry): not fsynced on its own
-        (``SqliteFile.transaction(durable=False)``), so the accepts' group commits do not
-        queue behind an fsync per batch and per Alertmanager."""
-        return await self._file.call(self._in_transaction, fn, args, False)
+        def write() -> T:
+            with self._transaction(durable=durable) as db:
+                return fn(db, *args)
+
+        return await self._file.call(write)
 
     # --- on the SQLite thread -----------------------------------------------------------
 
@@ -246,26 +219,13 @@ class SqliteStore(Engine):
         return await self._read(run, self.dialect, step)
 
     async def _write_step(self, step: Step[T], *, durable: bool = True) -> T:
-        return await self._file.call(self._in_transaction, run, (self.dialect, step), durable)
-
-    def _on_db(self, fn: Callable[..., T], args: Sequence[Any]) -> T:
-        return fn(self._file.db, *args)
-
-    def _in_transaction(self, fn: Callable[..., T], args: Sequence[Any], durable: bool) -> T:
-        with self._transaction(durable=durable) as db:
-            return fn(db, *args)
+        return await self._write(run, self.dialect, step, durable=durable)
 
     @contextlib.contextmanager
     def _transaction(self, *, durable: bool = True) -> Iterator[sqlite3.Connection]:
-        """``SqliteFile.transaction``, reported to the write health: the failures in a row
-        make ``store_ok`` False."""
-        try:
-            with self._file.transaction(durable=durable) as db:
-                yield db
-        except sqlite3.Error as exc:
-            self._health.failed(exc)
-            raise
-        self._health.succeeded()
+        """``SqliteFile.transaction``, reported to the write health (``store_ok``)."""
+        with self._health.watch(sqlite3.Error), self._file.transaction(durable=durable) as db:
+            yield db
 
     def _load(self) -> list[tuple[int, float]]:
         """The inbox left from before: (id, accepted_at), in order."""
