@@ -16,11 +16,30 @@ a local SQLite file. ``open_store`` picks the configured engine; ``open_for_oper
 opens it for an operator's command (``sentry-bridge quarantine --offline``), and
 ``describe`` names it for a human.
 
-Both engines hold one schema (``sqlite/schema.py``, ``pg/schema.py``): the inbox; a queue
-row per post and Alertmanager, deleted once that one settled it; one state row per Sentry
-identity, its alert flagged ``active`` with its ``ends_at``; the resolved label sets being
-re-sent; dead letters per Alertmanager (a content refusal names its identity); the
-quarantine; the seen bodies. Each engine's queries sit in one module, by name
+Both engines hold one schema (``sqlite/schema.py``, ``pg/schema.py``)::
+
+    inbox        accepted webhooks (SentryAlert JSON) the pipeline has not finished
+    queue        postable alerts (wire JSON) an Alertmanager still needs, in order: a
+                 row per post and Alertmanager, deleted once that one settled it
+    state        per Sentry identity (PostgreSQL: ``identity_state``), the state
+                 machine's state (``bridge.state``), kept until its ``kept_until``: the
+                 one source of truth per identity. Its ``alert`` is the one Alertmanager
+                 holds firing; ``active`` and ``ends_at`` beside it say whether that still
+                 fires (expiry clears the flag once endsAt passed), and ``due_at`` when
+                 its next escalation step is due
+    resolved     recently resolved alerts, re-sent for a while as Prometheus does
+    dead_letter  alerts an Alertmanager refused, with its reason, for a human (the
+                 newest ``dead_letters_kept``); one refused for its content names its
+                 identity, and that Alertmanager's re-sends skip it (``refusals``)
+    quarantine   authenticated webhooks the bridge could not process: the raw body and
+                 the headers parsing reads (never a signature), or the normalised alert
+                 the pipeline failed on, with the reason (the newest ``quarantine_kept``)
+    seen_body    SHA-256 of every body accepted within ``body_retention`` (at most
+                 ``max_bodies``): the same body again is a duplicate with no effect
+    probe        a row rewritten to learn whether a failing store can be written again
+
+PostgreSQL adds ``progress`` (a row per Alertmanager: its lane's lock) and ``lease``.
+Each engine's queries sit in one module, by name
 (``sqlite/sql.py``, ``pg/sql.py``). A third engine creates those tables, writes the same
 queries by name in a ``sql.py`` of its own, gives a ``steps.Dialect`` and a driver for the
 steps, and brings what is its own (a connection, its inbox and takes, locks, lanes); the
@@ -30,13 +49,13 @@ contract tests (tests/store/test_contract.py) then run against it as against the
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 from urllib.parse import urlsplit
 
 from bridge.config import Config
 from bridge.errors import ConfigError
 from bridge.metrics import Metrics
 from bridge.store.contract import Store
+from bridge.store.engine import Limits
 
 
 def open_store(config: Config, metrics: Metrics, targets: Sequence[str]) -> Store:
@@ -54,12 +73,12 @@ def open_store(config: Config, metrics: Metrics, targets: Sequence[str]) -> Stor
 def _engine(config: Config, metrics: Metrics, targets: Sequence[str], *, migrate: bool) -> Store:
     """The configured engine itself; ``migrate=False``: one that may not create or migrate
     PostgreSQL's schema (an operator's command)."""
-    common: dict[str, Any] = {
-        "max_queued": config.store.max_queued,
-        "metrics": metrics,
-        "body_retention": config.store.body_retention,
-        "max_bodies": config.store.max_bodies,
-    }
+    common = Limits(
+        max_queued=config.store.max_queued,
+        metrics=metrics,
+        body_retention=config.store.body_retention,
+        max_bodies=config.store.max_bodies,
+    )
     if config.store.backend == "postgres":
         from bridge.store.pg import PostgresStore  # asyncpg is only needed here
 
