@@ -1,7 +1,10 @@
 """The spool: Sentry still gets its answer within a second while PostgreSQL is away.
 
-``Spooled`` keeps the store contract around a primary store (PostgreSQL) and changes
-only the edge's part of it, ``accept`` and ``quarantine``:
+``Spooled`` keeps the store contract around a primary store (PostgreSQL) and defines only
+what it changes: ``accept`` and ``quarantine`` (the fallback below), its drainer, its own
+file's health (``store_ok``, ``probe``) and what it adds to the primary's ``sizes`` and
+``idle``. Every other member of the contract is the primary's, reached through
+``__getattr__``:
 
 - the primary gets ``store.spool.accept_timeout`` (0.3 s) to commit the webhook. When it
   does not (a timeout, a ``StoreFull`` from a failing store, a connection or driver
@@ -35,13 +38,8 @@ Until then every webhook is spooled (202), and the primary's part of the contrac
 stand-in's (bridge/store/unopened.py: ``take`` waits, no lanes, sizes 0, the operators'
 calls raise ``StoreError``); once it is open the drainer drains.
 
-The spool defines only what it changes: ``accept`` and ``quarantine`` (the fallback), its
-drainer, its own file's health (``store_ok``, ``probe``) and what it adds to the
-primary's ``sizes``. Every other member of the contract (the
-pipeline's ``take``/``complete``, delivery's lanes, the operators' views) is the primary's,
-reached through ``__getattr__``. ``sentry_bridge_store_up`` says whether the last write to
-the primary (a webhook, a drained round, or the drainer's probe) succeeded. ``spooled``
-puts the spool in front of the PostgreSQL engine only: the SQLite engine is local already.
+``sentry_bridge_store_up`` says whether the last write to the primary (a webhook, a drained
+round, or the drainer's probe) succeeded.
 """
 
 from __future__ import annotations
@@ -155,12 +153,8 @@ class Spooled:
         self._handover: asyncio.Event | None = None
         # Webhooks are placed (handed to the primary's group commit, or to the spool's) in
         # the order they arrived, also when some of them wait for a handover and others
-        # arrive as it ends: a ticket each, placed in ticket order (``_keep``).
-        self._tickets = 0  # the next arrival's
-        self._placed = 0  # every ticket below this one is placed, or its caller gone
-        self._out_of_turn: set[int] = set()  # placed (or gone) while an earlier one waits
-        self._turn = asyncio.Event()  # set, and replaced, when _placed moves on
-        self._waiting_turn = 0
+        # arrive as it ends: each holds this lock (FIFO) until placed (``_keep``).
+        self._order = asyncio.Lock()
         # Committed to the spool, not yet in the primary: (id, at, size), oldest first.
         self._entries: collections.deque[tuple[int, float, int]] = collections.deque()
         self._bytes = 0
@@ -187,28 +181,24 @@ class Spooled:
         await self._file.open(spool_file.SCHEMA)
         try:
             rows = await self._file.call(spool_file.read_index, self._file)
+            try:
+                async with asyncio.timeout(self.open_timeout):
+                    await self.primary.open()
+            except Exception as exc:
+                if not unreachable(exc):
+                    raise
+                log.warning(
+                    "cannot reach the store at start; webhooks go to the local spool until "
+                    "it can be opened",
+                    extra={"error": _why(exc), "spooled": len(rows)},
+                )
+                if self._run_drainer:
+                    self._opener = asyncio.create_task(self._open_forever(), name="spool-opener")
+            else:
+                self._opened.set()
         except BaseException:
             await self._file.close()
             raise
-        try:
-            async with asyncio.timeout(self.open_timeout):
-                await self.primary.open()
-        except Exception as exc:
-            if not unreachable(exc):
-                await self._file.close()
-                raise
-            log.warning(
-                "cannot reach the store at start; webhooks go to the local spool until it "
-                "can be opened",
-                extra={"error": _why(exc), "spooled": len(rows)},
-            )
-            if self._run_drainer:
-                self._opener = asyncio.create_task(self._open_forever(), name="spool-opener")
-        except BaseException:
-            await self._file.close()
-            raise
-        else:
-            self._opened.set()
         self._entries.extend(rows)
         self._bytes = sum(size for _, _, size in rows)
         self._set_up(self._opened.is_set())
@@ -217,10 +207,6 @@ class Spooled:
             self._work.set()
         if self._run_drainer:
             self._drainer = asyncio.create_task(self._drain_forever(), name="spool-drainer")
-
-    def opened(self) -> bool:
-        """Whether the primary is open (False while a start rides out its outage)."""
-        return self._opened.is_set()
 
     async def open_primary(self) -> None:
         """One try at opening the primary, within ``open_timeout`` (the background
@@ -287,15 +273,11 @@ class Spooled:
         a primary holding ``max_queued`` is full (503), not failing."""
         deadline = asyncio.get_running_loop().time() + self.accept_timeout
         full = bounded and await self._primary_full(deadline)
-        ticket = self._tickets
-        self._tickets += 1
-        try:
-            if self._handover is not None or ticket != self._placed:
-                await self._wait_turn(ticket, deadline)
-        finally:
-            # From here to the group commit's submit nothing yields, so the next ticket,
-            # woken now, runs only once this webhook is in its queue.
-            self._place(ticket)
+        async with self._order:  # taken at once unless an earlier webhook waits
+            if self._handover is not None:
+                await self._wait_handover(deadline)
+        # From here to the group commit's submit nothing yields, so the next webhook, woken
+        # now, runs only once this one is in its queue.
         if self._opened.is_set() and not self.spooling():
             if full:
                 raise StoreFull()
@@ -309,36 +291,17 @@ class Spooled:
                 return stored
         return await self._spool(webhook)
 
-    async def _wait_turn(self, ticket: int, deadline: float) -> None:
+    async def _wait_handover(self, deadline: float) -> None:
         """The drainer is moving the last spooled webhooks: wait for it (a round, a few
         ms, at most until ``deadline``, then into the spool behind them) and go to the
         primary behind them, rather than into the spool and keep it from ever emptying
-        while webhooks arrive faster than a round takes. Either way only once every
-        webhook that arrived before is placed: one arriving just as the handover ends
+        while webhooks arrive faster than a round takes. The webhooks that arrive
+        meanwhile wait for this one (``_order``): one arriving just as the handover ends
         must not overtake those that waited for it (the stall test caught it)."""
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout_at(deadline):
                 while self._handover is not None:
                     await self._handover.wait()
-        self._waiting_turn += 1
-        try:
-            while ticket != self._placed:  # earlier ones have earlier deadlines: bounded
-                await self._turn.wait()
-        finally:
-            self._waiting_turn -= 1
-
-    def _place(self, ticket: int) -> None:
-        """``ticket`` is placed, or its caller gone: the next one in order may go."""
-        if ticket != self._placed:
-            self._out_of_turn.add(ticket)  # a caller cancelled while it waited its turn
-            return
-        self._placed += 1
-        while self._placed in self._out_of_turn:
-            self._out_of_turn.discard(self._placed)
-            self._placed += 1
-        if self._waiting_turn:
-            turn, self._turn = self._turn, asyncio.Event()
-            turn.set()
 
     async def _primary_full(self, deadline: float | None = None) -> bool:
         """Whether the primary holds ``max_queued`` (``Store.full``); False when it cannot
@@ -440,16 +403,12 @@ class Spooled:
         rows = await self._file.call(
             spool_file.read_batch, self._file, self._entries[0][0], self.batch
         )
-        # The whole batch at once: the primary's group commit writes it in one transaction
-        # (one fsync), so the drainer outruns the webhooks arriving meanwhile (issue 15: one
-        # commit each drained 30-65/s, below 100-150/s arriving, and a 0.5 s stall became
-        # minutes of backlog). Handed over in spool order: each call submits its webhook
-        # before its first wait, and the tasks start in the order created, so the primary's inbox
-        # keeps the order the webhooks were answered in.
-        # Into the primary first, then out of the spool: a crash (or a timeout whose commit
-        # went through) between the two leaves the entries here, and the next round hands
-        # them to the primary again. That is at most a duplicate, which the primary's
-        # digest dedup absorbs (the same body within its body retention: False).
+        # The whole batch at once, one of the primary's group commits (issue 15: one
+        # commit each drained 30-65/s, below 100-150/s arriving). In spool order: each call
+        # submits before its first wait, and tasks start in the order created. Into the
+        # primary first, then out of the spool: a crash (or a timeout whose commit went
+        # through) between the two is at most a duplicate, which the primary's digest
+        # dedup absorbs.
         moves = [asyncio.ensure_future(self._move(row)) for row in rows]
         try:
             await asyncio.wait(moves, timeout=self.drain_timeout)
@@ -611,9 +570,7 @@ class Spooled:
     # --- the rest is the primary's ------------------------------------------------------
 
     def __getattr__(self, name: str) -> Any:
-        """Every other member of the contract (``take``, ``complete``, the lanes, the
-        operators' calls, the sizes) is the primary's, or until it opens its stand-in's
-        (bridge/store/unopened.py): the spool changes only how webhooks get in."""
+        """The rest of the contract: the primary's, or its stand-in's until it opens."""
         if name.startswith("_"):  # not the contract's (and not set yet, in __init__)
             raise AttributeError(name)
         return getattr(self._behind, name)

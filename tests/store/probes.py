@@ -1,6 +1,7 @@
 """What tests read from a store, or do to it, that the bridge itself never needs: its write
 transactions (counted, or refused as on a full disk), the lease's holder and its renewal,
-the database's clock, the whole dead-letter table. Kept here, not in ``bridge/``."""
+the database's clock, the whole dead-letter table, whether a spool's primary opened. Kept
+here, not in ``bridge/``."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import Any, cast
 
 from bridge.store.pg import PostgresStore, codec
 from bridge.store.pg.connection import Connection
+from bridge.store.spool import Spooled
 from bridge.store.sqlite import SqliteStore
 
 
@@ -95,6 +97,11 @@ async def holder(conn: Connection, name: str, *, at: datetime | None = None) -> 
 async def database_now(conn: Connection) -> datetime:
     """The database's clock (clock_timestamp(): the real time, not the transaction's start)."""
     return cast(datetime, await conn.fetchval("SELECT clock_timestamp()"))
+
+
+def opened(spool: Spooled) -> bool:
+    """Whether the spool's primary is open (False while a start rides out its outage)."""
+    return spool._opened.is_set()
 
 
 class SyncLevels:

@@ -206,7 +206,7 @@ async def test_a_start_without_the_primary_spools_until_it_opens(
     store.retry_initial = store.retry_max = 0.2  # slow enough to look at it before it opens
     await store.open()
     try:
-        assert not store.opened()
+        assert not probes.opened(store)
         assert value(metrics, "store_up") == 0
         assert await accept(store, 2)
         assert await store.quarantine("unreadable", "bad json", {"a": "b"}, b"{", digest(3))
@@ -866,7 +866,7 @@ async def test_a_start_while_postgresql_is_down_answers_and_drains_once_it_is_up
         pg.server.start()
         raise
     try:
-        assert not store.opened()
+        assert not probes.opened(store)
         for n in range(1, 11):
             assert await accept(store, n)
         assert (store.depth(), value(metrics, "store_up")) == (10, 0)
@@ -874,7 +874,7 @@ async def test_a_start_while_postgresql_is_down_answers_and_drains_once_it_is_up
             await store.snapshot(5)
         pg.server.start()
         await until(lambda: store.depth() == 0, timeout=60)
-        assert store.opened()
+        assert probes.opened(store)
         assert value(metrics, "store_up") == 1
         async with asyncio.timeout(10):
             taken = await store.take(100)
