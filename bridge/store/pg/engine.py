@@ -133,10 +133,7 @@ class PostgresStore(Engine):
                 await self._lease.release()
         await self._unlisten()
         pool, self._pool = self._pool, None
-        try:
-            await asyncio.wait_for(pool.close(), timeout=5)
-        except (TimeoutError, *DB_ERRORS):
-            pool.terminate()
+        await _close(pool, grace=5)
 
     # --- the edge -----------------------------------------------------------------------
 
@@ -226,6 +223,7 @@ class PostgresStore(Engine):
             if not entries:
                 if unreadable:
                     await self._commit(handle)
+                    self._health.succeeded()
                     self._inbox_event.set()  # look again at once
                 else:
                     await self._end(handle)
@@ -247,19 +245,15 @@ class PostgresStore(Engine):
         handle: _Handle = taken.handle
         if handle.done:
             raise StoreError("complete: this take was already completed or abandoned")
-        await self._shield(self._complete(handle, taken, results, failed))
+        await self._shield(self._complete(taken, results, failed))
 
     async def _complete(
-        self,
-        handle: _Handle,
-        taken: Taken,
-        results: Sequence[Processed],
-        failed: Sequence[Failed],
+        self, taken: Taken, results: Sequence[Processed], failed: Sequence[Failed]
     ) -> None:
         """Executes what ``writes.plan`` says the batch writes, in the transaction its
         ``take`` opened (so still holding the identities' locks)."""
-        conn = handle.conn
-        try:
+        conn = taken.handle.conn
+        with self._health.watch(DB_ERRORS):
             # The resolves' endsAt is the decision's time (Taken.now) or earlier: this clock,
             # read now, tells a resolve from a firing alert as the database sees it.
             planned = writes.plan(taken, results, failed, await conn.fetchval(sql.NOW))
@@ -268,10 +262,7 @@ class PostgresStore(Engine):
             await conn.execute(sql.INBOX_DONE, list(planned.done), self.inbox_channel)
             d = self.dialect
             await run(conn, d, operators.complete(d, planned, self.targets, self.quarantine_kept))
-            await self._commit(handle)
-        except DB_ERRORS as exc:
-            self._health.failed(exc)
-            raise
+            await self._commit(taken.handle)
         self._completed(planned)
 
     async def abandon(self, taken: Taken) -> None:
@@ -372,12 +363,8 @@ class PostgresStore(Engine):
 
     async def _unlisten(self) -> None:
         conn, self._listener = self._listener, None
-        if conn is None:
-            return
-        try:
-            await asyncio.wait_for(conn.close(), timeout=2)
-        except (TimeoutError, *DB_ERRORS):
-            conn.terminate()
+        if conn is not None:
+            await _close(conn, grace=2)
 
     async def _step(self, step: Step[T]) -> T:
         """``step`` on a connection of the pool."""
@@ -401,7 +388,6 @@ class PostgresStore(Engine):
             await handle.transaction.commit()
         finally:
             await self._release(handle.conn)
-        self._health.succeeded()
 
     async def _end(self, handle: _Handle, *, notify: bool = False) -> None:
         """Roll back a take's transaction (nothing of it stays) and free its connection;
@@ -422,3 +408,11 @@ class PostgresStore(Engine):
         if self._pool is not None:
             with contextlib.suppress(*DB_ERRORS):
                 await self._pool.release(conn)
+
+
+async def _close(closing: Any, grace: float) -> None:
+    """Close a pool or a connection gracefully, else (timed out, failing) at once."""
+    try:
+        await asyncio.wait_for(closing.close(), timeout=grace)
+    except (TimeoutError, *DB_ERRORS):
+        closing.terminate()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import json
 import logging
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
@@ -230,8 +231,8 @@ class SqliteStore(Engine):
     def _load(self) -> list[tuple[int, float]]:
         """The inbox left from before: (id, accepted_at), in order."""
         check_version(self._file.db, self.path)
-        with self._transaction() as db:
-            queue.keep_only(db, self.targets)
+        with self._transaction() as db:  # a new Alertmanager gets what is decided from now
+            db.execute(sql.KEEP_ONLY_TARGETS, (json.dumps(self.targets),))
         return db.execute(sql.INBOX_LEFT).fetchall()
 
     def _read_taken(

@@ -4,7 +4,6 @@ rules, re-sends and dead letters are ``bridge.store.queue``'s."""
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -30,7 +29,9 @@ class Lane:
         self._dead: list[tuple[str, str]] = []  # (wire JSON, reason), kept at commit
 
     async def pending(self, limit: int) -> list[Queued]:
-        return await self._store._read(read, self._target, self._done or 0, limit)
+        query = (self._target, self._done or 0, limit)
+        rows = await self._store._read(lambda db: db.execute(sql.PENDING, query).fetchall())
+        return [Queued(*row) for row in rows]
 
     async def advance(self, done: int, dead: Sequence[tuple[Queued, str]] = ()) -> None:
         self._done = max(done, self._done or 0)
@@ -50,17 +51,6 @@ class Lane:
         if self._done is not None or self._dead:
             box = self._store
             await box._shield(box._advance(self._target, self._done, self._dead))
-
-
-def keep_only(db: sqlite3.Connection, targets: Sequence[str]) -> None:
-    """At start: the queue of an Alertmanager no longer configured goes (a new one gets
-    what is decided from now on, and the re-sends)."""
-    db.execute(sql.KEEP_ONLY_TARGETS, (json.dumps(list(targets)),))
-
-
-def read(db: sqlite3.Connection, target: str, after: int, limit: int) -> list[Queued]:
-    rows = db.execute(sql.PENDING, (target, after, limit)).fetchall()
-    return [Queued(*row) for row in rows]
 
 
 def advance(
