@@ -18,12 +18,9 @@ A webhook's way through a store (docs/scaling.md has the picture):
    queued for every Alertmanager, the identities' states are written (the active alert is
    the state's ``alert``: one copy), and the failed entries go to quarantine.
 4. ``lane(target)`` (delivery): the one right to post to one Alertmanager, across
-   replicas, so what reaches an Alertmanager keeps the order it was decided in. Inside a
-   lane, ``pending`` reads that Alertmanager's queue, ``advance`` settles it, and
-   ``resend_page`` reads a page of what it should hold (re-sends). A lane is held for one
-   batch or one page, so a fresh alert never waits behind a whole re-send round. What an
-   Alertmanager refuses is its dead letter (``advance``, ``refuse``) and nobody else's
-   business: it changes no identity's state and nothing another Alertmanager receives.
+   replicas, so what reaches an Alertmanager keeps the order it was decided in; held for
+   one batch or one page, so a fresh alert never waits behind a whole re-send round. What
+   an Alertmanager refuses is its dead letter (``Lane``) and nobody else's business.
 5. ``periodic()``: whether this replica runs the periodic jobs (re-sends, expiry, the
    reconciler's rounds, which page through ``issues``) now; one
    replica at a time (a lease on PostgreSQL), taken over within the lease's time.

@@ -30,11 +30,8 @@ _deadline: contextvars.ContextVar[asyncio.Timeout | None] = contextvars.ContextV
 
 class commit_deadline:  # lower case: used as asyncio.timeout is
     """``asyncio.timeout(seconds)`` for a caller waiting on a commit (the edge's
-    ``server.store_timeout``): it bounds the wait for the commit to start. When it passes
-    with the caller's item not yet in a batch, the item is withdrawn and ``TimeoutError``
-    raised (nothing is written: a 503 is true); when it passes with the batch running,
-    the caller waits for the batch and gets its result (a committed webhook is answered
-    as committed), bounded by the engine's own write timeouts."""
+    ``server.store_timeout``): it bounds the wait for the commit to start, as the module
+    docstring says; a running batch is bounded by the engine's own write timeouts."""
 
     __slots__ = ("_timeout", "_token")
 

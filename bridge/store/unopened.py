@@ -1,9 +1,8 @@
-"""The PostgreSQL engine's part of the contract while it has not opened yet, behind the spool
-(bridge/store/spool.py): a pod that starts during an outage answers from its spool and
-opens the engine in the background. Until then the engine is a store holding nothing:
-``take`` waits for it to open, ``lane`` yields None (delivery looks again after its
-``LANE_BUSY_WAIT``, as if another replica held it), ``periodic`` is False, it holds
-nothing (``sizes``), and the operators' calls raise ``StoreError`` saying why.
+"""The PostgreSQL engine's part of the contract while a pod that started during an outage
+has not opened it yet (bridge/store/spool.py): a store holding nothing. ``take`` waits for
+it to open, ``lane`` yields None (delivery looks again after its ``LANE_BUSY_WAIT``, as if
+another replica held it), ``periodic`` is False, and the operators' calls raise
+``StoreError`` saying why.
 """
 
 from __future__ import annotations
