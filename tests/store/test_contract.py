@@ -712,6 +712,25 @@ async def test_a_resolve_is_re_sent_as_it_was_queued_whatever_its_text(
             assert await resendable(store, target) == [wire_json(gone)]
 
 
+async def test_the_escape_mark_without_a_nul_reads_back_as_written(open_engine: Opener) -> None:
+    """U+E000 is the mark PostgreSQL's jsonb escape uses (bridge.store.pg.codec); a text
+    holding it and no NUL reads back exactly, in the state and in the re-sent alert (it
+    lost the character after the mark)."""
+    async with open_engine() as store:
+        await store.accept(factories.issue(1))
+        taken = await take(store)
+        now = taken.now
+        posted = firing(1, now).model_copy(update={"annotations": {"summary": "mark \ue000x"}})
+        state = replace(state_of(posted, now), last_event_id="e\ue000y")
+        await commit(store, taken, sends={"issue:1": [posted]}, states={"issue:1": state})
+        (resent,) = await resendable(store, TARGETS[0])
+        assert PostableAlert.model_validate_json(resent) == posted
+        await store.accept(factories.issue(1))
+        again = await take(store)
+        assert again.states == {"issue:1": state}
+        await store.abandon(again)
+
+
 async def test_a_nul_neither_fails_a_batch_nor_is_lost(open_engine: Opener) -> None:
     """PostgreSQL text and jsonb cannot hold NUL; a Sentry title or tag can."""
     async with open_engine() as store:

@@ -22,6 +22,7 @@ from typing import Any
 
 _MARK = "\ue000"
 _NUL_ESCAPE = "\\u0000"  # how json.dumps writes NUL
+_MARK_ESCAPE = "\\ue000"  # and the mark (ASCII-only output): jsonb::text gives it back raw
 
 
 def text(value: str) -> str:
@@ -51,7 +52,7 @@ def dumps(value: Any) -> str:
 def to_jsonb(value: Any) -> str:
     """JSON text a ``jsonb`` parameter accepts."""
     encoded = dumps(value)
-    if _NUL_ESCAPE not in encoded and _MARK not in encoded:
+    if _NUL_ESCAPE not in encoded and _MARK_ESCAPE not in encoded:
         return encoded
     return dumps(_walk(value, text))
 
