@@ -153,8 +153,12 @@ class Spooled:
         self._handover: asyncio.Event | None = None
         # Webhooks are placed (handed to the primary's group commit, or to the spool's) in
         # the order they arrived, also when some of them wait for a handover and others
-        # arrive as it ends: each holds this lock (FIFO) until placed (``_keep``).
-        self._order = asyncio.Lock()
+        # arrive as it ends: a ticket each, placed in ticket order (``_keep``).
+        self._tickets = 0  # the next arrival's
+        self._placed = 0  # every ticket below this one is placed, or its caller gone
+        self._out_of_turn: set[int] = set()  # placed (or gone) while an earlier one waits
+        self._turn = asyncio.Event()  # set, and replaced, when _placed moves on
+        self._waiting_turn = 0
         # Committed to the spool, not yet in the primary: (id, at, size), oldest first.
         self._entries: collections.deque[tuple[int, float, int]] = collections.deque()
         self._bytes = 0
@@ -273,11 +277,15 @@ class Spooled:
         a primary holding ``max_queued`` is full (503), not failing."""
         deadline = asyncio.get_running_loop().time() + self.accept_timeout
         full = bounded and await self._primary_full(deadline)
-        async with self._order:  # taken at once unless an earlier webhook waits
-            if self._handover is not None:
-                await self._wait_handover(deadline)
-        # From here to the group commit's submit nothing yields, so the next webhook, woken
-        # now, runs only once this one is in its queue.
+        ticket = self._tickets
+        self._tickets += 1
+        try:
+            if self._handover is not None or ticket != self._placed:
+                await self._wait_turn(ticket, deadline)
+        finally:
+            # From here to the group commit's submit nothing yields, so the next ticket,
+            # woken now, runs only once this webhook is in its queue.
+            self._place(ticket)
         if self._opened.is_set() and not self.spooling():
             if full:
                 raise StoreFull()
@@ -291,17 +299,36 @@ class Spooled:
                 return stored
         return await self._spool(webhook)
 
-    async def _wait_handover(self, deadline: float) -> None:
+    async def _wait_turn(self, ticket: int, deadline: float) -> None:
         """The drainer is moving the last spooled webhooks: wait for it (a round, a few
         ms, at most until ``deadline``, then into the spool behind them) and go to the
         primary behind them, rather than into the spool and keep it from ever emptying
-        while webhooks arrive faster than a round takes. The webhooks that arrive
-        meanwhile wait for this one (``_order``): one arriving just as the handover ends
+        while webhooks arrive faster than a round takes. Either way only once every
+        webhook that arrived before is placed: one arriving just as the handover ends
         must not overtake those that waited for it (the stall test caught it)."""
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout_at(deadline):
                 while self._handover is not None:
                     await self._handover.wait()
+        self._waiting_turn += 1
+        try:
+            while ticket != self._placed:  # earlier ones have earlier deadlines: bounded
+                await self._turn.wait()
+        finally:
+            self._waiting_turn -= 1
+
+    def _place(self, ticket: int) -> None:
+        """``ticket`` is placed, or its caller gone: the next one in order may go."""
+        if ticket != self._placed:
+            self._out_of_turn.add(ticket)  # a caller cancelled while it waited its turn
+            return
+        self._placed += 1
+        while self._placed in self._out_of_turn:
+            self._out_of_turn.discard(self._placed)
+            self._placed += 1
+        if self._waiting_turn:
+            turn, self._turn = self._turn, asyncio.Event()
+            turn.set()
 
     async def _primary_full(self, deadline: float | None = None) -> bool:
         """Whether the primary holds ``max_queued`` (``Store.full``); False when it cannot
