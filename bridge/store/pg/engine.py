@@ -281,9 +281,11 @@ class PostgresStore(Engine):
         try:
             transaction = conn.transaction()
             await transaction.start()
+            held = False
             try:
-                held = await queue.try_lane(conn, target)
-            except BaseException:
+                if held := await queue.try_lane(conn, target):
+                    yield queue.Lane(conn, self.dialect, target, self.dead_letters_kept)
+            except BaseException:  # the lane's block failed: nothing of it stays
                 with contextlib.suppress(*DB_ERRORS):
                     await transaction.rollback()
                 raise
@@ -291,13 +293,6 @@ class PostgresStore(Engine):
                 await transaction.rollback()
                 yield None
                 return
-            lane = queue.Lane(conn, self.dialect, target, self.dead_letters_kept)
-            try:
-                yield lane
-            except BaseException:
-                with contextlib.suppress(*DB_ERRORS):
-                    await transaction.rollback()
-                raise
             with self._health.watch(DB_ERRORS):
                 await transaction.commit()
             self._sizes.changed()
