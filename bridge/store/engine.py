@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Required, TypedDict, TypeVar
 
@@ -23,13 +23,12 @@ from bridge.errors import ConfigError, StoreFull
 from bridge.metrics import Metrics
 from bridge.model import SentryAlert
 from bridge.state import IdentityState
-from bridge.store import identity, operators
+from bridge.store import identity, operators, writes
 from bridge.store.contract import Quarantined, Sizes
 from bridge.store.group_commit import GroupCommit, deadline_passed
 from bridge.store.health import WriteHealth
 from bridge.store.sizes import SizeCache
 from bridge.store.steps import Dialect, Step
-from bridge.store.writes import Writes
 
 Accept = tuple[SentryAlert, bytes | None]  # an alert and its body's digest
 T = TypeVar("T")
@@ -148,15 +147,22 @@ class Engine:
             self.metrics.duplicate_bodies.inc(duplicates)
         self._sizes.accepted(len(stored) - duplicates)
 
-    def _quarantined(self, reason: str, added: bool) -> bool:
-        """A webhook quarantined at the edge (``added``), or a duplicate body."""
-        if not added:
+    async def quarantine(
+        self, reason: str, detail: str, headers: Mapping[str, str], body: bytes, digest: bytes
+    ) -> bool:
+        row = writes.webhook_row(reason, detail, headers, body)
+        if not await self._shield(self._keep_quarantined(row, digest)):
             self.metrics.duplicate_bodies.inc()
             return False
         self.metrics.quarantined.labels(reason).inc()
         return True
 
-    def _completed(self, planned: Writes) -> None:
+    async def _keep_quarantined(self, row: writes.QuarantineRow, digest: bytes) -> bool:
+        """Keep ``row`` in one write transaction; False (nothing kept) when ``digest`` was
+        seen within ``body_retention``."""
+        raise NotImplementedError
+
+    def _completed(self, planned: writes.Writes) -> None:
         """A batch committed: the sizes are out of date, the senders have posts."""
         self._sizes.changed()
         if planned.quarantined:

@@ -16,7 +16,7 @@ import logging
 import os
 import secrets
 import socket
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, TypeVar, Unpack
@@ -176,19 +176,16 @@ class PostgresStore(Engine):
         except DB_ERRORS:
             log.warning("cannot forget old bodies; next time", exc_info=True)
 
-    async def quarantine(
-        self, reason: str, detail: str, headers: Mapping[str, str], body: bytes, digest: bytes
-    ) -> bool:
+    async def _keep_quarantined(self, row: writes.QuarantineRow, digest: bytes) -> bool:
         async def write(conn: Any) -> bool:
             if digest not in await inbox.new_bodies(conn, [digest], self.body_retention):
                 return False
-            row = writes.webhook_row(reason, detail, headers, body)
-            await run(
-                conn, self.dialect, operators.quarantine(self.dialect, [row], self.quarantine_kept)
-            )
+            d = self.dialect
+            await run(conn, d, operators.quarantine(d, [row], self.quarantine_kept))
             return True
 
-        return self._quarantined(reason, await self._shield(self._write(write)))
+        kept: bool = await self._write(write)
+        return kept
 
     # --- the pipeline -------------------------------------------------------------------
 

@@ -12,7 +12,7 @@ import contextlib
 import json
 import logging
 import sqlite3
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar, Unpack
@@ -178,12 +178,8 @@ class SqliteStore(Engine):
             await self._write(_probe, self._now())
         return self.store_ok()
 
-    async def quarantine(
-        self, reason: str, detail: str, headers: Mapping[str, str], body: bytes, digest: bytes
-    ) -> bool:
-        row = writes.webhook_row(reason, detail, headers, body)
-        added = await self._shield(self._write(self._quarantine, row, digest, self.clock()))
-        return self._quarantined(reason, added)
+    async def _keep_quarantined(self, row: writes.QuarantineRow, digest: bytes) -> bool:
+        return await self._write(self._quarantine, row, digest, self.clock())
 
     async def release(self, entry_id: int, alert: SentryAlert | None) -> bool:
         now = self._now()
