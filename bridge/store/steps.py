@@ -24,15 +24,16 @@ from typing import Any, Literal, NamedTuple, TypeVar
 
 T = TypeVar("T")
 
-How = Literal["rows", "row", "value", "run", "many", "now"]
+How = Literal["rows", "row", "value", "run", "many", "each", "now"]
 
 
 class Q(NamedTuple):
     """One query of a step. ``rows``: every row; ``row``: the first or None; ``value``: its
     first column or None; ``run``: how many rows it changed; ``many``: the statement once
     per row of ``args[0]`` (SQLite's ``executemany``; PostgreSQL passes the columns as
-    arrays); ``now``: the dialect's clock (no query). A tuple: one is made per query, on
-    the webhook's path."""
+    arrays); ``each``: as ``many``, then ``args[1:]`` after each row's, and every row the
+    statement returned (SQLite per row, PostgreSQL once); ``now``: the dialect's clock (no
+    query). A tuple: one is made per query, on the webhook's path."""
 
     how: How
     name: str
@@ -60,6 +61,10 @@ def run(name: str, *args: Any) -> Q:
 
 def many(name: str, values: Sequence[Sequence[Any]]) -> Q:
     return Q("many", name, (values,))
+
+
+def each(name: str, values: Sequence[Sequence[Any]], *args: Any) -> Q:
+    return Q("each", name, (values, *args))
 
 
 NOW = Q("now", "")

@@ -1,7 +1,7 @@
 """How the PostgreSQL engine runs the shared steps (``bridge.store.steps``): each query
 awaited on the caller's connection, in its transaction. Times are ``timestamptz``, lists
-arrays (a ``many`` passes each column as one, for ``unnest``), strings and states escaped
-by ``codec``; ``now`` is the database's clock."""
+arrays (``many`` and ``each`` pass each column as one, for ``unnest``), strings and states
+escaped by ``codec``; ``now`` is the database's clock."""
 
 from __future__ import annotations
 
@@ -56,10 +56,12 @@ async def _execute(conn: Any, d: Dialect, q: Q) -> Any:
     if q.how == "row":
         return await conn.fetchrow(text, *q.args)
     args: Iterable[Any] = q.args
-    if q.how == "many":
+    if q.how == "many" or q.how == "each":
         if not q.args[0]:
-            return 0
-        args = [list(column) for column in zip(*q.args[0], strict=True)]
+            return 0 if q.how == "many" else []
+        args = [list(column) for column in zip(*q.args[0], strict=True)] + list(q.args[1:])
+        if q.how == "each":
+            return await conn.fetch(text, *args)
     status: str = await conn.execute(text, *args)
     count = status.rpartition(" ")[2]  # "UPDATE 3", "INSERT 0 3": the rows changed
     return int(count) if count.isdigit() else 0

@@ -26,7 +26,7 @@ import asyncpg
 from bridge.config import Postgres, postgres_connections
 from bridge.errors import ConfigError, StoreError, StoreFull
 from bridge.model import SentryAlert
-from bridge.store import identity, operators, writes
+from bridge.store import bodies, identity, operators, writes
 from bridge.store.contract import Entry, Failed, Lane, Processed, Taken
 from bridge.store.engine import Accept, Engine, Limits
 from bridge.store.pg import codec, connection, inbox, queue, sql
@@ -152,15 +152,9 @@ class PostgresStore(Engine):
         return kept
 
     async def _insert(self, conn: Any, batch: Sequence[Accept]) -> list[bool]:
-        new = await inbox.new_bodies(
-            conn, [d for _, d in batch if d is not None], self.body_retention
-        )
-        kept: list[bool] = []
-        for _, digest in batch:
-            fresh = digest is None or digest in new
-            if digest is not None:
-                new.discard(digest)  # the same body twice in one group: the first counts
-            kept.append(fresh)
+        d = self.dialect
+        digests = [digest for _, digest in batch]
+        kept = await run(conn, d, bodies.first_sight(d, digests, self.body_retention))
         alerts = [alert for (alert, _), keep in zip(batch, kept, strict=True) if keep]
         await inbox.insert(conn, alerts, self.inbox_channel)
         return kept
@@ -178,9 +172,9 @@ class PostgresStore(Engine):
 
     async def _keep_quarantined(self, row: writes.QuarantineRow, digest: bytes) -> bool:
         async def write(conn: Any) -> bool:
-            if digest not in await inbox.new_bodies(conn, [digest], self.body_retention):
-                return False
             d = self.dialect
+            if not (await run(conn, d, bodies.first_sight(d, [digest], self.body_retention)))[0]:
+                return False
             await run(conn, d, operators.quarantine(d, [row], self.quarantine_kept))
             return True
 

@@ -1,10 +1,7 @@
 """The inbox on PostgreSQL: accepted webhooks, in arrival order, one taker per identity.
 
-``insert`` commits one group of accepts (the engine batches concurrent ``accept`` calls
-into one transaction): the bodies' digests go into ``seen_body`` first, ``ON CONFLICT``
-keeping the row of a body seen within the retention, so the same webhook sent to two
-replicas at once makes one entry (the second insert waits on the first's unique-index
-entry, then finds it). Digests are inserted sorted, so two groups never deadlock.
+``insert`` adds one group of accepts (the engine batches concurrent ``accept`` calls
+into one transaction), once ``bridge.store.bodies`` has dropped the bodies already seen.
 
 ``claim`` runs in the transaction a ``Taken`` holds until ``complete`` or ``abandon``:
 
@@ -55,14 +52,6 @@ async def _lock_head(
                 held.append(identity)
                 covered += entries
     return held
-
-
-async def new_bodies(conn: Any, digests: Sequence[bytes], retention: float) -> set[bytes]:
-    """Record ``digests``; the ones not seen within ``retention`` seconds."""
-    if not digests:
-        return set()
-    rows = await conn.fetch(sql.SEE_BODIES, sorted(set(digests)), retention)
-    return {bytes(row[0]) for row in rows}
 
 
 async def insert(conn: Any, alerts: Sequence[SentryAlert], channel: str) -> None:

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 # --- inbox, seen bodies, claims ------------------------------------------------------------
 
+# bridge.store.bodies: a row seen within the retention is kept and not returned. $2 is
+# NULL: the dialect's clock is the database's.
 SEE_BODIES = """
-WITH t AS (SELECT clock_timestamp() AS now)
+WITH t AS (SELECT coalesce($2::timestamptz, clock_timestamp()) AS now)
 INSERT INTO seen_body AS s (digest, seen_at)
 SELECT d, t.now FROM unnest($1::bytea[]) AS d, t ORDER BY d
 ON CONFLICT (digest) DO UPDATE SET seen_at = excluded.seen_at
-    WHERE s.seen_at <= excluded.seen_at - make_interval(secs => $2)
+    WHERE s.seen_at <= excluded.seen_at - make_interval(secs => $3)
 RETURNING digest
 """
 

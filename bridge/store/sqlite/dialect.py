@@ -44,6 +44,9 @@ def run(db: sqlite3.Connection, d: Dialect, step: Step[T]) -> T:
             return None
         if q.how == "many":
             return db.executemany(text, q.args[0]).rowcount if q.args[0] else 0
+        if q.how == "each":  # executemany returns no rows
+            rest = q.args[1:]
+            return [got for one in q.args[0] for got in db.execute(text, (*one, *rest))]
         cursor = db.execute(text, q.args)
         if q.how == "rows":
             return cursor.fetchall()

@@ -20,7 +20,7 @@ from typing import Any, TypeVar, Unpack
 from bridge.errors import StoreFull
 from bridge.model import SentryAlert
 from bridge.state import IdentityState
-from bridge.store import identity, operators, writes
+from bridge.store import bodies, identity, operators, writes
 from bridge.store.contract import Entry, Failed, Lane, Processed, Taken
 from bridge.store.engine import Accept, Engine, Limits
 from bridge.store.sqlite import inbox, queue, sql
@@ -90,7 +90,9 @@ class SqliteStore(Engine):
     async def _write_accepts(self, batch: Sequence[Accept]) -> list[bool]:
         now = self._now()
         try:
-            ids = await self._write(inbox.insert, batch, now, self.body_retention, self.max_bodies)
+            ids = await self._write(
+                inbox.insert, self.dialect, batch, now, self.body_retention, self.max_bodies
+            )
         except Exception as exc:
             if not isinstance(exc, sqlite3.Error):  # the file's are WriteHealth's, said once
                 log.exception("cannot write the store", extra={"alerts": len(batch)})
@@ -250,11 +252,11 @@ class SqliteStore(Engine):
     ) -> bool:
         """Kept; False, and nothing written, when ``digest`` was seen within
         body_retention."""
-        now = at.timestamp()
-        if not inbox.first_sight(db, digest, now, self.body_retention):
+        d = self.dialect
+        if not run(db, d, bodies.first_sight(d, [digest], self.body_retention))[0]:
             return False
-        inbox.forget_bodies(db, now, self.body_retention, self.max_bodies)
-        run(db, self.dialect, operators.quarantine(self.dialect, [row], self.quarantine_kept, at))
+        inbox.forget_bodies(db, at.timestamp(), self.body_retention, self.max_bodies)
+        run(db, d, operators.quarantine(d, [row], self.quarantine_kept, at))
         return True
 
     def _release(

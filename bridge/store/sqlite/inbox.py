@@ -11,27 +11,28 @@ import sqlite3
 from collections.abc import Sequence
 
 from bridge.model import SentryAlert
-from bridge.store import jsontext
+from bridge.store import bodies, jsontext
 from bridge.store.sqlite import sql
+from bridge.store.sqlite.dialect import run
+from bridge.store.steps import Dialect
 
 log = logging.getLogger("bridge.store")
 
 
 def insert(
     db: sqlite3.Connection,
+    d: Dialect,
     alerts: Sequence[tuple[SentryAlert, bytes | None]],
     now: float,
     retention: float,
     max_bodies: int,
 ) -> list[int | None]:
     """One group commit's alerts (with their bodies' digests): the inbox ids, None for a
-    body already seen within ``retention`` (in this batch too)."""
-    ids: list[int | None] = []
-    for alert, digest in alerts:
-        if digest is not None and not first_sight(db, digest, now, retention):
-            ids.append(None)
-            continue
-        ids.append(add(db, alert, now))
+    body already seen (``bridge.store.bodies``)."""
+    fresh = run(db, d, bodies.first_sight(d, [digest for _, digest in alerts], retention))
+    ids = [
+        add(db, alert, now) if new else None for (alert, _), new in zip(alerts, fresh, strict=True)
+    ]
     if any(digest is not None for _, digest in alerts):
         forget_bodies(db, now, retention, max_bodies)
     return ids
@@ -68,15 +69,6 @@ def read(
 
 def delete(db: sqlite3.Connection, ids: Sequence[int]) -> None:
     db.executemany(sql.DELETE_INBOX, [(i,) for i in ids])
-
-
-def first_sight(db: sqlite3.Connection, digest: bytes, now: float, retention: float) -> bool:
-    """Records ``digest``; False if it was already recorded within ``retention``."""
-    row = db.execute(sql.SEEN_AT, (digest,)).fetchone()
-    if row is not None and row[0] > now - retention:
-        return False
-    db.execute(sql.SEE_BODY, (digest, now))
-    return True
 
 
 def forget_bodies(db: sqlite3.Connection, now: float, retention: float, kept: int) -> None:

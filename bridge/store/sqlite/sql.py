@@ -13,8 +13,11 @@ INBOX_LEFT = "SELECT id, accepted_at FROM inbox ORDER BY id"
 INBOX_ALERTS = "SELECT id, alert FROM inbox WHERE id IN (SELECT value FROM json_each(?))"
 DELETE_INBOX = "DELETE FROM inbox WHERE id = ?"
 
-SEEN_AT = "SELECT at FROM seen_body WHERE digest = ?"
-SEE_BODY = "INSERT OR REPLACE INTO seen_body (digest, at) VALUES (?, ?)"
+# bridge.store.bodies: a row seen within the retention is kept and not returned.
+SEE_BODIES = (
+    "INSERT INTO seen_body (digest, at) VALUES (?1, ?2) ON CONFLICT (digest) DO UPDATE"
+    " SET at = excluded.at WHERE seen_body.at <= excluded.at - ?3 RETURNING digest"
+)
 # Bounded by time and count (the newest are kept).
 FORGET_OLD_BODIES = "DELETE FROM seen_body WHERE at <= ?"
 FORGET_MANY_BODIES = "DELETE FROM seen_body WHERE id <= (SELECT max(id) FROM seen_body) - ?"
