@@ -1,7 +1,7 @@
-"""The inbox on SQLite: accepted webhooks until the pipeline completes them, and the seen
-bodies that make a repeated body a duplicate. Functions on the file's thread, given the
-connection (inside a transaction where they write); the group commit and what ``take``
-hands out are the engine's (``engine.SqliteStore``)."""
+"""The inbox on SQLite: accepted webhooks until the pipeline completes them, less the
+bodies already seen (``bridge.store.bodies``), whose table it bounds. Functions on the
+file's thread, given the connection (inside a transaction where they write); the group
+commit and what ``take`` hands out are the engine's (``engine.SqliteStore``)."""
 
 from __future__ import annotations
 
