@@ -8,8 +8,9 @@ holds: one read, cached briefly, and the ``store.max_queued`` bound). What reads
 the tables for them is written once too, as steps (``steps``: generators yielding named
 queries, which each engine runs its own way): ``identity`` (the state rows), ``queue``
 (posts, re-sends, dead letters), ``bodies`` (a body seen again is a duplicate) and
-``operators`` (a batch's writes, requeue, quarantine, snapshot, sizes, expiry). ``engine.Engine`` is the base of both engines: what they keep
-alike in memory, and the contract's calls that are one step each.
+``operators`` (a batch's writes, requeue, quarantine, snapshot, sizes, expiry).
+``engine.Engine`` is the base of both engines: what they keep alike in memory, and the
+contract's calls that are one step each.
 ``sqlite`` (``SqliteStore``: embedded, one file, one replica) and ``pg`` (``PostgresStore``:
 shared by several replicas, issue 10) keep it; ``spool`` rides out a PostgreSQL outage on
 a local SQLite file. ``open_store`` picks the configured engine; ``open_for_operator``

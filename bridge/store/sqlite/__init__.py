@@ -6,9 +6,9 @@ True, ``Taken.now`` is this process's clock, and the one taker is the pipeline t
 
 ``SqliteStore`` (``engine``) composes the parts: ``schema`` (the tables), ``sql``
 (every query, by name), ``dialect`` (running the shared steps, ``bridge.store.steps``, on
-the file's thread), ``inbox`` (accepts, takes, bounding the seen bodies) and ``queue`` (the lanes), on
-``bridge.store.sqlite_file`` (``SqliteFile``: the file on its one thread) and
-``bridge.store.group_commit``, the plumbing the spool uses too.
+the file's thread), ``inbox`` (accepts, takes, bounding the seen bodies) and ``queue``
+(the lanes), on ``bridge.store.sqlite_file`` (``SqliteFile``: the file on its one thread)
+and ``bridge.store.group_commit``, the plumbing the spool uses too.
 
 Its tables (``schema``: the package ``bridge.store`` says what each holds) are in
 ``store.sqlite3`` under ``store.data_dir``, ``schema.VERSION`` in the file's
