@@ -33,6 +33,17 @@ def read(d: Dialect, identities: Collection[str]) -> Step[dict[str, IdentityStat
     return {name: IdentityState.from_json(d.loads(state)) for name, state in got}
 
 
+def of_taken(
+    d: Dialect, identities: Collection[str]
+) -> Step[tuple[dict[str, IdentityState], datetime]]:
+    """What a take hands out beside its entries: the state of each identity taken that has
+    one (by its name as taken), and the store's clock, which the batch decides by."""
+    stored = {name: d.text(name) for name in identities}
+    states = yield from read(d, set(stored.values()))
+    now: datetime = yield NOW
+    return {name: states[key] for name, key in stored.items() if key in states}, now
+
+
 def write(d: Dialect, writes: Writes) -> Step[None]:
     """Writes the states of ``writes`` and forgets the forgotten ones."""
     if writes.forgotten:

@@ -18,7 +18,7 @@ import secrets
 import socket
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any, TypeVar, Unpack
 
 import asyncpg
@@ -29,7 +29,7 @@ from bridge.model import SentryAlert
 from bridge.store import bodies, identity, operators, writes
 from bridge.store.contract import Entry, Failed, Lane, Processed, Taken
 from bridge.store.engine import Accept, Engine, Limits
-from bridge.store.pg import codec, connection, inbox, queue, sql
+from bridge.store.pg import connection, inbox, queue, sql
 from bridge.store.pg.dialect import dialect, run
 from bridge.store.pg.lease import Periodic
 from bridge.store.steps import Step
@@ -219,16 +219,12 @@ class PostgresStore(Engine):
                 else:
                     await self._end(handle)
                 return None
-            stored = {e.alert.identity: codec.text(e.alert.identity) for e in entries}
-            states = await run(
-                conn, self.dialect, identity.read(self.dialect, set(stored.values()))
-            )
-            now: datetime = await conn.fetchval(sql.NOW)
+            d, taken = self.dialect, {e.alert.identity for e in entries}
+            states, now = await run(conn, d, identity.of_taken(d, taken))
         except BaseException:
             await self._end(handle)
             raise
-        known = {raw: states[key] for raw, key in stored.items() if key in states}
-        return Taken(entries, known, now, handle)
+        return Taken(entries, states, now, handle)
 
     async def complete(
         self, taken: Taken, results: Sequence[Processed], failed: Sequence[Failed] = ()

@@ -120,12 +120,12 @@ class SqliteStore(Engine):
                 self._idle = False
             entries = [self._ready.popleft() for _ in range(min(limit, len(self._ready)))]
             try:
-                taken, states = await self._file.call(self._read_taken, entries)
+                taken, states, now = await self._file.call(self._read_taken, entries)
             except BaseException:
                 self._ready.extendleft(reversed(entries))  # not handed out: keep the order
                 raise
             if taken:
-                return Taken(entries=taken, states=states, now=self.clock())
+                return Taken(entries=taken, states=states, now=now)
 
     def idle(self) -> bool:
         return self._idle and not self._ready
@@ -235,17 +235,17 @@ class SqliteStore(Engine):
 
     def _read_taken(
         self, entries: Sequence[_Ready]
-    ) -> tuple[list[Entry], dict[str, IdentityState]]:
+    ) -> tuple[list[Entry], dict[str, IdentityState], datetime]:
         """The entries (alerts read back where only the id was kept; unreadable ones
-        deleted), and the state of every identity taken that has one."""
+        deleted), then ``identity.of_taken``."""
         taken, dropped = inbox.read(self._file.db, [(i, alert) for i, _, alert in entries])
         if dropped:
             with self._transaction() as db:
                 inbox.delete(db, dropped)
         at = {inbox_id: accepted_at for inbox_id, accepted_at, _ in entries}
         d = self.dialect
-        states = run(self._file.db, d, identity.read(d, {alert.identity for _, alert in taken}))
-        return [Entry(i, datetime.fromtimestamp(at[i], UTC), a) for i, a in taken], states
+        states, now = run(self._file.db, d, identity.of_taken(d, {a.identity for _, a in taken}))
+        return [Entry(i, datetime.fromtimestamp(at[i], UTC), a) for i, a in taken], states, now
 
     def _quarantine(
         self, db: sqlite3.Connection, row: writes.QuarantineRow, digest: bytes, at: datetime
