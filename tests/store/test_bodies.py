@@ -1,0 +1,56 @@
+"""``bridge.store.bodies.first_sight``, the seen-body rule both engines run, driven with
+the queries answered here: what it asks the database and what it makes of the answer.
+The contract tests (test_contract.py) run it against every engine."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from bridge.store import bodies
+from bridge.store.sqlite.dialect import dialect
+from bridge.store.steps import Q, drive
+
+NOW = datetime(2026, 12, 7, 12, 0, tzinfo=UTC)
+D = dialect(lambda: NOW)
+
+
+def sight(digests: list[bytes | None], written: set[bytes]) -> tuple[list[bool], list[Q]]:
+    """The answer, and the queries asked, when the upsert writes the ``written`` digests
+    (the ones not seen within the retention)."""
+    asked: list[Q] = []
+
+    def execute(q: Q) -> Any:
+        asked.append(q)
+        if q.how == "now":
+            return NOW
+        return [(digest,) for (digest,) in q.args[0] if digest in written]
+
+    return drive(bodies.first_sight(D, digests, 60.0), execute), asked
+
+
+@pytest.mark.parametrize(
+    ("digests", "written", "fresh"),
+    [
+        pytest.param([b"a", b"b"], {b"a", b"b"}, [True, True], id="all-new"),
+        pytest.param([b"a", b"b"], {b"b"}, [False, True], id="one-seen-before"),
+        pytest.param([b"a", b"a", b"a"], {b"a"}, [True, False, False], id="first-copy-counts"),
+        pytest.param([b"a", b"a"], set(), [False, False], id="seen-before-twice"),
+        pytest.param([None, b"a", None], set(), [True, False, True], id="no-digest-is-new"),
+    ],
+)
+def test_what_is_new(digests: list[bytes | None], written: set[bytes], fresh: list[bool]) -> None:
+    assert sight(digests, written)[0] == fresh
+
+
+def test_each_digest_is_written_once_in_sorted_order_at_the_dialects_time() -> None:
+    _, asked = sight([b"c", b"a", None, b"c", b"b"], set())
+    assert [q.how for q in asked] == ["now", "each"]
+    assert asked[1].name == "SEE_BODIES"
+    assert asked[1].args == ([(b"a",), (b"b",), (b"c",)], NOW.timestamp(), 60.0)
+
+
+def test_no_digest_asks_nothing() -> None:
+    assert sight([None, None], set()) == ([True, True], [])
