@@ -218,10 +218,11 @@ class SentryAlert:
     def to_json(self) -> dict[str, Any]:
         """JSON-ready fields, unknowns left out. On every accepted webhook's path, so
         no ``dataclasses.asdict`` (it deep-copies); enums are ``str`` and tags are
-        pairs, both already what ``json.dumps`` wants."""
+        pairs, both already what ``json.dumps`` wants. The instance dict holds exactly
+        the fields, in their order (``__init__``, ``of`` and ``evolve`` all keep it so)."""
         data = {
             name: value
-            for name, value in zip(_FIELD_NAMES, _read_fields(self), strict=True)
+            for name, value in self.__dict__.items()
             if value is not None and value != ()
         }
         for name in _TIME_FIELDS:
@@ -255,7 +256,6 @@ _DEFAULTS = {
     f.name: None if f.default is dataclasses.MISSING else f.default
     for f in dataclasses.fields(SentryAlert)
 }
-_read_fields = operator.attrgetter(*_FIELD_NAMES)  # every field at once, in C
 _TIME_FIELDS = ("started_at", "occurred_at", "received_at", "answered_at")
 
 

@@ -105,8 +105,11 @@ def test_of_is_the_constructor() -> None:
     built = SentryAlert.of(_fields())
     assert built == SentryAlert(**_fields())
     assert hash(built) == hash(SentryAlert(**_fields()))
-    # Every field set, in the order of the fields (to_json writes them so).
-    assert list(vars(built)) == [f.name for f in dataclasses.fields(SentryAlert)]
+    # Every way of making one holds exactly the fields, in their order (to_json reads them so).
+    names = [f.name for f in dataclasses.fields(SentryAlert)]
+    assert list(vars(built)) == names
+    assert list(vars(SentryAlert(**_fields()))) == names
+    assert list(vars(evolve(built, title="other", environment="staging"))) == names
     assert built.to_json() == SentryAlert(**_fields()).to_json()
     assert list(built.to_json()) == list(SentryAlert(**_fields()).to_json())
     with pytest.raises(dataclasses.FrozenInstanceError):
