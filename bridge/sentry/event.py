@@ -27,7 +27,7 @@ def tags(raw: Any) -> tuple[tuple[str, str], ...]:
     """Sentry sends ``[[key, value], ...]`` (event data) or ``[{"key", "value"}, ...]``
     (serialized events)."""
     pairs: list[tuple[str, str]] = []
-    for item in raw if type(raw) is list else ():
+    for item in raw if isinstance(raw, list) else ():
         # Exact types first: a parsed body holds only lists, dicts and scalars, and each
         # tag is a few checks (a union in isinstance builds the union on every call; an
         # event has a dozen tags or more: issue 15's profile).
@@ -47,8 +47,7 @@ def tags(raw: Any) -> tuple[tuple[str, str], ...]:
             text = str(value)
         if not isinstance(key, str):
             continue
-        if key.startswith("sentry:"):
-            key = key[7:]
+        key = key.removeprefix("sentry:")
         if key in _PII_TAGS:
             continue
         pairs.append((key, strip_query(text) if key == "url" else text))
