@@ -20,7 +20,6 @@ Pure: no clock, no I/O. Only issue identities have a context; metric alerts are 
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -144,7 +143,7 @@ def fill(
     filled = missing(alert, context, firing_environment)
     if not filled:
         return alert, ()
-    return dataclasses.replace(alert, **filled), filled["from_context"]
+    return evolve(alert, **filled), filled["from_context"]
 
 
 def missing(

@@ -22,17 +22,32 @@ from typing import Any, TypeVar
 
 _T = TypeVar("_T")
 _SET = object.__setattr__  # past a frozen dataclass's own __setattr__, as its __init__ goes
-# Per class: its slots, a getter of all of them at once, and each slot's position.
+# Per slotted class: its slots, a getter of all of them at once, and each slot's position.
 _LAYOUTS: dict[type, tuple[tuple[str, ...], operator.attrgetter[Any], dict[str, int]]] = {}
+# Per dataclass kept in its instance dict (``SentryAlert``): its field names.
+_NAMES: dict[type, frozenset[str]] = {}
 
 
 def evolve(obj: _T, **changes: Any) -> _T:
-    """``dataclasses.replace`` for the frozen, slotted dataclasses of the webhook path
-    (none has ``__post_init__`` or an ``init=False`` field): a copy with ``changes``, its
-    slots read and written in C (``attrgetter``, ``map``), at a third to half the cost
-    (``replace`` builds every field's keyword and runs ``__init__``; a ``SentryAlert`` has
-    44 fields and every webhook copies a few states and alerts; issue 15's profile)."""
+    """``dataclasses.replace`` for the frozen dataclasses of the webhook path (none has
+    ``__post_init__`` or an ``init=False`` field), at a fraction of its cost (``replace``
+    builds every field's keyword and runs ``__init__``, which sets each field through
+    ``object.__setattr__``; issue 15's profile). A class that keeps its fields in the
+    instance dict (``SentryAlert``) is copied with two dict updates, in C; a slotted one
+    has its slots read and written in C (``attrgetter``, ``map``)."""
     cls = type(obj)
+    names = _NAMES.get(cls)
+    if names is None and "__slots__" not in cls.__dict__:
+        names = _NAMES[cls] = frozenset(f.name for f in dataclasses.fields(cls))  # type: ignore[arg-type]
+    if names is not None:
+        if not changes.keys() <= names:
+            unknown = sorted(changes.keys() - names)[0]
+            raise TypeError(f"{cls.__name__} has no field {unknown!r}")
+        new = object.__new__(cls)
+        attrs = new.__dict__
+        attrs.update(obj.__dict__)
+        attrs.update(changes)
+        return new
     layout = _LAYOUTS.get(cls)
     if layout is None:
         slots: tuple[str, ...] = tuple(cls.__slots__)  # type: ignore[attr-defined]
@@ -83,7 +98,11 @@ class Severity(enum.StrEnum):
 _SEVERITY_ORDER = (Severity.LOW, Severity.MEDIUM, Severity.HIGH, Severity.CRITICAL)
 
 
-@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+# Not slotted: its 44 fields live in the instance dict, so the webhook path builds it
+# (``of``) and copies it (``evolve``) with dict updates in C, where a slotted instance
+# takes one ``object.__setattr__`` per field (13 and 12 us of a webhook's CPU; issue 15).
+# A few hundred bytes more per alert in flight; states keep no SentryAlert.
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class SentryAlert:
     """One Sentry webhook, normalised.
 
@@ -166,6 +185,20 @@ class SentryAlert:
     # and the log; the context never learns them back from this alert.
     from_context: tuple[str, ...] = ()
 
+    @classmethod
+    def of(cls, fields: Mapping[str, Any]) -> SentryAlert:
+        """``SentryAlert(**fields)``, for the webhook path: every field set at once (the
+        defaults, then ``fields``, in the order of the fields). Anything ``__init__``
+        would refuse (an unknown field, a required one missing) goes to ``__init__``, so
+        the error is its own."""
+        if not (fields.keys() <= _FIELD_SET and fields.keys() >= _REQUIRED):
+            return cls(**fields)
+        new = object.__new__(cls)
+        attrs = new.__dict__
+        attrs.update(_DEFAULTS)
+        attrs.update(fields)
+        return new
+
     @property
     def settings_map(self) -> Mapping[str, str]:
         return dict(self.rule_settings)
@@ -176,7 +209,7 @@ class SentryAlert:
 
     def with_counts(self, *, users: int | None, events: int | None) -> SentryAlert:
         """Counts from Sentry's API fill in what the payload did not carry."""
-        return dataclasses.replace(
+        return evolve(
             self,
             users=self.users if self.users is not None else users,
             events=self.events if self.events is not None else events,
@@ -185,10 +218,11 @@ class SentryAlert:
     def to_json(self) -> dict[str, Any]:
         """JSON-ready fields, unknowns left out. On every accepted webhook's path, so
         no ``dataclasses.asdict`` (it deep-copies); enums are ``str`` and tags are
-        pairs, both already what ``json.dumps`` wants."""
+        pairs, both already what ``json.dumps`` wants. The instance dict holds exactly
+        the fields, in their order (``__init__``, ``of`` and ``evolve`` all keep it so)."""
         data = {
             name: value
-            for name, value in zip(_FIELD_NAMES, _read_fields(self), strict=True)
+            for name, value in self.__dict__.items()
             if value is not None and value != ()
         }
         for name in _TIME_FIELDS:
@@ -208,11 +242,20 @@ class SentryAlert:
         for name in _TIME_FIELDS:
             text = values.get(name)
             values[name] = datetime.fromisoformat(text) if text else None
-        return cls(**values)
+        return cls.of(values)
 
 
 _FIELD_NAMES = tuple(field.name for field in dataclasses.fields(SentryAlert))
-_read_fields = operator.attrgetter(*_FIELD_NAMES)  # every field at once, in C
+_FIELD_SET = frozenset(_FIELD_NAMES)
+_REQUIRED = frozenset(
+    f.name for f in dataclasses.fields(SentryAlert) if f.default is dataclasses.MISSING
+)
+# Every field in order, the required ones as None until ``of`` sets them (it checks they
+# are given); the defaults are all immutable (None, (), False).
+_DEFAULTS = {
+    f.name: None if f.default is dataclasses.MISSING else f.default
+    for f in dataclasses.fields(SentryAlert)
+}
 _TIME_FIELDS = ("started_at", "occurred_at", "received_at", "answered_at")
 
 

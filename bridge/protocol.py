@@ -24,10 +24,10 @@ webhook or a probe always finds a connection.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, ClassVar
 
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 READ_SIZE = 65536
 MAX_HEAD = 16 * 1024  # bytes of one request head: h11's default bound, kept
@@ -164,3 +164,12 @@ def with_deadline(
     if on_close is not None:
         attributes["on_close"] = staticmethod(on_close)
     return type("DeadlineProtocol", (DeadlineProtocol,), attributes)
+
+
+def body_in_memory(receive: Callable[[], Awaitable[Any]]) -> bool:
+    """Whether the request whose ASGI ``receive`` this is has its whole body in memory
+    already: Uvicorn's httptools cycle (``receive`` is its bound method) parsed the body's
+    end with the head, so reading it cannot wait (the usual webhook, see ``data_received``).
+    False for any other server, and whenever in doubt."""
+    cycle = getattr(receive, "__self__", None)
+    return isinstance(cycle, RequestResponseCycle) and not cycle.more_body

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from bridge.context import IssueContext
-from bridge.model import SentryAlert, evolve
+from bridge.model import Kind, SentryAlert, State, evolve
 from bridge.state import IdentityState
 from tests.factories import START, postable, sentry_alert
 
@@ -80,3 +80,51 @@ def test_to_json_leaves_out_unknowns_and_reads_back() -> None:
     assert "rule_settings" not in data  # ()
     assert all(value is not None and value != () for value in data.values())
     assert SentryAlert.from_json(json.loads(json.dumps(data))) == alert
+
+
+def test_evolve_refuses_an_unknown_field_of_the_alert() -> None:
+    with pytest.raises(TypeError, match="'enviroment'"):
+        evolve(ALERT, enviroment="staging")
+
+
+def _fields() -> dict[str, Any]:
+    return {
+        "resource": "event_alert",
+        "action": "triggered",
+        "kind": Kind.ISSUE,
+        "state": State.FIRING,
+        "identity": "issue:42",
+        "title": "ValueError: bad input",
+        "tags": (("browser", "Firefox"),),
+        "users": 3,
+        "occurred_at": START,
+    }
+
+
+def test_of_is_the_constructor() -> None:
+    built = SentryAlert.of(_fields())
+    assert built == SentryAlert(**_fields())
+    assert hash(built) == hash(SentryAlert(**_fields()))
+    # Every way of making one holds exactly the fields, in their order (to_json reads them so).
+    names = [f.name for f in dataclasses.fields(SentryAlert)]
+    assert list(vars(built)) == names
+    assert list(vars(SentryAlert(**_fields()))) == names
+    assert list(vars(evolve(built, title="other", environment="staging"))) == names
+    assert built.to_json() == SentryAlert(**_fields()).to_json()
+    assert list(built.to_json()) == list(SentryAlert(**_fields()).to_json())
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        built.title = "changed"  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        pytest.param({"enviroment": "staging"}, "enviroment", id="unknown-field"),
+        pytest.param({"title": None}, "title", id="required-missing"),
+    ],
+)
+def test_of_refuses_what_the_constructor_refuses(change: dict[str, Any], message: str) -> None:
+    fields = {**_fields(), **change}
+    fields = {name: value for name, value in fields.items() if value is not None}
+    with pytest.raises(TypeError, match=message):
+        SentryAlert.of(fields)

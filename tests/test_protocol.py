@@ -11,7 +11,7 @@ import pytest
 from uvicorn.config import Config
 from uvicorn.server import ServerState
 
-from bridge.protocol import MAX_HEAD, DeadlineProtocol, with_deadline
+from bridge.protocol import MAX_HEAD, DeadlineProtocol, body_in_memory, with_deadline
 
 pytestmark = pytest.mark.anyio
 
@@ -82,6 +82,36 @@ async def test_reading_pauses_only_for_a_body_still_in_the_socket(data: bytes, p
     protocol.data_received(data)
     assert transport.pauses == pauses
     await close(protocol)
+
+
+@pytest.mark.parametrize(
+    ("data", "in_memory"),
+    [
+        pytest.param(request(b"x" * 4000, 4000), True, id="whole body with the head"),
+        pytest.param(request(b"x" * 1000, 4000), False, id="body still coming"),
+        pytest.param(request(b"", 0), True, id="no body"),
+    ],
+)
+async def test_the_handler_knows_a_body_in_memory(data: bytes, in_memory: bool) -> None:
+    """The webhook arms its body's deadline only for a body that can still keep it waiting
+    (bridge.app); a body in memory cannot."""
+    seen: list[bool] = []
+
+    async def handler(scope: Any, receive: Any, send: Any) -> None:
+        seen.append(body_in_memory(receive))
+
+    protocol, _ = connect(handler)
+    protocol.data_received(data)
+    await asyncio.gather(*protocol.tasks, return_exceptions=True)
+    assert seen == [in_memory]
+    await close(protocol)
+
+
+async def test_any_other_receive_is_not_known_to_hold_its_body() -> None:
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    assert not body_in_memory(receive)
 
 
 @pytest.mark.parametrize(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 import socket
@@ -20,7 +21,7 @@ from bridge.compose import Bridge
 from bridge.errors import ConfigError
 from bridge.metrics import Metrics
 from bridge.reload import Reloader
-from bridge.serve import _Server, bind_admin, startup_line
+from bridge.serve import GC_THRESHOLDS, _Server, bind_admin, startup_line, tune_gc
 
 
 def make_config(tmp_path: Path) -> config.Config:
@@ -81,3 +82,17 @@ def test_an_admin_port_in_use_stops_the_start_naming_it() -> None:
             bind_admin("127.0.0.1", port)
     with contextlib.closing(bind_admin("127.0.0.1", 0)) as admin:
         assert admin.getsockname()[0] == "127.0.0.1"
+
+
+def test_the_gc_is_tuned_for_the_webhook_path() -> None:
+    """The server freezes what exists at start and collects the young generation less
+    often than Python's 700 (issue 15: 4 % of the CPU under load went to the GC)."""
+    before = gc.get_threshold()
+    try:
+        tune_gc()
+        assert gc.get_threshold() == GC_THRESHOLDS
+        assert GC_THRESHOLDS[0] > before[0]
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)

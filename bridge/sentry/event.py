@@ -28,20 +28,34 @@ def tags(raw: Any) -> tuple[tuple[str, str], ...]:
     (serialized events)."""
     pairs: list[tuple[str, str]] = []
     for item in raw if isinstance(raw, list) else ():
-        if isinstance(item, list | tuple) and len(item) == 2:
+        # Exact types first: a parsed body holds only lists, dicts and scalars, and each
+        # tag is a few checks (a union in isinstance builds the union on every call; an
+        # event has a dozen tags or more: issue 15's profile).
+        if type(item) is list or isinstance(item, _PAIR):
+            if len(item) != 2:
+                continue
             key, value = item
         elif isinstance(item, dict):
             key, value = item.get("key"), item.get("value")
         else:
             continue
-        if not isinstance(key, str) or value is None or isinstance(value, dict | list):
+        if type(value) is str:
+            text = value
+        elif value is None or isinstance(value, _NOT_TAG_VALUE):
+            continue
+        else:
+            text = str(value)
+        if not isinstance(key, str):
             continue
         key = key.removeprefix("sentry:")
         if key in _PII_TAGS:
             continue
-        text = str(value)
         pairs.append((key, strip_query(text) if key == "url" else text))
     return tuple(pairs)
+
+
+_PAIR = (list, tuple)
+_NOT_TAG_VALUE = (dict, list)
 
 
 def _interfaces(ev: WireEvent, name: str) -> list[WireInterface]:

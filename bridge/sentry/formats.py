@@ -140,7 +140,8 @@ def detect_resource(headers: Mapping[str, str], data: object) -> str:
 def _alert(fields: dict[str, Any] | Ignored, request_id: str | None) -> SentryAlert | Ignored:
     if isinstance(fields, Ignored):
         return fields
-    return SentryAlert(**fields, request_id=request_id)
+    fields["request_id"] = request_id
+    return SentryAlert.of(fields)
 
 
 @functools.lru_cache(maxsize=8)  # the config's two values: the same on every webhook

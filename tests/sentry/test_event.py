@@ -6,7 +6,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
 
+from bridge.sentry.event import tags
+from bridge.sentry.links import strip_query
 from tests.sentry_payloads import LEGACY, alert, hook, load_fixture
 
 
@@ -148,3 +152,40 @@ def test_interfaces_of_an_odd_shape_are_unknown_not_errors(
     event["tags"] = [["handled", "yes"], ["url", "https://tag.example/"]]
     result = alert(hook("event_alert"), data)
     assert (result.handled, result.url) == (handled, url)
+
+
+def _tags_as_specified(raw: Any) -> tuple[tuple[str, str], ...]:
+    """The rule ``event.tags`` keeps, written plainly: pairs or ``{"key", "value"}``
+    objects; a text key (``sentry:`` dropped) not naming a person; a value that is neither
+    missing nor an object or a list, as text; a ``url`` without its query."""
+    kept = []
+    for item in raw if isinstance(raw, list) else []:
+        if isinstance(item, (list, tuple)) and len(item) == 2:
+            key, value = item
+        elif isinstance(item, dict):
+            key, value = item.get("key"), item.get("value")
+        else:
+            continue
+        if not isinstance(key, str) or value is None or isinstance(value, (dict, list)):
+            continue
+        key = key.removeprefix("sentry:")
+        if key in {"user", "user.email", "user.ip", "user.username", "user.id", "ip", "email"}:
+            continue
+        kept.append((key, strip_query(str(value)) if key == "url" else str(value)))
+    return tuple(kept)
+
+
+_SCALARS = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8)
+_KEYS = st.sampled_from(["browser", "sentry:release", "url", "user.ip", "sentry:user", "level"])
+_TAG = st.one_of(
+    st.lists(_KEYS | _SCALARS, max_size=3),
+    st.tuples(_KEYS, _SCALARS | st.lists(_SCALARS, max_size=1)),
+    st.fixed_dictionaries({"key": _KEYS | _SCALARS}, optional={"value": _SCALARS}),
+    _SCALARS,
+)
+
+
+@given(st.lists(_TAG, max_size=12) | _SCALARS)
+@example([["url", "https://shop.example/a?email=x@example.com"], ["sentry:level", 3.5]])
+def test_tags_keep_what_the_rule_says(raw: Any) -> None:
+    assert tags(raw) == _tags_as_specified(raw)
