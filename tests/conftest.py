@@ -96,9 +96,10 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
 
 
 # The longest single tests outside tests/integration (which is collected first): the CI
-# profile's stateful models, 30-120 s each. Collected last, one of them ended the run alone
-# on one worker while the other sat idle; collected first, the short tests fill in after.
-LONG = ("tests/test_escalation_model.py", "tests/test_pipeline_model.py")
+# profile's stateful models, 30-120 s each (the outages model 62-68 s under load). Collected
+# last, one of them ended the run alone on one worker while the other sat idle; collected
+# first, the short tests fill in after.
+LONG = ("tests/test_escalation_model.py", "tests/test_pipeline_model.py", "tests/test_outages.py")
 
 
 # Tests that bound a latency or a drain time in seconds of wall time (a product claim: an
