@@ -1,11 +1,15 @@
 from __future__ import annotations
 
+import functools
 import itertools
 import os
+import ssl
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import httpx._config
+import httpx._transports.default
 import pytest
 from hypothesis import HealthCheck, settings
 
@@ -31,6 +35,34 @@ settings.register_profile(
 settings.load_profile(
     os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI") == "true" else "dev")
 )
+
+
+# httpx parses certifi's bundle into a new SSL context for every client made with the default
+# ``verify=True`` (50-100 ms of CPU each). The bridge's own clients (Alertmanager, Sentry's API)
+# are built that way, and the models build a pipeline, a delivery or an app per example: a
+# tenth of a second per example went there (the escalation model: 150 examples in CI). In the
+# test process those clients share one context, made by httpx itself from the same bundle; a
+# client given its own context (a CA file, a client certificate, no verification) still gets
+# exactly that. No client in the bridge or the tests uses HTTP/2, so the one setting httpcore
+# writes into a context per connection (ALPN) is always the same.
+_create_ssl_context = httpx._config.create_ssl_context
+
+
+@functools.cache
+def _default_ssl_context(trust_env: bool, cafile: str | None, capath: str | None) -> ssl.SSLContext:
+    return _create_ssl_context(verify=True, trust_env=trust_env)
+
+
+def _ssl_context(
+    verify: ssl.SSLContext | str | bool = True, cert: Any = None, trust_env: bool = True
+) -> ssl.SSLContext:
+    if verify is True and cert is None:
+        env = os.environ
+        return _default_ssl_context(trust_env, env.get("SSL_CERT_FILE"), env.get("SSL_CERT_DIR"))
+    return _create_ssl_context(verify=verify, cert=cert, trust_env=trust_env)
+
+
+httpx._transports.default.create_ssl_context = _ssl_context  # type: ignore[attr-defined]
 
 
 def examples(share: float) -> int:
@@ -64,9 +96,10 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
 
 
 # The longest single tests outside tests/integration (which is collected first): the CI
-# profile's stateful models, 30-120 s each. Collected last, one of them ended the run alone
-# on one worker while the other sat idle; collected first, the short tests fill in after.
-LONG = ("tests/test_escalation_model.py", "tests/test_pipeline_model.py")
+# profile's stateful models, 30-120 s each (the outages model 62-68 s under load). Collected
+# last, one of them ended the run alone on one worker while the other sat idle; collected
+# first, the short tests fill in after.
+LONG = ("tests/test_escalation_model.py", "tests/test_pipeline_model.py", "tests/test_outages.py")
 
 
 # Tests that bound a latency or a drain time in seconds of wall time (a product claim: an

@@ -46,6 +46,8 @@ from types import TracebackType
 from typing import Any, Self
 from urllib.parse import parse_qs, urlsplit
 
+from tests import fake_http
+
 
 @dataclasses.dataclass(frozen=True)
 class Reply:
@@ -291,7 +293,7 @@ class FakeSentryAPI:
 
 
 def _handler(api: FakeSentryAPI) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(fake_http.Handler):
         server_version = "FakeSentry/1"
 
         def _serve(self) -> None:

@@ -7,12 +7,14 @@ import http.server
 import threading
 from collections.abc import Iterator
 
+from tests import fake_http
+
 
 @contextlib.contextmanager
 def serve_status(status: int) -> Iterator[int]:
     """A loopback HTTP server answering every GET with ``status``; yields its port."""
 
-    class Handler(http.server.BaseHTTPRequestHandler):
+    class Handler(fake_http.Handler):
         def do_GET(self) -> None:
             body = b'{"status": "x"}'
             self.send_response(status)

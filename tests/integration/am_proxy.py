@@ -15,6 +15,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 
+from tests import fake_http
 from tests.integration import procs
 
 
@@ -66,7 +67,7 @@ class FaultProxy:
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         proxy = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(fake_http.Handler):
             protocol_version = "HTTP/1.1"
 
             def _serve(self) -> None:

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from tests import fake_http
+
 
 @dataclass(frozen=True)
 class Notification:
@@ -83,7 +85,7 @@ class Receiver:
 
 
 def _handler(receiver: Receiver) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(fake_http.Handler):
         def do_POST(self) -> None:
             length = int(self.headers.get("Content-Length", "0"))
             receiver.record(json.loads(self.rfile.read(length)))

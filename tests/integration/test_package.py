@@ -66,14 +66,17 @@ def test_the_wheel_holds_every_module_and_data_file_under_bridge(wheel: Path) ->
 @pytest.fixture(scope="module")
 def venv(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A fresh virtualenv outside the source tree: the locked dependencies (hashes required),
-    then the wheel, not editable."""
+    then the wheel, not editable. Installed by this interpreter's pip (``--python``): the
+    bridge needs no pip of its own, and putting one in (ensurepip) took 20 s of the fixture."""
     home = tmp_path_factory.mktemp("installed")
     path = home / "venv"
-    subprocess.run([sys.executable, "-m", "venv", str(path)], check=True, timeout=120)
-    python = path / "bin" / "python"
+    subprocess.run(
+        [sys.executable, "-m", "venv", "--without-pip", str(path)], check=True, timeout=120
+    )
+    pip = (Path(sys.executable), "--python", str(path / "bin" / "python"), "install", "--no-deps")
     lock = str(ROOT / "requirements.lock")
-    _pip(python, "install", "--no-deps", "--require-hashes", "-r", lock, cwd=home)
-    _pip(python, "install", "--no-deps", str(wheel), cwd=home)
+    _pip(*pip, "--require-hashes", "-r", lock, cwd=home)
+    _pip(*pip, str(wheel), cwd=home)
     return path
 
 
