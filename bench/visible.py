@@ -69,13 +69,18 @@ def open_loop(url: str, start: int, count: int, rate: float) -> list[Sent]:
     ]
 
 
-def first_visible(posts: Iterable[Post], into: dict[str, float]) -> None:
-    """For every identity not yet in ``into``: when Alertmanager accepted it firing."""
+def first_visible(
+    posts: Iterable[Post], into: dict[str, float], carried: dict[str, Post] | None = None
+) -> None:
+    """For every identity not yet in ``into``: when Alertmanager accepted it firing (and,
+    into ``carried``, the post that carried it)."""
     for post in posts:
         if 200 <= post.status < 300:
             for identity, firing in post.alerts:
                 if firing and identity not in into:
                     into[identity] = post.answered
+                    if carried is not None:
+                        carried[identity] = post
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -160,6 +165,8 @@ def steady(
     wanted = {s.identity for s in sent if s.status == 202}
     seen: dict[str, float] = {}
     posts = wait_visible(recording, wanted, seen, 60)
+    carried: dict[str, Post] = {}
+    first_visible(posts, {}, carried)
     window_end = max((s.answered for s in sent), default=0.0)
     resent = [
         p for p in posts if p.received <= window_end and any(i not in wanted for i, _ in p.alerts)
@@ -168,6 +175,15 @@ def steady(
     took = [(p.answered - p.received) * 1000 for p in resent]
     visible = [(seen[s.identity] - s.answered) * 1000 for s in sent if s.identity in seen]
     answer = [(s.answered - s.scheduled) * 1000 for s in sent]
+    # Where a fresh alert's time went: from its 202 to the proxy reading the post that
+    # carried it (the bridge: take, decide, queue, wait for its lane), then Alertmanager.
+    # A re-send post in flight meanwhile is one a fresh alert may have waited behind.
+    fresh = [(s.answered, carried[s.identity]) for s in sent if s.identity in carried]
+    to_post = [(p.received - at) * 1000 for at, p in fresh]
+    in_am = [(p.answered - p.received) * 1000 for _, p in fresh]
+    behind = sum(
+        1 for at, p in fresh if any(r.answered > at and r.received < p.received for r in resent)
+    )
     out = {
         "sent": count,
         "accepted": len(wanted),
@@ -177,6 +193,11 @@ def steady(
         "visible_max_ms": max(visible, default=float("nan")),
         "answer_p50_ms": _pct(answer, 50),
         "answer_p99_ms": _pct(answer, 99),
+        "to_post_p50_ms": _pct(to_post, 50),
+        "to_post_p99_ms": _pct(to_post, 99),
+        "in_am_p50_ms": _pct(in_am, 50),
+        "in_am_p99_ms": _pct(in_am, 99),
+        "behind_resend": behind / max(1, len(fresh)),
         "resent_alerts": sum(sum(1 for i, _ in p.alerts if i not in wanted) for p in resent),
         "resent_posts": len(resent),
         "resent_post_p50_ms": _pct(took, 50),
@@ -196,7 +217,11 @@ def _steady_line(label: str, r: dict[str, float]) -> str:
         f"p99 {r['visible_p99_ms']:.1f} ms (max {r['visible_max_ms']:.0f}); "
         f"{r['visible']:.0f}/{r['accepted']:.0f} visible of {r['sent']:.0f} sent; "
         f"answer (from its scheduled time) p50 {r['answer_p50_ms']:.1f} ms, "
-        f"p99 {r['answer_p99_ms']:.1f} ms; CPU us/webhook over the run, re-sends included: "
+        f"p99 {r['answer_p99_ms']:.1f} ms; 202 to the post carrying it p50 "
+        f"{r['to_post_p50_ms']:.1f} ms, p99 {r['to_post_p99_ms']:.1f} ms, then Alertmanager p50 "
+        f"{r['in_am_p50_ms']:.1f} ms, p99 {r['in_am_p99_ms']:.1f} ms; "
+        f"{r['behind_resend']:.0%} with a re-send post in flight meanwhile; "
+        "CPU us/webhook over the run, re-sends included: "
         f"{cpu}; re-sent meanwhile: {r['resent_alerts']:.0f} alerts "
         f"in {r['resent_posts']:.0f} posts"
         + (
