@@ -115,6 +115,10 @@ class Page:
 
     bodies: Sequence[str]  # wire JSON, as stored (original times)
     after: Any  # pass to the next call; None when this was the last page
+    # The Sentry identities of the bodies (None for one the bridge did not build), so a
+    # sender can tell whether a fresh alert is of an identity on the page without parsing
+    # the page again on the event loop (bridge.resends).
+    identities: frozenset[str | None] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)

@@ -95,7 +95,9 @@ def resend_page(d: Dialect, target: str, after: Any, limit: int) -> Step[Page]:
         # as posted.
         page = pager.got(got if table == 0 else [(r[0], *map(_wire(d), r[1:])) for r in got])
     gone = yield from refused(d, target, page.bodies)
-    return Page(refusals.not_refused(page.bodies, gone), page.after) if gone else page
+    if not gone:
+        return page
+    return Page(refusals.not_refused(page.bodies, gone), page.after, page.identities)
 
 
 def _wire(d: Dialect) -> Any:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from bridge.store import refusals
 from bridge.store.contract import Page
 
 
@@ -46,6 +47,7 @@ class ResendPager:
         self.table, self.key = start
         self.limit = limit
         self.bodies: list[str] = []
+        self.identities: set[str | None] = set()
 
     def read(self) -> tuple[int, Any, int]:
         return self.table, self.key, self.limit - len(self.bodies) + 1
@@ -56,17 +58,23 @@ class ResendPager:
             if room:
                 self._add(rows[:room])
                 self.key = rows[room - 1][0]
-            return Page(self.bodies, (self.table, self.key))
+            return self._page((self.table, self.key))
         self._add(rows)
         self.table += 1
         if self.table == len(RESEND_FIRST):
-            return Page(self.bodies, None)
+            return self._page(None)
         self.key = RESEND_FIRST[self.table]
         return None
 
+    def _page(self, after: Any) -> Page:
+        return Page(self.bodies, after, frozenset(self.identities))
+
     def _add(self, rows: Sequence[ResendRow]) -> None:
-        """Each row's alert, then its tiers': a page may hold more bodies than its limit."""
-        for _, alert, tiers in rows:
+        """Each row's alert, then its tiers': a page may hold more bodies than its limit.
+        An active row's key is its identity (its tiers are the identity's too); a resolve
+        is kept by label set, so its identity is read from its labels."""
+        for key, alert, tiers in rows:
+            self.identities.add(key if self.table else refusals.owner(alert))
             self.bodies.append(alert)
             if tiers and tiers != "[]":
                 self.bodies += [json.dumps(t, separators=(",", ":")) for t in json.loads(tiers)]

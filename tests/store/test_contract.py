@@ -522,6 +522,46 @@ async def test_resend_pages_hold_the_resolved_then_the_active(open_engine: Opene
         assert snapshot["active"][0]["labels"] == active["issue:1"].labels
 
 
+async def test_resend_pages_name_the_identities_of_their_alerts(open_engine: Opener) -> None:
+    """A page carries its alerts' identities (the active ones by their key, a resolve from
+    its labels), so a sender can tell whether a fresh alert shares one without parsing the
+    page (bridge.resends)."""
+    async with open_engine() as store:
+        for n in range(1, 5):
+            await store.accept(factories.issue(n))
+        taken = await take(store)
+        now = taken.now
+        active = {f"issue:{n}": firing(n, now) for n in (1, 2, 3)}
+        gone = resolve_of(firing(4, now - timedelta(minutes=1)), now - timedelta(seconds=1))
+        await commit(
+            store,
+            taken,
+            sends={**{k: [v] for k, v in active.items()}, "issue:4": [gone]},
+            states={
+                **{k: state_of(v, now) for k, v in active.items()},
+                "issue:4": state_of(None, now),
+            },
+        )
+        pages: list[tuple[list[str], frozenset[str | None]]] = []
+        after: Any = None
+        while True:
+            async with store.lane(TARGETS[0]) as lane:
+                assert lane is not None
+                page = await lane.resend_page(after, 2)
+            pages.append(
+                ([f"issue:{b['sentry_issue_id']}" for b in labels(page.bodies)], page.identities)
+            )
+            if page.after is None:
+                break
+            after = page.after
+        assert [bodies[0] for bodies, _ in pages[:1]] == ["issue:4"]
+        assert sorted(i for bodies, _ in pages for i in bodies) == [
+            f"issue:{n}" for n in range(1, 5)
+        ]
+        for bodies, identities in pages:
+            assert identities == frozenset(bodies)
+
+
 async def refuse(store: Store, target: str, refused: Sequence[tuple[str, str]]) -> int:
     async with store.lane(target) as lane:
         assert lane is not None
