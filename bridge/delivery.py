@@ -312,7 +312,7 @@ class Delivery:
             again = await lane.pending(limit)
             if again:
                 await self._settled(target, lane, again)
-                if _shares_identity(page.bodies, again, queued):
+                if _shares_identity(page, again, queued):
                     continue
             return page
         return None
@@ -491,16 +491,13 @@ class Delivery:
         return next(t for t in self.targets if t.name == name)
 
 
-def _shares_identity(
-    page: Sequence[str], again: Sequence[Queued], before: Sequence[Queued]
-) -> bool:
+def _shares_identity(page: Page, again: Sequence[Queued], before: Sequence[Queued]) -> bool:
     """Whether an alert in ``again`` and not ``before`` (queued between two reads around a
-    page's) is of an identity on the page; an alert whose identity cannot be read counts."""
+    page's) is of an identity on the page (the store read the page's identities with it);
+    an alert whose identity cannot be read counts."""
     earlier = {item.id for item in before}
     between = {refusals.owner(item.body) for item in again if item.id not in earlier}
-    if not between:
-        return False
-    return None in between or any(refusals.owner(body) in between for body in page)
+    return None in between or not between.isdisjoint(page.identities)
 
 
 def _reason(rejected: _Rejected) -> str:
