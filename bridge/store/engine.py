@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Required, TypedDict, TypeVar
 
+from bridge import config
 from bridge.errors import ConfigError, StoreFull
 from bridge.metrics import Metrics
 from bridge.model import SentryAlert
@@ -32,6 +33,8 @@ from bridge.store.steps import Dialect, Step
 
 Accept = tuple[SentryAlert, bytes | None]  # an alert and its body's digest
 T = TypeVar("T")
+# An engine built without them (tests, tools) keeps the config's defaults: one place.
+_STORE_DEFAULTS = config.Store.model_fields
 
 
 class Shield:
@@ -92,8 +95,8 @@ class Engine:
         *,
         max_queued: int,
         metrics: Metrics,
-        body_retention: float = 86400.0,
-        max_bodies: int = 100_000,
+        body_retention: float = _STORE_DEFAULTS["body_retention"].default,
+        max_bodies: int = _STORE_DEFAULTS["max_bodies"].default,
         stale_after: float = math.inf,
     ) -> None:
         if not targets:
