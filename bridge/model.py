@@ -37,7 +37,9 @@ def evolve(obj: _T, **changes: Any) -> _T:
     has its slots read and written in C (``attrgetter``, ``map``)."""
     cls = type(obj)
     names = _NAMES.get(cls)
-    if names is None and "__slots__" not in cls.__dict__:
+    # A slotted class's cached layout is looked up before it is asked whether it has slots.
+    layout = _LAYOUTS.get(cls) if names is None else None
+    if names is None and layout is None and "__slots__" not in cls.__dict__:
         names = _NAMES[cls] = frozenset(f.name for f in dataclasses.fields(cls))  # type: ignore[arg-type]
     if names is not None:
         if not changes.keys() <= names:
@@ -48,7 +50,6 @@ def evolve(obj: _T, **changes: Any) -> _T:
         attrs.update(obj.__dict__)
         attrs.update(changes)
         return new
-    layout = _LAYOUTS.get(cls)
     if layout is None:
         slots: tuple[str, ...] = tuple(cls.__slots__)  # type: ignore[attr-defined]
         layout = _LAYOUTS[cls] = (
