@@ -107,6 +107,30 @@ async def fire_one(store: Store) -> PostableAlert:
     return alert
 
 
+async def fire_all_but_the_last(
+    store: Store, count: int
+) -> tuple[dict[str, PostableAlert], PostableAlert]:
+    """Issues 1 to ``count`` accepted, taken and committed, all firing but the last, which is
+    resolved (the two kinds a re-send page holds): the firing alerts by identity, and the
+    resolve."""
+    for n in range(1, count + 1):
+        await store.accept(factories.issue(n))
+    taken = await take(store)
+    now = taken.now
+    active = {f"issue:{n}": firing(n, now) for n in range(1, count)}
+    gone = resolve_of(firing(count, now - timedelta(minutes=1)), now - timedelta(seconds=1))
+    await commit(
+        store,
+        taken,
+        sends={**{k: [v] for k, v in active.items()}, f"issue:{count}": [gone]},
+        states={
+            **{k: state_of(v, now) for k, v in active.items()},
+            f"issue:{count}": state_of(None, now),
+        },
+    )
+    return active, gone
+
+
 async def resendable(store: Store, target: str, limit: int = 2) -> list[str]:
     bodies: list[str] = []
     after: Any = None
@@ -494,21 +518,7 @@ async def test_dead_letters_and_their_requeue(open_engine: Opener) -> None:
 
 async def test_resend_pages_hold_the_resolved_then_the_active(open_engine: Opener) -> None:
     async with open_engine() as store:
-        for n in range(1, 6):
-            await store.accept(factories.issue(n))
-        taken = await take(store)
-        now = taken.now
-        active = {f"issue:{n}": firing(n, now) for n in (1, 2, 3, 4)}
-        gone = resolve_of(firing(5, now - timedelta(minutes=1)), now - timedelta(seconds=1))
-        await commit(
-            store,
-            taken,
-            sends={**{k: [v] for k, v in active.items()}, "issue:5": [gone]},
-            states={
-                **{k: state_of(v, now) for k, v in active.items()},
-                "issue:5": state_of(None, now),
-            },
-        )
+        active, gone = await fire_all_but_the_last(store, 5)
         assert (await sizes(store)).active == 4
         assert (await sizes(store)).resendable == 5
         for target in TARGETS:
@@ -527,21 +537,7 @@ async def test_resend_pages_name_the_identities_of_their_alerts(open_engine: Ope
     its labels), so a sender can tell whether a fresh alert shares one without parsing the
     page (bridge.resends)."""
     async with open_engine() as store:
-        for n in range(1, 5):
-            await store.accept(factories.issue(n))
-        taken = await take(store)
-        now = taken.now
-        active = {f"issue:{n}": firing(n, now) for n in (1, 2, 3)}
-        gone = resolve_of(firing(4, now - timedelta(minutes=1)), now - timedelta(seconds=1))
-        await commit(
-            store,
-            taken,
-            sends={**{k: [v] for k, v in active.items()}, "issue:4": [gone]},
-            states={
-                **{k: state_of(v, now) for k, v in active.items()},
-                "issue:4": state_of(None, now),
-            },
-        )
+        await fire_all_but_the_last(store, 4)
         pages: list[tuple[list[str], frozenset[str | None]]] = []
         after: Any = None
         while True:
