@@ -58,6 +58,7 @@ from typing import Any, cast
 
 import asyncpg
 
+from bridge import config
 from bridge.config import Config
 from bridge.errors import ConfigError, StoreError, StoreFull
 from bridge.metrics import Metrics
@@ -74,6 +75,8 @@ from bridge.store.writes import DETAIL_KEPT
 log = logging.getLogger("bridge.store.spool")
 
 FILENAME = "spool.sqlite3"
+# A spool built without them (tests, tools) keeps the config's defaults: one place.
+_SPOOL_DEFAULTS = config.Spool.model_fields
 
 # What a database that cannot be reached raises while connecting: the network's errors and
 # timeouts, SQLSTATE class 08 (connection exception) and 57 (operator intervention: the
@@ -122,9 +125,9 @@ class Spooled:
         path: Path,
         *,
         metrics: Metrics,
-        accept_timeout: float = 0.3,
-        max_webhooks: int = 100_000,
-        max_bytes: int = 256 * 1024 * 1024,
+        accept_timeout: float = _SPOOL_DEFAULTS["accept_timeout"].default,
+        max_webhooks: int = _SPOOL_DEFAULTS["max_webhooks"].default,
+        max_bytes: int = _SPOOL_DEFAULTS["max_bytes"].default,
         max_queued: int | None = None,
         clock: Callable[[], float] = time.time,
         drainer: bool = True,
