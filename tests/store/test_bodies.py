@@ -4,7 +4,7 @@ The contract tests (test_contract.py) run it against every engine."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -17,7 +17,9 @@ NOW = datetime(2026, 12, 7, 12, 0, tzinfo=UTC)
 D = dialect(lambda: NOW)
 
 
-def sight(digests: list[bytes | None], written: set[bytes]) -> tuple[list[bool], list[Q]]:
+def sight(
+    digests: list[bytes | None], written: set[bytes], at: datetime | None = None
+) -> tuple[list[bool], list[Q]]:
     """The answer, and the queries asked, when the upsert writes the ``written`` digests
     (the ones not seen within the retention)."""
     asked: list[Q] = []
@@ -28,7 +30,7 @@ def sight(digests: list[bytes | None], written: set[bytes]) -> tuple[list[bool],
             return NOW
         return [(digest,) for (digest,) in q.args[0] if digest in written]
 
-    return drive(bodies.first_sight(D, digests, 60.0), execute), asked
+    return drive(bodies.first_sight(D, digests, 60.0, at), execute), asked
 
 
 @pytest.mark.parametrize(
@@ -50,6 +52,14 @@ def test_each_digest_is_written_once_in_sorted_order_at_the_dialects_time() -> N
     assert [q.how for q in asked] == ["now", "each"]
     assert asked[1].name == "SEE_BODIES"
     assert asked[1].args == ([(b"a",), (b"b",), (b"c",)], NOW.timestamp(), 60.0)
+
+
+def test_the_callers_time_is_taken_where_it_has_one() -> None:
+    # SQLite's accept stamps its inbox rows with a time: the step reads no clock of its own.
+    at = NOW - timedelta(seconds=5)
+    _, asked = sight([b"a"], set(), at)
+    assert [q.how for q in asked] == ["each"]
+    assert asked[0].args == ([(b"a",)], at.timestamp(), 60.0)
 
 
 def test_no_digest_asks_nothing() -> None:
