@@ -4,13 +4,16 @@ The contract tests (test_contract.py) run it against every engine."""
 
 from __future__ import annotations
 
+import sqlite3
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from bridge.store import bodies
-from bridge.store.sqlite.dialect import dialect
+from bridge.store.sqlite.dialect import EACH_ROWS, dialect, run
+from bridge.store.sqlite.schema import SCHEMA
 from bridge.store.steps import Q, drive
 
 NOW = datetime(2026, 12, 7, 12, 0, tzinfo=UTC)
@@ -64,3 +67,19 @@ def test_the_callers_time_is_taken_where_it_has_one() -> None:
 
 def test_no_digest_asks_nothing() -> None:
     assert sight([None, None], set()) == ([True, True], [])
+
+
+def test_sqlite_writes_a_large_group_in_statements_of_each_rows(tmp_path: Path) -> None:
+    # One statement per EACH_ROWS digests (SQLite binds a bounded number of parameters),
+    # and what each answers counts as one answer for the group.
+    db = sqlite3.connect(tmp_path / "store.sqlite3", isolation_level=None)
+    db.executescript(SCHEMA)
+    statements: list[str] = []
+    db.set_trace_callback(statements.append)
+    digests: list[bytes | None] = [n.to_bytes(32, "big") for n in range(EACH_ROWS * 2 + 1)]
+    assert run(db, D, bodies.first_sight(D, digests, 60.0)) == [True] * len(digests)
+    assert run(db, D, bodies.first_sight(D, [*digests, digests[0]], 60.0)) == [False] * (
+        len(digests) + 1
+    )
+    assert sum("INSERT INTO seen_body" in text for text in statements) == 6
+    db.close()
