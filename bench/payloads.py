@@ -68,10 +68,10 @@ def write_wrk_records(
 ) -> dict[str, float]:
     """The records bench/wrk.lua replays; returns the mean body size per resource.
 
-    Written to disk before it returns: left to the kernel, the file's hundreds of MB were
+    Written to disk before it returns: left to the kernel, the file (270 MB for 40,000) was
     written back some 30 s later (``vm.dirty_expire_centisecs``), during the first measured
-    run of the bridge, whose every fsync then waited on them (ext4's ordered journal): the
-    first round's p99 of 636 to 905 ms that the run after it never showed (issue 15)."""
+    run of the bridge, whose fsyncs then waited behind it (ext4's ordered journal): the
+    first round's p99 of 636 to 905 ms that the rounds after it never showed (issue 15)."""
     sizes: dict[str, list[int]] = {}
     with path.open("wb") as out:
         for resource, body in webhooks(count, metric_share=metric_share, start=start):
