@@ -10,6 +10,7 @@
 - sync: what SQLite's synchronous=FULL costs a group commit against NORMAL (bench/sync.py).
 - calls: calls, thread hops and log lines per webhook, counted in process (bench/calls.py).
 - stages: CPU per webhook of each pure stage of the webhook path, in process (bench/stages.py).
+- sql: CPU per webhook of each SQL statement of the SQLite store, replayed alone (bench/sql.py).
 - floods: signed webhooks' latency (p50, p99, max) while the bridge is flooded: idle
   connections, past max_connections, reload and status floods on the admin listener, 900
   slow 1 MiB bodies; and the bridge's peak memory growth (bench/floods.py).
@@ -23,9 +24,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from bench import calls, floods, ingest, servers, stages, sync, visible
+from bench import calls, floods, ingest, servers, sql, stages, sync, visible
 
-PARTS = ("ingest", "calls", "stages", "visible", "active", "sync", "floods")
+PARTS = ("ingest", "calls", "stages", "sql", "visible", "active", "sync", "floods")
 
 
 def _list(value: str) -> list[str]:
@@ -121,6 +122,8 @@ def main(argv: list[str] | None = None) -> None:
         calls.run(quick=args.quick)
     if "stages" in parts:
         stages.run(quick=args.quick)
+    if "sql" in parts:
+        sql.run(quick=args.quick)
     if "visible" in parts or "active" in parts:
         options = visible.Options(
             args.rate,

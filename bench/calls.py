@@ -18,6 +18,8 @@ Counted per webhook over the measured ones (after a warm-up):
   modules one unbatched webhook passes through;
 * thread hops: calls onto the SQLite file's thread (``SqliteFile.call``), each a hand-off
   to another thread and back through the event loop;
+* SQL statements (SQLite's trace callback; BEGIN, COMMIT and PRAGMA not counted) and write
+  transactions (``SqliteFile.transaction``), and how many of those were fsynced;
 * log lines: records at ``info`` and above from the bridge's loggers.
 """
 
@@ -56,6 +58,9 @@ _RESUME = dis.opmap["RESUME"]  # oparg 0: a function's start; else a resume afte
 class Counts:
     calls: collections.Counter[types.CodeType] = field(default_factory=collections.Counter)
     hops: collections.Counter[str] = field(default_factory=collections.Counter)
+    statements: int = 0
+    transactions: int = 0
+    fsynced: int = 0
     log_lines: int = 0
     counting: bool = False
 
@@ -71,6 +76,10 @@ class Counts:
             return  # a coroutine or generator resumed, not called
         self.calls[code] += 1
 
+    def statement(self, text: str) -> None:
+        if self.counting and not text.startswith(("BEGIN", "COMMIT", "PRAGMA")):
+            self.statements += 1
+
 
 class _LineCounter(logging.Handler):
     def __init__(self, counts: Counts) -> None:
@@ -84,7 +93,20 @@ class _LineCounter(logging.Handler):
 
 @contextlib.contextmanager
 def _counted(counts: Counts) -> Iterator[None]:
-    call = SqliteFile.call
+    call, connect, transaction = SqliteFile.call, SqliteFile._connect, SqliteFile.transaction
+
+    def traced(self: SqliteFile, schema: str) -> Any:
+        db = connect(self, schema)
+        db.set_trace_callback(counts.statement)
+        return db
+
+    @contextlib.contextmanager
+    def counted(self: SqliteFile, *, durable: bool = True) -> Iterator[Any]:
+        if counts.counting:
+            counts.transactions += 1
+            counts.fsynced += durable
+        with transaction(self, durable=durable) as db:
+            yield db
 
     async def hop(self: SqliteFile, fn: Any, *args: Any) -> Any:
         if counts.counting:
@@ -99,6 +121,8 @@ def _counted(counts: Counts) -> Iterator[None]:
     root.addHandler(handler)
     root.setLevel(logging.INFO)
     SqliteFile.call = hop  # type: ignore[method-assign]
+    SqliteFile._connect = traced  # type: ignore[method-assign]
+    SqliteFile.transaction = counted  # type: ignore[method-assign]
     sys.setprofile(counts.profile)
     threading.setprofile(counts.profile)  # the store's thread starts after this
     try:
@@ -107,6 +131,8 @@ def _counted(counts: Counts) -> Iterator[None]:
         sys.setprofile(None)
         threading.setprofile(None)
         SqliteFile.call = call  # type: ignore[method-assign]
+        SqliteFile._connect = connect  # type: ignore[method-assign]
+        SqliteFile.transaction = transaction  # type: ignore[method-assign]
         root.removeHandler(handler)
         root.setLevel(level)
 
@@ -119,6 +145,9 @@ class Result:
     functions: float  # distinct, per unbatched webhook
     modules: float
     hops: float
+    statements: float
+    transactions: float
+    fsynced: float
     log_lines: float
     hops_by_function: dict[str, float]
 
@@ -184,6 +213,9 @@ async def _run(tmp: Path, batch: int, warmup: int, measured: int) -> Result:
         functions,
         modules,
         sum(counts.hops.values()) / measured,
+        counts.statements / measured,
+        counts.transactions / measured,
+        counts.fsynced / measured,
         counts.log_lines / measured,
         {name: n / measured for name, n in counts.hops.most_common()},
     )
@@ -202,5 +234,7 @@ def run(quick: bool = False) -> None:
         hops = ", ".join(f"{name} {n:.2f}" for name, n in r.hops_by_function.items())
         print(
             f"  {r.mode:14} ({r.webhooks} webhooks) {r.calls:6.0f} calls/webhook{named}; "
-            f"{r.hops:5.2f} thread hops/webhook ({hops}); {r.log_lines:4.2f} log lines/webhook"
+            f"{r.hops:5.2f} thread hops/webhook ({hops}); {r.statements:5.2f} statements, "
+            f"{r.transactions:5.2f} transactions ({r.fsynced:4.2f} fsynced)/webhook; "
+            f"{r.log_lines:4.2f} log lines/webhook"
         )

@@ -34,6 +34,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
+
 from bench import payloads, processes, servers
 
 HERE = Path(__file__).resolve().parent
@@ -137,11 +139,15 @@ def _measure(
         processes.wait_idle(roots)
         before = {name: processes.cpu_seconds(pid) for name, pid in stack.groups.items()}
         logged = _log_lines(stack)
+        posted = _posts(stack) if variant.alertmanager else None
         result = wrk(stack.url, records, seconds)
         result["catch_up_s"] = processes.wait_idle(roots)
         accepted = max(1.0, result["requests"] - result["non2xx"])
         if variant.store is not None:
             result["log_lines"] = (_log_lines(stack) - logged) / accepted
+        if posted is not None:
+            posts, alerts = (now - then for now, then in zip(_posts(stack), posted, strict=True))
+            result["alerts_per_post"] = alerts / max(1.0, posts)
         for name, pid in stack.groups.items():
             used = processes.cpu_seconds(pid) - before[name]
             result[f"cpu_us {name}"] = used / accepted * 1e6
@@ -156,6 +162,16 @@ def _log_lines(stack: servers.Stack) -> int:
     """Lines the bridge has logged so far (its log file: stdout and stderr)."""
     with stack.server.log.open("rb") as log:
         return sum(chunk.count(b"\n") for chunk in iter(lambda: log.read(1 << 16), b""))
+
+
+_BATCH = re.compile(rb"^sentry_bridge_alertmanager_batch_size_alerts_(count|sum) (\S+)$", re.M)
+
+
+def _posts(stack: servers.Stack) -> tuple[float, float]:
+    """Posts to Alertmanager so far, and the alerts they carried (the bridge's metrics)."""
+    text = httpx.get(f"{stack.url}/metrics", timeout=10).content
+    got = {name: float(value) for name, value in _BATCH.findall(text)}
+    return got.get(b"count", 0.0), got.get(b"sum", 0.0)
 
 
 def _line(label: str, r: dict[str, float]) -> str:
@@ -175,6 +191,7 @@ def _line(label: str, r: dict[str, float]) -> str:
         )
         + (f"; Alertmanager {am:4.0f} us" if am is not None else "")
         + (f"; {r['log_lines']:.1f} log lines/webhook" if "log_lines" in r else "")
+        + (f"; {r['alerts_per_post']:.1f} alerts/post" if "alerts_per_post" in r else "")
         + f"  catch-up {r['catch_up_s']:4.1f} s  non-2xx {r['non2xx']:.0f}  "
         f"socket errors {r['socket_errors']:.0f}"
     )

@@ -15,7 +15,6 @@ import functools
 import json
 import logging
 import sys
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -90,11 +89,23 @@ class JSONFormatter(logging.Formatter):
             return _scrub_cached(message)
         return scrub_lines(message)
 
-    def _fields(self, record: logging.LogRecord) -> Iterator[tuple[str, Any]]:
-        """The ``extra`` fields, scrubbed, ``None`` left out."""
+    def _fields(self, record: logging.LogRecord) -> dict[str, Any]:
+        """The ``extra`` fields, scrubbed, ``None`` left out. One loop with the common cases
+        inline (short text, numbers, flags): a webhook's line has a dozen fields, and a
+        call per field was most of the line's cost (issue 15's profile)."""
+        fields: dict[str, Any] = {}
         for key, value in record.__dict__.items():
-            if value is not None and key not in _STANDARD:
-                yield key, _scrubbed(value, key in _OPERATOR_FIELDS)
+            if value is None or key in _STANDARD:
+                continue
+            kind = type(value)
+            if kind is str and len(value) <= _CACHED_LENGTH:
+                cached = _redact_cached if key in _OPERATOR_FIELDS else _scrub_cached
+                fields[key] = cached(value)
+            elif kind is int or kind is bool or kind is float:
+                fields[key] = value
+            else:
+                fields[key] = _scrubbed(value, key in _OPERATOR_FIELDS)
+        return fields
 
     def _exception(self, record: logging.LogRecord) -> str | None:
         # A traceback quotes exception messages: a payload's text, a URL with its token.
@@ -123,7 +134,7 @@ class TextFormatter(JSONFormatter):
             record.levelname.lower(),
             f"{record.name}: {self._message(record)}",
         ]
-        for key, value in self._fields(record):
+        for key, value in self._fields(record).items():
             text = value if isinstance(value, str) and " " not in value else _encode(value)
             parts.append(f"{key}={text}")
         exc = self._exception(record)

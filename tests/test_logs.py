@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import json
 import logging
 import sys
@@ -9,7 +10,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from bridge.logs import JSONFormatter
+from bridge.logs import _OPERATOR_FIELDS, JSONFormatter, _scrubbed
 
 
 def record(created: float, **extra: object) -> logging.LogRecord:
@@ -51,6 +52,39 @@ def test_extras_become_keys_none_is_left_out_and_odd_values_become_text() -> Non
     assert line["at"] == "2024-01-01 00:00:00"
     assert "args" not in line  # LogRecord's own attributes are not extras
     assert "created" not in line
+
+
+class _Outcome(enum.StrEnum):
+    FORWARDED = "forwarded"
+
+
+class _Count(enum.IntEnum):
+    ONE = 1
+
+
+def test_every_kind_of_field_is_written_as_the_generic_scrub_writes_it_in_call_order() -> None:
+    # The formatter's inline cases (short text, numbers, flags) agree with ``_scrubbed``,
+    # which every other value goes through, and the fields keep the order they came in.
+    values: dict[str, object] = {
+        "plain": "backend",
+        "pii": "mail jane@example.com from 10.1.2.3",
+        "alertmanager": "http://user:pw@am:9093",  # the operator's: credentials only
+        "long": "x@example.com " * 40,
+        "count": 3,
+        "ratio": 0.5,
+        "flag": True,
+        "outcome": _Outcome.FORWARDED,
+        "size": _Count.ONE,
+        "items": ["a@example.com", 2],
+        "mapping": {"k": "10.0.0.1"},
+        "at": datetime(2024, 1, 1),
+    }
+    line = json.loads(JSONFormatter().format(record(1.0, **values)))
+    expected = {k: _scrubbed(v, k in _OPERATOR_FIELDS) for k, v in values.items()}
+    assert [k for k in line if k in values] == list(values)
+    assert line == {**line, **json.loads(json.dumps(expected, default=str))}
+    assert "jane@example.com" not in json.dumps(line)
+    assert line["alertmanager"] == "http://[secret]@am:9093"
 
 
 def test_exceptions_are_included() -> None:

@@ -8,13 +8,18 @@ SQLite does it in the same transaction, PostgreSQL after the commit (``SWEEP_BOD
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 
 from bridge.store.steps import NOW, Dialect, Step, each
 
 
-def first_sight(d: Dialect, digests: Sequence[bytes | None], retention: float) -> Step[list[bool]]:
+def first_sight(
+    d: Dialect, digests: Sequence[bytes | None], retention: float, at: datetime | None = None
+) -> Step[list[bool]]:
     """Records ``digests``; for each, whether it is new: not seen within ``retention``
     seconds, nor earlier in ``digests``. None (an internal accept, no body) is always new.
+    ``at``: the caller's time, where it has one (SQLite's accept stamps its inbox rows with
+    it); else the dialect's clock, read here.
 
     One upsert that keeps a row seen within the retention and answers the rows it wrote:
     on PostgreSQL the same body accepted by two replicas at once makes one entry (the
@@ -23,8 +28,10 @@ def first_sight(d: Dialect, digests: Sequence[bytes | None], retention: float) -
     wanted = sorted({digest for digest in digests if digest is not None})
     if not wanted:
         return [True] * len(digests)
-    at = None if d.clock is None else d.time((yield NOW))  # None: the database's clock
-    written = yield each("SEE_BODIES", [(digest,) for digest in wanted], at, retention)
+    if at is None and d.clock is not None:  # no clock: the database's (PostgreSQL)
+        at = yield NOW
+    when = None if at is None else d.time(at)
+    written = yield each("SEE_BODIES", [(digest,) for digest in wanted], when, retention)
     new = {bytes(got[0]) for got in written}
     fresh: list[bool] = []
     for digest in digests:

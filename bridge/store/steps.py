@@ -31,9 +31,10 @@ class Q(NamedTuple):
     """One query of a step. ``rows``: every row; ``row``: the first or None; ``value``: its
     first column or None; ``run``: how many rows it changed; ``many``: the statement once
     per row of ``args[0]`` (SQLite's ``executemany``; PostgreSQL passes the columns as
-    arrays); ``each``: as ``many``, then ``args[1:]`` after each row's, and every row the
-    statement returned (SQLite per row, PostgreSQL once); ``now``: the dialect's clock (no
-    query). A tuple: one is made per query, on the webhook's path."""
+    arrays); ``each``: the rows of ``args[0]`` in one statement, ``args[1:]`` after them,
+    and every row the statement returned (SQLite a VALUES list, PostgreSQL arrays);
+    ``now``: the dialect's clock (no query). A tuple: one is made per query, on the
+    webhook's path."""
 
     how: How
     name: str

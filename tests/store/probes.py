@@ -45,6 +45,23 @@ class FailingCommits:
         return sqlite3.SQLITE_OK
 
 
+class Statements:
+    """The SQL statements an open SQLite engine runs, in order, once ``watch``ed (SQLite's
+    trace callback, set on the file's thread that owns the connection)."""
+
+    def __init__(self, store: SqliteStore) -> None:
+        self.store = store
+        self.seen: list[str] = []
+
+    async def watch(self) -> None:
+        db = self.store._file.db
+        await self.store._file.call(lambda: db.set_trace_callback(self.seen.append))
+
+    def count(self, part: str) -> int:
+        """How many ran with ``part`` in their text."""
+        return sum(part in text for text in self.seen)
+
+
 async def fail_commits(store: SqliteStore, commits: FailingCommits) -> None:
     # The connection belongs to the store's thread: set the authorizer there.
     await store._file.call(lambda: store._file.db.set_authorizer(commits))

@@ -4,20 +4,25 @@ The contract tests (test_contract.py) run it against every engine."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import sqlite3
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from bridge.store import bodies
-from bridge.store.sqlite.dialect import dialect
+from bridge.store.sqlite.dialect import EACH_ROWS, dialect, run
+from bridge.store.sqlite.schema import SCHEMA
 from bridge.store.steps import Q, drive
 
 NOW = datetime(2026, 12, 7, 12, 0, tzinfo=UTC)
 D = dialect(lambda: NOW)
 
 
-def sight(digests: list[bytes | None], written: set[bytes]) -> tuple[list[bool], list[Q]]:
+def sight(
+    digests: list[bytes | None], written: set[bytes], at: datetime | None = None
+) -> tuple[list[bool], list[Q]]:
     """The answer, and the queries asked, when the upsert writes the ``written`` digests
     (the ones not seen within the retention)."""
     asked: list[Q] = []
@@ -28,7 +33,7 @@ def sight(digests: list[bytes | None], written: set[bytes]) -> tuple[list[bool],
             return NOW
         return [(digest,) for (digest,) in q.args[0] if digest in written]
 
-    return drive(bodies.first_sight(D, digests, 60.0), execute), asked
+    return drive(bodies.first_sight(D, digests, 60.0, at), execute), asked
 
 
 @pytest.mark.parametrize(
@@ -52,5 +57,29 @@ def test_each_digest_is_written_once_in_sorted_order_at_the_dialects_time() -> N
     assert asked[1].args == ([(b"a",), (b"b",), (b"c",)], NOW.timestamp(), 60.0)
 
 
+def test_the_callers_time_is_taken_where_it_has_one() -> None:
+    # SQLite's accept stamps its inbox rows with a time: the step reads no clock of its own.
+    at = NOW - timedelta(seconds=5)
+    _, asked = sight([b"a"], set(), at)
+    assert [q.how for q in asked] == ["each"]
+    assert asked[0].args == ([(b"a",)], at.timestamp(), 60.0)
+
+
 def test_no_digest_asks_nothing() -> None:
     assert sight([None, None], set()) == ([True, True], [])
+
+
+def test_sqlite_writes_a_large_group_in_statements_of_each_rows(tmp_path: Path) -> None:
+    # One statement per EACH_ROWS digests (SQLite binds a bounded number of parameters),
+    # and what each answers counts as one answer for the group.
+    db = sqlite3.connect(tmp_path / "store.sqlite3", isolation_level=None)
+    db.executescript(SCHEMA)
+    statements: list[str] = []
+    db.set_trace_callback(statements.append)
+    digests: list[bytes | None] = [n.to_bytes(32, "big") for n in range(EACH_ROWS * 2 + 1)]
+    assert run(db, D, bodies.first_sight(D, digests, 60.0)) == [True] * len(digests)
+    assert run(db, D, bodies.first_sight(D, [*digests, digests[0]], 60.0)) == [False] * (
+        len(digests) + 1
+    )
+    assert sum("INSERT INTO seen_body" in text for text in statements) == 6
+    db.close()

@@ -11,7 +11,7 @@ import gc
 import sqlite3
 import tracemalloc
 from collections.abc import AsyncIterator, Callable, Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -177,6 +177,40 @@ async def test_group_commit(store: SqliteStore) -> None:
     assert (await sizes(store)).inbox == 200
     taken = await store.take(1000)
     assert [e.alert.identity for e in taken.entries] == [f"issue:{n}" for n in range(200)]
+
+
+async def test_a_group_of_accepts_sees_its_bodies_in_one_statement_at_its_own_time(
+    store: SqliteStore, clock: Clock
+) -> None:
+    # One seen-body upsert per group commit, not one per webhook, and the group's time is
+    # read once: the inbox rows and the seen bodies are stamped alike (issue 15, perf).
+    statements = probes.Statements(store)
+    await statements.watch()
+    commits = probes.Commits(store)
+    reads = 0
+
+    def counted() -> datetime:
+        nonlocal reads
+        reads += 1
+        return clock()
+
+    store.clock = counted
+    got = await asyncio.gather(*(store.accept(sentry(n), bytes([n]) * 32) for n in range(50)))
+    assert all(got)
+    assert 1 <= commits.count <= 3
+    assert statements.count("INSERT INTO seen_body") == commits.count
+    assert reads == commits.count
+    assert not await store.accept(sentry(7), bytes([7]) * 32)  # still seen: one statement
+    assert statements.count("INSERT INTO seen_body") == commits.count
+
+
+async def test_a_take_of_alerts_kept_in_memory_reads_no_inbox_row(store: SqliteStore) -> None:
+    await store.accept(sentry(1))
+    statements = probes.Statements(store)
+    await statements.watch()
+    taken = await store.take(10)
+    assert [e.alert.identity for e in taken.entries] == ["issue:1"]
+    assert statements.count("FROM inbox") == 0
 
 
 async def test_a_lone_accept_commits_without_waiting_for_company(store: SqliteStore) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -44,9 +44,8 @@ def run(db: sqlite3.Connection, d: Dialect, step: Step[T]) -> T:
             return None
         if q.how == "many":
             return db.executemany(text, q.args[0]).rowcount if q.args[0] else 0
-        if q.how == "each":  # executemany returns no rows
-            rest = q.args[1:]
-            return [got for one in q.args[0] for got in db.execute(text, (*one, *rest))]
+        if q.how == "each":
+            return _each(db, text, q.args[0], q.args[1:])
         cursor = db.execute(text, q.args)
         if q.how == "rows":
             return cursor.fetchall()
@@ -56,3 +55,22 @@ def run(db: sqlite3.Connection, d: Dialect, step: Step[T]) -> T:
         return first if q.how == "row" or first is None else first[0]
 
     return drive(step, execute)
+
+
+# Rows per statement of a query run ``each``: SQLite binds at most 32,766 parameters (its
+# docs, "Limits", SQLITE_MAX_VARIABLE_NUMBER since 3.32), and each size of VALUES list is a
+# statement of its own in the connection's cache.
+EACH_ROWS = 256
+
+
+def _each(db: sqlite3.Connection, text: str, rows: Sequence[Sequence[Any]], rest: Any) -> list[Any]:
+    """Every row the statement returns for ``rows``, given as one VALUES list per
+    ``EACH_ROWS`` (``executemany`` returns no rows, and a statement per row costs a
+    webhook a statement on the accept path)."""
+    got: list[Any] = []
+    for start in range(0, len(rows), EACH_ROWS):
+        chunk = rows[start : start + EACH_ROWS]
+        one = "(" + ", ".join("?" * len(chunk[0])) + ")"
+        values = [value for row in chunk for value in row]
+        got += db.execute(text.format(rows=", ".join([one] * len(chunk))), (*values, *rest))
+    return got

@@ -253,7 +253,7 @@ class SqliteStore(Engine):
         """Kept; False, and nothing written, when ``digest`` was seen within
         body_retention."""
         d = self.dialect
-        if not run(db, d, bodies.first_sight(d, [digest], self.body_retention))[0]:
+        if not run(db, d, bodies.first_sight(d, [digest], self.body_retention, at))[0]:
             return False
         inbox.forget_bodies(db, at.timestamp(), self.body_retention, self.max_bodies)
         run(db, d, operators.quarantine(d, [row], self.quarantine_kept, at))

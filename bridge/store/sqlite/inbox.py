@@ -29,7 +29,8 @@ def insert(
 ) -> list[int | None]:
     """One group commit's alerts (with their bodies' digests): the inbox ids, None for a
     body already seen (``bridge.store.bodies``)."""
-    fresh = run(db, d, bodies.first_sight(d, [digest for _, digest in alerts], retention))
+    digests = [digest for _, digest in alerts]
+    fresh = run(db, d, bodies.first_sight(d, digests, retention, d.when(now)))
     ids = [
         add(db, alert, now) if new else None for (alert, _), new in zip(alerts, fresh, strict=True)
     ]
@@ -52,7 +53,9 @@ def read(
     """The entries' alerts (read back where only the id was kept), and the ids of
     unreadable ones (for the caller to delete)."""
     missing = [inbox_id for inbox_id, alert in entries if alert is None]
-    texts: dict[int, str] = dict(db.execute(sql.INBOX_ALERTS, (json.dumps(missing),)).fetchall())
+    texts: dict[int, str] = {}
+    if missing:  # under a short backlog every alert is kept in memory: no statement
+        texts = dict(db.execute(sql.INBOX_ALERTS, (json.dumps(missing),)).fetchall())
     taken: list[tuple[int, SentryAlert]] = []
     dropped: list[int] = []
     for inbox_id, alert in entries:

@@ -13,10 +13,14 @@ INBOX_LEFT = "SELECT id, accepted_at FROM inbox ORDER BY id"
 INBOX_ALERTS = "SELECT id, alert FROM inbox WHERE id IN (SELECT value FROM json_each(?))"
 DELETE_INBOX = "DELETE FROM inbox WHERE id = ?"
 
-# bridge.store.bodies: a row seen within the retention is kept and not returned.
+# bridge.store.bodies: a row seen within the retention is kept and not returned. A query
+# run ``each`` gets its rows as a VALUES list in place of {rows} (one statement per group:
+# dialect.run), the other arguments after them; ``WHERE true`` tells SQLite's parser that
+# ON CONFLICT is the upsert's (SQLite docs, "UPSERT", parsing ambiguity).
 SEE_BODIES = (
-    "INSERT INTO seen_body (digest, at) VALUES (?1, ?2) ON CONFLICT (digest) DO UPDATE"
-    " SET at = excluded.at WHERE seen_body.at <= excluded.at - ?3 RETURNING digest"
+    "WITH d (digest) AS (VALUES {rows}) INSERT INTO seen_body (digest, at)"
+    " SELECT digest, ? FROM d WHERE true ON CONFLICT (digest) DO UPDATE"
+    " SET at = excluded.at WHERE seen_body.at <= excluded.at - ? RETURNING digest"
 )
 # Bounded by time and count (the newest are kept).
 FORGET_OLD_BODIES = "DELETE FROM seen_body WHERE at <= ?"
