@@ -21,7 +21,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
-from bridge import alertmanager, config
+from bridge import alertmanager, config, posting, resends
 from bridge import delivery as delivery_module
 from bridge.alertmanager import PostableAlert, target_name
 from bridge.delivery import Delivery
@@ -534,14 +534,14 @@ async def test_re_send_pages_hold_at_most_resend_page_alerts(env: Env) -> None:
     whatever batch_size is (issue 15: 202-to-visible with 100,000 alerts active); the round
     still re-sends every active alert, once."""
     delivery = await env.start(batch_size=256)
-    alerts = [postable(n) for n in range(delivery_module.RESEND_PAGE + 10)]
+    alerts = [postable(n) for n in range(resends.RESEND_PAGE + 10)]
     await env.enqueue(alerts, active_set(alerts))
     await delivery.deliver(A)
     assert [len(b) for b in env.ams.batches["am-a"]] == [len(alerts)]  # the queue: batch_size
     env.ams.batches.clear()
     env.ams.accepted.clear()
     await delivery.resend(A)
-    assert [len(b) for b in env.ams.batches["am-a"]] == [delivery_module.RESEND_PAGE, 10]
+    assert [len(b) for b in env.ams.batches["am-a"]] == [resends.RESEND_PAGE, 10]
     assert sorted(env.ams.names("am-a"), key=int) == [str(n) for n in range(len(alerts))]
 
 
@@ -930,7 +930,7 @@ async def test_a_lane_another_replica_holds_is_tried_again_shortly(
         task = await running(delivery.run())
         await until(lambda: env.ams.names("am-a") == ["1"], "delivered once the lane is free")
         await cancel(task)
-        assert env.clock.sleeps[:2] == [delivery_module.LANE_BUSY_WAIT] * 2
+        assert env.clock.sleeps[:2] == [posting.LANE_BUSY_WAIT] * 2
     finally:
         await delivery.aclose()
         await box.close()

@@ -26,10 +26,11 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 from prometheus_client import CollectorRegistry
 
 from bridge import config
-from bridge.delivery import LANE_BUSY_WAIT, Delivery
+from bridge.delivery import Delivery
 from bridge.errors import ConfigError, StoreError, StoreFull
 from bridge.metrics import Metrics
 from bridge.model import SentryAlert
+from bridge.posting import LANE_BUSY_WAIT
 from bridge.store.contract import Store
 from bridge.store.pg import PostgresStore
 from bridge.store.spool import FILENAME, Spooled, spooled, unreachable
