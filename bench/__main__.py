@@ -97,6 +97,14 @@ def parser() -> argparse.ArgumentParser:
         help="alertmanager.resend_interval while alerts are active, seconds, a bridge and "
         "preload each: the default (60) and the stress (10) (default: %(default)s)",
     )
+    g.add_argument(
+        "--py-spy",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="sample the bridge with py-spy through each measured stream: collapsed stacks "
+        "into DIR, a file per run",
+    )
     return p
 
 
@@ -131,6 +139,7 @@ def main(argv: list[str] | None = None) -> None:
             tuple(float(i) for i in args.resend_interval),
             args.preload_seconds,
             args.baseline,
+            args.py_spy,
         )
         visible.run(
             stores,

@@ -32,9 +32,10 @@ import asyncio
 import contextlib
 import re
 import subprocess
+import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -190,6 +191,7 @@ def steady(
     rate: float,
     seconds: float,
     align: Callable[[set[str]], str] | None = None,
+    profile: Path | None = None,
 ) -> tuple[dict[str, float], str]:
     """The measured stream; ``align`` (given the warm-up's identities) waits for the moment
     to start it and says how it was placed."""
@@ -201,7 +203,8 @@ def steady(
     wait_visible(recording, {s.identity for s in warm if s.status == 202}, {}, 60)
     placed = align({s.identity for s in warm}) if align is not None else ""
     before = {name: processes.cpu_seconds(pid) for name, pid in roots.items()}
-    sent = open_loop(stack.url, start, count, rate)
+    with _profiled(roots["bridge"], seconds, profile):
+        sent = open_loop(stack.url, start, count, rate)
     wanted = {s.identity for s in sent if s.status == 202}
     seen: dict[str, float] = {}
     posts = wait_visible(recording, wanted, seen, 60)
@@ -248,6 +251,25 @@ def steady(
     return out, placed
 
 
+@contextlib.contextmanager
+def _profiled(pid: int, seconds: float, out: Path | None) -> Iterator[None]:
+    """py-spy sampling the bridge through the stream (``--py-spy``: collapsed stacks in
+    ``out``, a line per stack with its sample count), without pausing it."""
+    if out is None:
+        yield
+        return
+    spy = Path(sys.executable).with_name("py-spy")
+    if not spy.exists():
+        raise SystemExit(f"--py-spy: no {spy}; install it there first (pip install py-spy)")
+    command = [str(spy), "record", "-p", str(pid), "-d", f"{seconds:.0f}", "-r", "200"]
+    command += ["-f", "raw", "-o", str(out), "--nonblocking", "--threads"]
+    with subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) as spy_run:
+        try:
+            yield
+        finally:
+            spy_run.wait(seconds + 30)
+
+
 def _steady_line(label: str, r: dict[str, float]) -> str:
     cpu = ", ".join(
         f"{k.removeprefix('cpu_us ')} {v:.0f}" for k, v in r.items() if k.startswith("cpu_us")
@@ -281,6 +303,7 @@ class Options:
     resend_intervals: tuple[float, ...]
     preload_seconds: float  # at most, for the preload
     baseline: Path | None = None  # another source tree, measured right after this one
+    py_spy: Path | None = None  # a directory: the bridge sampled through each stream
 
 
 def run(stores: list[servers.StoreName], options: Options, *, active: int, idle: bool) -> None:
@@ -339,8 +362,18 @@ def _one(
             align = None
             if preloaded:
                 align = lambda own: until_round(recording, own, interval)  # noqa: E731
+            profile = None
+            if options.py_spy is not None:
+                options.py_spy.mkdir(parents=True, exist_ok=True)
+                profile = options.py_spy / (re.sub(r"\W+", "-", label).strip("-") + ".txt")
             result, placed = steady(
-                stack, recording, preloaded + 1_000_000, options.rate, options.seconds, align
+                stack,
+                recording,
+                preloaded + 1_000_000,
+                options.rate,
+                options.seconds,
+                align,
+                profile,
             )
             print(_steady_line(label + (f" ({placed})" if placed else ""), result), flush=True)
             if preloaded:

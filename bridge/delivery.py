@@ -145,18 +145,22 @@ class Delivery:
         wakeup = self.store.wakeup(target.name)
         # On start: leftovers first, then what should be active (if anything is: what
         # arrives from now on is queued anyway).
-        next_resend = self._now()
+        next_resend = self.now()
         with contextlib.suppress(Exception):  # unknown: re-send at once, as if there were
             if not (await self.store.sizes()).resendable:
                 next_resend += self.cfg.resend_interval
+        # The first round goes at full speed: an Alertmanager that restarted with this
+        # replica gets its alerts back at once. Later ones are spread (resends.ROUND_SHARE).
+        paced = False
         while True:
             wakeup.clear()
             try:
                 settled = await self.deliver(target.name)
-                now = self._now()
+                now = self.now()
                 if settled and now >= next_resend and await self.store.periodic():
-                    await self.resend(target.name)
-                    next_resend = now + self.cfg.resend_interval
+                    pace = await self._pace(now) if paced else None
+                    await resends.resend(self, target, pace)
+                    next_resend, paced = now + self.cfg.resend_interval, True
                     continue  # what a failed round left queued is delivered at once
             except Exception:
                 # A bug or a broken disk must not end delivery for good.
@@ -166,7 +170,7 @@ class Delivery:
             if not settled:  # another replica holds the lane: look again shortly
                 await self.wait(wakeup, LANE_BUSY_WAIT)
                 continue
-            await self.wait(wakeup, next_resend - self._now())
+            await self.wait(wakeup, next_resend - self.now())
 
     async def deliver(self, name: str) -> bool:
         """Deliver everything queued for one Alertmanager, a batch per hold of its lane;
@@ -213,12 +217,23 @@ class Delivery:
         log_delivered(target.name, batch, dead)
 
     async def resend(self, name: str) -> None:
-        """Post the active and recently resolved alerts again (``bridge.resends``)."""
+        """Post the active and recently resolved alerts again (``bridge.resends``), a
+        whole round at full speed."""
         await resends.resend(self, self._target(name))
+
+    async def _pace(self, now: float) -> resends.Pace | None:
+        """A round from ``now`` spread over its share of resend_interval; None (full speed)
+        when the store cannot say how many alerts it will post."""
+        try:
+            total = (await self.store.sizes(0)).resendable  # a fresh read: once a round
+        except Exception:
+            log.debug("cannot read the store's sizes", exc_info=True)
+            return None
+        return resends.Pace(now, resends.ROUND_SHARE * self.cfg.resend_interval, total)
 
     async def _settle(self, target: Target, batch: Sequence[Queued]) -> list[tuple[Queued, str]]:
         """Send one batch; returns the dead letters. Raises Retry if it must be retried."""
-        now = self._now()
+        now = self.now()
         expired = [q for q in batch if now - q.queued_at >= self.cfg.max_age]
         if expired:
             self.metrics.am_dropped.labels(target.name, "max_age").inc(len(expired))
@@ -302,7 +317,7 @@ class Delivery:
             waiter.cancel()
             sleeper.cancel()
 
-    def _now(self) -> float:
+    def now(self) -> float:
         return self.clock().timestamp()
 
     def _target(self, name: str) -> Target:

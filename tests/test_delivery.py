@@ -722,6 +722,92 @@ async def test_a_fresh_alert_queued_during_a_re_send_round_is_posted_before_it_e
     ]
 
 
+async def paced_round(env: Env, pace: resends.Pace, pages: int) -> list[tuple[float, list[str]]]:
+    """A round of ``pages`` pages of two under ``pace``, a fresh alert queued while its first
+    page is in flight: (seconds from the start, issue ids) of every post to am-a."""
+    delivery, _ = await many_pages(env, pages)
+    posted: list[tuple[float, list[str]]] = []
+    fresh = postable("fresh")
+    started = env.clock.seconds()
+
+    async def meanwhile(host: str, batch: list[dict[str, Any]]) -> None:
+        if host == "am-a":
+            posted.append((env.clock.seconds() - started, issue_ids(batch)))
+        if issue_ids(batch) == ["0", "1"]:
+            await env.enqueue([fresh], {"issue:fresh": fresh})
+
+    env.ams.meanwhile = meanwhile
+    target = next(t for t in delivery.targets if t.name == A)
+    await resends.resend(delivery, target, pace)
+    return posted
+
+
+async def test_a_round_ahead_of_its_pace_spreads_its_pages_and_posts_fresh_alerts_at_once(
+    env: Env,
+) -> None:
+    """Spread over 48 s (ROUND_SHARE of a 60 s interval), a round's pages go out at even
+    steps, and a fresh alert queued meanwhile is posted at once, not at the next page's
+    time (issue 15: a round at full speed took the cores from fresh alerts in a burst)."""
+    pace = resends.Pace(env.clock().timestamp(), 48.0, 8)
+    posted = await paced_round(env, pace, pages=4)
+    assert posted == [
+        (0.0, ["0", "1"]),
+        (0.0, ["fresh"]),  # queued during the first page: posted right after it
+        (12.0, ["2", "3"]),
+        (24.0, ["4", "5"]),
+        (36.0, ["6", "7"]),
+        (48.0, ["fresh"]),  # active now: the round re-sends it too
+    ]
+
+
+async def test_a_round_behind_its_pace_does_not_wait(env: Env) -> None:
+    pace = resends.Pace(env.clock().timestamp() - 100, 48.0, 8)
+    posted = await paced_round(env, pace, pages=4)
+    assert [at for at, _ in posted] == [0.0] * 6
+
+
+async def test_a_paced_round_ends_when_the_replica_stops_running_the_periodic_jobs(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On PostgreSQL the lease can move to another replica during a round spread over most
+    of an interval: that replica re-sends from then on, this one stops after its wait."""
+    assert isinstance(env, Env)
+    pace = resends.Pace(env.clock().timestamp(), 48.0, 8)
+
+    async def not_ours() -> bool:
+        return False
+
+    delivery, _ = await many_pages(env, pages=4)
+    assert env.store is not None
+    monkeypatch.setattr(env.store, "periodic", not_ours)
+    await resends.resend(delivery, next(t for t in delivery.targets if t.name == A), pace)
+    assert [issue_ids(b) for b in env.ams.batches["am-a"]] == [["0", "1"]]
+
+
+async def test_the_sender_paces_every_round_but_its_first(env: Env) -> None:
+    """The first round after start goes at full speed (an Alertmanager restarted with the
+    bridge gets its alerts back at once); the next ones are spread over ROUND_SHARE of
+    resend_interval."""
+    delivery, _ = await many_pages(env, pages=4)
+    delivery.cfg = delivery.cfg.model_copy(update={"resend_interval": 60.0})
+    posted: list[float] = []
+    started = env.clock.seconds()
+
+    async def meanwhile(host: str, batch: list[dict[str, Any]]) -> None:
+        if host == "am-a":
+            posted.append(env.clock.seconds() - started)
+
+    env.ams.meanwhile = meanwhile
+    task = await running(delivery.run())
+    try:
+        await until(lambda: len(posted) >= 8, "two rounds")
+    finally:
+        await cancel(task)
+    first, step = posted[0], 60.0 * resends.ROUND_SHARE / 4
+    assert posted[:4] == [first] * 4
+    assert posted[4:8] == [first + 60.0 + n * step for n in range(4)]
+
+
 async def test_a_steady_stream_of_fresh_alerts_does_not_starve_the_round(env: Env) -> None:
     """A fresh alert arrives during every post (a steady rate): each page still goes out
     after the fresh batch queued before it, not once the stream pauses (issue 15: at 200
