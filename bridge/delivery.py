@@ -182,7 +182,7 @@ class Delivery:
         while True:
             wakeup.clear()  # what is queued from now on sets it again
             try:
-                sent = await self._deliver_batch(target)
+                sent = await self.deliver_batch(target)
             except Retry as retry:
                 # Outside the lane: nothing else waits on it while this one backs off.
                 await self._backoff_sleep(self._backoff(failures, retry.retry_after))
@@ -198,12 +198,12 @@ class Delivery:
                 return True
             failures = 0
 
-    async def _deliver_batch(self, target: Target, lane: Lane | None = None) -> int | None:
+    async def deliver_batch(self, target: Target, lane: Lane | None = None) -> int | None:
         """Post the next batch and settle it, in the lane (``lane``, or held here for the
         batch): how many alerts it held (0: nothing queued), None when the lane is busy."""
         if lane is None:
             async with self.store.lane(target.name) as held:
-                return None if held is None else await self._deliver_batch(target, held)
+                return None if held is None else await self.deliver_batch(target, held)
         batch = await lane.pending(self.cfg.batch_size)
         if batch:
             await self.settled(target, lane, batch)

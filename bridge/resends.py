@@ -78,8 +78,9 @@ class Sender(Protocol):
     async def wait(self, event: asyncio.Event, seconds: float) -> None:
         """Until ``event`` is set or ``seconds`` passed."""
 
-    async def deliver(self, name: str) -> bool:
-        """Deliver what is queued for ``name``; False when another replica holds its lane."""
+    async def deliver_batch(self, target: Target) -> int | None:
+        """Post the next queued batch in a hold of the lane: how many alerts it held; None
+        when another replica holds the lane. Raises Retry."""
 
     def now(self) -> float:
         """The sender's clock, epoch seconds."""
@@ -135,15 +136,27 @@ async def resend(sender: Sender, target: Target, pace: Pace | None = None) -> No
 
 
 async def _until_due(sender: Sender, target: Target, due: float) -> bool:
-    """Wait until ``due``, delivering what is queued meanwhile as it comes; False when
-    this replica no longer runs the periodic jobs after a wait."""
+    """Wait until ``due``, posting what is queued meanwhile a batch per wake-up; False
+    when a post must be retried (the round waits for the next interval, as a failed page
+    does) or this replica no longer runs the periodic jobs after a wait.
+
+    A batch per wake-up, not the queue until it reads empty: at a steady rate it rarely
+    does (an arrival during each post), and the round would wait for the stream to pause
+    (issue 15). Once the page is due, what is still queued goes first in its hold."""
     wakeup = sender.store.wakeup(target.name)
-    waited = False
+    waited = more = False
     while (left := due - sender.now()) > 0:
         waited = True
-        await sender.wait(wakeup, left)
-        if wakeup.is_set():
-            await sender.deliver(target.name)  # clears the wake-up
+        if not more:
+            await sender.wait(wakeup, left)
+            if not wakeup.is_set():
+                continue
+        wakeup.clear()  # what is queued from now on sets it again
+        try:
+            posted = await sender.deliver_batch(target)
+        except Retry:
+            return False
+        more = posted == sender.cfg.batch_size  # a full batch: more may be queued
     return not waited or await sender.store.periodic()
 
 

@@ -760,6 +760,34 @@ async def test_a_round_ahead_of_its_pace_spreads_its_pages_and_posts_fresh_alert
     ]
 
 
+async def test_a_steady_stream_of_fresh_alerts_does_not_hold_a_paced_round_up(env: Env) -> None:
+    """Each post takes 5 s and a fresh alert is queued during each: between pages the
+    sender posts a batch per wake-up, and a page still goes out within a few posts of its
+    time, not once the stream pauses (a queue drained until it reads empty would post all
+    30 fresh alerts first: the page due at 12 s at 150 s)."""
+    delivery, _ = await many_pages(env, pages=4)
+    fresh = [postable(f"f{n}") for n in range(30)]
+    started = env.clock.seconds()
+    pages_at: list[float] = []
+
+    async def meanwhile(host: str, batch: list[dict[str, Any]]) -> None:
+        if host != "am-a":
+            return
+        if not issue_ids(batch)[0].startswith("f"):
+            pages_at.append(env.clock.seconds() - started)
+        env.clock.advance(5)
+        if fresh:
+            alert = fresh.pop(0)
+            await env.enqueue([alert], {f"issue:{alert.labels['sentry_issue_id']}": alert})
+
+    env.ams.meanwhile = meanwhile
+    pace = resends.Pace(env.clock().timestamp(), 48.0, 8)
+    await resends.resend(delivery, next(t for t in delivery.targets if t.name == A), pace)
+    assert len(pages_at) >= 4
+    for due, at in zip([0.0, 12.0, 24.0, 36.0], pages_at, strict=False):
+        assert due <= at <= due + 3 * 5  # at most three posts late
+
+
 async def test_a_round_behind_its_pace_does_not_wait(env: Env) -> None:
     pace = resends.Pace(env.clock().timestamp() - 100, 48.0, 8)
     posted = await paced_round(env, pace, pages=4)
