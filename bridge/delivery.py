@@ -145,13 +145,12 @@ class Delivery:
         wakeup = self.store.wakeup(target.name)
         # On start: leftovers first, then what should be active (if anything is: what
         # arrives from now on is queued anyway).
-        next_resend = self.now()
+        # A round at start goes at full speed: an Alertmanager that restarted with this
+        # replica gets its alerts back at once. Any other is spread (resends.ROUND_SHARE).
+        next_resend, paced = self.now(), False
         with contextlib.suppress(Exception):  # unknown: re-send at once, as if there were
             if not (await self.store.sizes()).resendable:
-                next_resend += self.cfg.resend_interval
-        # The first round goes at full speed: an Alertmanager that restarted with this
-        # replica gets its alerts back at once. Later ones are spread (resends.ROUND_SHARE).
-        paced = False
+                next_resend, paced = next_resend + self.cfg.resend_interval, True
         while True:
             wakeup.clear()
             try:
