@@ -745,9 +745,9 @@ async def paced_round(env: Env, pace: resends.Pace, pages: int) -> list[tuple[fl
 async def test_a_round_ahead_of_its_pace_spreads_its_pages_and_posts_fresh_alerts_at_once(
     env: Env,
 ) -> None:
-    """Spread over 48 s (ROUND_SHARE of a 60 s interval), a round's pages go out at even
-    steps, and a fresh alert queued meanwhile is posted at once, not at the next page's
-    time (issue 15: a round at full speed took the cores from fresh alerts in a burst)."""
+    """Spread over 48 s, a round's pages go out at even steps, and a fresh alert queued
+    meanwhile is posted at once, not at the next page's time (issue 15: a round at full
+    speed took the cores from fresh alerts in a burst)."""
     pace = resends.Pace(env.clock().timestamp(), 48.0, 8)
     posted = await paced_round(env, pace, pages=4)
     assert posted == [
