@@ -145,21 +145,18 @@ class Delivery:
         wakeup = self.store.wakeup(target.name)
         # On start: leftovers first, then what should be active (if anything is: what
         # arrives from now on is queued anyway).
-        # A round at start goes at full speed: an Alertmanager that restarted with this
-        # replica gets its alerts back at once. Any other is spread (resends.ROUND_SHARE).
-        next_resend, paced = self.now(), False
+        next_resend = self._now()
         with contextlib.suppress(Exception):  # unknown: re-send at once, as if there were
             if not (await self.store.sizes()).resendable:
-                next_resend, paced = next_resend + self.cfg.resend_interval, True
+                next_resend += self.cfg.resend_interval
         while True:
             wakeup.clear()
             try:
                 settled = await self.deliver(target.name)
-                now = self.now()
+                now = self._now()
                 if settled and now >= next_resend and await self.store.periodic():
-                    pace = await self._pace(now) if paced else None
-                    await resends.resend(self, target, pace)
-                    next_resend, paced = now + self.cfg.resend_interval, True
+                    await self.resend(target.name)
+                    next_resend = now + self.cfg.resend_interval
                     continue  # what a failed round left queued is delivered at once
             except Exception:
                 # A bug or a broken disk must not end delivery for good.
@@ -169,7 +166,7 @@ class Delivery:
             if not settled:  # another replica holds the lane: look again shortly
                 await self.wait(wakeup, LANE_BUSY_WAIT)
                 continue
-            await self.wait(wakeup, next_resend - self.now())
+            await self.wait(wakeup, next_resend - self._now())
 
     async def deliver(self, name: str) -> bool:
         """Deliver everything queued for one Alertmanager, a batch per hold of its lane;
@@ -181,7 +178,7 @@ class Delivery:
         while True:
             wakeup.clear()  # what is queued from now on sets it again
             try:
-                sent = await self.deliver_batch(target)
+                sent = await self._deliver_batch(target)
             except Retry as retry:
                 # Outside the lane: nothing else waits on it while this one backs off.
                 await self._backoff_sleep(self._backoff(failures, retry.retry_after))
@@ -197,12 +194,12 @@ class Delivery:
                 return True
             failures = 0
 
-    async def deliver_batch(self, target: Target, lane: Lane | None = None) -> int | None:
+    async def _deliver_batch(self, target: Target, lane: Lane | None = None) -> int | None:
         """Post the next batch and settle it, in the lane (``lane``, or held here for the
         batch): how many alerts it held (0: nothing queued), None when the lane is busy."""
         if lane is None:
             async with self.store.lane(target.name) as held:
-                return None if held is None else await self.deliver_batch(target, held)
+                return None if held is None else await self._deliver_batch(target, held)
         batch = await lane.pending(self.cfg.batch_size)
         if batch:
             await self.settled(target, lane, batch)
@@ -216,23 +213,12 @@ class Delivery:
         log_delivered(target.name, batch, dead)
 
     async def resend(self, name: str) -> None:
-        """Post the active and recently resolved alerts again (``bridge.resends``), a
-        whole round at full speed."""
+        """Post the active and recently resolved alerts again (``bridge.resends``)."""
         await resends.resend(self, self._target(name))
-
-    async def _pace(self, now: float) -> resends.Pace | None:
-        """A round from ``now`` spread over its share of resend_interval; None (full speed)
-        when the store cannot say how many alerts it will post."""
-        try:
-            total = (await self.store.sizes(0)).resendable  # a fresh read: once a round
-        except Exception:
-            log.debug("cannot read the store's sizes", exc_info=True)
-            return None
-        return resends.Pace(now, resends.ROUND_SHARE * self.cfg.resend_interval, total)
 
     async def _settle(self, target: Target, batch: Sequence[Queued]) -> list[tuple[Queued, str]]:
         """Send one batch; returns the dead letters. Raises Retry if it must be retried."""
-        now = self.now()
+        now = self._now()
         expired = [q for q in batch if now - q.queued_at >= self.cfg.max_age]
         if expired:
             self.metrics.am_dropped.labels(target.name, "max_age").inc(len(expired))
@@ -316,7 +302,7 @@ class Delivery:
             waiter.cancel()
             sleeper.cancel()
 
-    def now(self) -> float:
+    def _now(self) -> float:
         return self.clock().timestamp()
 
     def _target(self, name: str) -> Target:

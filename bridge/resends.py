@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 from bridge import config
@@ -43,26 +42,6 @@ DRAIN_IN_HOLD = 64
 # a round of small pages is slow (64: 2.5 times fewer alerts re-sent per second than 256):
 # half the default batch is the trade.
 RESEND_PAGE = 128
-# Share of resend_interval a sender spreads a round over while it is ahead of that pace (it
-# never waits when behind). At full speed a round takes the cores from fresh alerts in a
-# burst (issue 15, 2 cores: 100,000 active at 60 s, a round re-sent about 2,400 alerts/s
-# for 40 s; 30,000 active, for 13 s); spread, a fresh alert meets a page now and then and
-# otherwise a free lane. The rest of the interval is slack: alerts added during the round,
-# a slow page.
-ROUND_SHARE = 0.9
-
-
-@dataclass(frozen=True, slots=True)
-class Pace:
-    """A round spread evenly over ``span`` seconds from ``start`` (the sender's clock, epoch
-    seconds): the page after ``sent`` alerts of ``total`` is due at ``due(sent)``."""
-
-    start: float
-    span: float
-    total: int  # what the round is expected to post (``Sizes.resendable`` at its start)
-
-    def due(self, sent: int) -> float:
-        return self.start + self.span * min(1.0, sent / self.total) if self.total else self.start
 
 
 class Sender(Protocol):
@@ -79,15 +58,8 @@ class Sender(Protocol):
     async def wait(self, event: asyncio.Event, seconds: float) -> None:
         """Until ``event`` is set or ``seconds`` passed."""
 
-    async def deliver_batch(self, target: Target) -> int | None:
-        """Post the next queued batch in a hold of the lane: how many alerts it held; None
-        when another replica holds the lane. Raises Retry."""
 
-    def now(self) -> float:
-        """The sender's clock, epoch seconds."""
-
-
-async def resend(sender: Sender, target: Target, pace: Pace | None = None) -> None:
+async def resend(sender: Sender, target: Target) -> None:
     """Post the active and recently resolved alerts again, as stored (original times).
 
     Page by page, each page in its own hold of the lane, posted once nothing decided
@@ -98,18 +70,11 @@ async def resend(sender: Sender, target: Target, pace: Pace | None = None) -> No
 
     Best effort: a failure waits for the next interval. A page Alertmanager refuses for
     its content is split like a first delivery; the alerts refused alone become this
-    Alertmanager's dead letters (once: its re-sends skip them; nothing else changes).
-
-    With ``pace``, a page waits until it is due (``Pace.due``), the queue delivered at once
-    meanwhile; the round ends early when this replica stops running the periodic jobs (on
-    PostgreSQL the lease can move during a round that spans most of an interval)."""
+    Alertmanager's dead letters (once: its re-sends skip them; nothing else changes)."""
     name = target.name
     await sender.store.expire(resolved_for=sender.cfg.resolved_resend)
     after: Any = None
-    sent = 0
     while True:
-        if pace is not None and not await _until_due(sender, target, pace.due(sent)):
-            return
         async with sender.store.lane(name) as lane:
             if lane is None:
                 page = None
@@ -133,32 +98,6 @@ async def resend(sender: Sender, target: Target, pace: Pace | None = None) -> No
         if page.after is None:
             return
         after = page.after
-        sent += len(page.bodies)
-
-
-async def _until_due(sender: Sender, target: Target, due: float) -> bool:
-    """Wait until ``due``, posting what is queued meanwhile a batch per wake-up; False
-    when a post must be retried (the round waits for the next interval, as a failed page
-    does) or this replica no longer runs the periodic jobs after a wait.
-
-    A batch per wake-up, not the queue until it reads empty: at a steady rate it rarely
-    does (an arrival during each post), and the round would wait for the stream to pause
-    (issue 15). Once the page is due, what is still queued goes first in its hold."""
-    wakeup = sender.store.wakeup(target.name)
-    waited = more = False
-    while (left := due - sender.now()) > 0:
-        waited = True
-        if not more:
-            await sender.wait(wakeup, left)
-            if not wakeup.is_set():
-                continue
-        wakeup.clear()  # what is queued from now on sets it again
-        try:
-            posted = await sender.deliver_batch(target)
-        except Retry:
-            return False
-        more = posted == sender.cfg.batch_size  # a full batch: more may be queued
-    return not waited or await sender.store.periodic()
 
 
 def _page_size(cfg: config.Alertmanager) -> int:
