@@ -5,8 +5,9 @@
   req/s, p50, p99 and CPU per webhook per process group (bench/ingest.py).
 - visible: 202-to-visible at a steady open-loop rate into an idle bridge, per store,
   through a recording proxy in front of Alertmanager (bench/visible.py).
-- active: the same with 100,000 alerts active and re-send rounds overlapping; also the
-  delivery rate of the preload and the bridge's memory with that many alerts active.
+- active: the same with 100,000 alerts active, the window starting with a re-send round,
+  at the default resend_interval (60 s) and at the 10 s stress; also the delivery rate of
+  the preload and the bridge's memory with that many alerts active.
 - sync: what SQLite's synchronous=FULL costs a group commit against NORMAL (bench/sync.py).
 - calls: calls, thread hops and log lines per webhook, counted in process (bench/calls.py).
 - stages: CPU per webhook of each pure stage of the webhook path, in process (bench/stages.py).
@@ -92,9 +93,18 @@ def parser() -> argparse.ArgumentParser:
     )
     g.add_argument(
         "--resend-interval",
-        type=float,
-        default=10.0,
-        help="alertmanager.resend_interval while alerts are active, seconds",
+        type=_list,
+        default="60,10",
+        help="alertmanager.resend_interval while alerts are active, seconds, a bridge and "
+        "preload each: the default (60) and the stress (10) (default: %(default)s)",
+    )
+    g.add_argument(
+        "--py-spy",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="sample the bridge with py-spy through each measured stream: collapsed stacks "
+        "into DIR, a file per run",
     )
     return p
 
@@ -107,6 +117,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.quick:
         args.seconds, args.rounds, args.records = 3, 1, 5_000
         args.steady_seconds, args.active_alerts, args.preload_seconds = 3.0, 3_000, 30.0
+        args.resend_interval = ["5"]
     if "ingest" in parts:
         names = [v for v in args.variants if v == "bare" or v.split("+")[0] in stores]
         ingest.ingest(
@@ -128,9 +139,10 @@ def main(argv: list[str] | None = None) -> None:
         options = visible.Options(
             args.rate,
             args.steady_seconds,
-            args.resend_interval,
+            tuple(float(i) for i in args.resend_interval),
             args.preload_seconds,
             args.baseline,
+            args.py_spy,
         )
         visible.run(
             stores,

@@ -123,7 +123,7 @@ def write_config(
 
 
 @contextlib.contextmanager
-def _recorder(tmp: Path, upstream: str) -> Iterator[tuple[str, Path]]:
+def _recorder(tmp: Path, upstream: str) -> Iterator[tuple[str, Path, int]]:
     port = procs.free_port()
     recorded = tmp / "recorded.jsonl"
     recorded.touch()
@@ -132,8 +132,8 @@ def _recorder(tmp: Path, upstream: str) -> Iterator[tuple[str, Path]]:
     args += ["--log-level", "warning"]
     env = {"RECORDER_UPSTREAM": upstream, "RECORDER_FILE": str(recorded)}
     url = f"http://127.0.0.1:{port}"
-    with procs.spawn(args, url, "/-/recorder", tmp / "recorder.log", env):
-        yield url, recorded
+    with procs.spawn(args, url, "/-/recorder", tmp / "recorder.log", env) as proxy:
+        yield url, recorded, proxy.proc.pid
 
 
 def server_log(tmp: Path) -> str:
@@ -189,7 +189,8 @@ def bridge(
             if am_pid is not None:
                 groups["alertmanager"] = am_pid
             if record:
-                am_url, recorded = stack.enter_context(_recorder(tmp, am_url))
+                am_url, recorded, proxy = stack.enter_context(_recorder(tmp, am_url))
+                groups["recorder"] = proxy  # the instrument's own CPU, shown apart
         else:
             am_url = f"http://127.0.0.1:{procs.free_port()}"  # nobody answers
         config = write_config(tmp / "config.yaml", am_url, store=store, pg=pg, settings=settings)

@@ -10,11 +10,17 @@ post carrying it; 202-to-visible is that moment minus the moment the load genera
 ``active`` first preloads the bridge with ``--active-alerts`` distinct issue alerts (wrk,
 once through, as fast as the bridge takes them; how fast they reached Alertmanager is the
 delivery figure), then runs the same steady stream while the bridge's periodic re-send of
-every active alert runs: ``alertmanager.resend_interval`` is set low so re-send rounds
-overlap the measurement, and the proxy's file shows how many re-sent alerts went out
-meanwhile and how long Alertmanager took over each re-sent post (a fresh alert queued
-meanwhile waits for the one under way). A fresh alert should not wait behind them. The
-bridge's memory with that many alerts active is read from /proc at the end.
+every active alert runs, once per ``--resend-interval`` (``alertmanager.resend_interval``;
+each its own bridge and preload): the product's default, 60 s, is what users run; 10 s is
+the stress (100,000 alerts re-sent 10,000/s, more than two cores take, so rounds never
+pause). The measuring window starts with a re-send round: after the warm-up the bench
+watches the proxy's file for a pause of ``ROUND_GAP`` s with no re-sent post (the last
+round ended) and starts at the next re-sent post (the next round began); a bridge whose
+re-sends never pause for ``interval`` s is in a round all the time, and the window starts
+then. The proxy's file shows how many re-sent alerts went out in the window and how long
+Alertmanager took over each re-sent post (a fresh alert queued meanwhile waits for the one
+under way). A fresh alert should not wait behind them. The bridge's memory with that many
+alerts active is read from /proc at the end.
 
 ``--baseline DIR`` runs every measurement again on another source tree of the bridge right
 after this one's (``bench.servers.bridge``'s ``checkout``), so both see the same machine.
@@ -26,9 +32,10 @@ import asyncio
 import contextlib
 import re
 import subprocess
+import sys
 import tempfile
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -118,6 +125,32 @@ def wait_visible(
         time.sleep(0.2)  # polling a file for a condition, with a deadline
 
 
+# Seconds with no re-sent post that mean a re-send round ended (a round's posts follow one
+# another within milliseconds; the pause between rounds at 60 s is tens of seconds).
+ROUND_GAP = 2.0
+
+
+def until_round(recording: Recording, own: set[str], interval: float) -> str:
+    """Wait until a re-send round begins (module docstring): a post carrying an alert not in
+    ``own`` (the warm-up's) is a re-send. Says how the window was placed."""
+    started = quiet_since = time.monotonic()
+    paused = False
+    while True:
+        resent = any(i not in own for p in recording.poll() for i, _ in p.alerts)
+        now = time.monotonic()
+        if resent and paused:
+            return f"window from a round's start ({now - started:.1f} s wait)"
+        if resent:
+            quiet_since = now
+        elif now - quiet_since >= ROUND_GAP:
+            paused = True
+        if not paused and now - started > interval + ROUND_GAP:
+            return "window in a round under way (re-sends never paused: rounds behind)"
+        if now - started > 2 * interval + 30:
+            return "no re-send round seen to start the window with"
+        time.sleep(0.05)  # polling a file for a condition, with a deadline
+
+
 def preload(
     stack: servers.Stack, tmp: Path, count: int, recording: Recording, limit: float
 ) -> dict[str, float]:
@@ -152,16 +185,26 @@ def preload(
 
 
 def steady(
-    stack: servers.Stack, recording: Recording, start: int, rate: float, seconds: float
-) -> dict[str, float]:
+    stack: servers.Stack,
+    recording: Recording,
+    start: int,
+    rate: float,
+    seconds: float,
+    align: Callable[[set[str]], str] | None = None,
+    profile: Path | None = None,
+) -> tuple[dict[str, float], str]:
+    """The measured stream; ``align`` (given the warm-up's identities) waits for the moment
+    to start it and says how it was placed."""
     count = int(rate * seconds)
     roots = dict(stack.groups)
     # A second of warm-up on other identities (first connections, first posts), not
     # measured; once they are in Alertmanager, any other alert the proxy sees is a re-send.
     warm = open_loop(stack.url, start + count, int(rate), rate)
     wait_visible(recording, {s.identity for s in warm if s.status == 202}, {}, 60)
+    placed = align({s.identity for s in warm}) if align is not None else ""
     before = {name: processes.cpu_seconds(pid) for name, pid in roots.items()}
-    sent = open_loop(stack.url, start, count, rate)
+    with _profiled(roots["bridge"], seconds, profile):
+        sent = open_loop(stack.url, start, count, rate)
     wanted = {s.identity for s in sent if s.status == 202}
     seen: dict[str, float] = {}
     posts = wait_visible(recording, wanted, seen, 60)
@@ -205,7 +248,26 @@ def steady(
     }
     for name in roots:
         out[f"cpu_us {name}"] = (after[name] - before[name]) / max(1, len(wanted)) * 1e6
-    return out
+    return out, placed
+
+
+@contextlib.contextmanager
+def _profiled(pid: int, seconds: float, out: Path | None) -> Iterator[None]:
+    """py-spy sampling the bridge through the stream (``--py-spy``: collapsed stacks in
+    ``out``, a line per stack with its sample count), without pausing it."""
+    if out is None:
+        yield
+        return
+    spy = Path(sys.executable).with_name("py-spy")
+    if not spy.exists():
+        raise SystemExit(f"--py-spy: no {spy}; install it there first (pip install py-spy)")
+    command = [str(spy), "record", "-p", str(pid), "-d", f"{seconds:.0f}", "-r", "200"]
+    command += ["-f", "raw", "-o", str(out), "--nonblocking", "--threads"]
+    with subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) as spy_run:
+        try:
+            yield
+        finally:
+            spy_run.wait(seconds + 30)
 
 
 def _steady_line(label: str, r: dict[str, float]) -> str:
@@ -237,9 +299,11 @@ def _steady_line(label: str, r: dict[str, float]) -> str:
 class Options:
     rate: float  # webhooks/s, open loop
     seconds: float  # of the steady stream
-    resend_interval: float  # alertmanager.resend_interval while alerts are active
+    # alertmanager.resend_interval while alerts are active: a bridge and preload each
+    resend_intervals: tuple[float, ...]
     preload_seconds: float  # at most, for the preload
     baseline: Path | None = None  # another source tree, measured right after this one
+    py_spy: Path | None = None  # a directory: the bridge sampled through each stream
 
 
 def run(stores: list[servers.StoreName], options: Options, *, active: int, idle: bool) -> None:
@@ -249,22 +313,30 @@ def run(stores: list[servers.StoreName], options: Options, *, active: int, idle:
         f"202-to-visible: open loop at {options.rate:.0f} webhooks/s for {options.seconds:.0f} "
         "s, distinct issue alerts, through a recording proxy in front of a real Alertmanager"
     )
+    runs = [(0, 0.0)] if idle else []
+    runs += [(active, interval) for interval in options.resend_intervals] if active else []
     for store in stores:
-        for preloaded in ([0] if idle else []) + ([active] if active else []):
+        for preloaded, interval in runs:
             try:
                 for checkout in [None] + ([options.baseline] if options.baseline else []):
-                    _one(store, preloaded, options, checkout)
+                    _one(store, preloaded, interval, options, checkout)
             except servers.Unsupported as exc:
                 print(f"  {store}: skipped: {exc}")
                 break
 
 
-def _one(store: servers.StoreName, preloaded: int, options: Options, checkout: Path | None) -> None:
+def _one(
+    store: servers.StoreName,
+    preloaded: int,
+    interval: float,
+    options: Options,
+    checkout: Path | None,
+) -> None:
     name = f"{store} @baseline" if checkout else store
     label = f"{name}, idle"
     settings = {}
     if preloaded:
-        settings["alertmanager"] = {"resend_interval": f"{options.resend_interval:g}s"}
+        settings["alertmanager"] = {"resend_interval": f"{interval:g}s"}
     with tempfile.TemporaryDirectory() as tmpdir, contextlib.ExitStack() as running:
         tmp = Path(tmpdir)
         pg = running.enter_context(servers.postgres_server()) if store == "postgres" else None
@@ -275,7 +347,7 @@ def _one(store: servers.StoreName, preloaded: int, options: Options, checkout: P
             recording = Recording(stack.recorded)
             if preloaded:
                 loaded = preload(stack, tmp, preloaded, recording, options.preload_seconds)
-                label = f"{name}, {loaded['visible']:,.0f} active"
+                label = f"{name}, {loaded['visible']:,.0f} active, re-sent every {interval:g} s"
                 print(
                     f"  {label}: preload: {loaded['answered']:,.0f} webhooks in "
                     f"{loaded['accepted_s']:.1f} s "
@@ -284,12 +356,26 @@ def _one(store: servers.StoreName, preloaded: int, options: Options, checkout: P
                     f"{loaded['non2xx']:.0f} non-2xx); {loaded['visible']:,.0f} visible in "
                     "Alertmanager after "
                     f"{loaded['visible_s']:.1f} s "
-                    f"({loaded['visible'] / loaded['visible_s']:.0f} alerts/s end to end); "
-                    f"re-send every {options.resend_interval:g} s"
+                    f"({loaded['visible'] / loaded['visible_s']:.0f} alerts/s end to end)"
                 )
                 memory = processes.memory_mib(stack.groups["bridge"])
-            result = steady(stack, recording, preloaded + 1_000_000, options.rate, options.seconds)
-            print(_steady_line(label, result), flush=True)
+            align = None
+            if preloaded:
+                align = lambda own: until_round(recording, own, interval)  # noqa: E731
+            profile = None
+            if options.py_spy is not None:
+                options.py_spy.mkdir(parents=True, exist_ok=True)
+                profile = options.py_spy / (re.sub(r"\W+", "-", label).strip("-") + ".txt")
+            result, placed = steady(
+                stack,
+                recording,
+                preloaded + 1_000_000,
+                options.rate,
+                options.seconds,
+                align,
+                profile,
+            )
+            print(_steady_line(label + (f" ({placed})" if placed else ""), result), flush=True)
             if preloaded:
                 after = processes.memory_mib(stack.groups["bridge"])
                 print(
