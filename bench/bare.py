@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import gc
 import json
 
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
+
+from bridge.serve import tune_gc
 
 
 async def webhook(request: Request) -> JSONResponse:
@@ -27,7 +28,6 @@ app = Starlette(
     ]
 )
 
-# The bridge tunes the cyclic GC as it serves (bridge.serve.tune_gc); the baseline gets the
-# same settings, so the comparison measures the webhook's work, not a GC setting.
-gc.freeze()
-gc.set_threshold(10_000, 10, 10)
+# The bridge tunes the cyclic GC as it serves; the baseline gets the same settings, so the
+# comparison measures the webhook's work, not a GC setting.
+tune_gc()
