@@ -37,13 +37,15 @@ from bridge.state import Policy, step
 from bridge.store import jsontext
 from bridge.store.contract import Entry
 from bridge.store.sqlite import sql
-from bridge.store.sqlite.dialect import EACH_ROWS
+from bridge.store.sqlite.dialect import each_rows
 from bridge.store.sqlite.schema import INDEXES, SCHEMA
 from bridge.store.sqlite.sql import SEE_BODIES
 from tests.integration import procs
 
 GROUP = 12
-RETENTION, MAX_BODIES = 86_400.0, 100_000  # the config's defaults
+_STORE = config.Store.model_fields  # the config's defaults
+RETENTION: float = _STORE["body_retention"].default
+MAX_BODIES: int = _STORE["max_bodies"].default
 
 
 def _sizes(count: int) -> tuple[int, int, int]:
@@ -91,16 +93,14 @@ def _replay(
     db.executescript(SCHEMA)
     db.executescript(INDEXES)
     inbox_alert, state, post = ("x" * size for size in sizes)
-    values = ", ".join(["(?)"] * GROUP)
-    assert GROUP <= EACH_ROWS, "one statement per group, as the engine runs it"
     for first in range(0, webhooks, GROUP):
         now = time.time()
         names = json.dumps([f"issue:{first + n}" for n in range(GROUP)])
         begin("FULL")
         if seen:
             digests = [os.urandom(32) for _ in range(GROUP)]
-            see = SEE_BODIES.format(rows=values)
-            timed("seen bodies: upsert", _rows, db, see, (*digests, now, RETENTION))
+            seen_rows = [(digest,) for digest in digests]  # as the engine runs it
+            timed("seen bodies: upsert", each_rows, db, SEE_BODIES, seen_rows, (now, RETENTION))
         ids = timed("inbox: insert", _inserted, db, now, inbox_alert)
         if seen:
             timed("seen bodies: bounds", db.execute, sql.FORGET_OLD_BODIES, (now - RETENTION,))

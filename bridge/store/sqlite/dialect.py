@@ -45,7 +45,7 @@ def run(db: sqlite3.Connection, d: Dialect, step: Step[T]) -> T:
         if q.how == "many":
             return db.executemany(text, q.args[0]).rowcount if q.args[0] else 0
         if q.how == "each":
-            return _each(db, text, q.args[0], q.args[1:])
+            return each_rows(db, text, q.args[0], q.args[1:])
         cursor = db.execute(text, q.args)
         if q.how == "rows":
             return cursor.fetchall()
@@ -63,7 +63,9 @@ def run(db: sqlite3.Connection, d: Dialect, step: Step[T]) -> T:
 EACH_ROWS = 256
 
 
-def _each(db: sqlite3.Connection, text: str, rows: Sequence[Sequence[Any]], rest: Any) -> list[Any]:
+def each_rows(
+    db: sqlite3.Connection, text: str, rows: Sequence[Sequence[Any]], rest: Sequence[Any]
+) -> list[Any]:
     """Every row the statement returns for ``rows``, given as one VALUES list per
     ``EACH_ROWS`` (``executemany`` returns no rows, and a statement per row costs a
     webhook a statement on the accept path)."""

@@ -1,7 +1,8 @@
 """Every query of the SQLite engine, by name, in one place (``pg/sql.py`` is PostgreSQL's):
 the engine's parts execute them. A query a new contract method needs goes here, under
 the table it reads, with a name saying what it answers. Lists are passed as one JSON
-array (``json_each``), so a statement's text does not depend on its arguments.
+array (``json_each``), so a statement's text does not depend on its arguments; the one
+exception is ``SEE_BODIES``, whose digests are blobs a JSON array cannot carry.
 """
 
 from __future__ import annotations
