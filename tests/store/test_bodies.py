@@ -12,8 +12,10 @@ from typing import Any
 import pytest
 
 from bridge.store import bodies
+from bridge.store.sqlite import sql as sqlite_sql
 from bridge.store.sqlite.dialect import EACH_ROWS, dialect, run
 from bridge.store.sqlite.schema import SCHEMA
+from bridge.store.sqlite_file import SqliteFile
 from bridge.store.steps import Q, drive
 
 NOW = datetime(2026, 12, 7, 12, 0, tzinfo=UTC)
@@ -83,3 +85,10 @@ def test_sqlite_writes_a_large_group_in_statements_of_each_rows(tmp_path: Path) 
     )
     assert sum("INSERT INTO seen_body" in text for text in statements) == 6
     db.close()
+
+
+def test_sqlite_keeps_every_statement_a_group_of_any_size_makes() -> None:
+    # One text per size of VALUES list (1 to EACH_ROWS rows) beside every named statement:
+    # a cache smaller than that compiles statements again under groups of varied sizes.
+    named = [name for name in vars(sqlite_sql) if name.isupper() and name.strip("_")]
+    assert SqliteFile.cached_statements >= EACH_ROWS + len(named)

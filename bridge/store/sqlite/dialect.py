@@ -59,7 +59,8 @@ def run(db: sqlite3.Connection, d: Dialect, step: Step[T]) -> T:
 
 # Rows per statement of a query run ``each``: SQLite binds at most 32,766 parameters (its
 # docs, "Limits", SQLITE_MAX_VARIABLE_NUMBER since 3.32), and each size of VALUES list is a
-# statement of its own in the connection's cache.
+# statement of its own in the connection's cache (``SqliteFile.cached_statements`` keeps them
+# all: padding the lists to fewer sizes cost more per group than the compiles it saved).
 EACH_ROWS = 256
 
 
