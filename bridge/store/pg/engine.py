@@ -147,8 +147,6 @@ class PostgresStore(Engine):
         self._accepted(kept)
         if any(kept):
             self._inbox_event.set()
-        if any(digest is not None for _, digest in batch):
-            await self._sweep()
         return kept
 
     async def _insert(self, conn: Any, batch: Sequence[Accept]) -> list[bool]:
@@ -157,18 +155,13 @@ class PostgresStore(Engine):
         kept = await run(conn, d, bodies.first_sight(d, digests, self.body_retention))
         alerts = [alert for (alert, _), keep in zip(batch, kept, strict=True) if keep]
         await inbox.insert(conn, alerts, self.inbox_channel)
+        if any(digest is not None for digest in digests):
+            # Bodies past the retention or the count go in the same commit (SWEEP_BODIES
+            # waits on nothing): no transaction, commit and fsync of its own per group.
+            await conn.execute(
+                sql.SWEEP_BODIES, self.body_retention, self.max_bodies, self.sweep_key
+            )
         return kept
-
-    async def _sweep(self) -> None:
-        """Forget bodies past the retention or the count (after the commit, best effort:
-        in the accept's transaction it could wait on rows another accept holds)."""
-        try:
-            async with self._pool.acquire() as conn:
-                await conn.execute(
-                    sql.SWEEP_BODIES, self.body_retention, self.max_bodies, self.sweep_key
-                )
-        except DB_ERRORS:
-            log.warning("cannot forget old bodies; next time", exc_info=True)
 
     async def _keep_quarantined(self, row: writes.QuarantineRow, digest: bytes) -> bool:
         async def write(conn: Any) -> bool:
