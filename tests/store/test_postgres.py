@@ -29,6 +29,7 @@ from bridge.errors import ConfigError, StoreError
 from bridge.metrics import Metrics
 from bridge.state import IdentityState
 from bridge.store import open_for_operator
+from bridge.store.contract import Processed
 from bridge.store.pg import codec, sql
 from bridge.store.pg import connection as postgres
 from bridge.store.pg.schema import MIGRATIONS, Migration
@@ -407,6 +408,46 @@ async def test_a_schema_from_before_migration_4_keeps_re_sending_its_active_aler
         assert page.identities == {"issue:1", "issue:2"}
     finally:
         await store.close()
+
+
+# --- durability ----------------------------------------------------------------------------
+
+
+async def test_a_202_waits_for_its_flush_and_what_follows_from_it_does_not(
+    pg: PostgresTarget, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Which commits wait for their WAL flush (sql.NOT_DURABLE): every one a 202 or an
+    operator's answer rests on, and none that only writes what the inbox and the states
+    give again (as SQLite's tests/store/test_sqlite_durability.py)."""
+    store = postgres_store(pg)
+    await store.open()
+    levels: list[str] = []
+    commit = asyncpg.transaction.Transaction._Transaction__commit
+
+    async def recorded(transaction: Any) -> None:
+        levels.append(await transaction._connection.fetchval("SHOW synchronous_commit"))
+        await commit(transaction)
+
+    monkeypatch.setattr(asyncpg.transaction.Transaction, "_Transaction__commit", recorded)
+    try:
+        assert await store.accept(factories.issue(1), b"1" * 32)
+        taken = await store.take(10)
+        [entry] = taken.entries
+        await store.complete(taken, [Processed(entry.inbox_id, [postable(1)])])
+        for target in store.targets:
+            async with store.lane(target) as lane:
+                assert lane is not None
+                [item] = await lane.pending(10)
+                await lane.advance(item.id)
+        await store.expire(resolved_for=60.0)
+        assert await store.accept(factories.issue(2), b"2" * 32)
+        assert await store.quarantine("parse_error", "x", {}, b"{}", b"3" * 32)
+        assert await store.requeue_dead_letters() is not None
+    finally:
+        monkeypatch.undo()
+        await store.close()
+    # accept; complete, two lanes' advances, expiry; accept, quarantine, requeue.
+    assert levels == ["on", "off", "off", "off", "off", "on", "on", "on"]
 
 
 # --- seen bodies ---------------------------------------------------------------------------

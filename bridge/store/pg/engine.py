@@ -349,7 +349,7 @@ class PostgresStore(Engine):
             return await run(conn, self.dialect, step)
 
     async def _write_step(self, step: Step[T], *, durable: bool = True) -> T:
-        result: T = await self._write(run, self.dialect, step)
+        result: T = await self._write(_run_step, self.dialect, step, durable)
         return result
 
     async def _write(self, fn: Callable[..., Any], *args: Any) -> Any:
@@ -385,6 +385,14 @@ class PostgresStore(Engine):
         if self._pool is not None:
             with contextlib.suppress(*DB_ERRORS):
                 await self._pool.release(conn)
+
+
+async def _run_step(conn: Any, d: Any, step: Step[T], durable: bool) -> T:
+    """``step`` in the caller's transaction; committed without waiting for its flush unless
+    ``durable`` (``sql.NOT_DURABLE``)."""
+    if not durable:
+        await conn.execute(sql.NOT_DURABLE)
+    return await run(conn, d, step)
 
 
 async def _close(closing: Any, grace: float) -> None:

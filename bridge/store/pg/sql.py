@@ -7,6 +7,14 @@ batch.
 
 from __future__ import annotations
 
+# A transaction that writes only what the inbox, which every 202 committed durably, and the
+# states give again (a batch's decisions, delivery's progress, expiry) commits without
+# waiting for its WAL flush (PostgreSQL docs, "Asynchronous Commit"): a crash of the server
+# can lose only the newest such transactions, and WAL is one sequence, so the next durable
+# commit's flush covers every earlier one. What is lost is decided and posted again (a
+# re-sent post is idempotent); as SQLite's synchronous=NORMAL (bridge/store/sqlite_file.py).
+NOT_DURABLE = "SELECT set_config('synchronous_commit', 'off', true)"
+
 # --- inbox, seen bodies, claims ------------------------------------------------------------
 
 # bridge.store.bodies: a row seen within the retention is kept and not returned. $2 is
@@ -81,7 +89,12 @@ NOTIFY = "SELECT pg_notify($1, '')"
 # One row per Alertmanager, made at start by every replica (the lane is its lock).
 ADD_LANES = "INSERT INTO progress (target) SELECT unnest($1::text[]) ON CONFLICT DO NOTHING"
 
-TRY_LANE = "SELECT target FROM progress WHERE target = $1 FOR UPDATE SKIP LOCKED"
+# A lane's transaction writes only what the inbox and the states give again (NOT_DURABLE,
+# set here: no round trip of its own).
+TRY_LANE = """
+SELECT target, set_config('synchronous_commit', 'off', true) FROM progress
+WHERE target = $1 FOR UPDATE SKIP LOCKED
+"""
 
 PENDING = """
 SELECT id, extract(epoch FROM queued_at)::float8, body FROM queue
@@ -249,7 +262,9 @@ DELETE_INBOX = "DELETE FROM inbox WHERE id = ANY($1::bigint[])"
 
 INBOX_DONE = """
 WITH gone AS (DELETE FROM inbox WHERE id = ANY($1::bigint[]) RETURNING 1)
-SELECT pg_notify($2, '') FROM (SELECT count(*) FROM gone) AS g
+-- A batch's decisions (NOT_DURABLE, set here: no round trip of its own).
+SELECT pg_notify($2, ''), set_config('synchronous_commit', 'off', true)
+FROM (SELECT count(*) FROM gone) AS g
 """
 
 
