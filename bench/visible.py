@@ -13,10 +13,12 @@ delivery figure), then runs the same steady stream while the bridge's periodic r
 every active alert runs, once per ``--resend-interval`` (``alertmanager.resend_interval``;
 each its own bridge and preload): the product's default, 60 s, is what users run; 10 s is
 the stress (100,000 alerts re-sent 10,000/s, more than two cores take, so rounds never
-pause). The measuring window starts with a re-send round: after the warm-up the bench
-watches the proxy's file for a pause of ``ROUND_GAP`` s with no re-sent post (the last
-round ended) and starts at the next re-sent post (the next round began); a bridge whose
-re-sends never pause for ``interval`` s is in a round all the time, and the window starts
+pause). Right after the stream, the bridge's CPU per re-sent alert is sampled with no
+fresh load (``resends_alone``). The measuring window starts with a re-send round: after
+the warm-up the bench watches the proxy's file for a pause of ``ROUND_GAP`` s with no
+re-sent post (the last round ended) and starts at the next re-sent post (the next round
+began); a bridge whose re-sends never pause for ``interval`` s is in a round all the time,
+and the window starts
 then. The proxy's file shows how many re-sent alerts went out in the window and how long
 Alertmanager took over each re-sent post (a fresh alert queued meanwhile waits for the one
 under way). A fresh alert should not wait behind them. The bridge's memory with that many
@@ -248,7 +250,29 @@ def steady(
     }
     for name in roots:
         out[f"cpu_us {name}"] = (after[name] - before[name]) / max(1, len(wanted)) * 1e6
+    if align is not None:
+        out |= resends_alone(recording, roots["bridge"])
     return out, placed
+
+
+# Seconds the bridge's CPU is sampled while it only re-sends (``resends_alone``).
+RESEND_SAMPLE = 5.0
+
+
+def resends_alone(recording: Recording, bridge: int) -> dict[str, float]:
+    """The bridge's CPU per re-sent alert with no fresh load: sampled for RESEND_SAMPLE
+    seconds right after the stream, while the round the window started with usually still
+    runs (at 60 s, 100,000 alerts take longer than the stream's 20 s); every post the proxy
+    sees then is a re-send. NaN when the round had ended (nothing re-sent)."""
+    recording.poll()  # what was posted before the sample
+    before = processes.cpu_seconds(bridge)
+    time.sleep(RESEND_SAMPLE)  # the measuring interval itself, not a wait for a condition
+    cpu = processes.cpu_seconds(bridge) - before
+    alerts = sum(len(p.alerts) for p in recording.poll() if 200 <= p.status < 300)
+    return {
+        "alone_resent": alerts,
+        "alone_cpu_us_per_resent": cpu / alerts * 1e6 if alerts else float("nan"),
+    }
 
 
 @contextlib.contextmanager
@@ -274,6 +298,12 @@ def _steady_line(label: str, r: dict[str, float]) -> str:
     cpu = ", ".join(
         f"{k.removeprefix('cpu_us ')} {v:.0f}" for k, v in r.items() if k.startswith("cpu_us")
     )
+    alone = (
+        f"; re-sends alone after it: {r['alone_resent']:.0f} alerts in {RESEND_SAMPLE:.0f} s, "
+        f"bridge CPU {r['alone_cpu_us_per_resent']:.1f} us per re-sent alert"
+        if "alone_resent" in r
+        else ""
+    )
     return (
         f"  {label}: 202-to-visible p50 {r['visible_p50_ms']:.1f} ms, "
         f"p99 {r['visible_p99_ms']:.1f} ms (max {r['visible_max_ms']:.0f}); "
@@ -292,6 +322,7 @@ def _steady_line(label: str, r: dict[str, float]) -> str:
             if r["resent_posts"]
             else ""
         )
+        + alone
     )
 
 

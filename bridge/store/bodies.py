@@ -2,7 +2,8 @@
 ``store.body_retention`` is a duplicate, at accept and at quarantine alike; so is a second
 copy within one group of accepts (the first counts). A step (``bridge.store.steps``) in
 the caller's write transaction. Bounding the table by time and count stays each engine's:
-SQLite does it in the same transaction, PostgreSQL after the commit (``SWEEP_BODIES``).
+both do it in the accept's transaction (PostgreSQL's ``SWEEP_BODIES`` skips rows other
+transactions hold).
 """
 
 from __future__ import annotations

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import socket
 import ssl
 import subprocess
@@ -22,15 +23,22 @@ from prometheus_client import CollectorRegistry
 from pydantic import SecretStr
 
 from bridge import config
+from bridge.alertmanager import wire_json
 from bridge.config import Postgres, PostgresSSL
 from bridge.errors import ConfigError, StoreError
 from bridge.metrics import Metrics
+from bridge.state import IdentityState
 from bridge.store import open_for_operator
+from bridge.store.contract import Processed
+from bridge.store.pg import codec, sql
 from bridge.store.pg import connection as postgres
 from bridge.store.pg.schema import MIGRATIONS, Migration
+from tests import factories
 from tests.conftest import PostgresTarget
+from tests.factories import postable
 from tests.integration.postgres import Server, start_postgres
 from tests.store import probes
+from tests.store.engines import postgres_store
 
 pytestmark = pytest.mark.anyio
 
@@ -365,6 +373,130 @@ async def test_prefer_falls_back_to_plain_where_tls_is_not_offered(pg: PostgresT
     assert await encrypted(pg.server, mode="prefer") is False
     with pytest.raises(ConnectionError):  # asyncpg: "rejected SSL upgrade"
         await encrypted(pg.server, mode="require")
+
+
+async def test_a_schema_from_before_migration_4_keeps_re_sending_its_active_alerts(
+    pg: PostgresTarget,
+) -> None:
+    """Migration 4 (issue 15) keeps the active alert's and its tiers' wire JSON in columns
+    of their own, which re-sends read: the engine fills them at open from the states of
+    an older schema, so every alert it held active is re-sent as before, tiers included
+    (and a NUL in a title, escaped in the state's jsonb, as written)."""
+    nul = postable(2, labels={"title": "a\x00b"})
+    tier = postable(1, labels={"escalation_tier": "page"})
+    states = {
+        "issue:1": IdentityState(alert=postable(1), tiers=(tier,)),
+        "issue:2": IdentityState(alert=nul),
+        "issue:3": IdentityState(),
+    }
+    async with pool(pg) as p, p.acquire() as conn:
+        await postgres.migrate(conn, pg.schema, MIGRATIONS[:3])
+        await conn.executemany(
+            "INSERT INTO identity_state (identity, kept_until, active, state)"
+            " VALUES ($1, now() + interval '1 day', $2, $3::jsonb)",
+            [(n, s.alert is not None, codec.to_jsonb(s.to_json())) for n, s in states.items()],
+        )
+    store = postgres_store(pg)
+    await store.open()
+    try:
+        async with store.lane(store.targets[0]) as lane:
+            assert lane is not None
+            page = await lane.resend_page(None, 10)
+        # As posted (jsonb kept the labels in its own key order: equal as JSON).
+        wanted = [json.loads(wire_json(a)) for a in (postable(1), tier, nul)]
+        assert [json.loads(body) for body in page.bodies] == wanted
+        assert page.identities == {"issue:1", "issue:2"}
+    finally:
+        await store.close()
+
+
+# --- durability ----------------------------------------------------------------------------
+
+
+async def test_a_202_waits_for_its_flush_and_what_follows_from_it_does_not(
+    pg: PostgresTarget, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Which commits wait for their WAL flush (sql.NOT_DURABLE): every one a 202 or an
+    operator's answer rests on, and none that only writes what the inbox and the states
+    give again (as SQLite's tests/store/test_sqlite_durability.py)."""
+    store = postgres_store(pg)
+    await store.open()
+    levels: list[str] = []
+    commit = asyncpg.transaction.Transaction._Transaction__commit
+
+    async def recorded(transaction: Any) -> None:
+        levels.append(await transaction._connection.fetchval("SHOW synchronous_commit"))
+        await commit(transaction)
+
+    monkeypatch.setattr(asyncpg.transaction.Transaction, "_Transaction__commit", recorded)
+    try:
+        assert await store.accept(factories.issue(1), b"1" * 32)
+        taken = await store.take(10)
+        [entry] = taken.entries
+        await store.complete(taken, [Processed(entry.inbox_id, [postable(1)])])
+        for target in store.targets:
+            async with store.lane(target) as lane:
+                assert lane is not None
+                [item] = await lane.pending(10)
+                await lane.advance(item.id)
+        await store.expire(resolved_for=60.0)
+        assert await store.accept(factories.issue(2), b"2" * 32)
+        assert await store.quarantine("parse_error", "x", {}, b"{}", b"3" * 32)
+        assert await store.requeue_dead_letters() is not None
+    finally:
+        monkeypatch.undo()
+        await store.close()
+    # accept; complete, two lanes' advances, expiry; accept, quarantine, requeue.
+    assert levels == ["on", "off", "off", "off", "off", "on", "on", "on"]
+
+
+# --- seen bodies ---------------------------------------------------------------------------
+
+
+async def test_an_accept_waits_on_no_seen_body_another_transaction_holds(
+    pg: PostgresTarget,
+) -> None:
+    """The bound on seen bodies is swept in the accept's own transaction and skips rows
+    another transaction holds: the accept does not wait for them (it waited until the
+    statement timeout), and the row goes once it is free."""
+    async with contextlib.AsyncExitStack() as stack:
+        store = postgres_store(pg, max_bodies=1)
+        await store.open()
+        stack.push_async_callback(store.close)
+        assert await store.accept(factories.issue(1), b"1" * 32)
+        holder = await asyncpg.connect(pg.dsn, server_settings={"search_path": pg.schema})
+        stack.push_async_callback(holder.close)
+        held = holder.transaction()
+        await held.start()
+        await holder.execute("SELECT 1 FROM seen_body FOR UPDATE")  # the first body's row
+        async with asyncio.timeout(2):  # the pool's statement timeout is 5 s
+            assert await store.accept(factories.issue(2), b"2" * 32)
+        await held.rollback()
+        assert await store.accept(factories.issue(3), b"3" * 32)
+        assert await store.accept(factories.issue(1), b"1" * 32), "swept once free"
+
+
+async def test_the_sweep_of_seen_bodies_reads_their_indexes(pg: PostgresTarget) -> None:
+    """The statement as asyncpg runs it, prepared (a generic plan), on a table of bodies
+    the bound leaves alone: it reads each bound's index, not every row (a scan of 100,000
+    rows took 10-12 ms per accepted group, issue 15)."""
+    store = postgres_store(pg)
+    await store.open()
+    try:
+        async with pool(pg) as p, p.acquire() as conn:
+            await conn.execute(
+                "INSERT INTO seen_body (digest, seen_at) SELECT sha256(g::text::bytea), now()"
+                " FROM generate_series(1, 20000) AS g"
+            )
+            await conn.execute("ANALYZE seen_body")
+            await conn.execute("SET plan_cache_mode = force_generic_plan")
+            await conn.execute(f"PREPARE sweep AS {sql.SWEEP_BODIES}")
+            plan = await conn.fetch(f"EXPLAIN EXECUTE sweep (86400, 100000, {store.sweep_key})")
+            text = "\n".join(row[0] for row in plan)
+            assert "Seq Scan" not in text, text
+            assert "seen_body_seen_at" in text, text
+    finally:
+        await store.close()
 
 
 # --- the test server's fault helpers ---------------------------------------------------------

@@ -101,6 +101,9 @@ class PostgresStore(Engine):
             async with self._pool.acquire() as conn:
                 if self.migrate:
                     await connection.migrate(conn, self.settings.schema_)
+                    async with conn.transaction():  # one replica at a time: no deadlock
+                        await connection.lock_migrations(conn, self.settings.schema_)
+                        await run(conn, self.dialect, identity.fill_alerts(self.dialect))
                 else:
                     await connection.check_version(conn, self.settings.schema_)
                 await conn.execute(sql.ADD_LANES, list(self.targets))
@@ -147,8 +150,6 @@ class PostgresStore(Engine):
         self._accepted(kept)
         if any(kept):
             self._inbox_event.set()
-        if any(digest is not None for _, digest in batch):
-            await self._sweep()
         return kept
 
     async def _insert(self, conn: Any, batch: Sequence[Accept]) -> list[bool]:
@@ -157,18 +158,13 @@ class PostgresStore(Engine):
         kept = await run(conn, d, bodies.first_sight(d, digests, self.body_retention))
         alerts = [alert for (alert, _), keep in zip(batch, kept, strict=True) if keep]
         await inbox.insert(conn, alerts, self.inbox_channel)
+        if any(digest is not None for digest in digests):
+            # Bodies past the retention or the count go in the same commit (SWEEP_BODIES
+            # waits on nothing): no transaction, commit and fsync of its own per group.
+            await conn.execute(
+                sql.SWEEP_BODIES, self.body_retention, self.max_bodies, self.sweep_key
+            )
         return kept
-
-    async def _sweep(self) -> None:
-        """Forget bodies past the retention or the count (after the commit, best effort:
-        in the accept's transaction it could wait on rows another accept holds)."""
-        try:
-            async with self._pool.acquire() as conn:
-                await conn.execute(
-                    sql.SWEEP_BODIES, self.body_retention, self.max_bodies, self.sweep_key
-                )
-        except DB_ERRORS:
-            log.warning("cannot forget old bodies; next time", exc_info=True)
 
     async def _keep_quarantined(self, row: writes.QuarantineRow, digest: bytes) -> bool:
         async def write(conn: Any) -> bool:
@@ -354,7 +350,7 @@ class PostgresStore(Engine):
             return await run(conn, self.dialect, step)
 
     async def _write_step(self, step: Step[T], *, durable: bool = True) -> T:
-        result: T = await self._write(run, self.dialect, step)
+        result: T = await self._write(_run_step, self.dialect, step, durable)
         return result
 
     async def _write(self, fn: Callable[..., Any], *args: Any) -> Any:
@@ -390,6 +386,14 @@ class PostgresStore(Engine):
         if self._pool is not None:
             with contextlib.suppress(*DB_ERRORS):
                 await self._pool.release(conn)
+
+
+async def _run_step(conn: Any, d: Any, step: Step[T], durable: bool) -> T:
+    """``step`` in the caller's transaction; committed without waiting for its flush unless
+    ``durable`` (``sql.NOT_DURABLE``)."""
+    if not durable:
+        await conn.execute(sql.NOT_DURABLE)
+    return await run(conn, d, step)
 
 
 async def _close(closing: Any, grace: float) -> None:
