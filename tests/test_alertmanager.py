@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 import ssl
-from datetime import datetime
+from datetime import UTC, datetime, timedelta, timezone, tzinfo
 from pathlib import Path
 from typing import Any
 
@@ -124,6 +124,33 @@ def test_wire_json_is_camel_case_rfc3339_without_nulls() -> None:
         "labels": {"a": "b"},
         "annotations": {},
     }
+
+
+_ZONES: st.SearchStrategy[tzinfo | None] = st.one_of(
+    st.none(),
+    st.just(UTC),
+    st.integers(-14 * 60, 14 * 60).map(lambda m: timezone(timedelta(minutes=m))),
+)
+
+
+@given(
+    st.builds(
+        lambda when, zone: when.replace(tzinfo=zone),
+        st.datetimes(min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30)),
+        _ZONES,
+    )
+)
+@settings(max_examples=examples(2))
+@example(datetime(2024, 5, 1, 12, 0, tzinfo=UTC))
+@example(datetime(2024, 5, 1, 12, 0, 0, 1, tzinfo=UTC))
+@example(datetime(2024, 5, 1, 12, 0, 0, 412000, tzinfo=timezone(timedelta(hours=-7))))
+def test_times_go_out_as_isoformat_with_z_for_utc(when: datetime) -> None:
+    # The wire's times are pydantic-core's own (no Python serializer per field): the form
+    # Alertmanager always got, ``isoformat()`` with a UTC offset written ``Z``, in both dumps.
+    rfc3339 = when.isoformat().replace("+00:00", "Z")
+    alert = PostableAlert(labels={"a": "b"}, starts_at=when, ends_at=when)
+    assert json.loads(wire_json(alert))["startsAt"] == rfc3339
+    assert alert.wire()["endsAt"] == rfc3339
 
 
 # --- a model of what Alertmanager 0.25 validates ------------------------------------------
