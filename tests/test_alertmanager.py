@@ -17,7 +17,9 @@ from bridge import config
 from bridge import labels as L
 from bridge.alertmanager import (
     PostableAlert,
+    built,
     check_wire,
+    ended,
     is_link,
     problem,
     ssl_context,
@@ -124,6 +126,38 @@ def test_wire_json_is_camel_case_rfc3339_without_nulls() -> None:
         "labels": {"a": "b"},
         "annotations": {},
     }
+
+
+def _whole(alert: PostableAlert) -> tuple[object, ...]:
+    """Everything a pydantic model instance holds: its fields, which were set, extra, private."""
+    return (
+        alert.__dict__,
+        alert.model_fields_set,
+        alert.__pydantic_extra__,
+        alert.__pydantic_private__,
+    )
+
+
+@pytest.mark.parametrize("link", ["https://sentry.example/issues/1/", None])
+def test_built_is_model_construct_and_ended_is_model_copy(link: str | None) -> None:
+    """The webhook path's constructors are pydantic's, without their walk over each field."""
+    fields: dict[str, Any] = {
+        "labels": {"alertname": "SentryIssue"},
+        "annotations": {"summary": "Error"},
+        "starts_at": START,
+        "ends_at": START + timedelta(hours=1),
+        "generator_url": link,
+    }
+    alert = built(**fields)
+    assert _whole(alert) == _whole(PostableAlert.model_construct(**fields))
+    assert alert == PostableAlert(**fields)
+    # A state read back from the store sets fewer fields (None ones are not in its JSON).
+    for before in (alert, PostableAlert.model_validate_json(wire_json(alert))):
+        after = ended(before, START)
+        assert _whole(after) == _whole(before.model_copy(update={"ends_at": START}))
+        assert wire_json(after) == before.model_copy(update={"ends_at": START}).model_dump_json(
+            by_alias=True, exclude_none=True
+        )
 
 
 _ZONES: st.SearchStrategy[tzinfo | None] = st.one_of(
