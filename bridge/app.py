@@ -47,7 +47,7 @@ from bridge import sentry, sentry_ui
 from bridge.admission import Gate, Ticket
 from bridge.errors import BadPayload, SlowBody, StoreFull, TooLarge, Unavailable, WebhookError
 from bridge.model import Ignored
-from bridge.protocol import body_in_memory
+from bridge.protocol import body_in_memory, one_write
 from bridge.replay import check_timestamp
 from bridge.store.group_commit import commit_deadline
 
@@ -331,7 +331,8 @@ class _Edge(Starlette):
         ):
             scope["app"] = self  # as Starlette sets it: the handler reads its state
             response = await webhook(Request(scope, receive, send))
-            await response(scope, receive, send)
+            with one_write(receive):  # its head and its body in one send
+                await response(scope, receive, send)
             return
         await super().__call__(scope, receive, send)
 

@@ -22,7 +22,7 @@ import re
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 
-from bridge.alertmanager import LABEL_NAME, PostableAlert, is_link
+from bridge.alertmanager import LABEL_NAME, PostableAlert, built, ended, is_link
 from bridge.classify import Decision
 from bridge.model import Kind, SentryAlert, Severity
 from bridge.scrub import LIMIT, clean, scrub
@@ -221,18 +221,18 @@ def firing(
     bounded; annotations added since are bounded here again), the link is checked here,
     and the sender validates every alert before it posts (``alertmanager.check_wire``),
     so nothing unchecked reaches Alertmanager."""
-    return PostableAlert.model_construct(
-        labels=dict(labels),
-        annotations=bounded(annotations),
-        starts_at=starts_at,
-        ends_at=now + timedelta(seconds=lifetime),
-        generator_url=link(alert.web_url),
+    return built(
+        dict(labels),
+        bounded(annotations),
+        starts_at,
+        now + timedelta(seconds=lifetime),
+        link(alert.web_url),
     )
 
 
 def resolved(previous: PostableAlert, now: datetime) -> PostableAlert:
     """The same label set as was sent firing, ending now: Alertmanager resolves that very alert."""
-    return previous.model_copy(update={"ends_at": now})
+    return ended(previous, now)
 
 
 _IDENTITY_LABELS = (("sentry_issue_id", "issue"), ("sentry_alert_rule_id", "metric_alert"))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 import ssl
-from datetime import datetime
+from datetime import UTC, datetime, timedelta, timezone, tzinfo
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +17,9 @@ from bridge import config
 from bridge import labels as L
 from bridge.alertmanager import (
     PostableAlert,
+    built,
     check_wire,
+    ended,
     is_link,
     problem,
     ssl_context,
@@ -124,6 +126,65 @@ def test_wire_json_is_camel_case_rfc3339_without_nulls() -> None:
         "labels": {"a": "b"},
         "annotations": {},
     }
+
+
+def _whole(alert: PostableAlert) -> tuple[object, ...]:
+    """Everything a pydantic model instance holds: its fields, which were set, extra, private."""
+    return (
+        alert.__dict__,
+        alert.model_fields_set,
+        alert.__pydantic_extra__,
+        alert.__pydantic_private__,
+    )
+
+
+@pytest.mark.parametrize("link", ["https://sentry.example/issues/1/", None])
+def test_built_is_model_construct_and_ended_is_model_copy(link: str | None) -> None:
+    """The webhook path's constructors are pydantic's, without their walk over each field."""
+    fields: dict[str, Any] = {
+        "labels": {"alertname": "SentryIssue"},
+        "annotations": {"summary": "Error"},
+        "starts_at": START,
+        "ends_at": START + timedelta(hours=1),
+        "generator_url": link,
+    }
+    alert = built(**fields)
+    assert _whole(alert) == _whole(PostableAlert.model_construct(**fields))
+    assert alert == PostableAlert(**fields)
+    # A state read back from the store sets fewer fields (None ones are not in its JSON).
+    for before in (alert, PostableAlert.model_validate_json(wire_json(alert))):
+        after = ended(before, START)
+        assert _whole(after) == _whole(before.model_copy(update={"ends_at": START}))
+        assert wire_json(after) == before.model_copy(update={"ends_at": START}).model_dump_json(
+            by_alias=True, exclude_none=True
+        )
+
+
+_ZONES: st.SearchStrategy[tzinfo | None] = st.one_of(
+    st.none(),
+    st.just(UTC),
+    st.integers(-14 * 60, 14 * 60).map(lambda m: timezone(timedelta(minutes=m))),
+)
+
+
+@given(
+    st.builds(
+        lambda when, zone: when.replace(tzinfo=zone),
+        st.datetimes(min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30)),
+        _ZONES,
+    )
+)
+@settings(max_examples=examples(2))
+@example(datetime(2024, 5, 1, 12, 0, tzinfo=UTC))
+@example(datetime(2024, 5, 1, 12, 0, 0, 1, tzinfo=UTC))
+@example(datetime(2024, 5, 1, 12, 0, 0, 412000, tzinfo=timezone(timedelta(hours=-7))))
+def test_times_go_out_as_isoformat_with_z_for_utc(when: datetime) -> None:
+    # The wire's times are pydantic-core's own (no Python serializer per field): the form
+    # Alertmanager always got, ``isoformat()`` with a UTC offset written ``Z``, in both dumps.
+    rfc3339 = when.isoformat().replace("+00:00", "Z")
+    alert = PostableAlert(labels={"a": "b"}, starts_at=when, ends_at=when)
+    assert json.loads(wire_json(alert))["startsAt"] == rfc3339
+    assert alert.wire()["endsAt"] == rfc3339
 
 
 # --- a model of what Alertmanager 0.25 validates ------------------------------------------

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import subprocess
 import sys
 
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 from bridge.dedup import fingerprint
+from tests.conftest import examples
 
 # --- fingerprint ---------------------------------------------------------------------------
 
@@ -53,3 +58,15 @@ def test_fingerprint_is_the_one_stored_states_hold() -> None:
     pairs gives (non-ASCII kept as is, no spaces)."""
     labels = {"alertname": "SentryIssue", "project": "wéb", "title": 'a "quoted" \u2028 line'}
     assert fingerprint(labels) == "c41a28cd14ae5f52"
+
+
+@given(st.dictionaries(st.text(), st.text(), max_size=12))
+@settings(max_examples=examples(3))
+@example({"alertname": "SentryIssue", "project": "wéb", "title": 'a "quoted" \u2028 line'})
+@example({"a\\": "\x00\x1f\x7f", "\u2029": "é\n"})
+def test_fingerprint_hashes_the_json_of_the_sorted_pairs(labels: dict[str, str]) -> None:
+    # What states hold was hashed from this text (json.dumps); the text is built without
+    # an encoder per call now, and must stay the same for every label set.
+    text = json.dumps(sorted(labels.items()), ensure_ascii=False, separators=(",", ":"))
+    digest = hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
+    assert fingerprint(labels) == digest

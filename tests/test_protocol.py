@@ -8,10 +8,11 @@ import asyncio
 from typing import Any
 
 import pytest
+from starlette.responses import JSONResponse
 from uvicorn.config import Config
 from uvicorn.server import ServerState
 
-from bridge.protocol import MAX_HEAD, DeadlineProtocol, body_in_memory, with_deadline
+from bridge.protocol import MAX_HEAD, DeadlineProtocol, body_in_memory, one_write, with_deadline
 
 pytestmark = pytest.mark.anyio
 
@@ -23,6 +24,7 @@ class Transport(asyncio.Transport):
         super().__init__()
         self.pauses = 0
         self.written = b""
+        self.sends: list[bytes] = []  # each write, as the socket would get it
         self.closed = False
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
@@ -31,7 +33,9 @@ class Transport(asyncio.Transport):
         )
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
+        assert not self.closed, "written after close"
         self.written += bytes(data)
+        self.sends.append(bytes(data))
 
     def is_closing(self) -> bool:
         return self.closed
@@ -160,4 +164,34 @@ async def test_a_pipelined_request_is_busy_not_idle_while_it_runs() -> None:
     await done.wait()
     assert seen == [False, False]
     assert protocol in type(protocol).idle  # both answered
+    await close(protocol)
+
+
+@pytest.mark.parametrize("keep_alive", [True, False], ids=["kept alive", "connection: close"])
+@pytest.mark.parametrize("gathered", [True, False], ids=["one_write", "as Uvicorn writes"])
+async def test_a_response_in_one_write_goes_out_in_one_send(
+    keep_alive: bool, gathered: bool
+) -> None:
+    """The webhook's answer (bridge.app) is one send of its head and body, before the
+    connection closes when it is not kept alive; Uvicorn alone makes two."""
+    answer = JSONResponse({"status": "accepted"}, status_code=202)
+
+    async def handler(scope: Any, receive: Any, send: Any) -> None:
+        await receive()
+        if gathered:
+            with one_write(receive):
+                await answer(scope, receive, send)
+        else:
+            await answer(scope, receive, send)
+
+    protocol, transport = connect(handler)
+    data = request(b"{}", 2)
+    if not keep_alive:
+        data = data.replace(b"host: b\r\n", b"host: b\r\nconnection: close\r\n")
+    protocol.data_received(data)
+    await asyncio.gather(*protocol.tasks, return_exceptions=True)
+    assert transport.written.startswith(b"HTTP/1.1 202 ")
+    assert transport.written.endswith(b'\r\n\r\n{"status":"accepted"}')
+    assert len(transport.sends) == (1 if gathered else 2)
+    assert transport.closed is not keep_alive
     await close(protocol)

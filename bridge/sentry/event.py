@@ -113,11 +113,17 @@ def _plausible(when: datetime) -> datetime | None:
     return when if _EARLIEST <= when < _LATEST else None
 
 
+_LATEST_SECONDS = _LATEST.timestamp()
+_NUMBERS = (int, float)
+
+
 def timestamp(value: Any) -> datetime | None:
     """ISO 8601 strings or Unix timestamps (seconds), always timezone-aware UTC; None when
-    out of range (``1e300``, a millisecond epoch, year 9999) or not a time at all."""
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        if not math.isfinite(value) or abs(value) > _LATEST.timestamp():
+    out of range (``1e300``, a millisecond epoch, year 9999) or not a time at all. (Exact
+    types first, the bound computed once: two or three calls per webhook; issue 15.)"""
+    kind = type(value)
+    if kind is float or kind is int or (kind is not bool and isinstance(value, _NUMBERS)):
+        if not math.isfinite(value) or abs(value) > _LATEST_SECONDS:
             return None
         return _plausible(datetime.fromtimestamp(value, tz=UTC))
     if not isinstance(value, str) or not value or len(value) > 64:
@@ -126,7 +132,10 @@ def timestamp(value: Any) -> datetime | None:
         return timestamp(float(value))
     try:
         parsed = datetime.fromisoformat(value)
-        parsed = parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=UTC)
+        elif parsed.tzinfo is not UTC:  # "Z" and "+00:00" parse to UTC itself
+            parsed = parsed.astimezone(UTC)
     except (ValueError, OverflowError):  # "0001-01-01T00:00:00+01:00" is before year 1 in UTC
         return None
     return _plausible(parsed)

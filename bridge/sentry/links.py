@@ -184,9 +184,14 @@ def _is_saas(base_url: str) -> bool:
     return host == _SAAS_HOST or host.endswith("." + _SAAS_HOST)
 
 
+# What ``quote`` never changes: an issue id, most slugs (skipping it there is most of
+# building the issue's two links; issue 15's profile).
+_UNRESERVED = re.compile(r"[A-Za-z0-9_.~-]+")
+
+
 def _segment(value: str) -> str:
     # Slugs and ids are read out of the payload: quoted, they cannot add path segments.
-    return quote(value, safe="")
+    return value if _UNRESERVED.fullmatch(value) else quote(value, safe="")
 
 
 def issue_api_url(base_url: str, org: str | None, issue_id: str) -> str:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import pytest
 from hypothesis import example, given
@@ -159,3 +159,13 @@ def test_links_are_read_as_urllib_reads_them(url: str) -> None:
         return
     assert links._parts(url) == (parts.scheme, parts.netloc, parts.path, parts.hostname or "")
     assert links.strip_query(url) == urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
+
+
+@given(st.text(alphabet="aZ09._~-/%?#@: é\x00", max_size=16))
+@example("1117540176")
+@example("acme-corp")
+@example("a/b")
+@example("")
+def test_a_path_segment_is_quoted_as_urllib_quotes_it(value: str) -> None:
+    """Ids and slugs that need no quoting skip ``quote``; every value comes out as it would."""
+    assert links._segment(value) == quote(value, safe="")

@@ -4,11 +4,12 @@ make Sentry retry a body that can never succeed, and a 400 would lose a real ale
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+import re
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from bridge import sentry
@@ -178,6 +179,59 @@ def test_timestamp_out_of_range(value: Any) -> None:
 def test_timestamp_in_range() -> None:
     assert event.timestamp(1715678467.412) == datetime.fromtimestamp(1715678467.412, tz=UTC)
     assert event.timestamp("2024-05-14T09:21:07Z") == datetime(2024, 5, 14, 9, 21, 7, tzinfo=UTC)
+
+
+_EARLIEST, _LATEST = datetime(2000, 1, 1, tzinfo=UTC), datetime(2200, 1, 1, tzinfo=UTC)
+_ZONES = st.integers(-14 * 60, 14 * 60).map(lambda m: timezone(timedelta(minutes=m)))
+
+
+@given(
+    st.one_of(
+        st.floats(allow_nan=True, allow_infinity=True),
+        st.integers(-(2**70), 2**70),
+        st.builds(
+            lambda when, zone: when.replace(tzinfo=zone).isoformat(),
+            st.datetimes(min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30)),
+            st.none() | _ZONES,
+        ),
+        st.booleans(),
+        st.text(max_size=70),
+    )
+)
+@settings(max_examples=examples(4))
+@example(float(_LATEST.timestamp()) - 1e-7)  # rounds up to the bound: out
+@example(_EARLIEST.timestamp())
+@example("2024-05-14T09:21:07+00:00")
+@example("2024-05-14T11:21:07.5+02:00")
+def test_timestamp_is_utc_in_range_or_unknown(value: Any) -> None:
+    """What each shape means, said apart from how ``event.timestamp`` reads it: a number, or
+    text of digits, is seconds since the epoch; other text is ISO 8601 (UTC when it names no
+    zone); either only from 2000 to before 2200. Anything else (flags too) is unknown."""
+
+    def seconds(number: float) -> datetime | None:
+        try:
+            return datetime.fromtimestamp(number, tz=UTC)
+        except (ValueError, OverflowError, OSError):
+            return None
+
+    expected: datetime | None = None
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        expected = seconds(value)
+    elif isinstance(value, str) and re.match(r"^-?\d+(?:\.\d+)?$", value):
+        expected = seconds(float(value))
+    elif isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value)
+            expected = (
+                parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+            )
+        except (ValueError, OverflowError):
+            expected = None
+    if expected is not None and not _EARLIEST <= expected < _LATEST:
+        expected = None
+    found = event.timestamp(value)
+    assert found == expected
+    assert found is None or found.tzinfo is UTC
 
 
 # --- any number anywhere ------------------------------------------------------------------
