@@ -128,8 +128,8 @@ def run(*, quick: bool = False) -> None:
         "the bridge's GC settings"
     )
     # The cyclic GC as the bridge runs it (bridge.serve.tune_gc): with the interpreter's
-    # defaults, young collections over these thousands of records' objects made the
-    # typed model read 40-60 % dearer here than in the bridge (issue 15).
+    # defaults, young collections over these thousands of records' objects made the read
+    # some 20 % dearer here than in the bridge, its mapping alone some 70 % (issue 15).
     thresholds = gc.get_threshold()
     tune_gc()
     try:
