@@ -145,12 +145,6 @@ async def check_version(conn: Connection, schema: str) -> None:
         )
 
 
-async def lock_migrations(conn: Connection, schema: str) -> None:
-    """In the caller's transaction: wait for ``schema``'s migration lock (one replica
-    migrates, or fills what a migration added, at a time)."""
-    await conn.execute("SELECT pg_advisory_xact_lock($1, $2)", MIGRATION_LOCK, lock_key(schema))
-
-
 async def migrate(
     conn: Connection, schema: str, migrations: tuple[Migration, ...] = MIGRATIONS
 ) -> list[int]:
@@ -162,7 +156,7 @@ async def migrate(
     """
     async with conn.transaction():
         await conn.execute(f"SET LOCAL statement_timeout = {MIGRATION_TIMEOUT_MS}")
-        await lock_migrations(conn, schema)
+        await conn.execute("SELECT pg_advisory_xact_lock($1, $2)", MIGRATION_LOCK, lock_key(schema))
         await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
         await conn.execute(f'SET LOCAL search_path TO "{schema}"')
         await conn.execute(
