@@ -101,8 +101,7 @@ def test_the_tiers_are_kept_beside_their_alert_a_line_each(tiers: int) -> None:
     [row] = writes.states
     assert row.alert == wire_json(a)
     assert row.tiers == ("\n".join(wire_json(t) for t in fired) or None)
-    lines = row.tiers.split("\n") if row.tiers else []
-    assert [p.body for p in writes.posts] == [wire_json(a), *lines]
+    assert [p.body for p in writes.posts] == [wire_json(a), *(row.tiers or "").splitlines()]
 
 
 def test_failed_entries_go_to_quarantine_with_their_alert() -> None:
