@@ -27,9 +27,7 @@ Both engines hold one schema (``sqlite/schema.py``, ``pg/schema.py``)::
                  one source of truth per identity. Its ``alert`` is the one Alertmanager
                  holds firing; ``active`` and ``ends_at`` beside it say whether that still
                  fires (expiry clears the flag once endsAt passed), and ``due_at`` when
-                 its next escalation step is due; while it fires, its wire JSON and its
-                 escalation tiers' (``alert``, ``tiers``) are kept beside the state, as
-                 re-sends post them
+                 its next escalation step is due
     resolved     recently resolved alerts, re-sent for a while as Prometheus does
     dead_letter  alerts an Alertmanager refused, with its reason, for a human (the
                  newest ``dead_letters_kept``); one refused for its content names its

@@ -1,7 +1,6 @@
 """Per Sentry identity, on both engines: the state machine's state rows, with the active
-alert's flag, endsAt and next escalation step beside the state, and its wire JSON and its
-tiers' (what re-sends post, read as stored text, not out of the state's JSON: issue 15).
-Steps (``bridge.store.steps``).
+alert's flag, endsAt and next escalation step beside the state (the state's ``alert`` is
+the one copy: re-sends and the status page read it there). Steps (``bridge.store.steps``).
 
 On PostgreSQL every read-modify-write of a state runs under the identity's
 transaction-scoped advisory lock (``pg_advisory_xact_lock(schema key, hashtext(identity))``):
@@ -15,9 +14,7 @@ from __future__ import annotations
 from collections.abc import Collection
 from datetime import datetime
 
-from bridge.alertmanager import wire_json
 from bridge.state import IdentityState
-from bridge.store import writes
 from bridge.store.steps import NOW, Dialect, Step, many, rows, run
 from bridge.store.views import Expiry
 from bridge.store.writes import Writes
@@ -47,10 +44,10 @@ def of_taken(
     return {name: states[key] for name, key in stored.items() if key in states}, now
 
 
-def write(d: Dialect, planned: Writes) -> Step[None]:
-    """Writes the states of ``planned`` and forgets the forgotten ones."""
-    if planned.forgotten:
-        yield many("FORGET_STATE", [(d.text(name),) for name in planned.forgotten])
+def write(d: Dialect, writes: Writes) -> Step[None]:
+    """Writes the states of ``writes`` and forgets the forgotten ones."""
+    if writes.forgotten:
+        yield many("FORGET_STATE", [(d.text(name),) for name in writes.forgotten])
     yield many(
         "UPSERT_STATE",
         [
@@ -61,10 +58,8 @@ def write(d: Dialect, planned: Writes) -> Step[None]:
                 None if row.ends_at is None else d.time(row.ends_at),
                 d.dumps(row.state.to_json()),
                 None if row.due_at is None else d.time(row.due_at),
-                row.alert,
-                row.tiers,
             )
-            for row in planned.states
+            for row in writes.states
         ],
     )
 
@@ -79,28 +74,7 @@ def active_alerts(d: Dialect, identities: Collection[str]) -> Step[dict[str, str
     """The active alert (wire JSON) of each of these identities (stored names) that has
     one, by stored name."""
     got = yield rows("ACTIVE_ALERTS_OF", d.array(identities))
-    return dict(got)
-
-
-# Rows per statement of ``fill_alerts``.
-FILL_PAGE = 1000
-
-
-def fill_alerts(d: Dialect) -> Step[int]:
-    """At open: the active states written before their alert had a column of its own
-    (SQLite schema version 3, PostgreSQL migration 3) gain it, with their tiers', encoded
-    from the state as a batch would have written them. How many; 0 once done."""
-    filled, after = 0, ""
-    while got := (yield rows("UNFILLED", after, FILL_PAGE)):
-        fills = []
-        for name, state in got:
-            held = IdentityState.from_json(d.loads(state))
-            alert = None if held.alert is None else wire_json(held.alert)
-            tiers = writes.tier_lines(wire_json(t) for t in held.tiers) if alert else None
-            fills.append((alert, tiers, name))
-        yield many("FILL", fills)
-        filled, after = filled + len(fills), got[-1][0]
-    return filled
+    return {name: d.wire(alert) for name, alert in got}
 
 
 def due(d: Dialect, limit: int) -> Step[list[tuple[str, datetime]]]:

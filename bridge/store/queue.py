@@ -90,12 +90,18 @@ def resend_page(d: Dialect, target: str, after: Any, limit: int) -> Step[Page]:
     pager, page = views.ResendPager(after, limit), None
     while page is None:
         table, key, count = pager.read()
-        # Each row's alert and tiers as stored wire JSON, joined into the post as they are.
-        page = pager.got((yield rows(RESEND_PAGES[table], key, count)))
+        got = yield rows(RESEND_PAGES[table], key, count)
+        # An active alert and its tiers are read from the state's JSON; a resolve is kept
+        # as posted.
+        page = pager.got(got if table == 0 else [(r[0], *map(_wire(d), r[1:])) for r in got])
     gone = yield from refused(d, target, page.bodies)
     if not gone:
         return page
     return Page(refusals.not_refused(page.bodies, gone), page.after, page.identities)
+
+
+def _wire(d: Dialect) -> Any:
+    return lambda text: None if text is None else d.wire(text)
 
 
 def expire_resolved(d: Dialect, before: datetime) -> Step[None]:

@@ -83,6 +83,7 @@ class Dialect:
     when: Callable[[Any], datetime]  # a time as read back
     dumps: Callable[[Any], str]  # a state's JSON as stored
     loads: Callable[[str], Any]  # JSON as read back from a state's column
+    wire: Callable[[str], str]  # an alert read from a state's column, as wire JSON
     clock: Callable[[], datetime] | None = None  # None: the database's (``sql.NOW``)
     lock_key: int | None = None  # the identities' advisory locks (``identity.lock``)
     queue_channel: str = ""  # told when posts are queued

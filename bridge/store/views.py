@@ -4,6 +4,7 @@ batch."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -31,7 +32,7 @@ def expiry(now: datetime, resolved_for: float) -> Expiry:
 # row's key), then the active ones (by identity); the key before each one's first row.
 RESEND_FIRST: tuple[Any, ...] = (0, "")
 # A row as an engine reads it: its key, the alert's wire JSON, and for an active one its
-# escalation tiers' (``writes.tier_lines``; bridge.state: they end with it) or None.
+# escalation tiers' alerts (a JSON list; bridge.state: they end with it) or None.
 ResendRow = tuple[Any, str, str | None]
 
 
@@ -75,5 +76,5 @@ class ResendPager:
         for key, alert, tiers in rows:
             self.identities.add(key if self.table else refusals.owner(alert))
             self.bodies.append(alert)
-            if tiers:
-                self.bodies += tiers.split("\n")
+            if tiers and tiers != "[]":
+                self.bodies += [json.dumps(t, separators=(",", ":")) for t in json.loads(tiers)]

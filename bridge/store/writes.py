@@ -12,15 +12,14 @@ between them (issue 15):
 * a resolve starts its label set's re-sends, firing again ends them; the last decision
   for a label set counts;
 * the last state written for an identity counts: kept until its ``kept_until``, or
-  forgotten (``None``); its ``alert`` is the one Alertmanager holds firing, kept beside it
-  as wire JSON with its tiers' for re-sends;
+  forgotten (``None``); its ``alert`` is the one Alertmanager holds firing (one copy);
 * a failed entry goes to quarantine with the pipeline's reason and its normalised alert.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -51,7 +50,6 @@ class StateRow:
     alert: str | None  # the active alert's wire JSON (None: nothing fires)
     ends_at: datetime | None  # its endsAt
     due_at: datetime | None  # its next escalation step (``Store.due``), while it fires
-    tiers: str | None = None  # its escalation tiers' wire JSON (``tier_lines``), while it fires
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,13 +67,6 @@ class Writes:
 def label_key(labels: Mapping[str, str]) -> str:
     """A label set as a stable string: the identity Alertmanager gives an alert."""
     return json.dumps(sorted(labels.items()), separators=(",", ":"))
-
-
-def tier_lines(bodies: Iterable[str]) -> str | None:
-    """An active alert's escalation tiers as its state row keeps them beside it for
-    re-sends: their wire JSON, a line each (compact JSON holds no raw line break, and the
-    page splits them without parsing: ``views.ResendPager``); None: no tiers."""
-    return "\n".join(bodies) or None
 
 
 def webhook_row(reason: str, detail: str, headers: Mapping[str, str], body: bytes) -> QuarantineRow:
@@ -121,15 +112,10 @@ def plan(
         if until is None:
             continue
         firing = state.alert
-        if firing is None:
-            rows.append(StateRow(identity, state, until, None, None, None))
-            continue
-        # The wire JSON of what a batch posts, not encoded again: a re-send page joins it
-        # as stored (issue 15).
-        tiers = tier_lines(body(t) for t in state.tiers)
-        rows.append(
-            StateRow(identity, state, until, body(firing), firing.ends_at, state.due_at, tiers)
-        )
+        body_of = body(firing) if firing is not None else None
+        ends_at = firing.ends_at if firing is not None else None
+        due_at = state.due_at if firing is not None else None
+        rows.append(StateRow(identity, state, until, body_of, ends_at, due_at))
     forgotten = tuple(identity for identity, (_, until) in decided.items() if until is None)
     return Writes(
         done=tuple(handed),

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import socket
 import ssl
 import subprocess
@@ -23,19 +22,16 @@ from prometheus_client import CollectorRegistry
 from pydantic import SecretStr
 
 from bridge import config
-from bridge.alertmanager import wire_json
 from bridge.config import Postgres, PostgresSSL
 from bridge.errors import ConfigError, StoreError
 from bridge.metrics import Metrics
-from bridge.state import IdentityState
 from bridge.store import open_for_operator
 from bridge.store.contract import Processed
-from bridge.store.pg import codec, sql
 from bridge.store.pg import connection as postgres
+from bridge.store.pg import sql
 from bridge.store.pg.schema import MIGRATIONS, Migration
 from tests import factories
 from tests.conftest import PostgresTarget
-from tests.factories import postable
 from tests.integration.postgres import Server, start_postgres
 from tests.store import probes
 from tests.store.engines import postgres_store
@@ -171,6 +167,7 @@ MIGRATE_PROCESS = """
 import asyncio, sys
 import asyncpg
 from bridge.store.pg import connection as postgres
+from bridge.store.pg import sql
 
 async def main(dsn: str, schema: str, gate: int) -> None:
     conn = await asyncpg.connect(dsn)
@@ -373,41 +370,6 @@ async def test_prefer_falls_back_to_plain_where_tls_is_not_offered(pg: PostgresT
     assert await encrypted(pg.server, mode="prefer") is False
     with pytest.raises(ConnectionError):  # asyncpg: "rejected SSL upgrade"
         await encrypted(pg.server, mode="require")
-
-
-async def test_a_schema_from_before_migration_4_keeps_re_sending_its_active_alerts(
-    pg: PostgresTarget,
-) -> None:
-    """Migration 4 (issue 15) keeps the active alert's and its tiers' wire JSON in columns
-    of their own, which re-sends read: the engine fills them at open from the states of
-    an older schema, so every alert it held active is re-sent as before, tiers included
-    (and a NUL in a title, escaped in the state's jsonb, as written)."""
-    nul = postable(2, labels={"title": "a\x00b"})
-    tier = postable(1, labels={"escalation_tier": "page"})
-    states = {
-        "issue:1": IdentityState(alert=postable(1), tiers=(tier,)),
-        "issue:2": IdentityState(alert=nul),
-        "issue:3": IdentityState(),
-    }
-    async with pool(pg) as p, p.acquire() as conn:
-        await postgres.migrate(conn, pg.schema, MIGRATIONS[:3])
-        await conn.executemany(
-            "INSERT INTO identity_state (identity, kept_until, active, state)"
-            " VALUES ($1, now() + interval '1 day', $2, $3::jsonb)",
-            [(n, s.alert is not None, codec.to_jsonb(s.to_json())) for n, s in states.items()],
-        )
-    store = postgres_store(pg)
-    await store.open()
-    try:
-        async with store.lane(store.targets[0]) as lane:
-            assert lane is not None
-            page = await lane.resend_page(None, 10)
-        # As posted (jsonb kept the labels in its own key order: equal as JSON).
-        wanted = [json.loads(wire_json(a)) for a in (postable(1), tier, nul)]
-        assert [json.loads(body) for body in page.bodies] == wanted
-        assert page.identities == {"issue:1", "issue:2"}
-    finally:
-        await store.close()
 
 
 # --- durability ----------------------------------------------------------------------------

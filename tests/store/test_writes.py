@@ -90,20 +90,6 @@ def test_the_active_alert_is_the_states() -> None:
     assert (row.alert, row.ends_at) == (wire_json(a), a.ends_at)
 
 
-@pytest.mark.parametrize("tiers", [0, 1, 3])
-def test_the_tiers_are_kept_beside_their_alert_a_line_each(tiers: int) -> None:
-    """What re-sends post for an active alert, stored as written: its tiers' wire JSON, a
-    line each (views.ResendPager splits them), the same text the batch posts."""
-    a = postable(1, labels={"title": "line\nbreak"})  # escaped in JSON: no raw break
-    fired = tuple(postable(1, labels={"escalation_tier": f"t{n}"}) for n in range(tiers))
-    state = IdentityState(alert=a, tiers=fired)
-    writes = plan(taken(1), [Processed(1, [a, *fired], {"issue:1": (state, KEPT_UNTIL)})], [], NOW)
-    [row] = writes.states
-    assert row.alert == wire_json(a)
-    assert row.tiers == ("\n".join(wire_json(t) for t in fired) or None)
-    assert [p.body for p in writes.posts] == [wire_json(a), *(row.tiers or "").splitlines()]
-
-
 def test_failed_entries_go_to_quarantine_with_their_alert() -> None:
     writes = plan(taken(1), [], [Failed(1, issue(1), "boom " * 500)], NOW)
     [(reason, detail, headers, body, alert)] = writes.quarantined

@@ -63,6 +63,11 @@ def from_jsonb(encoded: str) -> Any:
     return _walk(value, untext) if _MARK in encoded else value
 
 
+def wire_from_jsonb(encoded: str) -> str:
+    """A jsonb alert read back as text, as wire JSON to post."""
+    return dumps(from_jsonb(encoded)) if _MARK in encoded else encoded
+
+
 def _walk(value: Any, fix: Any) -> Any:
     if isinstance(value, str):
         return fix(value)

@@ -29,6 +29,7 @@ def dialect(lock_key: int, queue_channel: str) -> Dialect:
         when=_same,
         dumps=codec.to_jsonb,
         loads=codec.from_jsonb,
+        wire=codec.wire_from_jsonb,
         lock_key=lock_key,
         queue_channel=queue_channel,
     )

@@ -101,8 +101,6 @@ class PostgresStore(Engine):
             async with self._pool.acquire() as conn:
                 if self.migrate:
                     await connection.migrate(conn, self.settings.schema_)
-                    async with conn.transaction():
-                        await run(conn, self.dialect, identity.fill_alerts(self.dialect))
                 else:
                     await connection.check_version(conn, self.settings.schema_)
                 await conn.execute(sql.ADD_LANES, list(self.targets))

@@ -132,13 +132,6 @@ ALTER TABLE identity_state ADD COLUMN due_at timestamptz;
 CREATE INDEX identity_state_due_at ON identity_state (due_at) WHERE due_at IS NOT NULL;
 """
 
-# Issue 15: the active alert's wire JSON and its tiers', which re-sends read as stored
-# text (not extracted from the state's jsonb and re-encoded per row). The engine fills
-# the rows of an older schema at open (``identity.fill_alerts``).
-_V4 = """
-ALTER TABLE identity_state ADD COLUMN alert text, ADD COLUMN tiers text;
-"""
-
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         1,
@@ -147,5 +140,4 @@ MIGRATIONS: tuple[Migration, ...] = (
     ),
     Migration(2, "dead letters name their identity: refusals per Alertmanager", _V2),
     Migration(3, "identity states keep their next escalation step's time", _V3),
-    Migration(4, "identity states keep their active alert's wire JSON for re-sends", _V4),
 )

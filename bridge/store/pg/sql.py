@@ -125,10 +125,10 @@ DELETE FROM dead_letter WHERE id IN (
 """
 
 # Re-sends (bridge.store.views.ResendPager): the resolved alerts first, then the active
-# ones, each with its escalation tiers' alerts, in key order pages, as stored.
+# ones, each with its escalation tiers' alerts, in key order pages.
 RESEND_RESOLVED = "SELECT id, body, NULL FROM resolved WHERE id > $1 ORDER BY id LIMIT $2"
 RESEND_ACTIVE = (
-    "SELECT identity, alert, tiers FROM identity_state"
+    "SELECT identity, (state->'alert')::text, (state->'tiers')::text FROM identity_state"
     " WHERE active AND identity > $1 ORDER BY identity LIMIT $2"
 )
 
@@ -154,38 +154,26 @@ LOCK_IDENTITIES = "SELECT pg_advisory_xact_lock($1, h) FROM unnest($2::int4[]) A
 STATES = "SELECT identity, state::text FROM identity_state WHERE identity = ANY($1::text[])"
 
 UPSERT_STATE = """
-INSERT INTO identity_state AS s
-    (identity, kept_until, active, ends_at, state, due_at, alert, tiers)
+INSERT INTO identity_state AS s (identity, kept_until, active, ends_at, state, due_at)
 SELECT * FROM unnest($1::text[], $2::timestamptz[], $3::boolean[], $4::timestamptz[],
-                     $5::jsonb[], $6::timestamptz[], $7::text[], $8::text[])
+                     $5::jsonb[], $6::timestamptz[])
 ON CONFLICT (identity) DO UPDATE
     SET kept_until = excluded.kept_until, active = excluded.active,
-        ends_at = excluded.ends_at, state = excluded.state, due_at = excluded.due_at,
-        alert = excluded.alert, tiers = excluded.tiers
-"""
-
-# bridge.store.identity.fill_alerts: active states from before migration 4.
-UNFILLED = """
-SELECT identity, state::text FROM identity_state
-WHERE active AND alert IS NULL AND identity > $1 ORDER BY identity LIMIT $2
-"""
-FILL = """
-UPDATE identity_state AS s SET alert = f.a, tiers = f.t
-FROM unnest($1::text[], $2::text[], $3::text[]) AS f (a, t, i) WHERE s.identity = f.i
+        ends_at = excluded.ends_at, state = excluded.state, due_at = excluded.due_at
 """
 
 FORGET_STATE = "DELETE FROM identity_state WHERE identity = ANY($1::text[])"
 
 ACTIVE_ALERTS_OF = """
-SELECT identity, alert FROM identity_state WHERE identity = ANY($1::text[]) AND active
+SELECT identity, (state->'alert')::text FROM identity_state
+WHERE identity = ANY($1::text[]) AND active
 """
 
 # An active alert whose endsAt passed has expired in Alertmanager too; a state is kept
 # until its kept_until (IdentityState.kept_until).
-END_EXPIRED = """
-UPDATE identity_state SET active = false, due_at = NULL, alert = NULL, tiers = NULL
-WHERE active AND ends_at <= $1
-"""
+END_EXPIRED = (
+    "UPDATE identity_state SET active = false, due_at = NULL WHERE active AND ends_at <= $1"
+)
 
 # Store.issues, for the reconciler: byte order (COLLATE "C"), whatever the database's
 # collation.

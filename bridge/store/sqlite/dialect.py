@@ -27,6 +27,7 @@ def dialect(clock: Callable[[], datetime]) -> Dialect:
         when=lambda at: datetime.fromtimestamp(at, UTC),
         dumps=jsontext.dumps,
         loads=json.loads,
+        wire=str,
         clock=clock,
     )
 

@@ -231,7 +231,6 @@ class SqliteStore(Engine):
         check_version(self._file.db, self.path)
         with self._transaction() as db:  # a new Alertmanager gets what is decided from now
             db.execute(sql.KEEP_ONLY_TARGETS, (json.dumps(self.targets),))
-            run(db, self.dialect, identity.fill_alerts(self.dialect))
         return db.execute(sql.INBOX_LEFT).fetchall()
 
     def _read_taken(

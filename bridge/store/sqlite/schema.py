@@ -11,11 +11,8 @@ FILENAME = "store.sqlite3"
 # table, no cursors), and each dead letter names the identity of its alert (what one
 # Alertmanager refused is its own). Nothing was released with version 1 (0 in the file),
 # so there is no migration: such a file is refused. 3 (issue 16): ``state.due_at``, the
-# next escalation step's time; a version 2 file gains the column at open. 4 (issue 15):
-# ``state.alert`` and ``state.tiers``, the active alert's and its tiers' wire JSON, which
-# re-sends read as stored (not out of the state's JSON); an older file gains them at open
-# and the engine fills them (``identity.fill_alerts``).
-VERSION = 4
+# next escalation step's time; a version 2 file gains the column at open.
+VERSION = 3
 
 # The shape PostgreSQL's schema has (bridge/store/pg/schema.py): a queue row per
 # Alertmanager, deleted once settled; the active alert is the state's, flagged ``active``
@@ -31,7 +28,7 @@ CREATE TABLE IF NOT EXISTS resolved (
     labels TEXT PRIMARY KEY, resolved_at REAL NOT NULL, alert TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS state (
     identity TEXT PRIMARY KEY, kept_until REAL NOT NULL, active INTEGER NOT NULL,
-    ends_at REAL, state TEXT NOT NULL, due_at REAL, alert TEXT, tiers TEXT);
+    ends_at REAL, state TEXT NOT NULL, due_at REAL);
 CREATE TABLE IF NOT EXISTS dead_letter (
     id INTEGER PRIMARY KEY AUTOINCREMENT, at REAL NOT NULL, target TEXT NOT NULL,
     reason TEXT NOT NULL, alert TEXT NOT NULL, identity TEXT);
@@ -64,10 +61,6 @@ def check_version(db: sqlite3.Connection, path: object) -> None:
         version = VERSION
     if version == 2:  # issue 16: the escalation timer's column
         db.execute("ALTER TABLE state ADD COLUMN due_at REAL")
-        version = 3
-    if version == 3:  # issue 15: what re-sends post, as stored text
-        db.execute("ALTER TABLE state ADD COLUMN alert TEXT")
-        db.execute("ALTER TABLE state ADD COLUMN tiers TEXT")
         db.execute(f"PRAGMA user_version = {VERSION}")
         version = VERSION
     if version != VERSION:

@@ -39,11 +39,11 @@ UNRESOLVE = "DELETE FROM resolved WHERE labels IN (SELECT value FROM json_each(?
 RESOLVE = "INSERT INTO resolved (labels, resolved_at, alert) VALUES (?, ?, ?)"
 EXPIRE_RESOLVED = "DELETE FROM resolved WHERE resolved_at <= ?"
 # Re-sends (bridge.store.views.ResendPager): the resolved alerts first (rowid pages), then
-# the active ones (identity pages), each with its escalation tiers' alerts, as stored.
+# the active ones (identity pages), each with its escalation tiers' alerts.
 RESEND_RESOLVED = "SELECT rowid, alert, NULL FROM resolved WHERE rowid > ? ORDER BY rowid LIMIT ?"
 RESEND_ACTIVE = (
-    "SELECT identity, alert, tiers FROM state WHERE active AND identity > ?"
-    " ORDER BY identity LIMIT ?"
+    "SELECT identity, json_extract(state, '$.alert'), json_extract(state, '$.tiers')"
+    " FROM state WHERE active AND identity > ? ORDER BY identity LIMIT ?"
 )
 
 DEAD_LETTER = "INSERT INTO dead_letter (at, target, reason, alert, identity) VALUES (?, ?, ?, ?, ?)"
@@ -62,16 +62,9 @@ DELETE_DEAD_LETTERS = "DELETE FROM dead_letter WHERE id IN (SELECT value FROM js
 
 STATES = "SELECT identity, state FROM state WHERE identity IN (SELECT value FROM json_each(?))"
 UPSERT_STATE = (
-    "INSERT OR REPLACE INTO state"
-    " (identity, kept_until, active, ends_at, state, due_at, alert, tiers)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+    "INSERT OR REPLACE INTO state (identity, kept_until, active, ends_at, state, due_at)"
+    " VALUES (?, ?, ?, ?, ?, ?)"
 )
-# bridge.store.identity.fill_alerts: active states of a file from before the alert column.
-UNFILLED = (
-    "SELECT identity, state FROM state WHERE active AND alert IS NULL AND identity > ?"
-    " ORDER BY identity LIMIT ?"
-)
-FILL = "UPDATE state SET alert = ?, tiers = ? WHERE identity = ?"
 # Store.issues, for the reconciler: a range of the primary key (``issue;`` is the name after
 # every ``issue:<id>`` in byte order).
 ISSUES = (
@@ -82,8 +75,8 @@ ISSUES = (
 DUE = "SELECT identity, due_at FROM state WHERE due_at <= ? AND active ORDER BY due_at LIMIT ?"
 FORGET_STATE = "DELETE FROM state WHERE identity = ?"
 ACTIVE_ALERTS_OF = (
-    "SELECT identity, alert FROM state WHERE identity IN (SELECT value FROM json_each(?))"
-    " AND active"
+    "SELECT identity, json_extract(state, '$.alert') FROM state"
+    " WHERE identity IN (SELECT value FROM json_each(?)) AND active"
 )
 ACTIVE_ALERTS = (
     "SELECT identity, ends_at, json_extract(state, '$.alert.labels'), due_at,"
@@ -91,10 +84,7 @@ ACTIVE_ALERTS = (
     " FROM state WHERE active ORDER BY identity LIMIT ?"
 )
 # An active alert whose endsAt passed has expired in Alertmanager too.
-END_EXPIRED = (
-    "UPDATE state SET active = 0, due_at = NULL, alert = NULL, tiers = NULL"
-    " WHERE active AND ends_at <= ?"
-)
+END_EXPIRED = "UPDATE state SET active = 0, due_at = NULL WHERE active AND ends_at <= ?"
 FORGET_KEPT_UNTIL = "DELETE FROM state WHERE kept_until <= ?"
 
 # --- quarantine ------------------------------------------------------------------------------
