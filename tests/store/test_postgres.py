@@ -32,6 +32,7 @@ from bridge.store.pg import sql
 from bridge.store.pg.schema import MIGRATIONS, Migration
 from tests import factories
 from tests.conftest import PostgresTarget
+from tests.factories import postable
 from tests.integration.postgres import Server, start_postgres
 from tests.store import probes
 from tests.store.engines import postgres_store
